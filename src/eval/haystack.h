@@ -1,0 +1,27 @@
+// Filler text for the task generators: the sentences of a folder of .txt files (Paul Graham essays for
+// needle-in-a-haystack by default) and the classic repeated passkey "noise" sentences. A loaded folder
+// is cached for the life of the process (read-only, shared between threads).
+#pragma once
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace gsa::eval {
+
+struct haystack {
+  std::filesystem::path dir;
+  std::vector<std::string> sentences;  // whitespace collapsed, in file-name order, each ending its sentence
+};
+
+// Loads (once) every regular *.txt file under `dir`, sorted by name. Throws gsa::error telling the user to
+// pass --haystack DIR when the folder is missing or holds no text.
+const haystack& load_haystack(const std::filesystem::path& dir);
+
+// Sentence split of whitespace-collapsed text: a sentence ends at . ! or ? (plus closing quotes or
+// brackets) followed by a space or the end of the text.
+std::vector<std::string> split_sentences(const std::string& text);
+
+// The passkey filler: "The grass is green. The sky is blue. ..." one sentence per unit, repeating.
+const std::vector<std::string>& noise_sentences();
+
+}  // namespace gsa::eval

@@ -1,0 +1,60 @@
+// Answer metrics with LongBench's definitions (THUDM/LongBench metrics.py, English variants), plus
+// exact / contains match and the perplexity helpers. All scores are in [0, 1]; callers that report
+// LongBench numbers multiply the mean by 100 as its eval.py does. Strings are UTF-8; where LongBench's
+// Python counts characters (code similarity) these count code points.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gsa::eval {
+
+// SQuAD/LongBench normalize_answer: lowercase, drop ASCII punctuation, drop the words a/an/the,
+// collapse whitespace. Lowercasing is ASCII-only (the English variants only see English text).
+std::string normalize_answer(std::string_view s);
+
+// Token F1 of two token lists with multiset overlap (LongBench f1_score); 0 when nothing overlaps.
+double token_f1(const std::vector<std::string>& prediction, const std::vector<std::string>& ground_truth);
+// qa_f1_score: token_f1 of the whitespace tokens of the normalised strings.
+double qa_f1_score(std::string_view prediction, std::string_view ground_truth);
+
+// rouge_score: ROUGE-L F (summary level) as the `rouge` package (pltrdy, 1.0.x, exclusive=True) computes it
+// from Rouge().get_scores(prediction, ground_truth): sentences split on '.', words split on ' ', the union
+// LCS counted over distinct words. 0 where the package raises (an empty prediction or reference).
+double rouge_l_score(std::string_view prediction, std::string_view ground_truth);
+
+// classification_score: the classes that occur in the prediction, minus those that are a substring of a
+// different ground truth (with Python's skip-after-remove iteration); 1/len(matches) if the ground truth
+// is among them, else 0.
+double classification_score(std::string_view prediction, std::string_view ground_truth,
+                            const std::vector<std::string>& all_classes);
+
+// retrieval_score: the id N of the first "Paragraph N" in the ground truth; the fraction of digit runs in
+// the prediction equal to it. Throws gsa::error if the ground truth names no paragraph.
+double retrieval_score(std::string_view prediction, std::string_view ground_truth);
+// count_score: the fraction of digit runs in the prediction equal to the ground truth.
+double count_score(std::string_view prediction, std::string_view ground_truth);
+
+// Indel-normalised similarity 1 - indel(a, b) / (|a| + |b|) over code points (1 for two empty strings);
+// indel distance = |a| + |b| - 2 LCS(a, b). This is rapidfuzz's fuzz.ratio / 100.
+double indel_similarity(std::string_view a, std::string_view b);
+// thefuzz fuzz.ratio: round(100 * indel_similarity) with Python's round-half-to-even, as an integer.
+int fuzz_ratio(std::string_view a, std::string_view b);
+// code_sim_score: the first line of the prediction (after leading newlines) that contains none of
+// '`', '#', "//" (LongBench tests containment, not the line start), compared by fuzz_ratio / 100.
+double code_sim_score(std::string_view prediction, std::string_view ground_truth);
+
+// Exact match after normalize_answer (SQuAD EM).
+double exact_match_score(std::string_view prediction, std::string_view ground_truth);
+// 1 if the ground truth occurs in the prediction, ignoring ASCII case (RULER's string match).
+double contains_score(std::string_view prediction, std::string_view ground_truth);
+
+// Held-out text: exp(nats / tokens), nats / tokens / ln 2, and nats / bytes / ln 2. The sum of nats is the
+// summed negative log-likelihood of the predicted tokens; bytes are the UTF-8 bytes of the text they cover.
+// Throw gsa::error on a count <= 0.
+double perplexity(double sum_nats, int64_t n_tokens);
+double bits_per_token(double sum_nats, int64_t n_tokens);
+double bits_per_byte(double sum_nats, int64_t n_bytes);
+
+}  // namespace gsa::eval

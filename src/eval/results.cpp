@@ -1,0 +1,113 @@
+// Result tables (see results.h).
+#include "eval/results.h"
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+
+namespace gsa::eval {
+
+std::string method_label(const result_record& r) {
+  return r.ratio > 0 ? fmt::format("{} {:g}x", r.method, r.ratio) : r.method;
+}
+
+std::vector<result_record> aggregate_depths(const std::vector<result_record>& records) {
+  std::vector<result_record> out;
+  std::map<std::tuple<std::string, std::string, double, int64_t>, size_t> index;
+  std::vector<double> weight;
+  for (auto& r : records) {
+    auto key = std::make_tuple(r.task, r.method, r.ratio, r.length);
+    auto it = index.find(key);
+    if (it == index.end()) {
+      it = index.emplace(key, out.size()).first;
+      out.push_back(r);
+      out.back().depth = 0;
+      out.back().score = 0;
+      out.back().n = 0;
+      weight.push_back(0);
+    }
+    result_record& a = out[it->second];
+    double w = double(std::max<int64_t>(r.n, 0));
+    a.score += r.score * w;
+    a.n += r.n;
+    weight[it->second] += w;
+  }
+  for (size_t i = 0; i < out.size(); i++) out[i].score = weight[i] > 0 ? out[i].score / weight[i] : 0.0;
+  return out;
+}
+
+std::string results_markdown(const std::vector<result_record>& records) {
+  auto cells = aggregate_depths(records);
+  std::set<int64_t> lengths;
+  for (auto& c : cells) lengths.insert(c.length);
+  // Rows in first-appearance order of (task, method, ratio).
+  std::vector<std::tuple<std::string, std::string, double>> rows;
+  std::map<std::tuple<std::string, std::string, double, int64_t>, double> value;
+  for (auto& c : cells) {
+    auto row = std::make_tuple(c.task, c.method, c.ratio);
+    if (std::find(rows.begin(), rows.end(), row) == rows.end()) rows.push_back(row);
+    value[std::make_tuple(c.task, c.method, c.ratio, c.length)] = c.score;
+  }
+  std::string out = "| task | method |";
+  std::string rule = "|---|---|";
+  for (int64_t l : lengths) {
+    out += fmt::format(" {} |", l);
+    rule += "---:|";
+  }
+  out += " avg |\n" + rule + "---:|\n";
+  for (auto& [task, method, ratio] : rows) {
+    result_record label{task, method, ratio};
+    out += fmt::format("| {} | {} |", task, method_label(label));
+    double sum = 0;
+    int count = 0;
+    for (int64_t l : lengths) {
+      auto it = value.find(std::make_tuple(task, method, ratio, l));
+      if (it == value.end()) {
+        out += " - |";
+      } else {
+        out += fmt::format(" {:.1f} |", 100 * it->second);
+        sum += it->second;
+        count++;
+      }
+    }
+    out += fmt::format(" {:.1f} |\n", count ? 100 * sum / count : 0.0);
+  }
+  return out;
+}
+
+std::string results_json(const std::vector<result_record>& records) {
+  nlohmann::json a = nlohmann::json::array();
+  for (auto& r : records)
+    a.push_back({{"task", r.task}, {"method", r.method}, {"ratio", r.ratio}, {"length", r.length},
+                 {"depth", r.depth}, {"score", r.score}, {"n", r.n}});
+  return a.dump(1);
+}
+
+std::vector<result_record> parse_results_json(std::string_view text) {
+  auto a = nlohmann::json::parse(text, nullptr, false);
+  if (a.is_discarded() || !a.is_array()) fail("results: expected a JSON array of records");
+  std::vector<result_record> out;
+  for (size_t i = 0; i < a.size(); i++) {
+    const auto& o = a[i];
+    try {
+      result_record r;
+      r.task = o.at("task").get<std::string>();
+      r.method = o.at("method").get<std::string>();
+      r.ratio = o.value("ratio", 0.0);
+      r.length = o.at("length").get<int64_t>();
+      r.depth = o.value("depth", 0.0);
+      r.score = o.at("score").get<double>();
+      r.n = o.value("n", int64_t(1));
+      out.push_back(std::move(r));
+    } catch (const nlohmann::json::exception& e) {
+      fail("results: record {} needs task, method, length, score (and optionally ratio, depth, n): {}", i,
+           e.what());
+    }
+  }
+  return out;
+}
+
+}  // namespace gsa::eval

@@ -1,0 +1,32 @@
+// Evaluation results: one record per (task, method, ratio, length, depth) cell holding the mean score of
+// its n samples. Renders the markdown table of a report (rows task x method, columns lengths, cells the
+// n-weighted mean over depths in percent, plus the mean over lengths) and a JSON array of the records.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gsa::eval {
+
+struct result_record {
+  std::string task, method;
+  double ratio = 0;    // compression ratio r = c / g; 0 for methods without one (full)
+  int64_t length = 0;  // context length in tokens
+  double depth = 0;    // needle depth fraction
+  double score = 0;    // mean score in [0, 1]
+  int64_t n = 1;       // samples behind the mean
+};
+
+// "gsa 8x" / "full": the row label of a method at its ratio.
+std::string method_label(const result_record& r);
+
+// Per (task, method, ratio, length): the n-weighted mean over depths; first-appearance order.
+std::vector<result_record> aggregate_depths(const std::vector<result_record>& records);
+
+std::string results_markdown(const std::vector<result_record>& records);
+std::string results_json(const std::vector<result_record>& records);
+// Parses results_json's output back; throws gsa::error naming the bad element.
+std::vector<result_record> parse_results_json(std::string_view text);
+
+}  // namespace gsa::eval

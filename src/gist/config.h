@@ -1,0 +1,42 @@
+// GSA configuration: the "gsa" object of a model's config.json (DESIGN 1.1-1.5).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace gsa::gist {
+
+enum class select_rule : uint8_t { fixed, adaptive, top_p };
+enum class train_mode : uint8_t { compress, unfold, suffix_unfold };
+
+struct gsa_config {
+  // chunk[0] = raw tokens per level-0 chunk (c_0); chunk[l] (l >= 1) = level-(l-1) groups per level-l group.
+  std::vector<int> chunk = {16};
+  int gists_per_chunk = 1;               // g, at every level
+  std::vector<int32_t> gist_token_ids;   // one token id per level (<|gist|>, <|gist_1|>, ...)
+  int local_chunks = 1;                  // raw chunks before the query's chunk that stay visible
+  int sink = 3;                          // first raw tokens always visible
+  std::vector<int> dense_layers = {0};   // layers that never unfold (they see the gist mask only)
+  select_rule select = select_rule::adaptive;
+  int topk = 4;                          // for select_rule::fixed (and per level in the hierarchy)
+  float top_p = 0.9f;                    // for select_rule::top_p
+  bool group_scoring = false;            // sum scores over the GQA group, one top-k per KV head (else union)
+  bool gists_all = false;                // unfolding queries keep every gist visible (else only selected)
+  train_mode mode = train_mode::compress;
+
+  int levels() const { return int(chunk.size()); }
+  float ratio() const;                   // raw tokens per level-0 gist: c_0 / g
+  // Throws gsa::error naming the field when a value is out of range.
+  void validate() const;
+};
+
+// Parse / emit the config.json "gsa" object. Unknown keys are rejected with a clear error.
+gsa_config gsa_config_from_json(const nlohmann::json& j);
+nlohmann::json gsa_config_to_json(const gsa_config& cfg);
+const char* select_rule_name(select_rule r);
+const char* train_mode_name(train_mode m);
+train_mode train_mode_from_name(const std::string& name);  // throws on unknown
+
+}  // namespace gsa::gist

@@ -1,0 +1,176 @@
+// Chunk selection (flat and hierarchical) and gist scoring; rules in select.h.
+#include "gist/select.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "gist/stream.h"
+
+namespace gsa::gist {
+
+namespace {
+
+float rank_value(float x) { return std::isnan(x) ? -INFINITY : x; }
+
+// Indices 0..n-1 by descending score, ties by ascending index.
+std::vector<int32_t> ranked(const float* s, int n) {
+  std::vector<int32_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return rank_value(s[a]) > rank_value(s[b]); });
+  return idx;
+}
+
+// Selection for one score row: the first k of the ranking, or the top-p prefix.
+void select_row(const float* s, int n, int k, const gsa_config& cfg, std::vector<int32_t>& out) {
+  if (n == 0) return;
+  std::vector<int32_t> idx = ranked(s, n);
+  int take = 0;
+  if (cfg.select == select_rule::top_p) {
+    const double mx = rank_value(s[idx[0]]);
+    if (!std::isfinite(mx)) {
+      take = 1;  // all scores -inf / NaN: no mass to speak of; unfold the first in rank order
+    } else {
+      double z = 0;
+      for (int i = 0; i < n; i++) z += std::exp(double(rank_value(s[i])) - mx);
+      double cum = 0;
+      while (take < n) {
+        cum += std::exp(double(rank_value(s[idx[take]])) - mx) / z;
+        take++;
+        if (cum >= double(cfg.top_p) * (1 - 1e-12)) break;
+      }
+    }
+  } else {
+    take = std::clamp(k, 0, n);
+  }
+  out.insert(out.end(), idx.begin(), idx.begin() + take);
+}
+
+void sort_unique(std::vector<int32_t>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+}  // namespace
+
+int candidate_count(int query_chunk, int n_complete_chunks, int local_chunks) {
+  return std::clamp(query_chunk - local_chunks, 0, std::max(0, n_complete_chunks));
+}
+
+int adaptive_k(int64_t raw_before, const gsa_config& cfg, int group_size, int n_candidates) {
+  if (n_candidates <= 0) return 0;
+  GSA_ASSERT(group_size >= 1 && raw_before >= 0, "group_size {} raw_before {}", group_size, raw_before);
+  const int64_t c = cfg.chunk[0];
+  const int64_t k = raw_before * cfg.gists_per_chunk / (c * c * group_size) + 1;
+  const int64_t cap = (int64_t(n_candidates) + 3) / 4;
+  return int(std::min(k, cap));
+}
+
+int select_k(const gsa_config& cfg, int64_t raw_before, int group_size, int n_candidates) {
+  switch (cfg.select) {
+    case select_rule::fixed: return std::clamp(cfg.topk, 0, std::max(0, n_candidates));
+    case select_rule::adaptive: return adaptive_k(raw_before, cfg, group_size, n_candidates);
+    case select_rule::top_p: return std::max(0, n_candidates);
+  }
+  return 0;
+}
+
+std::vector<std::vector<int32_t>> select_top(const float* scores, int Hq, int Hkv, int n, int k,
+                                             const gsa_config& cfg) {
+  GSA_ASSERT(Hkv >= 1 && Hq % Hkv == 0, "Hq {} is not a multiple of Hkv {}", Hq, Hkv);
+  const int G = Hq / Hkv;
+  std::vector<std::vector<int32_t>> out(Hkv);
+  std::vector<float> sum(n);
+  for (int h = 0; h < Hkv; h++) {
+    if (cfg.group_scoring) {
+      std::fill(sum.begin(), sum.end(), 0.0f);
+      for (int i = 0; i < G; i++)
+        for (int j = 0; j < n; j++) sum[j] += scores[size_t(h * G + i) * n + j];
+      select_row(sum.data(), n, k, cfg, out[h]);
+    } else {
+      for (int i = 0; i < G; i++) select_row(scores + size_t(h * G + i) * n, n, k, cfg, out[h]);
+    }
+    sort_unique(out[h]);
+  }
+  return out;
+}
+
+std::vector<std::vector<int32_t>> select_chunks(const float* scores, int Hq, int Hkv, int n_candidates,
+                                                int64_t raw_before, const gsa_config& cfg) {
+  const int k = select_k(cfg, raw_before, Hq / Hkv, n_candidates);
+  return select_top(scores, Hq, Hkv, n_candidates, k, cfg);
+}
+
+void score_units(float* scores, const float* q, int Tq, int Hq, const float* k, int Tk, int Hkv, int D,
+                 const int32_t* gist_begin, int n_units, int g) {
+  GSA_ASSERT(Hkv >= 1 && Hq % Hkv == 0, "Hq {} is not a multiple of Hkv {}", Hq, Hkv);
+  const int G = Hq / Hkv;
+  const float scale = 1.0f / std::sqrt(float(D));
+  for (int h = 0; h < Hq; h++) {
+    const int hk = h / G;
+    for (int u = 0; u < n_units; u++) {
+      float best = -INFINITY;
+      for (int r = 0; r < g; r++) {
+        const int p = gist_begin[u] + r;
+        GSA_ASSERT(p >= 0 && p < Tk, "gist position {} outside the {} keys", p, Tk);
+        const float* kp = k + (size_t(p) * Hkv + hk) * D;
+        for (int t = 0; t < Tq; t++) {
+          const float* qp = q + (size_t(t) * Hq + h) * D;
+          float dot = 0;
+          for (int d = 0; d < D; d++) dot += qp[d] * kp[d];
+          best = std::max(best, dot * scale);
+        }
+      }
+      scores[size_t(h) * n_units + u] = best;
+    }
+  }
+}
+
+hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std::vector<int>& k_per_level,
+                                   const gsa_config& cfg, const unit_scorer& score) {
+  const int L = cfg.levels();
+  GSA_ASSERT(int(k_per_level.size()) == L, "k_per_level has {} entries for {} levels", k_per_level.size(), L);
+  GSA_ASSERT(Hkv >= 1 && Hq % Hkv == 0, "Hq {} is not a multiple of Hkv {}", Hq, Hkv);
+  const int G = Hq / Hkv;
+  std::vector<int> whole(L + 1, 0);  // whole[l] = level-l units inside the candidate prefix; whole[L] = 0
+  for (int l = 0; l < L; l++) whole[l] = std::max(0, n_candidates) / chunks_per_unit(cfg, l);
+
+  hier_selection res;
+  res.chunks.resize(Hkv);
+  std::vector<int32_t> kept, units;
+  std::vector<float> buf;
+  for (int h = 0; h < Hkv; h++) {
+    kept.clear();
+    for (int l = L - 1; l >= 0; l--) {
+      units.clear();
+      if (l < L - 1)
+        for (int32_t u : kept)
+          for (int c = 0; c < cfg.chunk[l + 1]; c++) units.push_back(u * cfg.chunk[l + 1] + c);
+      // Loose units: whole at level l but their parent is not whole, so no higher level can select them.
+      const int loose0 = l < L - 1 ? whole[l + 1] * cfg.chunk[l + 1] : 0;
+      for (int u = loose0; u < whole[l]; u++) units.push_back(u);
+      sort_unique(units);
+      kept.clear();
+      if (units.empty()) continue;
+      const int n = int(units.size());
+      buf.assign(size_t(G) * n, 0.0f);
+      score(l, h, units, buf.data());
+      res.keys_scored += int64_t(n) * cfg.gists_per_chunk;
+      auto sel = select_top(buf.data(), G, 1, n, k_per_level[l], cfg);
+      for (int32_t i : sel[0]) kept.push_back(units[i]);
+    }
+    res.chunks[h] = kept;
+  }
+  return res;
+}
+
+std::vector<int> hierarchy_k(const gsa_config& cfg, int64_t raw_before, int group_size, int n_candidates) {
+  int k = INT_MAX;
+  if (cfg.select == select_rule::fixed) k = std::max(0, cfg.topk);
+  else if (cfg.select == select_rule::adaptive) k = adaptive_k(raw_before, cfg, group_size, n_candidates);
+  return std::vector<int>(cfg.levels(), k);
+}
+
+}  // namespace gsa::gist

@@ -1,0 +1,115 @@
+// The Llama-family model (Llama, Qwen2): weights, forward to loss/logits and full backward, llm.c style.
+// Layouts (T = stream positions of one sequence, C = hidden, Hq/Hkv query/KV heads, D = head dim, I = MLP
+// width, V = vocabulary), HF tensor names in comments:
+//   embed   (V, C)        model.embed_tokens.weight
+//   per layer:
+//     attn_norm (C)       model.layers.i.input_layernorm.weight
+//     wq (Hq*D, C), bq (Hq*D) [qwen2]   self_attn.q_proj.{weight,bias}
+//     wk (Hkv*D, C), bk (Hkv*D)         self_attn.k_proj
+//     wv (Hkv*D, C), bv (Hkv*D)         self_attn.v_proj
+//     wo (C, Hq*D), bo (C) [llama attention_bias]  self_attn.o_proj
+//     mlp_norm (C)        post_attention_layernorm.weight
+//     w_gate, w_up (I, C), w_down (C, I)  mlp.{gate,up,down}_proj.weight
+//   norm    (C)           model.norm.weight
+//   lm_head (V, C)        lm_head.weight (absent when tied: the embedding is used, and its gradient is summed)
+// Weights are f32 in memory whatever the checkpoint's dtype. Attention runs through a plan per layer
+// (backend/cpu/attention.h), so the same forward serves full causal attention and every GSA mode.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/ops.h"
+#include "core/tensor.h"
+#include "io/hf-config.h"
+
+namespace gsa {
+
+struct layer_weights {
+  Tensor attn_norm, wq, bq, wk, bk, wv, bv, wo, bo, mlp_norm, w_gate, w_up, w_down;
+};
+
+struct llama_weights {
+  Tensor embed, norm, lm_head;
+  std::vector<layer_weights> layers;
+};
+
+class llama_model {
+ public:
+  model_config config;
+  llama_weights w;
+  std::vector<float> inv_freq;  // (D/2) RoPE frequencies after scaling
+
+  // Zero-initialised weights of the right shapes for cfg.
+  explicit llama_model(const model_config& cfg);
+  llama_model() = default;
+
+  // Every parameter with its HF name (the tied lm_head is not listed separately).
+  std::vector<std::pair<std::string, Tensor*>> parameters();
+  std::vector<std::pair<std::string, const Tensor*>> parameters() const;
+  int64_t parameter_count() const;
+
+  // Random init as HF does (normal(0, std) for matrices, ones for norms, zeros for biases).
+  void init_random(uint64_t seed, float std = 0.02f);
+
+  cpu::rope_scaling rope() const;
+  const Tensor& lm_head() const { return config.tie_word_embeddings ? w.embed : w.lm_head; }
+};
+
+// Loads config.json + model.safetensors (or the sharded index) from dir. Every expected tensor must be present
+// with the right shape (clear errors otherwise); bf16/f16 weights are converted to f32.
+llama_model load_model(const std::string& dir);
+// Writes config.json (preserving unknown keys of the loaded config) and model.safetensors (f32) into dir
+// (created if needed), atomically per file.
+void save_model(const llama_model& m, const std::string& dir);
+
+// A gradient buffer with the same tensors as the model (zeroed).
+llama_weights make_grads(const llama_model& m);
+void zero_grads(llama_weights& g);
+std::vector<std::pair<std::string, Tensor*>> grad_list(const llama_model& m, llama_weights& g);
+
+// The attention plan a layer uses. q (T, Hq, D) and k (T, Hkv, D) are that layer's rotated projections, for
+// plan providers that select chunks from scores (the unfold modes); plain ones ignore them.
+using plan_provider = std::function<cpu::attn_plan(int layer, const float* q, const float* k)>;
+
+// Activations saved by the forward pass for the backward pass, named per layer so any can be dumped.
+struct layer_acts {
+  Tensor x_in;       // (T, C) residual stream entering the layer
+  Tensor h_attn;     // (T, C) input_layernorm output
+  Tensor rstd_attn;  // (T)
+  Tensor q, k, v;    // (T, Hq, D), (T, Hkv, D), (T, Hkv, D); q and k after RoPE
+  Tensor attn;       // (T, Hq*D) attention output before o_proj
+  Tensor lse;        // (T, Hq)
+  Tensor x_mid;      // (T, C) residual after attention
+  Tensor h_mlp;      // (T, C) post_attention_layernorm output
+  Tensor rstd_mlp;   // (T)
+  Tensor gate, up;   // (T, I) projections
+  Tensor act;        // (T, I) silu(gate) * up
+  cpu::attn_plan plan;
+};
+
+struct forward_state {
+  int T = 0;
+  std::vector<int32_t> ids, pos, targets;  // targets[i]: token position i predicts, or -100
+  std::vector<layer_acts> layers;
+  Tensor x_final;  // (T, C) residual stream after the last layer
+  Tensor h_final;  // (T, C) after the final norm
+  Tensor rstd_final, lse;  // (T), (T)
+  double loss_sum = 0;
+  int64_t n_valid = 0;
+  double loss() const { return n_valid ? loss_sum / double(n_valid) : 0.0; }
+  std::vector<std::pair<std::string, Tensor>> named() const;  // "layers.3.q", "final.h", ... for dumps
+};
+
+// Runs the model over one sequence: ids, RoPE positions and targets (already shifted: position i predicts
+// targets[i]; -100 = ignore). With an empty targets vector the loss is skipped. plans == nullptr means full
+// causal attention.
+void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>& ids,
+             const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans);
+// Gradients of the mean loss (times loss_scale) into g (accumulated, +=). Requires a forward with targets.
+void backward(const llama_model& m, const forward_state& st, llama_weights& g, float loss_scale = 1.0f);
+// Logits (T, V) of the final hidden states of a finished forward.
+Tensor logits(const llama_model& m, const forward_state& st);
+
+}  // namespace gsa
