@@ -24,6 +24,7 @@ namespace {
 struct selection {
   size_t full = 0;       // whole units
   std::string partial;   // word prefix of unit `full`, or empty
+  int64_t estimate = 0;  // estimated filler tokens
 };
 
 class builder {
@@ -64,9 +65,12 @@ class builder {
         std::vector<std::string> prefix(words.begin(), words.begin() + long(mid));
         if (tokens(plan_.sep + join(prefix, " ")) <= left) lo = mid; else hi = mid - 1;
       }
-      if (lo > 0 && lo < words.size())
+      if (lo > 0 && lo < words.size()) {
         s.partial = join(std::vector<std::string>(words.begin(), words.begin() + long(lo)), " ");
+        s.estimate += tokens(plan_.sep + s.partial);
+      }
     }
+    s.estimate += cum_[s.full];
     return s;
   }
 
@@ -134,7 +138,8 @@ built_context build_context(const context_plan& plan, int64_t target_tokens, con
   built_context best = fixed;
   built_context over;
   for (int round = 0; round < 8; round++) {
-    built_context c = b.assemble(b.select(budget));
+    selection sel = b.select(budget);
+    built_context c = b.assemble(sel);
     int64_t measured = c.tokens;
     if (c.tokens <= target_tokens) {
       if (c.tokens > best.tokens) best = std::move(c);
@@ -142,7 +147,15 @@ built_context build_context(const context_plan& plan, int64_t target_tokens, con
     } else if (over.context.empty() || c.tokens < over.tokens) {
       over = std::move(c);
     }
-    int64_t next = budget + (target_tokens - measured);
+    // Per-unit estimates are off by a roughly constant factor (a separator that merges with its
+    // neighbour, a word split differently at a boundary): rescale the budget by measured / estimated
+    // filler, then fall back to shifting it by the remaining difference.
+    int64_t filler = measured - fixed.tokens;
+    int64_t next = filler > 0 && sel.estimate > 0
+                       ? int64_t(std::llround(double(sel.estimate) * double(target_tokens - fixed.tokens) /
+                                              double(filler)))
+                       : budget + (target_tokens - measured);
+    if (next == budget) next = budget + (target_tokens - measured);
     if (next == budget) break;
     budget = next;
   }

@@ -28,6 +28,15 @@ std::vector<std::string> split_sentences(const std::string& text) {
       while (j + 2 < text.size() && uint8_t(text[j]) == 0xE2 && uint8_t(text[j + 1]) == 0x80 &&
              (uint8_t(text[j + 2]) == 0x9D || uint8_t(text[j + 2]) == 0x99))
         j += 3;
+      // The essays lost their paragraph breaks ("that.For me"): a lowercase letter, the stop and an
+      // uppercase letter also end a sentence.
+      bool glued = j == i + 1 && j < text.size() && i > 0 && text[i - 1] >= 'a' && text[i - 1] <= 'z' &&
+                   text[j] >= 'A' && text[j] <= 'Z';
+      if (glued) {
+        out.push_back(text.substr(start, j - start));
+        start = i = j;
+        continue;
+      }
       if (j == text.size() || text[j] == ' ') {
         out.push_back(text.substr(start, j - start));
         start = j + (j < text.size());

@@ -18,7 +18,8 @@ struct haystack {
 const haystack& load_haystack(const std::filesystem::path& dir);
 
 // Sentence split of whitespace-collapsed text: a sentence ends at . ! or ? (plus closing quotes or
-// brackets) followed by a space or the end of the text.
+// brackets) followed by a space or the end of the text, or at a stop glued between a lowercase and an
+// uppercase letter ("end.Next", a lost paragraph break).
 std::vector<std::string> split_sentences(const std::string& text);
 
 // The passkey filler: "The grass is green. The sky is blue. ..." one sentence per unit, repeating.

@@ -93,6 +93,16 @@ std::vector<longbench_record> load_longbench(const std::filesystem::path& file) 
   return out;
 }
 
+sample longbench_sample(const longbench_record& r) {
+  sample s;
+  s.task = r.dataset;
+  s.context = r.context;
+  s.question = r.input;
+  s.answers = r.answers;
+  s.all_classes = r.all_classes;
+  return s;
+}
+
 std::string longbench_metric(std::string_view dataset) {
   for (auto& m : k_metrics)
     if (dataset == m.dataset) return m.metric;

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "eval/tasks.h"
+
 namespace gsa::eval {
 
 struct longbench_record {
@@ -23,6 +25,9 @@ struct longbench_record {
 std::vector<longbench_record> load_longbench(const std::filesystem::path& file);
 // Parses one line (exposed for tests and streaming); `where` prefixes error messages.
 longbench_record parse_longbench_line(std::string_view line, const std::string& where);
+
+// A record as a sample: task = dataset, question = input; score() then applies the dataset's metric.
+sample longbench_sample(const longbench_record& r);
 
 // The metric LongBench's dataset2metric assigns to an English dataset ("qa_f1", "rouge", "classification",
 // "retrieval", "count", "code_sim"); throws gsa::error listing the known datasets for any other name.

@@ -100,6 +100,8 @@ std::string normalize_answer(std::string_view s) {
     if (!is_ascii_punct(c)) no_punct += c;
   // \b(a|an|the)\b matches exactly the maximal word-character runs spelled a/an/the.
   std::u32string cps = utf8_decode(no_punct);
+  for (auto& c : cps)  // Latin-1 capitals (accented names in English answers) lower like Python's lower()
+    if (c >= 0xC0 && c <= 0xDE && c != 0xD7) c += 0x20;
   std::string out;
   size_t i = 0;
   while (i < cps.size()) {

@@ -11,7 +11,7 @@
 namespace gsa::eval {
 
 // SQuAD/LongBench normalize_answer: lowercase, drop ASCII punctuation, drop the words a/an/the,
-// collapse whitespace. Lowercasing is ASCII-only (the English variants only see English text).
+// collapse whitespace. Lowercasing covers ASCII and Latin-1 letters (the English variants' text).
 std::string normalize_answer(std::string_view s);
 
 // Token F1 of two token lists with multiset overlap (LongBench f1_score); 0 when nothing overlaps.

@@ -65,19 +65,14 @@ cpu::attn_plan plan_compress(const stream& s, const gsa_config& cfg, int split_a
   const int g = cfg.gists_per_chunk;
   // A block [b0, b1) of query class (m, level); cut at split_at when it straddles it.
   auto add_block = [&](int b0, int b1, int m, int level) {
-    auto emit = [&](int e0, int e1) {
-      compress_keys(keys, s, cfg, m, level, e1 - 1);
+    auto emit = [&](int end) {  // the block starts where the previous one ended
+      compress_keys(keys, s, cfg, m, level, end - 1);
       plan.indices.insert(plan.indices.end(), keys.begin(), keys.end());
       plan.indptr.push_back(int64_t(plan.indices.size()));
-      plan.block_q.push_back(e1);
-      (void)e0;
+      plan.block_q.push_back(end);
     };
-    if (split_at > b0 && split_at < b1) {
-      emit(b0, split_at);
-      emit(split_at, b1);
-    } else {
-      emit(b0, b1);
-    }
+    if (split_at > b0 && split_at < b1) emit(split_at);
+    emit(b1);
   };
   for (int m = 0; m < s.n_chunks(); m++) {
     GSA_ASSERT(plan.block_q.back() == s.chunk_raw_begin[m], "chunk {} does not start where the last block ends", m);

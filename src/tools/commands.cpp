@@ -9,6 +9,7 @@ static command_list g_commands;
 void register_commands(CLI::App& app) {
   register_info(app, g_commands);
   register_forward(app, g_commands);
+  register_tokenize(app, g_commands);
 }
 
 int run_selected(CLI::App& app) {

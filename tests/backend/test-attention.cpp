@@ -205,8 +205,11 @@ TEST(Attention, BothScatterStrategiesAndThreadCounts) {
     for (auto [Hq, Hkv] : kGqa)
       for (int heads : {1, Hkv}) {
         omp_set_num_threads(threads);
-        shape s{45, 50, 5, Hq, Hkv, 16};
-        check_plan(random_plan(r, s, heads, 6, 0.5f), s, 400 + n++,
+        shape s{80, 85, 5, Hq, Hkv, 64};
+        auto p = random_plan(r, s, heads, 6, 0.8f);
+        // The kernels run calls under 2^18 multiply-adds on one thread; this one must get a team.
+        ASSERT_GT(double(p.attended_pairs(Hkv)) * (Hq / Hkv) * s.D, double(1 << 18));
+        check_plan(p, s, 400 + n++,
                    fmt::format("threads={} Hq={} Hkv={} heads={}", threads, Hq, Hkv, heads));
       }
   omp_set_num_threads(saved);
@@ -214,8 +217,9 @@ TEST(Attention, BothScatterStrategiesAndThreadCounts) {
 
 TEST(Attention, BackwardAccumulatesAndAcceptsNullptr) {
   rng r(51);
-  const shape s{30, 34, 4, 4, 2, 16};
-  auto p = random_plan(r, s, 2, 4, 0.5f);
+  const shape s{60, 64, 4, 4, 2, 64};
+  auto p = random_plan(r, s, 2, 4, 0.9f);
+  ASSERT_GT(double(p.attended_pairs(s.Hkv)) * (s.Hq / s.Hkv) * s.D, double(1 << 18));  // threaded (see above)
   auto q = test::randn(size_t(s.Tq) * s.Hq * s.D, r), k = test::randn(size_t(s.Tk) * s.Hkv * s.D, r);
   auto v = test::randn(size_t(s.Tk) * s.Hkv * s.D, r), dout = test::randn(q.size(), r);
   grads ref = dense_reference(p, s, q, k, v, dout);

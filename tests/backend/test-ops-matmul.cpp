@@ -128,4 +128,13 @@ TEST(ops_embedding, forward_backward) {
   cpu::embedding_backward(d.data(), dy.data(), ids.data(), T, C);
   cpu::embedding_backward(d.data(), dy.data(), ids.data(), T, C);
   for (size_t i = 0; i < d.size(); i++) EXPECT_NEAR(d[i] - d0[i], 2 * ref[i], 1e-4) << i;
+
+  // finite differences of L = sum(y * dy) w.r.t. the table
+  auto loss = [&] {
+    cpu::embedding_forward(y.data(), ids.data(), table.data(), T, C);
+    return dot(y, dy);
+  };
+  std::vector<float> dt(table.size());
+  cpu::embedding_backward(dt.data(), dy.data(), ids.data(), T, C);
+  check_grad_fd(table, dt, loss, r, "dtable", 40);
 }

@@ -7,10 +7,11 @@
 // the causal rule leaves each query row a prefix of the list, so the cost is the number of visible
 // (query, key) pairs times D, never Tq * Tk.
 //
-// Inner loops are written so that the compiler vectorises them without reassociating sums: scores use a
-// transposed copy of K (D, n) and accumulate s[0..c) += q[d] * Kt[d][0..c); outputs accumulate rows of V.
+// All products go through one register-tiled small GEMM (gemm_rows) whose inner loop the compiler vectorises
+// without reassociating sums; scores read a transposed, zero-padded copy of K (D, n). The G query heads of a
+// KV head are processed together (they share the row's visible prefix), so each K/V load serves G rows.
 // (OpenBLAS is not used here: its pthread build would start its own threads inside our OpenMP tasks, and the
-// per-task matrices, ~(G * rows) x n x D, are too small to amortise that.)
+// per-row matrices, G x n x D, are too small to amortise a call.)
 //
 // Backward parallelism without races on dk/dv: if the OpenMP thread count divides Hkv, each thread owns whole
 // KV heads and scatters directly; otherwise, per KV head, each thread scatters into its own buffer covering
@@ -40,31 +41,71 @@ void gather_rows(float* dst, const float* src, const int32_t* idx, int n, int hk
   for (int j = 0; j < n; j++) std::copy_n(src + (size_t(idx[j]) * Hkv + hk) * D, D, dst + size_t(j) * D);
 }
 
-// dst (D, n) = the same rows, transposed.
-void gather_cols(float* dst, const float* src, const int32_t* idx, int n, int hk, int Hkv, int D) {
+// dst (D, ld) = the same rows, transposed; columns [n, ld) are zero so that tiles may run past n.
+void gather_cols(float* dst, int ld, const float* src, const int32_t* idx, int n, int hk, int Hkv, int D) {
+  for (int d = 0; d < D; d++) std::fill(dst + size_t(d) * ld + n, dst + size_t(d + 1) * ld, 0.0f);
   for (int j = 0; j < n; j++) {
     const float* row = src + (size_t(idx[j]) * Hkv + hk) * D;
-    for (int d = 0; d < D; d++) dst[size_t(d) * n + j] = row[d];
+    for (int d = 0; d < D; d++) dst[size_t(d) * ld + j] = row[d];
   }
 }
 
-// s[j] = scale * sum_d x[d] * t[d * ld + j] for j < c (t: a transposed gather with leading dimension ld).
-void dot_cols(float* s, const float* x, const float* t, int ld, int c, int D, float scale) {
-  std::fill_n(s, c, 0.0f);
-  for (int d = 0; d < D; d++) {
-    const float xd = x[d] * scale;
-    const float* td = t + size_t(d) * ld;
-    for (int j = 0; j < c; j++) s[j] += xd * td[j];
+constexpr int kTile = 16;  // output columns per register tile
+int round_up(int n) { return (n + kTile - 1) / kTile * kTile; }
+
+// The one small GEMM every pass uses: C (R, N) (+)= A (R, K) @ B (K, N), with A addressed by a row and a
+// column stride (so A may be a transposed view). R rows share each load of B; a tile of R x kTile sums stays
+// in registers over the whole K loop.
+template <int R>
+void gemm_tile_rows(float* C, size_t ldc, const float* A, size_t a_row, size_t a_col, const float* B, size_t ldb,
+                    int K, int N, bool accumulate) {
+  for (int n0 = 0; n0 < N; n0 += kTile) {
+    const int w = std::min(kTile, N - n0);
+    float acc[R][kTile];
+    for (int r = 0; r < R; r++)
+      for (int t = 0; t < kTile; t++) acc[r][t] = accumulate && t < w ? C[r * ldc + n0 + t] : 0.0f;
+    if (w == kTile) {
+      for (int k = 0; k < K; k++) {
+        const float* b = B + size_t(k) * ldb + n0;
+        for (int r = 0; r < R; r++) {
+          const float a = A[r * a_row + k * a_col];
+          for (int t = 0; t < kTile; t++) acc[r][t] += a * b[t];
+        }
+      }
+    } else {
+      for (int k = 0; k < K; k++) {
+        const float* b = B + size_t(k) * ldb + n0;
+        for (int r = 0; r < R; r++) {
+          const float a = A[r * a_row + k * a_col];
+          for (int t = 0; t < w; t++) acc[r][t] += a * b[t];
+        }
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int t = 0; t < w; t++) C[r * ldc + n0 + t] = acc[r][t];
   }
 }
 
-// y[0..D) += sum_{j < c} w[j] * rows[j][0..D).
-void axpy_rows(float* y, const float* w, const float* rows, int c, int D) {
-  for (int j = 0; j < c; j++) {
-    const float wj = w[j];
-    const float* r = rows + size_t(j) * D;
-    for (int d = 0; d < D; d++) y[d] += wj * r[d];
+// Any number of rows, four at a time.
+void gemm_rows(float* C, size_t ldc, const float* A, size_t a_row, size_t a_col, const float* B, size_t ldb, int M,
+               int K, int N, bool accumulate) {
+  int r = 0;
+  for (; r + 4 <= M; r += 4) gemm_tile_rows<4>(C + r * ldc, ldc, A + r * a_row, a_row, a_col, B, ldb, K, N, accumulate);
+  switch (M - r) {
+    case 3: gemm_tile_rows<3>(C + r * ldc, ldc, A + r * a_row, a_row, a_col, B, ldb, K, N, accumulate); break;
+    case 2: gemm_tile_rows<2>(C + r * ldc, ldc, A + r * a_row, a_row, a_col, B, ldb, K, N, accumulate); break;
+    case 1: gemm_tile_rows<1>(C + r * ldc, ldc, A + r * a_row, a_row, a_col, B, ldb, K, N, accumulate); break;
+    default: break;
   }
+}
+
+// Below this many multiply-adds per pass a call runs on one thread: waking a team costs more than it saves,
+// and on a loaded machine a descheduled team member stalls everybody at the barrier.
+constexpr double kMinParallelWork = 1 << 18;
+
+int team_size(const attn_plan& plan, int Hq, int Hkv, int D) {
+  const double work = double(plan.attended_pairs(Hkv)) * (Hq / Hkv) * D;
+  return work < kMinParallelWork ? 1 : omp_get_max_threads();
 }
 
 // Number of list entries at or before position pos: the prefix a query at pos may see.
@@ -80,46 +121,49 @@ struct task_ctx {
 
 // Per-thread scratch, grown on demand.
 struct scratch {
-  std::vector<float> kt, kr, vr, vt, s, dp, dkg, dvg, dqi;
-  static void fit(std::vector<float>& v, size_t n) {
+  std::vector<float> kt, kr, vr, vt, s, dp, dkg, dvg;
+  static float* fit(std::vector<float>& v, size_t n) {
     if (v.size() < n) v.resize(n);
+    return v.data();
   }
 };
 
+// One query row i: the G heads of KV head hk sit in consecutive rows of q/out/dout and see the same cnt keys,
+// so they are processed together as a (G, ...) matrix.
 void forward_task(const task_ctx& c, int b, int hk, float* out, float* lse, const float* q, const float* k,
                   const float* v, scratch& w) {
   const attn_plan& plan = c.plan;
-  const int D = c.D, Hq = c.Hq;
+  const int D = c.D, G = c.G;
   const int32_t* idx = plan.indices.data() + plan.list_begin(b, hk);
   const int n = int(plan.list_end(b, hk) - plan.list_begin(b, hk));
-  scratch::fit(w.kt, size_t(n) * D);
-  scratch::fit(w.vr, size_t(n) * D);
-  scratch::fit(w.s, n);
-  gather_cols(w.kt.data(), k, idx, n, hk, c.Hkv, D);
-  gather_rows(w.vr.data(), v, idx, n, hk, c.Hkv, D);
-  float* s = w.s.data();
+  const int ld = round_up(n);
+  float* kt = scratch::fit(w.kt, size_t(D) * ld);
+  float* vr = scratch::fit(w.vr, size_t(n) * D);
+  float* s = scratch::fit(w.s, size_t(G) * ld);
+  gather_cols(kt, ld, k, idx, n, hk, c.Hkv, D);
+  gather_rows(vr, v, idx, n, hk, c.Hkv, D);
   for (int i = plan.block_q[b]; i < plan.block_q[b + 1]; i++) {
     const int cnt = visible_count(idx, n, int64_t(c.q_offset) + i);
-    for (int h = hk * c.G; h < (hk + 1) * c.G; h++) {
-      const size_t row = size_t(i) * Hq + h;
-      float* o = out + row * D;
-      std::fill_n(o, D, 0.0f);
-      if (cnt == 0) {
-        lse[row] = -std::numeric_limits<float>::infinity();
-        continue;
-      }
-      dot_cols(s, q + row * D, w.kt.data(), n, cnt, D, c.scale);
-      const float m = *std::max_element(s, s + cnt);
-      float sum = 0;
-      for (int j = 0; j < cnt; j++) {
-        s[j] = std::exp(s[j] - m);
-        sum += s[j];
-      }
-      axpy_rows(o, s, w.vr.data(), cnt, D);
-      const float inv = 1.0f / sum;
-      for (int d = 0; d < D; d++) o[d] *= inv;
-      lse[row] = m + std::log(sum);
+    const size_t row0 = size_t(i) * c.Hq + size_t(hk) * G;  // first (row, head) of the group
+    float* o = out + row0 * D;
+    if (cnt == 0) {
+      std::fill_n(o, size_t(G) * D, 0.0f);
+      std::fill_n(lse + row0, G, -std::numeric_limits<float>::infinity());
+      continue;
     }
+    // S = Q K^T (scaled below), P = exp(S - max), O = P V / sum(P).
+    gemm_rows(s, ld, q + row0 * D, D, 1, kt, ld, G, D, round_up(cnt), false);
+    for (int g = 0; g < G; g++) {
+      float* sg = s + size_t(g) * ld;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int j = 0; j < cnt; j++) m = std::max(m, sg[j] *= c.scale);
+      float sum = 0;
+      for (int j = 0; j < cnt; j++) sum += sg[j] = std::exp(sg[j] - m);
+      const float inv = 1.0f / sum;
+      for (int j = 0; j < cnt; j++) sg[j] *= inv;
+      lse[row0 + g] = m + std::log(sum);
+    }
+    gemm_rows(o, D, s, ld, 1, vr, D, G, cnt, D, false);
   }
 }
 
@@ -134,71 +178,62 @@ struct kv_sink {
 void backward_task(const task_ctx& c, int b, int hk, float* dq, const kv_sink& dst, const float* dout,
                    const float* q, const float* k, const float* v, const float* out, const float* lse, scratch& w) {
   const attn_plan& plan = c.plan;
-  const int D = c.D, Hq = c.Hq;
+  const int D = c.D, G = c.G;
   const int32_t* idx = plan.indices.data() + plan.list_begin(b, hk);
   const int n = int(plan.list_end(b, hk) - plan.list_begin(b, hk));
   if (n == 0) return;
+  const int ld = round_up(n);
   const bool want_kv = dst.dk || dst.dv;
-  scratch::fit(w.kt, size_t(n) * D);
-  scratch::fit(w.kr, size_t(n) * D);
-  scratch::fit(w.vt, size_t(n) * D);
-  scratch::fit(w.s, n);
-  scratch::fit(w.dp, n);
-  scratch::fit(w.dqi, D);
-  gather_cols(w.kt.data(), k, idx, n, hk, c.Hkv, D);
-  gather_rows(w.kr.data(), k, idx, n, hk, c.Hkv, D);
-  gather_cols(w.vt.data(), v, idx, n, hk, c.Hkv, D);
+  float* kt = scratch::fit(w.kt, size_t(D) * ld);
+  float* vt = scratch::fit(w.vt, size_t(D) * ld);
+  float* kr = scratch::fit(w.kr, size_t(n) * D);
+  float* p = scratch::fit(w.s, size_t(G) * ld);
+  float* ds = scratch::fit(w.dp, size_t(G) * ld);
+  gather_cols(kt, ld, k, idx, n, hk, c.Hkv, D);
+  gather_cols(vt, ld, v, idx, n, hk, c.Hkv, D);
+  gather_rows(kr, k, idx, n, hk, c.Hkv, D);
+  float *dkg = nullptr, *dvg = nullptr;
   if (want_kv) {
-    scratch::fit(w.dkg, size_t(n) * D);
-    scratch::fit(w.dvg, size_t(n) * D);
-    std::fill_n(w.dkg.data(), size_t(n) * D, 0.0f);
-    std::fill_n(w.dvg.data(), size_t(n) * D, 0.0f);
+    dkg = scratch::fit(w.dkg, size_t(n) * D);
+    dvg = scratch::fit(w.dvg, size_t(n) * D);
+    std::fill_n(dkg, size_t(n) * D, 0.0f);
+    std::fill_n(dvg, size_t(n) * D, 0.0f);
   }
-  float *p = w.s.data(), *ds = w.dp.data();
   for (int i = plan.block_q[b]; i < plan.block_q[b + 1]; i++) {
     const int cnt = visible_count(idx, n, int64_t(c.q_offset) + i);
     if (cnt == 0) continue;  // output was the constant 0: no gradient flows
-    for (int h = hk * c.G; h < (hk + 1) * c.G; h++) {
-      const size_t row = size_t(i) * Hq + h;
-      const float* qi = q + row * D;
-      const float* doi = dout + row * D;
-      const float* oi = out + row * D;
-      // P = exp(S - lse), recomputed; dP = dO V^T; Di = rowsum(dO * O); dS = P (dP - Di).
-      dot_cols(p, qi, w.kt.data(), n, cnt, D, c.scale);
-      const float l = lse[row];
-      for (int j = 0; j < cnt; j++) p[j] = std::exp(p[j] - l);
-      dot_cols(ds, doi, w.vt.data(), n, cnt, D, 1.0f);
+    const size_t row0 = size_t(i) * c.Hq + size_t(hk) * G;
+    const float* qi = q + row0 * D;
+    const float* doi = dout + row0 * D;
+    const float* oi = out + row0 * D;
+    // P = exp(S - lse), recomputed; dP = dO V^T; Di = rowsum(dO * O); dS = P (dP - Di) / sqrt(D).
+    gemm_rows(p, ld, qi, D, 1, kt, ld, G, D, round_up(cnt), false);
+    gemm_rows(ds, ld, doi, D, 1, vt, ld, G, D, round_up(cnt), false);
+    for (int g = 0; g < G; g++) {
+      float* pg = p + size_t(g) * ld;
+      float* dsg = ds + size_t(g) * ld;
+      const float l = lse[row0 + g];
       float di = 0;
-      for (int d = 0; d < D; d++) di += doi[d] * oi[d];
-      // Fold 1/sqrt(D) into dS once: both dQ and dK need it.
-      for (int j = 0; j < cnt; j++) ds[j] = p[j] * (ds[j] - di) * c.scale;
-      if (dq) {
-        float* dqi = w.dqi.data();
-        std::fill_n(dqi, D, 0.0f);
-        axpy_rows(dqi, ds, w.kr.data(), cnt, D);
-        float* dqr = dq + row * D;
-        for (int d = 0; d < D; d++) dqr[d] += dqi[d];
+      for (int d = 0; d < D; d++) di += doi[size_t(g) * D + d] * oi[size_t(g) * D + d];
+      for (int j = 0; j < cnt; j++) {
+        pg[j] = std::exp(pg[j] * c.scale - l);
+        dsg[j] = pg[j] * (dsg[j] - di) * c.scale;  // 1/sqrt(D) folded in once: dQ and dK both need it
       }
-      if (want_kv) {
-        for (int j = 0; j < cnt; j++) {
-          float* dkj = w.dkg.data() + size_t(j) * D;
-          float* dvj = w.dvg.data() + size_t(j) * D;
-          const float dsj = ds[j], pj = p[j];
-          for (int d = 0; d < D; d++) {
-            dkj[d] += dsj * qi[d];
-            dvj[d] += pj * doi[d];
-          }
-        }
-      }
+    }
+    if (dq) gemm_rows(dq + row0 * D, D, ds, ld, 1, kr, D, G, cnt, D, true);  // dQ += dS K
+    if (want_kv) {
+      // dK[j] += sum_g dS[g][j] Q[g]; dV[j] += sum_g P[g][j] dO[g]: A is dS^T / P^T (row stride 1).
+      gemm_rows(dkg, D, ds, 1, ld, qi, D, cnt, G, D, true);
+      gemm_rows(dvg, D, p, 1, ld, doi, D, cnt, G, D, true);
     }
   }
   if (!want_kv) return;
   for (int j = 0; j < n; j++) {
     const size_t at = size_t(idx[j] - dst.key0) * dst.ld;
     if (dst.dk)
-      for (int d = 0; d < D; d++) dst.dk[at + d] += w.dkg[size_t(j) * D + d];
+      for (int d = 0; d < D; d++) dst.dk[at + d] += dkg[size_t(j) * D + d];
     if (dst.dv)
-      for (int d = 0; d < D; d++) dst.dv[at + d] += w.dvg[size_t(j) * D + d];
+      for (int d = 0; d < D; d++) dst.dv[at + d] += dvg[size_t(j) * D + d];
   }
 }
 
@@ -210,7 +245,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   validate_plan(plan, Tq, Tk, q_offset, Hkv);
   const task_ctx c{plan, Tq, Tk, q_offset, Hq, Hkv, D, Hq / Hkv, 1.0f / std::sqrt(float(D))};
   const int64_t n_tasks = int64_t(plan.n_blocks()) * Hkv;
-#pragma omp parallel
+#pragma omp parallel num_threads(team_size(plan, Hq, Hkv, D))
   {
     scratch w;
 #pragma omp for schedule(dynamic)
@@ -227,13 +262,13 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   if (!dq && !dk && !dv) return;
   const task_ctx c{plan, Tq, Tk, q_offset, Hq, Hkv, D, Hq / Hkv, 1.0f / std::sqrt(float(D))};
   const int nb = plan.n_blocks();
-  const int n_threads = omp_get_max_threads();
+  const int n_threads = team_size(plan, Hq, Hkv, D);
   const size_t kv_ld = size_t(Hkv) * D;
 
   if (!dk && !dv) {  // only dq: every (row, head) belongs to one task, no races at all
     const int64_t n_tasks = int64_t(nb) * Hkv;
     const kv_sink none{nullptr, nullptr, 0, 0};
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
       scratch w;
 #pragma omp for schedule(dynamic)
@@ -244,7 +279,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   }
 
   if (Hkv % n_threads == 0) {  // each thread owns whole KV heads: scatter straight into dk/dv
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
       scratch w;
 #pragma omp for schedule(static)

@@ -98,7 +98,7 @@ double lm_head_xent_forward(float* lse, const float* h, const float* w, const in
   int64_t valid = 0;
   for (int t = 0; t < T; t++) {
     const double l = double(run_max[t]) + std::log(run_sum[t]);
-    lse[t] = float(l);
+    if (lse) lse[t] = float(l);
     if (targets[t] == ignore_index) continue;
     loss += l - target_logit[t];
     valid++;

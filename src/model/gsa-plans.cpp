@@ -1,0 +1,85 @@
+#include "model/gsa-plans.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "gist/plan.h"
+#include "gist/select.h"
+
+namespace gsa {
+
+namespace {
+
+bool is_dense_layer(const gist::gsa_config& cfg, int layer) {
+  return std::find(cfg.dense_layers.begin(), cfg.dense_layers.end(), layer) != cfg.dense_layers.end();
+}
+
+// Selection for the blocks [b_begin, n_blocks) of base: per (block, KV head) the chosen chunk ids, and whether
+// the block unfolds at all (level-0 blocks with at least one candidate).
+void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s,
+                       const cpu::attn_plan& base, int b_begin, const float* q, const float* k,
+                       std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) {
+  const int Hq = int(m.config.num_attention_heads), Hkv = int(m.config.num_key_value_heads);
+  const int D = int(m.config.head_dim), T = s.size();
+  const int nb = base.n_blocks();
+  const int n_complete = gist::complete_chunk_count(s);
+  const int c0 = cfg.chunk[0];
+  selected.assign(size_t(nb - b_begin) * Hkv, {});
+  unfolds.assign(nb, 0);
+  std::vector<float> scores;
+#pragma omp parallel for schedule(dynamic) private(scores)
+  for (int b = b_begin; b < nb; b++) {
+    const int r0 = base.block_q[b], r1 = base.block_q[b + 1];
+    if (s.level[r0] > 0) continue;  // higher-level gist blocks keep the gist mask
+    const int chunk = s.chunk[r0];
+    const int n_cand = gist::candidate_count(chunk, n_complete, cfg.local_chunks);
+    if (n_cand <= 0) continue;
+    scores.resize(size_t(Hq) * n_cand);
+    gist::score_units(scores.data(), q + size_t(r0) * Hq * D, r1 - r0, Hq, k, T, Hkv, D,
+                      s.chunk_gist_begin.data(), n_cand, cfg.gists_per_chunk);
+    auto sel = gist::select_chunks(scores.data(), Hq, Hkv, n_cand, int64_t(chunk) * c0, cfg);
+    for (int h = 0; h < Hkv; h++) selected[size_t(b - b_begin) * Hkv + h] = std::move(sel[h]);
+    unfolds[b] = 1;
+  }
+}
+
+}  // namespace
+
+plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s,
+                             gist::train_mode mode, int ctx_end, gsa_plan_stats* stats) {
+  const int Hkv = int(m.config.num_key_value_heads);
+  if (mode == gist::train_mode::suffix_unfold && (ctx_end <= 0 || ctx_end > s.size()))
+    fail("suffix-unfold needs the context end inside the stream (got {} for a stream of {})", ctx_end, s.size());
+  auto base = std::make_shared<cpu::attn_plan>(
+      gist::plan_compress(s, cfg, mode == gist::train_mode::suffix_unfold ? ctx_end : -1));
+  return [&m, &cfg, &s, mode, ctx_end, stats, base, Hkv](int layer, const float* q, const float* k) {
+    cpu::attn_plan plan;
+    if (mode == gist::train_mode::compress || is_dense_layer(cfg, layer)) {
+      plan = *base;
+    } else if (mode == gist::train_mode::unfold) {
+      std::vector<std::vector<int32_t>> selected;
+      std::vector<uint8_t> unfolds;
+      select_for_blocks(m, cfg, s, *base, 0, q, k, selected, unfolds);
+      if (stats)
+        for (auto& v : selected) stats->unfolded_chunks += int64_t(v.size());
+      plan = gist::plan_unfold(s, cfg, *base, selected, Hkv, unfolds);
+    } else {
+      const int b0 = gist::first_block_at(*base, ctx_end);
+      std::vector<std::vector<int32_t>> selected;
+      std::vector<uint8_t> unfolds;
+      select_for_blocks(m, cfg, s, *base, b0, q, k, selected, unfolds);
+      if (stats)
+        for (auto& v : selected) stats->unfolded_chunks += int64_t(v.size());
+      plan = gist::plan_suffix(s, cfg, *base, ctx_end, selected, Hkv);
+    }
+    if (stats) stats->attended_pairs += plan.attended_pairs(Hkv);
+    return plan;
+  };
+}
+
+plan_provider frozen_plans(std::vector<cpu::attn_plan> plans) {
+  auto p = std::make_shared<std::vector<cpu::attn_plan>>(std::move(plans));
+  return [p](int layer, const float*, const float*) { return (*p)[size_t(layer)]; };
+}
+
+}  // namespace gsa

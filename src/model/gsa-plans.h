@@ -1,0 +1,31 @@
+// Attention plans per layer for the three training modes (DESIGN 1.5), as plan providers for forward():
+//  * compress: the gist mask (plan_compress) in every layer;
+//  * unfold: layers outside cfg.dense_layers additionally let each level-0 query block (a chunk's raw tokens and
+//    gists) unfold the top-k earlier chunks chosen by gist score — max over the block's queries, union over the
+//    GQA group (or group scoring) — from that layer's rotated q and k. Selection uses the flat level-0 chunks
+//    also in a hierarchy (training sees every gist level through the compress lists);
+//  * suffix_unfold: rows from ctx_end on (question, answer) unfold; the context keeps the gist mask.
+// The selection is not differentiable: gradients flow through the attention over what was kept. A provider
+// records the plan it gave each layer (frozen_plans) so tests can replay exactly the same visibility.
+#pragma once
+#include <vector>
+
+#include "gist/config.h"
+#include "gist/stream.h"
+#include "model/llama.h"
+
+namespace gsa {
+
+struct gsa_plan_stats {
+  int64_t unfolded_chunks = 0;  // summed over layers, blocks and KV heads
+  int64_t attended_pairs = 0;   // (query, key) pairs over layers and KV heads
+};
+
+// The provider keeps references to s and cfg: they must outlive it.
+plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s,
+                             gist::train_mode mode, int ctx_end = -1, gsa_plan_stats* stats = nullptr);
+
+// A provider that replays fixed plans, one per layer.
+plan_provider frozen_plans(std::vector<cpu::attn_plan> plans);
+
+}  // namespace gsa

@@ -1,0 +1,76 @@
+// Result tables and the SVG plot.
+#include "core/error.h"
+#include "eval/plot-svg.h"
+#include "eval/results.h"
+#include "test-util.h"
+
+using namespace gsa::eval;
+
+namespace {
+
+std::vector<result_record> records() {
+  return {
+      {"passkey", "gsa", 8, 4096, 0.0, 1.0, 1},
+      {"passkey", "gsa", 8, 4096, 1.0, 0.6, 3},
+      {"passkey", "gsa", 8, 8192, 0.5, 0.25, 2},
+      {"passkey", "full", 0, 4096, 0.5, 0.9, 4},
+  };
+}
+
+size_t occurrences(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t p = 0; (p = s.find(what, p)) != std::string::npos; p++) n++;
+  return n;
+}
+
+}  // namespace
+
+TEST(results, aggregate_and_markdown) {
+  auto cells = aggregate_depths(records());
+  ASSERT_EQ(cells.size(), 3u);
+  // 4096: (1.0 * 1 + 0.6 * 3) / 4 = 0.7 over 4 samples.
+  EXPECT_NEAR(cells[0].score, 0.7, 1e-12);
+  EXPECT_EQ(cells[0].n, 4);
+  std::string md = results_markdown(records());
+  // gsa avg over lengths: (0.7 + 0.25) / 2 = 0.475.
+  EXPECT_EQ(md,
+            "| task | method | 4096 | 8192 | avg |\n"
+            "|---|---|---:|---:|---:|\n"
+            "| passkey | gsa 8x | 70.0 | 25.0 | 47.5 |\n"
+            "| passkey | full | 90.0 | - | 90.0 |\n");
+}
+
+TEST(results, json_round_trip) {
+  auto recs = records();
+  auto back = parse_results_json(results_json(recs));
+  ASSERT_EQ(back.size(), recs.size());
+  for (size_t i = 0; i < recs.size(); i++) {
+    EXPECT_EQ(back[i].task, recs[i].task);
+    EXPECT_EQ(back[i].method, recs[i].method);
+    EXPECT_EQ(back[i].ratio, recs[i].ratio);
+    EXPECT_EQ(back[i].length, recs[i].length);
+    EXPECT_EQ(back[i].depth, recs[i].depth);
+    EXPECT_EQ(back[i].score, recs[i].score);
+    EXPECT_EQ(back[i].n, recs[i].n);
+  }
+  EXPECT_THROW(parse_results_json(R"([{"task": "x"}])"), gsa::error);
+  EXPECT_THROW(parse_results_json("{}"), gsa::error);
+}
+
+TEST(results, svg_plot) {
+  auto recs = records();
+  recs.push_back({"passkey", "a<b", 0, 8192, 0.5, 0.5, 1});
+  std::string svg = plot_svg(recs, {.title = "passkey"});
+  EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
+  EXPECT_NE(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_EQ(occurrences(svg, "<polyline"), 3u);
+  EXPECT_EQ(occurrences(svg, "<circle"), 4u);  // gsa 2 points, full 1, a<b 1
+  EXPECT_NE(svg.find(">gsa 8x</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">a&lt;b</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">4k</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">8k</text>"), std::string::npos);
+  // Default size 760x440, margins left 70 / right 170 / top 50 / bottom 60: plot 520 x 330.
+  // gsa at 4096 scores 0.7 -> y = 50 + 0.3 * 330 = 149; two lengths (2x, linear x) -> x = 70 and 590.
+  EXPECT_NE(svg.find("points=\"70.0,149.0 590.0,297.5\""), std::string::npos) << svg;
+}

@@ -1,0 +1,190 @@
+// Chunk selection on constructed scores: ties, union vs group scoring, adaptive k, top-p, the hierarchy, and
+// gist scoring against hand-computed dot products.
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <cmath>
+#include <numeric>
+
+#include "core/rng.h"
+#include "gist/select.h"
+#include "gist/stream.h"
+
+using namespace gsa::gist;
+using VV = std::vector<std::vector<int32_t>>;
+
+namespace {
+
+gsa_config make_cfg(std::vector<int> chunk, int g) {
+  gsa_config c;
+  c.chunk = std::move(chunk);
+  c.gists_per_chunk = g;
+  for (int l = 0; l < c.levels(); l++) c.gist_token_ids.push_back(300 + l);
+  return c;
+}
+
+}  // namespace
+
+TEST(GistSelect, CandidateCount) {
+  EXPECT_EQ(candidate_count(5, 5, 1), 4);
+  EXPECT_EQ(candidate_count(5, 4, 0), 4);  // the query's own chunk is not complete
+  EXPECT_EQ(candidate_count(1, 1, 1), 0);
+  EXPECT_EQ(candidate_count(0, 0, 2), 0);
+  EXPECT_EQ(candidate_count(9, 3, 1), 3);
+}
+
+TEST(GistSelect, TiesPreferLowerIndex) {
+  auto cfg = make_cfg({4}, 1);
+  cfg.select = select_rule::fixed;
+  std::vector<float> s = {1, 2, 2, 1, 2};
+  EXPECT_EQ(select_top(s.data(), 1, 1, 5, 2, cfg), (VV{{1, 2}}));
+  EXPECT_EQ(select_top(s.data(), 1, 1, 5, 4, cfg), (VV{{0, 1, 2, 4}}));
+  std::vector<float> flat(6, 0.5f);
+  EXPECT_EQ(select_top(flat.data(), 1, 1, 6, 3, cfg), (VV{{0, 1, 2}}));
+  std::vector<float> nan = {NAN, -1, NAN};
+  EXPECT_EQ(select_top(nan.data(), 1, 1, 3, 1, cfg), (VV{{1}}));
+  EXPECT_EQ(select_top(s.data(), 1, 1, 5, 9, cfg), (VV{{0, 1, 2, 3, 4}}));  // k > n: all
+  EXPECT_EQ(select_top(s.data(), 1, 1, 5, 0, cfg), (VV{{}}));
+}
+
+TEST(GistSelect, UnionVersusGroup) {
+  auto cfg = make_cfg({4}, 1);
+  cfg.select = select_rule::fixed;
+  // Hq = 4, Hkv = 2: heads 0,1 -> KV 0; heads 2,3 -> KV 1. n = 4 chunks.
+  std::vector<float> s = {
+      9, 0, 0, 5,  // head 0: best 0
+      0, 8, 0, 5,  // head 1: best 1
+      0, 0, 3, 0,  // head 2: best 2
+      0, 0, 3, 1,  // head 3: best 2 (tie with nothing)
+  };
+  EXPECT_EQ(select_top(s.data(), 4, 2, 4, 1, cfg), (VV{{0, 1}, {2}}));
+  cfg.group_scoring = true;
+  // sums: KV 0 -> {9, 8, 0, 10}: chunk 3; KV 1 -> {0, 0, 6, 1}: chunk 2.
+  EXPECT_EQ(select_top(s.data(), 4, 2, 4, 1, cfg), (VV{{3}, {2}}));
+  EXPECT_EQ(select_top(s.data(), 4, 2, 4, 2, cfg), (VV{{0, 3}, {2, 3}}));
+}
+
+TEST(GistSelect, AdaptiveK) {
+  auto cfg = make_cfg({16}, 1);  // c = 16, r = 16
+  EXPECT_EQ(adaptive_k(0, cfg, 1, 100), 1);
+  EXPECT_EQ(adaptive_k(255, cfg, 1, 100), 1);
+  EXPECT_EQ(adaptive_k(256, cfg, 1, 100), 2);       // 256 / 16 / 1 / 16 + 1
+  EXPECT_EQ(adaptive_k(3072, cfg, 4, 100), 4);      // 3072 / 16 / 4 / 16 + 1
+  EXPECT_EQ(adaptive_k(32768, cfg, 1, 100), 25);    // 129 capped at 25% of 100
+  EXPECT_EQ(adaptive_k(32768, cfg, 1, 8), 2);       // capped at ceil(8 / 4)
+  EXPECT_EQ(adaptive_k(32768, cfg, 1, 1), 1);
+  EXPECT_EQ(adaptive_k(32768, cfg, 1, 0), 0);
+  auto cfg2 = make_cfg({8}, 2);                      // r = 4 need not divide anything
+  EXPECT_EQ(adaptive_k(64, cfg2, 1, 100), 3);        // 64 / 4 / 1 / 8 + 1
+  EXPECT_EQ(adaptive_k(64, cfg2, 2, 100), 2);
+  cfg.select = select_rule::fixed;
+  cfg.topk = 6;
+  EXPECT_EQ(select_k(cfg, 0, 1, 4), 4);
+  EXPECT_EQ(select_k(cfg, 0, 1, 40), 6);
+  // select_chunks picks adaptive k: 2 of 10 candidates.
+  cfg.select = select_rule::adaptive;
+  std::vector<float> s = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  EXPECT_EQ(select_chunks(s.data(), 1, 1, 10, 256, cfg), (VV{{8, 9}}));
+}
+
+TEST(GistSelect, TopP) {
+  auto cfg = make_cfg({4}, 1);
+  cfg.select = select_rule::top_p;
+  std::vector<float> s = {std::log(0.3f), std::log(0.5f), std::log(0.2f)};
+  cfg.top_p = 0.5f;
+  EXPECT_EQ(select_top(s.data(), 1, 1, 3, 0, cfg), (VV{{1}}));
+  cfg.top_p = 0.79f;
+  EXPECT_EQ(select_top(s.data(), 1, 1, 3, 0, cfg), (VV{{0, 1}}));
+  cfg.top_p = 0.81f;
+  EXPECT_EQ(select_top(s.data(), 1, 1, 3, 0, cfg), (VV{{0, 1, 2}}));
+  cfg.top_p = 1.0f;
+  EXPECT_EQ(select_top(s.data(), 1, 1, 3, 0, cfg), (VV{{0, 1, 2}}));
+  cfg.top_p = 0.01f;  // at least one
+  EXPECT_EQ(select_top(s.data(), 1, 1, 3, 0, cfg), (VV{{1}}));
+  // Group scoring: softmax over summed scores; two heads, sums {0, 0, 10}: mass on chunk 2.
+  std::vector<float> g = {0, 0, 5, 0, 0, 5};
+  cfg.group_scoring = true;
+  cfg.top_p = 0.9f;
+  EXPECT_EQ(select_top(g.data(), 2, 1, 3, 0, cfg), (VV{{2}}));
+}
+
+TEST(GistSelect, ScoreUnits) {
+  // Tq = 2 queries, Hq = 2, Hkv = 1, D = 4; keys at 5 positions; units with g = 2 at positions 1 and 3.
+  const int D = 4;
+  std::vector<float> q = {1, 0, 0, 0, 0, 1, 0, 0,    // query 0: head 0 e0, head 1 e1
+                          0, 0, 2, 0, 0, 0, 0, -1};  // query 1: head 0 2 e2, head 1 -e3
+  std::vector<float> k = {9, 9, 9, 9,  // 0 (not a gist)
+                          1, 0, 1, 0,  // 1
+                          0, 3, 0, 0,  // 2
+                          0, 0, 0, -2, // 3
+                          4, 0, 0, 0}; // 4
+  std::vector<int32_t> gb = {1, 3};
+  std::vector<float> sc(4);
+  score_units(sc.data(), q.data(), 2, 2, k.data(), 5, 1, D, gb.data(), 2, 2);
+  // head 0: unit 0 keys {1,2}: q0.k1 = 1, q1.k1 = 2 -> 2; unit 1 keys {3,4}: q0.k4 = 4 -> 4. / sqrt(4) = 2
+  // head 1: unit 0: q0.k2 = 3 -> 3; unit 1: q1.k3 = 2 -> 2.
+  EXPECT_FLOAT_EQ(sc[0], 1.0f);
+  EXPECT_FLOAT_EQ(sc[1], 2.0f);
+  EXPECT_FLOAT_EQ(sc[2], 1.5f);
+  EXPECT_FLOAT_EQ(sc[3], 1.0f);
+}
+
+TEST(GistSelect, HierarchyHandChecked) {
+  auto cfg = make_cfg({4, 2}, 1);
+  cfg.select = select_rule::fixed;
+  // 7 candidate chunks: level-1 units 0..2 are whole (chunks 0-5), chunk 6 is loose.
+  std::vector<float> top = {1, 5, 3};
+  std::vector<float> chunk = {9, 9, 2, 1, 9, 9, 4};
+  std::vector<std::vector<int32_t>> asked(2);
+  auto scorer = [&](int level, int h, const std::vector<int32_t>& units, float* out) {
+    asked[level] = units;
+    for (size_t i = 0; i < units.size(); i++) out[i] = level == 1 ? top[units[i]] : chunk[units[i]];
+  };
+  auto res = select_hierarchical(7, 1, 1, {1, 1}, cfg, scorer);
+  EXPECT_EQ(asked[1], (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(asked[0], (std::vector<int32_t>{2, 3, 6}));  // children of unit 1, and the loose chunk
+  EXPECT_EQ(res.chunks, (VV{{6}}));
+  EXPECT_EQ(res.keys_scored, 6);
+}
+
+// With unlimited k at the upper levels the top-down selection equals the flat one (all candidates are scored
+// at level 0); with unlimited k everywhere it selects every candidate chunk.
+TEST(GistSelect, HierarchyUnlimitedEqualsFlat) {
+  gsa::rng r(5);
+  for (int it = 0; it < 60; it++) {
+    const int L = 1 + int(r.below(3));
+    std::vector<int> ch;
+    for (int l = 0; l < L; l++) ch.push_back(1 + int(r.below(3)));
+    auto cfg = make_cfg(ch, 1 + int(r.below(2)));
+    cfg.select = select_rule::fixed;
+    cfg.group_scoring = r.below(2) == 1;
+    const int Hkv = 1 + int(r.below(2)), Hq = Hkv * (1 + int(r.below(3)));
+    const int n = int(r.below(40));
+    std::vector<float> flat(size_t(Hq) * n);
+    for (auto& x : flat) x = float(r.below(5));  // many ties on purpose
+    auto scorer = [&](int level, int h, const std::vector<int32_t>& units, float* out) {
+      const int G = Hq / Hkv;
+      for (int i = 0; i < G; i++)
+        for (size_t u = 0; u < units.size(); u++)
+          out[i * units.size() + u] = level == 0 ? flat[size_t(h * G + i) * n + units[u]] : float(r.below(5));
+    };
+    const int k0 = int(r.below(4));
+    std::vector<int> ks(L, INT_MAX);
+    ks[0] = k0;
+    auto res = select_hierarchical(n, Hq, Hkv, ks, cfg, scorer);
+    EXPECT_EQ(res.chunks, select_top(flat.data(), Hq, Hkv, n, k0, cfg));
+    auto all = select_hierarchical(n, Hq, Hkv, std::vector<int>(L, INT_MAX), cfg, scorer);
+    std::vector<int32_t> every(n);
+    std::iota(every.begin(), every.end(), 0);
+    for (int h = 0; h < Hkv; h++) EXPECT_EQ(all.chunks[h], every);
+  }
+}
+
+TEST(GistSelect, HierarchyK) {
+  auto cfg = make_cfg({16, 4}, 1);
+  cfg.select = select_rule::fixed;
+  cfg.topk = 3;
+  EXPECT_EQ(hierarchy_k(cfg, 0, 1, 10), (std::vector<int>{3, 3}));
+  cfg.select = select_rule::adaptive;
+  EXPECT_EQ(hierarchy_k(cfg, 256, 1, 100), (std::vector<int>{2, 2}));
+}

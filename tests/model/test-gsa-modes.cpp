@@ -1,0 +1,176 @@
+// The model in the three GSA training modes: the gist stream and plan built by gist/ reproduce transformers on
+// the same stream and mask; whole-model gradients match finite differences in every mode (with the selection
+// frozen, as training treats it); and a tiny model overfits a fixed sequence in every mode.
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "gist/plan.h"
+#include "gist/stream.h"
+#include "io/safetensors.h"
+#include "model/gsa-plans.h"
+#include "model/llama.h"
+#include "test-util.h"
+#include "train/optimizer.h"
+
+namespace gsa {
+namespace {
+
+model_config tiny_config(int V = 64) {
+  model_config c;
+  c.architecture = "llama";
+  c.vocab_size = V;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.max_position_embeddings = 4096;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 10000;
+  return c;
+}
+
+gist::gsa_config tiny_gsa(int V, std::vector<int> chunk = {4}) {
+  gist::gsa_config g;
+  g.chunk = chunk;
+  for (size_t l = 0; l < chunk.size(); l++) g.gist_token_ids.push_back(V - 1 - int(l));
+  g.local_chunks = 1;
+  g.sink = 2;
+  g.select = gist::select_rule::fixed;
+  g.topk = 2;
+  g.dense_layers = {0};
+  return g;
+}
+
+TEST(GsaModes, GistStreamAndPlanMatchTransformers) {
+  auto dir = test::source_dir() / "tests/data/golden";
+  llama_model m = load_model((dir / "llama").string());
+  model_config gcfg = load_model_config((dir / "llama-gist/config.json").string());
+  gist::gsa_config cfg = gist::gsa_config_from_json(gcfg.gsa);
+  std::vector<int32_t> raw = nlohmann::json::parse(std::ifstream(dir / "llama-gist/raw_ids.json"));
+  gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+  auto g = safetensors_file::open((dir / "llama-gist/golden.safetensors").string());
+  Tensor ids = g.view("input_ids"), pos = g.view("position_ids");
+  ASSERT_EQ(s.size(), ids.numel());
+  for (int i = 0; i < s.size(); i++) {
+    EXPECT_EQ(s.ids[i], ids.i32()[i]) << i;
+    EXPECT_EQ(s.pos[i], pos.i32()[i]) << i;
+  }
+  plan_provider plans = make_gsa_plans(m, cfg, s, gist::train_mode::compress);
+  forward_state st;
+  forward(m, st, s.ids, s.pos, s.labels, &plans);
+  Tensor ref = g.load_f32("logits");
+  Tensor got = logits(m, st);
+  EXPECT_LT(test::max_rel_err(got.f32(), ref.f32(), got.numel()), 1e-4);
+  EXPECT_NEAR(st.loss(), g.load_f32("loss").f32()[0], 1e-4);
+  llama_weights grads = make_grads(m);
+  backward(m, st, grads);
+  auto rg = safetensors_file::open((dir / "llama-gist/grads.safetensors").string());
+  for (auto& [name, t] : grad_list(m, grads)) {
+    Tensor r = rg.load_f32(name, t->shape());
+    EXPECT_LT(test::max_rel_err(t->f32(), r.f32(), t->numel()), 1e-4) << name;
+  }
+}
+
+struct mode_case {
+  gist::train_mode mode;
+  std::vector<int> chunk;
+};
+
+std::vector<int32_t> random_tokens(int n, int V, uint64_t seed) {
+  rng r(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = int32_t(r.below(uint64_t(V - 4)));  // gist ids are the top of the vocabulary
+  return t;
+}
+
+// Directional derivative along a random direction u: (L(w + eps u) - L(w - eps u)) / 2 eps vs <grad, u>.
+TEST(GsaModes, WholeModelGradientMatchesFiniteDifferences) {
+  const mode_case cases[] = {{gist::train_mode::compress, {4}},
+                             {gist::train_mode::unfold, {4}},
+                             {gist::train_mode::suffix_unfold, {4}},
+                             {gist::train_mode::unfold, {3, 2}}};
+  for (const auto& mc : cases) {
+    SCOPED_TRACE(gist::train_mode_name(mc.mode));
+    model_config c = tiny_config();
+    llama_model m(c);
+    m.init_random(7, 0.2f);
+    gist::gsa_config cfg = tiny_gsa(int(c.vocab_size), mc.chunk);
+    cfg.mode = mc.mode;
+    auto raw = random_tokens(40, int(c.vocab_size), 11);
+    gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+    int ctx_end = s.size() - 6;
+    // Record the plans chosen at the unperturbed weights, then replay them (selection frozen).
+    std::vector<cpu::attn_plan> rec;
+    plan_provider live = make_gsa_plans(m, cfg, s, mc.mode, ctx_end);
+    plan_provider recorder = [&](int l, const float* q, const float* k) {
+      rec.push_back(live(l, q, k));
+      return rec.back();
+    };
+    forward_state st;
+    forward(m, st, s.ids, s.pos, s.labels, &recorder);
+    if (mc.mode != gist::train_mode::compress) {
+      auto base = gist::plan_compress(s, cfg, mc.mode == gist::train_mode::suffix_unfold ? ctx_end : -1);
+      EXPECT_GT(rec[1].attended_pairs(2), base.attended_pairs(2)) << "layer 1 unfolds some chunks";
+      EXPECT_EQ(rec[0].attended_pairs(2), base.attended_pairs(2)) << "layer 0 is dense (gist mask only)";
+    }
+    plan_provider frozen = frozen_plans(rec);
+    llama_weights g = make_grads(m);
+    backward(m, st, g);
+    rng r(3);
+    auto params = m.parameters();
+    auto gl = grad_list(m, g);
+    std::vector<std::vector<float>> u(params.size());
+    double dot = 0;
+    for (size_t i = 0; i < params.size(); i++) {
+      u[i] = test::randn(size_t(params[i].second->numel()), r);
+      for (int64_t j = 0; j < params[i].second->numel(); j++) dot += double(u[i][j]) * gl[i].second->f32()[j];
+    }
+    auto loss_at = [&](float eps) {
+      llama_model p = m;
+      for (auto& [n, t] : p.parameters()) *t = t->clone();
+      auto pp = p.parameters();
+      for (size_t i = 0; i < pp.size(); i++)
+        for (int64_t j = 0; j < pp[i].second->numel(); j++) pp[i].second->f32()[j] += eps * u[i][j];
+      forward_state s2;
+      forward(p, s2, s.ids, s.pos, s.labels, &frozen);
+      return s2.loss();
+    };
+    const float eps = 1e-3f;
+    double fd = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps);
+    EXPECT_NEAR(fd, dot, 2e-2 * std::fabs(dot) + 1e-4) << "fd " << fd << " analytic " << dot;
+  }
+}
+
+TEST(GsaModes, TinyModelOverfitsInEveryMode) {
+  for (auto mode : {gist::train_mode::compress, gist::train_mode::unfold, gist::train_mode::suffix_unfold}) {
+    SCOPED_TRACE(gist::train_mode_name(mode));
+    model_config c = tiny_config();
+    llama_model m(c);
+    m.init_random(5);
+    gist::gsa_config cfg = tiny_gsa(int(c.vocab_size));
+    cfg.mode = mode;
+    auto raw = random_tokens(48, int(c.vocab_size), 21);
+    gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+    adamw_optimizer opt(m);
+    llama_weights g = make_grads(m);
+    double first = 0, last = 0;
+    for (int step = 0; step < 150; step++) {
+      plan_provider plans = make_gsa_plans(m, cfg, s, mode, s.size() - 8);
+      forward_state st;
+      forward(m, st, s.ids, s.pos, s.labels, &plans);
+      zero_grads(g);
+      backward(m, st, g);
+      opt.step(m, g, 1e-2f);
+      if (step == 0) first = st.loss();
+      last = st.loss();
+    }
+    EXPECT_GT(first, 3.5);  // ~ln(64) at random init
+    EXPECT_LT(last, 0.5) << "from " << first;
+  }
+}
+
+}  // namespace
+}  // namespace gsa
