@@ -9,6 +9,8 @@
 #include <memory>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "tokenizer/bpe-trainer.h"
 #include "tokenizer/tokenizer.h"

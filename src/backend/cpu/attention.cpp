@@ -7,8 +7,8 @@
 // the causal rule leaves each query row a prefix of the list, so the cost is the number of visible
 // (query, key) pairs times D, never Tq * Tk.
 //
-// All products go through one register-tiled small GEMM (gemm_rows) whose inner loop the compiler vectorises
-// without reassociating sums; scores read a transposed, zero-padded copy of K (D, n). The G query heads of a
+// All products go through one register-tiled small GEMM (gemm_rows, 16-float vector tiles, sums never
+// reassociated); scores read a transposed, zero-padded copy of K (D, n). The G query heads of a
 // KV head are processed together (they share the row's visible prefix), so each K/V load serves G rows.
 // (OpenBLAS is not used here: its pthread build would start its own threads inside our OpenMP tasks, and the
 // per-row matrices, G x n x D, are too small to amortise a call.)
@@ -16,10 +16,12 @@
 // Backward parallelism without races on dk/dv: if the OpenMP thread count divides Hkv, each thread owns whole
 // KV heads and scatters directly; otherwise, per KV head, each thread scatters into its own buffer covering
 // the key range the plan touches, and the buffers are summed afterwards (key rows split across threads).
+// That costs 2 * threads * range * D floats of memory and a pass over them per KV head: linear in the keys.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -53,37 +55,42 @@ void gather_cols(float* dst, int ld, const float* src, const int32_t* idx, int n
 constexpr int kTile = 16;  // output columns per register tile
 int round_up(int n) { return (n + kTile - 1) / kTile * kTile; }
 
+// A tile of kTile floats as one GCC/Clang vector value: keeps the accumulators of a tile in registers (plain
+// float arrays get spilled to the stack). Loads and stores go through memcpy: rows are not 64-byte aligned.
+typedef float vtile __attribute__((vector_size(kTile * sizeof(float))));
+inline vtile load_tile(const float* p) {
+  vtile v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store_tile(float* p, vtile v) { std::memcpy(p, &v, sizeof v); }
+
 // The one small GEMM every pass uses: C (R, N) (+)= A (R, K) @ B (K, N), with A addressed by a row and a
-// column stride (so A may be a transposed view). R rows share each load of B; a tile of R x kTile sums stays
-// in registers over the whole K loop.
+// column stride (so A may be a transposed view). R rows share each load of B.
 template <int R>
 void gemm_tile_rows(float* C, size_t ldc, const float* A, size_t a_row, size_t a_col, const float* B, size_t ldb,
                     int K, int N, bool accumulate) {
-  for (int n0 = 0; n0 < N; n0 += kTile) {
-    const int w = std::min(kTile, N - n0);
-    float acc[R][kTile];
-    for (int r = 0; r < R; r++)
-      for (int t = 0; t < kTile; t++) acc[r][t] = accumulate && t < w ? C[r * ldc + n0 + t] : 0.0f;
-    if (w == kTile) {
-      for (int k = 0; k < K; k++) {
-        const float* b = B + size_t(k) * ldb + n0;
-        for (int r = 0; r < R; r++) {
-          const float a = A[r * a_row + k * a_col];
-          for (int t = 0; t < kTile; t++) acc[r][t] += a * b[t];
-        }
-      }
-    } else {
-      for (int k = 0; k < K; k++) {
-        const float* b = B + size_t(k) * ldb + n0;
-        for (int r = 0; r < R; r++) {
-          const float a = A[r * a_row + k * a_col];
-          for (int t = 0; t < w; t++) acc[r][t] += a * b[t];
-        }
-      }
+  int n0 = 0;
+  for (; n0 + kTile <= N; n0 += kTile) {
+    vtile acc[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) acc[r] = accumulate ? load_tile(C + r * ldc + n0) : vtile{};
+    for (int k = 0; k < K; k++) {
+      const vtile b = load_tile(B + size_t(k) * ldb + n0);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; r++) acc[r] += A[r * a_row + k * a_col] * b;
     }
-    for (int r = 0; r < R; r++)
-      for (int t = 0; t < w; t++) C[r * ldc + n0 + t] = acc[r][t];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) store_tile(C + r * ldc + n0, acc[r]);
   }
+  if (n0 == N) return;
+  const int w = N - n0;  // ragged last tile (N not a multiple of kTile: D = 8, or a dQ/dK row of odd width)
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < w; t++) {
+      float sum = accumulate ? C[r * ldc + n0 + t] : 0.0f;
+      for (int k = 0; k < K; k++) sum += A[r * a_row + k * a_col] * B[size_t(k) * ldb + n0 + t];
+      C[r * ldc + n0 + t] = sum;
+    }
 }
 
 // Any number of rows, four at a time.
@@ -143,7 +150,7 @@ void forward_task(const task_ctx& c, int b, int hk, float* out, float* lse, cons
   gather_cols(kt, ld, k, idx, n, hk, c.Hkv, D);
   gather_rows(vr, v, idx, n, hk, c.Hkv, D);
   for (int i = plan.block_q[b]; i < plan.block_q[b + 1]; i++) {
-    const int cnt = visible_count(idx, n, int64_t(c.q_offset) + i);
+    const int cnt = n;
     const size_t row0 = size_t(i) * c.Hq + size_t(hk) * G;  // first (row, head) of the group
     float* o = out + row0 * D;
     if (cnt == 0) {

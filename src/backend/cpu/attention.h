@@ -37,7 +37,9 @@ attn_plan plan_causal(int Tq, int q_offset, int block);
 void validate_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv);
 
 // Plan-driven attention (softmax(q k^T / sqrt(D)) v over the visible keys). Overwrites out and lse.
-// A query with no visible key gets out = 0 and lse = -inf.
+// A query with no visible key gets out = 0 and lse = -inf. Both kernels validate the plan first (gsa::error)
+// and cost O(visible pairs * D); OpenMP over (block, KV head).
+// lse is the natural log of the sum of exp of the scaled scores.
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const attn_plan& plan,
                        int Tq, int Tk, int q_offset, int Hq, int Hkv, int D);
 // dq (Tq,Hq,D) +=, dk (Tk,Hkv,D) +=, dv (Tk,Hkv,D) +=. Needs the forward's out and lse.

@@ -1,0 +1,38 @@
+// Decode methods (DESIGN 1.3, 1.4, 1.6) and the options of a session. One budget applies to every method:
+// attended raw KV tokens per decode step per KV head (default L / r, L = raw tokens when decoding starts).
+//   full       every earlier key (no gists in the stream)
+//   gist       compression only: the gist mask, k = 0 (GSA model)
+//   gsa        the gist mask plus the top-k chunks per query head, unioned over the GQA group (GSA model)
+//   hgsa       gsa with top-down hierarchical selection over the gist levels (GSA model)
+//   streaming  sink + the most recent tokens (StreamingLLM)
+//   quest      pages ranked by the upper bound sum_d max(q_d kmin_d, q_d kmax_d) (Quest)
+//   moba       pages ranked by q . mean key (MoBA-style router)
+//   h2o        heavy hitters by accumulated attention + a recent window, the rest evicted (H2O)
+// Baselines (full, streaming, quest, moba, h2o) run the model on the plain raw stream, without gists.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "kv/kv-cache.h"
+
+namespace gsa::infer {
+
+enum class method : uint8_t { full, gist, gsa, hgsa, streaming, quest, moba, h2o };
+
+const char* method_name(method m);
+method method_from_name(const std::string& s);  // throws gsa::error listing the methods
+bool uses_gists(method m);                      // gist, gsa, hgsa
+
+struct session_options {
+  method meth = method::gsa;
+  int64_t budget = -1;   // raw KV tokens per step per KV head; -1: L / ratio when decoding starts
+  int topk = -1;         // gsa / hgsa: chunks per query head (per level for hgsa); -1: from the budget or config
+  float ratio = 0;       // r for the default budget; 0: the model's c_0 / g, or 16 for a plain model
+  int page_size = 0;     // baselines' page (quest, moba; the cache's page); 0: the model's c_0, or 16
+  int sink = -1;         // streaming's sink tokens; -1: the model's gsa sink, or 4
+  kv::page_tier tier = kv::page_tier::memory;
+  std::string kv_file;   // tier file: backing file ("" = temporary)
+  bool record = false;   // keep every row's key lists and logits (tests, --show-unfolded)
+};
+
+}  // namespace gsa::infer

@@ -1,0 +1,181 @@
+// The paged KV cache: page table, gist stores, summaries, tiering to an mmapped file. Contract in kv-cache.h.
+// The backing file grows by doubling (ftruncate) and is remapped only inside append_* (when a page spills), so
+// row pointers handed out stay valid until the next append.
+#include "kv/kv-cache.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+
+namespace gsa::kv {
+
+const char* page_tier_name(page_tier t) {
+  switch (t) {
+    case page_tier::memory: return "memory";
+    case page_tier::file: return "file";
+    case page_tier::drop: return "drop";
+  }
+  return "?";
+}
+
+page_tier page_tier_from_name(const std::string& s) {
+  if (s == "memory") return page_tier::memory;
+  if (s == "file") return page_tier::file;
+  if (s == "drop") return page_tier::drop;
+  fail("unknown KV page tier '{}' (use memory, file or drop)", s);
+}
+
+kv_cache::kv_cache(const cache_layout& layout) : lay_(layout) {
+  if (lay_.n_layers <= 0 || lay_.n_kv_heads <= 0 || lay_.head_dim <= 0)
+    fail("kv_cache: bad layout ({} layers, {} KV heads, head dim {})", lay_.n_layers, lay_.n_kv_heads, lay_.head_dim);
+  if (lay_.page_size <= 0) fail("kv_cache: page size {} must be positive", lay_.page_size);
+  if (lay_.window_pages < 0 || lay_.sink < 0 || lay_.gist_levels < 0) fail("kv_cache: negative window, sink or levels");
+  layers_.resize(lay_.n_layers);
+  for (auto& l : layers_) l.gists.resize(lay_.gist_levels);
+  if (lay_.tier == page_tier::file) {
+    if (lay_.file_path.empty()) {
+      char tmpl[] = "/tmp/gsa-kv-XXXXXX";
+      fd_ = mkstemp(tmpl);
+      if (fd_ >= 0) unlink(tmpl);  // the file lives as long as the descriptor
+    } else {
+      fd_ = open(lay_.file_path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    }
+    if (fd_ < 0)
+      fail("kv_cache: cannot create the page file '{}': {}", lay_.file_path.empty() ? "/tmp" : lay_.file_path,
+           std::strerror(errno));
+  }
+}
+
+kv_cache::~kv_cache() {
+  if (map_) munmap(map_, size_t(map_len_));
+  if (fd_ >= 0) close(fd_);
+}
+
+page_tier kv_cache::page_state(int layer, int p) const { return layers_[layer].pages[p].tier; }
+
+const float* kv_cache::row(int layer, kv_addr a, int h, int which) const {
+  const int Hkv = lay_.n_kv_heads, D = lay_.head_dim;
+  const layer_cache& lc = layers_[layer];
+  if (a.level >= 0) {
+    const gist_store& g = lc.gists[a.level];
+    return (which ? g.v.data() : g.k.data()) + (size_t(a.index) * Hkv + h) * D;
+  }
+  const int P = lay_.page_size;
+  const page& pg = lc.pages[a.index / P];
+  const size_t off = (size_t(which) * P + a.index % P) * Hkv * D + size_t(h) * D;
+  if (pg.tier == page_tier::memory) return pg.data.data() + off;
+  GSA_ASSERT(pg.tier == page_tier::file, "raw token {} of layer {} was dropped from the cache", a.index, layer);
+  return reinterpret_cast<const float*>(map_ + pg.file_offset) + off;
+}
+
+void kv_cache::append_raw(int layer, const float* k, const float* v) {
+  layer_cache& lc = layers_[layer];
+  const int P = lay_.page_size;
+  const size_t rowf = size_t(lay_.n_kv_heads) * lay_.head_dim;
+  const int t = lc.n_raw, p = t / P;
+  if (p == int(lc.pages.size())) {
+    lc.pages.emplace_back();
+    lc.pages.back().data.resize(page_floats());
+  }
+  float* base = lc.pages[p].data.data();
+  std::memcpy(base + size_t(t % P) * rowf, k, rowf * sizeof(float));
+  std::memcpy(base + (size_t(P) + t % P) * rowf, v, rowf * sizeof(float));
+  lc.n_raw++;
+  if (lc.n_raw % P == 0) page_completed(layer, p);
+}
+
+void kv_cache::append_gist(int layer, int level, const float* k, const float* v) {
+  GSA_ASSERT(level >= 0 && level < lay_.gist_levels, "gist level {} of {}", level, lay_.gist_levels);
+  gist_store& g = layers_[layer].gists[level];
+  const size_t rowf = size_t(lay_.n_kv_heads) * lay_.head_dim;
+  g.k.insert(g.k.end(), k, k + rowf);
+  g.v.insert(g.v.end(), v, v + rowf);
+  g.n++;
+}
+
+void kv_cache::page_completed(int layer, int p) {
+  layer_cache& lc = layers_[layer];
+  const int P = lay_.page_size, Hkv = lay_.n_kv_heads, D = lay_.head_dim;
+  if (lay_.page_summaries) {
+    const float* k = lc.pages[p].data.data();
+    const size_t rowf = size_t(Hkv) * D;
+    lc.kmin.resize((size_t(p) + 1) * rowf, std::numeric_limits<float>::infinity());
+    lc.kmax.resize((size_t(p) + 1) * rowf, -std::numeric_limits<float>::infinity());
+    lc.kmean.resize((size_t(p) + 1) * rowf, 0.0f);
+    float* mn = lc.kmin.data() + size_t(p) * rowf;
+    float* mx = lc.kmax.data() + size_t(p) * rowf;
+    float* me = lc.kmean.data() + size_t(p) * rowf;
+    for (int t = 0; t < P; t++)
+      for (size_t i = 0; i < rowf; i++) {
+        const float x = k[size_t(t) * rowf + i];
+        mn[i] = std::min(mn[i], x);
+        mx[i] = std::max(mx[i], x);
+        me[i] += x / float(P);
+      }
+  }
+  // The incomplete page p+1 and the complete pages [p + 1 - window, p] form the window.
+  const int leaving = p - lay_.window_pages;
+  if (leaving >= 0 && lay_.tier != page_tier::memory) retire(layer, leaving);
+}
+
+void kv_cache::ensure_mapped(int64_t end) {
+  if (end <= file_len_) return;
+  int64_t cap = std::max<int64_t>(file_len_ * 2, int64_t(1) << 20);
+  while (cap < end) cap *= 2;
+  if (ftruncate(fd_, cap) != 0) fail("kv_cache: cannot grow the page file to {} bytes: {}", cap, std::strerror(errno));
+  file_len_ = cap;
+  if (map_) munmap(map_, size_t(map_len_));
+  void* m = mmap(nullptr, size_t(cap), PROT_READ, MAP_SHARED, fd_, 0);
+  if (m == MAP_FAILED) {
+    map_ = nullptr;
+    map_len_ = 0;
+    fail("kv_cache: cannot map the page file ({} bytes): {}", cap, std::strerror(errno));
+  }
+  map_ = static_cast<char*>(m);
+  map_len_ = cap;
+}
+
+void kv_cache::retire(int layer, int p) {
+  page& pg = layers_[layer].pages[p];
+  if (int64_t(p) * lay_.page_size < lay_.sink || pg.tier != page_tier::memory) return;  // sink pages stay
+  if (lay_.tier == page_tier::file) {
+    const int64_t bytes = int64_t(page_floats()) * sizeof(float);
+    ensure_mapped(file_used_ + bytes);
+    const char* src = reinterpret_cast<const char*>(pg.data.data());
+    for (int64_t done = 0; done < bytes;) {
+      const ssize_t w = pwrite(fd_, src + done, size_t(bytes - done), off_t(file_used_ + done));
+      if (w < 0) fail("kv_cache: cannot write a page to the page file: {}", std::strerror(errno));
+      done += w;
+    }
+    pg.file_offset = file_used_;
+    file_used_ += bytes;
+    pg.tier = page_tier::file;
+  } else {
+    pg.tier = page_tier::drop;
+  }
+  std::vector<float>().swap(pg.data);
+}
+
+cache_bytes kv_cache::bytes() const {
+  cache_bytes b;
+  const int64_t page_bytes = int64_t(page_floats()) * sizeof(float);
+  for (const auto& lc : layers_) {
+    for (const auto& pg : lc.pages) {
+      if (pg.tier == page_tier::memory) b.resident += page_bytes;
+      else if (pg.tier == page_tier::file) b.file += page_bytes;
+      else b.dropped += page_bytes;
+    }
+    for (const auto& g : lc.gists) b.resident += int64_t(g.k.size() + g.v.size()) * sizeof(float);
+    b.resident += int64_t(lc.kmin.size() + lc.kmax.size() + lc.kmean.size()) * sizeof(float);
+  }
+  return b;
+}
+
+}  // namespace gsa::kv

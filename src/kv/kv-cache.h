@@ -1,0 +1,110 @@
+// The KV cache of one sequence, per layer and KV head (DESIGN 2.1 kv/):
+//  * raw pages: page p holds the K and V of raw tokens [p P, (p+1) P) (P = page_size = c_0 for a GSA model),
+//    each as (P, Hkv, D) rows; a page table per layer (CSR-style: page id -> storage) says where each lives:
+//      memory  - an owned buffer (resident);
+//      file    - written once, when it leaves the window, into one file per cache and read through mmap, so a
+//                decode step touches only the pages it selected;
+//      dropped - freed (compression only: the method must never select it again).
+//    Pages of the sink (raw tokens < sink) and of the window (the newest `window_pages` complete pages and the
+//    incomplete page) always stay in memory, whatever the tier.
+//  * a gist store per level l: (n_l, Hkv, D) K and V, contiguous and always resident (scoring reads only these);
+//    unit u's g gists are rows [u g, (u+1) g).
+//  * optional page summaries (per complete page and KV head: min, max and mean key) for Quest / MoBA routers.
+// Rows are appended in order (raw index order, gist order per level); nothing is ever overwritten.
+// Addresses: kv_addr {level -1, raw token index} or {level l, gist index in store l}.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gsa::kv {
+
+enum class page_tier : uint8_t { memory, file, drop };
+const char* page_tier_name(page_tier t);
+page_tier page_tier_from_name(const std::string& s);  // throws gsa::error on unknown names
+
+struct cache_layout {
+  int n_layers = 0, n_kv_heads = 0, head_dim = 0;
+  int page_size = 16;       // raw tokens per page
+  int gist_levels = 0;      // number of gist stores (0: a plain model)
+  int sink = 0;             // raw tokens pinned in memory
+  int window_pages = 1;     // complete pages before the incomplete one that stay in memory
+  page_tier tier = page_tier::memory;
+  std::string file_path;    // tier file: the backing file ("" -> an unlinked temporary file in /tmp)
+  bool page_summaries = false;
+};
+
+struct kv_addr {
+  int8_t level = -1;  // -1 raw, else gist level
+  int32_t index = 0;  // raw token index, or row in the gist store of `level`
+};
+
+struct cache_bytes {
+  int64_t resident = 0;  // in process memory: memory-tier pages, window, gists, summaries
+  int64_t file = 0;      // pages in the backing file
+  int64_t dropped = 0;   // pages freed (their K/V no longer exist)
+  int64_t total() const { return resident + file; }  // what the cache holds anywhere
+};
+
+class kv_cache {
+ public:
+  explicit kv_cache(const cache_layout& layout);
+  ~kv_cache();
+  kv_cache(const kv_cache&) = delete;
+  kv_cache& operator=(const kv_cache&) = delete;
+
+  const cache_layout& layout() const { return lay_; }
+  // Append one row: k, v (Hkv, D). Raw rows take the next raw index of the layer, gist rows the next row of
+  // their level's store. Completing a page computes its summary and retires pages that left the window.
+  void append_raw(int layer, const float* k, const float* v);
+  void append_gist(int layer, int level, const float* k, const float* v);
+
+  int raw_count(int layer) const { return layers_[layer].n_raw; }
+  int gist_count(int layer, int level) const { return int(layers_[layer].gists[level].n); }
+  int complete_pages(int layer) const { return layers_[layer].n_raw / lay_.page_size; }
+  page_tier page_state(int layer, int page) const;
+
+  // Row of KV head h: D floats. The page must not be dropped (GSA_ASSERT).
+  const float* key(int layer, kv_addr a, int h) const { return row(layer, a, h, 0); }
+  const float* value(int layer, kv_addr a, int h) const { return row(layer, a, h, 1); }
+  // The gist store of a level: (gist_count, Hkv, D).
+  const float* gist_keys(int layer, int level) const { return layers_[layer].gists[level].k.data(); }
+  // Page summaries (complete_pages, Hkv, D); need layout.page_summaries.
+  const float* page_kmin(int layer) const { return layers_[layer].kmin.data(); }
+  const float* page_kmax(int layer) const { return layers_[layer].kmax.data(); }
+  const float* page_kmean(int layer) const { return layers_[layer].kmean.data(); }
+
+  cache_bytes bytes() const;
+  int64_t row_bytes() const { return int64_t(lay_.n_kv_heads) * lay_.head_dim * sizeof(float); }  // one K row
+
+ private:
+  struct page {
+    page_tier tier = page_tier::memory;
+    std::vector<float> data;  // memory: K (P, Hkv, D) then V (P, Hkv, D)
+    int64_t file_offset = -1; // file: byte offset of the same layout
+  };
+  struct gist_store {
+    int64_t n = 0;
+    std::vector<float> k, v;  // (n, Hkv, D)
+  };
+  struct layer_cache {
+    int n_raw = 0;
+    std::vector<page> pages;  // the page table
+    std::vector<gist_store> gists;
+    std::vector<float> kmin, kmax, kmean;
+  };
+
+  const float* row(int layer, kv_addr a, int h, int which) const;
+  void page_completed(int layer, int p);
+  void retire(int layer, int p);
+  void ensure_mapped(int64_t end);
+  size_t page_floats() const { return size_t(2) * lay_.page_size * lay_.n_kv_heads * lay_.head_dim; }
+
+  cache_layout lay_;
+  std::vector<layer_cache> layers_;
+  int fd_ = -1;
+  char* map_ = nullptr;
+  int64_t map_len_ = 0, file_len_ = 0, file_used_ = 0;
+};
+
+}  // namespace gsa::kv

@@ -1,0 +1,201 @@
+// `gsa bench attention`: GSA attention forward+backward on CPU against dense causal attention, same kernel and
+// head configuration, over lengths; GSA's time should grow about linearly, dense's quadratically.
+// `gsa bench train`: forward+backward tokens/s of a preset model in each training mode.
+// Figures only: nothing here passes or fails on time.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <sstream>
+
+#include "backend/cpu/attention.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "gist/plan.h"
+#include "gist/stream.h"
+#include "model/gsa-plans.h"
+#include "model/presets.h"
+#include "tools/commands.h"
+
+namespace gsa::tools {
+
+namespace {
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Median of `reps` timings of f (after one warm-up run).
+template <typename F>
+double median_ms(int reps, F&& f) {
+  f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; i++) {
+    double t0 = now_ms();
+    f();
+    t.push_back(now_ms() - t0);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void fill(std::vector<float>& v, rng& r) {
+  for (auto& x : v) x = r.normal();
+}
+
+}  // namespace
+
+void register_bench_attention(CLI::App& app, command_list& cmds) {
+  auto* sub = bench_command(app)->add_subcommand(
+      "attention", "GSA attention forward+backward vs dense causal attention on CPU (one layer)");
+  static std::string lengths = "1k,4k,16k";
+  static int chunk = 16, hq = 8, hkv = 2, d = 64, reps = 3, topk = 0;
+  static bool json = false, unfold = false;
+  sub->add_option("--lengths", lengths, "Stream lengths in raw tokens, e.g. 1k,4k,16k,32k")->capture_default_str();
+  sub->add_option("--chunk", chunk, "Raw tokens per chunk c (g = 1)")->capture_default_str();
+  sub->add_option("--heads", hq, "Query heads")->capture_default_str();
+  sub->add_option("--kv-heads", hkv, "Key/value heads")->capture_default_str();
+  sub->add_option("--head-dim", d, "Head dimension")->capture_default_str();
+  sub->add_option("--reps", reps, "Timed repetitions per cell (median reported)")->capture_default_str();
+  sub->add_flag("--unfold", unfold, "Also time the unfold plan (each chunk unfolds its top-k chunks)");
+  sub->add_option("--topk", topk, "Chunks unfolded per block with --unfold (0: adaptive)")->capture_default_str();
+  sub->add_flag("--json", json, "Print one JSON array of {method, length, ms}");
+  cmds.push_back({sub, [] {
+                    if (hq % hkv) fail("--heads {} is not a multiple of --kv-heads {}", hq, hkv);
+                    auto lens = parse_lengths(lengths, "--lengths");
+                    gist::gsa_config cfg;
+                    cfg.chunk = {chunk};
+                    cfg.gist_token_ids = {1};
+                    cfg.validate();
+                    nlohmann::json records = nlohmann::json::array();
+                    if (!json)
+                      fmt::print("attention forward+backward, one layer, Hq={} Hkv={} D={}, c={} g=1, local 1, sink 3; "
+                                 "median of {}\n{:>8} {:>10} {:>12} {:>12} {:>10}\n",
+                                 hq, hkv, d, chunk, reps, "length", "method", "ms", "pairs/query", "vs dense");
+                    for (int64_t n : lens) {
+                      std::vector<int32_t> raw(static_cast<size_t>(n), 7);
+                      gist::stream s = gist::build_stream(raw.data(), int(n), cfg);
+                      const int T = s.size();
+                      rng r(1);
+                      std::vector<float> q(size_t(T) * hq * d), k(size_t(T) * hkv * d), v(k.size()),
+                          out(q.size()), lse(size_t(T) * hq), dout(q.size()), dq(q.size()), dk(k.size()),
+                          dv(k.size());
+                      fill(q, r), fill(k, r), fill(v, r), fill(dout, r);
+                      struct variant {
+                        std::string name;
+                        cpu::attn_plan plan;
+                      };
+                      std::vector<variant> vars;
+                      vars.push_back({"dense", cpu::plan_causal(T, 0, 64)});
+                      vars.push_back({"gsa-compress", gist::plan_compress(s, cfg)});
+                      if (unfold) {
+                        gist::gsa_config ucfg = cfg;
+                        if (topk > 0) ucfg.select = gist::select_rule::fixed, ucfg.topk = topk;
+                        // Unfold selection from the random q/k: the same scoring the model uses.
+                        model_config mc;
+                        mc.num_attention_heads = hq, mc.num_key_value_heads = hkv, mc.head_dim = d;
+                        llama_model m;
+                        m.config = mc;
+                        ucfg.dense_layers = {};
+                        plan_provider p = make_gsa_plans(m, ucfg, s, gist::train_mode::unfold);
+                        vars.push_back({"gsa-unfold", p(0, q.data(), k.data())});
+                      }
+                      double dense_ms = 0;
+                      for (auto& var : vars) {
+                        double ms = median_ms(reps, [&] {
+                          cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), var.plan, T,
+                                                 T, 0, hq, hkv, d);
+                          cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
+                                                  v.data(), out.data(), lse.data(), var.plan, T, T, 0, hq, hkv, d);
+                        });
+                        if (var.name == "dense") dense_ms = ms;
+                        double ppq = double(var.plan.attended_pairs(hkv)) / hkv / T;
+                        records.push_back({{"method", var.name}, {"length", n}, {"ms", ms},
+                                           {"pairs_per_query", ppq}});
+                        if (!json)
+                          fmt::print("{:>8} {:>10} {:>12.2f} {:>12.1f} {:>9.2f}x\n", n, var.name, ms, ppq,
+                                     dense_ms / ms);
+                      }
+                    }
+                    if (json) fmt::print("{}\n", records.dump());
+                    else {
+                      // Growth per doubling of length: ~2x is linear, ~4x quadratic.
+                      fmt::print("growth (time ratio between consecutive lengths / length ratio):\n");
+                      for (auto m : {"dense", "gsa-compress", "gsa-unfold"}) {
+                        std::vector<std::pair<double, double>> pts;
+                        for (auto& rec : records)
+                          if (rec["method"] == m) pts.push_back({rec["length"].get<double>(), rec["ms"].get<double>()});
+                        if (pts.size() < 2) continue;
+                        std::string line;
+                        for (size_t i = 1; i < pts.size(); i++)
+                          line += fmt::format(" {:.2f}", (pts[i].second / pts[i - 1].second) /
+                                                             (pts[i].first / pts[i - 1].first));
+                        fmt::print("  {:>12}:{}\n", m, line);
+                      }
+                    }
+                    return 0;
+                  }});
+}
+
+void register_bench_train(CLI::App& app, command_list& cmds) {
+  auto* sub = bench_command(app)->add_subcommand("train", "Forward+backward tokens/s of a preset model per mode");
+  static std::string preset = "mini";
+  static std::string modes = "full,compress,unfold";
+  static int tokens = 2048, chunk = 16, reps = 3;
+  static bool json = false;
+  sub->add_option("--preset", preset, "Model preset (random weights)")->capture_default_str();
+  sub->add_option("--tokens", tokens, "Raw tokens per sequence")->capture_default_str();
+  sub->add_option("--modes", modes, "Comma-separated: full, compress, unfold, suffix-unfold")->capture_default_str();
+  sub->add_option("--chunk", chunk, "Raw tokens per chunk for GSA modes")->capture_default_str();
+  sub->add_option("--reps", reps, "Timed repetitions (median reported)")->capture_default_str();
+  sub->add_flag("--json", json, "Print one JSON array of {mode, tokens, ms, tokens_per_s}");
+  cmds.push_back({sub, [] {
+                    model_config c = model_preset(preset);
+                    llama_model m(c);
+                    m.init_random(1);
+                    llama_weights g = make_grads(m);
+                    gist::gsa_config cfg;
+                    cfg.chunk = {chunk};
+                    cfg.gist_token_ids = {int32_t(c.vocab_size - 1)};
+                    cfg.validate();
+                    rng r(2);
+                    std::vector<int32_t> raw(static_cast<size_t>(tokens));
+                    for (auto& x : raw) x = int32_t(r.below(uint64_t(c.vocab_size - 1)));
+                    nlohmann::json records = nlohmann::json::array();
+                    if (!json)
+                      fmt::print("preset {} ({:.1f} M parameters), {} raw tokens, median of {}\n{:>14} {:>10} {:>12}\n",
+                                 preset, m.parameter_count() / 1e6, tokens, reps, "mode", "ms", "tokens/s");
+                    std::stringstream ss(modes);
+                    std::string mode;
+                    while (std::getline(ss, mode, ',')) {
+                      bool full = mode == "full";
+                      gist::train_mode tm = full ? gist::train_mode::compress : gist::train_mode_from_name(mode);
+                      gist::stream s = gist::build_stream(raw.data(), tokens, cfg);
+                      std::vector<int32_t> ids = full ? raw : s.ids, pos = s.pos, tg = s.labels;
+                      if (full) {
+                        pos.resize(raw.size());
+                        tg.assign(raw.size(), -100);
+                        for (size_t i = 0; i < raw.size(); i++) {
+                          pos[i] = int32_t(i);
+                          if (i + 1 < raw.size()) tg[i] = raw[i + 1];
+                        }
+                      }
+                      double ms = median_ms(reps, [&] {
+                        plan_provider p = make_gsa_plans(m, cfg, s, tm, s.size() - s.size() / 8);
+                        forward_state st;
+                        forward(m, st, ids, pos, tg, full ? nullptr : &p);
+                        zero_grads(g);
+                        backward(m, st, g);
+                      });
+                      double tps = tokens / (ms / 1000.0);
+                      records.push_back({{"mode", mode}, {"tokens", tokens}, {"ms", ms}, {"tokens_per_s", tps}});
+                      if (!json) fmt::print("{:>14} {:>10.1f} {:>12.0f}\n", mode, ms, tps);
+                    }
+                    if (json) fmt::print("{}\n", records.dump());
+                    return 0;
+                  }});
+}
+
+}  // namespace gsa::tools
