@@ -150,7 +150,7 @@ void forward_task(const task_ctx& c, int b, int hk, float* out, float* lse, cons
   gather_cols(kt, ld, k, idx, n, hk, c.Hkv, D);
   gather_rows(vr, v, idx, n, hk, c.Hkv, D);
   for (int i = plan.block_q[b]; i < plan.block_q[b + 1]; i++) {
-    const int cnt = n;
+    const int cnt = visible_count(idx, n, int64_t(c.q_offset) + i);
     const size_t row0 = size_t(i) * c.Hq + size_t(hk) * G;  // first (row, head) of the group
     float* o = out + row0 * D;
     if (cnt == 0) {
