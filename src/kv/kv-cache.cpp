@@ -120,8 +120,9 @@ void kv_cache::page_completed(int layer, int p) {
         me[i] += x / float(P);
       }
   }
-  // The incomplete page p+1 and the complete pages [p + 1 - window, p] form the window.
-  const int leaving = p - lay_.window_pages;
+  // The window of the next raw token (chunk p+1) is pages [p + 1 - window, p]; the gists that close page p
+  // still see [p - window, p], so the page that leaves now is p - window - 1.
+  const int leaving = p - lay_.window_pages - 1;
   if (leaving >= 0 && lay_.tier != page_tier::memory) retire(layer, leaving);
 }
 

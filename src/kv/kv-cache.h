@@ -6,7 +6,8 @@
 //                decode step touches only the pages it selected;
 //      dropped - freed (compression only: the method must never select it again).
 //    Pages of the sink (raw tokens < sink) and of the window (the newest `window_pages` complete pages and the
-//    incomplete page) always stay in memory, whatever the tier.
+//    incomplete page; one more while the gists that
+//    close a page are computed) always stay in memory, whatever the tier.
 //  * a gist store per level l: (n_l, Hkv, D) K and V, contiguous and always resident (scoring reads only these);
 //    unit u's g gists are rows [u g, (u+1) g).
 //  * optional page summaries (per complete page and KV head: min, max and mean key) for Quest / MoBA routers.

@@ -111,7 +111,7 @@ void register_bench_attention(CLI::App& app, command_list& cmds) {
                                                   v.data(), out.data(), lse.data(), var.plan, T, T, 0, hq, hkv, d);
                         });
                         if (var.name == "dense") dense_ms = ms;
-                        double ppq = double(var.plan.attended_pairs(hkv)) / hkv / T;
+                        double ppq = double(var.plan.attended_pairs(hkv, 0)) / hkv / T;
                         records.push_back({{"method", var.name}, {"length", n}, {"ms", ms},
                                            {"pairs_per_query", ppq}});
                         if (!json)

@@ -14,10 +14,15 @@ void register_commands(CLI::App& app) {
   register_bench_attention(app, g_commands);
   register_bench_train(app, g_commands);
   register_tokenize(app, g_commands);
+  register_generate(app, g_commands);
+  register_bench_decode(app, g_commands);
+  register_train(app, g_commands);
+  register_data(app, g_commands);
 }
 
 CLI::App* bench_command(CLI::App& app) {
-  if (auto* b = app.get_subcommand_no_throw("bench")) return b;
+  for (auto* b : app.get_subcommands({}))
+    if (b->get_name() == "bench") return b;
   auto* b = app.add_subcommand("bench", "Benchmarks: print figures and ratios (never pass/fail)");
   b->require_subcommand(1);
   return b;

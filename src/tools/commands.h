@@ -29,6 +29,10 @@ int run_selected(CLI::App& app);
 void register_info(CLI::App& app, command_list& cmds);
 void register_forward(CLI::App& app, command_list& cmds);
 void register_tokenize(CLI::App& app, command_list& cmds);
+void register_generate(CLI::App& app, command_list& cmds);
+void register_bench_decode(CLI::App& app, command_list& cmds);
+void register_train(CLI::App& app, command_list& cmds);
+void register_data(CLI::App& app, command_list& cmds);
 void register_bench_attention(CLI::App& app, command_list& cmds);
 void register_bench_train(CLI::App& app, command_list& cmds);
 

@@ -1,0 +1,389 @@
+// Kernels of the gathered-key decode attention (contract and layouts: decode-attention.h; workspace:
+// decode-kernels.h).
+//
+// Split kernel: grid (B*Hkv lists, S splits), 128 threads. One block serves all G = Hq/Hkv query heads of its
+// KV head, so each gathered K/V row is read from memory once for the whole group. A row of D elements is read
+// by L = D*sizeof(T)/16 lanes with one 16-byte load each; a warp holds 32/L such lane groups, and each group
+// keeps U keys' K and V loads in flight before using them (memory-level parallelism is what decode needs).
+// Every lane group runs its own online softmax (in log2 units) over its keys; the groups of a block are merged
+// through shared memory at the end. With S == 1 the block normalizes and writes out/lse itself; otherwise it
+// writes an unnormalized partial and decode_combine_kernel merges the S partials of each (b, hq).
+//
+// Compiled variants: T in {float, bf16} x D in {64, 128} x G in {1, 2, 4, 8} x load path {cp.async ring,
+// registers}; combine: D in {64, 128}.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "backend/cuda/decode-kernels.h"
+
+namespace gsa::cuda::detail {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+struct split_args {
+  decode_params p;
+  int num_splits;
+  int64_t keys_per_split;
+  float* ws_acc;  // null when num_splits == 1
+  float* ws_ml;
+  bool async_copy;
+};
+
+// 16 bytes of T widened to f32.
+template <typename T>
+struct vec16;
+template <>
+struct vec16<float> {
+  static constexpr int n = 4;
+  __device__ static void widen(const uint4& w, float* f) {
+    f[0] = __uint_as_float(w.x);
+    f[1] = __uint_as_float(w.y);
+    f[2] = __uint_as_float(w.z);
+    f[3] = __uint_as_float(w.w);
+  }
+};
+template <>
+struct vec16<__nv_bfloat16> {
+  static constexpr int n = 8;
+  __device__ static void widen(const uint4& w, float* f) {
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {  // element 2i sits in the low half (little endian)
+      f[2 * i] = __uint_as_float(u[i] << 16);
+      f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+  }
+};
+
+__device__ inline void store_out(void* out, int64_t off, float x, decode_dtype t) {
+  if (t == decode_dtype::f32)
+    static_cast<float*>(out)[off] = x;
+  else
+    static_cast<__nv_bfloat16*>(out)[off] = __float2bfloat16_rn(x);
+}
+
+__device__ inline void cp_async16(void* smem, const void* gmem) {
+  const uint32_t sa = uint32_t(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem));
+}
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ inline void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// ASYNC: K/V rows go through a ST-stage cp.async ring in shared memory instead of registers, so more keys are
+// in flight per thread at lower register cost. Each lane copies and later reads only its own 16-byte slots, so
+// the ring needs cp.async.wait_group but no barrier.
+template <typename T, int D, int G, bool ASYNC>
+__global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args a) {
+  constexpr int VEC = vec16<T>::n;
+  constexpr int L = D / VEC;        // lanes per key row
+  constexpr int GPW = 32 / L;       // lane groups per warp
+  constexpr int NG = kWarps * GPW;  // lane groups per block
+  constexpr int U = ASYNC ? 2 : 4;  // keys per lane group per iteration
+  constexpr int ST = 4;             // ring stages (ASYNC): ST*U keys in flight per lane group
+  static_assert(L >= 1 && L <= 32 && 32 % L == 0, "row must split evenly over a warp");
+
+  // The ring and the merge buffers are never live at once: one raw buffer, two views.
+  struct merge_smem {
+    float m[NG][G], l[NG][G], acc[NG][G][D], w[NG][G], fm[G], fl[G];
+  };
+  constexpr size_t ring_bytes = ASYNC ? size_t(ST) * U * kThreads * 16 * 2 : 16;
+  constexpr size_t raw_bytes = sizeof(merge_smem) > ring_bytes ? sizeof(merge_smem) : ring_bytes;
+  __shared__ __align__(16) unsigned char smem_raw[raw_bytes];
+  merge_smem& ms = *reinterpret_cast<merge_smem*>(smem_raw);
+  auto& sm_m = ms.m;
+  auto& sm_l = ms.l;
+  auto& sm_acc = ms.acc;
+  auto& sm_w = ms.w;
+  auto& sm_fm = ms.fm;
+  auto& sm_fl = ms.fl;
+  uint4* ring_k = reinterpret_cast<uint4*>(smem_raw);  // [ST][U][kThreads]
+  uint4* ring_v = ring_k + ST * U * kThreads;
+
+  const decode_params& p = a.p;
+  const int list = blockIdx.x, split = blockIdx.y;
+  const int b = list / p.n_kv_heads, h = list % p.n_kv_heads;
+  const int64_t beg = p.indptr[list];
+  const int64_t len = p.indptr[list + 1] - beg;
+  const int64_t s0 = int64_t(split) * a.keys_per_split;
+  const int64_t s1 = min(len, s0 + a.keys_per_split);
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int gl = lane % L;                       // lane within its group: which 16 bytes of the row
+  const int grp = warp * GPW + lane / L;
+
+  // q of the G heads, pre-scaled so that scores come out in log2 units.
+  float qf[G][VEC];
+  const T* q = static_cast<const T*>(p.q) + int64_t(b) * p.q_stride_b + gl * VEC;
+  const float qs = p.scale * kLog2e;
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    uint4 w = *reinterpret_cast<const uint4*>(q + int64_t(h * G + g) * p.q_stride_h);
+    vec16<T>::widen(w, qf[g]);
+#pragma unroll
+    for (int i = 0; i < VEC; i++) qf[g][i] *= qs;
+  }
+
+  float m[G], l[G], acc[G][VEC];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+#pragma unroll
+    for (int i = 0; i < VEC; i++) acc[g][i] = 0.f;
+  }
+
+  const int64_t row0 = p.kv_row_offset ? p.kv_row_offset[b] : 0;
+  const int64_t head_off = row0 * p.kv_stride_t + int64_t(h) * p.kv_stride_h + gl * VEC;
+  const T* kb = static_cast<const T*>(p.k) + head_off;
+  const T* vb = static_cast<const T*>(p.v) + head_off;
+  const int32_t* idx = p.indices + beg;
+
+  // The loop bound is uniform across the warp (shuffles below need every lane); lane groups past the end
+  // of the split see only invalid keys.
+  const int64_t step = int64_t(NG) * U;
+  const int64_t jw_first = s0 + int64_t(warp) * GPW * U;
+  const int64_t my_off = int64_t(lane / L) * U;
+  // ASYNC prologue: stages 0..ST-2 in flight; nidx holds the indices of the next batch to issue.
+  int32_t nidx[U];
+  auto load_idx = [&](int64_t jw) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int64_t j = jw + my_off + u;
+      nidx[u] = j < s1 ? __ldg(idx + j) : 0;
+    }
+  };
+  auto issue = [&](int64_t jw, int stage) {  // copies batch jw (indices already in nidx) into ring stage
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      if (jw + my_off + u < s1) {
+        const int64_t r = int64_t(nidx[u]) * p.kv_stride_t;
+        cp_async16(ring_k + (stage * U + u) * kThreads + threadIdx.x, kb + r);
+        cp_async16(ring_v + (stage * U + u) * kThreads + threadIdx.x, vb + r);
+      }
+    cp_async_commit();
+  };
+  if constexpr (ASYNC) {
+#pragma unroll
+    for (int st = 0; st < ST - 1; st++) {
+      load_idx(jw_first + st * step);
+      issue(jw_first + st * step, st);
+    }
+    load_idx(jw_first + (ST - 1) * step);
+  }
+  int it = 0;
+  for (int64_t jw = jw_first; jw < s1; jw += step, it++) {
+    const int64_t j0 = jw + my_off;
+    uint4 kw[U], vw[U];
+    bool valid[U];
+    if constexpr (ASYNC) {
+      issue(jw + (ST - 1) * step, (it + ST - 1) % ST);
+      load_idx(jw + ST * step);
+      cp_async_wait<ST - 1>();  // this iteration's group is complete
+      const int stage = it % ST;
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        valid[u] = j0 + u < s1;
+        kw[u] = vw[u] = make_uint4(0, 0, 0, 0);
+        if (valid[u]) {  // an invalid slot holds stale bytes: never read it
+          kw[u] = ring_k[(stage * U + u) * kThreads + threadIdx.x];
+          vw[u] = ring_v[(stage * U + u) * kThreads + threadIdx.x];
+        }
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        valid[u] = j0 + u < s1;
+        kw[u] = vw[u] = make_uint4(0, 0, 0, 0);
+        if (valid[u]) {
+          const int64_t r = int64_t(__ldg(idx + j0 + u)) * p.kv_stride_t;
+          kw[u] = __ldg(reinterpret_cast<const uint4*>(kb + r));
+          vw[u] = __ldg(reinterpret_cast<const uint4*>(vb + r));
+        }
+      }
+    }
+    float s[U][G];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      float kf[VEC];
+      vec16<T>::widen(kw[u], kf);
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float d = 0.f;
+#pragma unroll
+        for (int i = 0; i < VEC; i++) d = fmaf(qf[g][i], kf[i], d);
+        s[u][g] = d;
+      }
+    }
+#pragma unroll
+    for (int off = L / 2; off > 0; off >>= 1)
+#pragma unroll
+      for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int g = 0; g < G; g++) s[u][g] += __shfl_xor_sync(0xffffffffu, s[u][g], off);
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      if (!valid[u])
+#pragma unroll
+        for (int g = 0; g < G; g++) s[u][g] = -INFINITY;
+
+    float pw[U][G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float mn = m[g];
+#pragma unroll
+      for (int u = 0; u < U; u++) mn = fmaxf(mn, s[u][g]);
+      const float mref = mn == -INFINITY ? 0.f : mn;  // all invalid so far: keep the state at zero
+      const float corr = exp2f(m[g] - mref);
+      float ps = 0.f;
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        pw[u][g] = exp2f(s[u][g] - mref);
+        ps += pw[u][g];
+      }
+      l[g] = l[g] * corr + ps;
+      m[g] = mn;
+#pragma unroll
+      for (int i = 0; i < VEC; i++) acc[g][i] *= corr;
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      float vf[VEC];
+      vec16<T>::widen(vw[u], vf);
+#pragma unroll
+      for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int i = 0; i < VEC; i++) acc[g][i] = fmaf(pw[u][g], vf[i], acc[g][i]);
+    }
+  }
+
+  if constexpr (ASYNC) cp_async_wait<0>();  // copies of batches past the end are empty groups
+  __syncthreads();  // the merge view aliases the ring that other warps may still read
+  // Merge the lane groups of the block.
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    if (gl == 0) {
+      sm_m[grp][g] = m[g];
+      sm_l[grp][g] = l[g];
+    }
+#pragma unroll
+    for (int i = 0; i < VEC; i++) sm_acc[grp][g][gl * VEC + i] = acc[g][i];
+  }
+  __syncthreads();
+  if (threadIdx.x < G) {
+    const int g = threadIdx.x;
+    float mx = -INFINITY;
+    for (int r = 0; r < NG; r++) mx = fmaxf(mx, sm_m[r][g]);
+    const float mref = mx == -INFINITY ? 0.f : mx;
+    float sum = 0.f;
+    for (int r = 0; r < NG; r++) {
+      const float w = exp2f(sm_m[r][g] - mref);  // 0 for a group that saw no key
+      sm_w[r][g] = w;
+      sum += w * sm_l[r][g];
+    }
+    sm_fm[g] = mx;
+    sm_fl[g] = sum;
+  }
+  __syncthreads();
+
+  const int Hq = p.n_q_heads;
+  for (int e = threadIdx.x; e < G * D; e += kThreads) {
+    const int g = e / D, d = e % D;
+    float x = 0.f;
+#pragma unroll 8
+    for (int r = 0; r < NG; r++) x = fmaf(sm_w[r][g], sm_acc[r][g][d], x);
+    const int hq = h * G + g;
+    if (a.num_splits == 1) {
+      const float sum = sm_fl[g];
+      store_out(p.out, int64_t(b) * p.o_stride_b + int64_t(hq) * p.o_stride_h + d, sum > 0.f ? x / sum : 0.f,
+                p.out_dtype);
+      if (d == 0 && p.lse)
+        p.lse[int64_t(b) * p.lse_stride_b + hq] = sum > 0.f ? (sm_fm[g] + log2f(sum)) * kLn2 : -INFINITY;
+    } else {
+      const int64_t row = (int64_t(b) * Hq + hq) * a.num_splits + split;
+      a.ws_acc[row * D + d] = x;
+      if (d == 0) {
+        a.ws_ml[row * 2] = sm_fm[g];
+        a.ws_ml[row * 2 + 1] = sm_fl[g];
+      }
+    }
+  }
+}
+
+// grid (B*Hq), D threads: merges the S partials of one (b, hq).
+template <int D>
+__global__ void __launch_bounds__(D) decode_combine_kernel(const split_args a) {
+  const decode_params& p = a.p;
+  const int bh = blockIdx.x, b = bh / p.n_q_heads, hq = bh % p.n_q_heads;
+  const int d = threadIdx.x;
+  const int S = a.num_splits;
+  const float* ml = a.ws_ml + int64_t(bh) * S * 2;
+  const float* acc = a.ws_acc + int64_t(bh) * S * D;
+  float mx = -INFINITY;
+  for (int s = 0; s < S; s++) mx = fmaxf(mx, ml[2 * s]);
+  const float mref = mx == -INFINITY ? 0.f : mx;
+  float sum = 0.f, x = 0.f;
+  for (int s = 0; s < S; s++) {
+    const float w = exp2f(ml[2 * s] - mref);
+    sum = fmaf(w, ml[2 * s + 1], sum);
+    x = fmaf(w, acc[int64_t(s) * D + d], x);
+  }
+  store_out(p.out, int64_t(b) * p.o_stride_b + int64_t(hq) * p.o_stride_h + d, sum > 0.f ? x / sum : 0.f,
+            p.out_dtype);
+  if (d == 0 && p.lse) p.lse[int64_t(b) * p.lse_stride_b + hq] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
+}
+
+template <typename T, int D, int G>
+cudaError_t launch_variant(const split_args& a, cudaStream_t st) {
+  const dim3 grid(a.p.batch * a.p.n_kv_heads, a.num_splits);
+  if (a.async_copy)
+    decode_split_kernel<T, D, G, true><<<grid, kThreads, 0, st>>>(a);
+  else
+    decode_split_kernel<T, D, G, false><<<grid, kThreads, 0, st>>>(a);
+  if (a.num_splits > 1) decode_combine_kernel<D><<<a.p.batch * a.p.n_q_heads, D, 0, st>>>(a);
+  return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t dispatch_group(const split_args& a, cudaStream_t st) {
+  switch (a.p.n_q_heads / a.p.n_kv_heads) {
+    case 1: return launch_variant<T, D, 1>(a, st);
+    case 2: return launch_variant<T, D, 2>(a, st);
+    case 4: return launch_variant<T, D, 4>(a, st);
+    case 8: return launch_variant<T, D, 8>(a, st);
+  }
+  return cudaErrorInvalidValue;
+}
+
+template <typename T>
+cudaError_t dispatch_dim(const split_args& a, cudaStream_t st) {
+  switch (a.p.head_dim) {
+    case 64: return dispatch_group<T, 64>(a, st);
+    case 128: return dispatch_group<T, 128>(a, st);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+int launch_decode(const decode_params& p, int num_splits, int64_t keys_per_split, bool async_copy, void* workspace,
+                  void* stream) {
+  split_args a{p, num_splits, keys_per_split, nullptr, nullptr, async_copy};
+  if (num_splits > 1) {
+    a.ws_acc = static_cast<float*>(workspace);
+    a.ws_ml = a.ws_acc + int64_t(p.batch) * p.n_q_heads * num_splits * p.head_dim;
+  }
+  const auto st = static_cast<cudaStream_t>(stream);
+  if (p.kv_dtype == decode_dtype::bf16) return int(dispatch_dim<__nv_bfloat16>(a, st));
+  return int(dispatch_dim<float>(a, st));
+}
+
+}  // namespace gsa::cuda::detail

@@ -1,0 +1,88 @@
+// Sparse (gathered-key) decode attention on CUDA: one new query row per sequence, attending to a per-(sequence,
+// KV head) list of key positions (GSA: sink + selected chunks + gists + local window; full attention is the list
+// 0..T-1). Split-K over each list (flash-decoding): every split writes a partial (max, sum, acc) and a combine
+// kernel merges them; with one split the main kernel writes the output directly.
+//
+// Plan vs Run (as in FlashInfer): plan_decode() is pure host code (no CUDA call) that picks the split size from
+// the shapes and the device's multiprocessor count, and says how much workspace the run needs; run_decode()
+// only launches. The caller owns every buffer (device memory), the workspace included.
+//
+// Layouts (all strides in elements, not bytes):
+//   q    (B, Hq, D)          element [b][h][d] at b*q_stride_b + h*q_stride_h + d        dtype = kv dtype
+//   k, v pool (rows, Hkv, D) element of sequence b, position p, KV head h, dim d at
+//        (kv_row_offset[b] + p)*kv_stride_t + h*kv_stride_h + d    (kv_row_offset may be null: all 0)
+//   indptr (B*Hkv + 1) int64, indices int32: list (b, h) = indices[indptr[b*Hkv+h] .. indptr[b*Hkv+h+1]),
+//        positions within sequence b; order and duplicates are not checked (duplicates count twice).
+//   out  (B, Hq, D)          at b*o_stride_b + h*o_stride_h + d, f32 or bf16; OVERWRITTEN.
+//   lse  (B, Hq)             f32 at b*lse_stride_b + h, natural log of sum(exp(scale * q.k)); may be null.
+// GQA: query head h uses KV head h / (Hq / Hkv). An empty list gives out = 0, lse = -inf.
+// Arithmetic: f32 accumulation throughout; bf16 inputs are widened exactly.
+//
+// Compiled variants (decode-attention.cu): kv dtype {f32, bf16} x D {64, 128} x group Hq/Hkv {1, 2, 4, 8} x
+// load path {cp.async ring, registers}; output dtype is a run-time switch. Anything else throws gsa::error
+// (check with decode_supported()).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace gsa::cuda {
+
+enum class decode_dtype : uint8_t { f32, bf16 };
+
+struct decode_params {
+  int batch = 0;        // B sequences
+  int n_q_heads = 0;    // Hq
+  int n_kv_heads = 0;   // Hkv, divides Hq
+  int head_dim = 0;     // D
+  decode_dtype kv_dtype = decode_dtype::bf16;   // q, k, v
+  decode_dtype out_dtype = decode_dtype::f32;
+  float scale = 0;      // usually 1/sqrt(D)
+
+  const void* q = nullptr;
+  int64_t q_stride_b = 0, q_stride_h = 0;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t kv_stride_t = 0, kv_stride_h = 0;  // shared by k and v
+  const int64_t* kv_row_offset = nullptr;    // (B) first pool row of each sequence, or null
+  const int64_t* indptr = nullptr;           // (B*Hkv + 1)
+  const int32_t* indices = nullptr;
+  void* out = nullptr;
+  int64_t o_stride_b = 0, o_stride_h = 0;
+  float* lse = nullptr;
+  int64_t lse_stride_b = 0;
+};
+
+// The host-side decision, made from shapes only.
+struct decode_plan {
+  int num_splits = 1;            // grid splits per list; 1: no combine, no workspace
+  int64_t keys_per_split = 0;    // each split handles keys [s*keys_per_split, (s+1)*keys_per_split) of its list
+  size_t workspace_bytes = 0;    // device scratch run_decode needs (0 when num_splits == 1)
+  bool async_copy = true;        // K/V through a cp.async shared-memory ring (else plain register loads)
+};
+
+struct decode_plan_options {
+  int num_sms = 132;             // multiprocessors of the device (H200: 132)
+  int ctas_per_sm = 4;           // target resident blocks per SM the split count aims to fill
+  int64_t min_keys_per_split = 256;  // below this a split's fixed cost dominates
+  int max_splits = 256;
+  int force_splits = 0;          // > 0: use exactly this many (tests of the combine path)
+  bool async_copy = true;        // load path of the split kernel (both are compiled; see docs/cuda.md)
+};
+
+// True when a compiled variant covers these shapes; *why gets the reason otherwise.
+bool decode_supported(const decode_params& p, std::string* why = nullptr);
+
+// Picks the split. max_list_len is the longest list of the launch (host knows it: it built the lists).
+// Throws gsa::error for unsupported shapes or negative lengths.
+decode_plan plan_decode(const decode_params& p, int64_t max_list_len, const decode_plan_options& opt = {});
+
+// Launches on `stream` (a cudaStream_t; null = default stream). workspace: plan.workspace_bytes of device memory,
+// 256-byte aligned (cudaMalloc is), may be null when that is 0. Throws gsa::error on unsupported shapes, a
+// missing buffer or a launch error. Asynchronous: the caller synchronizes.
+void run_decode(const decode_params& p, const decode_plan& plan, void* workspace, void* stream = nullptr);
+
+// Multiprocessor count of the current device (one CUDA call; for decode_plan_options::num_sms).
+int current_device_sms();
+
+}  // namespace gsa::cuda

@@ -1,0 +1,218 @@
+// Key selection per row, layer and KV head for every method (rules in method.h and session.h). Each list is
+// ascending stream positions and always ends with the row itself. Costs read here (gist keys scored, page
+// summaries) go to stats_.bytes_read; the attended rows are counted by the decode step.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "core/error.h"
+#include "gist/plan.h"
+#include "gist/select.h"
+#include "infer/decode-attention.h"
+#include "infer/session.h"
+
+namespace gsa::infer {
+
+namespace {
+
+void sort_unique(std::vector<int32_t>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+void iota_list(std::vector<int32_t>& v, int32_t begin, int32_t end) {
+  for (int32_t p = begin; p < end; p++) v.push_back(p);
+}
+
+// Top n of scores (ties: lower index), ascending indices.
+std::vector<int32_t> top_n(const std::vector<float>& s, int n) {
+  std::vector<int32_t> idx(s.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  n = std::clamp(n, 0, int(s.size()));
+  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return s[a] > s[b]; });
+  idx.resize(n);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+}  // namespace
+
+void session::select_keys(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys) {
+  const int Hkv = int(m_.config.num_key_value_heads);
+  keys.assign(Hkv, {});
+  switch (opts_.meth) {
+    case method::gist:
+    case method::gsa:
+    case method::hgsa: gsa_select(layer, pos, q, keys); return;
+    case method::full:
+      for (auto& k : keys) iota_list(k, 0, pos + 1);
+      return;
+    case method::streaming: {
+      const int64_t sink = std::min<int64_t>(sink_, budget_);
+      const int64_t recent = budget_ - sink;
+      for (auto& k : keys) {
+        const int32_t r0 = int32_t(std::max<int64_t>(0, pos + 1 - recent));
+        iota_list(k, 0, int32_t(std::min<int64_t>(sink, r0)));
+        iota_list(k, r0, pos + 1);
+      }
+      return;
+    }
+    case method::quest:
+    case method::moba: page_select(layer, pos, q, keys); return;
+    case method::h2o:
+      if (!h2o_ready_) h2o_init();
+      for (int h = 0; h < Hkv; h++) {
+        auto& kept = h2o_kept_[size_t(layer) * Hkv + h];
+        kept.push_back(pos);
+        h2o_score_[size_t(layer) * Hkv + h].push_back(0.0f);
+        keys[h] = kept;
+      }
+      return;
+  }
+}
+
+void session::gsa_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys) {
+  const gist::gsa_config& cfg = *cfg_;
+  const int Hq = int(m_.config.num_attention_heads), Hkv = int(m_.config.num_key_value_heads);
+  const int D = int(m_.config.head_dim), G = Hq / Hkv, g = cfg.gists_per_chunk;
+  const int level = s_.level[pos], m = s_.chunk[pos];
+  if (base_pos_ != pos) {  // the gist-mask list is the same in every layer
+    gist::compress_keys(base_keys_, s_, cfg, m, level, pos);
+    base_pos_ = pos;
+  }
+  for (auto& k : keys) k = base_keys_;
+  const bool dense = std::find(cfg.dense_layers.begin(), cfg.dense_layers.end(), layer) != cfg.dense_layers.end();
+  if (opts_.meth == method::gist || dense || level > 0) return;
+  const int n_cand = gist::candidate_count(m, gist::complete_chunk_count(s_), cfg.local_chunks);
+  if (n_cand <= 0) return;
+  const int64_t raw_before = int64_t(m) * cfg.chunk[0];
+  std::vector<std::vector<int32_t>> sel;
+  const int64_t key_bytes = int64_t(D) * sizeof(float);
+  if (opts_.meth == method::gsa) {
+    std::vector<float> scores(size_t(Hq) * n_cand);
+    gist::score_units(scores.data(), q, 1, Hq, cache_->gist_keys(layer, 0), cache_->gist_count(layer, 0), Hkv, D,
+                      unit_begin_.data(), n_cand, g);
+    stats_.bytes_read += int64_t(n_cand) * g * Hkv * key_bytes;
+    sel = gist::select_chunks(scores.data(), Hq, Hkv, n_cand, raw_before, cfg);
+  } else {
+    const float scale = 1.0f / std::sqrt(float(D));
+    auto scorer = [&](int lv, int h, const std::vector<int32_t>& units, float* out) {
+      const float* store = cache_->gist_keys(layer, lv);
+      const int n = int(units.size());
+      for (int i = 0; i < G; i++) {
+        const float* qh = q + size_t(h * G + i) * D;
+        for (int j = 0; j < n; j++) {
+          float best = -std::numeric_limits<float>::infinity();
+          for (int r = 0; r < g; r++) {
+            const float* k = store + (size_t(units[j] * g + r) * Hkv + h) * D;
+            float dot = 0;
+            for (int d = 0; d < D; d++) dot += qh[d] * k[d];
+            best = std::max(best, dot * scale);
+          }
+          out[size_t(i) * n + j] = best;
+        }
+      }
+    };
+    std::vector<int> ks = cfg.select == gist::select_rule::fixed ? std::vector<int>(cfg.levels(), cfg.topk)
+                                                                 : gist::hierarchy_k(cfg, raw_before, G, n_cand);
+    gist::hier_selection hs = gist::select_hierarchical(n_cand, Hq, Hkv, ks, cfg, scorer);
+    stats_.bytes_read += hs.keys_scored * key_bytes;
+    sel = std::move(hs.chunks);
+  }
+  for (int h = 0; h < Hkv; h++) {
+    auto& k = keys[h];
+    for (int32_t c : sel[h]) {
+      iota_list(k, s_.chunk_raw_begin[c], s_.chunk_raw_end[c]);
+      iota_list(k, s_.chunk_gist_begin[c], s_.chunk_gist_begin[c] + g);
+    }
+    if (cfg.gists_all)
+      k.insert(k.end(), gist_positions_.begin(),
+               std::upper_bound(gist_positions_.begin(), gist_positions_.end(), pos));
+    sort_unique(k);
+    stats_.unfolded[size_t(layer) * Hkv + h] = std::move(sel[h]);
+  }
+}
+
+void session::page_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys) {
+  const int Hq = int(m_.config.num_attention_heads), Hkv = int(m_.config.num_key_value_heads);
+  const int D = int(m_.config.head_dim), G = Hq / Hkv, P = chunk_;
+  const int cur = pos / P;  // the incomplete page holding the row (a plain stream: position = raw index)
+  const int64_t own = pos - int64_t(cur) * P + 1;
+  const int n_pages = int(std::max<int64_t>(0, budget_ - own) / P);
+  for (int h = 0; h < Hkv; h++) {
+    auto& k = keys[h];
+    if (n_pages >= cur) {
+      iota_list(k, 0, pos + 1);
+      continue;
+    }
+    std::vector<float> s(cur, -std::numeric_limits<float>::infinity());
+    for (int p = 0; p < cur; p++) {
+      const size_t off = (size_t(p) * Hkv + h) * D;
+      for (int i = 0; i < G; i++) {
+        const float* qh = q + size_t(h * G + i) * D;
+        float v = 0;
+        if (opts_.meth == method::quest) {
+          const float *mn = cache_->page_kmin(layer) + off, *mx = cache_->page_kmax(layer) + off;
+          for (int d = 0; d < D; d++) v += std::max(qh[d] * mn[d], qh[d] * mx[d]);
+        } else {
+          const float* me = cache_->page_kmean(layer) + off;
+          for (int d = 0; d < D; d++) v += qh[d] * me[d];
+        }
+        s[p] = std::max(s[p], v);
+      }
+    }
+    stats_.bytes_read += int64_t(cur) * D * sizeof(float) * (opts_.meth == method::quest ? 2 : 1);
+    auto sel = top_n(s, n_pages);
+    for (int32_t p : sel) iota_list(k, p * P, (p + 1) * P);
+    iota_list(k, cur * P, pos + 1);
+    stats_.unfolded[size_t(layer) * Hkv + h] = std::move(sel);
+  }
+}
+
+// The first eviction: accumulated attention of the last context queries (an observation window: the full
+// H2O accumulation over every context row costs O(T^2)), then heavy hitters + the recent half of the budget.
+void session::h2o_init() {
+  const int L = int(m_.config.num_hidden_layers), Hq = int(m_.config.num_attention_heads);
+  const int Hkv = int(m_.config.num_key_value_heads), D = int(m_.config.head_dim), G = Hq / Hkv;
+  const int T = raw_done_ - 1;  // rows before the current one (a plain stream)
+  const int W = h2o_obs_rows_;
+  const float scale = 1.0f / std::sqrt(float(D));
+  h2o_kept_.assign(size_t(L) * Hkv, {});
+  h2o_score_.assign(size_t(L) * Hkv, {});
+  const int64_t recent = budget_ / 2;
+#pragma omp parallel for schedule(dynamic)
+  for (int lh = 0; lh < L * Hkv; lh++) {
+    const int l = lh / Hkv, h = lh % Hkv;
+    std::vector<float> acc(T, 0.0f), s(T);
+    for (int w = 0; w < W; w++) {
+      const int qpos = T - W + w;
+      for (int i = 0; i < G; i++) {
+        const float* qh = h2o_obs_q_.data() + ((size_t(l) * W + w) * Hq + h * G + i) * D;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int j = 0; j <= qpos; j++) {
+          const float* k = cache_->key(l, addr_[j], h);
+          float dot = 0;
+          for (int d = 0; d < D; d++) dot += qh[d] * k[d];
+          mx = std::max(mx, s[j] = dot * scale);
+        }
+        float z = 0;
+        for (int j = 0; j <= qpos; j++) z += s[j] = std::exp(s[j] - mx);
+        for (int j = 0; j <= qpos; j++) acc[j] += s[j] / z;
+      }
+    }
+    // Keep budget - 1 (the next row joins): the recent part, then the heaviest of the rest.
+    const int64_t keep = std::max<int64_t>(0, budget_ - 1);
+    const int r0 = int(std::max<int64_t>(0, T - std::min<int64_t>(recent, keep)));
+    std::vector<float> older(acc.begin(), acc.begin() + r0);
+    auto heavy = top_n(older, int(std::min<int64_t>(keep - (T - r0), r0)));
+    auto& kept = h2o_kept_[lh];
+    auto& score = h2o_score_[lh];
+    for (int32_t j : heavy) kept.push_back(j), score.push_back(acc[j]);
+    for (int j = r0; j < T; j++) kept.push_back(j), score.push_back(acc[j]);
+  }
+  h2o_obs_q_.clear();
+  h2o_ready_ = true;
+}
+
+}  // namespace gsa::infer

@@ -1,0 +1,205 @@
+// Session set-up, the incremental stream, prefill and random fill. Key selection: select-keys.cpp; the batched
+// decode step: decode-step.cpp.
+#include "infer/session.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "gist/plan.h"
+#include "model/gsa-plans.h"
+
+namespace gsa::infer {
+
+session::session(const llama_model& m, const session_options& opts) : m_(m), opts_(opts) {
+  const auto& c = m.config;
+  const bool has_gsa = !c.gsa.is_null();
+  if (uses_gists(opts.meth) && !has_gsa)
+    fail("method {} needs a GSA model, but this model's config.json has no \"gsa\" object; use --method full, "
+         "streaming, quest, moba or h2o, or a model trained with gists", method_name(opts.meth));
+  if (opts.budget != -1 && (opts.budget < 1 || opts.budget > c.max_position_embeddings))
+    fail("--budget {} is out of range: give 1 .. {} (attended raw KV tokens per step and KV head)", opts.budget,
+         c.max_position_embeddings);
+  if (opts.topk < -1 || opts.topk > c.max_position_embeddings)
+    fail("--topk {} is out of range: give 0 .. {} chunks", opts.topk, c.max_position_embeddings);
+  if (opts.ratio < 0 || (opts.ratio > 0 && opts.ratio < 1)) fail("--ratio {} must be >= 1", opts.ratio);
+  if (opts.page_size < 0 || opts.page_size > 65536) fail("--page-size {} must be in 1 .. 65536", opts.page_size);
+  if (has_gsa) {
+    cfg_ = gist::gsa_config_from_json(c.gsa);
+    cfg_->validate();
+    for (int32_t id : cfg_->gist_token_ids)
+      if (id >= c.vocab_size) fail("config.json gsa.gist_token_ids: id {} is outside the vocabulary of {}", id, c.vocab_size);
+    ratio_ = cfg_->ratio();
+    sink_ = cfg_->sink;
+    if (opts.topk >= 0) {
+      cfg_->select = gist::select_rule::fixed;
+      cfg_->topk = opts.topk;
+    } else if (opts.budget >= 0) {
+      const int G = int(c.num_attention_heads / c.num_key_value_heads);
+      cfg_->select = gist::select_rule::fixed;
+      cfg_->topk = int(std::max<int64_t>(0, opts.budget / (int64_t(cfg_->chunk[0]) * G)));
+    }
+  }
+  const bool gists = uses_gists(opts.meth);
+  chunk_ = gists ? cfg_->chunk[0] : (opts.page_size > 0 ? opts.page_size : has_gsa ? cfg_->chunk[0] : 16);
+  if (opts.ratio > 0) ratio_ = opts.ratio;
+  if (opts.sink >= 0) sink_ = opts.sink;
+  else if (!has_gsa) sink_ = 4;
+
+  kv::cache_layout lay;
+  lay.n_layers = int(c.num_hidden_layers);
+  lay.n_kv_heads = int(c.num_key_value_heads);
+  lay.head_dim = int(c.head_dim);
+  lay.page_size = chunk_;
+  lay.gist_levels = gists ? cfg_->levels() : 0;
+  lay.sink = gists ? cfg_->sink : sink_;
+  lay.window_pages = gists ? cfg_->local_chunks : 1;
+  lay.tier = opts.tier;
+  lay.file_path = opts.kv_file;
+  lay.page_summaries = opts.meth == method::quest || opts.meth == method::moba;
+  if (opts.tier == kv::page_tier::drop && opts.meth != method::gist && opts.meth != method::streaming)
+    fail("--kv-tier drop frees raw pages that leave the window, so only methods that never look back at them can "
+         "run (gist, streaming); {} needs memory or file", method_name(opts.meth));
+  cache_ = std::make_unique<kv::kv_cache>(lay);
+  gists_done_.assign(lay.gist_levels, 0);
+}
+
+session::~session() = default;
+
+step_stats session::take_stats() {
+  step_stats out = std::move(stats_);
+  out.kv = cache_->bytes();
+  if (out.rows > 0) out.attended_tokens /= out.rows;
+  stats_ = step_stats();
+  return out;
+}
+
+int session::push_row(int32_t id, int8_t level) {
+  const int p = s_.size();
+  if (p > 0 && level < 0) s_.labels.back() = id;
+  s_.ids.push_back(id);
+  s_.labels.push_back(gist::ignore_label);
+  s_.level.push_back(level);
+  kv::kv_addr a;
+  a.level = level;
+  if (level < 0) {
+    const int t = raw_done_++, m = t / chunk_;
+    if (t % chunk_ == 0) {
+      s_.chunk_raw_begin.push_back(p);
+      s_.chunk_raw_end.push_back(p);
+      s_.chunk_gist_begin.push_back(-1);
+    }
+    s_.chunk_raw_end[m] = p + 1;
+    s_.pos.push_back(t);
+    s_.chunk.push_back(m);
+    s_.raw_index.push_back(t);
+    a.index = t;
+  } else {
+    const int m = raw_done_ / chunk_ - 1;
+    GSA_ASSERT(m >= 0 && raw_done_ % chunk_ == 0, "a gist after an incomplete chunk");
+    if (s_.chunk_gist_begin[m] < 0) s_.chunk_gist_begin[m] = p;
+    s_.pos.push_back(raw_done_ - 1);
+    s_.chunk.push_back(m);
+    s_.raw_index.push_back(-1);
+    a.index = gists_done_[level]++;
+    gist_positions_.push_back(p);
+    if (level == 0 && a.index % cfg_->gists_per_chunk == 0) unit_begin_.push_back(a.index);
+  }
+  addr_.push_back(a);
+  return p;
+}
+
+void session::queue_raw(int32_t id) {
+  if (id < 0 || id >= m_.config.vocab_size)
+    fail("token id {} is outside the model's vocabulary [0, {})", id, m_.config.vocab_size);
+  pending_.push_back({id, -1});
+  raw_queued_++;
+  if (!uses_gists(opts_.meth) || raw_queued_ % chunk_ != 0) return;
+  const int m = raw_queued_ / chunk_ - 1;
+  for (int l = 0; l < cfg_->levels() && (m + 1) % gist::chunks_per_unit(*cfg_, l) == 0; l++)
+    for (int r = 0; r < cfg_->gists_per_chunk; r++) pending_.push_back({cfg_->gist_token_ids[l], int8_t(l)});
+}
+
+void session::append(const std::vector<int32_t>& raw) {
+  for (int32_t id : raw) queue_raw(id);
+}
+
+void session::resolve_budget() {
+  if (budget_ >= 0) return;
+  budget_ = opts_.budget >= 0 ? opts_.budget : std::max<int64_t>(1, int64_t(std::floor(raw_done_ / ratio_)));
+}
+
+void session::store_kv(int layer, int pos, const float* k, const float* v) {
+  const kv::kv_addr a = addr_[pos];
+  if (a.level < 0) cache_->append_raw(layer, k, v);
+  else cache_->append_gist(layer, a.level, k, v);
+}
+
+void session::prefill(const std::vector<int32_t>& raw) {
+  if (s_.size() > 0 || !pending_.empty()) fail("prefill: the session already holds tokens; use append()");
+  if (raw.empty()) fail("the context is empty; give at least one token");
+  for (int32_t id : raw) queue_raw(id);
+  while (!pending_.empty()) {
+    push_row(pending_.front().id, pending_.front().level);
+    pending_.pop_front();
+  }
+  const int T = s_.size();
+  if (uses_gists(opts_.meth)) prefill_plan_ = gist::plan_compress(s_, *cfg_);
+  else prefill_plan_ = cpu::plan_causal(T, 0, 64);
+  plan_provider plans = frozen_plans(std::vector<cpu::attn_plan>(m_.config.num_hidden_layers, prefill_plan_));
+  forward_state st;
+  forward(m_, st, s_.ids, s_.pos, {}, &plans);
+  const int L = int(m_.config.num_hidden_layers), Hkv = int(m_.config.num_key_value_heads);
+  const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim), C = int(m_.config.hidden_size);
+  const int V = int(m_.config.vocab_size);
+  for (int l = 0; l < L; l++) {
+    const float* k = st.layers[l].k.f32();
+    const float* v = st.layers[l].v.f32();
+    for (int p = 0; p < T; p++) store_kv(l, p, k + size_t(p) * Hkv * D, v + size_t(p) * Hkv * D);
+  }
+  if (opts_.meth == method::h2o) {  // keep the last queries: the observation window of the first eviction
+    h2o_obs_rows_ = std::min(T, 16);
+    h2o_obs_q_.resize(size_t(L) * h2o_obs_rows_ * Hq * D);
+    for (int l = 0; l < L; l++)
+      std::copy_n(st.layers[l].q.f32() + size_t(T - h2o_obs_rows_) * Hq * D, size_t(h2o_obs_rows_) * Hq * D,
+                  h2o_obs_q_.data() + size_t(l) * h2o_obs_rows_ * Hq * D);
+  }
+  logits_.resize(V);
+  cpu::matmul_forward(logits_.data(), st.h_final.f32() + size_t(T - 1) * C, m_.lm_head().f32(), nullptr, 1, C, V);
+  prefill_rows_ = T;
+}
+
+void session::fill_random(int n_raw, uint64_t seed) {
+  if (s_.size() > 0 || !pending_.empty()) fail("fill_random: the session already holds tokens");
+  if (n_raw <= 0) fail("fill_random: the context must hold at least one token");
+  if (n_raw >= m_.config.max_position_embeddings)
+    fail("a context of {} tokens is beyond the model's {} positions", n_raw, m_.config.max_position_embeddings);
+  rng r(seed);
+  const int V = int(m_.config.vocab_size), L = int(m_.config.num_hidden_layers);
+  const int Hkv = int(m_.config.num_key_value_heads), Hq = int(m_.config.num_attention_heads);
+  const int D = int(m_.config.head_dim);
+  const int32_t top = uses_gists(opts_.meth) ? *std::min_element(cfg_->gist_token_ids.begin(), cfg_->gist_token_ids.end()) : V;
+  for (int i = 0; i < n_raw; i++) queue_raw(int32_t(r.below(uint64_t(std::max(1, top)))));
+  while (!pending_.empty()) {
+    push_row(pending_.front().id, pending_.front().level);
+    pending_.pop_front();
+  }
+  // Rows are windows into one table of normals at random offsets: random enough for timing, and cheap at 64k.
+  const size_t table_n = size_t(1) << 20, row = size_t(Hkv) * D;
+  std::vector<float> table(table_n + row);
+  for (auto& x : table) x = r.normal();
+  for (int l = 0; l < L; l++)
+    for (int p = 0; p < s_.size(); p++)
+      store_kv(l, p, table.data() + r.below(table_n), table.data() + r.below(table_n));
+  if (opts_.meth == method::h2o) {
+    h2o_obs_rows_ = std::min(s_.size(), 16);
+    h2o_obs_q_.resize(size_t(L) * h2o_obs_rows_ * Hq * D);
+    for (auto& x : h2o_obs_q_) x = r.normal();
+  }
+  logits_.assign(V, 0.0f);
+  prefill_plan_ = cpu::attn_plan();
+  prefill_rows_ = s_.size();
+}
+
+}  // namespace gsa::infer

@@ -1,0 +1,130 @@
+// A decoding session: one sequence's stream, KV cache and method state (DESIGN 2.1 infer/).
+//
+// Life of a session: prefill(context) runs the context in one forward pass under the gist mask (plain causal
+// attention for the baselines) and fills the cache; append(tokens) queues raw tokens (the question, then each
+// generated token); run_pending(batch) computes the queued rows of several sessions together, one row per
+// session per batched step (the matmuls see M = number of sessions). For the gist methods every c_0 raw
+// tokens the session queues the chunk's g gist tokens (and a higher level's after a complete group), exactly
+// the stream layout of gist/stream.h, so a conversation grows without bound while the attended set stays small.
+//
+// A row attends, per layer and KV head, to a key list chosen by the method (method.h):
+//  * gist rows of level >= 1, dense layers and method gist: the gist mask (gist::compress_keys);
+//  * gsa / hgsa: the gist mask plus the raw tokens and level-0 gists of the chunks selected by gist score
+//    (gist::select_chunks, or gist::select_hierarchical top-down over the gist stores for hgsa);
+//  * baselines: see method.h.
+// Logits are computed for a row only when it is the last queued one (or with options.record).
+#pragma once
+#include <deque>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "backend/cpu/attention.h"
+#include "gist/config.h"
+#include "gist/stream.h"
+#include "infer/method.h"
+#include "kv/kv-cache.h"
+#include "model/llama.h"
+
+namespace gsa::infer {
+
+// Statistics accumulated over the rows computed since the last take_stats().
+struct step_stats {
+  int rows = 0;                    // stream rows computed (tokens and inserted gists)
+  double attended_tokens = 0;      // keys per layer and KV head, mean over the rows' layers and heads
+  int64_t bytes_read = 0;          // K/V rows attended + gist keys scored + page summaries read, all layers
+  double ms = 0;                   // wall time of the batched steps that computed these rows
+  // Of the last row: chunk ids (gsa, hgsa) or page ids (quest, moba) selected, per layer and KV head
+  // (index layer * Hkv + head; empty for layers that do not select).
+  std::vector<std::vector<int32_t>> unfolded;
+  kv::cache_bytes kv;              // after the last row
+};
+
+// What a recording session keeps for every row computed after the prefill (tests, --show-unfolded).
+struct row_record {
+  int pos = 0;                                // stream position
+  std::vector<std::vector<int32_t>> keys;     // (layers * Hkv) ascending stream positions attended
+  std::vector<float> logits;                  // (V)
+};
+
+class session {
+ public:
+  // Keeps a reference to m (must outlive the session). Throws gsa::error for a method the model cannot run
+  // (a gist method on a model without a "gsa" config) or options out of range.
+  session(const llama_model& m, const session_options& opts);
+  ~session();
+
+  // The context, in one forward pass; only on an empty session. Its last row's logits become available.
+  void prefill(const std::vector<int32_t>& raw);
+  // Speed measurement: as if n_raw random tokens had been prefilled, with random keys and values in the cache.
+  void fill_random(int n_raw, uint64_t seed);
+  // Queue raw tokens (gist tokens follow automatically after each complete chunk).
+  void append(const std::vector<int32_t>& raw);
+  bool has_pending() const { return !pending_.empty(); }
+
+  const std::vector<float>& logits() const { return logits_; }  // of the last computed row
+  const gist::stream& stream() const { return s_; }
+  int raw_count() const { return raw_done_; }
+  int64_t budget() const { return budget_; }  // resolved at the first decoded row (-1 before)
+  const kv::kv_cache& cache() const { return *cache_; }
+  const session_options& options() const { return opts_; }
+  const llama_model& model() const { return m_; }
+  step_stats take_stats();
+
+  // Recording (options.record): the plan the prefill used and every later row.
+  const cpu::attn_plan& prefill_plan() const { return prefill_plan_; }
+  int prefill_rows() const { return prefill_rows_; }
+  const std::vector<row_record>& records() const { return records_; }
+
+ private:
+  friend void run_pending(const std::vector<session*>& batch);
+  struct pending_token {
+    int32_t id;
+    int8_t level;
+  };
+  int push_row(int32_t id, int8_t level);  // extends the stream, returns the position
+  void queue_raw(int32_t id);
+  void resolve_budget();
+  void store_kv(int layer, int pos, const float* k, const float* v);
+  // Key lists (Hkv) for row pos of layer l; q (Hq, D) rotated. Adds the selection cost to stats_.
+  void select_keys(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
+  void gsa_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
+  void page_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
+  void h2o_init();
+  void h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights);
+  void after_prefill();
+
+  const llama_model& m_;
+  session_options opts_;
+  std::optional<gist::gsa_config> cfg_;  // the model's, with the session's selection overrides
+  int chunk_ = 16;                       // c_0, or the baselines' page size
+  float ratio_ = 16;
+  int sink_ = 4;
+  int64_t budget_ = -1;
+  gist::stream s_;
+  std::vector<kv::kv_addr> addr_;        // stream position -> cache address
+  std::vector<int32_t> gist_positions_;  // every gist's stream position, ascending
+  std::vector<int32_t> unit_begin_;      // u * g: gist-store rows of unit u
+  std::unique_ptr<kv::kv_cache> cache_;
+  std::deque<pending_token> pending_;
+  int raw_done_ = 0, raw_queued_ = 0;
+  std::vector<int> gists_done_;          // per level
+  std::vector<float> logits_;
+  step_stats stats_;
+  std::vector<int32_t> base_keys_;       // gist-mask list of the row being computed
+  int base_pos_ = -1;
+  // H2O: per (layer, KV head) kept positions (ascending) and accumulated attention.
+  std::vector<std::vector<int32_t>> h2o_kept_;
+  std::vector<std::vector<float>> h2o_score_;
+  std::vector<float> h2o_obs_q_;         // (layers, W, Hq, D) last context queries, for the initial eviction
+  int h2o_obs_rows_ = 0;
+  bool h2o_ready_ = false;
+  cpu::attn_plan prefill_plan_;
+  int prefill_rows_ = 0;
+  std::vector<row_record> records_;
+};
+
+// Computes every queued row of the sessions (same model), one row per session per batched step.
+void run_pending(const std::vector<session*>& batch);
+
+}  // namespace gsa::infer

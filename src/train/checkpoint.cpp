@@ -1,0 +1,85 @@
+#include "train/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "io/atomic-file.h"
+#include "io/safetensors.h"
+
+namespace gsa {
+
+namespace fs = std::filesystem;
+
+static std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& out) {
+  std::vector<std::pair<int64_t, fs::path>> v;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(out, ec)) {
+    std::string n = e.path().filename().string();
+    if (!e.is_directory() || n.rfind("checkpoint-", 0) != 0) continue;
+    try {
+      size_t used = 0;
+      int64_t step = std::stoll(n.substr(11), &used);
+      if (used == n.size() - 11) v.emplace_back(step, e.path());
+    } catch (const std::exception&) {
+    }
+  }
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+std::string save_checkpoint(const std::string& out, int64_t step, const llama_model& m, const adamw_optimizer& opt,
+                            const nlohmann::json& trainer, int keep) {
+  fs::path o(out);
+  fs::path tmp = o / fmt::format(".checkpoint-{}.tmp", step), dst = o / fmt::format("checkpoint-{}", step);
+  std::error_code ec;
+  fs::remove_all(tmp, ec);  // leftovers of a save that was killed
+  fs::create_directories(tmp, ec);
+  if (ec) fail("{}: cannot create the checkpoint folder: {}", tmp.string(), ec.message());
+  save_model(m, tmp.string());
+  write_safetensors((tmp / "optimizer.safetensors").string(), opt.state(m),
+                    {{"step_count", std::to_string(opt.step_count)}});
+  write_file_atomic((tmp / "trainer.json").string(), trainer.dump(2) + "\n");
+  fs::remove_all(dst, ec);
+  fs::rename(tmp, dst, ec);
+  if (ec) fail("{}: cannot move the checkpoint into place: {}", dst.string(), ec.message());
+  write_file_atomic((o / "latest").string(), dst.filename().string() + "\n");
+  auto all = list_checkpoints(o);
+  for (size_t i = 0; i + size_t(std::max(1, keep)) < all.size(); i++)
+    if (all[i].second != dst) fs::remove_all(all[i].second, ec);
+  return dst.string();
+}
+
+std::string latest_checkpoint(const std::string& out) {
+  fs::path p = fs::path(out) / "latest";
+  std::ifstream f(p);
+  if (!f) return "";
+  std::string name;
+  std::getline(f, name);
+  fs::path dir = fs::path(out) / name;
+  if (name.empty() || !fs::exists(dir / "trainer.json"))
+    fail("{}: names '{}', which is not a complete checkpoint; delete {} to start over", p.string(), name,
+         p.string());
+  return dir.string();
+}
+
+nlohmann::json load_checkpoint(const std::string& dir, llama_model& m, std::unique_ptr<adamw_optimizer>& opt) {
+  m = load_model(dir);
+  opt = std::make_unique<adamw_optimizer>(m);
+  auto st = safetensors_file::open((fs::path(dir) / "optimizer.safetensors").string());
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (auto& n : st.names()) named.emplace_back(n, st.load_f32(n));
+  opt->load_state(m, named);
+  auto it = st.metadata().find("step_count");
+  if (it == st.metadata().end()) fail("{}/optimizer.safetensors: no step_count in the metadata", dir);
+  opt->step_count = std::stoll(it->second);
+  std::ifstream f(fs::path(dir) / "trainer.json");
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}/trainer.json: {}", dir, e.what());
+  }
+}
+
+}  // namespace gsa

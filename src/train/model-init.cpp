@@ -1,0 +1,64 @@
+#include "train/model-init.h"
+
+#include "core/error.h"
+#include "model/presets.h"
+
+namespace gsa {
+
+model_config run_model_config(const std::string& preset, int64_t vocab_size, const nlohmann::json& overrides) {
+  model_config c = model_preset(preset, vocab_size);
+  if (overrides.is_null()) return c;
+  if (!overrides.is_object()) fail("model_config: expected an object of config.json fields");
+  nlohmann::json j = model_config_to_json(c);
+  for (const auto& [k, v] : overrides.items()) j[k] = v;
+  return model_config_from_json(j, "model_config (preset " + preset + " with overrides)");
+}
+
+std::vector<int32_t> add_gist_rows(llama_model& m, int n) {
+  GSA_ASSERT(n >= 0);
+  const int64_t V = m.config.vocab_size, C = m.config.hidden_size;
+  auto grow = [&](Tensor& t) {
+    Tensor g({V + n, C});
+    std::copy(t.f32(), t.f32() + V * C, g.f32());
+    std::vector<double> mean(size_t(C), 0.0);  // double: the mean of 150k rows stays exact enough
+    for (int64_t r = 0; r < V; r++)
+      for (int64_t c = 0; c < C; c++) mean[c] += t.f32()[r * C + c];
+    for (int i = 0; i < n; i++)
+      for (int64_t c = 0; c < C; c++) g.f32()[(V + i) * C + c] = float(mean[c] / double(V));
+    t = g;
+  };
+  grow(m.w.embed);
+  if (!m.config.tie_word_embeddings) grow(m.w.lm_head);
+  m.config.vocab_size = V + n;
+  std::vector<int32_t> ids;
+  for (int i = 0; i < n; i++) ids.push_back(int32_t(V + i));
+  return ids;
+}
+
+bool setup_gsa(llama_model& m, const nlohmann::json& gsa_json, const std::string& mode, gist::gsa_config& out) {
+  if (gsa_json.is_null()) {
+    m.config.gsa = nullptr;
+    return false;
+  }
+  nlohmann::json j = gsa_json;
+  if (!j.contains("gist_token_ids")) {
+    // The model may already be a GSA model (a checkpoint used as a start): reuse its ids.
+    if (m.config.gsa.is_object() && m.config.gsa.contains("gist_token_ids")) {
+      j["gist_token_ids"] = m.config.gsa["gist_token_ids"];
+    } else {
+      int levels = 1;
+      if (j.contains("chunk") && j["chunk"].is_array()) levels = int(j["chunk"].size());
+      j["gist_token_ids"] = add_gist_rows(m, levels);
+    }
+  }
+  if (!mode.empty()) j["train_mode"] = mode;
+  out = gist::gsa_config_from_json(j);
+  for (int32_t id : out.gist_token_ids)
+    if (id >= m.config.vocab_size)
+      fail("gsa.gist_token_ids: id {} is outside the model's vocabulary of {}; omit gist_token_ids to add new rows",
+           id, m.config.vocab_size);
+  m.config.gsa = gist::gsa_config_to_json(out);
+  return true;
+}
+
+}  // namespace gsa

@@ -1,0 +1,23 @@
+// A one-line progress bar on stderr: step, loss, learning rate, tokens/s and ETA, redrawn in place with '\r'.
+// Enabled when stderr is a terminal or when forced (--progress); otherwise silent.
+#pragma once
+#include <chrono>
+#include <cstdint>
+
+namespace gsa {
+
+class progress_bar {
+ public:
+  progress_bar(int64_t first_step, int64_t total_steps, bool force);
+  bool enabled() const { return enabled_; }
+  void update(int64_t step, double loss, double lr, int64_t tokens_since_start);
+  void finish();
+  double tokens_per_second(int64_t tokens_since_start) const;
+
+ private:
+  bool enabled_;
+  int64_t first_, total_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace gsa

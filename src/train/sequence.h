@@ -1,0 +1,30 @@
+// One training sample -> the model's inputs: with GSA the gist stream (DESIGN 1.1: positions, labels with gist
+// targets ignored) and the mode's attention plans; without (the full-attention baseline) the raw tokens with
+// positions 0..n-1 and causal attention. Targets before the sample's loss_begin (a task's context and question)
+// are ignored, so tasks train on their answer.
+#pragma once
+#include <vector>
+
+#include "gist/config.h"
+#include "gist/stream.h"
+#include "model/llama.h"
+#include "train/mix.h"
+
+namespace gsa {
+
+struct train_sequence {
+  gist::stream s;                            // the gist stream (empty without GSA)
+  std::vector<int32_t> ids, pos, targets;    // the model's inputs; targets already shifted, -100 = ignore
+  int ctx_end = -1;                          // stream position where unfolding starts (suffix-unfold), else -1
+  int answer_begin = -1;                     // first stream position whose target is an answer token, or -1
+};
+
+// cfg == nullptr: full attention. suffix_tokens: for suffix-unfold samples without a ctx_end (text), the last
+// suffix_tokens raw tokens unfold.
+train_sequence make_sequence(const train_sample& x, const gist::gsa_config* cfg, int suffix_tokens);
+
+// Forward with the run's attention (plans built from seq.s and cfg; nullptr = causal).
+void forward_sequence(const llama_model& m, forward_state& st, const train_sequence& seq,
+                      const gist::gsa_config* cfg);
+
+}  // namespace gsa

@@ -1,0 +1,268 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "io/atomic-file.h"
+#include "train/checkpoint.h"
+#include "train/loss-plot.h"
+#include "train/model-init.h"
+#include "train/optimizer.h"
+#include "train/progress.h"
+#include "train/sequence.h"
+
+namespace gsa {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// Seeds for the eval's task samples: fixed, and far from anything the training mix draws.
+uint64_t eval_seed(int task_index, int k) { return 0x9e3779b97f4a7c15ull ^ (uint64_t(task_index) << 32) ^ uint64_t(k); }
+
+struct run_state {
+  const train_options& o;
+  llama_model m;
+  std::unique_ptr<adamw_optimizer> opt;
+  bool has_gsa = false;
+  gist::gsa_config gcfg;
+  const gist::gsa_config* cfg() const { return has_gsa ? &gcfg : nullptr; }
+};
+
+double eval_val_loss(const run_state& r, const std::vector<std::vector<int32_t>>& windows) {
+  double sum = 0;
+  int64_t n = 0;
+  for (auto& w : windows) {
+    train_sample x;
+    x.source = "text";
+    x.raw = w;
+    train_sequence q = make_sequence(x, r.cfg(), int(r.o.suffix_tokens));
+    forward_state st;
+    forward_sequence(r.m, st, q, r.cfg());
+    sum += st.loss_sum;
+    n += st.n_valid;
+  }
+  return n ? sum / double(n) : NAN;
+}
+
+// Greedy exact match under teacher forcing: every answer token is the argmax of its position's logits, which is
+// what greedy decoding of the answer would produce.
+json eval_tasks(const run_state& r, const std::vector<mix_entry>& mix, const task_source& tasks) {
+  json out = json::object();
+  if (!tasks || r.o.eval_samples <= 0) return out;
+  int ti = 0;
+  for (auto& e : mix) {
+    if (e.source == "text") continue;
+    double exact = 0, tok_acc = 0;
+    for (int k = 0; k < r.o.eval_samples; k++) {
+      train_sample x = tasks(e.source, r.o.seq_len, eval_seed(ti, k));
+      train_sequence q = make_sequence(x, r.cfg(), int(r.o.suffix_tokens));
+      forward_state st;
+      forward_sequence(r.m, st, q, r.cfg());
+      Tensor lg = logits(r.m, st);
+      const int64_t V = lg.dim(1);
+      int64_t total = 0, right = 0;
+      for (int i = 0; i < st.T; i++) {
+        if (q.targets[i] == gist::ignore_label) continue;
+        const float* row = lg.f32() + int64_t(i) * V;
+        int64_t best = std::max_element(row, row + V) - row;
+        total++;
+        right += best == q.targets[i];
+      }
+      exact += total > 0 && right == total;
+      tok_acc += total ? double(right) / double(total) : 0.0;
+    }
+    out[e.source] = {{"exact", exact / double(r.o.eval_samples)}, {"token_accuracy", tok_acc / double(r.o.eval_samples)}};
+    ti++;
+  }
+  return out;
+}
+
+// Log records kept in memory for the plot; on resume, records after the checkpoint are dropped (they are
+// replayed identically).
+struct run_log {
+  std::string path;
+  std::vector<json> records;
+  void load_until(int64_t step) {
+    std::ifstream f(path);
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.empty()) continue;
+      try {
+        json j = json::parse(line);
+        if (j.value("step", int64_t(0)) <= step) records.push_back(j);
+      } catch (const json::exception&) {
+        break;  // a line cut by the kill: everything before it is kept
+      }
+    }
+    std::string all;
+    for (auto& j : records) all += j.dump() + "\n";
+    write_file_atomic(path, all);
+  }
+  void append(const json& j) {
+    records.push_back(j);
+    std::ofstream f(path, std::ios::app);
+    f << j.dump() << "\n";
+  }
+  void plot(const std::string& file, const std::string& title) const {
+    loss_series tr{"train loss", "#1f77b4", {}}, va{"validation loss", "#d62728", {}};
+    for (auto& j : records) {
+      double s = double(j.value("step", int64_t(0)));
+      if (j.contains("loss")) tr.points.emplace_back(s, j["loss"].get<double>());
+      if (j.contains("val_loss") && j["val_loss"].is_number()) va.points.emplace_back(s, j["val_loss"].get<double>());
+    }
+    std::vector<loss_series> v{tr};
+    if (!va.points.empty()) v.push_back(va);
+    write_loss_plot(file, v, title);
+  }
+};
+
+void copy_tokenizer_files(const std::vector<std::string>& dirs, const fs::path& dst) {
+  for (auto& d : dirs) {
+    if (d.empty()) continue;
+    fs::path src = fs::is_directory(d) ? fs::path(d) : fs::path(d).parent_path();
+    if (!fs::exists(src / "tokenizer.json")) continue;
+    std::error_code ec;
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+      if (fs::exists(src / f)) fs::copy_file(src / f, dst / f, fs::copy_options::overwrite_existing, ec);
+    return;
+  }
+}
+
+}  // namespace
+
+train_result run_training(const train_options& o, const train_hooks& hooks) {
+  validate_train_options(o);
+  const auto mix = parse_mix(o.mix);
+  bool wants_text = false;
+  for (auto& e : mix) wants_text |= e.source == "text" && e.weight > 0;
+  data::dataset ds = data::open_dataset(o.data);
+  if (ds.train.size() < o.seq_len)
+    fail("{}: {} training tokens, fewer than one sequence of seq_len {}", o.data, ds.train.size(), o.seq_len);
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (ec) fail("{}: cannot create the output folder: {}", o.out, ec.message());
+
+  run_state r{o, {}, nullptr, false, {}};
+  train_result res;
+  std::string resume_dir = o.resume ? latest_checkpoint(o.out) : "";
+  json trainer_json;
+  if (!resume_dir.empty()) {
+    trainer_json = load_checkpoint(resume_dir, r.m, r.opt);
+    res.resumed_from = trainer_json.at("step").get<int64_t>();
+    if (!r.m.config.gsa.is_null()) {
+      json g = r.m.config.gsa;
+      if (!o.mode.empty()) g["train_mode"] = o.mode;
+      r.gcfg = gist::gsa_config_from_json(g);
+      r.has_gsa = true;
+    }
+    GSA_LOG_INFO("resuming from {} (step {})", resume_dir, res.resumed_from);
+  } else {
+    if (!o.preset.empty()) {
+      r.m = llama_model(run_model_config(o.preset, ds.vocab_size, o.model_config));
+      r.m.init_random(uint64_t(o.seed), float(o.init_std));
+    } else {
+      r.m = load_model(o.model);
+      if (ds.vocab_size > r.m.config.vocab_size)
+        fail("{}: the data's vocabulary ({}) is larger than the model's ({}); prepare the data with the model's "
+             "tokenizer", o.data, ds.vocab_size, r.m.config.vocab_size);
+    }
+    r.has_gsa = setup_gsa(r.m, o.gsa, o.mode, r.gcfg);
+    r.opt = std::make_unique<adamw_optimizer>(r.m);
+  }
+  r.opt->hp.beta1 = float(o.beta1);
+  r.opt->hp.beta2 = float(o.beta2);
+  r.opt->hp.eps = float(o.adam_eps);
+  r.opt->hp.weight_decay = float(o.weight_decay);
+  r.opt->max_grad_norm = float(o.grad_clip);
+
+  std::unique_ptr<data::window_loader> loader;
+  if (wants_text) loader = std::make_unique<data::window_loader>(ds.train, o.seq_len, uint64_t(o.seed));
+  sample_mixer mixer(mix, loader.get(), hooks.tasks, o.seq_len, uint64_t(o.seed) ^ 0x5bd1e995u);
+  int64_t step = 0, tokens = 0;
+  if (!resume_dir.empty()) {
+    step = res.resumed_from;
+    tokens = trainer_json.value("tokens", int64_t(0));
+    mixer.set_state(trainer_json.at("mixer"));
+  }
+  const auto val_windows = data::fixed_windows(ds.val, o.seq_len, int(o.val_windows));
+
+  run_log log{(fs::path(o.out) / "log.jsonl").string(), {}};
+  if (!resume_dir.empty()) log.load_until(step);
+  else write_file_atomic(log.path, "");
+  const std::string plot_path = (fs::path(o.out) / "loss.svg").string();
+  const std::string title = fmt::format("{} ({})", fs::path(o.out).filename().string(),
+                                        r.has_gsa ? std::string("gsa ") + gist::train_mode_name(r.gcfg.mode)
+                                                  : std::string("full attention"));
+  auto record = [&](const json& j) {
+    log.append(j);
+    if (hooks.on_record) hooks.on_record(j);
+  };
+  auto make_trainer_json = [&] {
+    return json{{"step", step}, {"tokens", tokens}, {"mixer", mixer.state()}, {"options", train_options_to_json(o)}};
+  };
+  auto evaluate = [&] {
+    json j = {{"step", step}};
+    double vl = eval_val_loss(r, val_windows);
+    j["val_loss"] = std::isfinite(vl) ? json(vl) : json(nullptr);
+    json t = eval_tasks(r, mix, hooks.tasks);
+    if (!t.empty()) j["tasks"] = t;
+    res.last_val_loss = vl;
+    record(j);
+    log.plot(plot_path, title);
+  };
+
+  progress_bar bar(step, o.steps, o.progress);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t tokens0 = tokens;
+  llama_weights grads = make_grads(r.m);
+  while (step < o.steps) {
+    if (hooks.stop_after_steps >= 0 && step >= hooks.stop_after_steps) {
+      bar.finish();
+      res.step = step;
+      return res;  // as if killed: no save
+    }
+    const float lr = cosine_lr(step, o.warmup, o.steps, float(o.lr), float(o.min_lr_ratio));
+    zero_grads(grads);
+    double loss = 0;
+    for (int64_t a = 0; a < o.grad_accum; a++) {
+      train_sample x = mixer.next();
+      train_sequence q = make_sequence(x, r.cfg(), int(o.suffix_tokens));
+      forward_state st;
+      forward_sequence(r.m, st, q, r.cfg());
+      if (st.n_valid > 0) backward(r.m, st, grads, 1.0f / float(o.grad_accum));
+      loss += st.loss() / double(o.grad_accum);
+      tokens += int64_t(x.raw.size());
+    }
+    double gnorm = r.opt->step(r.m, grads, lr);
+    step++;
+    res.last_loss = loss;
+    bar.update(step, loss, lr, tokens - tokens0);
+    if (step % o.log_every == 0 || step == o.steps) {
+      double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      record({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens", tokens},
+              {"tokens_per_s", el > 0 ? double(tokens - tokens0) / el : 0.0}, {"elapsed_s", el}});
+    }
+    if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) evaluate();
+    if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps) {
+      save_checkpoint(o.out, step, r.m, *r.opt, make_trainer_json(), int(o.keep_checkpoints));
+      log.plot(plot_path, title);
+    }
+  }
+  bar.finish();
+  fs::path fin = fs::path(o.out) / "final";
+  save_model(r.m, fin.string());
+  copy_tokenizer_files({o.tokenizer, o.model, ds.meta.value("source", json::object()).value("tokenizer", "")}, fin);
+  res.step = step;
+  res.final_dir = fin.string();
+  return res;
+}
+
+}  // namespace gsa

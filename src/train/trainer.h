@@ -1,0 +1,35 @@
+// `gsa train` as a library call: builds or loads the model (presets, or an HF folder with gist rows added),
+// streams the data mix, runs AdamW with warmup + cosine, gradient accumulation and clipping, evaluates
+// validation loss (and the retrieval tasks of the mix, when a task generator is given) every eval_every steps,
+// checkpoints every save_every steps, and resumes bit-exactly from OUT/latest. Single process; the model's ops
+// use OpenMP inside.
+// Files under OUT: checkpoint-<step>/ and latest (checkpoint.h), log.jsonl (one JSON object per logged step
+// and per evaluation), loss.svg, final/ (the trained HF model dir, plus tokenizer files when found).
+#pragma once
+#include <cmath>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "train/mix.h"
+#include "train/options.h"
+
+namespace gsa {
+
+struct train_hooks {
+  task_source tasks;               // generated retrieval tasks for the mix and the eval (null: text only)
+  int64_t stop_after_steps = -1;   // return right after this many steps, without a final save (simulates a kill)
+  std::function<void(const nlohmann::json&)> on_record;  // every log record, as written to log.jsonl
+};
+
+struct train_result {
+  int64_t step = 0;                // steps done when the run returned
+  int64_t resumed_from = -1;       // the checkpoint step resumed from, -1 for a fresh start
+  double last_loss = NAN, last_val_loss = NAN;
+  std::string final_dir;           // OUT/final, empty when stopped early
+};
+
+train_result run_training(const train_options& o, const train_hooks& hooks = {});
+
+}  // namespace gsa

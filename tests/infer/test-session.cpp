@@ -1,0 +1,313 @@
+// Decode equivalences (issue 4): token-by-token decoding == one forward pass over the same stream with the same
+// visibility (the recorded key lists replayed as a plan), for every method; unfolding every chunk == full
+// visibility; hierarchy with unlimited k == flat; k = 0 == gist; baselines with an unlimited budget == full;
+// a batch == the sessions run alone; the file and drop tiers == memory. Tiny random models (test-gsa-modes).
+#include <algorithm>
+
+#include "core/error.h"
+#include "gist/plan.h"
+#include "gist/stream.h"
+#include "infer/generate.h"
+#include "infer/session.h"
+#include "model/gsa-plans.h"
+#include "test-util.h"
+
+namespace gsa::infer {
+namespace {
+
+constexpr int kV = 64;
+
+llama_model tiny_model(std::vector<int> chunk, bool with_gsa = true, uint64_t seed = 7) {
+  model_config c;
+  c.architecture = "llama";
+  c.vocab_size = kV;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.max_position_embeddings = 512;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 10000;
+  if (with_gsa) {
+    gist::gsa_config g;
+    g.chunk = chunk;
+    for (size_t l = 0; l < chunk.size(); l++) g.gist_token_ids.push_back(kV - 1 - int(l));
+    g.local_chunks = 1;
+    g.sink = 2;
+    g.select = gist::select_rule::fixed;
+    g.topk = 2;
+    g.dense_layers = {0};
+    c.gsa = gist::gsa_config_to_json(g);
+  }
+  llama_model m(c);
+  m.init_random(seed, 0.3f);
+  return m;
+}
+
+std::vector<int32_t> tokens(int n, uint64_t seed) {
+  rng r(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = int32_t(r.below(kV - 4));
+  return t;
+}
+
+// Prefill ctx, append the question, then greedy-generate `gen` tokens; returns the session (recording).
+std::unique_ptr<session> run(const llama_model& m, session_options o, int ctx, int question, int gen) {
+  o.record = true;
+  auto s = std::make_unique<session>(m, o);
+  s->prefill(tokens(ctx, 1));
+  s->append(tokens(question, 2));
+  generate_options g;
+  g.max_tokens = gen;
+  generate({s.get()}, g);
+  return s;
+}
+
+// The whole stream through forward() with: the prefill plan for the context rows, then one-row blocks holding
+// each decoded row's recorded lists. Returns the max relative error of the decoded rows' logits.
+double replay_error(const llama_model& m, const session& s) {
+  const int L = int(m.config.num_hidden_layers), Hkv = int(m.config.num_key_value_heads);
+  const cpu::attn_plan& pre = s.prefill_plan();
+  std::vector<cpu::attn_plan> plans(L);
+  for (int l = 0; l < L; l++) {
+    cpu::attn_plan& p = plans[l];
+    p.heads = Hkv;
+    p.block_q = {0};
+    p.indptr = {0};
+    for (int b = 0; b < pre.n_blocks(); b++) {
+      p.block_q.push_back(pre.block_q[b + 1]);
+      for (int h = 0; h < Hkv; h++) {
+        p.indices.insert(p.indices.end(), pre.indices.begin() + pre.list_begin(b, h),
+                         pre.indices.begin() + pre.list_end(b, h));
+        p.indptr.push_back(int64_t(p.indices.size()));
+      }
+    }
+    for (const auto& r : s.records()) {
+      EXPECT_EQ(p.block_q.back(), r.pos);
+      p.block_q.push_back(r.pos + 1);
+      for (int h = 0; h < Hkv; h++) {
+        const auto& k = r.keys[size_t(l) * Hkv + h];
+        EXPECT_EQ(k.back(), r.pos) << "a row always sees itself";
+        p.indices.insert(p.indices.end(), k.begin(), k.end());
+        p.indptr.push_back(int64_t(p.indices.size()));
+      }
+    }
+  }
+  plan_provider fp = frozen_plans(plans);
+  forward_state st;
+  forward(m, st, s.stream().ids, s.stream().pos, {}, &fp);
+  Tensor lg = logits(m, st);
+  double err = 0;
+  for (const auto& r : s.records())
+    err = std::max(err, test::max_rel_err(r.logits.data(), lg.f32() + size_t(r.pos) * kV, kV));
+  return err;
+}
+
+std::vector<float> all_logits(const session& s) {
+  std::vector<float> out;
+  for (auto& r : s.records()) out.insert(out.end(), r.logits.begin(), r.logits.end());
+  return out;
+}
+
+TEST(Session, IncrementalStreamEqualsBuildStream) {
+  for (auto chunk : {std::vector<int>{4}, std::vector<int>{3, 2}}) {
+    llama_model m = tiny_model(chunk);
+    session_options o;
+    o.meth = method::gsa;
+    auto s = run(m, o, 23, 5, 9);
+    std::vector<int32_t> raw;
+    for (int i = 0; i < s->stream().size(); i++)
+      if (s->stream().level[i] < 0) raw.push_back(s->stream().ids[i]);
+    gist::gsa_config cfg = gist::gsa_config_from_json(m.config.gsa);
+    gist::stream ref = gist::build_stream(raw.data(), int(raw.size()), cfg);
+    EXPECT_EQ(s->stream().ids, ref.ids);
+    EXPECT_EQ(s->stream().pos, ref.pos);
+    EXPECT_EQ(s->stream().level, ref.level);
+    EXPECT_EQ(s->stream().chunk_gist_begin, ref.chunk_gist_begin);
+    EXPECT_EQ(s->stream().labels, ref.labels);
+  }
+}
+
+TEST(Session, DecodeEqualsOneForwardWithTheSameVisibility) {
+  struct c {
+    method meth;
+    std::vector<int> chunk;
+    int64_t budget;
+  };
+  const c cases[] = {{method::gsa, {4}, -1},      {method::hgsa, {3, 2}, -1}, {method::gist, {4}, -1},
+                     {method::full, {4}, -1},     {method::streaming, {4}, 12}, {method::quest, {4}, 12},
+                     {method::moba, {4}, 12},     {method::h2o, {4}, 12},     {method::gsa, {3, 2}, -1}};
+  for (const auto& cs : cases) {
+    SCOPED_TRACE(method_name(cs.meth));
+    llama_model m = tiny_model(cs.chunk);
+    session_options o;
+    o.meth = cs.meth;
+    o.budget = cs.budget;
+    o.page_size = 4;
+    auto s = run(m, o, 37, 6, 12);
+    ASSERT_GE(s->records().size(), 17u);
+    EXPECT_LT(replay_error(m, *s), 1e-4);
+    // The sparse methods really attend fewer keys than full on the last row.
+    if (cs.meth != method::full) {
+      const auto& r = s->records().back();
+      EXPECT_LT(r.keys[size_t(2) * 2].size(), size_t(r.pos + 1));
+    }
+  }
+}
+
+TEST(Session, UnfoldingEveryChunkIsFullVisibility) {
+  llama_model m = tiny_model({4});
+  session_options o;
+  o.meth = method::gsa;
+  o.topk = 400;
+  auto s = run(m, o, 30, 3, 8);
+  for (const auto& r : s->records()) {
+    if (s->stream().level[r.pos] > 0) continue;
+    for (int l = 1; l < 3; l++)
+      for (int h = 0; h < 2; h++) EXPECT_EQ(int(r.keys[size_t(l) * 2 + h].size()), r.pos + 1) << r.pos;
+  }
+  EXPECT_LT(replay_error(m, *s), 1e-4);
+}
+
+TEST(Session, HierarchyWithUnlimitedKEqualsFlat) {
+  llama_model m = tiny_model({2, 3});
+  session_options o;
+  o.topk = 400;
+  o.meth = method::gsa;
+  auto flat = run(m, o, 40, 4, 10);
+  o.meth = method::hgsa;
+  auto hier = run(m, o, 40, 4, 10);
+  EXPECT_LT(test::max_rel_err(all_logits(*hier), all_logits(*flat)), 1e-6);
+  // With k = 1 per level the hierarchy differs from flat top-1 only in which chunks it may reach; it still
+  // unfolds one chunk per query head at most.
+  o.topk = 1;
+  auto h1 = run(m, o, 40, 4, 4);
+  EXPECT_LT(replay_error(m, *h1), 1e-4);
+}
+
+TEST(Session, KZeroEqualsGist) {
+  llama_model m = tiny_model({4});
+  session_options o;
+  o.meth = method::gsa;
+  o.topk = 0;
+  auto k0 = run(m, o, 33, 5, 10);
+  o.meth = method::gist;
+  o.topk = -1;
+  auto gist = run(m, o, 33, 5, 10);
+  EXPECT_EQ(all_logits(*k0), all_logits(*gist));
+}
+
+TEST(Session, BaselinesWithUnlimitedBudgetEqualFull) {
+  llama_model m = tiny_model({4}, false);
+  session_options o;
+  o.meth = method::full;
+  o.page_size = 4;
+  auto full = run(m, o, 29, 4, 10);
+  for (method b : {method::streaming, method::quest, method::moba, method::h2o}) {
+    SCOPED_TRACE(method_name(b));
+    o.meth = b;
+    o.budget = 500;
+    auto s = run(m, o, 29, 4, 10);
+    EXPECT_LT(test::max_rel_err(all_logits(*s), all_logits(*full)), 1e-6);
+  }
+}
+
+TEST(Session, BatchEqualsSessionsAlone) {
+  llama_model m = tiny_model({4});
+  session_options o;
+  o.meth = method::gsa;
+  o.record = true;
+  session a(m, o), b(m, o);
+  a.prefill(tokens(30, 3));
+  b.prefill(tokens(17, 4));
+  generate_options g;
+  g.max_tokens = 9;
+  auto out = generate({&a, &b}, g);
+  session a1(m, o), b1(m, o);
+  a1.prefill(tokens(30, 3));
+  b1.prefill(tokens(17, 4));
+  auto oa = generate({&a1}, g), ob = generate({&b1}, g);
+  EXPECT_EQ(out[0].ids, oa[0].ids);
+  EXPECT_EQ(out[1].ids, ob[0].ids);
+  EXPECT_LT(test::max_rel_err(all_logits(a), all_logits(a1)), 1e-5);
+  EXPECT_LT(test::max_rel_err(all_logits(b), all_logits(b1)), 1e-5);
+}
+
+TEST(Session, FileAndDropTiersEqualMemory) {
+  llama_model m = tiny_model({4});
+  session_options o;
+  o.meth = method::gsa;
+  auto mem = run(m, o, 41, 3, 8);
+  o.tier = kv::page_tier::file;
+  auto file = run(m, o, 41, 3, 8);
+  EXPECT_EQ(all_logits(*mem), all_logits(*file));
+  EXPECT_GT(file->cache().bytes().file, 0);
+  EXPECT_LT(file->cache().bytes().resident, mem->cache().bytes().resident);
+  EXPECT_EQ(file->cache().bytes().total(), mem->cache().bytes().total());
+  o.meth = method::gist;
+  o.tier = kv::page_tier::memory;
+  auto gm = run(m, o, 41, 3, 8);
+  o.tier = kv::page_tier::drop;
+  auto gd = run(m, o, 41, 3, 8);
+  EXPECT_EQ(all_logits(*gm), all_logits(*gd));
+  EXPECT_GT(gd->cache().bytes().dropped, 0);
+}
+
+TEST(Session, BadInputGivesClearErrors) {
+  llama_model plain = tiny_model({4}, false);
+  llama_model gm = tiny_model({4});
+  session_options o;
+  o.meth = method::gsa;
+  EXPECT_THROW((session{plain, o}), gsa::error);
+  EXPECT_THROW(method_from_name("flash"), gsa::error);
+  o.budget = 0;
+  EXPECT_THROW((session{gm, o}), gsa::error);
+  o.budget = -1;
+  o.topk = -5;
+  EXPECT_THROW((session{gm, o}), gsa::error);
+  o.topk = -1;
+  session s(gm, o);
+  EXPECT_THROW(s.prefill({}), gsa::error);
+  EXPECT_THROW(s.prefill(tokens(600, 1)), gsa::error);  // beyond 512 positions
+  session s2(gm, o);
+  EXPECT_THROW(s2.append({kV + 3}), gsa::error);
+  session s3(gm, o);
+  generate_options g;
+  EXPECT_THROW(generate({&s3}, g), gsa::error);  // nothing to continue from
+  session s4(gm, o);
+  s4.prefill(tokens(500, 1));
+  g.max_tokens = 50;
+  EXPECT_THROW(generate({&s4}, g), gsa::error);  // runs past the model's positions
+}
+
+TEST(Sampler, GreedyTopKTopPAndSeeds) {
+  std::vector<float> lg = {0.1f, 2.0f, 1.9f, -1.0f, 0.5f};
+  sampling sp;
+  EXPECT_EQ(sampler(sp).sample(lg.data(), 5), 1);
+  sp.temperature = 1.0f;
+  sp.top_k = 1;
+  EXPECT_EQ(sampler(sp).sample(lg.data(), 5), 1);
+  sp.top_k = 2;
+  sp.seed = 5;
+  sampler a(sp), b(sp);
+  int seen[5] = {};
+  for (int i = 0; i < 400; i++) {
+    int x = a.sample(lg.data(), 5);
+    EXPECT_EQ(x, b.sample(lg.data(), 5));
+    seen[x]++;
+  }
+  EXPECT_EQ(seen[0] + seen[3] + seen[4], 0) << "top-k 2 keeps tokens 1 and 2 only";
+  EXPECT_GT(seen[1], 150);
+  EXPECT_GT(seen[2], 150);  // p = e^0.1 / (1 + e^0.1) of the two: about 0.475
+  sp.top_k = 0;
+  sp.top_p = 0.3f;
+  sampler c(sp);
+  for (int i = 0; i < 50; i++) EXPECT_EQ(c.sample(lg.data(), 5), 1);
+  sp.top_p = 0.0f;
+  EXPECT_THROW(sampler{sp}, gsa::error);
+}
+
+}  // namespace
+}  // namespace gsa::infer
