@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "gist/config.h"
+#include "io/safetensors.h"
 #include "model/llama.h"
 #include "tools/commands.h"
 
@@ -75,11 +76,14 @@ void register_info(CLI::App& app, command_list& cmds) {
 
 void register_forward(CLI::App& app, command_list& cmds) {
   auto* sub = app.add_subcommand("forward", "Run one forward pass and print the next-token loss and the logits");
-  static std::string dir, ids_arg;
+  static std::string dir, ids_arg, dump;
   static bool json = false;
   sub->add_option("--model", dir, "Model directory")->required();
   sub->add_option("--ids", ids_arg, "Comma-separated token ids")->required();
   sub->add_flag("--json", json, "Print {\"loss\": x, \"logits\": [[...], ...]}");
+  sub->add_option("--dump", dump,
+                  "Write input_ids, logits and every named per-layer intermediate (layers.N.q, ...) to this "
+                  "safetensors file");
   cmds.push_back({sub, [] {
                     llama_model m = load_model(dir);
                     auto ids = parse_ids(ids_arg);
@@ -92,6 +96,14 @@ void register_forward(CLI::App& app, command_list& cmds) {
                     forward(m, st, ids, pos, targets, nullptr);
                     Tensor lg = logits(m, st);
                     const int64_t V = lg.dim(1);
+                    if (!dump.empty()) {
+                      std::vector<std::pair<std::string, Tensor>> out = st.named();
+                      Tensor idt({int64_t(ids.size())}, dtype::i32);
+                      std::copy(ids.begin(), ids.end(), idt.i32());
+                      out.emplace_back("input_ids", idt);
+                      out.emplace_back("logits", lg);
+                      write_safetensors(dump, out);
+                    }
                     if (json) {
                       nlohmann::json out;
                       out["loss"] = ids.size() > 1 ? nlohmann::json(st.loss()) : nlohmann::json(nullptr);

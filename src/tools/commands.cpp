@@ -9,6 +9,7 @@ namespace gsa::tools {
 static command_list g_commands;
 
 void register_commands(CLI::App& app) {
+  register_demo(app, g_commands);
   register_info(app, g_commands);
   register_forward(app, g_commands);
   register_bench_attention(app, g_commands);
@@ -18,6 +19,7 @@ void register_commands(CLI::App& app) {
   register_bench_decode(app, g_commands);
   register_train(app, g_commands);
   register_data(app, g_commands);
+  register_eval(app, g_commands);
 }
 
 CLI::App* bench_command(CLI::App& app) {

@@ -34,6 +34,8 @@ void register_bench_decode(CLI::App& app, command_list& cmds);
 void register_train(CLI::App& app, command_list& cmds);
 void register_data(CLI::App& app, command_list& cmds);
 void register_bench_attention(CLI::App& app, command_list& cmds);
+void register_demo(CLI::App& app, command_list& cmds);
 void register_bench_train(CLI::App& app, command_list& cmds);
+void register_eval(CLI::App& app, command_list& cmds);
 
 }  // namespace gsa::tools
