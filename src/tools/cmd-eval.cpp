@@ -6,6 +6,7 @@
 // stdout, writes the records as a JSON array and an accuracy-vs-length SVG plot.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -28,7 +29,7 @@ struct eval_args {
   std::string json_out, plot_out;
   int samples = 1, max_tokens = 16;
   uint64_t seed = 0;
-  bool by_depth = false, progress = false;
+  bool by_depth = false, progress = false, show = false;
 };
 
 std::string duration(double s) {
@@ -97,7 +98,16 @@ int run_eval_cmd(const eval_args& a) {
       notes.push_back(fmt::format("gist runs at the model's own ratio c/g = {:g}", v.ratio));
 
   eval_bar bar(a.progress || isatty(STDERR_FILENO));
-  auto records = infer::run_eval(spec, models, infer::model_predictor(models, spec.max_tokens),
+  const infer::eval_predictor model_pred = infer::model_predictor(models, spec.max_tokens);
+  auto predict = [&](const infer::eval_query& q) {
+    std::string got = model_pred(q);
+    if (a.show)
+      fmt::print(stderr, "\n[{} {} {:g} L={} depth={:g}] expected \"{}\", got \"{}\"\n", q.sample->task,
+                 infer::method_name(q.variant.meth), q.variant.ratio, q.length, q.sample->depth_percent / 100.0,
+                 fmt::join(q.sample->answers, "\" & \""), got);
+    return got;
+  };
+  auto records = infer::run_eval(spec, models, predict,
                                  [&bar](size_t done, size_t total) { bar(done, total); });
 
   fmt::print("{}", eval::results_markdown(records));
@@ -148,6 +158,7 @@ void register_eval(CLI::App& app, command_list& cmds) {
   sub->add_option("--json", a.json_out, "Write the records as a JSON array here");
   sub->add_option("--plot", a.plot_out, "Write an accuracy-vs-length SVG plot here (.svg)");
   sub->add_flag("--by-depth", a.by_depth, "Also print a table per depth");
+  sub->add_flag("--show-predictions", a.show, "Print every expected answer and prediction on stderr");
   sub->add_flag("--progress", a.progress, "Progress bar even when stderr is not a terminal");
   cmds.push_back({sub, [] { return run_eval_cmd(a); }});
 }

@@ -129,4 +129,18 @@ void register_forward(CLI::App& app, command_list& cmds) {
                   }});
 }
 
+void register_convert(CLI::App& app, command_list& cmds) {
+  auto* sub = app.add_subcommand("convert", "Load a model directory and write it again as gsa writes models (f32 "
+                                            "safetensors with HF names, config.json for transformers 4.x and 5.x)");
+  static std::string in, out;
+  sub->add_option("--model", in, "Input model directory")->required();
+  sub->add_option("--out", out, "Output model directory (created)")->required();
+  cmds.push_back({sub, [] {
+                    llama_model m = load_model(in);
+                    save_model(m, out);
+                    fmt::print("wrote {} ({} parameters)\n", out, m.parameter_count());
+                    return 0;
+                  }});
+}
+
 }  // namespace gsa::tools

@@ -12,6 +12,7 @@ void register_commands(CLI::App& app) {
   register_demo(app, g_commands);
   register_info(app, g_commands);
   register_forward(app, g_commands);
+  register_convert(app, g_commands);
   register_bench_attention(app, g_commands);
   register_bench_train(app, g_commands);
   register_tokenize(app, g_commands);

@@ -28,6 +28,7 @@ int run_selected(CLI::App& app);
 // One function per subcommand file.
 void register_info(CLI::App& app, command_list& cmds);
 void register_forward(CLI::App& app, command_list& cmds);
+void register_convert(CLI::App& app, command_list& cmds);
 void register_tokenize(CLI::App& app, command_list& cmds);
 void register_generate(CLI::App& app, command_list& cmds);
 void register_bench_decode(CLI::App& app, command_list& cmds);
