@@ -50,7 +50,15 @@ void decode_attention(float* out, const float* q, const kv::kv_cache& cache, int
     pt.l.assign(G, 0.0f);
     pt.acc.assign(size_t(G) * D, 0.0f);
     std::vector<float> s(size_t(G) * std::max(n, 1));
+    // Unfolded chunks sit in pages spread over the whole cache, so rows are fetched ahead of use: the loop is
+    // bound by memory latency, not arithmetic.
+    constexpr int ahead = 8;
+    auto prefetch_row = [&](const float* r) {
+      for (int d = 0; d < D; d += 16) __builtin_prefetch(r + d);
+    };
+    for (int j = 0; j < std::min(n, ahead); j++) prefetch_row(cache.key(layer, list[pt.j0 + j], pt.h));
     for (int j = 0; j < n; j++) {
+      if (j + ahead < n) prefetch_row(cache.key(layer, list[pt.j0 + j + ahead], pt.h));
       const float* k = cache.key(layer, list[pt.j0 + j], pt.h);
       for (int g = 0; g < G; g++) {
         const float* qg = q + size_t(pt.h * G + g) * D;
@@ -63,7 +71,9 @@ void decode_attention(float* out, const float* q, const kv::kv_cache& cache, int
     }
     for (int g = 0; g < G; g++)
       for (int j = 0; j < n; j++) pt.l[g] += s[size_t(g) * n + j] = std::exp(s[size_t(g) * n + j] - pt.m[g]);
+    for (int j = 0; j < std::min(n, ahead); j++) prefetch_row(cache.value(layer, list[pt.j0 + j], pt.h));
     for (int j = 0; j < n; j++) {
+      if (j + ahead < n) prefetch_row(cache.value(layer, list[pt.j0 + j + ahead], pt.h));
       const float* v = cache.value(layer, list[pt.j0 + j], pt.h);
       for (int g = 0; g < G; g++) {
         const float p = s[size_t(g) * n + j];

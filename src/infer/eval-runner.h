@@ -33,7 +33,7 @@
 
 namespace gsa::infer {
 
-inline constexpr const char* default_eval_template = "{context}\n{question}\nAnswer:";
+inline constexpr const char* default_eval_template = "{context}\n\n{question}\n";  // the layout gsa train uses for generated tasks
 
 struct eval_spec {
   std::vector<std::string> tasks;       // generated tasks (eval::task_names()), or

@@ -3,6 +3,8 @@
 // summaries) go to stats_.bytes_read; the attended rows are counted by the decode step.
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <iterator>
 #include <limits>
 #include <numeric>
 
@@ -10,6 +12,7 @@
 #include "gist/plan.h"
 #include "gist/select.h"
 #include "infer/decode-attention.h"
+#include "infer/fast-select.h"
 #include "infer/session.h"
 
 namespace gsa::infer {
@@ -40,7 +43,8 @@ std::vector<int32_t> top_n(const std::vector<float>& s, int n) {
 
 void session::select_keys(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys) {
   const int Hkv = int(m_.config.num_key_value_heads);
-  keys.assign(Hkv, {});
+  keys.resize(Hkv);  // the lists keep their capacity from step to step
+  for (auto& k : keys) k.clear();
   switch (opts_.meth) {
     case method::gist:
     case method::gsa:
@@ -78,59 +82,65 @@ void session::gsa_select(int layer, int pos, const float* q, std::vector<std::ve
   const int D = int(m_.config.head_dim), G = Hq / Hkv, g = cfg.gists_per_chunk;
   const int level = s_.level[pos], m = s_.chunk[pos];
   if (base_pos_ != pos) {  // the gist-mask list is the same in every layer
-    gist::compress_keys(base_keys_, s_, cfg, m, level, pos);
+    // A raw row right after a raw row of its chunk sees what that row saw plus itself (nothing else entered
+    // the stream in between), so the list is extended; it is rebuilt once per chunk and for gist rows.
+    if (base_pos_ == pos - 1 && level < 0 && s_.level[pos - 1] < 0 && s_.chunk[pos - 1] == m)
+      base_keys_.push_back(pos);
+    else
+      gist::compress_keys(base_keys_, s_, cfg, m, level, pos);
     base_pos_ = pos;
   }
-  for (auto& k : keys) k = base_keys_;
   const bool dense = std::find(cfg.dense_layers.begin(), cfg.dense_layers.end(), layer) != cfg.dense_layers.end();
-  if (opts_.meth == method::gist || dense || level > 0) return;
-  const int n_cand = gist::candidate_count(m, gist::complete_chunk_count(s_), cfg.local_chunks);
-  if (n_cand <= 0) return;
+  const int n_cand = opts_.meth == method::gist || dense || level > 0
+                         ? 0
+                         : gist::candidate_count(m, gist::complete_chunk_count(s_), cfg.local_chunks);
+  if (n_cand <= 0) {
+    for (auto& k : keys) k = base_keys_;
+    return;
+  }
   const int64_t raw_before = int64_t(m) * cfg.chunk[0];
-  std::vector<std::vector<int32_t>> sel;
+  auto& sel = sel_;
   const int64_t key_bytes = int64_t(D) * sizeof(float);
+  GSA_ASSERT(int64_t(n_cand) * g <= cache_->gist_count(layer, 0), "{} candidates but {} level-0 gists", n_cand,
+             cache_->gist_count(layer, 0));
   if (opts_.meth == method::gsa) {
-    std::vector<float> scores(size_t(Hq) * n_cand);
-    gist::score_units(scores.data(), q, 1, Hq, cache_->gist_keys(layer, 0), cache_->gist_count(layer, 0), Hkv, D,
-                      unit_begin_.data(), n_cand, g);
+    scores_.resize(size_t(Hq) * n_cand);
+    for (int h = 0; h < Hkv; h++)
+      score_unit_range(scores_.data() + size_t(h) * G * n_cand, size_t(n_cand), q + size_t(h) * G * D, G, D,
+                       cache_->gist_key_tiles(layer, 0, h), g, 0, n_cand);
     stats_.bytes_read += int64_t(n_cand) * g * Hkv * key_bytes;
-    sel = gist::select_chunks(scores.data(), Hq, Hkv, n_cand, raw_before, cfg);
+    const int k = gist::select_k(cfg, raw_before, G, n_cand);
+    select_top_fast(scores_.data(), Hq, Hkv, n_cand, k, cfg, sel);
   } else {
-    const float scale = 1.0f / std::sqrt(float(D));
     auto scorer = [&](int lv, int h, const std::vector<int32_t>& units, float* out) {
-      const float* store = cache_->gist_keys(layer, lv);
-      const int n = int(units.size());
-      for (int i = 0; i < G; i++) {
-        const float* qh = q + size_t(h * G + i) * D;
-        for (int j = 0; j < n; j++) {
-          float best = -std::numeric_limits<float>::infinity();
-          for (int r = 0; r < g; r++) {
-            const float* k = store + (size_t(units[j] * g + r) * Hkv + h) * D;
-            float dot = 0;
-            for (int d = 0; d < D; d++) dot += qh[d] * k[d];
-            best = std::max(best, dot * scale);
-          }
-          out[size_t(i) * n + j] = best;
-        }
-      }
+      score_unit_list(out, q + size_t(h) * G * D, G, D, cache_->gist_key_tiles(layer, lv, h), g, units);
     };
     std::vector<int> ks = cfg.select == gist::select_rule::fixed ? std::vector<int>(cfg.levels(), cfg.topk)
                                                                  : gist::hierarchy_k(cfg, raw_before, G, n_cand);
-    gist::hier_selection hs = gist::select_hierarchical(n_cand, Hq, Hkv, ks, cfg, scorer);
+    gist::hier_selection hs = select_hierarchical_fast(n_cand, Hq, Hkv, ks, cfg, scorer);
     stats_.bytes_read += hs.keys_scored * key_bytes;
     sel = std::move(hs.chunks);
   }
+  // The unfolded keys in chunk order are already ascending (a chunk's raw tokens, then its gists, then the
+  // next chunk's raw tokens), so the list is a merge of two sorted runs, not a sort.
   for (int h = 0; h < Hkv; h++) {
-    auto& k = keys[h];
+    auto& extra = extra_;
+    extra.clear();
     for (int32_t c : sel[h]) {
-      iota_list(k, s_.chunk_raw_begin[c], s_.chunk_raw_end[c]);
-      iota_list(k, s_.chunk_gist_begin[c], s_.chunk_gist_begin[c] + g);
+      iota_list(extra, s_.chunk_raw_begin[c], s_.chunk_raw_end[c]);
+      iota_list(extra, s_.chunk_gist_begin[c], s_.chunk_gist_begin[c] + g);
     }
-    if (cfg.gists_all)
-      k.insert(k.end(), gist_positions_.begin(),
-               std::upper_bound(gist_positions_.begin(), gist_positions_.end(), pos));
-    sort_unique(k);
-    stats_.unfolded[size_t(layer) * Hkv + h] = std::move(sel[h]);
+    if (cfg.gists_all) {
+      extra.insert(extra.end(), gist_positions_.begin(),
+                   std::upper_bound(gist_positions_.begin(), gist_positions_.end(), pos));
+      sort_unique(extra);
+    }
+    GSA_ASSERT(std::adjacent_find(extra.begin(), extra.end(), std::greater_equal<int32_t>()) == extra.end(),
+               "unfolded keys of layer {} head {} are not strictly ascending", layer, h);
+    auto& k = keys[h];
+    k.clear();
+    std::set_union(base_keys_.begin(), base_keys_.end(), extra.begin(), extra.end(), std::back_inserter(k));
+    stats_.unfolded[size_t(layer) * Hkv + h] = sel[h];
   }
 }
 

@@ -104,7 +104,6 @@ int session::push_row(int32_t id, int8_t level) {
     s_.raw_index.push_back(-1);
     a.index = gists_done_[level]++;
     gist_positions_.push_back(p);
-    if (level == 0 && a.index % cfg_->gists_per_chunk == 0) unit_begin_.push_back(a.index);
   }
   addr_.push_back(a);
   return p;

@@ -10,7 +10,8 @@
 // A row attends, per layer and KV head, to a key list chosen by the method (method.h):
 //  * gist rows of level >= 1, dense layers and method gist: the gist mask (gist::compress_keys);
 //  * gsa / hgsa: the gist mask plus the raw tokens and level-0 gists of the chunks selected by gist score
-//    (gist::select_chunks, or gist::select_hierarchical top-down over the gist stores for hgsa);
+//    (gist::select_chunks, or gist::select_hierarchical top-down over the gist stores for hgsa; computed by the
+//    bit-identical fast path of fast-select.h);
 //  * baselines: see method.h.
 // Logits are computed for a row only when it is the last queued one (or with options.record).
 #pragma once
@@ -104,7 +105,6 @@ class session {
   gist::stream s_;
   std::vector<kv::kv_addr> addr_;        // stream position -> cache address
   std::vector<int32_t> gist_positions_;  // every gist's stream position, ascending
-  std::vector<int32_t> unit_begin_;      // u * g: gist-store rows of unit u
   std::unique_ptr<kv::kv_cache> cache_;
   std::deque<pending_token> pending_;
   int raw_done_ = 0, raw_queued_ = 0;
@@ -113,6 +113,10 @@ class session {
   step_stats stats_;
   std::vector<int32_t> base_keys_;       // gist-mask list of the row being computed
   int base_pos_ = -1;
+  // Scratch of gsa_select, reused across layers and steps.
+  std::vector<float> scores_;
+  std::vector<std::vector<int32_t>> sel_;
+  std::vector<int32_t> extra_;
   // H2O: per (layer, KV head) kept positions (ascending) and accumulated attention.
   std::vector<std::vector<int32_t>> h2o_kept_;
   std::vector<std::vector<float>> h2o_score_;

@@ -38,7 +38,10 @@ kv_cache::kv_cache(const cache_layout& layout) : lay_(layout) {
   if (lay_.page_size <= 0) fail("kv_cache: page size {} must be positive", lay_.page_size);
   if (lay_.window_pages < 0 || lay_.sink < 0 || lay_.gist_levels < 0) fail("kv_cache: negative window, sink or levels");
   layers_.resize(lay_.n_layers);
-  for (auto& l : layers_) l.gists.resize(lay_.gist_levels);
+  for (auto& l : layers_) {
+    l.gists.resize(lay_.gist_levels);
+    for (auto& g : l.gists) g.kt.resize(lay_.n_kv_heads);
+  }
   if (lay_.tier == page_tier::file) {
     if (lay_.file_path.empty()) {
       char tmpl[] = "/tmp/gsa-kv-XXXXXX";
@@ -97,6 +100,13 @@ void kv_cache::append_gist(int layer, int level, const float* k, const float* v)
   const size_t rowf = size_t(lay_.n_kv_heads) * lay_.head_dim;
   g.k.insert(g.k.end(), k, k + rowf);
   g.v.insert(g.v.end(), v, v + rowf);
+  const int Hkv = lay_.n_kv_heads, D = lay_.head_dim, lane = int(g.n % gist_tile);
+  for (int h = 0; h < Hkv; h++) {
+    auto& t = g.kt[h];
+    if (lane == 0) t.resize(t.size() + size_t(D) * gist_tile, 0.0f);
+    float* tile = t.data() + t.size() - size_t(D) * gist_tile;
+    for (int d = 0; d < D; d++) tile[size_t(d) * gist_tile + lane] = k[size_t(h) * D + d];
+  }
   g.n++;
 }
 
@@ -173,7 +183,10 @@ cache_bytes kv_cache::bytes() const {
       else if (pg.tier == page_tier::file) b.file += page_bytes;
       else b.dropped += page_bytes;
     }
-    for (const auto& g : lc.gists) b.resident += int64_t(g.k.size() + g.v.size()) * sizeof(float);
+    for (const auto& g : lc.gists) {
+      b.resident += int64_t(g.k.size() + g.v.size()) * sizeof(float);
+      for (const auto& t : g.kt) b.scoring += int64_t(t.size()) * sizeof(float);
+    }
     b.resident += int64_t(lc.kmin.size() + lc.kmax.size() + lc.kmean.size()) * sizeof(float);
   }
   return b;

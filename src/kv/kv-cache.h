@@ -9,7 +9,9 @@
 //    incomplete page; one more while the gists that
 //    close a page are computed) always stay in memory, whatever the tier.
 //  * a gist store per level l: (n_l, Hkv, D) K and V, contiguous and always resident (scoring reads only these);
-//    unit u's g gists are rows [u g, (u+1) g).
+//    unit u's g gists are rows [u g, (u+1) g). Its keys are also kept transposed in tiles for scoring, per KV head
+//    (ceil(n_l / gist_tile), D, gist_tile): gist i's element d is at [i / T][d][i % T] (T = gist_tile; the lanes
+//    of the last tile past n_l are zero), so q . k over consecutive gists is a unit-stride loop over gists.
 //  * optional page summaries (per complete page and KV head: min, max and mean key) for Quest / MoBA routers.
 // Rows are appended in order (raw index order, gist order per level); nothing is ever overwritten.
 // Addresses: kv_addr {level -1, raw token index} or {level l, gist index in store l}.
@@ -44,8 +46,11 @@ struct cache_bytes {
   int64_t resident = 0;  // in process memory: memory-tier pages, window, gists, summaries
   int64_t file = 0;      // pages in the backing file
   int64_t dropped = 0;   // pages freed (their K/V no longer exist)
+  int64_t scoring = 0;   // the transposed gist-key tiles (resident, a copy: not part of total())
   int64_t total() const { return resident + file; }  // what the cache holds anywhere
 };
+
+constexpr int gist_tile = 16;  // gists per scoring tile
 
 class kv_cache {
  public:
@@ -70,6 +75,8 @@ class kv_cache {
   const float* value(int layer, kv_addr a, int h) const { return row(layer, a, h, 1); }
   // The gist store of a level: (gist_count, Hkv, D).
   const float* gist_keys(int layer, int level) const { return layers_[layer].gists[level].k.data(); }
+  // The transposed gist keys of a level and KV head (layout above).
+  const float* gist_key_tiles(int layer, int level, int h) const { return layers_[layer].gists[level].kt[h].data(); }
   // Page summaries (complete_pages, Hkv, D); need layout.page_summaries.
   const float* page_kmin(int layer) const { return layers_[layer].kmin.data(); }
   const float* page_kmax(int layer) const { return layers_[layer].kmax.data(); }
@@ -87,6 +94,7 @@ class kv_cache {
   struct gist_store {
     int64_t n = 0;
     std::vector<float> k, v;  // (n, Hkv, D)
+    std::vector<std::vector<float>> kt;  // (Hkv) tiles (ceil(n / gist_tile), D, gist_tile)
   };
   struct layer_cache {
     int n_raw = 0;

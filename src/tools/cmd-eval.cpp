@@ -25,7 +25,7 @@ namespace {
 
 struct eval_args {
   std::string model, full_model, tok_path, tasks, jsonl, lengths = "1k", depths = "0.5", methods, ratios = "8";
-  std::string tmpl = "{context}\\n{question}\\nAnswer:", haystack = "../shared/data/text/haystack", qa_jsonl;
+  std::string tmpl = "{context}\\n\\n{question}\\n", haystack = "../shared/data/text/haystack", qa_jsonl;
   std::string json_out, plot_out;
   int samples = 1, max_tokens = 16;
   uint64_t seed = 0;

@@ -201,7 +201,7 @@ TEST(EvalRunner, EveryMethodSeesTheSameSampleAndItsBudget) {
     EXPECT_EQ(q.length, 200);
     const std::string ctx = d.tok.decode(q.context_ids), rest = d.tok.decode(q.question_ids);
     EXPECT_NE(ctx.find(smp.context), std::string::npos);
-    EXPECT_EQ(rest, "\n" + smp.question + "\nAnswer:");
+    EXPECT_EQ(rest, "\n\n" + smp.question + "\n");
     // The context alone is measured in the same tokenizer's raw tokens and sits near the requested length.
     EXPECT_LE(std::abs(int64_t(d.tok.encode(smp.context).size()) - 200), 20);
   }

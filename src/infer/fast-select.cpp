@@ -1,0 +1,170 @@
+// Fast decode scoring and selection; contract in fast-select.h.
+#include "infer/fast-select.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "gist/stream.h"
+#include "kv/kv-cache.h"
+
+namespace gsa::infer {
+
+namespace {
+
+constexpr int T = kv::gist_tile;
+constexpr int kBufferMax = 64;  // above this k, nth_element beats the insertion buffer
+
+float rank_value(float x) { return std::isnan(x) ? -INFINITY : x; }
+
+// a ranks before b: score descending, then index ascending.
+bool before(float va, int32_t a, float vb, int32_t b) { return va > vb || (va == vb && a < b); }
+
+void sort_unique(std::vector<int32_t>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+}  // namespace
+
+// The project builds with -ffp-contract=off (CMakeLists.txt), so each lane rounds multiply-then-add exactly like
+// the scalar reference; TiledScoresEqualReferenceBitwise guards this.
+void score_unit_range(float* out, size_t ld, const float* q, int G, int D, const float* tiles, int g, int u0, int u1) {
+  if (u1 <= u0) return;
+  const float scale = 1.0f / std::sqrt(float(D));
+  const int i0 = u0 * g, i1 = u1 * g;  // gist rows
+  for (int i = 0; i < G; i++) std::fill_n(out + size_t(i) * ld, u1 - u0, -INFINITY);
+  for (int t = i0 / T; t * T < i1; t++) {
+    const float* tile = tiles + size_t(t) * D * T;
+    const int j0 = std::max(i0 - t * T, 0), j1 = std::min(i1 - t * T, T);
+    for (int i = 0; i < G; i++) {
+      const float* qi = q + size_t(i) * D;
+      float acc[T] = {};
+      // Lane j sums q_d k_jd over d in order, as the reference's scalar loop does.
+      for (int d = 0; d < D; d++) {
+        const float qd = qi[d];
+        const float* row = tile + size_t(d) * T;
+        for (int j = 0; j < T; j++) acc[j] += qd * row[j];
+      }
+      float* o = out + size_t(i) * ld;
+      for (int j = j0; j < j1; j++) {
+        const int u = (t * T + j) / g - u0;
+        o[u] = std::max(o[u], acc[j] * scale);
+      }
+    }
+  }
+}
+
+void score_unit_list(float* out, const float* q, int G, int D, const float* tiles, int g,
+                     const std::vector<int32_t>& units) {
+  const size_t n = units.size();
+  for (size_t a = 0; a < n;) {
+    size_t b = a + 1;
+    while (b < n && units[b] == units[b - 1] + 1) b++;
+    score_unit_range(out + a, n, q, G, D, tiles, g, units[a], units[b - 1] + 1);
+    a = b;
+  }
+}
+
+void top_k_append(const float* s, int n, int k, std::vector<int32_t>& out) {
+  k = std::clamp(k, 0, n);
+  if (k == 0) return;
+  if (k == n) {
+    for (int i = 0; i < n; i++) out.push_back(i);
+    return;
+  }
+  if (k <= kBufferMax) {
+    // buf holds the best k so far in rank order; indices arrive ascending, so a newcomer equal to the worst
+    // loses the tie and only a strictly greater score enters.
+    float bv[kBufferMax];
+    int32_t bi[kBufferMax];
+    for (int i = 0; i < k; i++) bv[i] = rank_value(s[i]), bi[i] = i;
+    for (int i = 1; i < k; i++)  // insertion sort of the first k (stable: ties keep index order)
+      for (int p = i; p > 0 && bv[p - 1] < bv[p]; p--) std::swap(bv[p - 1], bv[p]), std::swap(bi[p - 1], bi[p]);
+    float worst = bv[k - 1];
+    for (int i = k; i < n; i++) {
+      const float v = rank_value(s[i]);
+      if (!(v > worst)) continue;
+      int p = k - 1;
+      for (; p > 0 && bv[p - 1] < v; p--) bv[p] = bv[p - 1], bi[p] = bi[p - 1];
+      bv[p] = v, bi[p] = i;
+      worst = bv[k - 1];
+    }
+    out.insert(out.end(), bi, bi + k);
+    return;
+  }
+  std::vector<int32_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::nth_element(idx.begin(), idx.begin() + (k - 1), idx.end(), [&](int32_t a, int32_t b) {
+    return before(rank_value(s[a]), a, rank_value(s[b]), b);
+  });
+  out.insert(out.end(), idx.begin(), idx.begin() + k);
+}
+
+void select_top_fast(const float* scores, int Hq, int Hkv, int n, int k, const gist::gsa_config& cfg,
+                     std::vector<std::vector<int32_t>>& out) {
+  if (cfg.select == gist::select_rule::top_p) {
+    out = gist::select_top(scores, Hq, Hkv, n, k, cfg);
+    return;
+  }
+  GSA_ASSERT(Hkv >= 1 && Hq % Hkv == 0, "Hq {} is not a multiple of Hkv {}", Hq, Hkv);
+  const int G = Hq / Hkv;
+  out.resize(Hkv);
+  std::vector<float> sum;
+  for (int h = 0; h < Hkv; h++) {
+    out[h].clear();
+    if (n <= 0) continue;
+    if (cfg.group_scoring) {
+      sum.assign(n, 0.0f);
+      for (int i = 0; i < G; i++)  // rows summed in the reference's order
+        for (int j = 0; j < n; j++) sum[j] += scores[size_t(h * G + i) * n + j];
+      top_k_append(sum.data(), n, k, out[h]);
+    } else {
+      for (int i = 0; i < G; i++) top_k_append(scores + size_t(h * G + i) * n, n, k, out[h]);
+    }
+    sort_unique(out[h]);
+  }
+}
+
+gist::hier_selection select_hierarchical_fast(int n_candidates, int Hq, int Hkv, const std::vector<int>& k_per_level,
+                                              const gist::gsa_config& cfg, const gist::unit_scorer& score) {
+  if (cfg.select == gist::select_rule::top_p)
+    return gist::select_hierarchical(n_candidates, Hq, Hkv, k_per_level, cfg, score);
+  const int L = cfg.levels();
+  GSA_ASSERT(int(k_per_level.size()) == L, "k_per_level has {} entries for {} levels", k_per_level.size(), L);
+  GSA_ASSERT(Hkv >= 1 && Hq % Hkv == 0, "Hq {} is not a multiple of Hkv {}", Hq, Hkv);
+  const int G = Hq / Hkv;
+  std::vector<int> whole(L + 1, 0);  // level-l units inside the candidate prefix; whole[L] = 0
+  for (int l = 0; l < L; l++) whole[l] = std::max(0, n_candidates) / gist::chunks_per_unit(cfg, l);
+  gist::hier_selection res;
+  res.chunks.resize(Hkv);
+  std::vector<int32_t> kept, units;
+  std::vector<float> buf;
+  std::vector<std::vector<int32_t>> sel;
+  for (int h = 0; h < Hkv; h++) {
+    kept.clear();
+    for (int l = L - 1; l >= 0; l--) {
+      // Children of the kept units (ascending, since kept is) then the loose units past every whole parent:
+      // both ascending and disjoint, the children lying below whole[l + 1] * chunk[l + 1].
+      units.clear();
+      if (l < L - 1)
+        for (int32_t u : kept)
+          for (int c = 0; c < cfg.chunk[l + 1]; c++) units.push_back(u * cfg.chunk[l + 1] + c);
+      const int loose0 = l < L - 1 ? whole[l + 1] * cfg.chunk[l + 1] : 0;
+      for (int u = loose0; u < whole[l]; u++) units.push_back(u);
+      kept.clear();
+      if (units.empty()) continue;
+      const int n = int(units.size());
+      buf.assign(size_t(G) * n, 0.0f);
+      score(l, h, units, buf.data());
+      res.keys_scored += int64_t(n) * cfg.gists_per_chunk;
+      select_top_fast(buf.data(), G, 1, n, k_per_level[l], cfg, sel);
+      for (int32_t i : sel[0]) kept.push_back(units[i]);
+    }
+    res.chunks[h] = kept;
+  }
+  return res;
+}
+
+}  // namespace gsa::infer
