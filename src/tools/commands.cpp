@@ -10,6 +10,7 @@ static command_list g_commands;
 
 void register_commands(CLI::App& app) {
   register_demo(app, g_commands);
+  register_perplexity(app, g_commands);
   register_info(app, g_commands);
   register_forward(app, g_commands);
   register_convert(app, g_commands);

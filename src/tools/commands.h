@@ -36,6 +36,7 @@ void register_train(CLI::App& app, command_list& cmds);
 void register_data(CLI::App& app, command_list& cmds);
 void register_bench_attention(CLI::App& app, command_list& cmds);
 void register_demo(CLI::App& app, command_list& cmds);
+void register_perplexity(CLI::App& app, command_list& cmds);
 void register_bench_train(CLI::App& app, command_list& cmds);
 void register_eval(CLI::App& app, command_list& cmds);
 

@@ -10,48 +10,15 @@
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "model/gsa-plans.h"
+#include "test-models.h"
 #include "test-util.h"
 
 namespace gsa::infer {
 namespace {
 
-constexpr int kV = 64;
-
-llama_model tiny_model(std::vector<int> chunk, bool with_gsa = true, uint64_t seed = 7) {
-  model_config c;
-  c.architecture = "llama";
-  c.vocab_size = kV;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 512;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000;
-  if (with_gsa) {
-    gist::gsa_config g;
-    g.chunk = chunk;
-    for (size_t l = 0; l < chunk.size(); l++) g.gist_token_ids.push_back(kV - 1 - int(l));
-    g.local_chunks = 1;
-    g.sink = 2;
-    g.select = gist::select_rule::fixed;
-    g.topk = 2;
-    g.dense_layers = {0};
-    c.gsa = gist::gsa_config_to_json(g);
-  }
-  llama_model m(c);
-  m.init_random(seed, 0.3f);
-  return m;
-}
-
-std::vector<int32_t> tokens(int n, uint64_t seed) {
-  rng r(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = int32_t(r.below(kV - 4));
-  return t;
-}
+constexpr int kV = test::tiny_vocab;
+using test::tiny_model;
+std::vector<int32_t> tokens(int n, uint64_t seed) { return test::tiny_tokens(n, seed); }
 
 // Prefill ctx, append the question, then greedy-generate `gen` tokens; returns the session (recording).
 std::unique_ptr<session> run(const llama_model& m, session_options o, int ctx, int question, int gen) {

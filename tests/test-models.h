@@ -1,0 +1,53 @@
+// Tiny random models for tests (the model, infer and train test programs share them).
+#pragma once
+#include <vector>
+
+#include "core/rng.h"
+#include "gist/config.h"
+#include "model/llama.h"
+
+namespace gsa::test {
+
+constexpr int tiny_vocab = 64;
+
+// A 3-layer Llama with GQA (4 query heads, 2 KV heads, D = 8); with_gsa adds a "gsa" object with the given
+// chunk sizes, gist ids at the top of the vocabulary, fixed top-2 selection, local 1, sink 2, dense layer 0.
+inline llama_model tiny_model(std::vector<int> chunk, bool with_gsa = true, uint64_t seed = 7, int layers = 3,
+                              int max_positions = 512) {
+  model_config c;
+  c.architecture = "llama";
+  c.vocab_size = tiny_vocab;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.max_position_embeddings = max_positions;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 10000;
+  if (with_gsa) {
+    gist::gsa_config g;
+    g.chunk = chunk;
+    for (size_t l = 0; l < chunk.size(); l++) g.gist_token_ids.push_back(tiny_vocab - 1 - int(l));
+    g.local_chunks = 1;
+    g.sink = 2;
+    g.select = gist::select_rule::fixed;
+    g.topk = 2;
+    g.dense_layers = {0};
+    c.gsa = gist::gsa_config_to_json(g);
+  }
+  llama_model m(c);
+  m.init_random(seed, 0.3f);
+  return m;
+}
+
+// Random raw tokens below the gist ids.
+inline std::vector<int32_t> tiny_tokens(int n, uint64_t seed) {
+  rng r(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = int32_t(r.below(tiny_vocab - 4));
+  return t;
+}
+
+}  // namespace gsa::test
