@@ -50,12 +50,13 @@ void fill(std::vector<float>& v, rng& r) {
 void register_bench_attention(CLI::App& app, command_list& cmds) {
   auto* sub = bench_command(app)->add_subcommand(
       "attention", "GSA attention forward+backward vs dense causal attention on CPU (one layer)");
-  static std::string lengths = "1k,4k,16k";
-  static int chunk = 16, hq = 8, hkv = 2, d = 64, reps = 3, topk = 0;
+  static std::string lengths = "1k,4k,16k", chunks = "16";
+  static int hq = 8, hkv = 2, d = 64, reps = 3, topk = 0;
   static int64_t max_dense = 16384;
   static bool json = false, unfold = false;
   sub->add_option("--lengths", lengths, "Stream lengths in raw tokens, e.g. 1k,4k,16k,32k")->capture_default_str();
-  sub->add_option("--chunk", chunk, "Raw tokens per chunk c (g = 1)")->capture_default_str();
+  sub->add_option("--chunk", chunks, "Chunk sizes per level, e.g. 16 or 16,16 for a gist-of-gist hierarchy (g = 1)")
+      ->capture_default_str();
   sub->add_option("--heads", hq, "Query heads")->capture_default_str();
   sub->add_option("--kv-heads", hkv, "Key/value heads")->capture_default_str();
   sub->add_option("--head-dim", d, "Head dimension")->capture_default_str();
@@ -69,14 +70,15 @@ void register_bench_attention(CLI::App& app, command_list& cmds) {
                     if (hq % hkv) fail("--heads {} is not a multiple of --kv-heads {}", hq, hkv);
                     auto lens = parse_lengths(lengths, "--lengths");
                     gist::gsa_config cfg;
-                    cfg.chunk = {chunk};
-                    cfg.gist_token_ids = {1};
+                    cfg.chunk.clear();
+                    for (int64_t c : parse_lengths(chunks, "--chunk")) cfg.chunk.push_back(int(c));
+                    for (size_t l = 0; l < cfg.chunk.size(); l++) cfg.gist_token_ids.push_back(int32_t(1 + l));
                     cfg.validate();
                     nlohmann::json records = nlohmann::json::array();
                     if (!json)
                       fmt::print("attention forward+backward, one layer, Hq={} Hkv={} D={}, c={} g=1, local 1, sink 3; "
                                  "median of {}\n{:>8} {:>12} {:>12} {:>12} {:>10}\n",
-                                 hq, hkv, d, chunk, reps, "length", "method", "ms", "pairs/query", "vs dense");
+                                 hq, hkv, d, chunks, reps, "length", "method", "ms", "pairs/query", "vs dense");
                     for (int64_t n : lens) {
                       std::vector<int32_t> raw(static_cast<size_t>(n), 7);
                       gist::stream s = gist::build_stream(raw.data(), int(n), cfg);

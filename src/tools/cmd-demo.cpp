@@ -6,7 +6,9 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -15,6 +17,7 @@
 #include "core/error.h"
 #include "eval/tasks.h"
 #include "infer/generate.h"
+#include "infer/perplexity.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
 
@@ -233,6 +236,39 @@ int run_demo(const demo_args& a) {
   for (size_t k = 0; k < methods.size(); k++) fmt::print("---|");
   fmt::print("\n| accuracy |");
   for (size_t k = 0; k < methods.size(); k++) fmt::print(" {:.0f}% |", 100.0 * correct[k] / std::max(1, n));
+  // 4. Recall measured without a task: next-token quality on held-out text (this repo's own docs, which no
+  //    model here was trained on) when the text is decoded through each method after a long prefix.
+  {
+    std::string text;
+    for (const char* f : {"README.md", "docs/results.md", "docs/decode.md", "docs/cuda.md", "docs/tokenizer.md",
+                          "docs/verification.md", "docs/benchmarks.md"}) {
+      std::ifstream in(f, std::ios::binary);
+      if (!in) continue;
+      std::stringstream ss;
+      ss << in.rdbuf();
+      text += ss.str() + "\n\n";
+    }
+    auto ids = dm.tok().encode(text);
+    const int predict = 64;
+    if (int64_t(ids.size()) >= a.length + predict) {
+      fmt::print("\n\nnext-token quality on held-out text (this repository's docs), {} tokens of prefix, {} "
+                 "decoded through each method; lower is better:\n\n| method |", a.length, predict);
+      for (auto meth : methods) fmt::print(" {} |", infer::method_name(meth));
+      fmt::print("\n|---|");
+      for (size_t k = 0; k < methods.size(); k++) fmt::print("---|");
+      fmt::print("\n| bits/byte |");
+      std::vector<int32_t> win(ids.end() - (a.length + predict), ids.end());
+      for (auto meth : methods) {
+        const llama_model& m = (infer::uses_gists(meth) || !dm.has_full) ? dm.gsa : dm.full;
+        int64_t budget = (meth == infer::method::full || meth == infer::method::gist)
+                             ? -1
+                             : int64_t(double(a.length) / gcfg.ratio());
+        infer::nll_result r = infer::score_continuation(m, meth, budget, win, a.length, predict);
+        double bytes = double(dm.tok().decode(r.scored_ids).size());
+        fmt::print(" {:.3f} |", r.nats / std::log(2.0) / std::max(1.0, bytes));
+      }
+    }
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print("\n\n(demo ran in {:.1f} s; `gsa eval` runs the full grid, docs/results.md has the measured tables)\n", secs);
   return 0;
