@@ -117,9 +117,16 @@ void validate_eval(const eval_spec& spec, const eval_models& models) {
   if (count_of(spec.prompt_template, "{context}") != 1 || count_of(spec.prompt_template, "{question}") < 1)
     fail("--template must hold {{context}} exactly once and {{question}} at least once, e.g. '{}'",
          default_eval_template);
-  if (models.full_model && models.full_model->config.vocab_size != models.model->config.vocab_size)
-    fail("--full-model has a vocabulary of {} tokens but --model has {}; both must share --model's tokenizer",
-         models.full_model->config.vocab_size, models.model->config.vocab_size);
+  if (models.full_model) {
+    // The GSA model may extend the full model's vocabulary by its gist rows (DESIGN 1.1); nothing else may differ.
+    const int64_t vf = models.full_model->config.vocab_size, vm = models.model->config.vocab_size;
+    int64_t gist_rows = 0;
+    if (models.model->config.gsa.is_object() && models.model->config.gsa.contains("gist_token_ids"))
+      for (auto& id : models.model->config.gsa["gist_token_ids"]) gist_rows += id.get<int64_t>() >= vf;
+    if (vf > vm || vm - vf != gist_rows)
+      fail("--full-model has a vocabulary of {} tokens but --model has {} ({} of them gist rows); both must share "
+           "--model's tokenizer", vf, vm, gist_rows);
+  }
   bool needs_ratio = false;
   for (const auto& name : spec.methods) {
     const method m = method_from_name(name);

@@ -5,7 +5,10 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <omp.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -70,11 +73,18 @@ std::string one_line(std::string s, size_t max) {
 
 // The prompt layout the trainer uses for generated tasks (tools/cmd-train.cpp): context, "\n\n", question, "\n",
 // then the answer; pieces are encoded separately, as in training.
+// One budget for every sparse method: L / r raw KV tokens per step and KV head, r = the GSA model's ratio.
+int64_t budget_for(infer::method meth, int64_t context_tokens, double ratio) {
+  if (meth == infer::method::full || meth == infer::method::gist) return -1;
+  return std::max<int64_t>(1, int64_t(double(context_tokens) / ratio));
+}
+
 answer ask(const demo_models& dm, infer::method meth, const std::vector<int32_t>& ctx,
-           const std::vector<int32_t>& question, int max_tokens) {
+           const std::vector<int32_t>& question, int max_tokens, double ratio) {
   const llama_model& m = (infer::uses_gists(meth) || !dm.has_full) ? dm.gsa : dm.full;
   infer::session_options o;
   o.meth = meth;
+  o.budget = budget_for(meth, int64_t(ctx.size()), ratio);
   infer::session s(m, o);
   s.prefill(ctx);
   s.take_stats();
@@ -113,6 +123,9 @@ answer ask(const demo_models& dm, infer::method meth, const std::vector<int32_t>
 
 int run_demo(const demo_args& a) {
   auto t0 = std::chrono::steady_clock::now();
+  // The demo models are tiny (hidden 128): a decode step is microseconds of work per op, below what a thread team
+  // repays, and on a busy machine a descheduled team member stalls every barrier. One thread unless asked.
+  if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
   demo_models dm;
   fs::path root = a.model;
   fs::path gsa_dir = fs::exists(root / "gsa" / "config.json") ? root / "gsa" : root;
@@ -166,15 +179,15 @@ int run_demo(const demo_args& a) {
   answer gsa_answer;
   bool have_gsa = false;
   for (auto meth : methods) {
-    answer ans = ask(dm, meth, ctx, question, a.max_tokens);
+    answer ans = ask(dm, meth, ctx, question, a.max_tokens, gcfg.ratio());
     double sc = eval::score(smp, ans.text);
     fmt::print("{:<10} {:<22} {:>7} {:>10.2f} {:>9.0f} {:>11} {:>11}\n", infer::method_name(meth),
                one_line(ans.text, 22), sc >= 1.0 ? "yes" : "no", ans.ms_per_token, ans.attended,
                human_bytes(double(ans.kv_resident)), human_bytes(double(ans.kv_total)));
     if (meth == infer::method::gsa) gsa_answer = ans, have_gsa = true;
   }
-  fmt::print("(attended = KV tokens per layer and KV head per generated token; the budget is L/{} for every "
-             "sparse method)\n\n", gcfg.ratio());
+  fmt::print("(attended = KV tokens per layer and KV head per generated token, gists included; every sparse "
+             "method gets L/{} = {} raw KV tokens)\n\n", gcfg.ratio(), budget_for(infer::method::gsa, int64_t(ctx.size()), gcfg.ratio()));
 
   // 2. What GSA recalled to produce the first answer token: the chunks chosen most often over layers and heads.
   if (have_gsa) {
@@ -227,7 +240,7 @@ int run_demo(const demo_args& a) {
     auto c2 = dm.tok().encode(s2.context);
     auto q2 = dm.tok().encode("\n\n" + s2.question + "\n");
     for (size_t k = 0; k < methods.size(); k++)
-      correct[k] += eval::score(s2, ask(dm, methods[k], c2, q2, a.max_tokens).text);
+      correct[k] += eval::score(s2, ask(dm, methods[k], c2, q2, a.max_tokens, gcfg.ratio()).text);
     n++;
   }
   fmt::print("accuracy on {} {} samples of {} tokens (depths 10-90%):\n\n| method |", n, a.task, a.length);
@@ -260,9 +273,7 @@ int run_demo(const demo_args& a) {
       std::vector<int32_t> win(ids.end() - (a.length + predict), ids.end());
       for (auto meth : methods) {
         const llama_model& m = (infer::uses_gists(meth) || !dm.has_full) ? dm.gsa : dm.full;
-        int64_t budget = (meth == infer::method::full || meth == infer::method::gist)
-                             ? -1
-                             : int64_t(double(a.length) / gcfg.ratio());
+        int64_t budget = budget_for(meth, a.length, gcfg.ratio());
         infer::nll_result r = infer::score_continuation(m, meth, budget, win, a.length, predict);
         double bytes = double(dm.tok().decode(r.scored_ids).size());
         fmt::print(" {:.3f} |", r.nats / std::log(2.0) / std::max(1.0, bytes));
