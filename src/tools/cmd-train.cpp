@@ -36,7 +36,8 @@ task_source make_task_source(const train_options& o) {
   auto tok = std::make_shared<tokenizer>(tokenizer::load(tok_path));
   const int64_t sep = ds.separator;
   const std::string haystack = o.haystack_dir;
-  return [tok, sep, haystack](const std::string& task, int64_t length, uint64_t seed) {
+  const bool loss_on_all = o.task_loss == "all";
+  return [tok, sep, haystack, loss_on_all](const std::string& task, int64_t length, uint64_t seed) {
     eval::task_params p;
     p.task = task;
     p.seed = seed;
@@ -50,7 +51,10 @@ task_source make_task_source(const train_options& o) {
     x.ctx_end = int(x.raw.size());
     auto q = tok->encode("\n\n" + s.question + "\n");
     x.raw.insert(x.raw.end(), q.begin(), q.end());
-    x.loss_begin = int(x.raw.size());
+    // "all": the whole sample is text to predict too; the needle repeats its value, so predicting the repeat is a
+    // short-range copy that teaches the mechanism the answer needs at long range.
+    x.answer_begin = int(x.raw.size());
+    x.loss_begin = loss_on_all ? 0 : x.answer_begin;
     std::string ans;
     for (auto& a : s.answers) ans += (ans.empty() ? "" : ", ") + a;
     auto av = tok->encode(ans);

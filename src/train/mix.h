@@ -22,6 +22,7 @@ struct train_sample {
   std::vector<int32_t> raw;
   int ctx_end = -1;           // raw index where the question starts (suffix-unfold unfolds from here); -1: none
   int loss_begin = 0;         // targets at raw indices < loss_begin are ignored (tasks: loss on the answer)
+  int answer_begin = -1;      // tasks: raw index of the answer's first token (the retrieval eval scores from here)
 };
 
 // A generated task sample of about `length` raw tokens, a pure function of (task, length, seed).

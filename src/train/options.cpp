@@ -21,6 +21,7 @@ static const option_spec k_table[] = {
     {"mix", option_type::string, "\"text=1\"", "sequence mix, e.g. text=0.8,passkey=0.1,kv_retrieval=0.1", &T::mix},
     {"tokenizer", option_type::string, "\"\"", "tokenizer for generated tasks (default: the model or data folder's)", &T::tokenizer},
     {"haystack_dir", option_type::string, "\"../shared/data/text/haystack\"", "filler text for niah_* tasks", &T::haystack_dir},
+    {"task_loss", option_type::string, "\"answer\"", "generated tasks: loss on the answer only (answer) or on every token (all)", &T::task_loss},
     {"seq_len", option_type::integer, "512", "raw tokens per training sequence (gists come on top)", &T::seq_len},
     {"suffix_tokens", option_type::integer, "64", "suffix-unfold on text: the last N tokens unfold", &T::suffix_tokens},
     // Optimisation.
@@ -159,6 +160,8 @@ void validate_train_options(const train_options& o) {
   };
   positive(o.seq_len, "seq_len");
   positive(o.steps, "steps");
+  if (o.task_loss != "answer" && o.task_loss != "all")
+    fail("training option 'task_loss' must be \"answer\" or \"all\" (got \"{}\")", o.task_loss);
   positive(o.grad_accum, "grad_accum");
   positive(o.keep_checkpoints, "keep_checkpoints");
   positive(o.log_every, "log_every");

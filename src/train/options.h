@@ -20,6 +20,7 @@ struct train_options {
   std::string mode;             // compress | unfold | suffix-unfold; "" = the gsa object's train_mode
   // Data.
   std::string data, mix, tokenizer, haystack_dir;
+  std::string task_loss;        // generated tasks: "answer" (loss on the answer only) or "all" tokens
   int64_t seq_len, suffix_tokens;
   // Optimisation.
   int64_t steps, warmup, grad_accum, seed;

@@ -63,6 +63,7 @@ json eval_tasks(const run_state& r, const std::vector<mix_entry>& mix, const tas
     double exact = 0, tok_acc = 0;
     for (int k = 0; k < r.o.eval_samples; k++) {
       train_sample x = tasks(e.source, r.o.seq_len, eval_seed(ti, k));
+      if (x.answer_begin >= 0) x.loss_begin = x.answer_begin;  // scored on the answer whatever the training loss
       train_sequence q = make_sequence(x, r.cfg(), int(r.o.suffix_tokens));
       forward_state st;
       forward_sequence(r.m, st, q, r.cfg());

@@ -76,6 +76,10 @@ TEST(TrainOptions, UnknownKeysAndBadTypesNameTheKey) {
   o.preset = "tiny";
   o.model = "m";
   EXPECT_NE(error_of([&] { validate_train_options(o); }).find("exactly one of 'model'"), std::string::npos);
+  o.model = "";
+  EXPECT_EQ(o.task_loss, "answer");
+  o.task_loss = "everything";
+  EXPECT_NE(error_of([&] { validate_train_options(o); }).find("task_loss"), std::string::npos);
 }
 
 TEST(TrainSchedule, WarmupThenCosine) {
