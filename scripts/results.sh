@@ -27,6 +27,9 @@ wait
 $G train --config configs/short-gsa8.json > runs/short-gsa8.out 2>&1 &
 $G train --config configs/short-full.json --no-gsa > runs/short-full.out 2>&1 &
 wait
+$G train --config configs/short2-gsa8.json > runs/short2-gsa8.out 2>&1 &
+$G train --config configs/short2-full.json --no-gsa > runs/short2-full.out 2>&1 &
+wait
 
 # 4. Evaluation: every method at the same budget (L / r), lengths up to the training length and beyond.
 for pair in "gsa16:full:16" "gsa8:full:8"; do
