@@ -7,11 +7,13 @@
 #include <string_view>
 #include <vector>
 
+#include "core/utf8.h"
+
 namespace gsa::eval {
 
 // Code points of a UTF-8 string.
 std::u32string utf8_decode(std::string_view s);
-void utf8_append(std::string& out, char32_t c);
+using ::gsa::utf8_append;
 
 // Python str.isspace() for one code point.
 bool py_isspace(char32_t c);

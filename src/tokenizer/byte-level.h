@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/utf8.h"
+
 namespace gsa::tok {
 
 // The code point that stands for byte b.
@@ -21,7 +23,7 @@ std::string bytes_to_byte_level(std::string_view bytes);
 std::optional<std::string> byte_level_to_bytes(std::string_view text);
 
 // UTF-8 helpers shared by the tokenizer files.
-void append_utf8(std::string& out, char32_t c);
+inline void append_utf8(std::string& out, char32_t c) { ::gsa::utf8_append(out, c); }
 // Offset of the first invalid UTF-8 sequence, or npos when the whole text is valid (no overlongs,
 // no surrogates, nothing above U+10FFFF).
 size_t find_invalid_utf8(std::string_view s);
