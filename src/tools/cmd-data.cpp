@@ -13,6 +13,7 @@
 #include "data/dataset.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
+#include "tools/task-samples.h"
 
 namespace gsa::tools {
 namespace {
@@ -103,6 +104,34 @@ void register_data(CLI::App& app, command_list& cmds) {
   prep->add_option("--shard-tokens", a.shard_tokens, "tokens per shard file at most")->capture_default_str();
   prep->add_option("--block-tokens", a.block_tokens, "granularity of the validation split")->capture_default_str();
   cmds.push_back({prep, [] { return run_prepare(a); }});
+
+  auto* tasks = data->add_subcommand(
+      "tasks", "Write generated task samples as JSON lines {\"ids\", \"answer_begin\"} in the training layout "
+               "(for training elsewhere, e.g. a PyTorch cross-check)");
+  static std::string t_tok, t_task = "passkey", t_out, t_haystack = "../shared/data/text/haystack";
+  static int64_t t_len = 256, t_n = 1000, t_sep = -2;
+  static uint64_t t_seed = 0;
+  tasks->add_option("--tokenizer", t_tok, "tokenizer.json or a folder holding one")->required();
+  tasks->add_option("--task", t_task, "task name (eval/tasks.h)")->capture_default_str();
+  tasks->add_option("--length", t_len, "raw tokens per sample, about")->capture_default_str();
+  tasks->add_option("--n", t_n, "samples")->capture_default_str();
+  tasks->add_option("--seed", t_seed, "first seed (sample i uses seed + i)")->capture_default_str();
+  tasks->add_option("--separator", t_sep, "id after each sample (default: the tokenizer's <|endoftext|>)");
+  tasks->add_option("--haystack", t_haystack, "filler folder for niah_* tasks")->capture_default_str();
+  tasks->add_option("--out", t_out, "output .jsonl")->required();
+  cmds.push_back({tasks, [] {
+                    tokenizer tok = tokenizer::load(t_tok);
+                    int64_t sep = t_sep == -2 ? tok.token_id("<|endoftext|>") : t_sep;
+                    std::ofstream f(t_out);
+                    if (!f) fail("--out: cannot write '{}'", t_out);
+                    for (int64_t i = 0; i < t_n; i++) {
+                      train_sample x = make_task_sample(tok, sep, t_haystack, t_task, t_len, t_seed + uint64_t(i),
+                                                        false);
+                      f << nlohmann::json({{"ids", x.raw}, {"answer_begin", x.answer_begin}}).dump() << "\n";
+                    }
+                    fmt::print("wrote {} {} samples of ~{} tokens to {}\n", t_n, t_task, t_len, t_out);
+                    return 0;
+                  }});
 
   auto* info = data->add_subcommand("info", "Verify a token dataset's shards (checksums) and print its sizes");
   static std::string dir;

@@ -15,6 +15,7 @@
 #include "eval/tasks.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
+#include "tools/task-samples.h"
 #include "train/options-cli.h"
 #include "train/trainer.h"
 
@@ -38,29 +39,7 @@ task_source make_task_source(const train_options& o) {
   const std::string haystack = o.haystack_dir;
   const bool loss_on_all = o.task_loss == "all";
   return [tok, sep, haystack, loss_on_all](const std::string& task, int64_t length, uint64_t seed) {
-    eval::task_params p;
-    p.task = task;
-    p.seed = seed;
-    rng r(seed);
-    p.depth = double(r.uniform());
-    p.length_tokens = std::max<int64_t>(32, length - 48);  // room for the question and the answer
-    p.haystack_dir = haystack;
-    eval::sample s = eval::generate(p, [&](std::string_view t) { return tok->encode(t); });
-    train_sample x;
-    x.raw = tok->encode(s.context);
-    x.ctx_end = int(x.raw.size());
-    auto q = tok->encode("\n\n" + s.question + "\n");
-    x.raw.insert(x.raw.end(), q.begin(), q.end());
-    // "all": the whole sample is text to predict too; the needle repeats its value, so predicting the repeat is a
-    // short-range copy that teaches the mechanism the answer needs at long range.
-    x.answer_begin = int(x.raw.size());
-    x.loss_begin = loss_on_all ? 0 : x.answer_begin;
-    std::string ans;
-    for (auto& a : s.answers) ans += (ans.empty() ? "" : ", ") + a;
-    auto av = tok->encode(ans);
-    x.raw.insert(x.raw.end(), av.begin(), av.end());
-    if (sep >= 0) x.raw.push_back(int32_t(sep));
-    return x;
+    return make_task_sample(*tok, sep, haystack, task, length, seed, loss_on_all);
   };
 }
 
