@@ -42,3 +42,12 @@ for pair in "gsa16:full:16" "gsa8:full:8"; do
     --methods full,gist,gsa,streaming,quest,moba,h2o --ratios 16,8,4 --context 2048 --predict 256 --windows 16 \
     --json runs/ppl16-$g.json > runs/ppl16-$g.md
 done
+
+# 5. Past the copy phase change at 256 tokens (docs/results.md, last section): 12k steps planned, the figures use
+#    the step-8000 checkpoints.
+$G train --config configs/short5-gsa8.json > runs/short5-gsa8.out 2>&1 &
+$G train --config configs/short5-full.json --no-gsa > runs/short5-full.out 2>&1 &
+wait
+$G eval --model runs/short5-gsa8/checkpoint-8000 --full-model runs/short5-full/checkpoint-8000 --tokenizer runs/tok \
+  --tasks passkey --lengths 208,256,512 --depths 0.1,0.5,0.9 --methods full,gist,gsa,streaming,quest,moba,h2o \
+  --ratios 8,4 --samples 6 --json runs/eval-short5.json --plot runs/eval-short5.svg > runs/eval-short5.md
