@@ -10,13 +10,11 @@ namespace gsa::test {
 
 constexpr int tiny_vocab = 64;
 
-// A 3-layer Llama with GQA (4 query heads, 2 KV heads, D = 8); with_gsa adds a "gsa" object with the given
-// chunk sizes, gist ids at the top of the vocabulary, fixed top-2 selection, local 1, sink 2, dense layer 0.
-inline llama_model tiny_model(std::vector<int> chunk, bool with_gsa = true, uint64_t seed = 7, int layers = 3,
-                              int max_positions = 512) {
+// A small Llama configuration: hidden 32, MLP 48, 4 query heads and 2 KV heads of 8 (GQA 2), no gsa object.
+inline model_config tiny_config(int64_t vocab = tiny_vocab, int layers = 2, int max_positions = 512) {
   model_config c;
   c.architecture = "llama";
-  c.vocab_size = tiny_vocab;
+  c.vocab_size = vocab;
   c.hidden_size = 32;
   c.intermediate_size = 48;
   c.num_hidden_layers = layers;
@@ -26,6 +24,14 @@ inline llama_model tiny_model(std::vector<int> chunk, bool with_gsa = true, uint
   c.max_position_embeddings = max_positions;
   c.rms_norm_eps = 1e-5;
   c.rope_theta = 10000;
+  return c;
+}
+
+// tiny_config with 3 layers by default; with_gsa adds a "gsa" object with the given chunk sizes, gist ids at the
+// top of the vocabulary, fixed top-2 selection, local 1, sink 2, dense layer 0.
+inline llama_model tiny_model(std::vector<int> chunk, bool with_gsa = true, uint64_t seed = 7, int layers = 3,
+                              int max_positions = 512) {
+  model_config c = tiny_config(tiny_vocab, layers, max_positions);
   if (with_gsa) {
     gist::gsa_config g;
     g.chunk = chunk;

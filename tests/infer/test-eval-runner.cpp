@@ -14,6 +14,7 @@
 #include "eval/results.h"
 #include "gist/config.h"
 #include "infer/eval-runner.h"
+#include "test-models.h"
 #include "test-util.h"
 
 namespace gsa::infer {
@@ -24,18 +25,7 @@ namespace fs = std::filesystem;
 constexpr int kV = 1000;  // the trained tokenizer's ids, <|gist|> = 996
 
 llama_model tiny(bool with_gsa) {
-  model_config c;
-  c.architecture = "llama";
-  c.vocab_size = kV;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 512;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000;
+  model_config c = test::tiny_config(kV);
   c.eos_token_id = {995};
   if (with_gsa) {
     gist::gsa_config g;

@@ -12,6 +12,7 @@
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "kv/kv-cache.h"
+#include "test-models.h"
 #include "test-util.h"
 
 namespace gsa::infer {
@@ -138,17 +139,7 @@ TEST(FastSelect, HierarchicalEqualsReference) {
 // gist::compress_keys of the stream (the final stream: later rows lie past the row and are cut).
 TEST(FastSelect, IncrementalGistMaskEqualsCompressKeys) {
   for (auto chunk : {std::vector<int>{4}, std::vector<int>{3, 2}}) {
-    model_config c;
-    c.architecture = "llama";
-    c.vocab_size = 64;
-    c.hidden_size = 32;
-    c.intermediate_size = 48;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 8;
-    c.max_position_embeddings = 512;
-    c.rms_norm_eps = 1e-5;
+    model_config c = test::tiny_config(64);
     gist::gsa_config g;
     g.chunk = chunk;
     for (size_t l = 0; l < chunk.size(); l++) g.gist_token_ids.push_back(63 - int(l));

@@ -10,27 +10,14 @@
 #include "io/safetensors.h"
 #include "model/gsa-plans.h"
 #include "model/llama.h"
+#include "test-models.h"
 #include "test-util.h"
 #include "train/optimizer.h"
 
 namespace gsa {
 namespace {
 
-model_config tiny_config(int V = 64) {
-  model_config c;
-  c.architecture = "llama";
-  c.vocab_size = V;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 4096;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000;
-  return c;
-}
+model_config tiny_config() { return test::tiny_config(64, 2, 4096); }
 
 gist::gsa_config tiny_gsa(int V, std::vector<int> chunk = {4}) {
   gist::gsa_config g;
