@@ -129,7 +129,7 @@ void score_units(float* scores, const float* q, int Tq, int Hq, const float* k, 
 }
 
 hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std::vector<int>& k_per_level,
-                                   const gsa_config& cfg, const unit_scorer& score) {
+                                   const gsa_config& cfg, const unit_scorer& score, const level_selector& select) {
   const int L = cfg.levels();
   GSA_ASSERT(int(k_per_level.size()) == L, "k_per_level has {} entries for {} levels", k_per_level.size(), L);
   GSA_ASSERT(Hkv >= 1 && Hq % Hkv == 0, "Hq {} is not a multiple of Hkv {}", Hq, Hkv);
@@ -139,7 +139,7 @@ hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std:
 
   hier_selection res;
   res.chunks.resize(Hkv);
-  std::vector<int32_t> kept, units;
+  std::vector<int32_t> kept, units, sel;
   std::vector<float> buf;
   for (int h = 0; h < Hkv; h++) {
     kept.clear();
@@ -158,8 +158,13 @@ hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std:
       buf.assign(size_t(G) * n, 0.0f);
       score(l, h, units, buf.data());
       res.keys_scored += int64_t(n) * cfg.gists_per_chunk;
-      auto sel = select_top(buf.data(), G, 1, n, k_per_level[l], cfg);
-      for (int32_t i : sel[0]) kept.push_back(units[i]);
+      if (select) {
+        sel.clear();
+        select(buf.data(), G, n, k_per_level[l], sel);
+      } else {
+        sel = std::move(select_top(buf.data(), G, 1, n, k_per_level[l], cfg)[0]);
+      }
+      for (int32_t i : sel) kept.push_back(units[i]);
     }
     res.chunks[h] = kept;
   }

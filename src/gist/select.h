@@ -62,8 +62,13 @@ struct hier_selection {
 // (select_top, so union / group / top-p apply within the group), then at each lower level score the children
 // of the kept units plus the "loose" units whose parent unit is not whole, keep k_per_level[l], ...; the kept
 // level-0 units are the chunks. With every k unlimited this selects every candidate.
+// `select` (optional) replaces select_top at each level: given one KV head's scores (group_size, n) and k, it
+// writes the kept indices (ascending, into 0..n-1) to out; the decode fast path (infer/fast-select.h) plugs its
+// bounded top-k in here, so the walk itself exists once.
+using level_selector = std::function<void(const float* scores, int group_size, int n, int k, std::vector<int32_t>& out)>;
 hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std::vector<int>& k_per_level,
-                                   const gsa_config& cfg, const unit_scorer& score);
+                                   const gsa_config& cfg, const unit_scorer& score,
+                                   const level_selector& select = {});
 
 // k per level for select_hierarchical: fixed -> topk at every level; adaptive -> the flat adaptive_k at every
 // level (a beam as wide as the number of chunks wanted, so each chunk may come from a different group);

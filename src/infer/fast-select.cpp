@@ -131,40 +131,12 @@ gist::hier_selection select_hierarchical_fast(int n_candidates, int Hq, int Hkv,
                                               const gist::gsa_config& cfg, const gist::unit_scorer& score) {
   if (cfg.select == gist::select_rule::top_p)
     return gist::select_hierarchical(n_candidates, Hq, Hkv, k_per_level, cfg, score);
-  const int L = cfg.levels();
-  GSA_ASSERT(int(k_per_level.size()) == L, "k_per_level has {} entries for {} levels", k_per_level.size(), L);
-  GSA_ASSERT(Hkv >= 1 && Hq % Hkv == 0, "Hq {} is not a multiple of Hkv {}", Hq, Hkv);
-  const int G = Hq / Hkv;
-  std::vector<int> whole(L + 1, 0);  // level-l units inside the candidate prefix; whole[L] = 0
-  for (int l = 0; l < L; l++) whole[l] = std::max(0, n_candidates) / gist::chunks_per_unit(cfg, l);
-  gist::hier_selection res;
-  res.chunks.resize(Hkv);
-  std::vector<int32_t> kept, units;
-  std::vector<float> buf;
   std::vector<std::vector<int32_t>> sel;
-  for (int h = 0; h < Hkv; h++) {
-    kept.clear();
-    for (int l = L - 1; l >= 0; l--) {
-      // Children of the kept units (ascending, since kept is) then the loose units past every whole parent:
-      // both ascending and disjoint, the children lying below whole[l + 1] * chunk[l + 1].
-      units.clear();
-      if (l < L - 1)
-        for (int32_t u : kept)
-          for (int c = 0; c < cfg.chunk[l + 1]; c++) units.push_back(u * cfg.chunk[l + 1] + c);
-      const int loose0 = l < L - 1 ? whole[l + 1] * cfg.chunk[l + 1] : 0;
-      for (int u = loose0; u < whole[l]; u++) units.push_back(u);
-      kept.clear();
-      if (units.empty()) continue;
-      const int n = int(units.size());
-      buf.assign(size_t(G) * n, 0.0f);
-      score(l, h, units, buf.data());
-      res.keys_scored += int64_t(n) * cfg.gists_per_chunk;
-      select_top_fast(buf.data(), G, 1, n, k_per_level[l], cfg, sel);
-      for (int32_t i : sel[0]) kept.push_back(units[i]);
-    }
-    res.chunks[h] = kept;
-  }
-  return res;
+  return gist::select_hierarchical(n_candidates, Hq, Hkv, k_per_level, cfg, score,
+                                   [&](const float* s, int G, int n, int k, std::vector<int32_t>& out) {
+                                     select_top_fast(s, G, 1, n, k, cfg, sel);
+                                     out.swap(sel[0]);
+                                   });
 }
 
 }  // namespace gsa::infer

@@ -33,7 +33,8 @@ void top_k_append(const float* s, int n, int k, std::vector<int32_t>& out);
 void select_top_fast(const float* scores, int Hq, int Hkv, int n, int k, const gist::gsa_config& cfg,
                      std::vector<std::vector<int32_t>>& out);
 
-// gist::select_hierarchical with the same contract and result (top-down, children of kept units only).
+// gist::select_hierarchical (its one top-down walk) with select_top_fast as the per-level selector: the same
+// contract and result.
 gist::hier_selection select_hierarchical_fast(int n_candidates, int Hq, int Hkv, const std::vector<int>& k_per_level,
                                               const gist::gsa_config& cfg, const gist::unit_scorer& score);
 

@@ -1,5 +1,7 @@
 #include "train/model-init.h"
 
+#include <string>
+
 #include "core/error.h"
 #include "model/presets.h"
 
@@ -35,7 +37,50 @@ std::vector<int32_t> add_gist_rows(llama_model& m, int n) {
   return ids;
 }
 
-bool setup_gsa(llama_model& m, const nlohmann::json& gsa_json, const std::string& mode, gist::gsa_config& out) {
+std::string gist_token_name(int level) {
+  GSA_ASSERT(level >= 0);
+  return level == 0 ? std::string("<|gist|>") : "<|gist_" + std::to_string(level) + "|>";
+}
+
+std::vector<int32_t> tokenizer_gist_ids(const nlohmann::json& tok, int levels) {
+  std::vector<int32_t> ids;
+  if (!tok.is_object() || !tok.contains("added_tokens") || !tok["added_tokens"].is_array()) return ids;
+  for (int l = 0; l < levels; l++) {
+    const std::string name = gist_token_name(l);
+    bool found = false;
+    for (const auto& t : tok["added_tokens"])
+      if (t.is_object() && t.value("content", "") == name && t.contains("id") && t["id"].is_number_integer()) {
+        ids.push_back(t["id"].get<int32_t>());
+        found = true;
+        break;
+      }
+    if (!found) return {};
+  }
+  return ids;
+}
+
+void add_gist_tokens(nlohmann::json& tok, const std::vector<int32_t>& ids) {
+  if (!tok.is_object()) fail("tokenizer.json: expected an object");
+  if (!tok.contains("added_tokens") || tok["added_tokens"].is_null()) tok["added_tokens"] = nlohmann::json::array();
+  auto& added = tok["added_tokens"];
+  if (!added.is_array()) fail("tokenizer.json: added_tokens is not an array");
+  for (size_t l = 0; l < ids.size(); l++) {
+    bool named = false;
+    for (const auto& t : added) named |= t.is_object() && t.value("id", int64_t(-1)) == ids[l];
+    if (named) continue;
+    added.push_back({{"id", ids[l]},
+                     {"content", gist_token_name(int(l))},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  }
+}
+
+bool setup_gsa(llama_model& m, const nlohmann::json& gsa_json, const std::string& mode, gist::gsa_config& out,
+               const nlohmann::json& tokenizer_json, bool* added) {
+  if (added) *added = false;
   if (gsa_json.is_null()) {
     m.config.gsa = nullptr;
     return false;
@@ -48,7 +93,15 @@ bool setup_gsa(llama_model& m, const nlohmann::json& gsa_json, const std::string
     } else {
       int levels = 1;
       if (j.contains("chunk") && j["chunk"].is_array()) levels = int(j["chunk"].size());
-      j["gist_token_ids"] = add_gist_rows(m, levels);
+      const std::vector<int32_t> tokenizer_ids = tokenizer_gist_ids(tokenizer_json, levels);
+      bool usable = int(tokenizer_ids.size()) == levels;
+      for (int32_t id : tokenizer_ids) usable &= id >= 0 && id < m.config.vocab_size;
+      if (usable) {
+        j["gist_token_ids"] = tokenizer_ids;
+      } else {
+        j["gist_token_ids"] = add_gist_rows(m, levels);
+        if (added) *added = true;
+      }
     }
   }
   if (!mode.empty()) j["train_mode"] = mode;

@@ -125,16 +125,35 @@ struct run_log {
   }
 };
 
-void copy_tokenizer_files(const std::vector<std::string>& dirs, const fs::path& dst) {
+json read_json_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) fail("{}: cannot open", path);
+  try {
+    return json::parse(f);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON ({})", path, e.what());
+  }
+}
+
+// The folder of the run's tokenizer.json: the first of `dirs` (folders or tokenizer.json paths) that has one.
+fs::path find_tokenizer_dir(const std::vector<std::string>& dirs) {
   for (auto& d : dirs) {
     if (d.empty()) continue;
     fs::path src = fs::is_directory(d) ? fs::path(d) : fs::path(d).parent_path();
-    if (!fs::exists(src / "tokenizer.json")) continue;
-    std::error_code ec;
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
-      if (fs::exists(src / f)) fs::copy_file(src / f, dst / f, fs::copy_options::overwrite_existing, ec);
-    return;
+    if (fs::exists(src / "tokenizer.json")) return src;
   }
+  return {};
+}
+
+// Copies the tokenizer files into the final model folder; gist rows the run added become named added tokens.
+void copy_tokenizer_files(const fs::path& src, const fs::path& dst, const std::vector<int32_t>& added_gist_ids) {
+  if (src.empty()) return;
+  std::error_code ec;
+  for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
+    if (fs::exists(src / f)) fs::copy_file(src / f, dst / f, fs::copy_options::overwrite_existing, ec);
+  json tok = read_json_file((src / "tokenizer.json").string());
+  add_gist_tokens(tok, added_gist_ids);
+  write_file_atomic((dst / "tokenizer.json").string(), tok.dump(2) + "\n");
 }
 
 }  // namespace
@@ -152,6 +171,9 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   if (ec) fail("{}: cannot create the output folder: {}", o.out, ec.message());
 
   run_state r{o, {}, nullptr, false, {}};
+  const std::vector<std::string> tokenizer_dirs = {
+      o.tokenizer, o.model, ds.meta.value("source", json::object()).value("tokenizer", "")};
+  std::vector<int32_t> added_gist_ids;  // gist rows this run appended (named in the final tokenizer.json)
   train_result res;
   std::string resume_dir = o.resume ? latest_checkpoint(o.out) : "";
   json trainer_json;
@@ -175,7 +197,11 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
         fail("{}: the data's vocabulary ({}) is larger than the model's ({}); prepare the data with the model's "
              "tokenizer", o.data, ds.vocab_size, r.m.config.vocab_size);
     }
-    r.has_gsa = setup_gsa(r.m, o.gsa, o.mode, r.gcfg);
+    const fs::path tok_dir = find_tokenizer_dir(tokenizer_dirs);
+    const json tok = tok_dir.empty() ? json(nullptr) : read_json_file((tok_dir / "tokenizer.json").string());
+    bool added = false;
+    r.has_gsa = setup_gsa(r.m, o.gsa, o.mode, r.gcfg, tok, &added);
+    if (added) added_gist_ids = r.gcfg.gist_token_ids;
     r.opt = std::make_unique<adamw_optimizer>(r.m);
   }
   r.opt->hp.beta1 = float(o.beta1);
@@ -260,7 +286,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   bar.finish();
   fs::path fin = fs::path(o.out) / "final";
   save_model(r.m, fin.string());
-  copy_tokenizer_files({o.tokenizer, o.model, ds.meta.value("source", json::object()).value("tokenizer", "")}, fin);
+  copy_tokenizer_files(find_tokenizer_dir(tokenizer_dirs), fin, added_gist_ids);
   res.step = step;
   res.final_dir = fin.string();
   return res;

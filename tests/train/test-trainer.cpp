@@ -54,6 +54,80 @@ TEST(GistRows, NewRowsAreTheMeanRows) {
   EXPECT_TRUE(m.config.gsa.is_null());
 }
 
+TEST(GistRows, TokenizerGistTokensAreReusedNotAdded) {
+  llama_model m(run_model_config("tiny", 20, nullptr));
+  m.init_random(3, 0.5f);
+  const nlohmann::json tok = {{"added_tokens",
+                               {{{"id", 17}, {"content", "<|endoftext|>"}},
+                                {{"id", 18}, {"content", "<|gist|>"}},
+                                {{"id", 19}, {"content", "<|gist_1|>"}}}}};
+  EXPECT_EQ(tokenizer_gist_ids(tok, 2), (std::vector<int32_t>{18, 19}));
+  EXPECT_TRUE(tokenizer_gist_ids(tok, 3).empty()) << "no <|gist_2|>";
+  gist::gsa_config g;
+  bool added = true;
+  ASSERT_TRUE(setup_gsa(m, {{"chunk", {4, 2}}}, "unfold", g, tok, &added));
+  EXPECT_FALSE(added);
+  EXPECT_EQ(m.config.vocab_size, 20) << "no rows added";
+  EXPECT_EQ(g.gist_token_ids, (std::vector<int32_t>{18, 19}));
+  // Three levels: the tokenizer lacks <|gist_2|>, so all three are new rows.
+  llama_model m3(run_model_config("tiny", 20, nullptr));
+  m3.init_random(3, 0.5f);
+  ASSERT_TRUE(setup_gsa(m3, {{"chunk", {4, 2, 2}}}, "unfold", g, tok, &added));
+  EXPECT_TRUE(added);
+  EXPECT_EQ(g.gist_token_ids, (std::vector<int32_t>{20, 21, 22}));
+  // Ids beyond the model's vocabulary (a tokenizer bigger than the model) are not usable either.
+  const nlohmann::json big = {{"added_tokens", {{{"id", 40}, {"content", "<|gist|>"}}}}};
+  llama_model m1(run_model_config("tiny", 20, nullptr));
+  ASSERT_TRUE(setup_gsa(m1, {{"chunk", {4}}}, "unfold", g, big, &added));
+  EXPECT_TRUE(added);
+  EXPECT_EQ(g.gist_token_ids, (std::vector<int32_t>{20}));
+}
+
+TEST(GistRows, AddedRowsAreNamedInTheTokenizer) {
+  nlohmann::json tok = {{"added_tokens", {{{"id", 17}, {"content", "<|endoftext|>"}}}}};
+  add_gist_tokens(tok, {20, 21});
+  add_gist_tokens(tok, {20, 21});  // idempotent
+  ASSERT_EQ(tok["added_tokens"].size(), 3u);
+  EXPECT_EQ(tok["added_tokens"][1]["content"], "<|gist|>");
+  EXPECT_EQ(tok["added_tokens"][1]["id"], 20);
+  EXPECT_EQ(tok["added_tokens"][2]["content"], "<|gist_1|>");
+  EXPECT_TRUE(tok["added_tokens"][2]["special"].get<bool>());
+  EXPECT_EQ(tokenizer_gist_ids(tok, 2), (std::vector<int32_t>{20, 21}));
+  nlohmann::json bare = nlohmann::json::object();
+  add_gist_tokens(bare, {5});
+  EXPECT_EQ(tokenizer_gist_ids(bare, 1), (std::vector<int32_t>{5}));
+}
+
+// The run's tokenizer decides the gist ids: its <|gist|> when it has one, else a new row that the final
+// tokenizer.json then names.
+TEST(Trainer, GistIdsFollowTheTokenizer) {
+  auto dir = test::train_temp_dir("gistids");
+  const std::string data = test::make_tiny_dataset(dir / "data");
+  auto write_tok = [&](const std::string& name, const nlohmann::json& added) {
+    fs::create_directories(dir / name);
+    std::ofstream(dir / name / "tokenizer.json") << nlohmann::json{{"version", "1.0"}, {"added_tokens", added}}.dump();
+    return (dir / name).string();
+  };
+  auto o = test::tiny_run(data, (dir / "with").string());
+  o.steps = 2;
+  o.tokenizer = write_tok("tok-with", {{{"id", 39}, {"content", "<|endoftext|>"}}, {{"id", 38}, {"content", "<|gist|>"}}});
+  run_training(o, {});
+  model_config with = load_model_config((dir / "with/final/config.json").string());
+  EXPECT_EQ(with.vocab_size, 40);
+  EXPECT_EQ(with.gsa["gist_token_ids"], nlohmann::json({38}));
+
+  o.out = (dir / "without").string();
+  o.tokenizer = write_tok("tok-without", {{{"id", 39}, {"content", "<|endoftext|>"}}});
+  run_training(o, {});
+  model_config without = load_model_config((dir / "without/final/config.json").string());
+  EXPECT_EQ(without.vocab_size, 41);
+  EXPECT_EQ(without.gsa["gist_token_ids"], nlohmann::json({40}));
+  auto saved = nlohmann::json::parse(file_bytes(dir / "without/final/tokenizer.json"));
+  EXPECT_EQ(tokenizer_gist_ids(saved, 1), (std::vector<int32_t>{40})) << "the new row is named";
+  EXPECT_EQ(saved["version"], "1.0") << "the rest of the tokenizer is kept";
+  fs::remove_all(dir);
+}
+
 TEST(Trainer, TinyRunLossFalls) {
   auto dir = test::train_temp_dir("falls");
   auto o = test::tiny_run(test::make_tiny_dataset(dir / "data"), (dir / "run").string());
