@@ -51,3 +51,17 @@ wait
 $G eval --model runs/short5-gsa8/checkpoint-8000 --full-model runs/short5-full/checkpoint-8000 --tokenizer runs/tok \
   --tasks passkey --lengths 208,256,512 --depths 0.1,0.5,0.9 --methods full,gist,gsa,streaming,quest,moba,h2o \
   --ratios 8,4 --samples 6 --json runs/eval-short5.json --plot runs/eval-short5.svg > runs/eval-short5.md
+
+# 6. Length curriculum (docs/results.md, "Length curriculum"): the 256-token models continue at 1k tokens (1500
+#    steps of 2 sequences), then at 2k (1000 steps of 1 sequence). GSA 8x starts from its step-8000 checkpoint; the
+#    full model first finishes its 12k steps at 256 (it crossed the phase change 3000 steps later than GSA). GSA 16x
+#    is the 1k GSA 8x model re-chunked to c = 16 (same gist token) and trained through the same two stages.
+$G train --config configs/short5-full.json --no-gsa --steps 12000 > runs/short5-full-resume.out 2>&1
+$G train --config configs/curric1k-gsa8.json > runs/curric1k-gsa8.out 2>&1 &
+$G train --config configs/curric1k-full.json > runs/curric1k-full.out 2>&1 &
+wait
+$G train --config configs/curric2k-gsa8.json > runs/curric2k-gsa8.out 2>&1 &
+$G train --config configs/curric2k-full.json > runs/curric2k-full.out 2>&1 &
+$G train --config configs/curric1k-gsa16.json > runs/curric1k-gsa16.out 2>&1 &
+wait
+$G train --config configs/curric2k-gsa16.json > runs/curric2k-gsa16.out 2>&1

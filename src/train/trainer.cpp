@@ -5,6 +5,8 @@
 #include <fstream>
 #include <memory>
 
+#include <fmt/ranges.h>
+
 #include "core/error.h"
 #include "core/log.h"
 #include "data/dataset.h"
@@ -204,6 +206,14 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     if (added) added_gist_ids = r.gcfg.gist_token_ids;
     r.opt = std::make_unique<adamw_optimizer>(r.m);
   }
+  // Say what trains: continuing a full-attention model without "gsa": null silently becoming a GSA run is
+  // the mistake this line makes visible.
+  if (r.has_gsa)
+    GSA_LOG_INFO("{:.2f} M parameters; GSA {} (c = {}, g = {}, gist ids {}{})", double(r.m.parameter_count()) / 1e6,
+                 gist::train_mode_name(r.gcfg.mode), fmt::join(r.gcfg.chunk, "x"), r.gcfg.gists_per_chunk,
+                 fmt::join(r.gcfg.gist_token_ids, ","), added_gist_ids.empty() ? "" : ", new rows");
+  else
+    GSA_LOG_INFO("{:.2f} M parameters; full attention (no gists)", double(r.m.parameter_count()) / 1e6);
   r.opt->hp.beta1 = float(o.beta1);
   r.opt->hp.beta2 = float(o.beta2);
   r.opt->hp.eps = float(o.adam_eps);
