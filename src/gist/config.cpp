@@ -104,11 +104,16 @@ gsa_config gsa_config_from_json(const nlohmann::json& j) {
       if (s == "selected") c.gists_all = false;
       else if (s == "all") c.gists_all = true;
       else fail("config.json gsa.gists: unknown value '{}' (use \"selected\" or \"all\")", s);
+    } else if (key == "train_select") {
+      std::string s = get_string(v, "train_select");
+      if (s == "chunk") c.select_per_token = false;
+      else if (s == "token") c.select_per_token = true;
+      else fail("config.json gsa.train_select: unknown value '{}' (use \"chunk\" or \"token\")", s);
     } else if (key == "train_mode") {
       c.mode = train_mode_from_name(get_string(v, "train_mode"));
     } else {
       fail("config.json gsa: unknown key '{}' (known: chunk, gists_per_chunk, gist_token_ids, local_chunks, sink, "
-           "dense_layers, select, topk, top_p, group_scoring, gists, train_mode)",
+           "dense_layers, select, topk, top_p, group_scoring, gists, train_mode, train_select)",
            key);
     }
   }
@@ -132,6 +137,7 @@ nlohmann::json gsa_config_to_json(const gsa_config& c) {
   j["group_scoring"] = c.group_scoring;
   j["gists"] = c.gists_all ? "all" : "selected";
   j["train_mode"] = train_mode_name(c.mode);
+  j["train_select"] = c.select_per_token ? "token" : "chunk";
   return j;
 }
 

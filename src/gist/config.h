@@ -25,6 +25,10 @@ struct gsa_config {
   bool group_scoring = false;            // sum scores over the GQA group, one top-k per KV head (else union)
   bool gists_all = false;                // unfolding queries keep every gist visible (else only selected)
   train_mode mode = train_mode::compress;
+  // Training selection granularity (unfold, suffix-unfold): false = each query chunk selects once, by the max
+  // over its rows (DESIGN 1.5); true = each row selects for itself from its own query, as decoding does, so no
+  // row's selection depends on the rows after it ("train_select": "chunk" | "token").
+  bool select_per_token = false;
 
   int levels() const { return int(chunk.size()); }
   float ratio() const;                   // raw tokens per level-0 gist: c_0 / g

@@ -88,6 +88,30 @@ cpu::attn_plan plan_compress(const stream& s, const gsa_config& cfg, int split_a
   return plan;
 }
 
+cpu::attn_plan plan_split_rows(const cpu::attn_plan& base, int first_row) {
+  GSA_ASSERT(base.heads == 1, "plan_split_rows needs a plan with one list per block");
+  cpu::attn_plan out;
+  out.heads = 1;
+  out.block_q.push_back(0);
+  out.indptr.push_back(0);
+  for (int b = 0; b < base.n_blocks(); b++) {
+    const int r0 = base.block_q[b], r1 = base.block_q[b + 1];
+    const auto first = base.indices.begin() + base.indptr[b], end = base.indices.begin() + base.indptr[b + 1];
+    if (r0 < first_row) {
+      out.indices.insert(out.indices.end(), first, end);
+      out.block_q.push_back(r1);
+      out.indptr.push_back(int64_t(out.indices.size()));
+      continue;
+    }
+    for (int r = r0; r < r1; r++) {  // lists are ascending: keep the prefix <= r
+      out.indices.insert(out.indices.end(), first, std::upper_bound(first, end, r));
+      out.block_q.push_back(r + 1);
+      out.indptr.push_back(int64_t(out.indices.size()));
+    }
+  }
+  return out;
+}
+
 cpu::attn_plan plan_unfold(const stream& s, const gsa_config& cfg, const cpu::attn_plan& base,
                            const std::vector<std::vector<int32_t>>& selected, int n_kv_heads,
                            const std::vector<uint8_t>& unfolds) {

@@ -30,6 +30,11 @@ void compress_keys(std::vector<int32_t>& out, const stream& s, const gsa_config&
 // so rows >= split_at start a block (the context / suffix boundary).
 cpu::attn_plan plan_compress(const stream& s, const gsa_config& cfg, int split_at = -1);
 
+// The plan with every block whose first row is >= first_row cut into one block per row, each keeping the keys
+// of its block up to that row (heads = 1 plans only). Per-row selection (gsa_config::select_per_token) builds
+// its unfold plans on this.
+cpu::attn_plan plan_split_rows(const cpu::attn_plan& base, int first_row = 0);
+
 // Unfold plan (heads = n_kv_heads) from a compress plan: selected[b * n_kv_heads + h] = chunk ids (any order,
 // duplicates allowed) that block b unfolds for KV head h; their raw tokens and level-0 gists join the list,
 // and with cfg.gists_all every gist too. unfolds (per block, may be empty = all blocks) says which blocks

@@ -52,25 +52,30 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
     fail("suffix-unfold needs the context end inside the stream (got {} for a stream of {})", ctx_end, s.size());
   auto base = std::make_shared<cpu::attn_plan>(
       gist::plan_compress(s, cfg, mode == gist::train_mode::suffix_unfold ? ctx_end : -1));
-  return [&m, &cfg, &s, mode, ctx_end, stats, base, Hkv](int layer, const float* q, const float* k) {
+  // The blocks that select: whole query chunks, or single rows (select_per_token) from the first unfolding row.
+  auto sel_base = base;
+  if (cfg.select_per_token && mode != gist::train_mode::compress)
+    sel_base = std::make_shared<cpu::attn_plan>(
+        gist::plan_split_rows(*base, mode == gist::train_mode::suffix_unfold ? ctx_end : 0));
+  return [&m, &cfg, &s, mode, ctx_end, stats, base, sel_base, Hkv](int layer, const float* q, const float* k) {
     cpu::attn_plan plan;
     if (mode == gist::train_mode::compress || is_dense_layer(cfg, layer)) {
       plan = *base;
     } else if (mode == gist::train_mode::unfold) {
       std::vector<std::vector<int32_t>> selected;
       std::vector<uint8_t> unfolds;
-      select_for_blocks(m, cfg, s, *base, 0, q, k, selected, unfolds);
+      select_for_blocks(m, cfg, s, *sel_base, 0, q, k, selected, unfolds);
       if (stats)
         for (auto& v : selected) stats->unfolded_chunks += int64_t(v.size());
-      plan = gist::plan_unfold(s, cfg, *base, selected, Hkv, unfolds);
+      plan = gist::plan_unfold(s, cfg, *sel_base, selected, Hkv, unfolds);
     } else {
-      const int b0 = gist::first_block_at(*base, ctx_end);
+      const int b0 = gist::first_block_at(*sel_base, ctx_end);
       std::vector<std::vector<int32_t>> selected;
       std::vector<uint8_t> unfolds;
-      select_for_blocks(m, cfg, s, *base, b0, q, k, selected, unfolds);
+      select_for_blocks(m, cfg, s, *sel_base, b0, q, k, selected, unfolds);
       if (stats)
         for (auto& v : selected) stats->unfolded_chunks += int64_t(v.size());
-      plan = gist::plan_suffix(s, cfg, *base, ctx_end, selected, Hkv);
+      plan = gist::plan_suffix(s, cfg, *sel_base, ctx_end, selected, Hkv);
     }
     if (stats) stats->attended_pairs += plan.attended_pairs(Hkv);
     return plan;

@@ -132,6 +132,39 @@ TEST(GistPlan, UnfoldMatchesVisibility) {
   }
 }
 
+// One block per row from first_row on, each with exactly the row's visible keys; earlier blocks untouched. Then
+// an unfold plan on the split blocks realises each row's own selection.
+TEST(GistPlan, SplitRowsKeepsVisibilityPerRow) {
+  gsa::rng r(4);
+  for (int it = 0; it < 100; it++) {
+    gsa_config cfg = random_cfg(r);
+    const int n = int(r.below(50));
+    stream s = make_stream(n, cfg);
+    visibility vis(s, cfg);
+    auto base = plan_compress(s, cfg);
+    const int first_row = s.size() == 0 ? 0 : int(r.below(uint64_t(s.size())));
+    auto p = plan_split_rows(base, first_row);
+    check_shape(p, s.size(), 1);
+    check_exact(p, s.size(), [&](int q, int k, int, int) { return vis(q, k); });
+    for (int b = 0; b < p.n_blocks(); b++) {
+      if (p.block_q[b] >= first_row) {
+        ASSERT_EQ(p.block_q[b + 1], p.block_q[b] + 1) << "one row per block from " << first_row;
+        for (int64_t i = p.list_begin(b, 0); i < p.list_end(b, 0); i++) ASSERT_LE(p.indices[i], p.block_q[b]);
+      } else {
+        ASSERT_NE(std::find(base.block_q.begin(), base.block_q.end(), p.block_q[b + 1]), base.block_q.end())
+            << "blocks before first_row are the base's";
+      }
+    }
+    if (s.n_chunks() == 0) continue;
+    const int nb = p.n_blocks();
+    std::vector<std::vector<int32_t>> sel(static_cast<size_t>(nb));
+    for (auto& v : sel) v.push_back(int32_t(r.below(s.n_chunks())));
+    auto u = plan_unfold(s, cfg, p, sel, 1, {});
+    check_shape(u, s.size(), 1);
+    check_exact(u, s.size(), [&](int q, int k, int b, int) { return vis(q, k, sel[size_t(b)]); });
+  }
+}
+
 // Unfolding every earlier chunk (and keeping all gists) reaches every earlier raw token: full visibility.
 TEST(GistPlan, UnfoldAllIsFullCausalOverRaw) {
   gsa_config cfg;

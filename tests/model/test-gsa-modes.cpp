@@ -64,6 +64,7 @@ TEST(GsaModes, GistStreamAndPlanMatchTransformers) {
 struct mode_case {
   gist::train_mode mode;
   std::vector<int> chunk;
+  bool per_token = false;
 };
 
 std::vector<int32_t> random_tokens(int n, int V, uint64_t seed) {
@@ -78,14 +79,17 @@ TEST(GsaModes, WholeModelGradientMatchesFiniteDifferences) {
   const mode_case cases[] = {{gist::train_mode::compress, {4}},
                              {gist::train_mode::unfold, {4}},
                              {gist::train_mode::suffix_unfold, {4}},
-                             {gist::train_mode::unfold, {3, 2}}};
+                             {gist::train_mode::unfold, {3, 2}},
+                             {gist::train_mode::unfold, {4}, true},
+                             {gist::train_mode::suffix_unfold, {4}, true}};
   for (const auto& mc : cases) {
-    SCOPED_TRACE(gist::train_mode_name(mc.mode));
+    SCOPED_TRACE(std::string(gist::train_mode_name(mc.mode)) + (mc.per_token ? " per token" : ""));
     model_config c = tiny_config();
     llama_model m(c);
     m.init_random(7, 0.2f);
     gist::gsa_config cfg = tiny_gsa(int(c.vocab_size), mc.chunk);
     cfg.mode = mc.mode;
+    cfg.select_per_token = mc.per_token;
     auto raw = random_tokens(40, int(c.vocab_size), 11);
     gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
     int ctx_end = s.size() - 6;
@@ -129,6 +133,49 @@ TEST(GsaModes, WholeModelGradientMatchesFiniteDifferences) {
     double fd = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps);
     EXPECT_NEAR(fd, dot, 2e-2 * std::fabs(dot) + 1e-4) << "fd " << fd << " analytic " << dot;
   }
+}
+
+// Per-token selection is causal: changing the tokens after row i changes nothing at rows <= i. Per-chunk
+// selection (DESIGN 1.5) is not: a chunk's selection takes the max over all its rows, so a later token of the
+// chunk can change which chunks an earlier row sees. That leak is what a model trained per chunk learns to rely
+// on and cannot have when decoding (docs/results.md, "Selection per chunk leaks the future").
+TEST(GsaModes, PerTokenSelectionIsCausalPerChunkIsNot) {
+  model_config c = tiny_config();
+  llama_model m(c);
+  m.init_random(9, 0.5f);
+  int chunk_leaks = 0;
+  for (bool per_token : {true, false}) {
+    for (int trial = 0; trial < 12; trial++) {
+      gist::gsa_config cfg = tiny_gsa(int(c.vocab_size), {4});
+      cfg.topk = 1;
+      cfg.mode = gist::train_mode::unfold;
+      cfg.select_per_token = per_token;
+      auto raw = random_tokens(40, int(c.vocab_size), 100 + uint64_t(trial));
+      auto changed = raw;
+      const int cut = 29 + trial % 3;  // a raw token inside the last chunks; everything after it changes
+      rng r{uint64_t(trial)};
+      for (int i = cut + 1; i < int(raw.size()); i++) changed[i] = int32_t(r.below(uint64_t(c.vocab_size - 4)));
+      auto run = [&](const std::vector<int32_t>& t, gist::stream& s) {
+        s = gist::build_stream(t.data(), int(t.size()), cfg);
+        plan_provider plans = make_gsa_plans(m, cfg, s, cfg.mode);
+        forward_state st;
+        forward(m, st, s.ids, s.pos, s.labels, &plans);
+        return logits(m, st);
+      };
+      gist::stream s1, s2;
+      Tensor a = run(raw, s1), b = run(changed, s2);
+      int row = 0;  // the stream row of raw token `cut`
+      while (s1.is_gist(row) || s1.pos[row] < cut) row++;
+      const int64_t V = c.vocab_size;
+      const bool same = std::equal(a.f32(), a.f32() + (row + 1) * V, b.f32());
+      if (per_token) {
+        EXPECT_TRUE(same) << "trial " << trial << ": rows <= " << row << " changed";
+      } else {
+        chunk_leaks += !same;
+      }
+    }
+  }
+  EXPECT_GT(chunk_leaks, 0) << "per-chunk selection never let a later token in";
 }
 
 TEST(GsaModes, TinyModelOverfitsInEveryMode) {
