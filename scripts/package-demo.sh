@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Copies the demo models out of the curriculum runs (scripts/results.sh, stage 6) into models/demo: the 2k-stage
-# GSA 8x model and its full-attention twin, each stage's recipe, training log and loss plot.
+# Copies the demo models out of the curriculum runs (scripts/results.sh, stage 6) into models/demo: the last 2k
+# stage's GSA 8x model and its full-attention twin, each stage's recipe, training log and loss plot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=models/demo
@@ -8,10 +8,10 @@ for m in gsa full; do
   run=$m
   [ $m = gsa ] && run=gsa8
   rm -rf "${D:?}/$m" "$D/recipe-$m" "$D/log-$m"
-  cp -r runs/curric2k-$run/final $D/$m
+  cp -r runs/curric2kb-$run/final $D/$m
   mkdir -p $D/recipe-$m $D/log-$m
   stage=1
-  for s in short5 curric1k curric2k; do
+  for s in short5 curric1k curric2k curric2kb; do
     cp configs/$s-$run.json $D/recipe-$m/$stage-$s.json
     log=runs/$s-$run/log.jsonl
     if [ $s = short5 ] && [ $m = gsa ]; then
