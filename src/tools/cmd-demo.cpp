@@ -130,8 +130,9 @@ int run_demo(const demo_args& a) {
   fs::path root = a.model;
   fs::path gsa_dir = fs::exists(root / "gsa" / "config.json") ? root / "gsa" : root;
   if (!fs::exists(gsa_dir / "config.json"))
-    fail("--model {}: no GSA model found (expected {}/gsa/config.json or {}/config.json); train one with "
-         "`gsa train --config models/demo/recipe-gsa.json`", a.model, a.model, a.model);
+    fail("--model {}: no GSA model found (expected {}/gsa/config.json or {}/config.json); train one with the "
+         "stages of models/demo/recipe-gsa/ (`gsa train --config` each, in order; scripts/results.sh runs them)",
+         a.model, a.model, a.model);
   dm.gsa = load_model(gsa_dir.string());
   if (dm.gsa.config.gsa.is_null())
     fail("{}: the model has no \"gsa\" config; the demo needs a GSA model", gsa_dir.string());

@@ -166,6 +166,11 @@ void copy_tokenizer_files(const fs::path& src, const fs::path& dst, const std::v
   std::error_code ec;
   for (const char* f : {"tokenizer_config.json", "special_tokens_map.json"})
     if (fs::exists(src / f)) fs::copy_file(src / f, dst / f, fs::copy_options::overwrite_existing, ec);
+  if (added_gist_ids.empty()) {  // nothing to name: the file byte for byte
+    fs::copy_file(src / "tokenizer.json", dst / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
+    if (ec) fail("{}: cannot copy the tokenizer into {}: {}", (src / "tokenizer.json").string(), dst.string(), ec.message());
+    return;
+  }
   json tok = read_json_file((src / "tokenizer.json").string());
   add_gist_tokens(tok, added_gist_ids);
   write_file_atomic((dst / "tokenizer.json").string(), tok.dump(2) + "\n");

@@ -115,6 +115,8 @@ TEST(Trainer, GistIdsFollowTheTokenizer) {
   model_config with = load_model_config((dir / "with/final/config.json").string());
   EXPECT_EQ(with.vocab_size, 40);
   EXPECT_EQ(with.gsa["gist_token_ids"], nlohmann::json({38}));
+  EXPECT_EQ(file_bytes(dir / "with/final/tokenizer.json"), file_bytes(dir / "tok-with/tokenizer.json"))
+      << "nothing added: the tokenizer is copied byte for byte";
 
   o.out = (dir / "without").string();
   o.tokenizer = write_tok("tok-without", {{{"id", 39}, {"content", "<|endoftext|>"}}});
