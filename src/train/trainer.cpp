@@ -227,9 +227,13 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   // Say what trains: continuing a full-attention model without "gsa": null silently becoming a GSA run is
   // the mistake this line makes visible.
   if (r.has_gsa)
-    GSA_LOG_INFO("{:.2f} M parameters; GSA {} (c = {}, g = {}, gist ids {}{})", double(r.m.parameter_count()) / 1e6,
-                 gist::train_mode_name(r.gcfg.mode), fmt::join(r.gcfg.chunk, "x"), r.gcfg.gists_per_chunk,
-                 fmt::join(r.gcfg.gist_token_ids, ","), added_gist_ids.empty() ? "" : ", new rows");
+    GSA_LOG_INFO("{:.2f} M parameters; GSA {}{} (c = {}, g = {}, gist ids {}{})",
+                 double(r.m.parameter_count()) / 1e6, gist::train_mode_name(r.gcfg.mode),
+                 r.gcfg.mode == gist::train_mode::compress ? ""
+                 : r.gcfg.select_per_token                 ? ", selection per token"
+                                                           : ", selection per chunk",
+                 fmt::join(r.gcfg.chunk, "x"), r.gcfg.gists_per_chunk, fmt::join(r.gcfg.gist_token_ids, ","),
+                 added_gist_ids.empty() ? "" : ", new rows");
   else
     GSA_LOG_INFO("{:.2f} M parameters; full attention (no gists)", double(r.m.parameter_count()) / 1e6);
   r.opt->hp.beta1 = float(o.beta1);

@@ -24,7 +24,7 @@ std::string error_of(const nlohmann::json& j) {
 TEST(GistConfig, ParseAllKeys) {
   auto j = nlohmann::json::parse(R"({"chunk": [8, 4], "gists_per_chunk": 2, "gist_token_ids": [100, 101],
     "local_chunks": 2, "sink": 4, "dense_layers": [0, 1], "select": "top_p", "topk": 7, "top_p": 0.5,
-    "group_scoring": true, "gists": "all", "train_mode": "suffix_unfold"})");
+    "group_scoring": true, "gists": "all", "train_mode": "suffix_unfold", "train_select": "token"})");
   gsa_config c = gsa_config_from_json(j);
   EXPECT_EQ(c.chunk, (std::vector<int>{8, 4}));
   EXPECT_EQ(c.levels(), 2);
@@ -39,6 +39,7 @@ TEST(GistConfig, ParseAllKeys) {
   EXPECT_TRUE(c.group_scoring);
   EXPECT_TRUE(c.gists_all);
   EXPECT_EQ(c.mode, train_mode::suffix_unfold);
+  EXPECT_TRUE(c.select_per_token);
   EXPECT_FLOAT_EQ(c.ratio(), 4.0f);
 
   // Round trip through emit.
@@ -47,6 +48,7 @@ TEST(GistConfig, ParseAllKeys) {
   EXPECT_EQ(d.chunk, c.chunk);
   EXPECT_EQ(d.mode, c.mode);
   EXPECT_EQ(d.gists_all, c.gists_all);
+  EXPECT_TRUE(d.select_per_token);
 }
 
 TEST(GistConfig, ScalarChunkAndDefaults) {
@@ -59,7 +61,9 @@ TEST(GistConfig, ScalarChunkAndDefaults) {
   EXPECT_EQ(c.select, select_rule::adaptive);
   EXPECT_FALSE(c.gists_all);
   EXPECT_EQ(c.mode, train_mode::compress);
+  EXPECT_FALSE(c.select_per_token);
   auto j = gsa_config_to_json(c);
+  EXPECT_EQ(j["train_select"], "chunk");
   EXPECT_TRUE(j["chunk"].is_number_integer());
   EXPECT_EQ(j["gists"], "selected");
   EXPECT_EQ(j["select"], "adaptive");
@@ -76,6 +80,7 @@ TEST(GistConfig, Errors) {
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"sink", -2}}).find("sink"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"select", "best"}}).find("select"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"gists", "some"}}).find("gists"), std::string::npos);
+  EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"train_select", "row"}}).find("train_select"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"top_p", 1.5}}).find("top_p"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"topk", "4"}}).find("topk"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"train_mode", "dense"}}).find("dense"), std::string::npos);

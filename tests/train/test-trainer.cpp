@@ -269,6 +269,15 @@ TEST(Trainer, MixWithTasksAndSuffixUnfold) {
   ASSERT_TRUE(evals[1].contains("tasks"));
   double ex = evals[1]["tasks"]["passkey"]["exact"], acc = evals[1]["tasks"]["passkey"]["token_accuracy"];
   EXPECT_TRUE(ex >= 0 && ex <= 1 && acc >= 0 && acc <= 1);
+  // Trained per chunk: the eval also reports the training selection's figure; per token it has nothing to add.
+  EXPECT_TRUE(evals[1]["tasks"]["passkey"].contains("exact_train_select"));
+  o.out = (dir / "run-token").string();
+  o.gsa["train_select"] = "token";
+  evals.clear();
+  run_training(o, h);
+  ASSERT_EQ(evals.size(), 2u);
+  EXPECT_FALSE(evals[1]["tasks"]["passkey"].contains("exact_train_select"));
+  EXPECT_TRUE(evals[1]["tasks"]["passkey"].contains("exact"));
   fs::remove_all(dir);
 }
 
