@@ -91,5 +91,13 @@ for pair in "curric2k-gsa16:curric2k-full:16,8" "curric2kb-gsa16:curric2kb-full:
     --json runs/ev/eval-$g.json --plot runs/ev/eval-$g.svg > runs/ev/eval-$g.md
 done
 
-# 8. The demo models (models/demo) from the last stage.
+#    Stage 5: 1200 more steps at 2k for GSA 8x and full (GSA did not gain; the demo keeps stage 4).
+$G train --config configs/curric2kc-gsa8.json > runs/curric2kc-gsa8.out 2>&1 &
+$G train --config configs/curric2kc-full.json > runs/curric2kc-full.out 2>&1 &
+wait
+$G eval --model runs/curric2kc-gsa8/final --full-model runs/curric2kc-full/final --tokenizer runs/tok --tasks passkey \
+  --lengths 1k,2k,4k --depths 0.1,0.3,0.5,0.7,0.9 --methods full,gist,gsa,streaming,quest,moba,h2o --ratios 8,4 \
+  --samples 4 --json runs/ev/eval-curric2kc-gsa8.json --plot runs/ev/eval-curric2kc-gsa8.svg > runs/ev/eval-curric2kc-gsa8.md
+
+# 8. The demo models (models/demo) from stage 4.
 scripts/package-demo.sh
