@@ -27,22 +27,25 @@ inline model_config tiny_config(int64_t vocab = tiny_vocab, int layers = 2, int 
   return c;
 }
 
-// tiny_config with 3 layers by default; with_gsa adds a "gsa" object with the given chunk sizes, gist ids at the
-// top of the vocabulary, fixed top-2 selection, local 1, sink 2, dense layer 0.
+// The tests' GSA settings: the given chunk sizes, gist ids at the top of a vocabulary of V, fixed top-2
+// selection, local 1, sink 2, dense layer 0.
+inline gist::gsa_config tiny_gsa(int V, std::vector<int> chunk = {4}) {
+  gist::gsa_config g;
+  g.chunk = chunk;
+  for (size_t l = 0; l < chunk.size(); l++) g.gist_token_ids.push_back(V - 1 - int(l));
+  g.local_chunks = 1;
+  g.sink = 2;
+  g.select = gist::select_rule::fixed;
+  g.topk = 2;
+  g.dense_layers = {0};
+  return g;
+}
+
+// tiny_config with 3 layers by default; with_gsa adds tiny_gsa(tiny_vocab, chunk) as its "gsa" object.
 inline llama_model tiny_model(std::vector<int> chunk, bool with_gsa = true, uint64_t seed = 7, int layers = 3,
                               int max_positions = 512) {
   model_config c = tiny_config(tiny_vocab, layers, max_positions);
-  if (with_gsa) {
-    gist::gsa_config g;
-    g.chunk = chunk;
-    for (size_t l = 0; l < chunk.size(); l++) g.gist_token_ids.push_back(tiny_vocab - 1 - int(l));
-    g.local_chunks = 1;
-    g.sink = 2;
-    g.select = gist::select_rule::fixed;
-    g.topk = 2;
-    g.dense_layers = {0};
-    c.gsa = gist::gsa_config_to_json(g);
-  }
+  if (with_gsa) c.gsa = gist::gsa_config_to_json(tiny_gsa(tiny_vocab, chunk));
   llama_model m(c);
   m.init_random(seed, 0.3f);
   return m;

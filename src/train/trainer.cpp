@@ -67,33 +67,41 @@ json eval_tasks(const run_state& r, const std::vector<mix_entry>& mix, const tas
   std::vector<std::pair<std::string, const gist::gsa_config*>> variants = {{"", r.has_gsa ? &per_token : nullptr}};
   if (r.has_gsa && !r.gcfg.select_per_token && r.gcfg.mode != gist::train_mode::compress)
     variants.emplace_back("_train_select", &r.gcfg);
+  // Fraction of the answer tokens that are their position's argmax; 1 when all are.
+  auto answer_accuracy = [&](const train_sample& x, const gist::gsa_config* cfg) {
+    train_sequence q = make_sequence(x, cfg, int(r.o.suffix_tokens));
+    forward_state st;
+    forward_sequence(r.m, st, q, cfg);
+    Tensor lg = logits(r.m, st);
+    const int64_t V = lg.dim(1);
+    int64_t total = 0, right = 0;
+    for (int i = 0; i < st.T; i++) {
+      if (q.targets[i] == gist::ignore_label) continue;
+      const float* row = lg.f32() + int64_t(i) * V;
+      total++;
+      right += std::max_element(row, row + V) - row == q.targets[i];
+    }
+    return total ? double(right) / double(total) : 0.0;
+  };
   int ti = 0;
   for (auto& e : mix) {
     if (e.source == "text") continue;
+    std::vector<train_sample> samples;  // generated once, scored under each selection
+    for (int k = 0; k < r.o.eval_samples; k++) {
+      samples.push_back(tasks(e.source, r.o.seq_len, eval_seed(ti, k)));
+      auto& x = samples.back();
+      if (x.answer_begin >= 0) x.loss_begin = x.answer_begin;  // scored on the answer whatever the training loss
+    }
     json res = json::object();
     for (const auto& [suffix, cfg] : variants) {
       double exact = 0, tok_acc = 0;
-      for (int k = 0; k < r.o.eval_samples; k++) {
-        train_sample x = tasks(e.source, r.o.seq_len, eval_seed(ti, k));
-        if (x.answer_begin >= 0) x.loss_begin = x.answer_begin;  // scored on the answer whatever the training loss
-        train_sequence q = make_sequence(x, cfg, int(r.o.suffix_tokens));
-        forward_state st;
-        forward_sequence(r.m, st, q, cfg);
-        Tensor lg = logits(r.m, st);
-        const int64_t V = lg.dim(1);
-        int64_t total = 0, right = 0;
-        for (int i = 0; i < st.T; i++) {
-          if (q.targets[i] == gist::ignore_label) continue;
-          const float* row = lg.f32() + int64_t(i) * V;
-          int64_t best = std::max_element(row, row + V) - row;
-          total++;
-          right += best == q.targets[i];
-        }
-        exact += total > 0 && right == total;
-        tok_acc += total ? double(right) / double(total) : 0.0;
+      for (const auto& x : samples) {
+        const double acc = answer_accuracy(x, cfg);
+        exact += acc == 1.0;
+        tok_acc += acc;
       }
-      res["exact" + suffix] = exact / double(r.o.eval_samples);
-      res["token_accuracy" + suffix] = tok_acc / double(r.o.eval_samples);
+      res["exact" + suffix] = exact / double(samples.size());
+      res["token_accuracy" + suffix] = tok_acc / double(samples.size());
     }
     out[e.source] = res;
     ti++;

@@ -19,17 +19,7 @@ namespace {
 
 model_config tiny_config() { return test::tiny_config(64, 2, 4096); }
 
-gist::gsa_config tiny_gsa(int V, std::vector<int> chunk = {4}) {
-  gist::gsa_config g;
-  g.chunk = chunk;
-  for (size_t l = 0; l < chunk.size(); l++) g.gist_token_ids.push_back(V - 1 - int(l));
-  g.local_chunks = 1;
-  g.sink = 2;
-  g.select = gist::select_rule::fixed;
-  g.topk = 2;
-  g.dense_layers = {0};
-  return g;
-}
+using test::tiny_gsa;
 
 TEST(GsaModes, GistStreamAndPlanMatchTransformers) {
   auto dir = test::source_dir() / "tests/data/golden";
