@@ -257,6 +257,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   if (!resume_dir.empty()) {
     step = res.resumed_from;
     tokens = trainer_json.value("tokens", int64_t(0));
+    added_gist_ids = trainer_json.value("added_gist_ids", std::vector<int32_t>{});
     mixer.set_state(trainer_json.at("mixer"));
   }
   const auto val_windows = data::fixed_windows(ds.val, o.seq_len, int(o.val_windows));
@@ -273,7 +274,11 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     if (hooks.on_record) hooks.on_record(j);
   };
   auto make_trainer_json = [&] {
-    return json{{"step", step}, {"tokens", tokens}, {"mixer", mixer.state()}, {"options", train_options_to_json(o)}};
+    return json{{"step", step},
+                {"tokens", tokens},
+                {"mixer", mixer.state()},
+                {"options", train_options_to_json(o)},
+                {"added_gist_ids", added_gist_ids}};
   };
   auto evaluate = [&] {
     json j = {{"step", step}};

@@ -127,6 +127,16 @@ TEST(Trainer, GistIdsFollowTheTokenizer) {
   auto saved = nlohmann::json::parse(file_bytes(dir / "without/final/tokenizer.json"));
   EXPECT_EQ(tokenizer_gist_ids(saved, 1), (std::vector<int32_t>{40})) << "the new row is named";
   EXPECT_EQ(saved["version"], "1.0") << "the rest of the tokenizer is kept";
+
+  // Killed after the rows were added and resumed: the final tokenizer still names them.
+  o.out = (dir / "resumed").string();
+  o.steps = 4;
+  train_hooks kill;
+  kill.stop_after_steps = 3;  // the last checkpoint is step 2
+  run_training(o, kill);
+  run_training(o, {});
+  auto resumed = nlohmann::json::parse(file_bytes(dir / "resumed/final/tokenizer.json"));
+  EXPECT_EQ(tokenizer_gist_ids(resumed, 1), (std::vector<int32_t>{40}));
   fs::remove_all(dir);
 }
 
