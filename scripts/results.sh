@@ -99,5 +99,13 @@ $G eval --model runs/curric2kc-gsa8/final --full-model runs/curric2kc-full/final
   --lengths 1k,2k,4k --depths 0.1,0.3,0.5,0.7,0.9 --methods full,gist,gsa,streaming,quest,moba,h2o --ratios 8,4 \
   --samples 4 --json runs/ev/eval-curric2kc-gsa8.json --plot runs/ev/eval-curric2kc-gsa8.svg > runs/ev/eval-curric2kc-gsa8.md
 
+#    Decode agrees with training: the stage-4 GSA 8x model's teacher-forced per-token accuracy in unfold mode and in
+#    suffix-unfold mode (the context under the gist mask, as a session prefills it) on 32 samples.
+for mode in unfold suffix-unfold; do
+  $G train --config configs/curric2kb-gsa8.json --model runs/curric2kb-gsa8/final --mode $mode --steps 1 --lr 1e-12 \
+    --warmup 0 --eval-samples 32 --val-windows 1 --out runs/probe-b8-$mode --no-resume > /dev/null 2>&1
+  grep tasks runs/probe-b8-$mode/log.jsonl
+done
+
 # 8. The demo models (models/demo) from stage 4.
 scripts/package-demo.sh
