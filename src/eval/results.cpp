@@ -27,6 +27,8 @@ std::vector<result_record> aggregate_depths(const std::vector<result_record>& re
       out.back().depth = 0;
       out.back().score = 0;
       out.back().n = 0;
+      out.back().routing = 0;
+      out.back().routing_n = 0;
       weight.push_back(0);
     }
     result_record& a = out[it->second];
@@ -34,22 +36,34 @@ std::vector<result_record> aggregate_depths(const std::vector<result_record>& re
     a.score += r.score * w;
     a.n += r.n;
     weight[it->second] += w;
+    if (r.routing >= 0 && r.routing_n > 0) {
+      a.routing += r.routing * double(r.routing_n);
+      a.routing_n += r.routing_n;
+    }
   }
-  for (size_t i = 0; i < out.size(); i++) out[i].score = weight[i] > 0 ? out[i].score / weight[i] : 0.0;
+  for (size_t i = 0; i < out.size(); i++) {
+    out[i].score = weight[i] > 0 ? out[i].score / weight[i] : 0.0;
+    out[i].routing = out[i].routing_n > 0 ? out[i].routing / double(out[i].routing_n) : -1.0;
+  }
   return out;
 }
 
-std::string results_markdown(const std::vector<result_record>& records) {
-  auto cells = aggregate_depths(records);
+namespace {
+
+// Rows (task, method, ratio) in first-appearance order, columns the lengths and their mean; `value` gives a
+// cell's figure in [0, 1] or a negative number for none. Rows without any figure are left out.
+template <class Value>
+std::string length_table(const std::vector<result_record>& cells, Value value) {
   std::set<int64_t> lengths;
   for (auto& c : cells) lengths.insert(c.length);
-  // Rows in first-appearance order of (task, method, ratio).
   std::vector<std::tuple<std::string, std::string, double>> rows;
-  std::map<std::tuple<std::string, std::string, double, int64_t>, double> value;
+  std::map<std::tuple<std::string, std::string, double, int64_t>, double> at;
   for (auto& c : cells) {
+    const double v = value(c);
+    if (v < 0) continue;
     auto row = std::make_tuple(c.task, c.method, c.ratio);
     if (std::find(rows.begin(), rows.end(), row) == rows.end()) rows.push_back(row);
-    value[std::make_tuple(c.task, c.method, c.ratio, c.length)] = c.score;
+    at[std::make_tuple(c.task, c.method, c.ratio, c.length)] = v;
   }
   std::string out = "| task | method |";
   std::string rule = "|---|---|";
@@ -64,8 +78,8 @@ std::string results_markdown(const std::vector<result_record>& records) {
     double sum = 0;
     int count = 0;
     for (int64_t l : lengths) {
-      auto it = value.find(std::make_tuple(task, method, ratio, l));
-      if (it == value.end()) {
+      auto it = at.find(std::make_tuple(task, method, ratio, l));
+      if (it == at.end()) {
         out += " - |";
       } else {
         out += fmt::format(" {:.1f} |", 100 * it->second);
@@ -78,11 +92,30 @@ std::string results_markdown(const std::vector<result_record>& records) {
   return out;
 }
 
+}  // namespace
+
+std::string results_markdown(const std::vector<result_record>& records) {
+  auto cells = aggregate_depths(records);
+  std::string out = length_table(cells, [](const result_record& c) { return c.score; });
+  const bool routed = std::any_of(cells.begin(), cells.end(), [](auto& c) { return c.routing_n > 0; });
+  if (routed)
+    out += "\nNeedle selected: % of the (layer, KV head) selections at the question's last row that picked a chunk "
+           "or page holding the answer\n\n" +
+           length_table(cells, [](const result_record& c) { return c.routing_n > 0 ? c.routing : -1.0; });
+  return out;
+}
+
 std::string results_json(const std::vector<result_record>& records) {
   nlohmann::json a = nlohmann::json::array();
-  for (auto& r : records)
-    a.push_back({{"task", r.task}, {"method", r.method}, {"ratio", r.ratio}, {"length", r.length},
-                 {"depth", r.depth}, {"score", r.score}, {"n", r.n}});
+  for (auto& r : records) {
+    nlohmann::json o = {{"task", r.task}, {"method", r.method}, {"ratio", r.ratio}, {"length", r.length},
+                        {"depth", r.depth}, {"score", r.score}, {"n", r.n}};
+    if (r.routing_n > 0) {
+      o["routing"] = r.routing;
+      o["routing_n"] = r.routing_n;
+    }
+    a.push_back(std::move(o));
+  }
   return a.dump(1);
 }
 
@@ -101,9 +134,11 @@ std::vector<result_record> parse_results_json(std::string_view text) {
       r.depth = o.value("depth", 0.0);
       r.score = o.at("score").get<double>();
       r.n = o.value("n", int64_t(1));
+      r.routing_n = o.value("routing_n", int64_t(0));
+      r.routing = r.routing_n > 0 ? o.at("routing").get<double>() : -1.0;
       out.push_back(std::move(r));
     } catch (const nlohmann::json::exception& e) {
-      fail("results: record {} needs task, method, length, score (and optionally ratio, depth, n): {}", i,
+      fail("results: record {} needs task, method, length, score (and optionally ratio, depth, n, routing with routing_n): {}", i,
            e.what());
     }
   }

@@ -1,5 +1,5 @@
 // Evaluation results: one record per (task, method, ratio, length, depth) cell holding the mean score of
-// its n samples. Renders the markdown table of a report (rows task x method, columns lengths, cells the
+// its n samples (and, for selecting methods, how often their selection held the needle). Renders the markdown table of a report (rows task x method, columns lengths, cells the
 // n-weighted mean over depths in percent, plus the mean over lengths) and a JSON array of the records.
 #pragma once
 #include <cstdint>
@@ -16,6 +16,11 @@ struct result_record {
   double depth = 0;    // needle depth fraction
   double score = 0;    // mean score in [0, 1]
   int64_t n = 1;       // samples behind the mean
+  // Routing: the mean over the samples where it was measured (routing_n of them) of the fraction of the
+  // (layer, KV head) selections at the question's last row that picked a chunk or page holding the answer
+  // (infer::needle_hit); -1 when not measured (methods that do not select, answers not in the context).
+  double routing = -1;
+  int64_t routing_n = 0;
 };
 
 // "gsa 8x" / "full": the row label of a method at its ratio.
@@ -24,6 +29,7 @@ std::string method_label(const result_record& r);
 // Per (task, method, ratio, length): the n-weighted mean over depths; first-appearance order.
 std::vector<result_record> aggregate_depths(const std::vector<result_record>& records);
 
+// The accuracy table; when any record measured routing, a second table of the routing figures follows.
 std::string results_markdown(const std::vector<result_record>& records);
 std::string results_json(const std::vector<result_record>& records);
 // Parses results_json's output back; throws gsa::error naming the bad element.

@@ -72,9 +72,21 @@ struct eval_query {
   int64_t budget = -1;                 // attended raw tokens per step and KV head; -1 = the method's own
   std::vector<int32_t> context_ids;    // prefilled: the template up to the end of the context (BOS first)
   std::vector<int32_t> question_ids;   // appended: the rest of the template
+  // Raw token ranges [begin, end) of the prompt holding an expected answer (context only; empty when no answer
+  // appears verbatim in the context, e.g. qa or variable_tracking).
+  std::vector<std::pair<int64_t, int64_t>> needle_spans;
 };
-// Returns the model's answer text (scored with eval::score). Tests replace the model with an oracle.
-using eval_predictor = std::function<std::string(const eval_query&)>;
+
+// What a predictor returns: the answer text (scored with eval::score) and, for methods that select chunks or
+// pages, needle_hit(...) at the question's last row (-1: not measured). Converts from a plain string.
+struct eval_answer {
+  std::string text;
+  double needle_hit = -1;
+  eval_answer(std::string t = {}, double hit = -1) : text(std::move(t)), needle_hit(hit) {}  // NOLINT: implicit
+  eval_answer(const char* t) : text(t) {}                                                    // NOLINT: implicit
+};
+// Tests replace the model with an oracle.
+using eval_predictor = std::function<eval_answer(const eval_query&)>;
 // Called after each run with (runs done, runs in all).
 using eval_progress = std::function<void(size_t done, size_t total)>;
 
@@ -90,7 +102,21 @@ std::vector<eval_variant> eval_variants(const eval_spec& spec, const eval_models
 // The template split at the end of the context: {prefix with the context, the rest}, both substituted.
 std::pair<std::string, std::string> split_prompt(const std::string& tmpl, const eval::sample& s);
 
-// Greedy decoding with the engine (session + generate), stopping at a newline once the answer has started.
+// The fraction of the non-empty selections (one id list per layer and KV head, as step_stats::unfolded) holding
+// a unit (unit_tokens raw tokens: a chunk or a page) that overlaps one of the spans; -1 when every list is empty
+// (nothing selected: a method without selection, a dense-only model, or a context inside the budget) or there
+// are no spans.
+double needle_hit(const std::vector<std::vector<int32_t>>& unfolded, int unit_tokens,
+                  const std::vector<std::pair<int64_t, int64_t>>& spans);
+
+// The raw token ranges of `prefix` (tokenized with BOS, as the prompt's prefill) that hold an answer: for each
+// answer, every occurrence in `prefix`, widened by one token each side (a BPE merge may move a boundary).
+std::vector<std::pair<int64_t, int64_t>> answer_spans(const std::string& prefix,
+                                                       const std::vector<std::string>& answers,
+                                                       const tokenizer& tok);
+
+// Greedy decoding with the engine (session + generate), stopping at a newline once the answer has started; the
+// answer carries needle_hit of the selection at the question's last row.
 eval_predictor model_predictor(const eval_models& models, int max_tokens);
 
 // Runs every cell; records ordered by task, variant, length, depth. Validates first.

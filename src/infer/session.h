@@ -67,6 +67,9 @@ class session {
   const gist::stream& stream() const { return s_; }
   int raw_count() const { return raw_done_; }
   int64_t budget() const { return budget_; }  // resolved at the first decoded row (-1 before)
+  // Raw tokens per id of step_stats::unfolded: c_0 for gsa / hgsa (chunk m holds raw tokens [m c_0, (m+1) c_0)),
+  // the page size for quest / moba.
+  int unit_tokens() const { return chunk_; }
   const kv::kv_cache& cache() const { return *cache_; }
   const session_options& options() const { return opts_; }
   const llama_model& model() const { return m_; }

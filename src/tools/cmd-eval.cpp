@@ -100,11 +100,11 @@ int run_eval_cmd(const eval_args& a) {
   eval_bar bar(a.progress || isatty(STDERR_FILENO));
   const infer::eval_predictor model_pred = infer::model_predictor(models, spec.max_tokens);
   auto predict = [&](const infer::eval_query& q) {
-    std::string got = model_pred(q);
+    infer::eval_answer got = model_pred(q);
     if (a.show)
       fmt::print(stderr, "\n[{} {} {:g} L={} depth={:g}] expected \"{}\", got \"{}\"\n", q.sample->task,
                  infer::method_name(q.variant.meth), q.variant.ratio, q.length, q.sample->depth_percent / 100.0,
-                 fmt::join(q.sample->answers, "\" & \""), got);
+                 fmt::join(q.sample->answers, "\" & \""), got.text);
     return got;
   };
   auto records = infer::run_eval(spec, models, predict,

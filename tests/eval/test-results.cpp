@@ -74,3 +74,30 @@ TEST(results, svg_plot) {
   // gsa at 4096 scores 0.7 -> y = 50 + 0.3 * 330 = 149; two lengths (2x, linear x) -> x = 70 and 590.
   EXPECT_NE(svg.find("points=\"70.0,149.0 590.0,297.5\""), std::string::npos) << svg;
 }
+
+TEST(results, routing_is_averaged_over_measured_samples_and_tabled) {
+  auto recs = records();
+  recs[0].routing = 1.0, recs[0].routing_n = 1;  // 4096, depth 0
+  recs[1].routing = 0.2, recs[1].routing_n = 2;  // 4096, depth 1: 2 of its 3 samples measured
+  auto cells = aggregate_depths(recs);
+  // (1.0 * 1 + 0.2 * 2) / 3; the 8192 cell and full measured nothing.
+  EXPECT_NEAR(cells[0].routing, 1.4 / 3, 1e-12);
+  EXPECT_EQ(cells[0].routing_n, 3);
+  EXPECT_EQ(cells[1].routing_n, 0);
+  EXPECT_LT(cells[1].routing, 0);
+  EXPECT_LT(cells[2].routing, 0);
+  const std::string md = results_markdown(recs);
+  const size_t second = md.find("Needle selected");
+  ASSERT_NE(second, std::string::npos) << md;
+  EXPECT_EQ(md.substr(md.find('\n', second) + 2),
+            "| task | method | 4096 | 8192 | avg |\n"
+            "|---|---|---:|---:|---:|\n"
+            "| passkey | gsa 8x | 46.7 | - | 46.7 |\n");
+  EXPECT_EQ(results_markdown(records()).find("Needle selected"), std::string::npos);
+  auto back = parse_results_json(results_json(recs));
+  ASSERT_EQ(back.size(), recs.size());
+  for (size_t i = 0; i < recs.size(); i++) {
+    EXPECT_EQ(back[i].routing_n, recs[i].routing_n);
+    EXPECT_EQ(back[i].routing, recs[i].routing_n ? recs[i].routing : -1.0);
+  }
+}

@@ -84,8 +84,9 @@ TEST(EvalRunner, RunsEveryCellWithTheModel) {
   const eval_predictor model = model_predictor(models, spec.max_tokens);
   std::vector<std::string> answers;
   auto predict = [&](const eval_query& q) {
-    answers.push_back(model(q));
-    return answers.back();
+    eval_answer a = model(q);
+    answers.push_back(a.text);
+    return a;
   };
   auto recs = run_eval(spec, models, predict, [&](size_t done, size_t total) {
     EXPECT_GE(done, last_done);
@@ -122,13 +123,60 @@ TEST(EvalRunner, RunsEveryCellWithTheModel) {
   EXPECT_EQ(recs[1].length, 256);
   EXPECT_EQ(recs[2].method, "gsa");
   EXPECT_EQ(recs[4].task, "variable_tracking");
-  // The JSON array has exactly the documented keys.
+  // Routing is measured where the method selected and the answer is in the context: gsa on passkey (a 160-256
+  // token context at budget L / 4 leaves chunks to choose from), never full.
+  for (const auto& r : recs) {
+    if (r.method == "full") {
+      EXPECT_EQ(r.routing_n, 0) << r.task;
+    }
+    if (r.method == "gsa" && r.task == "passkey") {
+      EXPECT_EQ(r.routing_n, 2) << r.length;
+      EXPECT_GE(r.routing, 0.0);
+      EXPECT_LE(r.routing, 1.0);
+    }
+  }
+  // The JSON array has exactly the documented keys (routing and routing_n only where measured).
   auto j = nlohmann::json::parse(eval::results_json(recs));
   ASSERT_EQ(j.size(), 8u);
   for (const auto& o : j) {
-    EXPECT_EQ(o.size(), 7u);
+    const bool routed = o.contains("routing_n");
+    EXPECT_EQ(o.size(), routed ? 9u : 7u);
+    EXPECT_EQ(routed, o.contains("routing"));
     for (const char* k : {"task", "method", "ratio", "length", "depth", "score", "n"}) EXPECT_TRUE(o.contains(k)) << k;
   }
+}
+
+TEST(EvalRunner, NeedleHitCountsTheSelectionsHoldingTheAnswer) {
+  // Units of 8 raw tokens; the answer at tokens 41-44 sits in unit 5.
+  const std::vector<std::pair<int64_t, int64_t>> spans = {{41, 45}};
+  // Four (layer, head) lists, one empty (a dense layer): 2 of the 3 others hold unit 5.
+  EXPECT_DOUBLE_EQ(needle_hit({{0, 5}, {2, 3}, {}, {5}}, 8, spans), 2.0 / 3);
+  // A span straddling units 5 and 6 is held by either; ends are exclusive.
+  EXPECT_DOUBLE_EQ(needle_hit({{6}, {4}, {7}}, 8, {{46, 50}}), 1.0 / 3);
+  EXPECT_DOUBLE_EQ(needle_hit({{4}}, 8, {{32, 40}}), 1.0);
+  EXPECT_DOUBLE_EQ(needle_hit({{5}}, 8, {{32, 40}}), 0.0);
+  EXPECT_DOUBLE_EQ(needle_hit({{1}}, 16, spans), 0.0);
+  EXPECT_DOUBLE_EQ(needle_hit({{2}}, 16, spans), 1.0);
+  // Nothing selected, or no answer in the context: not measured.
+  EXPECT_LT(needle_hit({{}, {}}, 8, spans), 0);
+  EXPECT_LT(needle_hit({{5}}, 8, {}), 0);
+}
+
+TEST(EvalRunner, AnswerSpansCoverTheAnswerTokens) {
+  model_dir d(false);
+  const std::string prefix = "The grass is green. The pass key is 71432. Remember it. The sky is blue.";
+  const auto ids = d.tok.encode(prefix, true);
+  auto spans = answer_spans(prefix, {"71432"}, d.tok);
+  ASSERT_EQ(spans.size(), 1u);
+  auto [b, e] = spans[0];
+  ASSERT_TRUE(b >= 0 && b < e && e <= int64_t(ids.size()) + 1);
+  std::vector<int32_t> piece(ids.begin() + b, ids.begin() + std::min<int64_t>(e, int64_t(ids.size())));
+  EXPECT_NE(d.tok.decode(piece).find("71432"), std::string::npos);
+  // Tight: the answer's tokens (at most one per digit) and one token of slack on each side.
+  EXPECT_LE(e - b, 5 + 2);
+  // Every occurrence of every answer; an answer absent from the text gives no span.
+  EXPECT_EQ(answer_spans(prefix + " 71432", {"71432", "blue", "red"}, d.tok).size(), 3u);
+  EXPECT_TRUE(answer_spans(prefix, {"red"}, d.tok).empty());
 }
 
 TEST(EvalRunner, OracleScoresOneAndWrongScoresZero) {
