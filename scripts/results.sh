@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 G=build/gsa
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-mkdir -p runs runs/ev
+mkdir -p runs runs/ev runs/ev2
 
 # 1. A 4096-token byte-level BPE (with the gist tokens) and token shards; the Paul Graham essays shape the BPE merges
 #    only: no model trains on them
@@ -106,6 +106,19 @@ for mode in unfold suffix-unfold; do
     --warmup 0 --eval-samples 32 --val-windows 1 --out runs/probe-b8-$mode --no-resume > /dev/null 2>&1
   grep tasks runs/probe-b8-$mode/log.jsonl
 done
+
+# 9. GSA selecting per token from the first stage (configs/tok*-gsa8.json; same data, steps and schedule per stage
+#    as stages 1-3), a compress-first variant (configs/cmp*-gsa8.json: the 256 stage in compress mode, all gists
+#    visible and no selection, as the paper's continued pretraining, then per-token unfold at 1k; stopped after 1k,
+#    its in-run check trailing), and GSA 16x re-chunked from the per-token 1k model like stage 2's.
+( for s in 256 1k 2k; do $G train --config configs/tok$s-gsa8.json > runs/tok$s-gsa8.out 2>&1; done ) &
+( for s in 256 1k; do $G train --config configs/cmp$s-gsa8.json > runs/cmp$s-gsa8.out 2>&1; done ) &
+wait
+for s in 1k 2k; do $G train --config configs/tok$s-gsa16.json > runs/tok$s-gsa16.out 2>&1; done
+#    The routing figure (how often the selection at the question's last row held the needle) with the accuracy.
+$G eval --model runs/curric2kb-gsa8/final --full-model runs/curric2kb-full/final --tokenizer runs/tok --tasks passkey \
+  --lengths 2k --depths 0.1,0.3,0.5,0.7,0.9 --methods gsa,quest,moba --ratios 8 --samples 4 \
+  --json runs/ev2/route-curric2kb-gsa8.json > runs/ev2/route-curric2kb-gsa8.md
 
 # 8. The demo models (models/demo) from stage 4.
 scripts/package-demo.sh
