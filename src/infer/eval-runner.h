@@ -117,7 +117,8 @@ std::vector<std::pair<int64_t, int64_t>> answer_spans(const std::string& prefix,
 
 // Greedy decoding with the engine (session + generate), stopping at a newline once the answer has started; the
 // answer carries needle_hit of the selection at the question's last row.
-eval_predictor model_predictor(const eval_models& models, int max_tokens);
+eval_predictor model_predictor(const eval_models& models, int max_tokens,
+                               prefill_mode prefill = prefill_mode::automatic);
 
 // Runs every cell; records ordered by task, variant, length, depth. Validates first.
 std::vector<eval::result_record> run_eval(const eval_spec& spec, const eval_models& models,

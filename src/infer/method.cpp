@@ -28,4 +28,19 @@ method method_from_name(const std::string& s) {
 
 bool uses_gists(method m) { return m == method::gist || m == method::gsa || m == method::hgsa; }
 
+const char* prefill_mode_name(prefill_mode p) {
+  switch (p) {
+    case prefill_mode::automatic: return "auto";
+    case prefill_mode::gist_mask: return "gist-mask";
+    case prefill_mode::unfold: return "unfold";
+  }
+  return "?";
+}
+
+prefill_mode prefill_mode_from_name(const std::string& s) {
+  for (prefill_mode p : {prefill_mode::automatic, prefill_mode::gist_mask, prefill_mode::unfold})
+    if (s == prefill_mode_name(p)) return p;
+  fail("unknown prefill mode '{}' (use auto, gist-mask or unfold)", s);
+}
+
 }  // namespace gsa::infer

@@ -19,9 +19,22 @@ namespace gsa::infer {
 
 enum class method : uint8_t { full, gist, gsa, hgsa, streaming, quest, moba, h2o };
 
+// How gsa / hgsa prefill the context (gist and the baselines always prefill under their own mask):
+//   gist_mask  the gist mask of DESIGN 1.2 in every layer: no context row unfolds;
+//   unfold     every context row also unfolds its top-k chunks by gist score, exactly as the model's unfold
+//              training computed the context (model/gsa-plans.h with the model's own gsa config: its k rule,
+//              per-token or per-chunk selection);
+//   automatic  unfold for a model whose gsa.train_mode is "unfold" (it never saw its context computed any
+//              other way), else the gist mask; falls back to the gist mask, with a note on stderr, when the
+//              unfold plans would pass max_unfold_plan_bytes.
+enum class prefill_mode : uint8_t { automatic, gist_mask, unfold };
+inline constexpr int64_t max_unfold_plan_bytes = int64_t(2) << 30;
+
 const char* method_name(method m);
 method method_from_name(const std::string& s);  // throws gsa::error listing the methods
 bool uses_gists(method m);                      // gist, gsa, hgsa
+const char* prefill_mode_name(prefill_mode p);  // "auto", "gist-mask", "unfold"
+prefill_mode prefill_mode_from_name(const std::string& s);  // throws gsa::error listing the modes
 
 struct session_options {
   method meth = method::gsa;
@@ -33,6 +46,7 @@ struct session_options {
   kv::page_tier tier = kv::page_tier::memory;
   std::string kv_file;   // tier file: backing file ("" = temporary)
   bool record = false;   // keep every row's key lists and logits (tests, --show-unfolded)
+  prefill_mode prefill = prefill_mode::automatic;
 };
 
 }  // namespace gsa::infer

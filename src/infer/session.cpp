@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -143,13 +144,37 @@ void session::prefill(const std::vector<int32_t>& raw) {
     push_row(pending_.front().id, pending_.front().level);
     pending_.pop_front();
   }
-  const int T = s_.size();
-  if (uses_gists(opts_.meth)) prefill_plan_ = gist::plan_compress(s_, *cfg_);
-  else prefill_plan_ = cpu::plan_causal(T, 0, 64);
-  plan_provider plans = frozen_plans(std::vector<cpu::attn_plan>(m_.config.num_hidden_layers, prefill_plan_));
+  const int T = s_.size(), L = int(m_.config.num_hidden_layers);
+  prefill_plans_.assign(L, uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_) : cpu::plan_causal(T, 0, 64));
+  plan_provider plans = frozen_plans(prefill_plans_);
+  // Unfolding prefill: the model's own config (not the session's selection overrides), as its training had it.
+  const gist::gsa_config train_cfg = cfg_ ? gist::gsa_config_from_json(m_.config.gsa) : gist::gsa_config();
+  prefill_unfolded_ = false;
+  if (opts_.meth == method::gsa || opts_.meth == method::hgsa) {
+    const bool want = opts_.prefill == prefill_mode::unfold ||
+                      (opts_.prefill == prefill_mode::automatic && train_cfg.mode == gist::train_mode::unfold);
+    // Per-row key lists: at most about 0.4 T keys per row and KV head (every gist, a quarter of the chunks).
+    const int64_t plan_bytes = int64_t(T) * T * m_.config.num_key_value_heads * 8 / 5;
+    if (want && plan_bytes > max_unfold_plan_bytes) {
+      if (opts_.prefill == prefill_mode::unfold)
+        fail("an unfolding prefill of {} stream rows needs about {} MiB of attention plans; use the gist-mask "
+             "prefill (--prefill gist-mask) or a shorter context", T, plan_bytes >> 20);
+      fmt::print(stderr, "note: a context of {} stream rows is prefilled under the gist mask (an unfolding prefill, "
+                 "as this model trained, would need about {} MiB of plans)\n", T, plan_bytes >> 20);
+    } else if (want) {
+      prefill_unfolded_ = true;
+      plan_provider inner = make_gsa_plans(m_, train_cfg, s_, gist::train_mode::unfold);
+      plans = [this, inner](int layer, const float* q, const float* k) {
+        cpu::attn_plan p = inner(layer, q, k);
+        if (opts_.record) prefill_plans_[size_t(layer)] = p;
+        return p;
+      };
+    }
+  }
   forward_state st;
   forward(m_, st, s_.ids, s_.pos, {}, &plans);
-  const int L = int(m_.config.num_hidden_layers), Hkv = int(m_.config.num_key_value_heads);
+  if (!opts_.record) prefill_plans_.clear();
+  const int Hkv = int(m_.config.num_key_value_heads);
   const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim), C = int(m_.config.hidden_size);
   const int V = int(m_.config.vocab_size);
   for (int l = 0; l < L; l++) {
@@ -197,7 +222,7 @@ void session::fill_random(int n_raw, uint64_t seed) {
     for (auto& x : h2o_obs_q_) x = r.normal();
   }
   logits_.assign(V, 0.0f);
-  prefill_plan_ = cpu::attn_plan();
+  prefill_plans_.clear();
   prefill_rows_ = s_.size();
 }
 

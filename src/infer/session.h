@@ -1,7 +1,8 @@
 // A decoding session: one sequence's stream, KV cache and method state (DESIGN 2.1 infer/).
 //
-// Life of a session: prefill(context) runs the context in one forward pass under the gist mask (plain causal
-// attention for the baselines) and fills the cache; append(tokens) queues raw tokens (the question, then each
+// Life of a session: prefill(context) runs the context in one forward pass under the gist mask, or for gsa / hgsa
+// with every row unfolding as in unfold training (options.prefill; plain causal attention for the baselines),
+// and fills the cache; append(tokens) queues raw tokens (the question, then each
 // generated token); run_pending(batch) computes the queued rows of several sessions together, one row per
 // session per batched step (the matmuls see M = number of sessions). For the gist methods every c_0 raw
 // tokens the session queues the chunk's g gist tokens (and a higher level's after a complete group), exactly
@@ -75,8 +76,11 @@ class session {
   const llama_model& model() const { return m_; }
   step_stats take_stats();
 
-  // Recording (options.record): the plan the prefill used and every later row.
-  const cpu::attn_plan& prefill_plan() const { return prefill_plan_; }
+  // Whether the prefill unfolded (options.prefill resolved; false before the prefill and for non-gist methods).
+  bool prefill_unfolded() const { return prefill_unfolded_; }
+  // Recording (options.record): the plan the prefill used in each layer (they differ only when it unfolded)
+  // and every later row.
+  const std::vector<cpu::attn_plan>& prefill_plans() const { return prefill_plans_; }
   int prefill_rows() const { return prefill_rows_; }
   const std::vector<row_record>& records() const { return records_; }
 
@@ -126,8 +130,9 @@ class session {
   std::vector<float> h2o_obs_q_;         // (layers, W, Hq, D) last context queries, for the initial eviction
   int h2o_obs_rows_ = 0;
   bool h2o_ready_ = false;
-  cpu::attn_plan prefill_plan_;
+  std::vector<cpu::attn_plan> prefill_plans_;
   int prefill_rows_ = 0;
+  bool prefill_unfolded_ = false;
   std::vector<row_record> records_;
 };
 

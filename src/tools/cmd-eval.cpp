@@ -1,6 +1,6 @@
 // `gsa eval --model DIR (--tasks LIST | --jsonl FILE) [--lengths LIST] [--depths LIST] [--methods LIST]
 //  [--ratios LIST] [--samples N] [--seed S] [--full-model DIR] [--tokenizer PATH] [--template T] [--max-tokens N]
-//  [--json OUT] [--plot OUT.svg] [--by-depth] [--progress]`:
+//  [--prefill auto|gist-mask|unfold] [--json OUT] [--plot OUT.svg] [--by-depth] [--progress]`:
 // runs every (task, method, ratio, length, depth) cell through the decoding engine (infer/eval-runner.h) with a
 // progress bar and ETA on stderr, prints the markdown table (mean over depths; per depth with --by-depth) on
 // stdout, writes the records as a JSON array and an accuracy-vs-length SVG plot.
@@ -26,7 +26,7 @@ namespace {
 struct eval_args {
   std::string model, full_model, tok_path, tasks, jsonl, lengths = "1k", depths = "0.5", methods, ratios = "8";
   std::string tmpl = "{context}\\n\\n{question}\\n", haystack = "../shared/data/text/haystack", qa_jsonl;
-  std::string json_out, plot_out;
+  std::string json_out, plot_out, prefill = "auto";
   int samples = 1, max_tokens = 16;
   uint64_t seed = 0;
   bool by_depth = false, progress = false, show = false;
@@ -98,7 +98,8 @@ int run_eval_cmd(const eval_args& a) {
       notes.push_back(fmt::format("gist runs at the model's own ratio c/g = {:g}", v.ratio));
 
   eval_bar bar(a.progress || isatty(STDERR_FILENO));
-  const infer::eval_predictor model_pred = infer::model_predictor(models, spec.max_tokens);
+  const infer::eval_predictor model_pred = infer::model_predictor(models, spec.max_tokens,
+                                                                  infer::prefill_mode_from_name(a.prefill));
   auto predict = [&](const infer::eval_query& q) {
     infer::eval_answer got = model_pred(q);
     if (a.show)
@@ -157,6 +158,9 @@ void register_eval(CLI::App& app, command_list& cmds) {
   sub->add_option("--qa-jsonl", a.qa_jsonl, "Source of the qa task");
   sub->add_option("--json", a.json_out, "Write the records as a JSON array here");
   sub->add_option("--plot", a.plot_out, "Write an accuracy-vs-length SVG plot here (.svg)");
+  sub->add_option("--prefill", a.prefill,
+                  "gsa / hgsa context prefill: auto (unfold for a model trained in unfold mode), gist-mask, unfold")
+      ->capture_default_str();
   sub->add_flag("--by-depth", a.by_depth, "Also print a table per depth");
   sub->add_flag("--show-predictions", a.show, "Print every expected answer and prediction on stderr");
   sub->add_flag("--progress", a.progress, "Progress bar even when stderr is not a terminal");

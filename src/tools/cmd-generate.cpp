@@ -1,7 +1,7 @@
 // `gsa generate --model DIR [--context-file F] --prompt TEXT --method M [--ratio R|--topk K|--budget B]
-//  [--show-unfolded] [--json]`: prefill the context under the gist mask, append the prompt, decode with the
-// chosen method, print the continuation and per-step statistics (attended tokens, unfolded chunks, KV bytes,
-// ms per token). --show-unfolded prints the text of the chunks each step recalled.
+//  [--prefill auto|gist-mask|unfold] [--show-unfolded] [--json]`: prefill the context (under the gist mask, or
+// unfolding as the model trained), append the prompt, decode with the chosen method, print the continuation and
+// per-step statistics (attended tokens, unfolded chunks, KV bytes, ms per token). --show-unfolded prints the text of the chunks each step recalled.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -20,7 +20,7 @@ namespace gsa::tools {
 namespace {
 
 struct generate_args {
-  std::string model, context_file, prompt, method = "gsa", tier = "memory", kv_file;
+  std::string model, context_file, prompt, method = "gsa", tier = "memory", kv_file, prefill = "auto";
   float ratio = 0;
   int topk = -1, max_tokens = 64;
   int64_t budget = -1;
@@ -62,6 +62,7 @@ int run_generate(const generate_args& a) {
   o.ratio = a.ratio;
   o.tier = kv::page_tier_from_name(a.tier);
   o.kv_file = a.kv_file;
+  o.prefill = infer::prefill_mode_from_name(a.prefill);
   infer::sampling samp{a.temperature, a.top_k, a.top_p, a.seed};
   samp.validate();
   llama_model m = load_model(a.model);
@@ -157,7 +158,11 @@ void register_generate(CLI::App& app, command_list& cmds) {
   auto* sub = app.add_subcommand("generate", "Continue a prompt (after an optional long context) with GSA or a baseline");
   static generate_args a;
   sub->add_option("--model", a.model, "Model directory (config.json, model.safetensors, tokenizer.json)")->required();
-  sub->add_option("--context-file", a.context_file, "Text file prefilled under the gist mask before the prompt");
+  sub->add_option("--context-file", a.context_file, "Text file prefilled (see --prefill) before the prompt");
+  sub->add_option("--prefill", a.prefill,
+                  "gsa/hgsa context prefill: auto (unfold for a model trained in unfold mode, else gist-mask), "
+                  "gist-mask, unfold")
+      ->capture_default_str();
   sub->add_option("--prompt", a.prompt, "Text appended after the context (the question)");
   sub->add_option("--method", a.method, "gsa|hgsa|full|gist|streaming|quest|moba|h2o");
   sub->add_option("--ratio", a.ratio, "r for the default budget L / r (default: the model's c/g, or 16)");

@@ -36,9 +36,9 @@ std::unique_ptr<session> run(const llama_model& m, session_options o, int ctx, i
 // each decoded row's recorded lists. Returns the max relative error of the decoded rows' logits.
 double replay_error(const llama_model& m, const session& s) {
   const int L = int(m.config.num_hidden_layers), Hkv = int(m.config.num_key_value_heads);
-  const cpu::attn_plan& pre = s.prefill_plan();
   std::vector<cpu::attn_plan> plans(L);
   for (int l = 0; l < L; l++) {
+    const cpu::attn_plan& pre = s.prefill_plans().at(size_t(l));
     cpu::attn_plan& p = plans[l];
     p.heads = Hkv;
     p.block_q = {0};
@@ -122,6 +122,70 @@ TEST(Session, DecodeEqualsOneForwardWithTheSameVisibility) {
       EXPECT_LT(r.keys[size_t(2) * 2].size(), size_t(r.pos + 1));
     }
   }
+}
+
+// A model trained in unfold mode prefills its context as that training computed it (every row unfolding, the
+// model's own k rule and selection granularity): the prefill's last-row logits equal the unfold training forward's,
+// decoding after it equals one forward with the recorded visibility, and it differs from the gist-mask prefill.
+TEST(Session, UnfoldPrefillIsTheUnfoldTrainingForward) {
+  for (bool per_token : {false, true}) {
+    SCOPED_TRACE(per_token ? "per token" : "per chunk");
+    model_config c = test::tiny_config(kV, 3, 512);
+    gist::gsa_config g = test::tiny_gsa(kV, {4});
+    g.mode = gist::train_mode::unfold;
+    g.select_per_token = per_token;
+    g.select = gist::select_rule::adaptive;
+    c.gsa = gist::gsa_config_to_json(g);
+    llama_model m(c);
+    m.init_random(7, 0.3f);
+    const std::vector<int32_t> ctx = tokens(61, 1);
+
+    const gist::stream str = gist::build_stream(ctx.data(), int(ctx.size()), g);
+    plan_provider train = make_gsa_plans(m, g, str, gist::train_mode::unfold);
+    forward_state st;
+    forward(m, st, str.ids, str.pos, {}, &train);
+    Tensor ref = logits(m, st);
+    const float* ref_last = ref.f32() + size_t(str.size() - 1) * kV;
+
+    session_options o;
+    o.meth = method::gsa;
+    session automatic(m, o);
+    automatic.prefill(ctx);
+    EXPECT_TRUE(automatic.prefill_unfolded());
+    EXPECT_LT(test::max_rel_err(automatic.logits().data(), ref_last, kV), 1e-6);
+
+    o.prefill = prefill_mode::gist_mask;
+    session masked(m, o);
+    masked.prefill(ctx);
+    EXPECT_FALSE(masked.prefill_unfolded());
+    EXPECT_GT(test::max_rel_err(masked.logits().data(), ref_last, kV), 1e-3) << "the unfolding must matter";
+
+    // Decoding after the unfolding prefill == one forward with the recorded per-layer plans and row lists.
+    o.prefill = prefill_mode::automatic;
+    auto s = run(m, o, 61, 6, 10);
+    EXPECT_TRUE(s->prefill_unfolded());
+    EXPECT_NE(s->prefill_plans()[1].indices, s->prefill_plans()[0].indices) << "layer 1 unfolds, dense layer 0 not";
+    EXPECT_LT(replay_error(m, *s), 1e-4);
+
+    // gist (k = 0) never unfolds.
+    o.meth = method::gist;
+    session gist_only(m, o);
+    gist_only.prefill(ctx);
+    EXPECT_FALSE(gist_only.prefill_unfolded());
+  }
+  // A model trained in compress mode prefills under the gist mask unless asked to unfold.
+  llama_model m = tiny_model({4});
+  session_options o;
+  o.meth = method::gsa;
+  session automatic(m, o);
+  automatic.prefill(tokens(40, 1));
+  EXPECT_FALSE(automatic.prefill_unfolded());
+  o.prefill = prefill_mode::unfold;
+  session unfolded(m, o);
+  unfolded.prefill(tokens(40, 1));
+  EXPECT_TRUE(unfolded.prefill_unfolded());
+  EXPECT_THROW(prefill_mode_from_name("sometimes"), gsa::error);
+  EXPECT_EQ(prefill_mode_from_name("gist-mask"), prefill_mode::gist_mask);
 }
 
 TEST(Session, UnfoldingEveryChunkIsFullVisibility) {
