@@ -1,27 +1,22 @@
 #!/usr/bin/env bash
-# Copies the demo models out of the curriculum runs (scripts/results.sh, stage 6) into models/demo: the last 2k
-# stage's GSA 8x model and its full-attention twin, each stage's recipe, training log and loss plot.
+# Copies the demo models out of the curriculum runs (scripts/results.sh) into models/demo: the GSA 8x model of
+# the last 2k stage with per-token selection from the first stage (stage 9: tok256, tok1k, tok2k) and the
+# full-attention model of stages 1-4, each stage's recipe, training log and loss plot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=models/demo
+declare -A stages=([gsa]="tok256 tok1k tok2k" [full]="short5 curric1k curric2k curric2kb")
+declare -A suffix=([gsa]=gsa8 [full]=full)
 for m in gsa full; do
-  run=$m
-  [ $m = gsa ] && run=gsa8
+  run=${suffix[$m]}
+  last=${stages[$m]##* }
   rm -rf "${D:?}/$m" "$D/recipe-$m" "$D/log-$m"
-  cp -r runs/curric2kb-$run/final $D/$m
+  cp -r runs/$last-$run/final $D/$m
   mkdir -p $D/recipe-$m $D/log-$m
   stage=1
-  for s in short5 curric1k curric2k curric2kb; do
+  for s in ${stages[$m]}; do
     cp configs/$s-$run.json $D/recipe-$m/$stage-$s.json
-    log=runs/$s-$run/log.jsonl
-    if [ $s = short5 ] && [ $m = gsa ]; then
-      # The 1k stage starts from this run's step-8000 checkpoint: the log stops there.
-      python3 -c 'import json,sys
-for l in open(sys.argv[1]):
-    if json.loads(l)["step"] <= 8000: sys.stdout.write(l)' "$log" > $D/log-$m/$stage-$s.jsonl
-    else
-      cp "$log" $D/log-$m/$stage-$s.jsonl
-    fi
+    cp runs/$s-$run/log.jsonl $D/log-$m/$stage-$s.jsonl
     cp runs/$s-$run/loss.svg $D/log-$m/$stage-$s.svg
     stage=$((stage + 1))
   done

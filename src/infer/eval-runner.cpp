@@ -190,13 +190,13 @@ double needle_hit(const std::vector<std::vector<int32_t>>& unfolded, int unit_to
 
 std::vector<std::pair<int64_t, int64_t>> answer_spans(const std::string& prefix,
                                                        const std::vector<std::string>& answers,
-                                                       const tokenizer& tok) {
+                                                       const tokenizer& tok, bool add_bos) {
   std::vector<std::pair<int64_t, int64_t>> out;
   for (const auto& a : answers) {
     if (a.empty()) continue;
     for (size_t p = prefix.find(a); p != std::string::npos; p = prefix.find(a, p + a.size())) {
-      const int64_t b = int64_t(tok.encode(prefix.substr(0, p), true).size());
-      const int64_t e = int64_t(tok.encode(prefix.substr(0, p + a.size()), true).size());
+      const int64_t b = int64_t(tok.encode(prefix.substr(0, p), add_bos).size());
+      const int64_t e = int64_t(tok.encode(prefix.substr(0, p + a.size()), add_bos).size());
       out.emplace_back(std::max<int64_t>(0, b - 1), e + 1);
     }
   }

@@ -109,11 +109,12 @@ std::pair<std::string, std::string> split_prompt(const std::string& tmpl, const 
 double needle_hit(const std::vector<std::vector<int32_t>>& unfolded, int unit_tokens,
                   const std::vector<std::pair<int64_t, int64_t>>& spans);
 
-// The raw token ranges of `prefix` (tokenized with BOS, as the prompt's prefill) that hold an answer: for each
-// answer, every occurrence in `prefix`, widened by one token each side (a BPE merge may move a boundary).
+// The raw token ranges of `prefix` (tokenized with BOS when add_bos, as the prompt's prefill) that hold an
+// answer: for each answer, every occurrence in `prefix`, widened by one token each side (a BPE merge may move a
+// boundary).
 std::vector<std::pair<int64_t, int64_t>> answer_spans(const std::string& prefix,
                                                        const std::vector<std::string>& answers,
-                                                       const tokenizer& tok);
+                                                       const tokenizer& tok, bool add_bos = true);
 
 // Greedy decoding with the engine (session + generate), stopping at a newline once the answer has started; the
 // answer carries needle_hit of the selection at the question's last row.

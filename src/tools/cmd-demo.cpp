@@ -4,6 +4,7 @@
 // text), the latency per token and the KV memory per method, and ends with a small accuracy table.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <omp.h>
 
@@ -19,6 +20,7 @@
 
 #include "core/error.h"
 #include "eval/tasks.h"
+#include "infer/eval-runner.h"
 #include "infer/generate.h"
 #include "infer/perplexity.h"
 #include "tokenizer/tokenizer.h"
@@ -206,14 +208,13 @@ int run_demo(const demo_args& a) {
       int64_t b = int64_t(c) * c0, e = std::min<int64_t>(b + c0, int64_t(ctx.size()));
       return dm.tok().decode(std::vector<int32_t>(ctx.begin() + b, ctx.begin() + e));
     };
-    // The chunk holding the hidden fact: the first whose text (with its successor, since a number may straddle
-    // a chunk border) contains the answer.
-    int32_t fact = -1;
-    const int32_t n_chunks = int32_t(ctx.size()) / c0;
-    for (int32_t c = 0; c < n_chunks && fact < 0; c++) {
-      std::string two = chunk_text(c) + (c + 1 < n_chunks ? chunk_text(c + 1) : "");
-      for (auto& ans : smp.answers)
-        if (!ans.empty() && two.find(ans) != std::string::npos) fact = c;
+    // The chunks holding the hidden fact: those overlapping an occurrence of the answer (the fact may state it
+    // more than once; the span estimate's one token of slack on each side is taken off for the display).
+    auto spans = infer::answer_spans(smp.context, smp.answers, dm.tok(), false);
+    std::set<int32_t> fact;
+    for (auto& [b, e] : spans) {
+      b++, e--;
+      for (int64_t t = b; t < e; t++) fact.insert(int32_t(t / c0));
     }
     fmt::print("GSA unfolded {} distinct chunks over {} (layer, KV head) selections for the first answer token; "
                "the most chosen:\n", votes.size(), lists);
@@ -221,11 +222,16 @@ int run_demo(const demo_args& a) {
       int32_t c = order[i].second;
       fmt::print("  chunk {:4d} ({:2d} of {:2d} selections) tokens {:5d}-{:5d}: \"{}\"{}\n", c, -order[i].first,
                  lists, int64_t(c) * c0, int64_t(c) * c0 + c0 - 1, one_line(chunk_text(c), 70),
-                 c == fact || c == fact + 1 ? "   <- the hidden fact" : "");
+                 fact.count(c) ? "   <- the hidden fact" : "");
     }
-    if (fact >= 0)
-      fmt::print("  the hidden fact sits in chunk {} (\"{}\"), chosen in {} of {} selections\n", fact,
-                 one_line(chunk_text(fact) + chunk_text(fact + 1), 60), votes.count(fact) ? votes[fact] : 0, lists);
+    if (!fact.empty()) {
+      std::string text;
+      for (int32_t c : fact) text += chunk_text(c);
+      const double hit = infer::needle_hit(gsa_answer.at_question.unfolded, c0, spans);
+      fmt::print("  the hidden fact sits in chunk{} {} (\"{}\"); a chunk of it was chosen in {:.0f} of {} selections\n",
+                 fact.size() > 1 ? "s" : "", fmt::join(fact, ", "), one_line(text, 60),
+                 hit < 0 ? 0.0 : hit * lists, lists);
+    }
     fmt::print("\n");
   }
 
