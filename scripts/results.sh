@@ -115,10 +115,36 @@ done
 ( for s in 256 1k; do $G train --config configs/cmp$s-gsa8.json > runs/cmp$s-gsa8.out 2>&1; done ) &
 wait
 for s in 1k 2k; do $G train --config configs/tok$s-gsa16.json > runs/tok$s-gsa16.out 2>&1; done
-#    The routing figure (how often the selection at the question's last row held the needle) with the accuracy.
+#    Every method at one budget on the per-token models (the full model of stage 4 for the baselines). gsa prefills
+#    the context as the model trained (--prefill auto: every context row unfolds); the gist-mask prefill and the
+#    stage-4 model under both prefills are the ablation. The routing table comes with every eval.
+E="--tasks passkey --lengths 1k,2k,4k --depths 0.1,0.3,0.5,0.7,0.9 --samples 4 --tokenizer runs/tok"
+ALL="--methods full,gist,gsa,streaming,quest,moba,h2o --full-model runs/curric2kb-full/final"
+$G eval --model runs/tok2k-gsa8/final $E $ALL --ratios 8,4 --json runs/ev2/eval-tok2k-gsa8.json \
+  --plot runs/ev2/eval-tok2k-gsa8.svg > runs/ev2/eval-tok2k-gsa8.md
+$G eval --model runs/tok2k-gsa16/final $E $ALL --ratios 16,8 --json runs/ev2/eval-tok2k-gsa16.json \
+  --plot runs/ev2/eval-tok2k-gsa16.svg > runs/ev2/eval-tok2k-gsa16.md
+$G eval --model runs/tok2k-gsa8/final $E $ALL --ratios 8,4 --prefill gist-mask \
+  --json runs/ev2/eval-tok2k-gsa8-gistmask.json > runs/ev2/eval-tok2k-gsa8-gistmask.md
+$G eval --model runs/tok2k-gsa16/final $E --methods gsa --ratios 16 --prefill gist-mask \
+  --json runs/ev2/prefill-tok2k-gsa16-gistmask.json > runs/ev2/prefill-tok2k-gsa16-gistmask.md
+$G eval --model runs/curric2kb-gsa8/final $E --methods gsa --ratios 8 \
+  --json runs/ev2/prefill-curric2kb-gsa8-unfold.json > runs/ev2/prefill-curric2kb-gsa8-unfold.md
 $G eval --model runs/curric2kb-gsa8/final --full-model runs/curric2kb-full/final --tokenizer runs/tok --tasks passkey \
-  --lengths 2k --depths 0.1,0.3,0.5,0.7,0.9 --methods gsa,quest,moba --ratios 8 --samples 4 \
+  --lengths 2k --depths 0.1,0.3,0.5,0.7,0.9 --methods gsa,quest,moba --ratios 8 --samples 4 --prefill gist-mask \
   --json runs/ev2/route-curric2kb-gsa8.json > runs/ev2/route-curric2kb-gsa8.md
+#    After the 1k stage (gsa only, gist-mask prefill): per-token vs compress-first vs the per-chunk stage-2 model.
+for m in tok1k-gsa8 cmp1k-gsa8 curric1k-gsa8; do
+  $G eval --model runs/$m/final --tokenizer runs/tok --tasks passkey --lengths 1k,2k --depths 0.1,0.3,0.5,0.7,0.9 \
+    --methods gsa --ratios 8 --samples 4 --prefill gist-mask --json runs/ev2/mid-$m.json > runs/ev2/mid-$m.md
+done
+#    Teacher-forced (one step at lr 1e-12, 32 samples): every row unfolding (unfold) vs the context under the gist
+#    mask (suffix-unfold).
+for mode in unfold suffix-unfold; do
+  $G train --config configs/tok2k-gsa8.json --model runs/tok2k-gsa8/final --mode $mode --steps 1 --lr 1e-12 \
+    --warmup 0 --eval-samples 32 --val-windows 1 --out runs/probe-t8-$mode --no-resume > /dev/null 2>&1
+  grep tasks runs/probe-t8-$mode/log.jsonl
+done
 
-# 8. The demo models (models/demo) from stage 4.
+# 10. The demo models (models/demo): GSA 8x of stage 9, full of stage 4.
 scripts/package-demo.sh
