@@ -145,8 +145,11 @@ void session::prefill(const std::vector<int32_t>& raw) {
     pending_.pop_front();
   }
   const int T = s_.size(), L = int(m_.config.num_hidden_layers);
-  prefill_plans_.assign(L, uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_) : cpu::plan_causal(T, 0, 64));
-  plan_provider plans = frozen_plans(prefill_plans_);
+  auto base = std::make_shared<cpu::attn_plan>(uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_)
+                                                                       : cpu::plan_causal(T, 0, 64));
+  plan_provider plans = [base](int, const float*, const float*) { return *base; };
+  prefill_plans_.clear();
+  if (opts_.record) prefill_plans_.assign(L, *base);
   // Unfolding prefill: the model's own config (not the session's selection overrides), as its training had it.
   const gist::gsa_config train_cfg = cfg_ ? gist::gsa_config_from_json(m_.config.gsa) : gist::gsa_config();
   prefill_unfolded_ = false;
@@ -173,7 +176,6 @@ void session::prefill(const std::vector<int32_t>& raw) {
   }
   forward_state st;
   forward(m_, st, s_.ids, s_.pos, {}, &plans);
-  if (!opts_.record) prefill_plans_.clear();
   const int Hkv = int(m_.config.num_key_value_heads);
   const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim), C = int(m_.config.hidden_size);
   const int V = int(m_.config.vocab_size);
