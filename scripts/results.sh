@@ -138,6 +138,9 @@ for m in tok1k-gsa8 cmp1k-gsa8 curric1k-gsa8; do
   $G eval --model runs/$m/final --tokenizer runs/tok --tasks passkey --lengths 1k,2k --depths 0.1,0.3,0.5,0.7,0.9 \
     --methods gsa --ratios 8 --samples 4 --prefill gist-mask --json runs/ev2/mid-$m.json > runs/ev2/mid-$m.md
 done
+#    The GSA model with (nearly) every chunk unfolded: budgets L/2 and L/1.
+$G eval --model runs/tok2k-gsa8/final $E --methods gsa --ratios 2,1 --json runs/ev2/eval-tok2k-gsa8-wide.json \
+  > runs/ev2/eval-tok2k-gsa8-wide.md
 #    1000 more 2k steps at lr 5e-4 (like the full model's stage 4): no gain.
 for g in gsa8 gsa16; do
   $G train --config configs/tok2kb-$g.json > runs/tok2kb-$g.out 2>&1 &
