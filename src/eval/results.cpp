@@ -138,8 +138,8 @@ std::vector<result_record> parse_results_json(std::string_view text) {
       r.routing = r.routing_n > 0 ? o.at("routing").get<double>() : -1.0;
       out.push_back(std::move(r));
     } catch (const nlohmann::json::exception& e) {
-      fail("results: record {} needs task, method, length, score (and optionally ratio, depth, n, routing with routing_n): {}", i,
-           e.what());
+      fail("results: record {} needs task, method, length, score (and optionally ratio, depth, n, routing with "
+           "routing_n): {}", i, e.what());
     }
   }
   return out;

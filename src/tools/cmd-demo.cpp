@@ -209,7 +209,8 @@ int run_demo(const demo_args& a) {
       return dm.tok().decode(std::vector<int32_t>(ctx.begin() + b, ctx.begin() + e));
     };
     // The chunks holding the hidden fact: those overlapping an occurrence of the answer (the fact may state it
-    // more than once; the span estimate's one token of slack on each side is taken off for the display).
+    // more than once). The span estimate's one token of slack on each side is taken off: the chunks listed and
+    // the selections counted below are those of the answer's own tokens.
     auto spans = infer::answer_spans(smp.context, smp.answers, dm.tok(), false);
     std::set<int32_t> fact;
     for (auto& [b, e] : spans) {
