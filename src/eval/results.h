@@ -1,6 +1,7 @@
-// Evaluation results: one record per (task, method, ratio, length, depth) cell holding the mean score of
-// its n samples (and, for selecting methods, how often their selection held the needle). Renders the markdown table of a report (rows task x method, columns lengths, cells the
-// n-weighted mean over depths in percent, plus the mean over lengths) and a JSON array of the records.
+// Evaluation results: one record per (task, method, ratio, length, depth) cell holding the mean score of its n
+// samples (and, for selecting methods, how often their selection held the needle). Renders the markdown table of
+// a report (rows task x method, columns lengths, cells the n-weighted mean over depths in percent, plus the mean
+// over lengths) and a JSON array of the records.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,7 +1,8 @@
 // `gsa generate --model DIR [--context-file F] --prompt TEXT --method M [--ratio R|--topk K|--budget B]
 //  [--prefill auto|gist-mask|unfold] [--show-unfolded] [--json]`: prefill the context (under the gist mask, or
 // unfolding as the model trained), append the prompt, decode with the chosen method, print the continuation and
-// per-step statistics (attended tokens, unfolded chunks, KV bytes, ms per token). --show-unfolded prints the text of the chunks each step recalled.
+// per-step statistics (attended tokens, unfolded chunks, KV bytes, ms per token). --show-unfolded prints the text
+// of the chunks each step recalled.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
