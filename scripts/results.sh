@@ -3,7 +3,7 @@
 # first three 2k runs (GSA 8x, GSA 16x, full) and their evaluation, the 256-token runs past the copy phase change,
 # the length curriculum (stages 1-5), the per-token GSA models of stage 9 with the prefill and routing
 # measurements, and the demo models. DATA defaults to ../shared/data. Single-threaded runs side by side; on 2 cores
-# the whole of it takes about 10 hours (stage 9 alone: about 1.5 hours of training, minutes of evaluation).
+# the whole of it takes several hours (stage 9 alone: about 1.5 hours of training, minutes of evaluation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
