@@ -29,6 +29,7 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
   if (has_gsa) {
     cfg_ = gist::gsa_config_from_json(c.gsa);
     cfg_->validate();
+    model_cfg_ = cfg_;
     for (int32_t id : cfg_->gist_token_ids)
       if (id >= c.vocab_size) fail("config.json gsa.gist_token_ids: id {} is outside the vocabulary of {}", id, c.vocab_size);
     ratio_ = cfg_->ratio();
@@ -145,34 +146,23 @@ void session::prefill(const std::vector<int32_t>& raw) {
     pending_.pop_front();
   }
   const int T = s_.size(), L = int(m_.config.num_hidden_layers);
-  auto base = std::make_shared<cpu::attn_plan>(uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_)
-                                                                       : cpu::plan_causal(T, 0, 64));
-  plan_provider plans = [base](int, const float*, const float*) { return *base; };
+  prefill_unfolded_ = unfold_prefill(T);
   prefill_plans_.clear();
-  if (opts_.record) prefill_plans_.assign(L, *base);
-  // Unfolding prefill: the model's own config (not the session's selection overrides), as its training had it.
-  const gist::gsa_config train_cfg = cfg_ ? gist::gsa_config_from_json(m_.config.gsa) : gist::gsa_config();
-  prefill_unfolded_ = false;
-  if (opts_.meth == method::gsa || opts_.meth == method::hgsa) {
-    const bool want = opts_.prefill == prefill_mode::unfold ||
-                      (opts_.prefill == prefill_mode::automatic && train_cfg.mode == gist::train_mode::unfold);
-    // Per-row key lists: at most about 0.4 T keys per row and KV head (every gist, a quarter of the chunks).
-    const int64_t plan_bytes = int64_t(T) * T * m_.config.num_key_value_heads * 8 / 5;
-    if (want && plan_bytes > max_unfold_plan_bytes) {
-      if (opts_.prefill == prefill_mode::unfold)
-        fail("an unfolding prefill of {} stream rows needs about {} MiB of attention plans; use the gist-mask "
-             "prefill (--prefill gist-mask) or a shorter context", T, plan_bytes >> 20);
-      fmt::print(stderr, "note: a context of {} stream rows is prefilled under the gist mask (an unfolding prefill, "
-                 "as this model trained, would need about {} MiB of plans)\n", T, plan_bytes >> 20);
-    } else if (want) {
-      prefill_unfolded_ = true;
-      plan_provider inner = make_gsa_plans(m_, train_cfg, s_, gist::train_mode::unfold);
-      plans = [this, inner](int layer, const float* q, const float* k) {
-        cpu::attn_plan p = inner(layer, q, k);
-        if (opts_.record) prefill_plans_[size_t(layer)] = p;
-        return p;
-      };
-    }
+  plan_provider plans;
+  if (prefill_unfolded_) {
+    // The unfold training forward itself, with the model's own config (not the session's selection overrides).
+    plan_provider inner = make_gsa_plans(m_, *model_cfg_, s_, gist::train_mode::unfold);
+    if (opts_.record) prefill_plans_.resize(L);
+    plans = [this, inner](int layer, const float* q, const float* k) {
+      cpu::attn_plan p = inner(layer, q, k);
+      if (opts_.record) prefill_plans_[size_t(layer)] = p;
+      return p;
+    };
+  } else {
+    auto base = std::make_shared<cpu::attn_plan>(uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_)
+                                                                         : cpu::plan_causal(T, 0, 64));
+    if (opts_.record) prefill_plans_.assign(L, *base);
+    plans = [base](int, const float*, const float*) { return *base; };
   }
   forward_state st;
   forward(m_, st, s_.ids, s_.pos, {}, &plans);
@@ -194,6 +184,21 @@ void session::prefill(const std::vector<int32_t>& raw) {
   logits_.resize(V);
   cpu::matmul_forward(logits_.data(), st.h_final.f32() + size_t(T - 1) * C, m_.lm_head().f32(), nullptr, 1, C, V);
   prefill_rows_ = T;
+}
+
+bool session::unfold_prefill(int T) const {
+  if (opts_.meth != method::gsa && opts_.meth != method::hgsa) return false;
+  const bool want = opts_.prefill == prefill_mode::unfold ||
+                    (opts_.prefill == prefill_mode::automatic && model_cfg_->mode == gist::train_mode::unfold);
+  // Per-row key lists: at most about 0.4 T keys per row and KV head (every gist, a quarter of the chunks).
+  const int64_t plan_bytes = int64_t(T) * T * m_.config.num_key_value_heads * 8 / 5;
+  if (!want || plan_bytes <= max_unfold_plan_bytes) return want;
+  if (opts_.prefill == prefill_mode::unfold)
+    fail("an unfolding prefill of {} stream rows needs about {} MiB of attention plans; use the gist-mask "
+         "prefill (--prefill gist-mask) or a shorter context", T, plan_bytes >> 20);
+  fmt::print(stderr, "note: a context of {} stream rows is prefilled under the gist mask (an unfolding prefill, "
+             "as this model trained, would need about {} MiB of plans)\n", T, plan_bytes >> 20);
+  return false;
 }
 
 void session::fill_random(int n_raw, uint64_t seed) {

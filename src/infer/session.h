@@ -101,10 +101,14 @@ class session {
   void h2o_init();
   void h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights);
   void after_prefill();
+  // Resolves options.prefill for a context of T stream rows: true = unfold (fails or notes the fallback when
+  // the plans would pass max_unfold_plan_bytes).
+  bool unfold_prefill(int T) const;
 
   const llama_model& m_;
   session_options opts_;
   std::optional<gist::gsa_config> cfg_;  // the model's, with the session's selection overrides
+  std::optional<gist::gsa_config> model_cfg_;  // the model's as it trained (the unfolding prefill's)
   int chunk_ = 16;                       // c_0, or the baselines' page size
   float ratio_ = 16;
   int sink_ = 4;
