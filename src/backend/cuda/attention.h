@@ -1,0 +1,46 @@
+// Plan-driven GSA attention on CUDA, forward and backward (training and prefill): the Run half for the plans of
+// backend/attn-plan.h, with the CPU kernels' contract (backend/cpu/attention.h): the same plan gives the same
+// result. Layouts: q (Tq, Hq, D); k, v (Tk, Hkv, D); out (Tq, Hq, D), all of activation type t (bf16 or f32);
+// lse (Tq, Hq) f32, natural log. GQA: query head h uses KV head h / (Hq / Hkv). A row with no visible key gets
+// out = 0, lse = -inf.
+//
+// The kernel exploits the plan's structure instead of masking a dense grid: ranges (own chunk, local window,
+// sink, unfolded chunks) are read as contiguous K/V tiles; gist segments as the compact gist table; one online
+// softmax over all segments of a list. Head dims 64 and 128.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/attn-plan.h"
+#include "core/dtype.h"
+
+namespace gsa::cuda {
+
+// A plan uploaded to the device (owns its buffers; built once per layer and step, reused by backward).
+struct device_plan {
+  int heads = 1, gists_per_unit = 1, n_blocks = 0;
+  int64_t n_segs = 0;
+  int max_block_rows = 0;
+  const int32_t* block_q = nullptr;
+  const int64_t* seg_ptr = nullptr;
+  const key_seg* segs = nullptr;
+  const int32_t* gist_ptr = nullptr;
+  const int32_t* gist_pos = nullptr;
+  std::shared_ptr<void> storage;  // one device allocation holding every array
+};
+// Validates the plan for these sizes on the host (gsa::error as cpu::validate_plan) and uploads it.
+device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv);
+
+// True if (D, t) is a compiled variant; *why says what to change otherwise.
+bool attention_supported(int D, dtype t, std::string* why);
+
+// Overwrites out and lse.
+void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v, const device_plan& plan,
+                       int Tq, int Tk, int q_offset, int Hq, int Hkv, int D, dtype t);
+// dq (Tq,Hq,D) +=, dk, dv (Tk,Hkv,D) += (type t; any may be null). Needs the forward's out and lse.
+void attention_backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
+                        const void* out, const float* lse, const device_plan& plan, int Tq, int Tk, int q_offset,
+                        int Hq, int Hkv, int D, dtype t);
+
+}  // namespace gsa::cuda
