@@ -21,17 +21,15 @@ constexpr int kChunk = 16, kBlock = kChunk + 1, kSink = 3, kHq = 8, kHkv = 2, kD
 attn_plan plan_gsa(int n_chunks) {
   attn_plan p;
   p.block_q = {0};
-  p.indptr = {0};
-  std::vector<int32_t> keys;
+  p.seg_ptr = {0};
+  p.gist_ptr = {0, n_chunks};
+  for (int c = 0; c < n_chunks; c++) p.gist_pos.push_back(c * kBlock + kChunk);  // chunk c's gist
   for (int m = 0; m < n_chunks; m++) {
-    keys.clear();
-    for (int j = 0; j < kSink; j++) keys.push_back(j);                               // sink raw tokens
-    for (int c = 0; c + 1 < m; c++) keys.push_back(c * kBlock + kChunk);              // gists of older chunks
-    for (int j = std::max(0, (m - 1) * kBlock); j < (m + 1) * kBlock; j++) keys.push_back(j);  // previous + own
-    std::sort(keys.begin(), keys.end());
-    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    p.indices.insert(p.indices.end(), keys.begin(), keys.end());
-    p.indptr.push_back(int64_t(p.indices.size()));
+    const int prev = std::max(0, (m - 1) * kBlock);
+    if (prev > kSink) p.segs.push_back(key_range(0, kSink));       // sink raw tokens (else inside the range below)
+    if (m >= 2) p.segs.push_back(gist_units(0, 0, m - 1));          // gists of older chunks
+    p.segs.push_back(key_range(prev, (m + 1) * kBlock));             // previous + own chunk, their gists included
+    p.seg_ptr.push_back(int64_t(p.segs.size()));
     p.block_q.push_back((m + 1) * kBlock);
   }
   return p;
@@ -60,8 +58,9 @@ void bm_attention(benchmark::State& state) {
     benchmark::DoNotOptimize(dq.data());
     benchmark::ClobberMemory();
   }
-  const double pairs = double(plan.attended_pairs(kHkv, 0));
+  const double pairs = double(attended_pairs(plan, kHkv, 0));
   state.counters["stream"] = T;
+  state.counters["plan_bytes"] = double(plan.bytes());
   state.counters["pairs"] = pairs;
   state.counters["pairs/s"] = benchmark::Counter(pairs, benchmark::Counter::kIsIterationInvariantRate);
   // Fraction of the causal pairs that the plan keeps (1 for causal).

@@ -1,44 +1,91 @@
 #!/usr/bin/env bash
-# Builds, tests and benchmarks everything CUDA on the GPU machine, in one go (one device call).
-# Usage (repo root, on the GPU machine):  OUT=/some/dir scripts/device-run.sh
-# Expects build-cudadev/ carried from the dev machine: a prebuilt bench-decode-attention (nvcc 13.0, sm_90a)
-# and inc/fmt (fmt headers, used header-only). If the prebuilt binary does not start there, it is rebuilt
-# from source with that machine's nvcc. Then, if the project's full dependency set happens to be present,
-# the CMake route (-DGSA_CUDA=ON, targets test_cuda and bench-decode-attention) is built and test_cuda run.
-# Logs go to $OUT: device-log.txt (checks + bench), sdpa.txt (torch reference), cmake-log.txt.
+# Everything CUDA on the GPU machine in one go (one device call): builds nothing, runs every CUDA test and every
+# GPU benchmark from the bundle that scripts/cuda-bundle.sh made here, and writes the logs to $OUT.
+#
+#   scripts/cuda-bundle.sh                                  # here: build with nvcc, pack bundle/ (~20 MB)
+#   OUT=/some/dir scripts/device-run.sh [steps]             # there, from the repo root, with bundle/ carried
+#
+# steps (default: all but first-result): goldens tests attention train torch decode first-result. The GPU machine has CUDA, PyTorch and
+# transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
+# $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
+# head-dim-64 transformers goldens made there, the first-result training log).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gsa-device-out}
-mkdir -p "$OUT"
-BIN=build-cudadev/bench-decode-attention
-{
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
-  nvcc --version | tail -1
-  python3 -c 'import torch; print("torch", torch.__version__)'
-} 2>&1 | tee "$OUT/device-log.txt"
+STEPS=${*:-goldens tests attention train torch decode}
+mkdir -p "$OUT" /tmp/gsa-res
+LOG="$OUT/device-log.txt"
+exec > >(tee -a "$LOG") 2>&1
+export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+section() { echo; echo "=== $* ($(date +%T))"; }
 
-if ! "$BIN" >/dev/null 2>&1; then
-  echo "prebuilt binary did not start; rebuilding with this machine's nvcc" | tee -a "$OUT/device-log.txt"
-  mkdir -p /tmp/bda && BIN=/tmp/bda/bench-decode-attention
-  g++ -std=c++20 -O2 -DFMT_HEADER_ONLY -Ibuild-cudadev/inc -Isrc -I/usr/local/cuda/include \
-      -c src/backend/cuda/decode-attention.cpp -o /tmp/bda/host.o &&
-  nvcc -std=c++20 -O3 -gencode=arch=compute_90a,code=sm_90a -Ibuild-cudadev/inc -Isrc -Itests -o "$BIN" \
-      bench/cuda/bench-decode-attention.cu src/backend/cuda/decode-attention.cu /tmp/bda/host.o 2>&1 |
-    tee -a "$OUT/device-log.txt"
+section machine
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
+python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+
+# The bundle: binaries + the Debian shared objects; cuBLASLt from this machine's CUDA or PyTorch's wheel.
+BUNDLE=/tmp/gsa-bundle
+rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
+tar -C "$BUNDLE" -xJf bundle/gsa-bundle.tar.xz || { echo "no bundle: run scripts/cuda-bundle.sh and carry bundle/"; exit 1; }
+CUBLAS_DIR=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 /usr/local/cuda*/lib64/libcublasLt.so.13 2>/dev/null | head -1)" 2>/dev/null)
+if [ -z "$CUBLAS_DIR" ] || [ "$CUBLAS_DIR" = . ]; then
+  CUBLAS_DIR=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
+fi
+export LD_LIBRARY_PATH="$BUNDLE/lib:$CUBLAS_DIR:${LD_LIBRARY_PATH:-}"
+export GSA_SOURCE_DIR=$PWD
+echo "cuBLASLt from $CUBLAS_DIR"
+GSA=$BUNDLE/bin/gsa
+
+if has goldens; then
+  section "transformers goldens with head dim 64 (scripts/make-goldens.py)"
+  timeout 120 python3 scripts/make-goldens.py /tmp/goldens && for d in llama-d64 llama-d64-gist qwen2-d64; do
+    rm -rf "tests/data/golden/$d" && cp -r "/tmp/goldens/$d" tests/data/golden/
+  done
+  tar -C tests/data/golden -czf /tmp/gsa-res/goldens-d64.tar.gz llama-d64 llama-d64-gist qwen2-d64 2>/dev/null
 fi
 
-mkdir -p /tmp/xcheck
-"$BIN" --check --dump /tmp/xcheck --bench 2>&1 | tee -a "$OUT/device-log.txt"
-echo "bench-decode-attention exit code: ${PIPESTATUS[0]}" | tee -a "$OUT/device-log.txt"
-
-PYTHONUNBUFFERED=1 python3 scripts/sdpa-reference.py /tmp/xcheck 2>&1 | tee "$OUT/sdpa.txt"
-
-# The CMake route, only when every package the project's CMakeLists needs is there (CI-like machines).
-if pkg-config --exists openblas libpcre2-8 icu-uc 2>/dev/null && [ -d /usr/include/CLI ] && [ -d /usr/include/gtest ]; then
-  timeout 300 bash -c 'cmake -S . -B /tmp/build-cuda -DGSA_CUDA=ON -DGSA_BENCH=OFF >/dev/null &&
-    cmake --build /tmp/build-cuda --target test_cuda -j16 && /tmp/build-cuda/test_cuda' >"$OUT/cmake-log.txt" 2>&1
-  echo "cmake route exit code: $?" | tee -a "$OUT/device-log.txt"
-else
-  echo "cmake route skipped: the project's CPU dependencies (OpenBLAS, PCRE2, ICU, CLI11, GoogleTest) are not installed here" |
-    tee -a "$OUT/device-log.txt"
+if has tests; then
+  section "test_cuda (every CUDA test; CPU references inside)"
+  timeout "${TEST_TIMEOUT:-240}" "$BUNDLE/bin/test_cuda" --gtest_output=json:/tmp/gsa-res/test_cuda.json
+  echo "test_cuda exit code: $?"
 fi
+
+if has attention; then
+  section "one GSA attention layer fwd+bwd, bf16, 16 heads, d 128 (bench-gsa-attention)"
+  timeout 200 "$BUNDLE/bin/bench-gsa-attention" --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" --kv-heads 16,4 \
+    --plans causal,c16g1,c64g4,unfold16 --json /tmp/gsa-res/bench-attention.json
+  echo "bench-gsa-attention exit code: $?"
+fi
+
+if has train; then
+  section "training step of the 125M Llama shape on the GPU (gsa bench train --device cuda)"
+  for cfg in ${TRAIN_SHAPES:-4096x4 16384x1}; do
+    set -- ${cfg/x/ }
+    timeout 150 "$GSA" bench train --device cuda --preset llama125m --tokens "$1" --batch "$2" \
+      --modes full,compress,unfold --chunk 16 --reps 5 --json >"/tmp/gsa-res/train-$1.json"
+    echo "tokens $1 batch $2: exit $? $(cat /tmp/gsa-res/train-$1.json)"
+  done
+fi
+
+if has torch; then
+  section "PyTorch references (same shapes)"
+  timeout 150 python3 scripts/bench-torch-attention.py --lengths 8k,16k,32k,64k,128k \
+    --json /tmp/gsa-res/torch-attention.json --max-seconds 20
+  timeout 150 python3 scripts/bench-torch-train.py --json /tmp/gsa-res/torch-train.json
+fi
+
+if has decode; then
+  section "decode attention over gathered key lists (bench-decode-attention, docs/decode.md)"
+  mkdir -p /tmp/xcheck
+  timeout 120 "$BUNDLE/bin/bench-decode-attention" --check --dump /tmp/xcheck --bench
+  echo "bench-decode-attention exit code: $?"
+  timeout 60 python3 scripts/sdpa-reference.py /tmp/xcheck
+fi
+
+if has first-result; then
+  section "first GPU result: the passkey curriculum at GPU scale (scripts/gpu-results.sh)"
+  timeout 420 scripts/gpu-results.sh "$GSA" /tmp/gsa-res/runs
+fi
+
+tar -C /tmp/gsa-res -czf "$OUT/results.tar.gz" . && echo "results: $(ls /tmp/gsa-res | tr '\n' ' ')"

@@ -149,6 +149,39 @@ def main():
                 p.copy_(0.1 * torch.randn_like(p))
     run_case(out_dir, "qwen2", qwen, ids, ids)
 
+    # Head dimension 64 (what the CUDA attention kernels compile for): the GPU model is checked against these.
+    torch.manual_seed(2468)
+    d64_cfg = LlamaConfig(
+        vocab_size=512, hidden_size=128, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=64, max_position_embeddings=256, rms_norm_eps=1e-5,
+        **rope_kwargs(500000.0, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+        tie_word_embeddings=False, attention_bias=False, bos_token_id=1, eos_token_id=2)
+    d64_cfg._attn_implementation = "eager"
+    d64 = LlamaForCausalLM(d64_cfg).float()
+    with torch.no_grad():
+        for n_, p in d64.named_parameters():
+            if "norm" in n_:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+    run_case(out_dir, "llama-d64", d64, ids, ids)
+    run_case(out_dir, "llama-d64-gist", d64, s_ids, s_labels, position_ids=s_pos, mask4d=vis,
+             extra_config={"gsa": gsa})
+
+    torch.manual_seed(1357)
+    q64_cfg = Qwen2Config(
+        vocab_size=512, hidden_size=128, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=256, rms_norm_eps=1e-6, **rope_kwargs(1000000.0, None),
+        tie_word_embeddings=True, use_sliding_window=False, bos_token_id=1, eos_token_id=2)
+    q64_cfg._attn_implementation = "eager"
+    q64 = Qwen2ForCausalLM(q64_cfg).float()
+    with torch.no_grad():
+        for n_, p in q64.named_parameters():
+            if "norm" in n_:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            if n_.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    run_case(out_dir, "qwen2-d64", q64, ids, ids)
+
 
 if __name__ == "__main__":
     main()

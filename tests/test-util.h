@@ -12,12 +12,17 @@
 
 namespace gsa::test {
 
+// The checkout the tests read their data from; $GSA_SOURCE_DIR overrides the build's (a carried test binary runs
+// in another copy of the tree).
+inline std::filesystem::path source_dir() {
+  if (const char* env = std::getenv("GSA_SOURCE_DIR")) return env;
+  return GSA_SOURCE_DIR;
+}
 // ../shared/data beside the checkout (or $GSA_DATA). Tests that need it call GSA_REQUIRE_DATA().
 inline std::filesystem::path data_dir() {
   if (const char* env = std::getenv("GSA_DATA")) return env;
-  return std::filesystem::path(GSA_SOURCE_DIR) / ".." / "shared" / "data";
+  return source_dir() / ".." / "shared" / "data";
 }
-inline std::filesystem::path source_dir() { return GSA_SOURCE_DIR; }
 
 #define GSA_REQUIRE_DATA(sub)                                                                          \
   do {                                                                                                 \

@@ -7,6 +7,14 @@
 
 namespace gsa {
 
+const char* device_name(device d) { return d == device::cpu ? "cpu" : "cuda"; }
+
+namespace {
+device_copy_hooks g_hooks[2];
+}
+
+void set_device_copy_hooks(device d, const device_copy_hooks& hooks) { g_hooks[int(d)] = hooks; }
+
 std::string shape_str(const shape_t& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); i++) out += (i ? ", " : "") + std::to_string(s[i]);
@@ -52,21 +60,46 @@ Tensor Tensor::borrow(void* data, shape_t shape, dtype t) {
   return out;
 }
 
+Tensor Tensor::wrap(std::shared_ptr<void> storage, void* data, shape_t shape, dtype t, device d) {
+  Tensor out;
+  out.shape_ = std::move(shape);
+  out.strides_ = row_major_strides(out.shape_);
+  out.type_ = t;
+  out.device_ = d;
+  out.data_ = data;
+  out.storage_ = std::move(storage);
+  return out;
+}
+
+Tensor Tensor::host(dtype t) const {
+  if (on_host()) return t == type_ ? *this : to(t);
+  GSA_ASSERT(contiguous());
+  const auto& hooks = g_hooks[int(device_)];
+  if (!hooks.to_host) fail("a {} tensor cannot be read: that backend is not running", device_name(device_));
+  Tensor out(shape_, type_);
+  hooks.to_host(out.data_, data_, nbytes());
+  return t == type_ ? out : out.to(t);
+}
+
 bool Tensor::contiguous() const { return strides_ == row_major_strides(shape_); }
 
 float* Tensor::f32() {
+  GSA_ASSERT(device_ == device::cpu, "a {} tensor read as host memory; copy it with host()", device_name(device_));
   GSA_ASSERT(type_ == dtype::f32, "tensor is {}", dtype_name(type_));
   return static_cast<float*>(data_);
 }
 const float* Tensor::f32() const {
+  GSA_ASSERT(device_ == device::cpu, "a {} tensor read as host memory; copy it with host()", device_name(device_));
   GSA_ASSERT(type_ == dtype::f32, "tensor is {}", dtype_name(type_));
   return static_cast<const float*>(data_);
 }
 int32_t* Tensor::i32() {
+  GSA_ASSERT(device_ == device::cpu, "a {} tensor read as host memory; copy it with host()", device_name(device_));
   GSA_ASSERT(type_ == dtype::i32, "tensor is {}", dtype_name(type_));
   return static_cast<int32_t*>(data_);
 }
 const int32_t* Tensor::i32() const {
+  GSA_ASSERT(device_ == device::cpu, "a {} tensor read as host memory; copy it with host()", device_name(device_));
   GSA_ASSERT(type_ == dtype::i32, "tensor is {}", dtype_name(type_));
   return static_cast<const int32_t*>(data_);
 }
@@ -90,6 +123,7 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
 
 Tensor Tensor::to(dtype t) const {
   GSA_ASSERT(contiguous());
+  if (!on_host()) return host(t);
   Tensor out(shape_, t);
   if (t == type_) {
     std::memcpy(out.data_, data_, nbytes());
@@ -106,6 +140,7 @@ Tensor Tensor::to(dtype t) const {
 
 void Tensor::zero() {
   GSA_ASSERT(contiguous());
+  GSA_ASSERT(on_host(), "zero() of a {} tensor: use its backend's zero()", device_name(device_));
   std::memset(data_, 0, nbytes());
 }
 

@@ -3,14 +3,21 @@
 //
 // Contract every plan here satisfies (the kernel applies key <= query itself): for each query q in block b and
 // each KV head h,  { k in list(b, h) : k <= q } == { k : visible(q, k) }  (or the unfolding form of visible
-// with that block's selected chunks for h). Lists are strictly ascending and hold no key after the block's
-// last row.
+// with that block's selected chunks for h). Lists hold no key after the block's last row and no key twice.
+//
+// Lists are segments (backend/attn-plan.h) read off the stream structure, never key by key: the sink and the
+// local / own / unfolded chunks' tokens are ranges (overlaps, e.g. the sink inside chunk 0, are cut by
+// merging ranges), the gists of each level one gist_units segment over the units visible, resolved through the
+// plan's gist table (set_gist_table: unit u of level l -> unit_gist_position). A gist unit that a block's last row
+// cuts in two (g > 1, a split inside a chunk's gists) becomes a range of its gists up to that row. Segments of a
+// list are sorted by first key, so the kernels' expansion sees few ascending runs.
 //
 // Blocks of plan_compress: for each level-0 chunk m, one block of its raw tokens and level-0 gists (they share
 // one view of the past), then one block per higher level l whose g gists follow chunk m (a level-l gist sees
 // different keys: no raw tokens, no gists below level l-1). A trailing incomplete chunk is one block of raw
-// tokens. Cost: each list is built from its sources (sink, local raw chunks, per level the current and
-// previous group, the top level), never by testing pairs: O(n (c (1 + local) + sink + n/r)) with one level.
+// tokens. Memory: O(1) segments per block (sink, local chunks, one per gist level) plus the table, O(n / c);
+// an unfold plan adds one range per unfolded chunk (its raw tokens, and its level-0 gists right after them unless
+// a gist segment holds them already): O(n k / c) for per-chunk blocks, O(n k) for per-row blocks.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -21,8 +28,15 @@
 
 namespace gsa::gist {
 
-// Keys visible to the queries of chunk m of class `level` (-1 or 0: raw tokens and level-0 gists; l >= 1: the
-// level-l gists after chunk m), restricted to keys <= last. Overwrites out; ascending.
+// The plan's gist table for stream s: every level's units whose first gist is in the stream, g = gists per chunk.
+void set_gist_table(cpu::attn_plan& plan, const stream& s, const gsa_config& cfg);
+
+// Segments of the keys visible to the queries of chunk m of class `level` (-1 or 0: raw tokens and level-0 gists;
+// l >= 1: the level-l gists after chunk m), restricted to keys <= last, sorted by first key; gist units refer to
+// plan's gist table (set_gist_table(plan, s, cfg)). Overwrites out. O(levels + local + sink / c).
+void compress_segments(std::vector<cpu::key_seg>& out, const cpu::attn_plan& plan, const stream& s,
+                       const gsa_config& cfg, int chunk, int level, int last);
+// The same keys expanded, ascending (decode builds one row's list with it). Overwrites out.
 void compress_keys(std::vector<int32_t>& out, const stream& s, const gsa_config& cfg, int chunk, int level,
                    int last);
 
@@ -50,8 +64,8 @@ cpu::attn_plan plan_suffix(const stream& s, const gsa_config& cfg, const cpu::at
 
 // First block whose rows start at or after `row` (n_blocks if none).
 int first_block_at(const cpu::attn_plan& plan, int row);
-// The blocks from row_begin on (row_begin must be a block boundary), rows rebased to row_begin, lists
-// unchanged: run it with q_offset = row_begin over the cache (prefill of a suffix, decode).
+// The blocks from row_begin on (row_begin must be a block boundary), rows rebased to row_begin, lists and gist
+// table unchanged: run it with q_offset = row_begin over the cache (prefill of a suffix, decode).
 cpu::attn_plan plan_rows(const cpu::attn_plan& plan, int row_begin);
 
 }  // namespace gsa::gist

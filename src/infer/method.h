@@ -25,10 +25,9 @@ enum class method : uint8_t { full, gist, gsa, hgsa, streaming, quest, moba, h2o
 //              training computed the context (model/gsa-plans.h with the model's own gsa config: its k rule,
 //              per-token or per-chunk selection);
 //   automatic  unfold for a model whose gsa.train_mode is "unfold" (it never saw its context computed any
-//              other way), else the gist mask; falls back to the gist mask, with a note on stderr, when the
-//              unfold plans would pass max_unfold_plan_bytes.
+//              other way), else the gist mask. Plans are segments (backend/attn-plan.h), so this holds at
+//              every context length.
 enum class prefill_mode : uint8_t { automatic, gist_mask, unfold };
-inline constexpr int64_t max_unfold_plan_bytes = int64_t(2) << 30;
 
 const char* method_name(method m);
 method method_from_name(const std::string& s);  // throws gsa::error listing the methods

@@ -146,7 +146,7 @@ void session::prefill(const std::vector<int32_t>& raw) {
     pending_.pop_front();
   }
   const int T = s_.size(), L = int(m_.config.num_hidden_layers);
-  prefill_unfolded_ = unfold_prefill(T);
+  prefill_unfolded_ = unfold_prefill();
   prefill_plans_.clear();
   plan_provider plans;
   if (prefill_unfolded_) {
@@ -186,19 +186,12 @@ void session::prefill(const std::vector<int32_t>& raw) {
   prefill_rows_ = T;
 }
 
-bool session::unfold_prefill(int T) const {
+bool session::unfold_prefill() const {
   if (opts_.meth != method::gsa && opts_.meth != method::hgsa) return false;
   const bool want = opts_.prefill == prefill_mode::unfold ||
                     (opts_.prefill == prefill_mode::automatic && model_cfg_->mode == gist::train_mode::unfold);
-  // Per-row key lists: at most about 0.4 T keys per row and KV head (every gist, a quarter of the chunks).
-  const int64_t plan_bytes = int64_t(T) * T * m_.config.num_key_value_heads * 8 / 5;
-  if (!want || plan_bytes <= max_unfold_plan_bytes) return want;
-  if (opts_.prefill == prefill_mode::unfold)
-    fail("an unfolding prefill of {} stream rows needs about {} MiB of attention plans; use the gist-mask "
-         "prefill (--prefill gist-mask) or a shorter context", T, plan_bytes >> 20);
-  fmt::print(stderr, "note: a context of {} stream rows is prefilled under the gist mask (an unfolding prefill, "
-             "as this model trained, would need about {} MiB of plans)\n", T, plan_bytes >> 20);
-  return false;
+  // Plans name chunks and gist ranges (O(T k / c) segments per layer), so every context length unfolds.
+  return want;
 }
 
 void session::fill_random(int n_raw, uint64_t seed) {

@@ -101,9 +101,8 @@ class session {
   void h2o_init();
   void h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights);
   void after_prefill();
-  // Resolves options.prefill for a context of T stream rows: true = unfold (fails or notes the fallback when
-  // the plans would pass max_unfold_plan_bytes).
-  bool unfold_prefill(int T) const;
+  // Resolves options.prefill: true = unfold.
+  bool unfold_prefill() const;
 
   const llama_model& m_;
   session_options opts_;

@@ -77,7 +77,7 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
         for (auto& v : selected) stats->unfolded_chunks += int64_t(v.size());
       plan = gist::plan_suffix(s, cfg, *sel_base, ctx_end, selected, Hkv);
     }
-    if (stats) stats->attended_pairs += plan.attended_pairs(Hkv);
+    if (stats) stats->attended_pairs += cpu::attended_pairs(plan, Hkv);
     return plan;
   };
 }

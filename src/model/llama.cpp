@@ -20,13 +20,6 @@ struct dims {
         Hkv(int(c.num_key_value_heads)), D(int(c.head_dim)), V(int(c.vocab_size)), L(int(c.num_hidden_layers)) {}
 };
 
-const float* opt(const Tensor& t) { return t.empty() ? nullptr : t.f32(); }
-float* opt(Tensor& t) { return t.empty() ? nullptr : t.f32(); }
-
-void add_inplace(float* y, const float* x, int64_t n) {
-#pragma omp parallel for simd if (n > 65536)
-  for (int64_t i = 0; i < n; i++) y[i] += x[i];
-}
 
 }  // namespace
 
@@ -118,20 +111,86 @@ void llama_model::init_random(uint64_t seed, float std) {
   }
 }
 
-llama_weights make_grads(const llama_model& m) {
-  llama_weights g;
-  g.embed = Tensor(m.w.embed.shape());
-  g.norm = Tensor(m.w.norm.shape());
-  if (!m.w.lm_head.empty()) g.lm_head = Tensor(m.w.lm_head.shape());
-  for (auto& lw : m.w.layers) {
-    layer_weights gl;
-    auto mk = [](const Tensor& t) { return t.empty() ? Tensor() : Tensor(t.shape()); };
-    gl.attn_norm = mk(lw.attn_norm);
-    gl.wq = mk(lw.wq), gl.bq = mk(lw.bq), gl.wk = mk(lw.wk), gl.bk = mk(lw.bk), gl.wv = mk(lw.wv), gl.bv = mk(lw.bv);
-    gl.wo = mk(lw.wo), gl.bo = mk(lw.bo), gl.mlp_norm = mk(lw.mlp_norm);
-    gl.w_gate = mk(lw.w_gate), gl.w_up = mk(lw.w_up), gl.w_down = mk(lw.w_down);
-    g.layers.push_back(std::move(gl));
+namespace {
+
+// Packs tensors shaped like `shapes` (list order) into one buffer of type t on backend b: matrices first.
+// Returns the views in list order; flat/n_matrix describe the buffer.
+std::vector<Tensor> pack(backend& b, const std::vector<shape_t>& shapes, dtype t, Tensor& flat, int64_t& n_matrix) {
+  int64_t total = 0;
+  n_matrix = 0;
+  for (auto& s : shapes) {
+    total += shape_numel(s);
+    if (s.size() >= 2) n_matrix += shape_numel(s);
   }
+  flat = b.alloc({total}, t);
+  std::vector<Tensor> out;
+  int64_t off_m = 0, off_v = n_matrix;
+  char* base = static_cast<char*>(flat.raw());
+  for (auto& s : shapes) {
+    int64_t& off = s.size() >= 2 ? off_m : off_v;
+    out.push_back(Tensor::wrap(nullptr, base + off * int64_t(dtype_size(t)), s, t, b.where()));
+    off += shape_numel(s);
+  }
+  // Views share the buffer's lifetime through the flat tensor their owner keeps.
+  return out;
+}
+
+}  // namespace
+
+llama_model to_backend(const llama_model& host, backend& b) {
+  GSA_ASSERT(host.on_host(), "to_backend needs a host model");
+  llama_model dev;
+  dev.config = host.config;
+  dev.be = &b;
+  llama_model shape_src = host;  // make_like packs when the source is packed: mark it so (no data moves)
+  shape_src.be = &b;
+  shape_src.w.flat = Tensor({1});
+  dev.w = make_like(shape_src, b.act());
+  auto src = host.parameters();
+  auto dst = dev.parameters();
+  GSA_ASSERT(src.size() == dst.size());
+  for (size_t i = 0; i < src.size(); i++) b.copy(*dst[i].second, b.upload(*src[i].second, b.act()));
+  dev.inv_freq = host.inv_freq;
+  dev.inv_freq_dev = b.upload(Tensor::borrow(dev.inv_freq.data(), {int64_t(dev.inv_freq.size())}), dtype::f32);
+  return dev;
+}
+
+void copy_weights_to_host(const llama_model& dev, llama_model& host) {
+  auto src = dev.parameters();
+  auto dst = host.parameters();
+  GSA_ASSERT(src.size() == dst.size());
+  for (size_t i = 0; i < src.size(); i++) *dst[i].second = src[i].second->host(dtype::f32).clone();
+}
+
+llama_weights make_grads(const llama_model& m) { return make_like(m, dtype::f32); }
+
+llama_weights make_like(const llama_model& m, dtype t) {
+  llama_weights g;
+  g.layers.resize(m.w.layers.size());
+  // Field by field, so that absent tensors (no bias, tied head) stay absent.
+  std::vector<std::pair<const Tensor*, Tensor*>> fields = {{&m.w.embed, &g.embed}, {&m.w.norm, &g.norm},
+                                                           {&m.w.lm_head, &g.lm_head}};
+  for (size_t l = 0; l < m.w.layers.size(); l++) {
+    const layer_weights& a = m.w.layers[l];
+    layer_weights& b = g.layers[l];
+    for (auto [x, y] : {std::pair{&a.attn_norm, &b.attn_norm}, {&a.wq, &b.wq}, {&a.bq, &b.bq}, {&a.wk, &b.wk},
+                        {&a.bk, &b.bk}, {&a.wv, &b.wv}, {&a.bv, &b.bv}, {&a.wo, &b.wo}, {&a.bo, &b.bo},
+                        {&a.mlp_norm, &b.mlp_norm}, {&a.w_gate, &b.w_gate}, {&a.w_up, &b.w_up},
+                        {&a.w_down, &b.w_down}})
+      fields.emplace_back(x, y);
+  }
+  if (m.w.flat.empty()) {
+    for (auto [x, y] : fields)
+      if (!x->empty()) *y = m.ops().alloc(x->shape(), t);
+    return g;
+  }
+  // Packed like the model (the same order, so flat offsets agree): one buffer seen whole by the optimizer.
+  std::vector<shape_t> shapes;
+  std::vector<Tensor*> dst;
+  for (auto [x, y] : fields)
+    if (!x->empty()) shapes.push_back(x->shape()), dst.push_back(y);
+  auto views = pack(m.ops(), shapes, t, g.flat, g.n_matrix);
+  for (size_t i = 0; i < dst.size(); i++) *dst[i] = views[i];
   return g;
 }
 
@@ -139,8 +198,9 @@ std::vector<std::pair<std::string, Tensor*>> grad_list(const llama_model& m, lla
   return list_weights<llama_weights, Tensor*>(g, m.config.tie_word_embeddings);
 }
 
-void zero_grads(llama_weights& g) {
-  for (auto& [name, t] : list_weights<llama_weights, Tensor*>(g, g.lm_head.empty())) t->zero();
+void zero_grads(llama_weights& g, backend& b) {
+  if (!g.flat.empty()) return b.zero(g.flat);  // one memset
+  for (auto& [name, t] : list_weights<llama_weights, Tensor*>(g, g.lm_head.empty())) b.zero(*t);
 }
 
 std::vector<std::pair<std::string, Tensor>> forward_state::named() const {
@@ -162,6 +222,8 @@ std::vector<std::pair<std::string, Tensor>> forward_state::named() const {
 void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>& ids,
              const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans) {
   dims d(m.config);
+  backend& be = m.ops();
+  const dtype at = be.act();
   const int T = int(ids.size());
   if (T == 0) fail("forward: the input is empty; give at least one token");
   if (pos.size() != ids.size()) fail("forward: {} positions for {} tokens", pos.size(), ids.size());
@@ -181,125 +243,134 @@ void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>
   st.pos = pos;
   st.targets = targets;
   st.layers.resize(d.L);
+  auto upload_i32 = [&](const std::vector<int32_t>& v) {
+    return be.upload(Tensor::borrow(const_cast<int32_t*>(v.data()), {int64_t(v.size())}, dtype::i32), dtype::i32);
+  };
+  st.ids_dev = upload_i32(ids);
+  st.pos_dev = upload_i32(pos);
+  st.targets_dev = targets.empty() ? Tensor() : upload_i32(targets);
+  const Tensor& inv_freq =
+      m.inv_freq_dev.empty() ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
+                             : m.inv_freq_dev;
 
-  Tensor x({T, d.C});
-  cpu::embedding_forward(x.f32(), ids.data(), m.w.embed.f32(), T, d.C);
+  Tensor x = be.alloc({T, d.C}, at);
+  be.embedding_forward(x, st.ids_dev, m.w.embed);
   for (int l = 0; l < d.L; l++) {
     const layer_weights& lw = m.w.layers[l];
     layer_acts& a = st.layers[l];
     a.x_in = x;
-    a.h_attn = Tensor({T, d.C});
-    a.rstd_attn = Tensor({T});
-    cpu::rmsnorm_forward(a.h_attn.f32(), a.rstd_attn.f32(), x.f32(), lw.attn_norm.f32(), T, d.C,
-                         m.config.rms_norm_eps);
-    a.q = Tensor({T, d.Hq, d.D});
-    a.k = Tensor({T, d.Hkv, d.D});
-    a.v = Tensor({T, d.Hkv, d.D});
-    cpu::matmul_forward(a.q.f32(), a.h_attn.f32(), lw.wq.f32(), opt(lw.bq), T, d.C, d.Hq * d.D);
-    cpu::matmul_forward(a.k.f32(), a.h_attn.f32(), lw.wk.f32(), opt(lw.bk), T, d.C, d.Hkv * d.D);
-    cpu::matmul_forward(a.v.f32(), a.h_attn.f32(), lw.wv.f32(), opt(lw.bv), T, d.C, d.Hkv * d.D);
-    cpu::rope_forward(a.q.f32(), pos.data(), m.inv_freq.data(), T, d.Hq, d.D);
-    cpu::rope_forward(a.k.f32(), pos.data(), m.inv_freq.data(), T, d.Hkv, d.D);
-    a.plan = plans ? (*plans)(l, a.q.f32(), a.k.f32()) : cpu::plan_causal(T, 0, 64);
-    a.attn = Tensor({T, d.Hq * d.D});
-    a.lse = Tensor({T, d.Hq});
-    cpu::attention_forward(a.attn.f32(), a.lse.f32(), a.q.f32(), a.k.f32(), a.v.f32(), a.plan, T, T, 0, d.Hq,
-                           d.Hkv, d.D);
-    a.x_mid = Tensor({T, d.C});
-    cpu::matmul_forward(a.x_mid.f32(), a.attn.f32(), lw.wo.f32(), opt(lw.bo), T, d.Hq * d.D, d.C);
-    add_inplace(a.x_mid.f32(), x.f32(), int64_t(T) * d.C);
-    a.h_mlp = Tensor({T, d.C});
-    a.rstd_mlp = Tensor({T});
-    cpu::rmsnorm_forward(a.h_mlp.f32(), a.rstd_mlp.f32(), a.x_mid.f32(), lw.mlp_norm.f32(), T, d.C,
-                         m.config.rms_norm_eps);
-    a.gate = Tensor({T, d.I});
-    a.up = Tensor({T, d.I});
-    a.act = Tensor({T, d.I});
-    cpu::matmul_forward(a.gate.f32(), a.h_mlp.f32(), lw.w_gate.f32(), nullptr, T, d.C, d.I);
-    cpu::matmul_forward(a.up.f32(), a.h_mlp.f32(), lw.w_up.f32(), nullptr, T, d.C, d.I);
-    cpu::swiglu_forward(a.act.f32(), a.gate.f32(), a.up.f32(), int64_t(T) * d.I);
-    Tensor out({T, d.C});
-    cpu::matmul_forward(out.f32(), a.act.f32(), lw.w_down.f32(), nullptr, T, d.I, d.C);
-    add_inplace(out.f32(), a.x_mid.f32(), int64_t(T) * d.C);
+    a.h_attn = be.alloc({T, d.C}, at);
+    a.rstd_attn = be.alloc({T}, dtype::f32);
+    be.rmsnorm_forward(a.h_attn, a.rstd_attn, x, lw.attn_norm, m.config.rms_norm_eps);
+    a.q = be.alloc({T, d.Hq, d.D}, at);
+    a.k = be.alloc({T, d.Hkv, d.D}, at);
+    a.v = be.alloc({T, d.Hkv, d.D}, at);
+    be.matmul_forward(a.q, a.h_attn, lw.wq, &lw.bq);
+    be.matmul_forward(a.k, a.h_attn, lw.wk, &lw.bk);
+    be.matmul_forward(a.v, a.h_attn, lw.wv, &lw.bv);
+    be.rope_forward(a.q, st.pos_dev, inv_freq);
+    be.rope_forward(a.k, st.pos_dev, inv_freq);
+    if (!plans) {
+      a.plan = cpu::plan_causal(T, 0, 64);
+    } else if (a.q.on_host()) {
+      a.plan = (*plans)(l, a.q.f32(), a.k.f32());
+    } else {
+      const Tensor qh = a.q.host(), kh = a.k.host();
+      a.plan = (*plans)(l, qh.f32(), kh.f32());
+    }
+    a.prepared = be.prepare_plan(a.plan, T, T, 0, d.Hkv);
+    a.attn = be.alloc({T, d.Hq * d.D}, at);
+    a.lse = be.alloc({T, d.Hq}, dtype::f32);
+    be.attention_forward(a.attn, a.lse, a.q, a.k, a.v, a.plan, a.prepared.get(), 0);
+    a.x_mid = be.alloc({T, d.C}, at);
+    be.matmul_forward(a.x_mid, a.attn, lw.wo, &lw.bo);
+    be.add_inplace(a.x_mid, x);
+    a.h_mlp = be.alloc({T, d.C}, at);
+    a.rstd_mlp = be.alloc({T}, dtype::f32);
+    be.rmsnorm_forward(a.h_mlp, a.rstd_mlp, a.x_mid, lw.mlp_norm, m.config.rms_norm_eps);
+    a.gate = be.alloc({T, d.I}, at);
+    a.up = be.alloc({T, d.I}, at);
+    a.act = be.alloc({T, d.I}, at);
+    be.matmul_forward(a.gate, a.h_mlp, lw.w_gate, nullptr);
+    be.matmul_forward(a.up, a.h_mlp, lw.w_up, nullptr);
+    be.swiglu_forward(a.act, a.gate, a.up);
+    Tensor out = be.alloc({T, d.C}, at);
+    be.matmul_forward(out, a.act, lw.w_down, nullptr);
+    be.add_inplace(out, a.x_mid);
     x = out;
   }
   st.x_final = x;
-  st.h_final = Tensor({T, d.C});
-  st.rstd_final = Tensor({T});
-  cpu::rmsnorm_forward(st.h_final.f32(), st.rstd_final.f32(), x.f32(), m.w.norm.f32(), T, d.C,
-                       m.config.rms_norm_eps);
+  st.h_final = be.alloc({T, d.C}, at);
+  st.rstd_final = be.alloc({T}, dtype::f32);
+  be.rmsnorm_forward(st.h_final, st.rstd_final, x, m.w.norm, m.config.rms_norm_eps);
   st.loss_sum = 0;
   st.n_valid = 0;
   if (!targets.empty()) {
-    st.lse = Tensor({T});
-    st.loss_sum = cpu::lm_head_xent_forward(st.lse.f32(), st.h_final.f32(), m.lm_head().f32(), targets.data(), T,
-                                            d.C, d.V, &st.n_valid);
+    st.lse = be.alloc({T}, dtype::f32);
+    st.loss_sum = be.lm_head_xent_forward(st.lse, st.h_final, m.lm_head(), st.targets_dev, &st.n_valid);
   }
 }
 
 Tensor logits(const llama_model& m, const forward_state& st) {
   dims d(m.config);
-  Tensor out({st.T, d.V});
-  cpu::matmul_forward(out.f32(), st.h_final.f32(), m.lm_head().f32(), nullptr, st.T, d.C, d.V);
-  return out;
+  backend& be = m.ops();
+  Tensor out = be.alloc({st.T, d.V}, be.act());
+  be.matmul_forward(out, st.h_final, m.lm_head(), nullptr);
+  return out.host(dtype::f32);
 }
 
 void backward(const llama_model& m, const forward_state& st, llama_weights& g, float loss_scale) {
   dims d(m.config);
+  backend& be = m.ops();
+  const dtype at = be.act();
   const int T = st.T;
   GSA_ASSERT(!st.targets.empty() && !st.lse.empty(), "backward needs a forward pass with targets");
   if (st.n_valid == 0) return;  // nothing to learn from this sequence
   const float scale = loss_scale / float(st.n_valid);
+  const Tensor& inv_freq =
+      m.inv_freq_dev.empty() ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
+                             : m.inv_freq_dev;
 
-  Tensor dh({T, d.C});
+  Tensor dh = be.alloc({T, d.C}, at);
   Tensor& dhead = m.config.tie_word_embeddings ? g.embed : g.lm_head;
-  cpu::lm_head_xent_backward(dh.f32(), dhead.f32(), st.h_final.f32(), m.lm_head().f32(), st.targets.data(),
-                             st.lse.f32(), T, d.C, d.V, scale);
-  Tensor dx({T, d.C});
-  cpu::rmsnorm_backward(dx.f32(), g.norm.f32(), dh.f32(), st.x_final.f32(), m.w.norm.f32(), st.rstd_final.f32(), T,
-                        d.C);
+  be.lm_head_xent_backward(dh, &dhead, st.h_final, m.lm_head(), st.targets_dev, st.lse, scale);
+  Tensor dx = be.alloc({T, d.C}, at);
+  be.rmsnorm_backward(dx, g.norm, dh, st.x_final, m.w.norm, st.rstd_final);
 
-  Tensor d_act({T, d.I}), d_gate({T, d.I}), d_up({T, d.I});
-  Tensor d_attn({T, d.Hq * d.D}), dq({T, d.Hq, d.D}), dk({T, d.Hkv, d.D}), dv({T, d.Hkv, d.D});
+  Tensor d_act = be.alloc({T, d.I}, at), d_gate = be.alloc({T, d.I}, at), d_up = be.alloc({T, d.I}, at);
+  Tensor d_attn = be.alloc({T, d.Hq * d.D}, at), dq = be.alloc({T, d.Hq, d.D}, at);
+  Tensor dk = be.alloc({T, d.Hkv, d.D}, at), dv = be.alloc({T, d.Hkv, d.D}, at);
   for (int l = d.L - 1; l >= 0; l--) {
     const layer_weights& lw = m.w.layers[l];
     layer_weights& gl = g.layers[l];
     const layer_acts& a = st.layers[l];
     // MLP branch: x_out = x_mid + down(act(h_mlp)).
-    d_act.zero();
-    cpu::matmul_backward(d_act.f32(), gl.w_down.f32(), nullptr, dx.f32(), a.act.f32(), lw.w_down.f32(), T, d.I, d.C);
-    d_gate.zero();
-    d_up.zero();
-    cpu::swiglu_backward(d_gate.f32(), d_up.f32(), d_act.f32(), a.gate.f32(), a.up.f32(), int64_t(T) * d.I);
-    dh.zero();
-    cpu::matmul_backward(dh.f32(), gl.w_gate.f32(), nullptr, d_gate.f32(), a.h_mlp.f32(), lw.w_gate.f32(), T, d.C,
-                         d.I);
-    cpu::matmul_backward(dh.f32(), gl.w_up.f32(), nullptr, d_up.f32(), a.h_mlp.f32(), lw.w_up.f32(), T, d.C, d.I);
+    be.zero(d_act);
+    be.matmul_backward(&d_act, &gl.w_down, nullptr, dx, a.act, lw.w_down);
+    be.zero(d_gate);
+    be.zero(d_up);
+    be.swiglu_backward(d_gate, d_up, d_act, a.gate, a.up);
+    be.zero(dh);
+    be.matmul_backward(&dh, &gl.w_gate, nullptr, d_gate, a.h_mlp, lw.w_gate);
+    be.matmul_backward(&dh, &gl.w_up, nullptr, d_up, a.h_mlp, lw.w_up);
     // dx now holds d x_mid from the residual; add the norm's contribution.
-    cpu::rmsnorm_backward(dx.f32(), gl.mlp_norm.f32(), dh.f32(), a.x_mid.f32(), lw.mlp_norm.f32(),
-                          a.rstd_mlp.f32(), T, d.C);
+    be.rmsnorm_backward(dx, gl.mlp_norm, dh, a.x_mid, lw.mlp_norm, a.rstd_mlp);
     // Attention branch: x_mid = x_in + o(attn(q, k, v)).
-    d_attn.zero();
-    cpu::matmul_backward(d_attn.f32(), gl.wo.f32(), opt(gl.bo), dx.f32(), a.attn.f32(), lw.wo.f32(), T, d.Hq * d.D,
-                         d.C);
-    dq.zero();
-    dk.zero();
-    dv.zero();
-    cpu::attention_backward(dq.f32(), dk.f32(), dv.f32(), d_attn.f32(), a.q.f32(), a.k.f32(), a.v.f32(),
-                            a.attn.f32(), a.lse.f32(), a.plan, T, T, 0, d.Hq, d.Hkv, d.D);
-    cpu::rope_backward(dq.f32(), st.pos.data(), m.inv_freq.data(), T, d.Hq, d.D);
-    cpu::rope_backward(dk.f32(), st.pos.data(), m.inv_freq.data(), T, d.Hkv, d.D);
-    dh.zero();
-    cpu::matmul_backward(dh.f32(), gl.wq.f32(), opt(gl.bq), dq.f32(), a.h_attn.f32(), lw.wq.f32(), T, d.C,
-                         d.Hq * d.D);
-    cpu::matmul_backward(dh.f32(), gl.wk.f32(), opt(gl.bk), dk.f32(), a.h_attn.f32(), lw.wk.f32(), T, d.C,
-                         d.Hkv * d.D);
-    cpu::matmul_backward(dh.f32(), gl.wv.f32(), opt(gl.bv), dv.f32(), a.h_attn.f32(), lw.wv.f32(), T, d.C,
-                         d.Hkv * d.D);
-    cpu::rmsnorm_backward(dx.f32(), gl.attn_norm.f32(), dh.f32(), a.x_in.f32(), lw.attn_norm.f32(),
-                          a.rstd_attn.f32(), T, d.C);
+    be.zero(d_attn);
+    be.matmul_backward(&d_attn, &gl.wo, &gl.bo, dx, a.attn, lw.wo);
+    be.zero(dq);
+    be.zero(dk);
+    be.zero(dv);
+    be.attention_backward(dq, dk, dv, d_attn, a.q, a.k, a.v, a.attn, a.lse, a.plan, a.prepared.get(), 0);
+    be.rope_backward(dq, st.pos_dev, inv_freq);
+    be.rope_backward(dk, st.pos_dev, inv_freq);
+    be.zero(dh);
+    be.matmul_backward(&dh, &gl.wq, &gl.bq, dq, a.h_attn, lw.wq);
+    be.matmul_backward(&dh, &gl.wk, &gl.bk, dk, a.h_attn, lw.wk);
+    be.matmul_backward(&dh, &gl.wv, &gl.bv, dv, a.h_attn, lw.wv);
+    be.rmsnorm_backward(dx, gl.attn_norm, dh, a.x_in, lw.attn_norm, a.rstd_attn);
   }
-  cpu::embedding_backward(g.embed.f32(), dx.f32(), st.ids.data(), T, d.C);
+  be.embedding_backward(g.embed, dx, st.ids_dev);
 }
 
 }  // namespace gsa

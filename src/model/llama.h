@@ -12,13 +12,18 @@
 //     w_gate, w_up (I, C), w_down (C, I)  mlp.{gate,up,down}_proj.weight
 //   norm    (C)           model.norm.weight
 //   lm_head (V, C)        lm_head.weight (absent when tied: the embedding is used, and its gradient is summed)
-// Weights are f32 in memory whatever the checkpoint's dtype. Attention runs through a plan per layer
-// (backend/cpu/attention.h), so the same forward serves full causal attention and every GSA mode.
+// A model lives on one backend (backend/backend.h): loaded and initialised models are CPU f32 (whatever the
+// checkpoint's dtype); to_backend() makes its twin on a device, in the device's activation type, with every
+// parameter a view into one buffer (matrices first, then vectors: the optimizer updates each half in one
+// launch). The forward and backward below are written once against the op interface and run on either.
+// Attention runs through a plan per layer (backend/attn-plan.h), so the same forward serves full causal
+// attention and every GSA mode.
 #pragma once
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cpu/attention.h"
 #include "backend/cpu/ops.h"
 #include "core/tensor.h"
@@ -33,6 +38,10 @@ struct layer_weights {
 struct llama_weights {
   Tensor embed, norm, lm_head;
   std::vector<layer_weights> layers;
+  // Set when the tensors above are views into one buffer: flat (n) holds them in list order with the matrices
+  // (ndim >= 2, weight decay) first, the first n_matrix values.
+  Tensor flat;
+  int64_t n_matrix = 0;
 };
 
 class llama_model {
@@ -40,7 +49,11 @@ class llama_model {
   model_config config;
   llama_weights w;
   std::vector<float> inv_freq;  // (D/2) RoPE frequencies after scaling
+  Tensor inv_freq_dev;          // the same on the model's device (f32)
+  backend* be = &cpu_backend();
 
+  backend& ops() const { return *be; }
+  bool on_host() const { return be->where() == device::cpu; }
   // Zero-initialised weights of the right shapes for cfg.
   explicit llama_model(const model_config& cfg);
   llama_model() = default;
@@ -64,13 +77,23 @@ llama_model load_model(const std::string& dir);
 // (created if needed), atomically per file.
 void save_model(const llama_model& m, const std::string& dir);
 
-// A gradient buffer with the same tensors as the model (zeroed).
+// The model's twin on backend b: weights in b's activation type, packed into one buffer (see llama_weights).
+// The source must be a host model.
+llama_model to_backend(const llama_model& host, backend& b);
+// Every parameter of a device model as host f32 tensors, into host (same config): e.g. to save it.
+void copy_weights_to_host(const llama_model& dev, llama_model& host);
+
+// A gradient buffer with the same tensors as the model (zeroed, f32, on the model's device; packed into one
+// buffer like the model's weights when the model is packed).
 llama_weights make_grads(const llama_model& m);
-void zero_grads(llama_weights& g);
+// The same tensors as the model's, zeroed, of type t, on the model's device (packed when the model is).
+llama_weights make_like(const llama_model& m, dtype t);
+void zero_grads(llama_weights& g, backend& b = cpu_backend());
 std::vector<std::pair<std::string, Tensor*>> grad_list(const llama_model& m, llama_weights& g);
 
 // The attention plan a layer uses. q (T, Hq, D) and k (T, Hkv, D) are that layer's rotated projections, for
 // plan providers that select chunks from scores (the unfold modes); plain ones ignore them.
+// On a device the model copies q and k to the host for the provider (selection on the GPU is future work).
 using plan_provider = std::function<cpu::attn_plan(int layer, const float* q, const float* k)>;
 
 // Activations saved by the forward pass for the backward pass, named per layer so any can be dumped.
@@ -87,11 +110,14 @@ struct layer_acts {
   Tensor gate, up;   // (T, I) projections
   Tensor act;        // (T, I) silu(gate) * up
   cpu::attn_plan plan;
+  std::shared_ptr<const void> prepared;  // the plan as the backend's kernels read it
 };
 
+// Tensors live on the model's device. ids, pos and targets are kept on the host too.
 struct forward_state {
   int T = 0;
   std::vector<int32_t> ids, pos, targets;  // targets[i]: token position i predicts, or -100
+  Tensor ids_dev, pos_dev, targets_dev;    // (T) i32 on the model's device
   std::vector<layer_acts> layers;
   Tensor x_final;  // (T, C) residual stream after the last layer
   Tensor h_final;  // (T, C) after the final norm
@@ -109,7 +135,7 @@ void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>
              const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans);
 // Gradients of the mean loss (times loss_scale) into g (accumulated, +=). Requires a forward with targets.
 void backward(const llama_model& m, const forward_state& st, llama_weights& g, float loss_scale = 1.0f);
-// Logits (T, V) of the final hidden states of a finished forward.
+// Logits (T, V) of the final hidden states of a finished forward (host f32).
 Tensor logits(const llama_model& m, const forward_state& st);
 
 }  // namespace gsa

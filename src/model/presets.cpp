@@ -18,6 +18,9 @@ const preset presets[] = {
     {"mini", 4096, 128, 384, 4, 4, 2, 32, 16384, "CPU training experiments (~1.8M parameters)"},
     {"demo", 4096, 192, 512, 4, 6, 2, 32, 16384, "the shipped demo model (~3.3M parameters)"},
     {"small", 32000, 512, 1536, 8, 8, 2, 64, 131072, "speed measurement (~60M parameters)"},
+    {"gpu20m", 8192, 384, 1024, 8, 6, 2, 64, 131072, "first GPU training runs (~20M parameters, head dim 64)"},
+    {"llama125m", 32000, 768, 2048, 12, 12, 4, 64, 131072,
+     "GPU training benchmark: the ~125M Llama shape of docs/cuda.md (12 x 768, 12/4 heads, MLP 2048)"},
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 // `gsa bench attention`: GSA attention forward+backward on CPU against dense causal attention, same kernel and
-// head configuration, over lengths; GSA's time should grow about linearly, dense's quadratically.
+// head configuration, over lengths; GSA's time should grow about linearly, dense's quadratically. Each plan's
+// size (attn_plan::bytes()) is reported beside its time.
 // `gsa bench train`: forward+backward tokens/s of a preset model in each training mode.
 // Figures only: nothing here passes or fails on time.
 #include <CLI/CLI.hpp>
@@ -17,6 +18,7 @@
 #include "gist/stream.h"
 #include "model/gsa-plans.h"
 #include "model/presets.h"
+#include "train/optimizer.h"
 #include "tools/commands.h"
 
 namespace gsa::tools {
@@ -27,10 +29,10 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Median of `reps` timings of f (after one warm-up run).
+// Median of `reps` timings of f (after `warmup` untimed runs).
 template <typename F>
-double median_ms(int reps, F&& f) {
-  f();
+double median_ms(int reps, F&& f, int warmup = 1) {
+  for (int i = 0; i < warmup; i++) f();
   std::vector<double> t;
   for (int i = 0; i < reps; i++) {
     double t0 = now_ms();
@@ -51,9 +53,9 @@ void register_bench_attention(CLI::App& app, command_list& cmds) {
   auto* sub = bench_command(app)->add_subcommand(
       "attention", "GSA attention forward+backward vs dense causal attention on CPU (one layer)");
   static std::string lengths = "1k,4k,16k", chunks = "16";
-  static int hq = 8, hkv = 2, d = 64, reps = 3, topk = 0;
+  static int hq = 8, hkv = 2, d = 64, reps = 3, topk = 0, warmup = 1;
   static int64_t max_dense = 16384;
-  static bool json = false, unfold = false;
+  static bool json = false, unfold = false, forward_only = false;
   sub->add_option("--lengths", lengths, "Stream lengths in raw tokens, e.g. 1k,4k,16k,32k")->capture_default_str();
   sub->add_option("--chunk", chunks, "Chunk sizes per level, e.g. 16 or 16,16 for a gist-of-gist hierarchy (g = 1)")
       ->capture_default_str();
@@ -61,13 +63,18 @@ void register_bench_attention(CLI::App& app, command_list& cmds) {
   sub->add_option("--kv-heads", hkv, "Key/value heads")->capture_default_str();
   sub->add_option("--head-dim", d, "Head dimension")->capture_default_str();
   sub->add_option("--reps", reps, "Timed repetitions per cell (median reported)")->capture_default_str();
+  sub->add_option("--warmup", warmup, "Untimed runs per cell before the timed ones")->capture_default_str();
   sub->add_option("--max-dense", max_dense, "Skip dense attention above this length (it grows quadratically)")
       ->capture_default_str();
   sub->add_flag("--unfold", unfold, "Also time the unfold plan (each chunk unfolds its top-k chunks)");
   sub->add_option("--topk", topk, "Chunks unfolded per block with --unfold (0: adaptive)")->capture_default_str();
-  sub->add_flag("--json", json, "Print one JSON array of {method, length, ms}");
+  sub->add_flag("--forward-only", forward_only, "Time the forward pass only (long lengths on few cores)");
+  sub->add_flag("--json", json,
+                "Print one JSON array of {method, length, ms, pairs_per_query, plan_bytes, backward}");
   cmds.push_back({sub, [] {
                     if (hq % hkv) fail("--heads {} is not a multiple of --kv-heads {}", hq, hkv);
+                    if (reps < 1 || warmup < 0)
+                      fail("--reps must be >= 1 and --warmup >= 0 (got {} and {})", reps, warmup);
                     auto lens = parse_lengths(lengths, "--lengths");
                     gist::gsa_config cfg;
                     cfg.chunk.clear();
@@ -76,9 +83,10 @@ void register_bench_attention(CLI::App& app, command_list& cmds) {
                     cfg.validate();
                     nlohmann::json records = nlohmann::json::array();
                     if (!json)
-                      fmt::print("attention forward+backward, one layer, Hq={} Hkv={} D={}, c={} g=1, local 1, sink 3; "
-                                 "median of {}\n{:>8} {:>12} {:>12} {:>12} {:>10}\n",
-                                 hq, hkv, d, chunks, reps, "length", "method", "ms", "pairs/query", "vs dense");
+                      fmt::print("attention {}, one layer, Hq={} Hkv={} D={}, c={} g=1, local 1, sink 3; "
+                                 "median of {}\n{:>8} {:>12} {:>12} {:>12} {:>10} {:>10}\n",
+                                 forward_only ? "forward" : "forward+backward", hq, hkv, d, chunks, reps, "length",
+                                 "method", "ms", "pairs/query", "vs dense", "plan MiB");
                     for (int64_t n : lens) {
                       std::vector<int32_t> raw(static_cast<size_t>(n), 7);
                       gist::stream s = gist::build_stream(raw.data(), int(n), cfg);
@@ -112,18 +120,22 @@ void register_bench_attention(CLI::App& app, command_list& cmds) {
                         double ms = median_ms(reps, [&] {
                           cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), var.plan, T,
                                                  T, 0, hq, hkv, d);
-                          cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
-                                                  v.data(), out.data(), lse.data(), var.plan, T, T, 0, hq, hkv, d);
-                        });
+                          if (!forward_only)
+                            cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
+                                                    v.data(), out.data(), lse.data(), var.plan, T, T, 0, hq, hkv, d);
+                        }, warmup);
                         if (var.name == "dense") dense_ms = ms;
-                        double ppq = double(var.plan.attended_pairs(hkv, 0)) / hkv / T;
+                        double ppq = double(cpu::attended_pairs(var.plan, hkv, 0)) / hkv / T;
+                        const double mib = double(var.plan.bytes()) / (1 << 20);
                         records.push_back({{"method", var.name}, {"length", n}, {"ms", ms},
-                                           {"pairs_per_query", ppq}});
+                                           {"pairs_per_query", ppq}, {"plan_bytes", var.plan.bytes()},
+                                           {"backward", !forward_only}});
                         if (!json && dense_ms > 0)
-                          fmt::print("{:>8} {:>12} {:>12.2f} {:>12.1f} {:>9.2f}x\n", n, var.name, ms, ppq,
-                                     dense_ms / ms);
+                          fmt::print("{:>8} {:>12} {:>12.2f} {:>12.1f} {:>9.2f}x {:>10.3f}\n", n, var.name, ms, ppq,
+                                     dense_ms / ms, mib);
                         else if (!json)
-                          fmt::print("{:>8} {:>12} {:>12.2f} {:>12.1f} {:>10}\n", n, var.name, ms, ppq, "-");
+                          fmt::print("{:>8} {:>12} {:>12.2f} {:>12.1f} {:>10} {:>10.3f}\n", n, var.name, ms, ppq, "-",
+                                     mib);
                       }
                     }
                     if (json) fmt::print("{}\n", records.dump());
@@ -147,33 +159,50 @@ void register_bench_attention(CLI::App& app, command_list& cmds) {
 }
 
 void register_bench_train(CLI::App& app, command_list& cmds) {
-  auto* sub = bench_command(app)->add_subcommand("train", "Forward+backward tokens/s of a preset model per mode");
-  static std::string preset = "mini";
-  static std::string modes = "full,compress,unfold";
-  static int tokens = 2048, chunk = 16, reps = 3;
+  auto* sub = bench_command(app)->add_subcommand(
+      "train", "Training-step tokens/s (forward, backward, AdamW) of a preset model per mode, on the CPU or GPU");
+  static std::string preset = "mini", modes = "full,compress,unfold", device_name = "cpu", precision = "bf16";
+  static int tokens = 2048, chunk = 16, reps = 3, batch = 1;
   static bool json = false;
   sub->add_option("--preset", preset, "Model preset (random weights)")->capture_default_str();
   sub->add_option("--tokens", tokens, "Raw tokens per sequence")->capture_default_str();
+  sub->add_option("--batch", batch, "Sequences per optimizer step")->capture_default_str();
   sub->add_option("--modes", modes, "Comma-separated: full, compress, unfold, suffix-unfold")->capture_default_str();
   sub->add_option("--chunk", chunk, "Raw tokens per chunk for GSA modes")->capture_default_str();
-  sub->add_option("--reps", reps, "Timed repetitions (median reported)")->capture_default_str();
-  sub->add_flag("--json", json, "Print one JSON array of {mode, tokens, ms, tokens_per_s}");
+  sub->add_option("--reps", reps, "Timed steps (median reported, after one warm-up step)")->capture_default_str();
+  sub->add_option("--device", device_name, "cpu or cuda")->capture_default_str();
+  sub->add_option("--precision", precision, "cuda: bf16 or f32")->capture_default_str();
+  sub->add_flag("--json", json, "Print one JSON array of {mode, tokens, batch, ms, tokens_per_s, mfu}");
   cmds.push_back({sub, [] {
+                    const device dev = parse_device(device_name);
+                    backend& be = get_backend(dev, dev == device::cpu ? dtype::f32 : parse_precision(precision));
                     model_config c = model_preset(preset);
-                    llama_model m(c);
-                    m.init_random(1);
+                    llama_model host(c);
+                    host.init_random(1);
+                    llama_model dm = dev == device::cpu ? llama_model() : to_backend(host, be);
+                    llama_model& m = dev == device::cpu ? host : dm;
                     llama_weights g = make_grads(m);
+                    adamw_optimizer opt(m, &host);
                     gist::gsa_config cfg;
                     cfg.chunk = {chunk};
                     cfg.gist_token_ids = {int32_t(c.vocab_size - 1)};
+                    cfg.select_per_token = true;
                     cfg.validate();
                     rng r(2);
                     std::vector<int32_t> raw(static_cast<size_t>(tokens));
                     for (auto& x : raw) x = int32_t(r.below(uint64_t(c.vocab_size - 1)));
+                    // Model FLOPs per token (6 x the multiplying parameters; attention scores excluded, as in
+                    // the trainer's MFU) over the H100/H200 dense bf16 peak.
+                    const double C = double(c.hidden_size), I = double(c.intermediate_size), D = double(c.head_dim);
+                    const double per_layer = C * D * double(c.num_attention_heads + c.num_key_value_heads) * 2 +
+                                             3 * C * I;
+                    const double flops_tok = 6.0 * (per_layer * double(c.num_hidden_layers) + C * double(c.vocab_size));
                     nlohmann::json records = nlohmann::json::array();
                     if (!json)
-                      fmt::print("preset {} ({:.1f} M parameters), {} raw tokens, median of {}\n{:>14} {:>10} {:>12}\n",
-                                 preset, m.parameter_count() / 1e6, tokens, reps, "mode", "ms", "tokens/s");
+                      fmt::print("preset {} ({:.1f} M parameters) on {}, {} raw tokens x {}, median of {}\n"
+                                 "{:>14} {:>10} {:>12} {:>7}\n",
+                                 preset, host.parameter_count() / 1e6, be.describe(), tokens, batch, reps, "mode", "ms",
+                                 "tokens/s", "MFU");
                     std::stringstream ss(modes);
                     std::string mode;
                     while (std::getline(ss, mode, ',')) {
@@ -190,15 +219,22 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                         }
                       }
                       double ms = median_ms(reps, [&] {
-                        plan_provider p = make_gsa_plans(m, cfg, s, tm, s.size() - s.size() / 8);
-                        forward_state st;
-                        forward(m, st, ids, pos, tg, full ? nullptr : &p);
-                        zero_grads(g);
-                        backward(m, st, g);
+                        zero_grads(g, m.ops());
+                        for (int b = 0; b < batch; b++) {
+                          plan_provider p = make_gsa_plans(m, cfg, s, tm, s.size() - s.size() / 8);
+                          forward_state st;
+                          forward(m, st, ids, pos, tg, full ? nullptr : &p);
+                          backward(m, st, g, 1.0f / float(batch));
+                        }
+                        opt.step(m, g, 1e-5f);
+                        m.ops().synchronize();
                       });
-                      double tps = tokens / (ms / 1000.0);
-                      records.push_back({{"mode", mode}, {"tokens", tokens}, {"ms", ms}, {"tokens_per_s", tps}});
-                      if (!json) fmt::print("{:>14} {:>10.1f} {:>12.0f}\n", mode, ms, tps);
+                      const double tps = double(tokens) * batch / (ms / 1000.0);
+                      const double mfu = tps * flops_tok / 989e12;
+                      records.push_back({{"mode", mode}, {"tokens", tokens}, {"batch", batch}, {"ms", ms},
+                                         {"tokens_per_s", tps}, {"mfu", mfu}, {"device", be.describe()},
+                                         {"peak_mib", double(be.peak_bytes()) / 1048576.0}});
+                      if (!json) fmt::print("{:>14} {:>10.1f} {:>12.0f} {:>6.1f}%\n", mode, ms, tps, 100 * mfu);
                     }
                     if (json) fmt::print("{}\n", records.dump());
                     return 0;

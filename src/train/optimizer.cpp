@@ -7,36 +7,69 @@
 
 namespace gsa {
 
-adamw_optimizer::adamw_optimizer(const llama_model& m) {
-  for (auto& [name, t] : m.parameters()) {
-    m_.emplace_back(t->shape());
-    v_.emplace_back(t->shape());
+adamw_optimizer::adamw_optimizer(llama_model& m, const llama_model* master) {
+  m_ = make_like(m, dtype::f32);
+  v_ = make_like(m, dtype::f32);
+  if (!m.w.flat.empty() && m.w.flat.type() != dtype::f32) {
+    master_ = make_like(m, dtype::f32);
+    if (master) {
+      load_master(m, *master);
+    } else {
+      auto src = m.parameters();
+      auto dst = grad_list(m, master_);
+      for (size_t i = 0; i < src.size(); i++) m.ops().copy(*dst[i].second, *src[i].second);
+    }
   }
 }
 
-static bool decays(const std::string& name, const Tensor& t) { return t.ndim() >= 2; }
+static bool decays(const Tensor& t) { return t.ndim() >= 2; }
 
 double adamw_optimizer::step(llama_model& m, llama_weights& grads, float lr) {
-  auto params = m.parameters();
-  auto gl = grad_list(m, grads);
-  GSA_ASSERT(params.size() == gl.size() && params.size() == m_.size());
+  backend& be = m.ops();
+  llama_weights& p = master_.flat.empty() ? m.w : master_;
+  // Parallel lists of (parameter, gradient, m, v, compute copy, decays): whole halves of the flat buffers for a
+  // packed model, tensor by tensor otherwise.
+  struct group {
+    Tensor *p, *g, *m, *v, *lowp;
+    bool decay;
+  };
+  std::vector<group> groups;
+  std::vector<Tensor> halves;  // keeps slices alive
+  if (!grads.flat.empty()) {
+    GSA_ASSERT(!p.flat.empty() && p.flat.numel() == grads.flat.numel() && p.n_matrix == grads.n_matrix);
+    halves.reserve(10);
+    Tensor* lowp_flat = master_.flat.empty() ? nullptr : &m.w.flat;
+    for (int half = 0; half < 2; half++) {
+      const int64_t a = half ? p.n_matrix : 0, b = half ? p.flat.numel() : p.n_matrix;
+      if (a == b) continue;
+      const size_t k = halves.size();
+      for (Tensor* t : {&p.flat, &grads.flat, &m_.flat, &v_.flat}) halves.push_back(t->slice_rows(a, b));
+      if (lowp_flat) halves.push_back(lowp_flat->slice_rows(a, b));
+      groups.push_back({&halves[k], &halves[k + 1], &halves[k + 2], &halves[k + 3],
+                        lowp_flat ? &halves[k + 4] : nullptr, half == 0});
+    }
+  } else {
+    auto pl = grad_list(m, p), gl = grad_list(m, grads), ml = grad_list(m, m_), vl = grad_list(m, v_);
+    GSA_ASSERT(pl.size() == gl.size() && pl.size() == ml.size());
+    for (size_t i = 0; i < pl.size(); i++)
+      groups.push_back({pl[i].second, gl[i].second, ml[i].second, vl[i].second, nullptr, decays(*pl[i].second)});
+  }
   double ss = 0;
-  for (auto& [name, g] : gl) ss += cpu::sum_squares(g->f32(), g->numel());
+  for (auto& gr : groups) ss += be.sum_squares(*gr.g);
   double norm = std::sqrt(ss);
   if (!std::isfinite(norm)) fail("the gradient norm is {} at step {}: training diverged; lower the learning rate",
                                  norm, step_count + 1);
   if (max_grad_norm > 0) {
     float s = cpu::clip_factor(norm, max_grad_norm);
     if (s < 1.0f)
-      for (auto& [name, g] : gl) cpu::scale_inplace(g->f32(), g->numel(), s);
+      for (auto& gr : groups) be.scale_inplace(*gr.g, s);
   }
   step_count++;
-  for (size_t i = 0; i < params.size(); i++) {
-    cpu::adamw_params p = hp;
-    p.lr = lr;
-    if (!decays(params[i].first, *params[i].second)) p.weight_decay = 0;
-    cpu::adamw_step(params[i].second->f32(), gl[i].second->f32(), m_[i].f32(), v_[i].f32(),
-                    params[i].second->numel(), step_count, p);
+  for (auto& gr : groups) {
+    cpu::adamw_params h = hp;
+    h.lr = lr;
+    if (!gr.decay) h.weight_decay = 0;
+    be.adamw_step(*gr.p, *gr.g, *gr.m, *gr.v, nullptr, gr.lowp, step_count, h);
   }
   return norm;
 }
@@ -44,9 +77,10 @@ double adamw_optimizer::step(llama_model& m, llama_weights& grads, float lr) {
 std::vector<std::pair<std::string, Tensor>> adamw_optimizer::state(const llama_model& m) const {
   std::vector<std::pair<std::string, Tensor>> out;
   auto params = m.parameters();
+  auto ml = grad_list(m, const_cast<llama_weights&>(m_)), vl = grad_list(m, const_cast<llama_weights&>(v_));
   for (size_t i = 0; i < params.size(); i++) {
-    out.emplace_back(params[i].first + ".exp_avg", m_[i]);
-    out.emplace_back(params[i].first + ".exp_avg_sq", v_[i]);
+    out.emplace_back(params[i].first + ".exp_avg", ml[i].second->host());
+    out.emplace_back(params[i].first + ".exp_avg_sq", vl[i].second->host());
   }
   return out;
 }
@@ -55,17 +89,41 @@ void adamw_optimizer::load_state(const llama_model& m, const std::vector<std::pa
   std::map<std::string, const Tensor*> by_name;
   for (auto& [n, t] : named) by_name[n] = &t;
   auto params = m.parameters();
+  auto ml = grad_list(m, m_), vl = grad_list(m, v_);
   for (size_t i = 0; i < params.size(); i++) {
     for (int which = 0; which < 2; which++) {
       std::string n = params[i].first + (which ? ".exp_avg_sq" : ".exp_avg");
       auto it = by_name.find(n);
       if (it == by_name.end()) fail("optimizer state lacks '{}'; the checkpoint does not match this model", n);
-      Tensor& dst = which ? v_[i] : m_[i];
+      Tensor& dst = *(which ? vl : ml)[i].second;
       if (it->second->shape() != dst.shape())
         fail("optimizer state '{}' has shape {} but the model needs {}", n, shape_str(it->second->shape()),
              shape_str(dst.shape()));
-      dst = it->second->to(dtype::f32);
+      m.ops().copy(dst, m.ops().upload(*it->second, dtype::f32));
     }
+  }
+}
+
+void adamw_optimizer::master_to_host(const llama_model& m, llama_model& host) const {
+  auto src = grad_list(m, const_cast<llama_weights&>(master(m)));
+  auto dst = host.parameters();
+  GSA_ASSERT(src.size() == dst.size());
+  for (size_t i = 0; i < src.size(); i++) *dst[i].second = src[i].second->host(dtype::f32).clone();
+}
+
+void adamw_optimizer::load_master(llama_model& m, const llama_model& host) {
+  auto src = host.parameters();
+  auto dev = m.parameters();
+  GSA_ASSERT(src.size() == dev.size());
+  backend& be = m.ops();
+  if (master_.flat.empty()) {  // the model is the master
+    for (size_t i = 0; i < src.size(); i++) be.copy(*dev[i].second, be.upload(*src[i].second, dtype::f32));
+    return;
+  }
+  auto dst = grad_list(m, master_);
+  for (size_t i = 0; i < src.size(); i++) {
+    be.copy(*dst[i].second, be.upload(*src[i].second, dtype::f32));
+    be.copy(*dev[i].second, *dst[i].second);  // the compute copy, rounded once
   }
 }
 

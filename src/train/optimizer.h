@@ -1,5 +1,10 @@
-// AdamW over a model's parameters with global-norm clipping. State (m, v, step) is saved beside a checkpoint
-// for bit-exact resume. Gradients come from backward() (which accumulates): the trainer zeroes them per step.
+// AdamW over a model's parameters with global-norm clipping, on the model's backend. State (m, v, step) is
+// saved beside a checkpoint for bit-exact resume. Gradients come from backward() (which accumulates): the
+// trainer zeroes them per step.
+//
+// A host model is updated tensor by tensor in place. A packed device model (to_backend) keeps f32 master
+// weights, m and v packed like the model, so a step is two launches (matrices with weight decay, then vectors
+// without); a bf16 model's compute copy is refreshed by the same launch. An f32 device model is its own master.
 #pragma once
 #include <string>
 #include <vector>
@@ -15,17 +20,25 @@ class adamw_optimizer {
   float max_grad_norm = 1.0f;  // <= 0: no clipping
   int64_t step_count = 0;
 
-  explicit adamw_optimizer(const llama_model& m);
-  // One update with learning rate lr. Weight decay applies to matrices only (not norms, biases, embeddings'
+  // master: the host f32 weights a device model was made from (exact master weights; without it the master is
+  // the model's own weights widened to f32).
+  explicit adamw_optimizer(llama_model& m, const llama_model* master = nullptr);
+  // One update with learning rate lr. Weight decay applies to matrices only (not norms, biases; embeddings'
   // rows are matrices and do decay, as in the common GPT recipe). Returns the gradient norm before clipping.
   double step(llama_model& m, llama_weights& grads, float lr);
 
-  // m and v as named tensors ("<param>.exp_avg", "<param>.exp_avg_sq"), for checkpoints.
+  // m and v as named host tensors ("<param>.exp_avg", "<param>.exp_avg_sq"), for checkpoints.
   std::vector<std::pair<std::string, Tensor>> state(const llama_model& m) const;
   void load_state(const llama_model& m, const std::vector<std::pair<std::string, Tensor>>& named);
+  // The f32 master weights into a host model of the same config (for checkpoints of a device model).
+  void master_to_host(const llama_model& m, llama_model& host) const;
+  // Sets the master weights (and the model's compute copy) from a host model: resume of a device run.
+  void load_master(llama_model& m, const llama_model& host);
 
  private:
-  std::vector<Tensor> m_, v_;
+  llama_weights master_;  // packed device models in bf16 only; else empty (the model is the master)
+  llama_weights m_, v_;
+  const llama_weights& master(const llama_model& m) const { return master_.flat.empty() ? m.w : master_; }
 };
 
 // Cosine schedule with linear warmup: lr at step (0-based) of total, decaying to min_ratio * lr_max.

@@ -47,6 +47,9 @@ static const option_spec k_table[] = {
     {"out", option_type::string, "\"runs/train\"", "output folder: checkpoints, log.jsonl, loss.svg, final/", &T::out},
     {"resume", option_type::boolean, "true", "continue from OUT/latest when it exists", &T::resume},
     {"progress", option_type::boolean, "false", "progress bar on stderr even when it is not a terminal", &T::progress},
+    // Device.
+    {"device", option_type::string, "\"cpu\"", "cpu or cuda (the whole model on the GPU)", &T::device},
+    {"precision", option_type::string, "\"bf16\"", "cuda: bf16 or f32 activations and compute weights (f32 master weights either way); cpu: always f32", &T::precision},
 };
 
 std::span<const option_spec> train_option_table() { return k_table; }

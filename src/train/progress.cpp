@@ -25,7 +25,7 @@ static std::string human_time(double s) {
   return fmt::format("{}s", t);
 }
 
-void progress_bar::update(int64_t step, double loss, double lr, int64_t tokens) {
+void progress_bar::update(int64_t step, double loss, double lr, int64_t tokens, double mfu_factor) {
   if (!enabled_) return;
   double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   double done = double(step - first_), left = double(total_ - step);
@@ -35,10 +35,10 @@ void progress_bar::update(int64_t step, double loss, double lr, int64_t tokens) 
   std::string bar(size_t(filled), '=');
   if (filled < width) bar += '>' + std::string(size_t(width - filled - 1), ' ');
   double tps = tokens_per_second(tokens);
-  std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %s tok/s ETA %s   ", bar.c_str(), (long long)step,
-               (long long)total_, loss, lr,
-               tps >= 1e4 ? fmt::format("{:.1f}k", tps / 1e3).c_str() : fmt::format("{:.0f}", tps).c_str(),
-               human_time(eta).c_str());
+  const std::string rate = tps >= 1e4 ? fmt::format("{:.1f}k", tps / 1e3) : fmt::format("{:.0f}", tps);
+  const std::string mfu = mfu_factor > 0 ? fmt::format(" MFU {:.1f}%", 100.0 * tps * mfu_factor) : "";
+  std::fprintf(stderr, "\r[%s] %lld/%lld loss %.4f lr %.2e %s tok/s%s ETA %s   ", bar.c_str(), (long long)step,
+               (long long)total_, loss, lr, rate.c_str(), mfu.c_str(), human_time(eta).c_str());
   std::fflush(stderr);
 }
 

@@ -1,4 +1,4 @@
-// A one-line progress bar on stderr: step, loss, learning rate, tokens/s and ETA, redrawn in place with '\r'.
+// A one-line progress bar on stderr: step, loss, learning rate, tokens/s, MFU (on a GPU) and ETA, redrawn in place with '\r'.
 // Enabled when stderr is a terminal or when forced (--progress); otherwise silent.
 #pragma once
 #include <chrono>
@@ -10,7 +10,8 @@ class progress_bar {
  public:
   progress_bar(int64_t first_step, int64_t total_steps, bool force);
   bool enabled() const { return enabled_; }
-  void update(int64_t step, double loss, double lr, int64_t tokens_since_start);
+  // mfu_per_token_per_s > 0: also shows MFU = tokens/s x that factor (model FLOPs per token / peak FLOP/s).
+  void update(int64_t step, double loss, double lr, int64_t tokens_since_start, double mfu_per_token_per_s = 0);
   void finish();
   double tokens_per_second(int64_t tokens_since_start) const;
 

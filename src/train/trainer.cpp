@@ -26,16 +26,37 @@ using json = nlohmann::json;
 
 namespace {
 
+// Model FLOPs per trained token for MFU: 6 x the parameters that multiply (every matrix but the input embedding,
+// whose forward is a lookup; the LM head counts even when tied). Attention scores are left out: GSA attends a
+// plan-dependent fraction of the causal pairs, so this is the matmul work both GSA and full attention do.
+double train_flops_per_token(const model_config& c, int64_t /*seq_len*/) {
+  const double C = double(c.hidden_size), I = double(c.intermediate_size), D = double(c.head_dim);
+  const double per_layer = C * D * double(c.num_attention_heads) * 2 + C * D * double(c.num_key_value_heads) * 2 +
+                           3 * C * I;
+  return 6.0 * (per_layer * double(c.num_hidden_layers) + C * double(c.vocab_size));
+}
+// Dense bf16 tensor-core peak of the H100/H200 SXM datasheet, the MFU denominator.
+constexpr double k_peak_bf16_flops = 989e12;
+
 // Seeds for the eval's task samples: fixed, and far from anything the training mix draws.
 uint64_t eval_seed(int task_index, int k) { return 0x9e3779b97f4a7c15ull ^ (uint64_t(task_index) << 32) ^ uint64_t(k); }
 
 struct run_state {
   const train_options& o;
-  llama_model m;
+  llama_model m;   // the host model: what checkpoints are written from (f32)
+  llama_model dm;  // its twin on the GPU (--device cuda); empty on the CPU
+  bool on_gpu = false;
   std::unique_ptr<adamw_optimizer> opt;
   bool has_gsa = false;
   gist::gsa_config gcfg;
   const gist::gsa_config* cfg() const { return has_gsa ? &gcfg : nullptr; }
+  // The model the steps run on.
+  llama_model& model() { return on_gpu ? dm : m; }
+  const llama_model& model() const { return on_gpu ? dm : m; }
+  // Makes the host model current (the optimizer's master weights) before it is saved.
+  void sync_host() {
+    if (on_gpu) opt->master_to_host(dm, m);
+  }
 };
 
 double eval_val_loss(const run_state& r, const std::vector<std::vector<int32_t>>& windows) {
@@ -47,7 +68,7 @@ double eval_val_loss(const run_state& r, const std::vector<std::vector<int32_t>>
     x.raw = w;
     train_sequence q = make_sequence(x, r.cfg(), int(r.o.suffix_tokens));
     forward_state st;
-    forward_sequence(r.m, st, q, r.cfg());
+    forward_sequence(r.model(), st, q, r.cfg());
     sum += st.loss_sum;
     n += st.n_valid;
   }
@@ -71,8 +92,8 @@ json eval_tasks(const run_state& r, const std::vector<mix_entry>& mix, const tas
   auto answer_accuracy = [&](const train_sample& x, const gist::gsa_config* cfg) {
     train_sequence q = make_sequence(x, cfg, int(r.o.suffix_tokens));
     forward_state st;
-    forward_sequence(r.m, st, q, cfg);
-    Tensor lg = logits(r.m, st);
+    forward_sequence(r.model(), st, q, cfg);
+    Tensor lg = logits(r.model(), st);
     const int64_t V = lg.dim(1);
     int64_t total = 0, right = 0;
     for (int i = 0; i < st.T; i++) {
@@ -198,7 +219,10 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   fs::create_directories(o.out, ec);
   if (ec) fail("{}: cannot create the output folder: {}", o.out, ec.message());
 
-  run_state r{o, {}, nullptr, false, {}};
+  run_state r{o, {}, {}, false, nullptr, false, {}};
+  const device dev = parse_device(o.device);
+  const dtype precision = dev == device::cpu ? dtype::f32 : parse_precision(o.precision);
+  backend& be = get_backend(dev, precision);  // fails here, before any work, without a usable GPU
   const std::vector<std::string> tokenizer_dirs = {
       o.tokenizer, o.model, ds.meta.value("source", json::object()).value("tokenizer", "")};
   std::vector<int32_t> added_gist_ids;  // gist rows this run appended (named in the final tokenizer.json)
@@ -231,6 +255,16 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     r.has_gsa = setup_gsa(r.m, o.gsa, o.mode, r.gcfg, tok, &added);
     if (added) added_gist_ids = r.gcfg.gist_token_ids;
     r.opt = std::make_unique<adamw_optimizer>(r.m);
+  }
+  if (dev != device::cpu) {
+    // The weights move to the GPU once; the host optimizer's state (zero, or the checkpoint's) moves with them.
+    r.dm = to_backend(r.m, be);
+    r.on_gpu = true;
+    auto host_opt = std::move(r.opt);
+    r.opt = std::make_unique<adamw_optimizer>(r.dm, &r.m);
+    r.opt->load_state(r.dm, host_opt->state(r.m));
+    r.opt->step_count = host_opt->step_count;
+    GSA_LOG_INFO("training on {}: {:.1f} MiB of weights", be.describe(), double(r.dm.w.flat.nbytes()) / 1048576.0);
   }
   // Say what trains: continuing a full-attention model without "gsa": null silently becoming a GSA run is
   // the mistake this line makes visible.
@@ -294,7 +328,8 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   progress_bar bar(step, o.steps, o.progress);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t tokens0 = tokens;
-  llama_weights grads = make_grads(r.m);
+  llama_weights grads = make_grads(r.model());
+  const double flops_per_token = train_flops_per_token(r.m.config, o.seq_len);
   while (step < o.steps) {
     if (hooks.stop_after_steps >= 0 && step >= hooks.stop_after_steps) {
       bar.finish();
@@ -302,34 +337,42 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
       return res;  // as if killed: no save
     }
     const float lr = cosine_lr(step, o.warmup, o.steps, float(o.lr), float(o.min_lr_ratio));
-    zero_grads(grads);
+    zero_grads(grads, r.model().ops());
     double loss = 0;
     for (int64_t a = 0; a < o.grad_accum; a++) {
       train_sample x = mixer.next();
       train_sequence q = make_sequence(x, r.cfg(), int(o.suffix_tokens));
       forward_state st;
-      forward_sequence(r.m, st, q, r.cfg());
-      if (st.n_valid > 0) backward(r.m, st, grads, 1.0f / float(o.grad_accum));
+      forward_sequence(r.model(), st, q, r.cfg());
+      if (st.n_valid > 0) backward(r.model(), st, grads, 1.0f / float(o.grad_accum));
       loss += st.loss() / double(o.grad_accum);
       tokens += int64_t(x.raw.size());
     }
-    double gnorm = r.opt->step(r.m, grads, lr);
+    double gnorm = r.opt->step(r.model(), grads, lr);
     step++;
     res.last_loss = loss;
-    bar.update(step, loss, lr, tokens - tokens0);
+    bar.update(step, loss, lr, tokens - tokens0, r.on_gpu ? flops_per_token / k_peak_bf16_flops : 0.0);
     if (step % o.log_every == 0 || step == o.steps) {
       double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      record({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens", tokens},
-              {"tokens_per_s", el > 0 ? double(tokens - tokens0) / el : 0.0}, {"elapsed_s", el}});
+      const double tps = el > 0 ? double(tokens - tokens0) / el : 0.0;
+      json rec = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens", tokens},
+                  {"tokens_per_s", tps}, {"elapsed_s", el}};
+      if (r.on_gpu) {
+        rec["mfu"] = tps * flops_per_token / k_peak_bf16_flops;
+        rec["gpu_mib"] = double(r.model().ops().peak_bytes()) / 1048576.0;
+      }
+      record(rec);
     }
     if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) evaluate();
     if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps) {
+      r.sync_host();
       save_checkpoint(o.out, step, r.m, *r.opt, make_trainer_json(), int(o.keep_checkpoints));
       log.plot(plot_path, title);
     }
   }
   bar.finish();
   fs::path fin = fs::path(o.out) / "final";
+  r.sync_host();
   save_model(r.m, fin.string());
   copy_tokenizer_files(find_tokenizer_dir(tokenizer_dirs), fin, added_gist_ids);
   res.step = step;

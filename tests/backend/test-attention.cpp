@@ -1,8 +1,8 @@
 // Plan-driven attention vs the dense reference with a mask built here, independently, from the plan:
 // mask[i][j] = (j in the list of i's block for that KV head) && j <= q_offset + i. Covers random plans (shared
-// and per-KV-head lists), causal plans, decode-like single-row blocks, GQA ratios 1/2/4, D in {8, 16, 64},
-// partial final blocks, rows with no visible key, 1/2/3 threads (both backward scatter strategies),
-// accumulation and nullptr gradient outputs.
+// and per-KV-head lists; range and gist-unit segments in shuffled order, g = 1 and 2), causal plans, decode-like
+// single-row blocks, GQA ratios 1/2/4, D in {8, 16, 64}, partial final blocks, rows with no visible key,
+// 1/2/3 threads (both backward scatter strategies), accumulation and nullptr gradient outputs.
 #include <fmt/format.h>
 #include <omp.h>
 
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/attention.h"
+#include "backend/plan-test-util.h"
 #include "test-util.h"
 
 namespace {
@@ -22,31 +23,17 @@ struct shape {
 };
 
 attn_plan random_plan(rng& r, const shape& s, int heads, int max_block, float density) {
-  attn_plan p;
-  p.heads = heads;
-  p.block_q = {0};
-  while (p.block_q.back() < s.Tq) p.block_q.push_back(std::min(s.Tq, p.block_q.back() + 1 + int(r.below(max_block))));
-  p.indptr = {0};
-  for (int b = 0; b < p.n_blocks(); b++)
-    for (int h = 0; h < heads; h++) {
-      const int last = std::min(s.Tk - 1, s.q_offset + p.block_q[b + 1] - 1);
-      if (r.uniform() >= 0.1f)  // else: an empty list
-        for (int j = 0; j <= last; j++)
-          if (r.uniform() < density) p.indices.push_back(j);
-      p.indptr.push_back(int64_t(p.indices.size()));
-    }
-  return p;
+  return test::random_segment_plan(r, s.Tq, s.Tk, s.q_offset, heads, max_block, density);
 }
 
-// The dense mask for KV head hk, from the plan's lists and the causal rule.
+// The dense mask for KV head hk, from the plan's lists (each segment's keys) and the causal rule.
 std::vector<uint8_t> mask_from_plan(const attn_plan& p, const shape& s, int hk) {
   std::vector<uint8_t> m(size_t(s.Tq) * s.Tk, 0);
-  for (int b = 0; b < p.n_blocks(); b++) {
-    const int h = p.heads == 1 ? 0 : hk;
-    for (int64_t e = p.indptr[size_t(b) * p.heads + h]; e < p.indptr[size_t(b) * p.heads + h + 1]; e++)
+  for (int b = 0; b < p.n_blocks(); b++)
+    p.for_each_key(b, hk, [&](int32_t j) {
       for (int i = p.block_q[b]; i < p.block_q[b + 1]; i++)
-        if (p.indices[e] <= s.q_offset + i) m[size_t(i) * s.Tk + p.indices[e]] = 1;
-  }
+        if (j <= s.q_offset + i) m[size_t(i) * s.Tk + j] = 1;
+    });
   return m;
 }
 
@@ -208,7 +195,7 @@ TEST(Attention, BothScatterStrategiesAndThreadCounts) {
         shape s{80, 85, 5, Hq, Hkv, 64};
         auto p = random_plan(r, s, heads, 6, 0.8f);
         // The kernels run calls under 2^18 multiply-adds on one thread; this one must get a team.
-        ASSERT_GT(double(p.attended_pairs(Hkv)) * (Hq / Hkv) * s.D, double(1 << 18));
+        ASSERT_GT(double(attended_pairs(p, Hkv)) * (Hq / Hkv) * s.D, double(1 << 18));
         check_plan(p, s, 400 + n++,
                    fmt::format("threads={} Hq={} Hkv={} heads={}", threads, Hq, Hkv, heads));
       }
@@ -219,7 +206,7 @@ TEST(Attention, BackwardAccumulatesAndAcceptsNullptr) {
   rng r(51);
   const shape s{60, 64, 4, 4, 2, 64};
   auto p = random_plan(r, s, 2, 4, 0.9f);
-  ASSERT_GT(double(p.attended_pairs(s.Hkv)) * (s.Hq / s.Hkv) * s.D, double(1 << 18));  // threaded (see above)
+  ASSERT_GT(double(attended_pairs(p, s.Hkv)) * (s.Hq / s.Hkv) * s.D, double(1 << 18));  // threaded (see above)
   auto q = test::randn(size_t(s.Tq) * s.Hq * s.D, r), k = test::randn(size_t(s.Tk) * s.Hkv * s.D, r);
   auto v = test::randn(size_t(s.Tk) * s.Hkv * s.D, r), dout = test::randn(q.size(), r);
   grads ref = dense_reference(p, s, q, k, v, dout);

@@ -33,23 +33,28 @@ stream make_stream(int n, const gsa_config& cfg) {
   return build_stream(raw.data(), n, cfg);
 }
 
-// Structure every plan must have: blocks tile [0, n), lists strictly ascending, no key after the block.
+// Structure every plan must have: blocks tile [0, n), the validator accepts it, no key twice in a list (the
+// sorted expansion strictly ascends), no key after the block.
 void check_shape(const gsa::cpu::attn_plan& p, int n, int heads) {
   ASSERT_EQ(p.heads, heads);
   ASSERT_GE(p.block_q.size(), 1u);
   ASSERT_EQ(p.block_q.front(), 0);
   ASSERT_EQ(p.block_q.back(), n);
-  ASSERT_EQ(p.indptr.size(), size_t(p.n_blocks()) * heads + 1);
+  ASSERT_EQ(p.seg_ptr.size(), size_t(p.n_blocks()) * heads + 1);
+  ASSERT_NO_THROW(gsa::cpu::validate_plan(p, n, n, 0, heads));
+  std::vector<int32_t> keys;
   for (int b = 0; b < p.n_blocks(); b++) {
     ASSERT_LT(p.block_q[b], p.block_q[b + 1]);
-    for (int h = 0; h < heads; h++)
-      for (int64_t i = p.list_begin(b, h); i < p.list_end(b, h); i++) {
-        ASSERT_GE(p.indices[i], 0);
-        ASSERT_LT(p.indices[i], p.block_q[b + 1]);
-        if (i > p.list_begin(b, h)) {
-          ASSERT_LT(p.indices[i - 1], p.indices[i]);
+    for (int h = 0; h < heads; h++) {
+      p.list_keys(b, h, keys);
+      for (size_t i = 0; i < keys.size(); i++) {
+        ASSERT_GE(keys[i], 0);
+        ASSERT_LT(keys[i], p.block_q[b + 1]);
+        if (i > 0) {
+          ASSERT_LT(keys[i - 1], keys[i]);
         }
       }
+    }
   }
 }
 
@@ -59,7 +64,7 @@ void check_exact(const gsa::cpu::attn_plan& p, int n, Want want) {
   for (int b = 0; b < p.n_blocks(); b++)
     for (int h = 0; h < p.heads; h++) {
       std::vector<uint8_t> listed(n, 0);
-      for (int64_t i = p.list_begin(b, h); i < p.list_end(b, h); i++) listed[p.indices[i]] = 1;
+      p.for_each_key(b, h, [&](int32_t k) { listed[k] = 1; });
       for (int q = p.block_q[b]; q < p.block_q[b + 1]; q++)
         for (int k = 0; k < n; k++) {
           const bool got = listed[k] && k <= q;
@@ -92,8 +97,13 @@ TEST(GistPlan, CompressBlocksOnTwoLevels) {
   auto p = plan_compress(s, cfg);
   EXPECT_EQ(p.block_q, (std::vector<int32_t>{0, 3, 6, 7, 10, 13, 14, 15}));
   // b1's list: level-0 gists of its group and the previous group, and the level-1 gists.
-  std::vector<int32_t> b1(p.indices.begin() + p.indptr[5], p.indices.begin() + p.indptr[6]);
+  std::vector<int32_t> b1;
+  p.list_keys(5, 0, b1);
   EXPECT_EQ(b1, (std::vector<int32_t>{2, 5, 6, 9, 12, 13}));
+  // As segments: the level-0 units 0..3 and the level-1 units 0..1, through the gist table.
+  ASSERT_EQ(p.seg_end(5, 0) - p.seg_begin(5, 0), 2);
+  EXPECT_EQ(p.gist_ptr, (std::vector<int32_t>{0, 4, 6}));
+  EXPECT_EQ(p.gist_pos, (std::vector<int32_t>{2, 5, 9, 12, 6, 13}));
   // A split inside a chunk block keeps both halves exact.
   auto ps = plan_compress(s, cfg, 8);
   EXPECT_EQ(ps.block_q, (std::vector<int32_t>{0, 3, 6, 7, 8, 10, 13, 14, 15}));
@@ -149,7 +159,7 @@ TEST(GistPlan, SplitRowsKeepsVisibilityPerRow) {
     for (int b = 0; b < p.n_blocks(); b++) {
       if (p.block_q[b] >= first_row) {
         ASSERT_EQ(p.block_q[b + 1], p.block_q[b] + 1) << "one row per block from " << first_row;
-        for (int64_t i = p.list_begin(b, 0); i < p.list_end(b, 0); i++) ASSERT_LE(p.indices[i], p.block_q[b]);
+        p.for_each_key(b, 0, [&](int32_t k) { ASSERT_LE(k, p.block_q[b]); });
       } else {
         ASSERT_NE(std::find(base.block_q.begin(), base.block_q.end(), p.block_q[b + 1]), base.block_q.end())
             << "blocks before first_row are the base's";
@@ -181,7 +191,7 @@ TEST(GistPlan, UnfoldAllIsFullCausalOverRaw) {
   for (int b = 0; b < p.n_blocks(); b++) {
     if (s.level[p.block_q[b]] >= 1) continue;  // a gist of gists does not read raw tokens to begin with
     std::vector<uint8_t> listed(s.size(), 0);
-    for (int64_t i = p.list_begin(b, 0); i < p.list_end(b, 0); i++) listed[p.indices[i]] = 1;
+    p.for_each_key(b, 0, [&](int32_t k) { listed[k] = 1; });
     for (int k = 0; k < p.block_q[b]; k++)
       if (!s.is_gist(k)) {
         EXPECT_TRUE(listed[k]) << "block " << b << " misses raw " << k;
@@ -214,20 +224,28 @@ TEST(GistPlan, SuffixAndRows) {
       if (q < ctx_end) return vis(q, k);
       return vis(q, k, sel[size_t(b - first) * H + h]);
     });
-    // The suffix rows alone, rebased: same lists, rows shifted by ctx_end.
+    // The suffix rows alone, rebased: same lists (same segments, same gist table), rows shifted by ctx_end.
     auto rows = plan_rows(p, ctx_end);
     ASSERT_EQ(rows.n_blocks(), p.n_blocks() - first);
     ASSERT_EQ(rows.block_q.back(), s.size() - ctx_end);
+    EXPECT_EQ(rows.gist_ptr, p.gist_ptr);
+    EXPECT_EQ(rows.gist_pos, p.gist_pos);
+    EXPECT_EQ(rows.gists_per_unit, p.gists_per_unit);
+    EXPECT_NO_THROW(gsa::cpu::validate_plan(rows, s.size() - ctx_end, s.size(), ctx_end, H));
+    std::vector<int32_t> got, want;
     for (int b = 0; b < rows.n_blocks(); b++) {
       EXPECT_EQ(rows.block_q[b] + ctx_end, p.block_q[first + b]);
-      for (int h = 0; h < H; h++)
-        EXPECT_TRUE(std::equal(rows.indices.begin() + rows.list_begin(b, h), rows.indices.begin() + rows.list_end(b, h),
-                               p.indices.begin() + p.list_begin(first + b, h), p.indices.begin() + p.list_end(first + b, h)));
+      for (int h = 0; h < H; h++) {
+        rows.list_keys(b, h, got);
+        p.list_keys(first + b, h, want);
+        EXPECT_EQ(got, want);
+      }
     }
   }
 }
 
-// The list sizes follow the cost model: per raw block at most sink + c (1 + local) + gists, never O(n).
+// The list sizes follow the cost model: per raw block at most sink + c (1 + local) + gists, never O(n); and a
+// list is a few segments (sink, local chunks, one per gist level), whatever its length.
 TEST(GistPlan, ListSizesStayBoundedInAHierarchy) {
   gsa_config cfg;
   cfg.chunk = {8, 4, 4};
@@ -235,7 +253,15 @@ TEST(GistPlan, ListSizesStayBoundedInAHierarchy) {
   stream s = make_stream(8 * 4 * 4 * 6, cfg);  // 6 top-level units
   auto p = plan_compress(s, cfg);
   size_t longest = 0;
-  for (int b = 0; b < p.n_blocks(); b++) longest = std::max(longest, size_t(p.list_end(b, 0) - p.list_begin(b, 0)));
+  int64_t most_segs = 0;
+  std::vector<int32_t> keys;
+  for (int b = 0; b < p.n_blocks(); b++) {
+    p.list_keys(b, 0, keys);
+    longest = std::max(longest, keys.size());
+    most_segs = std::max(most_segs, p.seg_end(b, 0) - p.seg_begin(b, 0));
+  }
   // sink 3 + 2 chunks of 8 raw + own gist + 2 groups of 4 level-0 + 2 groups of 4 level-1 + 6 level-2.
   EXPECT_LE(longest, size_t(3 + 16 + 1 + 8 + 8 + 6));
+  // sink, previous chunk, own chunk, one segment per level.
+  EXPECT_LE(most_segs, 3 + 3);
 }

@@ -84,12 +84,14 @@ TEST(Golden, LlamaGistStreamMatchesTransformers) {
   const uint8_t* mk = static_cast<const uint8_t*>(mask.raw());
   cpu::attn_plan plan;
   plan.block_q.push_back(0);
-  plan.indptr.push_back(0);
+  plan.seg_ptr.push_back(0);
+  std::vector<int32_t> keys;
   for (int q = 0; q < T; q++) {
+    keys.clear();
     for (int k = 0; k <= q; k++)
-      if (mk[q * T + k]) plan.indices.push_back(k);
+      if (mk[q * T + k]) keys.push_back(k);
+    cpu::plan_push_keys(plan, keys);
     plan.block_q.push_back(q + 1);
-    plan.indptr.push_back(int64_t(plan.indices.size()));
   }
   plan_provider plans = [&](int, const float*, const float*) { return plan; };
   check_against_golden(m, golden_dir("llama-gist"), &plans, &pos);

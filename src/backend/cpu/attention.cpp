@@ -2,9 +2,10 @@
 // Layouts and the masking rule: see attention.h. Forward overwrites out (Tq,Hq,D) and lse (Tq,Hq); backward
 // accumulates (+=) into dq (Tq,Hq,D), dk and dv (Tk,Hkv,D), any of which may be nullptr.
 //
-// Work unit ("task"): one query block b and one KV head hk. The task gathers the listed K/V rows into
-// contiguous scratch once and serves every query head of the GQA group from it. Because lists are ascending,
-// the causal rule leaves each query row a prefix of the list, so the cost is the number of visible
+// Work unit ("task"): one query block b and one KV head hk. The task expands its list's segments into
+// ascending keys (expand_list: O(list), a merge of the few ascending runs the segments give), gathers those K/V
+// rows into contiguous scratch once and serves every query head of the GQA group from it. Because the expanded
+// keys ascend, the causal rule leaves each query row a prefix of them, so the cost is the number of visible
 // (query, key) pairs times D, never Tq * Tk.
 //
 // All products go through one register-tiled small GEMM (gemm_rows, 16-float vector tiles, sums never
@@ -111,13 +112,31 @@ void gemm_rows(float* C, size_t ldc, const float* A, size_t a_row, size_t a_col,
 constexpr double kMinParallelWork = 1 << 18;
 
 int team_size(const attn_plan& plan, int Hq, int Hkv, int D) {
-  const double work = double(plan.attended_pairs(Hkv)) * (Hq / Hkv) * D;
+  const double work = double(attended_pairs(plan, Hkv)) * (Hq / Hkv) * D;
   return work < kMinParallelWork ? 1 : omp_get_max_threads();
 }
 
 // Number of list entries at or before position pos: the prefix a query at pos may see.
 int visible_count(const int32_t* idx, int n, int64_t pos) {
   return int(std::upper_bound(idx, idx + n, pos) - idx);
+}
+
+// Smallest and largest key of a valid plan, from segment bounds (gist positions ascend per level): O(segments).
+// {0, -1} when the plan lists no key.
+std::pair<int32_t, int32_t> key_bounds(const attn_plan& plan) {
+  int32_t lo = std::numeric_limits<int32_t>::max(), hi = -1;
+  for (const key_seg& s : plan.segs) {
+    if (s.end <= s.begin) continue;
+    if (s.level < 0) {
+      lo = std::min(lo, s.begin);
+      hi = std::max(hi, s.end - 1);
+    } else {
+      const int32_t* pos = plan.gist_pos.data() + plan.gist_ptr[size_t(s.level)];
+      lo = std::min(lo, pos[s.begin]);
+      hi = std::max(hi, pos[s.end - 1] + plan.gists_per_unit - 1);
+    }
+  }
+  return hi < 0 ? std::pair<int32_t, int32_t>{0, -1} : std::pair<int32_t, int32_t>{lo, hi};
 }
 
 struct task_ctx {
@@ -129,6 +148,7 @@ struct task_ctx {
 // Per-thread scratch, grown on demand.
 struct scratch {
   std::vector<float> kt, kr, vr, vt, s, dp, dkg, dvg;
+  std::vector<int32_t> keys, tmp;  // the task's expanded list
   static float* fit(std::vector<float>& v, size_t n) {
     if (v.size() < n) v.resize(n);
     return v.data();
@@ -141,8 +161,9 @@ void forward_task(const task_ctx& c, int b, int hk, float* out, float* lse, cons
                   const float* v, scratch& w) {
   const attn_plan& plan = c.plan;
   const int D = c.D, G = c.G;
-  const int32_t* idx = plan.indices.data() + plan.list_begin(b, hk);
-  const int n = int(plan.list_end(b, hk) - plan.list_begin(b, hk));
+  expand_list(plan, b, hk, w.keys, w.tmp);
+  const int32_t* idx = w.keys.data();
+  const int n = int(w.keys.size());
   const int ld = round_up(n);
   float* kt = scratch::fit(w.kt, size_t(D) * ld);
   float* vr = scratch::fit(w.vr, size_t(n) * D);
@@ -186,8 +207,9 @@ void backward_task(const task_ctx& c, int b, int hk, float* dq, const kv_sink& d
                    const float* q, const float* k, const float* v, const float* out, const float* lse, scratch& w) {
   const attn_plan& plan = c.plan;
   const int D = c.D, G = c.G;
-  const int32_t* idx = plan.indices.data() + plan.list_begin(b, hk);
-  const int n = int(plan.list_end(b, hk) - plan.list_begin(b, hk));
+  expand_list(plan, b, hk, w.keys, w.tmp);
+  const int32_t* idx = w.keys.data();
+  const int n = int(w.keys.size());
   if (n == 0) return;
   const int ld = round_up(n);
   const bool want_kv = dst.dk || dst.dv;
@@ -299,12 +321,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   }
 
   // Per-thread buffers over the touched key range [key0, key1], one KV head at a time.
-  if (plan.indices.empty()) {  // nothing attended: only the (empty) dq work remains
-    return;
-  }
-  const auto [lo, hi] = std::minmax_element(plan.indices.begin(), plan.indices.end());
-  const int32_t key0 = *lo;
-  const size_t range = size_t(*hi - key0 + 1);
+  const auto [key0, key1] = key_bounds(plan);
+  if (key1 < key0) return;  // nothing attended: only the (empty) dq work remains
+  const size_t range = size_t(key1 - key0 + 1);
   const size_t per_thread = range * D;
   std::vector<float> buf(size_t(n_threads) * per_thread * 2);
   for (int hk = 0; hk < Hkv; hk++) {

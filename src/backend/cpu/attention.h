@@ -2,39 +2,55 @@
 // the run computes). Layouts: q (Tq, Hq, D); k, v (Tk, Hkv, D); out (Tq, Hq, D); lse (Tq, Hq).
 // GQA: query head h uses KV head h / (Hq / Hkv).
 //
-// Masking rule applied by every kernel here: query i (0-based row of q) sits at key position q_offset + i and
-// sees key j only if j is in its block's key list AND j <= q_offset + i (causal). Since a plan lists, for a
-// query block, only keys that are either earlier than the block or inside it, this one rule plus the list
-// expresses every GSA visibility pattern (gist mask, local window, sink, unfolded chunks, hierarchy).
+// Plans: backend/attn-plan.h (blocks of query rows; per (block, KV head) list, disjoint key segments: ranges of
+// stream positions or ranges of gist units resolved through the plan's gist table). Masking rule applied by
+// every kernel here: query i (0-based row of q) sits at key position q_offset + i and sees key j only if j is in
+// its block's list AND j <= q_offset + i (causal). Since a plan lists, for a query block, only keys that are
+// either earlier than the block or inside it, this one rule plus the list expresses every GSA visibility pattern
+// (gist mask, local window, sink, unfolded chunks, hierarchy).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "backend/attn-plan.h"
+
 namespace gsa::cpu {
 
-struct attn_plan {
-  int heads = 1;                 // 1: one key list per block shared by all KV heads; else Hkv lists per block
-  std::vector<int32_t> block_q;  // (n_blocks + 1) query row boundaries: block b = rows [block_q[b], block_q[b+1])
-  std::vector<int64_t> indptr;   // (n_blocks * heads + 1) CSR offsets into indices; list of (b, h) = b * heads + h
-  std::vector<int32_t> indices;  // key positions, strictly ascending within each list
+using attn_plan = gsa::attn_plan;
+using gsa::gist_units;
+using gsa::key_range;
+using gsa::key_seg;
 
-  int n_blocks() const { return int(block_q.size()) - 1; }
-  int64_t list_begin(int b, int h) const { return indptr[size_t(b) * heads + (heads == 1 ? 0 : h)]; }
-  int64_t list_end(int b, int h) const { return indptr[size_t(b) * heads + (heads == 1 ? 0 : h) + 1]; }
-  // Total (query, key) pairs attended, summed over KV heads: the work measure for benchmarks.
-  // Without q_offset the causal cut inside a block is unknown, so this counts the listed pairs
-  // (rows x list length): exact when every listed key precedes its block, an upper bound otherwise.
-  int64_t attended_pairs(int n_kv_heads) const;
-  // Exact count of visible pairs (list AND causal rule) for queries starting at q_offset.
-  int64_t attended_pairs(int n_kv_heads, int q_offset) const;
-};
+// Total (query, key) pairs attended, summed over KV heads: the work measure for benchmarks. O(segments).
+// Without q_offset the causal cut inside a block is unknown, so this counts the listed pairs
+// (rows x list length): exact when every listed key precedes its block, an upper bound otherwise.
+int64_t attended_pairs(const attn_plan& plan, int n_kv_heads);
+// Exact count of visible pairs (list AND causal rule) for queries starting at q_offset. O(rows * segments *
+// log units): segments are counted, never expanded. Needs a valid plan (validate_plan).
+int64_t attended_pairs(const attn_plan& plan, int n_kv_heads, int q_offset);
 
-// Plan for plain causal attention over Tq queries at q_offset and keys [0, q_offset + Tq), blocks of block rows.
+// Plan for plain causal attention over Tq queries at q_offset and keys [0, q_offset + Tq), blocks of block rows:
+// one range segment per block.
 attn_plan plan_causal(int Tq, int q_offset, int block);
 
-// Throws gsa::error if the plan is malformed for these sizes (lists not ascending, keys out of range, ...).
+// Appends one list holding the given keys (strictly ascending) as range segments, one per run of consecutive
+// positions, and closes it (pushes seg_ptr). The caller pushes block_q. For tests and hand-made plans.
+void plan_push_keys(attn_plan& plan, const int32_t* keys, size_t n);
+inline void plan_push_keys(attn_plan& plan, const std::vector<int32_t>& keys) {
+  plan_push_keys(plan, keys.data(), keys.size());
+}
+
+// Throws gsa::error if the plan is malformed for these sizes: block and CSR structure, gist table (per level
+// strictly ascending, units g apart: what lets kernels bound a gist segment in O(1)), segments (ranges inside
+// [0, Tk), gist levels and units inside the table), a key after its block's last query position, a key twice in
+// one list. O(segments + listed keys), one Tk-bit map per thread.
 void validate_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv);
+
+// The keys of list (b, h), ascending, in O(list + list * log(runs)) where runs = ascending runs of the
+// segment-by-segment expansion (a handful for builder plans whose segments are sorted by first key), instead of
+// list_keys' sort. tmp is scratch. Overwrites keys.
+void expand_list(const attn_plan& plan, int b, int h, std::vector<int32_t>& keys, std::vector<int32_t>& tmp);
 
 // Plan-driven attention (softmax(q k^T / sqrt(D)) v over the visible keys). Overwrites out and lse.
 // A query with no visible key gets out = 0 and lse = -inf. Both kernels validate the plan first (gsa::error)

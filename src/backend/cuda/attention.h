@@ -22,15 +22,26 @@ struct device_plan {
   int heads = 1, gists_per_unit = 1, n_blocks = 0;
   int64_t n_segs = 0;
   int max_block_rows = 0;
+  int Tq = 0, Tk = 0, q_offset = 0, Hkv = 0;  // the sizes upload_plan validated it for (checked at every run)
   const int32_t* block_q = nullptr;
   const int64_t* seg_ptr = nullptr;
   const key_seg* segs = nullptr;
   const int32_t* gist_ptr = nullptr;
   const int32_t* gist_pos = nullptr;
+  // Structured fast path (attention-structured.cu): upload_plan sets it when the plan is a heads == 1 plan whose
+  // every list is a few short stream ranges (sink, local window, own chunk) plus at most one gist-unit range per
+  // level, as gist::plan_compress builds; the bf16 runs then take the structured kernels (when 64 % G == 0).
+  // Clear `structured` to force the generic kernels.
+  bool structured = false;
+  int levels = 0;                 // gist levels of the table
+  const void* sblocks = nullptr;  // (n_blocks) per-block descriptors of the structured kernels
   std::shared_ptr<void> storage;  // one device allocation holding every array
 };
 // Validates the plan for these sizes on the host (gsa::error as cpu::validate_plan) and uploads it.
 device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv);
+
+// True if upload_plan found the structure of the fast path (see device_plan::structured).
+bool attention_plan_is_structured(const device_plan& plan);
 
 // True if (D, t) is a compiled variant; *why says what to change otherwise.
 bool attention_supported(int D, dtype t, std::string* why);

@@ -21,6 +21,9 @@ void check(cudaError_t e, const char* what, const char* file, int line);
 void check_cublas(cublasStatus_t s, const char* what, const char* file, int line);
 // After a kernel launch: checks cudaGetLastError().
 void check_launch(const char* kernel, const char* file, int line);
+// Throws gsa::error(msg). For nvcc translation units, which cannot include core/error.h (fmt): they build the
+// message with std::string and call this.
+[[noreturn]] void fail_msg(const std::string& msg);
 
 struct context {
   int device = 0;

@@ -1,0 +1,108 @@
+// The op interface the model is written against (ggml's backends, llm.c's op contract): one layer sequence
+// (model/llama.cpp) runs on the CPU or the GPU through a `backend`. The contract of every op is the CPU
+// reference's (backend/cpu/ops.h, backend/cpu/attention.h): layouts, and gradients ACCUMULATE (+=).
+//
+// Types. A backend computes in its activation type act(): f32 on the CPU; bf16 (default) or f32 on CUDA.
+// Activations, activation gradients and the weights the forward reads are of type act(); parameter gradients
+// are always f32 (the optimizer's master weights and moments are f32 too); rstd and lse are f32; ids,
+// positions and targets are i32. Every tensor passed to an op lives on the backend's device.
+//
+// Shapes are read from the tensors (x (M, K), w (N, K), ...); the ops check what they read.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/ops.h"
+#include "core/tensor.h"
+
+namespace gsa {
+
+namespace gist {
+struct gsa_config;
+struct stream;
+}  // namespace gist
+
+class backend {
+ public:
+  virtual ~backend() = default;
+  virtual device where() const = 0;
+  virtual dtype act() const = 0;
+  virtual std::string describe() const = 0;  // "cpu (f32, 2 threads)", "cuda:0 NVIDIA H200 (bf16)"
+
+  // ---- memory
+  virtual Tensor alloc(const shape_t& shape, dtype t) = 0;  // zero-filled
+  virtual void zero(Tensor& x) = 0;
+  // A copy of a host tensor on this device, converted to type t (on the CPU: a converted copy).
+  virtual Tensor upload(const Tensor& host, dtype t) = 0;
+  // dst = src converted to dst's type (same device; same numel).
+  virtual void copy(Tensor& dst, const Tensor& src) = 0;
+  virtual void synchronize() {}
+  // Bytes of device memory held now and at peak (0 on the CPU).
+  virtual size_t bytes_in_use() const { return 0; }
+  virtual size_t peak_bytes() const { return 0; }
+
+  // ---- ops (backend/cpu/ops.h has each contract)
+  virtual void matmul_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias) = 0;
+  virtual void matmul_backward(Tensor* dx, Tensor* dw, Tensor* dbias, const Tensor& dy, const Tensor& x,
+                               const Tensor& w) = 0;
+  virtual void embedding_forward(Tensor& y, const Tensor& ids, const Tensor& table) = 0;
+  virtual void embedding_backward(Tensor& dtable, const Tensor& dy, const Tensor& ids) = 0;
+  virtual void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) = 0;
+  virtual void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                                const Tensor& rstd) = 0;
+  // x (T, H, D) in place; pos (T) i32, inv_freq (D/2) f32.
+  virtual void rope_forward(Tensor& x, const Tensor& pos, const Tensor& inv_freq) = 0;
+  virtual void rope_backward(Tensor& dx, const Tensor& pos, const Tensor& inv_freq) = 0;
+  virtual void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up) = 0;
+  virtual void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate,
+                               const Tensor& up) = 0;
+  virtual void add_inplace(Tensor& y, const Tensor& x) = 0;
+  // Returns the summed loss over valid rows and *n_valid; writes lse (T).
+  virtual double lm_head_xent_forward(Tensor& lse, const Tensor& h, const Tensor& w, const Tensor& targets,
+                                      int64_t* n_valid) = 0;
+  virtual void lm_head_xent_backward(Tensor& dh, Tensor* dw, const Tensor& h, const Tensor& w,
+                                     const Tensor& targets, const Tensor& lse, float scale) = 0;
+
+  // ---- attention through a plan. prepare() validates the plan and puts it where the kernels read it
+  // (the CUDA backend uploads it once; forward and backward of a layer share the result).
+  virtual std::shared_ptr<const void> prepare_plan(const cpu::attn_plan& plan, int Tq, int Tk, int q_offset,
+                                                   int Hkv) = 0;
+  // q (Tq, Hq, D), k, v (Tk, Hkv, D), out (Tq, Hq*D), lse (Tq, Hq).
+  virtual void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const cpu::attn_plan& plan, const void* prepared, int q_offset) = 0;
+  virtual void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                                  const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                                  const cpu::attn_plan& plan, const void* prepared, int q_offset) = 0;
+
+  // ---- chunk selection for unfolding (DESIGN 1.3; gist/select.h is the reference): from a layer's rotated q
+  // (T, Hq, D) and k (T, Hkv, D) on this device, for the blocks [b_begin, n_blocks) of base (a compress plan of
+  // stream s, possibly split per row): selected[(b - b_begin) * Hkv + h] = ascending chunk ids, unfolds[b] = 1
+  // where block b unfolds. Returns false when this backend has no selection kernels: the caller then copies q
+  // and k to the host and selects there (the CPU backend always returns false: its q and k are host memory).
+  virtual bool select_chunks(const Tensor& q, const Tensor& k, const cpu::attn_plan& base, int b_begin,
+                             const gist::stream& s, const gist::gsa_config& cfg,
+                             std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) {
+    return false;
+  }
+
+  // ---- optimizer over flat f32 buffers of n values (the model keeps every parameter in one buffer).
+  // decay (n, u8) or null; lowp (n, bf16) or null: the compute copy to refresh.
+  virtual void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp,
+                          int64_t t, const cpu::adamw_params& hp) = 0;
+  virtual double sum_squares(const Tensor& g) = 0;
+  virtual void scale_inplace(Tensor& g, float s) = 0;
+};
+
+// The process's CPU backend (f32).
+backend& cpu_backend();
+// A backend for `device` computing in `act` (cpu: f32 only). Throws gsa::error with what to change when the
+// device is absent (no CUDA in this build, no GPU, no driver) or the type is unsupported. The CUDA backend is
+// one per process; asking again returns the same one if the type matches.
+backend& get_backend(device d, dtype act);
+// Parses "cpu" / "cuda" and "bf16" / "f32" (clear errors otherwise).
+device parse_device(const std::string& s);
+dtype parse_precision(const std::string& s);
+
+}  // namespace gsa

@@ -1,0 +1,73 @@
+// Internal seam between the host side of plan-driven attention (attention.cpp: checks, plan upload, scratch
+// buffers; plain C++ that may throw gsa::error) and the kernels (attention-fwd.cu, attention-bwd.cu,
+// attention-bwd-mma.cu, compiled by nvcc without fmt). Not part of the public API; contract and layouts: attention.h.
+#pragma once
+#include <cstdint>
+
+#include "backend/attn-plan.h"
+
+namespace gsa::cuda::detail {
+
+// Structured plans (attention-structured.cu): a heads == 1 plan whose every list is a few short stream ranges plus at
+// most one gist-unit segment per level. upload_plan detects it and stores one sblock per block; the structured
+// kernels then tile consecutive query rows across blocks (see attention-structured.cuh).
+constexpr int kSNR = 4;          // stream ranges per block
+constexpr int kSLV = 4;          // gist levels
+constexpr int kSMaxB = 32;       // blocks meeting any aligned window of kSWindow rows
+constexpr int kSWindow = 128;    // largest row tile (rows) of a structured kernel
+constexpr int kSMaxRange = 512;  // keys per stream range
+
+struct sblock {
+  int32_t nr = 0, pad = 0;
+  int32_t r[kSNR][2] = {};  // stream ranges [begin, end), uncut
+  int32_t u[kSLV][2] = {};  // per level: visible units [begin, end) (empty: begin == end)
+};
+static_assert(sizeof(sblock) == 72);
+
+struct attn_dims {
+  int Tq = 0, Tk = 0, q_offset = 0, Hq = 0, Hkv = 0, D = 0;
+  bool bf16 = false;  // activation type t: bf16 or f32
+};
+
+// Device pointers of an uploaded plan (device_plan without ownership).
+struct attn_plan_view {
+  int heads = 1, gists_per_unit = 1, n_blocks = 0, max_block_rows = 0;
+  const int32_t* block_q = nullptr;
+  const int64_t* seg_ptr = nullptr;
+  const key_seg* segs = nullptr;
+  const int32_t* gist_ptr = nullptr;
+  const int32_t* gist_pos = nullptr;
+  int levels = 0;                   // gist levels (entries of gist_ptr - 1)
+  const sblock* sblocks = nullptr;  // (n_blocks) set only when the launcher takes the structured kernels
+};
+
+struct attn_fwd_args {
+  attn_dims d;
+  attn_plan_view p;
+  void* out = nullptr;  // (Tq, Hq, D) t
+  float* lse = nullptr;  // (Tq, Hq)
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+};
+
+struct attn_bwd_args {
+  attn_dims d;
+  attn_plan_view p;
+  void* dq = nullptr;  // (Tq, Hq, D) t, +=; may be null
+  // f32 scratch (Tk, Hkv, D), zeroed by the caller; null when the matching gradient is not wanted.
+  float *dk_acc = nullptr, *dv_acc = nullptr;
+  void *dk = nullptr, *dv = nullptr;  // (Tk, Hkv, D) t, += scratch at the end
+  const void *dout = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
+  const float* lse = nullptr;
+};
+
+// Launch on `stream` (a cudaStream_t). Inputs are already checked. Return a cudaError_t value (0 = success).
+int launch_attention_forward(const attn_fwd_args& a, int sm_count, void* stream);
+int launch_attention_backward(const attn_bwd_args& a, int sm_count, void* stream);
+// The bf16 tensor-core backward kernel alone (attention-bwd-mma.cu): dq += and the dk / dv scratch partials; the
+// scratch add into dk / dv is left to launch_attention_backward.
+int launch_attention_backward_mma(const attn_bwd_args& a, int sm_count, void* stream);
+// The structured kernels (bf16 only; a.p.sblocks set; 64 % G == 0): forward, and backward without the scratch add.
+int launch_attention_forward_structured(const attn_fwd_args& a, int sm_count, void* stream);
+int launch_attention_backward_structured(const attn_bwd_args& a, int sm_count, void* stream);
+
+}  // namespace gsa::cuda::detail

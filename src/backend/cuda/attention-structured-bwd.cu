@@ -1,0 +1,277 @@
+// bf16 tensor-core backward of plan-driven GSA attention for structured plans (contract: attention.h; row tiles,
+// key tiles and masks: attention-structured.cuh). dq (Tq, Hq, D) += (may be null); dk, dv partials += into the f32
+// scratch (Tk, Hkv, D) of attn_bwd_args (null when not wanted); attention-bwd.cu adds the scratch afterwards.
+//
+// The generic bf16 backward (attention-bwd-mma.cu) over the structured row tiles: CTA (row tile, KV head) of
+// W = 8 warps (M = 128 stacked rows of consecutive query rows across blocks) walks the tile's key segments once
+// (gist units of the tile's blocks per level, then their merged stream ranges). Per key tile (KT = 64 keys at
+// D 64, 32 at D 128), per warp: S = Q K^T, dP = dO V^T, P = exp2(S scale log2e - lse log2e) under the row's block
+// mask and causal limit, dS = P (dP - D_i) scale, dQ += dS K; then P and dS (bf16) go to shared memory and the CTA
+// adds dV = P^T dO, dK = dS^T Q into the scratch (grad_unit, one unit of 16 keys x 64 columns of dV or dK per
+// warp: red.global.add.v4.f32). Against the generic kernel a gist key is loaded and its dK / dV flushed once per
+// 128 stacked rows instead of once per 64-row tile of every block (17 or 68 rows).
+//
+// Compiled variants: D {64, 128}: 2 kernels.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/attention-structured.cuh"
+
+namespace gsa::cuda::detail {
+namespace {
+
+constexpr int kWarps = 8;  // 128 stacked rows: half the dK / dV flushes of 64-row tiles
+
+template <int D>
+struct cfg {
+  static constexpr int KT = D == 128 ? 32 : 64;
+  static constexpr int LD = D + 8;
+  static constexpr int LP = KT + 8;
+  static constexpr int NU = (KT / 16) * (D / 64);
+};
+
+template <int D>
+size_t smem_bytes() {
+  using C = cfg<D>;
+  const size_t M = size_t(16) * kWarps;
+  return ((2 * M + 4 * C::KT) * C::LD + 2 * M * C::LP) * sizeof(bf16) + stile_bytes<C::KT>();
+}
+
+template <int D>
+__global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_bwd_args a) {
+  using C = cfg<D>;
+  constexpr int KT = C::KT, LD = C::LD, LP = C::LP, DC = D / 8, M = 16 * kWarps, W = kWarps;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int nthr = blockDim.x;
+  stile<KT>& t = *reinterpret_cast<stile<KT>*>(smem);
+  bf16* Qs = reinterpret_cast<bf16*>(smem + stile_bytes<KT>());  // [M][LD] q
+  bf16* Os = Qs + M * LD;                                          // [M][LD] dout
+  bf16* Ks = Os + M * LD;                                          // [2][KT][LD]
+  bf16* Vs = Ks + 2 * KT * LD;                                     // [2][KT][LD]
+  bf16* Ps = Vs + 2 * KT * LD;                                     // [M][LP] P (bf16)
+  bf16* dSs = Ps + M * LP;                                         // [M][LP] dS (bf16, scale included)
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int Hq = a.d.Hq, Hkv = a.d.Hkv, q_offset = a.d.q_offset, G = Hq / Hkv, hk = blockIdx.y;
+  const int RT = M / G, r0 = blockIdx.x * RT, r1 = min(a.d.Tq, r0 + RT);
+  const bf16* q = static_cast<const bf16*>(a.q);
+  const bf16* k = static_cast<const bf16*>(a.k);
+  const bf16* v = static_cast<const bf16*>(a.v);
+  const bf16* dout = static_cast<const bf16*>(a.dout);
+  const bf16* out = static_cast<const bf16*>(a.out);
+  const float scale = rsqrtf(float(D)), sl2 = scale * kLog2e;
+  const bool want_dq = a.dq != nullptr;
+  const int g4 = lane >> 2, c4 = lane & 3;
+
+  if (tid == 0) stile_setup(t, a.p, q_offset, r0, r1);
+  for (int e = tid; e < M * DC; e += nthr) {
+    const int s = e / DC, c = e % DC, r = r0 + s / G, g = s % G;
+    uint4 qx = make_uint4(0, 0, 0, 0), ox = qx;
+    if (r < r1) {
+      const int64_t off = (int64_t(r) * Hq + hk * G + g) * D + c * 8;
+      qx = __ldg(reinterpret_cast<const uint4*>(q + off));
+      ox = __ldg(reinterpret_cast<const uint4*>(dout + off));
+    }
+    *reinterpret_cast<uint4*>(Qs + s * LD + c * 8) = qx;
+    *reinterpret_cast<uint4*>(Os + s * LD + c * 8) = ox;
+  }
+  __syncthreads();  // the tile's segments, Qs and Os visible
+  key_cursor cur{0, 0};
+  if (warp == 0) t.n[0] = stile_pack(t, cur, a.p, 0, lane);
+  __syncthreads();
+  stile_masks(t, 0, warp, W, lane);  // visible after the first iteration's barriers
+
+  auto issue = [&](int buf) {  // K/V rows of buffer buf's keys, then one commit group
+    for (int e = tid; e < KT * DC; e += nthr) {
+      const int j = e / DC, c = e % DC;
+      const int32_t pos = t.kpos[buf][j];
+      const bool ok = pos != kInvalidKey;
+      const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
+      cp_async16_zfill(Ks + (buf * KT + j) * LD + c * 8, k + off, ok);
+      cp_async16_zfill(Vs + (buf * KT + j) * LD + c * 8, v + off, ok);
+    }
+    cp_async_commit();
+  };
+  const bool any_keys = t.n[0] > 0;
+  if (any_keys) issue(0);
+
+  // Row statistics of the thread's rows a = g4, b = g4 + 8 of the warp's 16 (as in attention-bwd-mma.cu):
+  // lse2 = +inf makes P = 0 for padding rows and rows that saw no key.
+  const srow ra = stile_row(t, warp * 16 + g4, G, q_offset);
+  const srow rb = stile_row(t, warp * 16 + g4 + 8, G, q_offset);
+  float lse_a = INFINITY, lse_b = INFINITY, di_a = 0.f, di_b = 0.f;
+  if (any_keys) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const srow& x = half ? rb : ra;
+      const int sl = warp * 16 + g4 + half * 8;
+      float di = 0.f, l2 = INFINITY;
+      if (x.lim >= 0) {
+        const int64_t row = int64_t(x.r) * Hq + hk * G + x.g;
+#pragma unroll
+        for (int e = 0; e < D / 32; e++) {
+          const int col = (c4 + 4 * e) * 8;
+          const uint4 ow = __ldg(reinterpret_cast<const uint4*>(out + row * D + col));
+          const uint4 gw = *reinterpret_cast<const uint4*>(Os + sl * LD + col);
+          di = dot_bf16x2(ow.x, gw.x, di);
+          di = dot_bf16x2(ow.y, gw.y, di);
+          di = dot_bf16x2(ow.z, gw.z, di);
+          di = dot_bf16x2(ow.w, gw.w, di);
+        }
+        const float l = __ldg(a.lse + row);
+        l2 = l == -INFINITY ? INFINITY : l * kLog2e;
+      }
+      di += __shfl_xor_sync(0xffffffffu, di, 1);
+      di += __shfl_xor_sync(0xffffffffu, di, 2);
+      (half ? di_b : di_a) = di;
+      (half ? lse_b : lse_a) = l2;
+    }
+  }
+
+  float dq[D / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < D / 8; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+  const bf16* Qw = Qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;  // A fragments
+  const bf16* Ow = Os + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+
+  for (int it = 0;; it++) {
+    const int buf = it & 1;
+    if (t.n[buf] == 0) break;
+    if (warp == 0) t.n[buf ^ 1] = stile_pack(t, cur, a.p, buf ^ 1, lane);
+    __syncthreads();  // next tile's kpos visible
+    if (t.n[buf ^ 1] > 0) {
+      issue(buf ^ 1);
+      stile_masks(t, buf ^ 1, warp, W, lane);  // read after the next iteration's barriers
+    }
+    else
+      cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();  // this tile's K/V visible to every warp
+
+    const bf16* Kb = Ks + buf * KT * LD;
+    const bf16* Vb = Vs + buf * KT * LD;
+    const int32_t* kp = t.kpos[buf];
+    const uint64_t vis_a = stile_mask(t, buf, ra.bl), vis_b = stile_mask(t, buf, rb.bl);
+
+    float s[KT / 8][4], dp[KT / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < KT / 8; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+      uint32_t qf[4], of[4];
+      ldmatrix_x4(qf, Qw + ks * 16);
+      ldmatrix_x4(of, Ow + ks * 16);
+#pragma unroll
+      for (int np = 0; np < KT / 16; np++) {
+        const int off = (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ks * 16 + ((lane >> 3) & 1) * 8;
+        uint32_t r[4];
+        ldmatrix_x4(r, Kb + off);
+        mma_bf16(s[2 * np], qf, r[0], r[1]);
+        mma_bf16(s[2 * np + 1], qf, r[2], r[3]);
+        ldmatrix_x4(r, Vb + off);
+        mma_bf16(dp[2 * np], of, r[0], r[1]);
+        mma_bf16(dp[2 * np + 1], of, r[2], r[3]);
+      }
+    }
+
+#pragma unroll
+    for (int nt = 0; nt < KT / 8; nt++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int j = nt * 8 + c4 * 2 + e;
+        const int32_t pos = kp[j];
+        const float pa = pos <= ra.lim && ((vis_a >> j) & 1) ? exp2f(s[nt][e] * sl2 - lse_a) : 0.f;
+        const float pb = pos <= rb.lim && ((vis_b >> j) & 1) ? exp2f(s[nt][2 + e] * sl2 - lse_b) : 0.f;
+        s[nt][e] = pa;
+        s[nt][2 + e] = pb;
+        dp[nt][e] = pa * (dp[nt][e] - di_a) * scale;
+        dp[nt][2 + e] = pb * (dp[nt][2 + e] - di_b) * scale;
+      }
+
+    if (want_dq) {
+#pragma unroll
+      for (int j = 0; j < KT / 16; j++) {
+        const uint32_t af[4] = {pack_bf16x2(dp[2 * j][0], dp[2 * j][1]), pack_bf16x2(dp[2 * j][2], dp[2 * j][3]),
+                                pack_bf16x2(dp[2 * j + 1][0], dp[2 * j + 1][1]),
+                                pack_bf16x2(dp[2 * j + 1][2], dp[2 * j + 1][3])};
+#pragma unroll
+        for (int d2 = 0; d2 < D / 16; d2++) {
+          uint32_t r[4];
+          ldmatrix_x4_trans(r, Kb + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + d2 * 16 + (lane >> 4) * 8);
+          mma_bf16(dq[2 * d2], af, r[0], r[1]);
+          mma_bf16(dq[2 * d2 + 1], af, r[2], r[3]);
+        }
+      }
+    }
+
+    {  // stage P and dS (bf16) for the CTA-wide dK / dV products
+      bf16* Pw = Ps + (warp * 16 + g4) * LP + c4 * 2;
+      bf16* Sw = dSs + (warp * 16 + g4) * LP + c4 * 2;
+#pragma unroll
+      for (int nt = 0; nt < KT / 8; nt++) {
+        *reinterpret_cast<uint32_t*>(Pw + nt * 8) = pack_bf16x2(s[nt][0], s[nt][1]);
+        *reinterpret_cast<uint32_t*>(Pw + 8 * LP + nt * 8) = pack_bf16x2(s[nt][2], s[nt][3]);
+        *reinterpret_cast<uint32_t*>(Sw + nt * 8) = pack_bf16x2(dp[nt][0], dp[nt][1]);
+        *reinterpret_cast<uint32_t*>(Sw + 8 * LP + nt * 8) = pack_bf16x2(dp[nt][2], dp[nt][3]);
+      }
+    }
+    __syncthreads();  // every warp's P / dS rows visible
+
+    for (int u = warp; u < 2 * C::NU; u += W) {  // dV units, then dK units: 8 units for 8 warps
+      const int unit = u % C::NU, kg = unit % (KT / 16), cg = unit / (KT / 16);
+      if (u < C::NU) {
+        if (a.dv_acc) grad_unit<D, LD, LP>(Ps, Os, M, kg, cg, kp, a.dv_acc, hk, Hkv, lane);
+      } else if (a.dk_acc) {
+        grad_unit<D, LD, LP>(dSs, Qs, M, kg, cg, kp, a.dk_acc, hk, Hkv, lane);
+      }
+    }
+    __syncthreads();  // buffer buf, its kpos / masks, Ps and dSs are rewritten next iteration
+  }
+  cp_async_wait<0>();
+
+  if (want_dq && any_keys) {
+    bf16* dqp = static_cast<bf16*>(a.dq);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const srow& x = half ? rb : ra;
+      if (x.lim < 0) continue;
+      const int64_t row = int64_t(x.r) * Hq + hk * G + x.g;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; dt++) {
+        uint32_t* p = reinterpret_cast<uint32_t*>(dqp + row * D + dt * 8 + c4 * 2);
+        *p = add_bf16x2(*p, dq[dt][2 * half], dq[dt][2 * half + 1]);
+      }
+    }
+  }
+}
+
+template <int D>
+cudaError_t launch_dim(const attn_bwd_args& a, cudaStream_t st) {
+  const int G = a.d.Hq / a.d.Hkv, RT = 16 * kWarps / G;
+  const int64_t tiles = (a.d.Tq + RT - 1) / RT;
+  if (RT * G != 16 * kWarps || tiles > INT32_MAX || a.d.Hkv > 65535) return cudaErrorInvalidConfiguration;
+  const size_t smem = smem_bytes<D>();
+  const cudaError_t e =
+      cudaFuncSetAttribute(bwd_structured_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  bwd_structured_kernel<D><<<dim3(unsigned(tiles), unsigned(a.d.Hkv)), 32 * kWarps, smem, st>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+int launch_attention_backward_structured(const attn_bwd_args& a, int, void* stream) {
+  if (a.d.Tq == 0 || a.d.Hkv == 0) return 0;
+  const auto st = static_cast<cudaStream_t>(stream);
+  switch (a.d.D) {
+    case 64: return int(launch_dim<64>(a, st));
+    case 128: return int(launch_dim<128>(a, st));
+  }
+  return int(cudaErrorInvalidValue);
+}
+
+}  // namespace gsa::cuda::detail

@@ -1,0 +1,198 @@
+// Row tiles and key tiles of the structured attention kernels (attention-structured.cu forward,
+// attention-structured-bwd.cu backward), for plans that upload_plan found structured (attention-kernels.h: every
+// list = at most kSNR short stream ranges + at most one gist-unit segment per level, heads == 1).
+//
+// Work decomposition: grid (n_tiles, Hkv). CTA (t, hk) serves the RT = M / G consecutive query rows
+// [t RT, t RT + RT) (M stacked rows, stacked GQA-style as in the generic kernels: s = r G + g) of KV head hk,
+// whatever blocks they belong to (at most kSMaxB: upload_plan checks every aligned window of kSWindow rows).
+// Thread 0 sets the row tile up (stile_setup): the tile's blocks and their descriptors, and the tile's key
+// segments: per gist level one compact range [U0 g, U1 g) of gist indices (U0 / U1: min / max over the tile's
+// blocks of their visible unit range), then the union of the blocks' stream ranges (cut at the tile's last row,
+// sorted, merged: no key twice). Warp 0 packs key tiles of KT keys from these segments (stile_pack, like the
+// generic builder); then all warps compute, per block of the tile, a bit mask of the slots that block's list
+// contains (stile_masks; a range slot:
+// the key lies in one of the block's ranges; a gist slot: its unit lies in the block's unit range of that level).
+// A row sees slot j iff its block's bit j is set and kpos[j] <= its causal limit: exactly the plan's rule,
+// and each key of a row's list is met once (the tile's segments are disjoint).
+#pragma once
+#include "backend/cuda/attention-kernels.cuh"
+
+namespace gsa::cuda::detail {
+
+constexpr int kSMaxSeg = kSLV + kSMaxB * kSNR;
+constexpr int kSTagShift = 27;  // gist slot tag: level << 27 | unit
+
+template <int KT>
+struct stile {
+  int4 seg[kSMaxSeg];          // {level or -1, begin, end, 0}; level >= 0: gist indices u g + i of that level
+  sblock blk[kSMaxB];          // descriptors of the tile's blocks
+  uint32_t vis[2][kSMaxB][2];  // per buffer and block: slots the block's list holds (bit j of word j / 32)
+  int32_t kpos[2][KT];         // per buffer: key positions (kInvalidKey: padding)
+  int32_t ktag[2][KT];         // -1: range key; else level << kSTagShift | unit
+  int32_t bq[kSMaxB + 1];      // first row of each of the tile's blocks (absolute)
+  int32_t n[2];                // keys in each buffer
+  int32_t nbt, nseg, r0, r1;   // blocks, segments, rows [r0, r1)
+};
+
+template <int KT>
+__host__ __device__ constexpr size_t stile_bytes() {
+  return (sizeof(stile<KT>) + 15) & ~size_t(15);
+}
+
+// Thread 0 only. Rows [r0, r1), r0 < r1 <= Tq.
+template <int KT>
+__device__ inline void stile_setup(stile<KT>& t, const attn_plan_view& p, int q_offset, int r0, int r1) {
+  auto find = [&](int r) {  // the block holding row r: the largest b with block_q[b] <= r
+    int lo = 0, hi = p.n_blocks - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (__ldg(p.block_q + mid) <= r)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    return lo;
+  };
+  const int bf = find(r0), nbt = min(find(r1 - 1) - bf + 1, kSMaxB);  // <= kSMaxB by upload_plan's check
+  t.nbt = nbt;
+  t.r0 = r0;
+  t.r1 = r1;
+  for (int i = 0; i < nbt; i++) {
+    t.bq[i] = __ldg(p.block_q + bf + i);
+    t.blk[i] = p.sblocks[bf + i];
+  }
+  t.bq[nbt] = __ldg(p.block_q + bf + nbt);
+  const int32_t key_end = q_offset + r1;
+  const int g = p.gists_per_unit;
+  int ns = 0;
+  for (int l = 0; l < p.levels; l++) {
+    int lo = INT_MAX, hi = INT_MIN;
+    for (int i = 0; i < nbt; i++) {
+      const int a = t.blk[i].u[l][0], b = t.blk[i].u[l][1];
+      if (a < b) {
+        lo = min(lo, a);
+        hi = max(hi, b);
+      }
+    }
+    if (lo < hi) t.seg[ns++] = make_int4(l, lo * g, hi * g, 0);
+  }
+  const int first = ns;
+  for (int i = 0; i < nbt; i++)
+    for (int k = 0; k < t.blk[i].nr; k++) {
+      const int a = t.blk[i].r[k][0], b = min(t.blk[i].r[k][1], key_end);
+      if (a >= b) continue;
+      int j = ns++;  // insertion by begin
+      while (j > first && t.seg[j - 1].y > a) {
+        t.seg[j] = t.seg[j - 1];
+        j--;
+      }
+      t.seg[j] = make_int4(-1, a, b, 0);
+    }
+  int out = first;
+  for (int j = first; j < ns; j++) {
+    const int4 s = t.seg[j];
+    if (out > first && s.y <= t.seg[out - 1].z)
+      t.seg[out - 1].z = max(t.seg[out - 1].z, s.z);
+    else
+      t.seg[out++] = s;
+  }
+  t.nseg = out;
+}
+
+// Run by all 32 lanes of warp 0 (uniform control flow): packs the next KT keys of the tile's segments into buffer
+// buf (kpos, ktag), returns how many (0: none left).
+template <int KT>
+__device__ inline int stile_pack(stile<KT>& t, key_cursor& c, const attn_plan_view& p, int buf, int lane) {
+  int32_t* kpos = t.kpos[buf];
+  int32_t* ktag = t.ktag[buf];
+  const int g = p.gists_per_unit;
+  int n = 0;
+  while (n < KT && c.seg < t.nseg) {
+    const int4 s = t.seg[c.seg];
+    const int32_t nk = s.z - s.y;
+    const int take = min(nk - c.off, KT - n);
+    const int32_t* base = s.x < 0 ? nullptr : p.gist_pos + __ldg(p.gist_ptr + s.x);
+    for (int l = lane; l < KT; l += 32)
+      if (l >= n && l < n + take) {
+        const int32_t o = s.y + c.off + (l - n);
+        if (s.x < 0) {
+          kpos[l] = o;
+          ktag[l] = -1;
+        } else {
+          const int32_t u = o / g;
+          kpos[l] = __ldg(base + u) + (o - u * g);
+          ktag[l] = (s.x << kSTagShift) | u;
+        }
+      }
+    n += take;
+    c.off += take;
+    if (c.off >= nk) {
+      c.seg++;
+      c.off = 0;
+    }
+  }
+  for (int l = lane; l < KT; l += 32)
+    if (l >= n) {
+      kpos[l] = kInvalidKey;
+      ktag[l] = -1;
+    }
+  return n;
+}
+
+// Run by every warp after stile_pack's keys of buffer buf are visible (a barrier): the per-block slot masks of
+// buffer buf, warp w taking blocks w, w + W, ...
+template <int KT>
+__device__ inline void stile_masks(stile<KT>& t, int buf, int warp, int W, int lane) {
+  const int32_t* kpos = t.kpos[buf];
+  const int32_t* ktag = t.ktag[buf];
+  for (int i = warp; i < t.nbt; i += W) {
+    const sblock& b = t.blk[i];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int j = h * 32 + lane;
+      bool m = false;
+      if (j < KT) {
+        const int32_t pos = kpos[j], tag = ktag[j];
+        if (pos != kInvalidKey) {
+          if (tag < 0) {
+            for (int r = 0; r < b.nr; r++) m |= pos >= b.r[r][0] && pos < b.r[r][1];
+          } else {
+            const int l = tag >> kSTagShift, u = tag & ((1 << kSTagShift) - 1);
+            m = u >= b.u[l][0] && u < b.u[l][1];
+          }
+        }
+      }
+      const uint32_t word = __ballot_sync(0xffffffffu, m);
+      if (lane == 0) t.vis[buf][i][h] = word;
+    }
+  }
+}
+
+// Stacked row s (0 <= s < M) of the tile: its query row, head in the group, causal limit (-1: padding row) and
+// block index within the tile.
+struct srow {
+  int r, g, bl;
+  int32_t lim;
+};
+
+template <int KT>
+__device__ inline srow stile_row(const stile<KT>& t, int s, int G, int q_offset) {
+  srow x;
+  x.r = t.r0 + s / G;
+  x.g = s % G;
+  x.bl = 0;
+  x.lim = -1;
+  if (x.r < t.r1) {
+    x.lim = q_offset + x.r;
+    for (int i = 1; i < t.nbt; i++)
+      if (t.bq[i] <= x.r) x.bl = i;
+  }
+  return x;
+}
+
+template <int KT>
+__device__ inline uint64_t stile_mask(const stile<KT>& t, int buf, int bl) {
+  return uint64_t(t.vis[buf][bl][0]) | (uint64_t(t.vis[buf][bl][1]) << 32);
+}
+
+}  // namespace gsa::cuda::detail

@@ -1,0 +1,338 @@
+// Host side of plan-driven attention on CUDA: plan validation and upload, shape checks, the f32 scratch of the
+// backward, launch wrappers. Contract: attention.h; kernels: attention-fwd.cu, attention-bwd.cu (seam:
+// attention-kernels.h). Everything a caller can get wrong throws gsa::error before any kernel runs.
+#include "backend/cuda/attention.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <vector>
+
+#include "backend/cuda/attention-kernels.h"
+#include "backend/cuda/runtime.h"
+#include "core/error.h"
+
+namespace gsa::cuda {
+
+namespace {
+
+// cpu::validate_plan adapted to segments. Keys after a block's last row are allowed (the causal rule trims
+// them); keys outside [0, Tk) are not. Disjointness of a list's segments is the builder's promise and is not
+// checked here (it would cost O(keys)); a key listed twice would be counted twice by every backend.
+void validate(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
+  if (Tq < 0 || Tk < 0 || q_offset < 0)
+    fail("attention plan: sizes must be >= 0 (Tq={}, Tk={}, q_offset={})", Tq, Tk, q_offset);
+  if (Hkv <= 0) fail("attention plan: Hkv must be positive (got {})", Hkv);
+  if (plan.heads != 1 && plan.heads != Hkv)
+    fail("attention plan: heads is {}, must be 1 (shared lists) or Hkv = {} (one list per KV head)", plan.heads,
+         Hkv);
+  if (plan.gists_per_unit < 1) fail("attention plan: gists_per_unit is {}, must be >= 1", plan.gists_per_unit);
+  if (plan.block_q.empty()) fail("attention plan: block_q is empty; it needs n_blocks + 1 boundaries (at least [0])");
+  const int nb = plan.n_blocks();
+  if (plan.block_q[0] != 0) fail("attention plan: block_q[0] is {}, must be 0", plan.block_q[0]);
+  if (plan.block_q[nb] != Tq)
+    fail("attention plan: block_q ends at {} but there are Tq = {} query rows", plan.block_q[nb], Tq);
+  for (int b = 0; b < nb; b++)
+    if (plan.block_q[b + 1] < plan.block_q[b])
+      fail("attention plan: block {} has rows [{}, {}): block_q must be non-decreasing", b, plan.block_q[b],
+           plan.block_q[b + 1]);
+
+  const size_t n_lists = size_t(nb) * plan.heads;
+  if (plan.seg_ptr.size() != n_lists + 1)
+    fail("attention plan: seg_ptr has {} entries, expected n_blocks * heads + 1 = {}", plan.seg_ptr.size(),
+         n_lists + 1);
+  if (plan.seg_ptr[0] != 0) fail("attention plan: seg_ptr[0] is {}, must be 0", plan.seg_ptr[0]);
+  if (plan.seg_ptr[n_lists] != int64_t(plan.segs.size()))
+    fail("attention plan: seg_ptr ends at {} but segs has {} entries", plan.seg_ptr[n_lists], plan.segs.size());
+  for (size_t l = 0; l < n_lists; l++)
+    if (plan.seg_ptr[l + 1] < plan.seg_ptr[l])
+      fail("attention plan: list of block {} head {} has seg_ptr [{}, {}): seg_ptr must be non-decreasing",
+           l / plan.heads, l % plan.heads, plan.seg_ptr[l], plan.seg_ptr[l + 1]);
+
+  // The gist table: every unit's g gists inside [0, Tk).
+  const int g = plan.gists_per_unit;
+  const int levels = plan.gist_ptr.empty() ? 0 : int(plan.gist_ptr.size()) - 1;
+  if (plan.gist_ptr.empty() && !plan.gist_pos.empty())
+    fail("attention plan: gist_pos has {} entries but gist_ptr is empty", plan.gist_pos.size());
+  if (!plan.gist_ptr.empty()) {
+    if (plan.gist_ptr[0] != 0) fail("attention plan: gist_ptr[0] is {}, must be 0", plan.gist_ptr[0]);
+    if (size_t(plan.gist_ptr.back()) != plan.gist_pos.size())
+      fail("attention plan: gist_ptr ends at {} but gist_pos has {} entries", plan.gist_ptr.back(),
+           plan.gist_pos.size());
+    for (int l = 0; l < levels; l++)
+      if (plan.gist_ptr[l + 1] < plan.gist_ptr[l])
+        fail("attention plan: gist level {} has gist_ptr [{}, {}): gist_ptr must be non-decreasing", l,
+             plan.gist_ptr[l], plan.gist_ptr[l + 1]);
+  }
+  for (size_t u = 0; u < plan.gist_pos.size(); u++)
+    if (plan.gist_pos[u] < 0 || int64_t(plan.gist_pos[u]) + g > Tk)
+      fail("attention plan: gist table entry {} puts its {} gist(s) at [{}, {}), outside [0, Tk = {})", u, g,
+           plan.gist_pos[u], int64_t(plan.gist_pos[u]) + g, Tk);
+
+  for (size_t l = 0; l < n_lists; l++)
+    for (int64_t i = plan.seg_ptr[l]; i < plan.seg_ptr[l + 1]; i++) {
+      const key_seg& s = plan.segs[size_t(i)];
+      const int b = int(l / plan.heads), h = int(l % plan.heads);
+      if (s.level < -1)
+        fail("attention plan: block {} head {} segment {} has level {}; use -1 (stream range) or a gist level", b,
+             h, i, s.level);
+      if (s.level == -1) {
+        if (s.begin < 0 || s.end < s.begin || s.end > Tk)
+          fail("attention plan: block {} head {} range [{}, {}) is not inside [0, Tk = {})", b, h, s.begin, s.end,
+               Tk);
+        continue;
+      }
+      if (s.level >= levels)
+        fail("attention plan: block {} head {} names gist level {} but the gist table has {} level(s)", b, h,
+             s.level, levels);
+      const int32_t units = plan.gist_ptr[size_t(s.level) + 1] - plan.gist_ptr[size_t(s.level)];
+      if (s.begin < 0 || s.end < s.begin || s.end > units)
+        fail("attention plan: block {} head {} gist units [{}, {}) of level {} are not inside [0, {})", b, h,
+             s.begin, s.end, s.level, units);
+      if ((int64_t(s.end) - s.begin) * g > INT32_MAX)
+        fail("attention plan: block {} head {} gist segment names more than 2^31 keys; split it", b, h);
+    }
+}
+
+// The structured fast path's per-block descriptors, or false when the plan does not have that structure: heads 1,
+// at most kSLV gist levels, every list at most kSNR stream ranges of at most kSMaxRange keys and at most one gist
+// segment per level, and at most kSMaxB blocks meeting any aligned window of kSWindow rows.
+bool structure_of(const attn_plan& plan, int Tq, std::vector<detail::sblock>& out) {
+  out.clear();
+  const int nb = plan.n_blocks();
+  const int levels = plan.gist_ptr.empty() ? 0 : int(plan.gist_ptr.size()) - 1;
+  if (plan.heads != 1 || nb == 0 || Tq == 0 || levels > detail::kSLV) return false;
+  for (int l = 0; l < levels; l++)  // gist indices u g + i and tags l << 27 | u stay in range
+    if ((int64_t(plan.gist_ptr[l + 1]) - plan.gist_ptr[l]) * plan.gists_per_unit >= (int64_t(1) << 27))
+      return false;
+  out.resize(size_t(nb));
+  for (int b = 0; b < nb; b++) {
+    detail::sblock& d = out[size_t(b)];
+    bool seen[detail::kSLV] = {};
+    for (int64_t i = plan.seg_begin(b, 0); i < plan.seg_end(b, 0); i++) {
+      const key_seg& s = plan.segs[size_t(i)];
+      if (s.end <= s.begin) continue;
+      if (s.level < 0) {
+        if (d.nr == detail::kSNR || s.end - s.begin > detail::kSMaxRange) return false;
+        d.r[d.nr][0] = s.begin;
+        d.r[d.nr][1] = s.end;
+        d.nr++;
+      } else {
+        if (seen[s.level]) return false;
+        seen[s.level] = true;
+        d.u[s.level][0] = s.begin;
+        d.u[s.level][1] = s.end;
+      }
+    }
+  }
+  auto block_of = [&](int r) {  // the block holding row r
+    return int(std::upper_bound(plan.block_q.begin(), plan.block_q.begin() + nb, r) - plan.block_q.begin()) - 1;
+  };
+  for (int w0 = 0; w0 < Tq; w0 += detail::kSWindow)
+    if (block_of(std::min(Tq, w0 + detail::kSWindow) - 1) - block_of(w0) + 1 > detail::kSMaxB) return false;
+  return true;
+}
+
+size_t align16(size_t x) { return (x + 15) & ~size_t(15); }
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+detail::attn_plan_view view(const device_plan& p) {
+  detail::attn_plan_view v;
+  v.heads = p.heads;
+  v.gists_per_unit = p.gists_per_unit;
+  v.n_blocks = p.n_blocks;
+  v.max_block_rows = p.max_block_rows;
+  v.block_q = p.block_q;
+  v.seg_ptr = p.seg_ptr;
+  v.segs = p.segs;
+  v.gist_ptr = p.gist_ptr;
+  v.gist_pos = p.gist_pos;
+  v.levels = p.levels;
+  return v;
+}
+
+// The structured kernels serve bf16 runs of structured plans whose stacked row tiles (64 or 128 rows) hold whole
+// GQA groups.
+void choose_kernels(detail::attn_plan_view& v, const device_plan& p, const detail::attn_dims& d) {
+  const int G = d.Hq / d.Hkv;
+  v.sblocks = p.structured && p.sblocks && d.bf16 && 64 % G == 0 ? static_cast<const detail::sblock*>(p.sblocks)
+                                                                   : nullptr;
+}
+
+// Checks shared by forward and backward; returns the kernel sizes.
+detail::attn_dims check_run(const char* op, const device_plan& plan, int Tq, int Tk, int q_offset, int Hq, int Hkv,
+                            int D, dtype t) {
+  std::string why;
+  if (!attention_supported(D, t, &why)) fail("{}: {}", op, why);
+  if (Hq <= 0 || Hkv <= 0 || Hq % Hkv != 0)
+    fail("{}: Hq ({}) must be a positive multiple of Hkv ({})", op, Hq, Hkv);
+  if (!plan.storage) fail("{}: the plan was not uploaded; make it with gsa::cuda::upload_plan", op);
+  if (plan.Tq != Tq || plan.Tk != Tk || plan.q_offset != q_offset || plan.Hkv != Hkv)
+    fail("{}: the plan was uploaded for Tq={}, Tk={}, q_offset={}, Hkv={} but is run with Tq={}, Tk={}, "
+         "q_offset={}, Hkv={}; upload it again for these sizes",
+         op, plan.Tq, plan.Tk, plan.q_offset, plan.Hkv, Tq, Tk, q_offset, Hkv);
+  detail::attn_dims d;
+  d.Tq = Tq;
+  d.Tk = Tk;
+  d.q_offset = q_offset;
+  d.Hq = Hq;
+  d.Hkv = Hkv;
+  d.D = D;
+  d.bf16 = t == dtype::bf16;
+  return d;
+}
+
+void need(const char* op, const void* p, const char* name) {
+  if (!p) fail("{}: {} is null", op, name);
+  if (!aligned16(p)) fail("{}: {} must be 16-byte aligned (vector loads)", op, name);
+}
+
+// f32 scratch of the backward (Tk, Hkv, D), zeroed; released (back to the cache, stream-ordered) on scope exit.
+struct scratch {
+  float* p = nullptr;
+  scratch(bool want, size_t n) {
+    if (!want || n == 0) return;
+    p = static_cast<float*>(alloc(n * sizeof(float)));
+    memset0(p, n * sizeof(float));
+  }
+  ~scratch() {
+    if (p) release(p);
+  }
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+};
+
+}  // namespace
+
+bool attention_plan_is_structured(const device_plan& plan) { return plan.structured && plan.sblocks; }
+
+bool attention_supported(int D, dtype t, std::string* why) {
+  if (D != 64 && D != 128) {
+    if (why) *why = "head dim " + std::to_string(D) + " is not compiled; use 64 or 128";
+    return false;
+  }
+  if (t != dtype::bf16 && t != dtype::f32) {
+    if (why) *why = std::string("activation type ") + dtype_name(t) + " is not compiled; use bf16 or f32";
+    return false;
+  }
+  return true;
+}
+
+device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
+  validate(plan, Tq, Tk, q_offset, Hkv);
+  device_plan d;
+  d.heads = plan.heads;
+  d.gists_per_unit = plan.gists_per_unit;
+  d.n_blocks = plan.n_blocks();
+  d.n_segs = int64_t(plan.segs.size());
+  for (int b = 0; b < d.n_blocks; b++) d.max_block_rows = std::max(d.max_block_rows, plan.block_q[b + 1] - plan.block_q[b]);
+  d.Tq = Tq;
+  d.Tk = Tk;
+  d.q_offset = q_offset;
+  d.Hkv = Hkv;
+  d.levels = plan.gist_ptr.empty() ? 0 : int(plan.gist_ptr.size()) - 1;
+  std::vector<detail::sblock> sb;
+  const bool structured = structure_of(plan, Tq, sb);
+
+  // One allocation, each array 16-byte aligned (segs are read as int4).
+  const size_t o_block_q = 0;
+  const size_t o_seg_ptr = align16(o_block_q + plan.block_q.size() * sizeof(int32_t));
+  const size_t o_segs = align16(o_seg_ptr + plan.seg_ptr.size() * sizeof(int64_t));
+  const size_t o_gist_ptr = align16(o_segs + plan.segs.size() * sizeof(key_seg));
+  const size_t o_gist_pos = align16(o_gist_ptr + plan.gist_ptr.size() * sizeof(int32_t));
+  const size_t o_sblocks = align16(o_gist_pos + plan.gist_pos.size() * sizeof(int32_t));
+  const size_t total = std::max<size_t>(16, align16(o_sblocks + sb.size() * sizeof(detail::sblock)));
+  std::vector<unsigned char> host(total, 0);
+  auto put = [&](size_t off, const void* src, size_t bytes) {
+    if (bytes) std::memcpy(host.data() + off, src, bytes);
+  };
+  put(o_block_q, plan.block_q.data(), plan.block_q.size() * sizeof(int32_t));
+  put(o_seg_ptr, plan.seg_ptr.data(), plan.seg_ptr.size() * sizeof(int64_t));
+  put(o_segs, plan.segs.data(), plan.segs.size() * sizeof(key_seg));
+  put(o_gist_ptr, plan.gist_ptr.data(), plan.gist_ptr.size() * sizeof(int32_t));
+  put(o_gist_pos, plan.gist_pos.data(), plan.gist_pos.size() * sizeof(int32_t));
+  put(o_sblocks, sb.data(), sb.size() * sizeof(detail::sblock));
+
+  // The deleter runs in destructors: it must not throw, and a failing release of a plan buffer leaves nothing
+  // to recover, so its error is dropped there (the next checked CUDA call reports a broken context).
+  d.storage = std::shared_ptr<void>(alloc(total), [](void* p) {
+    try {
+      release(p);
+    } catch (...) {
+    }
+  });
+  copy_h2d(d.storage.get(), host.data(), total);
+  auto* base = static_cast<unsigned char*>(d.storage.get());
+  d.block_q = reinterpret_cast<const int32_t*>(base + o_block_q);
+  d.seg_ptr = reinterpret_cast<const int64_t*>(base + o_seg_ptr);
+  d.segs = reinterpret_cast<const key_seg*>(base + o_segs);
+  d.gist_ptr = plan.gist_ptr.empty() ? nullptr : reinterpret_cast<const int32_t*>(base + o_gist_ptr);
+  d.gist_pos = plan.gist_pos.empty() ? nullptr : reinterpret_cast<const int32_t*>(base + o_gist_pos);
+  d.structured = structured;
+  d.sblocks = structured ? base + o_sblocks : nullptr;
+  return d;
+}
+
+void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v, const device_plan& plan,
+                       int Tq, int Tk, int q_offset, int Hq, int Hkv, int D, dtype t) {
+  const char* op = "attention forward (cuda)";
+  const detail::attn_dims d = check_run(op, plan, Tq, Tk, q_offset, Hq, Hkv, D, t);
+  if (Tq == 0) return;
+  need(op, out, "out");
+  need(op, lse, "lse");
+  need(op, q, "q");
+  if (Tk > 0) {
+    need(op, k, "k");
+    need(op, v, "v");
+  }
+  detail::attn_fwd_args a;
+  a.d = d;
+  a.p = view(plan);
+  choose_kernels(a.p, plan, d);
+  a.out = out;
+  a.lse = lse;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  const context& c = ctx();
+  const int rc = detail::launch_attention_forward(a, c.sm_count, c.stream);
+  if (rc != 0) fail("{}: launch failed: {}", op, cudaGetErrorString(cudaError_t(rc)));
+}
+
+void attention_backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
+                        const void* out, const float* lse, const device_plan& plan, int Tq, int Tk, int q_offset,
+                        int Hq, int Hkv, int D, dtype t) {
+  const char* op = "attention backward (cuda)";
+  const detail::attn_dims d = check_run(op, plan, Tq, Tk, q_offset, Hq, Hkv, D, t);
+  if (Tq == 0 || Tk == 0 || (!dq && !dk && !dv)) return;  // no key: every gradient is zero
+  need(op, dout, "dout");
+  need(op, q, "q");
+  need(op, k, "k");
+  need(op, v, "v");
+  need(op, out, "out");
+  need(op, lse, "lse");
+  const size_t n_kv = size_t(Tk) * Hkv * D;
+  scratch dk_acc(dk != nullptr, n_kv), dv_acc(dv != nullptr, n_kv);
+  detail::attn_bwd_args a;
+  a.d = d;
+  a.p = view(plan);
+  choose_kernels(a.p, plan, d);
+  a.dq = dq;
+  a.dk = dk;
+  a.dv = dv;
+  a.dk_acc = dk_acc.p;
+  a.dv_acc = dv_acc.p;
+  a.dout = dout;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.out = out;
+  a.lse = lse;
+  const context& c = ctx();
+  const int rc = detail::launch_attention_backward(a, c.sm_count, c.stream);
+  if (rc != 0) fail("{}: launch failed: {}", op, cudaGetErrorString(cudaError_t(rc)));
+}
+
+}  // namespace gsa::cuda

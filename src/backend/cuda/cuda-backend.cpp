@@ -1,0 +1,219 @@
+// The CUDA backend (see cuda-backend.h). Tensors are device memory from the caching allocator (runtime.h);
+// shapes are checked here, on the host, before any launch, so a wrong shape is a gsa::error, never a fault.
+#include "backend/cuda/cuda-backend.h"
+
+#include <fmt/format.h>
+
+#include "backend/cuda/attention.h"
+#include "backend/cuda/ops.h"
+#include "backend/cuda/runtime.h"
+#include "backend/cuda/select.h"
+#include "gist/stream.h"
+#include "core/error.h"
+
+namespace gsa::cuda {
+
+namespace {
+
+const void* opt(const Tensor* t) { return t && !t->empty() ? t->raw() : nullptr; }
+void* opt(Tensor* t) { return t && !t->empty() ? t->raw() : nullptr; }
+float* optf(Tensor* t) {
+  if (!t || t->empty()) return nullptr;
+  GSA_ASSERT(t->type() == dtype::f32, "parameter gradients are f32, got {}", dtype_name(t->type()));
+  return static_cast<float*>(t->raw());
+}
+
+void on_device(const Tensor& t, const char* what) {
+  GSA_ASSERT(t.where() == device::cuda, "{} is a {} tensor; the CUDA backend needs it on the GPU", what,
+             device_name(t.where()));
+}
+
+void install_hooks() {
+  device_copy_hooks h;
+  h.to_host = [](void* dst, const void* src, size_t n) { copy_d2h(dst, src, n); };
+  h.to_device = [](void* dst, const void* src, size_t n) { copy_h2d(dst, src, n); };
+  set_device_copy_hooks(device::cuda, h);
+}
+
+class cuda_impl final : public backend {
+ public:
+  explicit cuda_impl(dtype act) : act_(act) {
+    ctx();  // throws with a clear message without a GPU
+    install_hooks();
+    cudaDeviceProp prop{};
+    GSA_CUDA_CHECK(cudaGetDeviceProperties(&prop, ctx().device));
+    name_ = prop.name;
+  }
+  device where() const override { return device::cuda; }
+  dtype act() const override { return act_; }
+  std::string describe() const override {
+    return fmt::format("cuda:{} {} ({})", ctx().device, name_, dtype_name(act_));
+  }
+
+  Tensor alloc(const shape_t& shape, dtype t) override {
+    const size_t bytes = size_t(shape_numel(shape)) * dtype_size(t);
+    void* p = cuda::alloc(bytes ? bytes : 1);
+    memset0(p, bytes);
+    return Tensor::wrap(std::shared_ptr<void>(p, [](void* q) { release(q); }), p, shape, t, device::cuda);
+  }
+  void zero(Tensor& x) override { memset0(x.raw(), x.nbytes()); }
+  Tensor upload(const Tensor& host, dtype t) override {
+    GSA_ASSERT(host.on_host(), "upload of a {} tensor", device_name(host.where()));
+    const Tensor src = host.type() == t ? host : host.to(t);
+    Tensor out = alloc(src.shape(), t);
+    copy_h2d(out.raw(), src.raw(), src.nbytes());
+    return out;
+  }
+  void copy(Tensor& dst, const Tensor& src) override {
+    GSA_ASSERT(dst.numel() == src.numel(), "copy of {} values into {}", src.numel(), dst.numel());
+    if (dst.type() == src.type()) return copy_d2d(dst.raw(), src.raw(), src.nbytes());
+    convert(dst.raw(), dst.type(), src.raw(), src.type(), src.numel());
+  }
+  void synchronize() override { cuda::synchronize(); }
+  size_t bytes_in_use() const override { return cuda::bytes_in_use(); }
+  size_t peak_bytes() const override { return peak_bytes_in_use(); }
+
+  void matmul_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias) override {
+    on_device(x, "matmul input");
+    const int N = int(w.dim(0)), K = int(w.dim(1));
+    const int M = int(x.numel() / K);
+    GSA_ASSERT(x.numel() == int64_t(M) * K && y.numel() == int64_t(M) * N, "matmul shapes x {} w {} y {}",
+               shape_str(x.shape()), shape_str(w.shape()), shape_str(y.shape()));
+    cuda::matmul_forward(y.raw(), x.raw(), w.raw(), opt(bias), M, K, N, act_);
+  }
+  void matmul_backward(Tensor* dx, Tensor* dw, Tensor* dbias, const Tensor& dy, const Tensor& x,
+                       const Tensor& w) override {
+    const int N = int(w.dim(0)), K = int(w.dim(1)), M = int(x.numel() / K);
+    cuda::matmul_backward(opt(dx), optf(dw), optf(dbias), dy.raw(), x.raw(), w.raw(), M, K, N, act_);
+  }
+  void embedding_forward(Tensor& y, const Tensor& ids, const Tensor& table) override {
+    cuda::embedding_forward(y.raw(), static_cast<const int32_t*>(ids.raw()), table.raw(), int(ids.numel()),
+                            int(table.dim(1)), act_);
+  }
+  void embedding_backward(Tensor& dtable, const Tensor& dy, const Tensor& ids) override {
+    cuda::embedding_backward(optf(&dtable), dy.raw(), static_cast<const int32_t*>(ids.raw()), int(ids.numel()),
+                             int(dtable.dim(1)), act_);
+  }
+  void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) override {
+    const int C = int(w.numel());
+    cuda::rmsnorm_forward(y.raw(), static_cast<float*>(rstd.raw()), x.raw(), w.raw(), int(x.numel() / C), C, eps,
+                          act_);
+  }
+  void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                        const Tensor& rstd) override {
+    const int C = int(w.numel());
+    cuda::rmsnorm_backward(dx.raw(), optf(&dw), dy.raw(), x.raw(), w.raw(), static_cast<const float*>(rstd.raw()),
+                           int(x.numel() / C), C, act_);
+  }
+  void rope_forward(Tensor& x, const Tensor& pos, const Tensor& inv_freq) override {
+    const int T = int(pos.numel()), D = int(inv_freq.numel()) * 2;
+    cuda::rope_forward(x.raw(), static_cast<const int32_t*>(pos.raw()), static_cast<const float*>(inv_freq.raw()),
+                       T, int(x.numel() / (int64_t(T) * D)), D, act_);
+  }
+  void rope_backward(Tensor& dx, const Tensor& pos, const Tensor& inv_freq) override {
+    const int T = int(pos.numel()), D = int(inv_freq.numel()) * 2;
+    cuda::rope_backward(dx.raw(), static_cast<const int32_t*>(pos.raw()), static_cast<const float*>(inv_freq.raw()),
+                        T, int(dx.numel() / (int64_t(T) * D)), D, act_);
+  }
+  void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up) override {
+    cuda::swiglu_forward(y.raw(), gate.raw(), up.raw(), gate.numel(), act_);
+  }
+  void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dy, const Tensor& gate,
+                       const Tensor& up) override {
+    cuda::swiglu_backward(dgate.raw(), dup.raw(), dy.raw(), gate.raw(), up.raw(), gate.numel(), act_);
+  }
+  void add_inplace(Tensor& y, const Tensor& x) override { cuda::add_inplace(y.raw(), x.raw(), y.numel(), act_); }
+  double lm_head_xent_forward(Tensor& lse, const Tensor& h, const Tensor& w, const Tensor& targets,
+                              int64_t* n_valid) override {
+    const int C = int(w.dim(1));
+    return cuda::lm_head_xent_forward(static_cast<float*>(lse.raw()), h.raw(), w.raw(),
+                                      static_cast<const int32_t*>(targets.raw()), int(h.numel() / C), C,
+                                      int(w.dim(0)), n_valid, act_);
+  }
+  void lm_head_xent_backward(Tensor& dh, Tensor* dw, const Tensor& h, const Tensor& w, const Tensor& targets,
+                             const Tensor& lse, float scale) override {
+    const int C = int(w.dim(1));
+    cuda::lm_head_xent_backward(dh.raw(), optf(dw), h.raw(), w.raw(), static_cast<const int32_t*>(targets.raw()),
+                                static_cast<const float*>(lse.raw()), int(h.numel() / C), C, int(w.dim(0)), scale,
+                                act_);
+  }
+
+  std::shared_ptr<const void> prepare_plan(const cpu::attn_plan& plan, int Tq, int Tk, int q_offset,
+                                           int Hkv) override {
+    return std::make_shared<device_plan>(upload_plan(plan, Tq, Tk, q_offset, Hkv));
+  }
+  void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                         const cpu::attn_plan&, const void* prepared, int q_offset) override {
+    GSA_ASSERT(prepared, "attention on CUDA needs prepare_plan() first");
+    check_supported(int(q.dim(2)));
+    cuda::attention_forward(out.raw(), static_cast<float*>(lse.raw()), q.raw(), k.raw(), v.raw(),
+                            *static_cast<const device_plan*>(prepared), int(q.dim(0)), int(k.dim(0)), q_offset,
+                            int(q.dim(1)), int(k.dim(1)), int(q.dim(2)), act_);
+  }
+  void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                          const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                          const cpu::attn_plan&, const void* prepared, int q_offset) override {
+    GSA_ASSERT(prepared, "attention on CUDA needs prepare_plan() first");
+    cuda::attention_backward(dq.raw(), dk.raw(), dv.raw(), dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(),
+                             static_cast<const float*>(lse.raw()), *static_cast<const device_plan*>(prepared),
+                             int(q.dim(0)), int(k.dim(0)), q_offset, int(q.dim(1)), int(k.dim(1)), int(q.dim(2)),
+                             act_);
+  }
+
+  bool select_chunks(const Tensor& q, const Tensor& k, const cpu::attn_plan& base, int b_begin,
+                     const gist::stream& s, const gist::gsa_config& cfg,
+                     std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) override {
+    if (cfg.select == gist::select_rule::top_p) return false;  // no top-p kernel yet: the host selects
+    select_args a;
+    a.q = q.raw();
+    a.k = k.raw();
+    a.type = q.type();
+    a.T = int(q.dim(0));
+    a.Hq = int(q.dim(1));
+    a.Hkv = int(k.dim(1));
+    a.D = int(q.dim(2));
+    a.block_q = base.block_q.data();
+    a.n_blocks = base.n_blocks();
+    a.b_begin = b_begin;
+    a.row_level = s.level.data();
+    a.row_chunk = s.chunk.data();
+    a.chunk_gist_begin = s.chunk_gist_begin.data();
+    a.n_chunks = s.n_chunks();
+    a.n_complete = gist::complete_chunk_count(s);
+    a.cfg = &cfg;
+    select_blocks(a, selected, unfolds);
+    return true;
+  }
+
+  void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp, int64_t t,
+                  const cpu::adamw_params& hp) override {
+    GSA_ASSERT(!lowp || lowp->type() == dtype::bf16, "the compute copy is bf16");
+    cuda::adamw_step(static_cast<float*>(p.raw()), static_cast<const float*>(g.raw()), static_cast<float*>(m.raw()),
+                     static_cast<float*>(v.raw()), decay ? static_cast<const uint8_t*>(decay->raw()) : nullptr,
+                     lowp ? static_cast<uint16_t*>(lowp->raw()) : nullptr, p.numel(), t, hp);
+  }
+  double sum_squares(const Tensor& g) override {
+    return cuda::sum_squares(static_cast<const float*>(g.raw()), g.numel());
+  }
+  void scale_inplace(Tensor& g, float s) override {
+    cuda::scale_inplace(static_cast<float*>(g.raw()), g.numel(), s);
+  }
+
+ private:
+  void check_supported(int D) const {
+    std::string why;
+    if (!attention_supported(D, act_, &why)) fail("{}", why);
+  }
+  dtype act_;
+  std::string name_;
+};
+
+}  // namespace
+
+std::unique_ptr<backend> make_backend(dtype act) {
+  if (act != dtype::bf16 && act != dtype::f32)
+    fail("the CUDA backend computes in bf16 or f32, not {}; use --precision bf16 or f32", dtype_name(act));
+  return std::make_unique<cuda_impl>(act);
+}
+
+}  // namespace gsa::cuda

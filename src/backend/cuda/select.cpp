@@ -1,0 +1,172 @@
+// Host side of the GPU chunk selection (contract: select.h): argument checks, the per-block table (candidates, k,
+// offsets) built with the gist rules themselves (candidate_count, select_k), batching so the score scratch stays
+// bounded, the launches and the copy back into per-(block, KV head) vectors.
+#include "backend/cuda/select.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "backend/cuda/ops-internal.h"
+#include "backend/cuda/runtime.h"
+#include "core/error.h"
+#include "gist/select.h"
+
+namespace gsa::cuda {
+
+namespace {
+
+using select_detail::block_desc;
+
+constexpr int64_t default_score_budget = int64_t(32) << 20;  // floats: 128 MiB
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+void check_args(const select_args& a) {
+  if (!a.cfg) fail("GPU chunk selection: cfg is null");
+  const gist::gsa_config& cfg = *a.cfg;
+  if (cfg.select == gist::select_rule::top_p)
+    fail("GPU chunk selection does not support select = top_p yet; use fixed or adaptive k, or the CPU selection");
+  if (cfg.chunk.empty() || cfg.chunk[0] <= 0 || cfg.gists_per_chunk <= 0)
+    fail("GPU chunk selection: the gsa config needs chunk[0] > 0 and gists_per_chunk > 0");
+  if (a.type != dtype::f32 && a.type != dtype::bf16)
+    fail("GPU chunk selection: q and k must be f32 or bf16, got {}", dtype_name(a.type));
+  if (a.T <= 0 || a.Hq <= 0 || a.Hkv <= 0 || a.D <= 0)
+    fail("GPU chunk selection: T {}, Hq {}, Hkv {}, D {} must all be > 0", a.T, a.Hq, a.Hkv, a.D);
+  if (a.q_stride_t < 0 || a.k_stride_t < 0 || (a.q_stride_t > 0 && a.q_stride_t < int64_t(a.Hq) * a.D) ||
+      (a.k_stride_t > 0 && a.k_stride_t < int64_t(a.Hkv) * a.D))
+    fail("GPU chunk selection: row strides q {} / k {} must be 0 (dense) or at least Hq * D / Hkv * D", a.q_stride_t,
+         a.k_stride_t);
+  if (a.Hq % a.Hkv != 0) fail("GPU chunk selection: Hq {} is not a multiple of Hkv {}", a.Hq, a.Hkv);
+  if (size_t(a.D) * sizeof(float) > 32 * 1024)
+    fail("GPU chunk selection: head_dim {} is too large (at most 8192)", a.D);
+  if (!a.q || !a.k) fail("GPU chunk selection: q and k (device pointers) must be set");
+  if (!a.block_q || !a.row_level || !a.row_chunk || (a.n_chunks > 0 && !a.chunk_gist_begin))
+    fail("GPU chunk selection: block_q, row_level, row_chunk and chunk_gist_begin (host tables) must be set");
+  if (a.n_blocks < 0 || a.b_begin < 0 || a.b_begin > a.n_blocks)
+    fail("GPU chunk selection: b_begin {} outside the {} blocks", a.b_begin, a.n_blocks);
+  if (a.n_complete < 0 || a.n_complete > a.n_chunks)
+    fail("GPU chunk selection: n_complete {} outside [0, {}] chunks", a.n_complete, a.n_chunks);
+}
+
+template <class T>
+size_t bytes_of(const std::vector<T>& v) {
+  return std::max<size_t>(1, v.size()) * sizeof(T);
+}
+
+}  // namespace
+
+int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& selected,
+                      std::vector<uint8_t>& unfolds) {
+  check_args(a);
+  const gist::gsa_config& cfg = *a.cfg;
+  const int G = a.Hq / a.Hkv, g = cfg.gists_per_chunk, c0 = cfg.chunk[0];
+  const int64_t score_budget = a.max_scratch_scores > 0 ? a.max_scratch_scores : default_score_budget;
+  selected.assign(size_t(a.n_blocks - a.b_begin) * a.Hkv, {});
+  unfolds.assign(size_t(a.n_blocks), 0);
+
+  // The selecting blocks, in block order, with global offsets; `which` maps them back to block ids.
+  std::vector<block_desc> blocks;
+  std::vector<int> which;
+  int max_cand = 0, max_rows = 0;
+  for (int b = a.b_begin; b < a.n_blocks; b++) {
+    const int r0 = a.block_q[b], r1 = a.block_q[b + 1];
+    if (r0 < 0 || r1 <= r0 || r1 > a.T)
+      fail("GPU chunk selection: block {} has rows [{}, {}), outside [0, {}) or empty", b, r0, r1, a.T);
+    if (a.row_level[r0] > 0) continue;  // higher-level gist blocks keep the gist mask
+    const int chunk = a.row_chunk[r0];
+    const int n_cand = gist::candidate_count(chunk, a.n_complete, cfg.local_chunks);
+    if (n_cand <= 0) continue;
+    block_desc d;
+    d.row0 = r0;
+    d.rows = r1 - r0;
+    d.n_cand = n_cand;
+    d.k = std::max(0, gist::select_k(cfg, int64_t(chunk) * c0, G, n_cand));
+    d.cap = int32_t(std::min<int64_t>(n_cand, int64_t(d.k) * (cfg.group_scoring ? 1 : G)));
+    blocks.push_back(d);
+    which.push_back(b);
+    unfolds[size_t(b)] = 1;
+    max_cand = std::max(max_cand, n_cand);
+    max_rows = std::max(max_rows, d.rows);
+  }
+  if (blocks.empty()) return 0;
+  if (max_cand > select_detail::max_candidates)
+    fail("GPU chunk selection: {} candidate chunks, at most {} supported; use a larger chunk or the CPU selection",
+         max_cand, select_detail::max_candidates);
+  for (int u = 0; u < max_cand; u++) {
+    const int p = a.chunk_gist_begin[u];
+    if (p < 0 || p + g > a.T)
+      fail("GPU chunk selection: gists of candidate chunk {} at [{}, {}) outside the {} keys", u, p, p + g, a.T);
+  }
+
+  // Batches [i0, i1) of blocks whose scores fit the budget; offsets relative to their batch.
+  std::vector<size_t> batch_begin = {0};
+  int64_t max_scores = 0, max_ids = 0, max_batch = 0;
+  {
+    int64_t s_off = 0, i_off = 0;
+    for (size_t i = 0; i < blocks.size(); i++) {
+      const int64_t ns = int64_t(a.Hq) * blocks[i].n_cand, ni = int64_t(a.Hkv) * blocks[i].cap;
+      if (i > batch_begin.back() && s_off + ns > score_budget) {
+        batch_begin.push_back(i);
+        s_off = i_off = 0;
+      }
+      blocks[i].score_off = s_off;
+      blocks[i].id_off = i_off;
+      s_off += ns;
+      i_off += ni;
+      max_scores = std::max(max_scores, s_off);
+      max_ids = std::max(max_ids, i_off);
+      max_batch = std::max(max_batch, int64_t(i + 1 - batch_begin.back()));
+    }
+    batch_begin.push_back(blocks.size());
+  }
+
+  const std::vector<int32_t> gist_begin(a.chunk_gist_begin, a.chunk_gist_begin + max_cand);
+  detail::scratch d_blocks(bytes_of(blocks)), d_gist(bytes_of(gist_begin));
+  copy_h2d(d_blocks.as<void>(), blocks.data(), blocks.size() * sizeof(block_desc));
+  copy_h2d(d_gist.as<void>(), gist_begin.data(), gist_begin.size() * sizeof(int32_t));
+  detail::scratch d_scores(size_t(max_scores) * sizeof(float));
+  detail::scratch d_ids(size_t(std::max<int64_t>(1, max_ids)) * sizeof(int32_t));
+  detail::scratch d_counts(size_t(max_batch) * a.Hkv * sizeof(int32_t));
+
+  const size_t rows_by_smem = size_t(32 * 1024) / (size_t(a.D) * sizeof(float));
+  const int rows_tile = int(std::min<size_t>(size_t(max_rows), rows_by_smem));
+  const int64_t q_st = a.q_stride_t > 0 ? a.q_stride_t : int64_t(a.Hq) * a.D;
+  const int64_t k_st = a.k_stride_t > 0 ? a.k_stride_t : int64_t(a.Hkv) * a.D;
+  const int64_t V = int64_t(16 / dtype_size(a.type));  // elements per 16-byte load
+  const bool vec = aligned16(a.q) && aligned16(a.k) && q_st % V == 0 && k_st % V == 0 && a.D % V == 0;
+  const float scale = 1.0f / std::sqrt(float(a.D));  // as gist::score_units
+  void* stream = ctx().stream;
+
+  std::vector<int32_t> ids, counts;
+  int64_t total = 0;
+  for (size_t bi = 0; bi + 1 < batch_begin.size(); bi++) {
+    const size_t i0 = batch_begin[bi], i1 = batch_begin[bi + 1];
+    const int nb = int(i1 - i0);
+    const block_desc* db = d_blocks.as<block_desc>() + i0;
+    select_detail::launch_scores(db, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st, scale,
+                                 d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, stream);
+    select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),
+                               d_counts.as<int32_t>(), max_cand, stream);
+    const block_desc& last = blocks[i1 - 1];
+    const int64_t n_ids = last.id_off + int64_t(a.Hkv) * last.cap;
+    ids.resize(size_t(n_ids));
+    counts.resize(size_t(nb) * a.Hkv);
+    copy_d2h(counts.data(), d_counts.as<void>(), counts.size() * sizeof(int32_t));
+    copy_d2h(ids.data(), d_ids.as<void>(), ids.size() * sizeof(int32_t));
+    for (int i = 0; i < nb; i++) {
+      const block_desc& d = blocks[i0 + i];
+      const size_t out0 = size_t(which[i0 + i] - a.b_begin) * a.Hkv;
+      for (int h = 0; h < a.Hkv; h++) {
+        const int n = counts[size_t(i) * a.Hkv + h];
+        GSA_ASSERT(n >= 0 && n <= d.cap, "GPU selection count {} outside [0, {}]", n, d.cap);
+        const int32_t* src = ids.data() + d.id_off + int64_t(h) * d.cap;
+        selected[out0 + h].assign(src, src + n);
+        total += n;
+      }
+    }
+  }
+  return total;
+}
+
+}  // namespace gsa::cuda

@@ -1,0 +1,290 @@
+// Kernels of the GPU chunk selection (contract: select.h). Two kernels per batch of blocks:
+//
+// score_kernel: one CTA per (block, query head); the block's q rows for that head are staged in shared memory
+//   (f32, rows_tile at a time), each thread owns candidate units u = tid, tid + blockDim, ... and keeps the
+//   unit's gist key in registers (D = 64 / 128; other D read k from global). The dot product is exactly the
+//   CPU's: f32, d = 0..D-1, __fmul_rn / __fadd_rn so nvcc cannot contract into FMA, then __fmul_rn by scale.
+//   The max is std::max's (best < v ? v : best), so NaN scores are skipped as on the CPU.
+//
+// topk_kernel: one CTA per (block, KV head). For each query head of the group (or the group's f32 sum): an
+//   exact radix select of the k-th largest order key (4 passes of 8-bit histograms), then every candidate with
+//   a larger key, plus the lowest-index candidates equal to it until k are taken (ties: lower index wins). The
+//   chosen candidates set bits in a shared-memory bitmask (the union); the mask is compacted into ascending ids.
+//   Order key: NaN -> -inf and -0 -> +0 first (gist::select's rank_value and operator> see them equal), then the
+//   usual monotone float -> uint32 map.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/ops-device.cuh"
+#include "backend/cuda/runtime.h"
+#include "backend/cuda/select.h"
+
+namespace gsa::cuda::select_detail {
+
+namespace {
+
+using dev::bf16;
+
+constexpr int score_threads = 128;
+constexpr int topk_threads = 256;
+
+// ---- scores ----
+
+template <class T, int DC, bool VEC>
+__global__ void __launch_bounds__(score_threads)
+    score_kernel(const block_desc* __restrict__ blocks, const T* __restrict__ q, const T* __restrict__ k, int Hq,
+                 int Hkv, int D_rt, int64_t q_st, int64_t k_st, float scale, const int32_t* __restrict__ gist_begin, int g,
+                 float* __restrict__ scores, int rows_tile) {
+  extern __shared__ float qs[];  // (rows_tile, D)
+  const block_desc b = blocks[blockIdx.x];
+  const int h = blockIdx.y;
+  const int hk = h / (Hq / Hkv);
+  const int D = DC > 0 ? DC : D_rt;
+  float* out = scores + b.score_off + int64_t(h) * b.n_cand;
+  constexpr int V = VEC ? dev::vec16<T> : 1;
+
+  for (int t0 = 0; t0 < b.rows; t0 += rows_tile) {
+    const int nt = min(rows_tile, b.rows - t0);
+    for (int idx = threadIdx.x * V; idx < nt * D; idx += blockDim.x * V) {
+      const int t = idx / D, d = idx - t * D;  // V divides D on the vector path
+      const T* src = q + int64_t(b.row0 + t0 + t) * q_st + int64_t(h) * D + d;
+      float v[V];
+      if constexpr (VEC) {
+        dev::load_f<T, V>(v, src);
+      } else {
+        v[0] = dev::to_f(src[0]);
+      }
+#pragma unroll
+      for (int i = 0; i < V; i++) qs[idx + i] = v[i];
+    }
+    __syncthreads();
+    for (int u = threadIdx.x; u < b.n_cand; u += blockDim.x) {
+      float best = t0 == 0 ? -INFINITY : out[u];
+      for (int r = 0; r < g; r++) {
+        const T* kp = k + int64_t(gist_begin[u] + r) * k_st + int64_t(hk) * D;
+        if constexpr (DC > 0) {
+          float kr[DC];
+#pragma unroll
+          for (int d = 0; d < DC; d += V) {
+            float v[V];
+            if constexpr (VEC) {
+              dev::load_f<T, V>(v, kp + d);
+            } else {
+              v[0] = dev::to_f(kp[d]);
+            }
+#pragma unroll
+            for (int i = 0; i < V; i++) kr[d + i] = v[i];
+          }
+          for (int t = 0; t < nt; t++) {
+            const float* qr = qs + t * DC;
+            float dot = 0.0f;
+#pragma unroll
+            for (int d = 0; d < DC; d++) dot = __fadd_rn(dot, __fmul_rn(qr[d], kr[d]));
+            const float v = __fmul_rn(dot, scale);
+            best = best < v ? v : best;
+          }
+        } else {
+          for (int t = 0; t < nt; t++) {
+            const float* qr = qs + t * D;
+            float dot = 0.0f;
+            for (int d = 0; d < D; d++) dot = __fadd_rn(dot, __fmul_rn(qr[d], dev::to_f(kp[d])));
+            const float v = __fmul_rn(dot, scale);
+            best = best < v ? v : best;
+          }
+        }
+      }
+      out[u] = best;
+    }
+    __syncthreads();
+  }
+}
+
+// ---- top-k + union ----
+
+__device__ __forceinline__ uint32_t order_key(float x) {
+  if (isnan(x)) x = -INFINITY;
+  if (x == 0.0f) x = 0.0f;  // -0 ranks equal to +0
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+struct topk_smem {
+  int hist[256];
+  int warp_count[topk_threads / 32];
+  uint32_t prefix;
+  int remaining;
+};
+
+// Exclusive prefix over the block of `count` (one value per thread, in thread order); returns the prefix and
+// writes the block total to *total. Barriers inside: every thread must call it.
+__device__ int block_exclusive_scan(int count, topk_smem& sm, int* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int incl = count;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  if (lane == 31) sm.warp_count[warp] = incl;
+  __syncthreads();
+  int before = 0, all = 0;
+  for (int w = 0; w < topk_threads / 32; w++) {
+    const int c = sm.warp_count[w];
+    if (w < warp) before += c;
+    all += c;
+  }
+  __syncthreads();  // warp_count may be reused right away
+  *total = all;
+  return before + incl - count;
+}
+
+// Sets in mask the bits of the top k of s[0, n) (order: key descending, then index ascending).
+__device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, topk_smem& sm) {
+  if (k <= 0) return;
+  if (k >= n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) atomicOr(&mask[i >> 5], 1u << (i & 31));
+    __syncthreads();
+    return;
+  }
+  uint32_t prefix = 0;
+  int remaining = k;  // how many of the keys matching prefix (in the bits fixed so far) still to take
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) sm.hist[i] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const uint32_t key = order_key(s[i]);
+      if (((key ^ prefix) & high) == 0) atomicAdd(&sm.hist[(key >> shift) & 255u], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int above = 0, d = 255;
+      for (; d > 0; d--) {
+        if (above + sm.hist[d] >= remaining) break;
+        above += sm.hist[d];
+      }
+      sm.prefix = prefix | (uint32_t(d) << shift);
+      sm.remaining = remaining - above;
+    }
+    __syncthreads();
+    prefix = sm.prefix;
+    remaining = sm.remaining;
+    __syncthreads();  // sm.prefix / sm.hist are rewritten by the next pass
+  }
+  // prefix is now the k-th largest key; `remaining` (>= 1) of the keys equal to it are taken, lowest index first.
+  const uint32_t kth = prefix;
+  int taken_ties = 0;
+  for (int base = 0; base < n; base += blockDim.x) {
+    const int i = base + threadIdx.x;
+    const uint32_t key = i < n ? order_key(s[i]) : 0u;
+    if (i < n && key > kth) atomicOr(&mask[i >> 5], 1u << (i & 31));
+    const int tie = (i < n && key == kth) ? 1 : 0;
+    int tile_ties = 0;
+    const int before = block_exclusive_scan(tie, sm, &tile_ties);
+    if (tie && taken_ties + before < remaining) atomicOr(&mask[i >> 5], 1u << (i & 31));
+    taken_ties += tile_ties;  // uniform over the block
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(topk_threads)
+    topk_kernel(const block_desc* __restrict__ blocks, float* __restrict__ scores, int Hq, int Hkv,
+                bool group_scoring, int32_t* __restrict__ ids, int32_t* __restrict__ counts) {
+  extern __shared__ uint32_t mask[];  // (ceil(n_cand / 32))
+  __shared__ topk_smem sm;
+  const block_desc b = blocks[blockIdx.x];
+  const int h = blockIdx.y;
+  const int G = Hq / Hkv;
+  const int n = b.n_cand;
+  const int words = (n + 31) / 32;
+  for (int w = threadIdx.x; w < words; w += blockDim.x) mask[w] = 0;
+  float* rows = scores + b.score_off + int64_t(h) * G * n;  // (G, n) of this KV head
+  if (group_scoring) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      float sum = 0.0f;
+      for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * n + i]);
+      rows[i] = sum;
+    }
+  }
+  __syncthreads();
+  const int heads = group_scoring ? 1 : G;
+  for (int j = 0; j < heads; j++) select_row(rows + int64_t(j) * n, n, b.k, mask, sm);
+  __syncthreads();
+
+  // Compact the mask into ascending ids: each thread takes a contiguous range of words.
+  const int per = (words + blockDim.x - 1) / blockDim.x;
+  const int w0 = min(words, int(threadIdx.x) * per), w1 = min(words, w0 + per);
+  int mine = 0;
+  for (int w = w0; w < w1; w++) mine += __popc(mask[w]);
+  int total = 0;
+  int at = block_exclusive_scan(mine, sm, &total);
+  int32_t* out = ids + b.id_off + int64_t(h) * b.cap;
+  for (int w = w0; w < w1; w++) {
+    uint32_t m = mask[w];
+    while (m) {
+      const int bit = __ffs(m) - 1;
+      m &= m - 1;
+      if (at < b.cap) out[at] = w * 32 + bit;
+      at++;
+    }
+  }
+  if (threadIdx.x == 0) counts[int64_t(blockIdx.x) * Hkv + h] = min(total, b.cap);
+}
+
+std::string launch_error(const char* kernel, cudaError_t e) {
+  return std::string("GPU chunk selection: launch of ") + kernel + " failed: " + cudaGetErrorString(e);
+}
+
+template <class T>
+void launch_scores_t(const block_desc* blocks, int n_blocks, const void* q, const void* k, int Hq, int Hkv, int D,
+                     int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g, float* scores, int rows_tile, bool vec,
+                     cudaStream_t st) {
+  const dim3 grid{unsigned(n_blocks), unsigned(Hq)};
+  const size_t smem = size_t(rows_tile) * D * sizeof(float);
+  const T* qt = static_cast<const T*>(q);
+  const T* kt = static_cast<const T*>(k);
+  if (vec && D == 64)
+    score_kernel<T, 64, true><<<grid, score_threads, smem, st>>>(blocks, qt, kt, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g,
+                                                                 scores, rows_tile);
+  else if (vec && D == 128)
+    score_kernel<T, 128, true><<<grid, score_threads, smem, st>>>(blocks, qt, kt, Hq, Hkv, D, q_st, k_st, scale, gist_begin,
+                                                                  g, scores, rows_tile);
+  else
+    score_kernel<T, 0, false><<<grid, score_threads, smem, st>>>(blocks, qt, kt, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g,
+                                                                 scores, rows_tile);
+}
+
+}  // namespace
+
+void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const void* k, bool bf16_in, int Hq,
+                   int Hkv, int D, int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g,
+                   float* scores, int rows_tile, bool vec, void* stream) {
+  if (n_blocks <= 0) return;
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (bf16_in)
+    launch_scores_t<bf16>(blocks, n_blocks, q, k, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g, scores, rows_tile,
+                           vec, st);
+  else
+    launch_scores_t<float>(blocks, n_blocks, q, k, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g, scores, rows_tile,
+                           vec, st);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("score_kernel", e));
+}
+
+void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, int Hkv, bool group_scoring,
+                 int32_t* ids, int32_t* counts, int max_cand, void* stream) {
+  if (n_blocks <= 0) return;
+  if (max_cand > max_candidates)
+    fail_msg("GPU chunk selection: " + std::to_string(max_cand) + " candidate chunks, at most " +
+             std::to_string(max_candidates) + " supported; use a larger chunk or the CPU selection");
+  const size_t smem = size_t((max_cand + 31) / 32) * sizeof(uint32_t);
+  topk_kernel<<<dim3(unsigned(n_blocks), unsigned(Hkv)), topk_threads, smem, static_cast<cudaStream_t>(stream)>>>(
+      blocks, scores, Hq, Hkv, group_scoring, ids, counts);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("topk_kernel", e));
+}
+
+}  // namespace gsa::cuda::select_detail

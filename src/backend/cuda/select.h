@@ -1,0 +1,98 @@
+// Chunk selection for selective unfolding (DESIGN 1.3, 1.5) on the GPU: the per-block gist scoring of
+// gist::score_units followed by gist::select_chunks, for every selecting block of a training plan at once, so q
+// and k never leave the device. Host-side header: no CUDA types, callers pass device pointers as void*.
+//
+// Contract (same as src/model/gsa-plans.cpp's select_for_blocks on the CPU):
+// * For blocks b in [b_begin, n_blocks): rows [block_q[b], block_q[b+1]) of q. A block whose first row is a gist
+//   of level > 0, or that has no candidate, does not unfold. The candidates of a block whose first row is in chunk
+//   m are chunks [0, gist::candidate_count(m, n_complete, cfg.local_chunks)).
+// * s_h(u) = max over the block's rows and the unit's g gists of (q_h . k_gist) / sqrt(D), k at stream positions
+//   chunk_gist_begin[u] + [0, g).
+// * k = gist::select_k(cfg, m * c_0, Hq / Hkv, n_candidates) (fixed or adaptive); per KV head the union over its
+//   query heads of each head's top k, or with cfg.group_scoring one top k of the group's summed scores.
+//   Ties: the lower chunk index wins; NaN ranks as -inf (select.h of gist). select = top_p is not supported yet
+//   (gsa::error).
+// * Output: selected[(b - b_begin) * Hkv + h] = ascending chunk ids (empty for blocks that do not unfold);
+//   unfolds[b] = 1 for the blocks that unfold (with at least one candidate, even if k = 0), else 0. Both vectors
+//   are overwritten (resized to (n_blocks - b_begin) * Hkv and n_blocks).
+//
+// Arithmetic: every dot product is f32, summed in order d = 0..D-1 with separately rounded multiplies and adds
+// (no FMA), then times the host's 1/sqrt(float(D)): the same operations as gist::score_units built with
+// -ffp-contract=off, so the scores (and so the selection) equal the CPU's bit for bit when the CPU reads the same
+// values (bf16 inputs widened exactly). Group sums are f32 in head order, as in gist::select_top.
+//
+// Cost: one upload of the small host tables, two kernels per batch of blocks (scores, then top-k + union), one
+// device -> host copy of the ids per batch. Score scratch is bounded (batches of blocks), so any length works.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+#include "gist/config.h"
+
+namespace gsa::cuda {
+
+struct select_args {
+  // Device tensors q (T, Hq, D), k (T, Hkv, D) over stream positions, dtype f32 or bf16; heads and dims dense,
+  // rows q_stride_t / k_stride_t elements apart (0: dense, Hq * D and Hkv * D; e.g. 3C-wide rows of a fused qkv).
+  const void* q = nullptr;
+  const void* k = nullptr;
+  dtype type = dtype::bf16;
+  int T = 0, Hq = 0, Hkv = 0, D = 0;
+  int64_t q_stride_t = 0, k_stride_t = 0;
+  // Host tables.
+  const int32_t* block_q = nullptr;           // (n_blocks + 1) first row of each block, then T
+  int n_blocks = 0;
+  int b_begin = 0;                            // first block that may select
+  const int8_t* row_level = nullptr;          // (T) stream::level
+  const int32_t* row_chunk = nullptr;         // (T) stream::chunk
+  const int32_t* chunk_gist_begin = nullptr;  // (n_chunks) stream::chunk_gist_begin
+  int n_chunks = 0;
+  int n_complete = 0;                         // gist::complete_chunk_count(stream)
+  const gist::gsa_config* cfg = nullptr;
+  // Scores held on the device at once (floats); blocks are launched in batches under it (a batch holds at least
+  // one block). 0: the default, 32 Mi (128 MiB). Tests set it small to exercise batching.
+  int64_t max_scratch_scores = 0;
+};
+
+// Selects as described above; returns the number of unfolded (block, KV head, chunk) triples, i.e. the sum of
+// the sizes of `selected` (for gsa_plan_stats::unfolded_chunks). Runs on ctx().stream and synchronises. Throws
+// gsa::error on bad arguments, unsupported options (top_p) or a CUDA failure.
+int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& selected,
+                      std::vector<uint8_t>& unfolds);
+
+// Launch seam between select.cpp (checks, tables, batching) and select.cu (kernels). Not a public API.
+namespace select_detail {
+
+// One selecting block, offsets relative to the batch it is launched in.
+struct block_desc {
+  int32_t row0 = 0;       // first row of the block in q
+  int32_t rows = 0;       // rows of the block
+  int32_t n_cand = 0;     // candidates: chunks [0, n_cand)
+  int32_t k = 0;          // per-head (or per-group) count, 0 <= k
+  int32_t cap = 0;        // id slots per KV head: min(n_cand, k * (group_scoring ? 1 : G))
+  int32_t pad = 0;
+  int64_t score_off = 0;  // scores (Hq, n_cand) at scores + score_off
+  int64_t id_off = 0;     // ids (Hkv, cap) at ids + id_off
+};
+
+// scores[score_off + h * n_cand + u] = s_h(u), OVERWRITTEN. rows_tile: q rows staged in shared memory at a
+// time (rows_tile * D floats of dynamic shared memory). vec: q and k rows are 16-byte aligned (vector loads).
+// q_st / k_st: row strides in elements.
+void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const void* k, bool bf16, int Hq,
+                   int Hkv, int D, int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g, float* scores, int rows_tile,
+                   bool vec, void* stream);
+
+// Per (block, KV head): ids[id_off + h * cap + i], i < counts[block * Hkv + h], ascending; both OVERWRITTEN.
+// With group_scoring the first row of each group in scores is overwritten by the group sum. max_cand: the
+// largest n_cand of the launch (sizes the shared-memory bitmask).
+void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, int Hkv, bool group_scoring,
+                 int32_t* ids, int32_t* counts, int max_cand, void* stream);
+
+// Largest candidate count launch_topk handles (its bitmask lives in 32 KiB of shared memory, under the 48 KiB a
+// kernel gets without opting in): c_0 = 4 up to a million tokens.
+constexpr int max_candidates = 32 * 1024 * 8;
+
+}  // namespace select_detail
+
+}  // namespace gsa::cuda
