@@ -70,9 +70,9 @@ fi
 
 if has torch; then
   section "PyTorch references (same shapes)"
-  timeout 150 python3 scripts/bench-torch-attention.py --lengths 8k,16k,32k,64k,128k \
-    --json /tmp/gsa-res/torch-attention.json --max-seconds 20
-  timeout 150 python3 scripts/bench-torch-train.py --json /tmp/gsa-res/torch-train.json
+  timeout 170 python3 scripts/bench-torch-attention.py --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" \
+    --max-seconds 3 --total-seconds 140 --json /tmp/gsa-res/torch-attention.json
+  timeout 120 python3 scripts/bench-torch-train.py --json /tmp/gsa-res/torch-train.json
 fi
 
 if has decode; then
@@ -85,7 +85,7 @@ fi
 
 if has first-result; then
   section "first GPU result: the passkey curriculum at GPU scale (scripts/gpu-results.sh)"
-  timeout 420 scripts/gpu-results.sh "$GSA" /tmp/gsa-res/runs
+  timeout "${RESULTS_TIMEOUT:-560}" scripts/gpu-results.sh "$GSA" /tmp/gsa-res/runs
 fi
 
 tar -C /tmp/gsa-res -czf "$OUT/results.tar.gz" . && echo "results: $(ls /tmp/gsa-res | tr '\n' ' ')"

@@ -153,8 +153,8 @@ void session::prefill(const std::vector<int32_t>& raw) {
     // The unfold training forward itself, with the model's own config (not the session's selection overrides).
     plan_provider inner = make_gsa_plans(m_, *model_cfg_, s_, gist::train_mode::unfold);
     if (opts_.record) prefill_plans_.resize(L);
-    plans = [this, inner](int layer, const float* q, const float* k) {
-      cpu::attn_plan p = inner(layer, q, k);
+    plans = [this, inner](int layer, const layer_qk& qk) {
+      cpu::attn_plan p = inner(layer, qk);
       if (opts_.record) prefill_plans_[size_t(layer)] = p;
       return p;
     };
@@ -162,7 +162,7 @@ void session::prefill(const std::vector<int32_t>& raw) {
     auto base = std::make_shared<cpu::attn_plan>(uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_)
                                                                          : cpu::plan_causal(T, 0, 64));
     if (opts_.record) prefill_plans_.assign(L, *base);
-    plans = [base](int, const float*, const float*) { return *base; };
+    plans = [base](int, const layer_qk&) { return *base; };
   }
   forward_state st;
   forward(m_, st, s_.ids, s_.pos, {}, &plans);

@@ -17,8 +17,12 @@ bool is_dense_layer(const gist::gsa_config& cfg, int layer) {
 // Selection for the blocks [b_begin, n_blocks) of base: per (block, KV head) the chosen chunk ids, and whether
 // the block unfolds at all (level-0 blocks with at least one candidate).
 void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s,
-                       const cpu::attn_plan& base, int b_begin, const float* q, const float* k,
+                       const cpu::attn_plan& base, int b_begin, const layer_qk& qk,
                        std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) {
+  // On a device with selection kernels q and k stay where they are.
+  if (m.ops().select_chunks(qk.q, qk.k, base, b_begin, s, cfg, selected, unfolds)) return;
+  const float* q = qk.host_q();
+  const float* k = qk.host_k();
   const int Hq = int(m.config.num_attention_heads), Hkv = int(m.config.num_key_value_heads);
   const int D = int(m.config.head_dim), T = s.size();
   const int nb = base.n_blocks();
@@ -57,14 +61,14 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
   if (cfg.select_per_token && mode != gist::train_mode::compress)
     sel_base = std::make_shared<cpu::attn_plan>(
         gist::plan_split_rows(*base, mode == gist::train_mode::suffix_unfold ? ctx_end : 0));
-  return [&m, &cfg, &s, mode, ctx_end, stats, base, sel_base, Hkv](int layer, const float* q, const float* k) {
+  return [&m, &cfg, &s, mode, ctx_end, stats, base, sel_base, Hkv](int layer, const layer_qk& qk) {
     cpu::attn_plan plan;
     if (mode == gist::train_mode::compress || is_dense_layer(cfg, layer)) {
       plan = *base;
     } else if (mode == gist::train_mode::unfold) {
       std::vector<std::vector<int32_t>> selected;
       std::vector<uint8_t> unfolds;
-      select_for_blocks(m, cfg, s, *sel_base, 0, q, k, selected, unfolds);
+      select_for_blocks(m, cfg, s, *sel_base, 0, qk, selected, unfolds);
       if (stats)
         for (auto& v : selected) stats->unfolded_chunks += int64_t(v.size());
       plan = gist::plan_unfold(s, cfg, *sel_base, selected, Hkv, unfolds);
@@ -72,7 +76,7 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
       const int b0 = gist::first_block_at(*sel_base, ctx_end);
       std::vector<std::vector<int32_t>> selected;
       std::vector<uint8_t> unfolds;
-      select_for_blocks(m, cfg, s, *sel_base, b0, q, k, selected, unfolds);
+      select_for_blocks(m, cfg, s, *sel_base, b0, qk, selected, unfolds);
       if (stats)
         for (auto& v : selected) stats->unfolded_chunks += int64_t(v.size());
       plan = gist::plan_suffix(s, cfg, *sel_base, ctx_end, selected, Hkv);
@@ -84,7 +88,7 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
 
 plan_provider frozen_plans(std::vector<cpu::attn_plan> plans) {
   auto p = std::make_shared<std::vector<cpu::attn_plan>>(std::move(plans));
-  return [p](int layer, const float*, const float*) { return (*p)[size_t(layer)]; };
+  return [p](int layer, const layer_qk&) { return (*p)[size_t(layer)]; };
 }
 
 }  // namespace gsa

@@ -219,6 +219,27 @@ std::vector<std::pair<std::string, Tensor>> forward_state::named() const {
   return out;
 }
 
+const float* layer_qk::host_q() const {
+  if (q.on_host() && q.type() == dtype::f32) return q.f32();
+  if (qh_.empty()) qh_ = q.host(dtype::f32);
+  return qh_.f32();
+}
+const float* layer_qk::host_k() const {
+  if (k.on_host() && k.type() == dtype::f32) return k.f32();
+  if (kh_.empty()) kh_ = k.host(dtype::f32);
+  return kh_.f32();
+}
+
+namespace {
+bool same_plan(const cpu::attn_plan& a, const cpu::attn_plan& b) {
+  auto eq = [](const auto& x, const auto& y) {
+    return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0);
+  };
+  return a.heads == b.heads && a.gists_per_unit == b.gists_per_unit && eq(a.block_q, b.block_q) &&
+         eq(a.seg_ptr, b.seg_ptr) && eq(a.segs, b.segs) && eq(a.gist_ptr, b.gist_ptr) && eq(a.gist_pos, b.gist_pos);
+}
+}  // namespace
+
 void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>& ids,
              const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans) {
   dims d(m.config);
@@ -270,15 +291,10 @@ void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>
     be.matmul_forward(a.v, a.h_attn, lw.wv, &lw.bv);
     be.rope_forward(a.q, st.pos_dev, inv_freq);
     be.rope_forward(a.k, st.pos_dev, inv_freq);
-    if (!plans) {
-      a.plan = cpu::plan_causal(T, 0, 64);
-    } else if (a.q.on_host()) {
-      a.plan = (*plans)(l, a.q.f32(), a.k.f32());
-    } else {
-      const Tensor qh = a.q.host(), kh = a.k.host();
-      a.plan = (*plans)(l, qh.f32(), kh.f32());
-    }
-    a.prepared = be.prepare_plan(a.plan, T, T, 0, d.Hkv);
+    a.plan = plans ? (*plans)(l, layer_qk(a.q, a.k)) : cpu::plan_causal(T, 0, 64);
+    // Layers usually share a plan (the gist mask, dense layers): prepare it once.
+    if (l > 0 && same_plan(a.plan, st.layers[l - 1].plan)) a.prepared = st.layers[l - 1].prepared;
+    else a.prepared = be.prepare_plan(a.plan, T, T, 0, d.Hkv);
     a.attn = be.alloc({T, d.Hq * d.D}, at);
     a.lse = be.alloc({T, d.Hq}, dtype::f32);
     be.attention_forward(a.attn, a.lse, a.q, a.k, a.v, a.plan, a.prepared.get(), 0);

@@ -93,8 +93,21 @@ std::vector<std::pair<std::string, Tensor*>> grad_list(const llama_model& m, lla
 
 // The attention plan a layer uses. q (T, Hq, D) and k (T, Hkv, D) are that layer's rotated projections, for
 // plan providers that select chunks from scores (the unfold modes); plain ones ignore them.
-// On a device the model copies q and k to the host for the provider (selection on the GPU is future work).
-using plan_provider = std::function<cpu::attn_plan(int layer, const float* q, const float* k)>;
+// What a provider sees of a layer: its rotated q (T, Hq, D) and k (T, Hkv, D) on the model's device, and host
+// f32 copies made on first use only, so a provider that never reads them (the gist mask) moves nothing, and one
+// that selects on the device (backend::select_chunks) reads them where they are.
+class layer_qk {
+ public:
+  layer_qk(const Tensor& q_, const Tensor& k_) : q(q_), k(k_) {}
+  const Tensor& q;
+  const Tensor& k;
+  const float* host_q() const;
+  const float* host_k() const;
+
+ private:
+  mutable Tensor qh_, kh_;
+};
+using plan_provider = std::function<cpu::attn_plan(int layer, const layer_qk& qk)>;
 
 // Activations saved by the forward pass for the backward pass, named per layer so any can be dumped.
 struct layer_acts {

@@ -113,7 +113,9 @@ void register_bench_attention(CLI::App& app, command_list& cmds) {
                         m.config = mc;
                         ucfg.dense_layers = {};
                         plan_provider p = make_gsa_plans(m, ucfg, s, gist::train_mode::unfold);
-                        vars.push_back({"gsa-unfold", p(0, q.data(), k.data())});
+                        const Tensor qt = Tensor::borrow(q.data(), {int64_t(T), hq, d});
+                        const Tensor kt = Tensor::borrow(k.data(), {int64_t(T), hkv, d});
+                        vars.push_back({"gsa-unfold", p(0, layer_qk(qt, kt))});
                       }
                       double dense_ms = 0;  // 0: dense skipped at this length
                       for (auto& var : vars) {

@@ -103,7 +103,7 @@ void check_golden(const char* name, dtype precision, double tol_logits, double t
   llama_model m = to_backend(host, get_backend(device::cuda, precision));
   golden_case c = read_case(dir);
   cpu::attn_plan plan;
-  plan_provider plans = [&](int, const float*, const float*) { return plan; };
+  plan_provider plans = [&](int, const layer_qk&) { return plan; };
   if (!c.mask.empty()) plan = plan_from_mask(c.mask, int(c.ids.size()));
   forward_state st;
   forward(m, st, c.ids, c.pos, c.targets, c.mask.empty() ? nullptr : &plans);
@@ -181,8 +181,8 @@ void compare_cpu_gpu(const std::string& mode, dtype precision, double tol, int n
   const int ctx_end = s.size() - 9;
   plan_provider live = make_gsa_plans(cpu_m, cfg, s, cfg.mode, ctx_end);
   std::vector<cpu::attn_plan> rec;
-  plan_provider recorder = [&](int l, const float* q, const float* k) {
-    rec.push_back(live(l, q, k));
+  plan_provider recorder = [&](int l, const layer_qk& qk) {
+    rec.push_back(live(l, qk));
     return rec.back();
   };
   forward_state cs;

@@ -88,6 +88,13 @@ TEST(PackedModel, DeviceAndPrecisionNamesAreChecked) {
   EXPECT_EQ(parse_precision("bf16"), dtype::bf16);
   EXPECT_THROW(parse_precision("fp8"), error);
   EXPECT_THROW(get_backend(device::cpu, dtype::bf16), error);
+  // Without CUDA in the build, or without a usable GPU, asking for it says what to do instead.
+  try {
+    backend& b = get_backend(device::cuda, dtype::bf16);
+    EXPECT_EQ(b.where(), device::cuda);
+  } catch (const error& e) {
+    EXPECT_NE(std::string(e.what()).find("--device cpu"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

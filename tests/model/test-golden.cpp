@@ -93,7 +93,7 @@ TEST(Golden, LlamaGistStreamMatchesTransformers) {
     cpu::plan_push_keys(plan, keys);
     plan.block_q.push_back(q + 1);
   }
-  plan_provider plans = [&](int, const float*, const float*) { return plan; };
+  plan_provider plans = [&](int, const layer_qk&) { return plan; };
   check_against_golden(m, golden_dir("llama-gist"), &plans, &pos);
 }
 

@@ -86,8 +86,8 @@ TEST(GsaModes, WholeModelGradientMatchesFiniteDifferences) {
     // Record the plans chosen at the unperturbed weights, then replay them (selection frozen).
     std::vector<cpu::attn_plan> rec;
     plan_provider live = make_gsa_plans(m, cfg, s, mc.mode, ctx_end);
-    plan_provider recorder = [&](int l, const float* q, const float* k) {
-      rec.push_back(live(l, q, k));
+    plan_provider recorder = [&](int l, const layer_qk& qk) {
+      rec.push_back(live(l, qk));
       return rec.back();
     };
     forward_state st;
