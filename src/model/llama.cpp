@@ -142,10 +142,7 @@ llama_model to_backend(const llama_model& host, backend& b) {
   llama_model dev;
   dev.config = host.config;
   dev.be = &b;
-  llama_model shape_src = host;  // make_like packs when the source is packed: mark it so (no data moves)
-  shape_src.be = &b;
-  shape_src.w.flat = Tensor({1});
-  dev.w = make_like(shape_src, b.act());
+  dev.w = weights_like(host.w, b, b.act(), /*packed=*/true);
   auto src = host.parameters();
   auto dst = dev.parameters();
   GSA_ASSERT(src.size() == dst.size());
@@ -165,13 +162,17 @@ void copy_weights_to_host(const llama_model& dev, llama_model& host) {
 llama_weights make_grads(const llama_model& m) { return make_like(m, dtype::f32); }
 
 llama_weights make_like(const llama_model& m, dtype t) {
+  return weights_like(m.w, m.ops(), t, !m.w.flat.empty());
+}
+
+llama_weights weights_like(const llama_weights& w, backend& be, dtype t, bool packed) {
   llama_weights g;
-  g.layers.resize(m.w.layers.size());
+  g.layers.resize(w.layers.size());
   // Field by field, so that absent tensors (no bias, tied head) stay absent.
-  std::vector<std::pair<const Tensor*, Tensor*>> fields = {{&m.w.embed, &g.embed}, {&m.w.norm, &g.norm},
-                                                           {&m.w.lm_head, &g.lm_head}};
-  for (size_t l = 0; l < m.w.layers.size(); l++) {
-    const layer_weights& a = m.w.layers[l];
+  std::vector<std::pair<const Tensor*, Tensor*>> fields = {{&w.embed, &g.embed}, {&w.norm, &g.norm},
+                                                           {&w.lm_head, &g.lm_head}};
+  for (size_t l = 0; l < w.layers.size(); l++) {
+    const layer_weights& a = w.layers[l];
     layer_weights& b = g.layers[l];
     for (auto [x, y] : {std::pair{&a.attn_norm, &b.attn_norm}, {&a.wq, &b.wq}, {&a.bq, &b.bq}, {&a.wk, &b.wk},
                         {&a.bk, &b.bk}, {&a.wv, &b.wv}, {&a.bv, &b.bv}, {&a.wo, &b.wo}, {&a.bo, &b.bo},
@@ -179,9 +180,9 @@ llama_weights make_like(const llama_model& m, dtype t) {
                         {&a.w_down, &b.w_down}})
       fields.emplace_back(x, y);
   }
-  if (m.w.flat.empty()) {
+  if (!packed) {
     for (auto [x, y] : fields)
-      if (!x->empty()) *y = m.ops().alloc(x->shape(), t);
+      if (!x->empty()) *y = be.alloc(x->shape(), t);
     return g;
   }
   // Packed like the model (the same order, so flat offsets agree): one buffer seen whole by the optimizer.
@@ -189,7 +190,7 @@ llama_weights make_like(const llama_model& m, dtype t) {
   std::vector<Tensor*> dst;
   for (auto [x, y] : fields)
     if (!x->empty()) shapes.push_back(x->shape()), dst.push_back(y);
-  auto views = pack(m.ops(), shapes, t, g.flat, g.n_matrix);
+  auto views = pack(be, shapes, t, g.flat, g.n_matrix);
   for (size_t i = 0; i < dst.size(); i++) *dst[i] = views[i];
   return g;
 }

@@ -88,6 +88,9 @@ void copy_weights_to_host(const llama_model& dev, llama_model& host);
 llama_weights make_grads(const llama_model& m);
 // The same tensors as the model's, zeroed, of type t, on the model's device (packed when the model is).
 llama_weights make_like(const llama_model& m, dtype t);
+// Tensors shaped like w's, zeroed, of type t on backend be; packed: views into one buffer, matrices first, in the
+// one order every packed buffer of a model shares.
+llama_weights weights_like(const llama_weights& w, backend& be, dtype t, bool packed);
 void zero_grads(llama_weights& g, backend& b = cpu_backend());
 std::vector<std::pair<std::string, Tensor*>> grad_list(const llama_model& m, llama_weights& g);
 

@@ -67,7 +67,7 @@ struct decode_plan_options {
   int64_t min_keys_per_split = 256;  // below this a split's fixed cost dominates
   int max_splits = 256;
   int force_splits = 0;          // > 0: use exactly this many (tests of the combine path)
-  bool async_copy = true;        // load path of the split kernel (both are compiled; see docs/cuda.md)
+  bool async_copy = true;        // load path of the split kernel (both are compiled; see docs/cuda-decode.md)
 };
 
 // True when a compiled variant covers these shapes; *why gets the reason otherwise.
