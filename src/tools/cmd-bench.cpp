@@ -19,6 +19,7 @@
 #include "model/gsa-plans.h"
 #include "model/presets.h"
 #include "train/optimizer.h"
+#include "train/progress.h"
 #include "tools/commands.h"
 
 namespace gsa::tools {
@@ -193,12 +194,7 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                     rng r(2);
                     std::vector<int32_t> raw(static_cast<size_t>(tokens));
                     for (auto& x : raw) x = int32_t(r.below(uint64_t(c.vocab_size - 1)));
-                    // Model FLOPs per token (6 x the multiplying parameters; attention scores excluded, as in
-                    // the trainer's MFU) over the H100/H200 dense bf16 peak.
-                    const double C = double(c.hidden_size), I = double(c.intermediate_size), D = double(c.head_dim);
-                    const double per_layer = C * D * double(c.num_attention_heads + c.num_key_value_heads) * 2 +
-                                             3 * C * I;
-                    const double flops_tok = 6.0 * (per_layer * double(c.num_hidden_layers) + C * double(c.vocab_size));
+                    const double flops_tok = train_flops_per_token(c);  // MFU as the trainer reports it
                     nlohmann::json records = nlohmann::json::array();
                     if (!json)
                       fmt::print("preset {} ({:.1f} M parameters) on {}, {} raw tokens x {}, median of {}\n"
@@ -232,7 +228,7 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                         m.ops().synchronize();
                       });
                       const double tps = double(tokens) * batch / (ms / 1000.0);
-                      const double mfu = tps * flops_tok / 989e12;
+                      const double mfu = tps * flops_tok / k_peak_bf16_flops;
                       records.push_back({{"mode", mode}, {"tokens", tokens}, {"batch", batch}, {"ms", ms},
                                          {"tokens_per_s", tps}, {"mfu", mfu}, {"device", be.describe()},
                                          {"peak_mib", double(be.peak_bytes()) / 1048576.0}});

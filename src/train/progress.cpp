@@ -3,10 +3,19 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "io/hf-config.h"
+
 #include <cstdio>
 #include <string>
 
 namespace gsa {
+
+double train_flops_per_token(const model_config& c) {
+  const double C = double(c.hidden_size), I = double(c.intermediate_size), D = double(c.head_dim);
+  const double per_layer = C * D * double(c.num_attention_heads) * 2 + C * D * double(c.num_key_value_heads) * 2 +
+                           3 * C * I;
+  return 6.0 * (per_layer * double(c.num_hidden_layers) + C * double(c.vocab_size));
+}
 
 progress_bar::progress_bar(int64_t first_step, int64_t total_steps, bool force)
     : enabled_(force || ::isatty(2)), first_(first_step), total_(total_steps),

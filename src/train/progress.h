@@ -6,6 +6,15 @@
 
 namespace gsa {
 
+struct model_config;
+
+// Model FLOPs per trained token for MFU: 6 x the parameters that multiply (every matrix but the input embedding,
+// whose forward is a lookup; the LM head counts even when tied). Attention scores are left out: GSA attends a
+// plan-dependent fraction of the causal pairs, so this is the matmul work both GSA and full attention do.
+double train_flops_per_token(const model_config& c);
+// Dense bf16 tensor-core peak of the H100/H200 SXM datasheet, the MFU denominator.
+constexpr double k_peak_bf16_flops = 989e12;
+
 class progress_bar {
  public:
   progress_bar(int64_t first_step, int64_t total_steps, bool force);

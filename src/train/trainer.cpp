@@ -26,18 +26,6 @@ using json = nlohmann::json;
 
 namespace {
 
-// Model FLOPs per trained token for MFU: 6 x the parameters that multiply (every matrix but the input embedding,
-// whose forward is a lookup; the LM head counts even when tied). Attention scores are left out: GSA attends a
-// plan-dependent fraction of the causal pairs, so this is the matmul work both GSA and full attention do.
-double train_flops_per_token(const model_config& c, int64_t /*seq_len*/) {
-  const double C = double(c.hidden_size), I = double(c.intermediate_size), D = double(c.head_dim);
-  const double per_layer = C * D * double(c.num_attention_heads) * 2 + C * D * double(c.num_key_value_heads) * 2 +
-                           3 * C * I;
-  return 6.0 * (per_layer * double(c.num_hidden_layers) + C * double(c.vocab_size));
-}
-// Dense bf16 tensor-core peak of the H100/H200 SXM datasheet, the MFU denominator.
-constexpr double k_peak_bf16_flops = 989e12;
-
 // Seeds for the eval's task samples: fixed, and far from anything the training mix draws.
 uint64_t eval_seed(int task_index, int k) { return 0x9e3779b97f4a7c15ull ^ (uint64_t(task_index) << 32) ^ uint64_t(k); }
 
@@ -329,7 +317,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t tokens0 = tokens;
   llama_weights grads = make_grads(r.model());
-  const double flops_per_token = train_flops_per_token(r.m.config, o.seq_len);
+  const double flops_per_token = train_flops_per_token(r.m.config);
   while (step < o.steps) {
     if (hooks.stop_after_steps >= 0 && step >= hooks.stop_after_steps) {
       bar.finish();
