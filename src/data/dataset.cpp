@@ -3,8 +3,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "io/atomic-file.h"
 
 namespace gsa::data {
@@ -120,7 +122,9 @@ dataset open_dataset(const std::string& dir, bool verify_checksums) {
   dataset d;
   d.dir = dir;
   try {
-    d.meta = nlohmann::json::parse(f);
+    std::stringstream text;
+    text << f.rdbuf();
+    d.meta = parse_json(text.str(), mp.string());
     if (d.meta.value("format", "") != "gsa-tokens") fail("{}: not a gsa token dataset (format)", mp.string());
     d.vocab_size = d.meta.at("vocab_size").get<int64_t>();
     d.separator = d.meta.at("separator").get<int64_t>();

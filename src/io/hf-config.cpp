@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "io/atomic-file.h"
 
 namespace gsa {
@@ -230,15 +231,7 @@ model_config load_model_config(const std::string& path_in) {
   std::filesystem::path p = path_in;
   if (std::filesystem::is_directory(p)) p /= "config.json";
   std::string src = p.string();
-  std::ifstream in(p);
-  if (!in) fail("{}: cannot open the model configuration", src);
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON ({})", src, e.what());
-  }
-  return model_config_from_json(j, src);
+  return model_config_from_json(read_json_file_bounded(src, "model configuration"), src);
 }
 
 json model_config_to_json(const model_config& c, const char* torch_dtype) {

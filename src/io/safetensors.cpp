@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "io/atomic-file.h"
 
 namespace gsa {
@@ -92,12 +93,8 @@ safetensors_file safetensors_file::open(const std::string& path) {
   f.data_ = base + 8 + n;
   size_t data_size = size - 8 - size_t(n);
 
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(base + 8, base + 8 + n);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: the header is not valid JSON ({}): the file is corrupt or not a safetensors file", path, e.what());
-  }
+  const nlohmann::json header =
+      parse_json(std::string_view(reinterpret_cast<const char*>(base) + 8, size_t(n)), path + " (header)");
   if (!header.is_object()) fail("{}: the header is not a JSON object: the file is corrupt", path);
 
   for (auto& [name, v] : header.items()) {
@@ -150,15 +147,26 @@ safetensors_file safetensors_file::open(const std::string& path) {
   std::sort(f.tensors_.begin(), f.tensors_.end(), [](const st_tensor_info& a, const st_tensor_info& b) {
     return a.offset != b.offset ? a.offset < b.offset : a.nbytes < b.nbytes;
   });
-  // Empty tensors occupy no bytes and cannot overlap anything.
+  // The tensors must cover the data section exactly, as the reference safetensors library requires: contiguous
+  // from byte 0, no gap, no overlap, the last one ending at the end of the file. A header length that is off by a
+  // byte (the JSON still parses thanks to its padding) shifts every tensor and is caught here, not loaded as
+  // garbage. Empty tensors occupy no bytes.
   const st_tensor_info* prev = nullptr;
+  size_t next = 0;
   for (auto& t : f.tensors_) {
     if (t.nbytes == 0) continue;
-    if (prev && t.offset < prev->offset + prev->nbytes)
+    if (t.offset < next)
       fail("{}: tensors '{}' [{}, {}) and '{}' [{}, {}) overlap in the data section: the header is corrupt", path,
            prev->name, prev->offset, prev->offset + prev->nbytes, t.name, t.offset, t.offset + t.nbytes);
+    if (t.offset > next)
+      fail("{}: {} bytes of the data section before tensor '{}' (at {}) belong to no tensor: the header is corrupt "
+           "(or its length field is off)", path, t.offset - next, t.name, t.offset);
+    next = t.offset + t.nbytes;
     prev = &t;
   }
+  if (next != data_size)
+    fail("{}: the tensors end at byte {} of the data section but it has {} bytes: the header length field or the "
+         "offsets are off, or the file was cut or extended", path, next, data_size);
   for (size_t i = 0; i < f.tensors_.size(); i++) f.index_[f.tensors_[i].name] = i;
   return f;
 }
@@ -240,13 +248,7 @@ safetensors_set safetensors_set::open(const std::string& path_in) {
   s.path_ = index.string();
   nlohmann::json j;
   {
-    std::ifstream in(index);
-    if (!in) fail("{}: cannot open the file", s.path_);
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", s.path_, e.what());
-    }
+    j = read_json_file_bounded(s.path_, "safetensors index");
   }
   auto wm = j.is_object() ? j.find("weight_map") : j.end();
   if (wm == j.end() || !wm->is_object())

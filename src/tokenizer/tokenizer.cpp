@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte-level.h"
 #include "tokenizer/normalizer.h"
@@ -285,9 +286,7 @@ tokenizer tokenizer::load(const std::filesystem::path& path) {
   if (!f) fail("cannot open {}: give a tokenizer.json or a folder holding one", file.string());
   std::stringstream ss;
   ss << f.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded()) fail("{}: not valid JSON", file.string());
-  return from_json(j, file.string());
+  return from_json(parse_json(ss.str(), file.string()), file.string());
 }
 
 tokenizer::tokenizer(std::unique_ptr<impl> p) : p_(std::move(p)) {}

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "io/atomic-file.h"
 #include "io/safetensors.h"
 
@@ -74,12 +75,7 @@ nlohmann::json load_checkpoint(const std::string& dir, llama_model& m, std::uniq
   auto it = st.metadata().find("step_count");
   if (it == st.metadata().end()) fail("{}/optimizer.safetensors: no step_count in the metadata", dir);
   opt->step_count = std::stoll(it->second);
-  std::ifstream f(fs::path(dir) / "trainer.json");
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}/trainer.json: {}", dir, e.what());
-  }
+  return read_json_file_bounded((fs::path(dir) / "trainer.json").string(), "trainer state");
 }
 
 }  // namespace gsa

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/json-util.h"
 
 namespace gsa {
 
@@ -122,14 +123,7 @@ void apply_train_json(train_options& o, const json& j, const std::string& source
 }
 
 train_options load_train_config(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) fail("{}: cannot open the training config", path);
-  json j;
-  try {
-    j = json::parse(f, nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
+  const json j = read_json_file_bounded(path, "training config", /*comments=*/true);
   train_options o = default_train_options();
   apply_train_json(o, j, path);
   return o;

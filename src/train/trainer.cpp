@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "core/log.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -157,15 +158,7 @@ struct run_log {
   }
 };
 
-json read_json_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) fail("{}: cannot open", path);
-  try {
-    return json::parse(f);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-}
+json read_json_file(const std::string& path) { return read_json_file_bounded(path, "file"); }
 
 // The folder of the run's tokenizer.json: the first of `dirs` (folders or tokenizer.json paths) that has one.
 fs::path find_tokenizer_dir(const std::vector<std::string>& dirs) {
