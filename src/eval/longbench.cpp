@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "eval/metrics.h"
 #include "eval/text-util.h"
 
@@ -58,8 +59,7 @@ std::vector<std::string> str_array(const json& j, const char* name, const std::s
 }  // namespace
 
 longbench_record parse_longbench_line(std::string_view line, const std::string& where) {
-  json j = json::parse(line, nullptr, false);
-  if (j.is_discarded()) fail("{}: not valid JSON (each line of a LongBench file is one JSON object)", where);
+  const json j = parse_json(line, where);  // where = "file:line"
   if (!j.is_object()) fail("{}: expected a JSON object, got {}", where, j.type_name());
   longbench_record r;
   r.input = str_field(j, "input", where, true);

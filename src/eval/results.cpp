@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/json-util.h"
 
 namespace gsa::eval {
 
@@ -120,8 +121,8 @@ std::string results_json(const std::vector<result_record>& records) {
 }
 
 std::vector<result_record> parse_results_json(std::string_view text) {
-  auto a = nlohmann::json::parse(text, nullptr, false);
-  if (a.is_discarded() || !a.is_array()) fail("results: expected a JSON array of records");
+  const auto a = parse_json(text, "results");
+  if (!a.is_array()) fail("results: expected a JSON array of records");
   std::vector<result_record> out;
   for (size_t i = 0; i < a.size(); i++) {
     const auto& o = a[i];

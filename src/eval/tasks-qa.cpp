@@ -13,6 +13,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "eval/task-parts.h"
 #include "eval/text-util.h"
 
@@ -43,8 +44,8 @@ std::string passage_text(const json& p, const std::string& where) {
 }
 
 qa_record parse_qa(const std::string& line, const std::string& where) {
-  json j = json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) fail("{}: not a JSON object (one QA record per line)", where);
+  const json j = parse_json(line, where);
+  if (!j.is_object()) fail("{}: not a JSON object (one QA record per line)", where);
   qa_record r;
   for (const char* f : {"question", "input"})
     if (auto it = j.find(f); it != j.end() && it->is_string()) {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json-util.h"
 #include "data/dataset.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
@@ -30,10 +31,9 @@ struct prepare_args {
 // The separator: --separator, else tokenizer_config.json's eos_token, else a well-known end-of-text token.
 int64_t find_separator(const tokenizer& tok, const std::string& dir) {
   fs::path cfg = fs::is_directory(dir) ? fs::path(dir) / "tokenizer_config.json" : fs::path(dir).parent_path() / "tokenizer_config.json";
-  std::ifstream f(cfg);
-  if (f) {
+  if (fs::exists(cfg)) {
     try {
-      auto j = nlohmann::json::parse(f);
+      auto j = read_json_file_bounded(cfg.string(), "tokenizer config");
       if (j.contains("eos_token")) {
         auto& e = j["eos_token"];
         std::string s = e.is_string() ? e.get<std::string>() : e.value("content", "");
@@ -66,12 +66,7 @@ int run_prepare(const prepare_args& a) {
       while (std::getline(f, line)) {
         n++;
         if (line.empty()) continue;
-        nlohmann::json j;
-        try {
-          j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception& e) {
-          fail("{}:{}: not JSON: {}", in, n, e.what());
-        }
+        const nlohmann::json j = parse_json(line, fmt::format("{}:{}", in, n));
         if (!j.contains("text") || !j["text"].is_string()) fail("{}:{}: no \"text\" string field", in, n);
         w.add_document(tok.encode(j["text"].get<std::string>()));
       }
