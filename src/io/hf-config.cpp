@@ -213,6 +213,22 @@ void validate_model_config(const model_config& c, const std::string& src) {
   positive(c.num_key_value_heads, "num_key_value_heads");
   positive(c.head_dim, "head_dim");
   positive(c.max_position_embeddings, "max_position_embeddings");
+  // Upper bounds, checked before anything is allocated from these numbers: far above any real model (Llama 3.1
+  // 405B: 126 layers, 16384 wide, 128k vocabulary), low enough that every size below is exact in 64-bit
+  // arithmetic and every per-tensor dimension fits an int.
+  auto at_most = [&](int64_t v, int64_t limit, const char* name) {
+    if (v > limit) fail("{}: field '{}' is {}, above the limit of {}: the file is corrupt or not a model gsa runs", src,
+                        name, v, limit);
+  };
+  at_most(c.vocab_size, int64_t(1) << 24, "vocab_size");
+  at_most(c.hidden_size, int64_t(1) << 17, "hidden_size");
+  at_most(c.intermediate_size, int64_t(1) << 20, "intermediate_size");
+  at_most(c.num_hidden_layers, 4096, "num_hidden_layers");
+  at_most(c.num_attention_heads, 4096, "num_attention_heads");
+  at_most(c.num_key_value_heads, 4096, "num_key_value_heads");
+  at_most(c.head_dim, 4096, "head_dim");
+  at_most(c.max_position_embeddings, int64_t(1) << 30, "max_position_embeddings");
+  at_most(c.num_attention_heads * c.head_dim, int64_t(1) << 20, "num_attention_heads x head_dim");
   if (c.architecture != "llama" && c.architecture != "qwen2")
     fail("{}: unknown architecture '{}': gsa supports llama and qwen2", src, c.architecture);
   if (c.num_attention_heads % c.num_key_value_heads != 0)

@@ -87,3 +87,39 @@ TEST(HostileSafetensors, GapBetweenTensors) {
 
 }  // namespace
 }  // namespace gsa
+
+namespace gsa {
+namespace {
+
+// Sizes from a corrupt or hostile config.json are bounded before anything is allocated from them (1e6 layers used
+// to allocate and zero every layer; heads x head_dim overflowed int; vocab_size 2^62 wrapped the parameter count).
+TEST(HostileConfig, HugeSizesAreRefusedNamingTheField) {
+  scratch_dir d;
+  struct bad {
+    const char* field;
+    nlohmann::json value;
+    const char* expect;
+  };
+  for (const bad& b : {bad{"num_hidden_layers", 1000000, "num_hidden_layers"},
+                       bad{"vocab_size", int64_t(1) << 62, "vocab_size"},
+                       bad{"head_dim", 65536, "head_dim"}, bad{"hidden_size", int64_t(1) << 40, "hidden_size"}}) {
+    SCOPED_TRACE(b.field);
+    nlohmann::json j = {{"model_type", "llama"},     {"vocab_size", 512},       {"hidden_size", 64},
+                        {"intermediate_size", 96},   {"num_hidden_layers", 2},  {"num_attention_heads", 4},
+                        {"num_key_value_heads", 2},  {"head_dim", 16},          {"max_position_embeddings", 256},
+                        {"rms_norm_eps", 1e-5},      {"rope_theta", 10000.0}};
+    EXPECT_NO_THROW(model_config_from_json(j, "ok.json"));
+    j[b.field] = b.value;
+    const std::string msg = error_of([&] { model_config_from_json(j, "cfg.json"); });
+    EXPECT_CONTAINS(msg, "cfg.json");
+    EXPECT_CONTAINS(msg, b.expect);
+    EXPECT_CONTAINS(msg, "limit");
+  }
+  nlohmann::json j = {{"model_type", "llama"},    {"vocab_size", 512},      {"hidden_size", 64},
+                      {"intermediate_size", 96},  {"num_hidden_layers", 2}, {"num_attention_heads", 4096},
+                      {"num_key_value_heads", 1}, {"head_dim", 4096},       {"max_position_embeddings", 256}};
+  EXPECT_CONTAINS(error_of([&] { model_config_from_json(j, "cfg.json"); }), "num_attention_heads x head_dim");
+}
+
+}  // namespace
+}  // namespace gsa
