@@ -124,9 +124,14 @@ struct tokenizer::impl {
   std::vector<std::string> id_bytes;                    // decode table
   std::vector<uint8_t> id_kind;                         // 0 absent, 1 vocab, 2 added, 3 special
   std::vector<int32_t> prefix, suffix;                  // post-processor template around the text
+  int64_t id_limit = 0;  // ids must be below: the vocabulary plus the added tokens (the file's own count)
 
   void set_id(int32_t id, std::string bytes, uint8_t kind) {
     if (id < 0) fail("{}: negative token id {}", source, id);
+    // Bounded by the number of tokens the file defines, so a stray huge id cannot allocate gigabytes (or overflow).
+    if (id >= id_limit)
+      fail("{}: token id {} is not below the {} tokens the file defines (vocabulary + added tokens): the file is "
+           "corrupt", source, id, id_limit);
     if (size_t(id) >= id_bytes.size()) id_bytes.resize(id + 1), id_kind.resize(id + 1, 0);
     id_bytes[id] = std::move(bytes);
     id_kind[id] = kind;
@@ -242,6 +247,12 @@ tokenizer tokenizer::from_json(const json& j, const std::string& source) {
   p->pre = tok::make_pre_tokenizer(j.value("pre_tokenizer", json()), source);
   if (!p->pre || !p->pre->byte_level())
     fail("{}: the pre-tokenizer has no ByteLevel step; gsa reads byte-level BPE tokenizers only", source);
+  {
+    const json& m = j["model"];
+    const size_t n_vocab = m.is_object() && m.contains("vocab") && m["vocab"].is_object() ? m["vocab"].size() : 0;
+    const json added = j.value("added_tokens", json::array());
+    p->id_limit = int64_t(n_vocab) + int64_t(added.is_array() ? added.size() : 0);
+  }
   p->load_model(j["model"]);
 
   const json dec = j.value("decoder", json());

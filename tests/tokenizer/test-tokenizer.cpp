@@ -193,6 +193,15 @@ TEST(tokenizer, tiny_model_and_clear_errors) {
   j = tiny_tokenizer();
   j["decoder"] = {{"type", "WordPiece"}};
   expect_error(j, "WordPiece");
+  // Ids are bounded by the tokens the file defines: 2^31 - 1 used to overflow (id + 1), 1e8 to allocate GBs.
+  for (int64_t big : {int64_t(2147483647), int64_t(100000000)}) {
+    j = tiny_tokenizer();
+    j["added_tokens"] = json::array({{{"id", big}, {"content", "<|x|>"}, {"special", true}}});
+    expect_error(j, std::to_string(big));
+    j = tiny_tokenizer();
+    j["model"]["vocab"]["ab"] = big;
+    expect_error(j, "not below");
+  }
   EXPECT_THROW(tokenizer::load("/nonexistent/tokenizer"), error);
 }
 
