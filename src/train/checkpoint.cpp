@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -32,6 +33,14 @@ static std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path
 
 std::string save_checkpoint(const std::string& out, int64_t step, const llama_model& m, const adamw_optimizer& opt,
                             const nlohmann::json& trainer, int keep) {
+  // A diverged run must not replace the last good checkpoint (and `latest`) with Inf / NaN weights.
+  for (auto& [name, t] : m.parameters()) {
+    const float* p = t->f32();
+    for (int64_t i = 0; i < t->numel(); i++)
+      if (!std::isfinite(p[i]))
+        fail("step {}: weight '{}' holds {} at index {}: training diverged; nothing was saved, the last checkpoint "
+             "stays; lower the learning rate and resume", step, name, p[i], i);
+  }
   fs::path o(out);
   fs::path tmp = o / fmt::format(".checkpoint-{}.tmp", step), dst = o / fmt::format("checkpoint-{}", step);
   std::error_code ec;

@@ -1,5 +1,6 @@
 #include "train/options.h"
 
+#include <cmath>
 #include <fstream>
 
 #include "core/error.h"
@@ -167,8 +168,23 @@ void validate_train_options(const train_options& o) {
   non_negative(o.save_every, "save_every");
   non_negative(o.val_windows, "val_windows");
   non_negative(o.eval_samples, "eval_samples");
-  if (!(o.lr > 0)) fail("training option 'lr' must be positive (got {})", o.lr);
-  if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1)) fail("training option 'min_lr_ratio' must be in [0, 1]");
+  // Every real-valued hyper-parameter in a range that keeps the arithmetic finite (an lr of 1e39 passed "> 0" and
+  // turned every weight into Inf at the first step).
+  auto in_range = [](double v, double lo, double hi, bool lo_open, const char* n, const char* why) {
+    if (!(std::isfinite(v) && (lo_open ? v > lo : v >= lo) && v <= hi))
+      fail("training option '{}' must be in {}{}, {}] (got {}){}", n, lo_open ? "(" : "[", lo, hi, v, why);
+  };
+  in_range(o.lr, 0, 10, true, "lr", "");
+  in_range(o.min_lr_ratio, 0, 1, false, "min_lr_ratio", "");
+  in_range(o.weight_decay, 0, 10, false, "weight_decay", "");
+  in_range(o.beta1, 0, 1, false, "beta1", "");
+  in_range(o.beta2, 0, 1, false, "beta2", "");
+  in_range(o.adam_eps, 0, 1, true, "adam_eps", "");
+  in_range(o.grad_clip, -1, 1e6, false, "grad_clip", " (<= 0: no clipping)");
+  in_range(o.init_std, 0, 10, true, "init_std", "");
+  if (o.device != "cpu" && o.device != "cuda") fail("training option 'device' must be cpu or cuda (got '{}')", o.device);
+  if (o.precision != "bf16" && o.precision != "f32")
+    fail("training option 'precision' must be bf16 or f32 (got '{}')", o.precision);
   if (o.model.empty() == o.preset.empty())
     fail("give exactly one of 'model' (an HF directory to continue from) and 'preset' (random init){}",
          o.model.empty() ? "" : fmt::format("; got model '{}' and preset '{}'", o.model, o.preset));

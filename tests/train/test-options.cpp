@@ -5,6 +5,8 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "train/checkpoint.h"
+#include "train/model-init.h"
 #include "train/optimizer.h"
 #include "train/options-cli.h"
 #include "train/options.h"
@@ -80,6 +82,37 @@ TEST(TrainOptions, UnknownKeysAndBadTypesNameTheKey) {
   EXPECT_EQ(o.task_loss, "answer");
   o.task_loss = "everything";
   EXPECT_NE(error_of([&] { validate_train_options(o); }).find("task_loss"), std::string::npos);
+  o.task_loss = "answer";
+  // Hyper-parameters outside a finite range are refused by name (an lr of 1e39 used to pass "> 0").
+  EXPECT_NO_THROW(validate_train_options(o));
+  for (auto [name, value] : std::vector<std::pair<std::string, double>>{
+           {"lr", 1e39}, {"lr", 0}, {"beta2", 1.5}, {"adam_eps", 0}, {"weight_decay", -1}, {"init_std", 0}}) {
+    train_options bad = o;
+    set_train_option(bad, name, fmt::format("{}", value), "--" + name);
+    EXPECT_NE(error_of([&] { validate_train_options(bad); }).find("'" + name + "'"), std::string::npos) << name;
+  }
+  train_options nan_lr = o;
+  nan_lr.lr = NAN;  // JSON cannot spell NaN; a config built in code can
+  EXPECT_NE(error_of([&] { validate_train_options(nan_lr); }).find("'lr'"), std::string::npos);
+  train_options dev = o;
+  dev.device = "tpu";
+  EXPECT_NE(error_of([&] { validate_train_options(dev); }).find("'device'"), std::string::npos);
+}
+
+// A diverged run saves nothing: the last good checkpoint and `latest` stay.
+TEST(TrainCheckpoint, NonFiniteWeightsAreNotSaved) {
+  auto dir = test::train_temp_dir("nonfinite");
+  llama_model m(run_model_config("tiny", 20, nullptr));
+  m.init_random(1);
+  adamw_optimizer opt(m);
+  save_checkpoint(dir.string(), 1, m, opt, nlohmann::json{{"step", 1}}, 2);
+  m.w.layers[1].wq.f32()[5] = INFINITY;
+  const std::string e = error_of([&] { save_checkpoint(dir.string(), 2, m, opt, nlohmann::json{{"step", 2}}, 2); });
+  EXPECT_NE(e.find("model.layers.1.self_attn.q_proj.weight"), std::string::npos) << e;
+  EXPECT_NE(e.find("diverged"), std::string::npos) << e;
+  EXPECT_EQ(latest_checkpoint(dir.string()), (dir / "checkpoint-1").string());
+  EXPECT_FALSE(std::filesystem::exists(dir / "checkpoint-2"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(TrainSchedule, WarmupThenCosine) {
