@@ -14,6 +14,19 @@ namespace gsa {
 
 namespace fs = std::filesystem;
 
+// Removes a checkpoint folder crash-safely: it is renamed out of the checkpoint namespace first (one atomic step),
+// so a kill during the removal leaves a hidden ".checkpoint-N.removing" folder that nothing reads (and the next
+// save deletes), never a half-deleted "checkpoint-N" that still holds its trainer.json completion marker.
+static void remove_checkpoint_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  const fs::path gone = dir.parent_path() / ("." + dir.filename().string() + ".removing");
+  fs::remove_all(gone, ec);
+  fs::rename(dir, gone, ec);
+  if (ec) fail("{}: cannot remove the old checkpoint: {}", dir.string(), ec.message());
+  fs::remove_all(gone, ec);
+}
+
 static std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& out) {
   std::vector<std::pair<int64_t, fs::path>> v;
   std::error_code ec;
@@ -45,19 +58,24 @@ std::string save_checkpoint(const std::string& out, int64_t step, const llama_mo
   fs::path tmp = o / fmt::format(".checkpoint-{}.tmp", step), dst = o / fmt::format("checkpoint-{}", step);
   std::error_code ec;
   fs::remove_all(tmp, ec);  // leftovers of a save that was killed
+  for (auto& e : fs::directory_iterator(o, ec)) {  // and of removals that were killed
+    const std::string n = e.path().filename().string();
+    if (n.rfind(".checkpoint-", 0) == 0 && n.size() > 9 && n.compare(n.size() - 9, 9, ".removing") == 0)
+      fs::remove_all(e.path(), ec);
+  }
   fs::create_directories(tmp, ec);
   if (ec) fail("{}: cannot create the checkpoint folder: {}", tmp.string(), ec.message());
   save_model(m, tmp.string());
   write_safetensors((tmp / "optimizer.safetensors").string(), opt.state(m),
                     {{"step_count", std::to_string(opt.step_count)}});
   write_file_atomic((tmp / "trainer.json").string(), trainer.dump(2) + "\n");
-  fs::remove_all(dst, ec);
+  remove_checkpoint_dir(dst);
   fs::rename(tmp, dst, ec);
   if (ec) fail("{}: cannot move the checkpoint into place: {}", dst.string(), ec.message());
   write_file_atomic((o / "latest").string(), dst.filename().string() + "\n");
   auto all = list_checkpoints(o);
   for (size_t i = 0; i + size_t(std::max(1, keep)) < all.size(); i++)
-    if (all[i].second != dst) fs::remove_all(all[i].second, ec);
+    if (all[i].second != dst) remove_checkpoint_dir(all[i].second);
   return dst.string();
 }
 

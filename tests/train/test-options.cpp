@@ -115,6 +115,25 @@ TEST(TrainCheckpoint, NonFiniteWeightsAreNotSaved) {
   std::filesystem::remove_all(dir);
 }
 
+// Old checkpoints are renamed out of sight before they are deleted: what a kill mid-removal leaves behind
+// (".checkpoint-N.removing", marker and all) is never taken for a checkpoint, and the next save clears it.
+TEST(TrainCheckpoint, RemovalLeftoversAreNeverCheckpoints) {
+  auto dir = test::train_temp_dir("removing");
+  llama_model m(run_model_config("tiny", 20, nullptr));
+  m.init_random(1);
+  adamw_optimizer opt(m);
+  save_checkpoint(dir.string(), 1, m, opt, nlohmann::json{{"step", 1}}, 1);
+  std::filesystem::create_directories(dir / ".checkpoint-7.removing");
+  std::ofstream(dir / ".checkpoint-7.removing/trainer.json") << R"({"step": 7})";
+  EXPECT_EQ(latest_checkpoint(dir.string()), (dir / "checkpoint-1").string());
+  save_checkpoint(dir.string(), 2, m, opt, nlohmann::json{{"step", 2}}, 1);  // keep 1: checkpoint-1 goes
+  EXPECT_FALSE(std::filesystem::exists(dir / ".checkpoint-7.removing"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "checkpoint-1"));
+  EXPECT_FALSE(std::filesystem::exists(dir / ".checkpoint-1.removing"));
+  EXPECT_EQ(latest_checkpoint(dir.string()), (dir / "checkpoint-2").string());
+  std::filesystem::remove_all(dir);
+}
+
 TEST(TrainSchedule, WarmupThenCosine) {
   // Linear warmup reaches the peak at the last warmup step.
   EXPECT_FLOAT_EQ(cosine_lr(0, 10, 110, 1.0f, 0.1f), 0.1f);
