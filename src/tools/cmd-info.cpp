@@ -28,11 +28,12 @@ static std::vector<int32_t> parse_ids(const std::string& s) {
   while (std::getline(ss, item, ',')) {
     try {
       size_t used = 0;
-      long v = std::stol(item, &used);
-      if (used != item.size()) throw std::invalid_argument(item);
-      ids.push_back(int32_t(v));
+      long long v = std::stoll(item, &used);
+      if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(item);
+      ids.push_back(int32_t(v));  // in range: 4294967297 no longer wraps to id 1
     } catch (const std::exception&) {
-      fail("--ids: '{}' is not an integer token id; give a comma-separated list such as 1,2,3", item);
+      fail("--ids: '{}' is not a token id (an integer from 0 to 2^31 - 1); give a comma-separated list such as 1,2,3",
+           item);
     }
   }
   if (ids.empty()) fail("--ids is empty; give a comma-separated list of token ids such as 1,2,3");

@@ -39,8 +39,15 @@ std::vector<int32_t> parse_ids(const std::string& s) {
     char c = s[i];
     if (c == '-' || (c >= '0' && c <= '9')) {
       size_t used = 0;
-      long long v = std::stoll(s.substr(i, 24), &used);
-      if (v < INT32_MIN || v > INT32_MAX) fail("token id {} is out of range", v);
+      long long v = 0;
+      try {
+        v = std::stoll(s.substr(i, 24), &used);
+      } catch (const std::exception&) {  // "-" alone, or more digits than a long long holds
+        const size_t end = s.find_first_of(" \t\r\n,[]", i + 1);
+        fail("--decode: '{}' at byte {} is not a token id; give integers or a JSON array of them",
+             s.substr(i, std::min<size_t>(end == std::string::npos ? s.size() - i : end - i, 24)), i);
+      }
+      if (v < 0 || v > INT32_MAX) fail("--decode: token id {} is out of range (0 to 2^31 - 1)", v);
       ids.push_back(int32_t(v));
       i += used;
     } else if (c == '[' || c == ']' || c == ',' || std::isspace(static_cast<unsigned char>(c))) {
