@@ -417,8 +417,10 @@ std::vector<double> parse_depths(const std::string& list) {
     const bool percent = item.back() == '%';
     if (percent) item.pop_back();
     double v = parse_number(item, "--depths", "0,0.5,1 or 0,50%,100%");
-    // A value above 1 can only be a percent.
-    if (percent || v > 1) v /= 100;
+    // A bare number is a fraction; percents say so ('2' is not silently 2%).
+    if (!percent && v > 1)
+      fail("--depths: '{}' is not a fraction in 0 .. 1; write {} or {}% for a percent", item, v / 100, v);
+    if (percent) v /= 100;
     if (!(v >= 0 && v <= 1))
       fail("--depths: '{}' is outside 0 .. 1 (or 0% .. 100%); use a list such as 0,0.5,1", item);
     out.push_back(v);
@@ -431,7 +433,7 @@ std::vector<double> parse_ratios(const std::string& list) {
   for (std::string item : parse_name_list(list, "--ratios")) {
     if (item.back() == 'x' || item.back() == 'X') item.pop_back();
     const double v = parse_number(item, "--ratios", "8,16,32");
-    if (!(v >= 1)) fail("--ratios: {} must be >= 1 (the budget is L / r)", v);
+    if (!(v >= 1 && std::isfinite(v))) fail("--ratios: {} must be a finite number >= 1 (the budget is L / r)", v);
     out.push_back(v);
   }
   return out;

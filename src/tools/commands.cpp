@@ -49,9 +49,13 @@ std::vector<int64_t> parse_lengths(const std::string& list, const char* option) 
       size_t used = 0;
       long long v = std::stoll(item, &used);
       if (used != item.size() || v <= 0) throw std::invalid_argument(item);
+      // Lengths index int32 streams: anything past 2^31 tokens is refused here, not wrapped to a negative number.
+      if (v > (int64_t(1) << 31) / mult) fail("{}: '{}' is more than 2^31 tokens", option, list.substr(0, end));
       out.push_back(v * mult);
-    } catch (const std::exception&) {
+    } catch (const std::invalid_argument&) {
       fail("{}: '{}' is not a length; use a comma-separated list such as 1k,4k,16k", option, item);
+    } catch (const std::out_of_range&) {
+      fail("{}: '{}' is more than 2^31 tokens", option, item);
     }
   }
   if (out.empty()) fail("{} is empty; use a comma-separated list such as 1k,4k,16k", option);

@@ -366,7 +366,10 @@ TEST(EvalRunner, UserErrors) {
 
   EXPECT_EQ(parse_name_list(" full , gsa,,hgsa", "--methods"), (std::vector<std::string>{"full", "gsa", "hgsa"}));
   EXPECT_THROW(parse_name_list(" , ", "--methods"), error);
-  EXPECT_EQ(parse_depths("0,0.25,50%,100,1"), (std::vector<double>{0, 0.25, 0.5, 1, 1}));
+  EXPECT_EQ(parse_depths("0,0.25,50%,100%,1"), (std::vector<double>{0, 0.25, 0.5, 1, 1}));
+  EXPECT_THROW(parse_depths("2"), error) << "a bare 2 is not 2%";
+  EXPECT_THROW(parse_ratios("inf"), error);
+  EXPECT_THROW(parse_ratios("nan"), error);
   EXPECT_THROW(parse_depths("0,abc"), error);
   EXPECT_THROW(parse_depths("150"), error);
   EXPECT_THROW(parse_depths("-0.1"), error);
