@@ -134,7 +134,7 @@ void plan_push_keys(attn_plan& plan, const int32_t* keys, size_t n) {
   plan.seg_ptr.push_back(int64_t(plan.segs.size()));
 }
 
-void validate_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
+void validate_plan_layout(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
   if (Tq < 0 || Tk < 0 || q_offset < 0)
     fail("attention plan: sizes must be >= 0 (Tq={}, Tk={}, q_offset={})", Tq, Tk, q_offset);
   if (Hkv <= 0) fail("attention plan: Hkv must be positive (got {})", Hkv);
@@ -164,6 +164,12 @@ void validate_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv)
     if (plan.seg_ptr[l + 1] < plan.seg_ptr[l])
       fail("attention plan: list of block {} head {} has seg_ptr [{}, {}): seg_ptr must be non-decreasing",
            l / plan.heads, l % plan.heads, plan.seg_ptr[l], plan.seg_ptr[l + 1]);
+}
+
+void validate_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
+  validate_plan_layout(plan, Tq, Tk, q_offset, Hkv);
+  const int nb = plan.n_blocks();
+  const size_t n_lists = size_t(nb) * plan.heads;
 
   // The gist table: per level ascending, units g apart (so a gist segment's keys ascend and its bounds are O(1)).
   if (plan.gist_ptr.empty()) {

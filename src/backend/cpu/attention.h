@@ -46,6 +46,9 @@ inline void plan_push_keys(attn_plan& plan, const std::vector<int32_t>& keys) {
 // [0, Tk), gist levels and units inside the table), a key after its block's last query position, a key twice in
 // one list. O(segments + listed keys), one Tk-bit map per thread.
 void validate_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv);
+// The part of validate_plan every backend needs before it reads a plan: sizes, heads, block_q and seg_ptr (all
+// O(blocks)); the gist table and the segments themselves are checked by the caller.
+void validate_plan_layout(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv);
 
 // The keys of list (b, h), ascending, in O(list + list * log(runs)) where runs = ascending runs of the
 // segment-by-segment expansion (a handful for builder plans whose segments are sorted by first key), instead of

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cpu/attention.h"
 #include "backend/cuda/attention-kernels.h"
 #include "backend/cuda/runtime.h"
 #include "core/error.h"
@@ -22,34 +23,8 @@ namespace {
 // them); keys outside [0, Tk) are not. Disjointness of a list's segments is the builder's promise and is not
 // checked here (it would cost O(keys)); a key listed twice would be counted twice by every backend.
 void validate(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
-  if (Tq < 0 || Tk < 0 || q_offset < 0)
-    fail("attention plan: sizes must be >= 0 (Tq={}, Tk={}, q_offset={})", Tq, Tk, q_offset);
-  if (Hkv <= 0) fail("attention plan: Hkv must be positive (got {})", Hkv);
-  if (plan.heads != 1 && plan.heads != Hkv)
-    fail("attention plan: heads is {}, must be 1 (shared lists) or Hkv = {} (one list per KV head)", plan.heads,
-         Hkv);
-  if (plan.gists_per_unit < 1) fail("attention plan: gists_per_unit is {}, must be >= 1", plan.gists_per_unit);
-  if (plan.block_q.empty()) fail("attention plan: block_q is empty; it needs n_blocks + 1 boundaries (at least [0])");
-  const int nb = plan.n_blocks();
-  if (plan.block_q[0] != 0) fail("attention plan: block_q[0] is {}, must be 0", plan.block_q[0]);
-  if (plan.block_q[nb] != Tq)
-    fail("attention plan: block_q ends at {} but there are Tq = {} query rows", plan.block_q[nb], Tq);
-  for (int b = 0; b < nb; b++)
-    if (plan.block_q[b + 1] < plan.block_q[b])
-      fail("attention plan: block {} has rows [{}, {}): block_q must be non-decreasing", b, plan.block_q[b],
-           plan.block_q[b + 1]);
-
-  const size_t n_lists = size_t(nb) * plan.heads;
-  if (plan.seg_ptr.size() != n_lists + 1)
-    fail("attention plan: seg_ptr has {} entries, expected n_blocks * heads + 1 = {}", plan.seg_ptr.size(),
-         n_lists + 1);
-  if (plan.seg_ptr[0] != 0) fail("attention plan: seg_ptr[0] is {}, must be 0", plan.seg_ptr[0]);
-  if (plan.seg_ptr[n_lists] != int64_t(plan.segs.size()))
-    fail("attention plan: seg_ptr ends at {} but segs has {} entries", plan.seg_ptr[n_lists], plan.segs.size());
-  for (size_t l = 0; l < n_lists; l++)
-    if (plan.seg_ptr[l + 1] < plan.seg_ptr[l])
-      fail("attention plan: list of block {} head {} has seg_ptr [{}, {}): seg_ptr must be non-decreasing",
-           l / plan.heads, l % plan.heads, plan.seg_ptr[l], plan.seg_ptr[l + 1]);
+  cpu::validate_plan_layout(plan, Tq, Tk, q_offset, Hkv);
+  const size_t n_lists = size_t(plan.n_blocks()) * plan.heads;
 
   // The gist table: every unit's g gists inside [0, Tk).
   const int g = plan.gists_per_unit;
