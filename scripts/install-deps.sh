@@ -2,9 +2,11 @@
 # Installs the Debian 12 packages gsa needs to build and test. Safe to run again.
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev
-      libicu-dev libgtest-dev libgmock-dev libbenchmark-dev)
+      libicu-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# node and npm for the openai client test of gsa serve (tests/serve/client); any install of them will do.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO=sudo

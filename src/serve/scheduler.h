@@ -1,0 +1,151 @@
+// Continuous batching of generations over a pool of sessions (DESIGN 2.1 tools/: the server's queue and context).
+//
+// submit() queues a job (prompt tokens, sampling, stop rules) from any thread and returns its handle. step(),
+// called by one thread (engine runs it in a loop), does one iteration:
+//  1. admit queued jobs while fewer than max_sessions generate: a job takes the held idle session whose tokens
+//     are the longest prefix of its prompt and appends only the rest (a follow-up chat turn reuses the KV of
+//     the conversation so far), or else a new session that prefills the whole prompt in one forward pass, as
+//     `gsa generate` does (when active + idle sessions reach max_sessions, the least recently used idle session
+//     is dropped first: its KV is freed);
+//  2. runs the queued rows of every active session together (infer::run_pending: one row per session per
+//     batched step; gists are inserted by the session after every chunk, generated text included);
+//  3. samples one token for every active job (infer::sampler seeded with the job's seed, as `gsa generate`),
+//     ends it on an end-of-sequence id, a stop sequence, max_tokens or cancellation, else appends the token.
+// A finished job's session stays in the pool, idle, holding prompt + generated tokens (the last sampled token is
+// not in it), so a request that continues that text skips their prefill.
+// Sessions join and leave the batch between steps. A job alone in its batch computes exactly what `gsa generate`
+// computes; in a batch of M the matmuls are M-row GEMMs whose sums may round differently in the last bit.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "infer/generate.h"
+#include "infer/session.h"
+#include "serve/metrics.h"
+#include "serve/text-output.h"
+#include "tokenizer/tokenizer.h"
+
+namespace gsa::serve {
+
+struct job_request {
+  std::vector<int32_t> prompt;     // non-empty, ids inside the vocabulary
+  int64_t max_tokens = 16;         // >= 1; prompt + max_tokens within the model's positions
+  infer::sampling samp;
+  std::vector<std::string> stop;   // stop sequences
+  bool stats = false;              // fill job_state::stats (the response's "gsa" object)
+  bool reuse = true;               // may continue a held session whose tokens prefix the prompt
+};
+
+// What a job has produced so far.
+struct job_state {
+  std::string text;                // the part of the completion that can be sent (see text_output)
+  bool done = false;
+  std::string finish_reason;       // when done: stop, length, cancelled, error
+  std::string error;               // when finish_reason == "error"
+  int64_t prompt_tokens = 0, reused_tokens = 0, completion_tokens = 0;
+  std::vector<int32_t> ids;        // when done: every generated id (an end-of-sequence id included)
+  nlohmann::json stats;            // when asked and done: method, budget, per-step attended keys and unfolded chunks
+};
+
+class job {
+ public:
+  explicit job(job_request r) : req_(std::move(r)) {}
+  // Waits until more than `have` bytes of text are sendable or the job is done, at most `timeout`.
+  job_state wait(size_t have, std::chrono::milliseconds timeout);
+  job_state state();
+  // Asks the scheduler to stop this job at its next step (finish_reason "cancelled").
+  void cancel() { cancel_ = true; }
+  bool cancelled() const { return cancel_; }
+  const job_request& request() const { return req_; }
+
+ private:
+  friend class scheduler;
+  void publish(const job_state& s);
+  job_request req_;
+  std::atomic<bool> cancel_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  job_state st_;
+  std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
+};
+
+struct scheduler_options {
+  infer::session_options session;   // method, budget, KV tier of every session
+  int max_sessions = 8;             // active + idle sessions held; also the largest batch
+  std::vector<int32_t> stop_ids;    // end-of-sequence ids (the model's eos_token_id)
+};
+
+class scheduler {
+ public:
+  // m, tok and met must outlive the scheduler. Throws gsa::error for max_sessions < 1 or session options the
+  // model cannot run.
+  scheduler(const llama_model& m, const tokenizer& tok, scheduler_options o, metrics& met);
+  ~scheduler();  // unfinished jobs end with an error
+
+  std::shared_ptr<job> submit(job_request r);  // any thread
+  bool step();                                 // one thread; false when there was nothing to do
+  void wait_for_work(std::chrono::milliseconds timeout);  // blocks until a job is queued or timeout
+  void wake();                                 // ends a wait_for_work early
+  void drop_idle();                            // any thread: the next step frees every idle session
+  scheduler_gauges gauges() const;             // any thread
+  const scheduler_options& options() const { return o_; }
+
+ private:
+  struct held {
+    std::unique_ptr<infer::session> s;
+    std::vector<int32_t> tokens;  // raw tokens computed into s
+    uint64_t last_used = 0;
+  };
+  struct running {
+    std::shared_ptr<job> j;
+    std::unique_ptr<held> h;
+    infer::sampler samp;
+    text_output out;
+    job_state st;
+    std::vector<int32_t> ids;
+    bool first = true;
+  };
+  void admit();
+  std::unique_ptr<held> take_session(const job_request& r, int64_t& reused);
+  void finish(running& r, const std::string& reason, const std::string& error = {});
+  void record_step(running& r, const infer::step_stats& st);
+  void update_gauges();
+
+  const llama_model& m_;
+  const tokenizer& tok_;
+  scheduler_options o_;
+  metrics& met_;
+  mutable std::mutex mu_;  // queue_, gauges_, cv_
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<job>> queue_;
+  bool wake_ = false;
+  std::atomic<bool> drop_idle_{false};
+  scheduler_gauges gauges_;
+  std::vector<running> active_;            // step() thread only
+  std::vector<std::unique_ptr<held>> idle_;  // step() thread only
+  uint64_t clock_ = 0;
+};
+
+// Runs scheduler::step in a thread until destroyed.
+class engine {
+ public:
+  explicit engine(scheduler& s);
+  ~engine();
+
+ private:
+  scheduler& s_;
+  std::atomic<bool> stop_{false};
+  std::thread t_;
+};
+
+}  // namespace gsa::serve

@@ -1,0 +1,230 @@
+// `gsa bench serve --model DIR [--clients 32] [--requests 20] [--max-sessions 32] [--check]`: a bounded load test
+// of the server on loopback (issue 13 item 5). The server (scheduler, engine, HTTP) runs in this process on a free
+// port; `clients` threads each send `requests` completions one after another (prompt lengths, max_tokens and
+// streaming mixed, sampled with per-request seeds) through cpp-httplib's client. Prints failures, p50 / p99
+// request latency, time to first token, generated tokens/s and resident memory before the load, at its end and
+// after the idle sessions are dropped; then the same figures for the first requests of the mix run one at a
+// time through infer::generate alone (what `gsa generate` does), for comparison. Figures, never pass/fail on
+// time; --check exits 1 when a request failed or resident memory did not come back within 10%.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "core/error.h"
+#include "serve/http-server.h"
+#include "tools/commands.h"
+
+namespace gsa::tools {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+struct bench_serve_args {
+  std::string model, method = "gsa";
+  int clients = 32, requests = 20, max_sessions = 32, alone = 32;
+  bool check = false;
+};
+
+int64_t rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  f >> size >> resident;
+  return resident * int64_t(sysconf(_SC_PAGESIZE));
+}
+
+// Request i of client c: a prompt of mixed length, a mixed completion length, every third one streamed.
+struct mix_item {
+  std::string prompt;
+  int max_tokens;
+  bool stream;
+  uint64_t seed;
+};
+
+mix_item mix(int c, int i) {
+  static const char* words[] = {"the", "river", "was", "quiet", "and", "a", "bird", "sang", "over", "old", "stone", "bridge"};
+  static const int prompt_words[] = {8, 40, 150, 400};
+  static const int max_tokens[] = {8, 24, 48};
+  const int k = c * 131 + i * 17;
+  mix_item m;
+  for (int w = 0; w < prompt_words[k % 4]; w++) m.prompt += std::string(w ? " " : "") + words[(k + w * 7) % 12];
+  m.max_tokens = max_tokens[(k / 4) % 3];
+  m.stream = (c + i) % 3 == 0;
+  m.seed = uint64_t(c) * 1000 + uint64_t(i);
+  return m;
+}
+
+struct sample {
+  double seconds = 0, ttft = 0;
+  int64_t tokens = 0;
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, size_t(p * double(v.size() - 1) + 0.5))];
+}
+
+void report(const char* what, const std::vector<sample>& s, double wall) {
+  std::vector<double> lat, ttft;
+  int64_t tokens = 0;
+  for (const auto& x : s) lat.push_back(x.seconds * 1e3), ttft.push_back(x.ttft * 1e3), tokens += x.tokens;
+  fmt::print("{:<34} {:>5} requests  latency p50 {:8.1f} ms  p99 {:8.1f} ms  first token p50 {:7.1f} ms  "
+             "{:8.1f} tokens/s\n", what, s.size(), percentile(lat, 0.5), percentile(lat, 0.99), percentile(ttft, 0.5),
+             wall > 0 ? double(tokens) / wall : 0.0);
+}
+
+// One request through the HTTP client; false on any failure (status, JSON, usage).
+bool send(httplib::Client& cli, const mix_item& m, sample& out) {
+  nlohmann::json body = {{"model", "bench"}, {"prompt", m.prompt}, {"max_tokens", m.max_tokens},
+                         {"temperature", 0.7}, {"seed", m.seed}, {"stream", m.stream}};
+  if (m.stream) body["stream_options"] = {{"include_usage", true}};
+  const auto t0 = clock_type::now();
+  bool first = true, done = false;
+  std::string buf;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    if (first) out.ttft = std::chrono::duration<double>(clock_type::now() - t0).count(), first = false;
+    buf.append(data, n);
+    return true;
+  };
+  auto res = cli.send(req);
+  out.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+  if (!res || res->status != 200) return false;
+  try {
+    if (!m.stream) {
+      out.tokens = nlohmann::json::parse(buf)["usage"]["completion_tokens"].get<int64_t>();
+      return out.tokens > 0;
+    }
+    size_t at = 0;
+    while ((at = buf.find("data: ", at)) != std::string::npos) {
+      const size_t end = buf.find("\n\n", at);
+      const std::string d = buf.substr(at + 6, end - at - 6);
+      at = end;
+      if (d == "[DONE]") done = true;
+      else if (auto j = nlohmann::json::parse(d); j.contains("usage")) out.tokens = j["usage"]["completion_tokens"];
+    }
+    return done && out.tokens > 0;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+int run_bench_serve(const bench_serve_args& a) {
+  if (a.clients < 1 || a.requests < 1) fail("--clients and --requests must be at least 1");
+  llama_model m = load_model(a.model);
+  tokenizer tok = tokenizer::load(a.model);
+  serve::metrics met;
+  serve::scheduler_options so;
+  so.session.meth = infer::method_from_name(a.method);
+  so.max_sessions = a.max_sessions;
+  serve::scheduler sched(m, tok, so, met);
+  serve::server_options o;
+  o.port = 0;
+  o.model_id = "bench";
+  o.max_context = m.config.max_position_embeddings;
+  o.threads = a.clients + 4;
+  serve::http_server http(sched, tok, met, o);
+  const int port = http.bind();
+  serve::engine eng(sched);
+  std::thread server([&] { http.listen(); });
+  auto drop_idle = [&] {
+    sched.drop_idle();
+    while (sched.gauges().idle > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  };
+  // Every client once, concurrently, before measuring: the memory a server grows once (per-thread allocator
+  // arenas, thread stacks, connection buffers) is then part of the level the load must come back to.
+  std::vector<std::vector<sample>> per(a.clients);
+  std::atomic<int> failed{0};
+  auto load = [&](int first, int count) {
+    std::vector<std::thread> threads;
+    for (int c = 0; c < a.clients; c++)
+      threads.emplace_back([&, c] {
+        httplib::Client cli("127.0.0.1", port);
+        cli.set_read_timeout(600, 0);
+        for (int i = first; i < first + count; i++) {
+          sample s;
+          if (send(cli, mix(c, i), s)) per[c].push_back(s);
+          else failed++;
+        }
+      });
+    for (auto& t : threads) t.join();
+  };
+  load(a.requests, 1);
+  if (failed > 0) fail("bench serve: {} warm-up requests failed", failed.load());
+  per.assign(size_t(a.clients), {});
+  drop_idle();
+  const int64_t rss_before = rss_bytes();
+  fmt::print("gsa bench serve: {} clients x {} requests, model {}, method {}, max {} sessions, on 127.0.0.1:{}\n",
+             a.clients, a.requests, a.model, a.method, a.max_sessions, port);
+  const auto t0 = clock_type::now();
+  load(0, a.requests);
+  const double wall = std::chrono::duration<double>(clock_type::now() - t0).count();
+  const int64_t rss_loaded = rss_bytes();
+  const auto gauges = sched.gauges();
+  drop_idle();
+  const int64_t rss_after = rss_bytes();
+  http.stop();
+  server.join();
+  std::vector<sample> all;
+  for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
+  report("served (concurrent, HTTP)", all, wall);
+  const double growth = double(rss_after - rss_before) / double(rss_before);
+  fmt::print("failed requests: {} of {}; wall {:.1f} s; resident memory {:.1f} MiB before, {:.1f} MiB at the end "
+             "({} idle sessions held), {:.1f} MiB after dropping them ({:+.1f}%)\n",
+             failed.load(), a.clients * a.requests, wall, rss_before / 1048576.0, rss_loaded / 1048576.0, gauges.idle,
+             rss_after / 1048576.0, growth * 100);
+  // The same requests, one at a time, through infer::generate alone.
+  std::vector<sample> alone;
+  const auto t1 = clock_type::now();
+  for (int n = 0; n < std::min(a.alone, a.clients * a.requests); n++) {
+    const mix_item item = mix(n % a.clients, n / a.clients);
+    const auto s0 = clock_type::now();
+    infer::session s(m, so.session);
+    s.prefill(tok.encode(item.prompt, true));
+    infer::generate_options g;
+    g.max_tokens = item.max_tokens;
+    g.samp.temperature = 0.7f;
+    g.samp.seed = item.seed;
+    sample x;
+    x.ttft = std::chrono::duration<double>(clock_type::now() - s0).count();
+    x.tokens = int64_t(infer::generate({&s}, g)[0].ids.size());
+    x.seconds = std::chrono::duration<double>(clock_type::now() - s0).count();
+    alone.push_back(x);
+  }
+  report("generate alone (sequential)", alone, std::chrono::duration<double>(clock_type::now() - t1).count());
+  if (a.check && (failed > 0 || growth > 0.10)) {
+    fmt::print("bench serve --check: {}\n", failed > 0 ? "requests failed" : "resident memory grew by more than 10%");
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_bench_serve(CLI::App& app, command_list& cmds) {
+  auto* sub = bench_command(app)->add_subcommand("serve", "Load test of gsa serve on loopback: latency, tokens/s, memory");
+  static bench_serve_args a;
+  sub->add_option("--model", a.model, "Model directory")->required();
+  sub->add_option("--method", a.method, "gsa|hgsa|full|gist|...")->capture_default_str();
+  sub->add_option("--clients", a.clients, "Concurrent clients")->capture_default_str();
+  sub->add_option("--requests", a.requests, "Requests per client, one after another")->capture_default_str();
+  sub->add_option("--max-sessions", a.max_sessions, "Sessions the server holds (largest batch)")->capture_default_str();
+  sub->add_option("--alone", a.alone, "Requests of the mix run one at a time for the comparison")->capture_default_str();
+  sub->add_flag("--check", a.check, "Exit 1 when a request failed or resident memory grew by more than 10%");
+  cmds.push_back({sub, [] { return run_bench_serve(a); }});
+}
+
+}  // namespace gsa::tools
