@@ -13,7 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gsa-device-out}
 STEPS=${*:-goldens tests attention train torch decode}
-mkdir -p "$OUT" /tmp/gsa-res
+RES=${RES_DIR:-/tmp/gsa-res}  # several device-run.sh side by side: give each its own OUT, RES_DIR and BUNDLE_DIR
+mkdir -p "$OUT" "$RES"
 LOG="$OUT/device-log.txt"
 exec > >(tee -a "$LOG") 2>&1
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
@@ -25,7 +26,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
 
 # The bundle: binaries + the Debian shared objects; cuBLASLt from this machine's CUDA or PyTorch's wheel.
-BUNDLE=/tmp/gsa-bundle
+BUNDLE=${BUNDLE_DIR:-/tmp/gsa-bundle}
 rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
 tar -C "$BUNDLE" -xJf bundle/gsa-bundle.tar.xz || { echo "no bundle: run scripts/cuda-bundle.sh and carry bundle/"; exit 1; }
 CUBLAS_DIR=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 /usr/local/cuda*/lib64/libcublasLt.so.13 2>/dev/null | head -1)" 2>/dev/null)
@@ -42,19 +43,19 @@ if has goldens; then
   timeout 120 python3 scripts/make-goldens.py /tmp/goldens && for d in llama-d64 llama-d64-gist qwen2-d64; do
     rm -rf "tests/data/golden/$d" && cp -r "/tmp/goldens/$d" tests/data/golden/
   done
-  tar -C tests/data/golden -czf /tmp/gsa-res/goldens-d64.tar.gz llama-d64 llama-d64-gist qwen2-d64 2>/dev/null
+  tar -C tests/data/golden -czf $RES/goldens-d64.tar.gz llama-d64 llama-d64-gist qwen2-d64 2>/dev/null
 fi
 
 if has tests; then
   section "test_cuda (every CUDA test; CPU references inside)"
-  timeout "${TEST_TIMEOUT:-240}" "$BUNDLE/bin/test_cuda" --gtest_output=json:/tmp/gsa-res/test_cuda.json
+  timeout "${TEST_TIMEOUT:-240}" "$BUNDLE/bin/test_cuda" --gtest_output=json:$RES/test_cuda.json
   echo "test_cuda exit code: $?"
 fi
 
 if has attention; then
   section "one GSA attention layer fwd+bwd, bf16, 16 heads, d 128 (bench-gsa-attention)"
   timeout 200 "$BUNDLE/bin/bench-gsa-attention" --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" --kv-heads 16,4 \
-    --plans causal,c16g1,c64g4,unfold16 --json /tmp/gsa-res/bench-attention.json
+    --plans causal,c16g1,c64g4,unfold16 --json $RES/bench-attention.json
   echo "bench-gsa-attention exit code: $?"
 fi
 
@@ -63,16 +64,16 @@ if has train; then
   for cfg in ${TRAIN_SHAPES:-4096x4 16384x1}; do
     set -- ${cfg/x/ }
     timeout 150 "$GSA" bench train --device cuda --preset llama125m --tokens "$1" --batch "$2" \
-      --modes full,compress,unfold --chunk 16 --reps 5 --json >"/tmp/gsa-res/train-$1.json"
-    echo "tokens $1 batch $2: exit $? $(cat /tmp/gsa-res/train-$1.json)"
+      --modes full,compress,unfold --chunk 16 --reps 5 --json >"$RES/train-$1.json"
+    echo "tokens $1 batch $2: exit $? $(cat $RES/train-$1.json)"
   done
 fi
 
 if has torch; then
   section "PyTorch references (same shapes)"
   timeout 170 python3 scripts/bench-torch-attention.py --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" \
-    --max-seconds 3 --total-seconds 140 --json /tmp/gsa-res/torch-attention.json
-  timeout 120 python3 scripts/bench-torch-train.py --json /tmp/gsa-res/torch-train.json
+    --max-seconds 3 --total-seconds 140 --json $RES/torch-attention.json
+  timeout 120 python3 scripts/bench-torch-train.py --json $RES/torch-train.json
 fi
 
 if has decode; then
@@ -85,7 +86,7 @@ fi
 
 if has first-result; then
   section "first GPU result: the passkey curriculum at GPU scale (scripts/gpu-results.sh)"
-  timeout "${RESULTS_TIMEOUT:-560}" scripts/gpu-results.sh "$GSA" /tmp/gsa-res/runs
+  timeout "${RESULTS_TIMEOUT:-560}" scripts/gpu-results.sh "$GSA" $RES/runs
 fi
 
-tar -C /tmp/gsa-res -czf "$OUT/results.tar.gz" . && echo "results: $(ls /tmp/gsa-res | tr '\n' ' ')"
+tar -C $RES -czf "$OUT/results.tar.gz" . && echo "results: $(ls $RES | tr '\n' ' ')"

@@ -280,6 +280,16 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   run_log log{(fs::path(o.out) / "log.jsonl").string(), {}};
   if (!resume_dir.empty()) log.load_until(step);
   else write_file_atomic(log.path, "");
+  if (step >= o.steps) {
+    // A finished run started again (its last checkpoint is at --steps or past it): nothing to train. The summary
+    // reports what the log holds (it used to print "final loss nan, validation loss nan").
+    for (const json& j : log.records) {
+      if (j.contains("loss") && j["loss"].is_number()) res.last_loss = j["loss"].get<double>();
+      if (j.contains("val_loss") && j["val_loss"].is_number()) res.last_val_loss = j["val_loss"].get<double>();
+    }
+    GSA_LOG_INFO("{} is complete: its checkpoint is at step {} of {}; nothing to train (raise --steps to go on, or "
+                 "give another --out for a new run)", o.out, step, o.steps);
+  }
   const std::string plot_path = (fs::path(o.out) / "loss.svg").string();
   const std::string title = fmt::format("{} ({})", fs::path(o.out).filename().string(),
                                         r.has_gsa ? std::string("gsa ") + gist::train_mode_name(r.gcfg.mode)

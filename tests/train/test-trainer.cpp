@@ -194,6 +194,15 @@ TEST(Trainer, KilledAndResumedRunIsBitExact) {
   auto wa = file_bytes(dir / "a/final/model.safetensors"), wb = file_bytes(dir / "b/final/model.safetensors");
   ASSERT_GT(wa.size(), 1000u);
   EXPECT_TRUE(wa == wb) << "final weights differ after resume";
+
+  // Started again once finished: nothing trains, the weights stay, and the summary has the logged losses (it
+  // printed "final loss nan, validation loss nan").
+  train_result again = run_training(b);
+  EXPECT_EQ(again.resumed_from, 7);
+  EXPECT_EQ(again.step, 7);
+  EXPECT_DOUBLE_EQ(again.last_loss, resumed.last_loss);
+  EXPECT_DOUBLE_EQ(again.last_val_loss, resumed.last_val_loss);
+  EXPECT_TRUE(file_bytes(dir / "b/final/model.safetensors") == wb);
   EXPECT_TRUE(file_bytes(dir / "a/checkpoint-7/optimizer.safetensors") ==
               file_bytes(dir / "b/checkpoint-7/optimizer.safetensors"));
   // Logged losses agree step for step, and the log has each step once.
