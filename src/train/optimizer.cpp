@@ -57,8 +57,9 @@ double adamw_optimizer::step(llama_model& m, llama_weights& grads, float lr) {
   double ss = 0;
   for (auto& gr : groups) ss += be.sum_squares(*gr.g);
   double norm = std::sqrt(ss);
-  if (!std::isfinite(norm)) fail("the gradient norm is {} at step {}: training diverged; lower the learning rate",
-                                 norm, step_count + 1);
+  if (!std::isfinite(norm))
+    throw nonfinite_gradient(fmt::format("the gradient norm is {} at step {}: training diverged; lower the learning "
+                                         "rate (or --on-nan skip to drop such batches)", norm, step_count + 1));
   if (max_grad_norm > 0) {
     float s = cpu::clip_factor(norm, max_grad_norm);
     if (s < 1.0f)

@@ -10,9 +10,17 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
+#include "core/error.h"
 #include "model/llama.h"
 
 namespace gsa {
+
+// A step refused before any update: the gradient norm is NaN or Inf (the parameters, moments and step count are
+// untouched, so the trainer may skip the batch or stop).
+class nonfinite_gradient : public error {
+ public:
+  using error::error;
+};
 
 class adamw_optimizer {
  public:

@@ -51,6 +51,7 @@ static const option_spec k_table[] = {
     {"progress", option_type::boolean, "false", "progress bar on stderr even when it is not a terminal", &T::progress},
     // Device.
     {"device", option_type::string, "\"cpu\"", "cpu or cuda (the whole model on the GPU)", &T::device},
+    {"on_nan", option_type::string, "\"stop\"", "a step whose loss or gradient norm is NaN or Inf: stop (error, the last checkpoint stays) or skip (no update; stops after 10 in a row)", &T::on_nan},
     {"precision", option_type::string, "\"bf16\"", "cuda: bf16 or f32 activations and compute weights (f32 master weights either way); cpu: always f32", &T::precision},
 };
 
@@ -183,6 +184,8 @@ void validate_train_options(const train_options& o) {
   in_range(o.grad_clip, -1, 1e6, false, "grad_clip", " (<= 0: no clipping)");
   in_range(o.init_std, 0, 10, true, "init_std", "");
   if (o.device != "cpu" && o.device != "cuda") fail("training option 'device' must be cpu or cuda (got '{}')", o.device);
+  if (o.on_nan != "stop" && o.on_nan != "skip")
+    fail("training option 'on_nan' must be stop or skip (got '{}')", o.on_nan);
   if (o.precision != "bf16" && o.precision != "f32")
     fail("training option 'precision' must be bf16 or f32 (got '{}')", o.precision);
   if (o.model.empty() == o.preset.empty())

@@ -32,6 +32,7 @@ struct train_options {
   // Where it runs.
   std::string device;           // cpu | cuda
   std::string precision;        // bf16 | f32 (activations and compute weights; master weights are f32)
+  std::string on_nan;           // stop | skip: a step whose loss or gradient norm is not finite
 };
 
 enum class option_type { integer, number, string, boolean, json };

@@ -321,6 +321,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   const int64_t tokens0 = tokens;
   llama_weights grads = make_grads(r.model());
   const double flops_per_token = train_flops_per_token(r.m.config);
+  int nan_streak = 0;
   while (step < o.steps) {
     if (hooks.stop_after_steps >= 0 && step >= hooks.stop_after_steps) {
       bar.finish();
@@ -339,7 +340,23 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
       loss += st.loss() / double(o.grad_accum);
       tokens += int64_t(x.raw.size());
     }
-    double gnorm = r.opt->step(r.model(), grads, lr);
+    if (hooks.before_update) hooks.before_update(step + 1, loss);
+    double gnorm = 0;
+    try {
+      if (!std::isfinite(loss))
+        throw nonfinite_gradient(fmt::format("the loss is {} at step {}: training diverged; lower the learning rate "
+                                             "(or --on-nan skip to drop such batches)", loss, step + 1));
+      gnorm = r.opt->step(r.model(), grads, lr);
+      nan_streak = 0;
+    } catch (const nonfinite_gradient& e) {
+      // Nothing was updated. stop: the error reaches the caller and the last checkpoint stays as it is (a
+      // checkpoint is only written after a good step). skip: this batch is dropped, the step still counts.
+      if (o.on_nan != "skip") throw;
+      if (++nan_streak >= 10) fail("{} (10 steps in a row with --on-nan skip)", e.what());
+      GSA_LOG_WARN("{}; step skipped (--on-nan skip)", e.what());
+      gnorm = std::numeric_limits<double>::quiet_NaN();
+      res.skipped_steps++;
+    }
     step++;
     res.last_loss = loss;
     bar.update(step, loss, lr, tokens - tokens0, r.on_gpu ? flops_per_token / k_peak_bf16_flops : 0.0);

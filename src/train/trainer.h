@@ -21,12 +21,16 @@ struct train_hooks {
   task_source tasks;               // generated retrieval tasks for the mix and the eval (null: text only)
   int64_t stop_after_steps = -1;   // return right after this many steps, without a final save (simulates a kill)
   std::function<void(const nlohmann::json&)> on_record;  // every log record, as written to log.jsonl
+  // Called with the step about to update (1-based) and that step's summed loss, which it may change (tests poison
+  // it with NaN to exercise --on-nan).
+  std::function<void(int64_t step, double& loss)> before_update;
 };
 
 struct train_result {
   int64_t step = 0;                // steps done when the run returned
   int64_t resumed_from = -1;       // the checkpoint step resumed from, -1 for a fresh start
   double last_loss = NAN, last_val_loss = NAN;
+  int64_t skipped_steps = 0;       // steps dropped by --on-nan skip
   std::string final_dir;           // OUT/final, empty when stopped early
 };
 

@@ -314,3 +314,52 @@ TEST(Trainer, FullAttentionBaselineFromTheSameRecipe) {
 
 }  // namespace
 }  // namespace gsa
+
+
+namespace gsa {
+
+// --on-nan (issue 12): a step whose loss is not finite stops the run with a clear error and leaves the last good
+// checkpoint as it was (stop), or is dropped without touching the weights (skip).
+TEST(Trainer, NonFiniteLossStopsOrSkipsAndNeverPoisonsACheckpoint) {
+  auto dir = test::train_temp_dir("onnan");
+  auto data = test::make_tiny_dataset(dir / "data");
+  auto o = test::tiny_run(data, (dir / "stop").string());
+  o.steps = 6;
+  o.save_every = 2;
+  train_hooks poison;
+  poison.before_update = [](int64_t step, double& loss) {
+    if (step == 5) loss = std::numeric_limits<double>::quiet_NaN();
+  };
+  try {
+    run_training(o, poison);
+    FAIL() << "a NaN loss did not stop the run";
+  } catch (const error& e) {
+    EXPECT_NE(std::string(e.what()).find("the loss is nan at step 5"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--on-nan skip"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(file_bytes(dir / "stop/latest"), "checkpoint-4\n");
+  EXPECT_FALSE(fs::exists(dir / "stop/final"));
+
+  // skip: step 5 is dropped; every other step updates; the run ends with finite weights and a checkpoint.
+  auto s = o;
+  s.out = (dir / "skip").string();
+  s.on_nan = "skip";
+  train_result r = run_training(s, poison);
+  EXPECT_EQ(r.step, 6);
+  EXPECT_EQ(r.skipped_steps, 1);
+  EXPECT_TRUE(std::isfinite(r.last_val_loss));
+  auto tj = nlohmann::json::parse(file_bytes(dir / "skip/checkpoint-6/trainer.json"));
+  EXPECT_EQ(tj.at("step"), 6);
+
+  // Ten in a row stop even with skip.
+  auto t = s;
+  t.out = (dir / "skip10").string();
+  t.steps = 14;
+  train_hooks always;
+  always.before_update = [](int64_t, double& loss) { loss = std::numeric_limits<double>::infinity(); };
+  EXPECT_THROW(run_training(t, always), error);
+  EXPECT_FALSE(fs::exists(dir / "skip10/final"));
+  fs::remove_all(dir);
+}
+
+}  // namespace gsa
