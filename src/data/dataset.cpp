@@ -121,25 +121,49 @@ dataset open_dataset(const std::string& dir, bool verify_checksums) {
   if (!f) fail("{}: no meta.json; is this a folder written by `gsa data prepare` (and did it finish)?", dir);
   dataset d;
   d.dir = dir;
-  try {
-    std::stringstream text;
-    text << f.rdbuf();
-    d.meta = parse_json(text.str(), mp.string());
-    if (d.meta.value("format", "") != "gsa-tokens") fail("{}: not a gsa token dataset (format)", mp.string());
-    d.vocab_size = d.meta.at("vocab_size").get<int64_t>();
-    d.separator = d.meta.at("separator").get<int64_t>();
-    for (int split = 0; split < 2; split++) {
-      std::vector<token_shard> shards;
-      for (auto& name : d.meta.at(split ? "val" : "train").at("shards")) {
-        shards.push_back(token_shard::open((fs::path(dir) / name.get<std::string>()).string(), verify_checksums));
-        if (shards.back().vocab_size() != d.vocab_size)
-          fail("{}: vocabulary {} differs from meta.json's {}", shards.back().path(), shards.back().vocab_size(),
-               d.vocab_size);
-      }
-      (split ? d.val : d.train) = token_corpus(std::move(shards));
+  const std::string src = mp.string();
+  std::stringstream text;
+  text << f.rdbuf();
+  d.meta = parse_json(text.str(), src);
+  using json = nlohmann::json;
+  const json& m = d.meta;
+  if (!m.is_object() || !m.contains("format") || m["format"] != "gsa-tokens")
+    fail("{}: not a gsa token dataset (field 'format' is not \"gsa-tokens\"); run `gsa data prepare`", src);
+  auto integer = [&](const char* key) {
+    auto it = m.find(key);
+    if (it == m.end() || !it->is_number_integer() || (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX)))
+      fail("{}: field '{}' must be an integer", src, key);
+    return it->get<int64_t>();
+  };
+  d.vocab_size = integer("vocab_size");
+  d.separator = integer("separator");
+  if (d.vocab_size <= 0 || d.vocab_size > int64_t(INT32_MAX) + 1)
+    fail("{}: field 'vocab_size' is {}, outside 1 .. 2^31", src, d.vocab_size);
+  // Checked here, not when training reaches the first separator.
+  if (d.separator < -1 || d.separator >= d.vocab_size)
+    fail("{}: field 'separator' is {}, neither -1 (none) nor a token id below 'vocab_size' {}; run `gsa data "
+         "prepare` again", src, d.separator, d.vocab_size);
+  for (int split = 0; split < 2; split++) {
+    const char* name = split ? "val" : "train";
+    auto sp = m.find(name);
+    if (sp == m.end() || !sp->is_object() || !sp->contains("shards") || !(*sp)["shards"].is_array())
+      fail("{}: field '{}.shards' must be a list of shard file names", src, name);
+    std::vector<token_shard> shards;
+    for (auto& file : (*sp)["shards"]) {
+      // Shards live beside meta.json: other paths would let a bad meta.json read any file.
+      const std::string fn = file.is_string() ? file.get<std::string>() : std::string();
+      if (fn.empty() || fn.find('/') != std::string::npos || fn == "." || fn == "..")
+        fail("{}: field '{}.shards' holds {}, which is not the name of a file beside meta.json", src, name,
+             file.dump());
+      shards.push_back(token_shard::open((fs::path(dir) / fn).string(), verify_checksums));
+      const token_shard& s = shards.back();
+      if (s.vocab_size() != d.vocab_size)
+        fail("{}: vocabulary {} differs from meta.json's {}", s.path(), s.vocab_size(), d.vocab_size);
+      if (s.separator() != d.separator)
+        fail("{}: separator {} differs from meta.json's {}; run `gsa data prepare` again", s.path(), s.separator(),
+             d.separator);
     }
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: malformed meta.json: {}", mp.string(), e.what());
+    (split ? d.val : d.train) = token_corpus(std::move(shards));
   }
   return d;
 }

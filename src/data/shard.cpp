@@ -50,14 +50,16 @@ void write_shard(const std::string& path, std::span<const int32_t> ids, int64_t 
     if (tb == 2) put(&payload[i * 2], uint16_t(id));
     else put(&payload[i * 4], uint32_t(id));
   }
+  if (separator < -1 || separator >= vocab_size)
+    fail("{}: separator {} is not a token id of the vocabulary [0, {}) nor -1 (none)", path, separator, vocab_size);
   unsigned char hdr[shard_header_bytes] = {};
   std::memcpy(hdr, k_magic, 8);
   put(hdr + 8, uint32_t(shard_version));
   put(hdr + 12, uint32_t(tb));
   put(hdr + 16, uint64_t(ids.size()));
   put(hdr + 24, uint64_t(vocab_size));
-  put(hdr + 32, fnv1a64(payload.data(), payload.size()));
   put(hdr + 40, int64_t(separator));
+  put(hdr + 32, fnv1a64(payload.data(), payload.size(), fnv1a64(hdr + 40, shard_header_bytes - 40)));
   atomic_file_writer w(path);
   w.write(hdr, sizeof hdr);
   w.write(payload.data(), payload.size());
@@ -98,8 +100,9 @@ token_shard token_shard::open(const std::string& path, bool verify_checksum) {
 
   if (std::memcmp(p, k_magic, 8) != 0) fail("{}: not a token shard (magic is not GSATOK01)", path);
   uint32_t version = get<uint32_t>(p + 8), tb = get<uint32_t>(p + 12);
-  if (version != uint32_t(shard_version))
-    fail("{}: shard format version {} is not supported (this build reads version {})", path, version, shard_version);
+  if (version != 1 && version != uint32_t(shard_version))
+    fail("{}: shard format version {} is not supported (this build reads versions 1 and {})", path, version,
+         shard_version);
   if (tb != 2 && tb != 4) fail("{}: header says {} bytes per token; only 2 (u16) and 4 (u32) exist", path, tb);
   uint64_t count = get<uint64_t>(p + 16), vocab = get<uint64_t>(p + 24), sum = get<uint64_t>(p + 32);
   if (count > (size - shard_header_bytes) / tb || size != shard_header_bytes + count * tb)
@@ -107,11 +110,30 @@ token_shard token_shard::open(const std::string& path, bool verify_checksum) {
          "or was cut while being written; run `gsa data prepare` again", path, count, count * tb,
          size - shard_header_bytes);
   if (vocab == 0 || vocab > uint64_t(INT32_MAX) + 1) fail("{}: vocabulary size {} in the header is invalid", path, vocab);
+  if (tb != uint32_t(shard_token_bytes(int64_t(vocab))))
+    fail("{}: header says {} bytes per token for a vocabulary of {} (gsa writes {}): the header is corrupt", path, tb,
+         vocab, shard_token_bytes(int64_t(vocab)));
+  const int64_t separator = get<int64_t>(p + 40);
+  if (separator < -1 || separator >= int64_t(vocab))
+    fail("{}: the header's separator {} is neither -1 (none) nor a token id below the vocabulary size {}: the header "
+         "is corrupt; run `gsa data prepare` again", path, separator, vocab);
+  for (size_t i = 48; i < shard_header_bytes; i++)
+    if (p[i] != 0)
+      fail("{}: header byte {} is {} but bytes 48-63 must be zero: the header is corrupt or from a newer gsa", path, i,
+           int(p[i]));
   if (verify_checksum) {
-    uint64_t got = fnv1a64(p + shard_header_bytes, size - shard_header_bytes);
+    const uint64_t h0 = version == 1 ? fnv1a64(nullptr, 0) : fnv1a64(p + 40, shard_header_bytes - 40);
+    const uint64_t got = fnv1a64(p + shard_header_bytes, size - shard_header_bytes, h0);
     if (got != sum)
-      fail("{}: payload checksum mismatch (header {:016x}, data {:016x}): the shard is corrupt; run `gsa data "
-           "prepare` again", path, sum, got);
+      fail("{}: checksum mismatch (header {:016x}, computed {:016x} over {}the payload): the shard is corrupt; run "
+           "`gsa data prepare` again", path, sum, got, version == 1 ? "" : "header bytes 40-63 and ");
+    const unsigned char* q = p + shard_header_bytes;
+    for (uint64_t i = 0; i < count; i++) {
+      const uint64_t id = tb == 2 ? get<uint16_t>(q + i * 2) : get<uint32_t>(q + i * 4);
+      if (id >= vocab)
+        fail("{}: token {} has id {}, not below the vocabulary size {} in the header: the shard is corrupt; run "
+             "`gsa data prepare` again", path, i, id, vocab);
+    }
   }
   token_shard s;
   s.path_ = path;
@@ -119,7 +141,7 @@ token_shard token_shard::open(const std::string& path, bool verify_checksum) {
   s.payload_ = p + shard_header_bytes;
   s.count_ = int64_t(count);
   s.vocab_ = int64_t(vocab);
-  s.separator_ = get<int64_t>(p + 40);
+  s.separator_ = separator;
   s.token_bytes_ = int(tb);
   return s;
 }

@@ -1,16 +1,18 @@
 // Token shards: one binary file of token ids, written once by `gsa data prepare`, read (mmap'ed) by the loader.
 // Layout, little-endian, 64-byte header then the payload:
 //   0  char[8]  magic "GSATOK01"
-//   8  u32      format version (1)
-//  12  u32      bytes per token: 2 (u16, vocabulary < 65536) or 4 (u32)
+//   8  u32      format version (2; version 1 is still read)
+//  12  u32      bytes per token: 2 (u16, vocabulary <= 65536) or 4 (u32)
 //  16  u64      token count N
 //  24  u64      vocabulary size (every id < it)
-//  32  u64      FNV-1a 64 of the payload bytes
-//  40  i64      separator id written between documents (-1: none)
+//  32  u64      checksum: FNV-1a 64 of header bytes 40-63 and then the payload (version 1: of the payload only)
+//  40  i64      separator id written between documents (-1: none, else < the vocabulary size)
 //  48  u8[16]   zero
 //  64  N tokens
-// Opening checks the header, the exact file size (a truncated or extended shard fails) and the checksum, so a
-// bad shard fails at open() with one message naming the file, never later with garbage windows.
+// Opening checks every header field (bytes 0-39 by value, 40-63 by value and by the checksum), the exact file
+// size (a truncated or extended shard fails) and, when verifying, the checksum and that every id is below the
+// vocabulary size, so a bad shard fails at open() with one message naming the file, never later with garbage
+// windows or an out-of-range embedding row.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -20,7 +22,7 @@
 
 namespace gsa::data {
 
-constexpr int shard_version = 1;
+constexpr int shard_version = 2;
 constexpr size_t shard_header_bytes = 64;
 
 uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull);
@@ -33,7 +35,8 @@ void write_shard(const std::string& path, std::span<const int32_t> ids, int64_t 
 class token_shard {
  public:
   token_shard() = default;
-  // Validates as described above; verify_checksum = false skips the payload pass (header and size still checked).
+  // Validates as described above; verify_checksum = false skips the payload pass (the checksum and the ids; the
+  // header and the size are still checked).
   static token_shard open(const std::string& path, bool verify_checksum = true);
 
   const std::string& path() const { return path_; }

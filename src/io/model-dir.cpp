@@ -20,6 +20,18 @@ void check_weights(const safetensors_set& w, const model_config& cfg) {
   }
 }
 
+void check_finite_weights(const safetensors_set& w, const model_config& cfg) {
+  for (auto& [name, shape] : expected_tensors(cfg)) {
+    const safetensors_file& f = w.file_of(name);
+    const int64_t i = f.first_non_finite(name);
+    if (i < 0) continue;
+    const std::string where =
+        shape.size() == 2 ? fmt::format("[{}, {}]", i / shape[1], i % shape[1]) : fmt::format("[{}]", i);
+    fail("{}: tensor '{}' holds a non-finite value (NaN or Inf) at element {}: the checkpoint is corrupt or its "
+         "training diverged; use an earlier checkpoint", f.path(), name, where);
+  }
+}
+
 model_dir open_model_dir(const std::string& dir) {
   if (!std::filesystem::is_directory(dir)) fail("{}: not a model directory (expected config.json and weights)", dir);
   model_dir m;

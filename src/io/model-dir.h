@@ -26,6 +26,10 @@ model_dir open_model_dir(const std::string& dir);
 // tensors (an lm_head beside tied embeddings, old rotary buffers) are allowed.
 void check_weights(const safetensors_set& weights, const model_config& cfg);
 
+// Every tensor of expected_tensors(cfg) holds only finite values; otherwise throws naming the file, the tensor
+// and the first bad element (NaN or Inf weights make every loss NaN).
+void check_finite_weights(const safetensors_set& weights, const model_config& cfg);
+
 // Creates `dir` if needed and writes config.json and model.safetensors (each atomically). The safetensors
 // metadata gets "format": "pt", which transformers requires when any metadata is present.
 void save_model_dir(const std::string& dir, const model_config& cfg,

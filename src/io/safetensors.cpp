@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -116,14 +117,15 @@ safetensors_file safetensors_file::open(const std::string& path) {
            dt->get<std::string>(), supported_dtypes);
     auto sh = v.find("shape");
     if (sh == v.end() || !sh->is_array()) fail("{}: tensor '{}': missing or non-array 'shape'", path, name);
-    uint64_t numel = 1;
-    bool overflow = false;
+    uint64_t numel = 1, nonzero = 1;
+    bool overflow = false, too_large = false;
     for (auto& d : *sh) {
       uint64_t x;
       if (!get_u64(d, &x) || x > uint64_t(INT64_MAX))
         fail("{}: tensor '{}': shape {} has an entry that is not a non-negative integer", path, name, sh->dump());
       ti.shape.push_back(int64_t(x));
       overflow |= __builtin_mul_overflow(numel, x, &numel);
+      too_large |= x != 0 && (__builtin_mul_overflow(nonzero, x, &nonzero) || nonzero > uint64_t(INT64_MAX));
     }
     auto off = v.find("data_offsets");
     uint64_t b = 0, e = 0;
@@ -136,6 +138,11 @@ safetensors_file safetensors_file::open(const std::string& path) {
       fail("{}: tensor '{}': data_offsets [{}, {}] hold {} bytes but shape {} of {} needs {}: the header is corrupt",
            path, name, b, e, e - b, shape_str(ti.shape), dt->get<std::string>(),
            overflow ? std::string("more than 2^64") : std::to_string(want));
+    // An empty tensor may still name huge dimensions ([0, 2^40, 2^40]); its row strides would overflow int64
+    // (found by fuzz/fuzz-safetensors.cpp: signed overflow in core/tensor.cpp). No real tensor needs them.
+    if (too_large)
+      fail("{}: tensor '{}': shape {} multiplies past 2^63 elements (ignoring zero dimensions): the header is "
+           "corrupt", path, name, sh->dump());
     if (e > data_size)
       fail("{}: tensor '{}': data_offsets [{}, {}] run past the end of the data section ({} bytes): the file is "
            "truncated or corrupt", path, name, b, e, data_size);
@@ -209,6 +216,22 @@ Tensor safetensors_file::load_f32(const std::string& name) const {
     convert_to_f32(out.f32(), tmp.raw(), ti.type, n);
   }
   return out;
+}
+
+int64_t safetensors_file::first_non_finite(const std::string& name) const {
+  auto& ti = info(name);
+  if (!is_float(ti.type)) return -1;
+  const size_t es = dtype_size(ti.type), n = ti.nbytes / es, block = 1 << 16;
+  std::vector<unsigned char> raw(std::min(n, block) * es);  // aligned copy: the mapping may not be
+  std::vector<float> f(std::min(n, block));
+  for (size_t b = 0; b < n; b += block) {
+    const size_t m = std::min(block, n - b);
+    std::memcpy(raw.data(), data_ + ti.offset + b * es, m * es);
+    convert_to_f32(f.data(), raw.data(), ti.type, m);
+    for (size_t i = 0; i < m; i++)
+      if (!std::isfinite(f[i])) return int64_t(b + i);
+  }
+  return -1;
 }
 
 Tensor safetensors_file::load_f32(const std::string& name, const shape_t& expected_shape) const {

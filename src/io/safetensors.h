@@ -50,6 +50,9 @@ class safetensors_file {
   Tensor load_f32(const std::string& name) const;
   // Same, and throws "<file>: tensor '<name>' has shape [..] but the model expects [..]" on mismatch.
   Tensor load_f32(const std::string& name, const shape_t& expected_shape) const;
+  // Index of the first NaN or Inf of a floating-point tensor, or -1 when every value is finite. Reads the
+  // mapping in blocks (no copy of the whole tensor).
+  int64_t first_non_finite(const std::string& name) const;
 
  private:
   struct mapping;

@@ -67,6 +67,15 @@ struct token_splitter {
   }
 };
 
+// A token id field: an integer in [0, 2^31 - 1]. nlohmann's get<int32_t>() would truncate 2^32 + 5 to 5 and
+// convert 1e300 with undefined behaviour.
+int32_t token_id_field(const json& v, const std::string& source, const std::string& field) {
+  if (!v.is_number_integer() || (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(INT32_MAX)
+                                                         : v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX))
+    fail("{}: {} must be a token id (an integer from 0 to 2^31 - 1), got {}", source, field, v.dump());
+  return int32_t(v.get<int64_t>());
+}
+
 // JavaScript's whitespace (String.prototype.trim), which lstrip/rstrip use in the reference.
 bool is_js_space(char32_t c) {
   return c == 9 || c == 10 || c == 11 || c == 12 || c == 13 || c == 32 || c == 0xA0 || c == 0x1680 ||
@@ -163,7 +172,7 @@ void tokenizer::impl::load_model(const json& m) {
   const json& vocab = m.at("vocab");
   bpe.bytes_to_id.reserve(vocab.size() * 2);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    int32_t id = it.value().get<int32_t>();
+    int32_t id = token_id_field(it.value(), source, "model.vocab[\"" + it.key() + "\"]");
     if (auto raw = tok::byte_level_to_bytes(it.key())) {
       bpe.bytes_to_id[*raw] = id;
       set_id(id, *raw, 1);
@@ -225,7 +234,8 @@ void tokenizer::impl::load_post_processor(const json& pp) {
         std::string name = item["SpecialToken"].at("id").get<std::string>();
         int32_t id = -1;
         if (pp.contains("special_tokens") && pp["special_tokens"].contains(name))
-          id = pp["special_tokens"][name].at("ids").at(0).get<int32_t>();
+          id = token_id_field(pp["special_tokens"][name].at("ids").at(0), source,
+                              "post_processor.special_tokens[\"" + name + "\"].ids[0]");
         else
           id = lookup(name);
         if (id < 0) fail("{}: post-processor template names unknown token '{}'", source, name);
@@ -239,11 +249,24 @@ void tokenizer::impl::load_post_processor(const json& pp) {
 }
 
 tokenizer tokenizer::from_json(const json& j, const std::string& source) {
+  // Each step says which part of the file it reads, so that a field of the wrong type (which nlohmann reports as
+  // "[json.exception.type_error.302] type must be string, but is number") is reported with the file and the part.
+  const char* part = "the top level";
+  try {
+    return from_json_parts(j, source, &part);
+  } catch (const json::exception& e) {
+    fail("{}: field '{}' is malformed ({}): the file is not a valid tokenizer.json", source, part, e.what());
+  }
+}
+
+tokenizer tokenizer::from_json_parts(const json& j, const std::string& source, const char** part) {
   auto p = std::make_unique<impl>();
   p->source = source;
   if (!j.is_object() || !j.contains("model"))
     fail("{}: not a Hugging Face tokenizer.json (no 'model' field)", source);
+  *part = "normalizer";
   p->norm = tok::make_normalizer(j.value("normalizer", json()), source);
+  *part = "pre_tokenizer";
   p->pre = tok::make_pre_tokenizer(j.value("pre_tokenizer", json()), source);
   if (!p->pre || !p->pre->byte_level())
     fail("{}: the pre-tokenizer has no ByteLevel step; gsa reads byte-level BPE tokenizers only", source);
@@ -253,8 +276,10 @@ tokenizer tokenizer::from_json(const json& j, const std::string& source) {
     const json added = j.value("added_tokens", json::array());
     p->id_limit = int64_t(n_vocab) + int64_t(added.is_array() ? added.size() : 0);
   }
+  *part = "model";
   p->load_model(j["model"]);
 
+  *part = "decoder";
   const json dec = j.value("decoder", json());
   auto decoder_ok = [](const json& d) { return d.is_null() || d.value("type", "") == "ByteLevel"; };
   bool ok = decoder_ok(dec);
@@ -264,10 +289,11 @@ tokenizer tokenizer::from_json(const json& j, const std::string& source) {
   }
   if (!ok) fail("{}: decoder type '{}' is not supported (supported: ByteLevel)", source, dec.value("type", ""));
 
+  *part = "added_tokens";
   for (const auto& a : j.value("added_tokens", json::array())) {
     added_token t;
     t.content = a.at("content").get<std::string>();
-    t.id = a.at("id").get<int32_t>();
+    t.id = token_id_field(a.at("id"), source, "added_tokens[" + std::to_string(p->added.size()) + "].id");
     t.special = a.value("special", false);
     t.lstrip = a.value("lstrip", false);
     t.rstrip = a.value("rstrip", false);
@@ -287,6 +313,7 @@ tokenizer tokenizer::from_json(const json& j, const std::string& source) {
       p->verbatim.add(int(i));
     }
   }
+  *part = "post_processor";
   p->load_post_processor(j.value("post_processor", json()));
   return tokenizer(std::move(p));
 }
@@ -367,5 +394,22 @@ const std::string& tokenizer::token_bytes(int32_t id) const {
 size_t tokenizer::vocab_size() const { return p_->id_bytes.size(); }
 
 const std::vector<tokenizer::added_token>& tokenizer::added_tokens() const { return p_->added; }
+
+void tokenizer::check_fits_model(int64_t model_vocab, std::span<const int64_t> bos_ids,
+                                 std::span<const int64_t> eos_ids, const std::string& model_source) const {
+  const impl& p = *p_;
+  if (int64_t(p.id_bytes.size()) > model_vocab) {
+    int32_t largest = int32_t(p.id_bytes.size()) - 1;
+    fail("{}: the tokenizer defines token ids up to {} but the model {} has {} rows (vocab_size): they do not "
+         "belong together; use the tokenizer.json saved with the model", p.source, largest, model_source,
+         model_vocab);
+  }
+  for (auto [ids, field] : {std::pair{bos_ids, "bos_token_id"}, std::pair{eos_ids, "eos_token_id"}})
+    for (int64_t id : ids)
+      if (id < 0 || id >= int64_t(p.id_kind.size()) || p.id_kind[size_t(id)] == 0)
+        fail("{}: the model {} has {} {} in config.json, which is not a token of this tokenizer ({} ids): they do "
+             "not belong together; use the tokenizer.json saved with the model", p.source, model_source, field, id,
+             p.id_bytes.size());
+}
 
 }  // namespace gsa

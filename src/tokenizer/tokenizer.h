@@ -49,9 +49,18 @@ class tokenizer {
   size_t vocab_size() const;
   const std::vector<added_token>& added_tokens() const;
 
+  // Checks, at load, that this tokenizer can drive a model with `model_vocab` embedding rows whose special ids
+  // (config.json's bos_token_id / eos_token_id) are `special_ids`: every id the tokenizer defines must be a row
+  // of the model (a 128k tokenizer on a 4k-row model would otherwise index past the embeddings), and every special
+  // id must be a token of the tokenizer (else generation stops on an id it cannot decode). Throws gsa::error
+  // naming the tokenizer and `model_source`. Models may have more rows than the tokenizer (padding, gist rows).
+  void check_fits_model(int64_t model_vocab, std::span<const int64_t> bos_ids, std::span<const int64_t> eos_ids,
+                        const std::string& model_source) const;
+
  private:
   struct impl;
   explicit tokenizer(std::unique_ptr<impl> p);
+  static tokenizer from_json_parts(const nlohmann::json& j, const std::string& source, const char** part);
   std::unique_ptr<impl> p_;
 };
 

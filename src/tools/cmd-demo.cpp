@@ -143,6 +143,8 @@ int run_demo(const demo_args& a) {
     dm.has_full = true;
   }
   dm.tok_.emplace(tokenizer::load(gsa_dir));
+  dm.tok_->check_fits_model(dm.gsa.config.vocab_size, dm.gsa.config.bos_token_id, dm.gsa.config.eos_token_id,
+                            gsa_dir.string());
   for (const char* t : {"<|endoftext|>", "</s>", "<|end_of_text|>"})
     if (int32_t id = dm.tok().token_id(t); id >= 0) dm.stop_ids.push_back(id);
 

@@ -68,6 +68,7 @@ int run_generate(const generate_args& a) {
   samp.validate();
   llama_model m = load_model(a.model);
   tokenizer tok = tokenizer::load(a.model);
+  tok.check_fits_model(m.config.vocab_size, m.config.bos_token_id, m.config.eos_token_id, a.model);
   std::vector<int32_t> ctx, prompt = tok.encode(a.prompt);
   if (!a.context_file.empty()) ctx = tok.encode(read_file(a.context_file), true);
   if (prompt.empty() && ctx.empty()) fail("the prompt is empty (and no --context-file); give some text to continue");

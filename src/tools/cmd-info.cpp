@@ -1,4 +1,6 @@
-// `gsa info DIR`: configuration, parameter count and memory of a model directory.
+// `gsa info DIR [--check]`: configuration, parameter count and memory of a model directory, after validating the
+// weights the way loading does (header, offsets, exact file size, every tensor's shape and dtype); --check also
+// reads every weight and names the first tensor holding NaN or Inf.
 // `gsa forward --model DIR --ids 1,2,3 [--json]`: one forward pass; next-token loss over the ids and the logits.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -8,6 +10,7 @@
 
 #include "core/error.h"
 #include "gist/config.h"
+#include "io/model-dir.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "tools/commands.h"
@@ -43,9 +46,15 @@ static std::vector<int32_t> parse_ids(const std::string& s) {
 void register_info(CLI::App& app, command_list& cmds) {
   auto* sub = app.add_subcommand("info", "Print a model's configuration, parameter count and memory");
   static std::string dir;
+  static bool check = false;
   sub->add_option("model", dir, "Model directory (Hugging Face format)")->required();
+  sub->add_flag("--check", check, "Also read every weight and fail naming the first tensor with NaN or Inf");
   cmds.push_back({sub, [] {
                     model_config c = load_model_config(dir + "/config.json");
+                    // A truncated or corrupt model.safetensors fails here, as `gsa forward` would, not later.
+                    const safetensors_set w = safetensors_set::open(dir);
+                    check_weights(w, c);
+                    if (check) check_finite_weights(w, c);
                     int64_t n = parameter_count(c);
                     fmt::print("model        {}\n", dir);
                     fmt::print("architecture {}\n", c.architecture);
@@ -59,6 +68,12 @@ void register_info(CLI::App& app, command_list& cmds) {
                                c.rope_scaling.type == rope_scaling_config::kind::llama3 ? " (llama3 scaling)" : "");
                     fmt::print("parameters   {} ({:.2f} M)\n", n, n / 1e6);
                     fmt::print("memory       {} as f32, {} as bf16\n", human_bytes(4.0 * n), human_bytes(2.0 * n));
+                    uint64_t bytes = 0;
+                    for (auto& f : w.files())
+                      for (auto& t : f.tensors()) bytes += t.nbytes;
+                    fmt::print("weights      {} file{}, {} tensors, {}: offsets, sizes and shapes valid{}\n",
+                               w.files().size(), w.files().size() > 1 ? "s" : "", w.names().size(),
+                               human_bytes(double(bytes)), check ? "; every value finite" : "");
                     double kv = 2.0 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim;
                     fmt::print("KV cache     {} per token as f32, {} as bf16\n", human_bytes(4 * kv), human_bytes(2 * kv));
                     if (!c.gsa.is_null()) {

@@ -62,6 +62,8 @@ int run_ppl(const ppl_args& a) {
   if (!a.full_model.empty()) fm.emplace(load_model(a.full_model));
   fs::path tpath = a.tokenizer_path.empty() ? fs::path(a.model) : fs::path(a.tokenizer_path);
   tokenizer tok = tokenizer::load(tpath);
+  tok.check_fits_model(gm->config.vocab_size, gm->config.bos_token_id, gm->config.eos_token_id, a.model);
+  if (fm) tok.check_fits_model(fm->config.vocab_size, fm->config.bos_token_id, fm->config.eos_token_id, a.full_model);
   std::vector<int32_t> all = tok.encode(read_text(a.text));
   const int64_t need = a.context + a.predict;
   if (a.context < 16 || a.predict < 1) fail("--context must be >= 16 and --predict >= 1");

@@ -101,8 +101,67 @@ nlohmann::json load_checkpoint(const std::string& dir, llama_model& m, std::uniq
   opt->load_state(m, named);
   auto it = st.metadata().find("step_count");
   if (it == st.metadata().end()) fail("{}/optimizer.safetensors: no step_count in the metadata", dir);
-  opt->step_count = std::stoll(it->second);
-  return read_json_file_bounded((fs::path(dir) / "trainer.json").string(), "trainer state");
+  const uint64_t steps =
+      parse_u64_decimal(it->second, fmt::format("{}/optimizer.safetensors: metadata step_count", dir));
+  if (steps > uint64_t(INT64_MAX))
+    fail("{}/optimizer.safetensors: metadata step_count {} is out of range; the checkpoint is damaged", dir, steps);
+  opt->step_count = int64_t(steps);
+  const std::string tj = (fs::path(dir) / "trainer.json").string();
+  nlohmann::json j = read_json_file_bounded(tj, "trainer state");
+  check_trainer_state(j, tj);
+  return j;
+}
+
+uint64_t parse_u64_decimal(const std::string& s, const std::string& what) {
+  uint64_t v = 0;
+  bool ok = !s.empty();
+  for (size_t i = 0; ok && i < s.size(); i++)
+    ok = s[i] >= '0' && s[i] <= '9' && !__builtin_mul_overflow(v, uint64_t(10), &v) &&
+         !__builtin_add_overflow(v, uint64_t(s[i] - '0'), &v);
+  if (!ok) fail("{}: '{}' is not an unsigned 64-bit decimal number; the checkpoint is damaged", what, s);
+  return v;
+}
+
+void check_trainer_state(const nlohmann::json& j, const std::string& src) {
+  using json = nlohmann::json;
+  auto damaged = " (the checkpoint is damaged: resume from an earlier one, or start over)";
+  if (!j.is_object()) fail("{}: trainer state is not a JSON object{}", src, damaged);
+  auto count = [&](const json& o, const char* key, const std::string& field, bool required) {
+    auto it = o.find(key);
+    if (it == o.end()) {
+      if (required) fail("{}: missing field '{}'{}", src, field, damaged);
+      return;
+    }
+    if (!it->is_number_integer() || (it->is_number_integer() && !it->is_number_unsigned() && it->get<int64_t>() < 0))
+      fail("{}: field '{}' must be a non-negative integer, got {}{}", src, field, it->dump(), damaged);
+    if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX))
+      fail("{}: field '{}' is {}, above 2^63 - 1{}", src, field, it->dump(), damaged);
+  };
+  auto rng_words = [&](const json& o, const std::string& prefix) {
+    if (!o.is_object()) fail("{}: field '{}' must be an object{}", src, prefix, damaged);
+    for (const char* w : {"s0", "s1"}) {
+      auto it = o.find(w);
+      if (it == o.end() || !it->is_string())
+        fail("{}: field '{}.{}' must be a decimal string (an rng word){}", src, prefix, w, damaged);
+      parse_u64_decimal(it->get<std::string>(), fmt::format("{}: field '{}.{}'", src, prefix, w));
+    }
+  };
+  count(j, "step", "step", true);
+  count(j, "tokens", "tokens", false);
+  if (auto it = j.find("added_gist_ids"); it != j.end()) {
+    if (!it->is_array()) fail("{}: field 'added_gist_ids' must be a list of token ids{}", src, damaged);
+    for (auto& id : *it)
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+        fail("{}: field 'added_gist_ids' holds {}, which is not a token id (0 .. 2^31 - 1){}", src, id.dump(),
+             damaged);
+  }
+  auto mixer = j.find("mixer");
+  if (mixer == j.end()) fail("{}: missing field 'mixer' (the data order's rng state){}", src, damaged);
+  rng_words(*mixer, "mixer");
+  if (auto text = mixer->find("text"); text != mixer->end()) {
+    rng_words(*text, "mixer.text");
+    count(*text, "drawn", "mixer.text.drawn", true);
+  }
 }
 
 }  // namespace gsa

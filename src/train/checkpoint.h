@@ -21,7 +21,16 @@ std::string save_checkpoint(const std::string& out, int64_t step, const llama_mo
                             const nlohmann::json& trainer, int keep);
 // The folder OUT/latest names, or "" when there is none. Throws when `latest` names a missing folder.
 std::string latest_checkpoint(const std::string& out);
-// Loads the model; `opt` (constructed for that model) gets its state; returns trainer.json.
+// Loads the model; `opt` (constructed for that model) gets its state; returns trainer.json, already checked by
+// check_trainer_state (so the trainer's reads of it cannot fail).
 nlohmann::json load_checkpoint(const std::string& dir, llama_model& m, std::unique_ptr<adamw_optimizer>& opt);
+
+// trainer.json as the trainer reads it on resume: {"step": n >= 0, "tokens": n >= 0 (optional),
+// "added_gist_ids": [ids] (optional), "mixer": {"s0", "s1" (u64 as decimal strings), "text"?: {"s0", "s1",
+// "drawn": n >= 0}}}. Throws gsa::error naming `source` and the field; "options" is informational and not read.
+void check_trainer_state(const nlohmann::json& j, const std::string& source);
+// A u64 written as a decimal string (rng words in trainer.json, step_count in optimizer.safetensors): digits only,
+// at most 2^64 - 1 (std::stoull accepted "-1", " 7" and "12abc"). Throws gsa::error naming `what`.
+uint64_t parse_u64_decimal(const std::string& s, const std::string& what);
 
 }  // namespace gsa

@@ -321,7 +321,10 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   }
 
   // Per-thread buffers over the touched key range [key0, key1], one KV head at a time.
-  const auto [key0, key1] = key_bounds(plan);
+  // Plain variables, not a structured binding: clang 14 (the sanitizer and fuzz builds) cannot capture those in
+  // the OpenMP region below.
+  const auto bounds = key_bounds(plan);
+  const auto key0 = bounds.first, key1 = bounds.second;
   if (key1 < key0) return;  // nothing attended: only the (empty) dq work remains
   const size_t range = size_t(key1 - key0 + 1);
   const size_t per_thread = range * D;
