@@ -2,7 +2,7 @@
 //
 // Tokens are nearly additive over pieces joined by a separator: each unit is costed as `sep + unit`,
 // summed to fill the budget, and the measured total of the assembled text corrects the budget for the
-// next round. A few rounds land within a token or two for word-granular filler.
+// next round. Units stay whole, so the result lands within about one unit of the target.
 #include "eval/context-builder.h"
 
 #include <cmath>
@@ -22,10 +22,14 @@ token_counter whitespace_counter() {
 namespace {
 
 struct selection {
-  size_t full = 0;       // whole units
-  std::string partial;   // word prefix of unit `full`, or empty
+  size_t full = 0;       // whole units 0..full-1
+  std::string extra;     // one later whole unit that fits the budget left, or empty
+  int64_t extra_cost = 0;
   int64_t estimate = 0;  // estimated filler tokens
 };
+
+// How far past the first unit that does not fit the builder looks for one that does.
+constexpr size_t k_extra_lookahead = 64;
 
 class builder {
  public:
@@ -56,30 +60,25 @@ class builder {
       s.full++;
     }
     int64_t left = budget - cum_[s.full];
-    if (plan_.allow_partial && left > 0) {
-      auto words = split_ws(units_[s.full]);
-      // Largest word prefix whose cost fits: cost grows with the prefix, so binary search.
-      size_t lo = 0, hi = words.size();
-      while (lo < hi) {
-        size_t mid = (lo + hi + 1) / 2;
-        std::vector<std::string> prefix(words.begin(), words.begin() + long(mid));
-        if (tokens(plan_.sep + join(prefix, " ")) <= left) lo = mid; else hi = mid - 1;
-      }
-      if (lo > 0 && lo < words.size()) {
-        s.partial = join(std::vector<std::string>(words.begin(), words.begin() + long(lo)), " ");
-        s.estimate += tokens(plan_.sep + s.partial);
-      }
-    }
-    s.estimate += cum_[s.full];
+    // Units are never cut (a needle after half a sentence reads "green. The The pass key is"); the budget left
+    // goes to the first of the next units that fits whole.
+    if (plan_.allow_extra && left > 0)
+      for (size_t k = s.full + 1; k <= s.full + k_extra_lookahead; k++)
+        if (unit_cost(k) <= left) {
+          s.extra = units_[k];
+          s.extra_cost = costs_[k];
+          break;
+        }
+    s.estimate = cum_[s.full] + s.extra_cost;
     return s;
   }
 
   built_context assemble(const selection& s) {
-    size_t n_pieces = s.full + (s.partial.empty() ? 0 : 1);
+    size_t n_pieces = s.full + (s.extra.empty() ? 0 : 1);
     // Estimated filler tokens before each boundary b (b = 0..n_pieces).
     std::vector<double> before(n_pieces + 1, 0.0);
     for (size_t b = 1; b <= n_pieces; b++)
-      before[b] = before[b - 1] + double(b - 1 < s.full ? costs_[b - 1] : tokens(plan_.sep + s.partial));
+      before[b] = before[b - 1] + double(b - 1 < s.full ? costs_[b - 1] : s.extra_cost);
     std::vector<std::vector<size_t>> at(n_pieces + 1);
     for (size_t k = 0; k < plan_.needles.size(); k++) {
       double want = plan_.depths[k] * before[n_pieces];
@@ -102,7 +101,7 @@ class builder {
     for (size_t b = 0; b <= n_pieces; b++) {
       for (size_t k : at[b]) put(plan_.needles[k], long(k));
       if (b < s.full) put(units_[b], -1);
-      else if (b < n_pieces) put(s.partial, -1);
+      else if (b < n_pieces) put(s.extra, -1);
     }
     out.context += plan_.tail;
     out.tokens = tokens(out.context);

@@ -23,7 +23,10 @@ struct context_plan {
   std::string tail;  // after the last piece
   std::string sep;   // between pieces
   std::function<std::string(size_t)> unit;  // the i-th filler unit of an endless stream, deterministic in i
-  bool allow_partial = true;  // the last unit may be cut after a word to land closer to the target
+  // Fill what the whole units leave with the first of the next 64 units that fits, to land closer to the
+  // target. Units are never cut: filler ends at a unit (a sentence) boundary, so no needle follows half a
+  // sentence.
+  bool allow_extra = true;
   std::vector<std::string> needles;
   std::vector<double> depths;  // per needle, in [0, 1]; needles at one boundary keep their list order
   // Optional wrapper for each piece (filler or needle) by its 1-based ordinal (e.g. "Document 3: ...").

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/json-util.h"
+#include "eval/longbench-protocol.h"
 #include "eval/metrics.h"
 #include "eval/text-util.h"
 
@@ -14,21 +15,6 @@ namespace gsa::eval {
 namespace {
 
 using json = nlohmann::json;
-
-struct dataset_metric {
-  const char* dataset;
-  const char* metric;
-};
-
-// LongBench's dataset2metric, English entries (the Chinese ones need a Chinese tokenizer for their metric).
-constexpr dataset_metric k_metrics[] = {
-    {"narrativeqa", "qa_f1"},   {"qasper", "qa_f1"},       {"multifieldqa_en", "qa_f1"},
-    {"hotpotqa", "qa_f1"},      {"2wikimqa", "qa_f1"},     {"musique", "qa_f1"},
-    {"gov_report", "rouge"},    {"qmsum", "rouge"},        {"multi_news", "rouge"},
-    {"trec", "classification"}, {"triviaqa", "qa_f1"},     {"samsum", "rouge"},
-    {"passage_retrieval_en", "retrieval"}, {"passage_count", "count"}, {"lcc", "code_sim"},
-    {"repobench-p", "code_sim"},
-};
 
 std::string str_field(const json& j, const char* name, const std::string& where, bool required) {
   auto it = j.find(name);
@@ -58,9 +44,25 @@ std::vector<std::string> str_array(const json& j, const char* name, const std::s
 
 }  // namespace
 
-longbench_record parse_longbench_line(std::string_view line, const std::string& where) {
-  const json j = parse_json(line, where);  // where = "file:line"
-  if (!j.is_object()) fail("{}: expected a JSON object, got {}", where, j.type_name());
+namespace {
+
+// "FILE:LINE" plus " (_id X)" when the record names itself; the id is read best-effort (a mistyped _id is
+// reported by the field checks).
+std::string record_where(const json& j, const std::string& where) {
+  auto it = j.find("_id");
+  if (it == j.end() || !it->is_string()) return where;
+  return fmt::format("{} (_id {})", where, it->get<std::string>());
+}
+
+}  // namespace
+
+longbench_record parse_longbench_line(std::string_view line, const std::string& where0) {
+  if (size_t bad = find_invalid_utf8(line); bad != std::string_view::npos)
+    fail("{}: invalid UTF-8 at byte {} of the line (0x{:02X}); LongBench files are UTF-8 text: re-encode the file",
+         where0, bad, unsigned(uint8_t(line[bad])));
+  const json j = parse_json(line, where0);  // where0 = "file:line"
+  if (!j.is_object()) fail("{}: expected a JSON object, got {}", where0, j.type_name());
+  const std::string where = record_where(j, where0);
   longbench_record r;
   r.input = str_field(j, "input", where, true);
   r.context = str_field(j, "context", where, true);
@@ -73,21 +75,63 @@ longbench_record parse_longbench_line(std::string_view line, const std::string& 
   if (len == j.end()) fail("{}: missing field 'length'", where);
   if (!len->is_number_integer()) fail("{}: field 'length' must be an integer, got {}", where, len->type_name());
   r.length = len->get<int64_t>();
+  if (r.length < 0) fail("{}: field 'length' is {}; it counts words or characters, so it is >= 0", where, r.length);
   r.dataset = str_field(j, "dataset", where, false);
   r.language = str_field(j, "language", where, false);
   r.id = str_field(j, "_id", where, false);
   return r;
 }
 
+void check_longbench_record(const longbench_record& r, const std::string& where0) {
+  const std::string where = r.id.empty() ? where0 : fmt::format("{} (_id {})", where0, r.id);
+  std::string metric;
+  for (auto& d : longbench_table())
+    if (r.dataset == d.dataset) metric = d.metric;
+  if (metric.empty())
+    fail("{}: unknown LongBench dataset '{}'; known: {} (the Chinese datasets are not supported: their metrics "
+         "need jieba's word segmentation)",
+         where, r.dataset, join(longbench_datasets(), ", "));
+  if (strip_ws(r.context).empty())
+    fail("{}: field 'context' is empty; every LongBench record carries the long text its question is about",
+         where);
+  if (metric == "classification" && r.all_classes.empty())
+    fail("{}: dataset {} is scored by classification, which needs the labels in 'all_classes', but it is null or "
+         "empty (LongBench's classification_score raises on it)",
+         where, r.dataset);
+  if (metric == "retrieval")
+    for (auto& a : r.answers)
+      if (paragraph_id(a).empty())
+        fail("{}: dataset {} answer '{}' names no paragraph; retrieval answers look like 'Paragraph 12' "
+             "(LongBench's retrieval_score raises on it)",
+             where, r.dataset, a);
+}
+
 std::vector<longbench_record> load_longbench(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) fail("cannot open LongBench file '{}': check the path (a .jsonl file, one record per line)",
                 file.string());
+  // eval.py names a prediction file's dataset by the file name before its first '.'.
+  const std::string name = file.filename().string();
+  const std::string from_name = name.substr(0, name.find('.'));
   std::vector<longbench_record> out;
   std::string line;
   for (int64_t n = 1; std::getline(in, line); n++) {
     if (strip_ws(line).empty()) continue;
-    out.push_back(parse_longbench_line(line, fmt::format("{}:{}", file.string(), n)));
+    const std::string where = fmt::format("{}:{}", file.string(), n);
+    longbench_record r = parse_longbench_line(line, where);
+    r.line = n;
+    if (r.dataset.empty()) {
+      bool known = false;
+      for (auto& d : longbench_table()) known = known || from_name == d.dataset;
+      if (!known)
+        fail("{}{}: no 'dataset' field, and the file name '{}' names no LongBench dataset; add \"dataset\": "
+             "\"hotpotqa\" (any of {}) to every record, or name the file after its dataset (hotpotqa.jsonl)",
+             where, r.id.empty() ? "" : fmt::format(" (_id {})", r.id), name, join(longbench_datasets(), ", "));
+      r.dataset = from_name;
+      r.dataset_from_file_name = true;
+    }
+    check_longbench_record(r, where);
+    out.push_back(std::move(r));
   }
   if (out.empty()) fail("LongBench file '{}' holds no records", file.string());
   return out;
@@ -103,15 +147,11 @@ sample longbench_sample(const longbench_record& r) {
   return s;
 }
 
-std::string longbench_metric(std::string_view dataset) {
-  for (auto& m : k_metrics)
-    if (dataset == m.dataset) return m.metric;
-  fail("unknown LongBench dataset '{}'; known: {}", dataset, join(longbench_datasets(), ", "));
-}
+std::string longbench_metric(std::string_view dataset) { return longbench_info(dataset).metric; }
 
 std::vector<std::string> longbench_datasets() {
   std::vector<std::string> out;
-  for (auto& m : k_metrics) out.emplace_back(m.dataset);
+  for (auto& d : longbench_table()) out.emplace_back(d.dataset);
   return out;
 }
 
@@ -119,7 +159,7 @@ double longbench_score(std::string_view dataset, std::string_view prediction,
                        const std::vector<std::string>& answers, const std::vector<std::string>& all_classes) {
   std::string metric = longbench_metric(dataset);
   std::string pred(prediction);
-  if (dataset == "trec" || dataset == "triviaqa" || dataset == "samsum" || dataset == "lsht") {
+  if (longbench_first_line_only(dataset)) {
     size_t b = pred.find_first_not_of('\n');
     pred = b == std::string::npos ? std::string() : pred.substr(b);
     pred = pred.substr(0, pred.find('\n'));

@@ -1,7 +1,8 @@
 // LongBench-format evaluation data: one JSON object per line with `input` (the question), `context`,
 // `answers` (array of strings), `all_classes` (array of strings or null), `length` (words or characters,
-// as LongBench counts them) and optionally `dataset`, `language`, `_id`. The loader reports the file and
-// line of any bad record. longbench_score applies LongBench's per-dataset metric the way its eval.py does.
+// as LongBench counts them), `dataset` and optionally `language`, `_id`. The loader checks every record
+// before anything runs and names file, line and _id in each error. longbench_score applies LongBench's
+// per-dataset metric the way its eval.py does.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -18,13 +19,25 @@ struct longbench_record {
   std::vector<std::string> answers;
   std::vector<std::string> all_classes;  // empty when null or absent
   int64_t length = 0;
-  std::string dataset, language, id;  // empty when absent
+  std::string dataset, language, id;  // language and id empty when absent
+  int64_t line = 0;                    // 1-based line in the file (0 when parsed alone)
+  bool dataset_from_file_name = false;  // no "dataset" field: the file's name gave it (callers say so)
 };
 
-// Reads every non-blank line; throws gsa::error "FILE:LINE: ..." naming the missing or mistyped field.
+// Reads and checks every non-blank line before returning, so a bad record stops a run before its first
+// sample. Throws gsa::error "FILE:LINE (_id X): ..." for: bytes that are not UTF-8, a line that is not JSON,
+// a missing or mistyped field, an empty context or answer list, an unknown dataset, a classification
+// dataset (trec) whose all_classes is null or empty (LongBench's scorer raises on it), a retrieval answer
+// without "Paragraph N" (likewise), and a record without "dataset" in a file whose name (before its first
+// '.', as LongBench's eval.py reads it) is no LongBench dataset; with such a name the dataset comes from it
+// and dataset_from_file_name is set.
 std::vector<longbench_record> load_longbench(const std::filesystem::path& file);
-// Parses one line (exposed for tests and streaming); `where` prefixes error messages.
+// Parses one line (exposed for tests and streaming) with the field checks but none that need the dataset;
+// `where` ("FILE:LINE") prefixes error messages, followed by the record's _id when it has one.
 longbench_record parse_longbench_line(std::string_view line, const std::string& where);
+// The checks that need the dataset: known, non-empty context, classes for classification, "Paragraph N" in
+// every retrieval answer. `where` as above.
+void check_longbench_record(const longbench_record& r, const std::string& where);
 
 // A record as a sample: task = dataset, question = input; score() then applies the dataset's metric.
 sample longbench_sample(const longbench_record& r);

@@ -1,5 +1,6 @@
 // LongBench metrics (see metrics.h). Each function mirrors one Python definition; comments note where
-// Python semantics (iteration order, rounding, set counting) decide a result.
+// Python semantics (Unicode case and character classes, iteration order, rounding, set counting) decide a
+// result.
 #include "eval/metrics.h"
 
 #include <cfenv>
@@ -18,37 +19,20 @@ bool is_ascii_punct(char c) {
   return (c >= '!' && c <= '/') || (c >= ':' && c <= '@') || (c >= '[' && c <= '`') || (c >= '{' && c <= '~');
 }
 
-// Python's \w for the characters left after punctuation removal: alphanumerics and '_'. Outside ASCII we
-// treat letters of every script as word characters and exclude the common punctuation / symbol blocks.
-bool is_word_cp(char32_t c) {
-  if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-  if (py_isspace(c)) return false;
-  if (c >= 0xA1 && c <= 0xBF)
-    return c == 0xAA || c == 0xB2 || c == 0xB3 || c == 0xB5 || c == 0xB9 || c == 0xBA || (c >= 0xBC && c <= 0xBE);
-  if (c == 0xD7 || c == 0xF7) return false;
-  if (c >= 0x2010 && c <= 0x206F) return false;
-  if (c >= 0x2190 && c <= 0x2BFF) return false;
-  if (c >= 0x3001 && c <= 0x303F) return false;
-  if ((c >= 0xFF01 && c <= 0xFF0F) || (c >= 0xFF1A && c <= 0xFF20) || (c >= 0xFF3B && c <= 0xFF40) ||
-      (c >= 0xFF5B && c <= 0xFF65))
-    return false;
-  if (c >= 0x1F000 && c <= 0x1FAFF) return false;
-  return true;
-}
-
+// Python's re.findall(r"\d+", s): maximal runs of decimal digits of any script ("\uff13" is one), kept as
+// text; LongBench compares them as strings, so "\uff13" never equals "3".
 std::vector<std::string> digit_runs(std::string_view s) {
   std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    if (s[i] >= '0' && s[i] <= '9') {
-      size_t j = i;
-      while (j < s.size() && s[j] >= '0' && s[j] <= '9') j++;
-      out.emplace_back(s.substr(i, j - i));
-      i = j;
-    } else {
-      i++;
+  std::string run;
+  for (char32_t c : utf8_decode(s)) {
+    if (py_isdecimal(c)) {
+      utf8_append(run, c);
+    } else if (!run.empty()) {
+      out.push_back(std::move(run));
+      run.clear();
     }
   }
+  if (!run.empty()) out.push_back(std::move(run));
   return out;
 }
 
@@ -96,21 +80,19 @@ std::vector<std::vector<std::string>> rouge_sentences(std::string_view s) {
 std::string normalize_answer(std::string_view s) {
   std::string no_punct;
   no_punct.reserve(s.size());
-  for (char c : ascii_lower(s))
-    if (!is_ascii_punct(c)) no_punct += c;
-  // \b(a|an|the)\b matches exactly the maximal word-character runs spelled a/an/the.
+  for (char c : py_lower(s))
+    if (!is_ascii_punct(c)) no_punct += c;  // string.punctuation is ASCII; UTF-8 bytes >= 0x80 never match
+  // re.sub(r"\b(a|an|the)\b", " ", ...) replaces exactly the maximal \w runs spelled a, an or the.
   std::u32string cps = utf8_decode(no_punct);
-  for (auto& c : cps)  // Latin-1 capitals (accented names in English answers) lower like Python's lower()
-    if (c >= 0xC0 && c <= 0xDE && c != 0xD7) c += 0x20;
   std::string out;
   size_t i = 0;
   while (i < cps.size()) {
-    if (!is_word_cp(cps[i])) {
+    if (!py_isword(cps[i])) {
       utf8_append(out, cps[i++]);
       continue;
     }
     size_t j = i;
-    while (j < cps.size() && is_word_cp(cps[j])) j++;
+    while (j < cps.size() && py_isword(cps[j])) j++;
     std::u32string word = cps.substr(i, j - i);
     if (word == U"a" || word == U"an" || word == U"the") {
       out += ' ';
@@ -179,18 +161,25 @@ double classification_score(std::string_view prediction, std::string_view ground
   return 0.0;
 }
 
-double retrieval_score(std::string_view prediction, std::string_view ground_truth) {
+std::string paragraph_id(std::string_view ground_truth) {
+  // re.findall(r'Paragraph (\d+)', ground_truth)[0]: the first "Paragraph " followed by a digit run.
   static constexpr std::string_view key = "Paragraph ";
   size_t pos = 0;
   while ((pos = ground_truth.find(key, pos)) != std::string_view::npos) {
-    size_t d = pos + key.size(), e = d;
-    while (e < ground_truth.size() && ground_truth[e] >= '0' && ground_truth[e] <= '9') e++;
-    if (e > d) return fraction_equal(digit_runs(prediction), ground_truth.substr(d, e - d));
-    pos = d;
+    pos += key.size();
+    auto runs = digit_runs(ground_truth.substr(pos));
+    if (!runs.empty() && ground_truth.substr(pos, runs[0].size()) == runs[0]) return runs[0];
   }
-  fail("retrieval_score: the ground truth '{}' names no 'Paragraph N'; retrieval answers look like "
-       "'Paragraph 12'",
-       ground_truth);
+  return {};
+}
+
+double retrieval_score(std::string_view prediction, std::string_view ground_truth) {
+  const std::string id = paragraph_id(ground_truth);
+  if (id.empty())
+    fail("retrieval_score: the ground truth '{}' names no 'Paragraph N'; retrieval answers look like "
+         "'Paragraph 12'",
+         ground_truth);
+  return fraction_equal(digit_runs(prediction), id);
 }
 
 double count_score(std::string_view prediction, std::string_view ground_truth) {
@@ -240,7 +229,7 @@ double exact_match_score(std::string_view prediction, std::string_view ground_tr
 }
 
 double contains_score(std::string_view prediction, std::string_view ground_truth) {
-  return ascii_lower(prediction).find(ascii_lower(ground_truth)) != std::string::npos ? 1.0 : 0.0;
+  return py_lower(prediction).find(py_lower(ground_truth)) != std::string::npos ? 1.0 : 0.0;
 }
 
 double perplexity(double sum_nats, int64_t n_tokens) {

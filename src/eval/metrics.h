@@ -10,8 +10,10 @@
 
 namespace gsa::eval {
 
-// SQuAD/LongBench normalize_answer: lowercase, drop ASCII punctuation, drop the words a/an/the,
-// collapse whitespace. Lowercasing covers ASCII and Latin-1 letters (the English variants' text).
+// SQuAD/LongBench normalize_answer: lowercase as Python's str.lower() does (every script, full mappings,
+// final sigma), drop string.punctuation (ASCII), drop the words a/an/the where Python's Unicode \b bounds
+// them (re.sub(r"\b(a|an|the)\b", " ", ...) with \w = str.isalnum() or '_'), collapse whitespace.
+// "\u0141azienki" -> "\u0142azienki"; "the\u20ac cat" -> "\u20ac cat"; "the\u2460 cat" keeps "the\u2460".
 std::string normalize_answer(std::string_view s);
 
 // Token F1 of two token lists with multiset overlap (LongBench f1_score); 0 when nothing overlaps.
@@ -21,7 +23,11 @@ double qa_f1_score(std::string_view prediction, std::string_view ground_truth);
 
 // rouge_score: ROUGE-L F (summary level) as the `rouge` package (pltrdy, 1.0.x, exclusive=True) computes it
 // from Rouge().get_scores(prediction, ground_truth): sentences split on '.', words split on ' ', the union
-// LCS counted over distinct words. 0 where the package raises (an empty prediction or reference).
+// LCS counted over distinct words. 0 where the package raises ValueError (an empty prediction or reference).
+// One deliberate difference: the package walks the LCS table back recursively, one Python frame per step, so
+// a reference sentence and a prediction sentence of together more than about 1000 words exceed Python's
+// default recursion limit; LongBench's rouge_score catches that RecursionError and returns 0.0. Here such
+// inputs keep their true ROUGE-L (docs/longbench.md).
 double rouge_l_score(std::string_view prediction, std::string_view ground_truth);
 
 // classification_score: the classes that occur in the prediction, minus those that are a substring of a
@@ -31,15 +37,23 @@ double classification_score(std::string_view prediction, std::string_view ground
                             const std::vector<std::string>& all_classes);
 
 // retrieval_score: the id N of the first "Paragraph N" in the ground truth; the fraction of digit runs in
-// the prediction equal to it. Throws gsa::error if the ground truth names no paragraph.
+// the prediction equal to it. Throws gsa::error if the ground truth names no paragraph (LongBench raises).
+// Digit runs are Python's \d+ over str: decimal digits of every script ("\uff13 29" holds two runs), compared
+// as text, so a fullwidth "\uff13" is a wrong "3".
 double retrieval_score(std::string_view prediction, std::string_view ground_truth);
-// count_score: the fraction of digit runs in the prediction equal to the ground truth.
+// The N of retrieval_score's first "Paragraph N" in a ground truth, as text; empty when there is none.
+std::string paragraph_id(std::string_view ground_truth);
+// count_score: the fraction of digit runs (as above) in the prediction equal to the ground truth.
 double count_score(std::string_view prediction, std::string_view ground_truth);
 
 // Indel-normalised similarity 1 - indel(a, b) / (|a| + |b|) over code points (1 for two empty strings);
-// indel distance = |a| + |b| - 2 LCS(a, b). This is rapidfuzz's fuzz.ratio / 100.
+// indel distance = |a| + |b| - 2 LCS(a, b). This is python-Levenshtein's Levenshtein.ratio and rapidfuzz's
+// fuzz.ratio / 100.
 double indel_similarity(std::string_view a, std::string_view b);
-// thefuzz fuzz.ratio: round(100 * indel_similarity) with Python's round-half-to-even, as an integer.
+// fuzz.ratio as LongBench's `fuzzywuzzy` computes it when python-Levenshtein is installed (the
+// fuzzywuzzy[speedup] install; thefuzz, its successor, always does): 100 for equal strings, 0 when either is
+// empty, else round(100 * indel_similarity) with Python's round-half-to-even. A bare `pip install fuzzywuzzy`
+// falls back to difflib.SequenceMatcher (Ratcliff/Obershelp matching blocks), which can score differently.
 int fuzz_ratio(std::string_view a, std::string_view b);
 // code_sim_score: the first line of the prediction (after leading newlines) that contains none of
 // '`', '#', "//" (LongBench tests containment, not the line start), compared by fuzz_ratio / 100.
@@ -47,7 +61,8 @@ double code_sim_score(std::string_view prediction, std::string_view ground_truth
 
 // Exact match after normalize_answer (SQuAD EM).
 double exact_match_score(std::string_view prediction, std::string_view ground_truth);
-// 1 if the ground truth occurs in the prediction, ignoring ASCII case (RULER's string match).
+// 1 if the ground truth occurs in the prediction after both are lowercased as str.lower() does (RULER's
+// string match).
 double contains_score(std::string_view prediction, std::string_view ground_truth);
 
 // Held-out text: exp(nats / tokens), nats / tokens / ln 2, and nats / bytes / ln 2. The sum of nats is the

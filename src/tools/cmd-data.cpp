@@ -3,6 +3,7 @@
 // Inputs: a .jsonl file gives one document per line (its "text" field); any other file is one document.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include "core/error.h"
 #include "core/json-util.h"
 #include "data/dataset.h"
+#include "eval/tasks.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
 #include "tools/task-samples.h"
@@ -20,6 +22,14 @@ namespace gsa::tools {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The tasks data tasks can write: every generated task but qa, which needs a QA file.
+std::vector<std::string> data_task_names() {
+  std::vector<std::string> out;
+  for (auto& t : eval::task_names())
+    if (t != "qa") out.push_back(t);
+  return out;
+}
 
 struct prepare_args {
   std::string tokenizer, out;
@@ -107,7 +117,8 @@ void register_data(CLI::App& app, command_list& cmds) {
   static int64_t t_len = 256, t_n = 1000, t_sep = -2;
   static uint64_t t_seed = 0;
   tasks->add_option("--tokenizer", t_tok, "tokenizer.json or a folder holding one")->required();
-  tasks->add_option("--task", t_task, "task name (eval/tasks.h)")->capture_default_str();
+  tasks->add_option("--task", t_task, fmt::format("generated task: {}", fmt::join(data_task_names(), ", ")))
+      ->capture_default_str();
   tasks->add_option("--length", t_len, "raw tokens per sample, about")->capture_default_str();
   tasks->add_option("--n", t_n, "samples")->capture_default_str();
   tasks->add_option("--seed", t_seed, "first seed (sample i uses seed + i)")->capture_default_str();
@@ -115,6 +126,10 @@ void register_data(CLI::App& app, command_list& cmds) {
   tasks->add_option("--haystack", t_haystack, "filler folder for niah_* tasks")->capture_default_str();
   tasks->add_option("--out", t_out, "output .jsonl")->required();
   cmds.push_back({tasks, [] {
+                    if (t_task == "qa")
+                      fail("data tasks --task qa: qa samples are cut from a QA file, which only `gsa eval --tasks qa "
+                           "--qa-jsonl FILE` reads; data tasks writes the generated tasks ({})",
+                           fmt::join(data_task_names(), ", "));
                     tokenizer tok = tokenizer::load(t_tok);
                     int64_t sep = t_sep == -2 ? tok.token_id("<|endoftext|>") : t_sep;
                     std::ofstream f(t_out);

@@ -89,6 +89,34 @@ TEST(tasks, passkey_deterministic_length_depth) {
             generate(params("passkey", 500, 0.5, 2), words).answers);
 }
 
+// Issue 12: a needle at the end of the filler followed half a sentence ("The grass is green. The The pass key
+// is ..."), because the last filler unit was cut after a word. Filler now ends at a sentence boundary: every
+// piece of the context outside the head and the needle is a whole noise sentence, at every depth and length.
+TEST(tasks, filler_is_cut_at_sentence_boundaries) {
+  const auto& noise = noise_sentences();
+  const std::string head_end = "information there.\n\n";
+  for (int64_t target : {120, 301, 1000, 2047}) {
+    for (double depth : {0.0, 0.5, 1.0}) {
+      sample s = generate(params("passkey", target, depth, 11), words);
+      const std::string needle = "The pass key is " + s.answers[0] + ". Remember it. " + s.answers[0] +
+                                 " is the pass key.";
+      const size_t body = s.context.find(head_end);
+      const size_t at = s.context.find(needle);
+      ASSERT_NE(body, std::string::npos);
+      ASSERT_NE(at, std::string::npos);
+      std::string filler = s.context.substr(body + head_end.size(), at - body - head_end.size()) + " " +
+                           s.context.substr(at + needle.size());
+      for (const auto& sentence : split_sentences(collapse_ws(filler)))
+        EXPECT_NE(std::find(noise.begin(), noise.end(), sentence), noise.end())
+            << "'" << sentence << "' at length " << target << ", depth " << depth;
+      if (depth == 1.0) {
+        EXPECT_EQ(s.context.substr(at - 2, 2), ". ") << s.context.substr(at - 40, 40);
+      }
+      expect_length(s, target);
+    }
+  }
+}
+
 TEST(tasks, length_with_bos_and_subword_counter) {
   // A tokenizer stand-in that adds BOS and is not additive over pieces (one token per 4 bytes).
   token_counter bytes4 = [](std::string_view s) { return std::vector<int32_t>(1 + s.size() / 4, 0); };
