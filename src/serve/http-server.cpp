@@ -4,6 +4,8 @@
 #include <httplib.h>
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <random>
 
@@ -53,6 +55,12 @@ std::string endpoint_label(const std::string& path) {
 
 std::string sse(const json& j) { return "data: " + dump(j) + "\n\n"; }
 
+// cpp-httplib 0.11 listens with a backlog of 5: a burst of clients overflows it and the kernel resets some of
+// their connections. listen() again on the bound socket raises it (Linux updates the backlog in place).
+struct wide_backlog_server : httplib::Server {
+  bool widen_backlog() { return ::listen(svr_sock_, SOMAXCONN) == 0; }
+};
+
 }  // namespace
 
 struct http_server::impl {
@@ -60,7 +68,7 @@ struct http_server::impl {
   const tokenizer& tok;
   metrics& met;
   server_options o;
-  httplib::Server svr;
+  wide_backlog_server svr;
   int64_t created = unix_now();
 
   impl(scheduler& s, const tokenizer& t, metrics& m, server_options opts) : sched(s), tok(t), met(m), o(std::move(opts)) {}
@@ -138,6 +146,7 @@ struct http_server::impl {
           const job_state st = j->wait(ss->sent, poll_interval);
           auto write = [&](const std::string& s) {
             if (sink.write(s.data(), s.size())) return true;
+            GSA_LOG_INFO("a stream's write failed: the client left; generation cancelled");
             j->cancel();
             return false;
           };
@@ -150,6 +159,7 @@ struct http_server::impl {
           }
           if (!st.done) {
             if (!conn->closed()) return true;
+            GSA_LOG_INFO("a stream's client disconnected; generation cancelled");
             j->cancel();
             return false;
           }
@@ -260,14 +270,15 @@ http_server::http_server(scheduler& s, const tokenizer& tok, metrics& met, serve
 http_server::~http_server() = default;
 
 int http_server::bind() {
-  if (p_->o.port == 0) {
-    const int port = p_->svr.bind_to_any_port(p_->o.host);
+  int port = p_->o.port;
+  if (port == 0) {
+    port = p_->svr.bind_to_any_port(p_->o.host);
     if (port < 0) fail("cannot bind {}: is the address valid?", p_->o.host);
-    return port;
+  } else if (!p_->svr.bind_to_port(p_->o.host, port)) {
+    fail("cannot bind {}:{}: is the port in use, or the address not valid here?", p_->o.host, port);
   }
-  if (!p_->svr.bind_to_port(p_->o.host, p_->o.port))
-    fail("cannot bind {}:{}: is the port in use, or the address not valid here?", p_->o.host, p_->o.port);
-  return p_->o.port;
+  if (!p_->svr.widen_backlog()) GSA_LOG_WARN("could not raise the listen backlog; bursts of clients may be refused");
+  return port;
 }
 
 void http_server::listen() { p_->svr.listen_after_bind(); }
