@@ -3,18 +3,10 @@
 
 #include <memory>
 
-// The renderer is written alongside this server (issue 13, item 2); until its header is in the tree, every
-// model is served as one without a template.
-#if __has_include("serve/chat-template.h")
 #include "serve/chat-template.h"
-#define GSA_HAVE_CHAT_TEMPLATE 1
-#endif
 
 namespace gsa::serve {
 
-#ifndef GSA_HAVE_CHAT_TEMPLATE
-chat_renderer chat_renderer_from_model_dir(const std::string&) { return {}; }
-#else
 chat_renderer chat_renderer_from_model_dir(const std::string& dir) {
   auto t = chat_template::from_model_dir(dir);
   if (!t) return {};
@@ -31,6 +23,5 @@ chat_renderer chat_renderer_from_model_dir(const std::string& dir) {
     }
   };
 }
-#endif
 
 }  // namespace gsa::serve

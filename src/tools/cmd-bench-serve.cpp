@@ -141,6 +141,7 @@ int run_bench_serve(const bench_serve_args& a) {
   if (a.clients < 1 || a.requests < 1) fail("--clients and --requests must be at least 1");
   llama_model m = load_model(a.model);
   tokenizer tok = tokenizer::load(a.model);
+  tok.check_fits_model(m.config.vocab_size, m.config.bos_token_id, m.config.eos_token_id, a.model);
   serve::metrics met;
   serve::scheduler_options so;
   so.session.meth = infer::method_from_name(a.method);

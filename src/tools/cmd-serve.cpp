@@ -53,6 +53,7 @@ int run_serve(serve_args a) {
   const std::string dir = !infer::uses_gists(so.meth) && !a.full_model.empty() ? a.full_model : a.model;
   llama_model m = load_model(dir);
   tokenizer tok = tokenizer::load(dir);
+  tok.check_fits_model(m.config.vocab_size, m.config.bos_token_id, m.config.eos_token_id, dir);
   const int64_t positions = m.config.max_position_embeddings;
   if (a.max_context == 0) a.max_context = positions;
   if (a.max_context < 2 || a.max_context > positions)
