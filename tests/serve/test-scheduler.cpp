@@ -257,6 +257,23 @@ TEST_F(Scheduler, StatsObject) {
   EXPECT_GT(st["budget"].get<int64_t>(), 0);
 }
 
+TEST_F(Scheduler, FileTierSpillsAndIsReported) {
+  metrics met;
+  scheduler_options o;
+  o.session.tier = kv::page_tier::file;
+  scheduler s(*model, *tok, o, met);
+  auto j = s.submit(request(std::string(300, 'b') + " and so on", 4));
+  drain(s, {j});
+  const auto g = s.gauges();
+  EXPECT_GT(g.kv_file, 0);  // raw pages outside the window live in the session's file
+  EXPECT_GT(g.kv_memory, 0);
+  EXPECT_NE(met.render(g).find("gsa_kv_bytes{tier=\"file\"} " + std::to_string(g.kv_file)), std::string::npos);
+  s.drop_idle();
+  s.step();
+  EXPECT_EQ(s.gauges().idle, 0);
+  EXPECT_EQ(s.gauges().kv_file, 0);
+}
+
 TEST(SchedulerOptions, RefusesWhatTheModelCannotRun) {
   llama_model m = load_model(std::string(GSA_SOURCE_DIR) + "/models/demo/full");
   tokenizer t = tokenizer::load(std::string(GSA_SOURCE_DIR) + "/models/demo/full");

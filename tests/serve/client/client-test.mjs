@@ -230,19 +230,28 @@ test("concurrent requests all succeed", async () => {
   rs.forEach((r, i) => assert.equal(r.usage.completion_tokens, 10 + i));
 });
 
-test("a client that disconnects cancels its generation", async () => {
+const cancelledCount = async () => {
+  const m = await raw(main.url, "/metrics");
+  return Number((m.text.match(/gsa_generations_total\{reason="cancelled"\} ([0-9]+)/) ?? [0, 0])[1]);
+};
+
+test("a client that disconnects cancels its generation (plain and streamed)", async () => {
+  const before = await cancelledCount();
+  const plainAbort = new AbortController();
+  const pending = client.completions.create({ model: "demo", prompt: "Endless", max_tokens: 500 }, { signal: plainAbort.signal });
+  setTimeout(() => plainAbort.abort(), 100);
+  await assert.rejects(pending);
   const ac = new AbortController();
   const stream = await client.completions.create({ model: "demo", prompt: "Forever", max_tokens: 400, stream: true }, { signal: ac.signal });
   try {
     for await (const c of stream) { ac.abort(); }
   } catch { /* aborted */ }
-  let cancelled = false;
-  for (let i = 0; i < 100 && !cancelled; i++) {  // wait for the scheduler's next step, at most 10 s
-    const m = await raw(main.url, "/metrics");
-    cancelled = /gsa_generations_total\{reason="cancelled"\} [1-9]/.test(m.text);
-    if (!cancelled) await new Promise((res) => setTimeout(res, 100));
+  let cancelled = 0;
+  for (let i = 0; i < 100 && cancelled < 2; i++) {  // wait for the scheduler's next steps, at most 10 s
+    cancelled = (await cancelledCount()) - before;
+    if (cancelled < 2) await new Promise((res) => setTimeout(res, 100));
   }
-  assert.ok(cancelled, "the generation was not cancelled");
+  assert.equal(cancelled, 2, "both generations should have been cancelled");
 });
 
 let failed = 0;
