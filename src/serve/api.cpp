@@ -36,10 +36,14 @@ size_t utf8_invalid_at(std::string_view t) {
     }
     int len;
     char32_t cp, min;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F, min = 0x80;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F, min = 0x800;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07, min = 0x10000;
-    else return i;
+    if ((c & 0xE0) == 0xC0)
+      len = 2, cp = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0)
+      len = 3, cp = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0)
+      len = 4, cp = c & 0x07, min = 0x10000;
+    else
+      return i;
     if (i + len > n) return i;
     for (int k = 1; k < len; k++) {
       if ((s[i + k] & 0xC0) != 0x80) return i;
@@ -118,8 +122,9 @@ std::string parse_content(const json& v, const std::string& name) {
     if (!type || !type->is_string() || type->get<std::string>() != "text")
       unsupported(part + ".type", "only \"text\" content parts are supported");
     const json* text = field(p, "text");
-    if (!text) throw api_error(400, fmt::format("missing required parameter '{}.text'", part), part + ".text",
-                               "missing_required_parameter");
+    if (!text)
+      throw api_error(400, fmt::format("missing required parameter '{}.text'", part), part + ".text",
+                      "missing_required_parameter");
     if (!text->is_string()) wrong_type(part + ".text", "a string", *text);
     out += text->get<std::string>();
   }
@@ -136,8 +141,9 @@ void parse_messages(const json& j, completion_request& r) {
     const json& e = (*m)[i];
     if (!e.is_object()) wrong_type(name, "an object", e);
     const json* role = field(e, "role");
-    if (!role) throw api_error(400, fmt::format("missing required parameter '{}.role'", name), name + ".role",
-                               "missing_required_parameter");
+    if (!role)
+      throw api_error(400, fmt::format("missing required parameter '{}.role'", name), name + ".role",
+                      "missing_required_parameter");
     if (!role->is_string()) wrong_type(name + ".role", "a string", *role);
     const std::string rs = role->get<std::string>();
     if (rs != "system" && rs != "user" && rs != "assistant" && rs != "developer" && rs != "tool")
@@ -157,12 +163,14 @@ void parse_prompt(const json& j, completion_request& r) {
   const json* v = p;
   // A batch of prompts is n > 1 in disguise: one prompt (a string, or a token id list) per request.
   if (p->is_array() && !p->empty() && (p->front().is_string() || p->front().is_array())) {
-    if (p->size() != 1) unsupported("prompt", "several prompts in one request are not supported; send one request each");
+    if (p->size() != 1)
+      unsupported("prompt", "several prompts in one request are not supported; send one request each");
     v = &p->front();
   }
   if (v->is_string()) {
     r.prompt = v->get<std::string>();
-    if (r.prompt.empty()) throw api_error(400, "'prompt' is empty; give some text to continue", "prompt", "invalid_value");
+    if (r.prompt.empty())
+      throw api_error(400, "'prompt' is empty; give some text to continue", "prompt", "invalid_value");
     return;
   }
   if (!v->is_array()) wrong_type("prompt", "a string or an array of token ids", *v);
@@ -192,27 +200,32 @@ void parse_stop(const json& j, completion_request& r) {
     wrong_type("stop", "a string or an array of strings", *s);
   }
   if (r.stop.size() > max_stop_sequences)
-    throw api_error(400, fmt::format("'stop' has {} sequences; at most {} are allowed", r.stop.size(), max_stop_sequences),
+    throw api_error(400,
+                    fmt::format("'stop' has {} sequences; at most {} are allowed", r.stop.size(), max_stop_sequences),
                     "stop", "invalid_value");
   for (const auto& st : r.stop)
-    if (st.empty()) throw api_error(400, "'stop' holds an empty string; every stop sequence needs text", "stop", "invalid_value");
+    if (st.empty())
+      throw api_error(400, "'stop' holds an empty string; every stop sequence needs text", "stop", "invalid_value");
 }
 
 // Fields gsa does not implement: accepted only at the value that means "off".
 void refuse_unsupported(const json& j, endpoint kind) {
   if (const json* n = field(j, "n"); n && get_int(*n, "n") != 1) unsupported("n", "only n = 1 is supported");
-  if (const json* b = field(j, "best_of"); b && get_int(*b, "best_of") != 1) unsupported("best_of", "only best_of = 1 is supported");
+  if (const json* b = field(j, "best_of"); b && get_int(*b, "best_of") != 1)
+    unsupported("best_of", "only best_of = 1 is supported");
   if (const json* e = field(j, "echo"); e && get_bool(*e, "echo")) unsupported("echo", "echo is not supported");
   if (const json* l = field(j, "logprobs")) {
     const bool on = l->is_boolean() ? l->get<bool>() : l->is_number_integer() ? l->get<int64_t>() != 0 : true;
     if (on) unsupported("logprobs", "log probabilities are not supported");
   }
   for (const char* p : {"presence_penalty", "frequency_penalty"})
-    if (const json* v = field(j, p); v && get_number(*v, p) != 0) unsupported(p, "penalties are not supported; leave it 0");
+    if (const json* v = field(j, p); v && get_number(*v, p) != 0)
+      unsupported(p, "penalties are not supported; leave it 0");
   if (const json* lb = field(j, "logit_bias"); lb && !(lb->is_object() && lb->empty()))
     unsupported("logit_bias", "logit_bias is not supported");
   if (kind == endpoint::chat) {
-    if (const json* t = field(j, "tools"); t && !(t->is_array() && t->empty())) unsupported("tools", "tool calls are not supported");
+    if (const json* t = field(j, "tools"); t && !(t->is_array() && t->empty()))
+      unsupported("tools", "tool calls are not supported");
     if (const json* f = field(j, "response_format")) {
       const json* type = f->is_object() ? field(*f, "type") : nullptr;
       if (!type || !type->is_string() || type->get<std::string>() != "text")
@@ -234,43 +247,52 @@ completion_request parse_request(std::string_view body, endpoint kind) {
   } catch (const gsa::error& e) {
     throw api_error(400, fmt::format("could not parse the JSON body: {}", e.what()), "", "invalid_json");
   }
-  if (!j.is_object()) throw api_error(400, fmt::format("the request body must be a JSON object, got {}", type_name(j)),
-                                      "", "invalid_json");
+  if (!j.is_object())
+    throw api_error(400, fmt::format("the request body must be a JSON object, got {}", type_name(j)), "",
+                    "invalid_json");
   completion_request r;
   r.kind = kind;
   const json* model = field(j, "model");
   if (!model) throw api_error(400, "missing required parameter 'model'", "model", "missing_required_parameter");
   if (!model->is_string()) wrong_type("model", "a string", *model);
   r.model = model->get<std::string>();
-  if (kind == endpoint::chat) parse_messages(j, r);
-  else parse_prompt(j, r);
+  if (kind == endpoint::chat)
+    parse_messages(j, r);
+  else
+    parse_prompt(j, r);
   const char* max_name = "max_tokens";
   const json* mt = field(j, "max_tokens");
   if (kind == endpoint::chat && field(j, "max_completion_tokens")) mt = field(j, max_name = "max_completion_tokens");
   if (mt) {
     r.max_tokens = get_int(*mt, max_name);
     if (r.max_tokens < 1)
-      throw api_error(400, fmt::format("'{}' is {}; it must be at least 1", max_name, r.max_tokens), max_name, "invalid_value");
+      throw api_error(400, fmt::format("'{}' is {}; it must be at least 1", max_name, r.max_tokens), max_name,
+                      "invalid_value");
   }
   if (const json* t = field(j, "temperature")) {
     const double v = get_number(*t, "temperature");
-    if (!(v >= 0 && v <= 2)) throw api_error(400, fmt::format("'temperature' is {}; give 0 .. 2", v), "temperature", "invalid_value");
+    if (!(v >= 0 && v <= 2))
+      throw api_error(400, fmt::format("'temperature' is {}; give 0 .. 2", v), "temperature", "invalid_value");
     r.temperature = float(v);
   }
   if (const json* t = field(j, "top_p")) {
     const double v = get_number(*t, "top_p");
-    if (!(v > 0 && v <= 1)) throw api_error(400, fmt::format("'top_p' is {}; give a value in (0, 1]", v), "top_p", "invalid_value");
+    if (!(v > 0 && v <= 1))
+      throw api_error(400, fmt::format("'top_p' is {}; give a value in (0, 1]", v), "top_p", "invalid_value");
     r.top_p = float(v);
   }
   if (const json* s = field(j, "seed")) {
-    if (s->is_number_unsigned()) r.seed = s->get<uint64_t>();
-    else r.seed = uint64_t(get_int(*s, "seed"));
+    if (s->is_number_unsigned())
+      r.seed = s->get<uint64_t>();
+    else
+      r.seed = uint64_t(get_int(*s, "seed"));
   }
   parse_stop(j, r);
   if (const json* s = field(j, "stream")) r.stream = get_bool(*s, "stream");
   if (const json* so = field(j, "stream_options")) {
     if (!so->is_object()) wrong_type("stream_options", "an object", *so);
-    if (!r.stream) throw api_error(400, "'stream_options' is only allowed with \"stream\": true", "stream_options", "invalid_value");
+    if (!r.stream)
+      throw api_error(400, "'stream_options' is only allowed with \"stream\": true", "stream_options", "invalid_value");
     if (const json* u = field(*so, "include_usage")) r.include_usage = get_bool(*u, "stream_options.include_usage");
   }
   if (const json* g = field(j, "gsa")) {
@@ -291,16 +313,19 @@ void check_model(const completion_request& r, const std::string& served_id) {
 int64_t resolve_max_tokens(const completion_request& r, int64_t prompt_tokens, int64_t max_context) {
   const char* param = r.kind == endpoint::chat ? "messages" : "prompt";
   if (prompt_tokens >= max_context)
-    throw api_error(400, fmt::format("this model's maximum context length is {} tokens; the {} holds {} tokens, which "
-                                     "leaves no room to generate; shorten it", max_context, param, prompt_tokens),
+    throw api_error(400,
+                    fmt::format("this model's maximum context length is {} tokens; the {} holds {} tokens, which "
+                                "leaves no room to generate; shorten it",
+                                max_context, param, prompt_tokens),
                     param, "context_length_exceeded");
   if (r.max_tokens < 0)
     return r.kind == endpoint::chat ? max_context - prompt_tokens
                                     : std::min(default_completion_tokens, max_context - prompt_tokens);
   if (r.max_tokens > max_context - prompt_tokens)
-    throw api_error(400, fmt::format("this model's maximum context length is {} tokens; you requested {} tokens ({} in "
-                                     "the {}, {} for the completion); lower max_tokens or shorten the {}",
-                                     max_context, prompt_tokens + r.max_tokens, prompt_tokens, param, r.max_tokens, param),
+    throw api_error(400,
+                    fmt::format("this model's maximum context length is {} tokens; you requested {} tokens ({} in "
+                                "the {}, {} for the completion); lower max_tokens or shorten the {}",
+                                max_context, prompt_tokens + r.max_tokens, prompt_tokens, param, r.max_tokens, param),
                     "max_tokens", "context_length_exceeded");
   return r.max_tokens;
 }
@@ -328,8 +353,10 @@ json response_json(endpoint kind, const std::string& id, int64_t created, const 
                    const std::string& text, const std::string& finish_reason, const usage& u, const json& gsa) {
   json j = head(kind, id, created, model, false);
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
-  if (kind == endpoint::chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else choice["text"] = text;
+  if (kind == endpoint::chat)
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  else
+    choice["text"] = text;
   j["choices"] = json::array({choice});
   j["usage"] = usage_json(u);
   if (!gsa.is_null()) j["gsa"] = gsa;

@@ -4,13 +4,12 @@
 // carrying the HTTP status and OpenAI's error fields (type, param naming the field, code).
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace gsa::serve {
 
@@ -19,7 +18,10 @@ class api_error : public std::runtime_error {
  public:
   api_error(int status, std::string message, std::string param = {}, std::string code = {},
             std::string type = "invalid_request_error")
-      : std::runtime_error(message), status(status), type(std::move(type)), param(std::move(param)),
+      : std::runtime_error(message),
+        status(status),
+        type(std::move(type)),
+        param(std::move(param)),
         code(std::move(code)) {}
   int status;
   std::string type, param, code;  // param / code: "" is sent as null
@@ -39,19 +41,19 @@ struct message {
 struct completion_request {
   endpoint kind = endpoint::completions;
   std::string model;
-  std::string prompt;                  // completions: the text (when not given as token ids)
-  std::vector<int32_t> prompt_ids;     // completions: the prompt given as token ids
+  std::string prompt;               // completions: the text (when not given as token ids)
+  std::vector<int32_t> prompt_ids;  // completions: the prompt given as token ids
   bool prompt_is_ids = false;
-  std::vector<message> messages;       // chat
-  int64_t max_tokens = -1;             // -1: not given (see resolve_max_tokens)
-  float temperature = 1.0f;            // OpenAI's default
+  std::vector<message> messages;  // chat
+  int64_t max_tokens = -1;        // -1: not given (see resolve_max_tokens)
+  float temperature = 1.0f;       // OpenAI's default
   float top_p = 1.0f;
-  std::optional<uint64_t> seed;        // none: a fresh random seed per request
-  std::vector<std::string> stop;       // at most 4, each non-empty
+  std::optional<uint64_t> seed;   // none: a fresh random seed per request
+  std::vector<std::string> stop;  // at most 4, each non-empty
   bool stream = false;
-  bool include_usage = false;          // stream_options.include_usage
-  bool gsa_stats = false;              // "gsa": {"stats": true}: the extension object in the response
-  bool gsa_reuse = true;               // "gsa": {"reuse": false}: always prefill, never continue a held session
+  bool include_usage = false;  // stream_options.include_usage
+  bool gsa_stats = false;      // "gsa": {"stats": true}: the extension object in the response
+  bool gsa_reuse = true;       // "gsa": {"reuse": false}: always prefill, never continue a held session
 };
 
 // Limits of the bodies a server accepts.

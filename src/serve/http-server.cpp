@@ -1,9 +1,8 @@
 // Routes, authentication, streaming; contract in http-server.h.
 #include "serve/http-server.h"
 
-#include <httplib.h>
 #include <fmt/format.h>
-
+#include <httplib.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -71,13 +70,16 @@ struct http_server::impl {
   wide_backlog_server svr;
   int64_t created = unix_now();
 
-  impl(scheduler& s, const tokenizer& t, metrics& m, server_options opts) : sched(s), tok(t), met(m), o(std::move(opts)) {}
+  impl(scheduler& s, const tokenizer& t, metrics& m, server_options opts)
+      : sched(s), tok(t), met(m), o(std::move(opts)) {}
 
   std::vector<int32_t> prompt_ids(const completion_request& r) {
     if (r.kind == endpoint::chat) {
       if (!o.chat)
-        throw api_error(400, fmt::format("model has no chat_template: '{}' has no \"chat_template\" in its "
-                                         "tokenizer_config.json; use /v1/completions with a prompt", o.model_id),
+        throw api_error(400,
+                        fmt::format("model has no chat_template: '{}' has no \"chat_template\" in its "
+                                    "tokenizer_config.json; use /v1/completions with a prompt",
+                                    o.model_id),
                         "messages", "no_chat_template");
       // The template writes the special tokens (BOS included) itself, as transformers' apply_chat_template.
       return tok.encode(o.chat(r.messages), false);
@@ -86,7 +88,8 @@ struct http_server::impl {
     const int64_t V = int64_t(tok.vocab_size());
     for (size_t i = 0; i < r.prompt_ids.size(); i++)
       if (r.prompt_ids[i] >= V)
-        throw api_error(400, fmt::format("'prompt[{}]' ({}) is outside the vocabulary of {} tokens", i, r.prompt_ids[i], V),
+        throw api_error(400,
+                        fmt::format("'prompt[{}]' ({}) is outside the vocabulary of {} tokens", i, r.prompt_ids[i], V),
                         "prompt", "invalid_value");
     return r.prompt_ids;
   }
@@ -96,7 +99,9 @@ struct http_server::impl {
     check_model(r, o.model_id);
     job_request jr;
     jr.prompt = prompt_ids(r);
-    if (jr.prompt.empty()) throw api_error(400, "the prompt is empty after tokenization", kind == endpoint::chat ? "messages" : "prompt", "invalid_value");
+    if (jr.prompt.empty())
+      throw api_error(400, "the prompt is empty after tokenization", kind == endpoint::chat ? "messages" : "prompt",
+                      "invalid_value");
     jr.max_tokens = resolve_max_tokens(r, int64_t(jr.prompt.size()), o.max_context);
     jr.samp.temperature = r.temperature;
     jr.samp.top_p = r.top_p;
@@ -193,8 +198,9 @@ struct http_server::impl {
       const std::string auth = req.get_header_value("Authorization");
       if (auth.rfind("Bearer ", 0) == 0 && same_secret(auth.substr(7), o.api_key))
         return httplib::Server::HandlerResponse::Unhandled;
-      send_error(res, api_error(401, auth.empty() ? "missing API key: send the header 'Authorization: Bearer KEY'"
-                                                  : "incorrect API key provided",
+      send_error(res, api_error(401,
+                                auth.empty() ? "missing API key: send the header 'Authorization: Bearer KEY'"
+                                             : "incorrect API key provided",
                                 "", "invalid_api_key"));
       return httplib::Server::HandlerResponse::Handled;
     });
@@ -218,8 +224,9 @@ struct http_server::impl {
     });
     svr.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
       if (req.matches[1] != o.model_id)
-        return send_error(res, api_error(404, fmt::format("the model '{}' does not exist; this server serves '{}'",
-                                                          std::string(req.matches[1]), o.model_id),
+        return send_error(res, api_error(404,
+                                         fmt::format("the model '{}' does not exist; this server serves '{}'",
+                                                     std::string(req.matches[1]), o.model_id),
                                          "model", "model_not_found"));
       res.set_content(dump(model_json()), "application/json");
     });
@@ -232,7 +239,8 @@ struct http_server::impl {
     // Statuses set by cpp-httplib itself (no route, body too large, bad request line) get an error object too.
     svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
-      std::string msg = fmt::format("{} {}: the HTTP layer refused the request (status {})", req.method, req.path, res.status);
+      std::string msg =
+          fmt::format("{} {}: the HTTP layer refused the request (status {})", req.method, req.path, res.status);
       std::string code;
       if (res.status == 404) msg = fmt::format("no route {} {}", req.method, req.path), code = "not_found";
       if (res.status == 413)
@@ -256,7 +264,9 @@ struct http_server::impl {
     });
   }
 
-  json model_json() const { return {{"id", o.model_id}, {"object", "model"}, {"created", created}, {"owned_by", "gsa"}}; }
+  json model_json() const {
+    return {{"id", o.model_id}, {"object", "model"}, {"created", created}, {"owned_by", "gsa"}};
+  }
 };
 
 http_server::http_server(scheduler& s, const tokenizer& tok, metrics& met, server_options o)

@@ -17,13 +17,13 @@ namespace gsa::serve {
 
 struct server_options {
   std::string host = "127.0.0.1";
-  int port = 8080;                 // 0: any free port (bind() returns it)
-  std::string api_key;             // non-empty: every route but /health needs "Authorization: Bearer KEY"
-  std::string model_id;            // the name clients send as "model"
-  int64_t max_context = 0;         // prompt + completion tokens per request
-  size_t max_body = 8 << 20;       // bytes of a request body (413 beyond)
-  int threads = 64;                // HTTP worker threads (each waiting request holds one)
-  chat_renderer chat;              // empty: the model has no chat template
+  int port = 8080;            // 0: any free port (bind() returns it)
+  std::string api_key;        // non-empty: every route but /health needs "Authorization: Bearer KEY"
+  std::string model_id;       // the name clients send as "model"
+  int64_t max_context = 0;    // prompt + completion tokens per request
+  size_t max_body = 8 << 20;  // bytes of a request body (413 beyond)
+  int threads = 64;           // HTTP worker threads (each waiting request holds one)
+  chat_renderer chat;         // empty: the model has no chat template
 };
 
 class http_server {

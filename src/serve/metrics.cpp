@@ -83,7 +83,8 @@ std::string metrics::render(const scheduler_gauges& s) const {
   for (const auto& [k, n] : requests_)
     out += fmt::format("gsa_requests_total{{endpoint=\"{}\",status=\"{}\"}} {}\n", k.first, k.second, n);
   head(out, "gsa_request_duration_seconds", "histogram", "HTTP request latency (whole response) by endpoint");
-  for (const auto& [e, h] : latency_) render_histogram(out, "gsa_request_duration_seconds", h, "endpoint=\"" + e + "\"");
+  for (const auto& [e, h] : latency_)
+    render_histogram(out, "gsa_request_duration_seconds", h, "endpoint=\"" + e + "\"");
   head(out, "gsa_time_to_first_token_seconds", "histogram", "From a generation's submission to its first token");
   render_histogram(out, "gsa_time_to_first_token_seconds", ttft_);
   head(out, "gsa_decode_step_seconds", "histogram", "One batched decode step (every active sequence one row)");
@@ -92,13 +93,15 @@ std::string metrics::render(const scheduler_gauges& s) const {
   render_histogram(out, "gsa_decode_batch_size", batch_);
   head(out, "gsa_prompt_tokens_total", "counter", "Prompt tokens of finished generations");
   out += fmt::format("gsa_prompt_tokens_total {}\n", prompt_);
-  head(out, "gsa_prompt_tokens_reused_total", "counter", "Prompt tokens whose KV a held session already had (not prefilled again)");
+  head(out, "gsa_prompt_tokens_reused_total", "counter",
+       "Prompt tokens whose KV a held session already had (not prefilled again)");
   out += fmt::format("gsa_prompt_tokens_reused_total {}\n", reused_);
   head(out, "gsa_completion_tokens_total", "counter", "Generated tokens");
   out += fmt::format("gsa_completion_tokens_total {}\n", completion_);
   head(out, "gsa_generations_total", "counter", "Finished generations by reason (stop, length, cancelled, error)");
   for (const auto& [r, n] : finished_) out += fmt::format("gsa_generations_total{{reason=\"{}\"}} {}\n", r, n);
-  head(out, "gsa_sessions_evicted_total", "counter", "Idle sessions evicted (least recently used first) and what happened to their KV");
+  head(out, "gsa_sessions_evicted_total", "counter",
+       "Idle sessions evicted (least recently used first) and what happened to their KV");
   out += fmt::format("gsa_sessions_evicted_total{{action=\"dropped\"}} {}\n",
                      evicted_.count("dropped") ? evicted_.at("dropped") : 0);
   head(out, "gsa_sessions", "gauge", "Sessions held: generating (active) or kept for a follow-up turn (idle)");
@@ -107,9 +110,11 @@ std::string metrics::render(const scheduler_gauges& s) const {
   out += fmt::format("gsa_sessions_max {}\n", s.max_sessions);
   head(out, "gsa_requests_queued", "gauge", "Generations waiting for a session");
   out += fmt::format("gsa_requests_queued {}\n", s.queued);
-  head(out, "gsa_kv_bytes", "gauge", "KV cache bytes of every held session by tier (memory: resident; file: spilled pages; dropped: freed pages)");
-  out += fmt::format("gsa_kv_bytes{{tier=\"memory\"}} {}\ngsa_kv_bytes{{tier=\"file\"}} {}\ngsa_kv_bytes{{tier=\"dropped\"}} {}\n",
-                     s.kv_memory, s.kv_file, s.kv_dropped);
+  head(out, "gsa_kv_bytes", "gauge",
+       "KV cache bytes of every held session by tier (memory: resident; file: spilled pages; dropped: freed pages)");
+  out += fmt::format(
+      "gsa_kv_bytes{{tier=\"memory\"}} {}\ngsa_kv_bytes{{tier=\"file\"}} {}\ngsa_kv_bytes{{tier=\"dropped\"}} {}\n",
+      s.kv_memory, s.kv_file, s.kv_dropped);
   return out;
 }
 

@@ -31,10 +31,10 @@ class metrics {
   metrics();
   void request(const std::string& endpoint, int status, double seconds);  // every HTTP request
   void tokens(int64_t prompt, int64_t reused, int64_t completion);        // one finished generation
-  void first_token(double seconds);        // submit -> first token
-  void step(int batch, double seconds);    // one batched decode step
-  void finished(const std::string& reason);  // stop, length, cancelled, error
-  void evicted(const char* action);        // a session left the pool: "dropped"
+  void first_token(double seconds);                                       // submit -> first token
+  void step(int batch, double seconds);                                   // one batched decode step
+  void finished(const std::string& reason);                               // stop, length, cancelled, error
+  void evicted(const char* action);                                       // a session left the pool: "dropped"
   std::string render(const scheduler_gauges& g) const;
 
  private:

@@ -23,11 +23,10 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "infer/generate.h"
 #include "infer/session.h"
@@ -38,23 +37,23 @@
 namespace gsa::serve {
 
 struct job_request {
-  std::vector<int32_t> prompt;     // non-empty, ids inside the vocabulary
-  int64_t max_tokens = 16;         // >= 1; prompt + max_tokens within the model's positions
+  std::vector<int32_t> prompt;  // non-empty, ids inside the vocabulary
+  int64_t max_tokens = 16;      // >= 1; prompt + max_tokens within the model's positions
   infer::sampling samp;
-  std::vector<std::string> stop;   // stop sequences
-  bool stats = false;              // fill job_state::stats (the response's "gsa" object)
-  bool reuse = true;               // may continue a held session whose tokens prefix the prompt
+  std::vector<std::string> stop;  // stop sequences
+  bool stats = false;             // fill job_state::stats (the response's "gsa" object)
+  bool reuse = true;              // may continue a held session whose tokens prefix the prompt
 };
 
 // What a job has produced so far.
 struct job_state {
-  std::string text;                // the part of the completion that can be sent (see text_output)
+  std::string text;  // the part of the completion that can be sent (see text_output)
   bool done = false;
-  std::string finish_reason;       // when done: stop, length, cancelled, error
-  std::string error;               // when finish_reason == "error"
+  std::string finish_reason;  // when done: stop, length, cancelled, error
+  std::string error;          // when finish_reason == "error"
   int64_t prompt_tokens = 0, reused_tokens = 0, completion_tokens = 0;
-  std::vector<int32_t> ids;        // when done: every generated id (an end-of-sequence id included)
-  nlohmann::json stats;            // when asked and done: method, budget, per-step attended keys and unfolded chunks
+  std::vector<int32_t> ids;  // when done: every generated id (an end-of-sequence id included)
+  nlohmann::json stats;      // when asked and done: method, budget, per-step attended keys and unfolded chunks
 };
 
 class job {
@@ -80,9 +79,9 @@ class job {
 };
 
 struct scheduler_options {
-  infer::session_options session;   // method, budget, KV tier of every session
-  int max_sessions = 8;             // active + idle sessions held; also the largest batch
-  std::vector<int32_t> stop_ids;    // end-of-sequence ids (the model's eos_token_id)
+  infer::session_options session;  // method, budget, KV tier of every session
+  int max_sessions = 8;            // active + idle sessions held; also the largest batch
+  std::vector<int32_t> stop_ids;   // end-of-sequence ids (the model's eos_token_id)
 };
 
 class scheduler {
@@ -92,12 +91,12 @@ class scheduler {
   scheduler(const llama_model& m, const tokenizer& tok, scheduler_options o, metrics& met);
   ~scheduler();  // unfinished jobs end with an error
 
-  std::shared_ptr<job> submit(job_request r);  // any thread
-  bool step();                                 // one thread; false when there was nothing to do
+  std::shared_ptr<job> submit(job_request r);             // any thread
+  bool step();                                            // one thread; false when there was nothing to do
   void wait_for_work(std::chrono::milliseconds timeout);  // blocks until a job is queued or timeout
-  void wake();                                 // ends a wait_for_work early
-  void drop_idle();                            // any thread: the next step frees every idle session
-  scheduler_gauges gauges() const;             // any thread
+  void wake();                                            // ends a wait_for_work early
+  void drop_idle();                                       // any thread: the next step frees every idle session
+  scheduler_gauges gauges() const;                        // any thread
   const scheduler_options& options() const { return o_; }
 
  private:
@@ -131,7 +130,7 @@ class scheduler {
   bool wake_ = false;
   std::atomic<bool> drop_idle_{false};
   scheduler_gauges gauges_;
-  std::vector<running> active_;            // step() thread only
+  std::vector<running> active_;              // step() thread only
   std::vector<std::unique_ptr<held>> idle_;  // step() thread only
   uint64_t clock_ = 0;
 };

@@ -6,18 +6,18 @@
 // after the idle sessions are dropped; then the same figures for the first requests of the mix run one at a
 // time through infer::generate alone (what `gsa generate` does), for comparison. Figures, never pass/fail on
 // time; --check exits 1 when a request failed or resident memory did not come back within 10%.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <httplib.h>
 #include <malloc.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/error.h"
@@ -55,7 +55,8 @@ struct mix_item {
 };
 
 mix_item mix(int c, int i) {
-  static const char* words[] = {"the", "river", "was", "quiet", "and", "a", "bird", "sang", "over", "old", "stone", "bridge"};
+  static const char* words[] = {"the",  "river", "was",  "quiet", "and",   "a",
+                                "bird", "sang",  "over", "old",   "stone", "bridge"};
   static const int prompt_words[] = {8, 40, 150, 400};
   static const int max_tokens[] = {8, 24, 48};
   const int k = c * 131 + i * 17;
@@ -82,15 +83,17 @@ void report(const char* what, const std::vector<sample>& s, double wall) {
   std::vector<double> lat, ttft;
   int64_t tokens = 0;
   for (const auto& x : s) lat.push_back(x.seconds * 1e3), ttft.push_back(x.ttft * 1e3), tokens += x.tokens;
-  fmt::print("{:<34} {:>5} requests  latency p50 {:8.1f} ms  p99 {:8.1f} ms  first token p50 {:7.1f} ms  "
-             "{:8.1f} tokens/s\n", what, s.size(), percentile(lat, 0.5), percentile(lat, 0.99), percentile(ttft, 0.5),
-             wall > 0 ? double(tokens) / wall : 0.0);
+  fmt::print(
+      "{:<34} {:>5} requests  latency p50 {:8.1f} ms  p99 {:8.1f} ms  first token p50 {:7.1f} ms  "
+      "{:8.1f} tokens/s\n",
+      what, s.size(), percentile(lat, 0.5), percentile(lat, 0.99), percentile(ttft, 0.5),
+      wall > 0 ? double(tokens) / wall : 0.0);
 }
 
 // One request through the HTTP client; false on any failure (status, JSON, usage), with the reason in `why`.
 bool send(httplib::Client& cli, const mix_item& m, sample& out, std::string& why) {
-  nlohmann::json body = {{"model", "bench"}, {"prompt", m.prompt}, {"max_tokens", m.max_tokens},
-                         {"temperature", 0.7}, {"seed", m.seed}, {"stream", m.stream}};
+  nlohmann::json body = {{"model", "bench"},   {"prompt", m.prompt}, {"max_tokens", m.max_tokens},
+                         {"temperature", 0.7}, {"seed", m.seed},     {"stream", m.stream}};
   if (m.stream) body["stream_options"] = {{"include_usage", true}};
   const auto t0 = clock_type::now();
   bool first = true, done = false;
@@ -126,8 +129,10 @@ bool send(httplib::Client& cli, const mix_item& m, sample& out, std::string& why
       const size_t end = buf.find("\n\n", at);
       const std::string d = buf.substr(at + 6, end - at - 6);
       at = end;
-      if (d == "[DONE]") done = true;
-      else if (auto j = nlohmann::json::parse(d); j.contains("usage")) out.tokens = j["usage"]["completion_tokens"];
+      if (d == "[DONE]")
+        done = true;
+      else if (auto j = nlohmann::json::parse(d); j.contains("usage"))
+        out.tokens = j["usage"]["completion_tokens"];
     }
     if (!done || out.tokens <= 0) why = "stream without [DONE] or usage: " + buf.substr(0, 200);
     return done && out.tokens > 0;
@@ -205,10 +210,11 @@ int run_bench_serve(const bench_serve_args& a) {
   report("served (concurrent, HTTP)", all, wall);
   const double growth = double(rss_after - rss_before) / double(rss_before);
   if (warmup_failed) fmt::print("failed warm-up requests: {} of {}\n", warmup_failed, a.clients);
-  fmt::print("failed requests: {} of {}; wall {:.1f} s; resident memory {:.1f} MiB before, {:.1f} MiB at the end "
-             "({} idle sessions held), {:.1f} MiB after dropping them ({:+.1f}%)\n",
-             failed.load(), a.clients * a.requests, wall, rss_before / 1048576.0, rss_loaded / 1048576.0, gauges.idle,
-             rss_after / 1048576.0, growth * 100);
+  fmt::print(
+      "failed requests: {} of {}; wall {:.1f} s; resident memory {:.1f} MiB before, {:.1f} MiB at the end "
+      "({} idle sessions held), {:.1f} MiB after dropping them ({:+.1f}%)\n",
+      failed.load(), a.clients * a.requests, wall, rss_before / 1048576.0, rss_loaded / 1048576.0, gauges.idle,
+      rss_after / 1048576.0, growth * 100);
   // The same requests, one at a time, through infer::generate alone.
   std::vector<sample> alone;
   const auto t1 = clock_type::now();
@@ -238,14 +244,16 @@ int run_bench_serve(const bench_serve_args& a) {
 }  // namespace
 
 void register_bench_serve(CLI::App& app, command_list& cmds) {
-  auto* sub = bench_command(app)->add_subcommand("serve", "Load test of gsa serve on loopback: latency, tokens/s, memory");
+  auto* sub =
+      bench_command(app)->add_subcommand("serve", "Load test of gsa serve on loopback: latency, tokens/s, memory");
   static bench_serve_args a;
   sub->add_option("--model", a.model, "Model directory")->required();
   sub->add_option("--method", a.method, "gsa|hgsa|full|gist|...")->capture_default_str();
   sub->add_option("--clients", a.clients, "Concurrent clients")->capture_default_str();
   sub->add_option("--requests", a.requests, "Requests per client, one after another")->capture_default_str();
   sub->add_option("--max-sessions", a.max_sessions, "Sessions the server holds (largest batch)")->capture_default_str();
-  sub->add_option("--alone", a.alone, "Requests of the mix run one at a time for the comparison")->capture_default_str();
+  sub->add_option("--alone", a.alone, "Requests of the mix run one at a time for the comparison")
+      ->capture_default_str();
   sub->add_flag("--check", a.check, "Exit 1 when a request failed or resident memory grew by more than 10%");
   cmds.push_back({sub, [] { return run_bench_serve(a); }});
 }

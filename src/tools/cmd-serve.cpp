@@ -2,11 +2,10 @@
 //  [--max-sessions N] [--max-context T] [--api-key KEY]`: the OpenAI-compatible server (docs/serve.md).
 // Gist methods serve --model; the baselines serve --full-model when given (as gsa eval). Runs until SIGINT or
 // SIGTERM.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -30,7 +29,7 @@ void on_signal(int) {
 
 struct serve_args {
   std::string model, full_model, model_name, host = "127.0.0.1", device = "cpu", method = "gsa", tier = "memory",
-                                                  prefill = "auto", api_key;
+                                             prefill = "auto", api_key;
   int port = 8080, max_sessions = 8, topk = -1, threads = 64;
   int64_t budget = -1, max_context = 0, max_body = 8 << 20;
   float ratio = 0;
@@ -38,8 +37,10 @@ struct serve_args {
 
 int run_serve(serve_args a) {
   if (a.device != "cpu")
-    fail("--device {}: sessions decode on the CPU so far; the CUDA backend runs training (docs/cuda.md); use --device cpu",
-         a.device);
+    fail(
+        "--device {}: sessions decode on the CPU so far; the CUDA backend runs training (docs/cuda.md); use --device "
+        "cpu",
+        a.device);
   if (a.api_key.empty())
     if (const char* k = std::getenv("GSA_API_KEY")) a.api_key = k;
   if (a.max_body < 1024) fail("--max-body {} must be at least 1024 bytes", a.max_body);
@@ -124,10 +125,13 @@ void register_serve(CLI::App& app, command_list& cmds) {
   sub->add_option("--max-sessions", a.max_sessions,
                   "Sessions held (generating + kept for follow-up turns); the least recently used idle one is dropped")
       ->capture_default_str();
-  sub->add_option("--max-context", a.max_context, "Prompt + completion tokens per request (default: the model's positions)");
+  sub->add_option("--max-context", a.max_context,
+                  "Prompt + completion tokens per request (default: the model's positions)");
   sub->add_option("--max-body", a.max_body, "Largest request body in bytes")->capture_default_str();
-  sub->add_option("--threads", a.threads, "HTTP worker threads (each waiting request holds one)")->capture_default_str();
-  sub->add_option("--api-key", a.api_key, "Require 'Authorization: Bearer KEY' on every route but /health (or GSA_API_KEY)");
+  sub->add_option("--threads", a.threads, "HTTP worker threads (each waiting request holds one)")
+      ->capture_default_str();
+  sub->add_option("--api-key", a.api_key,
+                  "Require 'Authorization: Bearer KEY' on every route but /health (or GSA_API_KEY)");
   cmds.push_back({sub, [] { return run_serve(a); }});
 }
 

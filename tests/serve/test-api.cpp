@@ -105,8 +105,9 @@ TEST(Api, MissingAndMistypedFields) {
             "messages[0].role");
   EXPECT_EQ(refused(R"({"model":"m","messages":[{"role":"user"}]})", endpoint::chat).param, "messages[0].content");
   EXPECT_EQ(refused(R"({"model":"m","messages":[]})", endpoint::chat).param, "messages");
-  EXPECT_EQ(refused(R"({"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]})", endpoint::chat)
-                .code, "unsupported_parameter");
+  EXPECT_EQ(
+      refused(R"({"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]})", endpoint::chat).code,
+      "unsupported_parameter");
 }
 
 TEST(Api, RangesAndUnsupported) {
@@ -126,7 +127,9 @@ TEST(Api, RangesAndUnsupported) {
   EXPECT_EQ(refused(R"({"model":"m","prompt":"x","presence_penalty":0.5})").param, "presence_penalty");
   EXPECT_EQ(refused(R"({"model":"m","prompt":"x","stream_options":{"include_usage":true}})").param, "stream_options");
   EXPECT_EQ(refused(R"({"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})",
-                    endpoint::chat).param, "tools");
+                    endpoint::chat)
+                .param,
+            "tools");
   // The values that mean "off" are accepted.
   EXPECT_NO_THROW(parse_request(R"({"model":"m","prompt":"x","n":1,"echo":false,"logprobs":null,"presence_penalty":0,
                                     "frequency_penalty":0,"logit_bias":{},"best_of":1,"suffix":""})",
@@ -162,7 +165,8 @@ TEST(Api, ModelAndContextLength) {
   } catch (const api_error& e) {
     EXPECT_EQ(e.param, "max_tokens");
     EXPECT_NE(std::string(e.what()).find("you requested 101 tokens (90 in the prompt, 11 for the completion)"),
-              std::string::npos) << e.what();
+              std::string::npos)
+        << e.what();
   }
   r.max_tokens = 10;
   EXPECT_EQ(resolve_max_tokens(r, 90, 100), 10);
@@ -202,10 +206,10 @@ TEST(Utf8, Validation) {
   EXPECT_EQ(utf8_invalid_at("plain"), std::string_view::npos);
   EXPECT_EQ(utf8_invalid_at("h\xC3\xA9llo \xF0\x9F\x98\x80"), std::string_view::npos);
   EXPECT_EQ(utf8_invalid_at("ab\xFF"), 2u);
-  EXPECT_EQ(utf8_invalid_at("\xC0\xAF"), 0u);          // overlong '/'
-  EXPECT_EQ(utf8_invalid_at("x\xED\xA0\x80"), 1u);     // surrogate
-  EXPECT_EQ(utf8_invalid_at("x\xF4\x90\x80\x80"), 1u); // past U+10FFFF
-  EXPECT_EQ(utf8_invalid_at("\xE2\x82"), 0u);          // truncated
+  EXPECT_EQ(utf8_invalid_at("\xC0\xAF"), 0u);           // overlong '/'
+  EXPECT_EQ(utf8_invalid_at("x\xED\xA0\x80"), 1u);      // surrogate
+  EXPECT_EQ(utf8_invalid_at("x\xF4\x90\x80\x80"), 1u);  // past U+10FFFF
+  EXPECT_EQ(utf8_invalid_at("\xE2\x82"), 0u);           // truncated
   EXPECT_EQ(utf8_complete_prefix("ab\xE2\x82"), 2u);
   EXPECT_EQ(utf8_complete_prefix("ab\xE2\x82\xAC"), 5u);
   EXPECT_EQ(utf8_complete_prefix("\xF0\x9F\x98"), 0u);
