@@ -22,6 +22,7 @@ void register_commands(CLI::App& app) {
   register_train(app, g_commands);
   register_data(app, g_commands);
   register_eval(app, g_commands);
+  register_score(app, g_commands);
   register_serve(app, g_commands);
   register_bench_serve(app, g_commands);
 }

@@ -39,6 +39,7 @@ void register_demo(CLI::App& app, command_list& cmds);
 void register_perplexity(CLI::App& app, command_list& cmds);
 void register_bench_train(CLI::App& app, command_list& cmds);
 void register_eval(CLI::App& app, command_list& cmds);
+void register_score(CLI::App& app, command_list& cmds);
 void register_serve(CLI::App& app, command_list& cmds);
 void register_bench_serve(CLI::App& app, command_list& cmds);
 
