@@ -1,7 +1,9 @@
 // Optimizer pieces, with torch.optim.AdamW semantics (decoupled weight decay, bias correction), and the pieces
 // of global-norm gradient clipping (torch.nn.utils.clip_grad_norm_). All update their buffers in place.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "backend/cpu/ops.h"
 
@@ -32,9 +34,21 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, int64_t
 }
 
 double sum_squares(const float* g, int64_t n) {
+  // Fixed blocks summed in block order: the result does not depend on the thread count (an OpenMP reduction's
+  // partial sums follow the team size, so a run resumed with another number of threads drifted; issue 12).
+  constexpr int64_t blk = 1 << 14;
+  const int64_t nb = (n + blk - 1) / blk;
+  std::vector<double> part(size_t(std::max<int64_t>(nb, 0)));
+#pragma omp parallel for schedule(static) if (n >= par_min)
+  for (int64_t b = 0; b < nb; b++) {
+    const int64_t i0 = b * blk, i1 = std::min(n, i0 + blk);
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = i0; i < i1; i++) s += double(g[i]) * g[i];
+    part[size_t(b)] = s;
+  }
   double s = 0.0;
-#pragma omp parallel for simd schedule(static) reduction(+ : s) if (n >= par_min)
-  for (int64_t i = 0; i < n; i++) s += double(g[i]) * g[i];
+  for (double x : part) s += x;
   return s;
 }
 

@@ -292,7 +292,6 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const task_ctx c{plan, Tq, Tk, q_offset, Hq, Hkv, D, Hq / Hkv, 1.0f / std::sqrt(float(D))};
   const int nb = plan.n_blocks();
   const int n_threads = team_size(plan, Hq, Hkv, D);
-  const size_t kv_ld = size_t(Hkv) * D;
 
   if (!dk && !dv) {  // only dq: every (row, head) belongs to one task, no races at all
     const int64_t n_tasks = int64_t(nb) * Hkv;
@@ -307,46 +306,41 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     return;
   }
 
-  if (Hkv % n_threads == 0) {  // each thread owns whole KV heads: scatter straight into dk/dv
-#pragma omp parallel num_threads(n_threads)
-    {
-      scratch w;
-#pragma omp for schedule(static)
-      for (int hk = 0; hk < Hkv; hk++) {
-        const kv_sink sink{dk ? dk + size_t(hk) * D : nullptr, dv ? dv + size_t(hk) * D : nullptr, kv_ld, 0};
-        for (int b = 0; b < nb; b++) backward_task(c, b, hk, dq, sink, dout, q, k, v, out, lse, w);
-      }
-    }
-    return;
-  }
-
-  // Per-thread buffers over the touched key range [key0, key1], one KV head at a time.
+  // dk / dv: blocks share keys, so their contributions must be summed, and in an order that does not depend on the
+  // thread count (a run resumed with another number of threads is then bit-exact; issue 12). The blocks are cut
+  // into NG consecutive groups, NG from the sizes alone; each group adds its blocks in order into its own buffer over
+  // the touched key range [key0, key1], and the buffers are added to dk / dv in group order. Threads take groups.
   // Plain variables, not a structured binding: clang 14 (the sanitizer and fuzz builds) cannot capture those in
   // the OpenMP region below.
   const auto bounds = key_bounds(plan);
   const auto key0 = bounds.first, key1 = bounds.second;
   if (key1 < key0) return;  // nothing attended: only the (empty) dq work remains
   const size_t range = size_t(key1 - key0 + 1);
-  const size_t per_thread = range * D;
-  std::vector<float> buf(size_t(n_threads) * per_thread * 2);
+  const size_t per_group = range * D;
+  constexpr size_t kMaxGroups = 16, kBufferBytes = size_t(256) << 20;
+  const int n_groups = int(std::clamp<size_t>(std::min(kMaxGroups, kBufferBytes / (per_group * 2 * sizeof(float))),
+                                              1, std::max(1, nb)));
+  std::vector<float> buf(size_t(n_groups) * per_group * 2);
   for (int hk = 0; hk < Hkv; hk++) {
-#pragma omp parallel num_threads(n_threads)
+#pragma omp parallel num_threads(std::min(n_threads, n_groups))
     {
-      const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-      float* bk = buf.data() + size_t(tid) * per_thread * 2;
-      float* bv = bk + per_thread;
-      std::fill_n(bk, per_thread * 2, 0.0f);
       scratch w;
-      const kv_sink sink{dk ? bk : nullptr, dv ? bv : nullptr, size_t(D), key0};
 #pragma omp for schedule(dynamic)
-      for (int b = 0; b < nb; b++) backward_task(c, b, hk, dq, sink, dout, q, k, v, out, lse, w);
-      // (implicit barrier) then sum the team's buffers, key rows split across threads.
+      for (int gi = 0; gi < n_groups; gi++) {
+        float* bk = buf.data() + size_t(gi) * per_group * 2;
+        float* bv = bk + per_group;
+        std::fill_n(bk, per_group * 2, 0.0f);
+        const kv_sink sink{dk ? bk : nullptr, dv ? bv : nullptr, size_t(D), key0};
+        const int b0 = int(int64_t(nb) * gi / n_groups), b1 = int(int64_t(nb) * (gi + 1) / n_groups);
+        for (int b = b0; b < b1; b++) backward_task(c, b, hk, dq, sink, dout, q, k, v, out, lse, w);
+      }
+      // (implicit barrier) then add the groups' buffers in group order, key rows split across threads.
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < int64_t(range); r++) {
         const size_t at = (size_t(key0 + r) * Hkv + hk) * D;
-        for (int t = 0; t < team; t++) {
-          const float* tk = buf.data() + size_t(t) * per_thread * 2 + size_t(r) * D;
-          const float* tv = tk + per_thread;
+        for (int gi = 0; gi < n_groups; gi++) {
+          const float* tk = buf.data() + size_t(gi) * per_group * 2 + size_t(r) * D;
+          const float* tv = tk + per_group;
           if (dk)
             for (int d = 0; d < D; d++) dk[at + d] += tk[d];
           if (dv)

@@ -1,11 +1,11 @@
 // matmul: y (M, N) = x (M, K) @ w (N, K)^T + bias (N). Row-major; w in the Hugging Face (out, in) layout.
 // Forward overwrites y; backward ACCUMULATES into dx (M, K), dw (N, K), dbias (N), each optional (nullptr).
 // M == 1 (decode) goes through an own OpenMP matrix-vector kernel: sgemm's packing overhead dominates there and
-// the work is a pure stream over w, best split over output rows. Everything else goes to OpenBLAS sgemm.
-#include <cblas.h>
-
+// the work is a pure stream over w, best split over output rows. Everything else goes to OpenBLAS sgemm
+// through gemm() (gemm.h: fixed tiles, results independent of the thread count).
 #include <cstring>
 
+#include "backend/cpu/gemm.h"
 #include "backend/cpu/ops.h"
 
 namespace gsa::cpu {
@@ -42,16 +42,16 @@ void matmul_forward(float* y, const float* x, const float* w, const float* bias,
     if (!bias) std::memset(y, 0, sizeof(float) * int64_t(M) * N);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, beta, y, N);
+  gemm(false, true, M, N, K, 1.0f, x, K, w, K, beta, y, N);
 }
 
 void matmul_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w, int M,
                      int K, int N) {
   if (M <= 0 || N <= 0) return;
   if (dx && K > 0)  // dx (M, K) += dy (M, N) @ w (N, K)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
+    gemm(false, false, M, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
   if (dw && K > 0)  // dw (N, K) += dy^T (N, M) @ x (M, K)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K, 1.0f, dw, K);
+    gemm(true, false, N, K, M, 1.0f, dy, N, x, K, 1.0f, dw, K);
   if (dbias) {
 #pragma omp parallel for schedule(static) if (int64_t(M) * N >= (1 << 16))
     for (int n = 0; n < N; n++) {

@@ -5,8 +5,6 @@
 // Backward recomputes each tile, turns it into dlogits = scale * (softmax - onehot) (zero for ignored rows) and
 // ACCUMULATES dh += dlogits @ w_chunk and dw_chunk += dlogits^T @ h_block, each optional (nullptr).
 // Threads: sgemm uses OpenBLAS's own threads; the elementwise pass over a tile is split over rows with OpenMP.
-#include <cblas.h>
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -14,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/gemm.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 
@@ -58,8 +57,7 @@ inline float exp_fast(float x) {
 
 // tile (rows, n) = h_block (rows, C) @ w[v0 : v0 + n] (n, C)^T
 void logits_tile(float* tile, const float* hb, const float* w, int rows, int C, int v0, int n) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, C, 1.0f, hb, C, w + int64_t(v0) * C, C, 0.0f, tile,
-              n);
+  gemm(false, true, rows, n, C, 1.0f, hb, C, w + int64_t(v0) * C, C, 0.0f, tile, n);
 }
 
 }  // namespace
@@ -137,11 +135,9 @@ void lm_head_xent_backward(float* dh, float* dw, const float* h, const float* w,
         if (y >= v0 && y < v0 + n) l[y - v0] -= scale;
       }
       if (dh)  // dh (rows, C) += dlogits (rows, n) @ w_chunk (n, C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, n, 1.0f, tile.data(), n,
-                    w + int64_t(v0) * C, C, 1.0f, dh + int64_t(t0) * C, C);
+        gemm(false, false, rows, C, n, 1.0f, tile.data(), n, w + int64_t(v0) * C, C, 1.0f, dh + int64_t(t0) * C, C);
       if (dw)  // dw_chunk (n, C) += dlogits^T (n, rows) @ h_block (rows, C)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, C, rows, 1.0f, tile.data(), n, hb, C, 1.0f,
-                    dw + int64_t(v0) * C, C);
+        gemm(true, false, n, C, rows, 1.0f, tile.data(), n, hb, C, 1.0f, dw + int64_t(v0) * C, C);
     }
   }
 }
