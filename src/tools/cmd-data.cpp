@@ -61,12 +61,21 @@ int run_prepare(const prepare_args& a) {
   tokenizer tok = tokenizer::load(a.tokenizer);
   data::prepare_options po;
   po.vocab_size = int64_t(tok.vocab_size());
+  if (a.separator < -2 || a.separator >= int64_t(tok.vocab_size()))
+    fail("--separator {} is not a token id of the vocabulary [0, {}) nor -1 (no separator)", a.separator,
+         tok.vocab_size());
   po.separator = a.separator == -2 ? find_separator(tok, a.tokenizer) : a.separator;
   po.val_fraction = a.val_fraction;
   po.shard_tokens = a.shard_tokens;
   po.block_tokens = a.block_tokens;
   po.source = {{"tokenizer", fs::absolute(a.tokenizer).string()}, {"inputs", a.inputs}};
-  data::dataset_writer w(a.out, po);
+  // Encode everything before the writer creates anything: an input without text is an error, not a 1-token dataset.
+  std::vector<std::vector<int32_t>> docs;
+  int64_t n_tokens = 0;
+  auto add = [&](std::vector<int32_t> d) {
+    n_tokens += int64_t(d.size());
+    if (!d.empty()) docs.push_back(std::move(d));
+  };
   for (auto& in : a.inputs) {
     std::ifstream f(in, std::ios::binary);
     if (!f) fail("{}: cannot open the input", in);
@@ -78,14 +87,17 @@ int run_prepare(const prepare_args& a) {
         if (line.empty()) continue;
         const nlohmann::json j = parse_json(line, fmt::format("{}:{}", in, n));
         if (!j.contains("text") || !j["text"].is_string()) fail("{}:{}: no \"text\" string field", in, n);
-        w.add_document(tok.encode(j["text"].get<std::string>()));
+        add(tok.encode(j["text"].get<std::string>()));
       }
     } else {
       std::stringstream ss;
       ss << f.rdbuf();
-      w.add_document(tok.encode(ss.str()));
+      add(tok.encode(ss.str()));
     }
   }
+  if (n_tokens == 0) fail("--input: no text in {} (nothing to prepare); give files with text", fmt::join(a.inputs, ", "));
+  data::dataset_writer w(a.out, po);
+  for (const auto& d : docs) w.add_document(d);
   w.finish();
   fmt::print("{}: {} documents, {} train tokens in {} shard(s), {} validation tokens in {} shard(s), vocab {}, "
              "separator {}\n", a.out, w.documents(), w.train().tokens, w.train().shards.size(), w.val().tokens,

@@ -305,7 +305,7 @@ void register_demo(CLI::App& app, command_list& cmds) {
   sub->add_option("--task", a.task, "Task (passkey needs no data; niah_* read --haystack)")->capture_default_str();
   sub->add_option("--length", a.length, "Context length in tokens")->capture_default_str();
   sub->add_option("--methods", a.methods, "Comma-separated methods")->capture_default_str();
-  sub->add_option("--samples", a.samples, "Samples in the accuracy table")->capture_default_str();
+  sub->add_option("--samples", a.samples, "Samples in the accuracy table")->capture_default_str()->check(CLI::Range(1, 100000));
   sub->add_option("--max-tokens", a.max_tokens, "Tokens generated per answer")->capture_default_str();
   sub->add_option("--seed", a.seed, "Seed of the generated samples")->capture_default_str();
   sub->add_option("--haystack", a.haystack, "Filler text folder for niah_* tasks")->capture_default_str();

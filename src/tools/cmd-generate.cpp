@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -33,6 +34,8 @@ struct generate_args {
 };
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail("--context-file: '{}' is a directory; give a text file", path);
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("--context-file: cannot open '{}'", path);
   std::stringstream ss;
