@@ -2,7 +2,10 @@
 # Installs the Debian 12 packages gsa needs to build and test. Safe to run again.
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev
-      libicu-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev)
+      libicu-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
+      # sanitizer build and fuzzers (scripts/sanitize.sh, scripts/fuzz.sh): clang 14, its libFuzzer / ASan / UBSan
+      # runtimes, its OpenMP, and ccache so that the two instrumented trees share their compiled objects
+      clang libclang-rt-14-dev libomp-dev ccache)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # node and npm for the openai client test of gsa serve (tests/serve/client); any install of them will do.

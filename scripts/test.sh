@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 ctest --test-dir build --output-on-failure -j"$(nproc)"
+# Then the same suite under AddressSanitizer + UBSan, and every parser fuzzed for a bounded time (docs/testing.md).
+scripts/sanitize.sh
+scripts/fuzz.sh "${GSA_FUZZ_SECONDS:-12}"
 NVCC=$(command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; } || true)
 if [ -n "$NVCC" ]; then
   echo "compiling the CUDA targets with $NVCC (not run: no GPU here)"

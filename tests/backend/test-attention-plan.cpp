@@ -26,7 +26,7 @@ TEST(AttentionPlan, CausalStructure) {
     EXPECT_EQ(p.segs[b].begin, 0);
     EXPECT_EQ(p.segs[b].end, ends[b]);
     p.list_keys(b, 0, keys);
-    std::vector<int32_t> want(size_t(ends[b]));
+    std::vector<int32_t> want(static_cast<size_t>(ends[b]));  // not size_t(ends[b]): clang parses a declaration
     std::iota(want.begin(), want.end(), 0);
     EXPECT_EQ(keys, want);
   }

@@ -92,7 +92,8 @@ TEST(ops_matmul, backward_matches_naive_and_accumulates) {
 
 TEST(ops_matmul, backward_matches_finite_differences) {
   rng r(3);
-  for (auto [M, K, N] : {shape{1, 9, 7}, shape{5, 11, 6}}) {
+  for (auto [M0, K0, N0] : {shape{1, 9, 7}, shape{5, 11, 6}}) {
+    const auto M = M0, K = K0, N = N0;  // plain copies: clang 14 cannot capture structured bindings in lambdas
     auto x = randn(size_t(M) * K, r), w = randn(size_t(N) * K, r), b = randn(N, r), rr = randn(size_t(M) * N, r);
     std::vector<float> y(size_t(M) * N);
     auto loss = [&] {

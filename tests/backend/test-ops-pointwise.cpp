@@ -29,7 +29,8 @@ TEST(ops_rmsnorm, forward_matches_naive) {
 
 TEST(ops_rmsnorm, backward_matches_finite_differences_and_accumulates) {
   rng r(11);
-  for (auto [T, C] : {std::pair{1, 5}, {4, 70}}) {
+  for (auto [T0, C0] : {std::pair{1, 5}, {4, 70}}) {
+    const auto T = T0, C = C0;  // plain copies: clang 14 cannot capture structured bindings in lambdas
     auto x = randn(size_t(T) * C, r), w = randn(C, r), rr = randn(size_t(T) * C, r);
     const float eps = 1e-5f;
     std::vector<float> y(x.size()), rstd(T);
