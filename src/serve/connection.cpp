@@ -37,9 +37,11 @@ bool addr_port(const sockaddr_storage& a, std::string& addr, int& port) {
 connection::connection(const std::string& remote_addr, int remote_port, int local_port) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    // The name must outlive strtol's pointers (a temporary's c_str() did not: ASan's stack-use-after-scope).
+    const std::string name = e.path().filename().string();
     char* end = nullptr;
-    const long fd = std::strtol(e.path().filename().c_str(), &end, 10);
-    if (*end) continue;
+    const long fd = std::strtol(name.c_str(), &end, 10);
+    if (end == name.c_str() || *end) continue;
     struct stat st;
     if (fstat(int(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
     sockaddr_storage peer{}, local{};
