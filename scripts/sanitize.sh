@@ -23,10 +23,12 @@ export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:detect_stack
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 # Two OpenMP threads: the threaded paths run, and the 2-core CI machine is not oversubscribed by ctest -j.
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
-# Known reports whose fix belongs to another part of the tree, excluded until it lands (remove the entry then):
-#   serve.openai_client, serve.bench_small: ASan stack-use-after-scope in src/serve/connection.cpp (strtol on the
-#   c_str() of the temporary e.path().filename(), read after the temporary is gone).
-known='^serve[.](openai_client|bench_small)$'
+# Excluded by name (remove an entry when its reason goes):
+#   serve.bench_small: its --check fails when resident memory grows by 10%, which ASan's quarantine of freed
+#     memory always makes it do; the check means nothing here (it runs in the normal suite).
+#   chat_template.string_and_list_sizes_are_bounded: LeakSanitizer reports a leak from jinja::dict::set
+#     (src/serve/chat-jinja-value.cpp, called by exec_set); the fix belongs to the server's template code.
+known='^(serve[.]bench_small|chat_template[.]string_and_list_sizes_are_bounded)$'
 status=0
 ctest --test-dir $B --output-on-failure -j"$(nproc)" -E "$known" "$@" || status=$?
 t2=$(date +%s)
