@@ -301,6 +301,9 @@ int run_eval_cmd(const eval_args& a) {
   llama_model full;
   if (!a.full_model.empty()) full = load_model(a.full_model);
   tokenizer tok = tokenizer::load(a.tok_path.empty() ? a.model : a.tok_path);
+  tok.check_fits_model(model.config.vocab_size, model.config.bos_token_id, model.config.eos_token_id, a.model);
+  if (!a.full_model.empty())
+    tok.check_fits_model(full.config.vocab_size, full.config.bos_token_id, full.config.eos_token_id, a.full_model);
   infer::eval_models models{&model, a.full_model.empty() ? nullptr : &full, &tok};
   const bool has_gsa = !model.config.gsa.is_null();
   spec.methods = a.methods.empty() ? std::vector<std::string>{has_gsa ? "full,gsa" : "full"}
