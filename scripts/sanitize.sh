@@ -26,9 +26,7 @@ export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1
 # Excluded by name (remove an entry when its reason goes):
 #   serve.bench_small: its --check fails when resident memory grows by 10%, which ASan's quarantine of freed
 #     memory always makes it do; the check means nothing here (it runs in the normal suite).
-#   chat_template.string_and_list_sizes_are_bounded: LeakSanitizer reports a leak from jinja::dict::set
-#     (src/serve/chat-jinja-value.cpp, called by exec_set); the fix belongs to the server's template code.
-known='^(serve[.]bench_small|chat_template[.]string_and_list_sizes_are_bounded)$'
+known='^serve[.]bench_small$'
 status=0
 ctest --test-dir $B --output-on-failure -j"$(nproc)" -E "$known" "$@" || status=$?
 t2=$(date +%s)

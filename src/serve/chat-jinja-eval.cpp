@@ -1,6 +1,8 @@
 #include "serve/chat-jinja-eval.h"
 
 #include <cmath>
+#include <unordered_set>
+#include <vector>
 
 #include "core/error.h"
 #include "serve/chat-jinja-text.h"
@@ -152,6 +154,30 @@ interpreter::flow interpreter::exec(const node& n, scope& sc, std::string& out) 
   }
 }
 
+namespace {
+
+// Whether v holds the object d, through arrays and objects (each container visited once, an explicit stack: values
+// may nest deeper than the call stack allows). Assigning such a value into d would make a cycle of shared pointers
+// that is never freed (LeakSanitizer found `{% set ns.me = ns %}`).
+bool holds(const value& v, const dict* d) {
+  std::unordered_set<const void*> seen;
+  std::vector<const value*> todo{&v};
+  while (!todo.empty()) {
+    const value* x = todo.back();
+    todo.pop_back();
+    if (x->obj) {
+      if (x->obj.get() == d) return true;
+      if (seen.insert(x->obj.get()).second)
+        for (const auto& kv : x->obj->items) todo.push_back(&kv.second);
+    }
+    if (x->arr && seen.insert(x->arr.get()).second)
+      for (const auto& y : *x->arr) todo.push_back(&y);
+  }
+  return false;
+}
+
+}  // namespace
+
 void interpreter::exec_set(const node& n, scope& sc, const value& v) {
   const node& target = *n.x;
   if (target.kind == nk::identifier) {
@@ -168,6 +194,8 @@ void interpreter::exec_set(const node& n, scope& sc, const value& v) {
     value obj = eval(*target.x, sc);
     if (obj.k != kind::name_space) error(n, "'set' can assign attributes of a namespace() only");
     if (target.computed || target.y->kind != nk::identifier) error(n, "'set ns.name = ...' needs a plain name");
+    if (holds(v, obj.obj.get()))
+      error(n, fmt::format("'set ... .{} = ...' would make the namespace contain itself", target.y->text));
     obj.obj->set(target.y->text, v);
   }
 }
