@@ -110,7 +110,10 @@ gsa_config gsa_config_from_json(const nlohmann::json& j) {
       else if (s == "token") c.select_per_token = true;
       else fail("config.json gsa.train_select: unknown value '{}' (use \"chunk\" or \"token\")", s);
     } else if (key == "train_mode") {
-      c.mode = train_mode_from_name(get_string(v, "train_mode"));
+      const std::string m = get_string(v, "train_mode");
+      if (m != "compress" && m != "unfold" && m != "suffix_unfold" && m != "suffix-unfold")
+        fail("config.json gsa.train_mode: unknown mode '{}' (use \"compress\", \"unfold\" or \"suffix_unfold\")", m);
+      c.mode = train_mode_from_name(m);
     } else {
       fail("config.json gsa: unknown key '{}' (known: chunk, gists_per_chunk, gist_token_ids, local_chunks, sink, "
            "dense_layers, select, topk, top_p, group_scoring, gists, train_mode, train_select)",

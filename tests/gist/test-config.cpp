@@ -84,6 +84,8 @@ TEST(GistConfig, Errors) {
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"top_p", 1.5}}).find("top_p"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"topk", "4"}}).find("topk"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"train_mode", "dense"}}).find("dense"), std::string::npos);
+  // Names the field too (fuzz-hf-config found the bare "train mode 'unfol+' is unknown").
+  EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"train_mode", "unfol+"}}).find("gsa.train_mode"), std::string::npos);
   EXPECT_NE(error_of(nlohmann::json::array()).find("object"), std::string::npos);
   EXPECT_THROW(train_mode_from_name("x"), gsa::error);
   EXPECT_EQ(train_mode_from_name("unfold"), train_mode::unfold);
