@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "data/dataset.h"
 #include "data/shard.h"
+#include "io/io-test-util.h"
 
 namespace gsa::data {
 namespace {
@@ -39,15 +40,7 @@ uint64_t v2_sum(const std::string& b) {
   return fnv1a64(b.data() + shard_header_bytes, b.size() - shard_header_bytes, fnv1a64(b.data() + 40, 24));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const gsa::error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a gsa::error";
-  return "";
-}
+using test::error_of;  // io/io-test-util.h
 #define EXPECT_CONTAINS(msg, sub) EXPECT_NE(std::string(msg).find(sub), std::string::npos) << "message: " << (msg)
 
 TEST(ShardHeader, SeparatorAndReservedBytesAreChecked) {
