@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
@@ -69,12 +70,13 @@ int run_prepare(const prepare_args& a) {
   po.shard_tokens = a.shard_tokens;
   po.block_tokens = a.block_tokens;
   po.source = {{"tokenizer", fs::absolute(a.tokenizer).string()}, {"inputs", a.inputs}};
-  // Encode everything before the writer creates anything: an input without text is an error, not a 1-token dataset.
-  std::vector<std::vector<int32_t>> docs;
-  int64_t n_tokens = 0;
+  // The writer is made at the first document with text: an input without text is an error that writes nothing,
+  // not a 1-token dataset (documents stream through; the corpus is never held in memory).
+  std::optional<data::dataset_writer> w;
   auto add = [&](std::vector<int32_t> d) {
-    n_tokens += int64_t(d.size());
-    if (!d.empty()) docs.push_back(std::move(d));
+    if (d.empty()) return;
+    if (!w) w.emplace(a.out, po);
+    w->add_document(d);
   };
   for (auto& in : a.inputs) {
     std::ifstream f(in, std::ios::binary);
@@ -95,13 +97,11 @@ int run_prepare(const prepare_args& a) {
       add(tok.encode(ss.str()));
     }
   }
-  if (n_tokens == 0) fail("--input: no text in {} (nothing to prepare); give files with text", fmt::join(a.inputs, ", "));
-  data::dataset_writer w(a.out, po);
-  for (const auto& d : docs) w.add_document(d);
-  w.finish();
+  if (!w) fail("--input: no text in {} (nothing to prepare); give files with text", fmt::join(a.inputs, ", "));
+  w->finish();
   fmt::print("{}: {} documents, {} train tokens in {} shard(s), {} validation tokens in {} shard(s), vocab {}, "
-             "separator {}\n", a.out, w.documents(), w.train().tokens, w.train().shards.size(), w.val().tokens,
-             w.val().shards.size(), po.vocab_size, po.separator);
+             "separator {}\n", a.out, w->documents(), w->train().tokens, w->train().shards.size(), w->val().tokens,
+             w->val().shards.size(), po.vocab_size, po.separator);
   return 0;
 }
 
