@@ -530,3 +530,142 @@ TEST(CudaAttentionPlan, RunRejectsMismatchedSizesAndShapes) {
 
 }  // namespace
 }  // namespace gsa::cuda
+
+// ---- determinism of the backward (attention.h: deterministic_backward) -------------------------------------------
+
+namespace gsa::cuda {
+namespace {
+
+// Forward once, then the backward `reps` times from the same pre-filled dq / dk / dv; the raw bytes of dq, dk
+// and dv of each run (concatenated), and the last run's dk and dv as floats in *dk_dv.
+std::vector<std::vector<unsigned char>> backward_runs(const attn_case& c, const attn_plan& plan, bool generic,
+                                                      int reps, float dout_amp, std::vector<float>* dk_dv) {
+  std::mt19937_64 rng(c.seed);
+  const int Hq = c.G * c.Hkv, D = c.D;
+  const size_t nq = size_t(c.Tq) * Hq * D, nkv = size_t(c.Tk) * c.Hkv * D, es = dtype_size(c.t);
+  device_plan dp = upload_plan(plan, c.Tq, c.Tk, c.q_offset, c.Hkv);
+  if (generic) dp.structured = false;
+  dev_buf dq_(nq * es), dk_(nkv * es), dv_(nkv * es), q_(nq * es), k_(nkv * es), v_(nkv * es), out_(nq * es),
+      dout_(nq * es), lse_(size_t(c.Tq) * Hq * 4);
+  upload(q_, random_values(rng, nq, 3.f, c.t), c.t);
+  upload(k_, random_values(rng, nkv, 1.f, c.t), c.t);
+  upload(v_, random_values(rng, nkv, 1.f, c.t), c.t);
+  upload(dout_, random_values(rng, nq, dout_amp, c.t), c.t);
+  const auto dq0 = random_values(rng, nq, 0.1f, c.t), dk0 = random_values(rng, nkv, 0.1f, c.t),
+             dv0 = random_values(rng, nkv, 0.1f, c.t);
+  attention_forward(out_.p, static_cast<float*>(lse_.p), q_.p, k_.p, v_.p, dp, c.Tq, c.Tk, c.q_offset, Hq, c.Hkv,
+                    D, c.t);
+  std::vector<std::vector<unsigned char>> runs;
+  for (int r = 0; r < reps; r++) {
+    upload(dq_, dq0, c.t);
+    upload(dk_, dk0, c.t);
+    upload(dv_, dv0, c.t);
+    attention_backward(dq_.p, dk_.p, dv_.p, dout_.p, q_.p, k_.p, v_.p, out_.p, static_cast<const float*>(lse_.p),
+                       dp, c.Tq, c.Tk, c.q_offset, Hq, c.Hkv, D, c.t);
+    std::vector<unsigned char> bytes((nq + 2 * nkv) * es);
+    copy_d2h(bytes.data(), dq_.p, nq * es);
+    copy_d2h(bytes.data() + nq * es, dk_.p, nkv * es);
+    copy_d2h(bytes.data() + (nq + nkv) * es, dv_.p, nkv * es);
+    runs.push_back(std::move(bytes));
+  }
+  if (dk_dv) {
+    *dk_dv = download(dk_, nkv, c.t);
+    const auto dv = download(dv_, nkv, c.t);
+    dk_dv->insert(dk_dv->end(), dv.begin(), dv.end());
+  }
+  return runs;
+}
+
+// A long compress plan (c 64, g 4: every gist key is seen by hundreds of row tiles, each adding its partial).
+attn_plan long_compress_plan(attn_case& c, int raw) {
+  gist::gsa_config cfg;
+  cfg.chunk = {64};
+  cfg.gists_per_chunk = 4;
+  cfg.gist_token_ids = {1};
+  cfg.validate();
+  const std::vector<int32_t> ids(size_t(raw), 7);
+  const gist::stream st = gist::build_stream(ids.data(), raw, cfg);
+  c.g = 4;
+  c.Tq = c.Tk = st.size();
+  c.q_offset = 0;
+  return gist::plan_compress(st, cfg);
+}
+
+struct restore_mode {
+  bool was = deterministic_backward();
+  ~restore_mode() { set_deterministic_backward(was); }
+};
+
+TEST(CudaAttentionDeterminism, BackwardIsTheSameBitsOnEveryRun) {
+  std::string why;
+  if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  restore_mode keep;
+  set_deterministic_backward(true);
+  struct run {
+    const char* name;
+    attn_case c;
+    bool generic;
+  };
+  std::vector<run> runs;
+  attn_case s;  // structured bf16 tensor-core path
+  s.t = dtype::bf16;
+  s.D = 128;
+  s.G = 4;
+  s.Hkv = 2;
+  s.seed = 5;
+  runs.push_back({"structured bf16 D128", s, false});
+  runs.push_back({"generic bf16 D128 (same plan)", s, true});
+  attn_case f = s;  // CUDA-core f32 path
+  f.t = dtype::f32;
+  f.D = 64;
+  runs.push_back({"f32 D64", f, true});
+  for (auto& r : runs) {
+    SCOPED_TRACE(r.name);
+    const attn_plan plan = long_compress_plan(r.c, 3000);
+    const auto out = backward_runs(r.c, plan, r.generic, 4, 1.f, nullptr);
+    for (size_t i = 1; i < out.size(); i++)
+      EXPECT_TRUE(out[i] == out[0]) << "run " << i << " differs from run 0 in its bits";
+  }
+}
+
+TEST(CudaAttentionDeterminism, FixedPointAgreesWithFloatAtomics) {
+  std::string why;
+  if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  restore_mode keep;
+  for (dtype t : {dtype::f32, dtype::bf16}) {
+    attn_case c;
+    c.t = t;
+    c.D = 64;
+    c.G = 2;
+    c.Hkv = 2;
+    c.seed = 9;
+    const attn_plan plan = long_compress_plan(c, 2000);
+    std::vector<float> fixed, atomics;
+    set_deterministic_backward(true);
+    backward_runs(c, plan, t == dtype::f32, 1, 1.f, &fixed);
+    set_deterministic_backward(false);
+    backward_runs(c, plan, t == dtype::f32, 1, 1.f, &atomics);
+    EXPECT_LE(rel_l2(fixed, atomics), t == dtype::f32 ? 1e-6 : 4e-3) << dtype_name(t);
+  }
+}
+
+TEST(CudaAttentionDeterminism, AnOutOfRangePartialGivesNaNNotAWrappedSum) {
+  std::string why;
+  if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  restore_mode keep;
+  set_deterministic_backward(true);
+  attn_case c;
+  c.t = dtype::bf16;
+  c.D = 64;
+  c.G = 1;
+  c.Hkv = 1;
+  const attn_plan plan = long_compress_plan(c, 600);
+  std::vector<float> dk_dv;
+  backward_runs(c, plan, false, 1, 1e5f, &dk_dv);  // dV partials ~ sum of P x 1e5 over 128 rows: past 2^10
+  size_t nan = 0;
+  for (float x : dk_dv) nan += std::isnan(x);
+  EXPECT_EQ(nan, dk_dv.size()) << "every dk / dv value must be NaN after an overflow";
+}
+
+}  // namespace
+}  // namespace gsa::cuda

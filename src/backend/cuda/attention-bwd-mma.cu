@@ -233,8 +233,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bwd_mma_kernel(const attn_bwd_
 
       for (int u = warp; u < C::NU; u += W) {
         const int kg = u % (KT / 16), cg = u / (KT / 16);
-        if (a.dv_acc) grad_unit<D, LD, LP>(Ps, Os, M, kg, cg, kp, a.dv_acc, w.hk, Hkv, lane);
-        if (a.dk_acc) grad_unit<D, LD, LP>(dSs, Qs, M, kg, cg, kp, a.dk_acc, w.hk, Hkv, lane);
+        if (a.dv_acc) grad_unit<D, LD, LP>(Ps, Os, M, kg, cg, kp, a.dv_acc, a.fixed, a.overflow, w.hk, Hkv, lane);
+        if (a.dk_acc) grad_unit<D, LD, LP>(dSs, Qs, M, kg, cg, kp, a.dk_acc, a.fixed, a.overflow, w.hk, Hkv, lane);
       }
       __syncthreads();  // buffer buf, kpos[buf], Ps and dSs are rewritten next iteration
     }

@@ -4,11 +4,13 @@
 // Scheme: query-major, the forward's decomposition. A CTA (block, KV head, row tile) recomputes
 // P = exp(q k^T / sqrt(D) - lse) for its stacked rows over the list's key tiles; D_i = rowsum(dout * out) once per
 // row; dS = P * (dout v^T - D_i). dq of the CTA's rows is accumulated in registers and added to dq once (the rows
-// belong to this CTA alone: deterministic). dk += scale * dS^T q and dv += P^T dout are added with float4 atomics
-// into f32 scratch (Tk, Hkv, D), which attention.cpp zeroes before and bwd_add_kernel adds into dk / dv after.
-// The atomics make the summation order of dk / dv nondeterministic in the last bits (f32 scratch keeps the
-// spread at f32 rounding). The deterministic alternative for later is a key-major pass: an inverse plan (for each
-// key tile, the blocks that see it) with dk / dv accumulated in registers, FlashAttention-2 style.
+// belong to this CTA alone: deterministic). dk += scale * dS^T q and
+// dv += P^T dout are added with atomics into scratch (Tk, Hkv, D), which attention.cpp zeroes before and
+// bwd_add_kernel adds into dk / dv after. The scratch is int64 fixed point by default (attn_bwd_args::fixed,
+// acc_add4): integer sums do not depend on the order the CTAs add in, so dk / dv are the same bits on every run.
+// With fixed off (GSA_CUDA_FAST_ATOMICS=1) it is f32 and the order shows in the last bits. A key-major pass (an
+// inverse plan: for each key tile the blocks that see it, dk / dv in registers, FlashAttention-2 style) would need
+// neither; it is not built.
 //
 // bf16: the tensor-core kernel of attention-bwd-mma.cu. f32 (this file): CUDA cores in f32, W = 1..8 warps of 8
 // stacked rows, key tiles of 32 keys, lane = key for scores and dk / dv, lane = feature for dq.
@@ -141,7 +143,6 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 1) bwd_simt_kernel(const attn_
       if (any && pos != kInvalidKey) {
         const int64_t kv_off = (int64_t(pos) * Hkv + w.hk) * D;
         if (a.dv_acc) {
-          float4* dst = reinterpret_cast<float4*>(a.dv_acc + kv_off);
           for (int c = 0; c < D / 4; c++) {
             float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
@@ -149,11 +150,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 1) bwd_simt_kernel(const attn_
               const float4 o = O4[i * L4 + c];
               x = make_float4(fmaf(p[i], o.x, x.x), fmaf(p[i], o.y, x.y), fmaf(p[i], o.z, x.z), fmaf(p[i], o.w, x.w));
             }
-            atomicAdd(dst + c, x);
+            acc_add4(a.dv_acc, kv_off + 4 * c, x, a.fixed, a.overflow);
           }
         }
         if (a.dk_acc) {
-          float4* dst = reinterpret_cast<float4*>(a.dk_acc + kv_off);
           for (int c = 0; c < D / 4; c++) {
             float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
@@ -162,7 +162,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 1) bwd_simt_kernel(const attn_
               x = make_float4(fmaf(ds[i], qx.x, x.x), fmaf(ds[i], qx.y, x.y), fmaf(ds[i], qx.z, x.z),
                               fmaf(ds[i], qx.w, x.w));
             }
-            atomicAdd(dst + c, make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale));
+            acc_add4(a.dk_acc, kv_off + 4 * c, make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale),
+                     a.fixed, a.overflow);
           }
         }
       }
@@ -211,11 +212,23 @@ __global__ void bwd_add_kernel(T* dst, const float* src, int64_t n) {
     dst[i] = from_f32<T>(to_f32(dst[i]) + src[i]);
 }
 
+// dst[i] += src[i] 2^-40 (fixed-point scratch into type t); NaN everywhere when a partial overflowed.
 template <typename T>
-cudaError_t add_into(void* dst, const float* src, int64_t n, int sm_count, cudaStream_t st) {
+__global__ void bwd_add_fixed_kernel(T* dst, const long long* src, int64_t n, const unsigned* overflow) {
+  const bool bad = *overflow != 0;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = from_f32<T>(bad ? NAN : to_f32(dst[i]) + __ll2float_rn(src[i]) * kFixInvScale);
+}
+
+template <typename T>
+cudaError_t add_into(void* dst, const void* src, const attn_bwd_args& a, int64_t n, int sm_count, cudaStream_t st) {
   if (!dst || !src || n == 0) return cudaSuccess;
   const int64_t blocks = std::min<int64_t>((n + 255) / 256, int64_t(std::max(1, sm_count)) * 8);
-  bwd_add_kernel<T><<<unsigned(blocks), 256, 0, st>>>(static_cast<T*>(dst), src, n);
+  if (a.fixed)
+    bwd_add_fixed_kernel<T><<<unsigned(blocks), 256, 0, st>>>(static_cast<T*>(dst),
+                                                               static_cast<const long long*>(src), n, a.overflow);
+  else
+    bwd_add_kernel<T><<<unsigned(blocks), 256, 0, st>>>(static_cast<T*>(dst), static_cast<const float*>(src), n);
   return cudaGetLastError();
 }
 
@@ -233,9 +246,9 @@ cudaError_t launch_simt(const attn_bwd_args& a, int sm_count, cudaStream_t st) {
 template <typename T>
 cudaError_t add_scratch(const attn_bwd_args& a, int sm_count, cudaStream_t st) {
   const int64_t n = int64_t(a.d.Tk) * a.d.Hkv * a.d.D;
-  const cudaError_t e = add_into<T>(a.dk, a.dk_acc, n, sm_count, st);
+  const cudaError_t e = add_into<T>(a.dk, a.dk_acc, a, n, sm_count, st);
   if (e != cudaSuccess) return e;
-  return add_into<T>(a.dv, a.dv_acc, n, sm_count, st);
+  return add_into<T>(a.dv, a.dv_acc, a, n, sm_count, st);
 }
 
 }  // namespace

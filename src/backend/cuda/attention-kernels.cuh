@@ -110,6 +110,35 @@ __device__ inline void red_add4(float* p, float4 x) {
                : "memory");
 }
 
+// The backward's dK / dV partials (attn_bwd_args::fixed): f32 atomics, or exact 64-bit fixed point. Integer
+// addition is associative, so fixed-point sums are the same bits whatever order the CTAs add in: GPU training is
+// reproducible run to run. A partial is rounded to a multiple of 2^-40 (below that it keeps f32's relative
+// precision only when |x| >= 2^-16); a partial of magnitude kFixLimit or more (or not finite) sets *overflow, and
+// the add kernel then writes NaN rather than a wrapped sum.
+constexpr float kFixScale = 0x1p40f, kFixInvScale = 0x1p-40f, kFixLimit = 0x1p10f;
+
+__device__ inline void red_add_u64(unsigned long long* p, long long x) {
+  asm volatile("red.global.add.u64 [%0], %1;\n" ::"l"(p), "l"(x) : "memory");
+}
+
+// acc[i..i+3] += x, acc f32 (fixed = false) or fixed-point int64 (fixed = true).
+__device__ inline void acc_add4(void* acc, int64_t i, float4 x, bool fixed, unsigned* overflow) {
+  if (!fixed) {
+    red_add4(static_cast<float*>(acc) + i, x);
+    return;
+  }
+  unsigned long long* p = static_cast<unsigned long long*>(acc) + i;
+  const bool ok = fabsf(x.x) < kFixLimit && fabsf(x.y) < kFixLimit && fabsf(x.z) < kFixLimit && fabsf(x.w) < kFixLimit;
+  if (!ok) {
+    atomicOr(overflow, 1u);
+    return;
+  }
+  red_add_u64(p, __float2ll_rn(x.x * kFixScale));
+  red_add_u64(p + 1, __float2ll_rn(x.y * kFixScale));
+  red_add_u64(p + 2, __float2ll_rn(x.z * kFixScale));
+  red_add_u64(p + 3, __float2ll_rn(x.w * kFixScale));
+}
+
 __device__ inline uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x = lo sits in the low half
   return *reinterpret_cast<const uint32_t*>(&h);
@@ -129,10 +158,10 @@ __device__ inline float dot_bf16x2(uint32_t a, uint32_t b, float acc) {
 
 // One unit of a tile's dK or dV: out(keys kg*16 + [0,16), cols cg*64 + [0,64)) = sum over the M stacked rows of
 // A[row][key] * B[row][col], with A = P or dS ([M][LP] bf16) and B = dO or Q ([M][LD] bf16); atomically added to
-// acc (Tk, Hkv, D) f32 at the keys' positions (padding slots skipped).
+// acc (Tk, Hkv, D) at the keys' positions (padding slots skipped): f32, or fixed point (acc_add4).
 template <int D, int LD, int LP>
-__device__ inline void grad_unit(const bf16* A, const bf16* B, int M, int kg, int cg, const int32_t* kp, float* acc,
-                                 int hk, int Hkv, int lane) {
+__device__ inline void grad_unit(const bf16* A, const bf16* B, int M, int kg, int cg, const int32_t* kp, void* acc,
+                                 bool fixed, unsigned* overflow, int hk, int Hkv, int lane) {
   float c[8][4];
 #pragma unroll
   for (int nt = 0; nt < 8; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
@@ -157,13 +186,13 @@ __device__ inline void grad_unit(const bf16* A, const bf16* B, int M, int kg, in
   const int g = lane >> 2, q = lane & 3;
   const bool odd = q & 1;
   const int32_t pos = kp[kg * 16 + g + (odd ? 8 : 0)];
-  float* dst = pos != kInvalidKey ? acc + (int64_t(pos) * Hkv + hk) * D + cg * 64 + (q & ~1) * 2 : nullptr;
+  const int64_t dst = pos != kInvalidKey ? (int64_t(pos) * Hkv + hk) * D + cg * 64 + (q & ~1) * 2 : -1;
 #pragma unroll
   for (int nt = 0; nt < 8; nt++) {
     const float s0 = odd ? c[nt][0] : c[nt][2], s1 = odd ? c[nt][1] : c[nt][3];
     const float r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
     const float4 x = odd ? make_float4(r0, r1, c[nt][2], c[nt][3]) : make_float4(c[nt][0], c[nt][1], r0, r1);
-    if (dst) red_add4(dst + nt * 8, x);
+    if (dst >= 0) acc_add4(acc, dst + nt * 8, x, fixed, overflow);
   }
 }
 

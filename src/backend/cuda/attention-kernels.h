@@ -53,8 +53,12 @@ struct attn_bwd_args {
   attn_dims d;
   attn_plan_view p;
   void* dq = nullptr;  // (Tq, Hq, D) t, +=; may be null
-  // f32 scratch (Tk, Hkv, D), zeroed by the caller; null when the matching gradient is not wanted.
-  float *dk_acc = nullptr, *dv_acc = nullptr;
+  // Scratch (Tk, Hkv, D), zeroed by the caller; null when the matching gradient is not wanted. f32, or int64
+  // fixed point when `fixed` (deterministic sums: acc_add4 in attention-kernels.cuh); overflow: one zeroed u32
+  // (fixed only) that a partial out of the fixed-point range sets.
+  void *dk_acc = nullptr, *dv_acc = nullptr;
+  bool fixed = false;
+  unsigned* overflow = nullptr;
   void *dk = nullptr, *dv = nullptr;  // (Tk, Hkv, D) t, += scratch at the end
   const void *dout = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
   const float* lse = nullptr;

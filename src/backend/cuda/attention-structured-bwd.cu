@@ -224,9 +224,9 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
     for (int u = warp; u < 2 * C::NU; u += W) {  // dV units, then dK units: 8 units for 8 warps
       const int unit = u % C::NU, kg = unit % (KT / 16), cg = unit / (KT / 16);
       if (u < C::NU) {
-        if (a.dv_acc) grad_unit<D, LD, LP>(Ps, Os, M, kg, cg, kp, a.dv_acc, hk, Hkv, lane);
+        if (a.dv_acc) grad_unit<D, LD, LP>(Ps, Os, M, kg, cg, kp, a.dv_acc, a.fixed, a.overflow, hk, Hkv, lane);
       } else if (a.dk_acc) {
-        grad_unit<D, LD, LP>(dSs, Qs, M, kg, cg, kp, a.dk_acc, hk, Hkv, lane);
+        grad_unit<D, LD, LP>(dSs, Qs, M, kg, cg, kp, a.dk_acc, a.fixed, a.overflow, hk, Hkv, lane);
       }
     }
     __syncthreads();  // buffer buf, its kpos / masks, Ps and dSs are rewritten next iteration

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/attention.h"
@@ -164,13 +166,14 @@ void need(const char* op, const void* p, const char* name) {
   if (!aligned16(p)) fail("{}: {} must be 16-byte aligned (vector loads)", op, name);
 }
 
-// f32 scratch of the backward (Tk, Hkv, D), zeroed; released (back to the cache, stream-ordered) on scope exit.
+// Scratch of the backward: n values of `bytes` each (f32 or int64 fixed point), zeroed; released (back to the
+// cache, stream-ordered) on scope exit.
 struct scratch {
-  float* p = nullptr;
-  scratch(bool want, size_t n) {
+  void* p = nullptr;
+  scratch(bool want, size_t n, size_t bytes) {
     if (!want || n == 0) return;
-    p = static_cast<float*>(alloc(n * sizeof(float)));
-    memset0(p, n * sizeof(float));
+    p = alloc(n * bytes);
+    memset0(p, n * bytes);
   }
   ~scratch() {
     if (p) release(p);
@@ -182,6 +185,20 @@ struct scratch {
 }  // namespace
 
 bool attention_plan_is_structured(const device_plan& plan) { return plan.structured && plan.sblocks; }
+
+namespace {
+int deterministic_mode = -1;  // -1: not read yet
+}
+
+bool deterministic_backward() {
+  if (deterministic_mode < 0) {
+    const char* e = std::getenv("GSA_CUDA_FAST_ATOMICS");
+    deterministic_mode = e && *e && std::string(e) != "0" ? 0 : 1;
+  }
+  return deterministic_mode == 1;
+}
+
+void set_deterministic_backward(bool on) { deterministic_mode = on ? 1 : 0; }
 
 bool attention_supported(int D, dtype t, std::string* why) {
   if (D != 64 && D != 128) {
@@ -289,8 +306,13 @@ void attention_backward(void* dq, void* dk, void* dv, const void* dout, const vo
   need(op, out, "out");
   need(op, lse, "lse");
   const size_t n_kv = size_t(Tk) * Hkv * D;
-  scratch dk_acc(dk != nullptr, n_kv), dv_acc(dv != nullptr, n_kv);
+  const bool fixed = deterministic_backward();
+  const size_t acc_bytes = fixed ? sizeof(int64_t) : sizeof(float);
+  scratch dk_acc(dk != nullptr, n_kv, acc_bytes), dv_acc(dv != nullptr, n_kv, acc_bytes);
+  scratch overflow(fixed, 4, sizeof(unsigned));
   detail::attn_bwd_args a;
+  a.fixed = fixed;
+  a.overflow = static_cast<unsigned*>(overflow.p);
   a.d = d;
   a.p = view(plan);
   choose_kernels(a.p, plan, d);

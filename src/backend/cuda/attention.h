@@ -49,6 +49,12 @@ bool attention_supported(int D, dtype t, std::string* why);
 // Overwrites out and lse.
 void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v, const device_plan& plan,
                        int Tq, int Tk, int q_offset, int Hq, int Hkv, int D, dtype t);
+// Whether the backward sums dk / dv partials in int64 fixed point, the same bits on every run (default), or with
+// f32 atomics, whose order shows in the last bits (the environment's GSA_CUDA_FAST_ATOMICS=1, or the setter: for
+// benchmarks and tests). A fixed-point partial of magnitude 2^10 or more turns dk / dv into NaN.
+bool deterministic_backward();
+void set_deterministic_backward(bool on);
+
 // dq (Tq,Hq,D) +=, dk, dv (Tk,Hkv,D) += (type t; any may be null). Needs the forward's out and lse.
 void attention_backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, const device_plan& plan, int Tq, int Tk, int q_offset,
