@@ -87,6 +87,21 @@ class backend {
     return false;
   }
 
+  // ---- paged KV for decoding (kv/kv-cache.h, pool mode). A pool (2 P frames, Hkv, D) of type act() holds
+  // pages of P rows: frame f holds K rows [2 f P, 2 f P + P) and then their V rows [2 f P + P, 2 (f + 1) P) (the
+  // host cache's page layout). A key is named by its K row r; its V row is r + P.
+  // kv_write: K row rows[i] = k row i and V row rows[i] + P = v row i, for k, v (n, Hkv, D) of type act().
+  virtual void kv_write(Tensor& pool, int page_rows, const std::vector<int64_t>& rows, const Tensor& k,
+                        const Tensor& v) = 0;
+  // Query row i of q (M, Hq, D) attends, per KV head h, to the K rows indices[indptr[i Hkv + h] ..
+  // indptr[i Hkv + h + 1]) of pool (any order), scale 1/sqrt(D), GQA: query head hq uses KV head hq / (Hq / Hkv).
+  // out (M, Hq * D) overwritten; a row with an empty list gets 0. The CPU reference is the host engine's kernel
+  // (backend/cpu/decode-attention.h).
+  virtual void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
+                                const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices) = 0;
+  // Why this backend cannot run decode_attention for these shapes ("" when it can).
+  virtual std::string decode_unsupported(int Hq, int Hkv, int D) const { return ""; }
+
   // ---- optimizer over flat f32 buffers of n values (the model keeps every parameter in one buffer).
   // decay (n, u8) or null; lowp (n, bf16) or null: the compute copy to refresh.
   virtual void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp,

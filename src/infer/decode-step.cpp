@@ -1,10 +1,12 @@
 // The batched decode step: one row per session through every layer, M = sessions (matmuls are M-row GEMMs, a
 // mat-vec for one session); per session: RoPE at its position, append K/V to its cache, select its keys,
 // decode attention over them. Logits only for a session's last queued row (or every row when recording).
+// Written once against the model's backend (backend/backend.h): on the CPU every op is the reference kernel on
+// host memory; on a device the activations, the K/V pools and the attention stay there, and only what the host
+// selection reads comes back (each layer's rotated q; gist keys as they are appended: kv-cache.h pool mode).
 #include <algorithm>
 #include <chrono>
 
-#include "backend/cpu/ops.h"
 #include "core/error.h"
 #include "infer/decode-attention.h"
 #include "infer/session.h"
@@ -13,11 +15,12 @@ namespace gsa::infer {
 
 namespace {
 
-const float* opt(const Tensor& t) { return t.empty() ? nullptr : t.f32(); }
-
-void add_inplace(float* y, const float* x, size_t n) {
-  for (size_t i = 0; i < n; i++) y[i] += x[i];
+Tensor upload_i32(backend& be, std::vector<int32_t>& v) {
+  return be.upload(Tensor::borrow(v.data(), {int64_t(v.size())}, dtype::i32), dtype::i32);
 }
+
+// Whether the method's key selection reads the row's query.
+bool selects_by_query(method m) { return m != method::full && m != method::streaming && m != method::gist; }
 
 }  // namespace
 
@@ -49,11 +52,14 @@ void run_pending(const std::vector<session*>& batch) {
     const llama_model& m = ss[0]->m_;
     const auto& c = m.config;
     for (session* s : ss) GSA_ASSERT(&s->m_ == &m, "sessions of one batch must share the model");
+    backend& be = m.ops();
+    const dtype at = be.act();
     const int M = int(ss.size()), C = int(c.hidden_size), I = int(c.intermediate_size);
     const int Hq = int(c.num_attention_heads), Hkv = int(c.num_key_value_heads), D = int(c.head_dim);
-    const int L = int(c.num_hidden_layers), V = int(c.vocab_size);
+    const int L = int(c.num_hidden_layers);
     const float eps = float(c.rms_norm_eps);
     std::vector<int32_t> ids(M), pos(M), rows(M);
+    bool host_q = false;
     for (int i = 0; i < M; i++) {
       session& s = *ss[i];
       auto tok = s.pending_.front();
@@ -67,59 +73,89 @@ void run_pending(const std::vector<session*>& batch) {
       pos[i] = s.s_.pos[rows[i]];
       s.resolve_budget();
       s.stats_.unfolded.assign(size_t(L) * Hkv, {});
+      host_q |= selects_by_query(s.opts_.meth);
     }
-    std::vector<float> x(size_t(M) * C), h(size_t(M) * C), rstd(M), q(size_t(M) * Hq * D), k(size_t(M) * Hkv * D),
-        v(size_t(M) * Hkv * D), att(size_t(M) * Hq * D), tmp(size_t(M) * C), gate(size_t(M) * I), up(size_t(M) * I);
-    cpu::embedding_forward(x.data(), ids.data(), m.w.embed.f32(), M, C);
+    const Tensor ids_t = upload_i32(be, ids), pos_t = upload_i32(be, pos);
+    const Tensor inv_freq = m.inv_freq_dev.empty()
+                                ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
+                                : m.inv_freq_dev;
+    Tensor x = be.alloc({M, C}, at), h = be.alloc({M, C}, at), rstd = be.alloc({M}, dtype::f32);
+    Tensor q = be.alloc({M, Hq, D}, at), k = be.alloc({M, Hkv, D}, at), v = be.alloc({M, Hkv, D}, at);
+    Tensor att = be.alloc({M, Hq * D}, at), tmp = be.alloc({M, C}, at);
+    Tensor gate = be.alloc({M, I}, at), up = be.alloc({M, I}, at);
+    be.embedding_forward(x, ids_t, m.w.embed);
     std::vector<std::vector<int32_t>> keys;
     std::vector<std::vector<kv::kv_addr>> addrs(Hkv);
     std::vector<std::vector<float>> weights;
+    std::vector<int64_t> indptr;
+    std::vector<int32_t> indices;
     std::vector<double> attended(M, 0.0);
     for (int l = 0; l < L; l++) {
       const layer_weights& lw = m.w.layers[l];
-      cpu::rmsnorm_forward(h.data(), rstd.data(), x.data(), lw.attn_norm.f32(), M, C, eps);
-      cpu::matmul_forward(q.data(), h.data(), lw.wq.f32(), opt(lw.bq), M, C, Hq * D);
-      cpu::matmul_forward(k.data(), h.data(), lw.wk.f32(), opt(lw.bk), M, C, Hkv * D);
-      cpu::matmul_forward(v.data(), h.data(), lw.wv.f32(), opt(lw.bv), M, C, Hkv * D);
-      cpu::rope_forward(q.data(), pos.data(), m.inv_freq.data(), M, Hq, D);
-      cpu::rope_forward(k.data(), pos.data(), m.inv_freq.data(), M, Hkv, D);
+      be.rmsnorm_forward(h, rstd, x, lw.attn_norm, eps);
+      be.matmul_forward(q, h, lw.wq, &lw.bq);
+      be.matmul_forward(k, h, lw.wk, &lw.bk);
+      be.matmul_forward(v, h, lw.wv, &lw.bv);
+      be.rope_forward(q, pos_t, inv_freq);
+      be.rope_forward(k, pos_t, inv_freq);
+      // The rows' queries where the host selection reads them (the same memory on the CPU).
+      const Tensor qh = host_q ? q.host(dtype::f32) : Tensor();
       for (int i = 0; i < M; i++) {
         session& s = *ss[i];
-        const float* qi = q.data() + size_t(i) * Hq * D;
-        s.store_kv(l, rows[i], k.data() + size_t(i) * Hkv * D, v.data() + size_t(i) * Hkv * D);
+        const float* qi = qh.empty() ? nullptr : qh.f32() + size_t(i) * Hq * D;
+        kv::kv_cache& cache = *s.cache_;
+        if (cache.pooled())
+          cache.append_rows(l, {s.addr_[rows[i]]}, k.slice_rows(i, i + 1), v.slice_rows(i, i + 1));
+        else
+          s.store_kv(l, rows[i], k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
         s.select_keys(l, rows[i], qi, keys);
         for (int hk = 0; hk < Hkv; hk++) {
-          addrs[hk].resize(keys[hk].size());
-          for (size_t j = 0; j < keys[hk].size(); j++) addrs[hk][j] = s.addr_[keys[hk][j]];
           attended[i] += double(keys[hk].size());
           s.stats_.bytes_read += int64_t(keys[hk].size()) * 2 * D * int64_t(sizeof(float));
         }
-        const bool h2o = s.opts_.meth == method::h2o;
-        decode_attention(att.data() + size_t(i) * Hq * D, qi, *s.cache_, l, addrs, Hq, h2o ? &weights : nullptr);
-        if (h2o) s.h2o_update(l, rows[i], weights);
+        Tensor out_i = att.slice_rows(i, i + 1);
+        if (cache.pooled()) {  // the lists as pool rows; the attention runs where the pool is
+          indptr.assign(1, 0);
+          indices.clear();
+          for (int hk = 0; hk < Hkv; hk++) {
+            for (int32_t p : keys[hk]) indices.push_back(int32_t(cache.pool_row(l, s.addr_[p])));
+            indptr.push_back(int64_t(indices.size()));
+          }
+          be.decode_attention(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size, indptr,
+                              indices);
+        } else {
+          for (int hk = 0; hk < Hkv; hk++) {
+            addrs[hk].resize(keys[hk].size());
+            for (size_t j = 0; j < keys[hk].size(); j++) addrs[hk][j] = s.addr_[keys[hk][j]];
+          }
+          const bool h2o = s.opts_.meth == method::h2o;
+          decode_attention(out_i.f32(), qi ? qi : q.f32() + size_t(i) * Hq * D, cache, l, addrs, Hq,
+                           h2o ? &weights : nullptr);
+          if (h2o) s.h2o_update(l, rows[i], weights);
+        }
         if (s.opts_.record) {
           if (l == 0) s.records_.push_back({rows[i], {}, {}});
           auto& rec = s.records_.back().keys;
           for (auto& kk : keys) rec.push_back(std::move(kk));
         }
       }
-      cpu::matmul_forward(tmp.data(), att.data(), lw.wo.f32(), opt(lw.bo), M, Hq * D, C);
-      add_inplace(x.data(), tmp.data(), x.size());
-      cpu::rmsnorm_forward(h.data(), rstd.data(), x.data(), lw.mlp_norm.f32(), M, C, eps);
-      cpu::matmul_forward(gate.data(), h.data(), lw.w_gate.f32(), nullptr, M, C, I);
-      cpu::matmul_forward(up.data(), h.data(), lw.w_up.f32(), nullptr, M, C, I);
-      cpu::swiglu_forward(gate.data(), gate.data(), up.data(), int64_t(M) * I);
-      cpu::matmul_forward(tmp.data(), gate.data(), lw.w_down.f32(), nullptr, M, I, C);
-      add_inplace(x.data(), tmp.data(), x.size());
+      be.matmul_forward(tmp, att, lw.wo, &lw.bo);
+      be.add_inplace(x, tmp);
+      be.rmsnorm_forward(h, rstd, x, lw.mlp_norm, eps);
+      be.matmul_forward(gate, h, lw.w_gate, nullptr);
+      be.matmul_forward(up, h, lw.w_up, nullptr);
+      be.swiglu_forward(gate, gate, up);
+      be.matmul_forward(tmp, gate, lw.w_down, nullptr);
+      be.add_inplace(x, tmp);
     }
-    cpu::rmsnorm_forward(h.data(), rstd.data(), x.data(), m.w.norm.f32(), M, C, eps);
+    be.rmsnorm_forward(h, rstd, x, m.w.norm, eps);
     for (int i = 0; i < M; i++) {
       session& s = *ss[i];
       if (s.has_pending() && !s.opts_.record) continue;
-      s.logits_.resize(V);
-      cpu::matmul_forward(s.logits_.data(), h.data() + size_t(i) * C, m.lm_head().f32(), nullptr, 1, C, V);
+      s.row_logits(h.slice_rows(i, i + 1));
       if (s.opts_.record) s.records_.back().logits = s.logits_;
     }
+    be.synchronize();
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     for (int i = 0; i < M; i++) {
       step_stats& st = ss[i]->stats_;

@@ -60,6 +60,22 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
   lay.tier = opts.tier;
   lay.file_path = opts.kv_file;
   lay.page_summaries = opts.meth == method::quest || opts.meth == method::moba;
+  if (!m.on_host() || opts.kv_pool) {
+    // The device path: rows in pools on the model's backend, selection on the host from the gist-key tiles.
+    const std::string where = m.ops().describe();
+    if (opts.meth == method::quest || opts.meth == method::moba || opts.meth == method::h2o)
+      fail("method {} does not run on {} yet (its selection reads page summaries or attention weights on the "
+           "host); use --device cpu, or one of full, gist, gsa, hgsa, streaming", method_name(opts.meth), where);
+    if (opts.tier != kv::page_tier::memory)
+      fail("--kv-tier {} keeps raw pages in host memory or a file; on {} use --kv-tier memory",
+           kv::page_tier_name(opts.tier), where);
+    const std::string why = m.ops().decode_unsupported(int(c.num_attention_heads), int(c.num_key_value_heads),
+                                                       int(c.head_dim));
+    if (!why.empty())
+      fail("this model cannot decode on {}: {} (it has {} query heads, {} KV heads, head dim {}); use --device cpu",
+           where, why, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    lay.rows_on = &m.ops();
+  }
   if (opts.tier == kv::page_tier::drop && opts.meth != method::gist && opts.meth != method::streaming)
     fail("--kv-tier drop frees raw pages that leave the window, so only methods that never look back at them can "
          "run (gist, streaming); {} needs memory or file", method_name(opts.meth));
@@ -167,9 +183,12 @@ void session::prefill(const std::vector<int32_t>& raw) {
   forward_state st;
   forward(m_, st, s_.ids, s_.pos, {}, &plans);
   const int Hkv = int(m_.config.num_key_value_heads);
-  const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim), C = int(m_.config.hidden_size);
-  const int V = int(m_.config.vocab_size);
+  const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim);
   for (int l = 0; l < L; l++) {
+    if (cache_->pooled()) {
+      cache_->append_rows(l, addr_, st.layers[l].k, st.layers[l].v);
+      continue;
+    }
     const float* k = st.layers[l].k.f32();
     const float* v = st.layers[l].v.f32();
     for (int p = 0; p < T; p++) store_kv(l, p, k + size_t(p) * Hkv * D, v + size_t(p) * Hkv * D);
@@ -181,9 +200,22 @@ void session::prefill(const std::vector<int32_t>& raw) {
       std::copy_n(st.layers[l].q.f32() + size_t(T - h2o_obs_rows_) * Hq * D, size_t(h2o_obs_rows_) * Hq * D,
                   h2o_obs_q_.data() + size_t(l) * h2o_obs_rows_ * Hq * D);
   }
-  logits_.resize(V);
-  cpu::matmul_forward(logits_.data(), st.h_final.f32() + size_t(T - 1) * C, m_.lm_head().f32(), nullptr, 1, C, V);
+  row_logits(st.h_final.slice_rows(T - 1, T));
   prefill_rows_ = T;
+}
+
+void session::row_logits(const Tensor& h) {
+  backend& be = m_.ops();
+  const int64_t V = m_.config.vocab_size;
+  logits_.resize(size_t(V));
+  if (m_.on_host()) {  // straight into logits_
+    Tensor out = Tensor::borrow(logits_.data(), {1, V});
+    return be.matmul_forward(out, h, m_.lm_head(), nullptr);
+  }
+  Tensor out = be.alloc({1, V}, be.act());
+  be.matmul_forward(out, h, m_.lm_head(), nullptr);
+  Tensor host = out.host(dtype::f32);
+  std::copy_n(host.f32(), V, logits_.data());
 }
 
 bool session::unfold_prefill() const {
@@ -213,9 +245,25 @@ void session::fill_random(int n_raw, uint64_t seed) {
   const size_t table_n = size_t(1) << 20, row = size_t(Hkv) * D;
   std::vector<float> table(table_n + row);
   for (auto& x : table) x = r.normal();
-  for (int l = 0; l < L; l++)
-    for (int p = 0; p < s_.size(); p++)
-      store_kv(l, p, table.data() + r.below(table_n), table.data() + r.below(table_n));
+  if (cache_->pooled()) {  // rows built on the host in blocks, then moved to the pools
+    backend& be = m_.ops();
+    const int block = 4096;
+    for (int l = 0; l < L; l++)
+      for (int p0 = 0; p0 < s_.size(); p0 += block) {
+        const int n = std::min(block, s_.size() - p0);
+        Tensor k({n, Hkv, D}), v({n, Hkv, D});
+        for (int i = 0; i < n; i++) {
+          std::copy_n(table.data() + r.below(table_n), row, k.f32() + size_t(i) * row);
+          std::copy_n(table.data() + r.below(table_n), row, v.f32() + size_t(i) * row);
+        }
+        cache_->append_rows(l, std::vector<kv::kv_addr>(addr_.begin() + p0, addr_.begin() + p0 + n),
+                            be.upload(k, be.act()), be.upload(v, be.act()));
+      }
+  } else {
+    for (int l = 0; l < L; l++)
+      for (int p = 0; p < s_.size(); p++)
+        store_kv(l, p, table.data() + r.below(table_n), table.data() + r.below(table_n));
+  }
   if (opts_.meth == method::h2o) {
     h2o_obs_rows_ = std::min(s_.size(), 16);
     h2o_obs_q_.resize(size_t(L) * h2o_obs_rows_ * Hq * D);

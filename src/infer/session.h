@@ -94,6 +94,8 @@ class session {
   void queue_raw(int32_t id);
   void resolve_budget();
   void store_kv(int layer, int pos, const float* k, const float* v);
+  // Logits of one row h (1, C) of the model's backend into logits_.
+  void row_logits(const Tensor& h);
   // Key lists (Hkv) for row pos of layer l; q (Hq, D) rotated. Adds the selection cost to stats_.
   void select_keys(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
   void gsa_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 
+#include "backend/backend.h"
 #include "core/error.h"
 
 namespace gsa::kv {
@@ -37,6 +38,9 @@ kv_cache::kv_cache(const cache_layout& layout) : lay_(layout) {
     fail("kv_cache: bad layout ({} layers, {} KV heads, head dim {})", lay_.n_layers, lay_.n_kv_heads, lay_.head_dim);
   if (lay_.page_size <= 0) fail("kv_cache: page size {} must be positive", lay_.page_size);
   if (lay_.window_pages < 0 || lay_.sink < 0 || lay_.gist_levels < 0) fail("kv_cache: negative window, sink or levels");
+  if (lay_.rows_on && (lay_.tier != page_tier::memory || lay_.page_summaries))
+    fail("a KV cache on {} keeps every page in device memory and has no page summaries: use --kv-tier memory and "
+         "a method other than quest / moba there, or --device cpu", lay_.rows_on->describe());
   layers_.resize(lay_.n_layers);
   for (auto& l : layers_) {
     l.gists.resize(lay_.gist_levels);
@@ -64,6 +68,7 @@ kv_cache::~kv_cache() {
 page_tier kv_cache::page_state(int layer, int p) const { return layers_[layer].pages[p].tier; }
 
 const float* kv_cache::row(int layer, kv_addr a, int h, int which) const {
+  GSA_ASSERT(!lay_.rows_on, "a pooled KV cache keeps its rows on {}", lay_.rows_on->describe());
   const int Hkv = lay_.n_kv_heads, D = lay_.head_dim;
   const layer_cache& lc = layers_[layer];
   if (a.level >= 0) {
@@ -79,6 +84,7 @@ const float* kv_cache::row(int layer, kv_addr a, int h, int which) const {
 }
 
 void kv_cache::append_raw(int layer, const float* k, const float* v) {
+  GSA_ASSERT(!lay_.rows_on, "a pooled KV cache takes rows through append_rows");
   layer_cache& lc = layers_[layer];
   const int P = lay_.page_size;
   const size_t rowf = size_t(lay_.n_kv_heads) * lay_.head_dim;
@@ -98,8 +104,13 @@ void kv_cache::append_gist(int layer, int level, const float* k, const float* v)
   GSA_ASSERT(level >= 0 && level < lay_.gist_levels, "gist level {} of {}", level, lay_.gist_levels);
   gist_store& g = layers_[layer].gists[level];
   const size_t rowf = size_t(lay_.n_kv_heads) * lay_.head_dim;
+  GSA_ASSERT(!lay_.rows_on, "a pooled KV cache takes rows through append_rows");
   g.k.insert(g.k.end(), k, k + rowf);
   g.v.insert(g.v.end(), v, v + rowf);
+  add_tiles(g, k);
+}
+
+void kv_cache::add_tiles(gist_store& g, const float* k) {
   const int Hkv = lay_.n_kv_heads, D = lay_.head_dim, lane = int(g.n % gist_tile);
   for (int h = 0; h < Hkv; h++) {
     auto& t = g.kt[h];
@@ -108,6 +119,52 @@ void kv_cache::append_gist(int layer, int level, const float* k, const float* v)
     for (int d = 0; d < D; d++) tile[size_t(d) * gist_tile + lane] = k[size_t(h) * D + d];
   }
   g.n++;
+}
+
+int32_t kv_cache::new_frame(layer_cache& lc) { return lc.frames++; }
+
+void kv_cache::append_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k, const Tensor& v) {
+  GSA_ASSERT(lay_.rows_on, "append_rows needs a pooled KV cache");
+  backend& be = *lay_.rows_on;
+  layer_cache& lc = layers_[layer];
+  const int P = lay_.page_size, Hkv = lay_.n_kv_heads, D = lay_.head_dim;
+  const size_t rowf = size_t(Hkv) * D;
+  GSA_ASSERT(k.numel() == int64_t(at.size() * rowf) && v.numel() == k.numel(), "append_rows: {} rows, k {}",
+             at.size(), shape_str(k.shape()));
+  Tensor kh;  // host f32 keys, for the gist tiles
+  for (const kv_addr& a : at)
+    if (a.level >= 0 && kh.empty()) kh = k.host(dtype::f32);
+  std::vector<int64_t> rows(at.size());
+  for (size_t i = 0; i < at.size(); i++) {
+    const kv_addr a = at[i];
+    if (a.level < 0) {
+      GSA_ASSERT(a.index == lc.n_raw, "raw row {} appended as {}", lc.n_raw, a.index);
+      if (lc.n_raw % P == 0) {
+        lc.pages.emplace_back();
+        lc.pages.back().frame = new_frame(lc);
+      }
+      lc.n_raw++;
+    } else {
+      GSA_ASSERT(a.level < lay_.gist_levels, "gist level {} of {}", a.level, lay_.gist_levels);
+      gist_store& g = lc.gists[a.level];
+      GSA_ASSERT(a.index == g.n, "gist row {} of level {} appended as {}", g.n, a.level, a.index);
+      if (g.n % P == 0) g.frames.push_back(new_frame(lc));
+      add_tiles(g, kh.f32() + i * rowf);
+    }
+    rows[i] = pool_row(layer, a);
+  }
+  const int64_t need = int64_t(lc.frames) * 2 * P;
+  if (lc.pool.empty() || lc.pool.dim(0) < need) {  // grow by doubling; the old frames keep their rows
+    int64_t cap = lc.pool.empty() ? int64_t(2) * P * 4 : lc.pool.dim(0);
+    while (cap < need) cap *= 2;
+    Tensor grown = be.alloc({cap, Hkv, D}, be.act());
+    if (!lc.pool.empty()) {
+      Tensor head = grown.slice_rows(0, lc.pool.dim(0));
+      be.copy(head, lc.pool);
+    }
+    lc.pool = grown;
+  }
+  be.kv_write(lc.pool, P, rows, k, v);
 }
 
 void kv_cache::page_completed(int layer, int p) {
@@ -178,6 +235,12 @@ cache_bytes kv_cache::bytes() const {
   cache_bytes b;
   const int64_t page_bytes = int64_t(page_floats()) * sizeof(float);
   for (const auto& lc : layers_) {
+    if (lay_.rows_on) {
+      b.device += int64_t(lc.pool.nbytes());
+      for (const auto& t : lc.gists)
+        for (const auto& kt : t.kt) b.scoring += int64_t(kt.size()) * sizeof(float);
+      continue;
+    }
     for (const auto& pg : lc.pages) {
       if (pg.tier == page_tier::memory) b.resident += page_bytes;
       else if (pg.tier == page_tier::file) b.file += page_bytes;

@@ -15,10 +15,23 @@
 //  * optional page summaries (per complete page and KV head: min, max and mean key) for Quest / MoBA routers.
 // Rows are appended in order (raw index order, gist order per level); nothing is ever overwritten.
 // Addresses: kv_addr {level -1, raw token index} or {level l, gist index in store l}.
+//
+// Pool mode (layout.rows_on set: a session on a device, or a CPU test of that path): the K/V rows live in one
+// pool per layer on that backend (backend.h kv_write / decode_attention: frames of 2 P rows, K then V, the
+// layout of a host page). Raw page p and gist page j of level l (gists [j P, (j + 1) P)) are frames, allocated in
+// the order rows arrive; the page table (raw and per gist level) maps pages to frames. The host keeps the page
+// tables and the transposed gist-key tiles (scoring reads them: selection is on the host for now), not the rows.
+// Memory tier only, no page summaries (quest / moba), no host row access (key() / value()).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "core/tensor.h"
+
+namespace gsa {
+class backend;
+}
 
 namespace gsa::kv {
 
@@ -35,6 +48,7 @@ struct cache_layout {
   page_tier tier = page_tier::memory;
   std::string file_path;    // tier file: the backing file ("" -> an unlinked temporary file in /tmp)
   bool page_summaries = false;
+  backend* rows_on = nullptr;  // pool mode: the backend whose memory holds the rows (see above)
 };
 
 struct kv_addr {
@@ -47,7 +61,8 @@ struct cache_bytes {
   int64_t file = 0;      // pages in the backing file
   int64_t dropped = 0;   // pages freed (their K/V no longer exist)
   int64_t scoring = 0;   // the transposed gist-key tiles (resident, a copy: not part of total())
-  int64_t total() const { return resident + file; }  // what the cache holds anywhere
+  int64_t device = 0;    // pool mode: the pools' capacity on the rows' backend (GPU memory for a GPU session)
+  int64_t total() const { return resident + file + device; }  // what the cache holds anywhere
 };
 
 constexpr int gist_tile = 16;  // gists per scoring tile
@@ -82,6 +97,20 @@ class kv_cache {
   const float* page_kmax(int layer) const { return layers_[layer].kmax.data(); }
   const float* page_kmean(int layer) const { return layers_[layer].kmean.data(); }
 
+  // Pool mode: appends rows already on the pool's backend: row i of k, v (n, Hkv, D), of the backend's act()
+  // type, is at[i], each the next raw index of the layer or the next row of its level's store. Gist keys are
+  // copied to the host for the scoring tiles.
+  void append_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k, const Tensor& v);
+  bool pooled() const { return lay_.rows_on != nullptr; }
+  // Pool mode: the K row of an appended address in pool(layer) (its V row is page_size rows later).
+  int64_t pool_row(int layer, kv_addr a) const {
+    const int P = lay_.page_size;
+    const layer_cache& lc = layers_[layer];
+    const int32_t f = a.level < 0 ? lc.pages[a.index / P].frame : lc.gists[a.level].frames[a.index / P];
+    return int64_t(f) * 2 * P + a.index % P;
+  }
+  const Tensor& pool(int layer) const { return layers_[layer].pool; }
+
   cache_bytes bytes() const;
   int64_t row_bytes() const { return int64_t(lay_.n_kv_heads) * lay_.head_dim * sizeof(float); }  // one K row
 
@@ -90,21 +119,27 @@ class kv_cache {
     page_tier tier = page_tier::memory;
     std::vector<float> data;  // memory: K (P, Hkv, D) then V (P, Hkv, D)
     int64_t file_offset = -1; // file: byte offset of the same layout
+    int32_t frame = -1;       // pool mode: the page's frame in the layer's pool
   };
   struct gist_store {
     int64_t n = 0;
     std::vector<float> k, v;  // (n, Hkv, D)
     std::vector<std::vector<float>> kt;  // (Hkv) tiles (ceil(n / gist_tile), D, gist_tile)
+    std::vector<int32_t> frames;         // pool mode: gist page j -> frame
   };
   struct layer_cache {
     int n_raw = 0;
     std::vector<page> pages;  // the page table
     std::vector<gist_store> gists;
     std::vector<float> kmin, kmax, kmean;
+    Tensor pool;         // pool mode: (capacity frames * 2 P, Hkv, D) on lay_.rows_on
+    int32_t frames = 0;  // frames in use
   };
 
   const float* row(int layer, kv_addr a, int h, int which) const;
   void page_completed(int layer, int p);
+  void add_tiles(gist_store& g, const float* k);
+  int32_t new_frame(layer_cache& lc);
   void retire(int layer, int p);
   void ensure_mapped(int64_t end);
   size_t page_floats() const { return size_t(2) * lay_.page_size * lay_.n_kv_heads * lay_.head_dim; }

@@ -2,9 +2,11 @@
 // f32 only; tensors are host memory, so every op is a direct call.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "backend/backend.h"
+#include "backend/cpu/decode-attention.h"
 #include "core/error.h"
 
 namespace gsa {
@@ -108,6 +110,39 @@ class cpu_impl final : public backend {
     cpu::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
                             lse.f32(), plan, int(q.dim(0)), int(k.dim(0)), q_offset, int(q.dim(1)), int(k.dim(1)),
                             int(q.dim(2)));
+  }
+
+  void kv_write(Tensor& pool, int page_rows, const std::vector<int64_t>& rows, const Tensor& k,
+                const Tensor& v) override {
+    const size_t rowf = size_t(pool.numel() / std::max<int64_t>(1, pool.dim(0)));
+    GSA_ASSERT(k.numel() == int64_t(rows.size() * rowf) && v.numel() == k.numel(), "kv_write of {} rows", rows.size());
+    for (size_t i = 0; i < rows.size(); i++) {
+      GSA_ASSERT(rows[i] >= 0 && rows[i] + page_rows < pool.dim(0), "pool row {} of {}", rows[i], pool.dim(0));
+      std::memcpy(pool.f32() + size_t(rows[i]) * rowf, k.f32() + i * rowf, rowf * sizeof(float));
+      std::memcpy(pool.f32() + size_t(rows[i] + page_rows) * rowf, v.f32() + i * rowf, rowf * sizeof(float));
+    }
+  }
+  void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
+                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices) override {
+    const int M = int(q.dim(0)), Hq = int(q.dim(1)), D = int(q.dim(2)), Hkv = int(pool.dim(1));
+    GSA_ASSERT(int64_t(indptr.size()) == int64_t(M) * Hkv + 1 && out.numel() == int64_t(M) * Hq * D,
+               "decode_attention: {} list bounds for {} rows of {} KV heads", indptr.size(), M, Hkv);
+    struct pool_rows {
+      const float* k;
+      const float* v;
+      const int32_t* idx;
+      const int64_t* ptr;
+      size_t rowf;
+      int D;
+      int count(int h) const { return int(ptr[h + 1] - ptr[h]); }
+      const float* key(int h, int j) const { return k + size_t(idx[ptr[h] + j]) * rowf + size_t(h) * D; }
+      const float* value(int h, int j) const { return v + size_t(idx[ptr[h] + j]) * rowf + size_t(h) * D; }
+    };
+    const size_t rowf = size_t(Hkv) * D;
+    for (int i = 0; i < M; i++)
+      cpu::decode_attention_rows(out.f32() + size_t(i) * Hq * D, q.f32() + size_t(i) * Hq * D, Hq, Hkv, D,
+                                 pool_rows{pool.f32(), pool.f32() + size_t(page_rows) * rowf, indices.data(),
+                                           indptr.data() + size_t(i) * Hkv, rowf, D});
   }
 
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp, int64_t t,

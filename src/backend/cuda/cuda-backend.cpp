@@ -4,7 +4,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "backend/cuda/attention.h"
+#include "backend/cuda/decode-attention.h"
+#include "backend/cuda/kv-pages.h"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/runtime.h"
 #include "backend/cuda/select.h"
@@ -183,6 +188,77 @@ class cuda_impl final : public backend {
     a.cfg = &cfg;
     select_blocks(a, selected, unfolds);
     return true;
+  }
+
+  void kv_write(Tensor& pool, int page_rows, const std::vector<int64_t>& rows, const Tensor& k,
+                const Tensor& v) override {
+    on_device(pool, "KV pool");
+    const int64_t row_elems = pool.numel() / std::max<int64_t>(1, pool.dim(0));
+    GSA_ASSERT(pool.type() == k.type() && k.type() == v.type(), "kv_write: pool {} and rows {} / {} differ",
+               dtype_name(pool.type()), dtype_name(k.type()), dtype_name(v.type()));
+    GSA_ASSERT(k.numel() == int64_t(rows.size()) * row_elems && v.numel() == k.numel(), "kv_write of {} rows",
+               rows.size());
+    if (rows.empty()) return;
+    Tensor r = upload(Tensor::borrow(const_cast<int64_t*>(rows.data()), {int64_t(rows.size())}, dtype::i64),
+                      dtype::i64);
+    cuda::kv_write(pool.raw(), static_cast<const int64_t*>(r.raw()), k.raw(), v.raw(), int(rows.size()),
+                   int(row_elems), page_rows, int(dtype_size(pool.type())));
+  }
+  std::string decode_unsupported(int Hq, int Hkv, int D) const override {
+    decode_params p;
+    p.batch = 1;
+    p.n_q_heads = Hq;
+    p.n_kv_heads = Hkv;
+    p.head_dim = D;
+    p.kv_dtype = act_ == dtype::f32 ? decode_dtype::f32 : decode_dtype::bf16;
+    p.q_stride_b = int64_t(Hq) * D;
+    p.q_stride_h = D;
+    p.kv_stride_t = int64_t(Hkv) * D;
+    p.kv_stride_h = D;
+    std::string why;
+    return decode_supported(p, &why) ? "" : why;
+  }
+  void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
+                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices) override {
+    on_device(q, "decode query");
+    on_device(pool, "KV pool");
+    const int M = int(q.dim(0)), Hq = int(q.dim(1)), D = int(q.dim(2)), Hkv = int(pool.dim(1));
+    GSA_ASSERT(int64_t(indptr.size()) == int64_t(M) * Hkv + 1 && out.numel() == int64_t(M) * Hq * D,
+               "decode_attention: {} list bounds for {} rows of {} KV heads", indptr.size(), M, Hkv);
+    GSA_ASSERT(q.type() == act_ && pool.type() == act_ && out.type() == act_, "decode_attention types");
+    if (M == 0) return;
+    int64_t longest = 0;
+    for (int i = 0; i + 1 < int(indptr.size()); i++) longest = std::max(longest, indptr[i + 1] - indptr[i]);
+    Tensor ptr = upload(Tensor::borrow(const_cast<int64_t*>(indptr.data()), {int64_t(indptr.size())}, dtype::i64),
+                        dtype::i64);
+    static const int32_t none = 0;  // an empty list set still needs a valid pointer
+    Tensor idx = upload(Tensor::borrow(const_cast<int32_t*>(indices.empty() ? &none : indices.data()),
+                                       {int64_t(std::max<size_t>(1, indices.size()))}, dtype::i32),
+                        dtype::i32);
+    decode_params p;
+    p.batch = M;
+    p.n_q_heads = Hq;
+    p.n_kv_heads = Hkv;
+    p.head_dim = D;
+    p.kv_dtype = p.out_dtype = act_ == dtype::f32 ? decode_dtype::f32 : decode_dtype::bf16;
+    p.scale = 1.0f / std::sqrt(float(D));
+    p.q = q.raw();
+    p.q_stride_b = int64_t(Hq) * D;
+    p.q_stride_h = D;
+    p.k = pool.raw();
+    p.v = static_cast<const char*>(pool.raw()) + size_t(page_rows) * Hkv * D * dtype_size(act_);
+    p.kv_stride_t = int64_t(Hkv) * D;
+    p.kv_stride_h = D;
+    p.indptr = static_cast<const int64_t*>(ptr.raw());
+    p.indices = static_cast<const int32_t*>(idx.raw());
+    p.out = out.raw();
+    p.o_stride_b = int64_t(Hq) * D;
+    p.o_stride_h = D;
+    decode_plan_options po;
+    po.num_sms = ctx().sm_count;
+    const decode_plan plan = plan_decode(p, longest, po);
+    Tensor ws = plan.workspace_bytes ? alloc({int64_t(plan.workspace_bytes)}, dtype::u8) : Tensor();
+    run_decode(p, plan, ws.empty() ? nullptr : ws.raw(), ctx().stream);
   }
 
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp, int64_t t,

@@ -1,0 +1,13 @@
+// Paged KV rows for decoding on CUDA (backend::kv_write, kv/kv-cache.h pool mode). Host-side header.
+// pool (frames * 2P rows, row_elems) of element size esize (2: bf16, 4: f32): K row rows[i] = k row i and V row
+// rows[i] + P = v row i, for i < n; rows (n) int64 on the device; k, v (n, row_elems) on the device. Runs on
+// ctx().stream; asynchronous.
+#pragma once
+#include <cstdint>
+
+namespace gsa::cuda {
+
+void kv_write(void* pool, const int64_t* rows, const void* k, const void* v, int n, int row_elems, int page_rows,
+              int esize);
+
+}  // namespace gsa::cuda
