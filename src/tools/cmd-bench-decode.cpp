@@ -14,6 +14,7 @@
 #include "gist/config.h"
 #include "infer/session.h"
 #include "tools/commands.h"
+#include "tools/model-device.h"
 
 namespace gsa::tools {
 
@@ -26,7 +27,11 @@ struct bench_args {
   int64_t budget = -1;
   int topk = -1;
   bool json = false;
+  device_options dev;
 };
+
+// The methods a GPU session runs so far (docs/decode.md): the default list on --device cuda.
+constexpr const char* kGpuMethods = "full,gsa,hgsa,gist,streaming";
 
 // The `small` preset: ~40M parameters, a one-level GSA config (c = 16, g = 1), 128k positions.
 llama_model preset_model(const std::string& name) {
@@ -68,16 +73,19 @@ int run_bench(const bench_args& a) {
   if (a.steps < 1 || a.steps > 100000) fail("--steps {} must be in 1 .. 100000", a.steps);
   auto lengths = parse_lengths(a.contexts, "--context");
   std::vector<infer::method> methods;
-  for (auto& n : split(a.methods)) methods.push_back(infer::method_from_name(n));
-  llama_model m = a.preset.empty() ? load_model(a.model) : preset_model(a.preset);
+  const bool on_gpu = a.dev.device != "cpu";
+  for (auto& n : split(on_gpu && a.methods == bench_args().methods ? kGpuMethods : a.methods))
+    methods.push_back(infer::method_from_name(n));
+  llama_model m = model_on_device(a.preset.empty() ? load_model(a.model) : preset_model(a.preset), a.dev);
   const bool random_kv = !a.preset.empty();
   int64_t weight_bytes = 0;
   for (auto& [name, t] : m.parameters())
     if (name != "model.embed_tokens.weight" || m.config.tie_word_embeddings) weight_bytes += int64_t(t->nbytes());
   if (!a.json)
-    fmt::print("# decode, {} ({:.1f}M parameters), cache {}, {} timed steps per cell\n"
+    fmt::print("# decode, {} ({:.1f}M parameters), {}, cache {}, {} timed steps per cell\n"
                "{:>10} {:>8} {:>10} {:>10} {:>12} {:>8}\n",
                random_kv ? "preset " + a.preset + ", random weights" : a.model, m.parameter_count() / 1e6,
+               m.ops().describe(),
                random_kv ? "filled with random keys and values (no real prefill)" : "prefilled with random tokens",
                a.steps, "method", "context", "ms/token", "attended", "KV bytes", "GB/s");
   nlohmann::json recs = nlohmann::json::array();
@@ -142,6 +150,7 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
   sub->add_option("--budget", a.budget, "Attended raw KV tokens per step and KV head (default L / r)");
   sub->add_option("--topk", a.topk, "gsa/hgsa: chunks per query head");
   sub->add_flag("--json", a.json, "One JSON array of records");
+  add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_bench(a); }});
 }
 

@@ -16,6 +16,7 @@
 #include "infer/generate.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
+#include "tools/model-device.h"
 
 namespace gsa::tools {
 
@@ -31,6 +32,7 @@ struct generate_args {
   uint64_t seed = 0;
   std::vector<std::string> stop;
   bool show_unfolded = false, json = false;
+  device_options dev;
 };
 
 std::string read_file(const std::string& path) {
@@ -69,7 +71,7 @@ int run_generate(const generate_args& a) {
   o.prefill = infer::prefill_mode_from_name(a.prefill);
   infer::sampling samp{a.temperature, a.top_k, a.top_p, a.seed};
   samp.validate();
-  llama_model m = load_model(a.model);
+  llama_model m = model_on_device(load_model(a.model), a.dev);
   tokenizer tok = tokenizer::load(a.model);
   tok.check_fits_model(m.config.vocab_size, m.config.bos_token_id, m.config.eos_token_id, a.model);
   std::vector<int32_t> ctx, prompt = tok.encode(a.prompt);
@@ -183,6 +185,7 @@ void register_generate(CLI::App& app, command_list& cmds) {
   sub->add_option("--kv-file", a.kv_file, "Backing file for --kv-tier file (default: a temporary file)");
   sub->add_flag("--show-unfolded", a.show_unfolded, "Print the text of the chunks each step recalled");
   sub->add_flag("--json", a.json, "One JSON object: text, ids, per-step statistics");
+  add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_generate(a); }});
 }
 

@@ -20,6 +20,7 @@
 #include "infer/perplexity.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
+#include "tools/model-device.h"
 
 namespace gsa::tools {
 
@@ -32,6 +33,7 @@ struct ppl_args {
   std::string ratios = "8", json_out;
   int64_t context = 2048;
   int predict = 128, windows = 4;
+  device_options dev;
 };
 
 std::string read_text(const fs::path& p) {
@@ -58,8 +60,8 @@ std::string read_text(const fs::path& p) {
 
 int run_ppl(const ppl_args& a) {
   std::optional<llama_model> gm, fm;
-  gm.emplace(load_model(a.model));
-  if (!a.full_model.empty()) fm.emplace(load_model(a.full_model));
+  gm.emplace(model_on_device(load_model(a.model), a.dev));
+  if (!a.full_model.empty()) fm.emplace(model_on_device(load_model(a.full_model), a.dev));
   fs::path tpath = a.tokenizer_path.empty() ? fs::path(a.model) : fs::path(a.tokenizer_path);
   tokenizer tok = tokenizer::load(tpath);
   tok.check_fits_model(gm->config.vocab_size, gm->config.bos_token_id, gm->config.eos_token_id, a.model);
@@ -143,6 +145,7 @@ void register_perplexity(CLI::App& app, command_list& cmds) {
   sub->add_option("--predict", a.predict, "Tokens decoded and scored per window")->capture_default_str();
   sub->add_option("--windows", a.windows, "Windows spread over the text")->capture_default_str();
   sub->add_option("--json", a.json_out, "Write the records as a JSON array here");
+  add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_ppl(a); }});
 }
 
