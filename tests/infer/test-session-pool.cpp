@@ -6,7 +6,9 @@
 #include <cmath>
 #include <string>
 
+#include "backend/backend.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "test-models.h"
@@ -46,6 +48,61 @@ void expect_same(const session& a, const session& b) {
     EXPECT_EQ(a.records()[i].keys, b.records()[i].keys) << "row " << a.records()[i].pos;
     EXPECT_EQ(a.records()[i].logits, b.records()[i].logits) << "row " << a.records()[i].pos;
   }
+}
+
+// The pool-mode cache itself, on the CPU backend: every appended row reads back at pool_row (K) and pool_row + P
+// (V) after the pool has grown several times, the gist tiles equal the host cache's, bytes count the pool.
+TEST(SessionPool, PoolRowsAndTilesReadBack) {
+  kv::cache_layout lay;
+  lay.n_layers = 2;
+  lay.n_kv_heads = 2;
+  lay.head_dim = 4;
+  lay.page_size = 3;
+  lay.gist_levels = 2;
+  kv::kv_cache host(lay);
+  lay.rows_on = &cpu_backend();
+  kv::kv_cache pool(lay);
+  rng r(5);
+  const int row = 8;
+  std::vector<kv::kv_addr> at;
+  int raw = 0, gists[2] = {0, 0};
+  for (int i = 0; i < 70; i++) {
+    const int level = i % 5 == 4 ? (i % 10 == 9 ? 1 : 0) : -1;
+    at.push_back({int8_t(level), level < 0 ? raw++ : gists[level]++});
+  }
+  for (int l = 0; l < 2; l++) {
+    Tensor k({int64_t(at.size()), 2, 4}), v({int64_t(at.size()), 2, 4});
+    for (int64_t i = 0; i < k.numel(); i++) k.f32()[i] = r.normal(), v.f32()[i] = r.normal();
+    // In pieces of 1..9 rows, so the pool grows between appends.
+    for (size_t i0 = 0, n = 1; i0 < at.size(); i0 += n, n = n % 9 + 1) {
+      const size_t i1 = std::min(at.size(), i0 + n);
+      pool.append_rows(l, std::vector<kv::kv_addr>(at.begin() + i0, at.begin() + i1), k.slice_rows(i0, i1),
+                       v.slice_rows(i0, i1));
+    }
+    for (size_t i = 0; i < at.size(); i++) {
+      if (at[i].level < 0) host.append_raw(l, k.f32() + i * row, v.f32() + i * row);
+      else host.append_gist(l, at[i].level, k.f32() + i * row, v.f32() + i * row);
+    }
+    for (size_t i = 0; i < at.size(); i++) {
+      const int64_t pr = pool.pool_row(l, at[i]);
+      for (int e = 0; e < row; e++) {
+        ASSERT_EQ(pool.pool(l).f32()[pr * row + e], k.f32()[i * row + e]) << i;
+        ASSERT_EQ(pool.pool(l).f32()[(pr + 3) * row + e], v.f32()[i * row + e]) << i;
+      }
+    }
+    for (int lv = 0; lv < 2; lv++) {
+      EXPECT_EQ(pool.gist_count(l, lv), host.gist_count(l, lv));
+      for (int h = 0; h < 2; h++) {
+        const int tiles = (host.gist_count(l, lv) + kv::gist_tile - 1) / kv::gist_tile;
+        const float* a = pool.gist_key_tiles(l, lv, h);
+        const float* b = host.gist_key_tiles(l, lv, h);
+        EXPECT_TRUE(std::equal(a, a + size_t(tiles) * 4 * kv::gist_tile, b));
+      }
+    }
+  }
+  EXPECT_EQ(pool.raw_count(1), raw);
+  EXPECT_EQ(pool.bytes().device, pool.pool(0).nbytes() + pool.pool(1).nbytes());
+  EXPECT_EQ(pool.bytes().resident, 0);
 }
 
 TEST(SessionPool, EqualsTheHostCacheBitForBit) {
