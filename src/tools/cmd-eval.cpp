@@ -34,6 +34,7 @@
 #include "infer/session.h"
 #include "io/atomic-file.h"
 #include "tools/commands.h"
+#include "tools/model-device.h"
 
 namespace gsa::tools {
 
@@ -48,6 +49,7 @@ struct eval_args {
   bool by_depth = false, progress = false, show = false, longbench_e = false;
   std::string pred_dir;
   bool max_tokens_given = false, template_given = false;
+  device_options dev;
 };
 
 std::string duration(double s) {
@@ -297,9 +299,9 @@ int run_eval_cmd(const eval_args& a) {
     fail("--longbench-e and --pred-dir apply to --jsonl (a LongBench file)");
   }
 
-  llama_model model = load_model(a.model);
+  llama_model model = model_on_device(load_model(a.model), a.dev);
   llama_model full;
-  if (!a.full_model.empty()) full = load_model(a.full_model);
+  if (!a.full_model.empty()) full = model_on_device(load_model(a.full_model), a.dev);
   tokenizer tok = tokenizer::load(a.tok_path.empty() ? a.model : a.tok_path);
   tok.check_fits_model(model.config.vocab_size, model.config.bos_token_id, model.config.eos_token_id, a.model);
   if (!a.full_model.empty())
@@ -406,6 +408,7 @@ void register_eval(CLI::App& app, command_list& cmds) {
   sub->add_option("--pred-dir", a.pred_dir,
                   "--jsonl: write LongBench prediction files DIR/<method>-<length>/<dataset>.jsonl (for gsa score "
                   "or LongBench's eval.py)");
+  add_device_options(sub, a.dev);
   cmds.push_back({sub, [max_tokens, tmpl] {
                     a.max_tokens_given = max_tokens->count() > 0;
                     a.template_given = tmpl->count() > 0;
