@@ -6,6 +6,7 @@
 
 #include <fstream>
 
+#include "backend/cuda/attention.h"
 #include "backend/cuda/runtime.h"
 #include "model/llama.h"
 #include "train/trainer.h"
@@ -71,12 +72,18 @@ std::string file_bytes(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-// Resume is bit-exact on the GPU: the attention backward sums dk / dv in fixed point (docs/cuda.md), every other
+// Resume is bit-exact on the GPU in deterministic mode: the attention backward sums dk / dv in fixed point
+// (GSA_CUDA_DETERMINISTIC=1, docs/cuda.md), every other
 // op is deterministic, and the checkpoint restores master weights, moments and the data position exactly. So a
 // killed and resumed run logs the same losses, to the bit, as the uninterrupted one and ends with the same
 // weights, in f32 and bf16, unfold (generic kernels) and compress (structured kernels).
 TEST(CudaTrain, KilledAndResumedRunIsBitExact) {
   REQUIRE_GPU();
+  struct deterministic_scope {  // GSA_CUDA_DETERMINISTIC=1 for this test
+    bool was = cuda::deterministic_backward();
+    deterministic_scope() { cuda::set_deterministic_backward(true); }
+    ~deterministic_scope() { cuda::set_deterministic_backward(was); }
+  } on;
   struct variant {
     const char* precision;
     const char* mode;

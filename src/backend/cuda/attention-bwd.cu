@@ -6,10 +6,11 @@
 // row; dS = P * (dout v^T - D_i). dq of the CTA's rows is accumulated in registers and added to dq once (the rows
 // belong to this CTA alone: deterministic). dk += scale * dS^T q and
 // dv += P^T dout are added with atomics into scratch (Tk, Hkv, D), which attention.cpp zeroes before and
-// bwd_add_kernel adds into dk / dv after. The scratch is int64 fixed point by default (attn_bwd_args::fixed,
-// acc_add4): integer sums do not depend on the order the CTAs add in, so dk / dv are the same bits on every run.
-// With fixed off (GSA_CUDA_FAST_ATOMICS=1) it is f32 and the order shows in the last bits. A key-major pass (an
-// inverse plan: for each key tile the blocks that see it, dk / dv in registers, FlashAttention-2 style) would need
+// bwd_add_kernel adds into dk / dv after. The scratch is f32 by default: the order of the atomics shows in the last
+// bits. With attn_bwd_args::fixed (GSA_CUDA_DETERMINISTIC=1) it is int64 fixed point (acc_add4): integer sums do
+// not depend on the order the CTAs add in, so dk / dv are the same bits on every run, at 4 scalar 64-bit atomics
+// per 4 values instead of one vector f32 atomic. A key-major pass (an inverse plan: for each key tile the blocks
+// that see it, dk / dv in registers, FlashAttention-2 style) would need
 // neither; it is not built.
 //
 // bf16: the tensor-core kernel of attention-bwd-mma.cu. f32 (this file): CUDA cores in f32, W = 1..8 warps of 8

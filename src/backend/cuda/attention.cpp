@@ -192,8 +192,8 @@ int deterministic_mode = -1;  // -1: not read yet
 
 bool deterministic_backward() {
   if (deterministic_mode < 0) {
-    const char* e = std::getenv("GSA_CUDA_FAST_ATOMICS");
-    deterministic_mode = e && *e && std::string(e) != "0" ? 0 : 1;
+    const char* e = std::getenv("GSA_CUDA_DETERMINISTIC");
+    deterministic_mode = e && *e && std::string(e) != "0" ? 1 : 0;
   }
   return deterministic_mode == 1;
 }

@@ -49,9 +49,10 @@ bool attention_supported(int D, dtype t, std::string* why);
 // Overwrites out and lse.
 void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v, const device_plan& plan,
                        int Tq, int Tk, int q_offset, int Hq, int Hkv, int D, dtype t);
-// Whether the backward sums dk / dv partials in int64 fixed point, the same bits on every run (default), or with
-// f32 atomics, whose order shows in the last bits (the environment's GSA_CUDA_FAST_ATOMICS=1, or the setter: for
-// benchmarks and tests). A fixed-point partial of magnitude 2^10 or more turns dk / dv into NaN.
+// Whether the backward sums dk / dv partials in int64 fixed point, the same bits on every run, or with f32
+// atomics, whose order shows in the last bits (the default: fixed point costs 1.2-2.3x in the backward, see
+// docs/cuda.md). On with GSA_CUDA_DETERMINISTIC=1 in the environment, or the setter. In fixed point a partial of
+// magnitude 2^10 or more turns dk / dv into NaN.
 bool deterministic_backward();
 void set_deterministic_backward(bool on);
 
