@@ -180,26 +180,39 @@ void session::prefill(const std::vector<int32_t>& raw) {
     if (opts_.record) prefill_plans_.assign(L, *base);
     plans = [base](int, const layer_qk&) { return *base; };
   }
-  forward_state st;
-  forward(m_, st, s_.ids, s_.pos, {}, &plans);
   const int Hkv = int(m_.config.num_key_value_heads);
   const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim);
-  for (int l = 0; l < L; l++) {
-    if (cache_->pooled()) {
-      cache_->append_rows(l, addr_, st.layers[l].k, st.layers[l].v);
-      continue;
-    }
-    const float* k = st.layers[l].k.f32();
-    const float* v = st.layers[l].v.f32();
-    for (int p = 0; p < T; p++) store_kv(l, p, k + size_t(p) * Hkv * D, v + size_t(p) * Hkv * D);
-  }
   if (opts_.meth == method::h2o) {  // keep the last queries: the observation window of the first eviction
     h2o_obs_rows_ = std::min(T, 16);
     h2o_obs_q_.resize(size_t(L) * h2o_obs_rows_ * Hq * D);
-    for (int l = 0; l < L; l++)
-      std::copy_n(st.layers[l].q.f32() + size_t(T - h2o_obs_rows_) * Hq * D, size_t(h2o_obs_rows_) * Hq * D,
-                  h2o_obs_q_.data() + size_t(l) * h2o_obs_rows_ * Hq * D);
   }
+  // forward() keeps every layer's activations for a backward pass; a prefill needs each layer's K and V once.
+  // The plan callback of layer l runs when layer l - 1 is complete, so it moves that layer's K/V into the cache
+  // and drops its activations there (not its plan: the next layer may share it): the prefill holds two layers'
+  // activations at a time instead of every layer's (what lets a long context prefill on the GPU).
+  forward_state st;
+  auto take = [&](int l) {
+    layer_acts& a = st.layers[size_t(l)];
+    if (cache_->pooled()) {
+      cache_->append_rows(l, addr_, a.k, a.v);
+    } else {
+      const float* k = a.k.f32();
+      const float* v = a.v.f32();
+      for (int p = 0; p < T; p++) store_kv(l, p, k + size_t(p) * Hkv * D, v + size_t(p) * Hkv * D);
+    }
+    if (opts_.meth == method::h2o)
+      std::copy_n(a.q.f32() + size_t(T - h2o_obs_rows_) * Hq * D, size_t(h2o_obs_rows_) * Hq * D,
+                  h2o_obs_q_.data() + size_t(l) * h2o_obs_rows_ * Hq * D);
+    for (Tensor* t : {&a.x_in, &a.h_attn, &a.rstd_attn, &a.q, &a.k, &a.v, &a.attn, &a.lse, &a.x_mid, &a.h_mlp,
+                      &a.rstd_mlp, &a.gate, &a.up, &a.act})
+      *t = Tensor();
+  };
+  plan_provider stepped = [&](int layer, const layer_qk& qk) {
+    if (layer > 0) take(layer - 1);
+    return plans(layer, qk);
+  };
+  forward(m_, st, s_.ids, s_.pos, {}, &stepped);
+  take(L - 1);
   row_logits(st.h_final.slice_rows(T - 1, T));
   prefill_rows_ = T;
 }
