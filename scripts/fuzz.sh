@@ -13,10 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-12}
 shift || true
-all=(fuzz-safetensors fuzz-hf-config fuzz-tokenizer fuzz-shard fuzz-longbench fuzz-trainer-state)
+all=(fuzz-safetensors fuzz-hf-config fuzz-tokenizer fuzz-shard fuzz-longbench fuzz-trainer-state fuzz-qa-tasks
+     fuzz-score fuzz-serve-request)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
-B=build-fuzz
+B=${GSA_FUZZ_BUILD:-build-fuzz}  # another tree: GSA_FUZZ_BUILD=build-fuzz2
 CXX=$(command -v clang++)  # Debian 12: clang 14
 CC=$(command -v clang)
 t0=$(date +%s)
@@ -31,7 +32,8 @@ t1=$(date +%s)
 # --- seeds ---
 seeds=$B/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{fuzz-safetensors,fuzz-hf-config,fuzz-tokenizer,fuzz-shard,fuzz-longbench,fuzz-trainer-state} $B/work
+for t in "${all[@]}"; do mkdir -p "$seeds/$t"; done
+mkdir -p $B/work
 gsa=${GSA_BIN:-build/gsa}
 if [ ! -x "$gsa" ]; then
   cmake --build $B -j"$(nproc)" --target gsa
@@ -73,12 +75,39 @@ J
 cat >"$seeds/fuzz-longbench/lb-retrieval.jsonl" <<'J'
 {"input": "an abstract", "context": "Paragraph 1: x\nParagraph 2: y", "answers": ["Paragraph 2"], "length": 4, "dataset": "passage_retrieval_en", "language": "en", "all_classes": null, "_id": "r1"}
 J
+# QA task files (the record forms tasks-qa.cpp accepts) and haystack text (a few KB of our own prose).
+cat >"$seeds/fuzz-qa-tasks/qa.jsonl" <<'J'
+{"question": "Where is the Łazienki Park?", "answers": ["Warsaw"], "context": "Łazienki Park is in Warsaw."}
+{"input": "Who wrote it?", "answer": "Ann", "passages": [{"title": "A", "text": "Ann wrote it.", "is_supporting": true}, "A distractor.", {"paragraph_text": "Another one."}]}
+{"question": "What colour is the sky?", "answers": ["blue", "azure"], "passages": ["The sky is blue.", {"content": "Grass is green."}]}
+J
+head -c 3000 docs/testing.md >"$seeds/fuzz-qa-tasks/haystack.txt"
+# Prediction files of gsa score (eval.py's format), one per metric family.
+cat >"$seeds/fuzz-score/pred.jsonl" <<'J'
+{"pred": "Warsaw, Poland", "answers": ["Warsaw"], "all_classes": null, "length": 3100}
+{"pred": "Paragraph 3\nmore", "answers": ["Paragraph 3"], "all_classes": ["Location", "Individual"], "length": 5000}
+{"pred": "There are 2 paragraphs.", "answers": ["2"], "all_classes": null, "length": 9000}
+J
+cat >"$seeds/fuzz-score/code.jsonl" <<'J'
+{"pred": "    return a + b\n}", "answers": ["return a+b;"], "all_classes": ["Location", "Other location"], "length": 12}
+J
+# Request bodies of gsa serve: completions (text and token ids) and chat, with the fields the server reads.
+cat >"$seeds/fuzz-serve-request/completion.json" <<'J'
+{"model": "gsa", "prompt": "Once upon a time", "max_tokens": 32, "temperature": 0, "top_p": 0.9, "seed": 7, "stop": ["\n", "The"], "stream": true, "stream_options": {"include_usage": true}, "gsa": {"stats": true, "reuse": false}}
+J
+cat >"$seeds/fuzz-serve-request/ids.json" <<'J'
+{"model": "gsa", "prompt": [[1, 2, 3]], "max_tokens": 4, "n": 1, "echo": false, "logprobs": null, "suffix": ""}
+J
+cat >"$seeds/fuzz-serve-request/chat.json" <<'J'
+{"model": "gsa", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi Łódź"}]}, {"role": "assistant", "content": null}, {"role": "user", "content": "Again?"}], "max_completion_tokens": 8, "response_format": {"type": "text"}, "tools": []}
+J
 for f in $seeds/*; do [ -n "$(ls -A "$f")" ] || echo "fuzz.sh: no seeds for $(basename "$f") (it starts from nothing)"; done
 t2=$(date +%s)
 
 # --- runs ---
 declare -A max_len=([fuzz-safetensors]=131072 [fuzz-hf-config]=8192 [fuzz-tokenizer]=65536 [fuzz-shard]=65536
-                    [fuzz-longbench]=16384 [fuzz-trainer-state]=4096)
+                    [fuzz-longbench]=16384 [fuzz-trainer-state]=4096 [fuzz-qa-tasks]=16384 [fuzz-score]=16384
+                    [fuzz-serve-request]=16384)
 mkdir -p $B/artifacts $B/corpus
 export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0:abort_on_error=1:symbolize=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1

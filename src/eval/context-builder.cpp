@@ -5,6 +5,7 @@
 // next round. Units stay whole, so the result lands within about one unit of the target.
 #include "eval/context-builder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <unordered_map>
 
@@ -39,12 +40,13 @@ class builder {
 
   int64_t tokens(std::string_view s) { return std::max<int64_t>(0, int64_t(count_(s).size()) - base_); }
 
-  // Cost of unit i, estimated as it appears after a separator.
+  // Cost of unit i, estimated as it appears after a separator. At least 1: filling a budget with units that
+  // measure nothing (blank text under a word counter) would never end.
   int64_t unit_cost(size_t i) {
     while (costs_.size() <= i) {
       std::string u = plan_.unit(costs_.size());
       auto it = cache_.find(u);
-      int64_t c = it != cache_.end() ? it->second : (cache_[u] = tokens(plan_.sep + u));
+      int64_t c = it != cache_.end() ? it->second : (cache_[u] = std::max<int64_t>(1, tokens(plan_.sep + u)));
       costs_.push_back(c);
       cum_.push_back(cum_.back() + c);
       units_.push_back(std::move(u));

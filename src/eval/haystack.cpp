@@ -52,6 +52,10 @@ std::vector<std::string> split_sentences(const std::string& text) {
   return out;
 }
 
+std::vector<std::string> haystack_sentences(std::string_view file_text) {
+  return split_sentences(collapse_ws(file_text));
+}
+
 const haystack& load_haystack(const fs::path& dir) {
   static std::mutex mu;
   static std::map<std::string, std::unique_ptr<haystack>> cache;
@@ -74,7 +78,7 @@ const haystack& load_haystack(const fs::path& dir) {
     if (!in) fail("cannot read haystack file '{}'", f.string());
     std::stringstream ss;
     ss << in.rdbuf();
-    for (auto& s : split_sentences(collapse_ws(ss.str()))) h->sentences.push_back(std::move(s));
+    for (auto& s : haystack_sentences(ss.str())) h->sentences.push_back(std::move(s));
   }
   if (h->sentences.empty())
     fail("haystack directory '{}' holds no text (.txt files): pass --haystack DIR with a folder of .txt files",

@@ -4,6 +4,7 @@
 #pragma once
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace gsa::eval {
@@ -21,6 +22,8 @@ const haystack& load_haystack(const std::filesystem::path& dir);
 // brackets) followed by a space or the end of the text, or at a stop glued between a lowercase and an
 // uppercase letter ("end.Next", a lost paragraph break).
 std::vector<std::string> split_sentences(const std::string& text);
+// The sentences one haystack file contributes: its text with whitespace collapsed, split as above.
+std::vector<std::string> haystack_sentences(std::string_view file_text);
 
 // The passkey filler: "The grass is green. The sky is blue. ..." one sentence per unit, repeating.
 const std::vector<std::string>& noise_sentences();

@@ -103,7 +103,10 @@ std::vector<prediction_record> load_predictions(const std::filesystem::path& fil
     if (len != j.end()) {
       if (!len->is_number_integer())
         fail("{}: field 'length' must be an integer, got {}", where, len->type_name());
-      p.length = len->get<int64_t>();
+      // eval.py buckets any Python int; past 2^63 - 1 is 8k+ as well (get<int64_t> would wrap it negative: 0-4k).
+      p.length = len->is_number_unsigned() && len->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())
+                     ? std::numeric_limits<int64_t>::max()
+                     : len->get<int64_t>();
     } else if (longbench_e) {
       fail("{}: missing field 'length'; LongBench-E groups predictions by it (0-4k, 4-8k, 8k+)", where);
     }

@@ -2,6 +2,7 @@
 #include "eval/longbench.h"
 
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -74,6 +75,9 @@ longbench_record parse_longbench_line(std::string_view line, const std::string& 
   auto len = j.find("length");
   if (len == j.end()) fail("{}: missing field 'length'", where);
   if (!len->is_number_integer()) fail("{}: field 'length' must be an integer, got {}", where, len->type_name());
+  if (len->is_number_unsigned() && len->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+    fail("{}: field 'length' is {}, past 2^63 - 1; it counts the record's words or characters", where,
+         len->get<uint64_t>());
   r.length = len->get<int64_t>();
   if (r.length < 0) fail("{}: field 'length' is {}; it counts words or characters, so it is >= 0", where, r.length);
   r.dataset = str_field(j, "dataset", where, false);

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/json-util.h"
@@ -22,11 +23,6 @@ namespace gsa::eval::detail {
 namespace {
 
 using json = nlohmann::json;
-
-struct qa_record {
-  std::string question;
-  std::vector<std::string> answers, golden, others;
-};
 
 std::string passage_text(const json& p, const std::string& where) {
   if (p.is_string()) return p.get<std::string>();
@@ -43,7 +39,20 @@ std::string passage_text(const json& p, const std::string& where) {
   return text;
 }
 
-qa_record parse_qa(const std::string& line, const std::string& where) {
+// Whether a passage of a record is golden: is_supporting, when present, must be a boolean.
+bool supporting(const json& p, const std::string& where) {
+  if (!p.is_object()) return false;
+  auto it = p.find("is_supporting");
+  if (it == p.end() || it->is_null()) return false;
+  if (!it->is_boolean()) fail("{}: field 'is_supporting' of a passage must be true or false, got {}", where,
+                              it->type_name());
+  return it->get<bool>();
+}
+
+qa_record parse_qa(std::string_view line, const std::string& where) {
+  if (size_t bad = find_invalid_utf8(line); bad != std::string::npos)
+    fail("{}: invalid UTF-8 at byte {} of the line (0x{:02X}); QA files are UTF-8 text", where, bad,
+         unsigned(uint8_t(line[bad])));
   const json j = parse_json(line, where);
   if (!j.is_object()) fail("{}: not a JSON object (one QA record per line)", where);
   qa_record r;
@@ -63,18 +72,24 @@ qa_record parse_qa(const std::string& line, const std::string& where) {
     r.answers.push_back(a->get<std::string>());
   }
   if (r.answers.empty()) fail("{}: missing field 'answers' (an array of strings) or 'answer' (a string)", where);
+  for (const auto& a : r.answers)
+    if (strip_ws(a).empty()) fail("{}: an answer is blank; every answer needs text", where);
   if (auto c = j.find("context"); c != j.end() && c->is_string()) {
     r.golden.push_back(c->get<std::string>());
   } else if (auto ps = j.find("passages"); ps != j.end() && ps->is_array() && !ps->empty()) {
     bool marked = false;
-    for (auto& p : *ps) marked |= p.is_object() && p.value("is_supporting", false);
+    for (auto& p : *ps) marked |= supporting(p, where);
     for (auto& p : *ps) {
-      bool gold = !marked || (p.is_object() && p.value("is_supporting", false));
+      bool gold = !marked || supporting(p, where);
       (gold ? r.golden : r.others).push_back(passage_text(p, where));
     }
   } else {
     fail("{}: missing field 'context' (a string) or 'passages' (a non-empty array)", where);
   }
+  // A blank passage is no document, and as filler it would add no tokens to the context.
+  for (const auto* list : {&r.golden, &r.others})
+    for (const auto& t : *list)
+      if (strip_ws(t).empty()) fail("{}: a passage (or the context) is blank; every passage needs text", where);
   return r;
 }
 
@@ -85,20 +100,37 @@ const std::vector<qa_record>& load_qa(const std::string& file) {
   if (auto it = cache.find(file); it != cache.end()) return *it->second;
   std::ifstream in(file, std::ios::binary);
   if (!in) fail("cannot open QA file '{}': pass --qa-jsonl FILE, a jsonl of {{question, answers, context}}", file);
-  auto recs = std::make_unique<std::vector<qa_record>>();
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); n++)
-    if (!strip_ws(line).empty()) recs->push_back(parse_qa(line, fmt::format("{}:{}", file, n)));
-  if (recs->empty()) fail("QA file '{}' holds no records", file);
+  std::stringstream text;
+  text << in.rdbuf();
+  auto recs = std::make_unique<std::vector<qa_record>>(parse_qa_jsonl(text.str(), file));
   return *cache.emplace(file, std::move(recs)).first->second;
 }
 
 }  // namespace
 
+std::vector<qa_record> parse_qa_jsonl(std::string_view text, const std::string& source) {
+  std::vector<qa_record> recs;
+  int64_t n = 1;
+  for (size_t pos = 0; pos < text.size(); n++) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (!strip_ws(line).empty()) recs.push_back(parse_qa(line, fmt::format("{}:{}", source, n)));
+  }
+  if (recs.empty()) fail("QA file '{}' holds no records", source);
+  return recs;
+}
+
 sample gen_qa(const task_params& p, const token_counter& count) {
   if (p.qa_jsonl.empty())
     fail("task qa needs a QA file: pass --qa-jsonl FILE (a jsonl of {{question, answers, context or passages}})");
-  const auto& recs = load_qa(p.qa_jsonl);
+  return gen_qa_from(load_qa(p.qa_jsonl), p, count, p.qa_jsonl);
+}
+
+sample gen_qa_from(const std::vector<qa_record>& recs, const task_params& p, const token_counter& count,
+                   const std::string& source) {
+  GSA_ASSERT(!recs.empty());
   rng r(stream_seed(p.seed, 1, 0));
   const qa_record& rec = recs[r.below(recs.size())];
   std::set<std::string> gold(rec.golden.begin(), rec.golden.end());
@@ -114,7 +146,7 @@ sample gen_qa(const task_params& p, const token_counter& count) {
   }
   if (pool.empty())
     fail("task qa: '{}' has no distractor passages (it needs more than one record or non-supporting passages)",
-         p.qa_jsonl);
+         source);
   for (size_t i = pool.size(); i > 1; i--) std::swap(pool[i - 1], pool[r.below(i)]);
 
   context_plan plan;

@@ -62,7 +62,11 @@ sample gen_passkey(const task_params& p, const token_counter& count) {
 }
 
 sample gen_niah(const task_params& p, const token_counter& count) {
-  const haystack& hay = load_haystack(p.haystack_dir);
+  return gen_niah_from(load_haystack(p.haystack_dir), p, count);
+}
+
+sample gen_niah_from(const haystack& hay, const task_params& p, const token_counter& count) {
+  GSA_ASSERT(!hay.sentences.empty());
   if (p.n_needles < 1) fail("task {}: n_needles must be at least 1, got {}", p.task, p.n_needles);
   rng r(stream_seed(p.seed, k_needles, 0));
   size_t n = p.task == "niah_single" ? 1 : size_t(p.n_needles);

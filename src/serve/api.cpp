@@ -321,11 +321,12 @@ int64_t resolve_max_tokens(const completion_request& r, int64_t prompt_tokens, i
   if (r.max_tokens < 0)
     return r.kind == endpoint::chat ? max_context - prompt_tokens
                                     : std::min(default_completion_tokens, max_context - prompt_tokens);
-  if (r.max_tokens > max_context - prompt_tokens)
+  if (r.max_tokens > max_context - prompt_tokens)  // the sum of the two may pass 2^63 - 1: add them unsigned
     throw api_error(400,
                     fmt::format("this model's maximum context length is {} tokens; you requested {} tokens ({} in "
                                 "the {}, {} for the completion); lower max_tokens or shorten the {}",
-                                max_context, prompt_tokens + r.max_tokens, prompt_tokens, param, r.max_tokens, param),
+                                max_context, uint64_t(prompt_tokens) + uint64_t(r.max_tokens), prompt_tokens, param,
+                                r.max_tokens, param),
                     "max_tokens", "context_length_exceeded");
   return r.max_tokens;
 }

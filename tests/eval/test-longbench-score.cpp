@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -112,6 +113,23 @@ TEST(longbench_score, empty_bucket_is_nan_as_numpy) {
   EXPECT_TRUE(std::isnan(s.buckets[1].score));
   EXPECT_TRUE(nlohmann::json::parse(dataset_score_json(s, preds))["score"]["8k+"].is_null());
   EXPECT_NE(dataset_score_text(s, false, preds).find("4-8k nan (n 0)"), std::string::npos);
+  fs::remove(p);
+}
+
+// eval.py buckets any integer length: 2^64 - 1 is 8k+ there. get<int64_t> wrapped it to -1, which put the
+// prediction in 0-4k and changed the LongBench-E scores.
+TEST(longbench_score, a_length_past_int64_is_in_the_last_bucket) {
+  auto p = write_temp("hotpotqa.jsonl", R"({"pred": "Paris", "answers": ["Paris"], "all_classes": null, "length": 18446744073709551615})"
+                                        "\n" +
+                                            line("Rome", {"Paris"}, nullptr, 10));
+  auto preds = load_predictions(p, "hotpotqa", true);
+  ASSERT_EQ(preds.size(), 2u);
+  EXPECT_EQ(*preds[0].length, std::numeric_limits<int64_t>::max());
+  auto s = score_predictions("hotpotqa", preds, true);
+  EXPECT_EQ(s.buckets[0].n, 1);  // the line of length 10
+  EXPECT_EQ(s.buckets[2].n, 1);
+  EXPECT_EQ(s.buckets[2].score, 100.0);
+  EXPECT_EQ(s.buckets[0].score, 0.0);
   fs::remove(p);
 }
 

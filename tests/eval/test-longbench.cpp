@@ -77,6 +77,9 @@ TEST(longbench, errors_name_line_and_field) {
       {R"({"input": "Q", "context": 5, "answers": ["a"], "all_classes": null, "length": 1})", "'context' must be a string"},
       {R"({"input": "Q", "context": "C", "answers": [], "all_classes": null, "length": 1})", "'answers' is empty"},
       {R"({"input": "Q", "context": "C")", "not valid JSON"},
+      // get<int64_t> wrapped 2^64 - 1 to -1, so the message named a length the file does not hold.
+      {R"({"input": "Q", "context": "C", "answers": ["a"], "all_classes": null, "length": 18446744073709551615})",
+       "field 'length' is 18446744073709551615, past 2^63 - 1"},
   };
   for (auto& c : cases) {
     auto p = write_temp("hotpotqa.jsonl", good + "\n" + c.line + "\n");

@@ -2,6 +2,7 @@
 // that may be sent while streaming (stop sequences, split UTF-8 characters). No sockets.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 
 #include "serve/api.h"
@@ -170,6 +171,25 @@ TEST(Api, ModelAndContextLength) {
   }
   r.max_tokens = 10;
   EXPECT_EQ(resolve_max_tokens(r, 90, 100), 10);
+}
+
+// fuzz-serve-request: "max_tokens": 9223372036854775807 passed parse_request (any integer >= 1 may) and the
+// context_length_exceeded message added it to the prompt's length, a signed overflow (UBSan) that printed a
+// negative total in a Release build.
+TEST(Api, HugeMaxTokensIsRefusedWithTheTrueTotal) {
+  auto r = parse_request(R"({"model":"m","prompt":"x","max_tokens":9223372036854775807})", endpoint::completions);
+  EXPECT_EQ(r.max_tokens, std::numeric_limits<int64_t>::max());
+  try {
+    resolve_max_tokens(r, 5, 100);
+    ADD_FAILURE();
+  } catch (const api_error& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "context_length_exceeded");
+    EXPECT_NE(std::string(e.what()).find("you requested 9223372036854775812 tokens (5 in the prompt, "
+                                         "9223372036854775807 for the completion)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Api, ResponseShapes) {
