@@ -15,7 +15,7 @@ for m in gsa full; do
   mkdir -p $D/recipe-$m $D/log-$m
   stage=1
   for s in ${stages[$m]}; do
-    cp configs/$s-$run.json $D/recipe-$m/$stage-$s.json
+    cp configs/experiments/$s-$run.json $D/recipe-$m/$stage-$s.json
     cp runs/$s-$run/log.jsonl $D/log-$m/$stage-$s.jsonl
     cp runs/$s-$run/loss.svg $D/log-$m/$stage-$s.svg
     stage=$((stage + 1))

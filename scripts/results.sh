@@ -26,11 +26,11 @@ $G train --config configs/results-full.json --no-gsa > runs/full.out 2>&1 &
 wait
 
 # 3. Diagnostic: the same at 512 tokens with 70% passkey samples (docs/results.md, "Why").
-$G train --config configs/short-gsa8.json > runs/short-gsa8.out 2>&1 &
-$G train --config configs/short-full.json --no-gsa > runs/short-full.out 2>&1 &
+$G train --config configs/experiments/short-gsa8.json > runs/short-gsa8.out 2>&1 &
+$G train --config configs/experiments/short-full.json --no-gsa > runs/short-full.out 2>&1 &
 wait
-$G train --config configs/short2-gsa8.json > runs/short2-gsa8.out 2>&1 &
-$G train --config configs/short2-full.json --no-gsa > runs/short2-full.out 2>&1 &
+$G train --config configs/experiments/short2-gsa8.json > runs/short2-gsa8.out 2>&1 &
+$G train --config configs/experiments/short2-full.json --no-gsa > runs/short2-full.out 2>&1 &
 wait
 
 # 4. Evaluation: every method at the same budget (L / r), lengths up to the training length and beyond.
@@ -47,8 +47,8 @@ done
 
 # 5. Past the copy phase change at 256 tokens (docs/results.md, last section): 12k steps planned, the figures use
 #    the step-8000 checkpoints.
-$G train --config configs/short5-gsa8.json > runs/short5-gsa8.out 2>&1 &
-$G train --config configs/short5-full.json --no-gsa > runs/short5-full.out 2>&1 &
+$G train --config configs/experiments/short5-gsa8.json > runs/short5-gsa8.out 2>&1 &
+$G train --config configs/experiments/short5-full.json --no-gsa > runs/short5-full.out 2>&1 &
 wait
 $G eval --model runs/short5-gsa8/checkpoint-8000 --full-model runs/short5-full/checkpoint-8000 --tokenizer runs/tok \
   --tasks passkey --lengths 208,256,512 --depths 0.1,0.5,0.9 --methods full,gist,gsa,streaming,quest,moba,h2o \
@@ -58,29 +58,29 @@ $G eval --model runs/short5-gsa8/checkpoint-8000 --full-model runs/short5-full/c
 #    steps of 2 sequences), then at 2k (1000 steps of 1 sequence). GSA 8x starts from its step-8000 checkpoint; the
 #    full model first finishes its 12k steps at 256 (it crossed the phase change 3000 steps later than GSA). GSA 16x
 #    is the 1k GSA 8x model re-chunked to c = 16 (same gist token) and trained through the same two stages.
-$G train --config configs/short5-full.json --no-gsa --steps 12000 > runs/short5-full-resume.out 2>&1
-$G train --config configs/curric1k-gsa8.json > runs/curric1k-gsa8.out 2>&1 &
-$G train --config configs/curric1k-full.json > runs/curric1k-full.out 2>&1 &
+$G train --config configs/experiments/short5-full.json --no-gsa --steps 12000 > runs/short5-full-resume.out 2>&1
+$G train --config configs/experiments/curric1k-gsa8.json > runs/curric1k-gsa8.out 2>&1 &
+$G train --config configs/experiments/curric1k-full.json > runs/curric1k-full.out 2>&1 &
 wait
-$G train --config configs/curric2k-gsa8.json > runs/curric2k-gsa8.out 2>&1 &
-$G train --config configs/curric2k-full.json > runs/curric2k-full.out 2>&1 &
-$G train --config configs/curric1k-gsa16.json > runs/curric1k-gsa16.out 2>&1 &
+$G train --config configs/experiments/curric2k-gsa8.json > runs/curric2k-gsa8.out 2>&1 &
+$G train --config configs/experiments/curric2k-full.json > runs/curric2k-full.out 2>&1 &
+$G train --config configs/experiments/curric1k-gsa16.json > runs/curric1k-gsa16.out 2>&1 &
 wait
-$G train --config configs/curric2k-gsa16.json > runs/curric2k-gsa16.out 2>&1
+$G train --config configs/experiments/curric2k-gsa16.json > runs/curric2k-gsa16.out 2>&1
 #    Diagnostic: a one-step run at lr 1e-12 logs the teacher-forced passkey accuracy of a model with per-token
 #    selection ("exact") and with its training selection ("exact_train_select"), on 32 samples.
 for m in curric2k-gsa8 curric2k-gsa16; do
-  $G train --config configs/$m.json --model runs/$m/final --steps 1 --lr 1e-12 --warmup 0 --eval-samples 32 \
-    --val-windows 1 --out runs/probe-$m --no-resume > /dev/null 2>&1
+  $G train --config configs/experiments/$m.json --model runs/$m/final --steps 1 --lr 1e-12 --warmup 0 \
+    --eval-samples 32 --val-windows 1 --out runs/probe-$m --no-resume > /dev/null 2>&1
   grep tasks runs/probe-$m/log.jsonl
 done
 #    The GSA models above select per query chunk (DESIGN 1.5), which leaks later tokens of the chunk into an
 #    earlier row's selection (docs/results.md): they answer teacher-forced but not when generating. A last 2k stage
 #    (1000 steps, lr 5e-4) trains them with per-token selection ("train_select": "token"); the full model gets
 #    the same stage, so every model has seen the same 2k-token steps.
-$G train --config configs/curric2kb-gsa8.json > runs/curric2kb-gsa8.out 2>&1 &
-$G train --config configs/curric2kb-gsa16.json > runs/curric2kb-gsa16.out 2>&1 &
-$G train --config configs/curric2kb-full.json > runs/curric2kb-full.out 2>&1 &
+$G train --config configs/experiments/curric2kb-gsa8.json > runs/curric2kb-gsa8.out 2>&1 &
+$G train --config configs/experiments/curric2kb-gsa16.json > runs/curric2kb-gsa16.out 2>&1 &
+$G train --config configs/experiments/curric2kb-full.json > runs/curric2kb-full.out 2>&1 &
 wait
 
 # 7. Every method at one budget on the curriculum models: passkey at 1k, 2k (the training length) and 4k, five
@@ -94,8 +94,8 @@ for pair in "curric2k-gsa16:curric2k-full:16,8" "curric2kb-gsa16:curric2kb-full:
 done
 
 #    Stage 5: 1200 more steps at 2k for GSA 8x and full (GSA did not gain; the demo keeps stage 4).
-$G train --config configs/curric2kc-gsa8.json > runs/curric2kc-gsa8.out 2>&1 &
-$G train --config configs/curric2kc-full.json > runs/curric2kc-full.out 2>&1 &
+$G train --config configs/experiments/curric2kc-gsa8.json > runs/curric2kc-gsa8.out 2>&1 &
+$G train --config configs/experiments/curric2kc-full.json > runs/curric2kc-full.out 2>&1 &
 wait
 $G eval --model runs/curric2kc-gsa8/final --full-model runs/curric2kc-full/final --tokenizer runs/tok --tasks passkey \
   --lengths 1k,2k,4k --depths 0.1,0.3,0.5,0.7,0.9 --methods full,gist,gsa,streaming,quest,moba,h2o --ratios 8,4 \
@@ -104,19 +104,21 @@ $G eval --model runs/curric2kc-gsa8/final --full-model runs/curric2kc-full/final
 #    Decode agrees with training: the stage-4 GSA 8x model's teacher-forced per-token accuracy in unfold mode and in
 #    suffix-unfold mode (the context under the gist mask, as a session prefills it) on 32 samples.
 for mode in unfold suffix-unfold; do
-  $G train --config configs/curric2kb-gsa8.json --model runs/curric2kb-gsa8/final --mode $mode --steps 1 --lr 1e-12 \
-    --warmup 0 --eval-samples 32 --val-windows 1 --out runs/probe-b8-$mode --no-resume > /dev/null 2>&1
+  $G train --config configs/experiments/curric2kb-gsa8.json --model runs/curric2kb-gsa8/final --mode $mode \
+    --steps 1 --lr 1e-12 --warmup 0 --eval-samples 32 --val-windows 1 --out runs/probe-b8-$mode --no-resume \
+    > /dev/null 2>&1
   grep tasks runs/probe-b8-$mode/log.jsonl
 done
 
-# 9. GSA selecting per token from the first stage (configs/tok*-gsa8.json; same data, steps and schedule per stage
-#    as stages 1-3), a compress-first variant (configs/cmp*-gsa8.json: the 256 stage in compress mode, all gists
-#    visible and no selection, as the paper's continued pretraining, then per-token unfold at 1k; stopped after 1k,
-#    its in-run check trailing), and GSA 16x re-chunked from the per-token 1k model like stage 2's.
-( for s in 256 1k 2k; do $G train --config configs/tok$s-gsa8.json > runs/tok$s-gsa8.out 2>&1; done ) &
-( for s in 256 1k; do $G train --config configs/cmp$s-gsa8.json > runs/cmp$s-gsa8.out 2>&1; done ) &
+# 9. GSA selecting per token from the first stage (configs/experiments/tok*-gsa8.json; same data, steps and
+#    schedule per stage as stages 1-3), a compress-first variant (configs/experiments/cmp*-gsa8.json: the 256 stage
+#    in compress mode, all gists visible and no selection, as the paper's continued pretraining, then per-token
+#    unfold at 1k; stopped after 1k, its in-run check trailing), and GSA 16x re-chunked from the per-token 1k model
+#    like stage 2's.
+( for s in 256 1k 2k; do $G train --config configs/experiments/tok$s-gsa8.json > runs/tok$s-gsa8.out 2>&1; done ) &
+( for s in 256 1k; do $G train --config configs/experiments/cmp$s-gsa8.json > runs/cmp$s-gsa8.out 2>&1; done ) &
 wait
-for s in 1k 2k; do $G train --config configs/tok$s-gsa16.json > runs/tok$s-gsa16.out 2>&1; done
+for s in 1k 2k; do $G train --config configs/experiments/tok$s-gsa16.json > runs/tok$s-gsa16.out 2>&1; done
 #    Every method at one budget on the per-token models (the full model of stage 4 for the baselines). gsa prefills
 #    the context as the model trained (--prefill auto: every context row unfolds); the gist-mask prefill and the
 #    stage-4 model under both prefills are the ablation. The routing table comes with every eval.
@@ -145,7 +147,7 @@ $G eval --model runs/tok2k-gsa8/final $E --methods gsa --ratios 2,1 --json runs/
   > runs/ev2/eval-tok2k-gsa8-wide.md
 #    1000 more 2k steps at lr 5e-4 (like the full model's stage 4): no gain.
 for g in gsa8 gsa16; do
-  $G train --config configs/tok2kb-$g.json > runs/tok2kb-$g.out 2>&1 &
+  $G train --config configs/experiments/tok2kb-$g.json > runs/tok2kb-$g.out 2>&1 &
 done
 wait
 $G eval --model runs/tok2kb-gsa8/final $E --methods gsa --ratios 8,4 --json runs/ev2/eval-tok2kb-gsa8.json \
@@ -155,8 +157,9 @@ $G eval --model runs/tok2kb-gsa16/final $E --methods gsa --ratios 16,8 --json ru
 #    Teacher-forced (one step at lr 1e-12, 32 samples): every row unfolding (unfold) vs the context under the gist
 #    mask (suffix-unfold).
 for mode in unfold suffix-unfold; do
-  $G train --config configs/tok2k-gsa8.json --model runs/tok2k-gsa8/final --mode $mode --steps 1 --lr 1e-12 \
-    --warmup 0 --eval-samples 32 --val-windows 1 --out runs/probe-t8-$mode --no-resume > /dev/null 2>&1
+  $G train --config configs/experiments/tok2k-gsa8.json --model runs/tok2k-gsa8/final --mode $mode \
+    --steps 1 --lr 1e-12 --warmup 0 --eval-samples 32 --val-windows 1 --out runs/probe-t8-$mode --no-resume \
+    > /dev/null 2>&1
   grep tasks runs/probe-t8-$mode/log.jsonl
 done
 
