@@ -12,7 +12,6 @@
 
 #include "core/error.h"
 #include "core/rng.h"
-#include "eval/longbench.h"
 #include "gist/config.h"
 #include "infer/generate.h"
 #include "infer/session.h"
@@ -49,31 +48,6 @@ size_t count_of(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t p = text.find(what); p != std::string::npos; p = text.find(what, p + what.size())) n++;
   return n;
-}
-
-// Drops a multi-byte character cut at the end (head) or at the start (tail) of a decoded piece.
-std::string utf8_head(std::string s) {
-  size_t i = s.size(), back = 0;
-  while (i > 0 && back < 4 && (uint8_t(s[i - 1]) & 0xC0) == 0x80) i--, back++;
-  if (i == 0) return s;
-  const uint8_t lead = uint8_t(s[i - 1]);
-  const size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-  if (need != back + 1) s.resize(need > 1 ? i - 1 : i);
-  return s;
-}
-std::string utf8_tail(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size() && (uint8_t(s[i]) & 0xC0) == 0x80) i++;
-  return s.substr(i);
-}
-
-// LongBench's truncation: the first and last halves of the context when it is longer than `length` tokens.
-std::string truncate_middle(const std::string& context, int64_t length, const tokenizer& tok) {
-  const std::vector<int32_t> ids = tok.encode(context);
-  if (int64_t(ids.size()) <= length) return context;
-  const int64_t half = length / 2;
-  std::vector<int32_t> head(ids.begin(), ids.begin() + half), tail(ids.end() - (length - half), ids.end());
-  return utf8_head(tok.decode(head)) + utf8_tail(tok.decode(tail));
 }
 
 std::string first_line(const std::string& text) {
@@ -251,51 +225,25 @@ std::vector<eval::result_record> run_eval(const eval_spec& spec, const eval_mode
     size_t task, len, depth;
     eval::sample s;
   };
-  std::vector<std::string> task_label;
+  GSA_ASSERT(!spec.tasks.empty(), "run_eval runs generated tasks; a LongBench file runs through gsa eval's pred.py "
+             "protocol (tools/cmd-eval.cpp)");
+  const std::vector<std::string>& task_label = spec.tasks;
+  const std::vector<double>& depths = spec.depths;
   std::vector<job> jobs;
-  std::vector<double> depths = spec.depths;
-  if (!spec.tasks.empty()) {
-    task_label = spec.tasks;
-    const eval::token_counter count = [&tok](std::string_view s) { return tok.encode(s); };
-    for (size_t t = 0; t < spec.tasks.size(); t++)
-      for (size_t l = 0; l < spec.lengths.size(); l++)
-        for (size_t d = 0; d < depths.size(); d++)
-          for (int i = 0; i < spec.samples; i++) {
-            eval::task_params p;
-            p.task = spec.tasks[t];
-            p.length_tokens = spec.lengths[l];
-            p.depth = depths[d];
-            p.seed = sample_seed(spec.seed, i);
-            p.haystack_dir = spec.haystack_dir;
-            p.qa_jsonl = spec.qa_jsonl;
-            jobs.push_back({t, l, d, eval::generate(p, count)});
-          }
-  } else {
-    depths = {0.0};
-    std::vector<std::vector<eval::longbench_record>> by_set;
-    for (auto& r : eval::load_longbench(spec.jsonl)) {
-      if (r.dataset.empty()) r.dataset = spec.jsonl.stem().string();
-      auto it = std::find(task_label.begin(), task_label.end(), r.dataset);
-      if (it == task_label.end()) {
-        eval::longbench_metric(r.dataset);  // an unknown dataset fails here, naming the known ones
-        task_label.push_back(r.dataset);
-        by_set.emplace_back();
-        it = task_label.end() - 1;
-      }
-      auto& set = by_set[size_t(it - task_label.begin())];
-      if (spec.samples == 0 || int(set.size()) < spec.samples) set.push_back(std::move(r));
-    }
-    if (task_label.empty()) fail("--jsonl '{}' holds no records", spec.jsonl.string());
-    for (size_t t = 0; t < by_set.size(); t++)
-      for (size_t l = 0; l < spec.lengths.size(); l++)
-        for (const auto& r : by_set[t]) {
-          eval::sample s = eval::longbench_sample(r);
-          s.task = task_label[t];
-          s.context = truncate_middle(s.context, spec.lengths[l], tok);
-          s.target_tokens = spec.lengths[l];
-          jobs.push_back({t, l, 0, std::move(s)});
+  const eval::token_counter count = [&tok](std::string_view s) { return tok.encode(s); };
+  for (size_t t = 0; t < spec.tasks.size(); t++)
+    for (size_t l = 0; l < spec.lengths.size(); l++)
+      for (size_t d = 0; d < depths.size(); d++)
+        for (int i = 0; i < spec.samples; i++) {
+          eval::task_params p;
+          p.task = spec.tasks[t];
+          p.length_tokens = spec.lengths[l];
+          p.depth = depths[d];
+          p.seed = sample_seed(spec.seed, i);
+          p.haystack_dir = spec.haystack_dir;
+          p.qa_jsonl = spec.qa_jsonl;
+          jobs.push_back({t, l, d, eval::generate(p, count)});
         }
-  }
 
   struct acc {
     double sum = 0, routing = 0;
@@ -312,7 +260,7 @@ std::vector<eval::result_record> run_eval(const eval_spec& spec, const eval_mode
     q.length = spec.lengths[j.len];
     q.context_ids = tok.encode(prefix, true);
     q.question_ids = tok.encode(rest);
-    if (!spec.tasks.empty()) q.needle_spans = answer_spans(prefix, j.s.answers, tok);  // generated needles only
+    q.needle_spans = answer_spans(prefix, j.s.answers, tok);
     const int64_t prompt = int64_t(q.context_ids.size() + q.question_ids.size());
     for (size_t v = 0; v < variants.size(); v++) {
       const int64_t max_pos = models.for_method(variants[v].meth).config.max_position_embeddings;

@@ -14,9 +14,8 @@
 // Gist methods run on models.model (which must have a "gsa" config); the baselines and full run on
 // models.full_model when given, else on models.model's weights without gists.
 //
-// LongBench-format input (spec.jsonl): each dataset (its "dataset" field, else the file's stem) is a task; the
-// first `samples` records of each (0 = all) are cut in the middle to at most each length in tokens (LongBench's
-// truncation); depth is 0.
+// A LongBench file (spec.jsonl) is validated here with the rest of the spec, but runs through `gsa eval`'s own
+// pred.py protocol (tools/cmd-eval.cpp, eval/longbench-protocol.h), never through run_eval.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -37,7 +36,7 @@ inline constexpr const char* default_eval_template = "{context}\n\n{question}\n"
 
 struct eval_spec {
   std::vector<std::string> tasks;       // generated tasks (eval::task_names()), or
-  std::filesystem::path jsonl;          // a LongBench-format file (exactly one of the two)
+  std::filesystem::path jsonl;          // a LongBench-format file (exactly one of the two; see above)
   std::vector<int64_t> lengths = {1024};  // context lengths in raw tokens
   std::vector<double> depths = {0.5};   // needle depth fractions in [0, 1]
   std::vector<std::string> methods = {"full", "gsa"};
@@ -121,7 +120,8 @@ std::vector<std::pair<int64_t, int64_t>> answer_spans(const std::string& prefix,
 eval_predictor model_predictor(const eval_models& models, int max_tokens,
                                prefill_mode prefill = prefill_mode::automatic);
 
-// Runs every cell; records ordered by task, variant, length, depth. Validates first.
+// Runs every cell of the generated tasks; records ordered by task, variant, length, depth. Validates first; a
+// spec with jsonl instead of tasks is a caller's error (GSA_ASSERT).
 std::vector<eval::result_record> run_eval(const eval_spec& spec, const eval_models& models,
                                           const eval_predictor& predict, const eval_progress& progress = {});
 

@@ -276,46 +276,6 @@ TEST(EvalRunner, TemplateAndFullModel) {
   EXPECT_EQ(&split.for_method(method::hgsa), &a);
 }
 
-TEST(EvalRunner, LongBenchJsonlIsTruncatedPerLength) {
-  model_dir d(false);
-  eval_models models{&d.model, nullptr, &d.tok};
-  const fs::path file = d.dir / "hotpotqa.jsonl";
-  {
-    std::ofstream f(file);
-    std::string ctx;
-    for (int i = 0; i < 200; i++) ctx += fmt::format("Sentence {} is about the river. ", i);
-    for (int i = 0; i < 3; i++)
-      f << nlohmann::json{{"input", fmt::format("Where is city {}?", i)},
-                          {"context", ctx},
-                          {"answers", {fmt::format("Paris {}", i)}},
-                          {"all_classes", nullptr},
-                          {"length", 1000}}
-               .dump()
-        << "\n";
-  }
-  eval_spec spec;
-  spec.jsonl = file;
-  spec.lengths = {128, 256};
-  spec.methods = {"full", "streaming"};
-  spec.ratios = {4};
-  spec.samples = 2;
-  std::vector<size_t> ctx_tokens;
-  auto recs = run_eval(spec, models, [&](const eval_query& q) {
-    ctx_tokens.push_back(d.tok.encode(q.sample->context).size());
-    EXPECT_LE(int64_t(d.tok.encode(q.sample->context).size()), q.length + 4);
-    EXPECT_GE(int64_t(d.tok.encode(q.sample->context).size()), q.length - 4);
-    return q.sample->answers[0];
-  });
-  ASSERT_EQ(recs.size(), 4u);  // 1 dataset (the file's stem) x 2 methods x 2 lengths
-  for (const auto& r : recs) {
-    EXPECT_EQ(r.task, "hotpotqa");
-    EXPECT_EQ(r.n, 2);
-    EXPECT_DOUBLE_EQ(r.score, 1.0);
-    EXPECT_DOUBLE_EQ(r.depth, 0.0);
-  }
-  EXPECT_EQ(ctx_tokens.size(), 8u);
-}
-
 TEST(EvalRunner, UserErrors) {
   llama_model gsa = tiny(true), plain = tiny(false);
   tokenizer tok = tokenizer::load(test::source_dir() / "tests/data/tokenizer/trained");
