@@ -24,8 +24,9 @@ for b in gsa test_cuda bench-gsa-attention bench-decode-attention; do cp "build-
 strip --strip-unneeded "$BUNDLE"/bin/* 2>/dev/null || true
 
 # Shared objects to carry: everything ldd resolves except glibc's, the dynamic loader and CUDA's own
-# (driver, cuBLAS/cuBLASLt: the GPU machine has matching ones, and cuBLASLt alone is 500 MB).
-skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libcuda\.so|libcublas|libcudart|libnvidia)'
+# (driver, cuBLAS/cuBLASLt: the GPU machine has matching ones, and cuBLASLt alone is 500 MB). NCCL is never
+# linked (gsa loads it at run time, backend/cuda/nccl-comm.h); it is listed so that it could not slip in.
+skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libcuda\.so|libcublas|libcudart|libnvidia|libnccl)'
 for b in "$BUNDLE"/bin/*; do
   ldd "$b" | awk '/=> \//{print $1" "$3}'
 done | sort -u | while read -r name path; do

@@ -5,7 +5,8 @@
 #   scripts/cuda-bundle.sh                                  # here: build with nvcc, pack bundle/ (~20 MB)
 #   OUT=/some/dir scripts/device-run.sh [steps]             # there, from the repo root, with bundle/ carried
 #
-# steps (default: all but first-result): goldens tests attention train torch decode first-result. The GPU machine has CUDA, PyTorch and
+# steps (default: all but first-result and multigpu): goldens tests attention train torch decode first-result
+# multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -35,6 +36,11 @@ if [ -z "$CUBLAS_DIR" ] || [ "$CUBLAS_DIR" = . ]; then
 fi
 export LD_LIBRARY_PATH="$BUNDLE/lib:$CUBLAS_DIR:${LD_LIBRARY_PATH:-}"
 export GSA_SOURCE_DIR=$PWD
+# NCCL for the data-parallel test and step (gsa loads it at run time): PyTorch's wheel unless given.
+if [ -z "${GSA_NCCL_LIBRARY:-}" ]; then
+  GSA_NCCL_LIBRARY=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null)
+  [ -n "$GSA_NCCL_LIBRARY" ] && export GSA_NCCL_LIBRARY && echo "NCCL from $GSA_NCCL_LIBRARY"
+fi
 echo "cuBLASLt from $CUBLAS_DIR"
 GSA=$BUNDLE/bin/gsa
 
@@ -82,6 +88,12 @@ if has decode; then
   timeout 120 "$BUNDLE/bin/bench-decode-attention" --check --dump /tmp/xcheck --bench
   echo "bench-decode-attention exit code: $?"
   timeout 60 python3 scripts/sdpa-reference.py /tmp/xcheck
+fi
+
+if has multigpu; then
+  section "several GPUs: data parallel over NCCL, ZeRO-1, scaling (scripts/device-multigpu.sh; needs 2 GPUs)"
+  timeout "${MULTIGPU_TIMEOUT:-420}" scripts/device-multigpu.sh "$GSA" "$RES"
+  echo "device-multigpu.sh exit code: $?"
 fi
 
 if has first-result; then

@@ -16,8 +16,11 @@ struct rng {
   float uniform() { return float(next_u64() >> 40) * (1.0f / 16777216.0f); }
   // Uniform integer in [0, n).
   uint64_t below(uint64_t n) { return n ? next_u64() % n : 0; }
-  // Standard normal (Box-Muller).
+  // Standard normal (Box-Muller): two next_u64() calls.
   float normal();
+  // The state after n more next_u64() calls, in O(log n) (the generator is linear over GF(2)): lets threads
+  // produce consecutive pieces of one stream, the values a single thread would draw.
+  void jump(uint64_t n);
 };
 
 }  // namespace gsa

@@ -3,6 +3,7 @@
 // forward/backward for several sequences (gradient accumulation).
 #include "model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -102,12 +103,36 @@ int64_t llama_model::parameter_count() const {
 }
 
 void llama_model::init_random(uint64_t seed, float std) {
-  rng r(seed);
+  // One stream of normals over the random tensors in list order (two draws each), cut into pieces that threads
+  // fill from a jumped copy of the generator: the values of a sequential fill, at any thread count (a 7B model
+  // takes minutes on one core).
+  struct piece {
+    float* p;
+    int64_t n;
+    uint64_t first;  // index of the piece's first normal in the stream
+  };
+  std::vector<piece> pieces;
+  constexpr int64_t k_piece = 1 << 20;
+  uint64_t drawn = 0;
   for (auto& [name, t] : parameters()) {
     float* p = t->f32();
-    bool is_norm = name.find("norm") != std::string::npos;
-    bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    for (int64_t i = 0; i < t->numel(); i++) p[i] = is_norm ? 1.0f : is_bias ? 0.0f : r.normal() * std;
+    const bool is_norm = name.find("norm") != std::string::npos;
+    const bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    if (is_norm || is_bias) {
+      std::fill(p, p + t->numel(), is_norm ? 1.0f : 0.0f);
+      continue;
+    }
+    for (int64_t a = 0; a < t->numel(); a += k_piece) {
+      pieces.push_back({p + a, std::min(k_piece, t->numel() - a), drawn});
+      drawn += uint64_t(pieces.back().n);
+    }
+  }
+  const rng start(seed);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < int64_t(pieces.size()); i++) {
+    rng r = start;
+    r.jump(2 * pieces[size_t(i)].first);
+    for (int64_t j = 0; j < pieces[size_t(i)].n; j++) pieces[size_t(i)].p[j] = r.normal() * std;
   }
 }
 
@@ -336,7 +361,8 @@ Tensor logits(const llama_model& m, const forward_state& st) {
   return out.host(dtype::f32);
 }
 
-void backward(const llama_model& m, const forward_state& st, llama_weights& g, float loss_scale) {
+void backward(const llama_model& m, const forward_state& st, llama_weights& g, float loss_scale,
+              const std::function<void(int layer)>* after_layer) {
   dims d(m.config);
   backend& be = m.ops();
   const dtype at = be.act();
@@ -386,8 +412,10 @@ void backward(const llama_model& m, const forward_state& st, llama_weights& g, f
     be.matmul_backward(&dh, &gl.wk, &gl.bk, dk, a.h_attn, lw.wk);
     be.matmul_backward(&dh, &gl.wv, &gl.bv, dv, a.h_attn, lw.wv);
     be.rmsnorm_backward(dx, gl.attn_norm, dh, a.x_in, lw.attn_norm, a.rstd_attn);
+    if (after_layer) (*after_layer)(l);
   }
   be.embedding_backward(g.embed, dx, st.ids_dev);
+  if (after_layer) (*after_layer)(-1);
 }
 
 }  // namespace gsa

@@ -150,7 +150,11 @@ struct forward_state {
 void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>& ids,
              const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans);
 // Gradients of the mean loss (times loss_scale) into g (accumulated, +=). Requires a forward with targets.
-void backward(const llama_model& m, const forward_state& st, llama_weights& g, float loss_scale = 1.0f);
+// after_layer (optional) is called with l once layer l's parameter gradients are final (l = L-1 .. 0; the final
+// norm and an untied head are final by the first call), then with -1 after the embedding's: a data-parallel
+// trainer starts reducing finished gradients there while the earlier layers' backward runs.
+void backward(const llama_model& m, const forward_state& st, llama_weights& g, float loss_scale = 1.0f,
+              const std::function<void(int layer)>* after_layer = nullptr);
 // Logits (T, V) of the final hidden states of a finished forward (host f32).
 Tensor logits(const llama_model& m, const forward_state& st);
 

@@ -10,6 +10,7 @@ struct preset {
   const char* name;
   int64_t V, C, I, L, Hq, Hkv, D, max_pos;
   const char* what;
+  bool qwen2 = false;  // Qwen2 layout: q/k/v biases, untied head, rope theta 1e6
 };
 
 // "small" is the decode/throughput benchmark model (~40M parameters with its 32k vocabulary).
@@ -21,6 +22,11 @@ const preset presets[] = {
     {"gpu20m", 8192, 384, 1024, 8, 6, 2, 64, 131072, "first GPU training runs (~20M parameters, head dim 64)"},
     {"llama125m", 32000, 768, 2048, 12, 12, 4, 64, 131072,
      "GPU training benchmark: the ~125M Llama shape of docs/cuda.md (12 x 768, 12/4 heads, MLP 2048)"},
+    {"llama1b", 32000, 2048, 8192, 16, 32, 8, 64, 131072,
+     "the ~1B Llama shape of the multi-GPU scaling figures (16 x 2048, 32/8 heads, MLP 8192; Llama 3.2 1B's body)"},
+    {"qwen2-7b", 152064, 3584, 18944, 28, 28, 4, 128, 131072,
+     "the Qwen2-7B shape (28 x 3584, 28/4 heads, MLP 18944, q/k/v biases, untied head), random init: the "
+     "two-GPU ZeRO-1 figure of docs/cuda.md", true},
 };
 
 }  // namespace
@@ -40,7 +46,13 @@ model_config model_preset(const std::string& name, int64_t vocab_size) {
     c.max_position_embeddings = p.max_pos;
     c.rms_norm_eps = 1e-5;
     c.rope_theta = 10000.0;
-    c.tie_word_embeddings = true;
+    c.tie_word_embeddings = !p.qwen2;
+    if (p.qwen2) {
+      c.architecture = "qwen2";
+      c.qkv_bias = true;
+      c.rope_theta = 1e6;
+      c.rms_norm_eps = 1e-6;
+    }
     c.bos_token_id = {};
     c.eos_token_id = {};
     validate_model_config(c, std::string("preset ") + name);

@@ -6,12 +6,17 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/dataset.h"
+#include "dist/communicator.h"
+#include "dist/launcher.h"
 #include "eval/tasks.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/commands.h"
@@ -52,11 +57,31 @@ void register_train(CLI::App& app, command_list& cmds) {
   sub->footer("Every option can also be a key of the --config JSON file; flags override the file.");
   cmds.push_back({sub, [] {
                     train_options o = cli.resolve();
+                    const dist::process_group pg = dist::process_group_from_environment();
+                    if (o.gpus > 1 && !pg.distributed()) {
+                      // This process only starts the group: one child per GPU, each running this command with
+                      // RANK / WORLD_SIZE / MASTER_* set (torchrun's variables), and waits for them.
+                      std::string why;
+                      if (o.device == "cuda" && !dist::gpu_communicator_built(&why)) fail("--gpus {}: {}", o.gpus, why);
+                      validate_train_options(o);
+                      // The host's cores shared among the ranks (each one's OpenMP team), unless the user chose.
+                      std::vector<std::string> env;
+                      if (!std::getenv("OMP_NUM_THREADS"))
+                        env.push_back(fmt::format("OMP_NUM_THREADS={}",
+                                                  std::max(1u, std::thread::hardware_concurrency() / unsigned(o.gpus))));
+                      const dist::launch_result lr =
+                          dist::launch_local(dist::self_command_line(), int(o.gpus), env);
+                      if (lr.failed_rank >= 0)
+                        fail("--gpus {}: {}; the other ranks were stopped (the failing rank's message is above)",
+                             o.gpus, lr.what);
+                      return 0;
+                    }
                     train_hooks h;
                     h.tasks = make_task_source(o);
                     train_result r = run_training(o, h);
-                    fmt::print("trained {} steps; final loss {:.4f}, validation loss {:.4f}; model in {}\n", r.step,
-                               r.last_loss, r.last_val_loss, r.final_dir);
+                    if (pg.rank == 0)
+                      fmt::print("trained {} steps; final loss {:.4f}, validation loss {:.4f}; model in {}\n", r.step,
+                                 r.last_loss, r.last_val_loss, r.final_dir.empty() ? "(not saved)" : r.final_dir);
                     return 0;
                   }});
 }

@@ -46,6 +46,12 @@ static std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path
 
 std::string save_checkpoint(const std::string& out, int64_t step, const llama_model& m, const adamw_optimizer& opt,
                             const nlohmann::json& trainer, int keep) {
+  return save_checkpoint(out, step, m, opt.state(m), opt.step_count, trainer, keep);
+}
+
+std::string save_checkpoint(const std::string& out, int64_t step, const llama_model& m,
+                            const std::vector<std::pair<std::string, Tensor>>& opt_state, int64_t step_count,
+                            const nlohmann::json& trainer, int keep) {
   // A diverged run must not replace the last good checkpoint (and `latest`) with Inf / NaN weights.
   for (auto& [name, t] : m.parameters()) {
     const float* p = t->f32();
@@ -66,8 +72,8 @@ std::string save_checkpoint(const std::string& out, int64_t step, const llama_mo
   fs::create_directories(tmp, ec);
   if (ec) fail("{}: cannot create the checkpoint folder: {}", tmp.string(), ec.message());
   save_model(m, tmp.string());
-  write_safetensors((tmp / "optimizer.safetensors").string(), opt.state(m),
-                    {{"step_count", std::to_string(opt.step_count)}});
+  write_safetensors((tmp / "optimizer.safetensors").string(), opt_state,
+                    {{"step_count", std::to_string(step_count)}});
   write_file_atomic((tmp / "trainer.json").string(), trainer.dump(2) + "\n");
   remove_checkpoint_dir(dst);
   fs::rename(tmp, dst, ec);

@@ -19,6 +19,10 @@ namespace gsa {
 // Returns the checkpoint folder written.
 std::string save_checkpoint(const std::string& out, int64_t step, const llama_model& m, const adamw_optimizer& opt,
                             const nlohmann::json& trainer, int keep);
+// The same with the optimizer's state already taken (adamw_optimizer::state, which is collective under ZeRO-1).
+std::string save_checkpoint(const std::string& out, int64_t step, const llama_model& m,
+                            const std::vector<std::pair<std::string, Tensor>>& opt_state, int64_t step_count,
+                            const nlohmann::json& trainer, int keep);
 // The folder OUT/latest names, or "" when there is none. Throws when `latest` names a missing folder.
 std::string latest_checkpoint(const std::string& out);
 // Loads the model; `opt` (constructed for that model) gets its state; returns trainer.json, already checked by

@@ -11,9 +11,20 @@
 
 #include "backend/cpu/ops.h"
 #include "core/error.h"
+#include "dist/communicator.h"
 #include "model/llama.h"
 
 namespace gsa {
+
+// ZeRO-1 (a packed model in a data-parallel group): this rank keeps m, v and (bf16 models) the f32 master
+// weights for its range of the flat buffer only, ranges[rank] of dist::shard_ranges(flat size, ranks). A step
+// reduce-scatters the gradients (each rank gets the sum over the ranks of its range), takes the global norm from
+// the ranks' partial sums, updates its range and all-gathers the compute weights. state() and master_to_host()
+// gather to rank 0 and are collective: every rank calls them (the others get an empty state / untouched host).
+struct optimizer_shard {
+  dist::communicator* comm = nullptr;
+  std::vector<dist::range> ranges;
+};
 
 // A step refused before any update: the gradient norm is NaN or Inf (the parameters, moments and step count are
 // untouched, so the trainer may skip the batch or stop).
@@ -30,7 +41,9 @@ class adamw_optimizer {
 
   // master: the host f32 weights a device model was made from (exact master weights; without it the master is
   // the model's own weights widened to f32).
-  explicit adamw_optimizer(llama_model& m, const llama_model* master = nullptr);
+  // shard: ZeRO-1 (null: the whole state on this rank); `master` must then be given.
+  explicit adamw_optimizer(llama_model& m, const llama_model* master = nullptr, const optimizer_shard* shard = nullptr);
+  bool sharded() const { return sh_.comm != nullptr; }
   // One update with learning rate lr. Weight decay applies to matrices only (not norms, biases; embeddings'
   // rows are matrices and do decay, as in the common GPT recipe). Returns the gradient norm before clipping.
   double step(llama_model& m, llama_weights& grads, float lr);
@@ -46,6 +59,12 @@ class adamw_optimizer {
  private:
   llama_weights master_;  // packed device models in bf16 only; else empty (the model is the master)
   llama_weights m_, v_;
+  // ZeRO-1: m, v and (bf16) the master weights of this rank's range only, flat f32 on the model's device.
+  optimizer_shard sh_;
+  Tensor shard_master_, shard_m_, shard_v_;
+  dist::range mine() const { return sh_.ranges[size_t(sh_.comm->rank())]; }
+  double step_sharded(llama_model& m, llama_weights& grads, float lr);
+  void load_master_range(llama_model& m, const llama_model& host);  // this rank's master weights from host
   const llama_weights& master(const llama_model& m) const { return master_.flat.empty() ? m.w : master_; }
 };
 

@@ -53,6 +53,9 @@ static const option_spec k_table[] = {
     {"device", option_type::string, "\"cpu\"", "cpu or cuda (the whole model on the GPU)", &T::device},
     {"on_nan", option_type::string, "\"stop\"", "a step whose loss or gradient norm is NaN or Inf: stop (error, the last checkpoint stays) or skip (no update; stops after 10 in a row)", &T::on_nan},
     {"precision", option_type::string, "\"bf16\"", "cuda: bf16 or f32 activations and compute weights (f32 master weights either way); cpu: always f32", &T::precision},
+    {"gpus", option_type::integer, "1", "data-parallel training on N GPUs of this host: starts N processes (one per GPU, NCCL); the global batch is grad_accum sequences per step, split over them. Under torchrun (WORLD_SIZE set) leave it at 1", &T::gpus},
+    {"zero", option_type::integer, "0", "several GPUs: 0 keeps the whole AdamW state on every GPU (gradients all-reduced during the backward pass); 1 shards it (ZeRO-1: m, v and master weights split over the GPUs)", &T::zero},
+    {"save", option_type::boolean, "true", "write checkpoints and final/ (--no-save: benchmark runs)", &T::save},
 };
 
 std::span<const option_spec> train_option_table() { return k_table; }
@@ -184,6 +187,11 @@ void validate_train_options(const train_options& o) {
   in_range(o.grad_clip, -1, 1e6, false, "grad_clip", " (<= 0: no clipping)");
   in_range(o.init_std, 0, 10, true, "init_std", "");
   if (o.device != "cpu" && o.device != "cuda") fail("training option 'device' must be cpu or cuda (got '{}')", o.device);
+  if (o.gpus < 1 || o.gpus > 1024) fail("training option 'gpus' must be 1 .. 1024 (got {})", o.gpus);
+  if (o.zero != 0 && o.zero != 1)
+    fail("training option 'zero' must be 0 (replicated optimizer state) or 1 (ZeRO-1, sharded) (got {})", o.zero);
+  if (o.gpus > 1 && o.device != "cuda")
+    fail("--gpus {} trains on {} GPUs and needs --device cuda (one process per GPU over NCCL)", o.gpus, o.gpus);
   if (o.on_nan != "stop" && o.on_nan != "skip")
     fail("training option 'on_nan' must be stop or skip (got '{}')", o.on_nan);
   if (o.precision != "bf16" && o.precision != "f32")

@@ -19,6 +19,7 @@ class progress_bar {
  public:
   progress_bar(int64_t first_step, int64_t total_steps, bool force);
   bool enabled() const { return enabled_; }
+  void disable() { enabled_ = false; }  // e.g. on the ranks of a data-parallel group other than 0
   // mfu_per_token_per_s > 0: also shows MFU = tokens/s x that factor (model FLOPs per token / peak FLOP/s).
   void update(int64_t step, double loss, double lr, int64_t tokens_since_start, double mfu_per_token_per_s = 0);
   void finish();

@@ -12,8 +12,10 @@
 #include "core/log.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "dist/shard.h"
 #include "io/atomic-file.h"
 #include "train/checkpoint.h"
+#include "train/data-parallel.h"
 #include "train/loss-plot.h"
 #include "train/model-init.h"
 #include "train/optimizer.h"
@@ -33,18 +35,18 @@ uint64_t eval_seed(int task_index, int k) { return 0x9e3779b97f4a7c15ull ^ (uint
 struct run_state {
   const train_options& o;
   llama_model m;   // the host model: what checkpoints are written from (f32)
-  llama_model dm;  // its twin on the GPU (--device cuda); empty on the CPU
-  bool on_gpu = false;
+  llama_model dm;  // its packed twin: on the GPU (--device cuda), or on the CPU in a data-parallel group
+  bool packed = false;
   std::unique_ptr<adamw_optimizer> opt;
   bool has_gsa = false;
   gist::gsa_config gcfg;
   const gist::gsa_config* cfg() const { return has_gsa ? &gcfg : nullptr; }
   // The model the steps run on.
-  llama_model& model() { return on_gpu ? dm : m; }
-  const llama_model& model() const { return on_gpu ? dm : m; }
-  // Makes the host model current (the optimizer's master weights) before it is saved.
+  llama_model& model() { return packed ? dm : m; }
+  const llama_model& model() const { return packed ? dm : m; }
+  // Makes the host model current (the optimizer's master weights) before it is saved. Collective with ZeRO-1.
   void sync_host() {
-    if (on_gpu) opt->master_to_host(dm, m);
+    if (packed) opt->master_to_host(dm, m);
   }
 };
 
@@ -190,6 +192,30 @@ void copy_tokenizer_files(const fs::path& src, const fs::path& dst, const std::v
 
 train_result run_training(const train_options& o, const train_hooks& hooks) {
   validate_train_options(o);
+  // The data-parallel group, made first: it selects this rank's GPU before the CUDA backend exists.
+  std::unique_ptr<dist::communicator> own_comm;
+  dist::communicator* comm = hooks.comm;
+  if (!comm) {
+    const dist::process_group pg = dist::process_group_from_environment();
+    if (pg.distributed()) {
+      if (o.device != "cuda")
+        fail("WORLD_SIZE={} asks for data-parallel training, which runs one process per GPU: add --device cuda",
+             pg.world_size);
+      own_comm = dist::make_gpu_communicator(pg);
+      comm = own_comm.get();
+    }
+  }
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
+  const bool root = rank == 0;
+  if (comm) {
+    if (o.grad_accum < world)
+      fail("--grad-accum {} is the global batch (sequences per step) and must be at least the number of GPUs ({})",
+           o.grad_accum, world);
+    if (root) GSA_LOG_INFO("data parallel: {}; {} sequences per step, {} to {} per rank, optimizer state {}",
+                           comm->describe(), o.grad_accum, o.grad_accum / world, (o.grad_accum + world - 1) / world,
+                           o.zero ? "sharded (ZeRO-1)" : "replicated");
+    else if (get_log_level() < log_level::warn) set_log_level(log_level::warn);  // rank 0 speaks for the group
+  }
   const auto mix = parse_mix(o.mix);
   bool wants_text = false;
   for (auto& e : mix) wants_text |= e.source == "text" && e.weight > 0;
@@ -197,7 +223,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   if (ds.train.size() < o.seq_len)
     fail("{}: {} training tokens, fewer than one sequence of seq_len {}", o.data, ds.train.size(), o.seq_len);
   std::error_code ec;
-  fs::create_directories(o.out, ec);
+  if (root) fs::create_directories(o.out, ec);
   if (ec) fail("{}: cannot create the output folder: {}", o.out, ec.message());
 
   run_state r{o, {}, {}, false, nullptr, false, {}};
@@ -235,16 +261,23 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     bool added = false;
     r.has_gsa = setup_gsa(r.m, o.gsa, o.mode, r.gcfg, tok, &added);
     if (added) added_gist_ids = r.gcfg.gist_token_ids;
-    r.opt = std::make_unique<adamw_optimizer>(r.m);
+    // A packed run makes its optimizer below (fresh state: no host copy of m and v, which a 7B model cannot
+    // afford per rank).
+    if (dev == device::cpu && !comm) r.opt = std::make_unique<adamw_optimizer>(r.m);
   }
-  if (dev != device::cpu) {
-    // The weights move to the GPU once; the host optimizer's state (zero, or the checkpoint's) moves with them.
+  if (dev != device::cpu || comm) {
+    // The weights move to the GPU once (or are packed on the CPU for the collectives); the checkpoint's
+    // optimizer state, when resuming, moves with them.
     r.dm = to_backend(r.m, be);
-    r.on_gpu = true;
+    r.packed = true;
     auto host_opt = std::move(r.opt);
-    r.opt = std::make_unique<adamw_optimizer>(r.dm, &r.m);
-    r.opt->load_state(r.dm, host_opt->state(r.m));
-    r.opt->step_count = host_opt->step_count;
+    optimizer_shard shard;
+    if (comm && o.zero == 1) shard = {comm, dist::shard_ranges(r.dm.w.flat.numel(), world)};
+    r.opt = std::make_unique<adamw_optimizer>(r.dm, &r.m, shard.comm ? &shard : nullptr);
+    if (host_opt) {
+      r.opt->load_state(r.dm, host_opt->state(r.m));
+      r.opt->step_count = host_opt->step_count;
+    }
     GSA_LOG_INFO("training on {}: {:.1f} MiB of weights", be.describe(), double(r.dm.w.flat.nbytes()) / 1048576.0);
   }
   // Say what trains: continuing a full-attention model without "gsa": null silently becoming a GSA run is
@@ -278,7 +311,8 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   const auto val_windows = data::fixed_windows(ds.val, o.seq_len, int(o.val_windows));
 
   run_log log{(fs::path(o.out) / "log.jsonl").string(), {}};
-  if (!resume_dir.empty()) log.load_until(step);
+  if (!root) log.path.clear();  // rank 0 writes the log
+  else if (!resume_dir.empty()) log.load_until(step);
   else write_file_atomic(log.path, "");
   if (step >= o.steps) {
     // A finished run started again (its last checkpoint is at --steps or past it): nothing to train. The summary
@@ -295,6 +329,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
                                         r.has_gsa ? std::string("gsa ") + gist::train_mode_name(r.gcfg.mode)
                                                   : std::string("full attention"));
   auto record = [&](const json& j) {
+    if (!root) return;
     log.append(j);
     if (hooks.on_record) hooks.on_record(j);
   };
@@ -306,6 +341,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
                 {"added_gist_ids", added_gist_ids}};
   };
   auto evaluate = [&] {
+    if (!root) return;  // the others go on to the next step's collectives and wait there
     json j = {{"step", step}};
     double vl = eval_val_loss(r, val_windows);
     j["val_loss"] = std::isfinite(vl) ? json(vl) : json(nullptr);
@@ -317,10 +353,27 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   };
 
   progress_bar bar(step, o.steps, o.progress);
+  if (!root) bar.disable();
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t tokens0 = tokens;
   llama_weights grads = make_grads(r.model());
   const double flops_per_token = train_flops_per_token(r.m.config);
+  const bool on_gpu = dev != device::cpu;
+  // Replicated optimizer state: gradient buckets all-reduced during the last sequence's backward pass.
+  std::unique_ptr<grad_sync> gsync;
+  if (comm && o.zero == 0) gsync = std::make_unique<grad_sync>(r.model(), *comm);
+  const std::function<void(int)> on_layer = [&](int l) { gsync->on_layer(l); };
+  const dist::range mine = dist::batch_slice(o.grad_accum, world, rank);
+  // Writes a checkpoint (rank 0; every rank takes part in gathering sharded state).
+  auto save = [&] {
+    if (!o.save) return;
+    if (!root && !r.opt->sharded()) return;
+    r.sync_host();
+    auto opt_state = r.opt->state(r.model());
+    if (root) save_checkpoint(o.out, step, r.m, opt_state, r.opt->step_count, make_trainer_json(),
+                              int(o.keep_checkpoints));
+    if (root) log.plot(plot_path, title);
+  };
   int nan_streak = 0;
   while (step < o.steps) {
     if (hooks.stop_after_steps >= 0 && step >= hooks.stop_after_steps) {
@@ -331,15 +384,23 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     const float lr = cosine_lr(step, o.warmup, o.steps, float(o.lr), float(o.min_lr_ratio));
     zero_grads(grads, r.model().ops());
     double loss = 0;
+    if (gsync) gsync->begin_step();
     for (int64_t a = 0; a < o.grad_accum; a++) {
+      // Every rank draws every sample (the data order, and so a checkpoint, does not depend on the GPU count)
+      // and computes its own slice of them.
       train_sample x = mixer.next();
+      tokens += int64_t(x.raw.size());
+      if (a < mine.begin || a >= mine.end) continue;
       train_sequence q = make_sequence(x, r.cfg(), int(o.suffix_tokens));
       forward_state st;
       forward_sequence(r.model(), st, q, r.cfg());
-      if (st.n_valid > 0) backward(r.model(), st, grads, 1.0f / float(o.grad_accum));
+      const bool overlap = gsync && a == mine.end - 1;
+      if (overlap) gsync->set_target(grads);
+      if (st.n_valid > 0) backward(r.model(), st, grads, 1.0f / float(o.grad_accum), overlap ? &on_layer : nullptr);
       loss += st.loss() / double(o.grad_accum);
-      tokens += int64_t(x.raw.size());
     }
+    if (gsync) gsync->finish(grads);
+    if (comm) loss = comm->sum_host(loss);  // the global batch's loss, the same on every rank
     if (hooks.before_update) hooks.before_update(step + 1, loss);
     double gnorm = 0;
     try {
@@ -359,31 +420,31 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     }
     step++;
     res.last_loss = loss;
-    bar.update(step, loss, lr, tokens - tokens0, r.on_gpu ? flops_per_token / k_peak_bf16_flops : 0.0);
+    bar.update(step, loss, lr, tokens - tokens0, on_gpu ? flops_per_token / k_peak_bf16_flops / world : 0.0);
     if (step % o.log_every == 0 || step == o.steps) {
       double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double tps = el > 0 ? double(tokens - tokens0) / el : 0.0;
       json rec = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens", tokens},
                   {"tokens_per_s", tps}, {"elapsed_s", el}};
-      if (r.on_gpu) {
-        rec["mfu"] = tps * flops_per_token / k_peak_bf16_flops;
-        rec["gpu_mib"] = double(r.model().ops().peak_bytes()) / 1048576.0;
+      if (on_gpu) {
+        rec["mfu"] = tps * flops_per_token / k_peak_bf16_flops / world;  // per GPU
+        rec["gpu_mib"] = double(r.model().ops().peak_bytes()) / 1048576.0;  // rank 0's
       }
+      if (comm) rec["gpus"] = world;
       record(rec);
     }
     if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) evaluate();
-    if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps) {
-      r.sync_host();
-      save_checkpoint(o.out, step, r.m, *r.opt, make_trainer_json(), int(o.keep_checkpoints));
-      log.plot(plot_path, title);
-    }
+    if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps) save();
   }
   bar.finish();
-  fs::path fin = fs::path(o.out) / "final";
-  r.sync_host();
-  save_model(r.m, fin.string());
-  copy_tokenizer_files(find_tokenizer_dir(tokenizer_dirs), fin, added_gist_ids);
   res.step = step;
+  if (!o.save) return res;
+  fs::path fin = fs::path(o.out) / "final";
+  if (root || r.opt->sharded()) r.sync_host();
+  if (root) {
+    save_model(r.m, fin.string());
+    copy_tokenizer_files(find_tokenizer_dir(tokenizer_dirs), fin, added_gist_ids);
+  }
   res.final_dir = fin.string();
   return res;
 }

@@ -1,8 +1,11 @@
 // `gsa train` as a library call: builds or loads the model (presets, or an HF folder with gist rows added),
 // streams the data mix, runs AdamW with warmup + cosine, gradient accumulation and clipping, evaluates
 // validation loss (and the retrieval tasks of the mix, when a task generator is given) every eval_every steps,
-// checkpoints every save_every steps, and resumes bit-exactly from OUT/latest. Single process; the model's ops
-// use OpenMP inside.
+// checkpoints every save_every steps, and resumes bit-exactly from OUT/latest. The model's ops use OpenMP inside.
+// Data parallel (a communicator, several processes): every rank draws the step's grad_accum samples and computes
+// its slice of them (dist/shard.h), gradients are summed over the ranks (train/data-parallel.h, or ZeRO-1 in the
+// optimizer), and rank 0 alone evaluates, logs and writes; checkpoints are those of one process, so a run resumes
+// on any number of GPUs.
 // Files under OUT: checkpoint-<step>/ and latest (checkpoint.h), log.jsonl (one JSON object per logged step
 // and per evaluation), loss.svg, final/ (the trained HF model dir, plus tokenizer files when found).
 #pragma once
@@ -12,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/communicator.h"
 #include "train/mix.h"
 #include "train/options.h"
 
@@ -24,6 +28,9 @@ struct train_hooks {
   // Called with the step about to update (1-based) and that step's summed loss, which it may change (tests poison
   // it with NaN to exercise --on-nan).
   std::function<void(int64_t step, double& loss)> before_update;
+  // The data-parallel group this process belongs to (tests pass an in-process one). Null: made from the
+  // environment when WORLD_SIZE > 1 (`gsa train --gpus N`, torchrun), else a single process.
+  dist::communicator* comm = nullptr;
 };
 
 struct train_result {

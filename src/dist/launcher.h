@@ -1,0 +1,24 @@
+// `gsa train --gpus N` on one host: starts N copies of this program (the same arguments) with the environment
+// torchrun would give them (RANK = LOCAL_RANK = i, WORLD_SIZE = N, MASTER_ADDR = 127.0.0.1, MASTER_PORT = a free
+// port), waits for all of them, and when one fails stops the others (SIGTERM, then SIGKILL after a grace period)
+// so that none waits forever in a collective.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace gsa::dist {
+
+struct launch_result {
+  int failed_rank = -1;   // the first rank that failed, -1 when all exited with 0
+  int exit_code = 0;      // its exit status, or 128 + signal
+  std::string what;       // "rank 1 exited with status 3", "rank 0 was killed by signal 9"
+};
+
+// Runs `argv` (argv[0] an executable path) N times with the group's variables added to the environment
+// (plus `extra_env`, NAME=VALUE). Blocks until every child has exited.
+launch_result launch_local(const std::vector<std::string>& argv, int n, const std::vector<std::string>& extra_env = {});
+
+// This program's path and arguments, as the kernel started it (/proc/self/exe and /proc/self/cmdline).
+std::vector<std::string> self_command_line();
+
+}  // namespace gsa::dist
