@@ -82,7 +82,11 @@ if part d; then
   MC=null
   [ -n "${QWEN_VOCAB:-}" ] && MC="{\"vocab_size\":$QWEN_VOCAB}"
   run qwen7b-2g-z1 240 --preset qwen2-7b --model-config "$MC" --seq-len 8192 --grad-accum 2 --steps 5 --gpus 2 \
-    --zero 1 "${TP[@]}"
+    --zero 1 "${TP[@]}" ||
+    { grep -h "memory" "$W/qwen7b-2g-z1.out" | head -2;
+      echo "8k did not run; the same at 4k tokens to see how far it is:";
+      run qwen7b-2g-z1-4k 150 --preset qwen2-7b --model-config "$MC" --seq-len 4096 --grad-accum 2 --steps 5 \
+        --gpus 2 --zero 1 "${TP[@]}"; }
 fi
 
 echo "=== summary ($(date +%T))"
@@ -143,7 +147,7 @@ for spec in ["llama125m-4096", "llama125m-16384", "llama1b-4096", "llama1b-16384
                                "mfu_per_gpu": [t1[2], t2[2]]}
     print(f"(c) {spec:16s}: 1 GPU {t1[0]:10,.0f} tok/s, 2 GPUs {t2[0]:10,.0f} tok/s: {ratio:.2f}x (target 1.8x);"
           f" MFU/GPU {t1[2]:.1%} / {t2[2]:.1%}; peak MiB {t1[1]:.0f} / {t2[1]:.0f}")
-q = log("qwen7b-2g-z1")
+q = log("qwen7b-2g-z1") or log("qwen7b-2g-z1-4k")
 if q:
     t = tps(q, skip=1)
     recs = [x for x in q if "loss" in x]
