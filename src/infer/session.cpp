@@ -63,9 +63,9 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
   if (!m.on_host() || opts.kv_pool) {
     // The device path: rows in pools on the model's backend, selection on the host from the gist-key tiles.
     const std::string where = m.ops().describe();
-    if (opts.meth == method::quest || opts.meth == method::moba || opts.meth == method::h2o)
-      fail("method {} does not run on {} yet (its selection reads page summaries or attention weights on the "
-           "host); use --device cpu, or one of full, gist, gsa, hgsa, streaming", method_name(opts.meth), where);
+    if (opts.meth == method::h2o)
+      fail("method h2o does not run on {} yet (its eviction accumulates attention weights that the decode kernel "
+           "does not return); use --device cpu, or another method", where);
     if (opts.tier != kv::page_tier::memory)
       fail("--kv-tier {} keeps raw pages in host memory or a file; on {} use --kv-tier memory",
            kv::page_tier_name(opts.tier), where);

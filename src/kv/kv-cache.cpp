@@ -38,9 +38,9 @@ kv_cache::kv_cache(const cache_layout& layout) : lay_(layout) {
     fail("kv_cache: bad layout ({} layers, {} KV heads, head dim {})", lay_.n_layers, lay_.n_kv_heads, lay_.head_dim);
   if (lay_.page_size <= 0) fail("kv_cache: page size {} must be positive", lay_.page_size);
   if (lay_.window_pages < 0 || lay_.sink < 0 || lay_.gist_levels < 0) fail("kv_cache: negative window, sink or levels");
-  if (lay_.rows_on && (lay_.tier != page_tier::memory || lay_.page_summaries))
-    fail("a KV cache on {} keeps every page in device memory and has no page summaries: use --kv-tier memory and "
-         "a method other than quest / moba there, or --device cpu", lay_.rows_on->describe());
+  if (lay_.rows_on && lay_.tier != page_tier::memory)
+    fail("a KV cache on {} keeps every page in its memory: use --kv-tier memory there, or --device cpu",
+         lay_.rows_on->describe());
   layers_.resize(lay_.n_layers);
   for (auto& l : layers_) {
     l.gists.resize(lay_.gist_levels);
@@ -131,19 +131,28 @@ void kv_cache::append_rows(int layer, const std::vector<kv_addr>& at, const Tens
   const size_t rowf = size_t(Hkv) * D;
   GSA_ASSERT(k.numel() == int64_t(at.size() * rowf) && v.numel() == k.numel(), "append_rows: {} rows, k {}",
              at.size(), shape_str(k.shape()));
-  Tensor kh;  // host f32 keys, for the gist tiles
+  Tensor kh;  // host f32 keys, for the gist tiles and the page summaries
   for (const kv_addr& a : at)
-    if (a.level >= 0 && kh.empty()) kh = k.host(dtype::f32);
+    if ((a.level >= 0 || lay_.page_summaries) && kh.empty()) kh = k.host(dtype::f32);
   std::vector<int64_t> rows(at.size());
   for (size_t i = 0; i < at.size(); i++) {
     const kv_addr a = at[i];
     if (a.level < 0) {
       GSA_ASSERT(a.index == lc.n_raw, "raw row {} appended as {}", lc.n_raw, a.index);
+      const int p = lc.n_raw / P;
       if (lc.n_raw % P == 0) {
         lc.pages.emplace_back();
         lc.pages.back().frame = new_frame(lc);
+        // Summaries: the page's keys wait on the host (K half only) until it completes.
+        if (lay_.page_summaries) lc.pages.back().data.assign(size_t(P) * rowf, 0.0f);
       }
+      if (lay_.page_summaries)
+        std::copy_n(kh.f32() + i * rowf, rowf, lc.pages[p].data.data() + size_t(lc.n_raw % P) * rowf);
       lc.n_raw++;
+      if (lay_.page_summaries && lc.n_raw % P == 0) {
+        page_completed(layer, p);
+        std::vector<float>().swap(lc.pages[p].data);
+      }
     } else {
       GSA_ASSERT(a.level < lay_.gist_levels, "gist level {} of {}", a.level, lay_.gist_levels);
       gist_store& g = lc.gists[a.level];
@@ -237,6 +246,8 @@ cache_bytes kv_cache::bytes() const {
   for (const auto& lc : layers_) {
     if (lay_.rows_on) {
       b.device += int64_t(lc.pool.nbytes());
+      b.resident += int64_t(lc.kmin.size() + lc.kmax.size() + lc.kmean.size()) * sizeof(float);
+      for (const auto& pg : lc.pages) b.resident += int64_t(pg.data.size()) * sizeof(float);
       for (const auto& t : lc.gists)
         for (const auto& kt : t.kt) b.scoring += int64_t(kt.size()) * sizeof(float);
       continue;

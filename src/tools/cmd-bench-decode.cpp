@@ -31,7 +31,7 @@ struct bench_args {
 };
 
 // The methods a GPU session runs so far (docs/decode.md): the default list on --device cuda.
-constexpr const char* kGpuMethods = "full,gsa,hgsa,gist,streaming";
+constexpr const char* kGpuMethods = "full,gsa,hgsa,gist,streaming,quest,moba";
 
 // The `small` preset: ~40M parameters, a one-level GSA config (c = 16, g = 1), 128k positions.
 llama_model preset_model(const std::string& name) {

@@ -2,8 +2,9 @@
 // model on the CUDA backend, K/V rows in device pools (kv-cache.h pool mode), decode attention by the gathered-key
 // kernel, selection on the host. Against the CPU engine on random models with head dim 64 in f32: the same key
 // lists every row and layer, the same greedy tokens, and logits to 1e-4 relative (prefill through the GSA
-// attention kernels, decode through the decode kernel). bf16: close to the f32 CPU run (3e-2 relative L2). Bad
-// input: a method or shape the GPU path does not run is refused with what to change.
+// attention kernels, decode through the decode kernel), for every method but h2o. bf16: close to the f32 CPU run
+// (3e-2 relative L2). Bad input: h2o, a file tier or a shape the GPU path does not run is refused with what to
+// change.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -70,7 +71,8 @@ struct method_case {
 
 const method_case kCases[] = {{method::full, {8}, -1},      {method::gist, {8}, -1},
                               {method::gsa, {8}, -1},       {method::gsa, {8}, -1, prefill_mode::unfold},
-                              {method::hgsa, {4, 2}, -1},   {method::streaming, {8}, 64}};
+                              {method::hgsa, {4, 2}, -1},   {method::streaming, {8}, 64},
+                              {method::quest, {8}, 64},     {method::moba, {8}, 64}};
 
 TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
   REQUIRE_GPU();
@@ -159,10 +161,13 @@ TEST(CudaSession, UnsupportedMethodsAndShapesAreRefused) {
   };
   llama_model cpu_m = random_model({8}, 1, 0.3f);
   llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
-  for (method meth : {method::quest, method::moba, method::h2o}) {
+  {
     session_options o;
-    o.meth = meth;
+    o.meth = method::h2o;
     expect_error([&] { session s(gpu_m, o); }, "does not run on");
+    o.meth = method::gist;
+    o.tier = kv::page_tier::file;
+    expect_error([&] { session s(gpu_m, o); }, "--kv-tier memory");
   }
   // Head dim 8: the decode kernel has 64 and 128.
   llama_model small = test::tiny_model({4});
