@@ -2,7 +2,8 @@
 # A plain-text corpus from Debian's documentation and source packages (the only archive this machine reaches),
 # with a held-out split for bits/byte that no training run sees (docs/data.md).
 #
-#   scripts/fetch-corpus.sh                       # corpus/ (ignored by git): train.jsonl, heldout.*, manifest.json
+#   scripts/fetch-corpus.sh                       # corpus/ (ignored by git): train.jsonl, heldout.*, manifest.json,
+#                                                 # qa-train.jsonl, qa-heldout.jsonl (manual pages, for the qa task)
 #   TOKENIZER=bundle-data/tok scripts/fetch-corpus.sh   # also corpus/tokens/: train.jsonl as gsa token shards
 #
 # Settings (environment):
@@ -81,6 +82,9 @@ mv "$list" "$CORPUS/packages.txt"
 
 python3 scripts/corpus-text.py --unpacked "$CORPUS/unpacked" --packages "$CORPUS/packages.txt" --out "$CORPUS" \
   --heldout-permille "$HELDOUT_PERMILLE"
+if grep -q '^manpages' "$CORPUS/packages.txt"; then
+  python3 scripts/corpus-qa.py --corpus "$CORPUS"
+fi
 
 if [ -n "${TOKENIZER:-}" ]; then
   [ -x "$G" ] || die "$G is not built (scripts/build.sh, or set GSA)"
