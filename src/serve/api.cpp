@@ -209,10 +209,9 @@ void parse_stop(const json& j, completion_request& r) {
 }
 
 // Fields gsa does not implement: accepted only at the value that means "off".
-void refuse_unsupported(const json& j, endpoint kind) {
-  if (const json* n = field(j, "n"); n && get_int(*n, "n") != 1) unsupported("n", "only n = 1 is supported");
-  if (const json* b = field(j, "best_of"); b && get_int(*b, "best_of") != 1)
-    unsupported("best_of", "only best_of = 1 is supported");
+void refuse_unsupported(const json& j, endpoint kind, int64_t n) {
+  if (const json* b = field(j, "best_of"); b && get_int(*b, "best_of") != n)
+    unsupported("best_of", "best_of must equal n (every generated choice is returned)");
   if (const json* e = field(j, "echo"); e && get_bool(*e, "echo")) unsupported("echo", "echo is not supported");
   if (const json* l = field(j, "logprobs")) {
     const bool on = l->is_boolean() ? l->get<bool>() : l->is_number_integer() ? l->get<int64_t>() != 0 : true;
@@ -288,6 +287,11 @@ completion_request parse_request(std::string_view body, endpoint kind) {
       r.seed = uint64_t(get_int(*s, "seed"));
   }
   parse_stop(j, r);
+  if (const json* n = field(j, "n")) {
+    r.n = get_int(*n, "n");
+    if (r.n < 1 || r.n > max_choices)
+      throw api_error(400, fmt::format("'n' is {}; give 1 .. {} choices", r.n, max_choices), "n", "invalid_value");
+  }
   if (const json* s = field(j, "stream")) r.stream = get_bool(*s, "stream");
   if (const json* so = field(j, "stream_options")) {
     if (!so->is_object()) wrong_type("stream_options", "an object", *so);
@@ -300,7 +304,7 @@ completion_request parse_request(std::string_view body, endpoint kind) {
     if (const json* s = field(*g, "stats")) r.gsa_stats = get_bool(*s, "gsa.stats");
     if (const json* s = field(*g, "reuse")) r.gsa_reuse = get_bool(*s, "gsa.reuse");
   }
-  refuse_unsupported(j, kind);
+  refuse_unsupported(j, kind, r.n);
   return r;
 }
 
@@ -351,23 +355,31 @@ json head(endpoint kind, const std::string& id, int64_t created, const std::stri
 }  // namespace
 
 json response_json(endpoint kind, const std::string& id, int64_t created, const std::string& model,
-                   const std::string& text, const std::string& finish_reason, const usage& u, const json& gsa) {
+                   const std::vector<choice>& choices, const usage& u, const json& gsa) {
   json j = head(kind, id, created, model, false);
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
-  if (kind == endpoint::chat)
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else
-    choice["text"] = text;
-  j["choices"] = json::array({choice});
+  j["choices"] = json::array();
+  for (size_t i = 0; i < choices.size(); i++) {
+    json c = {{"index", i}, {"logprobs", nullptr}, {"finish_reason", finish_json(choices[i].finish_reason)}};
+    if (kind == endpoint::chat)
+      c["message"] = {{"role", "assistant"}, {"content", choices[i].text}};
+    else
+      c["text"] = choices[i].text;
+    j["choices"].push_back(c);
+  }
   j["usage"] = usage_json(u);
   if (!gsa.is_null()) j["gsa"] = gsa;
   return j;
 }
 
+json response_json(endpoint kind, const std::string& id, int64_t created, const std::string& model,
+                   const std::string& text, const std::string& finish_reason, const usage& u, const json& gsa) {
+  return response_json(kind, id, created, model, std::vector<choice>{{text, finish_reason}}, u, gsa);
+}
+
 json chunk_json(endpoint kind, const std::string& id, int64_t created, const std::string& model,
-                const std::string& text, const std::string& finish_reason, bool first) {
+                const std::string& text, const std::string& finish_reason, bool first, int64_t index) {
   json j = head(kind, id, created, model, true);
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
+  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish_reason)}};
   if (kind == endpoint::chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";

@@ -50,6 +50,7 @@ struct completion_request {
   float top_p = 1.0f;
   std::optional<uint64_t> seed;   // none: a fresh random seed per request
   std::vector<std::string> stop;  // at most 4, each non-empty
+  int64_t n = 1;                  // choices, each sampled on its own (seed + i when a seed is given)
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool gsa_stats = false;      // "gsa": {"stats": true}: the extension object in the response
@@ -58,11 +59,13 @@ struct completion_request {
 
 // Limits of the bodies a server accepts.
 constexpr size_t max_stop_sequences = 4;
+constexpr int64_t max_choices = 16;  // n: each choice holds a session while it generates
 constexpr int64_t default_completion_tokens = 16;  // OpenAI's default max_tokens for /v1/completions
 
 // Parses and validates a body (which must be valid UTF-8 and a JSON object; nesting is bounded). Checks types
-// and ranges of every field it knows, refuses what gsa does not support (n != 1, best_of, echo, logprobs,
-// non-zero penalties, several prompts) naming the field; unknown fields are ignored as OpenAI's server does.
+// and ranges of every field it knows (n in 1 .. max_choices), refuses what gsa does not support (best_of other
+// than n, echo, logprobs, non-zero penalties, several prompts) naming the field; unknown fields are ignored as
+// OpenAI's server does.
 // Does not check the model name (see check_model) or token counts (see resolve_max_tokens).
 completion_request parse_request(std::string_view body, endpoint kind);
 
@@ -85,13 +88,21 @@ struct usage {
 };
 nlohmann::json usage_json(const usage& u);
 
-// The whole response of a non-streaming request. gsa: the extension object, or null for none.
+// One choice of a response: its text and finish reason.
+struct choice {
+  std::string text, finish_reason;
+};
+// The whole response of a non-streaming request, choices in index order. gsa: the extension object, or null.
+nlohmann::json response_json(endpoint kind, const std::string& id, int64_t created, const std::string& model,
+                             const std::vector<choice>& choices, const usage& u, const nlohmann::json& gsa);
+// The same with one choice.
 nlohmann::json response_json(endpoint kind, const std::string& id, int64_t created, const std::string& model,
                              const std::string& text, const std::string& finish_reason, const usage& u,
                              const nlohmann::json& gsa);
-// One chunk of a stream. first: the chat chunk that carries the role. finish_reason "" is sent as null.
+// One chunk of a stream for the choice `index`. first: the chat chunk that carries the role. finish_reason "" is
+// sent as null.
 nlohmann::json chunk_json(endpoint kind, const std::string& id, int64_t created, const std::string& model,
-                          const std::string& text, const std::string& finish_reason, bool first);
+                          const std::string& text, const std::string& finish_reason, bool first, int64_t index = 0);
 // The final usage chunk of a stream (stream_options.include_usage): empty choices, usage set.
 nlohmann::json usage_chunk_json(endpoint kind, const std::string& id, int64_t created, const std::string& model,
                                 const usage& u);

@@ -105,86 +105,125 @@ struct http_server::impl {
     jr.max_tokens = resolve_max_tokens(r, int64_t(jr.prompt.size()), o.max_context);
     jr.samp.temperature = r.temperature;
     jr.samp.top_p = r.top_p;
-    jr.samp.seed = r.seed ? *r.seed : std::random_device{}() * 0x100000001ull;
     jr.stop = r.stop;
     jr.stats = r.gsa_stats;
     jr.reuse = r.gsa_reuse;
-    auto j = sched.submit(std::move(jr));
+    // n choices are n jobs, batched like any concurrent requests; choice i samples with seed + i, so choice 0 is
+    // what the same request with n = 1 answers.
+    std::vector<std::shared_ptr<job>> jobs;
+    for (int64_t i = 0; i < r.n; i++) {
+      jr.samp.seed = r.seed ? *r.seed + uint64_t(i) : std::random_device{}() * 0x100000001ull;
+      jobs.push_back(sched.submit(jr));
+    }
     const std::string id = random_id(kind == endpoint::chat ? "chatcmpl-" : "cmpl-");
     const int64_t created_at = unix_now();
     auto conn = std::make_shared<connection>(req.remote_addr, req.remote_port, req.local_port);
+    auto cancel_all = [jobs] {
+      for (const auto& j : jobs) j->cancel();
+    };
     if (!r.stream) {
-      job_state st;
-      for (;;) {
-        st = j->wait(std::string::npos, poll_interval);
-        if (st.done) break;
-        if (conn->closed()) {
-          j->cancel();
-          GSA_LOG_INFO("{} {}: the client disconnected; generation cancelled", req.method, req.path);
-          st = j->wait(std::string::npos, std::chrono::hours(1));  // the scheduler ends it at its next step
-          break;
+      std::vector<job_state> st(jobs.size());
+      for (size_t i = 0; i < jobs.size(); i++)
+        for (;;) {
+          st[i] = jobs[i]->wait(std::string::npos, poll_interval);
+          if (st[i].done) break;
+          if (conn->closed()) {
+            cancel_all();
+            GSA_LOG_INFO("{} {}: the client disconnected; generation cancelled", req.method, req.path);
+            st[i] = jobs[i]->wait(std::string::npos, std::chrono::hours(1));  // ended at the scheduler's next step
+          }
         }
+      std::vector<choice> choices;
+      usage u{st[0].prompt_tokens, 0};
+      json gsa = json::array();
+      for (const job_state& s : st) {
+        if (s.finish_reason == "error")
+          throw api_error(500, "generation failed: " + s.error, "", "generation_failed", "server_error");
+        if (s.finish_reason == "cancelled") {
+          res.status = 499;  // nobody reads it
+          return;
+        }
+        choices.push_back({s.text, s.finish_reason});
+        u.completion_tokens += s.completion_tokens;
+        gsa.push_back(s.stats);
       }
-      if (st.finish_reason == "error")
-        throw api_error(500, "generation failed: " + st.error, "", "generation_failed", "server_error");
-      if (st.finish_reason == "cancelled") {
-        res.status = 499;  // nobody reads it
-        return;
-      }
-      const usage u{st.prompt_tokens, st.completion_tokens};
-      json gsa = r.gsa_stats ? st.stats : json(nullptr);
-      res.set_content(dump(response_json(kind, id, created_at, o.model_id, st.text, st.finish_reason, u, gsa)),
-                      "application/json");
+      // n = 1 keeps the object of issue 13; more choices get one object each, in index order.
+      gsa = !r.gsa_stats ? json(nullptr) : r.n == 1 ? gsa[0] : json{{"choices", gsa}};
+      res.set_content(dump(response_json(kind, id, created_at, o.model_id, choices, u, gsa)), "application/json");
       return;
     }
     res.set_header("Cache-Control", "no-cache");
     struct stream_state {
-      size_t sent = 0;
-      bool first = true;
+      std::vector<size_t> sent;
+      std::vector<bool> first, finished;
+      int64_t completion_tokens = 0, prompt_tokens = 0;
+      bool failed = false;  // a choice ended in an error or was cancelled: no usage chunk
     };
     auto ss = std::make_shared<stream_state>();
+    ss->sent.assign(jobs.size(), 0);
+    ss->first.assign(jobs.size(), true);
+    ss->finished.assign(jobs.size(), false);
     const std::string model = o.model_id;
     const bool include_usage = r.include_usage, want_stats = r.gsa_stats;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [j, conn, ss, kind, id, created_at, model, include_usage, want_stats](size_t, httplib::DataSink& sink) {
-          const job_state st = j->wait(ss->sent, poll_interval);
+        [jobs, conn, ss, kind, id, created_at, model, include_usage, want_stats, cancel_all](size_t,
+                                                                                             httplib::DataSink& sink) {
           auto write = [&](const std::string& s) {
             if (sink.write(s.data(), s.size())) return true;
             GSA_LOG_INFO("a stream's write failed: the client left; generation cancelled");
-            j->cancel();
+            cancel_all();
             return false;
           };
-          if (ss->first && kind == endpoint::chat && !write(sse(chunk_json(kind, id, created_at, model, "", "", true))))
-            return false;
-          ss->first = false;
-          if (st.text.size() > ss->sent) {
-            if (!write(sse(chunk_json(kind, id, created_at, model, st.text.substr(ss->sent), "", false)))) return false;
-            ss->sent = st.text.size();
+          // Wait on the first unfinished choice; the others are read as they are.
+          size_t waiting = 0;
+          while (waiting < jobs.size() && ss->finished[waiting]) waiting++;
+          bool all_done = true;
+          for (size_t i = 0; i < jobs.size(); i++) {
+            if (ss->finished[i]) continue;
+            const job_state st = i == waiting ? jobs[i]->wait(ss->sent[i], poll_interval) : jobs[i]->state();
+            const int64_t index = int64_t(i);
+            if (ss->first[i] && kind == endpoint::chat &&
+                !write(sse(chunk_json(kind, id, created_at, model, "", "", true, index))))
+              return false;
+            ss->first[i] = false;
+            if (st.text.size() > ss->sent[i]) {
+              if (!write(sse(chunk_json(kind, id, created_at, model, st.text.substr(ss->sent[i]), "", false, index))))
+                return false;
+              ss->sent[i] = st.text.size();
+            }
+            if (!st.done) {
+              all_done = false;
+              continue;
+            }
+            ss->finished[i] = true;
+            ss->prompt_tokens = st.prompt_tokens;
+            ss->completion_tokens += st.completion_tokens;
+            ss->failed = ss->failed || st.finish_reason == "error" || st.finish_reason == "cancelled";
+            if (st.finish_reason == "error") {
+              if (!write(sse(error_json("generation failed: " + st.error, "server_error", "", "generation_failed"))))
+                return false;
+            } else if (st.finish_reason != "cancelled") {
+              json last = chunk_json(kind, id, created_at, model, "", st.finish_reason, false, index);
+              if (want_stats) last["gsa"] = st.stats;
+              if (!write(sse(last))) return false;
+            }
           }
-          if (!st.done) {
+          if (!all_done) {
             if (!conn->closed()) return true;
             GSA_LOG_INFO("a stream's client disconnected; generation cancelled");
-            j->cancel();
+            cancel_all();
             return false;
           }
-          if (st.finish_reason == "error") {
-            if (!write(sse(error_json("generation failed: " + st.error, "server_error", "", "generation_failed"))))
-              return false;
-          } else if (st.finish_reason != "cancelled") {
-            json last = chunk_json(kind, id, created_at, model, "", st.finish_reason, false);
-            if (want_stats) last["gsa"] = st.stats;
-            if (!write(sse(last))) return false;
-            if (include_usage &&
-                !write(sse(usage_chunk_json(kind, id, created_at, model, {st.prompt_tokens, st.completion_tokens}))))
-              return false;
-          }
+          if (include_usage && !ss->failed &&
+              !write(sse(usage_chunk_json(kind, id, created_at, model, {ss->prompt_tokens, ss->completion_tokens}))))
+            return false;
           if (!write("data: [DONE]\n\n")) return false;
           sink.done();
           return true;
         },
-        [j](bool success) {
-          if (!success) j->cancel();
+        [cancel_all](bool success) {
+          if (!success) cancel_all();
         });
   }
 

@@ -122,7 +122,10 @@ TEST(Api, RangesAndUnsupported) {
   EXPECT_EQ(refused(R"({"model":"m","prompt":"x","top_p":0})").param, "top_p");
   EXPECT_EQ(refused(R"({"model":"m","prompt":"x","stop":["a","b","c","d","e"]})").param, "stop");
   EXPECT_EQ(refused(R"({"model":"m","prompt":"x","stop":[""]})").param, "stop");
-  EXPECT_EQ(refused(R"({"model":"m","prompt":"x","n":2})").param, "n");
+  EXPECT_EQ(refused(R"({"model":"m","prompt":"x","n":0})").param, "n");
+  EXPECT_EQ(refused(R"({"model":"m","prompt":"x","n":17})").param, "n");
+  EXPECT_EQ(refused(R"({"model":"m","prompt":"x","n":3,"best_of":2})").param, "best_of");
+  EXPECT_EQ(refused(R"({"model":"m","prompt":"x","best_of":2})").param, "best_of");
   EXPECT_EQ(refused(R"({"model":"m","prompt":"x","echo":true})").param, "echo");
   EXPECT_EQ(refused(R"({"model":"m","prompt":"x","logprobs":3})").param, "logprobs");
   EXPECT_EQ(refused(R"({"model":"m","prompt":"x","presence_penalty":0.5})").param, "presence_penalty");
@@ -190,6 +193,22 @@ TEST(Api, HugeMaxTokensIsRefusedWithTheTrueTotal) {
               std::string::npos)
         << e.what();
   }
+}
+
+// n choices (up to max_choices); best_of may only repeat n.
+TEST(Api, SeveralChoices) {
+  auto r = parse_request(R"({"model":"m","prompt":"x","n":3,"best_of":3})", endpoint::completions);
+  EXPECT_EQ(r.n, 3);
+  EXPECT_EQ(parse_request(R"({"model":"m","prompt":"x"})", endpoint::completions).n, 1);
+  EXPECT_EQ(parse_request(R"({"model":"m","messages":[{"role":"user","content":"x"}],"n":16})", endpoint::chat).n,
+            max_choices);
+  const auto c = response_json(endpoint::chat, "x", 5, "m", {{"a", "stop"}, {"b", "length"}}, {3, 4}, nullptr);
+  ASSERT_EQ(c["choices"].size(), 2u);
+  EXPECT_EQ(c["choices"][1]["index"], 1);
+  EXPECT_EQ(c["choices"][1]["message"]["content"], "b");
+  EXPECT_EQ(c["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(c["usage"]["total_tokens"], 7);
+  EXPECT_EQ(chunk_json(endpoint::completions, "x", 5, "m", "t", "", false, 2)["choices"][0]["index"], 2);
 }
 
 TEST(Api, ResponseShapes) {

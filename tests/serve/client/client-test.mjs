@@ -141,6 +141,43 @@ test("stop sequences (plain and streamed)", async () => {
   assert.equal(text, want);
 });
 
+test("n = 3: three choices, choice i sampled with seed + i; streamed choices carry their index", async () => {
+  // One session at a time: every choice decodes alone, so it equals the n = 1 request with its seed bit for bit
+  // (in a batch of M the matmuls round in M-row GEMMs).
+  const one_at_a_time = await startServer(["--model", demo, "--model-name", "demo", "--max-sessions", "1"]);
+  const client = new OpenAI({ baseURL: one_at_a_time.url + "/v1", apiKey: "unused", maxRetries: 0 });
+  const req = { model: "demo", prompt: "The little dog", max_tokens: 12, temperature: 0.9, seed: 40, gsa: { reuse: false } };
+  const r = await client.completions.create({ ...req, n: 3 });
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+  let tokens = 0;
+  for (let i = 0; i < 3; i++) {
+    const one = await client.completions.create({ ...req, seed: 40 + i });
+    assert.equal(r.choices[i].text, one.choices[0].text, `choice ${i}`);
+    assert.equal(r.choices[i].finish_reason, one.choices[0].finish_reason, `choice ${i}`);
+    assert.equal(r.usage.prompt_tokens, one.usage.prompt_tokens);
+    tokens += one.usage.completion_tokens;
+  }
+  assert.equal(r.usage.completion_tokens, tokens);
+  const stream = await client.completions.create({ ...req, n: 3, stream: true, stream_options: { include_usage: true } });
+  const texts = ["", "", ""], finish = [null, null, null];
+  let usage = null;
+  for await (const c of stream) {
+    if (c.usage) usage = c.usage;
+    for (const ch of c.choices) {
+      texts[ch.index] += ch.text;
+      if (ch.finish_reason) finish[ch.index] = ch.finish_reason;
+    }
+  }
+  assert.deepEqual(texts, r.choices.map((c) => c.text));
+  assert.deepEqual(finish, r.choices.map((c) => c.finish_reason));
+  assert.deepEqual(usage, r.usage);
+  const main_client = new OpenAI({ baseURL: main.url + "/v1", apiKey: key, maxRetries: 0 });
+  const chat = await main_client.chat.completions.create({ model: "demo", messages: [{ role: "user", content: "Hi" }], max_tokens: 4, n: 2, seed: 1 });
+  assert.equal(chat.choices.length, 2);
+  assert.equal(chat.choices[1].message.role, "assistant");
+  assert.ok(chat.usage.completion_tokens >= 2 && chat.usage.completion_tokens <= 8, `${chat.usage.completion_tokens} tokens`);
+});
+
 test("chat: equals the completion of the rendered template; streamed deltas; follow-up turn", async () => {
   assert.ok(main.line.includes(", chat template"), main.line);
   const messages = [{ role: "system", content: "Be kind." }, { role: "user", content: "Tell me a story" }];
@@ -187,7 +224,7 @@ test("API errors surface as APIError with the right status", async () => {
   await expectApiError(client.completions.create({ model: "demo", prompt: "x", max_tokens: -1 }), 400, "invalid_value");
   await expectApiError(client.completions.create({ model: "demo", prompt: "x", max_tokens: 1e9 }), 400, "context_length_exceeded");
   await expectApiError(client.completions.create({ model: "demo", prompt: "word ".repeat(600) }), 400, "context_length_exceeded");
-  await expectApiError(client.completions.create({ model: "demo", prompt: "x", n: 2 }), 400, "unsupported_parameter");
+  await expectApiError(client.completions.create({ model: "demo", prompt: "x", n: 17 }), 400, "invalid_value");
   await expectApiError(client.completions.create({ model: "demo", prompt: "x", temperature: "hot" }), 400, "invalid_type");
   const wrong = new OpenAI({ baseURL: main.url + "/v1", apiKey: "wrong", maxRetries: 0 });
   await expectApiError(wrong.completions.create({ model: "demo", prompt: "x" }), 401, "invalid_api_key");
