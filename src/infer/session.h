@@ -15,6 +15,9 @@
 //    bit-identical fast path of fast-select.h);
 //  * baselines: see method.h.
 // Logits are computed for a row only when it is the last queued one (or with options.record).
+// The prefill and the decode step run on the model's backend: for a model on the GPU (to_backend) the activations,
+// the K/V rows (pools in GPU memory, kv-cache.h pool mode) and the attention stay there, and the key selection
+// above runs on the host from each layer's q (docs/decode.md, "Sessions on the GPU").
 #pragma once
 #include <deque>
 #include <memory>
