@@ -60,7 +60,7 @@ fi
 
 if has attention; then
   section "one GSA attention layer fwd+bwd, bf16, 16 heads, d 128 (bench-gsa-attention)"
-  timeout 200 "$BUNDLE/bin/bench-gsa-attention" --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" --kv-heads 16,4 \
+  timeout 300 "$BUNDLE/bin/bench-gsa-attention" --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" --kv-heads 16,4 \
     --plans causal,c16g1,c64g4,unfold16 --json $RES/bench-attention.json
   echo "bench-gsa-attention exit code: $?"
 fi
