@@ -67,8 +67,8 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
       fail("method h2o does not run on {} yet (its eviction accumulates attention weights that the decode kernel "
            "does not return); use --device cpu, or another method", where);
     if (opts.tier != kv::page_tier::memory)
-      fail("--kv-tier {} keeps raw pages in host memory or a file; on {} use --kv-tier memory",
-           kv::page_tier_name(opts.tier), where);
+      fail("--kv-tier {} keeps raw pages in host memory or a file; on {} use --kv-tier memory, or --device cpu "
+           "for that tier", kv::page_tier_name(opts.tier), where);
     const std::string why = m.ops().decode_unsupported(int(c.num_attention_heads), int(c.num_key_value_heads),
                                                        int(c.head_dim));
     if (!why.empty())
