@@ -20,13 +20,15 @@ cd "$(dirname "$0")/.."
 G=${1:-build/gsa}
 OUT=${2:-runs/gpu-results}
 mkdir -p "$OUT" runs
+# A recipe's config: configs/<name>.json, or configs/experiments/<name>.json once its result is in the docs.
+cfg() { if [ -f "configs/$1.json" ]; then echo "configs/$1.json"; else echo "configs/experiments/$1.json"; fi; }
 PREFIXES=${PREFIXES:-gpu}
 STAGES=${STAGES:-256 1k 4k}
 LAST=${STAGES##* }
 if [ "${REPEATS:-1}" -gt 1 ]; then
   st=${STAGES%% *}
   for p in $PREFIXES; do for v in ${VARIANTS:-gsa8 full}; do for i in $(seq "$REPEATS"); do
-    timeout "${TRAIN_SECONDS:-480}" $G train --config "configs/$p$st-$v.json" --out "runs/$p$st-$v-r$i" \
+    timeout "${TRAIN_SECONDS:-480}" $G train --config "$(cfg "$p$st-$v")" --out "runs/$p$st-$v-r$i" \
       > "$OUT/train-$p$st-$v-r$i.log" 2>&1 &
   done; done; done
   wait || true
@@ -36,7 +38,7 @@ fi
 for p in $PREFIXES; do
   for v in gsa8 full; do
     (for st in $STAGES; do
-       timeout "${TRAIN_SECONDS:-480}" $G train --config "configs/$p$st-$v.json" || exit 1
+       timeout "${TRAIN_SECONDS:-480}" $G train --config "$(cfg "$p$st-$v")" || exit 1
      done) > "$OUT/train-$p-$v.log" 2>&1 &
   done
 done
