@@ -39,6 +39,10 @@ class backend {
   // dst = src converted to dst's type (same device; same numel).
   virtual void copy(Tensor& dst, const Tensor& src) = 0;
   virtual void synchronize() {}
+  // Whether results must be the same bits on every run. The CPU backend always is (fixed tiles and block
+  // orders); the CUDA backend sums the attention backward's dK / dV in fixed point when on (slower; off by
+  // default: f32 atomics, whose order shows in the last bits; docs/cuda.md).
+  virtual void set_deterministic(bool on) {}
   // Bytes of device memory held now and at peak (0 on the CPU).
   virtual size_t bytes_in_use() const { return 0; }
   virtual size_t peak_bytes() const { return 0; }

@@ -52,6 +52,7 @@ static const option_spec k_table[] = {
     // Device.
     {"device", option_type::string, "\"cpu\"", "cpu or cuda (the whole model on the GPU)", &T::device},
     {"on_nan", option_type::string, "\"stop\"", "a step whose loss or gradient norm is NaN or Inf: stop (error, the last checkpoint stays) or skip (no update; stops after 10 in a row)", &T::on_nan},
+    {"deterministic", option_type::boolean, "false", "cuda: every run of the same recipe gives the same bits (the attention backward sums dK / dV in fixed point: 1.3-2.2x slower steps; docs/cuda.md). The CPU always is", &T::deterministic},
     {"precision", option_type::string, "\"bf16\"", "cuda: bf16 or f32 activations and compute weights (f32 master weights either way); cpu: always f32", &T::precision},
     {"gpus", option_type::integer, "1", "data-parallel training on N GPUs of this host: starts N processes (one per GPU, NCCL); the global batch is grad_accum sequences per step, split over them. Under torchrun (WORLD_SIZE set) leave it at 1", &T::gpus},
     {"zero", option_type::integer, "0", "several GPUs: 0 keeps the whole AdamW state on every GPU (gradients all-reduced during the backward pass); 1 shards it (ZeRO-1: m, v and master weights split over the GPUs)", &T::zero},

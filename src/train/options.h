@@ -33,6 +33,7 @@ struct train_options {
   std::string device;           // cpu | cuda
   std::string precision;        // bf16 | f32 (activations and compute weights; master weights are f32)
   std::string on_nan;           // stop | skip: a step whose loss or gradient norm is not finite
+  bool deterministic;           // cuda: the same bits on every run (fixed-point attention backward; slower)
   // Several GPUs (data parallel, dist/): processes started on this host (1: this one), optimizer sharding
   // (0: every rank holds the whole AdamW state; 1: ZeRO-1), whether checkpoints and final/ are written.
   int64_t gpus, zero;

@@ -230,6 +230,8 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   const device dev = parse_device(o.device);
   const dtype precision = dev == device::cpu ? dtype::f32 : parse_precision(o.precision);
   backend& be = get_backend(dev, precision);  // fails here, before any work, without a usable GPU
+  be.set_deterministic(o.deterministic);
+  if (o.deterministic && dev != device::cpu) GSA_LOG_INFO("deterministic: the same bits on every run (slower)");
   const std::vector<std::string> tokenizer_dirs = {
       o.tokenizer, o.model, ds.meta.value("source", json::object()).value("tokenizer", "")};
   std::vector<int32_t> added_gist_ids;  // gist rows this run appended (named in the final tokenizer.json)

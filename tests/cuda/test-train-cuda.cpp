@@ -72,18 +72,17 @@ std::string file_bytes(const fs::path& p) {
   return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-// Resume is bit-exact on the GPU in deterministic mode: the attention backward sums dk / dv in fixed point
-// (GSA_CUDA_DETERMINISTIC=1, docs/cuda.md), every other
+// Resume is bit-exact on the GPU in deterministic mode (--deterministic): the attention backward sums dk / dv in
+// fixed point (docs/cuda.md), every other
 // op is deterministic, and the checkpoint restores master weights, moments and the data position exactly. So a
 // killed and resumed run logs the same losses, to the bit, as the uninterrupted one and ends with the same
 // weights, in f32 and bf16, unfold (generic kernels) and compress (structured kernels).
 TEST(CudaTrain, KilledAndResumedRunIsBitExact) {
   REQUIRE_GPU();
-  struct deterministic_scope {  // GSA_CUDA_DETERMINISTIC=1 for this test
+  struct restore_mode {  // the runs below turn deterministic mode on (train option); the later tests get it back
     bool was = cuda::deterministic_backward();
-    deterministic_scope() { cuda::set_deterministic_backward(true); }
-    ~deterministic_scope() { cuda::set_deterministic_backward(was); }
-  } on;
+    ~restore_mode() { cuda::set_deterministic_backward(was); }
+  } keep;
   struct variant {
     const char* precision;
     const char* mode;
@@ -94,6 +93,7 @@ TEST(CudaTrain, KilledAndResumedRunIsBitExact) {
     auto data = test::make_tiny_dataset(dir / "data");
     auto a = gpu_run(data, (dir / "a").string(), x.precision);
     a.gsa["train_mode"] = x.mode;
+    a.deterministic = true;  // --deterministic
     a.steps = 14;
     auto b = a;
     b.out = (dir / "b").string();

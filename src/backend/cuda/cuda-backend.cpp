@@ -50,6 +50,7 @@ class cuda_impl final : public backend {
     name_ = prop.name;
   }
   device where() const override { return device::cuda; }
+  void set_deterministic(bool on) override { set_deterministic_backward(on); }
   dtype act() const override { return act_; }
   std::string describe() const override {
     return fmt::format("cuda:{} {} ({})", ctx().device, name_, dtype_name(act_));
