@@ -31,7 +31,12 @@ namespace fs = std::filesystem;
 
 task_source make_task_source(const train_options& o) {
   bool needs = false;
-  for (auto& e : parse_mix(o.mix)) needs |= e.source != "text" && e.weight > 0;
+  for (auto& e : parse_mix(o.mix)) {
+    needs |= e.source != "text" && e.weight > 0;
+    if (e.source == "qa" && e.weight > 0 && o.qa_jsonl.empty())
+      fail("the mix draws qa samples, which are cut from a QA file: set qa_jsonl in the config or --qa-jsonl FILE "
+           "(a jsonl of {{question, answers, context or passages}}; scripts/fetch-corpus.sh writes one)");
+  }
   if (!needs) return {};
   data::dataset ds = data::open_dataset(o.data, /*verify_checksums=*/false);
   std::string tok_path = o.tokenizer;
@@ -43,8 +48,9 @@ task_source make_task_source(const train_options& o) {
   const int64_t sep = ds.separator;
   const std::string haystack = o.haystack_dir;
   const bool loss_on_all = o.task_loss == "all";
-  return [tok, sep, haystack, loss_on_all](const std::string& task, int64_t length, uint64_t seed) {
-    return make_task_sample(*tok, sep, haystack, task, length, seed, loss_on_all);
+  const std::string qa = o.qa_jsonl;
+  return [tok, sep, haystack, loss_on_all, qa](const std::string& task, int64_t length, uint64_t seed) {
+    return make_task_sample(*tok, sep, haystack, task, length, seed, loss_on_all, qa);
   };
 }
 

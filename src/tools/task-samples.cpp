@@ -9,7 +9,8 @@
 namespace gsa::tools {
 
 train_sample make_task_sample(const tokenizer& tok, int64_t separator, const std::string& haystack_dir,
-                              const std::string& task, int64_t length, uint64_t seed, bool loss_on_all) {
+                              const std::string& task, int64_t length, uint64_t seed, bool loss_on_all,
+                              const std::string& qa_jsonl) {
   eval::task_params p;
   p.task = task;
   p.seed = seed;
@@ -17,6 +18,7 @@ train_sample make_task_sample(const tokenizer& tok, int64_t separator, const std
   p.depth = double(r.uniform());
   p.length_tokens = std::max<int64_t>(32, length - 48);  // room for the question and the answer
   p.haystack_dir = haystack_dir;
+  p.qa_jsonl = qa_jsonl;
   eval::sample s = eval::generate(p, [&](std::string_view t) { return tok.encode(t); });
   train_sample x;
   x.source = task;

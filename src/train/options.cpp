@@ -22,6 +22,7 @@ static const option_spec k_table[] = {
     {"data", option_type::string, "\"\"", "token dataset folder written by `gsa data prepare`", &T::data},
     {"mix", option_type::string, "\"text=1\"", "sequence mix, e.g. text=0.8,passkey=0.1,kv_retrieval=0.1", &T::mix},
     {"tokenizer", option_type::string, "\"\"", "tokenizer for generated tasks (default: the model or data folder's)", &T::tokenizer},
+    {"qa_jsonl", option_type::string, "\"\"", "QA file the mix's qa samples are cut from (jsonl of question, answers, context or passages)", &T::qa_jsonl},
     {"haystack_dir", option_type::string, "\"../shared/data/text/haystack\"", "filler text for niah_* tasks", &T::haystack_dir},
     {"task_loss", option_type::string, "\"answer\"", "generated tasks: loss on the answer only (answer) or on every token (all)", &T::task_loss},
     {"seq_len", option_type::integer, "512", "raw tokens per training sequence (gists come on top)", &T::seq_len},

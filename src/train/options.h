@@ -29,6 +29,7 @@ struct train_options {
   int64_t eval_every, val_windows, eval_samples, save_every, keep_checkpoints, log_every;
   std::string out;
   bool resume, progress;
+  std::string qa_jsonl;         // the QA file the mix's qa samples are cut from
   // Where it runs.
   std::string device;           // cpu | cuda
   std::string precision;        // bf16 | f32 (activations and compute weights; master weights are f32)
