@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "cuda/cuda-test-util.h"
 #include "backend/cuda/runtime.h"
 #include "core/error.h"
 #include "gist/plan.h"
@@ -24,12 +25,6 @@
 
 namespace gsa {
 namespace {
-
-#define REQUIRE_GPU()                                          \
-  do {                                                         \
-    std::string why;                                           \
-    if (!cuda::available(&why)) GTEST_SKIP() << why;            \
-  } while (0)
 
 double rel_l2(const Tensor& got, const Tensor& ref) {
   Tensor a = got.host(), b = ref.host();

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <string>
 
+#include "cuda/cuda-test-util.h"
 #include "backend/cuda/runtime.h"
 #include "core/error.h"
 #include "infer/generate.h"
@@ -19,12 +20,6 @@
 
 namespace gsa::infer {
 namespace {
-
-#define REQUIRE_GPU()                               \
-  do {                                              \
-    std::string why;                                \
-    if (!cuda::available(&why)) GTEST_SKIP() << why; \
-  } while (0)
 
 // Head dim 64 (the decode kernel's smallest), GQA 2, 3 layers, 2048 positions; chunk sizes as given.
 llama_model random_model(std::vector<int> chunk, uint64_t seed, float init_std) {

@@ -6,6 +6,7 @@
 
 #include <fstream>
 
+#include "cuda/cuda-test-util.h"
 #include "backend/cuda/attention.h"
 #include "backend/cuda/runtime.h"
 #include "model/llama.h"
@@ -41,12 +42,6 @@ std::vector<double> logged(const fs::path& log, const char* key) {
   }
   return v;
 }
-
-#define REQUIRE_GPU()                               \
-  do {                                              \
-    std::string why;                                \
-    if (!cuda::available(&why)) GTEST_SKIP() << why; \
-  } while (0)
 
 TEST(CudaTrain, LossFallsAndTheModelLoadsOnTheCpu) {
   REQUIRE_GPU();

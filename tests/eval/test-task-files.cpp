@@ -11,21 +11,12 @@
 #include "eval/haystack.h"
 #include "eval/task-parts.h"
 #include "eval/tasks.h"
+#include "io/io-test-util.h"
 
 using namespace gsa::eval;
+using gsa::test::error_of;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const gsa::error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not a gsa::error: ") + e.what();
-  }
-  return "(no error)";
-}
 
 task_params qa_params(int64_t length, uint64_t seed) {
   task_params p;
