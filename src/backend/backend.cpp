@@ -40,3 +40,4 @@ dtype parse_precision(const std::string& s) {
 }
 
 }  // namespace gsa
+

@@ -15,6 +15,7 @@
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/ops.h"
+#include "backend/decode-lists.h"
 #include "core/tensor.h"
 
 namespace gsa {
@@ -105,6 +106,20 @@ class backend {
                                 const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices) = 0;
   // Why this backend cannot run decode_attention for these shapes ("" when it can).
   virtual std::string decode_unsupported(int Hq, int Hkv, int D) const { return ""; }
+
+  // ---- key lists selected and built where the pool is (issue 14 item 2): a decode step describes a row's
+  // lists once (decode_lists, the same in every layer) and each layer then scores, selects and attends without
+  // the host. prepare_decode_lists puts the description where the kernels read it, or returns null when this
+  // backend cannot run it (the caller then selects on the host and calls decode_attention). Contract in
+  // backend/decode-lists.h; the defaults are the host reference (backend/decode-lists.cpp), which the CPU
+  // backend uses and the CUDA backend overrides.
+  virtual std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists);
+  // Row 0 of q (1, Hq, D) attends per KV head to the list `prepared` describes in pool (a layer's pool),
+  // selecting first when select is true; out (1, Hq * D) overwritten. selected (Hkv * (1 + cap), i32, this
+  // device) gets, per KV head h, the count at [h] and the ascending chunk ids at [Hkv + h * cap, ...)
+  // (untouched when select is false).
+  virtual void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
+                                      const void* prepared, bool select, Tensor& selected);
 
   // ---- optimizer over flat f32 buffers of n values (the model keeps every parameter in one buffer).
   // decay (n, u8) or null; lowp (n, bf16) or null: the compute copy to refresh.

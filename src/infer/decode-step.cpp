@@ -3,7 +3,9 @@
 // decode attention over them. Logits only for a session's last queued row (or every row when recording).
 // Written once against the model's backend (backend/backend.h): on the CPU every op is the reference kernel on
 // host memory; on a device the activations, the K/V pools and the attention stay there, and only what the host
-// selection reads comes back (each layer's rotated q; gist keys as they are appended: kv-cache.h pool mode).
+// selection reads comes back (each layer's rotated q; gist keys as they are appended: kv-cache.h pool mode),
+// except for the rows whose key lists the backend selects and builds itself (backend/decode-lists.h: full,
+// streaming, gist and gsa), which need nothing from the host between layers.
 #include <algorithm>
 #include <chrono>
 
@@ -59,7 +61,6 @@ void run_pending(const std::vector<session*>& batch) {
     const int L = int(c.num_hidden_layers);
     const float eps = float(c.rms_norm_eps);
     std::vector<int32_t> ids(M), pos(M), rows(M);
-    bool host_q = false;
     for (int i = 0; i < M; i++) {
       session& s = *ss[i];
       auto tok = s.pending_.front();
@@ -73,8 +74,11 @@ void run_pending(const std::vector<session*>& batch) {
       pos[i] = s.s_.pos[rows[i]];
       s.resolve_budget();
       s.stats_.unfolded.assign(size_t(L) * Hkv, {});
-      host_q |= selects_by_query(s.opts_.meth);
     }
+    // Rows whose lists the backend selects and builds (backend/decode-lists.h; prepared once the row's K/V has
+    // a place in the pool, after layer 0's append); the others select on the host.
+    std::vector<std::shared_ptr<const void>> lists(M);
+    std::vector<Tensor> selected(M);
     const Tensor ids_t = upload_i32(be, ids), pos_t = upload_i32(be, pos);
     const Tensor inv_freq = m.inv_freq_dev.empty()
                                 ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
@@ -98,22 +102,36 @@ void run_pending(const std::vector<session*>& batch) {
       be.matmul_forward(v, h, lw.wv, &lw.bv);
       be.rope_forward(q, pos_t, inv_freq);
       be.rope_forward(k, pos_t, inv_freq);
-      // The rows' queries where the host selection reads them (the same memory on the CPU).
-      const Tensor qh = host_q ? q.host(dtype::f32) : Tensor();
+      Tensor qh;  // the rows' queries where a host selection reads them (fetched once per layer)
       for (int i = 0; i < M; i++) {
         session& s = *ss[i];
-        const float* qi = qh.empty() ? nullptr : qh.f32() + size_t(i) * Hq * D;
         kv::kv_cache& cache = *s.cache_;
         if (cache.pooled())
           cache.append_rows(l, {s.addr_[rows[i]]}, k.slice_rows(i, i + 1), v.slice_rows(i, i + 1));
         else
           s.store_kv(l, rows[i], k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
+        if (l == 0) {
+          lists[i] = s.prepare_lists(rows[i]);
+          if (lists[i] && s.dl_selects_) selected[i] = be.alloc({int64_t(L) * Hkv * (1 + s.dl_.cap())}, dtype::i32);
+        }
+        if (!lists[i] && selects_by_query(s.opts_.meth) && qh.empty()) qh = q.host(dtype::f32);
+        const float* qi = lists[i] || qh.empty() ? nullptr : qh.f32() + size_t(i) * Hq * D;
+        if (s.opts_.record && l == 0) s.records_.push_back({rows[i], {}, {}});
+        Tensor out_i = att.slice_rows(i, i + 1);
+        if (lists[i]) {  // selection, lists and attention where the pool is; statistics after the step
+          const bool sel = s.lists_select(l);
+          Tensor sel_l = sel ? selected[i].slice_rows(int64_t(l) * Hkv * (1 + s.dl_.cap()),
+                                                      int64_t(l + 1) * Hkv * (1 + s.dl_.cap()))
+                             : Tensor();
+          be.decode_attention_lists(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size,
+                                    lists[i].get(), sel, sel_l);
+          continue;
+        }
         s.select_keys(l, rows[i], qi, keys);
         for (int hk = 0; hk < Hkv; hk++) {
           attended[i] += double(keys[hk].size());
           s.stats_.bytes_read += int64_t(keys[hk].size()) * 2 * D * int64_t(sizeof(float));
         }
-        Tensor out_i = att.slice_rows(i, i + 1);
         if (cache.pooled()) {  // the lists as pool rows; the attention runs where the pool is
           indptr.assign(1, 0);
           indices.clear();
@@ -134,7 +152,6 @@ void run_pending(const std::vector<session*>& batch) {
           if (h2o) s.h2o_update(l, rows[i], weights);
         }
         if (s.opts_.record) {
-          if (l == 0) s.records_.push_back({rows[i], {}, {}});
           auto& rec = s.records_.back().keys;
           for (auto& kk : keys) rec.push_back(std::move(kk));
         }
@@ -156,6 +173,11 @@ void run_pending(const std::vector<session*>& batch) {
       if (s.opts_.record) s.records_.back().logits = s.logits_;
     }
     be.synchronize();
+    for (int i = 0; i < M; i++) {
+      if (!lists[i]) continue;
+      const Tensor sel = selected[i].empty() ? Tensor() : selected[i].host(dtype::i32);
+      ss[i]->lists_done(sel.empty() ? nullptr : static_cast<const int32_t*>(sel.raw()));
+    }
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     for (int i = 0; i < M; i++) {
       step_stats& st = ss[i]->stats_;

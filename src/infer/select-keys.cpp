@@ -76,20 +76,26 @@ void session::select_keys(int layer, int pos, const float* q, std::vector<std::v
   }
 }
 
+void session::update_base(int pos) {
+  if (base_pos_ == pos) return;  // the gist-mask list is the same in every layer
+  const int level = s_.level[pos], m = s_.chunk[pos];
+  // A raw row right after a raw row of its chunk sees what that row saw plus itself (nothing else entered
+  // the stream in between), so the list is extended; it is rebuilt once per chunk and for gist rows.
+  if (base_pos_ == pos - 1 && level < 0 && s_.level[pos - 1] < 0 && s_.chunk[pos - 1] == m) {
+    base_keys_.push_back(pos);
+  } else {
+    gist::compress_keys(base_keys_, s_, *cfg_, m, level, pos);
+    base_builds_++;
+  }
+  base_pos_ = pos;
+}
+
 void session::gsa_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys) {
   const gist::gsa_config& cfg = *cfg_;
   const int Hq = int(m_.config.num_attention_heads), Hkv = int(m_.config.num_key_value_heads);
   const int D = int(m_.config.head_dim), G = Hq / Hkv, g = cfg.gists_per_chunk;
   const int level = s_.level[pos], m = s_.chunk[pos];
-  if (base_pos_ != pos) {  // the gist-mask list is the same in every layer
-    // A raw row right after a raw row of its chunk sees what that row saw plus itself (nothing else entered
-    // the stream in between), so the list is extended; it is rebuilt once per chunk and for gist rows.
-    if (base_pos_ == pos - 1 && level < 0 && s_.level[pos - 1] < 0 && s_.chunk[pos - 1] == m)
-      base_keys_.push_back(pos);
-    else
-      gist::compress_keys(base_keys_, s_, cfg, m, level, pos);
-    base_pos_ = pos;
-  }
+  update_base(pos);
   const bool dense = std::find(cfg.dense_layers.begin(), cfg.dense_layers.end(), layer) != cfg.dense_layers.end();
   const int n_cand = opts_.meth == method::gist || dense || level > 0
                          ? 0

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "backend/cpu/attention.h"
+#include "backend/decode-lists.h"
 #include "gist/config.h"
 #include "gist/stream.h"
 #include "infer/method.h"
@@ -102,6 +103,14 @@ class session {
   // Key lists (Hkv) for row pos of layer l; q (Hq, D) rotated. Adds the selection cost to stats_.
   void select_keys(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
   void gsa_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
+  void update_base(int pos);  // base_keys_ for row pos (the gist mask)
+  // Device-side lists (backend/decode-lists.h, decode-lists-session.cpp): the row's lists prepared on the
+  // model's backend, or null where the row takes the host path (selection on the host, decode_attention).
+  std::shared_ptr<const void> prepare_lists(int pos);
+  bool lists_select(int layer) const;  // whether layer selects on the lists path (after prepare_lists)
+  // After the step: the selection the backend made (selected: (L, Hkv * (1 + cap)) on the host, or empty when
+  // no layer selected) into stats_ and, when recording, the keys of records_.back().
+  void lists_done(const int32_t* selected);
   void page_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
   void h2o_init();
   void h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights);
@@ -128,6 +137,13 @@ class session {
   step_stats stats_;
   std::vector<int32_t> base_keys_;       // gist-mask list of the row being computed
   int base_pos_ = -1;
+  int base_builds_ = 0;                  // times base_keys_ was rebuilt (not extended)
+  // The lists path: the description of the current row, which positions its base rows were translated for,
+  // and the base build its candidate table belongs to.
+  decode_lists dl_;
+  std::vector<int32_t> dl_rows_of_;
+  int dl_cand_build_ = -1;
+  bool dl_selects_ = false;
   // Scratch of gsa_select, reused across layers and steps.
   std::vector<float> scores_;
   std::vector<std::vector<int32_t>> sel_;

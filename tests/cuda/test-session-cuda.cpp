@@ -1,6 +1,7 @@
 // Sessions on the GPU (issue 14, first step): the same session code (infer/session.cpp, decode-step.cpp) with the
 // model on the CUDA backend, K/V rows in device pools (kv-cache.h pool mode), decode attention by the gathered-key
-// kernel, selection on the host. Against the CPU engine on random models with head dim 64 in f32: the same key
+// kernel, selection on the GPU for full / gist / gsa / streaming (backend/decode-lists.h) and on the host for
+// the others. Against the CPU engine on random models with head dim 64 in f32: the same key
 // lists every row and layer, the same greedy tokens, and logits to 1e-4 relative (prefill through the GSA
 // attention kernels, decode through the decode kernel), for every method but h2o. bf16: close to the f32 CPU run
 // (3e-2 relative L2). Bad input: h2o, a file tier or a shape the GPU path does not run is refused with what to
@@ -95,6 +96,59 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
       EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
       EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
     }
+}
+
+// gsa's selecting rows run on the GPU end to end (backend/decode-lists.h: gist scores, top-k, union or group,
+// the lists built by a kernel, no host round trip per layer): the same selection as the CPU engine under the
+// fixed and adaptive rules, union and group scoring, g = 1 and 2, a sink that overlaps chunk 0; and top-p,
+// which the GPU still selects on the host.
+TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
+  REQUIRE_GPU();
+  struct c {
+    gist::select_rule rule;
+    bool group;
+    int g, sink;
+  };
+  const c cases[] = {{gist::select_rule::fixed, false, 1, 2},    {gist::select_rule::fixed, true, 2, 0},
+                     {gist::select_rule::adaptive, false, 2, 10}, {gist::select_rule::adaptive, true, 1, 2},
+                     {gist::select_rule::top_p, false, 1, 2}};
+  for (const auto& cs : cases) {
+    SCOPED_TRACE(std::string(gist::select_rule_name(cs.rule)) + (cs.group ? " group" : " union") + " g " +
+                 std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
+    model_config mc = test::tiny_config(test::tiny_vocab, 3, 2048);
+    mc.hidden_size = 128;
+    mc.intermediate_size = 160;
+    mc.num_attention_heads = 8;
+    mc.num_key_value_heads = 2;
+    mc.head_dim = 64;
+    gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, {8});
+    gc.select = cs.rule;
+    gc.group_scoring = cs.group;
+    gc.gists_per_chunk = cs.g;
+    gc.sink = cs.sink;
+    gc.top_p = 0.5f;
+    mc.gsa = gist::gsa_config_to_json(gc);
+    llama_model cpu_m(mc);
+    cpu_m.init_random(21, 0.3f);
+    llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
+    session_options o;
+    o.meth = method::gsa;
+    auto ref = run(cpu_m, o, 600, 20);
+    auto got = run(gpu_m, o, 600, 20);
+    EXPECT_EQ(got->stream().ids, ref->stream().ids) << "greedy tokens";
+    ASSERT_EQ(got->records().size(), ref->records().size());
+    int differing_lists = 0;
+    double worst = 0;
+    size_t longest = 0, shortest = SIZE_MAX;
+    for (size_t i = 0; i < ref->records().size(); i++) {
+      differing_lists += got->records()[i].keys != ref->records()[i].keys;
+      worst = std::max(worst, test::max_rel_err(got->records()[i].logits, ref->records()[i].logits));
+      for (const auto& k : got->records()[i].keys) longest = std::max(longest, k.size()), shortest = std::min(shortest, k.size());
+    }
+    EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
+    EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
+    EXPECT_GT(longest, shortest) << "some layer unfolded chunks";
+  }
 }
 
 TEST(CudaSession, BatchOfMethodsEqualsTheCpuBatch) {

@@ -139,6 +139,47 @@ TEST(SessionPool, EqualsTheHostCacheBitForBit) {
   }
 }
 
+// The selecting rows of gsa take the backend's decode lists in pool mode (backend/decode-lists.h: the backend
+// scores, selects and builds the lists; here the host reference): equal to the host engine's selection bit for
+// bit under every rule, with group scoring, with two gists per chunk, and with a sink that overlaps chunk 0.
+TEST(SessionPool, DecodeListsEqualTheHostSelectionUnderEveryRule) {
+  struct c {
+    gist::select_rule rule;
+    bool group;
+    int g;
+    int sink;
+  };
+  const c cases[] = {{gist::select_rule::fixed, false, 1, 2},    {gist::select_rule::fixed, true, 1, 2},
+                     {gist::select_rule::adaptive, false, 1, 0}, {gist::select_rule::adaptive, true, 2, 6},
+                     {gist::select_rule::top_p, false, 1, 2},    {gist::select_rule::top_p, true, 2, 0}};
+  for (const auto& cs : cases) {
+    SCOPED_TRACE(std::string(gist::select_rule_name(cs.rule)) + (cs.group ? " group" : " union") + " g " +
+                 std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
+    model_config mc = test::tiny_config(test::tiny_vocab, 3);
+    gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, {4});
+    gc.select = cs.rule;
+    gc.group_scoring = cs.group;
+    gc.gists_per_chunk = cs.g;
+    gc.sink = cs.sink;
+    gc.top_p = 0.6f;
+    mc.gsa = gist::gsa_config_to_json(gc);
+    llama_model m(mc);
+    m.init_random(11, 0.3f);
+    session_options o;
+    o.meth = method::gsa;
+    o.page_size = 4;
+    auto host = run(m, o, 45, 6, 14);
+    o.kv_pool = true;
+    auto pooled = run(m, o, 45, 6, 14);
+    expect_same(*host, *pooled);
+    // Selection happened: some row unfolded chunks (a list longer than the gist mask of its row).
+    size_t longest = 0;
+    for (const auto& r : pooled->records())
+      for (const auto& k : r.keys) longest = std::max(longest, k.size());
+    EXPECT_GT(longest, pooled->records().front().keys.front().size());
+  }
+}
+
 TEST(SessionPool, BatchEqualsTheHostBatch) {
   llama_model m = tiny_model({4});
   auto batch = [&](bool pool) {

@@ -9,6 +9,7 @@
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/decode-attention.h"
+#include "backend/cuda/decode-lists-run.h"
 #include "backend/cuda/kv-pages.h"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/runtime.h"
@@ -260,6 +261,14 @@ class cuda_impl final : public backend {
     const decode_plan plan = plan_decode(p, longest, po);
     Tensor ws = plan.workspace_bytes ? alloc({int64_t(plan.workspace_bytes)}, dtype::u8) : Tensor();
     run_decode(p, plan, ws.empty() ? nullptr : ws.raw(), ctx().stream);
+  }
+
+  std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists) override {
+    return prepare_lists(*this, lists);
+  }
+  void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
+                              const void* prepared, bool select, Tensor& selected) override {
+    run_lists(act_, out, q, pool, page_rows, prepared, select, selected);
   }
 
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp, int64_t t,

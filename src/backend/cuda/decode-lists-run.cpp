@@ -1,0 +1,138 @@
+// The CUDA backend's decode lists (backend.h prepare_decode_lists / decode_attention_lists; contract in
+// backend/decode-lists.h): per step one upload of the row's description; per layer the gist scores and top-k of
+// select.h's kernels, the list expansion of decode-lists.h and the split-K decode kernel, all on ctx().stream
+// with no host synchronisation.
+#include "backend/cuda/decode-lists-run.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backend/cuda/decode-attention.h"
+#include "backend/cuda/decode-lists.h"
+#include "backend/cuda/runtime.h"
+#include "backend/cuda/select.h"
+#include "core/error.h"
+#include "gist/config.h"
+
+namespace gsa::cuda {
+
+namespace {
+
+constexpr int kDescInts = int(sizeof(select_detail::block_desc) / sizeof(int32_t));
+static_assert(sizeof(select_detail::block_desc) % 8 == 0, "block_desc is padded to 8 bytes");
+
+struct cuda_lists {
+  Tensor table;  // i32: block_desc, base (n_base), gist_row, raw_row, raw_len, add_gists (n_cand each)
+  int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0;
+  bool group = false;
+  int64_t longest = 0;
+  mutable Tensor scores, indptr, indices, ws;  // scratch of every layer of the step (one stream: in order)
+  decode_plan plan;
+  const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + off; }
+  const int32_t* base() const { return at(kDescInts); }
+  const int32_t* cand(int which) const { return at(kDescInts + n_base + int64_t(which) * n_cand); }
+};
+
+decode_params shape_params(int Hq, int Hkv, int D, dtype act) {
+  decode_params p;
+  p.batch = 1;
+  p.n_q_heads = Hq;
+  p.n_kv_heads = Hkv;
+  p.head_dim = D;
+  p.kv_dtype = p.out_dtype = act == dtype::f32 ? decode_dtype::f32 : decode_dtype::bf16;
+  p.scale = 1.0f / std::sqrt(float(D));
+  p.q_stride_b = int64_t(Hq) * D;
+  p.q_stride_h = D;
+  p.kv_stride_t = int64_t(Hkv) * D;
+  p.kv_stride_h = D;
+  p.o_stride_b = int64_t(Hq) * D;
+  p.o_stride_h = D;
+  return p;
+}
+
+}  // namespace
+
+std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
+  const dtype act = be.act();
+  const int n = d.n_cand();
+  if (n > 0 && (!d.cfg || d.cfg->select == gist::select_rule::top_p || n > select_detail::max_candidates))
+    return nullptr;  // top-p selection has no kernel yet: the host selects
+  decode_params p = shape_params(d.n_q_heads, d.n_kv_heads, d.head_dim, act);
+  if (!decode_supported(p)) return nullptr;
+  auto L = std::make_shared<cuda_lists>();
+  L->n_base = int(d.base_row.size());
+  L->n_cand = n;
+  L->cap = d.cap();
+  L->g = d.g;
+  L->Hq = d.n_q_heads;
+  L->Hkv = d.n_kv_heads;
+  L->D = d.head_dim;
+  L->group = d.cfg && d.cfg->group_scoring;
+  int max_raw = 0;
+  for (int32_t r : d.raw_len) max_raw = std::max(max_raw, int(r));
+  L->longest = L->n_base + int64_t(L->cap) * (max_raw + d.g);
+  std::vector<int32_t> host(size_t(kDescInts) + L->n_base + size_t(4) * n);
+  select_detail::block_desc b;
+  b.row0 = 0;
+  b.rows = 1;
+  b.n_cand = n;
+  b.k = d.k;
+  b.cap = L->cap;
+  std::memcpy(host.data(), &b, sizeof b);
+  int32_t* o = host.data() + kDescInts;
+  o = std::copy(d.base_row.begin(), d.base_row.end(), o);
+  o = std::copy(d.gist_row.begin(), d.gist_row.end(), o);
+  o = std::copy(d.raw_row.begin(), d.raw_row.end(), o);
+  o = std::copy(d.raw_len.begin(), d.raw_len.end(), o);
+  for (uint8_t a : d.add_gists) *o++ = a;
+  L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
+  if (n > 0) L->scores = be.alloc({int64_t(L->Hq) * n}, dtype::f32);
+  L->indptr = be.alloc({L->Hkv + 1}, dtype::i64);
+  L->indices = be.alloc({std::max<int64_t>(1, L->Hkv * L->longest)}, dtype::i32);
+  decode_plan_options po;
+  po.num_sms = ctx().sm_count;
+  L->plan = plan_decode(p, L->longest, po);
+  if (L->plan.workspace_bytes) L->ws = be.alloc({int64_t(L->plan.workspace_bytes)}, dtype::u8);
+  return L;
+}
+
+void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int page_rows, const void* prepared,
+               bool select, Tensor& selected) {
+  const cuda_lists& L = *static_cast<const cuda_lists*>(prepared);
+  GSA_ASSERT(q.where() == device::cuda && pool.where() == device::cuda && out.where() == device::cuda,
+             "decode lists: q, pool and out must be on the GPU");
+  GSA_ASSERT(q.dim(0) == 1 && q.dim(1) == L.Hq && q.dim(2) == L.D && pool.dim(1) == L.Hkv &&
+                 out.numel() == int64_t(L.Hq) * L.D && q.type() == act && pool.type() == act && out.type() == act,
+             "decode lists for {}x{} heads of {}: q {}, pool {}", L.Hq, L.Hkv, L.D, shape_str(q.shape()),
+             shape_str(pool.shape()));
+  const bool sel = select && L.n_cand > 0;
+  int32_t* counts = nullptr;
+  if (sel) {
+    GSA_ASSERT(selected.where() == device::cuda && selected.type() == dtype::i32 &&
+                   selected.numel() >= int64_t(L.Hkv) * (1 + L.cap),
+               "decode lists: selected holds {} of {} ids", selected.numel(), int64_t(L.Hkv) * (1 + L.cap));
+    counts = static_cast<int32_t*>(selected.raw());
+    const auto* blocks = reinterpret_cast<const select_detail::block_desc*>(L.at(0));
+    const size_t es = dtype_size(act);
+    const bool vec = (int64_t(L.D) * es) % 16 == 0 && reinterpret_cast<uintptr_t>(q.raw()) % 16 == 0;
+    select_detail::launch_scores(blocks, 1, q.raw(), pool.raw(), act == dtype::bf16, L.Hq, L.Hkv, L.D,
+                                 int64_t(L.Hq) * L.D, int64_t(L.Hkv) * L.D, 1.0f / std::sqrt(float(L.D)),
+                                 L.cand(0), L.g, static_cast<float*>(L.scores.raw()), 1, vec, ctx().stream);
+    select_detail::launch_topk(blocks, 1, static_cast<float*>(L.scores.raw()), L.Hq, L.Hkv, L.group,
+                               counts + L.Hkv, counts, L.n_cand, ctx().stream);
+  }
+  expand_decode_lists(L.base(), L.n_base, counts, counts ? counts + L.Hkv : nullptr, L.cap, L.cand(0), L.cand(1),
+                      L.cand(2), L.cand(3), L.g, L.Hkv, static_cast<int64_t*>(L.indptr.raw()),
+                      static_cast<int32_t*>(L.indices.raw()));
+  decode_params p = shape_params(L.Hq, L.Hkv, L.D, act);
+  p.q = q.raw();
+  p.k = pool.raw();
+  p.v = static_cast<const char*>(pool.raw()) + size_t(page_rows) * L.Hkv * L.D * dtype_size(act);
+  p.indptr = static_cast<const int64_t*>(L.indptr.raw());
+  p.indices = static_cast<const int32_t*>(L.indices.raw());
+  p.out = out.raw();
+  run_decode(p, L.plan, L.ws.empty() ? nullptr : L.ws.raw(), ctx().stream);
+}
+
+}  // namespace gsa::cuda

@@ -1,0 +1,92 @@
+// Key lists of a decode row from the selected chunks; contract in decode-lists.h.
+// Each CTA first sums the list lengths of the heads before its own (at most 8 heads of at most `cap` ids: a
+// few thousand reads), so no second launch is needed for the offsets; then copies the base and writes each
+// selected chunk's runs at its place, found by a block-wide exclusive scan of the chunks' run lengths.
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "backend/cuda/decode-lists.h"
+#include "backend/cuda/runtime.h"
+
+namespace gsa::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+struct list_args {
+  const int32_t* base;
+  int n_base;
+  const int32_t* counts;
+  const int32_t* ids;
+  int cap;
+  const int32_t *gist_row, *raw_row, *raw_len, *add_gists;
+  int g;
+  int64_t* indptr;
+  int32_t* indices;
+};
+
+__device__ __forceinline__ int run_len(const list_args& a, int u) { return a.raw_len[u] + (a.add_gists[u] ? a.g : 0); }
+
+__global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
+  using reduce_t = cub::BlockReduce<long long, kThreads>;
+  using scan_t = cub::BlockScan<int, kThreads>;
+  __shared__ union {
+    typename reduce_t::TempStorage reduce;
+    typename scan_t::TempStorage scan;
+  } tmp;
+  __shared__ long long s_begin;
+  __shared__ int s_carry;
+  const int h = blockIdx.x, t = threadIdx.x;
+  // Where this head's list begins: the lengths of heads 0 .. h-1.
+  long long part = 0;
+  if (a.counts)
+    for (int hh = 0; hh < h; hh++)
+      for (int j = t; j < a.counts[hh]; j += kThreads) part += run_len(a, a.ids[int64_t(hh) * a.cap + j]);
+  const long long before = reduce_t(tmp.reduce).Sum(part);
+  if (t == 0) {
+    s_begin = int64_t(h) * a.n_base + before;
+    s_carry = 0;
+  }
+  __syncthreads();
+  int32_t* out = a.indices + s_begin;
+  for (int j = t; j < a.n_base; j += kThreads) out[j] = a.base[j];
+  out += a.n_base;
+  const int n = a.counts ? a.counts[h] : 0;
+  const int32_t* ids = a.ids + int64_t(h) * a.cap;
+  for (int j0 = 0; j0 < n; j0 += kThreads) {  // tiles of chunks; s_carry: rows written by earlier tiles
+    const int j = j0 + t;
+    const int u = j < n ? ids[j] : -1;
+    const int len = u >= 0 ? run_len(a, u) : 0;
+    int off, tile_total;
+    __syncthreads();
+    scan_t(tmp.scan).ExclusiveSum(len, off, tile_total);
+    const int carry = s_carry;
+    if (u >= 0) {
+      int32_t* o = out + carry + off;
+      const int r = a.raw_len[u];
+      for (int i = 0; i < r; i++) o[i] = a.raw_row[u] + i;
+      if (a.add_gists[u])
+        for (int i = 0; i < a.g; i++) o[r + i] = a.gist_row[u] + i;
+    }
+    __syncthreads();
+    if (t == 0) s_carry = carry + tile_total;
+  }
+  __syncthreads();
+  if (t == 0) {
+    if (h == 0) a.indptr[0] = 0;
+    a.indptr[h + 1] = s_begin + a.n_base + s_carry;
+  }
+}
+
+}  // namespace
+
+void expand_decode_lists(const int32_t* base, int n_base, const int32_t* counts, const int32_t* ids, int cap,
+                         const int32_t* gist_row, const int32_t* raw_row, const int32_t* raw_len,
+                         const int32_t* add_gists, int g, int Hkv, int64_t* indptr, int32_t* indices) {
+  const list_args a{base, n_base, counts, ids, cap, gist_row, raw_row, raw_len, add_gists, g, indptr, indices};
+  expand_kernel<<<Hkv, kThreads, 0, ctx().stream>>>(a);
+  GSA_CUDA_LAUNCH_CHECK("expand_kernel (decode lists)");
+}
+
+}  // namespace gsa::cuda

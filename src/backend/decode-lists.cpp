@@ -1,0 +1,88 @@
+// The host reference of backend.h's decode lists (contract: decode-lists.h): gist::score_units and
+// gist::select_top on the pool's rows, then the lists merged in stream order and attended by decode_attention.
+#include "backend/decode-lists.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "gist/config.h"
+#include "gist/select.h"
+
+namespace gsa {
+
+int decode_lists::cap() const {
+  if (!cfg || gist_row.empty()) return 0;
+  const int G = n_q_heads / std::max(1, n_kv_heads);
+  if (cfg->select == gist::select_rule::top_p) return n_cand();
+  return int(std::min<int64_t>(n_cand(), int64_t(std::max(0, k)) * (cfg->group_scoring ? 1 : G)));
+}
+
+void decode_lists_merge(const decode_lists& d, const int32_t* sel, int n_sel, std::vector<int32_t>* pos,
+                        std::vector<int32_t>* rows) {
+  const size_t nb = d.base_pos.size();
+  size_t i = 0;
+  auto emit = [&](int32_t p, int32_t r) {
+    if (pos) pos->push_back(p);
+    if (rows) rows->push_back(r);
+  };
+  // Base rows before position p, then p.. (the unfolded runs are ascending and disjoint from the base).
+  auto base_until = [&](int32_t p) {
+    for (; i < nb && d.base_pos[i] < p; i++) emit(d.base_pos[i], d.base_row[i]);
+  };
+  auto run = [&](int32_t p0, int32_t r0, int n) {
+    for (int j = 0; j < n; j++) {
+      base_until(p0 + j);
+      emit(p0 + j, r0 + j);
+    }
+  };
+  for (int s = 0; s < n_sel; s++) {
+    const int u = sel[s];
+    GSA_ASSERT(u >= 0 && u < d.n_cand(), "selected chunk {} of {} candidates", u, d.n_cand());
+    run(d.raw_pos[u], d.raw_row[u], d.raw_len[u]);
+    if (d.add_gists[u]) run(d.gist_pos[u], d.gist_row[u], d.g);
+  }
+  base_until(INT32_MAX);
+}
+
+std::shared_ptr<const void> backend::prepare_decode_lists(const decode_lists& lists) {
+  return std::make_shared<decode_lists>(lists);
+}
+
+void backend::decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
+                                     const void* prepared, bool select, Tensor& selected) {
+  GSA_ASSERT(q.where() == device::cpu && pool.where() == device::cpu && q.type() == dtype::f32 &&
+                 pool.type() == dtype::f32,
+             "the host decode lists need f32 host tensors");
+  const decode_lists& d = *static_cast<const decode_lists*>(prepared);
+  const int Hq = int(q.dim(1)), D = int(q.dim(2)), Hkv = int(pool.dim(1));
+  GSA_ASSERT(q.dim(0) == 1 && Hq == d.n_q_heads && Hkv == d.n_kv_heads && D == d.head_dim,
+             "decode lists for {}x{} heads of {}, q {} and pool {}", d.n_q_heads, d.n_kv_heads, d.head_dim,
+             shape_str(q.shape()), shape_str(pool.shape()));
+  std::vector<std::vector<int32_t>> sel(Hkv);
+  const int n = d.n_cand(), cap = d.cap();
+  if (select && n > 0) {
+    GSA_ASSERT(d.cfg && selected.numel() >= int64_t(Hkv) * (1 + cap), "selected holds {} of {} ids",
+               selected.numel(), int64_t(Hkv) * (1 + cap));
+    std::vector<float> scores(size_t(Hq) * n);
+    gist::score_units(scores.data(), q.f32(), 1, Hq, pool.f32(), int(pool.dim(0)), Hkv, D, d.gist_row.data(), n,
+                      d.g);
+    sel = gist::select_top(scores.data(), Hq, Hkv, n, d.k, *d.cfg);
+    int32_t* o = static_cast<int32_t*>(selected.raw());
+    for (int h = 0; h < Hkv; h++) {
+      GSA_ASSERT(int(sel[h].size()) <= cap, "{} chunks selected for {} slots", sel[h].size(), cap);
+      o[h] = int32_t(sel[h].size());
+      std::copy(sel[h].begin(), sel[h].end(), o + Hkv + size_t(h) * cap);
+    }
+  }
+  std::vector<int64_t> indptr{0};
+  std::vector<int32_t> rows;
+  for (int h = 0; h < Hkv; h++) {
+    decode_lists_merge(d, sel[h].data(), int(sel[h].size()), nullptr, &rows);
+    indptr.push_back(int64_t(rows.size()));
+  }
+  decode_attention(out, q, pool, page_rows, indptr, rows);
+}
+
+}  // namespace gsa

@@ -1,0 +1,48 @@
+// The description of one decode row's key lists that a backend selects and builds where the KV pool is
+// (backend.h prepare_decode_lists / decode_attention_lists; issue 14 item 2). A decode step fills it once per
+// row from the session's page tables; it is the same in every layer (the pool's frames are allocated in the
+// same order in every layer), so each layer needs no host work: no q to the host, no list upload.
+//
+// The list of KV head h, as a set of pool K rows (kv/kv-cache.h pool mode), is
+//     base  ∪  over the chunks u selected for h: raw rows [raw_row[u], raw_row[u] + raw_len[u])
+//                                                ∪ (add_gists[u] ? gist rows [gist_row[u], gist_row[u] + g) : ∅)
+// and the selection (only when the layer selects, decode_attention_lists' `select`) is gist::select_top's
+// over gist::score_units' scores of the candidates u < n_cand:
+//     s_h(u) = max over r < g of (q_h . K[gist_row[u] + r]) / sqrt(D)   (f32, d in order, no FMA)
+// with k = `k` and cfg's union / group_scoring / select rule; ties to the lower index, NaN as -inf.
+// add_gists[u] is set by the caller where the chunk's gists are not already in base (so nothing counts twice).
+// Keys are attended in ascending stream position (base_pos, raw_pos, gist_pos give it): the CPU reference
+// merges in that order, so its result equals the host engine's bit for bit; the CUDA backend may attend in
+// any order (split-K), which changes only the rounding.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace gsa {
+
+namespace gist {
+struct gsa_config;
+}
+
+struct decode_lists {
+  // The rows every KV head attends, ascending stream positions, and their pool rows.
+  std::vector<int32_t> base_pos, base_row;
+  // Candidate chunks u < n_cand (empty: the layer never selects).
+  std::vector<int32_t> gist_row, raw_row, raw_len, gist_pos, raw_pos;
+  std::vector<uint8_t> add_gists;
+  int g = 1;                                // gists per chunk (rows gist_row[u] .. + g - 1 are consecutive)
+  int k = 0;                                // gist::select_k's count per head (or per group)
+  const gist::gsa_config* cfg = nullptr;    // union / group_scoring / select rule; null when n_cand == 0
+  int n_q_heads = 0, n_kv_heads = 0, head_dim = 0;
+
+  int n_cand() const { return int(gist_row.size()); }
+  // Id slots per KV head in `selected`: at most this many chunks are unfolded per head (union of G heads' k).
+  int cap() const;
+};
+
+// The list of one KV head given its selected chunks sel[0..n_sel) (ascending): ascending stream positions to
+// *pos and / or their pool rows to *rows (appended; either may be null).
+void decode_lists_merge(const decode_lists& d, const int32_t* sel, int n_sel, std::vector<int32_t>* pos,
+                        std::vector<int32_t>* rows);
+
+}  // namespace gsa

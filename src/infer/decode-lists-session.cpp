@@ -1,0 +1,155 @@
+// A session's side of the device-side key lists (backend/decode-lists.h): once per decode row, the row's lists
+// as the backend's description (base rows: the gist mask, the full prefix or the streaming window; for gsa the
+// candidate chunks' gist and raw rows), then after the step the backend's selection back into the statistics
+// and records. The rules are the host path's (select-keys.cpp), which stays for the methods and options the
+// description does not cover: hgsa's walk, quest / moba page routers, h2o, gists_all, and caches off the pool.
+#include <algorithm>
+
+#include "core/error.h"
+#include "gist/select.h"
+#include "infer/session.h"
+
+namespace gsa::infer {
+
+namespace {
+
+void iota_list(std::vector<int32_t>& v, int32_t begin, int32_t end) {
+  for (int32_t p = begin; p < end; p++) v.push_back(p);
+}
+
+}  // namespace
+
+std::shared_ptr<const void> session::prepare_lists(int pos) {
+  const method meth = opts_.meth;
+  if (!cache_->pooled() || (meth != method::full && meth != method::streaming && meth != method::gist &&
+                            meth != method::gsa))
+    return nullptr;
+  if (meth == method::gsa && cfg_->gists_all) return nullptr;
+  const auto& c = m_.config;
+  decode_lists& d = dl_;
+  d.n_q_heads = int(c.num_attention_heads);
+  d.n_kv_heads = int(c.num_key_value_heads);
+  d.head_dim = int(c.head_dim);
+  // The base positions.
+  std::vector<int32_t>& bp = d.base_pos;
+  switch (meth) {
+    case method::full:
+      if (int(bp.size()) != pos) {  // else extend by the row itself
+        bp.clear();
+        iota_list(bp, 0, pos);
+      }
+      bp.push_back(pos);
+      break;
+    case method::streaming: {
+      const int64_t sink = std::min<int64_t>(sink_, budget_);
+      const int64_t recent = budget_ - sink;
+      const int32_t r0 = int32_t(std::max<int64_t>(0, pos + 1 - recent));
+      bp.clear();
+      iota_list(bp, 0, int32_t(std::min<int64_t>(sink, r0)));
+      iota_list(bp, r0, pos + 1);
+      break;
+    }
+    default:
+      update_base(pos);
+      bp = base_keys_;
+      break;
+  }
+  // Their pool rows (the frames are allocated alike in every layer: layer 0's table serves all); only the
+  // positions past the common prefix with the last row's list are translated.
+  const size_t keep =
+      size_t(std::mismatch(bp.begin(), bp.end(), dl_rows_of_.begin(), dl_rows_of_.end()).first - bp.begin());
+  d.base_row.resize(keep);
+  for (size_t i = keep; i < bp.size(); i++) d.base_row.push_back(int32_t(cache_->pool_row(0, addr_[bp[i]])));
+  dl_rows_of_ = bp;
+  // Candidates (gsa rows of level <= 0 past the local window).
+  const int level = s_.level[pos], m = s_.chunk[pos];
+  const int n_cand = meth == method::gsa && level <= 0
+                         ? gist::candidate_count(m, gist::complete_chunk_count(s_), cfg_->local_chunks)
+                         : 0;
+  dl_selects_ = n_cand > 0;
+  if (!dl_selects_) {
+    d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
+    d.add_gists.clear();
+    d.cfg = nullptr;
+    dl_cand_build_ = -1;
+    return m_.ops().prepare_decode_lists(d);
+  }
+  const gist::gsa_config& cfg = *cfg_;
+  d.g = cfg.gists_per_chunk;
+  d.cfg = &cfg;
+  d.k = gist::select_k(cfg, int64_t(m) * cfg.chunk[0], d.n_q_heads / d.n_kv_heads, n_cand);
+  if (dl_cand_build_ != base_builds_ || d.n_cand() > n_cand) {  // the base changed: every flag may have
+    d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
+    d.add_gists.clear();
+    dl_cand_build_ = base_builds_;
+  }
+  auto in_base = [&](int32_t p) { return std::binary_search(bp.begin(), bp.end(), p); };
+  for (int u = d.n_cand(); u < n_cand; u++) {
+    const int32_t gp = s_.chunk_gist_begin[u];
+    int32_t r0 = s_.chunk_raw_begin[u];
+    const int32_t r1 = s_.chunk_raw_end[u];
+    while (r0 < r1 && in_base(r0)) r0++;  // the sink's rows are in the base already
+    bool gists_in_base = true;
+    for (int r = 0; r < d.g; r++) gists_in_base &= in_base(gp + r);
+    const int32_t grow = int32_t(cache_->pool_row(0, addr_[gp]));
+    const int32_t rrow = r0 < r1 ? int32_t(cache_->pool_row(0, addr_[r0])) : 0;
+    // The kernels read a chunk's rows as one run: true while g divides the page size (and always for raw
+    // chunks, one page each); a layout where it is not takes the host path.
+    if (int32_t(cache_->pool_row(0, addr_[gp + d.g - 1])) != grow + d.g - 1 ||
+        (r0 < r1 && int32_t(cache_->pool_row(0, addr_[r1 - 1])) != rrow + (r1 - r0) - 1)) {
+      dl_cand_build_ = -1;
+      return nullptr;
+    }
+    d.gist_pos.push_back(gp);
+    d.gist_row.push_back(grow);
+    d.raw_pos.push_back(r0);
+    d.raw_row.push_back(rrow);
+    d.raw_len.push_back(r1 - r0);
+    d.add_gists.push_back(gists_in_base ? 0 : 1);
+  }
+  return m_.ops().prepare_decode_lists(d);
+}
+
+bool session::lists_select(int layer) const {
+  if (!dl_selects_) return false;
+  const auto& dl = cfg_->dense_layers;
+  return std::find(dl.begin(), dl.end(), layer) == dl.end();
+}
+
+void session::lists_done(const int32_t* selected) {
+  const int L = int(m_.config.num_hidden_layers), Hkv = dl_.n_kv_heads, D = dl_.head_dim;
+  const int cap = dl_.cap();
+  const int64_t row_bytes = int64_t(2) * D * int64_t(sizeof(float));
+  const int64_t nb = int64_t(dl_.base_pos.size());
+  for (int l = 0; l < L; l++) {
+    const bool sel = selected && lists_select(l);
+    if (sel) stats_.bytes_read += int64_t(dl_.n_cand()) * dl_.g * Hkv * D * int64_t(sizeof(float));
+    const int32_t* lay = sel ? selected + size_t(l) * Hkv * (1 + cap) : nullptr;
+    for (int h = 0; h < Hkv; h++) {
+      int64_t n = nb;
+      const int32_t* ids = nullptr;
+      int n_ids = 0;
+      if (sel) {
+        n_ids = lay[h];
+        GSA_ASSERT(n_ids >= 0 && n_ids <= cap, "layer {} head {}: {} chunks selected for {} slots", l, h, n_ids,
+                   cap);
+        ids = lay + Hkv + size_t(h) * cap;
+        for (int j = 0; j < n_ids; j++) {
+          GSA_ASSERT(ids[j] >= 0 && ids[j] < dl_.n_cand() && (j == 0 || ids[j] > ids[j - 1]),
+                     "layer {} head {}: selected chunk {} of {} candidates", l, h, ids[j], dl_.n_cand());
+          n += dl_.raw_len[ids[j]] + (dl_.add_gists[ids[j]] ? dl_.g : 0);
+        }
+        stats_.unfolded[size_t(l) * Hkv + h].assign(ids, ids + n_ids);
+      }
+      stats_.bytes_read += n * row_bytes;
+      stats_.attended_tokens += double(n) / (double(L) * Hkv);
+      if (opts_.record) {
+        std::vector<int32_t> keys;
+        decode_lists_merge(dl_, ids, n_ids, &keys, nullptr);
+        records_.back().keys.push_back(std::move(keys));
+      }
+    }
+  }
+}
+
+}  // namespace gsa::infer
