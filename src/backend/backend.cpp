@@ -40,4 +40,3 @@ dtype parse_precision(const std::string& s) {
 }
 
 }  // namespace gsa
-

@@ -115,9 +115,10 @@ class backend {
   // backend uses and the CUDA backend overrides.
   virtual std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists);
   // Row 0 of q (1, Hq, D) attends per KV head to the list `prepared` describes in pool (a layer's pool),
-  // selecting first when select is true; out (1, Hq * D) overwritten. selected (Hkv * (1 + cap), i32, this
-  // device) gets, per KV head h, the count at [h] and the ascending chunk ids at [Hkv + h * cap, ...)
-  // (untouched when select is false).
+  // selecting first when select is true; out (1, Hq * D) overwritten. selected (decode_lists::selected_size(),
+  // i32, this device) gets, per KV head h, the count at [h], the ascending chunk ids at [Hkv + h * cap, ...) and
+  // for a hierarchical selection the number of gist units scored at [Hkv (1 + cap) + h] (untouched when select
+  // is false).
   virtual void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
                                       const void* prepared, bool select, Tensor& selected);
 

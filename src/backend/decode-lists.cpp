@@ -3,6 +3,7 @@
 #include "backend/decode-lists.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 
 #include "backend/backend.h"
@@ -63,13 +64,43 @@ void backend::decode_attention_lists(Tensor& out, const Tensor& q, const Tensor&
   std::vector<std::vector<int32_t>> sel(Hkv);
   const int n = d.n_cand(), cap = d.cap();
   if (select && n > 0) {
-    GSA_ASSERT(d.cfg && selected.numel() >= int64_t(Hkv) * (1 + cap), "selected holds {} of {} ids",
-               selected.numel(), int64_t(Hkv) * (1 + cap));
-    std::vector<float> scores(size_t(Hq) * n);
-    gist::score_units(scores.data(), q.f32(), 1, Hq, pool.f32(), int(pool.dim(0)), Hkv, D, d.gist_row.data(), n,
-                      d.g);
-    sel = gist::select_top(scores.data(), Hq, Hkv, n, d.k, *d.cfg);
+    GSA_ASSERT(d.cfg && selected.numel() >= d.selected_size(), "selected holds {} of {} values", selected.numel(),
+               d.selected_size());
     int32_t* o = static_cast<int32_t*>(selected.raw());
+    if (d.levels() == 1) {
+      std::vector<float> scores(size_t(Hq) * n);
+      gist::score_units(scores.data(), q.f32(), 1, Hq, pool.f32(), int(pool.dim(0)), Hkv, D, d.gist_row.data(),
+                        n, d.g);
+      sel = gist::select_top(scores.data(), Hq, Hkv, n, d.k, *d.cfg);
+      for (int h = 0; h < Hkv; h++) o[int64_t(Hkv) * (1 + cap) + h] = n;
+    } else {
+      // The walk of gist::select_hierarchical, scoring units at their rows in the pool (score_units' arithmetic).
+      const int G = Hq / Hkv;
+      const float scale = 1.0f / std::sqrt(float(D));
+      const size_t rowf = size_t(Hkv) * D;
+      std::vector<int64_t> scored(Hkv, 0);
+      auto scorer = [&](int lv, int h, const std::vector<int32_t>& units, float* out) {
+        const std::vector<int32_t>& rows = lv == 0 ? d.gist_row : d.unit_row[size_t(lv) - 1];
+        for (int i = 0; i < G; i++) {
+          const float* qh = q.f32() + size_t(h * G + i) * D;
+          for (size_t j = 0; j < units.size(); j++) {
+            GSA_ASSERT(units[j] >= 0 && units[j] < int(rows.size()), "unit {} of {} at level {}", units[j],
+                       rows.size(), lv);
+            float best = -INFINITY;
+            for (int r = 0; r < d.g; r++) {
+              const float* kp = pool.f32() + size_t(rows[size_t(units[j])] + r) * rowf + size_t(h) * D;
+              float dot = 0;
+              for (int e = 0; e < D; e++) dot += qh[e] * kp[e];
+              best = std::max(best, dot * scale);
+            }
+            out[size_t(i) * units.size() + j] = best;
+          }
+        }
+        scored[size_t(h)] += int64_t(units.size());
+      };
+      sel = gist::select_hierarchical(n, Hq, Hkv, d.k_per_level, *d.cfg, scorer).chunks;
+      for (int h = 0; h < Hkv; h++) o[int64_t(Hkv) * (1 + cap) + h] = int32_t(scored[size_t(h)]);
+    }
     for (int h = 0; h < Hkv; h++) {
       GSA_ASSERT(int(sel[h].size()) <= cap, "{} chunks selected for {} slots", sel[h].size(), cap);
       o[h] = int32_t(sel[h].size());

@@ -10,6 +10,10 @@
 // over gist::score_units' scores of the candidates u < n_cand:
 //     s_h(u) = max over r < g of (q_h . K[gist_row[u] + r]) / sqrt(D)   (f32, d in order, no FMA)
 // with k = `k` and cfg's union / group_scoring / select rule; ties to the lower index, NaN as -inf.
+// Hierarchical selection (hgsa: unit_row non-empty, levels = unit_row.size() + 1 > 1) replaces select_top by
+// gist::select_hierarchical's top-down walk with k_per_level, scoring a level-l unit (l >= 1) u at the g
+// consecutive rows from unit_row[l - 1][u] (u < whole[l] = n_cand / chunks_per_unit(l)) and chunks as above;
+// children per level-l unit: chunk[l].
 // add_gists[u] is set by the caller where the chunk's gists are not already in base (so nothing counts twice).
 // Keys are attended in ascending stream position (base_pos, raw_pos, gist_pos give it): the CPU reference
 // merges in that order, so its result equals the host engine's bit for bit; the CUDA backend may attend in
@@ -30,14 +34,21 @@ struct decode_lists {
   // Candidate chunks u < n_cand (empty: the layer never selects).
   std::vector<int32_t> gist_row, raw_row, raw_len, gist_pos, raw_pos;
   std::vector<uint8_t> add_gists;
+  std::vector<std::vector<int32_t>> unit_row;  // hgsa: per level 1.. L-1, first gist row of each whole unit
+  std::vector<int> chunk;                   // hgsa: the config's chunk sizes (chunk[l]: children per unit)
+  std::vector<int> k_per_level;             // hgsa: gist::hierarchy_k's (or the fixed top-k per level)
   int g = 1;                                // gists per chunk (rows gist_row[u] .. + g - 1 are consecutive)
   int k = 0;                                // gist::select_k's count per head (or per group)
   const gist::gsa_config* cfg = nullptr;    // union / group_scoring / select rule; null when n_cand == 0
   int n_q_heads = 0, n_kv_heads = 0, head_dim = 0;
 
   int n_cand() const { return int(gist_row.size()); }
+  int levels() const { return int(unit_row.size()) + 1; }
   // Id slots per KV head in `selected`: at most this many chunks are unfolded per head (union of G heads' k).
   int cap() const;
+  // `selected` of one layer: count (Hkv), ids (Hkv x cap), gist units scored (Hkv; written for hierarchical
+  // selection, where the count depends on the walk).
+  int64_t selected_size() const { return int64_t(n_kv_heads) * (2 + cap()); }
 };
 
 // The list of one KV head given its selected chunks sel[0..n_sel) (ascending): ascending stream positions to

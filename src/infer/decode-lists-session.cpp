@@ -2,11 +2,12 @@
 // as the backend's description (base rows: the gist mask, the full prefix or the streaming window; for gsa the
 // candidate chunks' gist and raw rows), then after the step the backend's selection back into the statistics
 // and records. The rules are the host path's (select-keys.cpp), which stays for the methods and options the
-// description does not cover: hgsa's walk, quest / moba page routers, h2o, gists_all, and caches off the pool.
+// description does not cover: quest / moba page routers, h2o, gists_all, and caches off the pool.
 #include <algorithm>
 
 #include "core/error.h"
 #include "gist/select.h"
+#include "gist/stream.h"
 #include "infer/session.h"
 
 namespace gsa::infer {
@@ -21,10 +22,9 @@ void iota_list(std::vector<int32_t>& v, int32_t begin, int32_t end) {
 
 std::shared_ptr<const void> session::prepare_lists(int pos) {
   const method meth = opts_.meth;
-  if (!cache_->pooled() || (meth != method::full && meth != method::streaming && meth != method::gist &&
-                            meth != method::gsa))
-    return nullptr;
-  if (meth == method::gsa && cfg_->gists_all) return nullptr;
+  const bool gist_method = meth == method::gist || meth == method::gsa || meth == method::hgsa;
+  if (!cache_->pooled() || (meth != method::full && meth != method::streaming && !gist_method)) return nullptr;
+  if (gist_method && cfg_->gists_all) return nullptr;
   const auto& c = m_.config;
   decode_lists& d = dl_;
   d.n_q_heads = int(c.num_attention_heads);
@@ -63,25 +63,54 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
   dl_rows_of_ = bp;
   // Candidates (gsa rows of level <= 0 past the local window).
   const int level = s_.level[pos], m = s_.chunk[pos];
-  const int n_cand = meth == method::gsa && level <= 0
+  const bool selects = meth == method::gsa || meth == method::hgsa;
+  const int n_cand = selects && level <= 0
                          ? gist::candidate_count(m, gist::complete_chunk_count(s_), cfg_->local_chunks)
                          : 0;
   dl_selects_ = n_cand > 0;
   if (!dl_selects_) {
     d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
     d.add_gists.clear();
+    d.unit_row.clear();
     d.cfg = nullptr;
     dl_cand_build_ = -1;
     return m_.ops().prepare_decode_lists(d);
   }
   const gist::gsa_config& cfg = *cfg_;
+  const int G = d.n_q_heads / d.n_kv_heads;
   d.g = cfg.gists_per_chunk;
   d.cfg = &cfg;
-  d.k = gist::select_k(cfg, int64_t(m) * cfg.chunk[0], d.n_q_heads / d.n_kv_heads, n_cand);
+  if (meth == method::gsa) {
+    d.k = gist::select_k(cfg, int64_t(m) * cfg.chunk[0], G, n_cand);
+    d.unit_row.clear();
+  } else {  // the host path's k per level (select-keys.cpp)
+    d.k_per_level = cfg.select == gist::select_rule::fixed
+                        ? std::vector<int>(cfg.levels(), cfg.topk)
+                        : gist::hierarchy_k(cfg, int64_t(m) * cfg.chunk[0], G, n_cand);
+    d.k = d.k_per_level[0];
+    d.chunk = cfg.chunk;
+    d.unit_row.resize(size_t(cfg.levels() - 1));
+  }
   if (dl_cand_build_ != base_builds_ || d.n_cand() > n_cand) {  // the base changed: every flag may have
     d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
     d.add_gists.clear();
+    for (auto& u : d.unit_row) u.clear();
     dl_cand_build_ = base_builds_;
+  }
+  // hgsa: the whole units of each higher level, at their first gist's row (level l's store: unit u's gists are
+  // rows [u g, (u + 1) g) of the store).
+  for (int l = 1; l < d.levels(); l++) {
+    auto& ur = d.unit_row[size_t(l) - 1];
+    const int whole = n_cand / gist::chunks_per_unit(cfg, l);
+    if (int(ur.size()) > whole) ur.clear();
+    for (int u = int(ur.size()); u < whole; u++) {
+      const int32_t r0 = int32_t(cache_->pool_row(0, kv::kv_addr{int8_t(l), u * d.g}));
+      if (int32_t(cache_->pool_row(0, kv::kv_addr{int8_t(l), u * d.g + d.g - 1})) != r0 + d.g - 1) {
+        dl_cand_build_ = -1;
+        return nullptr;
+      }
+      ur.push_back(r0);
+    }
   }
   auto in_base = [&](int32_t p) { return std::binary_search(bp.begin(), bp.end(), p); };
   for (int u = d.n_cand(); u < n_cand; u++) {
@@ -123,8 +152,7 @@ void session::lists_done(const int32_t* selected) {
   const int64_t nb = int64_t(dl_.base_pos.size());
   for (int l = 0; l < L; l++) {
     const bool sel = selected && lists_select(l);
-    if (sel) stats_.bytes_read += int64_t(dl_.n_cand()) * dl_.g * Hkv * D * int64_t(sizeof(float));
-    const int32_t* lay = sel ? selected + size_t(l) * Hkv * (1 + cap) : nullptr;
+    const int32_t* lay = sel ? selected + size_t(l) * dl_.selected_size() : nullptr;
     for (int h = 0; h < Hkv; h++) {
       int64_t n = nb;
       const int32_t* ids = nullptr;
@@ -140,6 +168,9 @@ void session::lists_done(const int32_t* selected) {
           n += dl_.raw_len[ids[j]] + (dl_.add_gists[ids[j]] ? dl_.g : 0);
         }
         stats_.unfolded[size_t(l) * Hkv + h].assign(ids, ids + n_ids);
+        // Gist units scored (flat: every candidate; hgsa: the walk's count, which the backend reports).
+        const int64_t scored = dl_.levels() == 1 ? dl_.n_cand() : lay[size_t(Hkv) * (1 + cap) + h];
+        stats_.bytes_read += scored * dl_.g * D * int64_t(sizeof(float));
       }
       stats_.bytes_read += n * row_bytes;
       stats_.attended_tokens += double(n) / (double(L) * Hkv);

@@ -112,7 +112,7 @@ void run_pending(const std::vector<session*>& batch) {
           s.store_kv(l, rows[i], k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
         if (l == 0) {
           lists[i] = s.prepare_lists(rows[i]);
-          if (lists[i] && s.dl_selects_) selected[i] = be.alloc({int64_t(L) * Hkv * (1 + s.dl_.cap())}, dtype::i32);
+          if (lists[i] && s.dl_selects_) selected[i] = be.alloc({L * s.dl_.selected_size()}, dtype::i32);
         }
         if (!lists[i] && selects_by_query(s.opts_.meth) && qh.empty()) qh = q.host(dtype::f32);
         const float* qi = lists[i] || qh.empty() ? nullptr : qh.f32() + size_t(i) * Hq * D;
@@ -120,9 +120,8 @@ void run_pending(const std::vector<session*>& batch) {
         Tensor out_i = att.slice_rows(i, i + 1);
         if (lists[i]) {  // selection, lists and attention where the pool is; statistics after the step
           const bool sel = s.lists_select(l);
-          Tensor sel_l = sel ? selected[i].slice_rows(int64_t(l) * Hkv * (1 + s.dl_.cap()),
-                                                      int64_t(l + 1) * Hkv * (1 + s.dl_.cap()))
-                             : Tensor();
+          const int64_t n_sel = s.dl_.selected_size();
+          Tensor sel_l = sel ? selected[i].slice_rows(l * n_sel, (l + 1) * n_sel) : Tensor();
           be.decode_attention_lists(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size,
                                     lists[i].get(), sel, sel_l);
           continue;

@@ -98,30 +98,34 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
     }
 }
 
-// gsa's selecting rows run on the GPU end to end (backend/decode-lists.h: gist scores, top-k, union or group,
-// the lists built by a kernel, no host round trip per layer): the same selection as the CPU engine under the
-// fixed and adaptive rules, union and group scoring, g = 1 and 2, a sink that overlaps chunk 0; and top-p,
-// which the GPU still selects on the host.
+// gsa's and hgsa's selecting rows run on the GPU end to end (backend/decode-lists.h: gist scores, top-k, union
+// or group, hgsa's top-down walk, the lists built by a kernel, no host round trip per layer): the same selection
+// as the CPU engine under the fixed and adaptive rules, union and group scoring, g = 1 and 2, a sink that
+// overlaps chunk 0; and top-p, which the GPU still selects on the host.
 TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
   REQUIRE_GPU();
   struct c {
+    method meth;
     gist::select_rule rule;
     bool group;
     int g, sink;
   };
-  const c cases[] = {{gist::select_rule::fixed, false, 1, 2},    {gist::select_rule::fixed, true, 2, 0},
-                     {gist::select_rule::adaptive, false, 2, 10}, {gist::select_rule::adaptive, true, 1, 2},
-                     {gist::select_rule::top_p, false, 1, 2}};
+  using R = gist::select_rule;
+  const c cases[] = {{method::gsa, R::fixed, false, 1, 2},     {method::gsa, R::fixed, true, 2, 0},
+                     {method::gsa, R::adaptive, false, 2, 10}, {method::gsa, R::adaptive, true, 1, 2},
+                     {method::gsa, R::top_p, false, 1, 2},     {method::hgsa, R::fixed, false, 1, 2},
+                     {method::hgsa, R::adaptive, true, 2, 0},  {method::hgsa, R::adaptive, false, 1, 10}};
   for (const auto& cs : cases) {
-    SCOPED_TRACE(std::string(gist::select_rule_name(cs.rule)) + (cs.group ? " group" : " union") + " g " +
-                 std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
+    SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + gist::select_rule_name(cs.rule) +
+                 (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
     model_config mc = test::tiny_config(test::tiny_vocab, 3, 2048);
     mc.hidden_size = 128;
     mc.intermediate_size = 160;
     mc.num_attention_heads = 8;
     mc.num_key_value_heads = 2;
     mc.head_dim = 64;
-    gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, {8});
+    gist::gsa_config gc =
+        test::tiny_gsa(test::tiny_vocab, cs.meth == method::hgsa ? std::vector<int>{8, 4} : std::vector<int>{8});
     gc.select = cs.rule;
     gc.group_scoring = cs.group;
     gc.gists_per_chunk = cs.g;
@@ -132,7 +136,7 @@ TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
     cpu_m.init_random(21, 0.3f);
     llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
     session_options o;
-    o.meth = method::gsa;
+    o.meth = cs.meth;
     auto ref = run(cpu_m, o, 600, 20);
     auto got = run(gpu_m, o, 600, 20);
     EXPECT_EQ(got->stream().ids, ref->stream().ids) << "greedy tokens";

@@ -139,24 +139,29 @@ TEST(SessionPool, EqualsTheHostCacheBitForBit) {
   }
 }
 
-// The selecting rows of gsa take the backend's decode lists in pool mode (backend/decode-lists.h: the backend
+// The selecting rows of gsa and hgsa take the backend's decode lists in pool mode (backend/decode-lists.h: the backend
 // scores, selects and builds the lists; here the host reference): equal to the host engine's selection bit for
 // bit under every rule, with group scoring, with two gists per chunk, and with a sink that overlaps chunk 0.
 TEST(SessionPool, DecodeListsEqualTheHostSelectionUnderEveryRule) {
   struct c {
+    method meth;
     gist::select_rule rule;
     bool group;
     int g;
     int sink;
   };
-  const c cases[] = {{gist::select_rule::fixed, false, 1, 2},    {gist::select_rule::fixed, true, 1, 2},
-                     {gist::select_rule::adaptive, false, 1, 0}, {gist::select_rule::adaptive, true, 2, 6},
-                     {gist::select_rule::top_p, false, 1, 2},    {gist::select_rule::top_p, true, 2, 0}};
+  using R = gist::select_rule;
+  const c cases[] = {{method::gsa, R::fixed, false, 1, 2},     {method::gsa, R::fixed, true, 1, 2},
+                     {method::gsa, R::adaptive, false, 1, 0},  {method::gsa, R::adaptive, true, 2, 6},
+                     {method::gsa, R::top_p, false, 1, 2},     {method::gsa, R::top_p, true, 2, 0},
+                     {method::hgsa, R::fixed, false, 1, 2},    {method::hgsa, R::adaptive, true, 2, 6},
+                     {method::hgsa, R::adaptive, false, 1, 0}, {method::hgsa, R::top_p, false, 1, 2}};
   for (const auto& cs : cases) {
-    SCOPED_TRACE(std::string(gist::select_rule_name(cs.rule)) + (cs.group ? " group" : " union") + " g " +
-                 std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
+    SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + gist::select_rule_name(cs.rule) +
+                 (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
     model_config mc = test::tiny_config(test::tiny_vocab, 3);
-    gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, {4});
+    gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, cs.meth == method::hgsa ? std::vector<int>{4, 2}
+                                                                                  : std::vector<int>{4});
     gc.select = cs.rule;
     gc.group_scoring = cs.group;
     gc.gists_per_chunk = cs.g;
@@ -166,7 +171,7 @@ TEST(SessionPool, DecodeListsEqualTheHostSelectionUnderEveryRule) {
     llama_model m(mc);
     m.init_random(11, 0.3f);
     session_options o;
-    o.meth = method::gsa;
+    o.meth = cs.meth;
     o.page_size = 4;
     auto host = run(m, o, 45, 6, 14);
     o.kv_pool = true;

@@ -27,6 +27,9 @@ struct cuda_lists {
   int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0;
   bool group = false;
   int64_t longest = 0;
+  select_detail::hier_args hier;  // levels > 1 (hgsa); unit_row filled in at run (points into table)
+  std::vector<int64_t> unit_off;  // table offset of each level's unit rows (level 0: the candidates' gist rows)
+  mutable Tensor units;           // hier scratch
   mutable Tensor scores, indptr, indices, ws;  // scratch of every layer of the step (one stream: in order)
   decode_plan plan;
   const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + off; }
@@ -56,7 +59,9 @@ decode_params shape_params(int Hq, int Hkv, int D, dtype act) {
 std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   const dtype act = be.act();
   const int n = d.n_cand();
-  if (n > 0 && (!d.cfg || d.cfg->select == gist::select_rule::top_p || n > select_detail::max_candidates))
+  if (n > 0 && (!d.cfg || d.cfg->select == gist::select_rule::top_p || n > select_detail::max_candidates ||
+                d.levels() > select_detail::hier_args::max_levels ||
+                (d.levels() > 1 && (d.n_q_heads / d.n_kv_heads > 8 || d.head_dim > 128))))
     return nullptr;  // top-p selection has no kernel yet: the host selects
   decode_params p = shape_params(d.n_q_heads, d.n_kv_heads, d.head_dim, act);
   if (!decode_supported(p)) return nullptr;
@@ -72,7 +77,9 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   int max_raw = 0;
   for (int32_t r : d.raw_len) max_raw = std::max(max_raw, int(r));
   L->longest = L->n_base + int64_t(L->cap) * (max_raw + d.g);
-  std::vector<int32_t> host(size_t(kDescInts) + L->n_base + size_t(4) * n);
+  size_t units_total = 0;
+  for (const auto& u : d.unit_row) units_total += u.size();
+  std::vector<int32_t> host(size_t(kDescInts) + L->n_base + size_t(4) * n + units_total);
   select_detail::block_desc b;
   b.row0 = 0;
   b.rows = 1;
@@ -86,8 +93,36 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   o = std::copy(d.raw_row.begin(), d.raw_row.end(), o);
   o = std::copy(d.raw_len.begin(), d.raw_len.end(), o);
   for (uint8_t a : d.add_gists) *o++ = a;
+  if (n > 0 && d.levels() > 1) {
+    select_detail::hier_args& h = L->hier;
+    h.levels = d.levels();
+    L->unit_off.push_back(kDescInts + L->n_base);  // level 0: gist_row
+    h.whole[0] = n;
+    for (int l = 1; l < h.levels; l++) {
+      L->unit_off.push_back(o - host.data());
+      o = std::copy(d.unit_row[size_t(l) - 1].begin(), d.unit_row[size_t(l) - 1].end(), o);
+      h.whole[l] = int(d.unit_row[size_t(l) - 1].size());
+    }
+    for (int l = 0; l < h.levels; l++) {
+      h.k[l] = d.k_per_level[size_t(l)];
+      h.chunk[l] = d.chunk[size_t(l)];
+    }
+    h.cap = L->cap;
+    h.g = d.g;
+    h.Hq = L->Hq;
+    h.Hkv = L->Hkv;
+    h.D = L->D;
+    h.max_n = n;
+    h.k_st = int64_t(L->Hkv) * L->D;
+    h.scale = 1.0f / std::sqrt(float(L->D));
+    h.group = L->group;
+  }
   L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
   if (n > 0) L->scores = be.alloc({int64_t(L->Hq) * n}, dtype::f32);
+  if (n > 0 && d.levels() > 1) {
+    for (int l = 0; l < L->hier.levels; l++) L->hier.unit_row[l] = L->at(L->unit_off[size_t(l)]);
+    L->units = be.alloc({int64_t(L->Hkv) * 2 * n}, dtype::i32);
+  }
   L->indptr = be.alloc({L->Hkv + 1}, dtype::i64);
   L->indices = be.alloc({std::max<int64_t>(1, L->Hkv * L->longest)}, dtype::i32);
   decode_plan_options po;
@@ -110,9 +145,15 @@ void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int 
   int32_t* counts = nullptr;
   if (sel) {
     GSA_ASSERT(selected.where() == device::cuda && selected.type() == dtype::i32 &&
-                   selected.numel() >= int64_t(L.Hkv) * (1 + L.cap),
-               "decode lists: selected holds {} of {} ids", selected.numel(), int64_t(L.Hkv) * (1 + L.cap));
+                   selected.numel() >= int64_t(L.Hkv) * (2 + L.cap),
+               "decode lists: selected holds {} of {} values", selected.numel(), int64_t(L.Hkv) * (2 + L.cap));
     counts = static_cast<int32_t*>(selected.raw());
+  }
+  if (sel && L.hier.levels > 1) {
+    select_detail::launch_hierarchical(L.hier, q.raw(), pool.raw(), act == dtype::bf16,
+                                       static_cast<float*>(L.scores.raw()), static_cast<int32_t*>(L.units.raw()),
+                                       counts, ctx().stream);
+  } else if (sel) {
     const auto* blocks = reinterpret_cast<const select_detail::block_desc*>(L.at(0));
     const size_t es = dtype_size(act);
     const bool vec = (int64_t(L.D) * es) % 16 == 0 && reinterpret_cast<uintptr_t>(q.raw()) % 16 == 0;

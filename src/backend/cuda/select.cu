@@ -234,6 +234,78 @@ __global__ void __launch_bounds__(topk_threads)
   if (threadIdx.x == 0) counts[int64_t(blockIdx.x) * Hkv + h] = min(total, b.cap);
 }
 
+// ---- the hierarchical walk (decode, one row): gist::select_hierarchical per KV head in one CTA ----
+
+template <class T>
+__global__ void __launch_bounds__(topk_threads)
+    hier_kernel(const hier_args a, const T* __restrict__ q, const T* __restrict__ pool, float* __restrict__ scores,
+                int32_t* __restrict__ units, int32_t* __restrict__ out) {
+  extern __shared__ uint32_t mask[];  // (ceil(max_n / 32))
+  __shared__ topk_smem sm;
+  __shared__ float qs[8 * 128];       // the group's q rows, f32 (G <= 8, D <= 128: checked by the launcher)
+  const int h = blockIdx.x, G = a.Hq / a.Hkv, D = a.D, L = a.levels;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = dev::to_f(q[int64_t(h) * G * D + i]);
+  int32_t* cur = units + int64_t(h) * 2 * a.max_n;
+  int32_t* kept = cur + a.max_n;
+  float* sc = scores + int64_t(h) * G * a.max_n;
+  int n_kept = 0, scored = 0;
+  __syncthreads();
+  for (int l = L - 1; l >= 0; l--) {
+    // The children of the kept units, then the loose units (whole at l, parent not whole): ascending, distinct.
+    const int c = l < L - 1 ? a.chunk[l + 1] : 1;
+    const int loose0 = l < L - 1 ? a.whole[l + 1] * c : 0;
+    const int n_child = l < L - 1 ? n_kept * c : 0;
+    const int n = n_child + max(0, a.whole[l] - loose0);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) cur[i] = i < n_child ? kept[i / c] * c + i % c : loose0 + i - n_child;
+    __syncthreads();
+    n_kept = 0;
+    if (n == 0) continue;
+    scored += n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const int32_t row = a.unit_row[l][cur[i]];
+      for (int j = 0; j < G; j++) {
+        float best = -INFINITY;
+        for (int r = 0; r < a.g; r++) {
+          const T* kp = pool + int64_t(row + r) * a.k_st + int64_t(h) * D;
+          float dot = 0.0f;
+          for (int d = 0; d < D; d++) dot = __fadd_rn(dot, __fmul_rn(qs[j * D + d], dev::to_f(kp[d])));
+          const float v = __fmul_rn(dot, a.scale);
+          best = best < v ? v : best;
+        }
+        sc[int64_t(j) * n + i] = best;
+      }
+    }
+    const int words = (n + 31) / 32;
+    for (int w = threadIdx.x; w < words; w += blockDim.x) mask[w] = 0;
+    __syncthreads();
+    if (a.group) {
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float sum = 0.0f;
+        for (int j = 0; j < G; j++) sum = __fadd_rn(sum, sc[int64_t(j) * n + i]);
+        sc[i] = sum;
+      }
+      __syncthreads();
+    }
+    for (int j = 0; j < (a.group ? 1 : G); j++) select_row(sc + int64_t(j) * n, n, a.k[l], mask, sm);
+    __syncthreads();
+    const int per = (words + blockDim.x - 1) / blockDim.x;
+    const int w0 = min(words, int(threadIdx.x) * per), w1 = min(words, w0 + per);
+    int mine = 0;
+    for (int w = w0; w < w1; w++) mine += __popc(mask[w]);
+    int at = block_exclusive_scan(mine, sm, &n_kept);
+    for (int w = w0; w < w1; w++)
+      for (uint32_t m = mask[w]; m; m &= m - 1) kept[at++] = cur[w * 32 + __ffs(m) - 1];
+    __syncthreads();
+  }
+  // Out: count, ascending chunk ids, units scored.
+  const int n_out = min(n_kept, a.cap);
+  for (int i = threadIdx.x; i < n_out; i += blockDim.x) out[a.Hkv + int64_t(h) * a.cap + i] = kept[i];
+  if (threadIdx.x == 0) {
+    out[h] = n_out;
+    out[int64_t(a.Hkv) * (1 + a.cap) + h] = scored;
+  }
+}
+
 std::string launch_error(const char* kernel, cudaError_t e) {
   return std::string("GPU chunk selection: launch of ") + kernel + " failed: " + cudaGetErrorString(e);
 }
@@ -285,6 +357,25 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
       blocks, scores, Hq, Hkv, group_scoring, ids, counts);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("topk_kernel", e));
+}
+
+void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16_in, float* scores,
+                         int32_t* units, int32_t* out, void* stream) {
+  if (a.levels < 2 || a.levels > hier_args::max_levels || a.Hq / a.Hkv > 8 || a.D > 128 || a.max_n > max_candidates)
+    fail_msg("GPU hierarchical selection: " + std::to_string(a.levels) + " levels, group " +
+             std::to_string(a.Hq / a.Hkv) + ", head dim " + std::to_string(a.D) + ", " + std::to_string(a.max_n) +
+             " units (supported: 2-8 levels, group <= 8, head dim <= 128, " + std::to_string(max_candidates) +
+             " units)");
+  const size_t smem = size_t((a.max_n + 31) / 32) * sizeof(uint32_t);
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (bf16_in)
+    hier_kernel<bf16><<<a.Hkv, topk_threads, smem, st>>>(a, static_cast<const bf16*>(q),
+                                                         static_cast<const bf16*>(pool), scores, units, out);
+  else
+    hier_kernel<float><<<a.Hkv, topk_threads, smem, st>>>(a, static_cast<const float*>(q),
+                                                          static_cast<const float*>(pool), scores, units, out);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("hier_kernel", e));
 }
 
 }  // namespace gsa::cuda::select_detail

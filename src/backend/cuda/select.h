@@ -89,6 +89,27 @@ void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const 
 void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, int Hkv, bool group_scoring,
                  int32_t* ids, int32_t* counts, int max_cand, void* stream);
 
+// The decode walk of gist::select_hierarchical for one query row (backend/decode-lists.h, hgsa), one CTA per
+// KV head: per level from the top, the children of the kept units plus the loose ones, scored as
+// gist::score_units does (f32, d in order, no FMA) at their rows of the pool, then select_top's union or group
+// top k[l] (ties: lower index). Writes out (decode_lists' `selected` layout): count [h], ascending chunk ids
+// [Hkv + h cap ...], units scored [Hkv (1 + cap) + h]. Scratch: scores (Hkv, G, max_n) f32, units
+// (Hkv, 2, max_n) i32, max_n >= every level's unit count (whole[0] = the candidate count bounds it).
+struct hier_args {
+  static constexpr int max_levels = 8;
+  int levels = 0;
+  const int32_t* unit_row[max_levels] = {};  // device: first gist row of each whole unit of level l
+  int whole[max_levels] = {};
+  int k[max_levels] = {};
+  int chunk[max_levels] = {};                // children per unit of level l (l >= 1)
+  int cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0, max_n = 0;
+  int64_t k_st = 0;                          // pool row stride in elements (Hkv * D)
+  float scale = 0;
+  bool group = false;
+};
+void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16, float* scores,
+                         int32_t* units, int32_t* out, void* stream);
+
 // Largest candidate count launch_topk handles (its bitmask lives in 32 KiB of shared memory, under the 48 KiB a
 // kernel gets without opting in): c_0 = 4 up to a million tokens.
 constexpr int max_candidates = 32 * 1024 * 8;
