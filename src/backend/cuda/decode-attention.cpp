@@ -74,6 +74,8 @@ void run_decode(const decode_params& p, const decode_plan& plan, void* workspace
   if (p.batch == 0) return;
   if (!p.q || !p.k || !p.v || !p.indptr || !p.indices || !p.out)
     fail("decode attention: q, k, v, indptr, indices and out must all be set");
+  if (p.n_shared < 0 || (p.n_shared > 0 && !p.shared))
+    fail("decode attention: a shared prefix of {} rows needs its pointer", p.n_shared);
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v))
     fail("decode attention: q, k and v must be 16-byte aligned");
   if (plan.num_splits > 1 && !workspace)

@@ -112,7 +112,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
   const int list = blockIdx.x, split = blockIdx.y;
   const int b = list / p.n_kv_heads, h = list % p.n_kv_heads;
   const int64_t beg = p.indptr[list];
-  const int64_t len = p.indptr[list + 1] - beg;
+  const int64_t ns = p.n_shared;
+  const int64_t len = ns + p.indptr[list + 1] - beg;
   const int64_t s0 = int64_t(split) * a.keys_per_split;
   const int64_t s1 = min(len, s0 + a.keys_per_split);
 
@@ -145,7 +146,9 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
   const int64_t head_off = row0 * p.kv_stride_t + int64_t(h) * p.kv_stride_h + gl * VEC;
   const T* kb = static_cast<const T*>(p.k) + head_off;
   const T* vb = static_cast<const T*>(p.v) + head_off;
-  const int32_t* idx = p.indices + beg;
+  const int32_t* idx = p.indices + beg - ns;  // key j >= ns of the list; j < ns: the shared prefix
+  const int32_t* shared = p.shared;
+  auto row_of = [&](int64_t j) { return j < ns ? __ldg(shared + j) : __ldg(idx + j); };
 
   // The loop bound is uniform across the warp (shuffles below need every lane); lane groups past the end
   // of the split see only invalid keys.
@@ -158,7 +161,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int64_t j = jw + my_off + u;
-      nidx[u] = j < s1 ? __ldg(idx + j) : 0;
+      nidx[u] = j < s1 ? row_of(j) : 0;
     }
   };
   auto issue = [&](int64_t jw, int stage) {  // copies batch jw (indices already in nidx) into ring stage
@@ -204,7 +207,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
         valid[u] = j0 + u < s1;
         kw[u] = vw[u] = make_uint4(0, 0, 0, 0);
         if (valid[u]) {
-          const int64_t r = int64_t(__ldg(idx + j0 + u)) * p.kv_stride_t;
+          const int64_t r = int64_t(row_of(j0 + u)) * p.kv_stride_t;
           kw[u] = __ldg(reinterpret_cast<const uint4*>(kb + r));
           vw[u] = __ldg(reinterpret_cast<const uint4*>(vb + r));
         }

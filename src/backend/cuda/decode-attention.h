@@ -12,7 +12,8 @@
 //   k, v pool (rows, Hkv, D) element of sequence b, position p, KV head h, dim d at
 //        (kv_row_offset[b] + p)*kv_stride_t + h*kv_stride_h + d    (kv_row_offset may be null: all 0)
 //   indptr (B*Hkv + 1) int64, indices int32: list (b, h) = indices[indptr[b*Hkv+h] .. indptr[b*Hkv+h+1]),
-//        positions within sequence b; order and duplicates are not checked (duplicates count twice).
+//        positions within sequence b, after the optional shared prefix (shared, n_shared); order and
+//        duplicates are not checked (duplicates count twice). max_list_len of plan_decode counts the prefix.
 //   out  (B, Hq, D)          at b*o_stride_b + h*o_stride_h + d, f32 or bf16; OVERWRITTEN.
 //   lse  (B, Hq)             f32 at b*lse_stride_b + h, natural log of sum(exp(scale * q.k)); may be null.
 // GQA: query head h uses KV head h / (Hq / Hkv). An empty list gives out = 0, lse = -inf.
@@ -47,6 +48,10 @@ struct decode_params {
   const int64_t* kv_row_offset = nullptr;    // (B) first pool row of each sequence, or null
   const int64_t* indptr = nullptr;           // (B*Hkv + 1)
   const int32_t* indices = nullptr;
+  // Optional prefix of every list of the launch: list (b, h) is shared[0 .. n_shared) followed by its own
+  // indices (a decode row's base keys, the same for every KV head and layer, are stored once).
+  const int32_t* shared = nullptr;
+  int64_t n_shared = 0;
   void* out = nullptr;
   int64_t o_stride_b = 0, o_stride_h = 0;
   float* lse = nullptr;

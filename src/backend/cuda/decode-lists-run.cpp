@@ -1,7 +1,7 @@
 // The CUDA backend's decode lists (backend.h prepare_decode_lists / decode_attention_lists; contract in
 // backend/decode-lists.h): per step one upload of the row's description; per layer the gist scores and top-k of
-// select.h's kernels, the list expansion of decode-lists.h and the split-K decode kernel, all on ctx().stream
-// with no host synchronisation.
+// select.h's kernels, the expansion of the unfolded chunks (decode-lists.h) and the split-K decode kernel, which
+// reads the base rows as every list's shared prefix, all on ctx().stream with no host synchronisation.
 #include "backend/cuda/decode-lists-run.h"
 
 #include <algorithm>
@@ -31,6 +31,7 @@ struct cuda_lists {
   std::vector<int64_t> unit_off;  // table offset of each level's unit rows (level 0: the candidates' gist rows)
   mutable Tensor units;           // hier scratch
   mutable Tensor scores, indptr, indices, ws;  // scratch of every layer of the step (one stream: in order)
+  Tensor no_extra;  // (Hkv + 1) zeros: the lists of a layer that does not select are the base alone
   decode_plan plan;
   const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + off; }
   const int32_t* base() const { return at(kDescInts); }
@@ -118,13 +119,16 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
     h.group = L->group;
   }
   L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
-  if (n > 0) L->scores = be.alloc({int64_t(L->Hq) * n}, dtype::f32);
+  // Scores: (Hq, n) flat; hgsa: the top level's (Hq, whole[L-1]) and the walk's (Hq, n) below it.
+  if (n > 0) L->scores = be.alloc({int64_t(L->Hq) * (n + (d.levels() > 1 ? L->hier.whole[d.levels() - 1] : 0))},
+                                  dtype::f32);
   if (n > 0 && d.levels() > 1) {
     for (int l = 0; l < L->hier.levels; l++) L->hier.unit_row[l] = L->at(L->unit_off[size_t(l)]);
     L->units = be.alloc({int64_t(L->Hkv) * 2 * n}, dtype::i32);
   }
   L->indptr = be.alloc({L->Hkv + 1}, dtype::i64);
-  L->indices = be.alloc({std::max<int64_t>(1, L->Hkv * L->longest)}, dtype::i32);
+  L->no_extra = be.alloc({L->Hkv + 1}, dtype::i64);
+  L->indices = be.alloc({std::max<int64_t>(1, L->Hkv * (L->longest - L->n_base))}, dtype::i32);
   decode_plan_options po;
   po.num_sms = ctx().sm_count;
   L->plan = plan_decode(p, L->longest, po);
@@ -155,22 +159,22 @@ void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int 
                                        counts, ctx().stream);
   } else if (sel) {
     const auto* blocks = reinterpret_cast<const select_detail::block_desc*>(L.at(0));
-    const size_t es = dtype_size(act);
-    const bool vec = (int64_t(L.D) * es) % 16 == 0 && reinterpret_cast<uintptr_t>(q.raw()) % 16 == 0;
-    select_detail::launch_scores(blocks, 1, q.raw(), pool.raw(), act == dtype::bf16, L.Hq, L.Hkv, L.D,
-                                 int64_t(L.Hq) * L.D, int64_t(L.Hkv) * L.D, 1.0f / std::sqrt(float(L.D)),
-                                 L.cand(0), L.g, static_cast<float*>(L.scores.raw()), 1, vec, ctx().stream);
+    select_detail::launch_decode_scores(q.raw(), pool.raw(), act == dtype::bf16, L.Hq, L.Hkv, L.D,
+                                        int64_t(L.Hkv) * L.D, 1.0f / std::sqrt(float(L.D)), L.cand(0), L.n_cand,
+                                        L.g, static_cast<float*>(L.scores.raw()), ctx().stream);
     select_detail::launch_topk(blocks, 1, static_cast<float*>(L.scores.raw()), L.Hq, L.Hkv, L.group,
                                counts + L.Hkv, counts, L.n_cand, ctx().stream);
   }
-  expand_decode_lists(L.base(), L.n_base, counts, counts ? counts + L.Hkv : nullptr, L.cap, L.cand(0), L.cand(1),
-                      L.cand(2), L.cand(3), L.g, L.Hkv, static_cast<int64_t*>(L.indptr.raw()),
-                      static_cast<int32_t*>(L.indices.raw()));
+  if (sel)
+    expand_decode_lists(counts, counts + L.Hkv, L.cap, L.cand(0), L.cand(1), L.cand(2), L.cand(3), L.g, L.Hkv,
+                        static_cast<int64_t*>(L.indptr.raw()), static_cast<int32_t*>(L.indices.raw()));
   decode_params p = shape_params(L.Hq, L.Hkv, L.D, act);
+  p.shared = L.base();
+  p.n_shared = L.n_base;
   p.q = q.raw();
   p.k = pool.raw();
   p.v = static_cast<const char*>(pool.raw()) + size_t(page_rows) * L.Hkv * L.D * dtype_size(act);
-  p.indptr = static_cast<const int64_t*>(L.indptr.raw());
+  p.indptr = static_cast<const int64_t*>(sel ? L.indptr.raw() : L.no_extra.raw());
   p.indices = static_cast<const int32_t*>(L.indices.raw());
   p.out = out.raw();
   run_decode(p, L.plan, L.ws.empty() ? nullptr : L.ws.raw(), ctx().stream);

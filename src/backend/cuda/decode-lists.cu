@@ -1,7 +1,8 @@
 // Key lists of a decode row from the selected chunks; contract in decode-lists.h.
 // Each CTA first sums the list lengths of the heads before its own (at most 8 heads of at most `cap` ids: a
-// few thousand reads), so no second launch is needed for the offsets; then copies the base and writes each
-// selected chunk's runs at its place, found by a block-wide exclusive scan of the chunks' run lengths.
+// few thousand reads), so no second launch is needed for the offsets; then writes each selected chunk's runs at
+// its place, found by a block-wide exclusive scan of the chunks' run lengths. The base is not copied: the decode
+// kernel reads it as every list's shared prefix.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
@@ -15,8 +16,6 @@ namespace {
 constexpr int kThreads = 256;
 
 struct list_args {
-  const int32_t* base;
-  int n_base;
   const int32_t* counts;
   const int32_t* ids;
   int cap;
@@ -45,13 +44,11 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
       for (int j = t; j < a.counts[hh]; j += kThreads) part += run_len(a, a.ids[int64_t(hh) * a.cap + j]);
   const long long before = reduce_t(tmp.reduce).Sum(part);
   if (t == 0) {
-    s_begin = int64_t(h) * a.n_base + before;
+    s_begin = before;
     s_carry = 0;
   }
   __syncthreads();
   int32_t* out = a.indices + s_begin;
-  for (int j = t; j < a.n_base; j += kThreads) out[j] = a.base[j];
-  out += a.n_base;
   const int n = a.counts ? a.counts[h] : 0;
   const int32_t* ids = a.ids + int64_t(h) * a.cap;
   for (int j0 = 0; j0 < n; j0 += kThreads) {  // tiles of chunks; s_carry: rows written by earlier tiles
@@ -75,16 +72,16 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
   __syncthreads();
   if (t == 0) {
     if (h == 0) a.indptr[0] = 0;
-    a.indptr[h + 1] = s_begin + a.n_base + s_carry;
+    a.indptr[h + 1] = s_begin + s_carry;
   }
 }
 
 }  // namespace
 
-void expand_decode_lists(const int32_t* base, int n_base, const int32_t* counts, const int32_t* ids, int cap,
-                         const int32_t* gist_row, const int32_t* raw_row, const int32_t* raw_len,
-                         const int32_t* add_gists, int g, int Hkv, int64_t* indptr, int32_t* indices) {
-  const list_args a{base, n_base, counts, ids, cap, gist_row, raw_row, raw_len, add_gists, g, indptr, indices};
+void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, const int32_t* gist_row,
+                         const int32_t* raw_row, const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv,
+                         int64_t* indptr, int32_t* indices) {
+  const list_args a{counts, ids, cap, gist_row, raw_row, raw_len, add_gists, g, indptr, indices};
   expand_kernel<<<Hkv, kThreads, 0, ctx().stream>>>(a);
   GSA_CUDA_LAUNCH_CHECK("expand_kernel (decode lists)");
 }

@@ -6,13 +6,13 @@
 
 namespace gsa::cuda {
 
-// One CTA per KV head h < Hkv. List h = the n_base rows of base, then for each of its counts[h] selected chunk
-// ids u (ids + h * cap, ascending; counts null: none selected) the rows raw_row[u] + [0, raw_len[u]) and,
-// where add_gists[u] != 0, gist_row[u] + [0, g). Writes indptr (Hkv + 1, int64: list h is indices[indptr[h],
-// indptr[h + 1])) and indices (at most Hkv * (n_base + cap * (max raw_len + g)) entries). Asynchronous on
-// ctx().stream.
-void expand_decode_lists(const int32_t* base, int n_base, const int32_t* counts, const int32_t* ids, int cap,
-                         const int32_t* gist_row, const int32_t* raw_row, const int32_t* raw_len,
-                         const int32_t* add_gists, int g, int Hkv, int64_t* indptr, int32_t* indices);
+// One CTA per KV head h < Hkv: the unfolded part of list h (the base is the decode kernel's shared prefix):
+// for each of its counts[h] selected chunk ids u (ids + h * cap, ascending) the rows raw_row[u] + [0,
+// raw_len[u]) and, where add_gists[u] != 0, gist_row[u] + [0, g). Writes indptr (Hkv + 1, int64: list h's own
+// part is indices[indptr[h], indptr[h + 1])) and indices (at most Hkv * cap * (max raw_len + g) entries).
+// Asynchronous on ctx().stream.
+void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, const int32_t* gist_row,
+                         const int32_t* raw_row, const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv,
+                         int64_t* indptr, int32_t* indices);
 
 }  // namespace gsa::cuda

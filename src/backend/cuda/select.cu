@@ -234,12 +234,47 @@ __global__ void __launch_bounds__(topk_threads)
   if (threadIdx.x == 0) counts[int64_t(blockIdx.x) * Hkv + h] = min(total, b.cap);
 }
 
+// ---- decode scores (one query row): one thread per (unit, query head), so the grid covers every candidate ----
+
+template <class T, int DC>
+__global__ void __launch_bounds__(score_threads)
+    decode_score_kernel(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv, int D_rt, int64_t k_st,
+                        float scale, const int32_t* __restrict__ unit_row, int n, int g, float* __restrict__ scores) {
+  __shared__ float qs[128];
+  const int h = blockIdx.y, hk = h / (Hq / Hkv);
+  const int D = DC > 0 ? DC : D_rt;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = dev::to_f(q[int64_t(h) * D + d]);
+  __syncthreads();
+  const int u = blockIdx.x * blockDim.x + threadIdx.x;
+  if (u >= n) return;
+  float best = -INFINITY;
+  for (int r = 0; r < g; r++) {
+    const T* kp = k + int64_t(unit_row[u] + r) * k_st + int64_t(hk) * D;
+    float dot = 0.0f;
+    if constexpr (DC > 0) {
+      constexpr int V = dev::vec16<T>;
+#pragma unroll
+      for (int d0 = 0; d0 < DC; d0 += V) {
+        float v[V];
+        dev::load_f<T, V>(v, kp + d0);
+#pragma unroll
+        for (int i = 0; i < V; i++) dot = __fadd_rn(dot, __fmul_rn(qs[d0 + i], v[i]));
+      }
+    } else {
+      for (int d = 0; d < D; d++) dot = __fadd_rn(dot, __fmul_rn(qs[d], dev::to_f(kp[d])));
+    }
+    const float v = __fmul_rn(dot, scale);
+    best = best < v ? v : best;
+  }
+  scores[int64_t(h) * n + u] = best;
+}
+
 // ---- the hierarchical walk (decode, one row): gist::select_hierarchical per KV head in one CTA ----
 
 template <class T>
 __global__ void __launch_bounds__(topk_threads)
-    hier_kernel(const hier_args a, const T* __restrict__ q, const T* __restrict__ pool, float* __restrict__ scores,
-                int32_t* __restrict__ units, int32_t* __restrict__ out) {
+    hier_kernel(const hier_args a, const T* __restrict__ q, const T* __restrict__ pool, float* __restrict__ top,
+                float* __restrict__ scores, int32_t* __restrict__ units, int32_t* __restrict__ out) {
   extern __shared__ uint32_t mask[];  // (ceil(max_n / 32))
   __shared__ topk_smem sm;
   __shared__ float qs[8 * 128];       // the group's q rows, f32 (G <= 8, D <= 128: checked by the launcher)
@@ -247,7 +282,7 @@ __global__ void __launch_bounds__(topk_threads)
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = dev::to_f(q[int64_t(h) * G * D + i]);
   int32_t* cur = units + int64_t(h) * 2 * a.max_n;
   int32_t* kept = cur + a.max_n;
-  float* sc = scores + int64_t(h) * G * a.max_n;
+  float* scratch = scores + int64_t(h) * G * a.max_n;
   int n_kept = 0, scored = 0;
   __syncthreads();
   for (int l = L - 1; l >= 0; l--) {
@@ -261,7 +296,9 @@ __global__ void __launch_bounds__(topk_threads)
     n_kept = 0;
     if (n == 0) continue;
     scored += n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    // The top level (every whole unit: the bulk of the work) was scored by decode_score_kernel over the grid.
+    float* sc = l == L - 1 ? top + int64_t(h) * G * n : scratch;
+    for (int i = threadIdx.x; i < n && l < L - 1; i += blockDim.x) {
       const int32_t row = a.unit_row[l][cur[i]];
       for (int j = 0; j < G; j++) {
         float best = -INFINITY;
@@ -359,6 +396,31 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
   if (e != cudaSuccess) fail_msg(launch_error("topk_kernel", e));
 }
 
+void launch_decode_scores(const void* q, const void* k, bool bf16_in, int Hq, int Hkv, int D, int64_t k_st,
+                          float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream) {
+  if (n <= 0) return;
+  if (D > 128) fail_msg("GPU decode scores: head dim " + std::to_string(D) + " (at most 128)");
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const dim3 grid{unsigned((n + score_threads - 1) / score_threads), unsigned(Hq)};
+  // Vector loads need 16-byte aligned rows: k_st and D multiples of 8 elements (bf16) / 4 (f32).
+  const bool vec = (k_st * (bf16_in ? 2 : 4)) % 16 == 0;
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    const T* qt = static_cast<const T*>(q);
+    const T* kt = static_cast<const T*>(k);
+    if (vec && D == 64)
+      decode_score_kernel<T, 64><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores);
+    else if (vec && D == 128)
+      decode_score_kernel<T, 128><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores);
+    else
+      decode_score_kernel<T, 0><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores);
+  };
+  if (bf16_in) go(bf16{});
+  else go(float{});
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("decode_score_kernel", e));
+}
+
 void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16_in, float* scores,
                          int32_t* units, int32_t* out, void* stream) {
   if (a.levels < 2 || a.levels > hier_args::max_levels || a.Hq / a.Hkv > 8 || a.D > 128 || a.max_n > max_candidates)
@@ -368,12 +430,18 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
              " units)");
   const size_t smem = size_t((a.max_n + 31) / 32) * sizeof(uint32_t);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
+  // Scratch: the top level's scores (Hq, whole[L-1]) first, then each CTA's (G, max_n) of the lower levels.
+  const int top_n = a.whole[a.levels - 1];
+  float* top = scores;
+  float* lower = scores + int64_t(a.Hq) * top_n;
+  launch_decode_scores(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, a.unit_row[a.levels - 1], top_n, a.g,
+                       top, stream);
   if (bf16_in)
     hier_kernel<bf16><<<a.Hkv, topk_threads, smem, st>>>(a, static_cast<const bf16*>(q),
-                                                         static_cast<const bf16*>(pool), scores, units, out);
+                                                         static_cast<const bf16*>(pool), top, lower, units, out);
   else
     hier_kernel<float><<<a.Hkv, topk_threads, smem, st>>>(a, static_cast<const float*>(q),
-                                                          static_cast<const float*>(pool), scores, units, out);
+                                                          static_cast<const float*>(pool), top, lower, units, out);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("hier_kernel", e));
 }

@@ -93,8 +93,8 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
 // KV head: per level from the top, the children of the kept units plus the loose ones, scored as
 // gist::score_units does (f32, d in order, no FMA) at their rows of the pool, then select_top's union or group
 // top k[l] (ties: lower index). Writes out (decode_lists' `selected` layout): count [h], ascending chunk ids
-// [Hkv + h cap ...], units scored [Hkv (1 + cap) + h]. Scratch: scores (Hkv, G, max_n) f32, units
-// (Hkv, 2, max_n) i32, max_n >= every level's unit count (whole[0] = the candidate count bounds it).
+// [Hkv + h cap ...], units scored [Hkv (1 + cap) + h]. Scratch: units (Hkv, 2, max_n) i32, max_n >= every
+// level's unit count (whole[0] = the candidate count bounds it).
 struct hier_args {
   static constexpr int max_levels = 8;
   int levels = 0;
@@ -107,8 +107,15 @@ struct hier_args {
   float scale = 0;
   bool group = false;
 };
+// scores: (Hq, whole[L-1]) + (Hq, max_n) floats (the top level is scored by launch_decode_scores first).
 void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16, float* scores,
                          int32_t* units, int32_t* out, void* stream);
+
+// Decode scores of one query row q (Hq, D): scores[h n + u] = max over r < g of (q_h . k[unit_row[u] + r]) *
+// scale, k rows k_st elements apart, KV head h / (Hq / Hkv) (score_units' arithmetic). One thread per (unit,
+// head): the grid covers all n units, so a long candidate list is scored in one wave.
+void launch_decode_scores(const void* q, const void* k, bool bf16, int Hq, int Hkv, int D, int64_t k_st,
+                          float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream);
 
 // Largest candidate count launch_topk handles (its bitmask lives in 32 KiB of shared memory, under the 48 KiB a
 // kernel gets without opting in): c_0 = 4 up to a million tokens.
