@@ -111,10 +111,12 @@ std::string metrics::render(const scheduler_gauges& s) const {
   head(out, "gsa_requests_queued", "gauge", "Generations waiting for a session");
   out += fmt::format("gsa_requests_queued {}\n", s.queued);
   head(out, "gsa_kv_bytes", "gauge",
-       "KV cache bytes of every held session by tier (memory: resident; file: spilled pages; dropped: freed pages)");
+       "KV cache bytes of every held session by tier (memory: resident; file: spilled pages; dropped: freed pages; "
+       "gpu: K/V pools in GPU memory)");
   out += fmt::format(
-      "gsa_kv_bytes{{tier=\"memory\"}} {}\ngsa_kv_bytes{{tier=\"file\"}} {}\ngsa_kv_bytes{{tier=\"dropped\"}} {}\n",
-      s.kv_memory, s.kv_file, s.kv_dropped);
+      "gsa_kv_bytes{{tier=\"memory\"}} {}\ngsa_kv_bytes{{tier=\"file\"}} {}\ngsa_kv_bytes{{tier=\"dropped\"}} {}\n"
+      "gsa_kv_bytes{{tier=\"gpu\"}} {}\n",
+      s.kv_memory, s.kv_file, s.kv_dropped, s.kv_gpu);
   return out;
 }
 

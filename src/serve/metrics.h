@@ -24,6 +24,7 @@ struct histogram {
 struct scheduler_gauges {
   int active = 0, idle = 0, queued = 0, max_sessions = 0;
   int64_t kv_memory = 0, kv_file = 0, kv_dropped = 0;  // bytes over every held session, per tier
+  int64_t kv_gpu = 0;  // sessions on the GPU (--device cuda): the capacity of their K/V pools in GPU memory
 };
 
 class metrics {

@@ -92,6 +92,7 @@ void scheduler::update_gauges() {
     g.kv_memory += b.resident;
     g.kv_file += b.file;
     g.kv_dropped += b.dropped;
+    g.kv_gpu += b.device;
   };
   for (const auto& r : active_) add(*r.h);
   for (const auto& h : idle_) add(*h);
@@ -200,7 +201,7 @@ void scheduler::finish(running& r, const std::string& reason, const std::string&
   if (r.j->request().stats && r.h) {
     const kv::cache_bytes b = r.h->s->cache().bytes();
     r.st.stats["budget"] = r.h->s->budget();
-    r.st.stats["kv_bytes"] = {{"memory", b.resident}, {"file", b.file}, {"dropped", b.dropped}};
+    r.st.stats["kv_bytes"] = {{"memory", b.resident}, {"file", b.file}, {"dropped", b.dropped}, {"gpu", b.device}};
   }
   met_.finished(reason);
   if (reason != "error") met_.tokens(r.st.prompt_tokens, r.st.reused_tokens, r.st.completion_tokens);

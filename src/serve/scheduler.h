@@ -15,6 +15,8 @@
 // not in it), so a request that continues that text skips their prefill.
 // Sessions join and leave the batch between steps. A job alone in its batch computes exactly what `gsa generate`
 // computes; in a batch of M the matmuls are M-row GEMMs whose sums may round differently in the last bit.
+// With a model on the GPU (to_backend; `gsa serve --device cuda`) every session keeps its K/V there and the steps
+// run there; only the thread that calls step() (and the constructor's probe session) issues GPU work.
 #pragma once
 #include <atomic>
 #include <chrono>

@@ -1,7 +1,8 @@
-// `gsa serve --model DIR [--full-model DIR] [--host 127.0.0.1] [--port 8080] [--method M] [--budget B ...]
-//  [--max-sessions N] [--max-context T] [--api-key KEY]`: the OpenAI-compatible server (docs/serve.md).
-// Gist methods serve --model; the baselines serve --full-model when given (as gsa eval). Runs until SIGINT or
-// SIGTERM.
+// `gsa serve --model DIR [--full-model DIR] [--host 127.0.0.1] [--port 8080] [--device cpu|cuda] [--precision
+//  bf16|f32] [--method M] [--budget B ...] [--max-sessions N] [--max-context T] [--api-key KEY]`: the
+// OpenAI-compatible server (docs/serve.md). Gist methods serve --model; the baselines serve --full-model when given
+// (as gsa eval). With --device cuda the model moves to the GPU once and every session keeps its KV there (as
+// `gsa generate --device cuda`). Runs until SIGINT or SIGTERM.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "core/error.h"
 #include "serve/http-server.h"
 #include "tools/commands.h"
+#include "tools/model-device.h"
 
 namespace gsa::tools {
 
@@ -28,19 +30,15 @@ void on_signal(int) {
 }
 
 struct serve_args {
-  std::string model, full_model, model_name, host = "127.0.0.1", device = "cpu", method = "gsa", tier = "memory",
-                                             prefill = "auto", api_key;
+  std::string model, full_model, model_name, host = "127.0.0.1", method = "gsa", tier = "memory", prefill = "auto",
+                                             api_key;
+  device_options dev;
   int port = 8080, max_sessions = 8, topk = -1, threads = 64;
   int64_t budget = -1, max_context = 0, max_body = 8 << 20;
   float ratio = 0;
 };
 
 int run_serve(serve_args a) {
-  if (a.device != "cpu")
-    fail(
-        "--device {}: sessions decode on the CPU so far; the CUDA backend runs training (docs/cuda.md); use --device "
-        "cpu",
-        a.device);
   if (a.api_key.empty())
     if (const char* k = std::getenv("GSA_API_KEY")) a.api_key = k;
   if (a.max_body < 1024) fail("--max-body {} must be at least 1024 bytes", a.max_body);
@@ -52,7 +50,9 @@ int run_serve(serve_args a) {
   so.tier = kv::page_tier_from_name(a.tier);
   so.prefill = infer::prefill_mode_from_name(a.prefill);
   const std::string dir = !infer::uses_gists(so.meth) && !a.full_model.empty() ? a.full_model : a.model;
-  llama_model m = load_model(dir);
+  // On the GPU: the weights move once; the scheduler's probe session below refuses what a GPU session cannot run
+  // (h2o, --kv-tier file / drop, a shape the decode kernel lacks) with the message `gsa generate` gives.
+  llama_model m = model_on_device(load_model(dir), a.dev);
   tokenizer tok = tokenizer::load(dir);
   tok.check_fits_model(m.config.vocab_size, m.config.bos_token_id, m.config.eos_token_id, dir);
   const int64_t positions = m.config.max_position_embeddings;
@@ -92,8 +92,9 @@ int run_serve(serve_args a) {
     if (c == 's') fmt::print(stderr, "gsa serve: stopping\n");
     http.stop();
   });
-  fmt::print("gsa serve: listening on http://{}:{} (model '{}', method {}, max {} sessions, context {} tokens{}{})\n",
-             a.host, port, o.model_id, a.method, a.max_sessions, a.max_context,
+  fmt::print("gsa serve: listening on http://{}:{} (model '{}' on {}, method {}, max {} sessions, context {} "
+             "tokens{}{})\n",
+             a.host, port, o.model_id, m.ops().describe(), a.method, a.max_sessions, a.max_context,
              o.chat ? ", chat template" : ", no chat template", a.api_key.empty() ? "" : ", API key required");
   std::fflush(stdout);
   http.listen();
@@ -114,7 +115,7 @@ void register_serve(CLI::App& app, command_list& cmds) {
   sub->add_option("--model-name", a.model_name, "The id clients send as \"model\" (default: the directory's name)");
   sub->add_option("--host", a.host, "Address to bind (127.0.0.1: this machine only)")->capture_default_str();
   sub->add_option("--port", a.port, "TCP port (0: any free port, printed)")->capture_default_str();
-  sub->add_option("--device", a.device, "cpu (the decoding engine runs on the CPU)")->capture_default_str();
+  add_device_options(sub, a.dev);
   sub->add_option("--method", a.method, "gsa|hgsa|full|gist|streaming|quest|moba|h2o")->capture_default_str();
   sub->add_option("--budget", a.budget, "Attended raw KV tokens per step and KV head (default L / r)");
   sub->add_option("--topk", a.topk, "gsa/hgsa: chunks per query head");
