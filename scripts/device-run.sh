@@ -5,8 +5,8 @@
 #   scripts/cuda-bundle.sh                                  # here: build with nvcc, pack bundle/ (~20 MB)
 #   OUT=/some/dir scripts/device-run.sh [steps]             # there, from the repo root, with bundle/ carried
 #
-# steps (default: all but first-result and multigpu): goldens tests attention train torch decode first-result
-# multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# steps (default: all but hf-decode, first-result and multigpu): goldens tests attention train torch decode hf-decode
+# first-result multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -88,6 +88,16 @@ if has decode; then
   timeout 120 "$BUNDLE/bin/bench-decode-attention" --check --dump /tmp/xcheck --bench
   echo "bench-decode-attention exit code: $?"
   timeout 60 python3 scripts/sdpa-reference.py /tmp/xcheck
+fi
+
+if has hf-decode; then
+  section "whole-model decode, Llama-3.2-1B shape: transformers (SDPA, static cache) and gsa bench decode --preset llama1b (scripts/bench-hf-decode.py)"
+  # gsa's batch-16 cells beyond 32k are left out: each session's random K/V is built on the host (minutes).
+  rm -f $RES/hf-decode.jsonl
+  timeout "${HF_DECODE_TIMEOUT:-420}" python3 scripts/bench-hf-decode.py --contexts "${HF_CONTEXTS:-4k,32k,128k}" \
+    --batches "${HF_BATCHES:-1,16}" --gsa "$GSA" --gsa-max-tokens "${HF_GSA_MAX_TOKENS:-600000}" --gsa-timeout 150 \
+    --out $RES/hf-decode.jsonl
+  echo "bench-hf-decode.py exit code: $?"
 fi
 
 if has multigpu; then

@@ -1,13 +1,17 @@
-// `gsa bench decode (--model DIR | --preset small) --context 1k,4k,16k,64k --method gsa,full,... [--json]`:
-// per-token decode latency, attended tokens, KV bytes read and achieved bandwidth per method and context
+// `gsa bench decode (--model DIR | --preset small|llama1b) --context 1k,4k,16k,64k --method gsa,full,... [--batch B]
+// [--json]`: per-token decode latency, attended tokens, KV bytes read and achieved bandwidth per method and context
 // length. With --preset the weights are random and the cache is filled with random keys and values (no real
-// prefill: the output says so); with --model the context is random token ids prefilled for real. Figures only,
-// never pass/fail. GB/s counts the weights streamed once per step plus the KV bytes read.
+// prefill: the output says so); with --model the context is random token ids prefilled for real. --batch B decodes
+// B sessions of that context together (one batched step per token, as gsa serve). Figures only, never pass/fail.
+// GB/s counts the weights streamed once per batched step plus the KV bytes read. A cell that runs out of memory is
+// reported as skipped and the others still run.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <memory>
+#include <new>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -23,7 +27,7 @@ namespace {
 struct bench_args {
   std::string model, preset, contexts = "1k,4k,16k,64k";
   std::string methods = "full,gsa,hgsa,gist,streaming,quest,moba,h2o";
-  int steps = 8;
+  int steps = 8, batch = 1;
   int64_t budget = -1;
   int topk = -1;
   bool json = false;
@@ -33,27 +37,109 @@ struct bench_args {
 // The methods a GPU session runs so far (docs/decode.md): the default list on --device cuda.
 constexpr const char* kGpuMethods = "full,gsa,hgsa,gist,streaming,quest,moba";
 
-// The `small` preset: ~40M parameters, a one-level GSA config (c = 16, g = 1), 128k positions.
+// Random-weight presets, each with a GSA config of chunks {16, 4} (gsa uses level 0, hgsa both; g = 1) and the
+// gist ids at the top of the vocabulary:
+//  * small: ~60M parameters (8 x 512, 8/2 heads of 64, MLP 1536, vocab 32000), 128k positions;
+//  * llama1b: the Llama-3.2-1B shape (16 x 2048, 32/8 heads of 64, MLP 8192, vocab 128256, tied embeddings, rope
+//    theta 500000; ~1.24B parameters), 2M + 64k positions, so that contexts up to 2M run where memory permits (a
+//    cell that does not fit is skipped with the allocator's message). scripts/bench-hf-decode.py compares it with
+//    transformers.
 llama_model preset_model(const std::string& name) {
-  if (name != "small") fail("--preset: unknown preset '{}' (available: small)", name);
   model_config c;
   c.architecture = "llama";
-  c.vocab_size = 32000;
-  c.hidden_size = 512;
-  c.intermediate_size = 1536;
-  c.num_hidden_layers = 8;
-  c.num_attention_heads = 8;
-  c.num_key_value_heads = 2;
   c.head_dim = 64;
-  c.max_position_embeddings = 131072;
   c.rope_theta = 500000;
+  if (name == "small") {
+    c.vocab_size = 32000;
+    c.hidden_size = 512;
+    c.intermediate_size = 1536;
+    c.num_hidden_layers = 8;
+    c.num_attention_heads = 8;
+    c.num_key_value_heads = 2;
+    c.max_position_embeddings = 131072;
+  } else if (name == "llama1b") {
+    c.vocab_size = 128256;
+    c.hidden_size = 2048;
+    c.intermediate_size = 8192;
+    c.num_hidden_layers = 16;
+    c.num_attention_heads = 32;
+    c.num_key_value_heads = 8;
+    c.max_position_embeddings = (int64_t(2) << 20) + 65536;
+    c.tie_word_embeddings = true;
+  } else {
+    fail("--preset: unknown preset '{}' (available: small, llama1b)", name);
+  }
   gist::gsa_config g;
   g.chunk = {16, 4};
-  g.gist_token_ids = {31999, 31998};
+  g.gist_token_ids = {int32_t(c.vocab_size - 1), int32_t(c.vocab_size - 2)};
   c.gsa = gist::gsa_config_to_json(g);
   llama_model m(c);
   m.init_random(1, 0.02f);
   return m;
+}
+
+// Whether e says that memory ran out (the GPU allocator's error, or the host's bad_alloc): such a cell is skipped.
+bool out_of_memory(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return true;
+  const std::string w = e.what();
+  return w.find("out of GPU memory") != std::string::npos || w.find("out of memory") != std::string::npos;
+}
+
+struct cell {
+  double ms_tok = 0, att_tok = 0, bytes_tok = 0, weight_passes = 0, gib = 0;
+  int64_t budget = -1;
+};
+
+// B sessions of method meth, each with a context of L tokens, decoded together for `steps` timed steps after one
+// warm-up step.
+cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_kv, const bench_args& a) {
+  std::vector<std::unique_ptr<infer::session>> ss;
+  std::vector<infer::session*> batch;
+  for (int b = 0; b < a.batch; b++) {
+    infer::session_options o;
+    o.meth = meth;
+    o.budget = a.budget;
+    o.topk = a.topk;
+    ss.push_back(std::make_unique<infer::session>(m, o));
+    infer::session& s = *ss.back();
+    if (random_kv) {
+      s.fill_random(int(L), 42 + uint64_t(b));
+    } else {
+      rng r(42 + uint64_t(b));
+      std::vector<int32_t> ids(L);
+      for (auto& x : ids) x = int32_t(r.below(uint64_t(m.config.vocab_size) / 2));
+      s.prefill(ids);
+    }
+    batch.push_back(&s);
+  }
+  for (auto* s : batch) s->append({1});  // warm-up step (and the budget / H2O set-up)
+  infer::run_pending(batch);
+  for (auto* s : batch) s->take_stats();
+  cell c;
+  double ms = 0, att = 0;
+  int64_t bytes = 0;
+  int rows = 0, rows0 = 0;
+  for (int i = 0; i < a.steps; i++) {
+    for (auto* s : batch) s->append({int32_t(2 + i)});
+    infer::run_pending(batch);
+    for (size_t b = 0; b < batch.size(); b++) {
+      auto st = batch[b]->take_stats();
+      if (b == 0) {
+        ms += st.ms;  // the wall time of the batched steps, the same for every session of the batch
+        rows0 += st.rows;
+      }
+      att += st.attended_tokens * st.rows;
+      bytes += st.bytes_read;
+      rows += st.rows;
+    }
+  }
+  c.ms_tok = ms / a.steps;
+  c.att_tok = att / std::max(1, rows);
+  c.bytes_tok = double(bytes) / a.steps;
+  c.weight_passes = double(rows0) / a.steps;  // batched steps per token: 1, more when gists are inserted
+  c.gib = double(m.ops().bytes_in_use()) / double(1 << 30);
+  c.budget = batch[0]->budget();
+  return c;
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -69,8 +155,10 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 int run_bench(const bench_args& a) {
-  if (a.model.empty() == a.preset.empty()) fail("bench decode: give exactly one of --model DIR or --preset small");
+  if (a.model.empty() == a.preset.empty())
+    fail("bench decode: give exactly one of --model DIR or --preset small|llama1b");
   if (a.steps < 1 || a.steps > 100000) fail("--steps {} must be in 1 .. 100000", a.steps);
+  if (a.batch < 1 || a.batch > 1024) fail("--batch {} must be in 1 .. 1024", a.batch);
   auto lengths = parse_lengths(a.contexts, "--context");
   std::vector<infer::method> methods;
   const bool on_gpu = a.dev.device != "cpu";
@@ -82,54 +170,39 @@ int run_bench(const bench_args& a) {
   for (auto& [name, t] : m.parameters())
     if (name != "model.embed_tokens.weight" || m.config.tie_word_embeddings) weight_bytes += int64_t(t->nbytes());
   if (!a.json)
-    fmt::print("# decode, {} ({:.1f}M parameters), {}, cache {}, {} timed steps per cell\n"
-               "{:>10} {:>8} {:>10} {:>10} {:>12} {:>8}\n",
+    fmt::print("# decode, {} ({:.1f}M parameters), {}, batch {}, cache {}, {} timed steps per cell\n"
+               "{:>10} {:>8} {:>10} {:>10} {:>12} {:>8} {:>8}\n",
                random_kv ? "preset " + a.preset + ", random weights" : a.model, m.parameter_count() / 1e6,
-               m.ops().describe(),
+               m.ops().describe(), a.batch,
                random_kv ? "filled with random keys and values (no real prefill)" : "prefilled with random tokens",
-               a.steps, "method", "context", "ms/token", "attended", "KV bytes", "GB/s");
+               a.steps, "method", "context", "ms/token", "attended", "KV bytes", "GB/s", "GiB");
   nlohmann::json recs = nlohmann::json::array();
   for (int64_t L : lengths) {
     if (L + a.steps + 2 >= m.config.max_position_embeddings)
       fail("--context {} is beyond the model's {} positions", L, m.config.max_position_embeddings);
     for (auto meth : methods) {
-      infer::session_options o;
-      o.meth = meth;
-      o.budget = a.budget;
-      o.topk = a.topk;
-      infer::session s(m, o);
-      if (random_kv) {
-        s.fill_random(int(L), 42);
-      } else {
-        rng r(42);
-        std::vector<int32_t> ids(L);
-        for (auto& x : ids) x = int32_t(r.below(uint64_t(m.config.vocab_size) / 2));
-        s.prefill(ids);
+      cell c;
+      try {
+        c = run_cell(m, meth, L, random_kv, a);
+      } catch (const std::exception& e) {
+        if (!out_of_memory(e)) throw;
+        // The sessions are freed by now; the next (smaller or cheaper) cell may fit.
+        recs.push_back({{"method", infer::method_name(meth)}, {"context", L}, {"batch", a.batch},
+                        {"skipped", std::string("out of memory: ") + e.what()}});
+        if (!a.json)
+          fmt::print("{:>10} {:>8} skipped, out of memory: {}\n", infer::method_name(meth), L, e.what());
+        std::fflush(stdout);
+        continue;
       }
-      s.append({1});  // warm-up step (and the budget / H2O set-up)
-      infer::run_pending({&s});
-      s.take_stats();
-      double ms = 0, att = 0;
-      int64_t bytes = 0;
-      int rows = 0;
-      for (int i = 0; i < a.steps; i++) {
-        s.append({int32_t(2 + i)});
-        infer::run_pending({&s});
-        auto st = s.take_stats();
-        ms += st.ms;
-        att += st.attended_tokens * st.rows;
-        bytes += st.bytes_read;
-        rows += st.rows;
-      }
-      const double ms_tok = ms / a.steps, att_tok = att / std::max(1, rows);
-      const double bytes_tok = double(bytes) / a.steps;
-      const double gbps = (double(weight_bytes) * rows / a.steps + bytes_tok) / (ms_tok * 1e6);
-      recs.push_back({{"method", infer::method_name(meth)}, {"context", L}, {"ms_per_token", ms_tok},
-                      {"attended_tokens", att_tok}, {"bytes_read", int64_t(bytes_tok)}, {"gb_per_s", gbps},
-                      {"budget", s.budget()}, {"kv", random_kv ? "random" : "prefill"}});
+      const double gbps = (double(weight_bytes) * c.weight_passes + c.bytes_tok) / (c.ms_tok * 1e6);
+      recs.push_back({{"method", infer::method_name(meth)}, {"context", L}, {"batch", a.batch},
+                      {"ms_per_token", c.ms_tok}, {"tokens_per_s", a.batch * 1000.0 / c.ms_tok},
+                      {"attended_tokens", c.att_tok}, {"bytes_read", int64_t(c.bytes_tok)},
+                      {"weight_bytes", weight_bytes}, {"weight_passes", c.weight_passes}, {"gb_per_s", gbps},
+                      {"gpu_mem_gib", c.gib}, {"budget", c.budget}, {"kv", random_kv ? "random" : "prefill"}});
       if (!a.json)
-        fmt::print("{:>10} {:>8} {:>10.2f} {:>10.0f} {:>12} {:>8.2f}\n", infer::method_name(meth), L, ms_tok,
-                   att_tok, int64_t(bytes_tok), gbps);
+        fmt::print("{:>10} {:>8} {:>10.2f} {:>10.0f} {:>12} {:>8.2f} {:>8.2f}\n", infer::method_name(meth), L,
+                   c.ms_tok, c.att_tok, int64_t(c.bytes_tok), gbps, c.gib);
       std::fflush(stdout);
     }
   }
@@ -143,10 +216,12 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
   auto* sub = bench_command(app)->add_subcommand("decode", "Decode latency per method and context length");
   static bench_args a;
   sub->add_option("--model", a.model, "Model directory");
-  sub->add_option("--preset", a.preset, "Random weights of a named size (small: ~40M parameters)");
+  sub->add_option("--preset", a.preset,
+                  "Random weights of a named size (small: ~60M parameters; llama1b: the Llama-3.2-1B shape)");
   sub->add_option("--context", a.contexts, "Context lengths, e.g. 1k,4k,16k,64k");
   sub->add_option("--method", a.methods, "Comma-separated methods");
   sub->add_option("--steps", a.steps, "Timed decode steps per cell");
+  sub->add_option("--batch", a.batch, "Sessions of each context decoded together (one batched step per token)");
   sub->add_option("--budget", a.budget, "Attended raw KV tokens per step and KV head (default L / r)");
   sub->add_option("--topk", a.topk, "gsa/hgsa: chunks per query head");
   sub->add_flag("--json", a.json, "One JSON array of records");
