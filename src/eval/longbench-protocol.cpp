@@ -9,7 +9,7 @@ namespace gsa::eval {
 namespace {
 
 // Reproduced exactly from THUDM/LongBench (commit 2e00731), LongBench/config/dataset2prompt.json and
-// LongBench/config/dataset2maxlen.json, English datasets, with the metric eval.py's dataset2metric assigns.
+// LongBench/config/dataset2maxlen.json, every dataset, with the metric eval.py's dataset2metric assigns.
 // The templates keep LongBench's own spelling ("asconcisely"); changing a character changes what the model
 // reads and makes scores incomparable with published ones (tests/eval/test-longbench-protocol.cpp checks each
 // template's length and FNV-1a digest against the upstream file).
@@ -33,6 +33,9 @@ constexpr longbench_dataset_info k_table[] = {
      "Read the following text and answer briefly.\n\n{context}\n\nNow, answer the following question "
      "based on the above text, only give me the answer and do not output any other words.\n\nQuestion: "
      "{input}\nAnswer:"},
+    {"multifieldqa_zh", "qa_f1_zh", 64,
+     "阅读以下文字并用中文简短回答：\n\n{context}\n\n现在请基于上面的文章回答下面的问题，只告诉我答案，"
+     "不要输出任何其他字词。\n\n问题：{input}\n回答："},
     {"hotpotqa", "qa_f1", 32,
      "Answer the question based on the given passages. Only give me the answer and do not output any "
      "other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question based on the "
@@ -48,6 +51,8 @@ constexpr longbench_dataset_info k_table[] = {
      "other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question based on the "
      "given passages. Only give me the answer and do not output any other words.\n\nQuestion: "
      "{input}\nAnswer:"},
+    {"dureader", "rouge_zh", 128,
+     "请基于给定的文章回答下述问题。\n\n文章：{context}\n\n请基于上述文章回答下面的问题。\n\n问题：{input}\n回答："},
     {"gov_report", "rouge", 512,
      "You are given a report by a government agency. Write a one-page summary of the "
      "report.\n\nReport:\n{context}\n\nNow, write a one-page summary of the report.\n\nSummary:"},
@@ -58,6 +63,8 @@ constexpr longbench_dataset_info k_table[] = {
     {"multi_news", "rouge", 512,
      "You are given several news passages. Write a one-page summary of all news. "
      "\n\nNews:\n{context}\n\nNow, write a one-page summary of all the news.\n\nSummary:"},
+    {"vcsum", "rouge_zh", 512,
+     "下面有一段会议记录，请你阅读后，写一段总结，总结会议的内容。\n会议记录：\n{context}\n\n会议总结："},
     {"trec", "classification", 64,
      "Please determine the type of the question below. Here are some examples of "
      "questions.\n\n{context}\n{input}"},
@@ -67,6 +74,7 @@ constexpr longbench_dataset_info k_table[] = {
     {"samsum", "rouge", 128,
      "Summarize the dialogue into a few short sentences. The following are some "
      "examples.\n\n{context}\n\n{input}"},
+    {"lsht", "classification", 64, "请判断给定新闻的类别，下面是一些例子。\n\n{context}\n{input}"},
     {"passage_retrieval_en", "retrieval", 32,
      "Here are 30 paragraphs from Wikipedia, along with an abstract. Please determine which paragraph "
      "the abstract is from.\n\n{context}\n\nThe following is an abstract.\n\n{input}\n\nPlease enter "
@@ -79,6 +87,9 @@ constexpr longbench_dataset_info k_table[] = {
      "total?\n\n{context}\n\nPlease enter the final count of unique paragraphs after removing "
      "duplicates. The output format should only contain the number, such as 1, 2, 3, and so on.\n\nThe "
      "final answer is: "},
+    {"passage_retrieval_zh", "retrieval_zh", 32,
+     "以下是若干段落文字，以及其中一个段落的摘要。请确定给定的摘要出自哪一段。\n\n{context}\n\n下面是一个摘要\n\n{input}"
+     "\n\n请输入摘要所属段落的编号。答案格式必须是\"段落1\"，\"段落2\"等格式\n\n答案是："},
     {"lcc", "code_sim", 64,
      "Please complete the code given below. \n{context}Next line of code:\n"},
     {"repobench-p", "code_sim", 64,
@@ -94,9 +105,7 @@ const longbench_dataset_info& longbench_info(std::string_view dataset) {
     if (dataset == d.dataset) return d;
   std::vector<std::string> names;
   for (const auto& d : k_table) names.emplace_back(d.dataset);
-  fail("unknown LongBench dataset '{}'; known: {} (the Chinese datasets are not supported: their metrics need "
-       "jieba's word segmentation)",
-       dataset, join(names, ", "));
+  fail("unknown LongBench dataset '{}'; known: {}", dataset, join(names, ", "));
 }
 
 longbench_prompt_text longbench_prompt(const longbench_record& r) {

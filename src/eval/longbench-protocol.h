@@ -25,12 +25,12 @@ namespace gsa::eval {
 
 struct longbench_dataset_info {
   const char* dataset;
-  const char* metric;  // qa_f1, rouge, classification, retrieval, count, code_sim
+  const char* metric;  // qa_f1, qa_f1_zh, rouge, rouge_zh, classification, retrieval, retrieval_zh, count, code_sim
   int max_new_tokens;  // dataset2maxlen
   const char* prompt;  // dataset2prompt, with {context} and {input}
 };
 
-// The English datasets of LongBench v1 (the Chinese ones need jieba for their metrics), in LongBench's order.
+// The 21 datasets of LongBench v1, in LongBench's order.
 std::span<const longbench_dataset_info> longbench_table();
 // Throws gsa::error listing the known datasets for any other name.
 const longbench_dataset_info& longbench_info(std::string_view dataset);

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/json-util.h"
+#include "eval/jieba.h"
 #include "eval/longbench-protocol.h"
 #include "eval/longbench.h"
 #include "eval/metrics.h"
@@ -70,6 +71,14 @@ std::string dataset_from_file_name(const std::filesystem::path& file) {
 std::vector<prediction_record> load_predictions(const std::filesystem::path& file, const std::string& dataset,
                                                 bool longbench_e) {
   const std::string metric = longbench_metric(dataset);
+  if (longbench_needs_jieba(metric)) {  // say so before reading the file, naming it
+    try {
+      jieba_segmenter::installed();
+    } catch (const gsa::error& e) {
+      fail("{}: dataset {} is scored by {}: {}", file.string(), dataset, metric, e.what());
+    }
+  }
+  const std::string paragraph_key = longbench_paragraph_key(metric);
   std::ifstream in(file, std::ios::binary);
   if (!in) fail("cannot open prediction file '{}': check the path (a .jsonl file, one prediction per line)",
                 file.string());
@@ -110,11 +119,10 @@ std::vector<prediction_record> load_predictions(const std::filesystem::path& fil
     } else if (longbench_e) {
       fail("{}: missing field 'length'; LongBench-E groups predictions by it (0-4k, 4-8k, 8k+)", where);
     }
-    if (metric == "retrieval")
-      for (const auto& a : p.answers)
-        if (paragraph_id(a).empty())
-          fail("{}: answer '{}' names no paragraph; {} answers look like 'Paragraph 12' (eval.py raises on it)",
-               where, a, dataset);
+    for (const auto& a : p.answers)
+      if (!paragraph_key.empty() && longbench_paragraph_id(metric, a).empty())
+        fail("{}: answer '{}' names no paragraph; {} answers look like '{}12' (eval.py raises on it)", where, a,
+             dataset, paragraph_key);
     out.push_back(std::move(p));
   }
   if (out.empty()) fail("prediction file '{}' holds no predictions", file.string());

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/json-util.h"
+#include "eval/jieba.h"
 #include "eval/longbench-protocol.h"
 #include "eval/metrics.h"
 #include "eval/text-util.h"
@@ -92,9 +93,7 @@ void check_longbench_record(const longbench_record& r, const std::string& where0
   for (auto& d : longbench_table())
     if (r.dataset == d.dataset) metric = d.metric;
   if (metric.empty())
-    fail("{}: unknown LongBench dataset '{}'; known: {} (the Chinese datasets are not supported: their metrics "
-         "need jieba's word segmentation)",
-         where, r.dataset, join(longbench_datasets(), ", "));
+    fail("{}: unknown LongBench dataset '{}'; known: {}", where, r.dataset, join(longbench_datasets(), ", "));
   if (strip_ws(r.context).empty())
     fail("{}: field 'context' is empty; every LongBench record carries the long text its question is about",
          where);
@@ -102,12 +101,20 @@ void check_longbench_record(const longbench_record& r, const std::string& where0
     fail("{}: dataset {} is scored by classification, which needs the labels in 'all_classes', but it is null or "
          "empty (LongBench's classification_score raises on it)",
          where, r.dataset);
-  if (metric == "retrieval")
-    for (auto& a : r.answers)
-      if (paragraph_id(a).empty())
-        fail("{}: dataset {} answer '{}' names no paragraph; retrieval answers look like 'Paragraph 12' "
-             "(LongBench's retrieval_score raises on it)",
-             where, r.dataset, a);
+  const std::string key = longbench_paragraph_key(metric);
+  for (auto& a : r.answers)
+    if (!key.empty() && longbench_paragraph_id(metric, a).empty())
+      fail("{}: dataset {} answer '{}' names no paragraph; its answers look like '{}12' (LongBench's {}_score raises "
+           "on it)",
+           where, r.dataset, a, key, metric);
+  // Before any model runs: the Chinese metrics segment with jieba, whose data must be installed.
+  if (longbench_needs_jieba(metric)) {
+    try {
+      jieba_segmenter::installed();
+    } catch (const gsa::error& e) {
+      fail("{}: dataset {} is scored by {}: {}", where, r.dataset, metric, e.what());
+    }
+  }
 }
 
 std::vector<longbench_record> load_longbench(const std::filesystem::path& file) {
@@ -159,9 +166,20 @@ std::vector<std::string> longbench_datasets() {
   return out;
 }
 
+std::string longbench_paragraph_key(std::string_view metric) {
+  return metric == "retrieval" ? "Paragraph " : metric == "retrieval_zh" ? "\u6bb5\u843d" : "";
+}
+
+std::string longbench_paragraph_id(std::string_view metric, std::string_view answer) {
+  return metric == "retrieval" ? paragraph_id(answer) : metric == "retrieval_zh" ? paragraph_id_zh(answer) : "";
+}
+
+bool longbench_needs_jieba(std::string_view metric) { return metric == "qa_f1_zh" || metric == "rouge_zh"; }
+
 double longbench_score(std::string_view dataset, std::string_view prediction,
                        const std::vector<std::string>& answers, const std::vector<std::string>& all_classes) {
   std::string metric = longbench_metric(dataset);
+  const jieba_segmenter* jieba = longbench_needs_jieba(metric) ? &jieba_segmenter::installed() : nullptr;
   std::string pred(prediction);
   if (longbench_first_line_only(dataset)) {
     size_t b = pred.find_first_not_of('\n');
@@ -174,6 +192,9 @@ double longbench_score(std::string_view dataset, std::string_view prediction,
                : metric == "rouge"          ? rouge_l_score(pred, gt)
                : metric == "classification" ? classification_score(pred, gt, all_classes)
                : metric == "retrieval"      ? retrieval_score(pred, gt)
+               : metric == "qa_f1_zh"       ? qa_f1_zh_score(pred, gt, *jieba)
+               : metric == "rouge_zh"       ? rouge_zh_score(pred, gt, *jieba)
+               : metric == "retrieval_zh"   ? retrieval_zh_score(pred, gt)
                : metric == "count"          ? count_score(pred, gt)
                                             : code_sim_score(pred, gt);
     best = std::max(best, s);

@@ -161,9 +161,10 @@ double classification_score(std::string_view prediction, std::string_view ground
   return 0.0;
 }
 
-std::string paragraph_id(std::string_view ground_truth) {
-  // re.findall(r'Paragraph (\d+)', ground_truth)[0]: the first "Paragraph " followed by a digit run.
-  static constexpr std::string_view key = "Paragraph ";
+namespace {
+
+// re.findall(KEY + r'(\d+)', ground_truth)[0]: the first KEY followed by a digit run.
+std::string first_id_after(std::string_view ground_truth, std::string_view key) {
   size_t pos = 0;
   while ((pos = ground_truth.find(key, pos)) != std::string_view::npos) {
     pos += key.size();
@@ -173,12 +174,29 @@ std::string paragraph_id(std::string_view ground_truth) {
   return {};
 }
 
+constexpr std::string_view k_paragraph_zh = "\u6bb5\u843d";  // metrics.py's r'段落(\d+)'
+
+}  // namespace
+
+std::string paragraph_id(std::string_view ground_truth) { return first_id_after(ground_truth, "Paragraph "); }
+
+std::string paragraph_id_zh(std::string_view ground_truth) { return first_id_after(ground_truth, k_paragraph_zh); }
+
 double retrieval_score(std::string_view prediction, std::string_view ground_truth) {
   const std::string id = paragraph_id(ground_truth);
   if (id.empty())
     fail("retrieval_score: the ground truth '{}' names no 'Paragraph N'; retrieval answers look like "
          "'Paragraph 12'",
          ground_truth);
+  return fraction_equal(digit_runs(prediction), id);
+}
+
+double retrieval_zh_score(std::string_view prediction, std::string_view ground_truth) {
+  const std::string id = paragraph_id_zh(ground_truth);
+  if (id.empty())
+    fail("retrieval_zh_score: the ground truth '{}' names no '{}N'; passage_retrieval_zh answers look like "
+         "'{}12'",
+         ground_truth, k_paragraph_zh, k_paragraph_zh);
   return fraction_equal(digit_runs(prediction), id);
 }
 

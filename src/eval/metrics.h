@@ -1,4 +1,4 @@
-// Answer metrics with LongBench's definitions (THUDM/LongBench metrics.py, English variants), plus
+// Answer metrics with LongBench's definitions (THUDM/LongBench metrics.py), plus
 // exact / contains match and the perplexity helpers. All scores are in [0, 1]; callers that report
 // LongBench numbers multiply the mean by 100 as its eval.py does. Strings are UTF-8; where LongBench's
 // Python counts characters (code similarity) these count code points.
@@ -9,6 +9,8 @@
 #include <vector>
 
 namespace gsa::eval {
+
+class jieba_segmenter;
 
 // SQuAD/LongBench normalize_answer: lowercase as Python's str.lower() does (every script, full mappings,
 // final sigma), drop string.punctuation (ASCII), drop the words a/an/the where Python's Unicode \b bounds
@@ -46,9 +48,25 @@ std::string paragraph_id(std::string_view ground_truth);
 // count_score: the fraction of digit runs (as above) in the prediction equal to the ground truth.
 double count_score(std::string_view prediction, std::string_view ground_truth);
 
+// The Chinese variants (metrics-zh.cpp). They segment with jieba as metrics.py does (eval/jieba.h); the
+// segmenter is a parameter so that callers load jieba's data once (jieba_segmenter::installed()).
+// normalize_zh_answer: str.lower(), then drop string.punctuation and metrics.py's Chinese punctuation (75
+// characters, "\u300b" but not "\u300a" among them), then every whitespace character ("".join(s.split())).
+std::string normalize_zh_answer(std::string_view s);
+// qa_f1_zh_score: token F1 over the jieba tokens of each string, each normalised, the empty ones dropped.
+double qa_f1_zh_score(std::string_view prediction, std::string_view ground_truth, const jieba_segmenter& jieba);
+// rouge_zh_score: rouge_l_score of the jieba tokens joined with spaces.
+double rouge_zh_score(std::string_view prediction, std::string_view ground_truth, const jieba_segmenter& jieba);
+// retrieval_zh_score: as retrieval_score with the ground truth's first "\u6bb5\u843dN" ("paragraph N").
+double retrieval_zh_score(std::string_view prediction, std::string_view ground_truth);
+// The N of the first "\u6bb5\u843dN" in a ground truth, as text; empty when there is none.
+std::string paragraph_id_zh(std::string_view ground_truth);
+
 // Indel-normalised similarity 1 - indel(a, b) / (|a| + |b|) over code points (1 for two empty strings);
-// indel distance = |a| + |b| - 2 LCS(a, b). This is python-Levenshtein's Levenshtein.ratio and rapidfuzz's
-// fuzz.ratio / 100.
+// indel distance = |a| + |b| - 2 LCS(a, b). This is python-Levenshtein's Levenshtein.ratio (>= 0.20, through
+// rapidfuzz) and rapidfuzz's fuzz.ratio / 100. python-Levenshtein 0.12 divided (|a| + |b| - indel) by |a| + |b|
+// instead, a double that can lie on the other side of an exact half (lengths 80 and distance 46: 42.5 there,
+// 42.50000000000001 here), so its fuzz.ratio rounds to a different integer on such pairs (docs/longbench.md).
 double indel_similarity(std::string_view a, std::string_view b);
 // fuzz.ratio as LongBench's `fuzzywuzzy` computes it when python-Levenshtein is installed (the
 // fuzzywuzzy[speedup] install; thefuzz, its successor, always does): 100 for equal strings, 0 when either is

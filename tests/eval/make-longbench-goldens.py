@@ -22,7 +22,8 @@ Where gsa deliberately differs from that environment, a sample carries "gsa" (th
     (lensum - dist) / lensum, python-Levenshtein >= 0.20 and thefuzz (rapidfuzz) as 1 - dist / lensum; on a few
     exact halves the two round to different integers. gsa follows the latter; the "gsa" value is computed from the
     indel distance the installed package reports (dist = lensum - round(ratio * lensum)).
-The file's dataset score then carries "gsa_score" as well.
+The file's dataset score then carries "gsa_score" as well. The file also holds "jieba": jieba.cut(text) of some texts,
+for the test to compare gsa's port of jieba (src/eval/jieba.h) token by token.
 """
 import argparse
 import contextlib
@@ -383,6 +384,16 @@ def random_group(rng, n, paragraphs, zh, code):
     return files
 
 
+JIEBA_TEXTS = [
+    "", " ", "\r\n", "a\r\n\rb\n", "C++和AT&T的c#代码", "3.14159和50%的人", "版本1.2.3、v2.0beta与x86_64",
+    "ＡＢＣ全角与abc半角", "北京大学生前来应聘", "他来到了网易杭研大厦", "小明硕士毕业于中国科学院计算所，后在日本京都大学深造",
+    "我们在野生动物园玩", "结过婚的和尚未结过婚的", "「引号」《书名》【括号】", "emoji🙂表情😀", "零宽\u200b字符\u3000全角空格",
+    "中文English混合mixed文本text", "－连字符-hyphen—破折号", "１２３４全角数字１２３", "龟兔赛跑：乌龟慢慢地爬，兔子飞快地跑。",
+    "南京市长江大桥", "工信处女干事每月经过下属科室都要亲口交代24口交换机等技术性器件的安装工作", "李小福是创新办主任也是云计算方面的专家",
+    "葛優與鞏俐在電影中飾演夫妻", "ㄅㄆㄇㄈ注音", "𠀀𠀁扩展B区", "\u9fd6\u9fff边界外", "\u4e00\u9fd5边界内",
+]
+
+
 def base_group(rng, paragraphs, zh, code):
     files = {}
     qa = ["narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "musique", "triviaqa"]
@@ -443,6 +454,13 @@ def e_group(rng, paragraphs, code):
     return files
 
 
+def zh_punctuation_group():
+    """Which characters normalize_zh_answer drops: one prediction per punctuation-like character, after a word."""
+    ranges = [(0x21, 0x7E), (0x2010, 0x205E), (0x3000, 0x303F), (0xFE30, 0xFE6B), (0xFF01, 0xFF65)]
+    chars = [chr(c) for lo, hi in ranges for c in range(lo, hi + 1) if not chr(c).isalnum()]
+    return {"multifieldqa_zh": [line("北京" + c, ["北京"]) for c in chars]}
+
+
 def e_rounding_group():
     """One 8k+ prediction scoring k/m where numpy's and Python's rounding of the bucket score split."""
     k, m = numpy_round_split()
@@ -450,7 +468,7 @@ def e_rounding_group():
                               line("3", ["3"], length=10), line("3 4", ["4"], length=5000)]}
 
 
-def classes_group(rng):
+def classes_group():
     """eval.py scores every line with the all_classes of the file's last line."""
     t = [line("Food", ["Food"], ["Food", "Date"]), line("Date and City", ["City"], ["City"]),
          line("Sport", ["Sport"], ["Food", "Sport", "City", "Date"])]
@@ -595,7 +613,8 @@ def main():
     groups = [("base", False, base_group(rng, paragraphs, zh, code)),
               ("longbench-e", True, e_group(rng, paragraphs, code)),
               ("longbench-e-rounding", True, e_rounding_group()),
-              ("last-line-classes", False, classes_group(rng)),
+              ("last-line-classes", False, classes_group()),
+              ("zh-punctuation", False, zh_punctuation_group()),
               ("null-classes", False, {"trec": [line("Food", ["Food"], ["Food"]), line("Food", ["Food"], None)]}),
               ("rouge-recursion", False, recursion_group(paragraphs, zh)),
               ("random", False, random_group(rng, args.random, paragraphs, zh, code))]
@@ -633,6 +652,9 @@ def main():
                       "python-Levenshtein": levenshtein_version()},
         "files": out_files,
     }
+    import jieba as jieba_module
+    texts = JIEBA_TEXTS + zh
+    doc["jieba"] = [[t, list(jieba_module.cut(t, cut_all=False))] for t in texts]
     n = sum(len(f["lines"]) for f in out_files)
     print("%d files, %d predictions; %d samples where gsa differs; code_sim: %d of %d fuzz.ratio calls would "
           "differ under fuzzywuzzy's difflib fallback" % (len(out_files), n, sum(len(f.get("gsa", {})) for f in
@@ -644,7 +666,10 @@ def main():
         lines = ",\n  ".join(json.dumps(x, ensure_ascii=True) for x in f["lines"])
         rest = json.dumps({k: v for k, v in f.items() if k != "lines"}, ensure_ascii=True)
         entries.append('{"lines": [\n  ' + lines + "],\n " + rest[1:])
-    sys.stdout.write(json.dumps(doc, ensure_ascii=True)[:-1] + ',\n"files": [\n' + ",\n".join(entries) + "\n]}\n")
+    cuts = doc.pop("jieba")
+    sys.stdout.write(json.dumps(doc, ensure_ascii=True)[:-1] + ',\n"jieba": [\n' +
+                     ",\n".join(json.dumps(c, ensure_ascii=True) for c in cuts) + '],\n"files": [\n' +
+                     ",\n".join(entries) + "\n]}\n")
 
 
 if __name__ == "__main__":

@@ -43,17 +43,22 @@ TEST(longbench_protocol, templates_and_lengths_are_longbenchs) {
       {"narrativeqa", 128, 378, 0x6b833ec5a5521200ull},
       {"qasper", 128, 725, 0xe0bbe61b9cc50aa0ull},
       {"multifieldqa_en", 64, 201, 0x21a552b1c54137efull},
+      {"multifieldqa_zh", 64, 194, 0xdce3b185073f66ffull},
       {"hotpotqa", 32, 288, 0x3d89cf4beb38cf14ull},
       {"2wikimqa", 32, 288, 0x3d89cf4beb38cf14ull},
       {"musique", 32, 288, 0x3d89cf4beb38cf14ull},
+      {"dureader", 128, 140, 0x2e2884cb43d2fcbfull},
       {"gov_report", 512, 161, 0x6da71a89083bcdb7ull},
       {"qmsum", 512, 261, 0x283893300103c98bull},
       {"multi_news", 512, 150, 0x369529e042466304ull},
+      {"vcsum", 512, 133, 0xd332cf7a47d2e66bull},
       {"trec", 64, 104, 0x1f912dcf0e42e076ull},
       {"triviaqa", 32, 159, 0x09e8fec6928e0dbfull},
       {"samsum", 128, 103, 0x358daffee1841a64ull},
+      {"lsht", 64, 76, 0x4fe41fc435333ba7ull},
       {"passage_retrieval_en", 32, 320, 0xf231df536a3fd1d8ull},
       {"passage_count", 32, 464, 0xd1c215a163713511ull},
+      {"passage_retrieval_zh", 32, 257, 0xe47d36fa2cd81a5aull},
       {"lcc", 64, 67, 0x62330c8d81c725fcull},
       {"repobench-p", 64, 74, 0xb4adffb9b130f528ull},
   };
@@ -64,7 +69,7 @@ TEST(longbench_protocol, templates_and_lengths_are_longbenchs) {
     EXPECT_EQ(std::string_view(info.prompt).size(), w.bytes) << w.dataset;
     EXPECT_EQ(fnv1a64(info.prompt), w.fnv) << w.dataset;
   }
-  EXPECT_THROW(longbench_info("vcsum"), gsa::error);
+  EXPECT_THROW(longbench_info("vcsum_v2"), gsa::error);
 }
 
 TEST(longbench_protocol, prompt_is_filled_once) {
@@ -107,7 +112,7 @@ TEST(longbench_protocol, newline_stop_first_line_and_buckets) {
   for (const auto& d : longbench_table()) {
     EXPECT_EQ(longbench_stops_at_newline(d.dataset), std::string_view(d.dataset) == "samsum") << d.dataset;
     const std::string_view n = d.dataset;
-    EXPECT_EQ(longbench_first_line_only(n), n == "trec" || n == "triviaqa" || n == "samsum") << n;
+    EXPECT_EQ(longbench_first_line_only(n), n == "trec" || n == "triviaqa" || n == "samsum" || n == "lsht") << n;
   }
   EXPECT_STREQ(longbench_e_bucket(0), "0-4k");
   EXPECT_STREQ(longbench_e_bucket(3999), "0-4k");
