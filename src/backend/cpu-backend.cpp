@@ -1,5 +1,6 @@
 // The CPU backend: the op interface (backend/backend.h) over the reference kernels of ops.h and attention.h.
-// f32 only; tensors are host memory, so every op is a direct call.
+// f32 only; tensors are host memory, so every op is a direct call. It lives in gsa_backend (not backend/cpu's
+// gsa_cpu, the kernels) because the interface's host defaults (decode-lists.cpp) need gist/ above gsa_cpu.
 #include <omp.h>
 
 #include <algorithm>
