@@ -61,8 +61,7 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   const dtype act = be.act();
   const int n = d.n_cand();
   if (n > 0 && (!d.cfg || d.cfg->select == gist::select_rule::top_p || n > select_detail::max_candidates ||
-                d.levels() > select_detail::hier_args::max_levels ||
-                (d.levels() > 1 && (d.n_q_heads / d.n_kv_heads > 8 || d.head_dim > 128))))
+                d.levels() > select_detail::hier_args::max_levels || (d.levels() > 1 && d.head_dim > 128)))
     return nullptr;  // top-p selection has no kernel yet: the host selects
   decode_params p = shape_params(d.n_q_heads, d.n_kv_heads, d.head_dim, act);
   if (!decode_supported(p)) return nullptr;
@@ -119,12 +118,12 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
     h.group = L->group;
   }
   L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
-  // Scores: (Hq, n) flat; hgsa: the top level's (Hq, whole[L-1]) and the walk's (Hq, n) below it.
-  if (n > 0) L->scores = be.alloc({int64_t(L->Hq) * (n + (d.levels() > 1 ? L->hier.whole[d.levels() - 1] : 0))},
-                                  dtype::f32);
+  // Scores: (Hq, n) flat; hgsa: select.h's scratch of the walk.
+  if (n > 0 && d.levels() == 1) L->scores = be.alloc({int64_t(L->Hq) * n}, dtype::f32);
   if (n > 0 && d.levels() > 1) {
     for (int l = 0; l < L->hier.levels; l++) L->hier.unit_row[l] = L->at(L->unit_off[size_t(l)]);
-    L->units = be.alloc({int64_t(L->Hkv) * 2 * n}, dtype::i32);
+    L->scores = be.alloc({select_detail::hier_scratch_floats(L->hier)}, dtype::f32);
+    L->units = be.alloc({select_detail::hier_scratch_ints(L->hier)}, dtype::i32);
   }
   L->indptr = be.alloc({L->Hkv + 1}, dtype::i64);
   L->no_extra = be.alloc({L->Hkv + 1}, dtype::i64);

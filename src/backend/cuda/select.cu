@@ -239,14 +239,20 @@ __global__ void __launch_bounds__(topk_threads)
 template <class T, int DC>
 __global__ void __launch_bounds__(score_threads)
     decode_score_kernel(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv, int D_rt, int64_t k_st,
-                        float scale, const int32_t* __restrict__ unit_row, int n, int g, float* __restrict__ scores) {
+                        float scale, const int32_t* __restrict__ unit_row, int n, int g, float* __restrict__ scores,
+                        const int32_t* __restrict__ n_kv, int64_t ld) {
   __shared__ float qs[128];
   const int h = blockIdx.y, hk = h / (Hq / Hkv);
   const int D = DC > 0 ? DC : D_rt;
+  // Shared list (n_kv null): n units, scores row h at h * n. Per KV head: n_kv[hk] units at unit_row + hk * ld,
+  // scores row h at h * ld.
+  const int nn = n_kv ? n_kv[hk] : n;
+  if (n_kv) unit_row += int64_t(hk) * ld;
+  if (int(blockIdx.x) * int(blockDim.x) >= nn) return;
   for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = dev::to_f(q[int64_t(h) * D + d]);
   __syncthreads();
   const int u = blockIdx.x * blockDim.x + threadIdx.x;
-  if (u >= n) return;
+  if (u >= nn) return;
   float best = -INFINITY;
   for (int r = 0; r < g; r++) {
     const T* kp = k + int64_t(unit_row[u] + r) * k_st + int64_t(hk) * D;
@@ -266,64 +272,44 @@ __global__ void __launch_bounds__(score_threads)
     const float v = __fmul_rn(dot, scale);
     best = best < v ? v : best;
   }
-  scores[int64_t(h) * n + u] = best;
+  scores[int64_t(h) * (n_kv ? ld : n) + u] = best;
 }
 
-// ---- the hierarchical walk (decode, one row): gist::select_hierarchical per KV head in one CTA ----
-
-template <class T>
+// ---- the hierarchical walk (decode, one row): gist::select_hierarchical, one level per launch ----
+//
+// Level l's scores were written by decode_score_kernel (the top level over the shared list of whole units; a
+// lower level over each KV head's own list in `cur`, rows in `rows`). This kernel (one CTA per KV head) takes the
+// union / group top k[l] of them, then builds level l-1's list: the children of the kept units and the loose
+// units (whole at l-1, parent not whole), ascending and distinct, with their rows; at level 0 it writes the
+// chunks out. State between launches: units (Hkv, 2, max_n) = cur, kept; rows (Hkv, max_n); n_cur, scored (Hkv).
 __global__ void __launch_bounds__(topk_threads)
-    hier_kernel(const hier_args a, const T* __restrict__ q, const T* __restrict__ pool, float* __restrict__ top,
-                float* __restrict__ scores, int32_t* __restrict__ units, int32_t* __restrict__ out) {
+    hier_level_kernel(const hier_args a, int l, const float* __restrict__ top, float* __restrict__ scores,
+                      int32_t* __restrict__ units, int32_t* __restrict__ rows, int32_t* __restrict__ n_cur,
+                      int32_t* __restrict__ scored, int32_t* __restrict__ out) {
   extern __shared__ uint32_t mask[];  // (ceil(max_n / 32))
   __shared__ topk_smem sm;
-  __shared__ float qs[8 * 128];       // the group's q rows, f32 (G <= 8, D <= 128: checked by the launcher)
-  const int h = blockIdx.x, G = a.Hq / a.Hkv, D = a.D, L = a.levels;
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = dev::to_f(q[int64_t(h) * G * D + i]);
+  const int h = blockIdx.x, G = a.Hq / a.Hkv, L = a.levels;
   int32_t* cur = units + int64_t(h) * 2 * a.max_n;
   int32_t* kept = cur + a.max_n;
-  float* scratch = scores + int64_t(h) * G * a.max_n;
-  int n_kept = 0, scored = 0;
-  __syncthreads();
-  for (int l = L - 1; l >= 0; l--) {
-    // The children of the kept units, then the loose units (whole at l, parent not whole): ascending, distinct.
-    const int c = l < L - 1 ? a.chunk[l + 1] : 1;
-    const int loose0 = l < L - 1 ? a.whole[l + 1] * c : 0;
-    const int n_child = l < L - 1 ? n_kept * c : 0;
-    const int n = n_child + max(0, a.whole[l] - loose0);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) cur[i] = i < n_child ? kept[i / c] * c + i % c : loose0 + i - n_child;
-    __syncthreads();
-    n_kept = 0;
-    if (n == 0) continue;
-    scored += n;
-    // The top level (every whole unit: the bulk of the work) was scored by decode_score_kernel over the grid.
-    float* sc = l == L - 1 ? top + int64_t(h) * G * n : scratch;
-    for (int i = threadIdx.x; i < n && l < L - 1; i += blockDim.x) {
-      const int32_t row = a.unit_row[l][cur[i]];
-      for (int j = 0; j < G; j++) {
-        float best = -INFINITY;
-        for (int r = 0; r < a.g; r++) {
-          const T* kp = pool + int64_t(row + r) * a.k_st + int64_t(h) * D;
-          float dot = 0.0f;
-          for (int d = 0; d < D; d++) dot = __fadd_rn(dot, __fmul_rn(qs[j * D + d], dev::to_f(kp[d])));
-          const float v = __fmul_rn(dot, a.scale);
-          best = best < v ? v : best;
-        }
-        sc[int64_t(j) * n + i] = best;
-      }
-    }
+  const bool is_top = l == L - 1;
+  const int n = is_top ? a.whole[l] : n_cur[h];
+  // Scores of this head's group: (G, n) rows `ld` apart.
+  const int64_t ld = is_top ? n : a.max_n;
+  float* sc = is_top ? const_cast<float*>(top) + int64_t(h) * G * n : scores + int64_t(h) * G * a.max_n;
+  int n_kept = 0;
+  if (n > 0) {
     const int words = (n + 31) / 32;
     for (int w = threadIdx.x; w < words; w += blockDim.x) mask[w] = 0;
     __syncthreads();
     if (a.group) {
       for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float sum = 0.0f;
-        for (int j = 0; j < G; j++) sum = __fadd_rn(sum, sc[int64_t(j) * n + i]);
+        for (int j = 0; j < G; j++) sum = __fadd_rn(sum, sc[j * ld + i]);
         sc[i] = sum;
       }
       __syncthreads();
     }
-    for (int j = 0; j < (a.group ? 1 : G); j++) select_row(sc + int64_t(j) * n, n, a.k[l], mask, sm);
+    for (int j = 0; j < (a.group ? 1 : G); j++) select_row(sc + j * ld, n, a.k[l], mask, sm);
     __syncthreads();
     const int per = (words + blockDim.x - 1) / blockDim.x;
     const int w0 = min(words, int(threadIdx.x) * per), w1 = min(words, w0 + per);
@@ -331,15 +317,36 @@ __global__ void __launch_bounds__(topk_threads)
     for (int w = w0; w < w1; w++) mine += __popc(mask[w]);
     int at = block_exclusive_scan(mine, sm, &n_kept);
     for (int w = w0; w < w1; w++)
-      for (uint32_t m = mask[w]; m; m &= m - 1) kept[at++] = cur[w * 32 + __ffs(m) - 1];
+      for (uint32_t m = mask[w]; m; m &= m - 1) {
+        const int i = w * 32 + __ffs(m) - 1;
+        kept[at++] = is_top ? i : cur[i];
+      }
     __syncthreads();
   }
-  // Out: count, ascending chunk ids, units scored.
-  const int n_out = min(n_kept, a.cap);
-  for (int i = threadIdx.x; i < n_out; i += blockDim.x) out[a.Hkv + int64_t(h) * a.cap + i] = kept[i];
+  const int done = (is_top ? 0 : scored[h]) + n;
+  if (l == 0) {  // the chunks
+    const int n_out = min(n_kept, a.cap);
+    for (int i = threadIdx.x; i < n_out; i += blockDim.x) out[a.Hkv + int64_t(h) * a.cap + i] = kept[i];
+    if (threadIdx.x == 0) {
+      out[h] = n_out;
+      out[int64_t(a.Hkv) * (1 + a.cap) + h] = done;
+    }
+    return;
+  }
+  // Level l-1's list: children of the kept units, then the loose units.
+  const int c = a.chunk[l];
+  const int loose0 = a.whole[l] * c;
+  const int n_child = n_kept * c;
+  const int nn = min(a.max_n, n_child + max(0, a.whole[l - 1] - loose0));
+  const int32_t* unit_row = a.unit_row[l - 1];
+  for (int i = threadIdx.x; i < nn; i += blockDim.x) {
+    const int32_t u = i < n_child ? kept[i / c] * c + i % c : loose0 + i - n_child;
+    cur[i] = u;
+    rows[int64_t(h) * a.max_n + i] = unit_row[u];
+  }
   if (threadIdx.x == 0) {
-    out[h] = n_out;
-    out[int64_t(a.Hkv) * (1 + a.cap) + h] = scored;
+    n_cur[h] = nn;
+    scored[h] = done;
   }
 }
 
@@ -396,24 +403,30 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
   if (e != cudaSuccess) fail_msg(launch_error("topk_kernel", e));
 }
 
-void launch_decode_scores(const void* q, const void* k, bool bf16_in, int Hq, int Hkv, int D, int64_t k_st,
-                          float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream) {
-  if (n <= 0) return;
+namespace {
+
+void launch_scores_any(const void* q, const void* k, bool bf16_in, int Hq, int Hkv, int D, int64_t k_st, float scale,
+                       const int32_t* unit_row, int n, int g, float* scores, const int32_t* n_kv, int64_t ld,
+                       cudaStream_t st) {
+  const int span = n_kv ? int(ld) : n;  // units the grid must cover
+  if (span <= 0) return;
   if (D > 128) fail_msg("GPU decode scores: head dim " + std::to_string(D) + " (at most 128)");
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
-  const dim3 grid{unsigned((n + score_threads - 1) / score_threads), unsigned(Hq)};
-  // Vector loads need 16-byte aligned rows: k_st and D multiples of 8 elements (bf16) / 4 (f32).
+  const dim3 grid{unsigned((span + score_threads - 1) / score_threads), unsigned(Hq)};
+  // Vector loads need 16-byte aligned rows.
   const bool vec = (k_st * (bf16_in ? 2 : 4)) % 16 == 0;
   auto go = [&](auto tag) {
     using T = decltype(tag);
     const T* qt = static_cast<const T*>(q);
     const T* kt = static_cast<const T*>(k);
     if (vec && D == 64)
-      decode_score_kernel<T, 64><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores);
+      decode_score_kernel<T, 64><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g,
+                                                                 scores, n_kv, ld);
     else if (vec && D == 128)
-      decode_score_kernel<T, 128><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores);
+      decode_score_kernel<T, 128><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g,
+                                                                  scores, n_kv, ld);
     else
-      decode_score_kernel<T, 0><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores);
+      decode_score_kernel<T, 0><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g,
+                                                                scores, n_kv, ld);
   };
   if (bf16_in) go(bf16{});
   else go(float{});
@@ -421,29 +434,40 @@ void launch_decode_scores(const void* q, const void* k, bool bf16_in, int Hq, in
   if (e != cudaSuccess) fail_msg(launch_error("decode_score_kernel", e));
 }
 
+}  // namespace
+
+void launch_decode_scores(const void* q, const void* k, bool bf16_in, int Hq, int Hkv, int D, int64_t k_st,
+                          float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream) {
+  launch_scores_any(q, k, bf16_in, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores, nullptr, 0,
+                    static_cast<cudaStream_t>(stream));
+}
+
 void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16_in, float* scores,
                          int32_t* units, int32_t* out, void* stream) {
-  if (a.levels < 2 || a.levels > hier_args::max_levels || a.Hq / a.Hkv > 8 || a.D > 128 || a.max_n > max_candidates)
-    fail_msg("GPU hierarchical selection: " + std::to_string(a.levels) + " levels, group " +
-             std::to_string(a.Hq / a.Hkv) + ", head dim " + std::to_string(a.D) + ", " + std::to_string(a.max_n) +
-             " units (supported: 2-8 levels, group <= 8, head dim <= 128, " + std::to_string(max_candidates) +
+  if (a.levels < 2 || a.levels > hier_args::max_levels || a.D > 128 || a.max_n > max_candidates)
+    fail_msg("GPU hierarchical selection: " + std::to_string(a.levels) + " levels, head dim " +
+             std::to_string(a.D) + ", " + std::to_string(a.max_n) + " units (supported: 2-" +
+             std::to_string(hier_args::max_levels) + " levels, head dim <= 128, " + std::to_string(max_candidates) +
              " units)");
   const size_t smem = size_t((a.max_n + 31) / 32) * sizeof(uint32_t);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  // Scratch: the top level's scores (Hq, whole[L-1]) first, then each CTA's (G, max_n) of the lower levels.
+  // Scratch layout (hier_scratch_floats / _ints): top scores (Hq, whole[L-1]), lower scores (Hq, max_n);
+  // units (Hkv, 2, max_n), rows (Hkv, max_n), n_cur (Hkv), scored (Hkv).
   const int top_n = a.whole[a.levels - 1];
   float* top = scores;
   float* lower = scores + int64_t(a.Hq) * top_n;
-  launch_decode_scores(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, a.unit_row[a.levels - 1], top_n, a.g,
-                       top, stream);
-  if (bf16_in)
-    hier_kernel<bf16><<<a.Hkv, topk_threads, smem, st>>>(a, static_cast<const bf16*>(q),
-                                                         static_cast<const bf16*>(pool), top, lower, units, out);
-  else
-    hier_kernel<float><<<a.Hkv, topk_threads, smem, st>>>(a, static_cast<const float*>(q),
-                                                          static_cast<const float*>(pool), top, lower, units, out);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail_msg(launch_error("hier_kernel", e));
+  int32_t* rows = units + int64_t(a.Hkv) * 2 * a.max_n;
+  int32_t* n_cur = rows + int64_t(a.Hkv) * a.max_n;
+  int32_t* scored = n_cur + a.Hkv;
+  launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, a.unit_row[a.levels - 1], top_n, a.g, top,
+                    nullptr, 0, st);
+  for (int l = a.levels - 1; l >= 0; l--) {
+    if (l < a.levels - 1)
+      launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, rows, 0, a.g, lower, n_cur, a.max_n, st);
+    hier_level_kernel<<<a.Hkv, topk_threads, smem, st>>>(a, l, top, lower, units, rows, n_cur, scored, out);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) fail_msg(launch_error("hier_level_kernel", e));
+  }
 }
 
 }  // namespace gsa::cuda::select_detail

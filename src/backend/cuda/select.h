@@ -89,12 +89,11 @@ void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const 
 void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, int Hkv, bool group_scoring,
                  int32_t* ids, int32_t* counts, int max_cand, void* stream);
 
-// The decode walk of gist::select_hierarchical for one query row (backend/decode-lists.h, hgsa), one CTA per
-// KV head: per level from the top, the children of the kept units plus the loose ones, scored as
-// gist::score_units does (f32, d in order, no FMA) at their rows of the pool, then select_top's union or group
-// top k[l] (ties: lower index). Writes out (decode_lists' `selected` layout): count [h], ascending chunk ids
-// [Hkv + h cap ...], units scored [Hkv (1 + cap) + h]. Scratch: units (Hkv, 2, max_n) i32, max_n >= every
-// level's unit count (whole[0] = the candidate count bounds it).
+// The decode walk of gist::select_hierarchical for one query row (backend/decode-lists.h, hgsa): per level from
+// the top, the children of the kept units plus the loose ones, scored as gist::score_units does (f32, d in
+// order, no FMA) at their rows of the pool, then select_top's union or group top k[l] per KV head (ties: lower
+// index). Writes out (decode_lists' `selected` layout): count [h], ascending chunk ids [Hkv + h cap ...], units
+// scored [Hkv (1 + cap) + h]. max_n >= every level's unit count (whole[0] = the candidate count bounds it).
 struct hier_args {
   static constexpr int max_levels = 8;
   int levels = 0;
@@ -107,7 +106,12 @@ struct hier_args {
   float scale = 0;
   bool group = false;
 };
-// scores: (Hq, whole[L-1]) + (Hq, max_n) floats (the top level is scored by launch_decode_scores first).
+// Scratch: scores hier_scratch_floats(a) floats, units hier_scratch_ints(a) ints. Per level one wide score
+// launch (the top level over every whole unit, a lower level over each KV head's list) and one select launch.
+inline int64_t hier_scratch_floats(const hier_args& a) {
+  return int64_t(a.Hq) * (a.whole[a.levels - 1] + a.max_n);
+}
+inline int64_t hier_scratch_ints(const hier_args& a) { return int64_t(a.Hkv) * (3 * a.max_n + 2); }
 void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16, float* scores,
                          int32_t* units, int32_t* out, void* stream);
 
