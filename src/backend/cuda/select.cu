@@ -145,7 +145,11 @@ __device__ int block_exclusive_scan(int count, topk_smem& sm, int* total) {
 __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, topk_smem& sm) {
   if (k <= 0) return;
   if (k >= n) {
-    for (int i = threadIdx.x; i < n; i += blockDim.x) atomicOr(&mask[i >> 5], 1u << (i & 31));
+    for (int i0 = 0; i0 < n; i0 += blockDim.x) {
+      const int i = i0 + threadIdx.x;
+      const unsigned bits = __ballot_sync(0xffffffffu, i < n);
+      if ((threadIdx.x & 31) == 0 && bits) atomicOr(&mask[i >> 5], bits);
+    }
     __syncthreads();
     return;
   }
@@ -155,9 +159,18 @@ __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* 
     const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
     for (int i = threadIdx.x; i < 256; i += blockDim.x) sm.hist[i] = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-      const uint32_t key = order_key(s[i]);
-      if (((key ^ prefix) & high) == 0) atomicAdd(&sm.hist[(key >> shift) & 255u], 1);
+    // Warp-aggregated counts: scores that share a bin (most do in the first passes: one exponent) add once per
+    // warp, not once per lane, so the shared-memory atomics do not serialise. The loop bound is uniform.
+    for (int i0 = 0; i0 < n; i0 += blockDim.x) {
+      const int i = i0 + threadIdx.x;
+      uint32_t key = 0;
+      const bool in = i < n && (((key = order_key(s[i])) ^ prefix) & high) == 0;
+      const unsigned active = __ballot_sync(0xffffffffu, in);
+      if (in) {
+        const uint32_t bin = (key >> shift) & 255u;
+        const unsigned peers = __match_any_sync(active, bin);
+        if (__ffs(peers) - 1 == int(threadIdx.x & 31)) atomicAdd(&sm.hist[bin], __popc(peers));
+      }
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -180,11 +193,13 @@ __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* 
   for (int base = 0; base < n; base += blockDim.x) {
     const int i = base + threadIdx.x;
     const uint32_t key = i < n ? order_key(s[i]) : 0u;
-    if (i < n && key > kth) atomicOr(&mask[i >> 5], 1u << (i & 31));
     const int tie = (i < n && key == kth) ? 1 : 0;
     int tile_ties = 0;
     const int before = block_exclusive_scan(tie, sm, &tile_ties);
-    if (tie && taken_ties + before < remaining) atomicOr(&mask[i >> 5], 1u << (i & 31));
+    // A warp's 32 consecutive indices are one mask word (blockDim is a multiple of 32): one atomicOr per warp.
+    const unsigned bits =
+        __ballot_sync(0xffffffffu, (i < n && key > kth) || (tie && taken_ties + before < remaining));
+    if ((threadIdx.x & 31) == 0 && bits) atomicOr(&mask[i >> 5], bits);
     taken_ties += tile_ties;  // uniform over the block
   }
   __syncthreads();
