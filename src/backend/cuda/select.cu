@@ -173,14 +173,31 @@ __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* 
       }
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      int above = 0, d = 255;
-      for (; d > 0; d--) {
-        if (above + sm.hist[d] >= remaining) break;
-        above += sm.hist[d];
+    // The bin holding the remaining-th largest key, searched from bin 255 down: one warp, lane j owns bins
+    // [8 j, 8 j + 8); a suffix sum over the lanes finds the lane, which walks its 8 bins (the serial walk over
+    // 256 bins it replaces cost more than the whole scan for a decode row's few hundred candidates).
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      int c[8], mine = 0;
+#pragma unroll
+      for (int j = 0; j < 8; j++) mine += c[j] = sm.hist[lane * 8 + j];
+      int incl = mine;  // keys in bins of lanes >= lane
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_down_sync(0xffffffffu, incl, o);
+        if (lane + o < 32) incl += y;
       }
-      sm.prefix = prefix | (uint32_t(d) << shift);
-      sm.remaining = remaining - above;
+      const int above_lane = incl - mine;
+      const int total = __shfl_sync(0xffffffffu, incl, 0);
+      if ((above_lane < remaining && remaining <= incl) || (lane == 0 && total < remaining)) {
+        int above = above_lane, d = lane * 8 + 7;
+        for (; d > lane * 8; d--) {
+          if (above + c[d - lane * 8] >= remaining) break;
+          above += c[d - lane * 8];
+        }
+        sm.prefix = prefix | (uint32_t(d) << shift);
+        sm.remaining = remaining - above;
+      }
     }
     __syncthreads();
     prefix = sm.prefix;
