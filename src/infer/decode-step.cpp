@@ -8,6 +8,7 @@
 // streaming, gist and gsa), which need nothing from the host between layers.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "infer/decode-attention.h"
@@ -23,6 +24,33 @@ Tensor upload_i32(backend& be, std::vector<int32_t>& v) {
 
 // Whether the method's key selection reads the row's query.
 bool selects_by_query(method m) { return m != method::full && m != method::streaming && m != method::gist; }
+
+// GSA_DECODE_PROFILE=1: per step, the wall time of its phases on stderr, with the device synchronised at each
+// boundary (so the phases' GPU work is inside them): diagnosis only, it slows the step down.
+struct step_profile {
+  bool on = std::getenv("GSA_DECODE_PROFILE") != nullptr;
+  backend* be = nullptr;
+  std::chrono::steady_clock::time_point t;
+  double prepare = 0, attention = 0, rest = 0, done = 0;
+  void start(backend& b) {
+    if (!on) return;
+    be = &b;
+    be->synchronize();
+    t = std::chrono::steady_clock::now();
+  }
+  void lap(double& into) {
+    if (!on) return;
+    be->synchronize();
+    const auto now = std::chrono::steady_clock::now();
+    into += std::chrono::duration<double, std::milli>(now - t).count();
+    t = now;
+  }
+  void print(int M) const {
+    if (on)
+      fmt::print(stderr, "decode-profile: rows {} prepare {:.3f} attention {:.3f} rest {:.3f} done {:.3f} ms\n", M,
+                 prepare, attention, rest, done);
+  }
+};
 
 }  // namespace
 
@@ -51,6 +79,7 @@ void run_pending(const std::vector<session*>& batch) {
       if (s->has_pending()) ss.push_back(s);
     if (ss.empty()) return;
     const auto t0 = std::chrono::steady_clock::now();
+    step_profile prof;
     const llama_model& m = ss[0]->m_;
     const auto& c = m.config;
     for (session* s : ss) GSA_ASSERT(&s->m_ == &m, "sessions of one batch must share the model");
@@ -87,6 +116,7 @@ void run_pending(const std::vector<session*>& batch) {
     Tensor q = be.alloc({M, Hq, D}, at), k = be.alloc({M, Hkv, D}, at), v = be.alloc({M, Hkv, D}, at);
     Tensor att = be.alloc({M, Hq * D}, at), tmp = be.alloc({M, C}, at);
     Tensor gate = be.alloc({M, I}, at), up = be.alloc({M, I}, at);
+    prof.start(be);
     be.embedding_forward(x, ids_t, m.w.embed);
     std::vector<std::vector<int32_t>> keys;
     std::vector<std::vector<kv::kv_addr>> addrs(Hkv);
@@ -111,8 +141,10 @@ void run_pending(const std::vector<session*>& batch) {
         else
           s.store_kv(l, rows[i], k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
         if (l == 0) {
+          prof.lap(prof.rest);
           lists[i] = s.prepare_lists(rows[i]);
           if (lists[i] && s.dl_selects_) selected[i] = be.alloc({L * s.dl_.selected_size()}, dtype::i32);
+          prof.lap(prof.prepare);
         }
         if (!lists[i] && selects_by_query(s.opts_.meth) && qh.empty()) qh = q.host(dtype::f32);
         const float* qi = lists[i] || qh.empty() ? nullptr : qh.f32() + size_t(i) * Hq * D;
@@ -122,8 +154,10 @@ void run_pending(const std::vector<session*>& batch) {
           const bool sel = s.lists_select(l);
           const int64_t n_sel = s.dl_.selected_size();
           Tensor sel_l = sel ? selected[i].slice_rows(l * n_sel, (l + 1) * n_sel) : Tensor();
+          prof.lap(prof.rest);
           be.decode_attention_lists(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size,
                                     lists[i].get(), sel, sel_l);
+          prof.lap(prof.attention);
           continue;
         }
         s.select_keys(l, rows[i], qi, keys);
@@ -172,11 +206,14 @@ void run_pending(const std::vector<session*>& batch) {
       if (s.opts_.record) s.records_.back().logits = s.logits_;
     }
     be.synchronize();
+    prof.lap(prof.rest);
     for (int i = 0; i < M; i++) {
       if (!lists[i]) continue;
       const Tensor sel = selected[i].empty() ? Tensor() : selected[i].host(dtype::i32);
       ss[i]->lists_done(sel.empty() ? nullptr : static_cast<const int32_t*>(sel.raw()));
     }
+    prof.lap(prof.done);
+    prof.print(M);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     for (int i = 0; i < M; i++) {
       step_stats& st = ss[i]->stats_;
