@@ -31,7 +31,7 @@ struct step_profile {
   bool on = std::getenv("GSA_DECODE_PROFILE") != nullptr;
   backend* be = nullptr;
   std::chrono::steady_clock::time_point t;
-  double prepare = 0, attention = 0, rest = 0, done = 0;
+  double prepare = 0, append = 0, attention = 0, logits = 0, rest = 0, done = 0;
   void start(backend& b) {
     if (!on) return;
     be = &b;
@@ -47,8 +47,10 @@ struct step_profile {
   }
   void print(int M) const {
     if (on)
-      fmt::print(stderr, "decode-profile: rows {} prepare {:.3f} attention {:.3f} rest {:.3f} done {:.3f} ms\n", M,
-                 prepare, attention, rest, done);
+      fmt::print(stderr,
+                 "decode-profile: rows {} prepare {:.3f} append {:.3f} attention {:.3f} logits {:.3f} rest {:.3f} "
+                 "done {:.3f} ms\n",
+                 M, prepare, append, attention, logits, rest, done);
   }
 };
 
@@ -136,12 +138,13 @@ void run_pending(const std::vector<session*>& batch) {
       for (int i = 0; i < M; i++) {
         session& s = *ss[i];
         kv::kv_cache& cache = *s.cache_;
+        prof.lap(prof.rest);
         if (cache.pooled())
           cache.append_rows(l, {s.addr_[rows[i]]}, k.slice_rows(i, i + 1), v.slice_rows(i, i + 1));
         else
           s.store_kv(l, rows[i], k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
+        prof.lap(prof.append);
         if (l == 0) {
-          prof.lap(prof.rest);
           lists[i] = s.prepare_lists(rows[i]);
           if (lists[i] && s.dl_selects_) selected[i] = be.alloc({L * s.dl_.selected_size()}, dtype::i32);
           prof.lap(prof.prepare);
@@ -202,7 +205,9 @@ void run_pending(const std::vector<session*>& batch) {
     for (int i = 0; i < M; i++) {
       session& s = *ss[i];
       if (s.has_pending() && !s.opts_.record) continue;
+      prof.lap(prof.rest);
       s.row_logits(h.slice_rows(i, i + 1));
+      prof.lap(prof.logits);
       if (s.opts_.record) s.records_.back().logits = s.logits_;
     }
     be.synchronize();
