@@ -16,8 +16,10 @@
 //  * baselines: see method.h.
 // Logits are computed for a row only when it is the last queued one (or with options.record).
 // The prefill and the decode step run on the model's backend: for a model on the GPU (to_backend) the activations,
-// the K/V rows (pools in GPU memory, kv-cache.h pool mode) and the attention stay there, and the key selection
-// above runs on the host from each layer's q (docs/decode.md, "Sessions on the GPU").
+// the K/V rows (pools in GPU memory, kv-cache.h pool mode) and the attention stay there; for full, gist,
+// streaming, gsa and hgsa the key selection above runs there too (backend/decode-lists.h, described once per
+// row by prepare_lists), for the other methods on the host from each layer's q (docs/decode.md, "Sessions on
+// the GPU").
 #pragma once
 #include <deque>
 #include <memory>
