@@ -24,12 +24,13 @@ static_assert(sizeof(select_detail::block_desc) % 8 == 0, "block_desc is padded 
 
 struct cuda_lists {
   Tensor table;  // i32: block_desc, base (n_base), gist_row, raw_row, raw_len, add_gists (n_cand each)
-  int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0;
+  int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0, k = 0;
   bool group = false;
   int64_t longest = 0;
   select_detail::hier_args hier;  // levels > 1 (hgsa); unit_row filled in at run (points into table)
   std::vector<int64_t> unit_off;  // table offset of each level's unit rows (level 0: the candidates' gist rows)
   mutable Tensor units;           // hier scratch
+  mutable Tensor mask;            // flat selection: (Hkv, ceil(n_cand / 32)) words
   mutable Tensor scores, indptr, indices, ws;  // scratch of every layer of the step (one stream: in order)
   Tensor no_extra;  // (Hkv + 1) zeros: the lists of a layer that does not select are the base alone
   decode_plan plan;
@@ -69,6 +70,7 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   L->n_base = int(d.base_row.size());
   L->n_cand = n;
   L->cap = d.cap();
+  L->k = d.k;
   L->g = d.g;
   L->Hq = d.n_q_heads;
   L->Hkv = d.n_kv_heads;
@@ -119,7 +121,10 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   }
   L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
   // Scores: (Hq, n) flat; hgsa: select.h's scratch of the walk.
-  if (n > 0 && d.levels() == 1) L->scores = be.alloc({int64_t(L->Hq) * n}, dtype::f32);
+  if (n > 0 && d.levels() == 1) {
+    L->scores = be.alloc({int64_t(L->Hq) * n}, dtype::f32);
+    L->mask = be.alloc({int64_t(L->Hkv) * ((n + 31) / 32)}, dtype::i32);
+  }
   if (n > 0 && d.levels() > 1) {
     for (int l = 0; l < L->hier.levels; l++) L->hier.unit_row[l] = L->at(L->unit_off[size_t(l)]);
     L->scores = be.alloc({select_detail::hier_scratch_floats(L->hier)}, dtype::f32);
@@ -156,15 +161,18 @@ void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int 
     select_detail::launch_hierarchical(L.hier, q.raw(), pool.raw(), act == dtype::bf16,
                                        static_cast<float*>(L.scores.raw()), static_cast<int32_t*>(L.units.raw()),
                                        counts, ctx().stream);
-  } else if (sel) {
-    const auto* blocks = reinterpret_cast<const select_detail::block_desc*>(L.at(0));
+  } else if (sel) {  // flat: wide scores, one CTA per query head ORs its top k into a mask, then the expansion
     select_detail::launch_decode_scores(q.raw(), pool.raw(), act == dtype::bf16, L.Hq, L.Hkv, L.D,
                                         int64_t(L.Hkv) * L.D, 1.0f / std::sqrt(float(L.D)), L.cand(0), L.n_cand,
                                         L.g, static_cast<float*>(L.scores.raw()), ctx().stream);
-    select_detail::launch_topk(blocks, 1, static_cast<float*>(L.scores.raw()), L.Hq, L.Hkv, L.group,
-                               counts + L.Hkv, counts, L.n_cand, ctx().stream);
+    memset0(L.mask.raw(), L.mask.nbytes());
+    select_detail::launch_decode_topk(static_cast<float*>(L.scores.raw()), L.n_cand, L.k, L.Hq, L.Hkv, L.group,
+                                      static_cast<uint32_t*>(L.mask.raw()), ctx().stream);
+    expand_decode_mask(static_cast<const uint32_t*>(L.mask.raw()), L.n_cand, L.cap, L.cand(0), L.cand(1),
+                       L.cand(2), L.cand(3), L.g, L.Hkv, counts, static_cast<int64_t*>(L.indptr.raw()),
+                       static_cast<int32_t*>(L.indices.raw()));
   }
-  if (sel)
+  if (sel && L.hier.levels > 1)
     expand_decode_lists(counts, counts + L.Hkv, L.cap, L.cand(0), L.cand(1), L.cand(2), L.cand(3), L.g, L.Hkv,
                         static_cast<int64_t*>(L.indptr.raw()), static_cast<int32_t*>(L.indices.raw()));
   decode_params p = shape_params(L.Hq, L.Hkv, L.D, act);

@@ -76,7 +76,89 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
   }
 }
 
+// From a selection mask (one bit per candidate chunk, per KV head): the ascending ids and counts into `selected`
+// (decode_lists' layout) and the unfolded rows, in one pass over the mask words in tiles of kThreads words.
+struct mask_args {
+  const uint32_t* mask;
+  int words, cap, Hkv;
+  const int32_t *gist_row, *raw_row, *raw_len, *add_gists;
+  int g;
+  int32_t* selected;
+  int64_t* indptr;
+  int32_t* indices;
+};
+
+__device__ __forceinline__ int mask_run_len(const mask_args& a, int u) {
+  return a.raw_len[u] + (a.add_gists[u] ? a.g : 0);
+}
+
+__global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a) {
+  using reduce_t = cub::BlockReduce<long long, kThreads>;
+  using scan_t = cub::BlockScan<int, kThreads>;
+  __shared__ union {
+    typename reduce_t::TempStorage reduce;
+    typename scan_t::TempStorage scan;
+  } tmp;
+  __shared__ long long s_begin;
+  __shared__ int s_ids, s_rows;
+  const int h = blockIdx.x, t = threadIdx.x;
+  long long part = 0;  // rows of the heads before this one
+  for (int hh = 0; hh < h; hh++)
+    for (int w = t; w < a.words; w += kThreads)
+      for (uint32_t m = a.mask[int64_t(hh) * a.words + w]; m; m &= m - 1) part += mask_run_len(a, w * 32 + __ffs(m) - 1);
+  const long long before = reduce_t(tmp.reduce).Sum(part);
+  if (t == 0) {
+    s_begin = before;
+    s_ids = 0;
+    s_rows = 0;
+  }
+  const uint32_t* mh = a.mask + int64_t(h) * a.words;
+  int32_t* ids = a.selected + a.Hkv + int64_t(h) * a.cap;
+  for (int w0 = 0; w0 < a.words; w0 += kThreads) {
+    const int w = w0 + t;
+    const uint32_t m = w < a.words ? mh[w] : 0u;
+    int n_ids = __popc(m), n_rows = 0;
+    for (uint32_t x = m; x; x &= x - 1) n_rows += mask_run_len(a, w * 32 + __ffs(x) - 1);
+    __syncthreads();  // s_* of the last tile are read; tmp is free
+    const int id0 = s_ids, row0 = s_rows;
+    int id_off, id_total, row_off, row_total;
+    scan_t(tmp.scan).ExclusiveSum(n_ids, id_off, id_total);
+    __syncthreads();
+    scan_t(tmp.scan).ExclusiveSum(n_rows, row_off, row_total);
+    int at = id0 + id_off;
+    int32_t* o = a.indices + s_begin + row0 + row_off;
+    for (uint32_t x = m; x; x &= x - 1, at++) {
+      const int u = w * 32 + __ffs(x) - 1;
+      if (at < a.cap) ids[at] = u;
+      const int r = a.raw_len[u];
+      for (int i = 0; i < r; i++) *o++ = a.raw_row[u] + i;
+      if (a.add_gists[u])
+        for (int i = 0; i < a.g; i++) *o++ = a.gist_row[u] + i;
+    }
+    __syncthreads();
+    if (t == 0) {
+      s_ids = id0 + id_total;
+      s_rows = row0 + row_total;
+    }
+  }
+  __syncthreads();
+  if (t == 0) {
+    a.selected[h] = min(s_ids, a.cap);
+    if (h == 0) a.indptr[0] = 0;
+    a.indptr[h + 1] = s_begin + s_rows;
+  }
+}
+
 }  // namespace
+
+void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gist_row, const int32_t* raw_row,
+                        const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv, int32_t* selected,
+                        int64_t* indptr, int32_t* indices) {
+  const mask_args a{mask, (n + 31) / 32, cap, Hkv, gist_row, raw_row, raw_len, add_gists, g, selected, indptr,
+                    indices};
+  expand_mask_kernel<<<Hkv, kThreads, 0, ctx().stream>>>(a);
+  GSA_CUDA_LAUNCH_CHECK("expand_mask_kernel (decode lists)");
+}
 
 void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, const int32_t* gist_row,
                          const int32_t* raw_row, const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv,

@@ -15,4 +15,10 @@ void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, con
                          const int32_t* raw_row, const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv,
                          int64_t* indptr, int32_t* indices);
 
+// The same from a selection mask (Hkv, ceil(n / 32)) words, bit u of KV head h set when chunk u is selected (the
+// decode top-k's output): also writes `selected`'s counts [h] and ascending ids [Hkv + h cap ...] (at most cap).
+void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gist_row, const int32_t* raw_row,
+                        const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv, int32_t* selected,
+                        int64_t* indptr, int32_t* indices);
+
 }  // namespace gsa::cuda

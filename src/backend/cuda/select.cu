@@ -307,6 +307,33 @@ __global__ void __launch_bounds__(score_threads)
   scores[int64_t(h) * (n_kv ? ld : n) + u] = best;
 }
 
+// ---- decode top-k (one query row): one CTA per query head (union) or per KV head (group scoring), each ORing
+// its top k into its KV head's mask in global memory, so the G heads of a group select in parallel ----
+
+__global__ void __launch_bounds__(topk_threads)
+    decode_topk_kernel(float* __restrict__ scores, int n, int k, int Hq, int Hkv, bool group_scoring,
+                       uint32_t* __restrict__ gmask) {
+  __shared__ topk_smem sm;
+  const int G = Hq / Hkv, words = (n + 31) / 32;
+  int hk;
+  const float* row;
+  if (group_scoring) {
+    hk = blockIdx.x;
+    float* rows = scores + int64_t(hk) * G * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      float sum = 0.0f;
+      for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * n + i]);
+      rows[i] = sum;
+    }
+    __syncthreads();
+    row = rows;
+  } else {
+    hk = blockIdx.x / G;
+    row = scores + int64_t(blockIdx.x) * n;
+  }
+  select_row(row, n, k, gmask + int64_t(hk) * words, sm);
+}
+
 // ---- the hierarchical walk (decode, one row): gist::select_hierarchical, one level per launch ----
 //
 // Level l's scores were written by decode_score_kernel (the top level over the shared list of whole units; a
@@ -467,6 +494,16 @@ void launch_scores_any(const void* q, const void* k, bool bf16_in, int Hq, int H
 }
 
 }  // namespace
+
+void launch_decode_topk(float* scores, int n, int k, int Hq, int Hkv, bool group_scoring, uint32_t* mask,
+                        void* stream) {
+  if (n <= 0) return;
+  const unsigned grid = unsigned(group_scoring ? Hkv : Hq);
+  decode_topk_kernel<<<grid, topk_threads, 0, static_cast<cudaStream_t>(stream)>>>(scores, n, k, Hq, Hkv,
+                                                                                  group_scoring, mask);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("decode_topk_kernel", e));
+}
 
 void launch_decode_scores(const void* q, const void* k, bool bf16_in, int Hq, int Hkv, int D, int64_t k_st,
                           float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream) {

@@ -121,6 +121,13 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
 void launch_decode_scores(const void* q, const void* k, bool bf16, int Hq, int Hkv, int D, int64_t k_st,
                           float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream);
 
+// The decode top-k of one query row over scores (Hq, n) (launch_decode_scores'), select_top's rule: with
+// group_scoring the group's f32 sum (row h G of each group is overwritten with it) and one top k per KV head,
+// else each query head's top k, all ORed into mask (Hkv, ceil(n / 32)) words, which the caller zeroes first.
+// One CTA per query head (per KV head with group scoring).
+void launch_decode_topk(float* scores, int n, int k, int Hq, int Hkv, bool group_scoring, uint32_t* mask,
+                        void* stream);
+
 // Largest candidate count launch_topk handles (its bitmask lives in 32 KiB of shared memory, under the 48 KiB a
 // kernel gets without opting in): c_0 = 4 up to a million tokens.
 constexpr int max_candidates = 32 * 1024 * 8;
