@@ -312,26 +312,26 @@ __global__ void __launch_bounds__(score_threads)
 
 __global__ void __launch_bounds__(topk_threads)
     decode_topk_kernel(float* __restrict__ scores, int n, int k, int Hq, int Hkv, bool group_scoring,
-                       uint32_t* __restrict__ gmask) {
+                       uint32_t* __restrict__ gmask, const int32_t* __restrict__ n_kv, int64_t ld, int mask_words) {
   __shared__ topk_smem sm;
-  const int G = Hq / Hkv, words = (n + 31) / 32;
-  int hk;
+  const int G = Hq / Hkv;
+  // Rows of query head h at scores + h * ld; n units (n_kv: n_kv[KV head] units); masks mask_words apart.
+  const int hk = group_scoring ? int(blockIdx.x) : int(blockIdx.x) / G;
+  const int nn = n_kv ? n_kv[hk] : n;
   const float* row;
   if (group_scoring) {
-    hk = blockIdx.x;
-    float* rows = scores + int64_t(hk) * G * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    float* rows = scores + int64_t(hk) * G * ld;
+    for (int i = threadIdx.x; i < nn; i += blockDim.x) {
       float sum = 0.0f;
-      for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * n + i]);
+      for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * ld + i]);
       rows[i] = sum;
     }
     __syncthreads();
     row = rows;
   } else {
-    hk = blockIdx.x / G;
-    row = scores + int64_t(blockIdx.x) * n;
+    row = scores + int64_t(blockIdx.x) * ld;
   }
-  select_row(row, n, k, gmask + int64_t(hk) * words, sm);
+  if (nn > 0) select_row(row, nn, k, gmask + int64_t(hk) * mask_words, sm);
 }
 
 // ---- the hierarchical walk (decode, one row): gist::select_hierarchical, one level per launch ----
@@ -342,34 +342,21 @@ __global__ void __launch_bounds__(topk_threads)
 // units (whole at l-1, parent not whole), ascending and distinct, with their rows; at level 0 it writes the
 // chunks out. State between launches: units (Hkv, 2, max_n) = cur, kept; rows (Hkv, max_n); n_cur, scored (Hkv).
 __global__ void __launch_bounds__(topk_threads)
-    hier_level_kernel(const hier_args a, int l, const float* __restrict__ top, float* __restrict__ scores,
+    hier_level_kernel(const hier_args a, int l, const uint32_t* __restrict__ gmask, int mask_words,
                       int32_t* __restrict__ units, int32_t* __restrict__ rows, int32_t* __restrict__ n_cur,
                       int32_t* __restrict__ scored, int32_t* __restrict__ out) {
-  extern __shared__ uint32_t mask[];  // (ceil(max_n / 32))
   __shared__ topk_smem sm;
-  const int h = blockIdx.x, G = a.Hq / a.Hkv, L = a.levels;
+  const int h = blockIdx.x, L = a.levels;
   int32_t* cur = units + int64_t(h) * 2 * a.max_n;
   int32_t* kept = cur + a.max_n;
   const bool is_top = l == L - 1;
   const int n = is_top ? a.whole[l] : n_cur[h];
-  // Scores of this head's group: (G, n) rows `ld` apart.
-  const int64_t ld = is_top ? n : a.max_n;
-  float* sc = is_top ? const_cast<float*>(top) + int64_t(h) * G * n : scores + int64_t(h) * G * a.max_n;
+  const int before = is_top ? 0 : scored[h];
+  __syncthreads();  // thread 0 rewrites n_cur[h] and scored[h] below
+  const uint32_t* mask = gmask + int64_t(h) * mask_words;  // decode_topk_kernel's union / group top k[l]
   int n_kept = 0;
   if (n > 0) {
     const int words = (n + 31) / 32;
-    for (int w = threadIdx.x; w < words; w += blockDim.x) mask[w] = 0;
-    __syncthreads();
-    if (a.group) {
-      for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float sum = 0.0f;
-        for (int j = 0; j < G; j++) sum = __fadd_rn(sum, sc[j * ld + i]);
-        sc[i] = sum;
-      }
-      __syncthreads();
-    }
-    for (int j = 0; j < (a.group ? 1 : G); j++) select_row(sc + j * ld, n, a.k[l], mask, sm);
-    __syncthreads();
     const int per = (words + blockDim.x - 1) / blockDim.x;
     const int w0 = min(words, int(threadIdx.x) * per), w1 = min(words, w0 + per);
     int mine = 0;
@@ -382,7 +369,7 @@ __global__ void __launch_bounds__(topk_threads)
       }
     __syncthreads();
   }
-  const int done = (is_top ? 0 : scored[h]) + n;
+  const int done = before + n;
   if (l == 0) {  // the chunks
     const int n_out = min(n_kept, a.cap);
     for (int i = threadIdx.x; i < n_out; i += blockDim.x) out[a.Hkv + int64_t(h) * a.cap + i] = kept[i];
@@ -499,8 +486,8 @@ void launch_decode_topk(float* scores, int n, int k, int Hq, int Hkv, bool group
                         void* stream) {
   if (n <= 0) return;
   const unsigned grid = unsigned(group_scoring ? Hkv : Hq);
-  decode_topk_kernel<<<grid, topk_threads, 0, static_cast<cudaStream_t>(stream)>>>(scores, n, k, Hq, Hkv,
-                                                                                  group_scoring, mask);
+  decode_topk_kernel<<<grid, topk_threads, 0, static_cast<cudaStream_t>(stream)>>>(
+      scores, n, k, Hq, Hkv, group_scoring, mask, nullptr, n, (n + 31) / 32);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("decode_topk_kernel", e));
 }
@@ -518,22 +505,34 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
              std::to_string(a.D) + ", " + std::to_string(a.max_n) + " units (supported: 2-" +
              std::to_string(hier_args::max_levels) + " levels, head dim <= 128, " + std::to_string(max_candidates) +
              " units)");
-  const size_t smem = size_t((a.max_n + 31) / 32) * sizeof(uint32_t);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   // Scratch layout (hier_scratch_floats / _ints): top scores (Hq, whole[L-1]), lower scores (Hq, max_n);
-  // units (Hkv, 2, max_n), rows (Hkv, max_n), n_cur (Hkv), scored (Hkv).
+  // units (Hkv, 2, max_n), rows (Hkv, max_n), n_cur (Hkv), scored (Hkv), mask (Hkv, ceil(max_n / 32)).
   const int top_n = a.whole[a.levels - 1];
+  const int mask_words = (a.max_n + 31) / 32;
   float* top = scores;
   float* lower = scores + int64_t(a.Hq) * top_n;
   int32_t* rows = units + int64_t(a.Hkv) * 2 * a.max_n;
   int32_t* n_cur = rows + int64_t(a.Hkv) * a.max_n;
   int32_t* scored = n_cur + a.Hkv;
-  launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, a.unit_row[a.levels - 1], top_n, a.g, top,
-                    nullptr, 0, st);
+  uint32_t* mask = reinterpret_cast<uint32_t*>(scored + a.Hkv);
+  const unsigned sel_grid = unsigned(a.group ? a.Hkv : a.Hq);
   for (int l = a.levels - 1; l >= 0; l--) {
-    if (l < a.levels - 1)
+    const bool is_top = l == a.levels - 1;
+    if (is_top)
+      launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, a.unit_row[l], top_n, a.g, top, nullptr,
+                        0, st);
+    else
       launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, rows, 0, a.g, lower, n_cur, a.max_n, st);
-    hier_level_kernel<<<a.Hkv, topk_threads, smem, st>>>(a, l, top, lower, units, rows, n_cur, scored, out);
+    if (cudaMemsetAsync(mask, 0, size_t(a.Hkv) * mask_words * sizeof(uint32_t), st) != cudaSuccess)
+      fail_msg("GPU hierarchical selection: clearing the mask failed");
+    if (is_top)
+      decode_topk_kernel<<<sel_grid, topk_threads, 0, st>>>(top, top_n, a.k[l], a.Hq, a.Hkv, a.group, mask, nullptr,
+                                                            top_n, mask_words);
+    else
+      decode_topk_kernel<<<sel_grid, topk_threads, 0, st>>>(lower, 0, a.k[l], a.Hq, a.Hkv, a.group, mask, n_cur,
+                                                            a.max_n, mask_words);
+    hier_level_kernel<<<a.Hkv, topk_threads, 0, st>>>(a, l, mask, mask_words, units, rows, n_cur, scored, out);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) fail_msg(launch_error("hier_level_kernel", e));
   }

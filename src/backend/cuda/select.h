@@ -107,11 +107,14 @@ struct hier_args {
   bool group = false;
 };
 // Scratch: scores hier_scratch_floats(a) floats, units hier_scratch_ints(a) ints. Per level one wide score
-// launch (the top level over every whole unit, a lower level over each KV head's list) and one select launch.
+// launch (the top level over every whole unit, a lower level over each KV head's list), the top-k on one CTA
+// per query head into a mask, and one CTA per KV head that compacts it and builds the next level's list.
 inline int64_t hier_scratch_floats(const hier_args& a) {
   return int64_t(a.Hq) * (a.whole[a.levels - 1] + a.max_n);
 }
-inline int64_t hier_scratch_ints(const hier_args& a) { return int64_t(a.Hkv) * (3 * a.max_n + 2); }
+inline int64_t hier_scratch_ints(const hier_args& a) {
+  return int64_t(a.Hkv) * (3 * a.max_n + 2 + (a.max_n + 31) / 32);
+}
 void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16, float* scores,
                          int32_t* units, int32_t* out, void* stream);
 
