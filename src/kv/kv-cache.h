@@ -20,8 +20,9 @@
 // pool per layer on that backend (backend.h kv_write / decode_attention: frames of 2 P rows, K then V, the
 // layout of a host page). Raw page p and gist page j of level l (gists [j P, (j + 1) P)) are frames, allocated in
 // the order rows arrive; the page table (raw and per gist level) maps pages to frames. The host keeps the page
-// tables, the transposed gist-key tiles and the page summaries (selection reads them: it is on the host for now;
-// an incomplete page's keys wait on the host until its summary is made), not the rows. Memory tier only, no host
+// tables, the transposed gist-key tiles and the page summaries (the host selection of quest / moba and of the
+// options the device lists do not cover reads them, backend/decode-lists.h; an incomplete page's keys wait on the
+// host until its summary is made), not the rows. Memory tier only, no host
 // row access (key() / value()).
 #pragma once
 #include <cstdint>
