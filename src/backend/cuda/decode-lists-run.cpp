@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "backend/cuda/decode-attention.h"
 #include "backend/cuda/decode-lists.h"
@@ -19,11 +18,9 @@ namespace gsa::cuda {
 
 namespace {
 
-constexpr int kDescInts = int(sizeof(select_detail::block_desc) / sizeof(int32_t));
-static_assert(sizeof(select_detail::block_desc) % 8 == 0, "block_desc is padded to 8 bytes");
 
 struct cuda_lists {
-  Tensor table;  // i32: block_desc, base (n_base), gist_row, raw_row, raw_len, add_gists (n_cand each)
+  Tensor table;  // i32: base (n_base), gist_row, raw_row, raw_len, add_gists (n_cand each), hgsa's unit rows
   int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0, k = 0;
   bool group = false;
   int64_t longest = 0;
@@ -35,8 +32,8 @@ struct cuda_lists {
   Tensor no_extra;  // (Hkv + 1) zeros: the lists of a layer that does not select are the base alone
   decode_plan plan;
   const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + off; }
-  const int32_t* base() const { return at(kDescInts); }
-  const int32_t* cand(int which) const { return at(kDescInts + n_base + int64_t(which) * n_cand); }
+  const int32_t* base() const { return at(0); }
+  const int32_t* cand(int which) const { return at(n_base + int64_t(which) * n_cand); }
 };
 
 decode_params shape_params(int Hq, int Hkv, int D, dtype act) {
@@ -81,15 +78,8 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   L->longest = L->n_base + int64_t(L->cap) * (max_raw + d.g);
   size_t units_total = 0;
   for (const auto& u : d.unit_row) units_total += u.size();
-  std::vector<int32_t> host(size_t(kDescInts) + L->n_base + size_t(4) * n + units_total);
-  select_detail::block_desc b;
-  b.row0 = 0;
-  b.rows = 1;
-  b.n_cand = n;
-  b.k = d.k;
-  b.cap = L->cap;
-  std::memcpy(host.data(), &b, sizeof b);
-  int32_t* o = host.data() + kDescInts;
+  std::vector<int32_t> host(size_t(L->n_base) + size_t(4) * n + units_total);
+  int32_t* o = host.data();
   o = std::copy(d.base_row.begin(), d.base_row.end(), o);
   o = std::copy(d.gist_row.begin(), d.gist_row.end(), o);
   o = std::copy(d.raw_row.begin(), d.raw_row.end(), o);
@@ -98,7 +88,7 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   if (n > 0 && d.levels() > 1) {
     select_detail::hier_args& h = L->hier;
     h.levels = d.levels();
-    L->unit_off.push_back(kDescInts + L->n_base);  // level 0: gist_row
+    L->unit_off.push_back(L->n_base);  // level 0: gist_row
     h.whole[0] = n;
     for (int l = 1; l < h.levels; l++) {
       L->unit_off.push_back(o - host.data());

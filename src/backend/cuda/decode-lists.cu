@@ -15,17 +15,29 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The candidate chunks' rows (decode_lists' tables on the device): chunk u unfolds raw_len[u] raw rows from
+// raw_row[u], then g gist rows from gist_row[u] where add_gists[u].
+struct chunk_runs {
+  const int32_t *gist_row, *raw_row, *raw_len, *add_gists;
+  int g;
+  __device__ __forceinline__ int run_len(int u) const { return raw_len[u] + (add_gists[u] ? g : 0); }
+  // Writes chunk u's rows at o; returns the position after them.
+  __device__ __forceinline__ int32_t* write(int u, int32_t* o) const {
+    for (int i = 0; i < raw_len[u]; i++) *o++ = raw_row[u] + i;
+    if (add_gists[u])
+      for (int i = 0; i < g; i++) *o++ = gist_row[u] + i;
+    return o;
+  }
+};
+
 struct list_args {
   const int32_t* counts;
   const int32_t* ids;
   int cap;
-  const int32_t *gist_row, *raw_row, *raw_len, *add_gists;
-  int g;
+  chunk_runs c;
   int64_t* indptr;
   int32_t* indices;
 };
-
-__device__ __forceinline__ int run_len(const list_args& a, int u) { return a.raw_len[u] + (a.add_gists[u] ? a.g : 0); }
 
 __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
   using reduce_t = cub::BlockReduce<long long, kThreads>;
@@ -41,7 +53,7 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
   long long part = 0;
   if (a.counts)
     for (int hh = 0; hh < h; hh++)
-      for (int j = t; j < a.counts[hh]; j += kThreads) part += run_len(a, a.ids[int64_t(hh) * a.cap + j]);
+      for (int j = t; j < a.counts[hh]; j += kThreads) part += a.c.run_len(a.ids[int64_t(hh) * a.cap + j]);
   const long long before = reduce_t(tmp.reduce).Sum(part);
   if (t == 0) {
     s_begin = before;
@@ -54,18 +66,12 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
   for (int j0 = 0; j0 < n; j0 += kThreads) {  // tiles of chunks; s_carry: rows written by earlier tiles
     const int j = j0 + t;
     const int u = j < n ? ids[j] : -1;
-    const int len = u >= 0 ? run_len(a, u) : 0;
+    const int len = u >= 0 ? a.c.run_len(u) : 0;
     int off, tile_total;
     __syncthreads();
     scan_t(tmp.scan).ExclusiveSum(len, off, tile_total);
     const int carry = s_carry;
-    if (u >= 0) {
-      int32_t* o = out + carry + off;
-      const int r = a.raw_len[u];
-      for (int i = 0; i < r; i++) o[i] = a.raw_row[u] + i;
-      if (a.add_gists[u])
-        for (int i = 0; i < a.g; i++) o[r + i] = a.gist_row[u] + i;
-    }
+    if (u >= 0) a.c.write(u, out + carry + off);
     __syncthreads();
     if (t == 0) s_carry = carry + tile_total;
   }
@@ -81,16 +87,11 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
 struct mask_args {
   const uint32_t* mask;
   int words, cap, Hkv;
-  const int32_t *gist_row, *raw_row, *raw_len, *add_gists;
-  int g;
+  chunk_runs c;
   int32_t* selected;
   int64_t* indptr;
   int32_t* indices;
 };
-
-__device__ __forceinline__ int mask_run_len(const mask_args& a, int u) {
-  return a.raw_len[u] + (a.add_gists[u] ? a.g : 0);
-}
 
 __global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a) {
   using reduce_t = cub::BlockReduce<long long, kThreads>;
@@ -105,7 +106,7 @@ __global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a
   long long part = 0;  // rows of the heads before this one
   for (int hh = 0; hh < h; hh++)
     for (int w = t; w < a.words; w += kThreads)
-      for (uint32_t m = a.mask[int64_t(hh) * a.words + w]; m; m &= m - 1) part += mask_run_len(a, w * 32 + __ffs(m) - 1);
+      for (uint32_t m = a.mask[int64_t(hh) * a.words + w]; m; m &= m - 1) part += a.c.run_len(w * 32 + __ffs(m) - 1);
   const long long before = reduce_t(tmp.reduce).Sum(part);
   if (t == 0) {
     s_begin = before;
@@ -118,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a
     const int w = w0 + t;
     const uint32_t m = w < a.words ? mh[w] : 0u;
     int n_ids = __popc(m), n_rows = 0;
-    for (uint32_t x = m; x; x &= x - 1) n_rows += mask_run_len(a, w * 32 + __ffs(x) - 1);
+    for (uint32_t x = m; x; x &= x - 1) n_rows += a.c.run_len(w * 32 + __ffs(x) - 1);
     __syncthreads();  // s_* of the last tile are read; tmp is free
     const int id0 = s_ids, row0 = s_rows;
     int id_off, id_total, row_off, row_total;
@@ -130,10 +131,7 @@ __global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a
     for (uint32_t x = m; x; x &= x - 1, at++) {
       const int u = w * 32 + __ffs(x) - 1;
       if (at < a.cap) ids[at] = u;
-      const int r = a.raw_len[u];
-      for (int i = 0; i < r; i++) *o++ = a.raw_row[u] + i;
-      if (a.add_gists[u])
-        for (int i = 0; i < a.g; i++) *o++ = a.gist_row[u] + i;
+      o = a.c.write(u, o);
     }
     __syncthreads();
     if (t == 0) {
@@ -154,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a
 void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gist_row, const int32_t* raw_row,
                         const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv, int32_t* selected,
                         int64_t* indptr, int32_t* indices) {
-  const mask_args a{mask, (n + 31) / 32, cap, Hkv, gist_row, raw_row, raw_len, add_gists, g, selected, indptr,
+  const mask_args a{mask, (n + 31) / 32, cap, Hkv, {gist_row, raw_row, raw_len, add_gists, g}, selected, indptr,
                     indices};
   expand_mask_kernel<<<Hkv, kThreads, 0, ctx().stream>>>(a);
   GSA_CUDA_LAUNCH_CHECK("expand_mask_kernel (decode lists)");
@@ -163,7 +161,7 @@ void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gis
 void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, const int32_t* gist_row,
                          const int32_t* raw_row, const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv,
                          int64_t* indptr, int32_t* indices) {
-  const list_args a{counts, ids, cap, gist_row, raw_row, raw_len, add_gists, g, indptr, indices};
+  const list_args a{counts, ids, cap, {gist_row, raw_row, raw_len, add_gists, g}, indptr, indices};
   expand_kernel<<<Hkv, kThreads, 0, ctx().stream>>>(a);
   GSA_CUDA_LAUNCH_CHECK("expand_kernel (decode lists)");
 }
