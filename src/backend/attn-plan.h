@@ -19,9 +19,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace gsa {
+
+struct row_unfold;  // backend/row-unfold.h
 
 struct key_seg {
   int32_t level;  // -1: stream positions [begin, end); l >= 0: the gists of level-l units [begin, end)
@@ -41,6 +44,9 @@ struct attn_plan {
   std::vector<key_seg> segs;
   std::vector<int32_t> gist_ptr;  // empty when no segment names gists
   std::vector<int32_t> gist_pos;
+  // Optional per-row unfolding on top of these lists (backend/row-unfold.h): when set, row r also sees its
+  // selected chunks' keys. Backends run it directly or expand it (expand_row_unfold); bytes() leaves it out.
+  std::shared_ptr<const row_unfold> unfold;
 
   int n_blocks() const { return int(block_q.size()) - 1; }
   int64_t list_index(int b, int h) const { return int64_t(b) * heads + (heads == 1 ? 0 : h); }

@@ -92,6 +92,17 @@ class backend {
     return false;
   }
 
+  // ---- per-row selection kept on this device (select_per_token; backend/row-unfold.h): the selection of
+  // select_chunks for the blocks [b_begin, n_blocks) of rows (whose selecting blocks are single rows: a per-row
+  // split), as a row_unfold over s's rows whose tables live on this device, so that attention runs the base plan
+  // plus the unfold without a per-row plan. Returns null when this backend cannot (the CPU backend: the caller
+  // builds gist::plan_unfold; also a rule without a kernel, or a config row_unfold does not express).
+  virtual std::shared_ptr<const row_unfold> select_rows(const Tensor& q, const Tensor& k, const cpu::attn_plan& rows,
+                                                        int b_begin, const gist::stream& s,
+                                                        const gist::gsa_config& cfg) {
+    return nullptr;
+  }
+
   // ---- paged KV for decoding (kv/kv-cache.h, pool mode). A pool (2 P frames, Hkv, D) of type act() holds
   // pages of P rows: frame f holds K rows [2 f P, 2 f P + P) and then their V rows [2 f P + P, 2 (f + 1) P) (the
   // host cache's page layout). A key is named by its K row r; its V row is r + P.

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/backend.h"
+#include "backend/row-unfold.h"
 #include "backend/cpu/decode-attention.h"
 #include "core/error.h"
 
@@ -99,17 +100,26 @@ class cpu_impl final : public backend {
                                int(w.dim(0)), scale);
   }
 
-  std::shared_ptr<const void> prepare_plan(const cpu::attn_plan&, int, int, int, int) override { return nullptr; }
+  // A plan with a row unfold runs as its expansion (row-unfold.h); other plans need no preparation.
+  std::shared_ptr<const void> prepare_plan(const cpu::attn_plan& plan, int, int, int q_offset, int) override {
+    if (!plan.unfold) return nullptr;
+    return std::make_shared<cpu::attn_plan>(expand_row_unfold(plan, *plan.unfold, q_offset));
+  }
+  static const cpu::attn_plan& run_plan(const cpu::attn_plan& plan, const void* prepared) {
+    if (!plan.unfold) return plan;
+    GSA_ASSERT(prepared, "a plan with a row unfold needs prepare_plan() first");
+    return *static_cast<const cpu::attn_plan*>(prepared);
+  }
   void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                         const cpu::attn_plan& plan, const void*, int q_offset) override {
-    cpu::attention_forward(out.f32(), lse.f32(), q.f32(), k.f32(), v.f32(), plan, int(q.dim(0)), int(k.dim(0)),
+                         const cpu::attn_plan& plan, const void* prepared, int q_offset) override {
+    cpu::attention_forward(out.f32(), lse.f32(), q.f32(), k.f32(), v.f32(), run_plan(plan, prepared), int(q.dim(0)), int(k.dim(0)),
                            q_offset, int(q.dim(1)), int(k.dim(1)), int(q.dim(2)));
   }
   void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                           const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                          const cpu::attn_plan& plan, const void*, int q_offset) override {
+                          const cpu::attn_plan& plan, const void* prepared, int q_offset) override {
     cpu::attention_backward(dq.f32(), dk.f32(), dv.f32(), dout.f32(), q.f32(), k.f32(), v.f32(), out.f32(),
-                            lse.f32(), plan, int(q.dim(0)), int(k.dim(0)), q_offset, int(q.dim(1)), int(k.dim(1)),
+                            lse.f32(), run_plan(plan, prepared), int(q.dim(0)), int(k.dim(0)), q_offset, int(q.dim(1)), int(k.dim(1)),
                             int(q.dim(2)));
   }
 

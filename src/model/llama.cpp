@@ -261,7 +261,7 @@ bool same_plan(const cpu::attn_plan& a, const cpu::attn_plan& b) {
   auto eq = [](const auto& x, const auto& y) {
     return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0);
   };
-  return a.heads == b.heads && a.gists_per_unit == b.gists_per_unit && eq(a.block_q, b.block_q) &&
+  return a.unfold == b.unfold && a.heads == b.heads && a.gists_per_unit == b.gists_per_unit && eq(a.block_q, b.block_q) &&
          eq(a.seg_ptr, b.seg_ptr) && eq(a.segs, b.segs) && eq(a.gist_ptr, b.gist_ptr) && eq(a.gist_pos, b.gist_pos);
 }
 }  // namespace

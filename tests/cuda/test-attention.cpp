@@ -20,12 +20,15 @@
 #include <vector>
 
 #include "backend/attn-plan.h"
+#include "backend/backend.h"
+#include "backend/row-unfold.h"
 #include "backend/cuda/attention.h"
 #include "backend/cuda/runtime.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "gist/config.h"
 #include "gist/plan.h"
+#include "gist/select.h"
 #include "gist/stream.h"
 
 namespace gsa::cuda {
@@ -238,15 +241,19 @@ double rel_l2(const std::vector<X>& x, const std::vector<R>& ref, const std::vec
 enum class path { any, generic, structured };
 
 // Runs plan forward and backward on the device and checks it against the dense references.
-void check_plan(const attn_case& c, const attn_plan& plan, std::mt19937_64& rng, path want = path::any) {
+// mask_from (optional): the plain plan whose visibility the run must have (a plan carrying a row unfold runs as
+// base + unfold and is checked against its expansion).
+void check_plan(const attn_case& c, const attn_plan& plan, std::mt19937_64& rng, path want = path::any,
+                const attn_plan* mask_from = nullptr) {
   const int Hq = c.G * c.Hkv, D = c.D;
   const size_t nq = size_t(c.Tq) * Hq * D, nkv = size_t(c.Tk) * c.Hkv * D;
 
   std::vector<uint8_t> mask(size_t(c.Hkv) * c.Tq * c.Tk, 0);
-  for (int b = 0; b < plan.n_blocks(); b++)
+  const attn_plan& mp = mask_from ? *mask_from : plan;
+  for (int b = 0; b < mp.n_blocks(); b++)
     for (int hk = 0; hk < c.Hkv; hk++)
-      plan.for_each_key(b, hk, [&](int32_t j) {
-        for (int i = plan.block_q[b]; i < plan.block_q[b + 1]; i++)
+      mp.for_each_key(b, hk, [&](int32_t j) {
+        for (int i = mp.block_q[b]; i < mp.block_q[b + 1]; i++)
           if (j <= c.q_offset + i) mask[(size_t(hk) * c.Tq + i) * c.Tk + j] = 1;
       });
 
@@ -260,6 +267,7 @@ void check_plan(const attn_case& c, const attn_plan& plan, std::mt19937_64& rng,
   naive.run(c, mask, q, k, v, dout);
 
   device_plan dp = upload_plan(plan, c.Tq, c.Tk, c.q_offset, c.Hkv);
+  attach_unfold(dp, plan.unfold);
   if (want == path::structured) {
     ASSERT_TRUE(attention_plan_is_structured(dp)) << "the fast path was not chosen";
   }
@@ -665,6 +673,110 @@ TEST(CudaAttentionDeterminism, AnOutOfRangePartialGivesNaNNotAWrappedSum) {
   size_t nan = 0;
   for (float x : dk_dv) nan += std::isnan(x);
   EXPECT_EQ(nan, dk_dv.size()) << "every dk / dv value must be NaN after an overflow";
+}
+
+// Row unfolds (the per-token selection kept on the device, backend/row-unfold.h): the gist mask on the plan
+// kernels plus random per-row chunk tables on the overlay kernels, against the dense reference over the expanded
+// plan (expand_row_unfold; tests/model/test-row-unfold.cpp checks that expansion against gist::plan_unfold).
+// Neighbouring rows share part of their picks (as real selections do), so warp tiles see unions of several rows'
+// lists; some rows pick nothing. GQA 1 to 16 (16 / G rows per warp tile, padding rows), D 64 and 128, g 1 and 2,
+// sinks that cut chunks, fixed-point and float dK / dV sums, gradients left out.
+TEST(CudaAttentionUnfold, OverlayMatchesDenseReference) {
+  std::string why;
+  if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  struct ucase {
+    int G, Hkv, D, c, g, sink, raw, max_pick, grads;
+    bool fixed;
+  };
+  const ucase cases[] = {{1, 4, 64, 8, 1, 3, 300, 4, 7, false},   {3, 4, 64, 16, 1, 5, 520, 6, 7, false},
+                         {4, 2, 128, 8, 2, 0, 310, 8, 7, false},  {16, 1, 64, 8, 1, 3, 200, 3, 7, false},
+                         {2, 2, 128, 16, 1, 20, 700, 10, 5, true}, {5, 1, 128, 4, 1, 2, 150, 5, 3, false}};
+  restore_mode keep;
+  backend& be = get_backend(device::cuda, dtype::bf16);
+  for (const ucase& uc : cases) {
+    gist::gsa_config cfg;
+    cfg.chunk = {uc.c};
+    cfg.gists_per_chunk = uc.g;
+    cfg.gist_token_ids = {1};
+    cfg.sink = uc.sink;
+    cfg.local_chunks = 1;
+    cfg.validate();
+    std::mt19937_64 rng(uint64_t(uc.raw) * 31 + uint64_t(uc.G));
+    std::vector<int32_t> ids(size_t(uc.raw), 7);
+    const gist::stream st = gist::build_stream(ids.data(), uc.raw, cfg);
+    const int T = st.size(), n_complete = gist::complete_chunk_count(st);
+    std::vector<std::vector<int32_t>> sel(size_t(T) * uc.Hkv);
+    std::vector<int32_t> shared;
+    for (int r = 0; r < T; r++) {
+      if (st.level[r] > 0) continue;
+      const int n_cand = gist::candidate_count(st.chunk[r], n_complete, cfg.local_chunks);
+      if (n_cand <= 0) continue;
+      if (r % 8 == 0) shared.clear();
+      for (int h = 0; h < uc.Hkv; h++) {
+        auto& v = sel[size_t(r) * uc.Hkv + h];
+        const int want = int(rng() % uint64_t(uc.max_pick + 1));
+        for (int i = 0; i < want; i++) {
+          int32_t m = int32_t(rng() % uint64_t(n_cand));
+          if (!shared.empty() && (rng() & 1)) m = std::min<int32_t>(shared[rng() % shared.size()], n_cand - 1);
+          if (std::find(v.begin(), v.end(), m) == v.end()) v.push_back(m);
+          if (shared.size() < 6) shared.push_back(m);
+        }
+      }
+    }
+    const row_unfold host = host_row_unfold(st, cfg, uc.Hkv, 0, sel);
+    auto dev = std::make_shared<row_unfold>(host);
+    for (Tensor* t : {&dev->count, &dev->ids, &dev->chunk_begin, &dev->chunk_end}) *t = be.upload(*t, dtype::i32);
+    attn_plan plan = gist::plan_compress(st, cfg);
+    const attn_plan expanded = expand_row_unfold(plan, host, 0);
+    plan.unfold = dev;
+    attn_case c;
+    c.D = uc.D;
+    c.G = uc.G;
+    c.Hkv = uc.Hkv;
+    c.g = uc.g;
+    c.Tq = c.Tk = T;
+    c.q_offset = 0;
+    c.p_empty = 0;
+    c.grads = uc.grads;
+    SCOPED_TRACE(describe(c) + " c" + std::to_string(uc.c) + " sink" + std::to_string(uc.sink) +
+                 (uc.fixed ? " fixed-point" : ""));
+    ASSERT_GT(host.chunks, int64_t(T) / 2) << "the case must unfold";
+    set_deterministic_backward(uc.fixed);
+    check_plan(c, plan, rng, path::any, &expanded);
+  }
+}
+
+// The overlay refuses what it cannot run: tables for another plan size, f32 activations.
+TEST(CudaAttentionUnfold, RefusesMismatchedTablesAndF32) {
+  std::string why;
+  if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  gist::gsa_config cfg;
+  cfg.chunk = {8};
+  cfg.gist_token_ids = {1};
+  cfg.validate();
+  std::vector<int32_t> ids(64, 7);
+  const gist::stream st = gist::build_stream(ids.data(), 64, cfg);
+  std::vector<std::vector<int32_t>> sel(size_t(st.size()));
+  sel.back() = {0};
+  backend& be = get_backend(device::cuda, dtype::bf16);
+  auto dev = std::make_shared<row_unfold>(host_row_unfold(st, cfg, 1, 0, sel));
+  EXPECT_THROW(attach_unfold(*std::make_shared<device_plan>(upload_plan(gist::plan_compress(st, cfg), st.size(),
+                                                                        st.size(), 0, 1)),
+                             dev),
+               error)
+      << "host tables";
+  for (Tensor* t : {&dev->count, &dev->ids, &dev->chunk_begin, &dev->chunk_end}) *t = be.upload(*t, dtype::i32);
+  attn_plan shorter = gist::plan_compress(st, cfg);
+  std::vector<int32_t> ids2(56, 7);
+  const gist::stream st2 = gist::build_stream(ids2.data(), 56, cfg);
+  device_plan dp2 = upload_plan(gist::plan_compress(st2, cfg), st2.size(), st2.size(), 0, 1);
+  EXPECT_THROW(attach_unfold(dp2, dev), error) << "rows";
+  device_plan dp = upload_plan(shorter, st.size(), st.size(), 0, 1);
+  attach_unfold(dp, dev);
+  const int T = st.size();
+  dev_buf q(size_t(T) * 64 * 4), out(size_t(T) * 64 * 4), lse(size_t(T) * 4);
+  EXPECT_THROW(attention_forward(out.p, static_cast<float*>(lse.p), q.p, q.p, q.p, dp, T, T, 0, 1, 1, 64, dtype::f32),
+               error);
 }
 
 }  // namespace

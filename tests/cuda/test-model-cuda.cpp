@@ -13,6 +13,7 @@
 
 #include "cuda/cuda-test-util.h"
 #include "backend/cuda/runtime.h"
+#include "backend/row-unfold.h"
 #include "core/error.h"
 #include "gist/plan.h"
 #include "gist/stream.h"
@@ -219,6 +220,62 @@ TEST(CudaModel, SuffixUnfoldMatchesCpuF32) {
 TEST(CudaModel, UnfoldMatchesCpuBf16) {
   REQUIRE_GPU();
   compare_cpu_gpu("unfold", dtype::bf16, 3e-2, 300);
+}
+
+// The per-token unfolding as GPU training runs it: the selection made and kept on the device, a row unfold on the
+// gist mask (overlay kernels in bf16, its expansion in f32), recorded and replayed on the CPU model (whose
+// backend expands it): logits, loss, attention and every gradient agree.
+void compare_device_rows(const std::string& mode, dtype precision, double tol, int n_raw) {
+  llama_model cpu_m = random_gsa_model(mode, 23 + n_raw, false, precision == dtype::f32 ? 0.3f : 0.02f);
+  const gist::gsa_config cfg = gist::gsa_config_from_json(cpu_m.config.gsa);
+  auto raw = test::tiny_tokens(n_raw, 9 + n_raw);
+  gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+  const int ctx_end = s.size() - 9;
+  llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, precision));
+  plan_provider live = make_gsa_plans(gpu_m, cfg, s, cfg.mode, ctx_end);
+  std::vector<cpu::attn_plan> rec;
+  plan_provider recorder = [&](int l, const layer_qk& qk) {
+    rec.push_back(live(l, qk));
+    return rec.back();
+  };
+  forward_state gs;
+  forward(gpu_m, gs, s.ids, s.pos, s.labels, &recorder);
+  llama_weights gg = make_grads(gpu_m);
+  backward(gpu_m, gs, gg);
+  ASSERT_EQ(rec.size(), 3u);
+  EXPECT_FALSE(rec[0].unfold) << "layer 0 is dense (keeps the gist mask)";
+  for (int l = 1; l < 3; l++) {
+    ASSERT_TRUE(rec[size_t(l)].unfold) << mode << ": layer " << l << " did not keep its selection on the device";
+    EXPECT_GT(rec[size_t(l)].unfold->chunks, 0) << mode << ": layer " << l << " unfolded nothing";
+  }
+
+  plan_provider frozen = frozen_plans(rec);
+  forward_state cs;
+  forward(cpu_m, cs, s.ids, s.pos, s.labels, &frozen);
+  llama_weights cg = make_grads(cpu_m);
+  backward(cpu_m, cs, cg);
+
+  auto err = [&](const Tensor& a, const Tensor& b) { return precision == dtype::f32 ? max_rel(a, b) : rel_l2(a, b); };
+  EXPECT_LT(err(logits(gpu_m, gs), logits(cpu_m, cs)), tol) << mode << " logits";
+  EXPECT_NEAR(gs.loss(), cs.loss(), tol * std::fabs(cs.loss())) << mode << " loss";
+  for (int l = 0; l < 3; l++) {
+    EXPECT_LT(err(gs.layers[l].attn, cs.layers[l].attn), tol) << mode << " attention output of layer " << l;
+    EXPECT_LT(err(gs.layers[l].lse, cs.layers[l].lse), tol) << mode << " lse of layer " << l;
+  }
+  auto a = grad_list(gpu_m, gg), b = grad_list(cpu_m, cg);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); i++) EXPECT_LT(err(*a[i].second, *b[i].second), tol) << mode << " " << a[i].first;
+}
+
+TEST(CudaModel, DeviceRowUnfoldMatchesCpuBf16) {
+  REQUIRE_GPU();
+  compare_device_rows("unfold", dtype::bf16, 3e-2, 300);
+  compare_device_rows("suffix-unfold", dtype::bf16, 3e-2, 300);
+}
+TEST(CudaModel, DeviceRowUnfoldMatchesCpuF32) {
+  REQUIRE_GPU();
+  compare_device_rows("unfold", dtype::f32, 1e-4, 150);
+  compare_device_rows("suffix-unfold", dtype::f32, 1e-4, 150);
 }
 
 // AdamW on the GPU (packed master weights, one launch per half) against the CPU's, tensor by tensor, after three

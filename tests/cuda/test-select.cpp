@@ -19,6 +19,7 @@
 
 #include "backend/cuda/runtime.h"
 #include "backend/cuda/select.h"
+#include "backend/row-unfold.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "gist/plan.h"
@@ -244,6 +245,42 @@ void check_case(const sel_case& c, uint64_t seed) {
     }
   }
   EXPECT_GT(unfolding, 0) << "the case selects nothing: make it longer";
+
+  if (c.per_token) {  // the same selection kept on the device as per-row tables (select_rows, row-unfold.h)
+    const int cap = std::max(1, rows_cap(a));
+    std::vector<int32_t> kb, ke;
+    unfold_ranges(s, cfg, kb, ke);
+    dbuf t_count(size_t(T) * c.Hkv * 4), t_ids(size_t(T) * c.Hkv * cap * 4), d_kb(kb.size() * 4),
+        d_ke(ke.size() * 4), d_tot(16);
+    memset0(t_count.p, size_t(T) * c.Hkv * 4);
+    memset0(d_tot.p, 16);
+    copy_h2d(d_kb.p, kb.data(), kb.size() * 4);
+    copy_h2d(d_ke.p, ke.data(), ke.size() * 4);
+    select_rows(a, static_cast<int32_t*>(t_count.p), static_cast<int32_t*>(t_ids.p), cap,
+                static_cast<const int32_t*>(d_kb.p), static_cast<const int32_t*>(d_ke.p),
+                static_cast<unsigned long long*>(d_tot.p));
+    std::vector<int32_t> count(size_t(T) * c.Hkv), ids(size_t(T) * c.Hkv * cap);
+    unsigned long long tot[2];
+    copy_d2h(count.data(), t_count.p, count.size() * 4);
+    copy_d2h(ids.data(), t_ids.p, ids.size() * 4);
+    copy_d2h(tot, d_tot.p, 16);
+    std::vector<int> block_of(size_t(T), -1);
+    for (int b = b_begin; b < plan.n_blocks(); b++) block_of[size_t(plan.block_q[b])] = b;
+    unsigned long long keys = 0;
+    for (int row = 0; row < T; row++)
+      for (int h = 0; h < c.Hkv; h++) {
+        const int b = block_of[size_t(row)];
+        const std::vector<int32_t> none;
+        const auto& gv = b >= 0 ? got[size_t(b - b_begin) * c.Hkv + h] : none;
+        ASSERT_EQ(count[size_t(row) * c.Hkv + h], int(gv.size())) << "row " << row << " head " << h;
+        for (size_t i = 0; i < gv.size(); i++) {
+          ASSERT_EQ(ids[(size_t(row) * c.Hkv + h) * cap + i], gv[i]) << "row " << row << " head " << h;
+          keys += (unsigned long long)(ke[size_t(gv[i])] - kb[size_t(gv[i])]);
+        }
+      }
+    EXPECT_EQ(tot[0], (unsigned long long)got_total);
+    EXPECT_EQ(tot[1], keys);
+  }
   std::printf("  [select] %lld unfolding blocks, %lld chunks (CPU %lld), %lld near-tie mismatches tolerated\n",
               (long long)unfolding, (long long)got_total, (long long)want_total, (long long)tolerated);
 }

@@ -167,6 +167,9 @@ void validate_plan_layout(const attn_plan& plan, int Tq, int Tk, int q_offset, i
 }
 
 void validate_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
+  if (plan.unfold)
+    fail("attention plan: it carries a row unfold, which these kernels do not read; run it through a backend "
+         "(backend::prepare_plan expands it) or expand it with expand_row_unfold");
   validate_plan_layout(plan, Tq, Tk, q_offset, Hkv);
   const int nb = plan.n_blocks();
   const size_t n_lists = size_t(nb) * plan.heads;

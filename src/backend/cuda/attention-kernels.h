@@ -41,9 +41,20 @@ struct attn_plan_view {
   const sblock* sblocks = nullptr;  // (n_blocks) set only when the launcher takes the structured kernels
 };
 
+// A row unfold on the device (backend/row-unfold.h) attended on top of the plan by the bf16 overlay kernels
+// (attention-unfold.cu); cap == 0: none.
+struct unfold_view {
+  int cap = 0, n_chunks = 0;
+  const int32_t* count = nullptr;      // (Tq, Hkv)
+  const int32_t* ids = nullptr;        // (Tq, Hkv, cap) ascending chunk ids
+  const int32_t* key_begin = nullptr;  // (n_chunks) keys [key_begin[m], key_end[m]) of chunk m
+  const int32_t* key_end = nullptr;
+};
+
 struct attn_fwd_args {
   attn_dims d;
   attn_plan_view p;
+  unfold_view uf;
   void* out = nullptr;  // (Tq, Hq, D) t
   float* lse = nullptr;  // (Tq, Hq)
   const void *q = nullptr, *k = nullptr, *v = nullptr;
@@ -52,6 +63,7 @@ struct attn_fwd_args {
 struct attn_bwd_args {
   attn_dims d;
   attn_plan_view p;
+  unfold_view uf;
   void* dq = nullptr;  // (Tq, Hq, D) t, +=; may be null
   // Scratch (Tk, Hkv, D), zeroed by the caller; null when the matching gradient is not wanted. f32, or int64
   // fixed point when `fixed` (deterministic sums: acc_add4 in attention-kernels.cuh); overflow: one zeroed u32
@@ -71,6 +83,11 @@ int launch_attention_backward(const attn_bwd_args& a, int sm_count, void* stream
 // scratch add into dk / dv is left to launch_attention_backward.
 int launch_attention_backward_mma(const attn_bwd_args& a, int sm_count, void* stream);
 // The structured kernels (bf16 only; a.p.sblocks set; 64 % G == 0): forward, and backward without the scratch add.
+// The overlay of a.uf (bf16, a.uf.cap > 0, Hq / Hkv <= 16): the forward merges the unfolded keys' softmax into
+// out / lse, which must hold the plan's result; the backward adds the unfolded keys' dq (+=) and dk / dv partials
+// (scratch) given the merged out and lse.
+int launch_unfold_forward(const attn_fwd_args& a, int sm_count, void* stream);
+int launch_unfold_backward(const attn_bwd_args& a, int sm_count, void* stream);
 int launch_attention_forward_structured(const attn_fwd_args& a, int sm_count, void* stream);
 int launch_attention_backward_structured(const attn_bwd_args& a, int sm_count, void* stream);
 

@@ -115,6 +115,18 @@ bool structure_of(const attn_plan& plan, int Tq, std::vector<detail::sblock>& ou
 size_t align16(size_t x) { return (x + 15) & ~size_t(15); }
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+detail::unfold_view unfold_view_of(const device_plan& p) {
+  detail::unfold_view u;
+  if (!p.unfold) return u;
+  u.cap = std::max(1, p.unfold->cap);
+  u.n_chunks = p.unfold->n_chunks;
+  u.count = static_cast<const int32_t*>(p.unfold->count.raw());
+  u.ids = static_cast<const int32_t*>(p.unfold->ids.raw());
+  u.key_begin = static_cast<const int32_t*>(p.unfold->chunk_begin.raw());
+  u.key_end = static_cast<const int32_t*>(p.unfold->chunk_end.raw());
+  return u;
+}
+
 detail::attn_plan_view view(const device_plan& p) {
   detail::attn_plan_view v;
   v.heads = p.heads;
@@ -185,6 +197,29 @@ struct scratch {
 }  // namespace
 
 bool attention_plan_is_structured(const device_plan& plan) { return plan.structured && plan.sblocks; }
+
+bool unfold_supported(int Hq, int Hkv, int D, dtype t) {
+  return t == dtype::bf16 && (D == 64 || D == 128) && Hkv > 0 && Hq % Hkv == 0 && Hq / Hkv <= 16;
+}
+
+void attach_unfold(device_plan& plan, std::shared_ptr<const row_unfold> u) {
+  if (!u) {
+    plan.unfold = nullptr;
+    return;
+  }
+  const char* op = "attention row unfold (cuda)";
+  if (u->Tq != plan.Tq || u->Hkv != plan.Hkv)
+    fail("{}: the unfold has {} rows x {} KV heads, the plan {} x {}", op, u->Tq, u->Hkv, plan.Tq, plan.Hkv);
+  const int cap = std::max(1, u->cap);
+  for (const Tensor* t : {&u->count, &u->ids, &u->chunk_begin, &u->chunk_end})
+    if (t->where() != device::cuda || t->type() != dtype::i32)
+      fail("{}: its tables must be i32 tensors on the GPU", op);
+  if (u->count.numel() != int64_t(u->Tq) * u->Hkv || u->ids.numel() != int64_t(u->Tq) * u->Hkv * cap ||
+      u->chunk_begin.numel() < u->n_chunks || u->chunk_end.numel() < u->n_chunks)
+    fail("{}: table sizes {} / {} / {} do not match {} rows x {} heads x cap {} and {} chunks", op, u->count.numel(),
+         u->ids.numel(), u->chunk_begin.numel(), u->Tq, u->Hkv, cap, u->n_chunks);
+  plan.unfold = std::move(u);
+}
 
 namespace {
 int deterministic_mode = -1;  // -1: not read yet
@@ -288,8 +323,13 @@ void attention_forward(void* out, float* lse, const void* q, const void* k, cons
   a.q = q;
   a.k = k;
   a.v = v;
+  a.uf = unfold_view_of(plan);
+  if (a.uf.cap > 0 && !unfold_supported(Hq, Hkv, D, t))
+    fail("{}: a row unfold runs on the bf16 kernels with at most 16 query heads per KV head; expand it "
+         "(expand_row_unfold) for this run", op);
   const context& c = ctx();
-  const int rc = detail::launch_attention_forward(a, c.sm_count, c.stream);
+  int rc = detail::launch_attention_forward(a, c.sm_count, c.stream);
+  if (rc == 0) rc = detail::launch_unfold_forward(a, c.sm_count, c.stream);
   if (rc != 0) fail("{}: launch failed: {}", op, cudaGetErrorString(cudaError_t(rc)));
 }
 
@@ -327,6 +367,10 @@ void attention_backward(void* dq, void* dk, void* dv, const void* dout, const vo
   a.v = v;
   a.out = out;
   a.lse = lse;
+  a.uf = unfold_view_of(plan);
+  if (a.uf.cap > 0 && !unfold_supported(Hq, Hkv, D, t))
+    fail("{}: a row unfold runs on the bf16 kernels with at most 16 query heads per KV head; expand it "
+         "(expand_row_unfold) for this run", op);
   const context& c = ctx();
   const int rc = detail::launch_attention_backward(a, c.sm_count, c.stream);
   if (rc != 0) fail("{}: launch failed: {}", op, cudaGetErrorString(cudaError_t(rc)));

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "backend/attn-plan.h"
+#include "backend/row-unfold.h"
 #include "core/dtype.h"
 
 namespace gsa::cuda {
@@ -36,7 +37,15 @@ struct device_plan {
   int levels = 0;                 // gist levels of the table
   const void* sblocks = nullptr;  // (n_blocks) per-block descriptors of the structured kernels
   std::shared_ptr<void> storage;  // one device allocation holding every array
+  // A row unfold attended on top of the plan (bf16 only; set by attach_unfold): its device tables stay alive.
+  std::shared_ptr<const row_unfold> unfold;
 };
+// Attaches a row unfold whose tables live on this device to an uploaded plan (gsa::error if it does not fit the
+// plan's sizes). Runs then need bf16 and Hq / Hkv <= 16 (the rows of a warp tile).
+void attach_unfold(device_plan& plan, std::shared_ptr<const row_unfold> u);
+// Whether the overlay kernels can run this unfold (bf16, D 64 / 128, Hq / Hkv <= 16); otherwise a caller expands
+// it into a plain plan (expand_row_unfold).
+bool unfold_supported(int Hq, int Hkv, int D, dtype t);
 // Validates the plan for these sizes on the host (gsa::error as cpu::validate_plan) and uploads it.
 device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv);
 

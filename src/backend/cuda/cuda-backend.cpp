@@ -14,6 +14,7 @@
 #include "backend/cuda/ops.h"
 #include "backend/cuda/runtime.h"
 #include "backend/cuda/select.h"
+#include "backend/row-unfold.h"
 #include "gist/stream.h"
 #include "core/error.h"
 
@@ -147,7 +148,13 @@ class cuda_impl final : public backend {
 
   std::shared_ptr<const void> prepare_plan(const cpu::attn_plan& plan, int Tq, int Tk, int q_offset,
                                            int Hkv) override {
-    return std::make_shared<device_plan>(upload_plan(plan, Tq, Tk, q_offset, Hkv));
+    // A row unfold runs on the overlay kernels in bf16, as its expansion in f32.
+    if (plan.unfold && act_ != dtype::bf16)
+      return std::make_shared<device_plan>(upload_plan(expand_row_unfold(plan, *plan.unfold, q_offset), Tq, Tk,
+                                                       q_offset, Hkv));
+    auto p = std::make_shared<device_plan>(upload_plan(plan, Tq, Tk, q_offset, Hkv));
+    attach_unfold(*p, plan.unfold);
+    return p;
   }
   void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                          const cpu::attn_plan&, const void* prepared, int q_offset) override {
@@ -167,10 +174,44 @@ class cuda_impl final : public backend {
                              act_);
   }
 
+  std::shared_ptr<const row_unfold> select_rows(const Tensor& q, const Tensor& k, const cpu::attn_plan& rows,
+                                                int b_begin, const gist::stream& s,
+                                                const gist::gsa_config& cfg) override {
+    if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(cfg)) return nullptr;
+    const select_args a = selection_args(q, k, rows, b_begin, s, cfg);
+    auto u = std::make_shared<row_unfold>();
+    u->Tq = a.T;
+    u->Hkv = a.Hkv;
+    u->cap = cuda::rows_cap(a);
+    u->n_chunks = s.n_chunks();
+    u->count = alloc({a.T, a.Hkv}, dtype::i32);
+    u->ids = alloc({a.T, a.Hkv, std::max(1, u->cap)}, dtype::i32);
+    std::vector<int32_t> kb, ke;
+    unfold_ranges(s, cfg, kb, ke);
+    kb.resize(std::max<size_t>(1, kb.size()));
+    ke.resize(kb.size());
+    u->chunk_begin = upload(Tensor::borrow(kb.data(), {int64_t(kb.size())}, dtype::i32), dtype::i32);
+    u->chunk_end = upload(Tensor::borrow(ke.data(), {int64_t(ke.size())}, dtype::i32), dtype::i32);
+    Tensor totals = alloc({2}, dtype::i64);
+    auto i32 = [](Tensor& x) { return static_cast<int32_t*>(x.raw()); };
+    cuda::select_rows(a, i32(u->count), i32(u->ids), std::max(1, u->cap), i32(u->chunk_begin), i32(u->chunk_end),
+                      static_cast<unsigned long long*>(totals.raw()));
+    const Tensor t = totals.host(dtype::i64);
+    u->chunks = static_cast<const int64_t*>(t.raw())[0];
+    u->keys = static_cast<const int64_t*>(t.raw())[1];
+    return u;
+  }
+
   bool select_chunks(const Tensor& q, const Tensor& k, const cpu::attn_plan& base, int b_begin,
                      const gist::stream& s, const gist::gsa_config& cfg,
                      std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) override {
     if (cfg.select == gist::select_rule::top_p) return false;  // no top-p kernel yet: the host selects
+    select_blocks(selection_args(q, k, base, b_begin, s, cfg), selected, unfolds);
+    return true;
+  }
+
+  static select_args selection_args(const Tensor& q, const Tensor& k, const cpu::attn_plan& base, int b_begin,
+                                    const gist::stream& s, const gist::gsa_config& cfg) {
     select_args a;
     a.q = q.raw();
     a.k = k.raw();
@@ -188,8 +229,7 @@ class cuda_impl final : public backend {
     a.n_chunks = s.n_chunks();
     a.n_complete = gist::complete_chunk_count(s);
     a.cfg = &cfg;
-    select_blocks(a, selected, unfolds);
-    return true;
+    return a;
   }
 
   void kv_write(Tensor& pool, int page_rows, const std::vector<int64_t>& rows, const Tensor& k,

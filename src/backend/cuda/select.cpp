@@ -54,21 +54,23 @@ size_t bytes_of(const std::vector<T>& v) {
   return std::max<size_t>(1, v.size()) * sizeof(T);
 }
 
-}  // namespace
+// The selecting blocks of a (block table, per-block k and caps, batches whose scores fit the budget), built with
+// the gist rules themselves. Blocks keep global row numbers; score and id offsets are relative to their batch.
+struct selection_plan {
+  std::vector<block_desc> blocks;
+  std::vector<int> which;                // block id of each selecting block
+  std::vector<size_t> batch_begin{0};    // batches [batch_begin[i], batch_begin[i + 1])
+  int max_cand = 0, max_rows = 0, max_cap = 0;
+  int64_t max_scores = 0, max_ids = 0, max_batch = 0;
+};
 
-int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& selected,
-                      std::vector<uint8_t>& unfolds) {
+selection_plan plan_selection(const select_args& a, std::vector<uint8_t>* unfolds) {
   check_args(a);
   const gist::gsa_config& cfg = *a.cfg;
   const int G = a.Hq / a.Hkv, g = cfg.gists_per_chunk, c0 = cfg.chunk[0];
   const int64_t score_budget = a.max_scratch_scores > 0 ? a.max_scratch_scores : default_score_budget;
-  selected.assign(size_t(a.n_blocks - a.b_begin) * a.Hkv, {});
-  unfolds.assign(size_t(a.n_blocks), 0);
-
-  // The selecting blocks, in block order, with global offsets; `which` maps them back to block ids.
-  std::vector<block_desc> blocks;
-  std::vector<int> which;
-  int max_cand = 0, max_rows = 0;
+  if (unfolds) unfolds->assign(size_t(a.n_blocks), 0);
+  selection_plan p;
   for (int b = a.b_begin; b < a.n_blocks; b++) {
     const int r0 = a.block_q[b], r1 = a.block_q[b + 1];
     if (r0 < 0 || r1 <= r0 || r1 > a.T)
@@ -83,80 +85,97 @@ int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& s
     d.n_cand = n_cand;
     d.k = std::max(0, gist::select_k(cfg, int64_t(chunk) * c0, G, n_cand));
     d.cap = int32_t(std::min<int64_t>(n_cand, int64_t(d.k) * (cfg.group_scoring ? 1 : G)));
-    blocks.push_back(d);
-    which.push_back(b);
-    unfolds[size_t(b)] = 1;
-    max_cand = std::max(max_cand, n_cand);
-    max_rows = std::max(max_rows, d.rows);
+    p.blocks.push_back(d);
+    p.which.push_back(b);
+    if (unfolds) (*unfolds)[size_t(b)] = 1;
+    p.max_cand = std::max(p.max_cand, n_cand);
+    p.max_rows = std::max(p.max_rows, d.rows);
+    p.max_cap = std::max(p.max_cap, int(d.cap));
   }
-  if (blocks.empty()) return 0;
-  if (max_cand > select_detail::max_candidates)
+  if (p.blocks.empty()) {
+    p.batch_begin.push_back(0);
+    return p;
+  }
+  if (p.max_cand > select_detail::max_candidates)
     fail("GPU chunk selection: {} candidate chunks, at most {} supported; use a larger chunk or the CPU selection",
-         max_cand, select_detail::max_candidates);
-  for (int u = 0; u < max_cand; u++) {
-    const int p = a.chunk_gist_begin[u];
-    if (p < 0 || p + g > a.T)
-      fail("GPU chunk selection: gists of candidate chunk {} at [{}, {}) outside the {} keys", u, p, p + g, a.T);
+         p.max_cand, select_detail::max_candidates);
+  for (int u = 0; u < p.max_cand; u++) {
+    const int pos = a.chunk_gist_begin[u];
+    if (pos < 0 || pos + g > a.T)
+      fail("GPU chunk selection: gists of candidate chunk {} at [{}, {}) outside the {} keys", u, pos, pos + g, a.T);
   }
-
-  // Batches [i0, i1) of blocks whose scores fit the budget; offsets relative to their batch.
-  std::vector<size_t> batch_begin = {0};
-  int64_t max_scores = 0, max_ids = 0, max_batch = 0;
-  {
-    int64_t s_off = 0, i_off = 0;
-    for (size_t i = 0; i < blocks.size(); i++) {
-      const int64_t ns = int64_t(a.Hq) * blocks[i].n_cand, ni = int64_t(a.Hkv) * blocks[i].cap;
-      if (i > batch_begin.back() && s_off + ns > score_budget) {
-        batch_begin.push_back(i);
-        s_off = i_off = 0;
-      }
-      blocks[i].score_off = s_off;
-      blocks[i].id_off = i_off;
-      s_off += ns;
-      i_off += ni;
-      max_scores = std::max(max_scores, s_off);
-      max_ids = std::max(max_ids, i_off);
-      max_batch = std::max(max_batch, int64_t(i + 1 - batch_begin.back()));
+  int64_t s_off = 0, i_off = 0;
+  for (size_t i = 0; i < p.blocks.size(); i++) {
+    const int64_t ns = int64_t(a.Hq) * p.blocks[i].n_cand, ni = int64_t(a.Hkv) * p.blocks[i].cap;
+    if (i > p.batch_begin.back() && s_off + ns > score_budget) {
+      p.batch_begin.push_back(i);
+      s_off = i_off = 0;
     }
-    batch_begin.push_back(blocks.size());
+    p.blocks[i].score_off = s_off;
+    p.blocks[i].id_off = i_off;
+    s_off += ns;
+    i_off += ni;
+    p.max_scores = std::max(p.max_scores, s_off);
+    p.max_ids = std::max(p.max_ids, i_off);
+    p.max_batch = std::max(p.max_batch, int64_t(i + 1 - p.batch_begin.back()));
   }
+  p.batch_begin.push_back(p.blocks.size());
+  return p;
+}
 
-  const std::vector<int32_t> gist_begin(a.chunk_gist_begin, a.chunk_gist_begin + max_cand);
-  detail::scratch d_blocks(bytes_of(blocks)), d_gist(bytes_of(gist_begin));
-  copy_h2d(d_blocks.as<void>(), blocks.data(), blocks.size() * sizeof(block_desc));
+// Uploads the plan's tables, then per batch: scores, top-k, and `each(batch index, first block, blocks, device
+// block table of the batch, device ids, device counts)`.
+template <class F>
+void run_selection(const select_args& a, const selection_plan& p, F&& each) {
+  const gist::gsa_config& cfg = *a.cfg;
+  const int g = cfg.gists_per_chunk;
+  const std::vector<int32_t> gist_begin(a.chunk_gist_begin, a.chunk_gist_begin + p.max_cand);
+  detail::scratch d_blocks(bytes_of(p.blocks)), d_gist(bytes_of(gist_begin));
+  copy_h2d(d_blocks.as<void>(), p.blocks.data(), p.blocks.size() * sizeof(block_desc));
   copy_h2d(d_gist.as<void>(), gist_begin.data(), gist_begin.size() * sizeof(int32_t));
-  detail::scratch d_scores(size_t(max_scores) * sizeof(float));
-  detail::scratch d_ids(size_t(std::max<int64_t>(1, max_ids)) * sizeof(int32_t));
-  detail::scratch d_counts(size_t(max_batch) * a.Hkv * sizeof(int32_t));
+  detail::scratch d_scores(size_t(p.max_scores) * sizeof(float));
+  detail::scratch d_ids(size_t(std::max<int64_t>(1, p.max_ids)) * sizeof(int32_t));
+  detail::scratch d_counts(size_t(p.max_batch) * a.Hkv * sizeof(int32_t));
 
   const size_t rows_by_smem = size_t(32 * 1024) / (size_t(a.D) * sizeof(float));
-  const int rows_tile = int(std::min<size_t>(size_t(max_rows), rows_by_smem));
+  const int rows_tile = int(std::min<size_t>(size_t(p.max_rows), rows_by_smem));
   const int64_t q_st = a.q_stride_t > 0 ? a.q_stride_t : int64_t(a.Hq) * a.D;
   const int64_t k_st = a.k_stride_t > 0 ? a.k_stride_t : int64_t(a.Hkv) * a.D;
   const int64_t V = int64_t(16 / dtype_size(a.type));  // elements per 16-byte load
   const bool vec = aligned16(a.q) && aligned16(a.k) && q_st % V == 0 && k_st % V == 0 && a.D % V == 0;
   const float scale = 1.0f / std::sqrt(float(a.D));  // as gist::score_units
   void* stream = ctx().stream;
-
-  std::vector<int32_t> ids, counts;
-  int64_t total = 0;
-  for (size_t bi = 0; bi + 1 < batch_begin.size(); bi++) {
-    const size_t i0 = batch_begin[bi], i1 = batch_begin[bi + 1];
+  for (size_t bi = 0; bi + 1 < p.batch_begin.size(); bi++) {
+    const size_t i0 = p.batch_begin[bi], i1 = p.batch_begin[bi + 1];
     const int nb = int(i1 - i0);
     const block_desc* db = d_blocks.as<block_desc>() + i0;
     select_detail::launch_scores(db, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st, scale,
                                  d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, stream);
     select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),
-                               d_counts.as<int32_t>(), max_cand, stream);
-    const block_desc& last = blocks[i1 - 1];
+                               d_counts.as<int32_t>(), p.max_cand, stream);
+    each(i0, nb, db, d_ids.as<int32_t>(), d_counts.as<int32_t>());
+  }
+}
+
+}  // namespace
+
+int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& selected,
+                      std::vector<uint8_t>& unfolds) {
+  const selection_plan p = plan_selection(a, &unfolds);
+  selected.assign(size_t(a.n_blocks - a.b_begin) * a.Hkv, {});
+  if (p.blocks.empty()) return 0;
+  std::vector<int32_t> ids, counts;
+  int64_t total = 0;
+  run_selection(a, p, [&](size_t i0, int nb, const block_desc*, const int32_t* d_ids, const int32_t* d_counts) {
+    const block_desc& last = p.blocks[i0 + nb - 1];
     const int64_t n_ids = last.id_off + int64_t(a.Hkv) * last.cap;
     ids.resize(size_t(n_ids));
     counts.resize(size_t(nb) * a.Hkv);
-    copy_d2h(counts.data(), d_counts.as<void>(), counts.size() * sizeof(int32_t));
-    copy_d2h(ids.data(), d_ids.as<void>(), ids.size() * sizeof(int32_t));
+    copy_d2h(counts.data(), d_counts, counts.size() * sizeof(int32_t));
+    copy_d2h(ids.data(), d_ids, ids.size() * sizeof(int32_t));
     for (int i = 0; i < nb; i++) {
-      const block_desc& d = blocks[i0 + i];
-      const size_t out0 = size_t(which[i0 + i] - a.b_begin) * a.Hkv;
+      const block_desc& d = p.blocks[i0 + i];
+      const size_t out0 = size_t(p.which[i0 + i] - a.b_begin) * a.Hkv;
       for (int h = 0; h < a.Hkv; h++) {
         const int n = counts[size_t(i) * a.Hkv + h];
         GSA_ASSERT(n >= 0 && n <= d.cap, "GPU selection count {} outside [0, {}]", n, d.cap);
@@ -165,8 +184,21 @@ int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& s
         total += n;
       }
     }
-  }
+  });
   return total;
+}
+
+int rows_cap(const select_args& a) { return plan_selection(a, nullptr).max_cap; }
+
+void select_rows(const select_args& a, int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin,
+                 const int32_t* key_end, unsigned long long* totals) {
+  const selection_plan p = plan_selection(a, nullptr);
+  if (p.blocks.empty()) return;
+  if (cap < p.max_cap) fail("GPU row selection: the id table holds {} per row and head, {} needed", cap, p.max_cap);
+  run_selection(a, p, [&](size_t, int nb, const block_desc* db, const int32_t* d_ids, const int32_t* d_counts) {
+    select_detail::launch_scatter_rows(db, nb, d_ids, d_counts, a.Hkv, cap, key_begin, key_end, t_count, t_ids,
+                                       totals, ctx().stream);
+  });
 }
 
 }  // namespace gsa::cuda

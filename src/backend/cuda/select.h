@@ -61,6 +61,17 @@ struct select_args {
 int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& selected,
                       std::vector<uint8_t>& unfolds);
 
+// The same selection kept on the device as dense per-row tables (backend/row-unfold.h's layout), for plans
+// whose selecting blocks are what the caller wants per row (a per-row split: one row each): every row of a
+// selecting block gets the block's ids. t_count (T, Hkv) and t_ids (T, Hkv, cap) are device i32 buffers;
+// t_count must be zeroed by the caller (rows that do not select keep 0); cap >= rows_cap(a). key_begin / key_end
+// (n_chunks, device) give each chunk's key count for the totals. totals (2 u64, device, zeroed by the caller)
+// gets the selected (row, head, chunk) triples and their keys. Nothing is copied to the host; runs on
+// ctx().stream without synchronising.
+int rows_cap(const select_args& a);
+void select_rows(const select_args& a, int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin,
+                 const int32_t* key_end, unsigned long long* totals);
+
 // Launch seam between select.cpp (checks, tables, batching) and select.cu (kernels). Not a public API.
 namespace select_detail {
 
@@ -88,6 +99,11 @@ void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const 
 // largest n_cand of the launch (sizes the shared-memory bitmask).
 void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, int Hkv, bool group_scoring,
                  int32_t* ids, int32_t* counts, int max_cand, void* stream);
+
+// Per selecting block (one warp): the block's ids into the dense per-row tables of select_rows, totals added.
+void launch_scatter_rows(const block_desc* blocks, int n_blocks, const int32_t* ids, const int32_t* counts, int Hkv,
+                         int cap, const int32_t* key_begin, const int32_t* key_end, int32_t* t_count, int32_t* t_ids,
+                         unsigned long long* totals, void* stream);
 
 // The decode walk of gist::select_hierarchical for one query row (backend/decode-lists.h, hgsa): per level from
 // the top, the children of the kept units plus the loose ones, scored as gist::score_units does (f32, d in

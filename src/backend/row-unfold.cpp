@@ -1,0 +1,149 @@
+// Per-row unfolding tables (contract: row-unfold.h): the host builder, the chunk ranges of a single-level stream,
+// and the expansion into a plain plan that every backend can run.
+#include "backend/row-unfold.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "gist/config.h"
+#include "gist/stream.h"
+
+namespace gsa {
+
+void unfold_ranges(const gist::stream& s, const gist::gsa_config& cfg, std::vector<int32_t>& begin,
+                   std::vector<int32_t>& end) {
+  const int n = s.n_chunks(), c0 = cfg.chunk[0];
+  begin.resize(size_t(n));
+  end.resize(size_t(n));
+  for (int m = 0; m < n; m++) {
+    const int32_t b = s.chunk_raw_begin[m], e = s.chunk_raw_end[m];
+    // Raw tokens of chunk m have raw indices m c0 + [0, e - b); those below the sink are in every base list.
+    const int64_t in_sink = std::clamp<int64_t>(int64_t(cfg.sink) - int64_t(m) * c0, 0, e - b);
+    begin[size_t(m)] = int32_t(b + in_sink);
+    end[size_t(m)] = e;
+  }
+}
+
+bool row_unfold_applies(const gist::gsa_config& cfg) { return cfg.levels() == 1 && !cfg.gists_all; }
+
+row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, int Hkv, int row_begin,
+                           const std::vector<std::vector<int32_t>>& selected) {
+  const int T = s.size();
+  if (Hkv < 1) fail("row unfold: Hkv = {} must be >= 1", Hkv);
+  if (row_begin < 0 || row_begin > T) fail("row unfold: first row {} outside [0, {}]", row_begin, T);
+  if (int64_t(selected.size()) != int64_t(T - row_begin) * Hkv)
+    fail("row unfold: {} selections for {} rows x {} KV heads", selected.size(), T - row_begin, Hkv);
+  row_unfold u;
+  u.Tq = T;
+  u.Hkv = Hkv;
+  u.n_chunks = s.n_chunks();
+  for (const auto& v : selected) u.cap = std::max(u.cap, int(v.size()));
+  u.count = Tensor({T, Hkv}, dtype::i32);
+  u.ids = Tensor({T, Hkv, std::max(1, u.cap)}, dtype::i32);
+  std::fill(u.count.i32(), u.count.i32() + u.count.numel(), 0);
+  std::fill(u.ids.i32(), u.ids.i32() + u.ids.numel(), -1);
+  std::vector<int32_t> b, e;
+  unfold_ranges(s, cfg, b, e);
+  u.chunk_begin = Tensor({std::max(1, u.n_chunks)}, dtype::i32);
+  u.chunk_end = Tensor({std::max(1, u.n_chunks)}, dtype::i32);
+  std::copy(b.begin(), b.end(), u.chunk_begin.i32());
+  std::copy(e.begin(), e.end(), u.chunk_end.i32());
+  u.chunks = u.keys = 0;
+  for (int r = row_begin; r < T; r++)
+    for (int h = 0; h < Hkv; h++) {
+      std::vector<int32_t> ids = selected[size_t(r - row_begin) * Hkv + h];
+      std::sort(ids.begin(), ids.end());
+      if (std::adjacent_find(ids.begin(), ids.end()) != ids.end())
+        fail("row unfold: row {} head {} selects a chunk twice", r, h);
+      for (int32_t m : ids)
+        if (m < 0 || m >= u.n_chunks || e[size_t(m)] > r)
+          fail("row unfold: row {} head {} selects chunk {}, which is not a complete chunk before the row", r, h,
+               m);
+      u.count.i32()[size_t(r) * Hkv + h] = int32_t(ids.size());
+      std::copy(ids.begin(), ids.end(), u.ids.i32() + (size_t(r) * Hkv + h) * std::max(1, u.cap));
+      u.chunks += int64_t(ids.size());
+      for (int32_t m : ids) u.keys += e[size_t(m)] - b[size_t(m)];
+    }
+  return u;
+}
+
+namespace {
+
+// Appends the segments of base list (b, 0) cut at key `last` (inclusive): ranges are shortened, gist units
+// after it dropped, a unit whose g gists straddle it becomes a range of its gists up to it.
+void append_cut(attn_plan& out, const attn_plan& base, int b, int32_t last) {
+  const int g = base.gists_per_unit;
+  for (int64_t i = base.seg_begin(b, 0); i < base.seg_end(b, 0); i++) {
+    const key_seg& s = base.segs[size_t(i)];
+    if (s.level < 0) {
+      const int32_t e = std::min<int32_t>(s.end, last + 1);
+      if (e > s.begin) out.segs.push_back(key_range(s.begin, e));
+      continue;
+    }
+    const int32_t* pos = base.gist_pos.data() + base.gist_ptr[size_t(s.level)];
+    // Units of [begin, end) whose last gist is <= last (positions ascend with the unit).
+    const int32_t* whole = std::upper_bound(pos + s.begin, pos + s.end, last - (g - 1));
+    const int32_t u1 = int32_t(whole - pos);
+    if (u1 > s.begin) out.segs.push_back(gist_units(s.level, s.begin, u1));
+    if (u1 < s.end && pos[u1] <= last) out.segs.push_back(key_range(pos[u1], last + 1));
+  }
+}
+
+}  // namespace
+
+attn_plan expand_row_unfold(const attn_plan& base, const row_unfold& u, int q_offset) {
+  if (base.heads != 1) fail("expand_row_unfold: the base plan must have one list per block (heads 1), has {}",
+                            base.heads);
+  const int nb = base.n_blocks(), Hkv = u.Hkv, cap = std::max(1, u.cap);
+  if (nb > 0 && base.block_q.back() != u.Tq)
+    fail("expand_row_unfold: the plan has {} rows, the row unfold {}", base.block_q.back(), u.Tq);
+  const Tensor count = u.count.host(dtype::i32), ids = u.ids.host(dtype::i32);
+  const Tensor cb = u.chunk_begin.host(dtype::i32), ce = u.chunk_end.host(dtype::i32);
+  if (count.numel() != int64_t(u.Tq) * Hkv || ids.numel() != int64_t(u.Tq) * Hkv * cap)
+    fail("expand_row_unfold: tables of {} / {} entries for {} rows x {} heads x cap {}", count.numel(),
+         ids.numel(), u.Tq, Hkv, cap);
+  attn_plan out;
+  out.heads = Hkv;
+  out.gists_per_unit = base.gists_per_unit;
+  out.gist_ptr = base.gist_ptr;
+  out.gist_pos = base.gist_pos;
+  out.block_q.push_back(0);
+  out.seg_ptr.push_back(0);
+  for (int b = 0; b < nb; b++) {
+    const int r0 = base.block_q[b], r1 = base.block_q[b + 1];
+    bool any = false;
+    for (int64_t i = int64_t(r0) * Hkv; i < int64_t(r1) * Hkv && !any; i++) any = count.i32()[i] > 0;
+    if (!any) {
+      for (int h = 0; h < Hkv; h++) {
+        for (int64_t i = base.seg_begin(b, 0); i < base.seg_end(b, 0); i++) out.segs.push_back(base.segs[size_t(i)]);
+        out.seg_ptr.push_back(int64_t(out.segs.size()));
+      }
+      out.block_q.push_back(r1);
+      continue;
+    }
+    for (int r = r0; r < r1; r++) {
+      const int32_t last = q_offset + r;
+      for (int h = 0; h < Hkv; h++) {
+        append_cut(out, base, b, last);
+        const int n = count.i32()[size_t(r) * Hkv + h];
+        if (n < 0 || n > u.cap) fail("expand_row_unfold: row {} head {} has {} chunks, cap {}", r, h, n, u.cap);
+        const int32_t* sel = ids.i32() + (size_t(r) * Hkv + h) * cap;
+        for (int i = 0; i < n; i++) {
+          const int32_t m = sel[i];
+          if (m < 0 || m >= u.n_chunks || (i > 0 && m <= sel[i - 1]))
+            fail("expand_row_unfold: row {} head {}: chunk ids must be ascending in [0, {})", r, h, u.n_chunks);
+          const int32_t kb = cb.i32()[m], ke = ce.i32()[m];
+          if (ke > last + 1 || kb < 0 || ke < kb)
+            fail("expand_row_unfold: row {} head {}: chunk {}'s keys [{}, {}) do not precede the row", r, h, m, kb,
+                 ke);
+          if (ke > kb) out.segs.push_back(key_range(kb, ke));
+        }
+        out.seg_ptr.push_back(int64_t(out.segs.size()));
+      }
+      out.block_q.push_back(r + 1);
+    }
+  }
+  return out;
+}
+
+}  // namespace gsa

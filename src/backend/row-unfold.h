@@ -1,0 +1,63 @@
+// Per-row unfolding on top of a plan: the form a per-token selection (gsa_config::select_per_token) takes when it
+// is made where q and k live. A per-row unfold plan (gist::plan_unfold over gist::plan_split_rows) lists every
+// row's keys on the host: O(T k) segments, rebuilt each layer from a selection copied back from the device. A
+// row_unfold keeps the base plan (the gist mask, whose structure the fast kernels exploit) and adds, per row and
+// KV head, a short table of chunk ids whose keys the row also sees:
+//
+//   row r (q row r, 0 <= r < Tq) sees, for KV head h, its base list's keys and the keys
+//   [chunk_begin[m], chunk_end[m]) of every chunk m in ids[(r Hkv + h) cap + i], i < count[r Hkv + h].
+//
+// Contract the builder keeps (and the kernels rely on): per (row, head) the ids are strictly ascending, every
+// listed key precedes the row (q_offset + r), and no listed key is in the row's base list (so a backend may attend
+// the base and the overlay separately and merge the two softmaxes). For a single-level gist stream this is the
+// visibility of gist::plan_unfold: the base gist mask already lists every earlier chunk's gists, so an unfolded
+// chunk adds its raw tokens, minus those of the sink (already listed): unfold_ranges below.
+//
+// The tables are tensors on the device of the backend that runs the plan (i32). Any backend can expand a
+// row_unfold into a plain plan (expand_row_unfold: the semantics above, per-row blocks): the CPU backend and the
+// CUDA f32 kernels run that; the CUDA bf16 kernels attend the overlay directly.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "backend/attn-plan.h"
+#include "core/tensor.h"
+
+namespace gsa {
+
+namespace gist {
+struct gsa_config;
+struct stream;
+}  // namespace gist
+
+struct row_unfold {
+  int Tq = 0, Hkv = 0, cap = 0, n_chunks = 0;
+  Tensor count;                    // (Tq, Hkv) i32: chunks per (row, KV head), 0 <= count <= cap
+  Tensor ids;                      // (Tq, Hkv, max(cap, 1)) i32: ascending chunk ids, count of them used
+  Tensor chunk_begin, chunk_end;   // (n_chunks) i32: the keys an unfolded chunk adds
+  // Totals when the builder knew them cheaply (-1: unknown): selected (row, head, chunk) triples, added keys.
+  int64_t chunks = -1, keys = -1;
+};
+
+// The keys an unfolded level-0 chunk adds to a single-level gist row's list: its raw tokens, minus the sink's
+// (raw index < cfg.sink). begin/end overwritten, one entry per chunk of s.
+void unfold_ranges(const gist::stream& s, const gist::gsa_config& cfg, std::vector<int32_t>& begin,
+                   std::vector<int32_t>& end);
+
+// Whether a row_unfold expresses cfg's per-row unfolding exactly (one gist level, gists_all off): otherwise the
+// caller builds gist::plan_unfold.
+bool row_unfold_applies(const gist::gsa_config& cfg);
+
+// A host row_unfold for stream s: selected[(r - row_begin) * Hkv + h] = chunk ids (any order, no duplicates) of
+// row r >= row_begin (rows before row_begin select nothing). Checks the contract (gsa::error).
+row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, int Hkv, int row_begin,
+                           const std::vector<std::vector<int32_t>>& selected);
+
+// The plain plan with the same visibility as base + u for queries at q_offset (base.unfold itself is ignored: u
+// is the one applied; the result has none): a block none of whose rows unfolds keeps its lists (copied per KV head); a block with an unfolding row is
+// cut into one block per row, each list = the base list + the row's chunks' ranges. Reads u's tables through
+// host() (any device). Checks the tables against base and the contract (gsa::error).
+attn_plan expand_row_unfold(const attn_plan& base, const row_unfold& u, int q_offset);
+
+}  // namespace gsa

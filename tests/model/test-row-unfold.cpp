@@ -1,0 +1,181 @@
+// Row unfolds (backend/row-unfold.h): the gist mask plus per-row chunk tables must see exactly what the per-row
+// unfold plan (gist::plan_unfold over plan_split_rows) sees, for random selections on streams with every sink /
+// local window / gists-per-chunk combination; the CPU backend runs a plan carrying one as that plan; the CPU
+// kernels refuse to ignore one; bad tables get errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "backend/backend.h"
+#include "backend/row-unfold.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "gist/plan.h"
+#include "gist/select.h"
+#include "gist/stream.h"
+#include "model/gsa-plans.h"
+#include "test-models.h"
+#include "test-util.h"
+
+namespace gsa {
+namespace {
+
+struct unfold_case {
+  int c, g, sink, local, n_raw, Hkv;
+};
+
+// Random per-row selections (rows from row_begin on, level-0 rows only, like the trainer's): each (row, head)
+// picks up to 3 distinct candidates, sometimes none.
+std::vector<std::vector<int32_t>> random_rows(const gist::stream& s, const gist::gsa_config& cfg, int Hkv,
+                                              int row_begin, rng& r) {
+  const int T = s.size(), n_complete = gist::complete_chunk_count(s);
+  std::vector<std::vector<int32_t>> sel(size_t(T - row_begin) * Hkv);
+  for (int row = row_begin; row < T; row++) {
+    if (s.level[row] > 0) continue;
+    const int n_cand = gist::candidate_count(s.chunk[row], n_complete, cfg.local_chunks);
+    for (int h = 0; h < Hkv; h++) {
+      auto& v = sel[size_t(row - row_begin) * Hkv + h];
+      const int want = n_cand > 0 ? int(r.below(4)) : 0;
+      for (int i = 0; i < want; i++) {
+        const int32_t m = int32_t(r.below(uint64_t(n_cand)));
+        if (std::find(v.begin(), v.end(), m) == v.end()) v.push_back(m);
+      }
+    }
+  }
+  return sel;
+}
+
+// Visible keys of row `row` (list AND causal) for KV head h.
+std::set<int32_t> visible(const cpu::attn_plan& p, int row, int h) {
+  const int b = gist::first_block_at(p, row + 1) - 1;
+  std::set<int32_t> keys;
+  p.for_each_key(b, h, [&](int32_t k) {
+    if (k <= row) keys.insert(k);
+  });
+  return keys;
+}
+
+TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
+  const unfold_case cases[] = {{4, 1, 2, 1, 70, 2}, {4, 2, 0, 0, 61, 1}, {8, 1, 11, 1, 90, 2},
+                               {8, 3, 3, 2, 101, 3}, {4, 1, 6, 0, 45, 2}, {16, 2, 40, 1, 150, 1}};
+  rng r(5);
+  for (const unfold_case& uc : cases) {
+    gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, {uc.c});
+    cfg.gists_per_chunk = uc.g;
+    cfg.sink = uc.sink;
+    cfg.local_chunks = uc.local;
+    ASSERT_TRUE(row_unfold_applies(cfg));
+    auto raw = test::tiny_tokens(uc.n_raw, uint64_t(uc.n_raw));
+    gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+    for (int ctx_end : {0, s.size() / 2}) {
+      const cpu::attn_plan base = gist::plan_compress(s, cfg, ctx_end > 0 ? ctx_end : -1);
+      const cpu::attn_plan rows = gist::plan_split_rows(base, ctx_end);
+      const int b0 = gist::first_block_at(rows, ctx_end);
+      auto sel = random_rows(s, cfg, uc.Hkv, ctx_end, r);
+      // The reference: plan_unfold over the per-row split (blocks before b0 keep the gist mask).
+      std::vector<std::vector<int32_t>> per_block(size_t(rows.n_blocks()) * uc.Hkv);
+      std::vector<uint8_t> unfolds(size_t(rows.n_blocks()), 0);
+      for (int b = b0; b < rows.n_blocks(); b++) {
+        unfolds[size_t(b)] = 1;
+        for (int h = 0; h < uc.Hkv; h++)
+          per_block[size_t(b) * uc.Hkv + h] = sel[size_t(rows.block_q[b] - ctx_end) * uc.Hkv + h];
+      }
+      const cpu::attn_plan ref = gist::plan_unfold(s, cfg, rows, per_block, uc.Hkv, unfolds);
+      const row_unfold u = host_row_unfold(s, cfg, uc.Hkv, ctx_end, sel);
+      const cpu::attn_plan got = expand_row_unfold(base, u, 0);
+      cpu::validate_plan(got, s.size(), s.size(), 0, uc.Hkv);
+      int64_t chunks = 0;
+      for (auto& v : sel) chunks += int64_t(v.size());
+      EXPECT_EQ(u.chunks, chunks);
+      // The overlay adds only keys the gist mask lacks (the contract the GPU merge relies on), and the total.
+      int64_t added = 0;
+      for (int row = 0; row < s.size(); row++)
+        for (int h = 0; h < uc.Hkv; h++) {
+          const auto want = visible(ref, row, h), have = visible(got, row, h), in_base = visible(base, row, 0);
+          ASSERT_EQ(have, want) << "c " << uc.c << " g " << uc.g << " sink " << uc.sink << " row " << row << " h " << h;
+          added += int64_t(have.size() - in_base.size());
+          for (int32_t k : in_base) ASSERT_TRUE(have.count(k)) << "base key " << k << " lost, row " << row;
+        }
+      EXPECT_EQ(u.keys, added);
+    }
+  }
+}
+
+// The CPU backend runs base + unfold as the per-row plan: the same attention outputs and gradients.
+TEST(RowUnfold, CpuBackendRunsItAsThePerRowPlan) {
+  gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, {4});
+  auto raw = test::tiny_tokens(57, 3);
+  gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+  const int T = s.size(), Hq = 4, Hkv = 2, D = 8;
+  rng r(9);
+  const cpu::attn_plan base = gist::plan_compress(s, cfg);
+  const cpu::attn_plan rows = gist::plan_split_rows(base, 0);
+  auto sel = random_rows(s, cfg, Hkv, 0, r);
+  cpu::attn_plan with = base;
+  with.unfold = std::make_shared<row_unfold>(host_row_unfold(s, cfg, Hkv, 0, sel));
+  std::vector<std::vector<int32_t>> per_block(size_t(rows.n_blocks()) * Hkv);
+  for (int b = 0; b < rows.n_blocks(); b++)
+    for (int h = 0; h < Hkv; h++) per_block[size_t(b) * Hkv + h] = sel[size_t(rows.block_q[b]) * Hkv + h];
+  const cpu::attn_plan ref = gist::plan_unfold(s, cfg, rows, per_block, Hkv);
+
+  auto make = [&](int h) {
+    Tensor t({T, h, D});
+    auto v = test::randn(size_t(t.numel()), r);
+    std::copy(v.begin(), v.end(), t.f32());
+    return t;
+  };
+  Tensor q = make(Hq), k = make(Hkv), v = make(Hkv), dout = make(Hq);
+  backend& be = cpu_backend();
+  auto run = [&](const cpu::attn_plan& p, Tensor& out, Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv) {
+    auto prep = be.prepare_plan(p, T, T, 0, Hkv);
+    out = be.alloc({T, Hq * D}, dtype::f32);
+    lse = be.alloc({T, Hq}, dtype::f32);
+    dq = be.alloc({T, Hq, D}, dtype::f32);
+    dk = be.alloc({T, Hkv, D}, dtype::f32);
+    dv = be.alloc({T, Hkv, D}, dtype::f32);
+    be.attention_forward(out, lse, q, k, v, p, prep.get(), 0);
+    be.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, p, prep.get(), 0);
+  };
+  Tensor o1, l1, q1, k1, v1, o2, l2, q2, k2, v2;
+  run(with, o1, l1, q1, k1, v1);
+  run(ref, o2, l2, q2, k2, v2);
+  for (auto [a, b] : {std::pair{&o1, &o2}, {&l1, &l2}, {&q1, &q2}, {&k1, &k2}, {&v1, &v2}})
+    EXPECT_LT(test::max_rel_err(a->f32(), b->f32(), size_t(a->numel())), 1e-5);
+  // And the selection changed something: without the unfold the output differs.
+  Tensor o3, l3, q3, k3, v3;
+  run(base, o3, l3, q3, k3, v3);
+  EXPECT_GT(test::max_rel_err(o3.f32(), o2.f32(), size_t(o2.numel())), 1e-3);
+}
+
+TEST(RowUnfold, BadTablesAndIgnoringKernelsAreRefused) {
+  gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, {4});
+  auto raw = test::tiny_tokens(30, 4);
+  gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+  const int T = s.size();
+  std::vector<std::vector<int32_t>> sel(static_cast<size_t>(T));
+  sel[5] = {3};  // chunk 3 is not before row 5
+  EXPECT_THROW(host_row_unfold(s, cfg, 1, 0, sel), error);
+  sel[5] = {};
+  sel[T - 1] = {1, 1};  // twice
+  EXPECT_THROW(host_row_unfold(s, cfg, 1, 0, sel), error);
+  sel[T - 1] = {1};
+  EXPECT_THROW(host_row_unfold(s, cfg, 1, 0, std::vector<std::vector<int32_t>>(3)), error);  // wrong size
+  cpu::attn_plan p = gist::plan_compress(s, cfg);
+  p.unfold = std::make_shared<row_unfold>(host_row_unfold(s, cfg, 1, 0, sel));
+  // The plain kernels never drop an unfold silently.
+  std::vector<float> q(size_t(T) * 8, 0.1f), out(q.size()), lse(static_cast<size_t>(T));
+  EXPECT_THROW(cpu::attention_forward(out.data(), lse.data(), q.data(), q.data(), q.data(), p, T, T, 0, 1, 1, 8),
+               error);
+  // A table for other rows than the plan's.
+  cpu::attn_plan shorter = gist::plan_compress(s, cfg);
+  shorter.block_q.back() -= 1;
+  EXPECT_THROW(expand_row_unfold(shorter, *p.unfold, 0), error);
+  gist::gsa_config two = test::tiny_gsa(test::tiny_vocab, {4, 2});
+  EXPECT_FALSE(row_unfold_applies(two));
+  cfg.gists_all = true;
+  EXPECT_FALSE(row_unfold_applies(cfg));
+}
+
+}  // namespace
+}  // namespace gsa
