@@ -48,7 +48,7 @@ row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, i
   u.chunk_end = Tensor({std::max(1, u.n_chunks)}, dtype::i32);
   std::copy(b.begin(), b.end(), u.chunk_begin.i32());
   std::copy(e.begin(), e.end(), u.chunk_end.i32());
-  u.chunks = u.keys = 0;
+  int64_t chunks = 0, keys = 0;
   for (int r = row_begin; r < T; r++)
     for (int h = 0; h < Hkv; h++) {
       std::vector<int32_t> ids = selected[size_t(r - row_begin) * Hkv + h];
@@ -61,10 +61,20 @@ row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, i
                m);
       u.count.i32()[size_t(r) * Hkv + h] = int32_t(ids.size());
       std::copy(ids.begin(), ids.end(), u.ids.i32() + (size_t(r) * Hkv + h) * std::max(1, u.cap));
-      u.chunks += int64_t(ids.size());
-      for (int32_t m : ids) u.keys += e[size_t(m)] - b[size_t(m)];
+      chunks += int64_t(ids.size());
+      for (int32_t m : ids) keys += e[size_t(m)] - b[size_t(m)];
     }
+  u.totals = Tensor({2}, dtype::i64);
+  static_cast<int64_t*>(u.totals.raw())[0] = chunks;
+  static_cast<int64_t*>(u.totals.raw())[1] = keys;
   return u;
+}
+
+unfold_total unfold_totals(const row_unfold& u) {
+  if (u.totals.empty()) fail("row unfold: its totals were not recorded");
+  const Tensor t = u.totals.host(dtype::i64);
+  const int64_t* v = static_cast<const int64_t*>(t.raw());
+  return {v[0], v[1]};
 }
 
 namespace {

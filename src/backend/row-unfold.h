@@ -36,9 +36,15 @@ struct row_unfold {
   Tensor count;                    // (Tq, Hkv) i32: chunks per (row, KV head), 0 <= count <= cap
   Tensor ids;                      // (Tq, Hkv, max(cap, 1)) i32: ascending chunk ids, count of them used
   Tensor chunk_begin, chunk_end;   // (n_chunks) i32: the keys an unfolded chunk adds
-  // Totals when the builder knew them cheaply (-1: unknown): selected (row, head, chunk) triples, added keys.
-  int64_t chunks = -1, keys = -1;
+  // (2) i64 on the tables' device: selected (row, head, chunk) triples and the keys they add. Read through
+  // unfold_totals (a device -> host copy: the trainer asks only when it keeps statistics).
+  Tensor totals;
 };
+
+struct unfold_total {
+  int64_t chunks = 0, keys = 0;
+};
+unfold_total unfold_totals(const row_unfold& u);
 
 // The keys an unfolded level-0 chunk adds to a single-level gist row's list: its raw tokens, minus the sink's
 // (raw index < cfg.sink). begin/end overwritten, one entry per chunk of s.

@@ -59,9 +59,10 @@ cpu::attn_plan device_rows(const llama_model& m, const gist::gsa_config& cfg, co
   if (!u) return {};
   cpu::attn_plan plan = base;
   plan.unfold = u;
-  if (stats) {
-    stats->unfolded_chunks += u->chunks;
-    stats->attended_pairs += cpu::attended_pairs(base, 1) * u->Hkv + u->keys;
+  if (stats) {  // a device -> host copy: only when asked
+    const unfold_total t = unfold_totals(*u);
+    stats->unfolded_chunks += t.chunks;
+    stats->attended_pairs += cpu::attended_pairs(base, 1) * u->Hkv + t.keys;
   }
   return plan;
 }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
@@ -266,6 +268,23 @@ bool same_plan(const cpu::attn_plan& a, const cpu::attn_plan& b) {
 }
 }  // namespace
 
+bool attention_profile_on() {
+  static const bool on = std::getenv("GSA_TRAIN_PROFILE") != nullptr;
+  return on;
+}
+attention_profile& train_attention_profile() {
+  static attention_profile p;
+  return p;
+}
+
+namespace {
+// Wall clock after the device finished its queue (profiling only).
+double profile_now(backend& be) {
+  be.synchronize();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
 void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>& ids,
              const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans) {
   dims d(m.config);
@@ -317,13 +336,21 @@ void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>
     be.matmul_forward(a.v, a.h_attn, lw.wv, &lw.bv);
     be.rope_forward(a.q, st.pos_dev, inv_freq);
     be.rope_forward(a.k, st.pos_dev, inv_freq);
+    const bool prof = attention_profile_on();
+    const double t0 = prof ? profile_now(be) : 0;
     a.plan = plans ? (*plans)(l, layer_qk(a.q, a.k)) : cpu::plan_causal(T, 0, 64);
     // Layers usually share a plan (the gist mask, dense layers): prepare it once.
     if (l > 0 && same_plan(a.plan, st.layers[l - 1].plan)) a.prepared = st.layers[l - 1].prepared;
     else a.prepared = be.prepare_plan(a.plan, T, T, 0, d.Hkv);
     a.attn = be.alloc({T, d.Hq * d.D}, at);
     a.lse = be.alloc({T, d.Hq}, dtype::f32);
+    const double t1 = prof ? profile_now(be) : 0;
     be.attention_forward(a.attn, a.lse, a.q, a.k, a.v, a.plan, a.prepared.get(), 0);
+    if (prof) {
+      attention_profile& ap = train_attention_profile();
+      ap.plan_ms += t1 - t0;
+      ap.fwd_ms += profile_now(be) - t1;
+    }
     a.x_mid = be.alloc({T, d.C}, at);
     be.matmul_forward(a.x_mid, a.attn, lw.wo, &lw.bo);
     be.add_inplace(a.x_mid, x);
@@ -404,7 +431,10 @@ void backward(const llama_model& m, const forward_state& st, llama_weights& g, f
     be.zero(dq);
     be.zero(dk);
     be.zero(dv);
+    const bool prof = attention_profile_on();
+    const double t0 = prof ? profile_now(be) : 0;
     be.attention_backward(dq, dk, dv, d_attn, a.q, a.k, a.v, a.attn, a.lse, a.plan, a.prepared.get(), 0);
+    if (prof) train_attention_profile().bwd_ms += profile_now(be) - t0;
     be.rope_backward(dq, st.pos_dev, inv_freq);
     be.rope_backward(dk, st.pos_dev, inv_freq);
     be.zero(dh);

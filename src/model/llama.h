@@ -112,6 +112,15 @@ class layer_qk {
 };
 using plan_provider = std::function<cpu::attn_plan(int layer, const layer_qk& qk)>;
 
+// GSA_TRAIN_PROFILE=1 in the environment: forward() and backward() synchronise the device around each layer's plan
+// (the provider, selection included, and prepare_plan), attention forward and attention backward, and add their
+// wall times (ms) here; callers zero it. For benchmarks (`gsa bench train` prints it); off, nothing is timed.
+struct attention_profile {
+  double plan_ms = 0, fwd_ms = 0, bwd_ms = 0;
+};
+bool attention_profile_on();
+attention_profile& train_attention_profile();
+
 // Activations saved by the forward pass for the backward pass, named per layer so any can be dumped.
 struct layer_acts {
   Tensor x_in;       // (T, C) residual stream entering the layer

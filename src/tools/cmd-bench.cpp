@@ -216,7 +216,10 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                           if (i + 1 < raw.size()) tg[i] = raw[i + 1];
                         }
                       }
+                      train_attention_profile() = {};
+                      int runs = 0;
                       double ms = median_ms(reps, [&] {
+                        runs++;
                         zero_grads(g, m.ops());
                         for (int b = 0; b < batch; b++) {
                           plan_provider p = make_gsa_plans(m, cfg, s, tm, s.size() - s.size() / 8);
@@ -233,6 +236,17 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                                          {"tokens_per_s", tps}, {"mfu", mfu}, {"device", be.describe()},
                                          {"peak_mib", double(be.peak_bytes()) / 1048576.0}});
                       if (!json) fmt::print("{:>14} {:>10.1f} {:>12.0f} {:>6.1f}%\n", mode, ms, tps, 100 * mfu);
+                      if (attention_profile_on() && runs > 0) {  // per step, every layer and sequence
+                        const attention_profile& ap = train_attention_profile();
+                        records.back()["profile_ms"] =
+                            nlohmann::json{{"plan_and_selection", ap.plan_ms / runs},
+                                           {"attention_forward", ap.fwd_ms / runs},
+                                           {"attention_backward", ap.bwd_ms / runs}};
+                        if (!json)
+                          fmt::print("{:>14} plan+selection {:.1f} ms, attention forward {:.1f}, backward {:.1f} "
+                                     "(per step, synchronised)\n",
+                                     "", ap.plan_ms / runs, ap.fwd_ms / runs, ap.bwd_ms / runs);
+                      }
                     }
                     if (json) fmt::print("{}\n", records.dump());
                     return 0;

@@ -87,7 +87,7 @@ TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
       cpu::validate_plan(got, s.size(), s.size(), 0, uc.Hkv);
       int64_t chunks = 0;
       for (auto& v : sel) chunks += int64_t(v.size());
-      EXPECT_EQ(u.chunks, chunks);
+      EXPECT_EQ(unfold_totals(u).chunks, chunks);
       // The overlay adds only keys the gist mask lacks (the contract the GPU merge relies on), and the total.
       int64_t added = 0;
       for (int row = 0; row < s.size(); row++)
@@ -97,7 +97,7 @@ TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
           added += int64_t(have.size() - in_base.size());
           for (int32_t k : in_base) ASSERT_TRUE(have.count(k)) << "base key " << k << " lost, row " << row;
         }
-      EXPECT_EQ(u.keys, added);
+      EXPECT_EQ(unfold_totals(u).keys, added);
     }
   }
 }

@@ -192,13 +192,10 @@ class cuda_impl final : public backend {
     ke.resize(kb.size());
     u->chunk_begin = upload(Tensor::borrow(kb.data(), {int64_t(kb.size())}, dtype::i32), dtype::i32);
     u->chunk_end = upload(Tensor::borrow(ke.data(), {int64_t(ke.size())}, dtype::i32), dtype::i32);
-    Tensor totals = alloc({2}, dtype::i64);
+    u->totals = alloc({2}, dtype::i64);
     auto i32 = [](Tensor& x) { return static_cast<int32_t*>(x.raw()); };
     cuda::select_rows(a, i32(u->count), i32(u->ids), std::max(1, u->cap), i32(u->chunk_begin), i32(u->chunk_end),
-                      static_cast<unsigned long long*>(totals.raw()));
-    const Tensor t = totals.host(dtype::i64);
-    u->chunks = static_cast<const int64_t*>(t.raw())[0];
-    u->keys = static_cast<const int64_t*>(t.raw())[1];
+                      static_cast<unsigned long long*>(u->totals.raw()));
     return u;
   }
 
