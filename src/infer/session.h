@@ -70,6 +70,25 @@ class session {
   void append(const std::vector<int32_t>& raw);
   bool has_pending() const { return !pending_.empty(); }
 
+  // Cuts the session back to its first n_raw raw tokens (and the gists inserted after their chunks), as if it had
+  // never computed the rest: stream, KV cache (kv_cache::truncate), selection state. A cut inside the prefilled
+  // context leaves what prefilling those tokens gives (the budget resolves again at the next decoded row; the
+  // recorded prefill plans are cleared). The logits are cleared (append at least one token before reading
+  // them); n_raw == raw_count() changes nothing. Throws gsa::error with queued rows, for h2o, for n_raw outside
+  // 0 .. raw_count(), off a chunk boundary of a gist method, or where the cache cannot cut (cut_point says).
+  void truncate(int n_raw);
+  // The largest n <= want (and <= raw_count()) where truncate can cut, or 0: for gsa / hgsa / gist a chunk
+  // boundary (the gists after a chunk summarise all of it, so a chunk is kept whole or not at all), any token
+  // for the baselines (a page boundary in pool mode with page summaries); 0 for h2o (its kept set was chosen by
+  // the attention of the rows that would be cut) and where a page the window needs was dropped (--kv-tier drop).
+  // A spilled session answers for after restore_kv (truncate needs it restored).
+  int cut_point(int want) const;
+  // An idle session's KV to its file and back (kv_cache::spill / restore; host sessions only). A spilled session
+  // must be restored before it computes rows.
+  void spill_kv() { cache_->spill(); }
+  void restore_kv() { cache_->restore(); }
+  bool kv_spilled() const { return cache_->spilled(); }
+
   const std::vector<float>& logits() const { return logits_; }  // of the last computed row
   const gist::stream& stream() const { return s_; }
   int raw_count() const { return raw_done_; }

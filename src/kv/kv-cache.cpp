@@ -46,18 +46,20 @@ kv_cache::kv_cache(const cache_layout& layout) : lay_(layout) {
     l.gists.resize(lay_.gist_levels);
     for (auto& g : l.gists) g.kt.resize(lay_.n_kv_heads);
   }
-  if (lay_.tier == page_tier::file) {
-    if (lay_.file_path.empty()) {
-      char tmpl[] = "/tmp/gsa-kv-XXXXXX";
-      fd_ = mkstemp(tmpl);
-      if (fd_ >= 0) unlink(tmpl);  // the file lives as long as the descriptor
-    } else {
-      fd_ = open(lay_.file_path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-    }
-    if (fd_ < 0)
-      fail("kv_cache: cannot create the page file '{}': {}", lay_.file_path.empty() ? "/tmp" : lay_.file_path,
-           std::strerror(errno));
+  if (lay_.tier == page_tier::file) open_file();
+}
+
+void kv_cache::open_file() {
+  if (lay_.file_path.empty()) {
+    char tmpl[] = "/tmp/gsa-kv-XXXXXX";
+    fd_ = mkstemp(tmpl);
+    if (fd_ >= 0) unlink(tmpl);  // the file lives as long as the descriptor
+  } else {
+    fd_ = open(lay_.file_path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
   }
+  if (fd_ < 0)
+    fail("kv_cache: cannot create the page file '{}': {}", lay_.file_path.empty() ? "/tmp" : lay_.file_path,
+         std::strerror(errno));
 }
 
 kv_cache::~kv_cache() {
@@ -69,6 +71,7 @@ page_tier kv_cache::page_state(int layer, int p) const { return layers_[layer].p
 
 const float* kv_cache::row(int layer, kv_addr a, int h, int which) const {
   GSA_ASSERT(!lay_.rows_on, "a pooled KV cache keeps its rows on {}", lay_.rows_on->describe());
+  GSA_ASSERT(!spilled_, "a spilled KV cache must be restored before its rows are read");
   const int Hkv = lay_.n_kv_heads, D = lay_.head_dim;
   const layer_cache& lc = layers_[layer];
   if (a.level >= 0) {
@@ -85,6 +88,7 @@ const float* kv_cache::row(int layer, kv_addr a, int h, int which) const {
 
 void kv_cache::append_raw(int layer, const float* k, const float* v) {
   GSA_ASSERT(!lay_.rows_on, "a pooled KV cache takes rows through append_rows");
+  GSA_ASSERT(!spilled_, "a spilled KV cache must be restored before rows are appended");
   layer_cache& lc = layers_[layer];
   const int P = lay_.page_size;
   const size_t rowf = size_t(lay_.n_kv_heads) * lay_.head_dim;
@@ -102,6 +106,7 @@ void kv_cache::append_raw(int layer, const float* k, const float* v) {
 
 void kv_cache::append_gist(int layer, int level, const float* k, const float* v) {
   GSA_ASSERT(level >= 0 && level < lay_.gist_levels, "gist level {} of {}", level, lay_.gist_levels);
+  GSA_ASSERT(!spilled_, "a spilled KV cache must be restored before rows are appended");
   gist_store& g = layers_[layer].gists[level];
   const size_t rowf = size_t(lay_.n_kv_heads) * lay_.head_dim;
   GSA_ASSERT(!lay_.rows_on, "a pooled KV cache takes rows through append_rows");
@@ -219,20 +224,44 @@ void kv_cache::ensure_mapped(int64_t end) {
   map_len_ = cap;
 }
 
+namespace {
+
+void write_at(int fd, int64_t offset, const void* src, int64_t n) {
+  const char* p = static_cast<const char*>(src);
+  for (int64_t done = 0; done < n;) {
+    const ssize_t w = pwrite(fd, p + done, size_t(n - done), off_t(offset + done));
+    if (w < 0) fail("kv_cache: cannot write to the page file: {}", std::strerror(errno));
+    done += w;
+  }
+}
+
+}  // namespace
+
+int64_t kv_cache::write_end(const void* src, int64_t n) {
+  ensure_mapped(file_used_ + n);
+  write_at(fd_, file_used_, src, n);
+  file_used_ += n;
+  return file_used_ - n;
+}
+
+void kv_cache::read_at(int64_t offset, void* dst, int64_t n) const {
+  GSA_ASSERT(map_ && offset >= 0 && offset + n <= file_used_, "page file read [{}, {}) outside [0, {})", offset,
+             offset + n, file_used_);
+  std::memcpy(dst, map_ + offset, size_t(n));
+}
+
 void kv_cache::retire(int layer, int p) {
   page& pg = layers_[layer].pages[p];
   if (int64_t(p) * lay_.page_size < lay_.sink || pg.tier != page_tier::memory) return;  // sink pages stay
   if (lay_.tier == page_tier::file) {
     const int64_t bytes = int64_t(page_floats()) * sizeof(float);
-    ensure_mapped(file_used_ + bytes);
-    const char* src = reinterpret_cast<const char*>(pg.data.data());
-    for (int64_t done = 0; done < bytes;) {
-      const ssize_t w = pwrite(fd_, src + done, size_t(bytes - done), off_t(file_used_ + done));
-      if (w < 0) fail("kv_cache: cannot write a page to the page file: {}", std::strerror(errno));
-      done += w;
+    if (!free_slots_.empty()) {  // a hole left by a page that truncate() cut or read back
+      pg.file_offset = free_slots_.back();
+      free_slots_.pop_back();
+      write_at(fd_, pg.file_offset, pg.data.data(), bytes);
+    } else {
+      pg.file_offset = write_end(pg.data.data(), bytes);
     }
-    pg.file_offset = file_used_;
-    file_used_ += bytes;
     pg.tier = page_tier::file;
   } else {
     pg.tier = page_tier::drop;
@@ -242,6 +271,7 @@ void kv_cache::retire(int layer, int p) {
 
 cache_bytes kv_cache::bytes() const {
   cache_bytes b;
+  b.file = spilled_bytes_;
   const int64_t page_bytes = int64_t(page_floats()) * sizeof(float);
   for (const auto& lc : layers_) {
     if (lay_.rows_on) {

@@ -13,7 +13,11 @@
 //    (ceil(n_l / gist_tile), D, gist_tile): gist i's element d is at [i / T][d][i % T] (T = gist_tile; the lanes
 //    of the last tile past n_l are zero), so q . k over consecutive gists is a unit-stride loop over gists.
 //  * optional page summaries (per complete page and KV head: min, max and mean key) for Quest / MoBA routers.
-// Rows are appended in order (raw index order, gist order per level); nothing is ever overwritten.
+// Rows are appended in order (raw index order, gist order per level); nothing is overwritten in place.
+// truncate() cuts the tail off (a follow-up request that shares only a prefix with a held conversation): the cache
+// is then what a cache that received only the kept rows holds (pages the window keeps come back from the file;
+// file slots of cut pages are reused). spill() moves an idle cache's resident rows to the file and restore()
+// brings them back (the server's idle sessions, serve/scheduler.h).
 // Addresses: kv_addr {level -1, raw token index} or {level l, gist index in store l}.
 //
 // Pool mode (layout.rows_on set: a session on a device, or a CPU test of that path): the K/V rows live in one
@@ -113,6 +117,28 @@ class kv_cache {
   }
   const Tensor& pool(int layer) const { return layers_[layer].pool; }
 
+  // Keeps the first n_raw raw rows of every layer and the first gists[l] rows of gist store l (gists.size() ==
+  // gist_levels) and forgets the rest: afterwards every observable (rows, page states, summaries, scoring tiles,
+  // bytes) is what a cache that received only those rows holds. Raw pages that the window rule keeps resident
+  // at n_raw are read back from the file. Throws gsa::error for counts beyond what the cache holds, and where
+  // truncatable(n_raw) is false.
+  void truncate(int n_raw, const std::vector<int64_t>& gists);
+  // False when a page that must be resident at n_raw no longer exists (tier drop), or, in pool mode with page
+  // summaries, when n_raw cuts a page that was already complete (its keys left the host). A spilled cache answers
+  // for after its restore (truncate itself needs it restored).
+  bool truncatable(int n_raw) const;
+
+  // Host caches only (pool mode: gsa::error). spill() writes every resident row (memory pages, the window and
+  // the sink included, gist stores, page summaries) into the backing file, created on first use for a cache of
+  // tier memory (an unlinked temporary file), and frees it; the scoring tiles are freed and rebuilt on restore.
+  // restore() reads it back and releases the file space the spill used. A spilled cache takes no row, read or
+  // append (GSA_ASSERT) until restored. bytes() reports the spilled rows as file.
+  void spill();
+  void restore();
+  bool spilled() const { return spilled_; }
+  // Bytes of the backing file in use, holes included (0 without a file): what the file occupies on disk.
+  int64_t file_used() const { return file_used_; }
+
   cache_bytes bytes() const;
   int64_t row_bytes() const { return int64_t(lay_.n_kv_heads) * lay_.head_dim * sizeof(float); }  // one K row
 
@@ -122,18 +148,21 @@ class kv_cache {
     std::vector<float> data;  // memory: K (P, Hkv, D) then V (P, Hkv, D)
     int64_t file_offset = -1; // file: byte offset of the same layout
     int32_t frame = -1;       // pool mode: the page's frame in the layer's pool
+    bool spilled = false;     // tier file because of spill(): restore() reads it back
   };
   struct gist_store {
     int64_t n = 0;
     std::vector<float> k, v;  // (n, Hkv, D)
     std::vector<std::vector<float>> kt;  // (Hkv) tiles (ceil(n / gist_tile), D, gist_tile)
     std::vector<int32_t> frames;         // pool mode: gist page j -> frame
+    int64_t spill_offset = -1;           // spilled: K then V rows in the file
   };
   struct layer_cache {
     int n_raw = 0;
     std::vector<page> pages;  // the page table
     std::vector<gist_store> gists;
     std::vector<float> kmin, kmax, kmean;
+    int64_t summary_offset = -1;  // spilled: kmin, kmax, kmean in the file
     Tensor pool;         // pool mode: (capacity frames * 2 P, Hkv, D) on lay_.rows_on
     int32_t frames = 0;  // frames in use
   };
@@ -143,7 +172,14 @@ class kv_cache {
   void add_tiles(gist_store& g, const float* k);
   int32_t new_frame(layer_cache& lc);
   void retire(int layer, int p);
+  // Whether page p stays in memory once `complete` pages of its layer are complete (sink, window; every page
+  // for tier memory).
+  bool keeps_resident(int p, int complete) const;
+  void open_file();
   void ensure_mapped(int64_t end);
+  // Writes n bytes at the end of the file's used part (after ensure_mapped), returns their offset.
+  int64_t write_end(const void* src, int64_t n);
+  void read_at(int64_t offset, void* dst, int64_t n) const;
   size_t page_floats() const { return size_t(2) * lay_.page_size * lay_.n_kv_heads * lay_.head_dim; }
 
   cache_layout lay_;
@@ -151,6 +187,10 @@ class kv_cache {
   int fd_ = -1;
   char* map_ = nullptr;
   int64_t map_len_ = 0, file_len_ = 0, file_used_ = 0;
+  std::vector<int64_t> free_slots_;  // page-sized holes in the file (pages cut by truncate or read back)
+  bool spilled_ = false;
+  int64_t spill_begin_ = 0;          // where the spill's writes start in the file
+  int64_t spilled_bytes_ = 0;        // gist stores and summaries in the file while spilled
 };
 
 }  // namespace gsa::kv
