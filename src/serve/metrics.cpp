@@ -76,6 +76,16 @@ void metrics::evicted(const char* action) {
   evicted_[action]++;
 }
 
+void metrics::restored() {
+  std::lock_guard<std::mutex> g(mu_);
+  restored_++;
+}
+
+void metrics::reused(const std::string& how) {
+  std::lock_guard<std::mutex> g(mu_);
+  reused_sessions_[how]++;
+}
+
 std::string metrics::render(const scheduler_gauges& s) const {
   std::lock_guard<std::mutex> g(mu_);
   std::string out;
@@ -100,12 +110,24 @@ std::string metrics::render(const scheduler_gauges& s) const {
   out += fmt::format("gsa_completion_tokens_total {}\n", completion_);
   head(out, "gsa_generations_total", "counter", "Finished generations by reason (stop, length, cancelled, error)");
   for (const auto& [r, n] : finished_) out += fmt::format("gsa_generations_total{{reason=\"{}\"}} {}\n", r, n);
+  auto count = [](const std::map<std::string, uint64_t>& m, const char* k) { return m.count(k) ? m.at(k) : 0; };
   head(out, "gsa_sessions_evicted_total", "counter",
-       "Idle sessions evicted (least recently used first) and what happened to their KV");
-  out += fmt::format("gsa_sessions_evicted_total{{action=\"dropped\"}} {}\n",
-                     evicted_.count("dropped") ? evicted_.at("dropped") : 0);
-  head(out, "gsa_sessions", "gauge", "Sessions held: generating (active) or kept for a follow-up turn (idle)");
-  out += fmt::format("gsa_sessions{{state=\"active\"}} {}\ngsa_sessions{{state=\"idle\"}} {}\n", s.active, s.idle);
+       "Idle sessions evicted from memory (least recently used first) and what happened to their KV: dropped "
+       "(freed) or spilled (to the session's KV file, read back when a request continues it)");
+  out += fmt::format("gsa_sessions_evicted_total{{action=\"dropped\"}} {}\n", count(evicted_, "dropped"));
+  out += fmt::format("gsa_sessions_evicted_total{{action=\"spilled\"}} {}\n", count(evicted_, "spilled"));
+  head(out, "gsa_sessions_restored_total", "counter", "Spilled sessions read back from their KV file for a request");
+  out += fmt::format("gsa_sessions_restored_total {}\n", restored_);
+  head(out, "gsa_sessions_reused_total", "counter",
+       "Requests that continued a held session: whole (the session's tokens start the prompt) or cut (cut back to a "
+       "prefix it shares with the prompt)");
+  out += fmt::format("gsa_sessions_reused_total{{how=\"whole\"}} {}\ngsa_sessions_reused_total{{how=\"cut\"}} {}\n",
+                     count(reused_sessions_, "whole"), count(reused_sessions_, "cut"));
+  head(out, "gsa_sessions", "gauge",
+       "Sessions held: generating (active), kept for a follow-up turn (idle), idle with the KV in its file (spilled)");
+  out += fmt::format(
+      "gsa_sessions{{state=\"active\"}} {}\ngsa_sessions{{state=\"idle\"}} {}\ngsa_sessions{{state=\"spilled\"}} {}\n",
+      s.active, s.idle, s.spilled);
   head(out, "gsa_sessions_max", "gauge", "--max-sessions");
   out += fmt::format("gsa_sessions_max {}\n", s.max_sessions);
   head(out, "gsa_requests_queued", "gauge", "Generations waiting for a session");

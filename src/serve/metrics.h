@@ -22,7 +22,7 @@ struct histogram {
 
 // What the scheduler holds at one moment.
 struct scheduler_gauges {
-  int active = 0, idle = 0, queued = 0, max_sessions = 0;
+  int active = 0, idle = 0, spilled = 0, queued = 0, max_sessions = 0;
   int64_t kv_memory = 0, kv_file = 0, kv_dropped = 0;  // bytes over every held session, per tier
   int64_t kv_gpu = 0;  // sessions on the GPU (--device cuda): the capacity of their K/V pools in GPU memory
 };
@@ -35,7 +35,9 @@ class metrics {
   void first_token(double seconds);                                       // submit -> first token
   void step(int batch, double seconds);                                   // one batched decode step
   void finished(const std::string& reason);                               // stop, length, cancelled, error
-  void evicted(const char* action);                                       // a session left the pool: "dropped"
+  void evicted(const char* action);     // an idle session left memory: "dropped" (KV freed) or "spilled" (to its file)
+  void restored();                      // a spilled session was read back for a request
+  void reused(const std::string& how);  // a request continued a held session: "whole" or "cut" (cut back first)
   std::string render(const scheduler_gauges& g) const;
 
  private:
@@ -44,7 +46,8 @@ class metrics {
   std::map<std::string, histogram> latency_;  // per endpoint
   histogram ttft_, step_, batch_;
   uint64_t prompt_ = 0, reused_ = 0, completion_ = 0, steps_ = 0;
-  std::map<std::string, uint64_t> finished_, evicted_;
+  std::map<std::string, uint64_t> finished_, evicted_, reused_sessions_;
+  uint64_t restored_ = 0;
 };
 
 }  // namespace gsa::serve

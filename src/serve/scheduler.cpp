@@ -35,7 +35,13 @@ void job::publish(const job_state& s) {
 scheduler::scheduler(const llama_model& m, const tokenizer& tok, scheduler_options o, metrics& met)
     : m_(m), tok_(tok), o_(std::move(o)), met_(met) {
   if (o_.max_sessions < 1) fail("--max-sessions {} must be at least 1", o_.max_sessions);
+  if (o_.max_spilled < 0) fail("--max-spilled {} must be at least 0", o_.max_spilled);
   infer::session probe(m_, o_.session);  // refuses a method the model cannot run, before any request
+  if (o_.max_spilled > 0 && probe.cache().pooled())
+    fail(
+        "--max-spilled {}: sessions on {} keep their KV in its memory and cannot spill it to a file; use "
+        "--max-spilled 0 there, or --device cpu",
+        o_.max_spilled, m_.ops().describe());
   gauges_.max_sessions = o_.max_sessions;
 }
 
@@ -87,6 +93,7 @@ void scheduler::update_gauges() {
   g.max_sessions = o_.max_sessions;
   g.active = int(active_.size());
   g.idle = int(idle_.size());
+  g.spilled = int(spilled_.size());
   auto add = [&](const held& h) {
     const kv::cache_bytes b = h.s->cache().bytes();
     g.kv_memory += b.resident;
@@ -96,6 +103,7 @@ void scheduler::update_gauges() {
   };
   for (const auto& r : active_) add(*r.h);
   for (const auto& h : idle_) add(*h);
+  for (const auto& h : spilled_) add(*h);
   std::lock_guard<std::mutex> l(mu_);
   g.queued = int(queue_.size());
   gauges_ = g;
@@ -106,37 +114,82 @@ void scheduler::drop_idle() {
   wake();
 }
 
-std::unique_ptr<scheduler::held> scheduler::take_session(const job_request& r, int64_t& reused) {
-  reused = 0;
-  int best = -1;
-  if (r.reuse)
-    for (size_t i = 0; i < idle_.size(); i++) {
-      const auto& t = idle_[i]->tokens;
-      if (t.size() <= r.prompt.size() && int64_t(t.size()) > reused &&
-          std::equal(t.begin(), t.end(), r.prompt.begin())) {
-        best = int(i);
-        reused = int64_t(t.size());
-      }
+void scheduler::evict_idle() {
+  auto lru = [](std::vector<std::unique_ptr<held>>& v) {
+    return std::min_element(v.begin(), v.end(),
+                            [](const auto& a, const auto& b) { return a->last_used < b->last_used; });
+  };
+  const auto victim = lru(idle_);
+  std::unique_ptr<held> h = std::move(*victim);
+  idle_.erase(victim);
+  if (o_.max_spilled > 0) {
+    try {
+      h->s->spill_kv();
+      spilled_.push_back(std::move(h));
+      met_.evicted("spilled");
+    } catch (const std::exception& e) {  // a full disk: the session goes as it would without spilling
+      GSA_LOG_WARN("spilling an idle session's KV failed, dropping it: {}", e.what());
+      met_.evicted("dropped");
     }
-  if (best >= 0) {
-    auto h = std::move(idle_[best]);
-    idle_.erase(idle_.begin() + best);
-    const std::vector<int32_t> rest(r.prompt.begin() + reused, r.prompt.end());
+    while (int(spilled_.size()) > o_.max_spilled) {
+      spilled_.erase(lru(spilled_));
+      met_.evicted("dropped");
+    }
+    return;
+  }
+  met_.evicted("dropped");
+}
+
+std::unique_ptr<scheduler::held> scheduler::take_session(const job_request& r, job_state& st) {
+  // The held session sharing the longest usable prefix with the prompt: whole (every token of it starts the
+  // prompt) or cut back to its last cut point at or before the common prefix, keeping at least one prompt token
+  // to compute (the logits of a cut session are gone). Ties: whole before cut, resident before spilled.
+  struct candidate {
+    std::vector<std::unique_ptr<held>>* from = nullptr;
+    size_t at = 0;
+    int64_t keep = 0;
+    bool whole = false;
+  } best;
+  const int64_t P = int64_t(r.prompt.size());
+  if (r.reuse)
+    for (auto* from : {&idle_, &spilled_})
+      for (size_t i = 0; i < from->size(); i++) {
+        const held& h = *(*from)[i];
+        const auto& t = h.tokens;
+        const int64_t common = std::mismatch(t.begin(), t.end(), r.prompt.begin(), r.prompt.end()).first - t.begin();
+        const bool whole = common == int64_t(t.size());  // t.size() <= P
+        const int64_t keep = whole ? common : h.s->cut_point(int(std::min(common, P - 1)));
+        if (keep > best.keep || (keep == best.keep && keep > 0 && whole && !best.whole)) best = {from, i, keep, whole};
+      }
+  std::unique_ptr<held> h;
+  if (best.from) {
+    h = std::move((*best.from)[best.at]);
+    best.from->erase(best.from->begin() + int64_t(best.at));
+    if (best.from == &spilled_) {  // back in memory: it counts against max_sessions again
+      while (!idle_.empty() && int(active_.size() + idle_.size()) + 1 > o_.max_sessions) evict_idle();
+      h->s->restore_kv();
+      met_.restored();
+      st.restored = true;
+    }
+    if (!best.whole) {
+      h->s->truncate(int(best.keep));
+      h->tokens.resize(size_t(best.keep));
+    }
+    st.reused_tokens = best.keep;
+    st.session = best.whole ? "whole" : "cut";
+    met_.reused(st.session);
+    const std::vector<int32_t> rest(r.prompt.begin() + best.keep, r.prompt.end());
     h->s->append(rest);  // computed by the next run_pending, batched with the other sessions' rows
     h->tokens.insert(h->tokens.end(), rest.begin(), rest.end());
     return h;
   }
-  while (!idle_.empty() && int(active_.size() + idle_.size()) >= o_.max_sessions) {
-    auto lru = std::min_element(idle_.begin(), idle_.end(),
-                                [](const auto& a, const auto& b) { return a->last_used < b->last_used; });
-    idle_.erase(lru);
-    met_.evicted("dropped");
-  }
-  auto h = std::make_unique<held>();
+  while (!idle_.empty() && int(active_.size() + idle_.size()) >= o_.max_sessions) evict_idle();
+  h = std::make_unique<held>();
   h->s = std::make_unique<infer::session>(m_, o_.session);
   h->s->prefill(r.prompt);
   h->s->take_stats();
   h->tokens = r.prompt;
+  st.session = "new";
   return h;
 }
 
@@ -160,13 +213,13 @@ void scheduler::admit() {
       continue;
     }
     try {
-      int64_t reused = 0;
-      auto h = take_session(r, reused);
-      st.reused_tokens = reused;
+      auto h = take_session(r, st);
       running run{j, std::move(h), infer::sampler(r.samp), text_output(r.stop), st, {}, true};
       if (r.stats)
         run.st.stats = {{"method", infer::method_name(o_.session.meth)},
-                        {"prompt_tokens_reused", reused},
+                        {"prompt_tokens_reused", st.reused_tokens},
+                        {"session", st.session},
+                        {"session_restored", st.restored},
                         {"unit_tokens", run.h->s->unit_tokens()},
                         {"steps", nlohmann::json::array()}};
       active_.push_back(std::move(run));
@@ -210,8 +263,9 @@ void scheduler::finish(running& r, const std::string& reason, const std::string&
 
 bool scheduler::step() {
   if (drop_idle_.exchange(false)) {
-    for (size_t i = 0; i < idle_.size(); i++) met_.evicted("dropped");
+    for (size_t i = 0; i < idle_.size() + spilled_.size(); i++) met_.evicted("dropped");
     idle_.clear();
+    spilled_.clear();
     malloc_trim(0);  // KV pages are many small blocks: hand the freed heap back to the system
   }
   admit();

@@ -2,17 +2,21 @@
 //
 // submit() queues a job (prompt tokens, sampling, stop rules) from any thread and returns its handle. step(),
 // called by one thread (engine runs it in a loop), does one iteration:
-//  1. admit queued jobs while fewer than max_sessions generate: a job takes the held idle session whose tokens
-//     are the longest prefix of its prompt and appends only the rest (a follow-up chat turn reuses the KV of
-//     the conversation so far), or else a new session that prefills the whole prompt in one forward pass, as
-//     `gsa generate` does (when active + idle sessions reach max_sessions, the least recently used idle session
-//     is dropped first: its KV is freed);
+//  1. admit queued jobs while fewer than max_sessions generate: a job takes the held idle session that shares
+//     the longest prefix with its prompt and appends only the rest (a follow-up chat turn reuses the KV of the
+//     conversation so far): whole when all of the session's tokens start the prompt, else cut back
+//     (session::truncate) to the last point at or before the common prefix where it can be cut (a chunk
+//     boundary for the gist methods: a chunk's gists summarise all of it); or else a new session that prefills
+//     the whole prompt in one forward pass, as `gsa generate` does. When active + idle sessions reach
+//     max_sessions, the least recently used idle session is evicted first: spilled to its KV file (up to
+//     max_spilled spilled sessions; the oldest spilled one is dropped beyond that) or dropped (its KV freed). A
+//     spilled session is a candidate like an idle one and is read back when a job takes it;
 //  2. runs the queued rows of every active session together (infer::run_pending: one row per session per
 //     batched step; gists are inserted by the session after every chunk, generated text included);
 //  3. samples one token for every active job (infer::sampler seeded with the job's seed, as `gsa generate`),
 //     ends it on an end-of-sequence id, a stop sequence, max_tokens or cancellation, else appends the token.
 // A finished job's session stays in the pool, idle, holding prompt + generated tokens (the last sampled token is
-// not in it), so a request that continues that text skips their prefill.
+// not in it), so a request that continues that text, or shares a prefix with it, skips their prefill.
 // Sessions join and leave the batch between steps. A job alone in its batch computes exactly what `gsa generate`
 // computes; in a batch of M the matmuls are M-row GEMMs whose sums may round differently in the last bit.
 // With a model on the GPU (to_backend; `gsa serve --device cuda`) every session keeps its K/V there and the steps
@@ -44,7 +48,7 @@ struct job_request {
   infer::sampling samp;
   std::vector<std::string> stop;  // stop sequences
   bool stats = false;             // fill job_state::stats (the response's "gsa" object)
-  bool reuse = true;              // may continue a held session whose tokens prefix the prompt
+  bool reuse = true;              // may continue a held session that shares a prefix with the prompt
 };
 
 // What a job has produced so far.
@@ -54,6 +58,8 @@ struct job_state {
   std::string finish_reason;  // when done: stop, length, cancelled, error
   std::string error;          // when finish_reason == "error"
   int64_t prompt_tokens = 0, reused_tokens = 0, completion_tokens = 0;
+  std::string session;       // once admitted: "new", "whole" (a held session continued), "cut" (cut back, continued)
+  bool restored = false;     // the held session was read back from its KV file (it had been spilled)
   std::vector<int32_t> ids;  // when done: every generated id (an end-of-sequence id included)
   nlohmann::json stats;      // when asked and done: method, budget, per-step attended keys and unfolded chunks
 };
@@ -83,13 +89,16 @@ class job {
 struct scheduler_options {
   infer::session_options session;  // method, budget, KV tier of every session
   int max_sessions = 8;            // active + idle sessions held; also the largest batch
-  std::vector<int32_t> stop_ids;   // end-of-sequence ids (the model's eos_token_id)
+  // Idle sessions evicted by max_sessions are spilled to their KV file (kv_cache::spill) while fewer than this
+  // many are spilled, else dropped; 0: always dropped. Host sessions only (a GPU session is always dropped).
+  int max_spilled = 0;
+  std::vector<int32_t> stop_ids;  // end-of-sequence ids (the model's eos_token_id)
 };
 
 class scheduler {
  public:
-  // m, tok and met must outlive the scheduler. Throws gsa::error for max_sessions < 1 or session options the
-  // model cannot run.
+  // m, tok and met must outlive the scheduler. Throws gsa::error for max_sessions < 1, max_spilled < 0 or > 0
+  // for sessions on a device, or session options the model cannot run.
   scheduler(const llama_model& m, const tokenizer& tok, scheduler_options o, metrics& met);
   ~scheduler();  // unfinished jobs end with an error
 
@@ -98,6 +107,7 @@ class scheduler {
   void wait_for_work(std::chrono::milliseconds timeout);  // blocks until a job is queued or timeout
   void wake();                                            // ends a wait_for_work early
   void drop_idle();                                       // any thread: the next step frees every idle session
+                                                          // (spilled ones too)
   scheduler_gauges gauges() const;                        // any thread
   const scheduler_options& options() const { return o_; }
 
@@ -117,7 +127,9 @@ class scheduler {
     bool first = true;
   };
   void admit();
-  std::unique_ptr<held> take_session(const job_request& r, int64_t& reused);
+  std::unique_ptr<held> take_session(const job_request& r, job_state& st);
+  // Evicts the least recently used idle session (spilled or dropped, by max_spilled).
+  void evict_idle();
   void finish(running& r, const std::string& reason, const std::string& error = {});
   void record_step(running& r, const infer::step_stats& st);
   void update_gauges();
@@ -132,8 +144,9 @@ class scheduler {
   bool wake_ = false;
   std::atomic<bool> drop_idle_{false};
   scheduler_gauges gauges_;
-  std::vector<running> active_;              // step() thread only
-  std::vector<std::unique_ptr<held>> idle_;  // step() thread only
+  std::vector<running> active_;                 // step() thread only
+  std::vector<std::unique_ptr<held>> idle_;     // step() thread only
+  std::vector<std::unique_ptr<held>> spilled_;  // step() thread only: idle sessions whose KV is in their file
   uint64_t clock_ = 0;
 };
 

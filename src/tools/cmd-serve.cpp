@@ -1,6 +1,6 @@
 // `gsa serve --model DIR [--full-model DIR] [--host 127.0.0.1] [--port 8080] [--device cpu|cuda] [--precision
-//  bf16|f32] [--method M] [--budget B ...] [--max-sessions N] [--max-context T] [--api-key KEY]`: the
-// OpenAI-compatible server (docs/serve.md). Gist methods serve --model; the baselines serve --full-model when given
+//  bf16|f32] [--method M] [--budget B ...] [--max-sessions N] [--max-spilled N] [--max-context T] [--api-key KEY]`:
+// the OpenAI-compatible server (docs/serve.md). Gist methods serve --model; the baselines serve --full-model when given
 // (as gsa eval). With --device cuda the model moves to the GPU once and every session keeps its KV there (as
 // `gsa generate --device cuda`). Runs until SIGINT or SIGTERM.
 #include <fmt/format.h>
@@ -33,7 +33,7 @@ struct serve_args {
   std::string model, full_model, model_name, host = "127.0.0.1", method = "gsa", tier = "memory", prefill = "auto",
                                              api_key;
   device_options dev;
-  int port = 8080, max_sessions = 8, topk = -1, threads = 64;
+  int port = 8080, max_sessions = 8, max_spilled = -1, topk = -1, threads = 64;
   int64_t budget = -1, max_context = 0, max_body = 8 << 20;
   float ratio = 0;
 };
@@ -63,6 +63,8 @@ int run_serve(serve_args a) {
   serve::scheduler_options sched_o;
   sched_o.session = so;
   sched_o.max_sessions = a.max_sessions;
+  // Default: with the file tier, evicted idle sessions go to their files (up to 4 x --max-sessions of them).
+  sched_o.max_spilled = a.max_spilled >= 0 ? a.max_spilled : so.tier == kv::page_tier::file ? 4 * a.max_sessions : 0;
   for (int64_t id : m.config.eos_token_id) sched_o.stop_ids.push_back(int32_t(id));
   serve::scheduler sched(m, tok, sched_o, met);
   serve::server_options o;
@@ -92,9 +94,10 @@ int run_serve(serve_args a) {
     if (c == 's') fmt::print(stderr, "gsa serve: stopping\n");
     http.stop();
   });
-  fmt::print("gsa serve: listening on http://{}:{} (model '{}' on {}, method {}, max {} sessions, context {} "
+  fmt::print("gsa serve: listening on http://{}:{} (model '{}' on {}, method {}, max {} sessions{}, context {} "
              "tokens{}{})\n",
-             a.host, port, o.model_id, m.ops().describe(), a.method, a.max_sessions, a.max_context,
+             a.host, port, o.model_id, m.ops().describe(), a.method, a.max_sessions,
+             sched_o.max_spilled > 0 ? fmt::format(" + {} spilled", sched_o.max_spilled) : "", a.max_context,
              o.chat ? ", chat template" : ", no chat template", a.api_key.empty() ? "" : ", API key required");
   std::fflush(stdout);
   http.listen();
@@ -124,8 +127,12 @@ void register_serve(CLI::App& app, command_list& cmds) {
   sub->add_option("--kv-tier", a.tier, "Raw KV pages outside the window: memory|file (spilled to a file per session)")
       ->capture_default_str();
   sub->add_option("--max-sessions", a.max_sessions,
-                  "Sessions held (generating + kept for follow-up turns); the least recently used idle one is dropped")
+                  "Sessions held in memory (generating + kept for follow-up turns); beyond it the least recently used "
+                  "idle one is spilled (--max-spilled) or dropped")
       ->capture_default_str();
+  sub->add_option("--max-spilled", a.max_spilled,
+                  "Idle sessions evicted by --max-sessions kept with their KV in a file, read back when a request "
+                  "continues one (0: dropped; default 4 x --max-sessions with --kv-tier file, else 0)");
   sub->add_option("--max-context", a.max_context,
                   "Prompt + completion tokens per request (default: the model's positions)");
   sub->add_option("--max-body", a.max_body, "Largest request body in bytes")->capture_default_str();
