@@ -6,8 +6,11 @@
 //     the longest prefix with its prompt and appends only the rest (a follow-up chat turn reuses the KV of the
 //     conversation so far): whole when all of the session's tokens start the prompt, else cut back
 //     (session::truncate) to the last point at or before the common prefix where it can be cut (a chunk
-//     boundary for the gist methods: a chunk's gists summarise all of it); or else a new session that prefills
-//     the whole prompt in one forward pass, as `gsa generate` does. When active + idle sessions reach
+//     boundary for the gist methods: a chunk's gists summarise all of it) when that keeps at least as many
+//     tokens as are left to compute (the rest is computed as decode rows, one per step, which cost more per
+//     token than a one-pass prefill -- about 1.5-2x on the demo model on the CPU -- and the cut discards the
+//     session's tail); or else a new session that prefills the whole prompt in one forward pass, as
+//     `gsa generate` does. When active + idle sessions reach
 //     max_sessions, the least recently used idle session is evicted first: spilled to its KV file (up to
 //     max_spilled spilled sessions; the oldest spilled one is dropped beyond that) or dropped (its KV freed). A
 //     spilled session is a candidate like an idle one and is read back when a job takes it;

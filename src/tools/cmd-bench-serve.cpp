@@ -1,7 +1,11 @@
-// `gsa bench serve --model DIR [--clients 32] [--requests 20] [--max-sessions 32] [--check]`: a bounded load test
-// of the server on loopback (issue 13 item 5). The server (scheduler, engine, HTTP) runs in this process on a free
-// port; `clients` threads each send `requests` completions one after another (prompt lengths, max_tokens and
-// streaming mixed, sampled with per-request seeds) through cpp-httplib's client. Prints failures, p50 / p99
+// `gsa bench serve --model DIR [--clients 32] [--requests 20] [--max-sessions 32] [--kv-tier memory|file]
+// [--max-spilled N] [--chat] [--check]`: a bounded load test of the server on loopback (issue 13 item 5). The
+// server (scheduler, engine, HTTP) runs in this process on a free port; `clients` threads each send `requests`
+// completions one after another (prompt lengths, max_tokens and streaming mixed, sampled with per-request seeds)
+// through cpp-httplib's client. With --chat each client holds a conversation: a turn's prompt is the previous
+// prompt + its completion + new words, and every third turn instead edits the previous prompt (its last words
+// replaced), so turns continue a held session whole or cut back; the output counts both, and spilled, dropped and
+// restored sessions. Prints failures, p50 / p99
 // request latency, time to first token, generated tokens/s and resident memory before the load, at its end and
 // after the idle sessions are dropped; then the same figures for the first requests of the mix run one at a
 // time through infer::generate alone (what `gsa generate` does), for comparison. Figures, never pass/fail on
@@ -36,8 +40,10 @@ using clock_type = std::chrono::steady_clock;
 struct bench_serve_args {
   std::string model, method = "gsa";
   int clients = 32, requests = 20, max_sessions = 32, alone = 32;
+  std::string tier = "memory";
+  int max_spilled = -1;       // as gsa serve: -1 = 4 x max_sessions with the file tier, else 0
   int64_t simulate_leak = 0;  // bytes every request leaves allocated (a test that --check trips on a leak)
-  bool check = false;
+  bool check = false, chat = false;
 };
 
 // What --check allows after the idle sessions are dropped, against the level before the load:
@@ -92,10 +98,48 @@ mix_item mix(int c, int i) {
   return m;
 }
 
+// Without its last n words.
+std::string drop_words(const std::string& s, int n) {
+  size_t end = s.size();
+  for (int i = 0; i < n && end > 0; i++) {
+    const size_t sp = s.rfind(' ', end - 1);
+    if (sp == std::string::npos || sp == 0) break;
+    end = sp;
+  }
+  return s.substr(0, end);
+}
+
+// Its first n words (all of it when shorter).
+std::string first_words(const std::string& s, int n) {
+  size_t end = 0;
+  for (int i = 0; i < n; i++) {
+    end = s.find(' ', end + (i > 0));
+    if (end == std::string::npos) return s;
+  }
+  return s.substr(0, end);
+}
+
+// --chat: turn i of client c continues its conversation (previous prompt and completion) with 8 or 40 new words;
+// every third turn replaces the last 3 words of the previous prompt instead (the held session is cut back there).
+mix_item chat_turn(int c, int i, const std::string& prev_prompt, const std::string& prev_text) {
+  mix_item m = mix(c, i);
+  if (prev_prompt.empty()) return m;  // the first turn: as the plain mix
+  const std::string added = " " + first_words(m.prompt, (c + i) % 2 ? 8 : 40);
+  m.prompt = (i % 3 == 2 ? drop_words(prev_prompt, 3) : prev_prompt + prev_text) + added;
+  return m;
+}
+
 struct sample {
   double seconds = 0, ttft = 0;
   int64_t tokens = 0;
+  std::string text;  // the completion
 };
+
+// A counter or gauge of /metrics' text (0 when absent).
+double metric_value(const std::string& text, const std::string& name) {
+  const size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? 0.0 : std::stod(text.substr(at + name.size() + 2));
+}
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -144,7 +188,9 @@ bool send(httplib::Client& cli, const mix_item& m, sample& out, std::string& why
   }
   try {
     if (!m.stream) {
-      out.tokens = nlohmann::json::parse(buf)["usage"]["completion_tokens"].get<int64_t>();
+      const auto j = nlohmann::json::parse(buf);
+      out.text = j["choices"][0]["text"].get<std::string>();
+      out.tokens = j["usage"]["completion_tokens"].get<int64_t>();
       if (out.tokens <= 0) why = "no tokens: " + buf.substr(0, 200);
       return out.tokens > 0;
     }
@@ -155,8 +201,10 @@ bool send(httplib::Client& cli, const mix_item& m, sample& out, std::string& why
       at = end;
       if (d == "[DONE]")
         done = true;
-      else if (auto j = nlohmann::json::parse(d); j.contains("usage"))
+      else if (auto j = nlohmann::json::parse(d); j.contains("usage") && !j["usage"].is_null())
         out.tokens = j["usage"]["completion_tokens"];
+      else if (j.contains("choices") && !j["choices"].empty())
+        out.text += j["choices"][0]["text"].get<std::string>();
     }
     if (!done || out.tokens <= 0) why = "stream without [DONE] or usage: " + buf.substr(0, 200);
     return done && out.tokens > 0;
@@ -175,7 +223,9 @@ int run_bench_serve(const bench_serve_args& a) {
   serve::metrics met;
   serve::scheduler_options so;
   so.session.meth = infer::method_from_name(a.method);
+  so.session.tier = kv::page_tier_from_name(a.tier);
   so.max_sessions = a.max_sessions;
+  so.max_spilled = a.max_spilled >= 0 ? a.max_spilled : so.session.tier == kv::page_tier::file ? 4 * a.max_sessions : 0;
   serve::scheduler sched(m, tok, so, met);
   serve::server_options o;
   o.port = 0;
@@ -188,23 +238,28 @@ int run_bench_serve(const bench_serve_args& a) {
   std::thread server([&] { http.listen(); });
   auto drop_idle = [&] {
     sched.drop_idle();
-    while (sched.gauges().idle > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (auto g = sched.gauges(); g.idle + g.spilled > 0; g = sched.gauges())
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   };
   // Every client once, concurrently, before measuring: the memory a server grows once (per-thread allocator
   // arenas, thread stacks, connection buffers) is then part of the level the load must come back to.
   std::vector<std::vector<sample>> per(a.clients);
   std::atomic<int> failed{0};
   std::mutex print_mu;
-  auto load = [&](int first, int count) {
+  auto load = [&](int first, int count, bool chat) {
     std::vector<std::thread> threads;
     for (int c = 0; c < a.clients; c++)
       threads.emplace_back([&, c] {
         httplib::Client cli("127.0.0.1", port);
         cli.set_read_timeout(600, 0);
+        std::string prompt, text;  // --chat: the conversation so far
         for (int i = first; i < first + count; i++) {
           sample s;
           std::string why;
-          if (send(cli, mix(c, i), s, why)) {
+          const mix_item item = chat ? chat_turn(c, i, prompt, text) : mix(c, i);
+          if (send(cli, item, s, why)) {
+            prompt = item.prompt;
+            text = s.text;
             per[c].push_back(s);
             if (a.simulate_leak > 0) {  // touched, so that it is resident too; never freed
               char* leak = static_cast<char*>(std::malloc(size_t(a.simulate_leak)));
@@ -218,19 +273,24 @@ int run_bench_serve(const bench_serve_args& a) {
       });
     for (auto& t : threads) t.join();
   };
-  load(a.requests, 1);
+  load(a.requests, 1, false);
   const int warmup_failed = failed.exchange(0);
   per.assign(size_t(a.clients), {});
   drop_idle();
   const int64_t rss_before = rss_bytes();
   const int64_t heap_before = heap_bytes();
-  fmt::print("gsa bench serve: {} clients x {} requests, model {}, method {}, max {} sessions, on 127.0.0.1:{}\n",
-             a.clients, a.requests, a.model, a.method, a.max_sessions, port);
+  fmt::print(
+      "gsa bench serve: {} clients x {} {}, model {}, method {}, max {} sessions + {} spilled, KV tier {}, on "
+      "127.0.0.1:{}\n",
+      a.clients, a.requests, a.chat ? "turns" : "requests", a.model, a.method, a.max_sessions, so.max_spilled, a.tier,
+      port);
+  const std::string counters_before = met.render(sched.gauges());
   const auto t0 = clock_type::now();
-  load(0, a.requests);
+  load(0, a.requests, a.chat);
   const double wall = std::chrono::duration<double>(clock_type::now() - t0).count();
   const int64_t rss_loaded = rss_bytes();
   const auto gauges = sched.gauges();
+  const std::string counters = met.render(gauges);
   drop_idle();
   const int64_t rss_after = rss_bytes();
   const int64_t heap_after = heap_bytes();
@@ -249,6 +309,18 @@ int run_bench_serve(const bench_serve_args& a) {
       "({} idle sessions held), {:.1f} MiB after dropping them ({:+.1f}%)\n",
       failed.load(), a.clients * a.requests, wall, rss_before / mib, rss_loaded / mib, gauges.idle, rss_after / mib,
       growth * 100);
+  auto delta = [&](const char* name) { return metric_value(counters, name) - metric_value(counters_before, name); };
+  const double whole = delta("gsa_sessions_reused_total{how=\"whole\"}"),
+               cut = delta("gsa_sessions_reused_total{how=\"cut\"}");
+  const double prompt_tokens = delta("gsa_prompt_tokens_total"), reused = delta("gsa_prompt_tokens_reused_total");
+  fmt::print(
+      "sessions: {:.0f} new, {:.0f} continued whole, {:.0f} cut back; prompt tokens reused {:.0f} of {:.0f} ({:.1f}%); "
+      "evicted {:.0f} spilled, {:.0f} dropped; {:.0f} restored from file; at the end {} idle + {} spilled ({:.1f} MiB "
+      "KV in memory, {:.1f} MiB in files)\n",
+      double(all.size()) - whole - cut, whole, cut, reused, prompt_tokens,
+      prompt_tokens > 0 ? 100 * reused / prompt_tokens : 0.0, delta("gsa_sessions_evicted_total{action=\"spilled\"}"),
+      delta("gsa_sessions_evicted_total{action=\"dropped\"}"), delta("gsa_sessions_restored_total"), gauges.idle,
+      gauges.spilled, gauges.kv_memory / mib, gauges.kv_file / mib);
   const double kv_per_session = gauges.idle > 0 ? double(gauges.kv_memory) / gauges.idle : 0.0;
   fmt::print(
       "memory check: heap in use {:.2f} MiB before, {:.2f} MiB after ({:+.2f} MiB, limit +{:.0f} MiB); resident "
@@ -277,10 +349,9 @@ int run_bench_serve(const bench_serve_args& a) {
   }
   report("generate alone (sequential)", alone, std::chrono::duration<double>(clock_type::now() - t1).count());
   if (a.check && (failed > 0 || warmup_failed > 0 || !rss_ok || !heap_ok)) {
-    fmt::print("bench serve --check: {}\n",
-               failed > 0 || warmup_failed > 0 ? "requests failed"
-               : !heap_ok                      ? "heap in use grew by more than the limit (a leak?)"
-                                               : "resident memory grew by more than the limit");
+    fmt::print("bench serve --check: {}\n", failed > 0 || warmup_failed > 0 ? "requests failed"
+                                            : !heap_ok ? "heap in use grew by more than the limit (a leak?)"
+                                                       : "resident memory grew by more than the limit");
     return 1;
   }
   return 0;
@@ -299,6 +370,11 @@ void register_bench_serve(CLI::App& app, command_list& cmds) {
   sub->add_option("--max-sessions", a.max_sessions, "Sessions the server holds (largest batch)")->capture_default_str();
   sub->add_option("--alone", a.alone, "Requests of the mix run one at a time for the comparison")
       ->capture_default_str();
+  sub->add_option("--kv-tier", a.tier, "memory|file, as gsa serve")->capture_default_str();
+  sub->add_option("--max-spilled", a.max_spilled,
+                  "As gsa serve (default 4 x --max-sessions with --kv-tier file, else 0)");
+  sub->add_flag("--chat", a.chat,
+                "Each client holds a conversation (turns continue or edit the previous prompt and completion)");
   sub->add_flag("--check", a.check,
                 "Exit 1 when a request failed or, after the idle sessions are dropped, heap in use grew by more than "
                 "1 MiB or resident memory by more than max(10%, 6 MiB)");
