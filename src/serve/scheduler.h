@@ -8,12 +8,11 @@
 //     (session::truncate) to the last point at or before the common prefix where it can be cut (a chunk
 //     boundary for the gist methods: a chunk's gists summarise all of it) when that keeps at least as many
 //     tokens as are left to compute (the rest is computed as decode rows, one per step, which cost more per
-//     token than a one-pass prefill -- about 1.5-2x on the demo model on the CPU -- and the cut discards the
-//     session's tail); or else a new session that prefills the whole prompt in one forward pass, as
-//     `gsa generate` does. When active + idle sessions reach
-//     max_sessions, the least recently used idle session is evicted first: spilled to its KV file (up to
-//     max_spilled spilled sessions; the oldest spilled one is dropped beyond that) or dropped (its KV freed). A
-//     spilled session is a candidate like an idle one and is read back when a job takes it;
+//     token than a one-pass prefill -- docs/serve.md -- and the cut discards the session's tail); or else a new
+//     session that prefills the whole prompt in one forward pass, as `gsa generate` does. When active + idle
+//     sessions reach max_sessions, the least recently used idle session is evicted first: spilled to its KV file
+//     (up to max_spilled spilled sessions; the oldest spilled one is dropped beyond that) or dropped (its KV
+//     freed). A spilled session is a candidate like an idle one and is read back when a job takes it;
 //  2. runs the queued rows of every active session together (infer::run_pending: one row per session per
 //     batched step; gists are inserted by the session after every chunk, generated text included);
 //  3. samples one token for every active job (infer::sampler seeded with the job's seed, as `gsa generate`),
