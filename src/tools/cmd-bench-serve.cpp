@@ -25,6 +25,7 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "core/error.h"
@@ -41,8 +42,8 @@ struct bench_serve_args {
   std::string model, method = "gsa";
   int clients = 32, requests = 20, max_sessions = 32, alone = 32;
   std::string tier = "memory";
-  int max_spilled = -1;       // as gsa serve: -1 = 4 x max_sessions with the file tier, else 0
-  int64_t simulate_leak = 0;  // bytes every request leaves allocated (a test that --check trips on a leak)
+  std::optional<int> max_spilled;  // as gsa serve: default 4 x max_sessions with the file tier, else 0
+  int64_t simulate_leak = 0;       // bytes every request leaves allocated (a test that --check trips on a leak)
   bool check = false, chat = false;
 };
 
@@ -225,7 +226,7 @@ int run_bench_serve(const bench_serve_args& a) {
   so.session.meth = infer::method_from_name(a.method);
   so.session.tier = kv::page_tier_from_name(a.tier);
   so.max_sessions = a.max_sessions;
-  so.max_spilled = a.max_spilled >= 0 ? a.max_spilled : so.session.tier == kv::page_tier::file ? 4 * a.max_sessions : 0;
+  so.max_spilled = a.max_spilled.value_or(so.session.tier == kv::page_tier::file ? 4 * a.max_sessions : 0);
   serve::scheduler sched(m, tok, so, met);
   serve::server_options o;
   o.port = 0;

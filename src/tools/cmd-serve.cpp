@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "core/error.h"
@@ -33,7 +34,8 @@ struct serve_args {
   std::string model, full_model, model_name, host = "127.0.0.1", method = "gsa", tier = "memory", prefill = "auto",
                                              api_key;
   device_options dev;
-  int port = 8080, max_sessions = 8, max_spilled = -1, topk = -1, threads = 64;
+  int port = 8080, max_sessions = 8, topk = -1, threads = 64;
+  std::optional<int> max_spilled;  // default: 4 x max_sessions with the file tier, else 0
   int64_t budget = -1, max_context = 0, max_body = 8 << 20;
   float ratio = 0;
 };
@@ -64,7 +66,7 @@ int run_serve(serve_args a) {
   sched_o.session = so;
   sched_o.max_sessions = a.max_sessions;
   // Default: with the file tier, evicted idle sessions go to their files (up to 4 x --max-sessions of them).
-  sched_o.max_spilled = a.max_spilled >= 0 ? a.max_spilled : so.tier == kv::page_tier::file ? 4 * a.max_sessions : 0;
+  sched_o.max_spilled = a.max_spilled.value_or(so.tier == kv::page_tier::file ? 4 * a.max_sessions : 0);
   for (int64_t id : m.config.eos_token_id) sched_o.stop_ids.push_back(int32_t(id));
   serve::scheduler sched(m, tok, sched_o, met);
   serve::server_options o;
