@@ -5,7 +5,7 @@
 #   scripts/cuda-bundle.sh                                  # here: build with nvcc, pack bundle/ (~20 MB)
 #   OUT=/some/dir scripts/device-run.sh [steps]             # there, from the repo root, with bundle/ carried
 #
-# steps (default: all but hf-decode, first-result and multigpu): goldens tests attention train torch decode hf-decode
+# steps (default: all but hf-decode, first-result and multigpu): goldens tests attention train profile torch decode hf-decode
 # first-result multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
@@ -72,6 +72,18 @@ if has train; then
     timeout 150 "$GSA" bench train --device cuda --preset llama125m --tokens "$1" --batch "$2" \
       --modes full,compress,unfold --chunk 16 --reps 5 --json >"$RES/train-$1.json"
     echo "tokens $1 batch $2: exit $? $(cat $RES/train-$1.json)"
+  done
+fi
+
+if has profile; then
+  section "where a training step's attention time goes (GSA_TRAIN_PROFILE=1 gsa bench train), 125M and gpu20m shapes"
+  # preset:TOKENSxBATCH:CHUNK (the 125M rows as in "train"; gpu20m with the first-result recipe's c = 8)
+  for cfg in ${PROFILE_SHAPES:-llama125m:4096x4:16 llama125m:16384x1:16 gpu20m:256x4:8 gpu20m:1024x2:8 gpu20m:4096x2:8}; do
+    IFS=: read -r preset shape chunk <<<"$cfg"; set -- ${shape/x/ }
+    GSA_TRAIN_PROFILE=1 timeout 120 "$GSA" bench train --device cuda --preset "$preset" --tokens "$1" --batch "$2" \
+      --modes ${PROFILE_MODES:-full,compress,unfold} --chunk "${chunk:-16}" --reps 5 \
+      --json >"$RES/profile-$preset-$1.json"
+    echo "$preset tokens $1 batch $2: exit $? $(cat $RES/profile-$preset-$1.json)"
   done
 fi
 
