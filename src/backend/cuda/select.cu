@@ -102,67 +102,6 @@ __global__ void __launch_bounds__(score_threads)
   }
 }
 
-// Blocks of one row each (a per-row split), R consecutive table entries per CTA: the gist keys are loaded once per
-// CTA for its R rows instead of once per row, with score_kernel's arithmetic for every (row, unit) (the same
-// bits). Needs D = DC (64 / 128) and vector loads.
-constexpr int score_rows_group = 8;
-
-template <class T, int DC>
-__global__ void __launch_bounds__(score_threads)
-    score_rows_kernel(const block_desc* __restrict__ blocks, int n_blocks, const T* __restrict__ q,
-                      const T* __restrict__ k, int Hq, int Hkv, int64_t q_st, int64_t k_st, float scale,
-                      const int32_t* __restrict__ gist_begin, int g, float* __restrict__ scores) {
-  constexpr int R = score_rows_group, V = dev::vec16<T>;
-  __shared__ float qs[R][DC];
-  __shared__ int n_of[R];
-  __shared__ int64_t off_of[R];
-  const int i0 = blockIdx.x * R, nb = min(R, n_blocks - i0);
-  const int h = blockIdx.y, hk = h / (Hq / Hkv);
-  if (threadIdx.x < R) {
-    const int j = threadIdx.x;
-    n_of[j] = j < nb ? blocks[i0 + j].n_cand : 0;
-    off_of[j] = j < nb ? blocks[i0 + j].score_off + int64_t(h) * blocks[i0 + j].n_cand : 0;
-  }
-  for (int idx = threadIdx.x * V; idx < nb * DC; idx += blockDim.x * V) {
-    const int j = idx / DC, d = idx - j * DC;
-    float v[V];
-    dev::load_f<T, V>(v, q + int64_t(blocks[i0 + j].row0) * q_st + int64_t(h) * DC + d);
-#pragma unroll
-    for (int i = 0; i < V; i++) qs[j][d + i] = v[i];
-  }
-  __syncthreads();
-  int n_max = 0;
-  for (int j = 0; j < nb; j++) n_max = max(n_max, n_of[j]);
-  for (int u = threadIdx.x; u < n_max; u += blockDim.x) {
-    float best[R];
-#pragma unroll
-    for (int j = 0; j < R; j++) best[j] = -INFINITY;
-    for (int r = 0; r < g; r++) {
-      const T* kp = k + int64_t(gist_begin[u] + r) * k_st + int64_t(hk) * DC;
-      float kr[DC];
-#pragma unroll
-      for (int d = 0; d < DC; d += V) {
-        float v[V];
-        dev::load_f<T, V>(v, kp + d);
-#pragma unroll
-        for (int i = 0; i < V; i++) kr[d + i] = v[i];
-      }
-#pragma unroll
-      for (int j = 0; j < R; j++) {
-        if (j >= nb || u >= n_of[j]) continue;
-        float dot = 0.0f;
-#pragma unroll
-        for (int d = 0; d < DC; d++) dot = __fadd_rn(dot, __fmul_rn(qs[j][d], kr[d]));
-        const float v = __fmul_rn(dot, scale);
-        best[j] = best[j] < v ? v : best[j];
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < R; j++)
-      if (j < nb && u < n_of[j]) scores[off_of[j] + u] = best[j];
-  }
-}
-
 // ---- top-k + union ----
 
 __device__ __forceinline__ uint32_t order_key(float x) {
@@ -464,21 +403,11 @@ std::string launch_error(const char* kernel, cudaError_t e) {
 template <class T>
 void launch_scores_t(const block_desc* blocks, int n_blocks, const void* q, const void* k, int Hq, int Hkv, int D,
                      int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g, float* scores, int rows_tile, bool vec,
-                     bool single_rows, cudaStream_t st) {
-  const T* qt = static_cast<const T*>(q);
-  const T* kt = static_cast<const T*>(k);
-  if (single_rows && vec && (D == 64 || D == 128)) {  // per-row blocks: R rows per CTA share the gist keys
-    const dim3 g2{unsigned((n_blocks + score_rows_group - 1) / score_rows_group), unsigned(Hq)};
-    if (D == 64)
-      score_rows_kernel<T, 64><<<g2, score_threads, 0, st>>>(blocks, n_blocks, qt, kt, Hq, Hkv, q_st, k_st, scale,
-                                                              gist_begin, g, scores);
-    else
-      score_rows_kernel<T, 128><<<g2, score_threads, 0, st>>>(blocks, n_blocks, qt, kt, Hq, Hkv, q_st, k_st, scale,
-                                                               gist_begin, g, scores);
-    return;
-  }
+                     cudaStream_t st) {
   const dim3 grid{unsigned(n_blocks), unsigned(Hq)};
   const size_t smem = size_t(rows_tile) * D * sizeof(float);
+  const T* qt = static_cast<const T*>(q);
+  const T* kt = static_cast<const T*>(k);
   if (vec && D == 64)
     score_kernel<T, 64, true><<<grid, score_threads, smem, st>>>(blocks, qt, kt, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g,
                                                                  scores, rows_tile);
@@ -494,15 +423,15 @@ void launch_scores_t(const block_desc* blocks, int n_blocks, const void* q, cons
 
 void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const void* k, bool bf16_in, int Hq,
                    int Hkv, int D, int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g,
-                   float* scores, int rows_tile, bool vec, bool single_rows, void* stream) {
+                   float* scores, int rows_tile, bool vec, void* stream) {
   if (n_blocks <= 0) return;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (bf16_in)
     launch_scores_t<bf16>(blocks, n_blocks, q, k, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g, scores, rows_tile,
-                           vec, single_rows, st);
+                           vec, st);
   else
     launch_scores_t<float>(blocks, n_blocks, q, k, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g, scores, rows_tile,
-                           vec, single_rows, st);
+                           vec, st);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("score_kernel", e));
 }
