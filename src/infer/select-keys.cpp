@@ -81,7 +81,7 @@ void session::update_base(int pos) {
   const int level = s_.level[pos], m = s_.chunk[pos];
   // A raw row right after a raw row of its chunk sees what that row saw plus itself (nothing else entered
   // the stream in between), so the list is extended; it is rebuilt once per chunk and for gist rows.
-  if (base_pos_ == pos - 1 && level < 0 && s_.level[pos - 1] < 0 && s_.chunk[pos - 1] == m) {
+  if (pos > 0 && base_pos_ == pos - 1 && level < 0 && s_.level[pos - 1] < 0 && s_.chunk[pos - 1] == m) {
     base_keys_.push_back(pos);
   } else {
     gist::compress_keys(base_keys_, s_, *cfg_, m, level, pos);
