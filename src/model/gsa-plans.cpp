@@ -2,10 +2,10 @@
 
 #include <algorithm>
 
+#include "backend/row-unfold.h"
 #include "core/error.h"
 #include "gist/plan.h"
 #include "gist/select.h"
-#include "backend/row-unfold.h"
 
 namespace gsa {
 
@@ -48,23 +48,13 @@ void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const 
   }
 }
 
-// Per-row selection on a device that keeps it there (backend::select_rows): the base gist mask with a row unfold
-// on top (backend/row-unfold.h) instead of a per-row plan built on the host. A plan without unfold when the
-// backend cannot.
-cpu::attn_plan device_rows(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s,
-                           const cpu::attn_plan& base, const cpu::attn_plan& rows, gist::train_mode mode, int ctx_end,
-                           const layer_qk& qk, gsa_plan_stats* stats) {
+// Per-row selection on a device that keeps it there (backend::select_rows): a row unfold to put on the gist mask
+// (backend/row-unfold.h) instead of a per-row plan built on the host; null when the backend cannot.
+std::shared_ptr<const row_unfold> device_rows(const llama_model& m, const gist::gsa_config& cfg,
+                                              const gist::stream& s, const cpu::attn_plan& rows,
+                                              gist::train_mode mode, int ctx_end, const layer_qk& qk) {
   const int b0 = mode == gist::train_mode::suffix_unfold ? gist::first_block_at(rows, ctx_end) : 0;
-  auto u = m.ops().select_rows(qk.q, qk.k, rows, b0, s, cfg);
-  if (!u) return {};
-  cpu::attn_plan plan = base;
-  plan.unfold = u;
-  if (stats) {  // a device -> host copy: only when asked
-    const unfold_total t = unfold_totals(*u);
-    stats->unfolded_chunks += t.chunks;
-    stats->attended_pairs += cpu::attended_pairs(base, 1) * u->Hkv + t.keys;
-  }
-  return plan;
+  return m.ops().select_rows(qk.q, qk.k, rows, b0, s, cfg);
 }
 
 }  // namespace
@@ -85,9 +75,14 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
     cpu::attn_plan plan;
     if (mode == gist::train_mode::compress || is_dense_layer(cfg, layer)) {
       plan = *base;
-    } else if (sel_base != base && (plan = device_rows(m, cfg, s, *base, *sel_base, mode, ctx_end, qk, stats),
-                                    plan.unfold)) {
-      return plan;  // per-row selection kept on the device: the gist mask plus a row unfold
+    } else if (auto u = sel_base != base ? device_rows(m, cfg, s, *sel_base, mode, ctx_end, qk) : nullptr) {
+      plan = *base;  // the gist mask plus the selection kept on the device
+      plan.unfold = u;
+      if (stats) {  // a device -> host copy: only when asked (the base's pairs are added below)
+        const unfold_total t = unfold_totals(*u);
+        stats->unfolded_chunks += t.chunks;
+        stats->attended_pairs += t.keys;
+      }
     } else if (mode == gist::train_mode::unfold) {
       std::vector<std::vector<int32_t>> selected;
       std::vector<uint8_t> unfolds;

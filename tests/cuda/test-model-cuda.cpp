@@ -166,6 +166,22 @@ llama_model random_gsa_model(const std::string& mode, uint64_t seed, bool tied =
   return m;
 }
 
+// The GPU run (model, forward state, gradients) against the CPU run: logits, loss, every layer's attention output
+// and lse, every gradient; f32 by the largest relative error, bf16 by the relative L2 error.
+void expect_same_run(const llama_model& gpu_m, const forward_state& gs, llama_weights& gg, const llama_model& cpu_m,
+                     const forward_state& cs, llama_weights& cg, dtype precision, double tol, const std::string& mode) {
+  auto err = [&](const Tensor& a, const Tensor& b) { return precision == dtype::f32 ? max_rel(a, b) : rel_l2(a, b); };
+  EXPECT_LT(err(logits(gpu_m, gs), logits(cpu_m, cs)), tol) << mode << " logits";
+  EXPECT_NEAR(gs.loss(), cs.loss(), tol * std::fabs(cs.loss())) << mode << " loss";
+  for (int l = 0; l < 3; l++) {
+    EXPECT_LT(err(gs.layers[l].attn, cs.layers[l].attn), tol) << mode << " attention output of layer " << l;
+    EXPECT_LT(err(gs.layers[l].lse, cs.layers[l].lse), tol) << mode << " lse of layer " << l;
+  }
+  auto a = grad_list(gpu_m, gg), b = grad_list(cpu_m, cg);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); i++) EXPECT_LT(err(*a[i].second, *b[i].second), tol) << mode << " " << a[i].first;
+}
+
 // CPU model vs GPU model on the same stream and mode. f32: every tensor to rounding. The selection of the
 // unfolding modes is taken from the CPU run and replayed on the GPU (frozen plans), so that rounding cannot
 // flip a near-tie between two chunks' scores.
@@ -193,16 +209,7 @@ void compare_cpu_gpu(const std::string& mode, dtype precision, double tol, int n
   llama_weights gg = make_grads(gpu_m);
   backward(gpu_m, gs, gg);
 
-  auto err = [&](const Tensor& a, const Tensor& b) { return precision == dtype::f32 ? max_rel(a, b) : rel_l2(a, b); };
-  EXPECT_LT(err(logits(gpu_m, gs), logits(cpu_m, cs)), tol) << mode << " logits";
-  EXPECT_NEAR(gs.loss(), cs.loss(), tol * std::fabs(cs.loss())) << mode << " loss";
-  for (int l = 0; l < 3; l++) {
-    EXPECT_LT(err(gs.layers[l].attn, cs.layers[l].attn), tol) << mode << " attention output of layer " << l;
-    EXPECT_LT(err(gs.layers[l].lse, cs.layers[l].lse), tol) << mode << " lse of layer " << l;
-  }
-  auto a = grad_list(gpu_m, gg), b = grad_list(cpu_m, cg);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); i++) EXPECT_LT(err(*a[i].second, *b[i].second), tol) << mode << " " << a[i].first;
+  expect_same_run(gpu_m, gs, gg, cpu_m, cs, cg, precision, tol, mode);
 }
 
 TEST(CudaModel, CompressMatchesCpuF32) {
@@ -255,16 +262,7 @@ void compare_device_rows(const std::string& mode, dtype precision, double tol, i
   llama_weights cg = make_grads(cpu_m);
   backward(cpu_m, cs, cg);
 
-  auto err = [&](const Tensor& a, const Tensor& b) { return precision == dtype::f32 ? max_rel(a, b) : rel_l2(a, b); };
-  EXPECT_LT(err(logits(gpu_m, gs), logits(cpu_m, cs)), tol) << mode << " logits";
-  EXPECT_NEAR(gs.loss(), cs.loss(), tol * std::fabs(cs.loss())) << mode << " loss";
-  for (int l = 0; l < 3; l++) {
-    EXPECT_LT(err(gs.layers[l].attn, cs.layers[l].attn), tol) << mode << " attention output of layer " << l;
-    EXPECT_LT(err(gs.layers[l].lse, cs.layers[l].lse), tol) << mode << " lse of layer " << l;
-  }
-  auto a = grad_list(gpu_m, gg), b = grad_list(cpu_m, cg);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); i++) EXPECT_LT(err(*a[i].second, *b[i].second), tol) << mode << " " << a[i].first;
+  expect_same_run(gpu_m, gs, gg, cpu_m, cs, cg, precision, tol, mode);
 }
 
 TEST(CudaModel, DeviceRowUnfoldMatchesCpuBf16) {

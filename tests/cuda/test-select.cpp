@@ -247,7 +247,8 @@ void check_case(const sel_case& c, uint64_t seed) {
   EXPECT_GT(unfolding, 0) << "the case selects nothing: make it longer";
 
   if (c.per_token) {  // the same selection kept on the device as per-row tables (select_rows, row-unfold.h)
-    const int cap = std::max(1, rows_cap(a));
+    const row_selection rows(a);
+    const int cap = std::max(1, rows.cap());
     std::vector<int32_t> kb, ke;
     unfold_ranges(s, cfg, kb, ke);
     dbuf t_count(size_t(T) * c.Hkv * 4), t_ids(size_t(T) * c.Hkv * cap * 4), d_kb(kb.size() * 4),
@@ -256,9 +257,8 @@ void check_case(const sel_case& c, uint64_t seed) {
     memset0(d_tot.p, 16);
     copy_h2d(d_kb.p, kb.data(), kb.size() * 4);
     copy_h2d(d_ke.p, ke.data(), ke.size() * 4);
-    select_rows(a, static_cast<int32_t*>(t_count.p), static_cast<int32_t*>(t_ids.p), cap,
-                static_cast<const int32_t*>(d_kb.p), static_cast<const int32_t*>(d_ke.p),
-                static_cast<unsigned long long*>(d_tot.p));
+    rows.run(static_cast<int32_t*>(t_count.p), static_cast<int32_t*>(t_ids.p), cap, static_cast<const int32_t*>(d_kb.p),
+             static_cast<const int32_t*>(d_ke.p), static_cast<unsigned long long*>(d_tot.p));
     std::vector<int32_t> count(size_t(T) * c.Hkv), ids(size_t(T) * c.Hkv * cap);
     unsigned long long tot[2];
     copy_d2h(count.data(), t_count.p, count.size() * 4);

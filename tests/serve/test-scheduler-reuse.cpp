@@ -11,25 +11,14 @@
 
 #include "core/error.h"
 #include "infer/generate.h"
+#include "demo-fixture.h"
 #include "serve/scheduler.h"
 #include "test-models.h"
 
 namespace gsa::serve {
 namespace {
 
-const std::string demo_dir = std::string(GSA_SOURCE_DIR) + "/models/demo/gsa";
-
-struct reuse_fixture : ::testing::Test {
-  static void SetUpTestSuite() {
-    demo = new llama_model(load_model(demo_dir));
-    tok = new tokenizer(tokenizer::load(demo_dir));
-  }
-  static void TearDownTestSuite() {
-    delete demo;
-    delete tok;
-  }
-  static llama_model* demo;
-  static tokenizer* tok;
+struct reuse_fixture : demo_fixture {
 
   static int drain(scheduler& s, const std::vector<std::shared_ptr<job>>& jobs) {
     int steps = 0;
@@ -69,8 +58,6 @@ struct reuse_fixture : ::testing::Test {
   }
   static bool has(const std::string& text, const std::string& line) { return text.find(line) != std::string::npos; }
 };
-llama_model* reuse_fixture::demo = nullptr;
-tokenizer* reuse_fixture::tok = nullptr;
 
 using SchedulerReuse = reuse_fixture;
 
@@ -139,13 +126,13 @@ void check_partial_reuse(const llama_model& m, const tokenizer& tok, scheduler_o
 
 TEST_F(SchedulerReuse, PartialPrefixOnTheDemoModel) {
   scheduler_options o;
-  check_partial_reuse(*demo, *tok, o, 8);
+  check_partial_reuse(*model, *tok, o, 8);
 }
 
 TEST_F(SchedulerReuse, PartialPrefixOnRandomModels) {
   // Random models over the demo tokenizer's vocabulary; gsa unfold-trained with per-token selection (so that its
   // prefill computes rows as decoding does), full attention, and quest on a plain model.
-  const int64_t V = demo->config.vocab_size;
+  const int64_t V = model->config.vocab_size;
   struct c {
     infer::method meth;
     bool gsa;
@@ -171,7 +158,7 @@ TEST_F(SchedulerReuse, PartialPrefixOnRandomModels) {
 
 TEST_F(SchedulerReuse, WholeBeforeCutAndNothingBelowAChunk) {
   metrics met;
-  scheduler s(*demo, *tok, {}, met);
+  scheduler s(*model, *tok, {}, met);
   const std::vector<int32_t> first = tok->encode("Once upon a time there was a small village by the sea", true);
   const job_state a = run(s, first, 10);
   const std::vector<int32_t> held = held_tokens(first, a);
@@ -201,7 +188,7 @@ TEST_F(SchedulerReuse, EvictedSessionsSpillAndComeBack) {
   scheduler_options o;
   o.max_sessions = 2;
   o.max_spilled = 2;
-  scheduler s(*demo, *tok, o, met);
+  scheduler s(*model, *tok, o, met);
   std::vector<std::vector<int32_t>> prompts, held;
   std::vector<job_state> firsts;
   for (const char* t : {"First of the texts about the river", "Second of the texts about the king",
@@ -226,7 +213,7 @@ TEST_F(SchedulerReuse, EvictedSessionsSpillAndComeBack) {
   EXPECT_EQ(c.stats["session_restored"], true);
   EXPECT_EQ(c.session, "whole");
   EXPECT_EQ(c.reused_tokens, int64_t(held[0].size()));
-  EXPECT_EQ(c.ids, by_hand(*demo, o.session, cat(held[0], more), int(prompts[0].size()), int(held[0].size()), 8));
+  EXPECT_EQ(c.ids, by_hand(*model, o.session, cat(held[0], more), int(prompts[0].size()), int(held[0].size()), 8));
   text = met.render(s.gauges());
   EXPECT_TRUE(has(text, "gsa_sessions_restored_total 1")) << text;
   // Bringing it back evicted the least recently used resident one (the third) to the file; a fifth
@@ -251,11 +238,11 @@ TEST_F(SchedulerReuse, SpillOptionsAreChecked) {
   metrics met;
   scheduler_options o;
   o.max_spilled = -1;
-  EXPECT_THROW(scheduler(*demo, *tok, o, met), gsa::error);
+  EXPECT_THROW(scheduler(*model, *tok, o, met), gsa::error);
   o.max_spilled = 1;
   o.session.kv_pool = true;  // sessions whose K/V live on a backend (a GPU's path) cannot spill
   try {
-    scheduler s(*demo, *tok, o, met);
+    scheduler s(*model, *tok, o, met);
     ADD_FAILURE() << "no error";
   } catch (const gsa::error& e) {
     EXPECT_TRUE(has(e.what(), "--max-spilled")) << e.what();

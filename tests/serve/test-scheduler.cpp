@@ -9,24 +9,13 @@
 
 #include "core/error.h"
 #include "infer/generate.h"
+#include "demo-fixture.h"
 #include "serve/scheduler.h"
 
 namespace gsa::serve {
 namespace {
 
-const std::string demo_dir = std::string(GSA_SOURCE_DIR) + "/models/demo/gsa";
-
-struct fixture : ::testing::Test {
-  static void SetUpTestSuite() {
-    model = new llama_model(load_model(demo_dir));
-    tok = new tokenizer(tokenizer::load(demo_dir));
-  }
-  static void TearDownTestSuite() {
-    delete model;
-    delete tok;
-  }
-  static llama_model* model;
-  static tokenizer* tok;
+struct fixture : demo_fixture {
 
   std::vector<int32_t> prompt(const std::string& text) const { return tok->encode(text, true); }
   job_request request(const std::string& text, int max_tokens, float temperature = 0, uint64_t seed = 0) const {
@@ -66,8 +55,6 @@ struct fixture : ::testing::Test {
     return infer::generate(batch, g);
   }
 };
-llama_model* fixture::model = nullptr;
-tokenizer* fixture::tok = nullptr;
 
 using Scheduler = fixture;
 

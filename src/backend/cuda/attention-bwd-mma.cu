@@ -26,7 +26,7 @@
 
 #include <cmath>
 
-#include "backend/cuda/attention-kernels.cuh"
+#include "backend/cuda/attention-mma.cuh"
 
 namespace gsa::cuda::detail {
 namespace {
@@ -121,22 +121,11 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bwd_mma_kernel(const attn_bwd_
         float di = 0.f, l2 = INFINITY;
         if (r < w.R) {
           const int64_t row = (int64_t(w.row0) + r) * Hq + w.hk * w.G + g;
-#pragma unroll
-          for (int e = 0; e < D / 32; e++) {
-            const int col = (c4 + 4 * e) * 8;
-            const uint4 ow = __ldg(reinterpret_cast<const uint4*>(out + row * D + col));
-            const uint4 gw = *reinterpret_cast<const uint4*>(Os + (sg - s0) * LD + col);
-            di = dot_bf16x2(ow.x, gw.x, di);
-            di = dot_bf16x2(ow.y, gw.y, di);
-            di = dot_bf16x2(ow.z, gw.z, di);
-            di = dot_bf16x2(ow.w, gw.w, di);
-          }
+          di = di_part<D>(out + row * D, Os + (sg - s0) * LD, c4);
           const float l = __ldg(a.lse + row);
           l2 = l == -INFINITY ? INFINITY : l * kLog2e;
         }
-        di += __shfl_xor_sync(0xffffffffu, di, 1);
-        di += __shfl_xor_sync(0xffffffffu, di, 2);
-        (half ? di_b : di_a) = di;
+        (half ? di_b : di_a) = quad_sum(di);
         (half ? lse_b : lse_a) = l2;
       }
     }
@@ -163,31 +152,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bwd_mma_kernel(const attn_bwd_
       const bf16* Vb = Vs + buf * KT * LD;
       const int32_t* kp = kpos + buf * KT;
 
-      // S = Q K^T and dP = dO V^T (16 rows x KT keys per warp); K and V rows load alike (B = K^T, V^T).
+      // S = Q K^T and dP = dO V^T (16 rows x KT keys per warp), then P and dS in their place.
       float s[KT / 8][4], dp[KT / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < KT / 8; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) {
-        uint32_t qf[4], of[4];
-        ldmatrix_x4(qf, Qw + ks * 16);
-        ldmatrix_x4(of, Ow + ks * 16);
-#pragma unroll
-        for (int np = 0; np < KT / 16; np++) {
-          const int off = (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ks * 16 + ((lane >> 3) & 1) * 8;
-          uint32_t r[4];
-          ldmatrix_x4(r, Kb + off);
-          mma_bf16(s[2 * np], qf, r[0], r[1]);
-          mma_bf16(s[2 * np + 1], qf, r[2], r[3]);
-          ldmatrix_x4(r, Vb + off);
-          mma_bf16(dp[2 * np], of, r[0], r[1]);
-          mma_bf16(dp[2 * np + 1], of, r[2], r[3]);
-        }
-      }
-
-      // P and dS in place of S and dP.
+      mma_scores_dp<D, KT, LD>(s, dp, Qw, Ow, Kb, Vb, lane);
 #pragma unroll
       for (int nt = 0; nt < KT / 8; nt++)
 #pragma unroll
@@ -200,35 +167,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bwd_mma_kernel(const attn_bwd_
           dp[nt][e] = pa * (dp[nt][e] - di_a) * scale;
           dp[nt][2 + e] = pb * (dp[nt][2 + e] - di_b) * scale;
         }
-
-      if (want_dq) {
-#pragma unroll
-        for (int j = 0; j < KT / 16; j++) {
-          // Two adjacent 8-key accumulator tiles are the A fragment of one 16-key step (as P in the forward).
-          const uint32_t af[4] = {pack_bf16x2(dp[2 * j][0], dp[2 * j][1]), pack_bf16x2(dp[2 * j][2], dp[2 * j][3]),
-                                  pack_bf16x2(dp[2 * j + 1][0], dp[2 * j + 1][1]),
-                                  pack_bf16x2(dp[2 * j + 1][2], dp[2 * j + 1][3])};
-#pragma unroll
-          for (int d2 = 0; d2 < D / 16; d2++) {
-            uint32_t r[4];
-            ldmatrix_x4_trans(r, Kb + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + d2 * 16 + (lane >> 4) * 8);
-            mma_bf16(dq[2 * d2], af, r[0], r[1]);
-            mma_bf16(dq[2 * d2 + 1], af, r[2], r[3]);
-          }
-        }
-      }
-
-      {  // stage P and dS (bf16) for the CTA-wide dK / dV products
-        bf16* Pw = Ps + (warp * 16 + g4) * LP + c4 * 2;
-        bf16* Sw = dSs + (warp * 16 + g4) * LP + c4 * 2;
-#pragma unroll
-        for (int nt = 0; nt < KT / 8; nt++) {
-          *reinterpret_cast<uint32_t*>(Pw + nt * 8) = pack_bf16x2(s[nt][0], s[nt][1]);
-          *reinterpret_cast<uint32_t*>(Pw + 8 * LP + nt * 8) = pack_bf16x2(s[nt][2], s[nt][3]);
-          *reinterpret_cast<uint32_t*>(Sw + nt * 8) = pack_bf16x2(dp[nt][0], dp[nt][1]);
-          *reinterpret_cast<uint32_t*>(Sw + 8 * LP + nt * 8) = pack_bf16x2(dp[nt][2], dp[nt][3]);
-        }
-      }
+      if (want_dq) mma_rows_times_keys<D, KT, LD>(dq, dp, Kb, lane);
+      // P and dS (bf16) for the CTA-wide dK / dV products
+      stage_p_ds<KT, LP>(Ps + (warp * 16 + g4) * LP + c4 * 2, dSs + (warp * 16 + g4) * LP + c4 * 2, s, dp);
       __syncthreads();  // every warp's P / dS rows visible
 
       for (int u = warp; u < C::NU; u += W) {
@@ -247,12 +188,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bwd_mma_kernel(const attn_bwd_
         const int sg = half ? sb : sa;
         const int r = sg / w.G, g = sg % w.G;
         if (r >= w.R) continue;
-        const int64_t row = (int64_t(w.row0) + r) * Hq + w.hk * w.G + g;
-#pragma unroll
-        for (int dt = 0; dt < D / 8; dt++) {
-          uint32_t* p = reinterpret_cast<uint32_t*>(dqp + row * D + dt * 8 + c4 * 2);
-          *p = add_bf16x2(*p, dq[dt][2 * half], dq[dt][2 * half + 1]);
-        }
+        add_dq_row<D>(dqp + ((int64_t(w.row0) + r) * Hq + w.hk * w.G + g) * D, dq, half, c4);
       }
     }
     __syncthreads();  // Qs, Os, kpos[0] and s_n[0] are rewritten by the next row tile

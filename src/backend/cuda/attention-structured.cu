@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cuda/attention-mma.cuh"
 #include "backend/cuda/attention-structured.cuh"
 
 namespace gsa::cuda::detail {
@@ -113,19 +114,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) fwd_structured_kernel(const at
     const int32_t* kp = t.kpos[buf];
     const uint64_t vis_a = stile_mask(t, buf, ra.bl), vis_b = stile_mask(t, buf, rb.bl);
     float s[KT / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++)
-#pragma unroll
-      for (int np = 0; np < KT / 16; np++) {
-        uint32_t r[4];
-        ldmatrix_x4(r, Kb + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ks * 16 + ((lane >> 3) & 1) * 8);
-        mma_bf16(s[2 * np], qf[ks], r[0], r[1]);
-        mma_bf16(s[2 * np + 1], qf[ks], r[2], r[3]);
-      }
-
-    float mx_a = -INFINITY, mx_b = -INFINITY;
+    mma_scores<D, KT, LD>(s, qf, Kb, lane);
 #pragma unroll
     for (int nt = 0; nt < KT / 8; nt++)
 #pragma unroll
@@ -134,52 +123,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps) fwd_structured_kernel(const at
         const int32_t pos = kp[j];
         s[nt][e] = pos <= ra.lim && ((vis_a >> j) & 1) ? s[nt][e] * sl2 : -INFINITY;
         s[nt][2 + e] = pos <= rb.lim && ((vis_b >> j) & 1) ? s[nt][2 + e] * sl2 : -INFINITY;
-        mx_a = fmaxf(mx_a, s[nt][e]);
-        mx_b = fmaxf(mx_b, s[nt][2 + e]);
       }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {  // the 4 lanes of a quad hold one row
-      mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
-      mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
-    }
-    const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-    const float ref_a = mn_a == -INFINITY ? 0.f : mn_a, ref_b = mn_b == -INFINITY ? 0.f : mn_b;
-    const float corr_a = exp2f(m_a - ref_a), corr_b = exp2f(m_b - ref_b);
-    m_a = mn_a;
-    m_b = mn_b;
-    float sum_a = 0.f, sum_b = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++) {
-      s[nt][0] = exp2f(s[nt][0] - ref_a);
-      s[nt][1] = exp2f(s[nt][1] - ref_a);
-      s[nt][2] = exp2f(s[nt][2] - ref_b);
-      s[nt][3] = exp2f(s[nt][3] - ref_b);
-      sum_a += s[nt][0] + s[nt][1];
-      sum_b += s[nt][2] + s[nt][3];
-    }
-    l_a = l_a * corr_a + sum_a;  // partial over this lane's columns; the quad is summed at the end
-    l_b = l_b * corr_b + sum_b;
-#pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-      o[dt][0] *= corr_a;
-      o[dt][1] *= corr_a;
-      o[dt][2] *= corr_b;
-      o[dt][3] *= corr_b;
-    }
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) {
-      // The accumulator layout of two adjacent 8-key score tiles is the A layout of one 16-key step.
-      const uint32_t pa[4] = {pack_bf16x2(s[2 * j][0], s[2 * j][1]), pack_bf16x2(s[2 * j][2], s[2 * j][3]),
-                              pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]),
-                              pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < D / 16; dp++) {
-        uint32_t r[4];
-        ldmatrix_x4_trans(r, Vb + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
-        mma_bf16(o[2 * dp], pa, r[0], r[1]);
-        mma_bf16(o[2 * dp + 1], pa, r[2], r[3]);
-      }
-    }
+    online_softmax<D, KT>(s, o, m_a, m_b, l_a, l_b);
+    mma_rows_times_keys<D, KT, LD>(o, s, Vb, lane);
     __syncthreads();  // buffer buf and its kpos / masks are rewritten next iteration
   }
   cp_async_wait<0>();

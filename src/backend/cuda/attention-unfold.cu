@@ -19,7 +19,7 @@
 
 #include <cmath>
 
-#include "backend/cuda/attention-kernels.cuh"
+#include "backend/cuda/attention-mma.cuh"
 
 namespace gsa::cuda::detail {
 namespace {
@@ -178,18 +178,7 @@ __global__ void __launch_bounds__(32 * kUW) unfold_fwd_kernel(const attn_fwd_arg
   while (wk.next_tile(a.uf, kpos, kmask, lane) > 0) {
     load_kv<D, LD>(Ks, Vs, k, v, kpos, w.hk, a.d.Hkv, lane);
     float s[KT / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++)
-#pragma unroll
-      for (int np = 0; np < KT / 16; np++) {
-        uint32_t r[4];
-        ldmatrix_x4(r, Ks + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ks * 16 + ((lane >> 3) & 1) * 8);
-        mma_bf16(s[2 * np], qf[ks], r[0], r[1]);
-        mma_bf16(s[2 * np + 1], qf[ks], r[2], r[3]);
-      }
-    float mx_a = -INFINITY, mx_b = -INFINITY;
+    mma_scores<D, KT, LD>(s, qf, Ks, lane);
 #pragma unroll
     for (int nt = 0; nt < KT / 8; nt++)
 #pragma unroll
@@ -197,51 +186,9 @@ __global__ void __launch_bounds__(32 * kUW) unfold_fwd_kernel(const attn_fwd_arg
         const uint32_t km = kmask[nt * 8 + (lane & 3) * 2 + e];
         s[nt][e] = (km & bit_a) ? s[nt][e] * sl2 : -INFINITY;
         s[nt][2 + e] = (km & bit_b) ? s[nt][2 + e] * sl2 : -INFINITY;
-        mx_a = fmaxf(mx_a, s[nt][e]);
-        mx_b = fmaxf(mx_b, s[nt][2 + e]);
       }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
-      mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
-    }
-    const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-    const float ref_a = mn_a == -INFINITY ? 0.f : mn_a, ref_b = mn_b == -INFINITY ? 0.f : mn_b;
-    const float corr_a = exp2f(m_a - ref_a), corr_b = exp2f(m_b - ref_b);
-    m_a = mn_a;
-    m_b = mn_b;
-    float sum_a = 0.f, sum_b = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++) {
-      s[nt][0] = exp2f(s[nt][0] - ref_a);
-      s[nt][1] = exp2f(s[nt][1] - ref_a);
-      s[nt][2] = exp2f(s[nt][2] - ref_b);
-      s[nt][3] = exp2f(s[nt][3] - ref_b);
-      sum_a += s[nt][0] + s[nt][1];
-      sum_b += s[nt][2] + s[nt][3];
-    }
-    l_a = l_a * corr_a + sum_a;
-    l_b = l_b * corr_b + sum_b;
-#pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-      o[dt][0] *= corr_a;
-      o[dt][1] *= corr_a;
-      o[dt][2] *= corr_b;
-      o[dt][3] *= corr_b;
-    }
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) {
-      const uint32_t pa[4] = {pack_bf16x2(s[2 * j][0], s[2 * j][1]), pack_bf16x2(s[2 * j][2], s[2 * j][3]),
-                              pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]),
-                              pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < D / 16; dp++) {
-        uint32_t r[4];
-        ldmatrix_x4_trans(r, Vs + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
-        mma_bf16(o[2 * dp], pa, r[0], r[1]);
-        mma_bf16(o[2 * dp + 1], pa, r[2], r[3]);
-      }
-    }
+    online_softmax<D, KT>(s, o, m_a, m_b, l_a, l_b);
+    mma_rows_times_keys<D, KT, LD>(o, s, Vs, lane);
     __syncwarp();  // Ks, Vs, kpos and kmask are rewritten by the next tile
   }
 
@@ -311,22 +258,11 @@ __global__ void __launch_bounds__(32 * kUW) unfold_bwd_kernel(const attn_bwd_arg
     const int64_t gi = stacked_index(w, a.d, sg);
     float di = 0.f, l2 = INFINITY;
     if (gi >= 0) {
-#pragma unroll
-      for (int e = 0; e < D / 32; e++) {
-        const int col = (c4 + 4 * e) * 8;
-        const uint4 ow = __ldg(reinterpret_cast<const uint4*>(out + gi * D + col));
-        const uint4 gw = *reinterpret_cast<const uint4*>(Os + sg * LD + col);
-        di = dot_bf16x2(ow.x, gw.x, di);
-        di = dot_bf16x2(ow.y, gw.y, di);
-        di = dot_bf16x2(ow.z, gw.z, di);
-        di = dot_bf16x2(ow.w, gw.w, di);
-      }
+      di = di_part<D>(out + gi * D, Os + sg * LD, c4);
       const float l = __ldg(a.lse + gi);
       l2 = l == -INFINITY ? INFINITY : l * kLog2e;
     }
-    di += __shfl_xor_sync(0xffffffffu, di, 1);
-    di += __shfl_xor_sync(0xffffffffu, di, 2);
-    (half ? di_b : di_a) = di;
+    (half ? di_b : di_a) = quad_sum(di);
     (half ? lse_b : lse_a) = l2;
   }
 
@@ -339,27 +275,7 @@ __global__ void __launch_bounds__(32 * kUW) unfold_bwd_kernel(const attn_bwd_arg
   while (wk.next_tile(a.uf, kpos, kmask, lane) > 0) {
     load_kv<D, LD>(Ks, Vs, k, v, kpos, w.hk, Hkv, lane);
     float s[KT / 8][4], dp[KT / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++) {
-      uint32_t qf[4], of[4];
-      ldmatrix_x4(qf, Qw + ks * 16);
-      ldmatrix_x4(of, Ow + ks * 16);
-#pragma unroll
-      for (int np = 0; np < KT / 16; np++) {
-        const int off = (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ks * 16 + ((lane >> 3) & 1) * 8;
-        uint32_t r[4];
-        ldmatrix_x4(r, Ks + off);
-        mma_bf16(s[2 * np], qf, r[0], r[1]);
-        mma_bf16(s[2 * np + 1], qf, r[2], r[3]);
-        ldmatrix_x4(r, Vs + off);
-        mma_bf16(dp[2 * np], of, r[0], r[1]);
-        mma_bf16(dp[2 * np + 1], of, r[2], r[3]);
-      }
-    }
+    mma_scores_dp<D, KT, LD>(s, dp, Qw, Ow, Ks, Vs, lane);
 #pragma unroll
     for (int nt = 0; nt < KT / 8; nt++)
 #pragma unroll
@@ -372,32 +288,8 @@ __global__ void __launch_bounds__(32 * kUW) unfold_bwd_kernel(const attn_bwd_arg
         dp[nt][e] = pa * (dp[nt][e] - di_a) * scale;
         dp[nt][2 + e] = pb * (dp[nt][2 + e] - di_b) * scale;
       }
-    if (a.dq) {
-#pragma unroll
-      for (int j = 0; j < KT / 16; j++) {
-        const uint32_t af[4] = {pack_bf16x2(dp[2 * j][0], dp[2 * j][1]), pack_bf16x2(dp[2 * j][2], dp[2 * j][3]),
-                                pack_bf16x2(dp[2 * j + 1][0], dp[2 * j + 1][1]),
-                                pack_bf16x2(dp[2 * j + 1][2], dp[2 * j + 1][3])};
-#pragma unroll
-        for (int d2 = 0; d2 < D / 16; d2++) {
-          uint32_t r[4];
-          ldmatrix_x4_trans(r, Ks + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + d2 * 16 + (lane >> 4) * 8);
-          mma_bf16(dq[2 * d2], af, r[0], r[1]);
-          mma_bf16(dq[2 * d2 + 1], af, r[2], r[3]);
-        }
-      }
-    }
-    {
-      bf16* Pw = Ps + g4 * LP + c4 * 2;
-      bf16* Sw = dSs + g4 * LP + c4 * 2;
-#pragma unroll
-      for (int nt = 0; nt < KT / 8; nt++) {
-        *reinterpret_cast<uint32_t*>(Pw + nt * 8) = pack_bf16x2(s[nt][0], s[nt][1]);
-        *reinterpret_cast<uint32_t*>(Pw + 8 * LP + nt * 8) = pack_bf16x2(s[nt][2], s[nt][3]);
-        *reinterpret_cast<uint32_t*>(Sw + nt * 8) = pack_bf16x2(dp[nt][0], dp[nt][1]);
-        *reinterpret_cast<uint32_t*>(Sw + 8 * LP + nt * 8) = pack_bf16x2(dp[nt][2], dp[nt][3]);
-      }
-    }
+    if (a.dq) mma_rows_times_keys<D, KT, LD>(dq, dp, Ks, lane);
+    stage_p_ds<KT, LP>(Ps + g4 * LP + c4 * 2, dSs + g4 * LP + c4 * 2, s, dp);
     __syncwarp();
     for (int u = 0; u < (KT / 16) * (D / 64); u++) {
       const int kg = u % (KT / 16), cg = u / (KT / 16);
@@ -412,12 +304,7 @@ __global__ void __launch_bounds__(32 * kUW) unfold_bwd_kernel(const attn_bwd_arg
 #pragma unroll
     for (int half = 0; half < 2; half++) {
       const int64_t gi = stacked_index(w, a.d, half ? sb : sa);
-      if (gi < 0) continue;
-#pragma unroll
-      for (int dt = 0; dt < D / 8; dt++) {
-        uint32_t* p = reinterpret_cast<uint32_t*>(dqp + gi * D + dt * 8 + c4 * 2);
-        *p = add_bf16x2(*p, dq[dt][2 * half], dq[dt][2 * half + 1]);
-      }
+      if (gi >= 0) add_dq_row<D>(dqp + gi * D, dq, half, c4);
     }
   }
 }

@@ -179,10 +179,11 @@ class cuda_impl final : public backend {
                                                 const gist::gsa_config& cfg) override {
     if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(cfg)) return nullptr;
     const select_args a = selection_args(q, k, rows, b_begin, s, cfg);
+    const row_selection sel(a);
     auto u = std::make_shared<row_unfold>();
     u->Tq = a.T;
     u->Hkv = a.Hkv;
-    u->cap = cuda::rows_cap(a);
+    u->cap = sel.cap();
     u->n_chunks = s.n_chunks();
     u->count = alloc({a.T, a.Hkv}, dtype::i32);
     u->ids = alloc({a.T, a.Hkv, std::max(1, u->cap)}, dtype::i32);
@@ -194,8 +195,8 @@ class cuda_impl final : public backend {
     u->chunk_end = upload(Tensor::borrow(ke.data(), {int64_t(ke.size())}, dtype::i32), dtype::i32);
     u->totals = alloc({2}, dtype::i64);
     auto i32 = [](Tensor& x) { return static_cast<int32_t*>(x.raw()); };
-    cuda::select_rows(a, i32(u->count), i32(u->ids), std::max(1, u->cap), i32(u->chunk_begin), i32(u->chunk_end),
-                      static_cast<unsigned long long*>(u->totals.raw()));
+    sel.run(i32(u->count), i32(u->ids), std::max(1, u->cap), i32(u->chunk_begin), i32(u->chunk_end),
+            static_cast<unsigned long long*>(u->totals.raw()));
     return u;
   }
 

@@ -14,6 +14,16 @@
 
 namespace gsa::cuda {
 
+// The selecting blocks of a (block table, per-block k and caps, batches whose scores fit the budget), built with
+// the gist rules themselves. Blocks keep global row numbers; score and id offsets are relative to their batch.
+struct selection_plan {
+  std::vector<select_detail::block_desc> blocks;
+  std::vector<int> which;                // block id of each selecting block
+  std::vector<size_t> batch_begin{0};    // batches [batch_begin[i], batch_begin[i + 1])
+  int max_cand = 0, max_rows = 0, max_cap = 0;
+  int64_t max_scores = 0, max_ids = 0, max_batch = 0;
+};
+
 namespace {
 
 using select_detail::block_desc;
@@ -53,16 +63,6 @@ template <class T>
 size_t bytes_of(const std::vector<T>& v) {
   return std::max<size_t>(1, v.size()) * sizeof(T);
 }
-
-// The selecting blocks of a (block table, per-block k and caps, batches whose scores fit the budget), built with
-// the gist rules themselves. Blocks keep global row numbers; score and id offsets are relative to their batch.
-struct selection_plan {
-  std::vector<block_desc> blocks;
-  std::vector<int> which;                // block id of each selecting block
-  std::vector<size_t> batch_begin{0};    // batches [batch_begin[i], batch_begin[i + 1])
-  int max_cand = 0, max_rows = 0, max_cap = 0;
-  int64_t max_scores = 0, max_ids = 0, max_batch = 0;
-};
 
 selection_plan plan_selection(const select_args& a, std::vector<uint8_t>* unfolds) {
   check_args(a);
@@ -188,15 +188,18 @@ int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& s
   return total;
 }
 
-int rows_cap(const select_args& a) { return plan_selection(a, nullptr).max_cap; }
+row_selection::row_selection(const select_args& a)
+    : a_(a), plan_(std::make_shared<const selection_plan>(plan_selection(a, nullptr))) {}
 
-void select_rows(const select_args& a, int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin,
-                 const int32_t* key_end, unsigned long long* totals) {
-  const selection_plan p = plan_selection(a, nullptr);
+int row_selection::cap() const { return plan_->max_cap; }
+
+void row_selection::run(int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin, const int32_t* key_end,
+                        unsigned long long* totals) const {
+  const selection_plan& p = *plan_;
   if (p.blocks.empty()) return;
   if (cap < p.max_cap) fail("GPU row selection: the id table holds {} per row and head, {} needed", cap, p.max_cap);
-  run_selection(a, p, [&](size_t, int nb, const block_desc* db, const int32_t* d_ids, const int32_t* d_counts) {
-    select_detail::launch_scatter_rows(db, nb, d_ids, d_counts, a.Hkv, cap, key_begin, key_end, t_count, t_ids,
+  run_selection(a_, p, [&](size_t, int nb, const block_desc* db, const int32_t* d_ids, const int32_t* d_counts) {
+    select_detail::launch_scatter_rows(db, nb, d_ids, d_counts, a_.Hkv, cap, key_begin, key_end, t_count, t_ids,
                                        totals, ctx().stream);
   });
 }

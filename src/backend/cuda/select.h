@@ -25,6 +25,7 @@
 // device -> host copy of the ids per batch. Score scratch is bounded (batches of blocks), so any length works.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/dtype.h"
@@ -63,14 +64,24 @@ int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& s
 
 // The same selection kept on the device as dense per-row tables (backend/row-unfold.h's layout), for plans
 // whose selecting blocks are what the caller wants per row (a per-row split: one row each): every row of a
-// selecting block gets the block's ids. t_count (T, Hkv) and t_ids (T, Hkv, cap) are device i32 buffers;
-// t_count must be zeroed by the caller (rows that do not select keep 0); cap >= rows_cap(a). key_begin / key_end
-// (n_chunks, device) give each chunk's key count for the totals. totals (2 u64, device, zeroed by the caller)
-// gets the selected (row, head, chunk) triples and their keys. Nothing is copied to the host; runs on
-// ctx().stream without synchronising.
-int rows_cap(const select_args& a);
-void select_rows(const select_args& a, int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin,
-                 const int32_t* key_end, unsigned long long* totals);
+// selecting block gets the block's ids. Two steps, so that the caller can size the tables in between: the
+// constructor builds the block table on the host (checks included), run() launches. t_count (T, Hkv) and t_ids
+// (T, Hkv, cap) are device i32 buffers; t_count must be zeroed by the caller (rows that do not select keep 0);
+// cap >= cap(). key_begin / key_end (n_chunks, device) give each chunk's key count for the totals. totals (2 u64,
+// device, zeroed by the caller) gets the selected (row, head, chunk) triples and their keys. Nothing is copied
+// to the host; runs on ctx().stream without synchronising. a's host tables must outlive the object.
+struct selection_plan;
+class row_selection {
+ public:
+  explicit row_selection(const select_args& a);
+  int cap() const;  // id slots per (row, KV head) the tables need
+  void run(int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin, const int32_t* key_end,
+           unsigned long long* totals) const;
+
+ private:
+  select_args a_;
+  std::shared_ptr<const selection_plan> plan_;
+};
 
 // Launch seam between select.cpp (checks, tables, batching) and select.cu (kernels). Not a public API.
 namespace select_detail {
