@@ -115,15 +115,9 @@ __global__ void __launch_bounds__(32 * kMmaMaxWarps) fwd_mma_kernel(const attn_f
       const int32_t* kp = kpos + buf * KT;
       float s[KT / 8][4];
       mma_scores<D, KT, LD>(s, qf, Kb, lane);
-#pragma unroll
-      for (int nt = 0; nt < KT / 8; nt++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const int32_t pos = kp[nt * 8 + (lane & 3) * 2 + e];
-          s[nt][e] = pos <= lim_a ? s[nt][e] * sl2 : -INFINITY;
-          s[nt][2 + e] = pos <= lim_b ? s[nt][2 + e] * sl2 : -INFINITY;
-        }
-      online_softmax<D, KT>(s, o, m_a, m_b, l_a, l_b);
+      float mx_a, mx_b;
+      mask_scores<KT>(s, sl2, lane, [&](int j, int half) { return kp[j] <= (half ? lim_b : lim_a); }, mx_a, mx_b);
+      online_softmax<D, KT>(s, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
       mma_rows_times_keys<D, KT, LD>(o, s, Vb, lane);
       __syncthreads();  // buffer buf and kpos[buf] are rewritten next iteration
     }

@@ -24,23 +24,34 @@ __device__ inline void mma_scores(float (&s)[KT / 8][4], const uint32_t (&qf)[D 
     }
 }
 
-// One online-softmax step in the log2 domain. s holds the tile's scaled scores, -inf where masked; they become
-// exp2(s - m) with m the rows' running maxima; l_* (this lane's partial row sums) and o are rescaled to the new
-// maxima. A row with no visible key so far keeps m = -inf and adds nothing.
-template <int D, int KT>
-__device__ inline void online_softmax(float (&s)[KT / 8][4], float (&o)[D / 8][4], float& m_a, float& m_b,
-                                      float& l_a, float& l_b) {
-  float mx_a = -INFINITY, mx_b = -INFINITY;
+// The tile's scores scaled by sl2 (1 / sqrt(D) in the log2 domain), -inf where vis(j, half) is false (key j of
+// the tile for row a (half 0) or b (half 1)); the rows' maxima over the tile (this lane's columns, then the quad).
+template <int KT, class Vis>
+__device__ inline void mask_scores(float (&s)[KT / 8][4], float sl2, int lane, Vis vis, float& mx_a, float& mx_b) {
+  mx_a = mx_b = -INFINITY;
 #pragma unroll
-  for (int nt = 0; nt < KT / 8; nt++) {
-    mx_a = fmaxf(mx_a, fmaxf(s[nt][0], s[nt][1]));
-    mx_b = fmaxf(mx_b, fmaxf(s[nt][2], s[nt][3]));
-  }
+  for (int nt = 0; nt < KT / 8; nt++)
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      const int j = nt * 8 + (lane & 3) * 2 + e;
+      s[nt][e] = vis(j, 0) ? s[nt][e] * sl2 : -INFINITY;
+      s[nt][2 + e] = vis(j, 1) ? s[nt][2 + e] * sl2 : -INFINITY;
+      mx_a = fmaxf(mx_a, s[nt][e]);
+      mx_b = fmaxf(mx_b, s[nt][2 + e]);
+    }
 #pragma unroll
   for (int off = 1; off <= 2; off <<= 1) {  // the 4 lanes of a quad hold one row
     mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
     mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
   }
+}
+
+// One online-softmax step in the log2 domain after mask_scores (mx_*: its maxima): the scores become exp2(s - m)
+// with m the rows' running maxima; l_* (this lane's partial row sums) and o are rescaled to the new maxima. A row
+// with no visible key so far keeps m = -inf and adds nothing.
+template <int D, int KT>
+__device__ inline void online_softmax(float (&s)[KT / 8][4], float (&o)[D / 8][4], float mx_a, float mx_b,
+                                      float& m_a, float& m_b, float& l_a, float& l_b) {
   const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
   const float ref_a = mn_a == -INFINITY ? 0.f : mn_a, ref_b = mn_b == -INFINITY ? 0.f : mn_b;
   const float corr_a = exp2f(m_a - ref_a), corr_b = exp2f(m_b - ref_b);
@@ -65,6 +76,25 @@ __device__ inline void online_softmax(float (&s)[KT / 8][4], float (&o)[D / 8][4
     o[dt][2] *= corr_b;
     o[dt][3] *= corr_b;
   }
+}
+
+// Backward: P = exp2(s sl2 - lse2) where vis(j, half), else 0, in place of s; dS = P (dP - D_i) scale in place of dp.
+// lse2_* = lse log2(e) of rows a / b (+inf for a row without keys), di_*: D_i of the rows.
+template <int KT, class Vis>
+__device__ inline void probs_and_ds(float (&s)[KT / 8][4], float (&dp)[KT / 8][4], float sl2, float scale,
+                                    float lse2_a, float lse2_b, float di_a, float di_b, int lane, Vis vis) {
+#pragma unroll
+  for (int nt = 0; nt < KT / 8; nt++)
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      const int j = nt * 8 + (lane & 3) * 2 + e;
+      const float pa = vis(j, 0) ? exp2f(s[nt][e] * sl2 - lse2_a) : 0.f;
+      const float pb = vis(j, 1) ? exp2f(s[nt][2 + e] * sl2 - lse2_b) : 0.f;
+      s[nt][e] = pa;
+      s[nt][2 + e] = pb;
+      dp[nt][e] = pa * (dp[nt][e] - di_a) * scale;
+      dp[nt][2 + e] = pb * (dp[nt][2 + e] - di_b) * scale;
+    }
 }
 
 // The accumulator layout of two adjacent 8-key tiles is the A layout of one 16-key step: x rounded to bf16.

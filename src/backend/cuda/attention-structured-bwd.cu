@@ -147,19 +147,9 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
 
     float s[KT / 8][4], dp[KT / 8][4];
     mma_scores_dp<D, KT, LD>(s, dp, Qw, Ow, Kb, Vb, lane);
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int j = nt * 8 + c4 * 2 + e;
-        const int32_t pos = kp[j];
-        const float pa = pos <= ra.lim && ((vis_a >> j) & 1) ? exp2f(s[nt][e] * sl2 - lse_a) : 0.f;
-        const float pb = pos <= rb.lim && ((vis_b >> j) & 1) ? exp2f(s[nt][2 + e] * sl2 - lse_b) : 0.f;
-        s[nt][e] = pa;
-        s[nt][2 + e] = pb;
-        dp[nt][e] = pa * (dp[nt][e] - di_a) * scale;
-        dp[nt][2 + e] = pb * (dp[nt][2 + e] - di_b) * scale;
-      }
+    probs_and_ds<KT>(
+        s, dp, sl2, scale, lse_a, lse_b, di_a, di_b, lane,
+        [&](int j, int half) { return kp[j] <= (half ? rb.lim : ra.lim) && (((half ? vis_b : vis_a) >> j) & 1); });
     if (want_dq) mma_rows_times_keys<D, KT, LD>(dq, dp, Kb, lane);
     // P and dS (bf16) for the CTA-wide dK / dV products
     stage_p_ds<KT, LP>(Ps + (warp * 16 + g4) * LP + c4 * 2, dSs + (warp * 16 + g4) * LP + c4 * 2, s, dp);

@@ -115,16 +115,12 @@ __global__ void __launch_bounds__(32 * kMaxWarps) fwd_structured_kernel(const at
     const uint64_t vis_a = stile_mask(t, buf, ra.bl), vis_b = stile_mask(t, buf, rb.bl);
     float s[KT / 8][4];
     mma_scores<D, KT, LD>(s, qf, Kb, lane);
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int j = nt * 8 + (lane & 3) * 2 + e;
-        const int32_t pos = kp[j];
-        s[nt][e] = pos <= ra.lim && ((vis_a >> j) & 1) ? s[nt][e] * sl2 : -INFINITY;
-        s[nt][2 + e] = pos <= rb.lim && ((vis_b >> j) & 1) ? s[nt][2 + e] * sl2 : -INFINITY;
-      }
-    online_softmax<D, KT>(s, o, m_a, m_b, l_a, l_b);
+    float mx_a, mx_b;
+    mask_scores<KT>(
+        s, sl2, lane,
+        [&](int j, int half) { return kp[j] <= (half ? rb.lim : ra.lim) && (((half ? vis_b : vis_a) >> j) & 1); },
+        mx_a, mx_b);
+    online_softmax<D, KT>(s, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
     mma_rows_times_keys<D, KT, LD>(o, s, Vb, lane);
     __syncthreads();  // buffer buf and its kpos / masks are rewritten next iteration
   }

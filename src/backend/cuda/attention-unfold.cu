@@ -179,15 +179,10 @@ __global__ void __launch_bounds__(32 * kUW) unfold_fwd_kernel(const attn_fwd_arg
     load_kv<D, LD>(Ks, Vs, k, v, kpos, w.hk, a.d.Hkv, lane);
     float s[KT / 8][4];
     mma_scores<D, KT, LD>(s, qf, Ks, lane);
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const uint32_t km = kmask[nt * 8 + (lane & 3) * 2 + e];
-        s[nt][e] = (km & bit_a) ? s[nt][e] * sl2 : -INFINITY;
-        s[nt][2 + e] = (km & bit_b) ? s[nt][2 + e] * sl2 : -INFINITY;
-      }
-    online_softmax<D, KT>(s, o, m_a, m_b, l_a, l_b);
+    float mx_a, mx_b;
+    mask_scores<KT>(s, sl2, lane, [&](int j, int half) { return (kmask[j] & (half ? bit_b : bit_a)) != 0; }, mx_a,
+                    mx_b);
+    online_softmax<D, KT>(s, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
     mma_rows_times_keys<D, KT, LD>(o, s, Vs, lane);
     __syncwarp();  // Ks, Vs, kpos and kmask are rewritten by the next tile
   }
@@ -276,18 +271,8 @@ __global__ void __launch_bounds__(32 * kUW) unfold_bwd_kernel(const attn_bwd_arg
     load_kv<D, LD>(Ks, Vs, k, v, kpos, w.hk, Hkv, lane);
     float s[KT / 8][4], dp[KT / 8][4];
     mma_scores_dp<D, KT, LD>(s, dp, Qw, Ow, Ks, Vs, lane);
-#pragma unroll
-    for (int nt = 0; nt < KT / 8; nt++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const uint32_t km = kmask[nt * 8 + c4 * 2 + e];
-        const float pa = (km & bit_a) ? exp2f(s[nt][e] * sl2 - lse_a) : 0.f;
-        const float pb = (km & bit_b) ? exp2f(s[nt][2 + e] * sl2 - lse_b) : 0.f;
-        s[nt][e] = pa;
-        s[nt][2 + e] = pb;
-        dp[nt][e] = pa * (dp[nt][e] - di_a) * scale;
-        dp[nt][2 + e] = pb * (dp[nt][2 + e] - di_b) * scale;
-      }
+    probs_and_ds<KT>(s, dp, sl2, scale, lse_a, lse_b, di_a, di_b, lane,
+                     [&](int j, int half) { return (kmask[j] & (half ? bit_b : bit_a)) != 0; });
     if (a.dq) mma_rows_times_keys<D, KT, LD>(dq, dp, Ks, lane);
     stage_p_ds<KT, LP>(Ps + g4 * LP + c4 * 2, dSs + g4 * LP + c4 * 2, s, dp);
     __syncwarp();
