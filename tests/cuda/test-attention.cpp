@@ -440,13 +440,69 @@ std::vector<compress_case> compress_cases() {
   };
 }
 
+struct restore_keymajor {
+  bool was = keymajor_backward();
+  ~restore_keymajor() { set_keymajor_backward(was); }
+};
+
+// Both backward schemes of the structured path (key-major dK / dV, the default, and the row pass's per-tile
+// atomics), then the generic kernels.
 TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
   std::string why;
   if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  restore_keymajor keep;
   for (const compress_case& cc : compress_cases()) {
-    run_compress(cc, path::structured);
+    for (bool km : {true, false}) {
+      SCOPED_TRACE(km ? "key-major backward" : "atomic backward");
+      set_keymajor_backward(km);
+      run_compress(cc, path::structured);
+    }
     run_compress(cc, path::generic);
   }
+}
+
+// A prefill chunk's plan (q_offset > 0: the rows are the last Tq of Tk positions) through the key-major backward:
+// the inverse cuts rows before each key tile's first position by the offset.
+TEST(CudaAttentionStructured, KeyMajorWithAQueryOffset) {
+  std::string why;
+  if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  restore_keymajor keep;
+  set_keymajor_backward(true);
+  gist::gsa_config cfg;
+  cfg.chunk = {16};
+  cfg.gists_per_chunk = 2;
+  cfg.gist_token_ids = {1};
+  cfg.validate();
+  const std::vector<int32_t> raw(700, 7);
+  const gist::stream st = gist::build_stream(raw.data(), 700, cfg);
+  const attn_plan full = gist::plan_compress(st, cfg);
+  // The plan of the last rows: blocks from the first block at or after row 300, rows shifted by the offset.
+  int b0 = 0;
+  while (full.block_q[b0] < 300) b0++;
+  const int off = full.block_q[b0];
+  attn_plan plan;
+  plan.heads = 1;
+  plan.gists_per_unit = full.gists_per_unit;
+  plan.gist_ptr = full.gist_ptr;
+  plan.gist_pos = full.gist_pos;
+  plan.seg_ptr.push_back(0);
+  for (int b = b0; b < full.n_blocks(); b++) {
+    plan.block_q.push_back(full.block_q[b] - off);
+    for (int64_t i = full.seg_begin(b, 0); i < full.seg_end(b, 0); i++) plan.segs.push_back(full.segs[size_t(i)]);
+    plan.seg_ptr.push_back(int64_t(plan.segs.size()));
+  }
+  plan.block_q.push_back(full.block_q[full.n_blocks()] - off);
+  attn_case c;
+  c.t = dtype::bf16;
+  c.D = 64;
+  c.G = 2;
+  c.Hkv = 2;
+  c.g = 2;
+  c.Tk = st.size();
+  c.Tq = st.size() - off;
+  c.q_offset = off;
+  std::mt19937_64 rng(77);
+  check_plan(c, plan, rng, path::structured);
 }
 
 TEST(CudaAttentionStructured, DetectsTheStructure) {
@@ -654,6 +710,33 @@ TEST(CudaAttentionDeterminism, FixedPointAgreesWithFloatAtomics) {
     set_deterministic_backward(false);
     backward_runs(c, plan, t == dtype::f32, 1, 1.f, &atomics);
     EXPECT_LE(rel_l2(fixed, atomics), t == dtype::f32 ? 1e-6 : 4e-3) << dtype_name(t);
+  }
+}
+
+// Without the fixed-point scratch the key-major backward is still the same bits on every run (each dk / dv entry
+// gets at most two adds, which commute), and it agrees with the atomic scheme.
+TEST(CudaAttentionDeterminism, KeyMajorIsTheSameBitsWithFloatScratch) {
+  std::string why;
+  if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  restore_mode keep;
+  restore_keymajor keep_km;
+  set_deterministic_backward(false);
+  for (int D : {64, 128}) {
+    attn_case c;
+    c.t = dtype::bf16;
+    c.D = D;
+    c.G = 4;
+    c.Hkv = 2;
+    c.seed = 11;
+    const attn_plan plan = long_compress_plan(c, 3000);
+    set_keymajor_backward(true);
+    std::vector<float> km, at;
+    const auto out = backward_runs(c, plan, false, 4, 1.f, &km);
+    for (size_t i = 1; i < out.size(); i++)
+      EXPECT_TRUE(out[i] == out[0]) << "D " << D << ": run " << i << " differs from run 0 in its bits";
+    set_keymajor_backward(false);
+    backward_runs(c, plan, false, 1, 1.f, &at);
+    EXPECT_LE(rel_l2(km, at), 4e-3) << "D " << D << ": key-major against atomic dk / dv";
   }
 }
 

@@ -258,8 +258,9 @@ int launch_attention_backward(const attn_bwd_args& a, int sm_count, void* stream
   if (a.p.n_blocks == 0 || a.p.max_block_rows == 0 || a.d.Hkv == 0) return 0;
   const auto st = static_cast<cudaStream_t>(stream);
   if (a.d.bf16) {
-    int e = a.p.sblocks ? launch_attention_backward_structured(a, sm_count, stream)
-                        : launch_attention_backward_mma(a, sm_count, stream);
+    int e = a.keymajor     ? launch_attention_backward_keymajor(a, sm_count, stream)
+            : a.p.sblocks ? launch_attention_backward_structured(a, sm_count, stream)
+                          : launch_attention_backward_mma(a, sm_count, stream);
     if (e == 0) e = launch_unfold_backward(a, sm_count, stream);  // the row unfold's keys, same scratch
     return e != 0 ? e : int(add_scratch<bf16>(a, sm_count, st));
   }

@@ -24,6 +24,14 @@ struct sblock {
 };
 static_assert(sizeof(sblock) == 72);
 
+constexpr int kKTile = 64;  // keys per CTA of the key-major backward (4 warps x 16)
+struct ktile {
+  int32_t level, first, run_begin, run_end;
+};
+struct krun {
+  int32_t b0, b1;
+};
+
 struct attn_dims {
   int Tq = 0, Tk = 0, q_offset = 0, Hq = 0, Hkv = 0, D = 0;
   bool bf16 = false;  // activation type t: bf16 or f32
@@ -39,6 +47,14 @@ struct attn_plan_view {
   const int32_t* gist_pos = nullptr;
   int levels = 0;                   // gist levels (entries of gist_ptr - 1)
   const sblock* sblocks = nullptr;  // (n_blocks) set only when the launcher takes the structured kernels
+  // The inverse of a structured plan for the key-major backward (attention-keymajor.cu): key tiles of kKTile keys,
+  // each {level or -1, first key, run_begin, run_end}: the stream positions [first, first + kKTile) (level -1) or
+  // the gist indices [first, first + kKTile) of that level (index u g + i: gist i of unit u), seen by the rows of
+  // the blocks of runs [run_begin, run_end) of kruns ({b0, b1}: blocks [b0, b1)). Tiles in decreasing order of
+  // rows to visit (the longest CTAs start first). n_ktiles == 0: not built.
+  int n_ktiles = 0;
+  const ktile* ktiles = nullptr;
+  const krun* kruns = nullptr;
 };
 
 // A row unfold on the device (backend/row-unfold.h) attended on top of the plan by the bf16 overlay kernels
@@ -72,6 +88,11 @@ struct attn_bwd_args {
   bool fixed = false;
   unsigned* overflow = nullptr;
   void *dk = nullptr, *dv = nullptr;  // (Tk, Hkv, D) t, += scratch at the end
+  // Key-major dK / dV (structured bf16 plans with an inverse, p.n_ktiles > 0): the row pass computes dq only and
+  // writes D_i = rowsum(dout * out) of every row into di (Tq, Hq); attention-keymajor.cu then adds dk / dv into the
+  // scratch with one add per key and gradient (no per-tile atomics).
+  bool keymajor = false;
+  float* di = nullptr;
   const void *dout = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
   const float* lse = nullptr;
 };
@@ -90,5 +111,7 @@ int launch_unfold_forward(const attn_fwd_args& a, int sm_count, void* stream);
 int launch_unfold_backward(const attn_bwd_args& a, int sm_count, void* stream);
 int launch_attention_forward_structured(const attn_fwd_args& a, int sm_count, void* stream);
 int launch_attention_backward_structured(const attn_bwd_args& a, int sm_count, void* stream);
+// With a.keymajor: the structured row pass without dk / dv (dq += and a.di), then the key-major dk / dv pass.
+int launch_attention_backward_keymajor(const attn_bwd_args& a, int sm_count, void* stream);
 
 }  // namespace gsa::cuda::detail

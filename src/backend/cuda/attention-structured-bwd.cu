@@ -11,7 +11,10 @@
 // warp: red.global.add.v4.f32). Against the generic kernel a gist key is loaded and its dK / dV flushed once per
 // 128 stacked rows instead of once per 64-row tile of every block (17 or 68 rows).
 //
-// Compiled variants: D {64, 128}: 2 kernels.
+// With attn_bwd_args::keymajor the same kernel runs without the dK / dV half (dq and D_i only; dK / dV come from
+// the key-major pass, attention-keymajor.cu).
+//
+// Compiled variants: D {64, 128} x {with dK / dV, dq only}: 4 kernels.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -33,14 +36,16 @@ struct cfg {
   static constexpr int NU = (KT / 16) * (D / 64);
 };
 
-template <int D>
+// KEYS: dk / dv partials into the scratch (atomics per key tile); else dq only and D_i into a.di for the
+// key-major pass (attention-keymajor.cu).
+template <int D, bool KEYS>
 size_t smem_bytes() {
   using C = cfg<D>;
   const size_t M = size_t(16) * kWarps;
-  return ((2 * M + 4 * C::KT) * C::LD + 2 * M * C::LP) * sizeof(bf16) + stile_bytes<C::KT>();
+  return ((2 * M + 4 * C::KT) * C::LD + (KEYS ? 2 * M * C::LP : 0)) * sizeof(bf16) + stile_bytes<C::KT>();
 }
 
-template <int D>
+template <int D, bool KEYS>
 __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_bwd_args a) {
   using C = cfg<D>;
   constexpr int KT = C::KT, LD = C::LD, LP = C::LP, DC = D / 8, M = 16 * kWarps, W = kWarps;
@@ -115,7 +120,9 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
         const float l = __ldg(a.lse + row);
         l2 = l == -INFINITY ? INFINITY : l * kLog2e;
       }
-      (half ? di_b : di_a) = quad_sum(di);
+      di = quad_sum(di);
+      if (!KEYS && x.lim >= 0 && c4 == 0) a.di[int64_t(x.r) * Hq + hk * G + x.g] = di;
+      (half ? di_b : di_a) = di;
       (half ? lse_b : lse_a) = l2;
     }
   }
@@ -151,6 +158,10 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
         s, dp, sl2, scale, lse_a, lse_b, di_a, di_b, lane,
         [&](int j, int half) { return kp[j] <= (half ? rb.lim : ra.lim) && (((half ? vis_b : vis_a) >> j) & 1); });
     if (want_dq) mma_rows_times_keys<D, KT, LD>(dq, dp, Kb, lane);
+    if (!KEYS) {
+      __syncthreads();  // buffer buf and its kpos / masks are rewritten next iteration
+      continue;
+    }
     // P and dS (bf16) for the CTA-wide dK / dV products
     stage_p_ds<KT, LP>(Ps + (warp * 16 + g4) * LP + c4 * 2, dSs + (warp * 16 + g4) * LP + c4 * 2, s, dp);
     __syncthreads();  // every warp's P / dS rows visible
@@ -178,16 +189,16 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
   }
 }
 
-template <int D>
+template <int D, bool KEYS>
 cudaError_t launch_dim(const attn_bwd_args& a, cudaStream_t st) {
   const int G = a.d.Hq / a.d.Hkv, RT = 16 * kWarps / G;
   const int64_t tiles = (a.d.Tq + RT - 1) / RT;
   if (RT * G != 16 * kWarps || tiles > INT32_MAX || a.d.Hkv > 65535) return cudaErrorInvalidConfiguration;
-  const size_t smem = smem_bytes<D>();
+  const size_t smem = smem_bytes<D, KEYS>();
   const cudaError_t e =
-      cudaFuncSetAttribute(bwd_structured_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      cudaFuncSetAttribute(bwd_structured_kernel<D, KEYS>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (e != cudaSuccess) return e;
-  bwd_structured_kernel<D><<<dim3(unsigned(tiles), unsigned(a.d.Hkv)), 32 * kWarps, smem, st>>>(a);
+  bwd_structured_kernel<D, KEYS><<<dim3(unsigned(tiles), unsigned(a.d.Hkv)), 32 * kWarps, smem, st>>>(a);
   return cudaGetLastError();
 }
 
@@ -196,9 +207,10 @@ cudaError_t launch_dim(const attn_bwd_args& a, cudaStream_t st) {
 int launch_attention_backward_structured(const attn_bwd_args& a, int, void* stream) {
   if (a.d.Tq == 0 || a.d.Hkv == 0) return 0;
   const auto st = static_cast<cudaStream_t>(stream);
+  const bool rows_only = a.keymajor && a.di;  // dq and D_i; dk / dv by the key-major pass
   switch (a.d.D) {
-    case 64: return int(launch_dim<64>(a, st));
-    case 128: return int(launch_dim<128>(a, st));
+    case 64: return int(rows_only ? launch_dim<64, false>(a, st) : launch_dim<64, true>(a, st));
+    case 128: return int(rows_only ? launch_dim<128, false>(a, st) : launch_dim<128, true>(a, st));
   }
   return int(cudaErrorInvalidValue);
 }

@@ -112,6 +112,64 @@ bool structure_of(const attn_plan& plan, int Tq, std::vector<detail::sblock>& ou
   return true;
 }
 
+// The inverse of a structured plan (attn_plan_view::ktiles): for each tile of kKTile stream positions and each
+// tile of kKTile gist indices of a level, the runs of consecutive blocks whose lists hold any of its keys, tiles
+// sorted by the rows they visit (most first: the longest CTAs of the key-major backward start first). A stream
+// range is cut at the block's last causal limit (later keys are never seen). Memory: O(tiles + runs).
+void inverse_of(const attn_plan& plan, const std::vector<detail::sblock>& sb, int Tk, int q_offset,
+                std::vector<detail::ktile>& tiles, std::vector<detail::krun>& runs) {
+  constexpr int KT = detail::kKTile;
+  const int nb = plan.n_blocks(), g = plan.gists_per_unit;
+  const int levels = plan.gist_ptr.empty() ? 0 : int(plan.gist_ptr.size()) - 1;
+  std::vector<int> base(size_t(levels) + 1);
+  base[0] = (Tk + KT - 1) / KT;  // stream tiles first, then each level's gist tiles
+  for (int l = 0; l < levels; l++) {
+    const int64_t n = int64_t(plan.gist_ptr[l + 1] - plan.gist_ptr[l]) * g;
+    base[size_t(l) + 1] = base[size_t(l)] + int((n + KT - 1) / KT);
+  }
+  std::vector<std::vector<detail::krun>> per(static_cast<size_t>(base[size_t(levels)]));
+  auto add = [&](int t, int b) {
+    auto& v = per[size_t(t)];
+    if (!v.empty() && v.back().b1 == b + 1) return;  // this block is in already (another of its ranges)
+    if (!v.empty() && v.back().b1 == b)
+      v.back().b1 = b + 1;
+    else
+      v.push_back({b, b + 1});
+  };
+  for (int b = 0; b < nb; b++) {
+    const detail::sblock& d = sb[size_t(b)];
+    const int64_t key_end = int64_t(q_offset) + plan.block_q[b + 1];  // keys < key_end can be seen
+    for (int r = 0; r < d.nr; r++) {
+      const int64_t a = d.r[r][0], e = std::min<int64_t>(d.r[r][1], key_end);
+      for (int64_t t = a / KT; a < e && t <= (e - 1) / KT; t++) add(int(t), b);
+    }
+    for (int l = 0; l < levels; l++) {
+      const int64_t a = int64_t(d.u[l][0]) * g, e = int64_t(d.u[l][1]) * g;
+      for (int64_t t = a / KT; a < e && t <= (e - 1) / KT; t++) add(base[size_t(l)] + int(t), b);
+    }
+  }
+  std::vector<std::pair<int64_t, int>> order;  // (rows visited, tile)
+  for (int t = 0; t < int(per.size()); t++) {
+    if (per[size_t(t)].empty()) continue;
+    int64_t rows = 0;
+    for (const auto& r : per[size_t(t)]) rows += plan.block_q[r.b1] - plan.block_q[r.b0];
+    order.emplace_back(rows, t);
+  }
+  std::stable_sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+  tiles.clear();
+  runs.clear();
+  for (const auto& [rows, t] : order) {
+    const int level = int(std::upper_bound(base.begin(), base.end(), t) - base.begin()) - 1;
+    detail::ktile k;
+    k.level = level;  // -1: a stream tile (t < base[0])
+    k.first = (t - (level < 0 ? 0 : base[size_t(level)])) * KT;
+    k.run_begin = int32_t(runs.size());
+    runs.insert(runs.end(), per[size_t(t)].begin(), per[size_t(t)].end());
+    k.run_end = int32_t(runs.size());
+    tiles.push_back(k);
+  }
+}
+
 size_t align16(size_t x) { return (x + 15) & ~size_t(15); }
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
@@ -148,6 +206,11 @@ void choose_kernels(detail::attn_plan_view& v, const device_plan& p, const detai
   const int G = d.Hq / d.Hkv;
   v.sblocks = p.structured && p.sblocks && d.bf16 && 64 % G == 0 ? static_cast<const detail::sblock*>(p.sblocks)
                                                                    : nullptr;
+  if (v.sblocks) {
+    v.n_ktiles = p.n_ktiles;
+    v.ktiles = static_cast<const detail::ktile*>(p.ktiles);
+    v.kruns = static_cast<const detail::krun*>(p.kruns);
+  }
 }
 
 // Checks shared by forward and backward; returns the kernel sizes.
@@ -223,7 +286,18 @@ void attach_unfold(device_plan& plan, std::shared_ptr<const row_unfold> u) {
 
 namespace {
 int deterministic_mode = -1;  // -1: not read yet
+int keymajor_mode = -1;
 }
+
+bool keymajor_backward() {
+  if (keymajor_mode < 0) {
+    const char* e = std::getenv("GSA_CUDA_BWD");
+    keymajor_mode = e && std::string(e) == "atomic" ? 0 : 1;
+  }
+  return keymajor_mode == 1;
+}
+
+void set_keymajor_backward(bool on) { keymajor_mode = on ? 1 : 0; }
 
 bool deterministic_backward() {
   if (deterministic_mode < 0) {
@@ -262,6 +336,9 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   d.levels = plan.gist_ptr.empty() ? 0 : int(plan.gist_ptr.size()) - 1;
   std::vector<detail::sblock> sb;
   const bool structured = structure_of(plan, Tq, sb);
+  std::vector<detail::ktile> kt;
+  std::vector<detail::krun> kr;
+  if (structured) inverse_of(plan, sb, Tk, q_offset, kt, kr);
 
   // One allocation, each array 16-byte aligned (segs are read as int4).
   const size_t o_block_q = 0;
@@ -270,7 +347,9 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   const size_t o_gist_ptr = align16(o_segs + plan.segs.size() * sizeof(key_seg));
   const size_t o_gist_pos = align16(o_gist_ptr + plan.gist_ptr.size() * sizeof(int32_t));
   const size_t o_sblocks = align16(o_gist_pos + plan.gist_pos.size() * sizeof(int32_t));
-  const size_t total = std::max<size_t>(16, align16(o_sblocks + sb.size() * sizeof(detail::sblock)));
+  const size_t o_ktiles = align16(o_sblocks + sb.size() * sizeof(detail::sblock));
+  const size_t o_kruns = align16(o_ktiles + kt.size() * sizeof(detail::ktile));
+  const size_t total = std::max<size_t>(16, align16(o_kruns + kr.size() * sizeof(detail::krun)));
   std::vector<unsigned char> host(total, 0);
   auto put = [&](size_t off, const void* src, size_t bytes) {
     if (bytes) std::memcpy(host.data() + off, src, bytes);
@@ -281,6 +360,8 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   put(o_gist_ptr, plan.gist_ptr.data(), plan.gist_ptr.size() * sizeof(int32_t));
   put(o_gist_pos, plan.gist_pos.data(), plan.gist_pos.size() * sizeof(int32_t));
   put(o_sblocks, sb.data(), sb.size() * sizeof(detail::sblock));
+  put(o_ktiles, kt.data(), kt.size() * sizeof(detail::ktile));
+  put(o_kruns, kr.data(), kr.size() * sizeof(detail::krun));
 
   // The deleter runs in destructors: it must not throw, and a failing release of a plan buffer leaves nothing
   // to recover, so its error is dropped there (the next checked CUDA call reports a broken context).
@@ -299,6 +380,9 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   d.gist_pos = plan.gist_pos.empty() ? nullptr : reinterpret_cast<const int32_t*>(base + o_gist_pos);
   d.structured = structured;
   d.sblocks = structured ? base + o_sblocks : nullptr;
+  d.n_ktiles = int(kt.size());
+  d.ktiles = kt.empty() ? nullptr : base + o_ktiles;
+  d.kruns = kr.empty() ? nullptr : base + o_kruns;
   return d;
 }
 
@@ -351,11 +435,14 @@ void attention_backward(void* dq, void* dk, void* dv, const void* dout, const vo
   scratch dk_acc(dk != nullptr, n_kv, acc_bytes), dv_acc(dv != nullptr, n_kv, acc_bytes);
   scratch overflow(fixed, 4, sizeof(unsigned));
   detail::attn_bwd_args a;
+  a.p = view(plan);
+  choose_kernels(a.p, plan, d);
+  a.keymajor = a.p.sblocks && a.p.n_ktiles > 0 && keymajor_backward() && (dk || dv);
+  scratch di(a.keymajor, size_t(Tq) * Hq, sizeof(float));  // D_i of every row (zero where the row sees no key)
+  a.di = static_cast<float*>(di.p);
   a.fixed = fixed;
   a.overflow = static_cast<unsigned*>(overflow.p);
   a.d = d;
-  a.p = view(plan);
-  choose_kernels(a.p, plan, d);
   a.dq = dq;
   a.dk = dk;
   a.dv = dv;

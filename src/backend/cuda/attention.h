@@ -36,6 +36,10 @@ struct device_plan {
   bool structured = false;
   int levels = 0;                 // gist levels of the table
   const void* sblocks = nullptr;  // (n_blocks) per-block descriptors of the structured kernels
+  // The structured plan's inverse for the key-major backward (attention-kernels.h, attn_plan_view::ktiles).
+  int n_ktiles = 0;
+  const void* ktiles = nullptr;
+  const void* kruns = nullptr;
   std::shared_ptr<void> storage;  // one device allocation holding every array
   // A row unfold attended on top of the plan (bf16 only; set by attach_unfold): its device tables stay alive.
   std::shared_ptr<const row_unfold> unfold;
@@ -64,6 +68,11 @@ void attention_forward(void* out, float* lse, const void* q, const void* k, cons
 // magnitude 2^10 or more turns dk / dv into NaN.
 bool deterministic_backward();
 void set_deterministic_backward(bool on);
+// Whether the backward of structured bf16 plans computes dk / dv key-major (attention-keymajor.cu: a CTA per key
+// tile walks the rows that see it, one add per key; the default) or with the row pass's per-tile atomics (the
+// earlier scheme, kept to compare: GSA_CUDA_BWD=atomic in the environment, or the setter).
+bool keymajor_backward();
+void set_keymajor_backward(bool on);
 
 // dq (Tq,Hq,D) +=, dk, dv (Tk,Hkv,D) += (type t; any may be null). Needs the forward's out and lse.
 void attention_backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,

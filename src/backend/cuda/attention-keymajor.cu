@@ -1,0 +1,312 @@
+// Key-major dK / dV of plan-driven GSA attention for structured plans (bf16), the second half of the structured
+// backward when attn_bwd_args::keymajor is set (contract: attention.h; plans: attention-kernels.h).
+//
+// The row pass (attention-structured-bwd.cu without its dK / dV half) adds dq and writes D_i per row. This pass
+// turns the problem around, as FlashAttention-2's backward does: CTA (key tile, KV head) owns kKTile = 64 keys of
+// the plan's inverse (attn_plan_view::ktiles: 64 consecutive stream positions, or 64 consecutive gist indices of
+// one level) and walks the rows of the blocks that see them (the tile's runs), in row windows of MQ stacked rows
+// (consecutive query rows x the G heads of the KV head, aligned to MQ / G rows). Each of the 4 warps owns 16 keys
+// and, per window, computes with the keys as the rows of the products:
+//   S^T = K Q^T and dP^T = V dO^T (16 keys x MQ rows), P^T = exp2(S^T scale log2e - lse log2e) under the rows'
+//   block masks and causal limits, dS^T = P^T (dP^T - D_i) scale, then dV += P^T dO and dK += dS^T Q
+// with P^T and dS^T going from the accumulators straight into the A operands (no shared-memory staging, no
+// barrier between warps). dK and dV stay in registers for the whole walk and are added once at the end: one add
+// per key and feature instead of one per (row tile, key tile) pair. A key's rows are the rows whose block lists
+// it (stream range for a stream tile, unit range of the level for a gist tile) and whose causal limit reaches it:
+// the rule of the row pass, so the two passes see the same (row, key) pairs.
+//
+// A position can be both a stream key (of a block's range) and a gist key (of another block's unit range): then
+// exactly two CTAs add into its scratch entry, and two f32 additions onto zero give the same bits in either order.
+// So this pass is deterministic without the fixed-point scratch (the row unfold's overlay, when present, adds
+// with atomics afterwards).
+//
+// Compiled variants: D {64, 128}: 2 kernels.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "backend/cuda/attention-mma.cuh"
+
+namespace gsa::cuda::detail {
+namespace {
+
+constexpr int kW = kKTile / 16;  // warps: 16 keys each
+
+template <int D>
+constexpr int kLD = D + 8;
+
+struct krow {  // one stacked row of a window
+  int32_t lim;  // causal limit; -1: padding or not in the run
+  int32_t bl;   // block index relative to the window's first block
+  float lse2, di;
+};
+
+template <int D, int MQ>
+struct kshared {
+  static constexpr int LD = kLD<D>;
+  bf16 K[kKTile][LD], V[kKTile][LD];
+  bf16 Q[2][MQ][LD], O[2][MQ][LD];
+  krow row[2][MQ];
+  int32_t kpos[kKTile], kunit[kKTile];
+  int32_t bfirst[2], nbs[2];
+  int32_t kmin;
+};
+
+// The walk over a tile's rows: run index, window start (query row, aligned to RQ), the run's rows [lo, hi) and b,
+// the block holding the window's first row of the run (windows only move forward, so b does too).
+struct kcursor {
+  int run, w0, lo, hi, b;
+};
+
+__device__ inline void kcursor_block(kcursor& c, const attn_plan_view& p) {
+  const int first = max(c.w0, c.lo);
+  while (__ldg(p.block_q + c.b + 1) <= first) c.b++;
+}
+
+__device__ inline bool kcursor_start(kcursor& c, const attn_plan_view& p, int run_end, int row_min, int RQ) {
+  for (; c.run < run_end; c.run++) {
+    const krun r = p.kruns[c.run];
+    c.lo = max(__ldg(p.block_q + r.b0), row_min);
+    c.hi = __ldg(p.block_q + r.b1);
+    if (c.lo < c.hi) {
+      c.w0 = c.lo / RQ * RQ;
+      c.b = r.b0;
+      kcursor_block(c, p);
+      return true;
+    }
+  }
+  return false;
+}
+
+// Advances to the next window; false at the end of the walk.
+__device__ inline bool kcursor_next(kcursor& c, const attn_plan_view& p, int run_end, int row_min, int RQ) {
+  c.w0 += RQ;
+  if (c.w0 < c.hi) {
+    kcursor_block(c, p);
+    return true;
+  }
+  c.run++;
+  return kcursor_start(c, p, run_end, row_min, RQ);
+}
+
+// Whether a key (position pos, gist unit unit or -1 for a stream key) is in block b's list.
+__device__ inline bool block_lists(const sblock& b, int level, int32_t pos, int32_t unit) {
+  if (level >= 0) return unit >= b.u[level][0] && unit < b.u[level][1];
+  bool m = false;
+  for (int r = 0; r < b.nr; r++) m |= pos >= b.r[r][0] && pos < b.r[r][1];
+  return m;
+}
+
+template <int D, int MQ>
+__global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_args a) {
+  using S = kshared<D, MQ>;
+  constexpr int LD = S::LD, DC = D / 8, KT = kKTile;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  S& sh = *reinterpret_cast<S*>(smem_raw);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nthr = 32 * kW;
+  const int Hq = a.d.Hq, Hkv = a.d.Hkv, q_offset = a.d.q_offset, G = Hq / Hkv, hk = blockIdx.y, RQ = MQ / G;
+  const ktile tile = a.p.ktiles[blockIdx.x];
+  const int level = tile.level;
+  const bf16* q = static_cast<const bf16*>(a.q);
+  const bf16* k = static_cast<const bf16*>(a.k);
+  const bf16* v = static_cast<const bf16*>(a.v);
+  const bf16* dout = static_cast<const bf16*>(a.dout);
+  const float scale = rsqrtf(float(D)), sl2 = scale * kLog2e;
+  const int g4 = lane >> 2, c4 = lane & 3;
+
+  // The tile's keys: positions and gist units (kInvalidKey past the end).
+  if (tid < KT) {
+    const int32_t o = tile.first + tid;
+    int32_t pos = kInvalidKey, unit = -1;
+    if (level < 0) {
+      if (o < a.d.Tk) pos = o;
+    } else {
+      const int gpu = a.p.gists_per_unit;
+      const int32_t g0 = __ldg(a.p.gist_ptr + level), units = __ldg(a.p.gist_ptr + level + 1) - g0;
+      if (o < units * gpu) {
+        unit = o / gpu;
+        pos = __ldg(a.p.gist_pos + g0 + unit) + (o - unit * gpu);
+      }
+    }
+    sh.kpos[tid] = pos;
+    sh.kunit[tid] = unit;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    int32_t m = min(sh.kpos[lane], sh.kpos[lane + 32]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) m = min(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (lane == 0) sh.kmin = m;
+  }
+  for (int e = tid; e < KT * DC; e += nthr) {
+    const int j = e / DC, c = e % DC;
+    const int32_t pos = sh.kpos[j];
+    const bool ok = pos != kInvalidKey;
+    const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
+    cp_async16_zfill(&sh.K[j][c * 8], k + off, ok);
+    cp_async16_zfill(&sh.V[j][c * 8], v + off, ok);
+  }
+  cp_async_commit();
+  __syncthreads();  // kmin visible
+  if (sh.kmin == kInvalidKey) {
+    cp_async_wait<0>();
+    return;
+  }
+  // Rows before the first key's position see none of the tile.
+  const int row_min = max(0, sh.kmin - q_offset);
+  const int ka = warp * 16 + g4, kb = ka + 8;  // the thread's keys (accumulator rows a and b)
+  const int32_t pos_a = sh.kpos[ka], pos_b = sh.kpos[kb], unit_a = sh.kunit[ka], unit_b = sh.kunit[kb];
+
+  // Stage window c into buffer buf: Q / dO rows by cp.async (one commit group), row statistics and block
+  // indices by plain loads. Uniform control flow.
+  auto issue = [&](int buf, const kcursor& c) {
+    for (int e = tid; e < MQ * DC; e += nthr) {
+      const int s = e / DC, ch = e % DC, r = c.w0 + s / G, g = s % G;
+      const bool ok = r >= c.lo && r < c.hi;
+      const int64_t off = ok ? (int64_t(r) * Hq + hk * G + g) * D + ch * 8 : 0;
+      cp_async16_zfill(&sh.Q[buf][s][ch * 8], q + off, ok);
+      cp_async16_zfill(&sh.O[buf][s][ch * 8], dout + off, ok);
+    }
+    cp_async_commit();
+    const int bf = c.b;
+    if (tid < MQ) {
+      const int s = tid, r = c.w0 + s / G, g = s % G;
+      krow x{-1, 0, INFINITY, 0.f};
+      if (r >= c.lo && r < c.hi) {
+        int b = bf;
+        while (__ldg(a.p.block_q + b + 1) <= r) b++;
+        const int64_t row = int64_t(r) * Hq + hk * G + g;
+        const float l = __ldg(a.lse + row);
+        x.lim = q_offset + r;
+        x.bl = b - bf;
+        x.lse2 = l == -INFINITY ? INFINITY : l * kLog2e;
+        x.di = __ldg(a.di + row);
+      }
+      sh.row[buf][s] = x;
+    }
+    if (tid == 0) {
+      const int last = min(c.hi, c.w0 + RQ) - 1;
+      int b = bf;
+      while (__ldg(a.p.block_q + b + 1) <= last) b++;
+      sh.bfirst[buf] = bf;
+      sh.nbs[buf] = min(b - bf + 1, 32);
+    }
+  };
+
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < D / 8; dt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.f;
+
+  // A-fragment addresses of the warp's 16 keys (the rows of S^T and dP^T).
+  const int frag_row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, frag_col = (lane >> 4) * 8;
+  const bf16* Kw = &sh.K[frag_row][frag_col];
+  const bf16* Vw = &sh.V[frag_row][frag_col];
+
+  kcursor cur{tile.run_begin, 0, 0, 0, 0};
+  bool have = kcursor_start(cur, a.p, tile.run_end, row_min, RQ);
+  if (have) issue(0, cur);
+  for (int it = 0; have; it++) {
+    const int buf = it & 1;
+    kcursor nxt = cur;
+    const bool more = kcursor_next(nxt, a.p, tile.run_end, row_min, RQ);
+    if (more)
+      issue(buf ^ 1, nxt);
+    else
+      cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();  // window buf (and, the first time, the key tile) visible
+
+    // The thread's two keys against each block of the window: bit i of vis_a / vis_b = block bfirst + i lists it.
+    uint32_t vis_a = 0, vis_b = 0;
+    const int bfirst = sh.bfirst[buf], nbs = sh.nbs[buf];
+    for (int i = 0; i < nbs; i++) {
+      const sblock& b = a.p.sblocks[bfirst + i];
+      if (pos_a != kInvalidKey && block_lists(b, level, pos_a, unit_a)) vis_a |= 1u << i;
+      if (pos_b != kInvalidKey && block_lists(b, level, pos_b, unit_b)) vis_b |= 1u << i;
+    }
+    if (__any_sync(0xffffffffu, (vis_a | vis_b) != 0)) {
+      const bf16* Qb = &sh.Q[buf][0][0];
+      const bf16* Ob = &sh.O[buf][0][0];
+      float s[MQ / 8][4], dp[MQ / 8][4];
+      mma_scores_dp<D, MQ, LD>(s, dp, Kw, Vw, Qb, Ob, lane);
+#pragma unroll
+      for (int nt = 0; nt < MQ / 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const krow x = sh.row[buf][nt * 8 + c4 * 2 + (e & 1)];
+          const bool hi = e >= 2;
+          const bool ok = (((hi ? vis_b : vis_a) >> x.bl) & 1) && (hi ? pos_b : pos_a) <= x.lim;
+          const float p = ok ? exp2f(s[nt][e] * sl2 - x.lse2) : 0.f;
+          s[nt][e] = p;
+          dp[nt][e] = ok ? p * (dp[nt][e] - x.di) * scale : 0.f;
+        }
+      mma_rows_times_keys<D, MQ, LD>(dv, s, Ob, lane);
+      mma_rows_times_keys<D, MQ, LD>(dk, dp, Qb, lane);
+    }
+    __syncthreads();  // buffer buf is rewritten by the window after next
+    cur = nxt;
+    have = more;
+  }
+  cp_async_wait<0>();
+
+  // One add per key and feature. Lane (g, q) holds keys g and g + 8, features dt * 8 + 2q, +1; lanes q = 2j and
+  // 2j + 1 swap halves so each adds 4 consecutive features of one key.
+  const bool odd = c4 & 1;
+  const int32_t pos = odd ? pos_b : pos_a;
+  const int64_t base = pos == kInvalidKey ? -1 : (int64_t(pos) * Hkv + hk) * D + (c4 & ~1) * 2;
+  auto flush = [&](void* acc, const float (&c)[D / 8][4]) {  // every lane takes part in the shuffles
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+      const float s0 = odd ? c[dt][0] : c[dt][2], s1 = odd ? c[dt][1] : c[dt][3];
+      const float r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+      const float4 x = odd ? make_float4(r0, r1, c[dt][2], c[dt][3]) : make_float4(c[dt][0], c[dt][1], r0, r1);
+      if (acc && base >= 0) acc_add4(acc, base + dt * 8, x, a.fixed, a.overflow);
+    }
+  };
+  flush(a.dv_acc, dv);
+  flush(a.dk_acc, dk);
+}
+
+template <int D, int MQ>
+cudaError_t launch_mq(const attn_bwd_args& a, cudaStream_t st) {
+  const int G = a.d.Hq / a.d.Hkv;
+  if (MQ % G != 0 || a.d.Hkv > 65535) return cudaErrorInvalidConfiguration;
+  const size_t smem = sizeof(kshared<D, MQ>);
+  const cudaError_t e =
+      cudaFuncSetAttribute(bwd_keymajor_kernel<D, MQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  bwd_keymajor_kernel<D, MQ><<<dim3(unsigned(a.p.n_ktiles), unsigned(a.d.Hkv)), 32 * kW, smem, st>>>(a);
+  return cudaGetLastError();
+}
+
+// Stacked rows per window: 64 at D 64; at D 128 (255 registers either way) 64 by default, 32 with
+// GSA_CUDA_KM_ROWS=32 (measured side by side by bench-gsa-attention).
+template <int D>
+cudaError_t launch_dim(const attn_bwd_args& a, cudaStream_t st) {
+  static const int rows = [] {
+    const char* e = std::getenv("GSA_CUDA_KM_ROWS");
+    return e && std::string(e) == "32" ? 32 : 64;
+  }();
+  return D == 128 && rows == 32 ? launch_mq<D, 32>(a, st) : launch_mq<D, 64>(a, st);
+}
+
+}  // namespace
+
+int launch_attention_backward_keymajor(const attn_bwd_args& a, int sm_count, void* stream) {
+  if (a.d.Tq == 0 || a.d.Hkv == 0) return 0;
+  int e = launch_attention_backward_structured(a, sm_count, stream);  // dq and D_i
+  if (e != 0 || a.p.n_ktiles == 0 || (!a.dk_acc && !a.dv_acc)) return e;
+  const auto st = static_cast<cudaStream_t>(stream);
+  switch (a.d.D) {
+    case 64: return int(launch_dim<64>(a, st));
+    case 128: return int(launch_dim<128>(a, st));
+  }
+  return int(cudaErrorInvalidValue);
+}
+
+}  // namespace gsa::cuda::detail
