@@ -75,157 +75,202 @@ void session::h2o_update(int layer, int pos, const std::vector<std::vector<float
 }
 
 void run_pending(const std::vector<session*>& batch) {
+  const std::vector<int> one(batch.size(), 1);
   for (;;) {
-    std::vector<session*> ss;
-    for (session* s : batch)
-      if (s->has_pending()) ss.push_back(s);
-    if (ss.empty()) return;
-    const auto t0 = std::chrono::steady_clock::now();
-    step_profile prof;
-    const llama_model& m = ss[0]->m_;
-    const auto& c = m.config;
-    for (session* s : ss) GSA_ASSERT(&s->m_ == &m, "sessions of one batch must share the model");
-    backend& be = m.ops();
-    const dtype at = be.act();
-    const int M = int(ss.size()), C = int(c.hidden_size), I = int(c.intermediate_size);
-    const int Hq = int(c.num_attention_heads), Hkv = int(c.num_key_value_heads), D = int(c.head_dim);
-    const int L = int(c.num_hidden_layers);
-    const float eps = float(c.rms_norm_eps);
-    std::vector<int32_t> ids(M), pos(M), rows(M);
-    for (int i = 0; i < M; i++) {
-      session& s = *ss[i];
-      auto tok = s.pending_.front();
-      const int32_t rope_pos = tok.level < 0 ? s.raw_done_ : s.raw_done_ - 1;
+    bool any = false;
+    for (session* s : batch) any |= s->has_pending();
+    if (!any) return;
+    run_step(batch, one);
+  }
+}
+
+void run_step(const std::vector<session*>& batch, const std::vector<int>& max_rows) {
+  GSA_ASSERT(max_rows.size() == batch.size(), "{} row limits for {} sessions", max_rows.size(), batch.size());
+  // The step's rows: each session's first min(max_rows, queued) rows, consecutive and in stream order.
+  struct entry {
+    session* s;
+    int row = 0;    // stream position
+    int rec = -1;   // index into s->records_ (recording sessions)
+    bool last = false;  // the session's last row in this step
+    bool lists = false; // whether the row may take the device-side lists path
+  };
+  std::vector<session*> ss;
+  std::vector<int> take;
+  for (size_t b = 0; b < batch.size(); b++)
+    if (batch[b]->has_pending()) {
+      GSA_ASSERT(max_rows[b] >= 1, "a session in the step computes at least one row");
+      ss.push_back(batch[b]);
+      take.push_back(int(std::min<size_t>(size_t(max_rows[b]), batch[b]->pending_.size())));
+    }
+  if (ss.empty()) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  step_profile prof;
+  const llama_model& m = ss[0]->m_;
+  const auto& c = m.config;
+  for (session* s : ss) GSA_ASSERT(&s->m_ == &m, "sessions of one batch must share the model");
+  // Positions first, so that a sequence at the model's end fails before any session's stream has grown.
+  for (size_t i = 0; i < ss.size(); i++) {
+    int raw = ss[i]->raw_done_;
+    for (int r = 0; r < take[i]; r++) {
+      const auto& tok = ss[i]->pending_[size_t(r)];
+      const int32_t rope_pos = tok.level < 0 ? raw++ : raw - 1;
       if (rope_pos >= c.max_position_embeddings)
         fail("the sequence reached the model's {} positions; shorten the context or the prompt, or lower "
              "--max-tokens", c.max_position_embeddings);
-      s.pending_.pop_front();
-      rows[i] = s.push_row(tok.id, tok.level);
-      ids[i] = tok.id;
-      pos[i] = s.s_.pos[rows[i]];
-      s.resolve_budget();
-      s.stats_.unfolded.assign(size_t(L) * Hkv, {});
     }
-    // Rows whose lists the backend selects and builds (backend/decode-lists.h; prepared once the row's K/V has
-    // a place in the pool, after layer 0's append); the others select on the host.
-    std::vector<std::shared_ptr<const void>> lists(M);
-    std::vector<Tensor> selected(M);
-    const Tensor ids_t = upload_i32(be, ids), pos_t = upload_i32(be, pos);
-    const Tensor inv_freq = m.inv_freq_dev.empty()
-                                ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
-                                : m.inv_freq_dev;
-    Tensor x = be.alloc({M, C}, at), h = be.alloc({M, C}, at), rstd = be.alloc({M}, dtype::f32);
-    Tensor q = be.alloc({M, Hq, D}, at), k = be.alloc({M, Hkv, D}, at), v = be.alloc({M, Hkv, D}, at);
-    Tensor att = be.alloc({M, Hq * D}, at), tmp = be.alloc({M, C}, at);
-    Tensor gate = be.alloc({M, I}, at), up = be.alloc({M, I}, at);
-    prof.start(be);
-    be.embedding_forward(x, ids_t, m.w.embed);
-    std::vector<std::vector<int32_t>> keys;
-    std::vector<std::vector<kv::kv_addr>> addrs(Hkv);
-    std::vector<std::vector<float>> weights;
-    std::vector<int64_t> indptr;
-    std::vector<int32_t> indices;
-    std::vector<double> attended(M, 0.0);
-    for (int l = 0; l < L; l++) {
-      const layer_weights& lw = m.w.layers[l];
-      be.rmsnorm_forward(h, rstd, x, lw.attn_norm, eps);
-      be.matmul_forward(q, h, lw.wq, &lw.bq);
-      be.matmul_forward(k, h, lw.wk, &lw.bk);
-      be.matmul_forward(v, h, lw.wv, &lw.bv);
-      be.rope_forward(q, pos_t, inv_freq);
-      be.rope_forward(k, pos_t, inv_freq);
-      Tensor qh;  // the rows' queries where a host selection reads them (fetched once per layer)
-      for (int i = 0; i < M; i++) {
-        session& s = *ss[i];
-        kv::kv_cache& cache = *s.cache_;
-        prof.lap(prof.rest);
-        if (cache.pooled())
-          cache.append_rows(l, {s.addr_[rows[i]]}, k.slice_rows(i, i + 1), v.slice_rows(i, i + 1));
-        else
-          s.store_kv(l, rows[i], k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
-        prof.lap(prof.append);
-        if (l == 0) {
-          lists[i] = s.prepare_lists(rows[i]);
-          if (lists[i] && s.dl_selects_) selected[i] = be.alloc({L * s.dl_.selected_size()}, dtype::i32);
-          prof.lap(prof.prepare);
-        }
-        if (!lists[i] && selects_by_query(s.opts_.meth) && qh.empty()) qh = q.host(dtype::f32);
-        const float* qi = lists[i] || qh.empty() ? nullptr : qh.f32() + size_t(i) * Hq * D;
-        if (s.opts_.record && l == 0) s.records_.push_back({rows[i], {}, {}});
-        Tensor out_i = att.slice_rows(i, i + 1);
-        if (lists[i]) {  // selection, lists and attention where the pool is; statistics after the step
-          const bool sel = s.lists_select(l);
-          const int64_t n_sel = s.dl_.selected_size();
-          Tensor sel_l = sel ? selected[i].slice_rows(l * n_sel, (l + 1) * n_sel) : Tensor();
-          prof.lap(prof.rest);
-          be.decode_attention_lists(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size,
-                                    lists[i].get(), sel, sel_l);
-          prof.lap(prof.attention);
-          continue;
-        }
-        s.select_keys(l, rows[i], qi, keys);
-        for (int hk = 0; hk < Hkv; hk++) {
-          attended[i] += double(keys[hk].size());
-          s.stats_.bytes_read += int64_t(keys[hk].size()) * 2 * D * int64_t(sizeof(float));
-        }
-        if (cache.pooled()) {  // the lists as pool rows; the attention runs where the pool is
-          indptr.assign(1, 0);
-          indices.clear();
-          for (int hk = 0; hk < Hkv; hk++) {
-            for (int32_t p : keys[hk]) indices.push_back(int32_t(cache.pool_row(l, s.addr_[p])));
-            indptr.push_back(int64_t(indices.size()));
-          }
-          be.decode_attention(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size, indptr,
-                              indices);
-        } else {
-          for (int hk = 0; hk < Hkv; hk++) {
-            addrs[hk].resize(keys[hk].size());
-            for (size_t j = 0; j < keys[hk].size(); j++) addrs[hk][j] = s.addr_[keys[hk][j]];
-          }
-          const bool h2o = s.opts_.meth == method::h2o;
-          decode_attention(out_i.f32(), qi ? qi : q.f32() + size_t(i) * Hq * D, cache, l, addrs, Hq,
-                           h2o ? &weights : nullptr);
-          if (h2o) s.h2o_update(l, rows[i], weights);
-        }
+  }
+  backend& be = m.ops();
+  const dtype at = be.act();
+  const int C = int(c.hidden_size), I = int(c.intermediate_size);
+  const int Hq = int(c.num_attention_heads), Hkv = int(c.num_key_value_heads), D = int(c.head_dim);
+  const int L = int(c.num_hidden_layers);
+  const float eps = float(c.rms_norm_eps);
+  std::vector<entry> rows;
+  for (size_t i = 0; i < ss.size(); i++) {
+    session& s = *ss[i];
+    for (int r = 0; r < take[i]; r++) {
+      auto tok = s.pending_.front();
+      s.pending_.pop_front();
+      entry e{&s};
+      e.row = s.push_row(tok.id, tok.level);
+      e.last = r == take[i] - 1;
+      // Several rows of one session select on the host, row after row (the lists describe one row at a time).
+      e.lists = take[i] == 1;
+      s.resolve_budget();  // at the session's first decoded row, with the raw count of that row
+      rows.push_back(e);
+    }
+    s.stats_.unfolded.assign(size_t(L) * Hkv, {});
+  }
+  const int M = int(rows.size());
+  std::vector<int32_t> ids(M), pos(M);
+  for (int i = 0; i < M; i++) {
+    ids[i] = rows[i].s->s_.ids[rows[i].row];
+    pos[i] = rows[i].s->s_.pos[rows[i].row];
+  }
+  // Rows whose lists the backend selects and builds (backend/decode-lists.h; prepared once the row's K/V has
+  // a place in the pool, after layer 0's append); the others select on the host.
+  std::vector<std::shared_ptr<const void>> lists(M);
+  std::vector<Tensor> selected(M);
+  const Tensor ids_t = upload_i32(be, ids), pos_t = upload_i32(be, pos);
+  const Tensor inv_freq = m.inv_freq_dev.empty()
+                              ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
+                              : m.inv_freq_dev;
+  Tensor x = be.alloc({M, C}, at), h = be.alloc({M, C}, at), rstd = be.alloc({M}, dtype::f32);
+  Tensor q = be.alloc({M, Hq, D}, at), k = be.alloc({M, Hkv, D}, at), v = be.alloc({M, Hkv, D}, at);
+  Tensor att = be.alloc({M, Hq * D}, at), tmp = be.alloc({M, C}, at);
+  Tensor gate = be.alloc({M, I}, at), up = be.alloc({M, I}, at);
+  prof.start(be);
+  be.embedding_forward(x, ids_t, m.w.embed);
+  std::vector<std::vector<int32_t>> keys;
+  std::vector<std::vector<kv::kv_addr>> addrs(Hkv);
+  std::vector<std::vector<float>> weights;
+  std::vector<int64_t> indptr;
+  std::vector<int32_t> indices;
+  std::vector<double> attended(M, 0.0);
+  for (int l = 0; l < L; l++) {
+    const layer_weights& lw = m.w.layers[l];
+    be.rmsnorm_forward(h, rstd, x, lw.attn_norm, eps);
+    be.matmul_forward(q, h, lw.wq, &lw.bq);
+    be.matmul_forward(k, h, lw.wk, &lw.bk);
+    be.matmul_forward(v, h, lw.wv, &lw.bv);
+    be.rope_forward(q, pos_t, inv_freq);
+    be.rope_forward(k, pos_t, inv_freq);
+    Tensor qh;  // the rows' queries where a host selection reads them (fetched once per layer)
+    // A session's rows in stream order: row i's K/V join the cache just before it selects and attends, so it
+    // sees exactly what it would see decoded alone (the later rows of its session are not in this layer yet).
+    for (int i = 0; i < M; i++) {
+      session& s = *rows[i].s;
+      kv::kv_cache& cache = *s.cache_;
+      prof.lap(prof.rest);
+      if (cache.pooled())
+        cache.append_rows(l, {s.addr_[rows[i].row]}, k.slice_rows(i, i + 1), v.slice_rows(i, i + 1));
+      else
+        s.store_kv(l, rows[i].row, k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
+      prof.lap(prof.append);
+      if (l == 0) {
+        if (rows[i].lists) lists[i] = s.prepare_lists(rows[i].row);
+        if (lists[i] && s.dl_selects_) selected[i] = be.alloc({L * s.dl_.selected_size()}, dtype::i32);
+        prof.lap(prof.prepare);
         if (s.opts_.record) {
-          auto& rec = s.records_.back().keys;
-          for (auto& kk : keys) rec.push_back(std::move(kk));
+          rows[i].rec = int(s.records_.size());
+          s.records_.push_back({rows[i].row, {}, {}});
         }
       }
-      be.matmul_forward(tmp, att, lw.wo, &lw.bo);
-      be.add_inplace(x, tmp);
-      be.rmsnorm_forward(h, rstd, x, lw.mlp_norm, eps);
-      be.matmul_forward(gate, h, lw.w_gate, nullptr);
-      be.matmul_forward(up, h, lw.w_up, nullptr);
-      be.swiglu_forward(gate, gate, up);
-      be.matmul_forward(tmp, gate, lw.w_down, nullptr);
-      be.add_inplace(x, tmp);
+      if (!lists[i] && selects_by_query(s.opts_.meth) && qh.empty()) qh = q.host(dtype::f32);
+      const float* qi = lists[i] || qh.empty() ? nullptr : qh.f32() + size_t(i) * Hq * D;
+      Tensor out_i = att.slice_rows(i, i + 1);
+      if (lists[i]) {  // selection, lists and attention where the pool is; statistics after the step
+        const bool sel = s.lists_select(l);
+        const int64_t n_sel = s.dl_.selected_size();
+        Tensor sel_l = sel ? selected[i].slice_rows(l * n_sel, (l + 1) * n_sel) : Tensor();
+        prof.lap(prof.rest);
+        be.decode_attention_lists(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size,
+                                  lists[i].get(), sel, sel_l);
+        prof.lap(prof.attention);
+        continue;
+      }
+      s.select_keys(l, rows[i].row, qi, keys);
+      for (int hk = 0; hk < Hkv; hk++) {
+        attended[i] += double(keys[hk].size());
+        s.stats_.bytes_read += int64_t(keys[hk].size()) * 2 * D * int64_t(sizeof(float));
+      }
+      if (cache.pooled()) {  // the lists as pool rows; the attention runs where the pool is
+        indptr.assign(1, 0);
+        indices.clear();
+        for (int hk = 0; hk < Hkv; hk++) {
+          for (int32_t p : keys[hk]) indices.push_back(int32_t(cache.pool_row(l, s.addr_[p])));
+          indptr.push_back(int64_t(indices.size()));
+        }
+        be.decode_attention(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size, indptr,
+                            indices);
+      } else {
+        for (int hk = 0; hk < Hkv; hk++) {
+          addrs[hk].resize(keys[hk].size());
+          for (size_t j = 0; j < keys[hk].size(); j++) addrs[hk][j] = s.addr_[keys[hk][j]];
+        }
+        const bool h2o = s.opts_.meth == method::h2o;
+        decode_attention(out_i.f32(), qi ? qi : q.f32() + size_t(i) * Hq * D, cache, l, addrs, Hq,
+                         h2o ? &weights : nullptr);
+        if (h2o) s.h2o_update(l, rows[i].row, weights);
+      }
+      if (s.opts_.record) {
+        auto& rec = s.records_[size_t(rows[i].rec)].keys;
+        for (auto& kk : keys) rec.push_back(std::move(kk));
+      }
     }
-    be.rmsnorm_forward(h, rstd, x, m.w.norm, eps);
-    for (int i = 0; i < M; i++) {
-      session& s = *ss[i];
-      if (s.has_pending() && !s.opts_.record) continue;
-      prof.lap(prof.rest);
-      s.row_logits(h.slice_rows(i, i + 1));
-      prof.lap(prof.logits);
-      if (s.opts_.record) s.records_.back().logits = s.logits_;
-    }
-    be.synchronize();
+    be.matmul_forward(tmp, att, lw.wo, &lw.bo);
+    be.add_inplace(x, tmp);
+    be.rmsnorm_forward(h, rstd, x, lw.mlp_norm, eps);
+    be.matmul_forward(gate, h, lw.w_gate, nullptr);
+    be.matmul_forward(up, h, lw.w_up, nullptr);
+    be.swiglu_forward(gate, gate, up);
+    be.matmul_forward(tmp, gate, lw.w_down, nullptr);
+    be.add_inplace(x, tmp);
+  }
+  be.rmsnorm_forward(h, rstd, x, m.w.norm, eps);
+  for (int i = 0; i < M; i++) {
+    session& s = *rows[i].s;
+    if (!s.opts_.record && !(rows[i].last && !s.has_pending())) continue;
     prof.lap(prof.rest);
-    for (int i = 0; i < M; i++) {
-      if (!lists[i]) continue;
-      const Tensor sel = selected[i].empty() ? Tensor() : selected[i].host(dtype::i32);
-      ss[i]->lists_done(sel.empty() ? nullptr : static_cast<const int32_t*>(sel.raw()));
-    }
-    prof.lap(prof.done);
-    prof.print(M);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    for (int i = 0; i < M; i++) {
-      step_stats& st = ss[i]->stats_;
-      st.rows++;
-      st.ms += ms;
-      st.attended_tokens += attended[i] / (double(L) * Hkv);
-    }
+    s.row_logits(h.slice_rows(i, i + 1));
+    prof.lap(prof.logits);
+    if (s.opts_.record) s.records_[size_t(rows[i].rec)].logits = s.logits_;
+  }
+  be.synchronize();
+  prof.lap(prof.rest);
+  for (int i = 0; i < M; i++) {
+    if (!lists[i]) continue;
+    const Tensor sel = selected[i].empty() ? Tensor() : selected[i].host(dtype::i32);
+    rows[i].s->lists_done(sel.empty() ? nullptr : static_cast<const int32_t*>(sel.raw()));
+  }
+  prof.lap(prof.done);
+  prof.print(M);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  for (int i = 0; i < M; i++) {
+    step_stats& st = rows[i].s->stats_;
+    st.rows++;
+    if (rows[i].last) st.ms += ms;
+    st.attended_tokens += attended[i] / (double(L) * Hkv);
   }
 }
 

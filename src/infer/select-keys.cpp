@@ -65,7 +65,7 @@ void session::select_keys(int layer, int pos, const float* q, std::vector<std::v
     case method::quest:
     case method::moba: page_select(layer, pos, q, keys); return;
     case method::h2o:
-      if (!h2o_ready_) h2o_init();
+      if (!h2o_ready_) h2o_init(pos);
       for (int h = 0; h < Hkv; h++) {
         auto& kept = h2o_kept_[size_t(layer) * Hkv + h];
         kept.push_back(pos);
@@ -188,10 +188,10 @@ void session::page_select(int layer, int pos, const float* q, std::vector<std::v
 
 // The first eviction: accumulated attention of the last context queries (an observation window: the full
 // H2O accumulation over every context row costs O(T^2)), then heavy hitters + the recent half of the budget.
-void session::h2o_init() {
+void session::h2o_init(int pos) {
   const int L = int(m_.config.num_hidden_layers), Hq = int(m_.config.num_attention_heads);
   const int Hkv = int(m_.config.num_key_value_heads), D = int(m_.config.head_dim), G = Hq / Hkv;
-  const int T = raw_done_ - 1;  // rows before the current one (a plain stream)
+  const int T = pos;  // rows before the current one (a plain stream: the row's position)
   const int W = h2o_obs_rows_;
   const float scale = 1.0f / std::sqrt(float(D));
   h2o_kept_.assign(size_t(L) * Hkv, {});

@@ -217,6 +217,30 @@ void session::prefill(const std::vector<int32_t>& raw) {
   prefill_rows_ = T;
 }
 
+void session::extend(const std::vector<int32_t>& raw) {
+  if (s_.size() == 0 && pending_.empty()) return prefill(raw);
+  if (raw.empty() && pending_.empty()) fail("extend: nothing to compute; give at least one token");
+  // Checked before anything is queued, so that a refused extend leaves the session as it was.
+  for (int32_t id : raw)
+    if (id < 0 || id >= m_.config.vocab_size)
+      fail("token id {} is outside the model's vocabulary [0, {})", id, m_.config.vocab_size);
+  if (int64_t(raw_queued_) + int64_t(raw.size()) > m_.config.max_position_embeddings)
+    fail("{} held and {} new tokens are beyond the model's {} positions; shorten the context or the prompt",
+         raw_queued_, raw.size(), m_.config.max_position_embeddings);
+  append(raw);
+  run_step({this}, {int(pending_.size())});
+}
+
+bool session::decode_matches_prefill() const {
+  switch (opts_.meth) {
+    case method::full:
+    case method::gist: return true;
+    case method::gsa:
+      return unfold_prefill() && model_cfg_->select_per_token && opts_.topk < 0 && opts_.budget < 0;
+    default: return false;
+  }
+}
+
 void session::row_logits(const Tensor& h) {
   backend& be = m_.ops();
   const int64_t V = m_.config.vocab_size;

@@ -4,7 +4,9 @@
 // with every row unfolding as in unfold training (options.prefill; plain causal attention for the baselines),
 // and fills the cache; append(tokens) queues raw tokens (the question, then each
 // generated token); run_pending(batch) computes the queued rows of several sessions together, one row per
-// session per batched step (the matmuls see M = number of sessions). For the gist methods every c_0 raw
+// session per batched step (the matmuls see M = number of sessions); run_step(batch, max_rows) lets a session
+// compute several queued rows in one step (extend(tokens): the rest of a prompt on top of the held KV in one
+// forward pass, with the key lists of decoding it row by row). For the gist methods every c_0 raw
 // tokens the session queues the chunk's g gist tokens (and a higher level's after a complete group), exactly
 // the stream layout of gist/stream.h, so a conversation grows without bound while the attended set stays small.
 //
@@ -69,6 +71,19 @@ class session {
   // Queue raw tokens (gist tokens follow automatically after each complete chunk).
   void append(const std::vector<int32_t>& raw);
   bool has_pending() const { return !pending_.empty(); }
+  int pending_rows() const { return int(pending_.size()); }  // queued stream rows (tokens and their gists)
+  // Prefill on top of the held KV: appends raw and computes every queued row in one batched forward pass
+  // (run_step without a row limit: M-row matmuls), each row attending to and selecting from the cache exactly as
+  // it would decoded one row per step (the same key lists; the logits up to the last bit of the GEMMs). On an
+  // empty session this is prefill(raw). The last row's logits become available.
+  void extend(const std::vector<int32_t>& raw);
+  // Whether decoding the context row by row computes what prefill computes (the same key lists): full; gist
+  // (the gist mask both ways); gsa when the prefill unfolds with per-token selection under the model's own
+  // selection rule (no --topk / --budget override). Not hgsa (its decode walks the hierarchy, its prefill
+  // selects flat level-0 chunks), not a gist-mask prefill of gsa, not the page / window / eviction baselines
+  // (their decoded rows attend a budget, their prefill everything). Where it holds, a prompt may be prefilled in
+  // pieces (prefill of the first, extend for the rest) and equal the one-piece prefill up to rounding.
+  bool decode_matches_prefill() const;
 
   // Cuts the session back to its first n_raw raw tokens (and the gists inserted after their chunks), as if it had
   // never computed the rest: stream, KV cache (kv_cache::truncate), selection state. A cut inside the prefilled
@@ -110,7 +125,7 @@ class session {
   const std::vector<row_record>& records() const { return records_; }
 
  private:
-  friend void run_pending(const std::vector<session*>& batch);
+  friend void run_step(const std::vector<session*>& batch, const std::vector<int>& max_rows);
   struct pending_token {
     int32_t id;
     int8_t level;
@@ -133,7 +148,7 @@ class session {
   // no layer selected) into stats_ and, when recording, the keys of records_.back().
   void lists_done(const int32_t* selected);
   void page_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
-  void h2o_init();
+  void h2o_init(int pos);  // at the first decoded row, pos
   void h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights);
   void after_prefill();
   // Resolves options.prefill: true = unfold.
@@ -183,5 +198,11 @@ class session {
 
 // Computes every queued row of the sessions (same model), one row per session per batched step.
 void run_pending(const std::vector<session*>& batch);
+// One batched step: session i computes its next min(max_rows[i], queued) rows (max_rows[i] >= 1), all rows of all
+// sessions through each layer together (M = total rows). A session's rows take its cache in stream order inside
+// every layer, so each row attends to the held KV, its session's earlier rows and itself exactly as a row decoded
+// alone (prefill on top of held KV, chunked prefill); a session with several rows selects on the host. Logits for
+// a session's last row when nothing stays queued (every row when recording).
+void run_step(const std::vector<session*>& batch, const std::vector<int>& max_rows);
 
 }  // namespace gsa::infer
