@@ -61,8 +61,13 @@ fi
 if has attention; then
   section "one GSA attention layer fwd+bwd, bf16, 16 heads, d 128 (bench-gsa-attention)"
   timeout 300 "$BUNDLE/bin/bench-gsa-attention" --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" --kv-heads 16,4 \
-    --plans causal,c16g1,c64g4,unfold16 --json $RES/bench-attention.json
+    --plans "${ATTN_PLANS:-causal,c16g1,c64g4,unfold16}" --json $RES/bench-attention.json
   echo "bench-gsa-attention exit code: $?"
+  if [ -n "${ATTN_KM32:-}" ]; then  # the key-major backward with 32-row windows at D 128, gist-mask plans
+    section "the same, key-major backward with 32-row windows (GSA_CUDA_KM_ROWS=32)"
+    GSA_CUDA_KM_ROWS=32 timeout 200 "$BUNDLE/bin/bench-gsa-attention" --lengths "${ATTN_KM32}" --kv-heads 16,4 \
+      --plans c16g1,c64g4 --json $RES/bench-attention-km32.json
+  fi
 fi
 
 if has train; then

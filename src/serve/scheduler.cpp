@@ -36,7 +36,10 @@ scheduler::scheduler(const llama_model& m, const tokenizer& tok, scheduler_optio
     : m_(m), tok_(tok), o_(std::move(o)), met_(met) {
   if (o_.max_sessions < 1) fail("--max-sessions {} must be at least 1", o_.max_sessions);
   if (o_.max_spilled < 0) fail("--max-spilled {} must be at least 0", o_.max_spilled);
+  if (o_.prefill_chunk < 0)
+    fail("--prefill-chunk {} must be at least 0 (0: a prompt's rows in one piece)", o_.prefill_chunk);
   infer::session probe(m_, o_.session);  // refuses a method the model cannot run, before any request
+  chunk_fresh_ = probe.decode_matches_prefill();
   if (o_.max_spilled > 0 && probe.cache().pooled())
     fail(
         "--max-spilled {}: sessions on {} keep their KV in its memory and cannot spill it to a file; use "
@@ -158,8 +161,7 @@ std::unique_ptr<scheduler::held> scheduler::take_session(const job_request& r, j
         const auto& t = h.tokens;
         const int64_t common = std::mismatch(t.begin(), t.end(), r.prompt.begin(), r.prompt.end()).first - t.begin();
         const bool whole = common == int64_t(t.size());  // t.size() <= P
-        int64_t keep = whole ? common : h.s->cut_point(int(std::min(common, P - 1)));
-        if (!whole && keep < P - keep) keep = 0;  // see scheduler.h: a cut keeps at least what is left to compute
+        const int64_t keep = whole ? common : h.s->cut_point(int(std::min(common, P - 1)));
         if (keep > best.keep || (keep == best.keep && keep > 0 && whole && !best.whole)) best = {from, i, keep, whole};
       }
   std::unique_ptr<held> h;
@@ -180,14 +182,20 @@ std::unique_ptr<scheduler::held> scheduler::take_session(const job_request& r, j
     st.session = best.whole ? "whole" : "cut";
     met_.reused(st.session);
     const std::vector<int32_t> rest(r.prompt.begin() + best.keep, r.prompt.end());
-    h->s->append(rest);  // computed by the next run_pending, batched with the other sessions' rows
+    h->s->append(rest);  // prefilled on top of the held KV by the next steps, in pieces of prefill_chunk rows
     h->tokens.insert(h->tokens.end(), rest.begin(), rest.end());
     return h;
   }
   while (!idle_.empty() && int(active_.size() + idle_.size()) >= o_.max_sessions) evict_idle();
   h = std::make_unique<held>();
   h->s = std::make_unique<infer::session>(m_, o_.session);
-  h->s->prefill(r.prompt);
+  const int64_t chunk = o_.prefill_chunk;
+  if (chunk > 0 && P > chunk && chunk_fresh_) {  // the first piece now, the rest in the next steps
+    h->s->prefill({r.prompt.begin(), r.prompt.begin() + chunk});
+    h->s->append({r.prompt.begin() + chunk, r.prompt.end()});
+  } else {
+    h->s->prefill(r.prompt);
+  }
   h->s->take_stats();
   h->tokens = r.prompt;
   st.session = "new";
@@ -274,13 +282,25 @@ bool scheduler::step() {
     update_gauges();
     return false;
   }
-  std::vector<infer::session*> batch;
-  for (auto& r : active_)
-    if (r.h->s->has_pending()) batch.push_back(r.h->s.get());
-  if (!batch.empty()) {
-    const auto t0 = clock_type::now();
+  // Batched steps: one row per decoding session per step (its token, then the gists inserted after it) until
+  // every decoding session has its logits; a job still computing its prompt adds up to prefill_chunk of its rows
+  // to each of these steps (all of them with prefill_chunk 0), so a long prompt never holds the batch for more
+  // than a piece at a time. Without decoding sessions one step runs, and the next iteration admits new jobs.
+  std::vector<infer::session*> ran;
+  const auto t0 = clock_type::now();
+  for (;;) {
+    std::vector<infer::session*> batch;
+    std::vector<int> rows;
+    bool decoding = false;
+    for (auto& r : active_)
+      if (r.h->s->has_pending()) {
+        batch.push_back(r.h->s.get());
+        rows.push_back(!r.first ? 1 : o_.prefill_chunk > 0 ? o_.prefill_chunk : r.h->s->pending_rows());
+        decoding |= !r.first;
+      }
+    if (batch.empty()) break;
     try {
-      infer::run_pending(batch);
+      infer::run_step(batch, rows);
     } catch (const std::exception& e) {
       // The sessions of the batch are in an unknown state: their jobs fail and the sessions are freed.
       GSA_LOG_WARN("a decode step failed: {}", e.what());
@@ -293,15 +313,28 @@ bool scheduler::step() {
       update_gauges();
       return true;
     }
-    met_.step(int(batch.size()), std::chrono::duration<double>(clock_type::now() - t0).count());
-    for (auto& r : active_)
-      if (std::find(batch.begin(), batch.end(), r.h->s.get()) != batch.end()) record_step(r, r.h->s->take_stats());
+    for (infer::session* s : batch)
+      if (std::find(ran.begin(), ran.end(), s) == ran.end()) ran.push_back(s);
+    if (!decoding) break;
+    bool more = false;
+    for (auto& r : active_) more |= !r.first && r.h->s->has_pending();
+    if (!more) break;
   }
+  if (!ran.empty()) met_.step(int(ran.size()), std::chrono::duration<double>(clock_type::now() - t0).count());
+  // Statistics per token group; the rest of a reused prompt counts as one group once all of it is computed (a new
+  // prompt's rows, prefilled in pieces or not, are not decode steps).
+  for (auto& r : active_)
+    if (!r.h->s->has_pending() && std::find(ran.begin(), ran.end(), r.h->s.get()) != ran.end()) {
+      const infer::step_stats st = r.h->s->take_stats();
+      if (!r.first || r.st.session != "new") record_step(r, st);
+    }
   for (auto& r : active_) {
     if (r.j->cancelled()) {
       finish(r, "cancelled");
+      if (r.h->s->has_pending()) r.h.reset();  // cancelled inside its prompt: nothing to hold for a later turn
       continue;
     }
+    if (r.h->s->has_pending()) continue;  // still computing its prompt
     const job_request& q = r.j->request();
     const auto& logits = r.h->s->logits();
     const int32_t tok = r.samp.sample(logits.data(), int(logits.size()));

@@ -6,21 +6,24 @@
 //     the longest prefix with its prompt and appends only the rest (a follow-up chat turn reuses the KV of the
 //     conversation so far): whole when all of the session's tokens start the prompt, else cut back
 //     (session::truncate) to the last point at or before the common prefix where it can be cut (a chunk
-//     boundary for the gist methods: a chunk's gists summarise all of it) when that keeps at least as many
-//     tokens as are left to compute (the rest is computed as decode rows, one per step, which cost more per
-//     token than a one-pass prefill -- docs/serve.md -- and the cut discards the session's tail); or else a new
-//     session that prefills the whole prompt in one forward pass, as `gsa generate` does. When active + idle
-//     sessions reach max_sessions, the least recently used idle session is evicted first: spilled to its KV file
-//     (up to max_spilled spilled sessions; the oldest spilled one is dropped beyond that) or dropped (its KV
-//     freed). A spilled session is a candidate like an idle one and is read back when a job takes it;
-//  2. runs the queued rows of every active session together (infer::run_pending: one row per session per
-//     batched step; gists are inserted by the session after every chunk, generated text included);
-//  3. samples one token for every active job (infer::sampler seeded with the job's seed, as `gsa generate`),
-//     ends it on an end-of-sequence id, a stop sequence, max_tokens or cancellation, else appends the token.
+//     boundary for the gist methods: a chunk's gists summarise all of it), whatever is left to compute (the rest
+//     is prefilled on top of the held KV at about the cost per token of a fresh prefill: docs/serve.md); or else a
+//     new session that prefills the prompt, as `gsa generate` does (a long prompt's first prefill_chunk tokens
+//     in one forward pass and the rest in pieces, below). When active + idle sessions reach max_sessions, the
+//     least recently used idle session is evicted first: spilled to its KV file (up to max_spilled spilled
+//     sessions; the oldest spilled one is dropped beyond that) or dropped (its KV freed). A spilled session is a
+//     candidate like an idle one and is read back when a job takes it;
+//  2. runs the queued rows of every active session together (infer::run_step): a decoding session's token and
+//     the gists inserted after it one row per batched step, and up to prefill_chunk rows of each prompt still
+//     being computed in each of those steps (chunked prefill: the other sessions keep decoding meanwhile);
+//  3. samples one token for every active job whose prompt is computed (infer::sampler seeded with the job's
+//     seed, as `gsa generate`), ends it on an end-of-sequence id, a stop sequence, max_tokens or cancellation,
+//     else appends the token. A job cancelled inside its prompt ends and its session is freed.
 // A finished job's session stays in the pool, idle, holding prompt + generated tokens (the last sampled token is
 // not in it), so a request that continues that text, or shares a prefix with it, skips their prefill.
 // Sessions join and leave the batch between steps. A job alone in its batch computes exactly what `gsa generate`
-// computes; in a batch of M the matmuls are M-row GEMMs whose sums may round differently in the last bit.
+// computes (a prompt in pieces: up to rounding, and only where decode_matches_prefill); in a batch of M rows the
+// matmuls are M-row GEMMs whose sums may round differently in the last bit.
 // With a model on the GPU (to_backend; `gsa serve --device cuda`) every session keeps its K/V there and the steps
 // run there; only the thread that calls step() (and the constructor's probe session) issues GPU work.
 #pragma once
@@ -95,6 +98,13 @@ struct scheduler_options {
   // many are spilled, else dropped; 0: always dropped. Host sessions only (a GPU session is always dropped).
   int max_spilled = 0;
   std::vector<int32_t> stop_ids;  // end-of-sequence ids (the model's eos_token_id)
+  // Rows of a prompt computed per batched step (chunked prefill): a new prompt longer than this prefills its
+  // first piece in one forward pass and the rest, like the rest of a reused prompt, in pieces of this many rows
+  // on top of the held KV, each piece batched with the decode rows of the other sessions. A new prompt is cut
+  // into pieces only where decoding computes what prefilling computes (session::decode_matches_prefill), so
+  // the answer stays that of a one-piece prefill; for the other methods it prefills in one piece. 0: every
+  // prompt in one piece (the rest of a reused prompt in one step).
+  int prefill_chunk = 256;
 };
 
 class scheduler {
@@ -150,6 +160,7 @@ class scheduler {
   std::vector<std::unique_ptr<held>> idle_;     // step() thread only
   std::vector<std::unique_ptr<held>> spilled_;  // step() thread only: idle sessions whose KV is in their file
   uint64_t clock_ = 0;
+  bool chunk_fresh_ = false;  // new prompts may prefill in pieces (session::decode_matches_prefill)
 };
 
 // Runs scheduler::step in a thread until destroyed.

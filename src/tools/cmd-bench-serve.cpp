@@ -1,12 +1,17 @@
 // `gsa bench serve --model DIR [--clients 32] [--requests 20] [--max-sessions 32] [--kv-tier memory|file]
-// [--max-spilled N] [--chat] [--check]`: a bounded load test of the server on loopback (issue 13 item 5). The
+// [--max-spilled N] [--prefill-chunk N] [--long-prompt WORDS] [--chat] [--check]`: a bounded load test of the
+// server on loopback (issue 13 item 5). The
 // server (scheduler, engine, HTTP) runs in this process on a free port; `clients` threads each send `requests`
 // completions one after another (prompt lengths, max_tokens and streaming mixed, sampled with per-request seeds)
 // through cpp-httplib's client. With --chat each client holds a conversation: a turn's prompt is the previous
 // prompt + its completion + new words, and every third turn instead edits the previous prompt (its last words
 // replaced), so turns continue a held session whole or cut back; the output counts both, and spilled, dropped and
-// restored sessions. Prints failures, p50 / p99
-// request latency, time to first token, generated tokens/s and resident memory before the load, at its end and
+// restored sessions. With --long-prompt one more client sends `requests` prompts of that many words (4 tokens
+// each, no reuse) one after another while the others run, so that their time to first token and inter-token
+// latency show what a long prefill costs them (--prefill-chunk: in pieces or not). Prints failures, p50 / p99
+// request latency, time to first token (the whole response for a request that is not streamed), and for the
+// streamed requests their first token and inter-token latency (the gaps between their chunks),
+// generated tokens/s and resident memory before the load, at its end and
 // after the idle sessions are dropped; then the same figures for the first requests of the mix run one at a
 // time through infer::generate alone (what `gsa generate` does), for comparison. Figures, never pass/fail on
 // time; --check exits 1 when a request failed or memory did not come back after the idle sessions were dropped
@@ -43,6 +48,8 @@ struct bench_serve_args {
   int clients = 32, requests = 20, max_sessions = 32, alone = 32;
   std::string tier = "memory";
   std::optional<int> max_spilled;  // as gsa serve: default 4 x max_sessions with the file tier, else 0
+  int prefill_chunk = 256;         // as gsa serve
+  int long_prompt = 0;             // words of the background client's prompts (0: no such client)
   int64_t simulate_leak = 0;       // bytes every request leaves allocated (a test that --check trips on a leak)
   bool check = false, chat = false;
 };
@@ -83,6 +90,7 @@ struct mix_item {
   int max_tokens;
   bool stream;
   uint64_t seed;
+  bool reuse = true;  // false: "gsa": {"reuse": false}
 };
 
 mix_item mix(int c, int i) {
@@ -97,6 +105,16 @@ mix_item mix(int c, int i) {
   m.stream = (c + i) % 3 == 0;
   m.seed = uint64_t(c) * 1000 + uint64_t(i);
   return m;
+}
+
+// n words of a longer cycle than the mix's (its prompts start differently for each salt).
+std::string long_text(int n, int salt) {
+  static const char* words[] = {"a",    "long",  "letter", "about", "the",  "harbour", "its",   "ships",
+                                "came", "in",    "at",     "dawn",  "with", "salt",    "cod",   "and",
+                                "news", "from",  "far",    "towns", "that", "nobody",  "knew"};
+  std::string t;
+  for (int w = 0; w < n; w++) t += std::string(w ? " " : "") + words[(salt * 5 + w * 3 + w / 23) % 23];
+  return t;
 }
 
 // Without its last n words.
@@ -133,7 +151,9 @@ mix_item chat_turn(int c, int i, const std::string& prev_prompt, const std::stri
 struct sample {
   double seconds = 0, ttft = 0;
   int64_t tokens = 0;
-  std::string text;  // the completion
+  std::string text;          // the completion
+  bool streamed = false;
+  std::vector<double> gaps;  // streamed: seconds between consecutive chunks after the first
 };
 
 // A counter or gauge of /metrics' text (0 when absent).
@@ -149,14 +169,24 @@ double percentile(std::vector<double> v, double p) {
 }
 
 void report(const char* what, const std::vector<sample>& s, double wall) {
-  std::vector<double> lat, ttft;
+  std::vector<double> lat, ttft, gaps, stream_ttft;
   int64_t tokens = 0;
-  for (const auto& x : s) lat.push_back(x.seconds * 1e3), ttft.push_back(x.ttft * 1e3), tokens += x.tokens;
+  for (const auto& x : s) {
+    lat.push_back(x.seconds * 1e3), ttft.push_back(x.ttft * 1e3), tokens += x.tokens;
+    if (x.streamed) stream_ttft.push_back(x.ttft * 1e3);
+    for (double g : x.gaps) gaps.push_back(g * 1e3);
+  }
   fmt::print(
-      "{:<34} {:>5} requests  latency p50 {:8.1f} ms  p99 {:8.1f} ms  first token p50 {:7.1f} ms  "
+      "{:<34} {:>5} requests  latency p50 {:8.1f} ms  p99 {:8.1f} ms  first token p50 {:7.1f} ms  p99 {:7.1f} ms  "
       "{:8.1f} tokens/s\n",
-      what, s.size(), percentile(lat, 0.5), percentile(lat, 0.99), percentile(ttft, 0.5),
+      what, s.size(), percentile(lat, 0.5), percentile(lat, 0.99), percentile(ttft, 0.5), percentile(ttft, 0.99),
       wall > 0 ? double(tokens) / wall : 0.0);
+  if (!gaps.empty())
+    fmt::print(
+        "{:<34} streamed ({}): first token p50 {:.1f} ms  p99 {:.1f} ms; inter-token p50 {:.1f} ms  p99 {:.1f} ms  "
+        "max {:.1f} ms\n",
+        "", stream_ttft.size(), percentile(stream_ttft, 0.5), percentile(stream_ttft, 0.99), percentile(gaps, 0.5),
+        percentile(gaps, 0.99), *std::max_element(gaps.begin(), gaps.end()));
 }
 
 // One request through the HTTP client; false on any failure (status, JSON, usage), with the reason in `why`.
@@ -164,7 +194,10 @@ bool send(httplib::Client& cli, const mix_item& m, sample& out, std::string& why
   nlohmann::json body = {{"model", "bench"},   {"prompt", m.prompt}, {"max_tokens", m.max_tokens},
                          {"temperature", 0.7}, {"seed", m.seed},     {"stream", m.stream}};
   if (m.stream) body["stream_options"] = {{"include_usage", true}};
+  if (!m.reuse) body["gsa"] = {{"reuse", false}};
+  out.streamed = m.stream;
   const auto t0 = clock_type::now();
+  auto last = t0;
   bool first = true, done = false;
   std::string buf;
   httplib::Request req;
@@ -173,7 +206,10 @@ bool send(httplib::Client& cli, const mix_item& m, sample& out, std::string& why
   req.body = body.dump();
   req.set_header("Content-Type", "application/json");
   req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-    if (first) out.ttft = std::chrono::duration<double>(clock_type::now() - t0).count(), first = false;
+    const auto now = clock_type::now();
+    if (first) out.ttft = std::chrono::duration<double>(now - t0).count(), first = false;
+    else if (m.stream) out.gaps.push_back(std::chrono::duration<double>(now - last).count());
+    last = now;
     buf.append(data, n);
     return true;
   };
@@ -227,6 +263,8 @@ int run_bench_serve(const bench_serve_args& a) {
   so.session.tier = kv::page_tier_from_name(a.tier);
   so.max_sessions = a.max_sessions;
   so.max_spilled = a.max_spilled.value_or(so.session.tier == kv::page_tier::file ? 4 * a.max_sessions : 0);
+  so.prefill_chunk = a.prefill_chunk;
+  if (a.long_prompt < 0) fail("--long-prompt {} must be a word count >= 0", a.long_prompt);
   serve::scheduler sched(m, tok, so, met);
   serve::server_options o;
   o.port = 0;
@@ -245,10 +283,32 @@ int run_bench_serve(const bench_serve_args& a) {
   // Every client once, concurrently, before measuring: the memory a server grows once (per-thread allocator
   // arenas, thread stacks, connection buffers) is then part of the level the load must come back to.
   std::vector<std::vector<sample>> per(a.clients);
+  std::vector<sample> longs;  // the --long-prompt client's requests
   std::atomic<int> failed{0};
   std::mutex print_mu;
   auto load = [&](int first, int count, bool chat) {
     std::vector<std::thread> threads;
+    std::thread background;
+    if (a.long_prompt > 0 && count > 1)
+      background = std::thread([&] {
+        httplib::Client cli("127.0.0.1", port);
+        cli.set_read_timeout(600, 0);
+        for (int i = 0; i < count; i++) {
+          mix_item item = mix(a.clients + i, 0);
+          item.prompt = long_text(a.long_prompt, i);
+          item.max_tokens = 4;
+          item.stream = false;
+          item.reuse = false;
+          sample s;
+          std::string why;
+          if (send(cli, item, s, why)) {
+            longs.push_back(s);
+          } else if (failed++ < 5) {
+            std::lock_guard<std::mutex> g(print_mu);
+            fmt::print("long prompt {} failed after {:.2f} s: {}\n", i, s.seconds, why);
+          }
+        }
+      });
     for (int c = 0; c < a.clients; c++)
       threads.emplace_back([&, c] {
         httplib::Client cli("127.0.0.1", port);
@@ -273,6 +333,7 @@ int run_bench_serve(const bench_serve_args& a) {
         }
       });
     for (auto& t : threads) t.join();
+    if (background.joinable()) background.join();
   };
   load(a.requests, 1, false);
   const int warmup_failed = failed.exchange(0);
@@ -281,10 +342,10 @@ int run_bench_serve(const bench_serve_args& a) {
   const int64_t rss_before = rss_bytes();
   const int64_t heap_before = heap_bytes();
   fmt::print(
-      "gsa bench serve: {} clients x {} {}, model {}, method {}, max {} sessions + {} spilled, KV tier {}, on "
-      "127.0.0.1:{}\n",
+      "gsa bench serve: {} clients x {} {}, model {}, method {}, max {} sessions + {} spilled, KV tier {}, prefill "
+      "chunk {}{}, on 127.0.0.1:{}\n",
       a.clients, a.requests, a.chat ? "turns" : "requests", a.model, a.method, a.max_sessions, so.max_spilled, a.tier,
-      port);
+      a.prefill_chunk, a.long_prompt > 0 ? fmt::format(", + 1 client of {}-word prompts", a.long_prompt) : "", port);
   const std::string counters_before = met.render(sched.gauges());
   const auto t0 = clock_type::now();
   load(0, a.requests, a.chat);
@@ -300,6 +361,7 @@ int run_bench_serve(const bench_serve_args& a) {
   std::vector<sample> all;
   for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
   report("served (concurrent, HTTP)", all, wall);
+  if (a.long_prompt > 0) report(fmt::format("long prompts ({} words, background)", a.long_prompt).c_str(), longs, 0);
   const double growth = double(rss_after - rss_before) / double(rss_before);
   const int64_t rss_limit = std::max(int64_t(0.10 * double(rss_before)), kRssSlack);
   const bool rss_ok = rss_after - rss_before <= rss_limit, heap_ok = heap_after - heap_before <= kHeapSlack;
@@ -374,6 +436,10 @@ void register_bench_serve(CLI::App& app, command_list& cmds) {
   sub->add_option("--kv-tier", a.tier, "memory|file, as gsa serve")->capture_default_str();
   sub->add_option("--max-spilled", a.max_spilled,
                   "As gsa serve (default 4 x --max-sessions with --kv-tier file, else 0)");
+  sub->add_option("--prefill-chunk", a.prefill_chunk, "As gsa serve (0: a prompt in one piece)")
+      ->capture_default_str();
+  sub->add_option("--long-prompt", a.long_prompt,
+                  "One more client sending prompts of this many words (4 tokens each, no reuse) during the load");
   sub->add_flag("--chat", a.chat,
                 "Each client holds a conversation (turns continue or edit the previous prompt and completion)");
   sub->add_flag("--check", a.check,

@@ -1,5 +1,6 @@
 // `gsa serve --model DIR [--full-model DIR] [--host 127.0.0.1] [--port 8080] [--device cpu|cuda] [--precision
-//  bf16|f32] [--method M] [--budget B ...] [--max-sessions N] [--max-spilled N] [--max-context T] [--api-key KEY]`:
+//  bf16|f32] [--method M] [--budget B ...] [--max-sessions N] [--max-spilled N] [--prefill-chunk N] [--max-context T]
+//  [--api-key KEY]`:
 // the OpenAI-compatible server (docs/serve.md). Gist methods serve --model; the baselines serve --full-model when given
 // (as gsa eval). With --device cuda the model moves to the GPU once and every session keeps its KV there (as
 // `gsa generate --device cuda`). Runs until SIGINT or SIGTERM.
@@ -34,7 +35,7 @@ struct serve_args {
   std::string model, full_model, model_name, host = "127.0.0.1", method = "gsa", tier = "memory", prefill = "auto",
                                              api_key;
   device_options dev;
-  int port = 8080, max_sessions = 8, topk = -1, threads = 64;
+  int port = 8080, max_sessions = 8, topk = -1, threads = 64, prefill_chunk = 256;
   std::optional<int> max_spilled;  // default: 4 x max_sessions with the file tier, else 0
   int64_t budget = -1, max_context = 0, max_body = 8 << 20;
   float ratio = 0;
@@ -67,6 +68,7 @@ int run_serve(serve_args a) {
   sched_o.max_sessions = a.max_sessions;
   // Default: with the file tier, evicted idle sessions go to their files (up to 4 x --max-sessions of them).
   sched_o.max_spilled = a.max_spilled.value_or(so.tier == kv::page_tier::file ? 4 * a.max_sessions : 0);
+  sched_o.prefill_chunk = a.prefill_chunk;
   for (int64_t id : m.config.eos_token_id) sched_o.stop_ids.push_back(int32_t(id));
   serve::scheduler sched(m, tok, sched_o, met);
   serve::server_options o;
@@ -135,6 +137,10 @@ void register_serve(CLI::App& app, command_list& cmds) {
   sub->add_option("--max-spilled", a.max_spilled,
                   "Idle sessions evicted by --max-sessions kept with their KV in a file, read back when a request "
                   "continues one (0: dropped; default 4 x --max-sessions with --kv-tier file, else 0)");
+  sub->add_option("--prefill-chunk", a.prefill_chunk,
+                  "Prompt rows computed per batched step (chunked prefill: other sessions decode in between); "
+                  "0: a prompt in one piece")
+      ->capture_default_str();
   sub->add_option("--max-context", a.max_context,
                   "Prompt + completion tokens per request (default: the model's positions)");
   sub->add_option("--max-body", a.max_body, "Largest request body in bytes")->capture_default_str();

@@ -4,7 +4,7 @@
 // The row pass (attention-structured-bwd.cu without its dK / dV half) adds dq and writes D_i per row. This pass
 // turns the problem around, as FlashAttention-2's backward does: CTA (key tile, KV head) owns kKTile = 64 keys of
 // the plan's inverse (attn_plan_view::ktiles: 64 consecutive stream positions, or 64 consecutive gist indices of
-// one level) and walks the rows of the blocks that see them (the tile's runs), in row windows of MQ stacked rows
+// one level) and walks the rows of the blocks that see them (the tile's runs, or a piece of them), in row windows of MQ stacked rows
 // (consecutive query rows x the G heads of the KV head, aligned to MQ / G rows). Each of the 4 warps owns 16 keys
 // and, per window, computes with the keys as the rows of the products:
 //   S^T = K Q^T and dP^T = V dO^T (16 keys x MQ rows), P^T = exp2(S^T scale log2e - lse log2e) under the rows'
@@ -15,10 +15,10 @@
 // it (stream range for a stream tile, unit range of the level for a gist tile) and whose causal limit reaches it:
 // the rule of the row pass, so the two passes see the same (row, key) pairs.
 //
-// A position can be both a stream key (of a block's range) and a gist key (of another block's unit range): then
-// exactly two CTAs add into its scratch entry, and two f32 additions onto zero give the same bits in either order.
-// So this pass is deterministic without the fixed-point scratch (the row unfold's overlay, when present, adds
-// with atomics afterwards).
+// Adds go through the backward's scratch (f32 atomics, or fixed point in deterministic mode): a tile seen by more
+// than ~1024 rows is cut into pieces of rows, one CTA each (attention.cpp, inverse_of), and a position can be both a
+// stream key (of a block's range) and a gist key (of another block's unit range). The row unfold's overlay, when
+// present, adds into the same scratch afterwards.
 //
 // Compiled variants: D {64, 128}: 2 kernels.
 #include <cuda_runtime.h>

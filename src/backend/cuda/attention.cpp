@@ -112,6 +112,8 @@ bool structure_of(const attn_plan& plan, int Tq, std::vector<detail::sblock>& ou
   return true;
 }
 
+constexpr int64_t kKPieceRows = 1024;  // query rows per CTA of the key-major backward, at most (one block more)
+
 // The inverse of a structured plan (attn_plan_view::ktiles): for each tile of kKTile stream positions and each
 // tile of kKTile gist indices of a level, the runs of consecutive blocks whose lists hold any of its keys, tiles
 // sorted by the rows they visit (most first: the longest CTAs of the key-major backward start first). A stream
@@ -148,23 +150,42 @@ void inverse_of(const attn_plan& plan, const std::vector<detail::sblock>& sb, in
       for (int64_t t = a / KT; a < e && t <= (e - 1) / KT; t++) add(base[size_t(l)] + int(t), b);
     }
   }
-  std::vector<std::pair<int64_t, int>> order;  // (rows visited, tile)
+  // A tile seen by many rows (a gist tile of an early unit, the sink's tile) is cut into pieces of at most
+  // kKPieceRows rows (at block boundaries), one CTA each: without the cut a few CTAs would walk every row while
+  // the rest of the device idles. Pieces of one tile add into the same scratch entries (atomics).
+  struct piece {
+    int64_t rows;
+    int t;
+    std::vector<detail::krun> runs;
+  };
+  std::vector<piece> pieces;
   for (int t = 0; t < int(per.size()); t++) {
-    if (per[size_t(t)].empty()) continue;
-    int64_t rows = 0;
-    for (const auto& r : per[size_t(t)]) rows += plan.block_q[r.b1] - plan.block_q[r.b0];
-    order.emplace_back(rows, t);
+    piece cur{0, t, {}};
+    for (const detail::krun& r : per[size_t(t)])
+      for (int b = r.b0; b < r.b1; b++) {
+        const int rows = plan.block_q[b + 1] - plan.block_q[b];
+        if (cur.rows > 0 && cur.rows + rows > kKPieceRows) {
+          pieces.push_back(std::move(cur));
+          cur = piece{0, t, {}};
+        }
+        if (!cur.runs.empty() && cur.runs.back().b1 == b)
+          cur.runs.back().b1 = b + 1;
+        else
+          cur.runs.push_back({b, b + 1});
+        cur.rows += rows;
+      }
+    if (cur.rows > 0) pieces.push_back(std::move(cur));
   }
-  std::stable_sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+  std::stable_sort(pieces.begin(), pieces.end(), [](const piece& x, const piece& y) { return x.rows > y.rows; });
   tiles.clear();
   runs.clear();
-  for (const auto& [rows, t] : order) {
-    const int level = int(std::upper_bound(base.begin(), base.end(), t) - base.begin()) - 1;
+  for (const piece& pc : pieces) {
+    const int level = int(std::upper_bound(base.begin(), base.end(), pc.t) - base.begin()) - 1;
     detail::ktile k;
     k.level = level;  // -1: a stream tile (t < base[0])
-    k.first = (t - (level < 0 ? 0 : base[size_t(level)])) * KT;
+    k.first = (pc.t - (level < 0 ? 0 : base[size_t(level)])) * KT;
     k.run_begin = int32_t(runs.size());
-    runs.insert(runs.end(), per[size_t(t)].begin(), per[size_t(t)].end());
+    runs.insert(runs.end(), pc.runs.begin(), pc.runs.end());
     k.run_end = int32_t(runs.size());
     tiles.push_back(k);
   }
