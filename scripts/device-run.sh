@@ -54,7 +54,7 @@ fi
 
 if has tests; then
   section "test_cuda (every CUDA test; CPU references inside)"
-  timeout "${TEST_TIMEOUT:-240}" "$BUNDLE/bin/test_cuda" --gtest_output=json:$RES/test_cuda.json
+  timeout "${TEST_TIMEOUT:-240}" "$BUNDLE/bin/test_cuda" --gtest_filter="${TEST_FILTER:-*}" --gtest_output=json:$RES/test_cuda.json
   echo "test_cuda exit code: $?"
 fi
 

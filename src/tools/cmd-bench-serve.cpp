@@ -1,12 +1,13 @@
 // `gsa bench serve --model DIR [--clients 32] [--requests 20] [--max-sessions 32] [--kv-tier memory|file]
-// [--max-spilled N] [--prefill-chunk N] [--long-prompt WORDS] [--chat] [--check]`: a bounded load test of the
+// [--max-spilled N] [--prefill-chunk N] [--long-prompt WORDS] [--shared-prefix WORDS] [--chat] [--check]`: a bounded load test of the
 // server on loopback (issue 13 item 5). The
 // server (scheduler, engine, HTTP) runs in this process on a free port; `clients` threads each send `requests`
 // completions one after another (prompt lengths, max_tokens and streaming mixed, sampled with per-request seeds)
 // through cpp-httplib's client. With --chat each client holds a conversation: a turn's prompt is the previous
 // prompt + its completion + new words, and every third turn instead edits the previous prompt (its last words
 // replaced), so turns continue a held session whole or cut back; the output counts both, and spilled, dropped and
-// restored sessions. With --long-prompt one more client sends `requests` prompts of that many words (4 tokens
+// restored sessions. --shared-prefix puts the same text (a system prompt) before every prompt of the plain mix,
+// so that requests share a prefix with held sessions shorter than what they add. With --long-prompt one more client sends `requests` prompts of that many words (4 tokens
 // each, no reuse) one after another while the others run, so that their time to first token and inter-token
 // latency show what a long prefill costs them (--prefill-chunk: in pieces or not). Prints failures, p50 / p99
 // request latency, time to first token (the whole response for a request that is not streamed), and for the
@@ -50,6 +51,7 @@ struct bench_serve_args {
   std::optional<int> max_spilled;  // as gsa serve: default 4 x max_sessions with the file tier, else 0
   int prefill_chunk = 256;         // as gsa serve
   int long_prompt = 0;             // words of the background client's prompts (0: no such client)
+  int shared_prefix = 0;           // words every prompt of the plain mix starts with (a system prompt)
   int64_t simulate_leak = 0;       // bytes every request leaves allocated (a test that --check trips on a leak)
   bool check = false, chat = false;
 };
@@ -265,6 +267,7 @@ int run_bench_serve(const bench_serve_args& a) {
   so.max_spilled = a.max_spilled.value_or(so.session.tier == kv::page_tier::file ? 4 * a.max_sessions : 0);
   so.prefill_chunk = a.prefill_chunk;
   if (a.long_prompt < 0) fail("--long-prompt {} must be a word count >= 0", a.long_prompt);
+  if (a.shared_prefix < 0) fail("--shared-prefix {} must be a word count >= 0", a.shared_prefix);
   serve::scheduler sched(m, tok, so, met);
   serve::server_options o;
   o.port = 0;
@@ -317,7 +320,8 @@ int run_bench_serve(const bench_serve_args& a) {
         for (int i = first; i < first + count; i++) {
           sample s;
           std::string why;
-          const mix_item item = chat ? chat_turn(c, i, prompt, text) : mix(c, i);
+          mix_item item = chat ? chat_turn(c, i, prompt, text) : mix(c, i);
+          if (!chat && a.shared_prefix > 0) item.prompt = long_text(a.shared_prefix, 0) + " " + item.prompt;
           if (send(cli, item, s, why)) {
             prompt = item.prompt;
             text = s.text;
@@ -440,6 +444,8 @@ void register_bench_serve(CLI::App& app, command_list& cmds) {
       ->capture_default_str();
   sub->add_option("--long-prompt", a.long_prompt,
                   "One more client sending prompts of this many words (4 tokens each, no reuse) during the load");
+  sub->add_option("--shared-prefix", a.shared_prefix,
+                  "Every prompt of the plain mix starts with the same text of this many words (a system prompt)");
   sub->add_flag("--chat", a.chat,
                 "Each client holds a conversation (turns continue or edit the previous prompt and completion)");
   sub->add_flag("--check", a.check,

@@ -441,8 +441,8 @@ std::vector<compress_case> compress_cases() {
 }
 
 struct restore_keymajor {
-  bool was = keymajor_backward();
-  ~restore_keymajor() { set_keymajor_backward(was); }
+  int was = backward_scheme();
+  ~restore_keymajor() { set_backward_scheme(was); }
 };
 
 // Both backward schemes of the structured path (key-major dK / dV, the default, and the row pass's per-tile
@@ -454,7 +454,7 @@ TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
   for (const compress_case& cc : compress_cases()) {
     for (bool km : {true, false}) {
       SCOPED_TRACE(km ? "key-major backward" : "atomic backward");
-      set_keymajor_backward(km);
+      set_backward_scheme(km ? 1 : 0);
       run_compress(cc, path::structured);
     }
     run_compress(cc, path::generic);
@@ -467,7 +467,7 @@ TEST(CudaAttentionStructured, KeyMajorWithAQueryOffset) {
   std::string why;
   if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
   restore_keymajor keep;
-  set_keymajor_backward(true);
+  set_backward_scheme(1);
   gist::gsa_config cfg;
   cfg.chunk = {16};
   cfg.gists_per_chunk = 2;
@@ -731,12 +731,27 @@ TEST(CudaAttentionDeterminism, KeyMajorAgreesWithTheAtomicScheme) {
       const attn_plan plan = long_compress_plan(c, 3000);
       set_deterministic_backward(fixed);
       std::vector<float> km, at;
-      set_keymajor_backward(true);
+      set_backward_scheme(1);
       backward_runs(c, plan, false, 1, 1.f, &km);
-      set_keymajor_backward(false);
+      set_backward_scheme(0);
       backward_runs(c, plan, false, 1, 1.f, &at);
       EXPECT_LE(rel_l2(km, at), 4e-3) << "D " << D << (fixed ? " fixed point" : " f32") << ": dk / dv";
     }
+}
+
+TEST(CudaAttentionDeterminism, KeyMajorExactlyWhenDeterministicUnlessForced) {
+  restore_mode keep;
+  restore_keymajor keep_km;
+  set_backward_scheme(-1);
+  set_deterministic_backward(true);
+  EXPECT_TRUE(keymajor_backward());
+  set_deterministic_backward(false);
+  EXPECT_FALSE(keymajor_backward());
+  set_backward_scheme(1);
+  EXPECT_TRUE(keymajor_backward());
+  set_backward_scheme(0);
+  set_deterministic_backward(true);
+  EXPECT_FALSE(keymajor_backward());
 }
 
 TEST(CudaAttentionDeterminism, AnOutOfRangePartialGivesNaNNotAWrappedSum) {

@@ -307,18 +307,24 @@ void attach_unfold(device_plan& plan, std::shared_ptr<const row_unfold> u) {
 
 namespace {
 int deterministic_mode = -1;  // -1: not read yet
-int keymajor_mode = -1;
+int keymajor_mode = -2;  // -2: GSA_CUDA_BWD not read yet
 }
+
+int backward_scheme() {
+  if (keymajor_mode == -2) {
+    const char* e = std::getenv("GSA_CUDA_BWD");
+    const std::string v = e ? e : "";
+    keymajor_mode = v == "keymajor" ? 1 : v == "atomic" ? 0 : -1;
+  }
+  return keymajor_mode;
+}
+
+void set_backward_scheme(int s) { keymajor_mode = s < 0 ? -1 : s > 0 ? 1 : 0; }
 
 bool keymajor_backward() {
-  if (keymajor_mode < 0) {
-    const char* e = std::getenv("GSA_CUDA_BWD");
-    keymajor_mode = e && std::string(e) == "atomic" ? 0 : 1;
-  }
-  return keymajor_mode == 1;
+  const int s = backward_scheme();
+  return s < 0 ? deterministic_backward() : s == 1;  // automatic: key-major exactly when deterministic
 }
-
-void set_keymajor_backward(bool on) { keymajor_mode = on ? 1 : 0; }
 
 bool deterministic_backward() {
   if (deterministic_mode < 0) {

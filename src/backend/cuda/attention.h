@@ -69,10 +69,14 @@ void attention_forward(void* out, float* lse, const void* q, const void* k, cons
 bool deterministic_backward();
 void set_deterministic_backward(bool on);
 // Whether the backward of structured bf16 plans computes dk / dv key-major (attention-keymajor.cu: a CTA per key
-// tile walks the rows that see it, one add per key; the default) or with the row pass's per-tile atomics (the
-// earlier scheme, kept to compare: GSA_CUDA_BWD=atomic in the environment, or the setter).
+// tile, or piece of one, walks the rows that see it and adds once per key) or with the row pass's per-tile
+// atomics. Measured on the H200 (docs/cuda.md) the atomics are faster in f32 (7.2 against 9.5 ms at 32k), and
+// key-major is faster with the fixed-point scratch (12.0 against 18.2 ms), where one add per key instead of per
+// tile pays: so by default key-major exactly when deterministic_backward(). GSA_CUDA_BWD=keymajor|atomic in the
+// environment, or set_backward_scheme, forces one. Scheme: -1 automatic, 0 atomics, 1 key-major.
 bool keymajor_backward();
-void set_keymajor_backward(bool on);
+int backward_scheme();
+void set_backward_scheme(int s);
 
 // dq (Tq,Hq,D) +=, dk, dv (Tk,Hkv,D) += (type t; any may be null). Needs the forward's out and lse.
 void attention_backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
