@@ -161,7 +161,9 @@ std::unique_ptr<scheduler::held> scheduler::take_session(const job_request& r, j
         const auto& t = h.tokens;
         const int64_t common = std::mismatch(t.begin(), t.end(), r.prompt.begin(), r.prompt.end()).first - t.begin();
         const bool whole = common == int64_t(t.size());  // t.size() <= P
-        const int64_t keep = whole ? common : h.s->cut_point(int(std::min(common, P - 1)));
+        int64_t keep = whole ? common : h.s->cut_point(int(std::min(common, P - 1)));
+        // See scheduler.h: a cut keeps at least what is left to compute (the cut consumes the held session's tail).
+        if (!whole && keep < P - keep) keep = 0;
         if (keep > best.keep || (keep == best.keep && keep > 0 && whole && !best.whole)) best = {from, i, keep, whole};
       }
   std::unique_ptr<held> h;

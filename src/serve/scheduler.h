@@ -6,10 +6,11 @@
 //     the longest prefix with its prompt and appends only the rest (a follow-up chat turn reuses the KV of the
 //     conversation so far): whole when all of the session's tokens start the prompt, else cut back
 //     (session::truncate) to the last point at or before the common prefix where it can be cut (a chunk
-//     boundary for the gist methods: a chunk's gists summarise all of it), whatever is left to compute (the rest
-//     is prefilled on top of the held KV at about the cost per token of a fresh prefill: docs/serve.md); or else a
-//     new session that prefills the prompt, as `gsa generate` does (a long prompt's first prefill_chunk tokens
-//     in one forward pass and the rest in pieces, below). When active + idle sessions reach max_sessions, the
+//     boundary for the gist methods: a chunk's gists summarise all of it) when that keeps at least as many
+//     tokens as are left to compute: the rest is prefilled on top of the held KV (below) at no more cost per token
+//     than a fresh prefill, but the cut consumes the held session's tail, which later requests could have
+//     reused (docs/serve.md measures both rules); or else a new session that prefills the prompt, as
+//     `gsa generate` does (a long prompt's first prefill_chunk tokens in one forward pass, the rest in pieces). When active + idle sessions reach max_sessions, the
 //     least recently used idle session is evicted first: spilled to its KV file (up to max_spilled spilled
 //     sessions; the oldest spilled one is dropped beyond that) or dropped (its KV freed). A spilled session is a
 //     candidate like an idle one and is read back when a job takes it;
