@@ -161,6 +161,7 @@ int run(int argc, char** argv) {
         cpu::attn_plan plan = make_plan(kind, L, Hq, Hkv, n);
         GSA_ASSERT(n <= n_max);
         const int64_t pairs = cpu::attended_pairs(plan, Hkv, 0) * (Hq / Hkv);
+        cuda::set_backward_scheme(1);  // uploads the inverse of structured plans, for the key-major column
         cuda::device_plan dp = cuda::upload_plan(plan, n, n, 0, Hkv);
         auto fwd = [&] { cuda::attention_forward(out, lse, q, k, v, dp, n, n, 0, Hq, Hkv, D, dtype::bf16); };
         auto bwd = [&] {

@@ -13,6 +13,7 @@
 
 #include "backend/cpu/attention.h"
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/rng.h"
 #include "gist/plan.h"
 #include "gist/stream.h"
@@ -217,6 +218,7 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                         }
                       }
                       train_attention_profile() = {};
+                      profile_take();
                       int runs = 0;
                       double ms = median_ms(reps, [&] {
                         runs++;
@@ -242,6 +244,8 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                             nlohmann::json{{"plan_and_selection", ap.plan_ms / runs},
                                            {"attention_forward", ap.fwd_ms / runs},
                                            {"attention_backward", ap.bwd_ms / runs}};
+                        for (const auto& [name, ms] : profile_take())  // phases inside them (core/profile.h)
+                          records.back()["profile_ms"][name] = ms / runs;
                         if (!json)
                           fmt::print("{:>14} plan+selection {:.1f} ms, attention forward {:.1f}, backward {:.1f} "
                                      "(per step, synchronised)\n",

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include "backend/cuda/attention-kernels.h"
 #include "backend/cuda/runtime.h"
 #include "core/error.h"
+#include "core/profile.h"
 
 namespace gsa::cuda {
 
@@ -349,6 +351,7 @@ bool attention_supported(int D, dtype t, std::string* why) {
 }
 
 device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
+  const auto t0 = std::chrono::steady_clock::now();
   validate(plan, Tq, Tk, q_offset, Hkv);
   device_plan d;
   d.heads = plan.heads;
@@ -365,7 +368,7 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   const bool structured = structure_of(plan, Tq, sb);
   std::vector<detail::ktile> kt;
   std::vector<detail::krun> kr;
-  if (structured) inverse_of(plan, sb, Tk, q_offset, kt, kr);
+  if (structured && keymajor_backward()) inverse_of(plan, sb, Tk, q_offset, kt, kr);  // only the key-major pass reads it
 
   // One allocation, each array 16-byte aligned (segs are read as int4).
   const size_t o_block_q = 0;
@@ -410,6 +413,9 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   d.n_ktiles = int(kt.size());
   d.ktiles = kt.empty() ? nullptr : base + o_ktiles;
   d.kruns = kr.empty() ? nullptr : base + o_kruns;
+  if (profile_on())
+    profile_add("attention.upload_plan",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   return d;
 }
 

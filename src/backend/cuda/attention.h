@@ -50,7 +50,9 @@ void attach_unfold(device_plan& plan, std::shared_ptr<const row_unfold> u);
 // Whether the overlay kernels can run this unfold (bf16, D 64 / 128, Hq / Hkv <= 16); otherwise a caller expands
 // it into a plain plan (expand_row_unfold).
 bool unfold_supported(int Hq, int Hkv, int D, dtype t);
-// Validates the plan for these sizes on the host (gsa::error as cpu::validate_plan) and uploads it.
+// Validates the plan for these sizes on the host (gsa::error as cpu::validate_plan) and uploads it; with
+// keymajor_backward() on, a structured plan also gets its inverse for the key-major backward (else that
+// backward falls back to the atomics).
 device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv);
 
 // True if upload_plan found the structure of the fast path (see device_plan::structured).

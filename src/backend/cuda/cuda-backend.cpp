@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "backend/cuda/attention.h"
@@ -17,6 +18,7 @@
 #include "backend/row-unfold.h"
 #include "gist/stream.h"
 #include "core/error.h"
+#include "core/profile.h"
 
 namespace gsa::cuda {
 
@@ -178,8 +180,12 @@ class cuda_impl final : public backend {
                                                 int b_begin, const gist::stream& s,
                                                 const gist::gsa_config& cfg) override {
     if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(cfg)) return nullptr;
+    const bool prof = profile_on();
+    auto wall = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+    const double t0 = prof ? wall() : 0;
     const select_args a = selection_args(q, k, rows, b_begin, s, cfg);
     const row_selection sel(a);
+    const double t1 = prof ? wall() : 0;
     auto u = std::make_shared<row_unfold>();
     u->Tq = a.T;
     u->Hkv = a.Hkv;
@@ -194,9 +200,17 @@ class cuda_impl final : public backend {
     u->chunk_begin = upload(Tensor::borrow(kb.data(), {int64_t(kb.size())}, dtype::i32), dtype::i32);
     u->chunk_end = upload(Tensor::borrow(ke.data(), {int64_t(ke.size())}, dtype::i32), dtype::i32);
     u->totals = alloc({2}, dtype::i64);
+    if (prof) {
+      synchronize();
+      profile_add("select.unfold_tables", wall() - t1);
+    }
     auto i32 = [](Tensor& x) { return static_cast<int32_t*>(x.raw()); };
     sel.run(i32(u->count), i32(u->ids), std::max(1, u->cap), i32(u->chunk_begin), i32(u->chunk_end),
             static_cast<unsigned long long*>(u->totals.raw()));
+    if (prof) {
+      synchronize();
+      profile_add("select.rows_total", wall() - t0);
+    }
     return u;
   }
 

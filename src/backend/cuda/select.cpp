@@ -3,13 +3,17 @@
 // bounded, the launches and the copy back into per-(block, KV head) vectors.
 #include "backend/cuda/select.h"
 
+#include <cuda_runtime.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 
 #include "backend/cuda/ops-internal.h"
 #include "backend/cuda/runtime.h"
 #include "core/error.h"
+#include "core/profile.h"
 #include "gist/select.h"
 
 namespace gsa::cuda {
@@ -29,6 +33,31 @@ namespace {
 using select_detail::block_desc;
 
 constexpr int64_t default_score_budget = int64_t(32) << 20;  // floats: 128 MiB
+
+// Profiling (core/profile.h): f's device time between two events under `name`, or just f when off.
+template <class F>
+void timed(const char* name, F&& f) {
+  if (!profile_on()) {
+    f();
+    return;
+  }
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  cudaEventRecord(e0, static_cast<cudaStream_t>(ctx().stream));
+  f();
+  cudaEventRecord(e1, static_cast<cudaStream_t>(ctx().stream));
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  profile_add(name, ms);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
+double wall_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
@@ -129,6 +158,8 @@ template <class F>
 void run_selection(const select_args& a, const selection_plan& p, F&& each) {
   const gist::gsa_config& cfg = *a.cfg;
   const int g = cfg.gists_per_chunk;
+  const bool prof = profile_on();
+  const double t0 = prof ? wall_ms() : 0;
   const std::vector<int32_t> gist_begin(a.chunk_gist_begin, a.chunk_gist_begin + p.max_cand);
   detail::scratch d_blocks(bytes_of(p.blocks)), d_gist(bytes_of(gist_begin));
   copy_h2d(d_blocks.as<void>(), p.blocks.data(), p.blocks.size() * sizeof(block_desc));
@@ -136,6 +167,10 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
   detail::scratch d_scores(size_t(p.max_scores) * sizeof(float));
   detail::scratch d_ids(size_t(std::max<int64_t>(1, p.max_ids)) * sizeof(int32_t));
   detail::scratch d_counts(size_t(p.max_batch) * a.Hkv * sizeof(int32_t));
+  if (prof) {
+    synchronize();
+    profile_add("select.upload", wall_ms() - t0);
+  }
 
   const size_t rows_by_smem = size_t(32 * 1024) / (size_t(a.D) * sizeof(float));
   const int rows_tile = int(std::min<size_t>(size_t(p.max_rows), rows_by_smem));
@@ -149,11 +184,15 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
     const size_t i0 = p.batch_begin[bi], i1 = p.batch_begin[bi + 1];
     const int nb = int(i1 - i0);
     const block_desc* db = d_blocks.as<block_desc>() + i0;
-    select_detail::launch_scores(db, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st, scale,
-                                 d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, stream);
-    select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),
-                               d_counts.as<int32_t>(), p.max_cand, stream);
-    each(i0, nb, db, d_ids.as<int32_t>(), d_counts.as<int32_t>());
+    timed("select.scores", [&] {
+      select_detail::launch_scores(db, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st, scale,
+                                   d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, stream);
+    });
+    timed("select.topk", [&] {
+      select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),
+                                 d_counts.as<int32_t>(), p.max_cand, stream);
+    });
+    timed("select.out", [&] { each(i0, nb, db, d_ids.as<int32_t>(), d_counts.as<int32_t>()); });
   }
 }
 
@@ -188,8 +227,11 @@ int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& s
   return total;
 }
 
-row_selection::row_selection(const select_args& a)
-    : a_(a), plan_(std::make_shared<const selection_plan>(plan_selection(a, nullptr))) {}
+row_selection::row_selection(const select_args& a) : a_(a) {
+  const double t0 = profile_on() ? wall_ms() : 0;
+  plan_ = std::make_shared<const selection_plan>(plan_selection(a, nullptr));
+  if (profile_on()) profile_add("select.host_tables", wall_ms() - t0);
+}
 
 int row_selection::cap() const { return plan_->max_cap; }
 

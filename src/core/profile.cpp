@@ -1,0 +1,26 @@
+#include "core/profile.h"
+
+#include <cstdlib>
+
+namespace gsa {
+namespace {
+std::map<std::string, double>& counters() {
+  static std::map<std::string, double> c;
+  return c;
+}
+}  // namespace
+
+bool profile_on() {
+  static const bool on = std::getenv("GSA_TRAIN_PROFILE") != nullptr;
+  return on;
+}
+
+void profile_add(const std::string& name, double ms) { counters()[name] += ms; }
+
+std::map<std::string, double> profile_take() {
+  std::map<std::string, double> out;
+  out.swap(counters());
+  return out;
+}
+
+}  // namespace gsa
