@@ -2,18 +2,18 @@
 //
 // submit() queues a job (prompt tokens, sampling, stop rules) from any thread and returns its handle. step(),
 // called by one thread (engine runs it in a loop), does one iteration:
-//  1. admit queued jobs while fewer than max_sessions generate: a job takes the held idle session that shares
-//     the longest prefix with its prompt and appends only the rest (a follow-up chat turn reuses the KV of the
-//     conversation so far): whole when all of the session's tokens start the prompt, else cut back
-//     (session::truncate) to the last point at or before the common prefix where it can be cut (a chunk
-//     boundary for the gist methods: a chunk's gists summarise all of it) when that keeps at least as many
-//     tokens as are left to compute: the rest is prefilled on top of the held KV (below) at no more cost per token
-//     than a fresh prefill, but the cut consumes the held session's tail, which later requests could have
-//     reused (docs/serve.md measures both rules); or else a new session that prefills the prompt, as
-//     `gsa generate` does (a long prompt's first prefill_chunk tokens in one forward pass, the rest in pieces). When active + idle sessions reach max_sessions, the
-//     least recently used idle session is evicted first: spilled to its KV file (up to max_spilled spilled
-//     sessions; the oldest spilled one is dropped beyond that) or dropped (its KV freed). A spilled session is a
-//     candidate like an idle one and is read back when a job takes it;
+//  1. admit queued jobs while fewer than max_sessions generate: a job takes the held idle session that shares the
+//     longest prefix with its prompt and appends only the rest (a follow-up chat turn reuses the KV of the
+//     conversation so far): whole when all of the session's tokens start the prompt, else cut back (session::truncate)
+//     to the last point at or before the common prefix where it can be cut (a chunk boundary for the gist methods: a
+//     chunk's gists summarise all of it) when that keeps at least as many tokens as are left to compute: the rest is
+//     prefilled on top of the held KV (below) at no more cost per token than a fresh prefill, but the cut consumes the
+//     held session's tail, which later requests could have reused (docs/serve.md measures both rules); or else a new
+//     session that prefills the prompt, as `gsa generate` does (a long prompt's first prefill_chunk tokens in one
+//     forward pass, the rest in pieces). When active + idle sessions reach max_sessions, the least recently used idle
+//     session is evicted first: spilled to its KV file (up to max_spilled spilled sessions; the oldest spilled one is
+//     dropped beyond that) or dropped (its KV freed). A spilled session is a candidate like an idle one and is read
+//     back when a job takes it;
 //  2. runs the queued rows of every active session together (infer::run_step): a decoding session's token and
 //     the gists inserted after it one row per batched step, and up to prefill_chunk rows of each prompt still
 //     being computed in each of those steps (chunked prefill: the other sessions keep decoding meanwhile);

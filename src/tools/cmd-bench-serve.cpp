@@ -1,22 +1,21 @@
 // `gsa bench serve --model DIR [--clients 32] [--requests 20] [--max-sessions 32] [--kv-tier memory|file]
-// [--max-spilled N] [--prefill-chunk N] [--long-prompt WORDS] [--shared-prefix WORDS] [--chat] [--check]`: a bounded load test of the
-// server on loopback (issue 13 item 5). The
-// server (scheduler, engine, HTTP) runs in this process on a free port; `clients` threads each send `requests`
-// completions one after another (prompt lengths, max_tokens and streaming mixed, sampled with per-request seeds)
-// through cpp-httplib's client. With --chat each client holds a conversation: a turn's prompt is the previous
-// prompt + its completion + new words, and every third turn instead edits the previous prompt (its last words
-// replaced), so turns continue a held session whole or cut back; the output counts both, and spilled, dropped and
-// restored sessions. --shared-prefix puts the same text (a system prompt) before every prompt of the plain mix,
-// so that requests share a prefix with held sessions shorter than what they add. With --long-prompt one more client sends `requests` prompts of that many words (4 tokens
-// each, no reuse) one after another while the others run, so that their time to first token and inter-token
-// latency show what a long prefill costs them (--prefill-chunk: in pieces or not). Prints failures, p50 / p99
-// request latency, time to first token (the whole response for a request that is not streamed), and for the
-// streamed requests their first token and inter-token latency (the gaps between their chunks),
-// generated tokens/s and resident memory before the load, at its end and
-// after the idle sessions are dropped; then the same figures for the first requests of the mix run one at a
-// time through infer::generate alone (what `gsa generate` does), for comparison. Figures, never pass/fail on
-// time; --check exits 1 when a request failed or memory did not come back after the idle sessions were dropped
-// (the two limits below, check_limits).
+// [--max-spilled N] [--prefill-chunk N] [--long-prompt WORDS] [--shared-prefix WORDS] [--chat] [--check]`: a bounded
+// load test of the server on loopback (issue 13 item 5). The server (scheduler, engine, HTTP) runs in this process on a
+// free port; `clients` threads each send `requests` completions one after another (prompt lengths, max_tokens and
+// streaming mixed, sampled with per-request seeds) through cpp-httplib's client. With --chat each client holds a
+// conversation: a turn's prompt is the previous prompt + its completion + new words, and every third turn instead edits
+// the previous prompt (its last words replaced), so turns continue a held session whole or cut back; the output counts
+// both, and spilled, dropped and restored sessions. --shared-prefix puts the same text (a system prompt) before every
+// prompt of the plain mix, so that requests share a prefix with held sessions shorter than what they add. With
+// --long-prompt one more client sends `requests` prompts of that many words (4 tokens each, no reuse) one after another
+// while the others run, so that their time to first token and inter-token latency show what a long prefill costs them
+// (--prefill-chunk: in pieces or not). Prints failures, p50 / p99 request latency, time to first token (the whole
+// response for a request that is not streamed), and for the streamed requests their first token and inter-token latency
+// (the gaps between their chunks), generated tokens/s and resident memory before the load, at its end and after the
+// idle sessions are dropped; then the same figures for the first requests of the mix run one at a time through
+// infer::generate alone (what `gsa generate` does), for comparison. Figures, never pass/fail on time; --check exits 1
+// when a request failed or memory did not come back after the idle sessions were dropped (the two limits below,
+// check_limits).
 #include <fmt/format.h>
 #include <httplib.h>
 #include <malloc.h>

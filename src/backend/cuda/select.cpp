@@ -186,7 +186,8 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
     const block_desc* db = d_blocks.as<block_desc>() + i0;
     timed("select.scores", [&] {
       select_detail::launch_scores(db, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st, scale,
-                                   d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, stream);
+                                   d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, p.max_rows == 1,
+                                   stream);
     });
     timed("select.topk", [&] {
       select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),

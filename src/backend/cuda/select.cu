@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -29,6 +30,7 @@ namespace {
 using dev::bf16;
 
 constexpr int score_threads = 128;
+constexpr int score_rows_max = 16;  // one-row blocks per CTA of score_rows_kernel
 constexpr int topk_threads = 256;
 
 // ---- scores ----
@@ -99,6 +101,73 @@ __global__ void __launch_bounds__(score_threads)
       out[u] = best;
     }
     __syncthreads();
+  }
+}
+
+// score_rows_kernel: the same scores for batches of one-row blocks (per-token selection), R consecutive blocks
+// and the G query heads of one KV head per CTA: the R * G query vectors sit in shared memory and each thread
+// streams its candidate units' gist keys once through registers against all of them (score_kernel reads every
+// key once per row and query head). Same operations per dot product (f32, d in order, no FMA), four independent
+// dot products at a time.
+template <class T, int DC>
+__global__ void __launch_bounds__(score_threads)
+    score_rows_kernel(const block_desc* __restrict__ blocks, int n_blocks, int R, const T* __restrict__ q,
+                      const T* __restrict__ k, int Hq, int Hkv, int64_t q_st, int64_t k_st, float scale,
+                      const int32_t* __restrict__ gist_begin, int g, float* __restrict__ scores) {
+  extern __shared__ float qv[];  // (nb * G, DC): block i, head j of the group at i * G + j
+  __shared__ block_desc bd[score_rows_max];
+  const int G = Hq / Hkv, hk = blockIdx.y, b0 = blockIdx.x * R, nb = min(R, n_blocks - b0);
+  constexpr int V = dev::vec16<T>;
+  if (int(threadIdx.x) < nb) bd[threadIdx.x] = blocks[b0 + threadIdx.x];
+  __syncthreads();
+  const int n = nb * G;
+  for (int idx = threadIdx.x * V; idx < n * DC; idx += blockDim.x * V) {
+    const int x = idx / DC, d = idx - x * DC, i = x / G, j = x - i * G;
+    float v[V];
+    dev::load_f<T, V>(v, q + int64_t(bd[i].row0) * q_st + int64_t(hk * G + j) * DC + d);
+#pragma unroll
+    for (int e = 0; e < V; e++) qv[idx + e] = v[e];
+  }
+  int max_cand = 0;
+  for (int i = 0; i < nb; i++) max_cand = max(max_cand, bd[i].n_cand);
+  __syncthreads();
+  for (int u = threadIdx.x; u < max_cand; u += blockDim.x) {
+    for (int r = 0; r < g; r++) {
+      float kr[DC];
+      const T* kp = k + int64_t(gist_begin[u] + r) * k_st + int64_t(hk) * DC;
+#pragma unroll
+      for (int d = 0; d < DC; d += V) {
+        float v[V];
+        dev::load_f<T, V>(v, kp + d);
+#pragma unroll
+        for (int e = 0; e < V; e++) kr[d + e] = v[e];
+      }
+      for (int x0 = 0; x0 < n; x0 += 4) {
+        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+        const float* qr[4];
+#pragma unroll
+        for (int c = 0; c < 4; c++) qr[c] = qv + min(x0 + c, n - 1) * DC;  // past the end: a copy, discarded
+#pragma unroll
+        for (int d = 0; d < DC; d += 4)
+#pragma unroll
+          for (int c = 0; c < 4; c++) {
+            const float4 a = *reinterpret_cast<const float4*>(qr[c] + d);
+            acc[c] = __fadd_rn(acc[c], __fmul_rn(a.x, kr[d]));
+            acc[c] = __fadd_rn(acc[c], __fmul_rn(a.y, kr[d + 1]));
+            acc[c] = __fadd_rn(acc[c], __fmul_rn(a.z, kr[d + 2]));
+            acc[c] = __fadd_rn(acc[c], __fmul_rn(a.w, kr[d + 3]));
+          }
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          const int x = x0 + c, i = x / G, j = x - i * G;
+          if (x >= n || u >= bd[i].n_cand) continue;
+          const float v = __fmul_rn(acc[c], scale);
+          float* o = scores + bd[i].score_off + int64_t(hk * G + j) * bd[i].n_cand + u;
+          const float best = r == 0 ? -INFINITY : *o;
+          *o = best < v ? v : best;
+        }
+      }
+    }
   }
 }
 
@@ -403,11 +472,23 @@ std::string launch_error(const char* kernel, cudaError_t e) {
 template <class T>
 void launch_scores_t(const block_desc* blocks, int n_blocks, const void* q, const void* k, int Hq, int Hkv, int D,
                      int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g, float* scores, int rows_tile, bool vec,
-                     cudaStream_t st) {
+                     bool one_row, cudaStream_t st) {
   const dim3 grid{unsigned(n_blocks), unsigned(Hq)};
   const size_t smem = size_t(rows_tile) * D * sizeof(float);
   const T* qt = static_cast<const T*>(q);
   const T* kt = static_cast<const T*>(k);
+  if (one_row && vec && (D == 64 || D == 128)) {  // R * G query vectors of at most 32 KiB per CTA
+    const int G = Hq / Hkv, R = std::max(1, std::min(score_rows_max, 64 / G));
+    const dim3 grid_rows{unsigned((n_blocks + R - 1) / R), unsigned(Hkv)};
+    const size_t smem_rows = size_t(R) * G * D * sizeof(float);
+    if (D == 64)
+      score_rows_kernel<T, 64><<<grid_rows, score_threads, smem_rows, st>>>(blocks, n_blocks, R, qt, kt, Hq, Hkv, q_st,
+                                                                            k_st, scale, gist_begin, g, scores);
+    else
+      score_rows_kernel<T, 128><<<grid_rows, score_threads, smem_rows, st>>>(blocks, n_blocks, R, qt, kt, Hq, Hkv, q_st,
+                                                                             k_st, scale, gist_begin, g, scores);
+    return;
+  }
   if (vec && D == 64)
     score_kernel<T, 64, true><<<grid, score_threads, smem, st>>>(blocks, qt, kt, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g,
                                                                  scores, rows_tile);
@@ -423,15 +504,15 @@ void launch_scores_t(const block_desc* blocks, int n_blocks, const void* q, cons
 
 void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const void* k, bool bf16_in, int Hq,
                    int Hkv, int D, int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g,
-                   float* scores, int rows_tile, bool vec, void* stream) {
+                   float* scores, int rows_tile, bool vec, bool one_row, void* stream) {
   if (n_blocks <= 0) return;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (bf16_in)
     launch_scores_t<bf16>(blocks, n_blocks, q, k, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g, scores, rows_tile,
-                           vec, st);
+                           vec, one_row, st);
   else
     launch_scores_t<float>(blocks, n_blocks, q, k, Hq, Hkv, D, q_st, k_st, scale, gist_begin, g, scores, rows_tile,
-                           vec, st);
+                           vec, one_row, st);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("score_kernel", e));
 }

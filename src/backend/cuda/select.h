@@ -100,10 +100,11 @@ struct block_desc {
 
 // scores[score_off + h * n_cand + u] = s_h(u), OVERWRITTEN. rows_tile: q rows staged in shared memory at a
 // time (rows_tile * D floats of dynamic shared memory). vec: q and k rows are 16-byte aligned (vector loads).
-// q_st / k_st: row strides in elements.
+// q_st / k_st: row strides in elements. one_row: every block has one row (per-token selection), so blocks are
+// scored several per CTA with the group's heads together (score_rows_kernel, D 64 / 128 with vec).
 void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const void* k, bool bf16, int Hq,
                    int Hkv, int D, int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g, float* scores, int rows_tile,
-                   bool vec, void* stream);
+                   bool vec, bool one_row, void* stream);
 
 // Per (block, KV head): ids[id_off + h * cap + i], i < counts[block * Hkv + h], ascending; both OVERWRITTEN.
 // With group_scoring the first row of each group in scores is overwritten by the group sum. max_cand: the
