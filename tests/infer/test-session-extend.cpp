@@ -142,20 +142,22 @@ llama_model unfold_model(std::vector<int> chunk) {
 }
 
 TEST(SessionExtend, EqualsPrefillWhereDecodingEqualsPrefill) {
-  const llama_model plain = tiny_model({4}), unfold = unfold_model({4});
+  const llama_model plain = tiny_model({4}), unfold = unfold_model({4}), levels = unfold_model({3, 2});
   struct prefill_case {
     const llama_model* m;
     method meth;
     bool equal;
   };
   const prefill_case cases[] = {{&unfold, method::full, true},       {&unfold, method::gist, true},
-                                {&unfold, method::gsa, true},        {&plain, method::gsa, false},
+                                {&unfold, method::gsa, true},        {&levels, method::gist, true},
+                                {&levels, method::gsa, true},        {&plain, method::gsa, false},
                                 {&unfold, method::hgsa, false},      {&unfold, method::streaming, false},
                                 {&unfold, method::quest, false},     {&unfold, method::moba, false},
                                 {&unfold, method::h2o, false}};
   const auto ctx = tiny_tokens(kContext + kMore, 5);
   for (const auto& cs : cases) {
-    SCOPED_TRACE(std::string(method_name(cs.meth)) + (cs.m == &plain ? " (compress-trained)" : ""));
+    SCOPED_TRACE(std::string(method_name(cs.meth)) + (cs.m == &plain ? " (compress-trained)" : "") +
+                 (cs.m == &levels ? " (2 levels)" : ""));
     session_options o;
     o.meth = cs.meth;
     o.budget = uses_gists(cs.meth) || cs.meth == method::full ? -1 : 12;
