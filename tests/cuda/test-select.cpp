@@ -430,6 +430,25 @@ TEST(CudaSelect, TiesPickTheLowerIndexAndNanRanksLast) {
   check_case(c, 14);
   c.group_scoring = true;
   check_case(c, 15);
+  c.per_token = true;  // the one-warp top-k of one-row blocks, with ties and NaN: group sum, then per head
+  check_case(c, 16);
+  c.group_scoring = false;
+  check_case(c, 17);
+}
+
+// Per-token selection over long candidate lists (up to ~1200 chunks: many mask words per warp, several score
+// rows per CTA with different candidate counts).
+TEST(CudaSelect, PerTokenLongLists) {
+  sel_case c;
+  c.chunk = {4};
+  c.n_raw = 4800;
+  c.Hq = 6;
+  c.Hkv = 2;
+  c.bf16 = true;
+  check_case(c, 18);
+  c.rule = select_rule::fixed;
+  c.topk = 40;
+  check_case(c, 19);
 }
 
 TEST(CudaSelect, TopPIsRejectedWithAClearError) {

@@ -191,7 +191,7 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
     });
     timed("select.topk", [&] {
       select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),
-                                 d_counts.as<int32_t>(), p.max_cand, stream);
+                                 d_counts.as<int32_t>(), p.max_cand, p.max_rows == 1, stream);
     });
     timed("select.out", [&] { each(i0, nb, db, d_ids.as<int32_t>(), d_counts.as<int32_t>()); });
   }

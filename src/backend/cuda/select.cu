@@ -335,6 +335,132 @@ __global__ void __launch_bounds__(topk_threads)
   if (threadIdx.x == 0) counts[int64_t(blockIdx.x) * Hkv + h] = min(total, b.cap);
 }
 
+// ---- top-k + union, one warp per (block, KV head) ----
+// The same selection as topk_kernel (radix select of the k-th key, ties to the lower index, union over the
+// group's heads or the group sum) with a warp instead of a CTA: per-token selection has many small candidate
+// lists (a few hundred per row), where topk_kernel's CTA barriers and idle threads cost more than the work.
+
+constexpr int topk_warps = 8;
+
+__device__ void warp_select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, int* hist, int lane) {
+  if (k <= 0) return;
+  if (k >= n) {
+    for (int i0 = 0; i0 < n; i0 += 32) {
+      const unsigned bits = __ballot_sync(0xffffffffu, i0 + lane < n);
+      if (lane == 0) mask[i0 >> 5] |= bits;
+    }
+    __syncwarp();
+    return;
+  }
+  uint32_t prefix = 0;
+  int remaining = k;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
+    for (int i = lane; i < 256; i += 32) hist[i] = 0;
+    __syncwarp();
+    for (int i0 = 0; i0 < n; i0 += 32) {
+      const int i = i0 + lane;
+      uint32_t key = 0;
+      const bool in = i < n && (((key = order_key(s[i])) ^ prefix) & high) == 0;
+      const unsigned active = __ballot_sync(0xffffffffu, in);
+      if (in) {
+        const uint32_t bin = (key >> shift) & 255u;
+        const unsigned peers = __match_any_sync(active, bin);
+        if (__ffs(peers) - 1 == lane) atomicAdd(&hist[bin], __popc(peers));
+      }
+    }
+    __syncwarp();
+    int c[8], mine = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) mine += c[j] = hist[lane * 8 + j];
+    int incl = mine;  // keys in bins of lanes >= lane
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_down_sync(0xffffffffu, incl, o);
+      if (lane + o < 32) incl += y;
+    }
+    const int above_lane = incl - mine, total = __shfl_sync(0xffffffffu, incl, 0);
+    const bool owner = (above_lane < remaining && remaining <= incl) || (lane == 0 && total < remaining);
+    uint32_t np = 0;
+    int nr = 0;
+    if (owner) {
+      int above = above_lane, d = lane * 8 + 7;
+      for (; d > lane * 8; d--) {
+        if (above + c[d - lane * 8] >= remaining) break;
+        above += c[d - lane * 8];
+      }
+      np = prefix | (uint32_t(d) << shift);
+      nr = remaining - above;
+    }
+    const int src = __ffs(__ballot_sync(0xffffffffu, owner)) - 1;
+    prefix = __shfl_sync(0xffffffffu, np, src);
+    remaining = __shfl_sync(0xffffffffu, nr, src);
+    __syncwarp();  // hist is cleared by the next pass
+  }
+  const uint32_t kth = prefix;
+  int taken_ties = 0;
+  for (int i0 = 0; i0 < n; i0 += 32) {
+    const int i = i0 + lane;
+    const uint32_t key = i < n ? order_key(s[i]) : 0u;
+    const bool tie = i < n && key == kth;
+    const unsigned ties = __ballot_sync(0xffffffffu, tie);
+    const int before = __popc(ties & ((1u << lane) - 1u));
+    const unsigned bits = __ballot_sync(0xffffffffu, (i < n && key > kth) || (tie && taken_ties + before < remaining));
+    if (lane == 0) mask[i0 >> 5] |= bits;
+    taken_ties += __popc(ties);
+  }
+  __syncwarp();
+}
+
+__global__ void __launch_bounds__(32 * topk_warps)
+    topk_warp_kernel(const block_desc* __restrict__ blocks, int n_blocks, float* __restrict__ scores, int Hq,
+                     int Hkv, bool group_scoring, int32_t* __restrict__ ids, int32_t* __restrict__ counts,
+                     int words_max) {
+  extern __shared__ int wsm[];  // per warp: hist[256], then mask[words_max]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t item = int64_t(blockIdx.x) * topk_warps + warp;
+  if (item >= int64_t(n_blocks) * Hkv) return;  // warp-uniform; no CTA-wide barrier below
+  const int bi = int(item / Hkv), h = int(item % Hkv);
+  const block_desc b = blocks[bi];
+  const int G = Hq / Hkv, n = b.n_cand, words = (n + 31) / 32;
+  int* hist = wsm + warp * (256 + words_max);
+  uint32_t* mask = reinterpret_cast<uint32_t*>(hist + 256);
+  for (int w = lane; w < words; w += 32) mask[w] = 0;
+  float* rows = scores + b.score_off + int64_t(h) * G * n;
+  if (group_scoring) {
+    for (int i = lane; i < n; i += 32) {
+      float sum = 0.0f;
+      for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * n + i]);
+      rows[i] = sum;
+    }
+  }
+  __syncwarp();
+  const int heads = group_scoring ? 1 : G;
+  for (int j = 0; j < heads; j++) warp_select_row(rows + int64_t(j) * n, n, b.k, mask, hist, lane);
+  int32_t* out = ids + b.id_off + int64_t(h) * b.cap;
+  int at = 0;
+  for (int w0 = 0; w0 < words; w0 += 32) {  // ascending ids: 32 words at a time, a warp scan of their counts
+    const int w = w0 + lane;
+    uint32_t m = w < words ? mask[w] : 0u;
+    const int cnt = __popc(m);
+    int incl = cnt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
+    }
+    int pos = at + incl - cnt;
+    while (m) {
+      const int bit = __ffs(m) - 1;
+      m &= m - 1;
+      if (pos < b.cap) out[pos] = w * 32 + bit;
+      pos++;
+    }
+    at += __shfl_sync(0xffffffffu, incl, 31);
+  }
+  if (lane == 0) counts[int64_t(bi) * Hkv + h] = min(at, b.cap);
+}
+
 // ---- decode scores (one query row): one thread per (unit, query head), so the grid covers every candidate ----
 
 template <class T, int DC>
@@ -518,11 +644,21 @@ void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const 
 }
 
 void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, int Hkv, bool group_scoring,
-                 int32_t* ids, int32_t* counts, int max_cand, void* stream) {
+                 int32_t* ids, int32_t* counts, int max_cand, bool one_row, void* stream) {
   if (n_blocks <= 0) return;
   if (max_cand > max_candidates)
     fail_msg("GPU chunk selection: " + std::to_string(max_cand) + " candidate chunks, at most " +
              std::to_string(max_candidates) + " supported; use a larger chunk or the CPU selection");
+  if (one_row && max_cand <= 16384) {  // many small lists: a warp each (at most 24 KiB of shared memory)
+    const int words = (max_cand + 31) / 32;
+    const int64_t items = int64_t(n_blocks) * Hkv, grid = (items + topk_warps - 1) / topk_warps;
+    const size_t wsmem = size_t(topk_warps) * (256 + words) * sizeof(int);
+    topk_warp_kernel<<<unsigned(grid), 32 * topk_warps, wsmem, static_cast<cudaStream_t>(stream)>>>(
+        blocks, n_blocks, scores, Hq, Hkv, group_scoring, ids, counts, words);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) fail_msg(launch_error("topk_warp_kernel", e));
+    return;
+  }
   const size_t smem = size_t((max_cand + 31) / 32) * sizeof(uint32_t);
   topk_kernel<<<dim3(unsigned(n_blocks), unsigned(Hkv)), topk_threads, smem, static_cast<cudaStream_t>(stream)>>>(
       blocks, scores, Hq, Hkv, group_scoring, ids, counts);

@@ -109,8 +109,9 @@ void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const 
 // Per (block, KV head): ids[id_off + h * cap + i], i < counts[block * Hkv + h], ascending; both OVERWRITTEN.
 // With group_scoring the first row of each group in scores is overwritten by the group sum. max_cand: the
 // largest n_cand of the launch (sizes the shared-memory bitmask).
+// one_row: one warp per (block, KV head) instead of a CTA (per-token selection's many short lists).
 void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, int Hkv, bool group_scoring,
-                 int32_t* ids, int32_t* counts, int max_cand, void* stream);
+                 int32_t* ids, int32_t* counts, int max_cand, bool one_row, void* stream);
 
 // Per selecting block (one warp): the block's ids into the dense per-row tables of select_rows, totals added.
 void launch_scatter_rows(const block_desc* blocks, int n_blocks, const int32_t* ids, const int32_t* counts, int Hkv,
