@@ -89,10 +89,10 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   // The step's rows: each session's first min(max_rows, queued) rows, consecutive and in stream order.
   struct entry {
     session* s;
-    int row = 0;    // stream position
-    int rec = -1;   // index into s->records_ (recording sessions)
-    bool last = false;  // the session's last row in this step
-    bool lists = false; // whether the row may take the device-side lists path
+    int row = 0;         // stream position
+    int rec = -1;        // index into s->records_ (recording sessions)
+    bool last = false;   // the session's last row in this step
+    bool lists = false;  // whether the row may take the device-side lists path
   };
   std::vector<session*> ss;
   std::vector<int> take;
@@ -115,8 +115,10 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
       const auto& tok = ss[i]->pending_[size_t(r)];
       const int32_t rope_pos = tok.level < 0 ? raw++ : raw - 1;
       if (rope_pos >= c.max_position_embeddings)
-        fail("the sequence reached the model's {} positions; shorten the context or the prompt, or lower "
-             "--max-tokens", c.max_position_embeddings);
+        fail(
+            "the sequence reached the model's {} positions; shorten the context or the prompt, or lower "
+            "--max-tokens",
+            c.max_position_embeddings);
     }
   }
   backend& be = m.ops();
@@ -221,8 +223,7 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
           for (int32_t p : keys[hk]) indices.push_back(int32_t(cache.pool_row(l, s.addr_[p])));
           indptr.push_back(int64_t(indices.size()));
         }
-        be.decode_attention(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size, indptr,
-                            indices);
+        be.decode_attention(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size, indptr, indices);
       } else {
         for (int hk = 0; hk < Hkv; hk++) {
           addrs[hk].resize(keys[hk].size());

@@ -110,9 +110,9 @@ mix_item mix(int c, int i) {
 
 // n words of a longer cycle than the mix's (its prompts start differently for each salt).
 std::string long_text(int n, int salt) {
-  static const char* words[] = {"a",    "long",  "letter", "about", "the",  "harbour", "its",   "ships",
-                                "came", "in",    "at",     "dawn",  "with", "salt",    "cod",   "and",
-                                "news", "from",  "far",    "towns", "that", "nobody",  "knew"};
+  static const char* words[] = {"a",    "long", "letter", "about", "the",  "harbour", "its", "ships",
+                                "came", "in",   "at",     "dawn",  "with", "salt",    "cod", "and",
+                                "news", "from", "far",    "towns", "that", "nobody",  "knew"};
   std::string t;
   for (int w = 0; w < n; w++) t += std::string(w ? " " : "") + words[(salt * 5 + w * 3 + w / 23) % 23];
   return t;
@@ -152,7 +152,7 @@ mix_item chat_turn(int c, int i, const std::string& prev_prompt, const std::stri
 struct sample {
   double seconds = 0, ttft = 0;
   int64_t tokens = 0;
-  std::string text;          // the completion
+  std::string text;  // the completion
   bool streamed = false;
   std::vector<double> gaps;  // streamed: seconds between consecutive chunks after the first
 };
@@ -208,8 +208,10 @@ bool send(httplib::Client& cli, const mix_item& m, sample& out, std::string& why
   req.set_header("Content-Type", "application/json");
   req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
     const auto now = clock_type::now();
-    if (first) out.ttft = std::chrono::duration<double>(now - t0).count(), first = false;
-    else if (m.stream) out.gaps.push_back(std::chrono::duration<double>(now - last).count());
+    if (first)
+      out.ttft = std::chrono::duration<double>(now - t0).count(), first = false;
+    else if (m.stream)
+      out.gaps.push_back(std::chrono::duration<double>(now - last).count());
     last = now;
     buf.append(data, n);
     return true;
@@ -439,8 +441,7 @@ void register_bench_serve(CLI::App& app, command_list& cmds) {
   sub->add_option("--kv-tier", a.tier, "memory|file, as gsa serve")->capture_default_str();
   sub->add_option("--max-spilled", a.max_spilled,
                   "As gsa serve (default 4 x --max-sessions with --kv-tier file, else 0)");
-  sub->add_option("--prefill-chunk", a.prefill_chunk, "As gsa serve (0: a prompt in one piece)")
-      ->capture_default_str();
+  sub->add_option("--prefill-chunk", a.prefill_chunk, "As gsa serve (0: a prompt in one piece)")->capture_default_str();
   sub->add_option("--long-prompt", a.long_prompt,
                   "One more client sending prompts of this many words (4 tokens each, no reuse) during the load");
   sub->add_option("--shared-prefix", a.shared_prefix,

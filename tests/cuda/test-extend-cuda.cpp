@@ -7,8 +7,8 @@
 
 #include <string>
 
-#include "cuda/cuda-test-util.h"
 #include "core/error.h"
+#include "cuda/cuda-test-util.h"
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "test-models.h"

@@ -148,12 +148,11 @@ TEST(SessionExtend, EqualsPrefillWhereDecodingEqualsPrefill) {
     method meth;
     bool equal;
   };
-  const prefill_case cases[] = {{&unfold, method::full, true},       {&unfold, method::gist, true},
-                                {&unfold, method::gsa, true},        {&levels, method::gist, true},
-                                {&levels, method::gsa, true},        {&plain, method::gsa, false},
-                                {&unfold, method::hgsa, false},      {&unfold, method::streaming, false},
-                                {&unfold, method::quest, false},     {&unfold, method::moba, false},
-                                {&unfold, method::h2o, false}};
+  const prefill_case cases[] = {
+      {&unfold, method::full, true},  {&unfold, method::gist, true},       {&unfold, method::gsa, true},
+      {&levels, method::gist, true},  {&levels, method::gsa, true},        {&plain, method::gsa, false},
+      {&unfold, method::hgsa, false}, {&unfold, method::streaming, false}, {&unfold, method::quest, false},
+      {&unfold, method::moba, false}, {&unfold, method::h2o, false}};
   const auto ctx = tiny_tokens(kContext + kMore, 5);
   for (const auto& cs : cases) {
     SCOPED_TRACE(std::string(method_name(cs.meth)) + (cs.m == &plain ? " (compress-trained)" : "") +
