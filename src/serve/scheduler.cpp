@@ -205,11 +205,15 @@ std::unique_ptr<scheduler::held> scheduler::take_session(const job_request& r, j
 }
 
 void scheduler::admit() {
+  // New prompts are prefilled here, between steps: at most about prefill_chunk of their tokens per iteration (at
+  // least one job), so that many prompts arriving together do not hold the decoding sessions for all of them.
+  int64_t prefilled = 0;
   for (;;) {
     std::shared_ptr<job> j;
     {
       std::lock_guard<std::mutex> g(mu_);
       if (queue_.empty() || int(active_.size()) >= o_.max_sessions) return;
+      if (o_.prefill_chunk > 0 && prefilled >= o_.prefill_chunk) return;
       j = queue_.front();
       queue_.pop_front();
     }
@@ -225,6 +229,7 @@ void scheduler::admit() {
     }
     try {
       auto h = take_session(r, st);
+      if (st.session == "new") prefilled += h->s->raw_count();  // the first piece, or the whole prompt
       running run{j, std::move(h), infer::sampler(r.samp), text_output(r.stop), st, {}, true};
       if (r.stats)
         run.st.stats = {{"method", infer::method_name(o_.session.meth)},

@@ -101,7 +101,8 @@ struct scheduler_options {
   std::vector<int32_t> stop_ids;  // end-of-sequence ids (the model's eos_token_id)
   // Rows of a prompt computed per batched step (chunked prefill): a new prompt longer than this prefills its
   // first piece in one forward pass and the rest, like the rest of a reused prompt, in pieces of this many rows
-  // on top of the held KV, each piece batched with the decode rows of the other sessions. A new prompt is cut
+  // on top of the held KV, each piece batched with the decode rows of the other sessions. Jobs admitted in one
+  // iteration prefill about this many tokens at most together (at least one job; the others wait a step). A new prompt is cut
   // into pieces only where decoding computes what prefilling computes (session::decode_matches_prefill), so
   // the answer stays that of a one-piece prefill; for the other methods it prefills in one piece. 0: every
   // prompt in one piece (the rest of a reused prompt in one step).

@@ -4,7 +4,8 @@
 // per piece; a session decoding meanwhile gets a token in every one of those steps and its own tokens unchanged;
 // the rest of a reused prompt is computed in pieces too and equals a fresh request; a method whose decoding
 // differs from its prefill (quest, a gist-mask prefill) still prefills new prompts in one piece, so its tokens are
-// those of `gsa generate`; a job cancelled inside its prompt frees its session; a negative chunk is refused.
+// those of `gsa generate`; prompts arriving together prefill about a piece per step at admission; a job cancelled
+// inside its prompt frees its session; a negative chunk is refused.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -164,6 +165,28 @@ TEST_F(SchedulerChunked, MethodsWhoseDecodingDiffersFromTheirPrefillPrefillInOne
     EXPECT_EQ(j->state().completion_tokens, 1);  // prefilled at admission, sampled in the same step
     drain(s, {j});
     EXPECT_EQ(j->state().ids, reference(prompt, 10, so));
+  }
+}
+
+// Prompts arriving together are admitted while the tokens prefilled at admission stay under a piece.
+TEST_F(SchedulerChunked, AdmissionPrefillsAboutAPiecePerStep) {
+  const auto p1 = long_prompt(40, 1), p2 = long_prompt(40, 2), p3 = long_prompt(40, 3);
+  for (int chunk : {0, 64}) {
+    SCOPED_TRACE("prefill_chunk " + std::to_string(chunk));
+    metrics met;
+    scheduler_options o;
+    o.prefill_chunk = chunk;
+    scheduler s(*model, *tok, o, met);
+    auto a = s.submit(request(p1, 5)), b = s.submit(request(p2, 5)), c = s.submit(request(p3, 5));
+    s.step();
+    // 64: the first two (80 tokens) reach the piece, the third waits a step; 0: no limit.
+    EXPECT_EQ(s.gauges().active, chunk == 0 ? 3 : 2);
+    EXPECT_EQ(s.gauges().queued, chunk == 0 ? 0 : 1);
+    EXPECT_EQ(c->state().completion_tokens, chunk == 0 ? 1 : 0);
+    drain(s, {a, b, c});
+    EXPECT_EQ(a->state().ids, reference(p1, 5));
+    EXPECT_EQ(b->state().ids, reference(p2, 5));
+    EXPECT_EQ(c->state().ids, reference(p3, 5));
   }
 }
 
