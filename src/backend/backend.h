@@ -97,9 +97,13 @@ class backend {
   // split), as a row_unfold over s's rows whose tables live on this device, so that attention runs the base plan
   // plus the unfold without a per-row plan. Returns null when this backend cannot (the CPU backend: the caller
   // builds gist::plan_unfold; also a rule without a kernel, or a config row_unfold does not express).
+  // reuse (optional): a slot the caller owns for calls with the same rows, b_begin, s and cfg (a step's layers);
+  // the backend keeps there what does not depend on q and k (its host tables, the chunks' key ranges) and takes
+  // it from there on the next call instead of building it again.
   virtual std::shared_ptr<const row_unfold> select_rows(const Tensor& q, const Tensor& k, const cpu::attn_plan& rows,
                                                         int b_begin, const gist::stream& s,
-                                                        const gist::gsa_config& cfg) {
+                                                        const gist::gsa_config& cfg,
+                                                        std::shared_ptr<void>* reuse = nullptr) {
     return nullptr;
   }
 

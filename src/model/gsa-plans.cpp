@@ -50,11 +50,13 @@ void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const 
 
 // Per-row selection on a device that keeps it there (backend::select_rows): a row unfold to put on the gist mask
 // (backend/row-unfold.h) instead of a per-row plan built on the host; null when the backend cannot.
+// reuse: the backend's tables kept from the previous layer of this provider (the rows, s and cfg do not change).
 std::shared_ptr<const row_unfold> device_rows(const llama_model& m, const gist::gsa_config& cfg,
                                               const gist::stream& s, const cpu::attn_plan& rows,
-                                              gist::train_mode mode, int ctx_end, const layer_qk& qk) {
+                                              gist::train_mode mode, int ctx_end, const layer_qk& qk,
+                                              std::shared_ptr<void>* reuse) {
   const int b0 = mode == gist::train_mode::suffix_unfold ? gist::first_block_at(rows, ctx_end) : 0;
-  return m.ops().select_rows(qk.q, qk.k, rows, b0, s, cfg);
+  return m.ops().select_rows(qk.q, qk.k, rows, b0, s, cfg, reuse);
 }
 
 }  // namespace
@@ -71,11 +73,12 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
   if (cfg.select_per_token && mode != gist::train_mode::compress)
     sel_base = std::make_shared<cpu::attn_plan>(
         gist::plan_split_rows(*base, mode == gist::train_mode::suffix_unfold ? ctx_end : 0));
-  return [&m, &cfg, &s, mode, ctx_end, stats, base, sel_base, Hkv](int layer, const layer_qk& qk) {
+  auto reuse = std::make_shared<std::shared_ptr<void>>();  // select_rows' tables, shared by the layers
+  return [&m, &cfg, &s, mode, ctx_end, stats, base, sel_base, Hkv, reuse](int layer, const layer_qk& qk) {
     cpu::attn_plan plan;
     if (mode == gist::train_mode::compress || is_dense_layer(cfg, layer)) {
       plan = *base;
-    } else if (auto u = sel_base != base ? device_rows(m, cfg, s, *sel_base, mode, ctx_end, qk) : nullptr) {
+    } else if (auto u = sel_base != base ? device_rows(m, cfg, s, *sel_base, mode, ctx_end, qk, reuse.get()) : nullptr) {
       plan = *base;  // the gist mask plus the selection kept on the device
       plan.unfold = u;
       if (stats) {  // a device -> host copy: only when asked (the base's pairs are added below)

@@ -247,7 +247,14 @@ void check_case(const sel_case& c, uint64_t seed) {
   EXPECT_GT(unfolding, 0) << "the case selects nothing: make it longer";
 
   if (c.per_token) {  // the same selection kept on the device as per-row tables (select_rows, row-unfold.h)
-    const row_selection rows(a);
+    // Built for other inputs (q and k swapped) and rebound to these, as a training step's later layers reuse
+    // the first layer's tables: the result must be this q and k's selection.
+    select_args other = a;
+    std::swap(other.q, other.k);
+    const row_selection rows = row_selection(other).rebound(a);
+    select_args bad = a;
+    bad.b_begin = a.b_begin + 1;
+    EXPECT_THROW(rows.rebound(bad), gsa::error) << "rebound to other tables";
     const int cap = std::max(1, rows.cap());
     std::vector<int32_t> kb, ke;
     unfold_ranges(s, cfg, kb, ke);

@@ -176,15 +176,34 @@ class cuda_impl final : public backend {
                              act_);
   }
 
+  // What select_rows keeps between the layers of a step (backend::select_rows' reuse slot).
+  struct rows_reuse {
+    row_selection sel;
+    Tensor chunk_begin, chunk_end;
+  };
+
   std::shared_ptr<const row_unfold> select_rows(const Tensor& q, const Tensor& k, const cpu::attn_plan& rows,
-                                                int b_begin, const gist::stream& s,
-                                                const gist::gsa_config& cfg) override {
+                                                int b_begin, const gist::stream& s, const gist::gsa_config& cfg,
+                                                std::shared_ptr<void>* reuse) override {
     if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(cfg)) return nullptr;
     const bool prof = profile_on();
     auto wall = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
     const double t0 = prof ? wall() : 0;
     const select_args a = selection_args(q, k, rows, b_begin, s, cfg);
-    const row_selection sel(a);
+    auto* kept = reuse && *reuse ? static_cast<rows_reuse*>(reuse->get()) : nullptr;
+    std::shared_ptr<rows_reuse> fresh;
+    if (!kept) {
+      std::vector<int32_t> kb, ke;
+      unfold_ranges(s, cfg, kb, ke);
+      kb.resize(std::max<size_t>(1, kb.size()));
+      ke.resize(kb.size());
+      fresh = std::make_shared<rows_reuse>(rows_reuse{row_selection(a),
+                                                      upload(Tensor::borrow(kb.data(), {int64_t(kb.size())}, dtype::i32), dtype::i32),
+                                                      upload(Tensor::borrow(ke.data(), {int64_t(ke.size())}, dtype::i32), dtype::i32)});
+      kept = fresh.get();
+      if (reuse) *reuse = fresh;
+    }
+    const row_selection sel = kept->sel.rebound(a);
     const double t1 = prof ? wall() : 0;
     auto u = std::make_shared<row_unfold>();
     u->Tq = a.T;
@@ -193,15 +212,12 @@ class cuda_impl final : public backend {
     u->n_chunks = s.n_chunks();
     u->count = alloc({a.T, a.Hkv}, dtype::i32);
     u->ids = alloc({a.T, a.Hkv, std::max(1, u->cap)}, dtype::i32);
-    std::vector<int32_t> kb, ke;
-    unfold_ranges(s, cfg, kb, ke);
-    kb.resize(std::max<size_t>(1, kb.size()));
-    ke.resize(kb.size());
-    u->chunk_begin = upload(Tensor::borrow(kb.data(), {int64_t(kb.size())}, dtype::i32), dtype::i32);
-    u->chunk_end = upload(Tensor::borrow(ke.data(), {int64_t(ke.size())}, dtype::i32), dtype::i32);
+    u->chunk_begin = kept->chunk_begin;
+    u->chunk_end = kept->chunk_end;
     u->totals = alloc({2}, dtype::i64);
     if (prof) {
       synchronize();
+      profile_add("select.host_tables", t1 - t0);
       profile_add("select.unfold_tables", wall() - t1);
     }
     auto i32 = [](Tensor& x) { return static_cast<int32_t*>(x.raw()); };

@@ -228,10 +228,20 @@ int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& s
   return total;
 }
 
-row_selection::row_selection(const select_args& a) : a_(a) {
-  const double t0 = profile_on() ? wall_ms() : 0;
-  plan_ = std::make_shared<const selection_plan>(plan_selection(a, nullptr));
-  if (profile_on()) profile_add("select.host_tables", wall_ms() - t0);
+row_selection::row_selection(const select_args& a)
+    : a_(a), plan_(std::make_shared<const selection_plan>(plan_selection(a, nullptr))) {}
+
+row_selection row_selection::rebound(const select_args& b) const {
+  const select_args& a = a_;
+  const bool same = a.type == b.type && a.T == b.T && a.Hq == b.Hq && a.Hkv == b.Hkv && a.D == b.D &&
+                    a.q_stride_t == b.q_stride_t && a.k_stride_t == b.k_stride_t && a.block_q == b.block_q &&
+                    a.n_blocks == b.n_blocks && a.b_begin == b.b_begin && a.row_level == b.row_level &&
+                    a.row_chunk == b.row_chunk && a.chunk_gist_begin == b.chunk_gist_begin &&
+                    a.n_chunks == b.n_chunks && a.n_complete == b.n_complete && a.cfg == b.cfg &&
+                    a.max_scratch_scores == b.max_scratch_scores;
+  if (!same) fail("GPU row selection: reused for different sizes or tables; build a new row_selection");
+  if (!b.q || !b.k) fail("GPU chunk selection: q and k (device pointers) must be set");
+  return row_selection(b, plan_);
 }
 
 int row_selection::cap() const { return plan_->max_cap; }

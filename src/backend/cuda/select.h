@@ -74,11 +74,15 @@ struct selection_plan;
 class row_selection {
  public:
   explicit row_selection(const select_args& a);
+  // The same block table for other q and k (another layer): every field of b but q and k must equal the ones
+  // this was built with (gsa::error otherwise). Shares the host tables: no rebuild.
+  row_selection rebound(const select_args& b) const;
   int cap() const;  // id slots per (row, KV head) the tables need
   void run(int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin, const int32_t* key_end,
            unsigned long long* totals) const;
 
  private:
+  row_selection(const select_args& a, std::shared_ptr<const selection_plan> p) : a_(a), plan_(std::move(p)) {}
   select_args a_;
   std::shared_ptr<const selection_plan> plan_;
 };
