@@ -87,12 +87,14 @@ struct batch_result {
   std::string metrics_text;
 };
 
-// Three requests submitted together to a scheduler over m.
-batch_result serve_together(const llama_model& m, const tokenizer& tok, infer::method meth) {
+// Three requests submitted together to a scheduler over m (prefill_chunk: scheduler_options'; with the default
+// 256 the three prompts, 725 tokens, are admitted over several steps and the longest prefills in pieces).
+batch_result serve_together(const llama_model& m, const tokenizer& tok, infer::method meth, int prefill_chunk = 256) {
   metrics met;
   scheduler_options o;
   o.session.meth = meth;
   o.max_sessions = 4;
+  o.prefill_chunk = prefill_chunk;
   scheduler s(m, tok, o, met);
   std::vector<std::shared_ptr<job>> js;
   for (const auto& p : kPrompts) {
@@ -117,6 +119,7 @@ TEST(CudaServe, ConcurrentRequestsEqualTheCpuSchedulerAndCpuSessions) {
     SCOPED_TRACE(infer::method_name(meth));
     const batch_result got = serve_together(gpu_m, tok, meth);
     const batch_result cpu = serve_together(cpu_m, tok, meth);
+    const batch_result whole = serve_together(gpu_m, tok, meth, 0);  // every prompt in one piece
     // What `gsa generate` computes: CPU sessions prefilled with each prompt, decoded together.
     std::vector<std::unique_ptr<infer::session>> ss;
     std::vector<infer::session*> batch;
@@ -131,12 +134,14 @@ TEST(CudaServe, ConcurrentRequestsEqualTheCpuSchedulerAndCpuSessions) {
     g.max_tokens = kTokens;
     const auto ref = infer::generate(batch, g);
 
-    EXPECT_EQ(got.steps, kTokens) << "one batched step per token for the three requests";
+    EXPECT_EQ(got.steps, cpu.steps) << "the GPU scheduler steps as the CPU one";
+    EXPECT_EQ(whole.steps, kTokens) << "prompts in one piece: one batched step per token for the three requests";
     for (size_t i = 0; i < kPrompts.size(); i++) {
       SCOPED_TRACE("request " + std::to_string(i));
       expect_ran_to_length(got.jobs[i], kTokens);
       EXPECT_EQ(got.jobs[i].ids, cpu.jobs[i].ids) << "GPU scheduler vs CPU scheduler";
       EXPECT_EQ(got.jobs[i].ids, ref[i].ids) << "GPU scheduler vs CPU sessions (infer::generate)";
+      EXPECT_EQ(whole.jobs[i].ids, ref[i].ids) << "GPU scheduler, prompts in one piece, vs infer::generate";
       EXPECT_EQ(got.jobs[i].text, tok.decode(ref[i].ids));
       EXPECT_GT(got.jobs[i].stats["kv_bytes"]["gpu"].get<int64_t>(), 0) << "the session's K/V live on the GPU";
       EXPECT_EQ(cpu.jobs[i].stats["kv_bytes"]["gpu"].get<int64_t>(), 0);
@@ -218,7 +223,7 @@ TEST(CudaServe, Bf16ServesToTheEnd) {
   const tokenizer tok = demo_tokenizer();
   const llama_model cpu_m = random_model(23);
   const llama_model gpu_m = on_gpu(cpu_m, dtype::bf16);
-  const batch_result got = serve_together(gpu_m, tok, infer::method::gsa);
+  const batch_result got = serve_together(gpu_m, tok, infer::method::gsa, 0);
   EXPECT_EQ(got.steps, kTokens);
   for (const auto& st : got.jobs) {
     expect_ran_to_length(st, kTokens);
