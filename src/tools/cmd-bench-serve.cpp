@@ -1,5 +1,6 @@
 // `gsa bench serve --model DIR [--clients 32] [--requests 20] [--max-sessions 32] [--kv-tier memory|file]
-// [--max-spilled N] [--prefill-chunk N] [--long-prompt WORDS] [--shared-prefix WORDS] [--chat] [--check]`: a bounded
+// [--max-spilled N] [--prefill-chunk N] [--long-prompt WORDS] [--shared-prefix WORDS] [--chat] [--check]
+// [--device cpu|cuda] [--precision bf16|f32]`: a bounded
 // load test of the server on loopback (issue 13 item 5). The server (scheduler, engine, HTTP) runs in this process on a
 // free port; `clients` threads each send `requests` completions one after another (prompt lengths, max_tokens and
 // streaming mixed, sampled with per-request seeds) through cpp-httplib's client. With --chat each client holds a
@@ -36,6 +37,7 @@
 #include "core/error.h"
 #include "serve/http-server.h"
 #include "tools/commands.h"
+#include "tools/model-device.h"
 
 namespace gsa::tools {
 
@@ -53,6 +55,7 @@ struct bench_serve_args {
   int shared_prefix = 0;           // words every prompt of the plain mix starts with (a system prompt)
   int64_t simulate_leak = 0;       // bytes every request leaves allocated (a test that --check trips on a leak)
   bool check = false, chat = false;
+  device_options dev;              // as gsa serve: --device cuda serves from the GPU
 };
 
 // What --check allows after the idle sessions are dropped, against the level before the load:
@@ -257,7 +260,7 @@ bool send(httplib::Client& cli, const mix_item& m, sample& out, std::string& why
 int run_bench_serve(const bench_serve_args& a) {
   if (a.clients < 1 || a.requests < 1) fail("--clients and --requests must be at least 1");
   if (a.simulate_leak < 0) fail("--simulate-leak {} must be a byte count >= 0", a.simulate_leak);
-  llama_model m = load_model(a.model);
+  llama_model m = model_on_device(load_model(a.model), a.dev);
   tokenizer tok = tokenizer::load(a.model);
   tok.check_fits_model(m.config.vocab_size, m.config.bos_token_id, m.config.eos_token_id, a.model);
   serve::metrics met;
@@ -453,6 +456,7 @@ void register_bench_serve(CLI::App& app, command_list& cmds) {
                 "1 MiB or resident memory by more than max(10%, 6 MiB)");
   sub->add_option("--simulate-leak", a.simulate_leak,
                   "Leave this many bytes allocated per request (tests that --check fails on a leak)");
+  add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_bench_serve(a); }});
 }
 
