@@ -324,6 +324,23 @@ inline std::vector<check_case> standard_cases() {
     c.seed = seed++;
     cs.push_back(c);
   }
+  // The groups of common models that are not powers of two (3: Llama-3.2-3B and our GPU presets, 6: Qwen2.5-1.5B,
+  // 7: Qwen2-7B), each dtype and head size once.
+  for (int g : {3, 6, 7})
+    for (auto kv : {decode_dtype::bf16, decode_dtype::f32})
+      for (int d : {64, 128}) {
+        check_case c;
+        c.kv = kv;
+        c.d = d;
+        c.hkv = 2;
+        c.hq = 2 * g;
+        c.batch = 3;
+        c.lens = {1, 7, 300, 0, 33, 4097};
+        c.out = kv;
+        c.padded = g == 6;
+        c.seed = seed++;
+        cs.push_back(c);
+      }
   // Long lists (100k keys), each dtype and head size once.
   for (auto kv : {decode_dtype::bf16, decode_dtype::f32})
     for (int d : {64, 128}) {

@@ -71,7 +71,8 @@ TEST(CudaDecodePlan, ForcedSplitsAndEmptyLists) {
 }
 
 TEST(CudaDecodePlan, RejectsUnsupportedShapes) {
-  EXPECT_THROW(plan_decode(shape(1, 12, 4, 128), 10), gsa::error);  // group 3
+  EXPECT_THROW(plan_decode(shape(1, 20, 4, 128), 10), gsa::error);  // group 5
+  EXPECT_THROW(plan_decode(shape(1, 36, 4, 128), 10), gsa::error);  // group 9
   EXPECT_THROW(plan_decode(shape(1, 8, 3, 128), 10), gsa::error);   // not a multiple
   EXPECT_THROW(plan_decode(shape(1, 8, 2, 96), 10), gsa::error);    // head_dim 96
   auto p = shape(1, 8, 2, 128);

@@ -22,12 +22,13 @@
 namespace gsa::infer {
 namespace {
 
-// Head dim 64 (the decode kernel's smallest), GQA 2, 3 layers, 2048 positions; chunk sizes as given.
-llama_model random_model(std::vector<int> chunk, uint64_t seed, float init_std) {
+// Head dim 64 (the decode kernel's smallest), GQA 2 (or q_heads / 2), 3 layers, 2048 positions; chunk sizes as
+// given.
+llama_model random_model(std::vector<int> chunk, uint64_t seed, float init_std, int q_heads = 4) {
   model_config c = test::tiny_config(test::tiny_vocab, 3, 2048);
   c.hidden_size = 96;
   c.intermediate_size = 160;
-  c.num_attention_heads = 4;
+  c.num_attention_heads = q_heads;
   c.num_key_value_heads = 2;
   c.head_dim = 64;
   gist::gsa_config g = test::tiny_gsa(test::tiny_vocab, chunk);
@@ -69,6 +70,29 @@ const method_case kCases[] = {{method::full, {8}, -1},      {method::gist, {8}, 
                               {method::gsa, {8}, -1},       {method::gsa, {8}, -1, prefill_mode::unfold},
                               {method::hgsa, {4, 2}, -1},   {method::streaming, {8}, 64},
                               {method::quest, {8}, 64},     {method::moba, {8}, 64}};
+
+// A GQA group of 3 (6 query heads over 2 KV heads, as the gpu20m and llama125m presets): decodes on the GPU as on
+// the CPU.
+TEST(CudaSession, GroupOfThreeAsTheCpu) {
+  REQUIRE_GPU();
+  for (method meth : {method::full, method::gsa}) {
+    SCOPED_TRACE(method_name(meth));
+    llama_model cpu_m = random_model({8}, 41, 0.3f, 6);
+    llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
+    session_options o;
+    o.meth = meth;
+    auto ref = run(cpu_m, o, 700, 16);
+    auto got = run(gpu_m, o, 700, 16);
+    EXPECT_EQ(got->stream().ids, ref->stream().ids) << "greedy tokens";
+    ASSERT_EQ(got->records().size(), ref->records().size());
+    double worst = 0;
+    for (size_t i = 0; i < ref->records().size(); i++) {
+      EXPECT_EQ(got->records()[i].keys, ref->records()[i].keys) << "row " << i;
+      worst = std::max(worst, test::max_rel_err(got->records()[i].logits, ref->records()[i].logits));
+    }
+    EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
+  }
+}
 
 TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
   REQUIRE_GPU();

@@ -9,7 +9,7 @@
 // through shared memory at the end. With S == 1 the block normalizes and writes out/lse itself; otherwise it
 // writes an unnormalized partial and decode_combine_kernel merges the S partials of each (b, hq).
 //
-// Compiled variants: T in {float, bf16} x D in {64, 128} x G in {1, 2, 4, 8} x load path {cp.async ring,
+// Compiled variants: T in {float, bf16} x D in {64, 128} x G in {1, 2, 3, 4, 6, 7, 8} x load path {cp.async ring,
 // registers}; combine: D in {64, 128}.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -360,7 +360,10 @@ cudaError_t dispatch_group(const split_args& a, cudaStream_t st) {
   switch (a.p.n_q_heads / a.p.n_kv_heads) {
     case 1: return launch_variant<T, D, 1>(a, st);
     case 2: return launch_variant<T, D, 2>(a, st);
+    case 3: return launch_variant<T, D, 3>(a, st);  // e.g. Llama-3.2-3B (24 / 8), our gpu20m / llama125m presets
     case 4: return launch_variant<T, D, 4>(a, st);
+    case 6: return launch_variant<T, D, 6>(a, st);  // e.g. Qwen2.5-1.5B (12 / 2)
+    case 7: return launch_variant<T, D, 7>(a, st);  // e.g. Qwen2-7B (28 / 4)
     case 8: return launch_variant<T, D, 8>(a, st);
   }
   return cudaErrorInvalidValue;

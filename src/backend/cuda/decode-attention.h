@@ -19,7 +19,7 @@
 // GQA: query head h uses KV head h / (Hq / Hkv). An empty list gives out = 0, lse = -inf.
 // Arithmetic: f32 accumulation throughout; bf16 inputs are widened exactly.
 //
-// Compiled variants (decode-attention.cu): kv dtype {f32, bf16} x D {64, 128} x group Hq/Hkv {1, 2, 4, 8} x
+// Compiled variants (decode-attention.cu): kv dtype {f32, bf16} x D {64, 128} x group Hq/Hkv {1, 2, 3, 4, 6, 7, 8} x
 // load path {cp.async ring, registers}; output dtype is a run-time switch. Anything else throws gsa::error
 // (check with decode_supported()).
 #pragma once
