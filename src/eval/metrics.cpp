@@ -3,6 +3,7 @@
 // result.
 #include "eval/metrics.h"
 
+#include <algorithm>
 #include <cfenv>
 #include <cmath>
 #include <map>
@@ -263,6 +264,16 @@ double bits_per_token(double sum_nats, int64_t n_tokens) {
 double bits_per_byte(double sum_nats, int64_t n_bytes) {
   if (n_bytes <= 0) fail("bits_per_byte: the scored text has {} bytes; it needs at least one", n_bytes);
   return sum_nats / double(n_bytes) / std::log(2.0);
+}
+
+interval wilson_interval(double p, int64_t n, double z) {
+  if (!(p >= 0 && p <= 1)) fail("wilson_interval: the proportion {} is outside [0, 1]", p);
+  if (!(z >= 0)) fail("wilson_interval: the quantile {} must be >= 0", z);
+  if (n <= 0) return {};
+  const double nn = double(n), z2 = z * z;
+  const double centre = (p + z2 / (2 * nn)) / (1 + z2 / nn);
+  const double half = z / (1 + z2 / nn) * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn));
+  return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
 }
 
 }  // namespace gsa::eval

@@ -90,4 +90,13 @@ double perplexity(double sum_nats, int64_t n_tokens);
 double bits_per_token(double sum_nats, int64_t n_tokens);
 double bits_per_byte(double sum_nats, int64_t n_bytes);
 
+// The Wilson score interval of a proportion p (successes / n) at the normal quantile z (1.96: 95%): the interval
+// for a cell's accuracy that stays inside [0, 1] and is not empty at p = 0 or 1 (where p +- z sqrt(p (1 - p) / n)
+// collapses to a point). For a mean of scores in [0, 1] that are not all 0 or 1 it is an approximation. n <= 0:
+// [0, 1]. Throws gsa::error for p outside [0, 1] or z < 0.
+struct interval {
+  double low = 0, high = 1;
+};
+interval wilson_interval(double p, int64_t n, double z = 1.959963984540054);
+
 }  // namespace gsa::eval

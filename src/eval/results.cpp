@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/json-util.h"
+#include "eval/metrics.h"
 
 namespace gsa::eval {
 
@@ -54,17 +55,17 @@ namespace {
 // Rows (task, method, ratio) in first-appearance order, columns the lengths and their mean; `value` gives a
 // cell's figure in [0, 1] or a negative number for none. Rows without any figure are left out.
 template <class Value>
-std::string length_table(const std::vector<result_record>& cells, Value value) {
+std::string length_table(const std::vector<result_record>& cells, Value value, bool ci = false) {
   std::set<int64_t> lengths;
   for (auto& c : cells) lengths.insert(c.length);
   std::vector<std::tuple<std::string, std::string, double>> rows;
-  std::map<std::tuple<std::string, std::string, double, int64_t>, double> at;
+  std::map<std::tuple<std::string, std::string, double, int64_t>, std::pair<double, int64_t>> at;
   for (auto& c : cells) {
     const double v = value(c);
     if (v < 0) continue;
     auto row = std::make_tuple(c.task, c.method, c.ratio);
     if (std::find(rows.begin(), rows.end(), row) == rows.end()) rows.push_back(row);
-    at[std::make_tuple(c.task, c.method, c.ratio, c.length)] = v;
+    at[std::make_tuple(c.task, c.method, c.ratio, c.length)] = {v, c.n};
   }
   std::string out = "| task | method |";
   std::string rule = "|---|---|";
@@ -83,8 +84,14 @@ std::string length_table(const std::vector<result_record>& cells, Value value) {
       if (it == at.end()) {
         out += " - |";
       } else {
-        out += fmt::format(" {:.1f} |", 100 * it->second);
-        sum += it->second;
+        const double v = it->second.first;
+        if (ci) {
+          const interval w = wilson_interval(std::clamp(v, 0.0, 1.0), it->second.second);
+          out += fmt::format(" {:.1f} ({:.0f}-{:.0f}) |", 100 * v, 100 * w.low, 100 * w.high);
+        } else {
+          out += fmt::format(" {:.1f} |", 100 * v);
+        }
+        sum += v;
         count++;
       }
     }
@@ -95,9 +102,10 @@ std::string length_table(const std::vector<result_record>& cells, Value value) {
 
 }  // namespace
 
-std::string results_markdown(const std::vector<result_record>& records) {
+std::string results_markdown(const std::vector<result_record>& records, bool ci) {
   auto cells = aggregate_depths(records);
-  std::string out = length_table(cells, [](const result_record& c) { return c.score; });
+  std::string out = length_table(cells, [](const result_record& c) { return c.score; }, ci);
+  if (ci) out += "\n(in parentheses: the 95% Wilson interval over the cell's samples)\n";
   const bool routed = std::any_of(cells.begin(), cells.end(), [](auto& c) { return c.routing_n > 0; });
   if (routed)
     out += "\nNeedle selected: % of the (layer, KV head) selections at the question's last row that picked a chunk "
@@ -111,6 +119,8 @@ std::string results_json(const std::vector<result_record>& records) {
   for (auto& r : records) {
     nlohmann::json o = {{"task", r.task}, {"method", r.method}, {"ratio", r.ratio}, {"length", r.length},
                         {"depth", r.depth}, {"score", r.score}, {"n", r.n}};
+    const interval w = wilson_interval(std::clamp(r.score, 0.0, 1.0), r.n);
+    o["ci95"] = {w.low, w.high};
     if (r.routing_n > 0) {
       o["routing"] = r.routing;
       o["routing_n"] = r.routing_n;

@@ -30,8 +30,10 @@ std::string method_label(const result_record& r);
 // Per (task, method, ratio, length): the n-weighted mean over depths; first-appearance order.
 std::vector<result_record> aggregate_depths(const std::vector<result_record>& records);
 
-// The accuracy table; when any record measured routing, a second table of the routing figures follows.
-std::string results_markdown(const std::vector<result_record>& records);
+// The accuracy table; when any record measured routing, a second table of the routing figures follows. ci: each
+// accuracy cell also shows its 95% Wilson interval over the cell's n samples, "70.0 (39-89)" (metrics.h).
+std::string results_markdown(const std::vector<result_record>& records, bool ci = false);
+// Each record also carries "ci95": [low, high], the 95% Wilson interval of its score over its n samples.
 std::string results_json(const std::vector<result_record>& records);
 // Parses results_json's output back; throws gsa::error naming the bad element.
 std::vector<result_record> parse_results_json(std::string_view text);

@@ -46,7 +46,7 @@ struct eval_args {
   std::string json_out, plot_out, prefill = "auto";
   int samples = 1, max_tokens = 16;
   uint64_t seed = 0;
-  bool by_depth = false, progress = false, show = false, longbench_e = false;
+  bool by_depth = false, progress = false, show = false, longbench_e = false, ci = false;
   std::string pred_dir;
   bool max_tokens_given = false, template_given = false;
   device_options dev;
@@ -342,7 +342,7 @@ int run_eval_cmd(const eval_args& a) {
     records = infer::run_eval(spec, models, predict, [&bar](size_t done, size_t total) { bar(done, total); });
   }
 
-  fmt::print("{}", eval::results_markdown(records));
+  fmt::print("{}", eval::results_markdown(records, a.ci));
   if (!longbench_scores.empty())
     fmt::print("\nLongBench{} scores by eval.py's rules (percent, two decimals):\n\n{}", a.longbench_e ? "-E" : "",
                longbench_scores);
@@ -401,6 +401,7 @@ void register_eval(CLI::App& app, command_list& cmds) {
                   "gsa / hgsa context prefill: auto (unfold for a model trained in unfold mode), gist-mask, unfold")
       ->capture_default_str();
   sub->add_flag("--by-depth", a.by_depth, "Also print a table per depth");
+  sub->add_flag("--ci", a.ci, "Show each accuracy cell's 95% Wilson interval over its samples (the JSON always has it)");
   sub->add_flag("--show-predictions", a.show, "Print every expected answer and prediction on stderr");
   sub->add_flag("--progress", a.progress, "Progress bar even when stderr is not a terminal");
   sub->add_flag("--longbench-e", a.longbench_e,

@@ -1,5 +1,6 @@
 // Result tables and the SVG plot.
 #include "core/error.h"
+#include "eval/metrics.h"
 #include "eval/plot-svg.h"
 #include "eval/results.h"
 #include "test-util.h"
@@ -24,6 +25,37 @@ size_t occurrences(const std::string& s, const std::string& what) {
 }
 
 }  // namespace
+
+// Reference values: the Wilson score interval as statistics texts tabulate it (e.g. 8 of 10 at 95%: 0.490-0.943).
+TEST(results, wilson_interval_known_values) {
+  struct ref {
+    double p;
+    int64_t n;
+    double lo, hi;
+  };
+  for (const ref& r : {ref{0.8, 10, 0.4902, 0.9433}, ref{0.0, 10, 0.0, 0.2775}, ref{1.0, 10, 0.7225, 1.0},
+                       ref{0.5, 100, 0.4038, 0.5962}, ref{0.9, 50, 0.7864, 0.9565}}) {
+    const interval w = wilson_interval(r.p, r.n);
+    EXPECT_NEAR(w.low, r.lo, 1e-4) << r.p << " of " << r.n;
+    EXPECT_NEAR(w.high, r.hi, 1e-4) << r.p << " of " << r.n;
+  }
+  const interval none = wilson_interval(0.5, 0);
+  EXPECT_EQ(none.low, 0.0);
+  EXPECT_EQ(none.high, 1.0);
+  EXPECT_THROW(wilson_interval(1.5, 10), gsa::error);
+  EXPECT_THROW(wilson_interval(0.5, 10, -1), gsa::error);
+}
+
+TEST(results, markdown_with_intervals_and_json) {
+  const std::string md = results_markdown(records(), true);
+  // gsa 8x: 0.7 over 4 samples at 4096 -> Wilson 95% [0.2666, 0.9374], 0.25 over 2 at 8192 -> [0.0267, 0.8021];
+  // full: 0.9 over 4 -> [0.4168, 0.9913].
+  EXPECT_NE(md.find("| passkey | gsa 8x | 70.0 (27-94) | 25.0 (3-80) | 47.5 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| passkey | full | 90.0 (42-99) | - | 90.0 |"), std::string::npos) << md;
+  const std::string js = results_json(records());
+  EXPECT_NE(js.find("\"ci95\""), std::string::npos);
+  EXPECT_EQ(parse_results_json(js).size(), records().size()) << "the interval does not disturb parsing";
+}
 
 TEST(results, aggregate_and_markdown) {
   auto cells = aggregate_depths(records());
