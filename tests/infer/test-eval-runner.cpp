@@ -135,14 +135,17 @@ TEST(EvalRunner, RunsEveryCellWithTheModel) {
       EXPECT_LE(r.routing, 1.0);
     }
   }
-  // The JSON array has exactly the documented keys (routing and routing_n only where measured).
+  // The JSON array has exactly the documented keys (routing and routing_n only where measured; ci95 always).
   auto j = nlohmann::json::parse(eval::results_json(recs));
   ASSERT_EQ(j.size(), 8u);
   for (const auto& o : j) {
     const bool routed = o.contains("routing_n");
-    EXPECT_EQ(o.size(), routed ? 9u : 7u);
+    EXPECT_EQ(o.size(), routed ? 10u : 8u);
     EXPECT_EQ(routed, o.contains("routing"));
-    for (const char* k : {"task", "method", "ratio", "length", "depth", "score", "n"}) EXPECT_TRUE(o.contains(k)) << k;
+    for (const char* k : {"task", "method", "ratio", "length", "depth", "score", "n", "ci95"})
+      EXPECT_TRUE(o.contains(k)) << k;
+    EXPECT_LE(o["ci95"][0].get<double>(), o["score"].get<double>());
+    EXPECT_GE(o["ci95"][1].get<double>(), o["score"].get<double>());
   }
 }
 
