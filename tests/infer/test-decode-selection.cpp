@@ -235,7 +235,9 @@ TEST(DecodeSelection, BaselinesEqualTheirDefinitions) {
     const counts n = check(m, o);
     EXPECT_EQ(n.mismatches, 0) << n.first << " (" << n.mismatches << " of " << n.lists << " lists differ)";
     EXPECT_GE(n.lists, 100);
-    if (meth == method::quest || meth == method::moba) EXPECT_GE(n.unfolding, 20);
+    if (meth == method::quest || meth == method::moba) {
+      EXPECT_GE(n.unfolding, 20);
+    }
   }
 }
 
