@@ -10,6 +10,8 @@
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
+# Knobs: TEST_FILTER (gtest filter of the tests step), TEST_TIMEOUT, ATTN_LENGTHS / ATTN_PLANS (attention step),
+# TRAIN_SHAPES, PROFILE_SHAPES / PROFILE_MODES, and those of scripts/gpu-results.sh for first-result.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gsa-device-out}
@@ -63,11 +65,6 @@ if has attention; then
   timeout 300 "$BUNDLE/bin/bench-gsa-attention" --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" --kv-heads 16,4 \
     --plans "${ATTN_PLANS:-causal,c16g1,c64g4,unfold16}" --json $RES/bench-attention.json
   echo "bench-gsa-attention exit code: $?"
-  if [ -n "${ATTN_KM32:-}" ]; then  # the key-major backward with 32-row windows at D 128, gist-mask plans
-    section "the same, key-major backward with 32-row windows (GSA_CUDA_KM_ROWS=32)"
-    GSA_CUDA_KM_ROWS=32 timeout 200 "$BUNDLE/bin/bench-gsa-attention" --lengths "${ATTN_KM32}" --kv-heads 16,4 \
-      --plans c16g1,c64g4 --json $RES/bench-attention-km32.json
-  fi
 fi
 
 if has train; then
