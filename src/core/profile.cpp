@@ -1,5 +1,6 @@
 #include "core/profile.h"
 
+#include <chrono>
 #include <cstdlib>
 
 namespace gsa {
@@ -16,6 +17,10 @@ bool profile_on() {
 }
 
 void profile_add(const std::string& name, double ms) { counters()[name] += ms; }
+
+double profile_clock_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 std::map<std::string, double> profile_take() {
   std::map<std::string, double> out;

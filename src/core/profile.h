@@ -11,5 +11,6 @@ namespace gsa {
 bool profile_on();                                     // GSA_TRAIN_PROFILE set in the environment
 void profile_add(const std::string& name, double ms);  // adds to the counter (created at 0)
 std::map<std::string, double> profile_take();          // the counters so far, then all cleared
+double profile_clock_ms();                             // a steady clock in milliseconds, for the differences
 
 }  // namespace gsa

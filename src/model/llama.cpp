@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/rng.h"
 
 namespace gsa {
@@ -268,10 +268,7 @@ bool same_plan(const cpu::attn_plan& a, const cpu::attn_plan& b) {
 }
 }  // namespace
 
-bool attention_profile_on() {
-  static const bool on = std::getenv("GSA_TRAIN_PROFILE") != nullptr;
-  return on;
-}
+bool attention_profile_on() { return profile_on(); }
 attention_profile& train_attention_profile() {
   static attention_profile p;
   return p;
@@ -281,7 +278,7 @@ namespace {
 // Wall clock after the device finished its queue (profiling only).
 double profile_now(backend& be) {
   be.synchronize();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return profile_clock_ms();
 }
 }  // namespace
 

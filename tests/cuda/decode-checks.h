@@ -290,21 +290,24 @@ inline check_result run_check(const check_case& c) {
 inline std::vector<check_case> standard_cases() {
   std::vector<check_case> cs;
   uint64_t seed = 100;
+  // B 3, Hkv 2, group g, lists of 1, 7, 300, 0, 33 and 4097 keys.
+  auto grid_case = [&](decode_dtype kv, int d, int g, decode_dtype out, bool padded) {
+    check_case c;
+    c.kv = kv;
+    c.d = d;
+    c.hkv = 2;
+    c.hq = 2 * g;
+    c.batch = 3;
+    c.lens = {1, 7, 300, 0, 33, 4097};
+    c.out = out;
+    c.padded = padded;
+    c.seed = seed++;
+    return c;
+  };
   for (auto kv : {decode_dtype::bf16, decode_dtype::f32})
     for (int d : {64, 128})
-      for (int g : {1, 2, 4, 8}) {
-        check_case c;
-        c.kv = kv;
-        c.d = d;
-        c.hkv = 2;
-        c.hq = 2 * g;
-        c.batch = 3;
-        c.lens = {1, 7, 300, 0, 33, 4097};
-        c.out = (g == 2 || g == 8) ? decode_dtype::bf16 : decode_dtype::f32;
-        c.padded = (g == 4);
-        c.seed = seed++;
-        cs.push_back(c);
-      }
+      for (int g : {1, 2, 4, 8})
+        cs.push_back(grid_case(kv, d, g, (g == 2 || g == 8) ? decode_dtype::bf16 : decode_dtype::f32, g == 4));
   // The register-load path over the same matrix.
   const size_t n_main = cs.size();
   for (size_t i = 0; i < n_main; i++) {
@@ -328,19 +331,7 @@ inline std::vector<check_case> standard_cases() {
   // 7: Qwen2-7B), each dtype and head size once.
   for (int g : {3, 6, 7})
     for (auto kv : {decode_dtype::bf16, decode_dtype::f32})
-      for (int d : {64, 128}) {
-        check_case c;
-        c.kv = kv;
-        c.d = d;
-        c.hkv = 2;
-        c.hq = 2 * g;
-        c.batch = 3;
-        c.lens = {1, 7, 300, 0, 33, 4097};
-        c.out = kv;
-        c.padded = g == 6;
-        c.seed = seed++;
-        cs.push_back(c);
-      }
+      for (int d : {64, 128}) cs.push_back(grid_case(kv, d, g, kv, g == 6));
   // Long lists (100k keys), each dtype and head size once.
   for (auto kv : {decode_dtype::bf16, decode_dtype::f32})
     for (int d : {64, 128}) {

@@ -16,6 +16,7 @@
 #include "core/rng.h"
 #include "cuda/cuda-test-util.h"
 #include "infer/generate.h"
+#include "serve/drain-jobs.h"
 #include "serve/scheduler.h"
 #include "test-models.h"
 #include "test-util.h"
@@ -59,18 +60,6 @@ job_request request(std::vector<int32_t> p, int max_tokens) {
   return r;
 }
 
-// Steps until every job is done; returns the steps that did work.
-int drain(scheduler& s, const std::vector<std::shared_ptr<job>>& jobs) {
-  int steps = 0;
-  for (int guard = 0; guard < 2000; guard++) {
-    bool all = true;
-    for (auto& j : jobs) all = all && j->state().done;
-    if (all) return steps;
-    if (s.step()) steps++;
-  }
-  ADD_FAILURE() << "jobs did not finish";
-  return steps;
-}
 
 void expect_ran_to_length(const job_state& st, int64_t n) {
   EXPECT_EQ(st.finish_reason, "length") << st.error;

@@ -59,6 +59,20 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / den);
 }
 
+// The GPU run decoded what the CPU run did: the same greedy tokens, the same key list in every row, logits to 1e-4.
+void expect_same_as_cpu(const session& got, const session& ref) {
+  EXPECT_EQ(got.stream().ids, ref.stream().ids) << "greedy tokens";
+  ASSERT_EQ(got.records().size(), ref.records().size());
+  double worst = 0;
+  int differing_lists = 0;
+  for (size_t i = 0; i < ref.records().size(); i++) {
+    differing_lists += got.records()[i].keys != ref.records()[i].keys;
+    worst = std::max(worst, test::max_rel_err(got.records()[i].logits, ref.records()[i].logits));
+  }
+  EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
+  EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
+}
+
 struct method_case {
   method meth;
   std::vector<int> chunk;
@@ -83,14 +97,7 @@ TEST(CudaSession, GroupOfThreeAsTheCpu) {
     o.meth = meth;
     auto ref = run(cpu_m, o, 700, 16);
     auto got = run(gpu_m, o, 700, 16);
-    EXPECT_EQ(got->stream().ids, ref->stream().ids) << "greedy tokens";
-    ASSERT_EQ(got->records().size(), ref->records().size());
-    double worst = 0;
-    for (size_t i = 0; i < ref->records().size(); i++) {
-      EXPECT_EQ(got->records()[i].keys, ref->records()[i].keys) << "row " << i;
-      worst = std::max(worst, test::max_rel_err(got->records()[i].logits, ref->records()[i].logits));
-    }
-    EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
+    expect_same_as_cpu(*got, *ref);
   }
 }
 
@@ -109,16 +116,7 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
       auto ref = run(cpu_m, o, ctx, 24);
       auto got = run(gpu_m, o, ctx, 24);
       EXPECT_GT(got->cache().bytes().device, 0) << "the rows live on the GPU";
-      EXPECT_EQ(got->stream().ids, ref->stream().ids) << "greedy tokens";
-      ASSERT_EQ(got->records().size(), ref->records().size());
-      double worst = 0;
-      int differing_lists = 0;
-      for (size_t i = 0; i < ref->records().size(); i++) {
-        differing_lists += got->records()[i].keys != ref->records()[i].keys;
-        worst = std::max(worst, test::max_rel_err(got->records()[i].logits, ref->records()[i].logits));
-      }
-      EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
-      EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
+      expect_same_as_cpu(*got, *ref);
     }
 }
 

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "demo-fixture.h"
+#include "drain-jobs.h"
 #include "infer/generate.h"
 #include "serve/scheduler.h"
 
@@ -36,15 +37,6 @@ struct chunked_fixture : demo_fixture {
     r.max_tokens = max_tokens;
     r.reuse = reuse;
     return r;
-  }
-  static void drain(scheduler& s, const std::vector<std::shared_ptr<job>>& jobs) {
-    for (int guard = 0; guard < 10000; guard++) {
-      bool all = true;
-      for (auto& j : jobs) all = all && j->state().done;
-      if (all) return;
-      s.step();
-    }
-    ADD_FAILURE() << "jobs did not finish";
   }
   // Greedy tokens of a session that prefilled the whole prompt in one forward pass (`gsa generate`).
   static std::vector<int32_t> reference(const std::vector<int32_t>& prompt, int max_tokens,

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "infer/generate.h"
 #include "demo-fixture.h"
+#include "drain-jobs.h"
 #include "serve/scheduler.h"
 #include "test-models.h"
 
@@ -19,18 +20,6 @@ namespace gsa::serve {
 namespace {
 
 struct reuse_fixture : demo_fixture {
-
-  static int drain(scheduler& s, const std::vector<std::shared_ptr<job>>& jobs) {
-    int steps = 0;
-    for (int guard = 0; guard < 10000; guard++) {
-      bool all = true;
-      for (auto& j : jobs) all = all && j->state().done;
-      if (all) return steps;
-      if (s.step()) steps++;
-    }
-    ADD_FAILURE() << "jobs did not finish";
-    return steps;
-  }
   static job_state run(scheduler& s, const std::vector<int32_t>& prompt, int max_tokens, bool reuse = true) {
     job_request r;
     r.prompt = prompt;

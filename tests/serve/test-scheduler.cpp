@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "infer/generate.h"
 #include "demo-fixture.h"
+#include "drain-jobs.h"
 #include "serve/scheduler.h"
 
 namespace gsa::serve {
@@ -25,18 +26,6 @@ struct fixture : demo_fixture {
     r.samp.temperature = temperature;
     r.samp.seed = seed;
     return r;
-  }
-  // Steps until every job is done; returns the number of steps that did work.
-  static int drain(scheduler& s, const std::vector<std::shared_ptr<job>>& jobs) {
-    int steps = 0;
-    for (int guard = 0; guard < 10000; guard++) {
-      bool all = true;
-      for (auto& j : jobs) all = all && j->state().done;
-      if (all) return steps;
-      if (s.step()) steps++;
-    }
-    ADD_FAILURE() << "jobs did not finish";
-    return steps;
   }
   // What infer::generate gives for the same prompts in one batch (seeds seed, seed + 1, ...).
   std::vector<infer::generation> reference(const std::vector<std::string>& texts, int max_tokens, float temperature,

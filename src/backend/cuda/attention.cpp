@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -351,7 +350,7 @@ bool attention_supported(int D, dtype t, std::string* why) {
 }
 
 device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const double t0 = profile_on() ? profile_clock_ms() : 0;
   validate(plan, Tq, Tk, q_offset, Hkv);
   device_plan d;
   d.heads = plan.heads;
@@ -414,8 +413,7 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   d.ktiles = kt.empty() ? nullptr : base + o_ktiles;
   d.kruns = kr.empty() ? nullptr : base + o_kruns;
   if (profile_on())
-    profile_add("attention.upload_plan",
-                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    profile_add("attention.upload_plan", profile_clock_ms() - t0);
   return d;
 }
 

@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
 #include "backend/cuda/attention.h"
@@ -187,8 +186,7 @@ class cuda_impl final : public backend {
                                                 std::shared_ptr<void>* reuse) override {
     if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(cfg)) return nullptr;
     const bool prof = profile_on();
-    auto wall = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
-    const double t0 = prof ? wall() : 0;
+    const double t0 = prof ? profile_clock_ms() : 0;
     const select_args a = selection_args(q, k, rows, b_begin, s, cfg);
     auto* kept = reuse && *reuse ? static_cast<rows_reuse*>(reuse->get()) : nullptr;
     std::shared_ptr<rows_reuse> fresh;
@@ -204,7 +202,7 @@ class cuda_impl final : public backend {
       if (reuse) *reuse = fresh;
     }
     const row_selection sel = kept->sel.rebound(a);
-    const double t1 = prof ? wall() : 0;
+    const double t1 = prof ? profile_clock_ms() : 0;
     auto u = std::make_shared<row_unfold>();
     u->Tq = a.T;
     u->Hkv = a.Hkv;
@@ -218,14 +216,14 @@ class cuda_impl final : public backend {
     if (prof) {
       synchronize();
       profile_add("select.host_tables", t1 - t0);
-      profile_add("select.unfold_tables", wall() - t1);
+      profile_add("select.unfold_tables", profile_clock_ms() - t1);
     }
     auto i32 = [](Tensor& x) { return static_cast<int32_t*>(x.raw()); };
     sel.run(i32(u->count), i32(u->ids), std::max(1, u->cap), i32(u->chunk_begin), i32(u->chunk_end),
             static_cast<unsigned long long*>(u->totals.raw()));
     if (prof) {
       synchronize();
-      profile_add("select.rows_total", wall() - t0);
+      profile_add("select.rows_total", profile_clock_ms() - t0);
     }
     return u;
   }

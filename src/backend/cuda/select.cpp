@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 
@@ -53,10 +52,6 @@ void timed(const char* name, F&& f) {
   profile_add(name, ms);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-}
-
-double wall_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -159,7 +154,7 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
   const gist::gsa_config& cfg = *a.cfg;
   const int g = cfg.gists_per_chunk;
   const bool prof = profile_on();
-  const double t0 = prof ? wall_ms() : 0;
+  const double t0 = prof ? profile_clock_ms() : 0;
   const std::vector<int32_t> gist_begin(a.chunk_gist_begin, a.chunk_gist_begin + p.max_cand);
   detail::scratch d_blocks(bytes_of(p.blocks)), d_gist(bytes_of(gist_begin));
   copy_h2d(d_blocks.as<void>(), p.blocks.data(), p.blocks.size() * sizeof(block_desc));
@@ -169,7 +164,7 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
   detail::scratch d_counts(size_t(p.max_batch) * a.Hkv * sizeof(int32_t));
   if (prof) {
     synchronize();
-    profile_add("select.upload", wall_ms() - t0);
+    profile_add("select.upload", profile_clock_ms() - t0);
   }
 
   const size_t rows_by_smem = size_t(32 * 1024) / (size_t(a.D) * sizeof(float));

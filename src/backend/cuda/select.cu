@@ -210,6 +210,49 @@ __device__ int block_exclusive_scan(int count, topk_smem& sm, int* total) {
   return before + incl - count;
 }
 
+// One radix pass's count of s[i] (i < n, key matching prefix in the bits above shift) into hist[256]; every lane
+// of the warp calls it. Warp-aggregated: scores that share a bin (most do in the first passes: one exponent) add
+// once per warp, not once per lane, so the shared-memory atomics do not serialise.
+__device__ __forceinline__ void radix_count(const float* __restrict__ s, int i, int n, uint32_t prefix,
+                                            uint32_t high, int shift, int* hist, int lane) {
+  uint32_t key = 0;
+  const bool in = i < n && (((key = order_key(s[i])) ^ prefix) & high) == 0;
+  const unsigned active = __ballot_sync(0xffffffffu, in);
+  if (in) {
+    const uint32_t bin = (key >> shift) & 255u;
+    const unsigned peers = __match_any_sync(active, bin);
+    if (__ffs(peers) - 1 == lane) atomicAdd(&hist[bin], __popc(peers));
+  }
+}
+
+// The bin holding the remaining-th largest key, searched from bin 255 down by one warp: lane j owns bins
+// [8 j, 8 j + 8); a suffix sum over the lanes finds the lane, which walks its 8 bins (the serial walk over 256 bins
+// it replaces cost more than the whole scan for a decode row's few hundred candidates). True on that one lane,
+// with the prefix extended by the bin and how many of its keys are still to take.
+__device__ __forceinline__ bool radix_find_bin(const int* hist, int lane, int remaining, uint32_t prefix, int shift,
+                                               uint32_t& next_prefix, int& next_remaining) {
+  int c[8], mine = 0;
+#pragma unroll
+  for (int j = 0; j < 8; j++) mine += c[j] = hist[lane * 8 + j];
+  int incl = mine;  // keys in bins of lanes >= lane
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_down_sync(0xffffffffu, incl, o);
+    if (lane + o < 32) incl += y;
+  }
+  const int above_lane = incl - mine;
+  const int total = __shfl_sync(0xffffffffu, incl, 0);
+  if (!((above_lane < remaining && remaining <= incl) || (lane == 0 && total < remaining))) return false;
+  int above = above_lane, d = lane * 8 + 7;
+  for (; d > lane * 8; d--) {
+    if (above + c[d - lane * 8] >= remaining) break;
+    above += c[d - lane * 8];
+  }
+  next_prefix = prefix | (uint32_t(d) << shift);
+  next_remaining = remaining - above;
+  return true;
+}
+
 // Sets in mask the bits of the top k of s[0, n) (order: key descending, then index ascending).
 __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, topk_smem& sm) {
   if (k <= 0) return;
@@ -228,45 +271,14 @@ __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* 
     const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
     for (int i = threadIdx.x; i < 256; i += blockDim.x) sm.hist[i] = 0;
     __syncthreads();
-    // Warp-aggregated counts: scores that share a bin (most do in the first passes: one exponent) add once per
-    // warp, not once per lane, so the shared-memory atomics do not serialise. The loop bound is uniform.
-    for (int i0 = 0; i0 < n; i0 += blockDim.x) {
-      const int i = i0 + threadIdx.x;
-      uint32_t key = 0;
-      const bool in = i < n && (((key = order_key(s[i])) ^ prefix) & high) == 0;
-      const unsigned active = __ballot_sync(0xffffffffu, in);
-      if (in) {
-        const uint32_t bin = (key >> shift) & 255u;
-        const unsigned peers = __match_any_sync(active, bin);
-        if (__ffs(peers) - 1 == int(threadIdx.x & 31)) atomicAdd(&sm.hist[bin], __popc(peers));
-      }
-    }
+    for (int i0 = 0; i0 < n; i0 += blockDim.x)  // the loop bound is uniform
+      radix_count(s, i0 + threadIdx.x, n, prefix, high, shift, sm.hist, int(threadIdx.x & 31));
     __syncthreads();
-    // The bin holding the remaining-th largest key, searched from bin 255 down: one warp, lane j owns bins
-    // [8 j, 8 j + 8); a suffix sum over the lanes finds the lane, which walks its 8 bins (the serial walk over
-    // 256 bins it replaces cost more than the whole scan for a decode row's few hundred candidates).
-    if (threadIdx.x < 32) {
-      const int lane = threadIdx.x;
-      int c[8], mine = 0;
-#pragma unroll
-      for (int j = 0; j < 8; j++) mine += c[j] = sm.hist[lane * 8 + j];
-      int incl = mine;  // keys in bins of lanes >= lane
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_down_sync(0xffffffffu, incl, o);
-        if (lane + o < 32) incl += y;
-      }
-      const int above_lane = incl - mine;
-      const int total = __shfl_sync(0xffffffffu, incl, 0);
-      if ((above_lane < remaining && remaining <= incl) || (lane == 0 && total < remaining)) {
-        int above = above_lane, d = lane * 8 + 7;
-        for (; d > lane * 8; d--) {
-          if (above + c[d - lane * 8] >= remaining) break;
-          above += c[d - lane * 8];
-        }
-        sm.prefix = prefix | (uint32_t(d) << shift);
-        sm.remaining = remaining - above;
-      }
+    uint32_t np;
+    int nr;
+    if (threadIdx.x < 32 && radix_find_bin(sm.hist, threadIdx.x, remaining, prefix, shift, np, nr)) {
+      sm.prefix = np;
+      sm.remaining = nr;
     }
     __syncthreads();
     prefix = sm.prefix;
@@ -358,40 +370,11 @@ __device__ void warp_select_row(const float* __restrict__ s, int n, int k, uint3
     const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
     for (int i = lane; i < 256; i += 32) hist[i] = 0;
     __syncwarp();
-    for (int i0 = 0; i0 < n; i0 += 32) {
-      const int i = i0 + lane;
-      uint32_t key = 0;
-      const bool in = i < n && (((key = order_key(s[i])) ^ prefix) & high) == 0;
-      const unsigned active = __ballot_sync(0xffffffffu, in);
-      if (in) {
-        const uint32_t bin = (key >> shift) & 255u;
-        const unsigned peers = __match_any_sync(active, bin);
-        if (__ffs(peers) - 1 == lane) atomicAdd(&hist[bin], __popc(peers));
-      }
-    }
+    for (int i0 = 0; i0 < n; i0 += 32) radix_count(s, i0 + lane, n, prefix, high, shift, hist, lane);
     __syncwarp();
-    int c[8], mine = 0;
-#pragma unroll
-    for (int j = 0; j < 8; j++) mine += c[j] = hist[lane * 8 + j];
-    int incl = mine;  // keys in bins of lanes >= lane
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_down_sync(0xffffffffu, incl, o);
-      if (lane + o < 32) incl += y;
-    }
-    const int above_lane = incl - mine, total = __shfl_sync(0xffffffffu, incl, 0);
-    const bool owner = (above_lane < remaining && remaining <= incl) || (lane == 0 && total < remaining);
     uint32_t np = 0;
     int nr = 0;
-    if (owner) {
-      int above = above_lane, d = lane * 8 + 7;
-      for (; d > lane * 8; d--) {
-        if (above + c[d - lane * 8] >= remaining) break;
-        above += c[d - lane * 8];
-      }
-      np = prefix | (uint32_t(d) << shift);
-      nr = remaining - above;
-    }
+    const bool owner = radix_find_bin(hist, lane, remaining, prefix, shift, np, nr);
     const int src = __ffs(__ballot_sync(0xffffffffu, owner)) - 1;
     prefix = __shfl_sync(0xffffffffu, np, src);
     remaining = __shfl_sync(0xffffffffu, nr, src);
