@@ -5,8 +5,8 @@
 #   scripts/cuda-bundle.sh                                  # here: build with nvcc, pack bundle/ (~20 MB)
 #   OUT=/some/dir scripts/device-run.sh [steps]             # there, from the repo root, with bundle/ carried
 #
-# steps (default: all but hf-decode, first-result and multigpu): goldens tests attention train profile torch decode hf-decode
-# first-result multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
+# hf-decode first-result serve (carry bundle-data/ too) ncu multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -89,6 +89,19 @@ if has profile; then
   done
 fi
 
+if has ncu; then
+  section "hardware counters of the structured attention kernels, 32k c64g4 16 heads (ncu; Firecracker machines only)"
+  # One launch of each kernel after the warm-up; what bounds it (SOL), why warps wait, occupancy.
+  for kn in ${NCU_KERNELS:-fwd_structured_kernel bwd_structured_kernel bwd_keymajor_kernel}; do
+    timeout 120 ncu --clock-control none --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 \
+      --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+      --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section SchedulerStats \
+      "$BUNDLE/bin/bench-gsa-attention" --lengths ${NCU_LENGTH:-32k} --kv-heads 16 --plans c64g4 --reps 1 \
+      >$RES/ncu-$kn.txt 2>&1
+    echo "--- $kn: exit $?"; grep -v "^==PROF==" $RES/ncu-$kn.txt | tail -120
+  done
+fi
+
 if has torch; then
   section "PyTorch references (same shapes)"
   timeout 170 python3 scripts/bench-torch-attention.py --lengths "${ATTN_LENGTHS:-8k,16k,32k,64k,128k}" \
@@ -118,6 +131,25 @@ if has multigpu; then
   section "several GPUs: data parallel over NCCL, ZeRO-1, scaling (scripts/device-multigpu.sh; needs 2 GPUs)"
   timeout "${MULTIGPU_TIMEOUT:-420}" scripts/device-multigpu.sh "$GSA" "$RES"
   echo "device-multigpu.sh exit code: $?"
+fi
+
+if has serve; then
+  section "serving from the GPU: gsa bench serve --device cuda against --device cpu (a gpu20m GSA model, docs/serve.md)"
+  # The model: the gpu256-gsa8 recipe for SERVE_STEPS steps (its weights barely matter for throughput), with the
+  # tokenizer beside it. The CPU row uses this machine's cores (OMP_NUM_THREADS=SERVE_CPU_THREADS).
+  sm=/tmp/gsa-serve-model
+  rm -rf $sm && timeout 150 "$GSA" train --config configs/gpu256-gsa8.json --steps "${SERVE_STEPS:-100}" \
+    --eval-every 0 --save-every 0 --out $sm >$RES/serve-train.log 2>&1
+  echo "train: exit $? $(tail -1 $RES/serve-train.log)"
+  cp bundle-data/tok/* $sm/final/ 2>/dev/null
+  for dev in cuda cpu; do
+    for mix in "--clients 32 --requests 8" "--clients 8 --requests 4 --long-prompt 3000"; do
+      tag=$dev-$(echo "$mix" | tr -d ' -' | cut -c1-24)
+      OMP_NUM_THREADS=${SERVE_CPU_THREADS:-16} timeout 150 "$GSA" bench serve --model $sm/final --device $dev \
+        $mix --alone 8 --check >$RES/serve-$tag.txt 2>&1
+      echo "--- $dev $mix: exit $?"; cat $RES/serve-$tag.txt
+    done
+  done
 fi
 
 if has first-result; then

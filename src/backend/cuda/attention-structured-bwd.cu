@@ -61,7 +61,8 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int Hq = a.d.Hq, Hkv = a.d.Hkv, q_offset = a.d.q_offset, G = Hq / Hkv, hk = blockIdx.y;
-  const int RT = M / G, r0 = blockIdx.x * RT, r1 = min(a.d.Tq, r0 + RT);
+  // The last row tiles (the most gists) first, as the forward.
+  const int RT = M / G, r0 = (gridDim.x - 1 - blockIdx.x) * RT, r1 = min(a.d.Tq, r0 + RT);
   const bf16* q = static_cast<const bf16*>(a.q);
   const bf16* k = static_cast<const bf16*>(a.k);
   const bf16* v = static_cast<const bf16*>(a.v);
@@ -154,9 +155,12 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
 
     float s[KT / 8][4], dp[KT / 8][4];
     mma_scores_dp<D, KT, LD>(s, dp, Qw, Ow, Kb, Vb, lane);
-    probs_and_ds<KT>(
-        s, dp, sl2, scale, lse_a, lse_b, di_a, di_b, lane,
-        [&](int j, int half) { return kp[j] <= (half ? rb.lim : ra.lim) && (((half ? vis_b : vis_a) >> j) & 1); });
+    if (stile_full(t, buf, vis_a, vis_b, ra, rb))
+      probs_and_ds<KT>(s, dp, sl2, scale, lse_a, lse_b, di_a, di_b, lane, [](int, int) { return true; });
+    else
+      probs_and_ds<KT>(
+          s, dp, sl2, scale, lse_a, lse_b, di_a, di_b, lane,
+          [&](int j, int half) { return kp[j] <= (half ? rb.lim : ra.lim) && (((half ? vis_b : vis_a) >> j) & 1); });
     if (want_dq) mma_rows_times_keys<D, KT, LD>(dq, dp, Kb, lane);
     if (!KEYS) {
       __syncthreads();  // buffer buf and its kpos / masks are rewritten next iteration

@@ -49,7 +49,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) fwd_structured_kernel(const at
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int Hq = a.d.Hq, Hkv = a.d.Hkv, q_offset = a.d.q_offset, G = Hq / Hkv, hk = blockIdx.y;
-  const int RT = M / G, r0 = blockIdx.x * RT, r1 = min(a.d.Tq, r0 + RT);
+  // Later rows see more gists: the grid runs the last row tiles first, so the longest CTAs do not form the tail.
+  const int RT = M / G, r0 = (gridDim.x - 1 - blockIdx.x) * RT, r1 = min(a.d.Tq, r0 + RT);
   const bf16* q = static_cast<const bf16*>(a.q);
   const bf16* k = static_cast<const bf16*>(a.k);
   const bf16* v = static_cast<const bf16*>(a.v);
@@ -116,10 +117,13 @@ __global__ void __launch_bounds__(32 * kMaxWarps) fwd_structured_kernel(const at
     float s[KT / 8][4];
     mma_scores<D, KT, LD>(s, qf, Kb, lane);
     float mx_a, mx_b;
-    mask_scores<KT>(
-        s, sl2, lane,
-        [&](int j, int half) { return kp[j] <= (half ? rb.lim : ra.lim) && (((half ? vis_b : vis_a) >> j) & 1); },
-        mx_a, mx_b);
+    if (stile_full(t, buf, vis_a, vis_b, ra, rb))
+      mask_scores<KT>(s, sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
+    else
+      mask_scores<KT>(
+          s, sl2, lane,
+          [&](int j, int half) { return kp[j] <= (half ? rb.lim : ra.lim) && (((half ? vis_b : vis_a) >> j) & 1); },
+          mx_a, mx_b);
     online_softmax<D, KT>(s, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
     mma_rows_times_keys<D, KT, LD>(o, s, Vb, lane);
     __syncthreads();  // buffer buf and its kpos / masks are rewritten next iteration

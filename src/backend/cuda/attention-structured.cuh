@@ -31,6 +31,7 @@ struct stile {
   int32_t ktag[2][KT];         // -1: range key; else level << kSTagShift | unit
   int32_t bq[kSMaxB + 1];      // first row of each of the tile's blocks (absolute)
   int32_t n[2];                // keys in each buffer
+  int32_t kmax[2];             // per buffer: the largest key position (INT32_MAX unless all KT slots hold a key)
   int32_t nbt, nseg, r0, r1;   // blocks, segments, rows [r0, r1)
 };
 
@@ -131,11 +132,17 @@ __device__ inline int stile_pack(stile<KT>& t, key_cursor& c, const attn_plan_vi
       c.off = 0;
     }
   }
+  int32_t mx = INT_MIN;
   for (int l = lane; l < KT; l += 32)
     if (l >= n) {
       kpos[l] = kInvalidKey;
       ktag[l] = -1;
+    } else {
+      mx = max(mx, kpos[l]);
     }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if (lane == 0) t.kmax[buf] = n == KT ? mx : INT32_MAX;
   return n;
 }
 
@@ -188,6 +195,17 @@ __device__ inline srow stile_row(const stile<KT>& t, int s, int G, int q_offset)
       if (t.bq[i] <= x.r) x.bl = i;
   }
   return x;
+}
+
+// True when every slot of buffer buf holds a key that both of the thread's rows see, on every lane of the warp:
+// the warp may then skip the per-element mask (most tiles of the gist range). Padding rows (lim < 0) never are.
+template <int KT>
+__device__ inline bool stile_full(const stile<KT>& t, int buf, uint64_t vis_a, uint64_t vis_b, const srow& ra,
+                                  const srow& rb) {
+  static_assert(KT == 32 || KT == 64, "the visibility masks are 64 bits");
+  constexpr uint64_t all = KT == 64 ? ~uint64_t(0) : (uint64_t(1) << KT) - 1;
+  const bool mine = (vis_a & vis_b) == all && t.kmax[buf] <= min(ra.lim, rb.lim);
+  return __all_sync(0xffffffffu, mine);
 }
 
 template <int KT>
