@@ -6,7 +6,8 @@
 #   OUT=/some/dir scripts/device-run.sh [steps]             # there, from the repo root, with bundle/ carried
 #
 # steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
-# hf-decode first-result serve (carry bundle-data/ too) ncu multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# hf-decode first-result serve (carry bundle-data/ too) ncu
+# decode-profile multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -115,6 +116,15 @@ if has decode; then
   timeout 120 "$BUNDLE/bin/bench-decode-attention" --check --dump /tmp/xcheck --bench
   echo "bench-decode-attention exit code: $?"
   timeout 60 python3 scripts/sdpa-reference.py /tmp/xcheck
+fi
+
+if has decode-profile; then
+  section "where a batched decode step's time goes (GSA_DECODE_PROFILE=1 gsa bench decode --device cuda, the small preset)"
+  for b in ${DECODE_BATCHES:-1 8 32}; do
+    GSA_DECODE_PROFILE=1 timeout 120 "$GSA" bench decode --device cuda --preset small --context 1k --method gsa \
+      --batch "$b" --steps 8 --json >$RES/decode-profile-b$b.json 2>$RES/decode-profile-b$b.err
+    echo "batch $b: exit $? $(cat $RES/decode-profile-b$b.json)"; tail -4 $RES/decode-profile-b$b.err
+  done
 fi
 
 if has hf-decode; then

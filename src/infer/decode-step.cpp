@@ -249,14 +249,39 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
     be.add_inplace(x, tmp);
   }
   be.rmsnorm_forward(h, rstd, x, m.w.norm, eps);
+  std::vector<int32_t> need;  // the rows whose logits the step returns
   for (int i = 0; i < M; i++) {
-    session& s = *rows[i].s;
-    if (!s.opts_.record && !(rows[i].last && !s.has_pending())) continue;
-    prof.lap(prof.rest);
-    s.row_logits(h.slice_rows(i, i + 1));
-    prof.lap(prof.logits);
-    if (s.opts_.record) s.records_[size_t(rows[i].rec)].logits = s.logits_;
+    const session& s = *rows[i].s;
+    if (s.opts_.record || (rows[i].last && !s.has_pending())) need.push_back(i);
   }
+  prof.lap(prof.rest);
+  if (!m.on_host() && need.size() > 1) {
+    // On a device: one LM-head product over the rows that need logits and one copy to the host, instead of a
+    // product and a synchronising copy per session (they dominated a batched step's time). The rows are gathered
+    // with the embedding op (a row gather) unless every row needs logits. On the host the per-row product stays:
+    // it writes straight into each session's logits with the rounding of a one-row product.
+    const int64_t V = c.vocab_size, n = int64_t(need.size());
+    Tensor hn = h;
+    if (n < M) {
+      hn = be.alloc({n, C}, at);
+      be.embedding_forward(hn, upload_i32(be, need), h);
+    }
+    Tensor out = be.alloc({n, V}, at);
+    be.matmul_forward(out, hn, m.lm_head(), nullptr);
+    const Tensor host = out.host(dtype::f32);
+    for (int64_t j = 0; j < n; j++) {
+      session& s = *rows[size_t(need[size_t(j)])].s;
+      s.logits_.assign(host.f32() + j * V, host.f32() + (j + 1) * V);
+      if (s.opts_.record) s.records_[size_t(rows[size_t(need[size_t(j)])].rec)].logits = s.logits_;
+    }
+  } else {
+    for (int32_t i : need) {
+      session& s = *rows[i].s;
+      s.row_logits(h.slice_rows(i, i + 1));
+      if (s.opts_.record) s.records_[size_t(rows[i].rec)].logits = s.logits_;
+    }
+  }
+  prof.lap(prof.logits);
   be.synchronize();
   prof.lap(prof.rest);
   for (int i = 0; i < M; i++) {
