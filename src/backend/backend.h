@@ -16,6 +16,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/ops.h"
 #include "backend/decode-lists.h"
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace gsa {
@@ -113,6 +114,17 @@ class backend {
   // kv_write: K row rows[i] = k row i and V row rows[i] + P = v row i, for k, v (n, Hkv, D) of type act().
   virtual void kv_write(Tensor& pool, int page_rows, const std::vector<int64_t>& rows, const Tensor& k,
                         const Tensor& v) = 0;
+  // kv_write_rows: row i of k, v into *pools[i] (K row rows[i], V row rows[i] + P), pools of one layout: one
+  // decode step's appends of several sessions, each with its own pool, at once (a device backend: one launch).
+  // Default: a kv_write per row.
+  virtual void kv_write_rows(const std::vector<Tensor*>& pools, int page_rows, const std::vector<int64_t>& rows,
+                             const Tensor& k, const Tensor& v) {
+    GSA_ASSERT(pools.size() == rows.size() && k.dim(0) == int64_t(rows.size()) && v.dim(0) == k.dim(0),
+               "kv_write_rows: {} pools, {} rows, k {}", pools.size(), rows.size(), shape_str(k.shape()));
+    for (size_t i = 0; i < rows.size(); i++)
+      kv_write(*pools[i], page_rows, {rows[i]}, k.slice_rows(int64_t(i), int64_t(i) + 1),
+               v.slice_rows(int64_t(i), int64_t(i) + 1));
+  }
   // Query row i of q (M, Hq, D) attends, per KV head h, to the K rows indices[indptr[i Hkv + h] ..
   // indptr[i Hkv + h + 1]) of pool (any order), scale 1/sqrt(D), GQA: query head hq uses KV head hq / (Hq / Hkv).
   // out (M, Hq * D) overwritten; a row with an empty list gets 0. The CPU reference is the host engine's kernel

@@ -169,6 +169,15 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   std::vector<int64_t> indptr;
   std::vector<int32_t> indices;
   std::vector<double> attended(M, 0.0);
+  // One row per session and every cache pooled (a decode step of a batch): each layer appends every session's
+  // row in one kv_write_rows (one launch on a device) before the rows attend. With one row per session no row
+  // can see another's K/V (each session has its own cache), so this equals appending just before each attends.
+  bool append_together = M > 1 && M == int(ss.size());
+  for (const entry& e : rows)
+    append_together = append_together && e.s->cache_->pooled() &&
+                       e.s->cache_->layout().page_size == rows[0].s->cache_->layout().page_size;
+  std::vector<Tensor*> pools(append_together ? M : 0);
+  std::vector<int64_t> pool_rows(append_together ? M : 0);
   for (int l = 0; l < L; l++) {
     const layer_weights& lw = m.w.layers[l];
     be.rmsnorm_forward(h, rstd, x, lw.attn_norm, eps);
@@ -178,13 +187,25 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
     be.rope_forward(q, pos_t, inv_freq);
     be.rope_forward(k, pos_t, inv_freq);
     Tensor qh;  // the rows' queries where a host selection reads them (fetched once per layer)
+    if (append_together) {
+      prof.lap(prof.rest);
+      for (int i = 0; i < M; i++) {
+        session& s = *rows[i].s;
+        pool_rows[i] = s.cache_->reserve_rows(l, {s.addr_[rows[i].row]}, k.slice_rows(i, i + 1))[0];
+        pools[i] = &s.cache_->pool(l);
+      }
+      be.kv_write_rows(pools, ss[0]->cache_->layout().page_size, pool_rows, k, v);
+      prof.lap(prof.append);
+    }
     // A session's rows in stream order: row i's K/V join the cache just before it selects and attends, so it
     // sees exactly what it would see decoded alone (the later rows of its session are not in this layer yet).
     for (int i = 0; i < M; i++) {
       session& s = *rows[i].s;
       kv::kv_cache& cache = *s.cache_;
       prof.lap(prof.rest);
-      if (cache.pooled())
+      if (append_together) {
+        // appended above
+      } else if (cache.pooled())
         cache.append_rows(l, {s.addr_[rows[i].row]}, k.slice_rows(i, i + 1), v.slice_rows(i, i + 1));
       else
         s.store_kv(l, rows[i].row, k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);

@@ -129,13 +129,18 @@ void kv_cache::add_tiles(gist_store& g, const float* k) {
 int32_t kv_cache::new_frame(layer_cache& lc) { return lc.frames++; }
 
 void kv_cache::append_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k, const Tensor& v) {
+  GSA_ASSERT(v.numel() == k.numel(), "append_rows: k {}, v {}", shape_str(k.shape()), shape_str(v.shape()));
+  const std::vector<int64_t> rows = reserve_rows(layer, at, k);
+  lay_.rows_on->kv_write(layers_[layer].pool, lay_.page_size, rows, k, v);
+}
+
+std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k) {
   GSA_ASSERT(lay_.rows_on, "append_rows needs a pooled KV cache");
   backend& be = *lay_.rows_on;
   layer_cache& lc = layers_[layer];
   const int P = lay_.page_size, Hkv = lay_.n_kv_heads, D = lay_.head_dim;
   const size_t rowf = size_t(Hkv) * D;
-  GSA_ASSERT(k.numel() == int64_t(at.size() * rowf) && v.numel() == k.numel(), "append_rows: {} rows, k {}",
-             at.size(), shape_str(k.shape()));
+  GSA_ASSERT(k.numel() == int64_t(at.size() * rowf), "append_rows: {} rows, k {}", at.size(), shape_str(k.shape()));
   Tensor kh;  // host f32 keys, for the gist tiles and the page summaries
   for (const kv_addr& a : at)
     if ((a.level >= 0 || lay_.page_summaries) && kh.empty()) kh = k.host(dtype::f32);
@@ -178,7 +183,7 @@ void kv_cache::append_rows(int layer, const std::vector<kv_addr>& at, const Tens
     }
     lc.pool = grown;
   }
-  be.kv_write(lc.pool, P, rows, k, v);
+  return rows;
 }
 
 void kv_cache::page_completed(int layer, int p) {

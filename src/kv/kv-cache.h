@@ -107,6 +107,11 @@ class kv_cache {
   // type, is at[i], each the next raw index of the layer or the next row of its level's store. Gist keys are
   // copied to the host for the scoring tiles.
   void append_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k, const Tensor& v);
+  // append_rows without the write: the pages, gist tiles, summaries and pool growth of rows `at` (k: their keys,
+  // read on the host only for gist tiles and summaries); returns their K rows in pool(layer), for the caller's
+  // backend kv_write (or kv_write_rows, several sessions' rows in one call).
+  std::vector<int64_t> reserve_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k);
+  Tensor& pool(int layer) { return layers_[layer].pool; }
   bool pooled() const { return lay_.rows_on != nullptr; }
   // Pool mode: the K row of an appended address in pool(layer) (its V row is page_size rows later).
   int64_t pool_row(int layer, kv_addr a) const {

@@ -8,12 +8,14 @@
 // change.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "cuda/cuda-test-util.h"
 #include "backend/cuda/runtime.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "test-models.h"
@@ -87,6 +89,46 @@ const method_case kCases[] = {{method::full, {8}, -1},      {method::gist, {8}, 
 
 // A GQA group of 3 (6 query heads over 2 KV heads, as the gpu20m and llama125m presets): decodes on the GPU as on
 // the CPU.
+// kv_write_rows (one launch for one decode step's appends, each row into its own session's pool) puts every row
+// where the CPU backend's per-row writes put it, in f32 and bf16, pools of different sizes, rows in any order.
+TEST(CudaKvWrite, RowsIntoSeveralPoolsAsTheCpu) {
+  REQUIRE_GPU();
+  const int P = 4, Hkv = 2, D = 64, n = 5;
+  const std::vector<int64_t> pool_rows = {8, 16, 8, 24};     // frames x 2 P
+  const std::vector<int> of = {2, 0, 3, 2, 1};               // the pool of each row
+  const std::vector<int64_t> rows = {9, 3, 17, 1, 10};       // K rows (V: + P)
+  for (dtype act : {dtype::f32, dtype::bf16}) {
+    backend& gpu = get_backend(device::cuda, act);
+    backend& cpu = cpu_backend();
+    rng r(uint64_t(7 + int(act)));
+    std::vector<float> kh(size_t(n) * Hkv * D), vh(kh.size());
+    for (float& x : kh) x = r.normal();
+    for (float& x : vh) x = r.normal();
+    // Values the act type holds exactly, so that the two backends must agree to the bit.
+    Tensor k0 = Tensor::borrow(kh.data(), {n, Hkv, D}), v0 = Tensor::borrow(vh.data(), {n, Hkv, D});
+    Tensor kd = gpu.upload(k0, act), vd = gpu.upload(v0, act);
+    Tensor kc = kd.host(dtype::f32), vc = vd.host(dtype::f32);
+    std::vector<Tensor> gp, cp;
+    for (int64_t pr : pool_rows) {
+      std::vector<float> zero(size_t(pr) * Hkv * D, -1.0f);
+      gp.push_back(gpu.upload(Tensor::borrow(zero.data(), {pr, Hkv, D}), act));
+      cp.push_back(Tensor({pr, Hkv, D}, dtype::f32));
+      std::fill_n(cp.back().f32(), cp.back().numel(), -1.0f);
+    }
+    std::vector<Tensor*> gpools;
+    for (int i = 0; i < n; i++) {
+      gpools.push_back(&gp[size_t(of[size_t(i)])]);
+      cpu.kv_write(cp[size_t(of[size_t(i)])], P, {rows[size_t(i)]}, kc.slice_rows(i, i + 1), vc.slice_rows(i, i + 1));
+    }
+    gpu.kv_write_rows(gpools, P, rows, kd, vd);
+    for (size_t p = 0; p < gp.size(); p++) {
+      const Tensor got = gp[p].host(dtype::f32);
+      for (int64_t e = 0; e < got.numel(); e++)
+        ASSERT_EQ(got.f32()[e], cp[p].f32()[e]) << dtype_name(act) << " pool " << p << " element " << e;
+    }
+  }
+}
+
 TEST(CudaSession, GroupOfThreeAsTheCpu) {
   REQUIRE_GPU();
   for (method meth : {method::full, method::gsa}) {

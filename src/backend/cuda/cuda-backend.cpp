@@ -272,6 +272,27 @@ class cuda_impl final : public backend {
     cuda::kv_write(pool.raw(), static_cast<const int64_t*>(r.raw()), k.raw(), v.raw(), int(rows.size()),
                    int(row_elems), page_rows, int(dtype_size(pool.type())));
   }
+  void kv_write_rows(const std::vector<Tensor*>& pools, int page_rows, const std::vector<int64_t>& rows,
+                     const Tensor& k, const Tensor& v) override {
+    GSA_ASSERT(pools.size() == rows.size() && k.dim(0) == int64_t(rows.size()) && v.numel() == k.numel(),
+               "kv_write_rows: {} pools, {} rows, k {}", pools.size(), rows.size(), shape_str(k.shape()));
+    if (rows.empty()) return;
+    const int64_t row_elems = k.numel() / k.dim(0);
+    std::vector<int64_t> table(2 * rows.size());
+    for (size_t i = 0; i < rows.size(); i++) {
+      Tensor& pool = *pools[i];
+      on_device(pool, "KV pool");
+      GSA_ASSERT(pool.type() == k.type() && k.type() == v.type() && pool.numel() == pool.dim(0) * row_elems &&
+                     rows[i] >= 0 && rows[i] + page_rows < pool.dim(0),
+                 "kv_write_rows: row {} of a {} pool {} for {} rows {}", rows[i], dtype_name(pool.type()),
+                 shape_str(pool.shape()), dtype_name(k.type()), shape_str(k.shape()));
+      table[2 * i] = int64_t(reinterpret_cast<uintptr_t>(pool.raw()));
+      table[2 * i + 1] = rows[i];
+    }
+    Tensor t = upload(Tensor::borrow(table.data(), {int64_t(table.size())}, dtype::i64), dtype::i64);
+    cuda::kv_write_rows(static_cast<const int64_t*>(t.raw()), k.raw(), v.raw(), int(rows.size()), int(row_elems),
+                        page_rows, int(dtype_size(k.type())));
+  }
   std::string decode_unsupported(int Hq, int Hkv, int D) const override {
     decode_params p;
     p.batch = 1;

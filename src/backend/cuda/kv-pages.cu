@@ -21,7 +21,32 @@ __global__ void kv_write_kernel(uint32_t* pool, const int64_t* rows, const uint3
   }
 }
 
+__global__ void kv_write_rows_kernel(const int64_t* table, const uint32_t* k, const uint32_t* v, int row_words,
+                                     int64_t v_offset_words) {
+  const int i = blockIdx.x;
+  uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uintptr_t>(table[2 * i])) + table[2 * i + 1] * row_words;
+  const uint32_t* ks = k + int64_t(i) * row_words;
+  const uint32_t* vs = v + int64_t(i) * row_words;
+  for (int e = threadIdx.x; e < row_words; e += blockDim.x) {
+    dst[e] = ks[e];
+    dst[v_offset_words + e] = vs[e];
+  }
+}
+
 }  // namespace
+
+void kv_write_rows(const int64_t* table, const void* k, const void* v, int n, int row_elems, int page_rows,
+                   int esize) {
+  if (n == 0) return;
+  if ((int64_t(row_elems) * esize) % 4 != 0)
+    fail_msg("kv_write_rows: a KV row of " + std::to_string(row_elems) + " elements is not a multiple of 4 bytes");
+  const int row_words = int(int64_t(row_elems) * esize / 4);
+  const int threads = row_words >= 256 ? 256 : ((row_words + 31) / 32) * 32;
+  kv_write_rows_kernel<<<n, threads, 0, ctx().stream>>>(table, static_cast<const uint32_t*>(k),
+                                                        static_cast<const uint32_t*>(v), row_words,
+                                                        int64_t(page_rows) * row_words);
+  GSA_CUDA_LAUNCH_CHECK("kv_write_rows_kernel");
+}
 
 void kv_write(void* pool, const int64_t* rows, const void* k, const void* v, int n, int row_elems, int page_rows,
               int esize) {

@@ -9,5 +9,7 @@ namespace gsa::cuda {
 
 void kv_write(void* pool, const int64_t* rows, const void* k, const void* v, int n, int row_elems, int page_rows,
               int esize);
+// Row i into its own pool: table (2 n int64 on the device) holds {pool address, K row} per row.
+void kv_write_rows(const int64_t* table, const void* k, const void* v, int n, int row_elems, int page_rows, int esize);
 
 }  // namespace gsa::cuda
