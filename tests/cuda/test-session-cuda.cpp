@@ -96,7 +96,7 @@ TEST(CudaKvWrite, RowsIntoSeveralPoolsAsTheCpu) {
   const int P = 4, Hkv = 2, D = 64, n = 5;
   const std::vector<int64_t> pool_rows = {8, 16, 8, 24};     // frames x 2 P
   const std::vector<int> of = {2, 0, 3, 2, 1};               // the pool of each row
-  const std::vector<int64_t> rows = {9, 3, 17, 1, 10};       // K rows (V: + P)
+  const std::vector<int64_t> rows = {1, 2, 17, 3, 9};        // K rows of a frame of that pool (V: + P)
   for (dtype act : {dtype::f32, dtype::bf16}) {
     backend& gpu = get_backend(device::cuda, act);
     backend& cpu = cpu_backend();
