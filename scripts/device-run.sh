@@ -124,6 +124,10 @@ if has decode-profile; then
     GSA_DECODE_PROFILE=1 timeout 120 "$GSA" bench decode --device cuda --preset small --context 1k --method gsa \
       --batch "$b" --steps 8 --json >$RES/decode-profile-b$b.json 2>$RES/decode-profile-b$b.err
     echo "batch $b: exit $? $(cat $RES/decode-profile-b$b.json)"; tail -4 $RES/decode-profile-b$b.err
+    # The same cell without the profile's synchronisations: the step's real speed.
+    timeout 120 "$GSA" bench decode --device cuda --preset small --context 1k --method gsa --batch "$b" --steps 16 \
+      --json >$RES/decode-plain-b$b.json 2>/dev/null
+    echo "batch $b without the profile: exit $? $(cat $RES/decode-plain-b$b.json)"
   done
 fi
 
