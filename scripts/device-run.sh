@@ -7,7 +7,7 @@
 #
 # steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
 # hf-decode first-result serve (carry bundle-data/ too) ncu
-# decode-profile multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# decode-profile pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -164,6 +164,13 @@ if has serve; then
       echo "--- $dev $mix: exit $?"; cat $RES/serve-$tag.txt
     done
   done
+fi
+
+if has pipeline; then
+  section "the paper's pipeline: full pretraining -> compress/unfold CPT, Full-CPT, GSA from scratch (scripts/gpu-pipeline.sh)"
+  # Three branches side by side on one GPU, then gsa eval --device cuda on the 4k-stage models (docs/results.md).
+  TIME_LIMIT="${PIPELINE_TIMEOUT:-540}" timeout "${PIPELINE_TIMEOUT:-540}" scripts/gpu-pipeline.sh "$GSA" $RES/pipeline
+  echo "gpu-pipeline.sh exit code: $?"
 fi
 
 if has first-result; then
