@@ -150,13 +150,13 @@ fi
 if has serve; then
   section "serving from the GPU: gsa bench serve --device cuda against --device cpu (a gpu20m GSA model, docs/serve.md)"
   # The model: the gpu256-gsa8 recipe for SERVE_STEPS steps (its weights barely matter for throughput), with the
-  # tokenizer beside it. The CPU row uses this machine's cores (OMP_NUM_THREADS=SERVE_CPU_THREADS).
+  # tokenizer beside it. The CPU row uses this machine's cores (OMP_NUM_THREADS=SERVE_CPU_THREADS); SERVE_DEVICES picks rows.
   sm=/tmp/gsa-serve-model
   rm -rf $sm && timeout 150 "$GSA" train --config configs/gpu256-gsa8.json --steps "${SERVE_STEPS:-100}" \
     --eval-every 0 --save-every 0 --out $sm >$RES/serve-train.log 2>&1
   echo "train: exit $? $(tail -1 $RES/serve-train.log)"
   cp bundle-data/tok/* $sm/final/ 2>/dev/null
-  for dev in cuda cpu; do
+  for dev in ${SERVE_DEVICES:-cuda cpu}; do
     for mix in "--clients 32 --requests 8" "--clients 8 --requests 4 --long-prompt 3000"; do
       tag=$dev-$(echo "$mix" | tr -d ' -' | cut -c1-24)
       OMP_NUM_THREADS=${SERVE_CPU_THREADS:-16} timeout 150 "$GSA" bench serve --model $sm/final --device $dev \
