@@ -40,6 +40,8 @@
 #   engine (same models, the first samples); EVAL_CPU_SAMPLES (8 per depth), EVAL_CPU_JOBS (2), EVAL_CPU_THREADS
 #   (4). A GPU cell that fails (not a timeout) is run again on the CPU with EVAL_CPU_SAMPLES.
 #   EVAL_SECONDS (300): the most one evaluation call may take.
+#   BPB (1; 0: none), BPB_TEXT, BPB_CONTEXT (2048), BPB_PREDICT (128), BPB_WINDOWS (8): bits/byte on held-out
+#   text after the evaluations (gsa perplexity), files bpb-<group>.json / .md
 #   TRAIN_THREADS (cores / 3): OMP threads of each training (up to three share the host, as --gpus N gives each
 #   rank cores / N).
 #
@@ -282,6 +284,28 @@ else
 fi
 wait || true  # the scratch chain's evaluation and the host's cells
 copy_logs
+
+# Bits per byte on held-out text (issue 15 item 3; gsa perplexity): the essays of bundle-data/haystack, which no
+# training shard holds (only the tokenizer saw them), or BPB_TEXT; windows of BPB_CONTEXT tokens prefilled and
+# BPB_PREDICT decoded and scored, budget L/8. The CPT group (gsa, gist on the CPT model; full on the Full-CPT model)
+# and the scratch model side by side, each bounded by the evaluation deadline.
+bpb() {  # bpb TAG METHODS MODEL [FULL_MODEL]
+  local tag=$1 meths=$2 model=$3 full=${4:-} left=$((EVAL_END - SECONDS)) rc=0 fm=()
+  if [ "$left" -lt 5 ]; then note "bits/byte $tag: skipped, past the evaluation deadline"; return 0; fi
+  if [ -n "$full" ]; then fm=(--full-model "$full"); fi
+  note "bits/byte $tag: start (at most ${left}s)"
+  OMP_NUM_THREADS=${EVAL_GPU_THREADS:-2} timeout "$left" "$G" perplexity --model "$model" "${fm[@]}" --tokenizer "$TOK" \
+    --text "${BPB_TEXT:-bundle-data/haystack}" --methods "$meths" --ratios 8 --context "${BPB_CONTEXT:-2048}" \
+    --predict "${BPB_PREDICT:-128}" --windows "${BPB_WINDOWS:-8}" --device "$DEVICE" --json "$OUT/bpb-$tag.json" \
+    > "$OUT/bpb-$tag.md" 2> "$OUT/bpb-$tag.err" || rc=$?
+  note "bits/byte $tag: exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')"
+}
+if [ "${BPB:-1}" != 0 ]; then
+  if [ -n "${cpt_model:-}" ] && [ -n "${fullcpt_model:-}" ]; then bpb cpt full,gist,gsa "$cpt_model" "$fullcpt_model" & fi
+  if m=$(deepest_model gpul4k-gsa8 gpul1k-gsa8 gpul256-gsa8); then bpb scratch gist,gsa "$m" & fi
+  wait || true
+  for f in "$OUT"/bpb-*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
+fi
 summarize
 note "done"
 cat "$OUT/timeline.txt"
