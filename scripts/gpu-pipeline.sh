@@ -40,6 +40,7 @@
 #   engine (same models, the first samples); EVAL_CPU_SAMPLES (8 per depth), EVAL_CPU_JOBS (2), EVAL_CPU_THREADS
 #   (4). A GPU cell that fails (not a timeout) is run again on the CPU with EVAL_CPU_SAMPLES.
 #   EVAL_SECONDS (300): the most one evaluation call may take.
+#   GIST_INIT (keep): mean sets the pretrained model's <|gist|> row to the mean row where the GSA CPT starts
 #   BPB (1; 0: none), BPB_TEXT, BPB_CONTEXT (2048), BPB_PREDICT (128), BPB_WINDOWS (8): bits/byte on held-out
 #   text after the evaluations (gsa perplexity), files bpb-<group>.json / .md
 #   TRAIN_THREADS (cores / 3): OMP threads of each training (up to three share the host, as --gpus N gives each
@@ -106,13 +107,15 @@ deepest_model() {
 stage() {
   local name=$1 steps=$2 prev=${3:-} left=$((TRAIN_END - SECONDS)) m="" rc=0
   local from=()
+  # GIST_INIT=mean: the GSA CPT's first stage sets the pretrained model's <|gist|> row to the mean row (gist_init)
+  if [ -n "${GIST_INIT:-}" ] && [ "$name" = cpt256c-gsa8 ]; then from+=(--gist-init "$GIST_INIT"); fi
   # (at least 1 s: timeout 0 would mean no limit)
   if [ "$left" -lt "${MIN_STAGE_SECONDS:-15}" ] || [ "$left" -lt 1 ]; then
     note "$name: skipped, ${left}s before the training deadline"; return 0
   fi
   if [ -n "$prev" ]; then
     m=$(model_dir "$prev") || { note "$name: skipped, $prev left no model"; return 0; }
-    from=(--model "$m")
+    from+=(--model "$m")
   fi
   local every=$(( steps >= 4 ? steps / 4 : 1 ))  # in-run evaluation and checkpoint every quarter of the stage
   note "$name: start, $steps steps${m:+ from $m}, at most ${left}s"

@@ -1,5 +1,6 @@
 #include "train/model-init.h"
 
+#include <algorithm>
 #include <string>
 
 #include "core/error.h"
@@ -78,8 +79,29 @@ void add_gist_tokens(nlohmann::json& tok, const std::vector<int32_t>& ids) {
   }
 }
 
+namespace {
+
+// Rows `ids` of t (V, C) set to the mean of its other rows.
+void mean_rows(Tensor& t, const std::vector<int32_t>& ids) {
+  const int64_t V = t.dim(0), C = t.dim(1);
+  std::vector<bool> skip(size_t(V), false);
+  for (int32_t id : ids) skip[size_t(id)] = true;
+  std::vector<double> mean(size_t(C), 0.0);
+  int64_t n = 0;
+  for (int64_t r = 0; r < V; r++) {
+    if (skip[size_t(r)]) continue;
+    n++;
+    for (int64_t c = 0; c < C; c++) mean[size_t(c)] += t.f32()[r * C + c];
+  }
+  const double count = double(std::max<int64_t>(n, 1));
+  for (int32_t id : ids)
+    for (int64_t c = 0; c < C; c++) t.f32()[int64_t(id) * C + c] = float(mean[size_t(c)] / count);
+}
+
+}  // namespace
+
 bool setup_gsa(llama_model& m, const nlohmann::json& gsa_json, const std::string& mode, gist::gsa_config& out,
-               const nlohmann::json& tokenizer_json, bool* added) {
+               const nlohmann::json& tokenizer_json, bool* added, bool mean_init) {
   if (added) *added = false;
   if (gsa_json.is_null()) {
     m.config.gsa = nullptr;
@@ -98,6 +120,10 @@ bool setup_gsa(llama_model& m, const nlohmann::json& gsa_json, const std::string
       for (int32_t id : tokenizer_ids) usable &= id >= 0 && id < m.config.vocab_size;
       if (usable) {
         j["gist_token_ids"] = tokenizer_ids;
+        if (mean_init) {
+          mean_rows(m.w.embed, tokenizer_ids);
+          if (!m.config.tie_word_embeddings) mean_rows(m.w.lm_head, tokenizer_ids);
+        }
       } else {
         j["gist_token_ids"] = add_gist_rows(m, levels);
         if (added) *added = true;

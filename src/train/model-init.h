@@ -38,8 +38,10 @@ void add_gist_tokens(nlohmann::json& tokenizer_json, const std::vector<int32_t>&
 // ids missing from the object come from the run's tokenizer.json (parsed; null: none) when it names a gist token per
 // level inside the vocabulary (tokenizer_gist_ids), else from new rows (added to m; *added is set). Ids given must
 // exist in the vocabulary. Sets m.config.gsa to the result (so checkpoints load as GSA models). Returns false for
-// a full-attention run.
+// a full-attention run. mean_init: when m had no gsa config and the tokenizer's gist ids are reused, their rows
+// (embedding, and the LM head when untied) are set to the mean of the other rows, as added rows are: a model
+// trained without gists saw those ids only as outputs to push down (training option gist_init = mean).
 bool setup_gsa(llama_model& m, const nlohmann::json& gsa_json, const std::string& mode, gist::gsa_config& out,
-               const nlohmann::json& tokenizer_json = nullptr, bool* added = nullptr);
+               const nlohmann::json& tokenizer_json = nullptr, bool* added = nullptr, bool mean_init = false);
 
 }  // namespace gsa

@@ -52,6 +52,7 @@ static const option_spec k_table[] = {
     {"progress", option_type::boolean, "false", "progress bar on stderr even when it is not a terminal", &T::progress},
     // Device.
     {"device", option_type::string, "\"cpu\"", "cpu or cuda (the whole model on the GPU)", &T::device},
+    {"gist_init", option_type::string, "\"keep\"", "continuing a model without gists whose tokenizer names the gist tokens: keep their rows as trained (never as inputs) or set them to the mean row, as new gist rows are (mean)", &T::gist_init},
     {"on_nan", option_type::string, "\"stop\"", "a step whose loss or gradient norm is NaN or Inf: stop (error, the last checkpoint stays) or skip (no update; stops after 10 in a row)", &T::on_nan},
     {"deterministic", option_type::boolean, "false", "cuda: every run of the same recipe gives the same bits (the attention backward sums dK / dV in fixed point: 1.3-2.2x slower steps; docs/cuda.md). The CPU always is", &T::deterministic},
     {"precision", option_type::string, "\"bf16\"", "cuda: bf16 or f32 activations and compute weights (f32 master weights either way); cpu: always f32", &T::precision},
@@ -194,6 +195,8 @@ void validate_train_options(const train_options& o) {
     fail("training option 'zero' must be 0 (replicated optimizer state) or 1 (ZeRO-1, sharded) (got {})", o.zero);
   if (o.gpus > 1 && o.device != "cuda")
     fail("--gpus {} trains on {} GPUs and needs --device cuda (one process per GPU over NCCL)", o.gpus, o.gpus);
+  if (o.gist_init != "keep" && o.gist_init != "mean")
+    fail("training option 'gist_init' must be keep or mean (got '{}')", o.gist_init);
   if (o.on_nan != "stop" && o.on_nan != "skip")
     fail("training option 'on_nan' must be stop or skip (got '{}')", o.on_nan);
   if (o.precision != "bf16" && o.precision != "f32")

@@ -18,6 +18,7 @@ struct train_options {
   nlohmann::json model_config;  // object of HF config.json fields overriding the preset's (or null)
   nlohmann::json gsa;           // the "gsa" object (gist_token_ids may be omitted: assigned), null = full attention
   std::string mode;             // compress | unfold | suffix-unfold; "" = the gsa object's train_mode
+  std::string gist_init;        // keep | mean: a plain model's rows of the tokenizer's gist tokens (setup_gsa)
   // Data.
   std::string data, mix, tokenizer, haystack_dir;
   std::string task_loss;        // generated tasks: "answer" (loss on the answer only) or "all" tokens

@@ -261,7 +261,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     const fs::path tok_dir = find_tokenizer_dir(tokenizer_dirs);
     const json tok = tok_dir.empty() ? json(nullptr) : read_json_file((tok_dir / "tokenizer.json").string());
     bool added = false;
-    r.has_gsa = setup_gsa(r.m, o.gsa, o.mode, r.gcfg, tok, &added);
+    r.has_gsa = setup_gsa(r.m, o.gsa, o.mode, r.gcfg, tok, &added, o.gist_init == "mean");
     if (added) added_gist_ids = r.gcfg.gist_token_ids;
     // A packed run makes its optimizer below (fresh state: no host copy of m and v, which a 7B model cannot
     // afford per rank).

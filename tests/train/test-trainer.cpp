@@ -83,6 +83,43 @@ TEST(GistRows, TokenizerGistTokensAreReusedNotAdded) {
   EXPECT_EQ(g.gist_token_ids, (std::vector<int32_t>{20}));
 }
 
+// gist_init = mean: a plain model's rows of the tokenizer's gist ids become the mean of the other rows (embedding
+// and untied head); the other rows and the vocabulary stay; keep (the default) leaves them; a GSA model's rows are
+// never touched.
+TEST(GistRows, ReusedRowsTakeTheMeanOnRequest) {
+  const nlohmann::json tok = {{"added_tokens", {{{"id", 18}, {"content", "<|gist|>"}}}}};
+  llama_model m(run_model_config("tiny", 20, {{"tie_word_embeddings", false}}));
+  m.init_random(5, 0.5f);
+  const Tensor embed = m.w.embed.clone(), head = m.w.lm_head.clone();
+  const int64_t C = m.config.hidden_size;
+  gist::gsa_config g;
+  bool added = true;
+  llama_model kept = m;
+  ASSERT_TRUE(setup_gsa(kept, {{"chunk", {4}}}, "unfold", g, tok, &added));
+  EXPECT_EQ(0, std::memcmp(kept.w.embed.f32(), embed.f32(), size_t(20 * C) * 4)) << "keep: rows as trained";
+  ASSERT_TRUE(setup_gsa(m, {{"chunk", {4}}}, "unfold", g, tok, &added, true));
+  EXPECT_FALSE(added);
+  EXPECT_EQ(m.config.vocab_size, 20);
+  EXPECT_EQ(g.gist_token_ids, (std::vector<int32_t>{18}));
+  for (int64_t j = 0; j < C; j++) {
+    double me = 0, mh = 0;
+    for (int r = 0; r < 20; r++)
+      if (r != 18) me += embed.f32()[r * C + j], mh += head.f32()[r * C + j];
+    EXPECT_NEAR(m.w.embed.f32()[18 * C + j], me / 19, 1e-6);
+    EXPECT_NEAR(m.w.lm_head.f32()[18 * C + j], mh / 19, 1e-6);
+    for (int r = 0; r < 20; r++) {
+      if (r != 18) {
+        ASSERT_EQ(m.w.embed.f32()[r * C + j], embed.f32()[r * C + j]) << "row " << r;
+      }
+    }
+  }
+  // A GSA model continued: its gist rows are trained inputs, mean_init leaves them.
+  m.w.embed.f32()[18 * C] += 1.0f;
+  const float marked = m.w.embed.f32()[18 * C];
+  ASSERT_TRUE(setup_gsa(m, {{"chunk", {4}}}, "compress", g, tok, &added, true));
+  EXPECT_EQ(m.w.embed.f32()[18 * C], marked);
+}
+
 TEST(GistRows, AddedRowsAreNamedInTheTokenizer) {
   nlohmann::json tok = {{"added_tokens", {{{"id", 17}, {"content", "<|endoftext|>"}}}}};
   add_gist_tokens(tok, {20, 21});
