@@ -203,12 +203,12 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
       session& s = *rows[i].s;
       kv::kv_cache& cache = *s.cache_;
       prof.lap(prof.rest);
-      if (append_together) {
-        // appended above
-      } else if (cache.pooled())
-        cache.append_rows(l, {s.addr_[rows[i].row]}, k.slice_rows(i, i + 1), v.slice_rows(i, i + 1));
-      else
-        s.store_kv(l, rows[i].row, k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
+      if (!append_together) {  // (else appended above)
+        if (cache.pooled())
+          cache.append_rows(l, {s.addr_[rows[i].row]}, k.slice_rows(i, i + 1), v.slice_rows(i, i + 1));
+        else
+          s.store_kv(l, rows[i].row, k.f32() + size_t(i) * Hkv * D, v.f32() + size_t(i) * Hkv * D);
+      }
       prof.lap(prof.append);
       if (l == 0) {
         if (rows[i].lists) lists[i] = s.prepare_lists(rows[i].row);
@@ -276,14 +276,24 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
     if (s.opts_.record || (rows[i].last && !s.has_pending())) need.push_back(i);
   }
   prof.lap(prof.rest);
-  if (!m.on_host() && need.size() > 1) {
-    // On a device: one LM-head product over the rows that need logits and one copy to the host, instead of a
-    // product and a synchronising copy per session (they dominated a batched step's time). The rows are gathered
-    // with the embedding op (a row gather) unless every row needs logits. On the host the per-row product stays:
-    // it writes straight into each session's logits with the rounding of a one-row product.
+  auto recorded = [&](int32_t i) {  // after row i's logits are in its session's logits_
+    session& s = *rows[size_t(i)].s;
+    if (s.opts_.record) s.records_[size_t(rows[size_t(i)].rec)].logits = s.logits_;
+  };
+  if (m.on_host()) {  // straight into each session's logits, with the rounding of a one-row product
+    for (int32_t i : need) {
+      rows[size_t(i)].s->row_logits(h.slice_rows(i, i + 1));
+      recorded(i);
+    }
+  } else if (!need.empty()) {
+    // On a device: one LM-head product over the rows that need logits and one copy to the host (a product and a
+    // synchronising copy per session dominated a batched step's time). Rows not in one range are gathered with the
+    // embedding op (a row gather).
     const int64_t V = c.vocab_size, n = int64_t(need.size());
-    Tensor hn = h;
-    if (n < M) {
+    Tensor hn;
+    if (need.back() - need.front() + 1 == n) {
+      hn = h.slice_rows(need.front(), need.back() + 1);
+    } else {
       hn = be.alloc({n, C}, at);
       be.embedding_forward(hn, upload_i32(be, need), h);
     }
@@ -291,15 +301,8 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
     be.matmul_forward(out, hn, m.lm_head(), nullptr);
     const Tensor host = out.host(dtype::f32);
     for (int64_t j = 0; j < n; j++) {
-      session& s = *rows[size_t(need[size_t(j)])].s;
-      s.logits_.assign(host.f32() + j * V, host.f32() + (j + 1) * V);
-      if (s.opts_.record) s.records_[size_t(rows[size_t(need[size_t(j)])].rec)].logits = s.logits_;
-    }
-  } else {
-    for (int32_t i : need) {
-      session& s = *rows[i].s;
-      s.row_logits(h.slice_rows(i, i + 1));
-      if (s.opts_.record) s.records_[size_t(rows[i].rec)].logits = s.logits_;
+      rows[size_t(need[size_t(j)])].s->logits_.assign(host.f32() + j * V, host.f32() + (j + 1) * V);
+      recorded(need[size_t(j)]);
     }
   }
   prof.lap(prof.logits);

@@ -424,15 +424,14 @@ int run_bench_serve(const bench_serve_args& a) {
   // A round's growth against the limits (kHeapSlack, kRssSlack): its figures and whether each is within.
   struct round_check {
     int64_t heap = 0, rss = 0, device = 0, rss_limit = 0;
-    bool heap_ok = true, rss_ok = true, device_ok = true;
-    bool ok() const { return heap_ok && rss_ok && device_ok; }
+    bool heap_ok() const { return heap <= kHeapSlack; }
+    bool rss_ok() const { return rss <= rss_limit; }
+    bool device_ok() const { return device <= kHeapSlack; }
+    bool ok() const { return heap_ok() && rss_ok() && device_ok(); }
   };
   auto judge = [&](const memory_level& b, const memory_level& e) {
-    round_check r;
-    r.heap = e.heap - b.heap, r.rss = e.rss - b.rss, r.device = e.device - b.device;
-    r.rss_limit = std::max(int64_t(0.10 * double(b.rss)), kRssSlack);
-    r.heap_ok = r.heap <= kHeapSlack, r.rss_ok = r.rss <= r.rss_limit, r.device_ok = r.device <= kHeapSlack;
-    return r;
+    return round_check{e.heap - b.heap, e.rss - b.rss, e.device - b.device,
+                       std::max(int64_t(0.10 * double(b.rss)), kRssSlack)};
   };
   auto print_round = [&](const std::string& what, const memory_level& b, const memory_level& e, const round_check& r) {
     fmt::print(
@@ -492,8 +491,8 @@ int run_bench_serve(const bench_serve_args& a) {
                 : " (a leak?)";
   if (failed > 0 || warmup_failed > 0 || !last.ok()) {
     fmt::print("bench serve --check: {}\n", failed > 0 || warmup_failed > 0 ? std::string("requests failed")
-                                            : !last.heap_ok ? "heap in use grew by more than the limit" + rounds
-                                            : !last.device_ok ? "GPU memory in use grew by more than the limit" + rounds
+                                            : !last.heap_ok() ? "heap in use grew by more than the limit" + rounds
+                                            : !last.device_ok() ? "GPU memory in use grew by more than the limit" + rounds
                                                               : "resident memory grew by more than the limit" + rounds);
     return 1;
   }

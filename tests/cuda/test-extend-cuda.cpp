@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "cuda/cuda-test-util.h"
+#include "cuda/session-checks.h"
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "test-models.h"
@@ -46,19 +47,6 @@ std::unique_ptr<session> extended(const llama_model& m, session_options o, int p
   return s;
 }
 
-void expect_close(const session& got, const session& ref) {
-  EXPECT_EQ(got.stream().ids, ref.stream().ids) << "greedy tokens";
-  ASSERT_EQ(got.records().size(), ref.records().size());
-  int differing_lists = 0;
-  double worst = 0;
-  for (size_t i = 0; i < ref.records().size(); i++) {
-    differing_lists += got.records()[i].keys != ref.records()[i].keys;
-    worst = std::max(worst, test::max_rel_err(got.records()[i].logits, ref.records()[i].logits));
-  }
-  EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
-  EXPECT_LT(worst, 1e-4) << "max relative logit error over the extended and decoded rows";
-}
-
 TEST(CudaExtend, SameKeysAndLogitsAsTheCpuAndAsDecodingRowByRow) {
   REQUIRE_GPU();
   struct method_case {
@@ -79,9 +67,9 @@ TEST(CudaExtend, SameKeysAndLogitsAsTheCpuAndAsDecodingRowByRow) {
     auto ref = extended(cpu_m, o, 0);
     auto got = extended(gpu_m, o, 0);
     EXPECT_GT(got->cache().bytes().device, 0) << "the rows live on the GPU";
-    expect_close(*got, *ref);
-    expect_close(*extended(gpu_m, o, 16), *ref);
-    expect_close(*extended(gpu_m, o, 1), *ref);
+    expect_same_as_cpu(*got, *ref, "extended and decoded rows");
+    expect_same_as_cpu(*extended(gpu_m, o, 16), *ref, "extended and decoded rows");
+    expect_same_as_cpu(*extended(gpu_m, o, 1), *ref, "extended and decoded rows");
   }
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "cuda/cuda-test-util.h"
+#include "cuda/session-checks.h"
 #include "backend/cuda/runtime.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -61,20 +62,6 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / den);
 }
 
-// The GPU run decoded what the CPU run did: the same greedy tokens, the same key list in every row, logits to 1e-4.
-void expect_same_as_cpu(const session& got, const session& ref) {
-  EXPECT_EQ(got.stream().ids, ref.stream().ids) << "greedy tokens";
-  ASSERT_EQ(got.records().size(), ref.records().size());
-  double worst = 0;
-  int differing_lists = 0;
-  for (size_t i = 0; i < ref.records().size(); i++) {
-    differing_lists += got.records()[i].keys != ref.records()[i].keys;
-    worst = std::max(worst, test::max_rel_err(got.records()[i].logits, ref.records()[i].logits));
-  }
-  EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
-  EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
-}
-
 struct method_case {
   method meth;
   std::vector<int> chunk;
@@ -87,8 +74,6 @@ const method_case kCases[] = {{method::full, {8}, -1},      {method::gist, {8}, 
                               {method::hgsa, {4, 2}, -1},   {method::streaming, {8}, 64},
                               {method::quest, {8}, 64},     {method::moba, {8}, 64}};
 
-// A GQA group of 3 (6 query heads over 2 KV heads, as the gpu20m and llama125m presets): decodes on the GPU as on
-// the CPU.
 // kv_write_rows (one launch for one decode step's appends, each row into its own session's pool) puts every row
 // where the CPU backend's per-row writes put it, in f32 and bf16, pools of different sizes, rows in any order.
 TEST(CudaKvWrite, RowsIntoSeveralPoolsAsTheCpu) {
@@ -129,6 +114,8 @@ TEST(CudaKvWrite, RowsIntoSeveralPoolsAsTheCpu) {
   }
 }
 
+// A GQA group of 3 (6 query heads over 2 KV heads, as the gpu20m and llama125m presets): decodes on the GPU as on
+// the CPU.
 TEST(CudaSession, GroupOfThreeAsTheCpu) {
   REQUIRE_GPU();
   for (method meth : {method::full, method::gsa}) {
