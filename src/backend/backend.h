@@ -148,6 +148,19 @@ class backend {
   // is false).
   virtual void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
                                       const void* prepared, bool select, Tensor& selected);
+  // Several rows of a decode step at once, each with its own session's pool and prepared lists: the same as
+  // decode_attention_lists(out row `row`, q row `row`, *pool, page_rows, prepared, select, selected) for every
+  // call, in any order (the rows' lists are independent). The default loops; the CUDA backend launches each
+  // kernel once for all the calls (a hierarchical selection still walks row by row).
+  struct lists_call {
+    int row = 0;
+    const Tensor* pool = nullptr;
+    const void* prepared = nullptr;
+    bool select = false;
+    Tensor selected;  // this layer's part of the row's `selected` (empty when select is false)
+  };
+  virtual void decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows,
+                                            std::vector<lists_call>& calls);
 
   // ---- optimizer over flat f32 buffers of n values (the model keeps every parameter in one buffer).
   // decay (n, u8) or null; lowp (n, bf16) or null: the compute copy to refresh.

@@ -116,4 +116,12 @@ void backend::decode_attention_lists(Tensor& out, const Tensor& q, const Tensor&
   decode_attention(out, q, pool, page_rows, indptr, rows);
 }
 
+void backend::decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows, std::vector<lists_call>& calls) {
+  for (lists_call& c : calls) {
+    Tensor out_i = out.slice_rows(c.row, c.row + 1);
+    decode_attention_lists(out_i, q.slice_rows(c.row, c.row + 1), *c.pool, page_rows, c.prepared, c.select,
+                           c.selected);
+  }
+}
+
 }  // namespace gsa

@@ -152,7 +152,10 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   // Rows whose lists the backend selects and builds (backend/decode-lists.h; prepared once the row's K/V has
   // a place in the pool, after layer 0's append); the others select on the host.
   std::vector<std::shared_ptr<const void>> lists(M);
-  std::vector<Tensor> selected(M);
+  // What each selecting lists row's layers selected: one device buffer for the step (one copy back at its end),
+  // row i's part at sel_off[i] (-1: none).
+  Tensor sel_all;
+  std::vector<int64_t> sel_off(M, -1);
   const Tensor ids_t = upload_i32(be, ids), pos_t = upload_i32(be, pos);
   const Tensor inv_freq = m.inv_freq_dev.empty()
                               ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
@@ -199,6 +202,10 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
     }
     // A session's rows in stream order: row i's K/V join the cache just before it selects and attends, so it
     // sees exactly what it would see decoded alone (the later rows of its session are not in this layer yet).
+    // The rows on the device lists path attend together after the loop: such a row is its session's only row
+    // of the step (entry::lists), so what the loop appends after it belongs to other sessions' caches.
+    std::vector<backend::lists_call> calls;
+    int lists_page_rows = 0;
     for (int i = 0; i < M; i++) {
       session& s = *rows[i].s;
       kv::kv_cache& cache = *s.cache_;
@@ -212,7 +219,6 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
       prof.lap(prof.append);
       if (l == 0) {
         if (rows[i].lists) lists[i] = s.prepare_lists(rows[i].row);
-        if (lists[i] && s.dl_selects_) selected[i] = be.alloc({L * s.dl_.selected_size()}, dtype::i32);
         prof.lap(prof.prepare);
         if (s.opts_.record) {
           rows[i].rec = int(s.records_.size());
@@ -222,14 +228,15 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
       if (!lists[i] && selects_by_query(s.opts_.meth) && qh.empty()) qh = q.host(dtype::f32);
       const float* qi = lists[i] || qh.empty() ? nullptr : qh.f32() + size_t(i) * Hq * D;
       Tensor out_i = att.slice_rows(i, i + 1);
-      if (lists[i]) {  // selection, lists and attention where the pool is; statistics after the step
-        const bool sel = s.lists_select(l);
-        const int64_t n_sel = s.dl_.selected_size();
-        Tensor sel_l = sel ? selected[i].slice_rows(l * n_sel, (l + 1) * n_sel) : Tensor();
-        prof.lap(prof.rest);
-        be.decode_attention_lists(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size,
-                                  lists[i].get(), sel, sel_l);
-        prof.lap(prof.attention);
+      if (lists[i]) {  // selection, lists and attention where the pool is, after this loop for all such rows
+        backend::lists_call call;
+        call.row = i;
+        call.pool = &cache.pool(l);
+        call.prepared = lists[i].get();
+        call.select = s.lists_select(l);
+        GSA_ASSERT(calls.empty() || cache.layout().page_size == lists_page_rows, "one page size per step's lists");
+        lists_page_rows = cache.layout().page_size;
+        calls.push_back(std::move(call));
         continue;
       }
       s.select_keys(l, rows[i].row, qi, keys);
@@ -259,6 +266,26 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
         auto& rec = s.records_[size_t(rows[i].rec)].keys;
         for (auto& kk : keys) rec.push_back(std::move(kk));
       }
+    }
+    if (l == 0) {  // every lists row is prepared now: one buffer for what they select
+      int64_t total = 0;
+      for (int i = 0; i < M; i++)
+        if (lists[i] && rows[i].s->dl_selects_) {
+          sel_off[i] = total;
+          total += L * rows[i].s->dl_.selected_size();
+        }
+      if (total > 0) sel_all = be.alloc({total}, dtype::i32);
+    }
+    for (backend::lists_call& call : calls)
+      if (call.select) {
+        const int64_t n_sel = rows[size_t(call.row)].s->dl_.selected_size();
+        const int64_t at = sel_off[size_t(call.row)] + l * n_sel;
+        call.selected = sel_all.slice_rows(at, at + n_sel);
+      }
+    if (!calls.empty()) {
+      prof.lap(prof.rest);
+      be.decode_attention_lists_batch(att, q, lists_page_rows, calls);
+      prof.lap(prof.attention);
     }
     be.matmul_forward(tmp, att, lw.wo, &lw.bo);
     be.add_inplace(x, tmp);
@@ -308,10 +335,10 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   prof.lap(prof.logits);
   be.synchronize();
   prof.lap(prof.rest);
+  const Tensor sel_host = sel_all.empty() ? Tensor() : sel_all.host(dtype::i32);
   for (int i = 0; i < M; i++) {
     if (!lists[i]) continue;
-    const Tensor sel = selected[i].empty() ? Tensor() : selected[i].host(dtype::i32);
-    rows[i].s->lists_done(sel.empty() ? nullptr : static_cast<const int32_t*>(sel.raw()));
+    rows[i].s->lists_done(sel_off[i] < 0 ? nullptr : static_cast<const int32_t*>(sel_host.raw()) + sel_off[i]);
   }
   prof.lap(prof.done);
   prof.print(M);

@@ -234,6 +234,69 @@ TEST(CudaSession, BatchOfMethodsEqualsTheCpuBatch) {
   }
 }
 
+// A batched step sends every device-lists row of a layer through one launch per kernel (scores, top-k,
+// expansion, split-K decode; backend::decode_attention_lists_batch), each row with its own pool, lists and k.
+// Sessions of eight lengths under gsa (adaptive, fixed top-k, a small budget), hgsa (walks row by row inside the
+// batch), full, gist, streaming and quest (host selection) decode together, under union and group scoring with
+// g = 1 and 2: each the CPU batch's tokens, key lists and logits.
+TEST(CudaSession, BatchedListsEqualTheCpuBatch) {
+  REQUIRE_GPU();
+  for (const bool group : {false, true}) {
+    SCOPED_TRACE(group ? "group scoring, g 2" : "union, g 1");
+    model_config mc = test::tiny_config(test::tiny_vocab, 3, 2048);
+    mc.hidden_size = 128;
+    mc.intermediate_size = 160;
+    mc.num_attention_heads = 8;
+    mc.num_key_value_heads = 2;
+    mc.head_dim = 64;
+    gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, {8});
+    gc.group_scoring = group;
+    gc.gists_per_chunk = group ? 2 : 1;
+    mc.gsa = gist::gsa_config_to_json(gc);
+    llama_model cpu_m(mc);
+    cpu_m.init_random(33, 0.3f);
+    llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
+    struct c {
+      method meth;
+      int64_t budget;
+      int topk;
+    };
+    const c cases[] = {{method::gsa, -1, -1}, {method::gsa, -1, 3},     {method::gsa, 48, -1},
+                       {method::full, -1, -1}, {method::gist, -1, -1}, {method::streaming, 64, -1},
+                       {method::gsa, -1, 1},  {method::quest, 64, -1}};
+    auto batch = [&](const llama_model& m) {
+      std::vector<std::unique_ptr<session>> ss;
+      std::vector<session*> ptrs;
+      for (size_t i = 0; i < std::size(cases); i++) {
+        session_options o;
+        o.meth = cases[i].meth;
+        o.budget = cases[i].budget;
+        o.topk = cases[i].topk;
+        o.record = true;
+        ss.push_back(std::make_unique<session>(m, o));
+        ss.back()->prefill(test::tiny_tokens(180 + 97 * int(i), 20 + int(i)));
+        ptrs.push_back(ss.back().get());
+      }
+      generate_options g;
+      g.max_tokens = 14;
+      generate(ptrs, g);
+      return ss;
+    };
+    auto ref = batch(cpu_m), got = batch(gpu_m);
+    size_t unfolded_rows = 0;
+    for (size_t i = 0; i < std::size(cases); i++) {
+      SCOPED_TRACE("session " + std::to_string(i) + " " + method_name(cases[i].meth));
+      expect_same_as_cpu(*got[i], *ref[i]);
+      for (const auto& r : ref[i]->records()) {
+        size_t lo = SIZE_MAX, hi = 0;
+        for (const auto& k : r.keys) lo = std::min(lo, k.size()), hi = std::max(hi, k.size());
+        unfolded_rows += cases[i].meth == method::gsa && hi > lo;
+      }
+    }
+    EXPECT_GT(unfolded_rows, 0u) << "some gsa row's heads unfolded different chunks";
+  }
+}
+
 TEST(CudaSession, Bf16IsCloseToTheCpu) {
   REQUIRE_GPU();
   for (method meth : {method::full, method::gsa}) {

@@ -69,9 +69,9 @@ class cuda_impl final : public backend {
   Tensor upload(const Tensor& host, dtype t) override {
     GSA_ASSERT(host.on_host(), "upload of a {} tensor", device_name(host.where()));
     const Tensor src = host.type() == t ? host : host.to(t);
-    Tensor out = alloc(src.shape(), t);
-    copy_h2d(out.raw(), src.raw(), src.nbytes());
-    return out;
+    void* p = cuda::alloc(src.nbytes() ? src.nbytes() : 1);  // not cleared first: the copy covers every byte
+    copy_h2d(p, src.raw(), src.nbytes());
+    return Tensor::wrap(std::shared_ptr<void>(p, [](void* q) { release(q); }), p, src.shape(), t, device::cuda);
   }
   void copy(Tensor& dst, const Tensor& src) override {
     GSA_ASSERT(dst.numel() == src.numel(), "copy of {} values into {}", src.numel(), dst.numel());
@@ -356,6 +356,10 @@ class cuda_impl final : public backend {
   void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
                               const void* prepared, bool select, Tensor& selected) override {
     run_lists(act_, out, q, pool, page_rows, prepared, select, selected);
+  }
+  void decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows,
+                                    std::vector<lists_call>& calls) override {
+    run_lists_batch(act_, out, q, page_rows, calls);
   }
 
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp, int64_t t,

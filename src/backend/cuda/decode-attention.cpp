@@ -72,12 +72,16 @@ void run_decode(const decode_params& p, const decode_plan& plan, void* workspace
     fail("decode attention: plan has num_splits {} and keys_per_split {}; make it with plan_decode", plan.num_splits,
          plan.keys_per_split);
   if (p.batch == 0) return;
-  if (!p.q || !p.k || !p.v || !p.indptr || !p.indices || !p.out)
-    fail("decode attention: q, k, v, indptr, indices and out must all be set");
-  if (p.n_shared < 0 || (p.n_shared > 0 && !p.shared))
-    fail("decode attention: a shared prefix of {} rows needs its pointer", p.n_shared);
-  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v))
-    fail("decode attention: q, k and v must be 16-byte aligned");
+  if (p.seqs) {  // each sequence's pointers are on the device: the caller checked them (decode_seq)
+    if (p.lse) fail("decode attention: lse is not written for a launch of decode_seq sequences");
+  } else {
+    if (!p.q || !p.k || !p.v || !p.indptr || !p.indices || !p.out)
+      fail("decode attention: q, k, v, indptr, indices and out must all be set");
+    if (p.n_shared < 0 || (p.n_shared > 0 && !p.shared))
+      fail("decode attention: a shared prefix of {} rows needs its pointer", p.n_shared);
+    if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v))
+      fail("decode attention: q, k and v must be 16-byte aligned");
+  }
   if (plan.num_splits > 1 && !workspace)
     fail("decode attention: the plan needs {} bytes of workspace and none was given", plan.workspace_bytes);
   const int rc = detail::launch_decode(p, plan.num_splits, plan.keys_per_split, plan.async_copy, workspace, stream);

@@ -78,6 +78,41 @@ __device__ inline void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// Where sequence b's query, output, K/V pool and lists are: its decode_seq, or the launch-wide fields at b's
+// offsets.
+struct seq_view {
+  const void* q;
+  void* out;
+  const void *k, *v;
+  const int64_t* indptr;
+  const int32_t* indices;
+  const int32_t* shared;
+  int64_t n_shared;
+  __device__ seq_view(const decode_params& p, int b) {
+    if (p.seqs) {
+      const decode_seq& s = p.seqs[b];
+      q = s.q;
+      out = s.out;
+      k = s.k;
+      v = s.v;
+      indptr = s.indptr;
+      indices = s.indices;
+      shared = s.shared;
+      n_shared = s.n_shared;
+    } else {
+      const size_t qe = p.kv_dtype == decode_dtype::f32 ? 4 : 2, oe = p.out_dtype == decode_dtype::f32 ? 4 : 2;
+      q = static_cast<const char*>(p.q) + int64_t(b) * p.q_stride_b * qe;
+      out = static_cast<char*>(p.out) + int64_t(b) * p.o_stride_b * oe;
+      k = p.k;
+      v = p.v;
+      indptr = p.indptr;
+      indices = p.indices;
+      shared = p.shared;
+      n_shared = p.n_shared;
+    }
+  }
+};
+
 // ASYNC: K/V rows go through a ST-stage cp.async ring in shared memory instead of registers, so more keys are
 // in flight per thread at lower register cost. Each lane copies and later reads only its own 16-byte slots, so
 // the ring needs cp.async.wait_group but no barrier.
@@ -111,9 +146,11 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
   const decode_params& p = a.p;
   const int list = blockIdx.x, split = blockIdx.y;
   const int b = list / p.n_kv_heads, h = list % p.n_kv_heads;
-  const int64_t beg = p.indptr[list];
-  const int64_t ns = p.n_shared;
-  const int64_t len = ns + p.indptr[list + 1] - beg;
+  const seq_view sv(p, b);
+  const int at = p.seqs ? h : list;  // the list's index into its indptr
+  const int64_t beg = sv.indptr[at];
+  const int64_t ns = sv.n_shared;
+  const int64_t len = ns + sv.indptr[at + 1] - beg;
   const int64_t s0 = int64_t(split) * a.keys_per_split;
   const int64_t s1 = min(len, s0 + a.keys_per_split);
 
@@ -123,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
 
   // q of the G heads, pre-scaled so that scores come out in log2 units.
   float qf[G][VEC];
-  const T* q = static_cast<const T*>(p.q) + int64_t(b) * p.q_stride_b + gl * VEC;
+  const T* q = static_cast<const T*>(sv.q) + gl * VEC;
   const float qs = p.scale * kLog2e;
 #pragma unroll
   for (int g = 0; g < G; g++) {
@@ -142,12 +179,12 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
     for (int i = 0; i < VEC; i++) acc[g][i] = 0.f;
   }
 
-  const int64_t row0 = p.kv_row_offset ? p.kv_row_offset[b] : 0;
+  const int64_t row0 = !p.seqs && p.kv_row_offset ? p.kv_row_offset[b] : 0;
   const int64_t head_off = row0 * p.kv_stride_t + int64_t(h) * p.kv_stride_h + gl * VEC;
-  const T* kb = static_cast<const T*>(p.k) + head_off;
-  const T* vb = static_cast<const T*>(p.v) + head_off;
-  const int32_t* idx = p.indices + beg - ns;  // key j >= ns of the list; j < ns: the shared prefix
-  const int32_t* shared = p.shared;
+  const T* kb = static_cast<const T*>(sv.k) + head_off;
+  const T* vb = static_cast<const T*>(sv.v) + head_off;
+  const int32_t* idx = sv.indices + beg - ns;  // key j >= ns of the list; j < ns: the shared prefix
+  const int32_t* shared = sv.shared;
   auto row_of = [&](int64_t j) { return j < ns ? __ldg(shared + j) : __ldg(idx + j); };
 
   // The loop bound is uniform across the warp (shuffles below need every lane); lane groups past the end
@@ -306,8 +343,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
     const int hq = h * G + g;
     if (a.num_splits == 1) {
       const float sum = sm_fl[g];
-      store_out(p.out, int64_t(b) * p.o_stride_b + int64_t(hq) * p.o_stride_h + d, sum > 0.f ? x / sum : 0.f,
-                p.out_dtype);
+      store_out(sv.out, int64_t(hq) * p.o_stride_h + d, sum > 0.f ? x / sum : 0.f, p.out_dtype);
       if (d == 0 && p.lse)
         p.lse[int64_t(b) * p.lse_stride_b + hq] = sum > 0.f ? (sm_fm[g] + log2f(sum)) * kLn2 : -INFINITY;
     } else {
@@ -339,8 +375,8 @@ __global__ void __launch_bounds__(D) decode_combine_kernel(const split_args a) {
     sum = fmaf(w, ml[2 * s + 1], sum);
     x = fmaf(w, acc[int64_t(s) * D + d], x);
   }
-  store_out(p.out, int64_t(b) * p.o_stride_b + int64_t(hq) * p.o_stride_h + d, sum > 0.f ? x / sum : 0.f,
-            p.out_dtype);
+  const seq_view sv(p, b);
+  store_out(sv.out, int64_t(hq) * p.o_stride_h + d, sum > 0.f ? x / sum : 0.f, p.out_dtype);
   if (d == 0 && p.lse) p.lse[int64_t(b) * p.lse_stride_b + hq] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
 }
 

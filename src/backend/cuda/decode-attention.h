@@ -31,6 +31,21 @@ namespace gsa::cuda {
 
 enum class decode_dtype : uint8_t { f32, bf16 };
 
+// One sequence of a launch whose sequences live in different pools (decode_params::seqs: a batched decode step,
+// each session with its own K/V pool and lists): its query (Hq, D) and output (Hq, D) rows, heads q_stride_h /
+// o_stride_h apart; its pool's K and V rows (kv_stride_t, kv_stride_h as for every sequence); its Hkv lists
+// indices[indptr[h] .. indptr[h + 1]) after its own shared prefix (shared, n_shared).
+struct decode_seq {
+  const void* q = nullptr;
+  void* out = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const int64_t* indptr = nullptr;  // (Hkv + 1)
+  const int32_t* indices = nullptr;
+  const int32_t* shared = nullptr;
+  int64_t n_shared = 0;
+};
+
 struct decode_params {
   int batch = 0;        // B sequences
   int n_q_heads = 0;    // Hq
@@ -56,6 +71,11 @@ struct decode_params {
   int64_t o_stride_b = 0, o_stride_h = 0;
   float* lse = nullptr;
   int64_t lse_stride_b = 0;
+  // Device array of `batch` sequences, or null. When set, each sequence's q, out, k, v, lists and shared prefix
+  // are its own (decode_seq) and the fields above they replace (q, k, v, kv_row_offset, indptr, indices,
+  // shared, n_shared, out, q_stride_b, o_stride_b) are not read; lse must be null. max_list_len of plan_decode
+  // is the longest list of any sequence.
+  const decode_seq* seqs = nullptr;
 };
 
 // The host-side decision, made from shapes only.

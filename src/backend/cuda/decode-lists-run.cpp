@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "backend/cuda/decode-attention.h"
 #include "backend/cuda/decode-lists.h"
@@ -20,7 +21,10 @@ namespace {
 
 
 struct cuda_lists {
-  Tensor table;  // i32: base (n_base), gist_row, raw_row, raw_len, add_gists (n_cand each), hgsa's unit rows
+  // i32: head zeros (the no_extra lists: 2 (Hkv + 1) words), then base (n_base), gist_row, raw_row, raw_len,
+  // add_gists (n_cand each), hgsa's unit rows; one upload per row and step.
+  Tensor table;
+  int head = 0;
   int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0, k = 0;
   bool group = false;
   int64_t longest = 0;
@@ -29,12 +33,20 @@ struct cuda_lists {
   mutable Tensor units;           // hier scratch
   mutable Tensor mask;            // flat selection: (Hkv, ceil(n_cand / 32)) words
   mutable Tensor scores, indptr, indices, ws;  // scratch of every layer of the step (one stream: in order)
-  Tensor no_extra;  // (Hkv + 1) zeros: the lists of a layer that does not select are the base alone
   decode_plan plan;
-  const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + off; }
+  // (Hkv + 1) zero offsets: the lists of a layer that does not select are the base alone.
+  const int64_t* no_extra() const { return static_cast<const int64_t*>(table.raw()); }
+  const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + head + off; }
   const int32_t* base() const { return at(0); }
   const int32_t* cand(int which) const { return at(n_base + int64_t(which) * n_cand); }
 };
+
+// Device memory from the cache without clearing it (no launch): for scratch every use writes before it reads.
+Tensor uncleared(const shape_t& shape, dtype t) {
+  const size_t bytes = std::max<size_t>(1, size_t(shape_numel(shape)) * dtype_size(t));
+  void* p = alloc(bytes);
+  return Tensor::wrap(std::shared_ptr<void>(p, [](void* x) { release(x); }), p, shape, t, device::cuda);
+}
 
 decode_params shape_params(int Hq, int Hkv, int D, dtype act) {
   decode_params p;
@@ -78,8 +90,9 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   L->longest = L->n_base + int64_t(L->cap) * (max_raw + d.g);
   size_t units_total = 0;
   for (const auto& u : d.unit_row) units_total += u.size();
-  std::vector<int32_t> host(size_t(L->n_base) + size_t(4) * n + units_total);
-  int32_t* o = host.data();
+  L->head = 2 * (L->Hkv + 1);
+  std::vector<int32_t> host(size_t(L->head) + size_t(L->n_base) + size_t(4) * n + units_total, 0);
+  int32_t* o = host.data() + L->head;
   o = std::copy(d.base_row.begin(), d.base_row.end(), o);
   o = std::copy(d.gist_row.begin(), d.gist_row.end(), o);
   o = std::copy(d.raw_row.begin(), d.raw_row.end(), o);
@@ -91,7 +104,7 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
     L->unit_off.push_back(L->n_base);  // level 0: gist_row
     h.whole[0] = n;
     for (int l = 1; l < h.levels; l++) {
-      L->unit_off.push_back(o - host.data());
+      L->unit_off.push_back(o - host.data() - L->head);
       o = std::copy(d.unit_row[size_t(l) - 1].begin(), d.unit_row[size_t(l) - 1].end(), o);
       h.whole[l] = int(d.unit_row[size_t(l) - 1].size());
     }
@@ -112,41 +125,59 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
   // Scores: (Hq, n) flat; hgsa: select.h's scratch of the walk.
   if (n > 0 && d.levels() == 1) {
-    L->scores = be.alloc({int64_t(L->Hq) * n}, dtype::f32);
-    L->mask = be.alloc({int64_t(L->Hkv) * ((n + 31) / 32)}, dtype::i32);
+    L->scores = uncleared({int64_t(L->Hq) * n}, dtype::f32);
+    L->mask = uncleared({int64_t(L->Hkv) * ((n + 31) / 32)}, dtype::i32);  // cleared by each selection
   }
   if (n > 0 && d.levels() > 1) {
     for (int l = 0; l < L->hier.levels; l++) L->hier.unit_row[l] = L->at(L->unit_off[size_t(l)]);
     L->scores = be.alloc({select_detail::hier_scratch_floats(L->hier)}, dtype::f32);
     L->units = be.alloc({select_detail::hier_scratch_ints(L->hier)}, dtype::i32);
   }
-  L->indptr = be.alloc({L->Hkv + 1}, dtype::i64);
-  L->no_extra = be.alloc({L->Hkv + 1}, dtype::i64);
-  L->indices = be.alloc({std::max<int64_t>(1, L->Hkv * (L->longest - L->n_base))}, dtype::i32);
+  L->indptr = uncleared({L->Hkv + 1}, dtype::i64);
+  L->indices = uncleared({std::max<int64_t>(1, L->Hkv * (L->longest - L->n_base))}, dtype::i32);
   decode_plan_options po;
   po.num_sms = ctx().sm_count;
   L->plan = plan_decode(p, L->longest, po);
-  if (L->plan.workspace_bytes) L->ws = be.alloc({int64_t(L->plan.workspace_bytes)}, dtype::u8);
+  if (L->plan.workspace_bytes) L->ws = uncleared({int64_t(L->plan.workspace_bytes)}, dtype::u8);
   return L;
 }
 
-void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int page_rows, const void* prepared,
-               bool select, Tensor& selected) {
-  const cuda_lists& L = *static_cast<const cuda_lists*>(prepared);
+namespace {
+
+// The checks of one row's call; returns where its `selected` goes (null when it does not select).
+int32_t* check_call(const cuda_lists& L, dtype act, const Tensor& out, const Tensor& q, const Tensor& pool,
+                    bool sel, Tensor& selected) {
   GSA_ASSERT(q.where() == device::cuda && pool.where() == device::cuda && out.where() == device::cuda,
              "decode lists: q, pool and out must be on the GPU");
   GSA_ASSERT(q.dim(0) == 1 && q.dim(1) == L.Hq && q.dim(2) == L.D && pool.dim(1) == L.Hkv &&
                  out.numel() == int64_t(L.Hq) * L.D && q.type() == act && pool.type() == act && out.type() == act,
              "decode lists for {}x{} heads of {}: q {}, pool {}", L.Hq, L.Hkv, L.D, shape_str(q.shape()),
              shape_str(pool.shape()));
-  const bool sel = select && L.n_cand > 0;
-  int32_t* counts = nullptr;
-  if (sel) {
-    GSA_ASSERT(selected.where() == device::cuda && selected.type() == dtype::i32 &&
-                   selected.numel() >= int64_t(L.Hkv) * (2 + L.cap),
-               "decode lists: selected holds {} of {} values", selected.numel(), int64_t(L.Hkv) * (2 + L.cap));
-    counts = static_cast<int32_t*>(selected.raw());
+  if (!sel) return nullptr;
+  GSA_ASSERT(selected.where() == device::cuda && selected.type() == dtype::i32 &&
+                 selected.numel() >= int64_t(L.Hkv) * (2 + L.cap),
+             "decode lists: selected holds {} of {} values", selected.numel(), int64_t(L.Hkv) * (2 + L.cap));
+  return static_cast<int32_t*>(selected.raw());
+}
+
+// Device scratch released (to the cache, stream-ordered) when it goes out of scope.
+struct scratch {
+  void* p = nullptr;
+  explicit scratch(size_t bytes) : p(bytes ? alloc(bytes) : nullptr) {}
+  ~scratch() {
+    if (p) release(p);
   }
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+};
+
+}  // namespace
+
+void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int page_rows, const void* prepared,
+               bool select, Tensor& selected) {
+  const cuda_lists& L = *static_cast<const cuda_lists*>(prepared);
+  const bool sel = select && L.n_cand > 0;
+  int32_t* counts = check_call(L, act, out, q, pool, sel, selected);
   if (sel && L.hier.levels > 1) {
     select_detail::launch_hierarchical(L.hier, q.raw(), pool.raw(), act == dtype::bf16,
                                        static_cast<float*>(L.scores.raw()), static_cast<int32_t*>(L.units.raw()),
@@ -171,10 +202,92 @@ void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int 
   p.q = q.raw();
   p.k = pool.raw();
   p.v = static_cast<const char*>(pool.raw()) + size_t(page_rows) * L.Hkv * L.D * dtype_size(act);
-  p.indptr = static_cast<const int64_t*>(sel ? L.indptr.raw() : L.no_extra.raw());
+  p.indptr = static_cast<const int64_t*>(sel ? L.indptr.raw() : L.no_extra());
   p.indices = static_cast<const int32_t*>(L.indices.raw());
   p.out = out.raw();
   run_decode(p, L.plan, L.ws.empty() ? nullptr : L.ws.raw(), ctx().stream);
+}
+
+void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std::vector<backend::lists_call>& calls) {
+  if (calls.empty()) return;
+  std::vector<lists_row> rows;  // the flat selections
+  std::vector<decode_seq> seqs;
+  const cuda_lists* first = nullptr;
+  int max_cand = 0;
+  int64_t longest = 0;
+  for (backend::lists_call& c : calls) {
+    const cuda_lists& L = *static_cast<const cuda_lists*>(c.prepared);
+    GSA_ASSERT(c.pool && c.row >= 0 && c.row < q.dim(0), "decode lists: call for row {} of {}", c.row, q.dim(0));
+    if (!first) first = &L;
+    GSA_ASSERT(L.Hq == first->Hq && L.Hkv == first->Hkv && L.D == first->D,
+               "decode lists: the rows of one batch share their heads ({}x{} of {} and {}x{} of {})", L.Hq, L.Hkv,
+               L.D, first->Hq, first->Hkv, first->D);
+    Tensor out_i = out.slice_rows(c.row, c.row + 1);
+    const Tensor q_i = q.slice_rows(c.row, c.row + 1);
+    const bool sel = c.select && L.n_cand > 0;
+    int32_t* counts = check_call(L, act, out_i, q_i, *c.pool, sel, c.selected);
+    if (sel && L.hier.levels > 1) {  // the walk launches per level: this row on its own
+      run_lists(act, out_i, q_i, *c.pool, page_rows, c.prepared, true, c.selected);
+      continue;
+    }
+    const void* k = c.pool->raw();
+    if (sel) {
+      lists_row r;
+      r.q = q_i.raw();
+      r.pool_k = k;
+      r.gist_row = L.cand(0);
+      r.raw_row = L.cand(1);
+      r.raw_len = L.cand(2);
+      r.add_gists = L.cand(3);
+      r.scores = static_cast<float*>(L.scores.raw());
+      r.mask = static_cast<uint32_t*>(L.mask.raw());
+      r.selected = counts;
+      r.indptr = static_cast<int64_t*>(L.indptr.raw());
+      r.indices = static_cast<int32_t*>(L.indices.raw());
+      r.n_cand = L.n_cand;
+      r.k = L.k;
+      r.cap = L.cap;
+      r.g = L.g;
+      r.group = L.group;
+      rows.push_back(r);
+      max_cand = std::max(max_cand, L.n_cand);
+    }
+    decode_seq d;
+    d.q = q_i.raw();
+    d.out = out_i.raw();
+    d.k = k;
+    d.v = static_cast<const char*>(k) + size_t(page_rows) * L.Hkv * L.D * dtype_size(act);
+    d.indptr = static_cast<const int64_t*>(sel ? L.indptr.raw() : L.no_extra());
+    d.indices = static_cast<const int32_t*>(L.indices.raw());
+    d.shared = L.base();
+    d.n_shared = L.n_base;
+    seqs.push_back(d);
+    longest = std::max(longest, L.longest);
+  }
+  if (seqs.empty()) return;
+  // One upload of both tables (decode_seq first: both are arrays of 8-byte aligned structs).
+  const size_t seq_bytes = seqs.size() * sizeof(decode_seq), row_bytes = rows.size() * sizeof(lists_row);
+  std::vector<unsigned char> host(seq_bytes + row_bytes);
+  std::memcpy(host.data(), seqs.data(), seq_bytes);
+  if (row_bytes) std::memcpy(host.data() + seq_bytes, rows.data(), row_bytes);
+  scratch tables(host.size());
+  copy_h2d(tables.p, host.data(), host.size());
+  const auto* d_seqs = static_cast<const decode_seq*>(tables.p);
+  const auto* d_rows = reinterpret_cast<const lists_row*>(static_cast<const unsigned char*>(tables.p) + seq_bytes);
+  const int Hq = first->Hq, Hkv = first->Hkv, D = first->D;
+  if (!rows.empty()) {
+    select_detail::launch_decode_rows(d_rows, int(rows.size()), max_cand, act == dtype::bf16, Hq, Hkv, D,
+                                      ctx().stream);
+    expand_decode_rows(d_rows, int(rows.size()), Hkv);
+  }
+  decode_params p = shape_params(Hq, Hkv, D, act);
+  p.batch = int(seqs.size());
+  p.seqs = d_seqs;
+  decode_plan_options po;
+  po.num_sms = ctx().sm_count;
+  const decode_plan plan = plan_decode(p, longest, po);
+  scratch ws(plan.workspace_bytes);
+  run_decode(p, plan, ws.p, ctx().stream);
 }
 
 }  // namespace gsa::cuda

@@ -11,5 +11,9 @@ namespace gsa::cuda {
 std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d);
 void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int page_rows, const void* prepared,
                bool select, Tensor& selected);
+// Every call's row in one launch per kernel: the flat selections' scores and top-k, their expansion, and one
+// split-K decode over every row (decode_seq: each row with its own pool and lists); hierarchical selections
+// walk row by row first.
+void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std::vector<backend::lists_call>& calls);
 
 }  // namespace gsa::cuda

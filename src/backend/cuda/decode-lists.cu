@@ -93,7 +93,7 @@ struct mask_args {
   int32_t* indices;
 };
 
-__global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a) {
+__device__ __forceinline__ void expand_mask_head(const mask_args& a, const int h) {
   using reduce_t = cub::BlockReduce<long long, kThreads>;
   using scan_t = cub::BlockScan<int, kThreads>;
   __shared__ union {
@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a
   } tmp;
   __shared__ long long s_begin;
   __shared__ int s_ids, s_rows;
-  const int h = blockIdx.x, t = threadIdx.x;
+  const int t = threadIdx.x;
   long long part = 0;  // rows of the heads before this one
   for (int hh = 0; hh < h; hh++)
     for (int w = t; w < a.words; w += kThreads)
@@ -147,6 +147,15 @@ __global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a
   }
 }
 
+__global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a) { expand_mask_head(a, blockIdx.x); }
+
+__global__ void __launch_bounds__(kThreads) expand_rows_kernel(const lists_row* __restrict__ rows, int Hkv) {
+  const lists_row& r = rows[blockIdx.y];
+  const mask_args a{r.mask, (r.n_cand + 31) / 32, r.cap, Hkv, {r.gist_row, r.raw_row, r.raw_len, r.add_gists, r.g},
+                    r.selected, r.indptr, r.indices};
+  expand_mask_head(a, blockIdx.x);
+}
+
 }  // namespace
 
 void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gist_row, const int32_t* raw_row,
@@ -156,6 +165,12 @@ void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gis
                     indices};
   expand_mask_kernel<<<Hkv, kThreads, 0, ctx().stream>>>(a);
   GSA_CUDA_LAUNCH_CHECK("expand_mask_kernel (decode lists)");
+}
+
+void expand_decode_rows(const lists_row* rows, int n_rows, int Hkv) {
+  if (n_rows <= 0) return;
+  expand_rows_kernel<<<dim3(unsigned(Hkv), unsigned(n_rows)), kThreads, 0, ctx().stream>>>(rows, Hkv);
+  GSA_CUDA_LAUNCH_CHECK("expand_rows_kernel (decode lists)");
 }
 
 void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, const int32_t* gist_row,

@@ -6,6 +6,22 @@
 
 namespace gsa::cuda {
 
+// One selecting row of a batched decode step (the CUDA backend's decode_attention_batch): everything its
+// selection and list expansion read and write, on the device. Rows of one launch share the heads and the dtype.
+struct lists_row {
+  const void* q = nullptr;  // (Hq, D) the row's rotated query
+  const void* pool_k = nullptr;  // K rows of its session's pool (row stride Hkv * D)
+  const int32_t *gist_row = nullptr, *raw_row = nullptr, *raw_len = nullptr, *add_gists = nullptr;  // (n_cand)
+  float* scores = nullptr;     // (Hq, n_cand) scratch
+  uint32_t* mask = nullptr;    // (Hkv, ceil(n_cand / 32)) scratch
+  int32_t* selected = nullptr; // decode_lists' `selected` of this layer: counts, ids (Hkv x cap)
+  int64_t* indptr = nullptr;   // (Hkv + 1)
+  int32_t* indices = nullptr;  // the unfolded rows
+  int n_cand = 0, k = 0, cap = 0, g = 1;
+  int group = 0;               // group scoring
+  int pad = 0;
+};
+
 // One CTA per KV head h < Hkv: the unfolded part of list h (the base is the decode kernel's shared prefix):
 // for each of its counts[h] selected chunk ids u (ids + h * cap, ascending) the rows raw_row[u] + [0,
 // raw_len[u]) and, where add_gists[u] != 0, gist_row[u] + [0, g). Writes indptr (Hkv + 1, int64: list h's own
@@ -20,5 +36,8 @@ void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, con
 void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gist_row, const int32_t* raw_row,
                         const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv, int32_t* selected,
                         int64_t* indptr, int32_t* indices);
+
+// expand_decode_mask for every selecting row of a batched step: grid (Hkv, n_rows), rows a device array.
+void expand_decode_rows(const lists_row* rows, int n_rows, int Hkv);
 
 }  // namespace gsa::cuda

@@ -447,10 +447,11 @@ __global__ void __launch_bounds__(32 * topk_warps)
 // ---- decode scores (one query row): one thread per (unit, query head), so the grid covers every candidate ----
 
 template <class T, int DC>
-__global__ void __launch_bounds__(score_threads)
-    decode_score_kernel(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv, int D_rt, int64_t k_st,
-                        float scale, const int32_t* __restrict__ unit_row, int n, int g, float* __restrict__ scores,
-                        const int32_t* __restrict__ n_kv, int64_t ld) {
+__device__ __forceinline__ void decode_score_row(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv,
+                                                 int D_rt, int64_t k_st, float scale,
+                                                 const int32_t* __restrict__ unit_row, int n, int g,
+                                                 float* __restrict__ scores, const int32_t* __restrict__ n_kv,
+                                                 int64_t ld) {
   __shared__ float qs[128];
   const int h = blockIdx.y, hk = h / (Hq / Hkv);
   const int D = DC > 0 ? DC : D_rt;
@@ -485,16 +486,37 @@ __global__ void __launch_bounds__(score_threads)
   scores[int64_t(h) * (n_kv ? ld : n) + u] = best;
 }
 
+template <class T, int DC>
+__global__ void __launch_bounds__(score_threads)
+    decode_score_kernel(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv, int D_rt, int64_t k_st,
+                        float scale, const int32_t* __restrict__ unit_row, int n, int g, float* __restrict__ scores,
+                        const int32_t* __restrict__ n_kv, int64_t ld) {
+  decode_score_row<T, DC>(q, k, Hq, Hkv, D_rt, k_st, scale, unit_row, n, g, scores, n_kv, ld);
+}
+
+// Every selecting row of a batched step (grid z = row): its own q, pool, candidates and scores; block (0, 0) of a
+// row also clears the row's selection mask for decode_topk_rows_kernel, which runs after this launch.
+template <class T, int DC>
+__global__ void __launch_bounds__(score_threads)
+    decode_score_rows_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv, int D_rt, int64_t k_st,
+                             float scale) {
+  const lists_row& r = rows[blockIdx.z];
+  if (blockIdx.x == 0 && blockIdx.y == 0)
+    for (int w = threadIdx.x; w < Hkv * ((r.n_cand + 31) / 32); w += blockDim.x) r.mask[w] = 0u;
+  decode_score_row<T, DC>(static_cast<const T*>(r.q), static_cast<const T*>(r.pool_k), Hq, Hkv, D_rt, k_st, scale,
+                          r.gist_row, r.n_cand, r.g, r.scores, nullptr, 0);
+}
+
 // ---- decode top-k (one query row): one CTA per query head (union) or per KV head (group scoring), each ORing
 // its top k into its KV head's mask in global memory, so the G heads of a group select in parallel ----
 
-__global__ void __launch_bounds__(topk_threads)
-    decode_topk_kernel(float* __restrict__ scores, int n, int k, int Hq, int Hkv, bool group_scoring,
-                       uint32_t* __restrict__ gmask, const int32_t* __restrict__ n_kv, int64_t ld, int mask_words) {
+__device__ __forceinline__ void decode_topk_row(int cta, float* __restrict__ scores, int n, int k, int Hq, int Hkv,
+                                                bool group_scoring, uint32_t* __restrict__ gmask,
+                                                const int32_t* __restrict__ n_kv, int64_t ld, int mask_words) {
   __shared__ topk_smem sm;
   const int G = Hq / Hkv;
   // Rows of query head h at scores + h * ld; n units (n_kv: n_kv[KV head] units); masks mask_words apart.
-  const int hk = group_scoring ? int(blockIdx.x) : int(blockIdx.x) / G;
+  const int hk = group_scoring ? cta : cta / G;
   const int nn = n_kv ? n_kv[hk] : n;
   const float* row;
   if (group_scoring) {
@@ -507,9 +529,25 @@ __global__ void __launch_bounds__(topk_threads)
     __syncthreads();
     row = rows;
   } else {
-    row = scores + int64_t(blockIdx.x) * ld;
+    row = scores + int64_t(cta) * ld;
   }
   if (nn > 0) select_row(row, nn, k, gmask + int64_t(hk) * mask_words, sm);
+}
+
+__global__ void __launch_bounds__(topk_threads)
+    decode_topk_kernel(float* __restrict__ scores, int n, int k, int Hq, int Hkv, bool group_scoring,
+                       uint32_t* __restrict__ gmask, const int32_t* __restrict__ n_kv, int64_t ld, int mask_words) {
+  decode_topk_row(int(blockIdx.x), scores, n, k, Hq, Hkv, group_scoring, gmask, n_kv, ld, mask_words);
+}
+
+// Every selecting row of a batched step: grid (Hq, rows); with group scoring only the first Hkv CTAs of a row
+// select (one per KV head).
+__global__ void __launch_bounds__(topk_threads)
+    decode_topk_rows_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv) {
+  const lists_row& r = rows[blockIdx.y];
+  if (r.group && int(blockIdx.x) >= Hkv) return;
+  decode_topk_row(int(blockIdx.x), r.scores, r.n_cand, r.k, Hq, Hkv, r.group != 0, r.mask, nullptr, r.n_cand,
+                  (r.n_cand + 31) / 32);
 }
 
 // ---- the hierarchical walk (decode, one row): gist::select_hierarchical, one level per launch ----
@@ -739,6 +777,33 @@ void launch_decode_scores(const void* q, const void* k, bool bf16_in, int Hq, in
                           float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream) {
   launch_scores_any(q, k, bf16_in, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores, nullptr, 0,
                     static_cast<cudaStream_t>(stream));
+}
+
+void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf16_in, int Hq, int Hkv, int D,
+                        void* stream) {
+  if (n_rows <= 0 || max_cand <= 0) return;
+  if (D > 128) fail_msg("GPU decode scores: head dim " + std::to_string(D) + " (at most 128)");
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const int64_t k_st = int64_t(Hkv) * D;
+  const float scale = 1.0f / std::sqrt(float(D));
+  const dim3 grid{unsigned((max_cand + score_threads - 1) / score_threads), unsigned(Hq), unsigned(n_rows)};
+  const bool vec = (k_st * (bf16_in ? 2 : 4)) % 16 == 0;
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    if (vec && D == 64)
+      decode_score_rows_kernel<T, 64><<<grid, score_threads, 0, st>>>(rows, Hq, Hkv, D, k_st, scale);
+    else if (vec && D == 128)
+      decode_score_rows_kernel<T, 128><<<grid, score_threads, 0, st>>>(rows, Hq, Hkv, D, k_st, scale);
+    else
+      decode_score_rows_kernel<T, 0><<<grid, score_threads, 0, st>>>(rows, Hq, Hkv, D, k_st, scale);
+  };
+  if (bf16_in) go(bf16{});
+  else go(float{});
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("decode_score_rows_kernel", e));
+  decode_topk_rows_kernel<<<dim3(unsigned(Hq), unsigned(n_rows)), topk_threads, 0, st>>>(rows, Hq, Hkv);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("decode_topk_rows_kernel", e));
 }
 
 void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16_in, float* scores,

@@ -28,6 +28,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/cuda/decode-lists.h"
 #include "core/dtype.h"
 #include "gist/config.h"
 
@@ -162,6 +163,13 @@ void launch_decode_scores(const void* q, const void* k, bool bf16, int Hq, int H
 // else each query head's top k, all ORed into mask (Hkv, ceil(n / 32)) words, which the caller zeroes first.
 // One CTA per query head (per KV head with group scoring).
 void launch_decode_topk(float* scores, int n, int k, int Hq, int Hkv, bool group_scoring, uint32_t* mask,
+                        void* stream);
+
+// The flat selection of every selecting row of a batched decode step (lists_row, decode-lists.h) in two launches:
+// each row's scores as launch_decode_scores (grid z = row; max_cand >= every row's n_cand), its mask cleared,
+// then each row's top-k ORed into its mask as launch_decode_topk. rows: device array of n_rows. The rows share
+// the heads (Hq, Hkv, D), the dtype and the pool row stride Hkv * D.
+void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf16, int Hq, int Hkv, int D,
                         void* stream);
 
 // Largest candidate count launch_topk handles (its bitmask lives in 32 KiB of shared memory, under the 48 KiB a
