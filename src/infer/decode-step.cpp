@@ -326,9 +326,13 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
     }
     Tensor out = be.alloc({n, V}, at);
     be.matmul_forward(out, hn, m.lm_head(), nullptr);
-    const Tensor host = out.host(dtype::f32);
+    // Copied as stored (bf16: half the bytes) and widened straight into each session's logits.
+    const Tensor host = out.host(out.type());
+    const size_t row_bytes = size_t(V) * dtype_size(host.type());
     for (int64_t j = 0; j < n; j++) {
-      rows[size_t(need[size_t(j)])].s->logits_.assign(host.f32() + j * V, host.f32() + (j + 1) * V);
+      std::vector<float>& lg = rows[size_t(need[size_t(j)])].s->logits_;
+      lg.resize(size_t(V));
+      convert_to_f32(lg.data(), static_cast<const char*>(host.raw()) + size_t(j) * row_bytes, host.type(), size_t(V));
       recorded(need[size_t(j)]);
     }
   }
