@@ -7,7 +7,7 @@
 #
 # steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
 # hf-decode first-result serve (carry bundle-data/ too) ncu
-# decode-profile pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# decode-profile decode-long pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -129,6 +129,18 @@ if has decode-profile; then
       --json >$RES/decode-plain-b$b.json 2>/dev/null
     echo "batch $b without the profile: exit $? $(cat $RES/decode-plain-b$b.json)"
   done
+fi
+
+if has decode-long; then
+  section "whole-model decode at long contexts, Llama-3.2-1B shape, random weights and K/V (gsa bench decode --preset llama1b)"
+  # Profiled (GSA_DECODE_PROFILE: phases per step, the device lists' kernels inside the attention phase), then plain.
+  GSA_DECODE_PROFILE=1 timeout 200 "$GSA" bench decode --device cuda --preset llama1b \
+    --context "${LONG_PROFILE_CONTEXTS:-128k,512k}" --method "${LONG_METHODS:-full,gsa,hgsa}" --steps 4 \
+    --json >$RES/decode-long-profile.json 2>$RES/decode-long-profile.err
+  echo "profiled: exit $?"; grep -E "decode-profile" $RES/decode-long-profile.err | awk 'NR % 4 == 0'
+  timeout 300 "$GSA" bench decode --device cuda --preset llama1b --context "${LONG_CONTEXTS:-4k,128k,512k,1m}" \
+    --method "${LONG_METHODS:-full,gsa,hgsa}" --steps 20 --json >$RES/decode-long.json
+  echo "plain: exit $?"; cat $RES/decode-long.json
 fi
 
 if has hf-decode; then

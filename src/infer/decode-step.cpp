@@ -11,6 +11,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "infer/decode-attention.h"
 #include "infer/session.h"
 
@@ -46,11 +47,14 @@ struct step_profile {
     t = now;
   }
   void print(int M) const {
-    if (on)
-      fmt::print(stderr,
-                 "decode-profile: rows {} prepare {:.3f} append {:.3f} attention {:.3f} logits {:.3f} rest {:.3f} "
-                 "done {:.3f} ms\n",
-                 M, prepare, append, attention, logits, rest, done);
+    if (!on) return;
+    // Inside the attention phase: the backend's device-timed counters (the CUDA decode lists' decode.*).
+    std::string inside;
+    for (const auto& [name, ms] : profile_take()) inside += fmt::format(" {} {:.3f}", name, ms);
+    fmt::print(stderr,
+               "decode-profile: rows {} prepare {:.3f} append {:.3f} attention {:.3f} logits {:.3f} rest {:.3f} "
+               "done {:.3f} ms{}\n",
+               M, prepare, append, attention, logits, rest, done, inside.empty() ? "" : " |" + inside);
   }
 };
 

@@ -282,19 +282,32 @@ void session::fill_random(int n_raw, uint64_t seed) {
   const size_t table_n = size_t(1) << 20, row = size_t(Hkv) * D;
   std::vector<float> table(table_n + row);
   for (auto& x : table) x = r.normal();
-  if (cache_->pooled()) {  // rows built on the host in blocks, then moved to the pools
+  if (cache_->pooled()) {
+    // A few blocks of rows built on the host once and moved to the pools' backend once; every block of every
+    // layer is one of them, picked at random (building and moving every row took minutes at 512k tokens). The
+    // pages' bookkeeping (gist tiles, summaries) reads the host copy; the write is one kv_write per block.
     backend& be = m_.ops();
-    const int block = 4096;
+    const int block = 4096, n_blocks = 4;
+    struct kv_block {
+      Tensor k_host, k, v;
+    };
+    std::vector<kv_block> blocks;
+    for (int b = 0; b < n_blocks; b++) {
+      Tensor k({block, Hkv, D}), v({block, Hkv, D});
+      for (int i = 0; i < block; i++) {
+        std::copy_n(table.data() + r.below(table_n), row, k.f32() + size_t(i) * row);
+        std::copy_n(table.data() + r.below(table_n), row, v.f32() + size_t(i) * row);
+      }
+      blocks.push_back({k, be.upload(k, be.act()), be.upload(v, be.act())});
+    }
     for (int l = 0; l < L; l++)
       for (int p0 = 0; p0 < s_.size(); p0 += block) {
         const int n = std::min(block, s_.size() - p0);
-        Tensor k({n, Hkv, D}), v({n, Hkv, D});
-        for (int i = 0; i < n; i++) {
-          std::copy_n(table.data() + r.below(table_n), row, k.f32() + size_t(i) * row);
-          std::copy_n(table.data() + r.below(table_n), row, v.f32() + size_t(i) * row);
-        }
-        cache_->append_rows(l, std::vector<kv::kv_addr>(addr_.begin() + p0, addr_.begin() + p0 + n),
-                            be.upload(k, be.act()), be.upload(v, be.act()));
+        const kv_block& b = blocks[r.below(n_blocks)];
+        const std::vector<int64_t> rows =
+            cache_->reserve_rows(l, std::vector<kv::kv_addr>(addr_.begin() + p0, addr_.begin() + p0 + n),
+                                 b.k_host.slice_rows(0, n));
+        be.kv_write(cache_->pool(l), cache_->layout().page_size, rows, b.k.slice_rows(0, n), b.v.slice_rows(0, n));
       }
   } else {
     for (int l = 0; l < L; l++)

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/cuda/decode-attention.h"
@@ -210,6 +211,8 @@ void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int 
 
 void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std::vector<backend::lists_call>& calls) {
   if (calls.empty()) return;
+  // GSA_DECODE_PROFILE (infer/decode-step.cpp prints the counters with each step): each phase's device time.
+  static const bool prof = std::getenv("GSA_DECODE_PROFILE") != nullptr;
   std::vector<lists_row> rows;  // the flat selections
   std::vector<decode_seq> seqs;
   const cuda_lists* first = nullptr;
@@ -227,7 +230,7 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
     const bool sel = c.select && L.n_cand > 0;
     int32_t* counts = check_call(L, act, out_i, q_i, *c.pool, sel, c.selected);
     if (sel && L.hier.levels > 1) {  // the walk launches per level: this row on its own
-      run_lists(act, out_i, q_i, *c.pool, page_rows, c.prepared, true, c.selected);
+      timed("decode.hier_row", prof, [&] { run_lists(act, out_i, q_i, *c.pool, page_rows, c.prepared, true, c.selected); });
       continue;
     }
     const void* k = c.pool->raw();
@@ -271,14 +274,16 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
   std::memcpy(host.data(), seqs.data(), seq_bytes);
   if (row_bytes) std::memcpy(host.data() + seq_bytes, rows.data(), row_bytes);
   scratch tables(host.size());
-  copy_h2d(tables.p, host.data(), host.size());
+  timed("decode.tables", prof, [&] { copy_h2d(tables.p, host.data(), host.size()); });
   const auto* d_seqs = static_cast<const decode_seq*>(tables.p);
   const auto* d_rows = reinterpret_cast<const lists_row*>(static_cast<const unsigned char*>(tables.p) + seq_bytes);
   const int Hq = first->Hq, Hkv = first->Hkv, D = first->D;
   if (!rows.empty()) {
-    select_detail::launch_decode_rows(d_rows, int(rows.size()), max_cand, act == dtype::bf16, Hq, Hkv, D,
-                                      ctx().stream);
-    expand_decode_rows(d_rows, int(rows.size()), Hkv);
+    timed("decode.select", prof, [&] {
+      select_detail::launch_decode_rows(d_rows, int(rows.size()), max_cand, act == dtype::bf16, Hq, Hkv, D,
+                                        ctx().stream);
+    });
+    timed("decode.expand", prof, [&] { expand_decode_rows(d_rows, int(rows.size()), Hkv); });
   }
   decode_params p = shape_params(Hq, Hkv, D, act);
   p.batch = int(seqs.size());
@@ -287,7 +292,7 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
   po.num_sms = ctx().sm_count;
   const decode_plan plan = plan_decode(p, longest, po);
   scratch ws(plan.workspace_bytes);
-  run_decode(p, plan, ws.p, ctx().stream);
+  timed("decode.attend", prof, [&] { run_decode(p, plan, ws.p, ctx().stream); });
 }
 
 }  // namespace gsa::cuda

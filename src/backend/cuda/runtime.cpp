@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/profile.h"
 
 namespace gsa::cuda {
 
@@ -228,5 +229,7 @@ void memset0(void* dst, size_t bytes) {
 }
 
 void synchronize() { GSA_CUDA_CHECK(cudaStreamSynchronize(ctx().stream)); }
+
+void profile_add_ms(const char* name, float ms) { profile_add(name, double(ms)); }
 
 }  // namespace gsa::cuda

@@ -56,6 +56,29 @@ void copy_d2d(void* dst, const void* src, size_t bytes);
 void memset0(void* dst, size_t bytes);
 void synchronize();
 
+// Profiling (core/profile.h): when on, the device time of f's work on ctx().stream, between two events, is added
+// to the counter `name` (synchronising); when off, just f.
+void profile_add_ms(const char* name, float ms);  // core/profile.h's profile_add (no fmt here)
+template <class F>
+void timed(const char* name, bool on, F&& f) {
+  if (!on) {
+    f();
+    return;
+  }
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  cudaEventRecord(e0, ctx().stream);
+  f();
+  cudaEventRecord(e1, ctx().stream);
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  profile_add_ms(name, ms);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
 }  // namespace gsa::cuda
 
 #define GSA_CUDA_CHECK(x) ::gsa::cuda::check((x), #x, __FILE__, __LINE__)

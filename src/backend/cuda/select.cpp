@@ -33,27 +33,6 @@ using select_detail::block_desc;
 
 constexpr int64_t default_score_budget = int64_t(32) << 20;  // floats: 128 MiB
 
-// Profiling (core/profile.h): f's device time between two events under `name`, or just f when off.
-template <class F>
-void timed(const char* name, F&& f) {
-  if (!profile_on()) {
-    f();
-    return;
-  }
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  cudaEventRecord(e0, static_cast<cudaStream_t>(ctx().stream));
-  f();
-  cudaEventRecord(e1, static_cast<cudaStream_t>(ctx().stream));
-  cudaEventSynchronize(e1);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, e0, e1);
-  profile_add(name, ms);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-}
-
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 void check_args(const select_args& a) {
@@ -179,16 +158,16 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
     const size_t i0 = p.batch_begin[bi], i1 = p.batch_begin[bi + 1];
     const int nb = int(i1 - i0);
     const block_desc* db = d_blocks.as<block_desc>() + i0;
-    timed("select.scores", [&] {
+    timed("select.scores", profile_on(), [&] {
       select_detail::launch_scores(db, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st, scale,
                                    d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, p.max_rows == 1,
                                    stream);
     });
-    timed("select.topk", [&] {
+    timed("select.topk", profile_on(), [&] {
       select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),
                                  d_counts.as<int32_t>(), p.max_cand, p.max_rows == 1, stream);
     });
-    timed("select.out", [&] { each(i0, nb, db, d_ids.as<int32_t>(), d_counts.as<int32_t>()); });
+    timed("select.out", profile_on(), [&] { each(i0, nb, db, d_ids.as<int32_t>(), d_counts.as<int32_t>()); });
   }
 }
 
