@@ -1,50 +1,64 @@
 #!/usr/bin/env bash
-# The paper's pipeline next to its baselines, in one device call (issue 15 item 2; docs/results.md "The paper's
-# pipeline (prepared)"). Three branches on the gpu20m preset (15.7 M parameters), the passkey mix of the gpul*
-# recipes, side by side on one GPU:
+# The paper's pipeline next to its baselines, in one device call (issue 15; docs/results.md "The paper's pipeline").
+# Branches on the gpu20m preset (15.7 M parameters), the passkey mix of the gpul* recipes, side by side on one GPU:
 #   pretraining  gpul256-full (full attention, 12000 x 4 x 256 tokens), from t = 0;
-#   GSA CPT      from its final/: cpt256c-gsa8 (compress) -> cpt256u-gsa8 (unfold, selection per token) ->
-#                cpt1k-gsa8 -> cpt4k-gsa8 (unfold): the paper's "compress, then unfold" continued pretraining;
-#   Full-CPT     from the same final/, the same stages, steps and tokens without gists: cpt256c-fullcpt ->
-#                cpt256u-fullcpt -> cpt1k-fullcpt -> cpt4k-fullcpt;
-#   GSA scratch  gpul256-gsa8 (12000 steps, from t = 0 beside the pretraining) -> gpul1k-gsa8 -> gpul4k-gsa8, with
-#                the CPT branches' 1k / 4k step counts (so the three branches share their 1k and 4k stages).
-# Then `gsa eval` on the 4k-stage models (or the deepest stage a branch reached): passkey at EVAL_LENGTHS, ratio 8
-# (budget L/8), --ci; the CPT group (--model cpt4k-gsa8 --full-model cpt4k-fullcpt: gsa and gist on the CPT model,
-# full and the baselines on the Full-CPT model) and the scratch model (gsa, gist). One `gsa eval` call per (method,
-# length), each bounded by the evaluation deadline, so that every cell that finished keeps its JSON and markdown;
-# eval-summary.md merges them.
+#   GSA CPT r    for each compression ratio r of CPT_RATIOS (default 8), from its final/: cpt256c-gsaR (compress) ->
+#                cpt256u-gsaR (unfold, selection per token) -> cpt1k-gsaR -> cpt4k-gsaR (unfold): the paper's
+#                "compress, then unfold" continued pretraining with chunk r and one gist per chunk (ratio r), in run
+#                folders of its own (runs/cpt256c-gsa16 ...). r = 8 trains the committed cpt*-gsa8 recipes; any
+#                other r the same recipes with "chunk": [r] and its own folders in "model" / "out", written to
+#                OUT/configs/ when the script starts (same stages, steps, tokens, seeds);
+#   Full-CPT     (FULLCPT=1) from the same final/, the same stages, steps and tokens without gists:
+#                cpt256c-fullcpt -> cpt256u-fullcpt -> cpt1k-fullcpt -> cpt4k-fullcpt;
+#   GSA scratch  (SCRATCH=1) gpul256-gsa8 (12000 steps, from t = 0 beside the pretraining) -> gpul1k-gsa8 ->
+#                gpul4k-gsa8, with the CPT branches' 1k / 4k step counts (so the branches share their 1k and 4k
+#                stages).
+# Then `gsa eval` on the 4k-stage models (or the deepest stage a branch reached): passkey at EVAL_LENGTHS, --ci. For
+# each ratio r the CPT group cptR at budget L/r (--ratios r): gist and gsa on the GSA CPT r model, the baselines
+# (streaming, quest, moba; h2o on the host's cores) on the Full-CPT model (--model cpt4k-gsaR --full-model
+# cpt4k-fullcpt); full attention, which no ratio changes, once (group cpt, --model cpt4k-fullcpt); the scratch model
+# (gsa, gist) at ratio 8. One `gsa eval` call per (group, method, length), files eval-<group>-<method>-<length>.*
+# (eval-cpt16-gsa-4k.json ...), each bounded by the evaluation deadline, so that every cell that finished keeps its
+# JSON and markdown; eval-summary.md merges them, one table per ratio (full attention's row in each).
 #
 #   scripts/gpu-pipeline.sh [GSA_BINARY] [OUT_DIR]
 #
 # Time: every training stage is bounded by the training deadline (TRAIN_END seconds after the start); a stage cut
 # short keeps its last checkpoint (saved every quarter of the stage) and the next stage, or the evaluation, starts
 # from that. The scratch model's evaluation starts when its branch ends (the CPT branches may still train), the CPT
-# group's when both CPT branches end; every evaluation stops by EVAL_END. Training logs are copied once the CPT
+# groups' when every CPT branch ends; every evaluation stops by EVAL_END. Training logs are copied once the CPT
 # branches end, and again at the close.
 # Knobs (environment):
 #   DEVICE (cuda)           --device of every training and evaluation (cpu: a local check of the whole script)
 #   RUNS (runs)             where the run folders go (runs/<recipe>, as the recipes' "model" / "out" paths say);
 #                           a folder that holds a finished run is not retrained (gsa train resumes from OUT/latest)
+#   CPT_RATIOS ("8")        the GSA CPT branches, one per ratio r (chunk r, one gist per chunk), e.g. "8 16 32"
+#   SCRATCH (1)             0: no GSA-from-scratch branch, nor its evaluation and bits/byte
+#   FULLCPT (1)             0: no Full-CPT branch; the CPT groups then keep only the cells of gist and gsa (full
+#                           attention and the baselines need a model without gists)
 #   TIME_LIMIT              the caller's bound on this script (default PIPELINE_TIMEOUT, else 540 s)
 #   TRAIN_END, EVAL_END     deadlines in seconds after the start (default TIME_LIMIT - 110, TIME_LIMIT - 15)
 #   STEPS_SCALE (1)         multiplies every stage's step count (the recipes' "steps"; at least 1)
 #   STEPS_PRE, STEPS_SCR, STEPS_C, STEPS_U, STEPS_1K, STEPS_4K
 #                           per-stage steps instead: pretraining 256, scratch 256, compress 256, unfold 256, 1k, 4k
 #   EVAL_LENGTHS ("1k 4k 8k"), EVAL_DEPTHS (0.1,0.5,0.9), EVAL_SAMPLES (17 per depth: 51 per cell)
-#   EVAL_METHODS ("full gist gsa streaming quest moba"): the CPT group's methods on DEVICE
+#   EVAL_METHODS ("full gist gsa streaming quest moba"): the CPT groups' methods on DEVICE (full once, the others
+#   at each ratio)
 #   EVAL_SCRATCH_METHODS ("gsa gist"): the scratch model's methods
 #   EVAL_JOBS (4): evaluations side by side on the GPU; EVAL_GPU_THREADS (2): OMP threads of each
-#   With DEVICE=cuda, on the host's cores (--device cpu): EVAL_CPU_METHODS ("h2o", which the GPU session refuses)
-#   at EVAL_CPU_LENGTHS ("1k 4k"); EVAL_XCHECK ("full gsa") at 1k, a cross-check of the GPU's cells through the CPU
-#   engine (same models, the first samples); EVAL_CPU_SAMPLES (8 per depth), EVAL_CPU_JOBS (2), EVAL_CPU_THREADS
-#   (4). A GPU cell that fails (not a timeout) is run again on the CPU with EVAL_CPU_SAMPLES.
+#   With DEVICE=cuda, on the host's cores (--device cpu): EVAL_CPU_METHODS ("h2o", which the GPU session refuses;
+#   at each ratio) at EVAL_CPU_LENGTHS ("1k 4k"); EVAL_XCHECK ("full gsa") at 1k, a cross-check of the GPU's cells
+#   through the CPU engine (same models, the first samples; gsa at each ratio); EVAL_CPU_SAMPLES (8 per depth),
+#   EVAL_CPU_JOBS (2), EVAL_CPU_THREADS (4). A GPU cell that fails (not a timeout) is run again on the CPU with
+#   EVAL_CPU_SAMPLES.
 #   EVAL_SECONDS (300): the most one evaluation call may take.
-#   GIST_INIT (keep): mean sets the pretrained model's <|gist|> row to the mean row where the GSA CPT starts
+#   GIST_INIT (keep): mean sets the pretrained model's <|gist|> row to the mean row where each GSA CPT starts
 #   BPB (1; 0: none), BPB_TEXT, BPB_CONTEXT (2048), BPB_PREDICT (128), BPB_WINDOWS (8): bits/byte on held-out
-#   text after the evaluations (gsa perplexity), files bpb-<group>.json / .md
-#   TRAIN_THREADS (cores / 3): OMP threads of each training (up to three share the host, as --gpus N gives each
-#   rank cores / N).
+#   text after the evaluations (gsa perplexity), files bpb-<group>.json / .md: cpt-full (full on the Full-CPT
+#   model), cptR (gist, gsa on the GSA CPT r model, budget L/r), scratch (gist, gsa, L/8)
+#   TRAIN_THREADS: OMP threads of each training; default the host's cores divided by the most trainings that run
+#   at once (the CPT branches beside Full-CPT and scratch: 3 for the defaults, 3 for CPT_RATIOS="16 32"
+#   SCRATCH=0), as --gpus N gives each rank cores / N.
 #
 # Data: bundle-data/ (ignored, carried to the GPU machine, made here by scripts/gpu-data.sh).
 set -euo pipefail
@@ -58,12 +72,45 @@ TRAIN_END=${TRAIN_END:-$((TIME_LIMIT - 110))}
 EVAL_END=${EVAL_END:-$((TIME_LIMIT - 15))}
 X=configs/experiments
 TOK=bundle-data/tok
-TRAIN_THREADS=${TRAIN_THREADS:-$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 ))}
+read -r -a ratios <<< "${CPT_RATIOS-8}"
+CPT_RATIOS="${ratios[*]}"  # one space between ratios: "${CPT_RATIOS%% *}" is the first
+for r in $CPT_RATIOS; do
+  case $r in *[!0-9]*|0*) echo "CPT_RATIOS: '$r' is not a positive integer" >&2; exit 2 ;; esac
+done
+SCRATCH=${SCRATCH:-1}
+FULLCPT=${FULLCPT:-1}
+# The most trainings at once: the CPT branches beside Full-CPT and scratch (before them, pretraining and scratch).
+n_train=$(( ${#ratios[@]} + (FULLCPT != 0) + (SCRATCH != 0) ))
+if [ "$n_train" -lt $(( 1 + (SCRATCH != 0) )) ]; then n_train=$(( 1 + (SCRATCH != 0) )); fi
+TRAIN_THREADS=${TRAIN_THREADS:-$(( $(nproc) / n_train > 0 ? $(nproc) / n_train : 1 ))}
 mkdir -p "$OUT" "$RUNS"
 : > "$OUT/timeline.txt"
 SECONDS=0  # every deadline counts from here (subshells inherit the clock)
 
 note() { echo "t=${SECONDS}s $*" >> "$OUT/timeline.txt"; echo "[pipeline t=${SECONDS}s] $*"; }
+
+# --- the GSA CPT recipes of each ratio -----------------------------------------------------------------------------
+# r = 8: the committed configs/experiments/cpt*-gsa8.json. Any other r: the same recipes with "chunk": [r] (one gist
+# per chunk: ratio r) and the run folders cpt*-gsaR in "model" / "out" (the --model / --out flags of `stage` name
+# the same folders under RUNS), written to OUT/configs/, which comes back with the results.
+CFG=$OUT/configs
+recipe() { if [ -f "$CFG/$1.json" ]; then echo "$CFG/$1.json"; else echo "$X/$1.json"; fi; }
+for r in $CPT_RATIOS; do
+  [ "$r" = 8 ] && continue
+  command -v python3 > /dev/null || { echo "CPT_RATIOS $r: python3 derives its recipes; none here" >&2; exit 2; }
+  mkdir -p "$CFG"
+  for s in 256c 256u 1k 4k; do
+    python3 -c '
+import json, re, sys
+c = json.load(open(sys.argv[1]))
+r = int(sys.argv[2])
+assert c["gsa"]["chunk"] == [8], c["gsa"]
+c["gsa"]["chunk"] = [r]
+for k in ("model", "out"):
+    c[k] = re.sub(r"-gsa8(?=/|$)", "-gsa%d" % r, c[k])
+print(json.dumps(c, indent=2))' "$X/cpt$s-gsa8.json" "$r" > "$CFG/cpt$s-gsa$r.json"
+  done
+done
 
 # --- step counts ---------------------------------------------------------------------------------------------------
 recipe_steps() { sed -n 's/^ *"steps": *\([0-9]*\).*/\1/p' "$X/$1.json"; }
@@ -76,8 +123,9 @@ S_C=${STEPS_C:-$(scaled cpt256c-gsa8)}
 S_U=${STEPS_U:-$(scaled cpt256u-gsa8)}
 S_1K=${STEPS_1K:-$(scaled cpt1k-gsa8)}
 S_4K=${STEPS_4K:-$(scaled cpt4k-gsa8)}
-note "device $DEVICE, $TRAIN_THREADS threads per training; steps: pretraining $S_PRE, scratch $S_SCR," \
-  "compress $S_C, unfold $S_U, 1k $S_1K, 4k $S_4K;" \
+note "device $DEVICE; GSA CPT at ratios ${CPT_RATIOS:-(none)}, Full-CPT $FULLCPT, scratch $SCRATCH;" \
+  "up to $n_train trainings at once, $TRAIN_THREADS threads each; steps: pretraining $S_PRE,$(
+    [ "$SCRATCH" != 0 ] && echo " scratch $S_SCR,") compress $S_C, unfold $S_U, 1k $S_1K, 4k $S_4K;" \
   "training until ${TRAIN_END}s, evaluations until ${EVAL_END}s"
 
 # --- training ------------------------------------------------------------------------------------------------------
@@ -107,8 +155,8 @@ deepest_model() {
 stage() {
   local name=$1 steps=$2 prev=${3:-} left=$((TRAIN_END - SECONDS)) m="" rc=0
   local from=()
-  # GIST_INIT=mean: the GSA CPT's first stage sets the pretrained model's <|gist|> row to the mean row (gist_init)
-  if [ -n "${GIST_INIT:-}" ] && [ "$name" = cpt256c-gsa8 ]; then from+=(--gist-init "$GIST_INIT"); fi
+  # GIST_INIT=mean: each GSA CPT's first stage sets the pretrained model's <|gist|> row to the mean row (gist_init)
+  if [ -n "${GIST_INIT:-}" ] && [[ $name == cpt256c-gsa* ]]; then from+=(--gist-init "$GIST_INIT"); fi
   # (at least 1 s: timeout 0 would mean no limit)
   if [ "$left" -lt "${MIN_STAGE_SECONDS:-15}" ] || [ "$left" -lt 1 ]; then
     note "$name: skipped, ${left}s before the training deadline"; return 0
@@ -119,13 +167,13 @@ stage() {
   fi
   local every=$(( steps >= 4 ? steps / 4 : 1 ))  # in-run evaluation and checkpoint every quarter of the stage
   note "$name: start, $steps steps${m:+ from $m}, at most ${left}s"
-  OMP_NUM_THREADS=$TRAIN_THREADS timeout "$left" "$G" train --config "$X/$name.json" --out "$RUNS/$name" \
+  OMP_NUM_THREADS=$TRAIN_THREADS timeout "$left" "$G" train --config "$(recipe "$name")" --out "$RUNS/$name" \
     --device "$DEVICE" --steps "$steps" --eval-every "$every" --save-every "$every" "${from[@]}" || rc=$?
   note "$name: end, exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')"
   return 0
 }
 
-chain_cpt() {  # $1: gsa8 (GSA CPT) or fullcpt (Full-CPT); both start from the pretraining's model
+chain_cpt() {  # $1: gsaR (GSA CPT at ratio R) or fullcpt (Full-CPT); all start from the pretraining's model
   local v=$1
   stage "cpt256c-$v" "$S_C" gpul256-full
   stage "cpt256u-$v" "$S_U" "cpt256c-$v"
@@ -133,8 +181,12 @@ chain_cpt() {  # $1: gsa8 (GSA CPT) or fullcpt (Full-CPT); both start from the p
   stage "cpt4k-$v" "$S_4K" "cpt1k-$v"
 }
 
-STAGES="gpul256-full gpul256-gsa8 gpul1k-gsa8 gpul4k-gsa8"
-for v in gsa8 fullcpt; do STAGES+=" cpt256c-$v cpt256u-$v cpt1k-$v cpt4k-$v"; done
+CPT_VARIANTS=""
+for r in $CPT_RATIOS; do CPT_VARIANTS+=" gsa$r"; done
+if [ "$FULLCPT" != 0 ]; then CPT_VARIANTS+=" fullcpt"; fi
+STAGES="gpul256-full"
+if [ "$SCRATCH" != 0 ]; then STAGES+=" gpul256-gsa8 gpul1k-gsa8 gpul4k-gsa8"; fi
+for v in $CPT_VARIANTS; do STAGES+=" cpt256c-$v cpt256u-$v cpt1k-$v cpt4k-$v"; done
 copy_logs() {
   for s in $STAGES; do
     if [ -f "$RUNS/$s/log.jsonl" ]; then cp "$RUNS/$s/log.jsonl" "$OUT/$s.jsonl"; fi
@@ -147,10 +199,11 @@ EVAL_DEPTHS=${EVAL_DEPTHS:-0.1,0.5,0.9}
 EVAL_SAMPLES=${EVAL_SAMPLES:-17}
 EVAL_CPU_SAMPLES=${EVAL_CPU_SAMPLES:-8}
 
-# eval_cell GROUP METHOD LENGTH DEVICE SAMPLES MODEL [FULL_MODEL]: one gsa eval call, files $OUT/eval-<tag>.*
-# (tag GROUP-METHOD-LENGTH, with -cpu when a GPU pipeline runs it on the host). Returns gsa eval's exit code.
+# eval_cell GROUP METHOD LENGTH RATIO DEVICE SAMPLES MODEL [FULL_MODEL]: one gsa eval call at budget L/RATIO, files
+# $OUT/eval-<tag>.* (tag GROUP-METHOD-LENGTH, with -cpu when a GPU pipeline runs it on the host; the group names
+# the ratio where it matters: cpt8, cpt16, ...). Returns gsa eval's exit code.
 eval_cell() {
-  local group=$1 meth=$2 L=$3 dev=$4 n=$5 model=$6 full=${7:-} rc=0
+  local group=$1 meth=$2 L=$3 ratio=$4 dev=$5 n=$6 model=$7 full=${8:-} rc=0
   local tag=$group-$meth-$L threads=${EVAL_GPU_THREADS:-2}
   if [ "$dev" != "$DEVICE" ]; then tag+=-$dev; fi
   if [ "$dev" = cpu ]; then threads=${EVAL_CPU_THREADS:-4}; fi
@@ -159,29 +212,31 @@ eval_cell() {
   if [ "$left" -lt 5 ]; then note "eval $tag: skipped, past the evaluation deadline"; return 0; fi
   local fm=()
   if [ -n "$full" ]; then fm=(--full-model "$full"); fi
-  note "eval $tag: start ($n samples per depth, on $dev, at most ${left}s)"
+  note "eval $tag: start ($n samples per depth, ratio $ratio, on $dev, at most ${left}s)"
   OMP_NUM_THREADS=$threads timeout "$left" "$G" eval --model "$model" "${fm[@]}" --tokenizer "$TOK" \
-    --tasks passkey --lengths "$L" --depths "$EVAL_DEPTHS" --methods "$meth" --ratios 8 --samples "$n" --ci \
+    --tasks passkey --lengths "$L" --depths "$EVAL_DEPTHS" --methods "$meth" --ratios "$ratio" --samples "$n" --ci \
     --haystack bundle-data/haystack --device "$dev" --json "$OUT/eval-$tag.json" \
     > "$OUT/eval-$tag.md" 2> "$OUT/eval-$tag.err" || rc=$?
   note "eval $tag: exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')"
   return "$rc"
 }
+eval_cpu_cell() { eval_cell "$1" "$2" "$3" "$4" cpu "$EVAL_CPU_SAMPLES" "${@:5}"; }
 
-# A cell on DEVICE; when the GPU refuses or fails it (anything but a timeout), the same cell on the host's cores.
+# eval_dev_cell GROUP METHOD LENGTH RATIO MODEL [FULL_MODEL]: a cell on DEVICE; when the GPU refuses or fails it
+# (anything but a timeout), the same cell on the host's cores.
 eval_dev_cell() {
   local rc=0
-  eval_cell "$1" "$2" "$3" "$DEVICE" "$EVAL_SAMPLES" "${@:4}" || rc=$?
+  eval_cell "$1" "$2" "$3" "$4" "$DEVICE" "$EVAL_SAMPLES" "${@:5}" || rc=$?
   if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$DEVICE" != cpu ]; then
     note "eval $1-$2-$3: failed on $DEVICE ($(tail -1 "$OUT/eval-$1-$2-$3.err")); again on the CPU"
-    eval_cell "$1" "$2" "$3" cpu "$EVAL_CPU_SAMPLES" "${@:4}" || true
+    eval_cpu_cell "$@" || true
   fi
   return 0
 }
 
 pool_wait() { while [ "$(jobs -rp | wc -l)" -ge "$1" ]; do wait -n || true; done; }
 
-# eval_group GROUP "METHODS" JOBS MODEL [FULL_MODEL]: every (length, method) cell on DEVICE, JOBS at a time,
+# eval_group GROUP "METHODS" JOBS RATIO MODEL [FULL_MODEL]: every (length, method) cell on DEVICE, JOBS at a time,
 # shortest length first (what the deadline cuts is the longest).
 eval_group() {
   local group=$1 methods=$2 jobs=$3 L meth
@@ -192,29 +247,62 @@ eval_group() {
   wait
 }
 
-# The host's share with DEVICE=cuda: the methods the GPU session refuses (h2o, group cpt) and a 1k cross-check of
-# the GPU's cells on the same models (group xcheck).
+# The CPT groups' models, set once the CPT branches end: CPT_MODEL[r] (GSA CPT at ratio r), FULLCPT_MODEL.
+declare -A CPT_MODEL=()
+FULLCPT_MODEL=""
+
+# cpt_cells RUN PREFIX METHOD LENGTH: the CPT cells of one (method, length), each a background job after
+# pool_wait POOL (the caller's). Full attention once (group PREFIX, on the Full-CPT model; its cells do not depend on
+# the ratio: --ratios is the first); any other method at each ratio r (group PREFIXr, the GSA CPT r model with the
+# Full-CPT model beside it for the baselines), skipped where its model is missing. RUN: eval_dev_cell or
+# eval_cpu_cell.
+cpt_cells() {
+  local run=$1 prefix=$2 meth=$3 L=$4 r
+  if [ "$meth" = full ]; then
+    if [ -n "$FULLCPT_MODEL" ]; then
+      pool_wait "$POOL"
+      "$run" "$prefix" full "$L" "${CPT_RATIOS%% *}" "$FULLCPT_MODEL" &
+    fi
+    return 0
+  fi
+  case $meth in gist|gsa|hgsa) ;; *) if [ -z "$FULLCPT_MODEL" ]; then return 0; fi ;; esac  # a model without gists
+  for r in $CPT_RATIOS; do
+    if [ -z "${CPT_MODEL[$r]:-}" ]; then continue; fi
+    pool_wait "$POOL"
+    "$run" "$prefix$r" "$meth" "$L" "$r" "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
+  done
+  return 0
+}
+
+# eval_cpt_groups "METHODS" JOBS: every CPT cell on DEVICE, JOBS at a time, shortest length first.
+eval_cpt_groups() {
+  local POOL=$2 L meth
+  for L in $EVAL_LENGTHS; do for meth in $1; do cpt_cells eval_dev_cell cpt "$meth" "$L"; done; done
+  wait
+}
+
+# The host's share with DEVICE=cuda: the methods the GPU session refuses (h2o, groups cptR) and a 1k cross-check of
+# the GPU's cells on the same models (groups xcheck, xcheckR).
 eval_cpu_group() {
-  local L meth
+  local POOL=${EVAL_CPU_JOBS:-2} L meth
   for L in ${EVAL_CPU_LENGTHS:-1k 4k}; do for meth in ${EVAL_CPU_METHODS:-h2o}; do
-    pool_wait "${EVAL_CPU_JOBS:-2}"
-    eval_cell cpt "$meth" "$L" cpu "$EVAL_CPU_SAMPLES" "$@" &
+    cpt_cells eval_cpu_cell cpt "$meth" "$L"
   done; done
   for meth in ${EVAL_XCHECK:-full gsa}; do
-    pool_wait "${EVAL_CPU_JOBS:-2}"
-    eval_cell xcheck "$meth" 1k cpu "$EVAL_CPU_SAMPLES" "$@" &  # its own tag: a GPU cell's fallback is cpt-*-cpu
+    cpt_cells eval_cpu_cell xcheck "$meth" 1k  # its own tags: a GPU cell's fallback is cpt*-*-cpu
   done
   wait
 }
 
-# One table over every eval-*.json: rows group / method (device), columns lengths; each cell the n-weighted mean
-# over depths in percent, its 95% Wilson interval and n.
+# One table per ratio over every eval-*.json: rows group / method (device), columns lengths; each cell the
+# n-weighted mean over depths in percent, its 95% Wilson interval and n. Full attention's rows (no ratio) stand in
+# every table.
 summarize() {
   command -v python3 > /dev/null || { note "no python3: no eval-summary.md (the per-cell .md files stand)"; return 0; }
   python3 - "$OUT" > "$OUT/eval-summary.md" <<'EOF' || true
-import glob, json, math, os, sys
+import glob, json, math, os, re, sys
 out = sys.argv[1]
-cells, lengths, rows = {}, set(), []
+cells, lengths, rows = {}, set(), {}  # rows: label -> ratio (None: full attention)
 for path in sorted(glob.glob(os.path.join(out, "eval-*.json"))):
     tag = os.path.basename(path)[5:-5]
     group, dev = tag.split("-")[0], " (cpu)" if tag.endswith("-cpu") else ""
@@ -223,8 +311,9 @@ for path in sorted(glob.glob(os.path.join(out, "eval-*.json"))):
     except Exception:
         continue
     for r in recs:
-        row = f"{group} / {r['method']}" + (f" {r['ratio']:g}x" if r["method"] != "full" else "") + dev
-        if row not in rows: rows.append(row)
+        full = r["method"] == "full"
+        row = f"{group} / {r['method']}" + ("" if full else f" {r['ratio']:g}x") + dev
+        rows.setdefault(row, None if full else r["ratio"])
         c = cells.setdefault((row, r["length"]), [0.0, 0])
         c[0] += r["score"] * r["n"]; c[1] += r["n"]
         lengths.add(r["length"])
@@ -232,80 +321,106 @@ def wilson(p, n, z=1.959964):
     d = 1 + z * z / n; m = (p + z * z / (2 * n)) / d; h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return max(0.0, m - h), min(1.0, m + h)
 L = sorted(lengths)
-print("passkey accuracy, % (95% Wilson interval, n). Group xcheck: the cpt models on the host's cores, a cross-check"
-      " of the GPU's cells; (cpu): run with --device cpu. The models:\n")
+print("passkey accuracy, % (95% Wilson interval, n). Groups: cpt, full attention on the Full-CPT model (no ratio:"
+      " in every table); cptR, gist / gsa on the GSA CPT model of ratio R and the baselines on the Full-CPT model,"
+      " budget L/R; scratch, GSA from scratch (8x); xcheck*, the cpt models on the host's cores, a cross-check of the"
+      " GPU's cells; (cpu): run with --device cpu. The models:\n")
 for line in open(os.path.join(out, "timeline.txt")):
-    if line.split(" ", 1)[-1].startswith(("eval cpt: ", "eval scratch: ")): print("* " + line.strip())
-print()
-print("| group / method | " + " | ".join(str(l) for l in L) + " |")
-print("|---|" + "---:|" * len(L))
-for row in rows:
-    out_cells = []
-    for l in L:
-        if (row, l) not in cells: out_cells.append("-"); continue
-        s, n = cells[(row, l)]; p = s / n; lo, hi = wilson(p, n)
-        out_cells.append(f"{100*p:.1f} ({100*lo:.0f}-{100*hi:.0f}, n {n})")
-    print(f"| {row} | " + " | ".join(out_cells) + " |")
+    if re.match(r"(eval (cpt\d*|scratch): )", line.split(" ", 1)[-1]): print("* " + line.strip())
+ratios = sorted({x for x in rows.values() if x is not None}) or [None]
+for ratio in ratios:
+    print()
+    if ratio is not None: print(f"#### {ratio:g}x (budget L/{ratio:g})\n")
+    print("| group / method | " + " | ".join(str(l) for l in L) + " |")
+    print("|---|" + "---:|" * len(L))
+    for row, rr in rows.items():
+        if rr is not None and rr != ratio: continue
+        out_cells = []
+        for l in L:
+            if (row, l) not in cells: out_cells.append("-"); continue
+            s, n = cells[(row, l)]; p = s / n; lo, hi = wilson(p, n)
+            out_cells.append(f"{100*p:.1f} ({100*lo:.0f}-{100*hi:.0f}, n {n})")
+        print(f"| {row} | " + " | ".join(out_cells) + " |")
 EOF
 }
 
 # --- the pipeline --------------------------------------------------------------------------------------------------
 # GSA from scratch, from t = 0 beside the pretraining; its evaluation follows its own training (two cells at a
 # time, while the CPT branches still train).
-(
-  stage gpul256-gsa8 "$S_SCR"
-  stage gpul1k-gsa8 "$S_1K" gpul256-gsa8
-  stage gpul4k-gsa8 "$S_4K" gpul1k-gsa8
-  if m=$(deepest_model gpul4k-gsa8 gpul1k-gsa8 gpul256-gsa8); then
-    note "eval scratch: --model $m"
-    eval_group scratch "${EVAL_SCRATCH_METHODS:-gsa gist}" 2 "$m"
-  else note "eval scratch: no model"; fi
-) > "$OUT/train-scratch.log" 2>&1 &
+if [ "$SCRATCH" != 0 ]; then
+  (
+    stage gpul256-gsa8 "$S_SCR"
+    stage gpul1k-gsa8 "$S_1K" gpul256-gsa8
+    stage gpul4k-gsa8 "$S_4K" gpul1k-gsa8
+    if m=$(deepest_model gpul4k-gsa8 gpul1k-gsa8 gpul256-gsa8); then
+      note "eval scratch: --model $m"
+      eval_group scratch "${EVAL_SCRATCH_METHODS:-gsa gist}" 2 8 "$m"
+    else note "eval scratch: no model"; fi
+  ) > "$OUT/train-scratch.log" 2>&1 &
+fi
 
 stage gpul256-full "$S_PRE" > "$OUT/train-pretrain.log" 2>&1
-chain_cpt gsa8 > "$OUT/train-cpt-gsa8.log" 2>&1 &
-cpt=$!
-chain_cpt fullcpt > "$OUT/train-cpt-fullcpt.log" 2>&1 &
-fullcpt=$!
-wait "$cpt" "$fullcpt" || true
+branches=()
+for v in $CPT_VARIANTS; do
+  chain_cpt "$v" > "$OUT/train-cpt-$v.log" 2>&1 &
+  branches+=($!)
+done
+for p in "${branches[@]}"; do wait "$p" || true; done
 copy_logs
 
-if cpt_model=$(deepest_model cpt4k-gsa8 cpt1k-gsa8 cpt256u-gsa8 cpt256c-gsa8) &&
-   fullcpt_model=$(deepest_model cpt4k-fullcpt cpt1k-fullcpt cpt256u-fullcpt cpt256c-fullcpt); then
-  note "eval cpt: --model $cpt_model --full-model $fullcpt_model"
-  if [ "$DEVICE" = cpu ]; then
-    (eval_group cpt "${EVAL_METHODS:-full gist gsa streaming quest moba} ${EVAL_CPU_METHODS:-h2o}" \
-      "${EVAL_CPU_JOBS:-2}" "$cpt_model" "$fullcpt_model") > "$OUT/eval-cpt.log" 2>&1
+if [ "$FULLCPT" != 0 ]; then
+  if FULLCPT_MODEL=$(deepest_model cpt4k-fullcpt cpt1k-fullcpt cpt256u-fullcpt cpt256c-fullcpt); then
+    note "eval cpt: full and the baselines on --full-model $FULLCPT_MODEL"
   else
-    eval_cpu_group "$cpt_model" "$fullcpt_model" > "$OUT/eval-cpu.log" 2>&1 &
-    # In a subshell: its pool counts only its own cells, not the scratch chain or the host's cells.
-    (eval_group cpt "${EVAL_METHODS:-full gist gsa streaming quest moba}" "${EVAL_JOBS:-4}" \
-      "$cpt_model" "$fullcpt_model") > "$OUT/eval-cpt.log" 2>&1
+    FULLCPT_MODEL=""; note "eval cpt: no model of the Full-CPT branch: no cells of full and the baselines"
   fi
+fi
+for r in $CPT_RATIOS; do
+  if m=$(deepest_model "cpt4k-gsa$r" "cpt1k-gsa$r" "cpt256u-gsa$r" "cpt256c-gsa$r"); then
+    CPT_MODEL[$r]=$m
+    note "eval cpt$r: --model $m${FULLCPT_MODEL:+ --full-model $FULLCPT_MODEL} --ratios $r"
+  else
+    note "eval cpt$r: no model of the GSA CPT ${r}x branch"
+  fi
+done
+if [ "$DEVICE" = cpu ]; then
+  (eval_cpt_groups "${EVAL_METHODS:-full gist gsa streaming quest moba} ${EVAL_CPU_METHODS:-h2o}" \
+    "${EVAL_CPU_JOBS:-2}") > "$OUT/eval-cpt.log" 2>&1
 else
-  note "eval cpt: no model of the GSA CPT or the Full-CPT branch"
+  eval_cpu_group > "$OUT/eval-cpu.log" 2>&1 &
+  # In a subshell: its pool counts only its own cells, not the scratch chain or the host's cells.
+  (eval_cpt_groups "${EVAL_METHODS:-full gist gsa streaming quest moba}" "${EVAL_JOBS:-4}") \
+    > "$OUT/eval-cpt.log" 2>&1
 fi
 wait || true  # the scratch chain's evaluation and the host's cells
 copy_logs
 
 # Bits per byte on held-out text (issue 15 item 3; gsa perplexity): the essays of bundle-data/haystack, which no
 # training shard holds (only the tokenizer saw them), or BPB_TEXT; windows of BPB_CONTEXT tokens prefilled and
-# BPB_PREDICT decoded and scored, budget L/8. The CPT group (gsa, gist on the CPT model; full on the Full-CPT model)
-# and the scratch model side by side, each bounded by the evaluation deadline.
-bpb() {  # bpb TAG METHODS MODEL [FULL_MODEL]
-  local tag=$1 meths=$2 model=$3 full=${4:-} left=$((EVAL_END - SECONDS)) rc=0 fm=()
+# BPB_PREDICT decoded and scored, budget L/r. Full attention on the Full-CPT model (cpt-full), gist and gsa on each
+# GSA CPT model at its ratio (cptR) and on the scratch model at 8, side by side, each bounded by the evaluation
+# deadline.
+bpb() {  # bpb TAG METHODS RATIO MODEL [FULL_MODEL]
+  local tag=$1 meths=$2 ratio=$3 model=$4 full=${5:-} left=$((EVAL_END - SECONDS)) rc=0 fm=()
   if [ "$left" -lt 5 ]; then note "bits/byte $tag: skipped, past the evaluation deadline"; return 0; fi
   if [ -n "$full" ]; then fm=(--full-model "$full"); fi
-  note "bits/byte $tag: start (at most ${left}s)"
+  note "bits/byte $tag: start (--methods $meths --ratios $ratio --model $model${full:+ --full-model $full}," \
+    "at most ${left}s)"
   OMP_NUM_THREADS=${EVAL_GPU_THREADS:-2} timeout "$left" "$G" perplexity --model "$model" "${fm[@]}" --tokenizer "$TOK" \
-    --text "${BPB_TEXT:-bundle-data/haystack}" --methods "$meths" --ratios 8 --context "${BPB_CONTEXT:-2048}" \
+    --text "${BPB_TEXT:-bundle-data/haystack}" --methods "$meths" --ratios "$ratio" --context "${BPB_CONTEXT:-2048}" \
     --predict "${BPB_PREDICT:-128}" --windows "${BPB_WINDOWS:-8}" --device "$DEVICE" --json "$OUT/bpb-$tag.json" \
     > "$OUT/bpb-$tag.md" 2> "$OUT/bpb-$tag.err" || rc=$?
   note "bits/byte $tag: exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')"
 }
 if [ "${BPB:-1}" != 0 ]; then
-  if [ -n "${cpt_model:-}" ] && [ -n "${fullcpt_model:-}" ]; then bpb cpt full,gist,gsa "$cpt_model" "$fullcpt_model" & fi
-  if m=$(deepest_model gpul4k-gsa8 gpul1k-gsa8 gpul256-gsa8); then bpb scratch gist,gsa "$m" & fi
+  # (--full-model too: the table's model column then says full)
+  if [ -n "$FULLCPT_MODEL" ]; then bpb cpt-full full "${CPT_RATIOS%% *}" "$FULLCPT_MODEL" "$FULLCPT_MODEL" & fi
+  for r in $CPT_RATIOS; do
+    if [ -n "${CPT_MODEL[$r]:-}" ]; then bpb "cpt$r" gist,gsa "$r" "${CPT_MODEL[$r]}" & fi
+  done
+  if [ "$SCRATCH" != 0 ] && m=$(deepest_model gpul4k-gsa8 gpul1k-gsa8 gpul256-gsa8); then
+    bpb scratch gist,gsa 8 "$m" &
+  fi
   wait || true
   for f in "$OUT"/bpb-*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
 fi
