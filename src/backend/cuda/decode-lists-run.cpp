@@ -33,8 +33,8 @@ struct cuda_lists {
   std::vector<int64_t> unit_off;  // table offset of each level's unit rows (level 0: the candidates' gist rows)
   mutable Tensor units;           // hier scratch
   mutable Tensor mask;            // flat selection: (Hkv, ceil(n_cand / 32)) words
-  mutable Tensor scores, indptr, indices, ws;  // scratch of every layer of the step (one stream: in order)
-  decode_plan plan;
+  mutable Tensor scores, indptr, indices;  // scratch of every layer of the step (one stream: in order)
+  mutable Tensor tiles;                    // flat selection: expand_decode_rows' per-tile counts
   // (Hkv + 1) zero offsets: the lists of a layer that does not select are the base alone.
   const int64_t* no_extra() const { return static_cast<const int64_t*>(table.raw()); }
   const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + head + off; }
@@ -136,10 +136,7 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   }
   L->indptr = uncleared({L->Hkv + 1}, dtype::i64);
   L->indices = uncleared({std::max<int64_t>(1, L->Hkv * (L->longest - L->n_base))}, dtype::i32);
-  decode_plan_options po;
-  po.num_sms = ctx().sm_count;
-  L->plan = plan_decode(p, L->longest, po);
-  if (L->plan.workspace_bytes) L->ws = uncleared({int64_t(L->plan.workspace_bytes)}, dtype::u8);
+  if (n > 0 && d.levels() == 1) L->tiles = uncleared({expand_tile_ints(L->Hkv, n)}, dtype::i32);
   return L;
 }
 
@@ -176,37 +173,12 @@ struct scratch {
 
 void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int page_rows, const void* prepared,
                bool select, Tensor& selected) {
-  const cuda_lists& L = *static_cast<const cuda_lists*>(prepared);
-  const bool sel = select && L.n_cand > 0;
-  int32_t* counts = check_call(L, act, out, q, pool, sel, selected);
-  if (sel && L.hier.levels > 1) {
-    select_detail::launch_hierarchical(L.hier, q.raw(), pool.raw(), act == dtype::bf16,
-                                       static_cast<float*>(L.scores.raw()), static_cast<int32_t*>(L.units.raw()),
-                                       counts, ctx().stream);
-  } else if (sel) {  // flat: wide scores, one CTA per query head ORs its top k into a mask, then the expansion
-    select_detail::launch_decode_scores(q.raw(), pool.raw(), act == dtype::bf16, L.Hq, L.Hkv, L.D,
-                                        int64_t(L.Hkv) * L.D, 1.0f / std::sqrt(float(L.D)), L.cand(0), L.n_cand,
-                                        L.g, static_cast<float*>(L.scores.raw()), ctx().stream);
-    memset0(L.mask.raw(), L.mask.nbytes());
-    select_detail::launch_decode_topk(static_cast<float*>(L.scores.raw()), L.n_cand, L.k, L.Hq, L.Hkv, L.group,
-                                      static_cast<uint32_t*>(L.mask.raw()), ctx().stream);
-    expand_decode_mask(static_cast<const uint32_t*>(L.mask.raw()), L.n_cand, L.cap, L.cand(0), L.cand(1),
-                       L.cand(2), L.cand(3), L.g, L.Hkv, counts, static_cast<int64_t*>(L.indptr.raw()),
-                       static_cast<int32_t*>(L.indices.raw()));
-  }
-  if (sel && L.hier.levels > 1)
-    expand_decode_lists(counts, counts + L.Hkv, L.cap, L.cand(0), L.cand(1), L.cand(2), L.cand(3), L.g, L.Hkv,
-                        static_cast<int64_t*>(L.indptr.raw()), static_cast<int32_t*>(L.indices.raw()));
-  decode_params p = shape_params(L.Hq, L.Hkv, L.D, act);
-  p.shared = L.base();
-  p.n_shared = L.n_base;
-  p.q = q.raw();
-  p.k = pool.raw();
-  p.v = static_cast<const char*>(pool.raw()) + size_t(page_rows) * L.Hkv * L.D * dtype_size(act);
-  p.indptr = static_cast<const int64_t*>(sel ? L.indptr.raw() : L.no_extra());
-  p.indices = static_cast<const int32_t*>(L.indices.raw());
-  p.out = out.raw();
-  run_decode(p, L.plan, L.ws.empty() ? nullptr : L.ws.raw(), ctx().stream);
+  std::vector<backend::lists_call> calls(1);
+  calls[0].pool = &pool;
+  calls[0].prepared = prepared;
+  calls[0].select = select;
+  calls[0].selected = selected;
+  run_lists_batch(act, out, q, page_rows, calls);
 }
 
 void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std::vector<backend::lists_call>& calls) {
@@ -229,12 +201,16 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
     const Tensor q_i = q.slice_rows(c.row, c.row + 1);
     const bool sel = c.select && L.n_cand > 0;
     int32_t* counts = check_call(L, act, out_i, q_i, *c.pool, sel, c.selected);
-    if (sel && L.hier.levels > 1) {  // the walk launches per level: this row on its own
-      timed("decode.hier_row", prof, [&] { run_lists(act, out_i, q_i, *c.pool, page_rows, c.prepared, true, c.selected); });
-      continue;
-    }
     const void* k = c.pool->raw();
-    if (sel) {
+    if (sel && L.hier.levels > 1) {  // the walk launches per level: this row's selection on its own
+      timed("decode.hier_select", prof, [&] {
+        select_detail::launch_hierarchical(L.hier, q_i.raw(), k, act == dtype::bf16,
+                                           static_cast<float*>(L.scores.raw()), static_cast<int32_t*>(L.units.raw()),
+                                           counts, ctx().stream);
+        expand_decode_lists(counts, counts + L.Hkv, L.cap, L.cand(0), L.cand(1), L.cand(2), L.cand(3), L.g, L.Hkv,
+                            static_cast<int64_t*>(L.indptr.raw()), static_cast<int32_t*>(L.indices.raw()));
+      });
+    } else if (sel) {
       lists_row r;
       r.q = q_i.raw();
       r.pool_k = k;
@@ -247,6 +223,7 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
       r.selected = counts;
       r.indptr = static_cast<int64_t*>(L.indptr.raw());
       r.indices = static_cast<int32_t*>(L.indices.raw());
+      r.tiles = static_cast<int32_t*>(L.tiles.raw());
       r.n_cand = L.n_cand;
       r.k = L.k;
       r.cap = L.cap;
@@ -283,7 +260,7 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
       select_detail::launch_decode_rows(d_rows, int(rows.size()), max_cand, act == dtype::bf16, Hq, Hkv, D,
                                         ctx().stream);
     });
-    timed("decode.expand", prof, [&] { expand_decode_rows(d_rows, int(rows.size()), Hkv); });
+    timed("decode.expand", prof, [&] { expand_decode_rows(d_rows, int(rows.size()), max_cand, Hkv); });
   }
   decode_params p = shape_params(Hq, Hkv, D, act);
   p.batch = int(seqs.size());

@@ -1,8 +1,10 @@
-// Key lists of a decode row from the selected chunks; contract in decode-lists.h.
-// Each CTA first sums the list lengths of the heads before its own (at most 8 heads of at most `cap` ids: a
-// few thousand reads), so no second launch is needed for the offsets; then writes each selected chunk's runs at
-// its place, found by a block-wide exclusive scan of the chunks' run lengths. The base is not copied: the decode
-// kernel reads it as every list's shared prefix.
+// Key lists of a decode row from the selected chunks; contract in decode-lists.h. The base is not copied: the
+// decode kernel reads it as every list's shared prefix.
+// From ids (hgsa's walk): one CTA per KV head first sums the list lengths of the heads before its own (at most 8
+// heads of at most `cap` ids), then writes each selected chunk's runs at the place a block-wide exclusive scan of
+// the run lengths gives.
+// From masks (the flat selections of a batched step): many CTAs per head (tiles of candidates), so that a long
+// context's thousands of selected chunks are written in parallel; a first launch counts each tile.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
@@ -82,95 +84,88 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
   }
 }
 
-// From a selection mask (one bit per candidate chunk, per KV head): the ascending ids and counts into `selected`
-// (decode_lists' layout) and the unfolded rows, in one pass over the mask words in tiles of kThreads words.
-struct mask_args {
-  const uint32_t* mask;
-  int words, cap, Hkv;
+// Flat selections of a batched step: grid (tiles, Hkv, rows), one thread per candidate of the tile.
+struct tile_view {
+  const lists_row& r;
+  int T, t, h, u;
+  bool on;
   chunk_runs c;
-  int32_t* selected;
-  int64_t* indptr;
-  int32_t* indices;
+  __device__ tile_view(const lists_row& row, int Hkv)
+      : r(row),
+        T((row.n_cand + expand_tile - 1) / expand_tile),
+        t(blockIdx.x),
+        h(blockIdx.y),
+        u(int(blockIdx.x) * expand_tile + int(threadIdx.x)),
+        on(false),
+        c{row.gist_row, row.raw_row, row.raw_len, row.add_gists, row.g} {
+    const int words = (r.n_cand + 31) / 32;
+    on = t < T && u < r.n_cand && ((r.mask[int64_t(h) * words + (u >> 5)] >> (u & 31)) & 1u);
+  }
+  __device__ int* tile(int tt) const { return r.tiles + (int64_t(h) * T + tt) * 2; }
 };
 
-__device__ __forceinline__ void expand_mask_head(const mask_args& a, const int h) {
-  using reduce_t = cub::BlockReduce<long long, kThreads>;
-  using scan_t = cub::BlockScan<int, kThreads>;
+__global__ void __launch_bounds__(expand_tile) expand_count_kernel(const lists_row* __restrict__ rows, int Hkv) {
+  using reduce_t = cub::BlockReduce<int, expand_tile>;
+  __shared__ typename reduce_t::TempStorage tmp;
+  const tile_view v(rows[blockIdx.z], Hkv);
+  if (v.t >= v.T) return;  // uniform over the block
+  const int ids = reduce_t(tmp).Sum(v.on ? 1 : 0);
+  __syncthreads();
+  const int n_rows = reduce_t(tmp).Sum(v.on ? v.c.run_len(v.u) : 0);
+  if (threadIdx.x == 0) {
+    v.tile(v.t)[0] = ids;
+    v.tile(v.t)[1] = n_rows;
+  }
+}
+
+__global__ void __launch_bounds__(expand_tile) expand_write_kernel(const lists_row* __restrict__ rows, int Hkv) {
+  using reduce_t = cub::BlockReduce<int, expand_tile>;
+  using scan_t = cub::BlockScan<int, expand_tile>;
   __shared__ union {
     typename reduce_t::TempStorage reduce;
     typename scan_t::TempStorage scan;
   } tmp;
-  __shared__ long long s_begin;
-  __shared__ int s_ids, s_rows;
-  const int t = threadIdx.x;
-  long long part = 0;  // rows of the heads before this one
-  for (int hh = 0; hh < h; hh++)
-    for (int w = t; w < a.words; w += kThreads)
-      for (uint32_t m = a.mask[int64_t(hh) * a.words + w]; m; m &= m - 1) part += a.c.run_len(w * 32 + __ffs(m) - 1);
-  const long long before = reduce_t(tmp.reduce).Sum(part);
-  if (t == 0) {
-    s_begin = before;
-    s_ids = 0;
-    s_rows = 0;
-  }
-  const uint32_t* mh = a.mask + int64_t(h) * a.words;
-  int32_t* ids = a.selected + a.Hkv + int64_t(h) * a.cap;
-  for (int w0 = 0; w0 < a.words; w0 += kThreads) {
-    const int w = w0 + t;
-    const uint32_t m = w < a.words ? mh[w] : 0u;
-    int n_ids = __popc(m), n_rows = 0;
-    for (uint32_t x = m; x; x &= x - 1) n_rows += a.c.run_len(w * 32 + __ffs(x) - 1);
-    __syncthreads();  // s_* of the last tile are read; tmp is free
-    const int id0 = s_ids, row0 = s_rows;
-    int id_off, id_total, row_off, row_total;
-    scan_t(tmp.scan).ExclusiveSum(n_ids, id_off, id_total);
-    __syncthreads();
-    scan_t(tmp.scan).ExclusiveSum(n_rows, row_off, row_total);
-    int at = id0 + id_off;
-    int32_t* o = a.indices + s_begin + row0 + row_off;
-    for (uint32_t x = m; x; x &= x - 1, at++) {
-      const int u = w * 32 + __ffs(x) - 1;
-      if (at < a.cap) ids[at] = u;
-      o = a.c.write(u, o);
-    }
-    __syncthreads();
-    if (t == 0) {
-      s_ids = id0 + id_total;
-      s_rows = row0 + row_total;
-    }
+  __shared__ int s_rows_before, s_ids_before;
+  const tile_view v(rows[blockIdx.z], Hkv);
+  if (v.t >= v.T) return;
+  const lists_row& r = v.r;
+  // Rows of the heads before this one and of this head's tiles before this one; this head's ids before it.
+  int part_rows = 0, part_ids = 0;
+  for (int i = threadIdx.x; i < v.h * v.T + v.t; i += expand_tile) part_rows += r.tiles[int64_t(i) * 2 + 1];
+  for (int i = threadIdx.x; i < v.t; i += expand_tile) part_ids += v.tile(i)[0];
+  const int rows_before = reduce_t(tmp.reduce).Sum(part_rows);
+  __syncthreads();
+  const int ids_before = reduce_t(tmp.reduce).Sum(part_ids);
+  if (threadIdx.x == 0) {
+    s_rows_before = rows_before;
+    s_ids_before = ids_before;
   }
   __syncthreads();
-  if (t == 0) {
-    a.selected[h] = min(s_ids, a.cap);
-    if (h == 0) a.indptr[0] = 0;
-    a.indptr[h + 1] = s_begin + s_rows;
+  int id_off, id_total, row_off, row_total;
+  scan_t(tmp.scan).ExclusiveSum(v.on ? 1 : 0, id_off, id_total);
+  __syncthreads();
+  scan_t(tmp.scan).ExclusiveSum(v.on ? v.c.run_len(v.u) : 0, row_off, row_total);
+  const int at = s_ids_before + id_off;
+  if (v.on) {
+    if (at < r.cap) r.selected[Hkv + int64_t(v.h) * r.cap + at] = v.u;
+    v.c.write(v.u, r.indices + s_rows_before + row_off);
   }
-}
-
-__global__ void __launch_bounds__(kThreads) expand_mask_kernel(const mask_args a) { expand_mask_head(a, blockIdx.x); }
-
-__global__ void __launch_bounds__(kThreads) expand_rows_kernel(const lists_row* __restrict__ rows, int Hkv) {
-  const lists_row& r = rows[blockIdx.y];
-  const mask_args a{r.mask, (r.n_cand + 31) / 32, r.cap, Hkv, {r.gist_row, r.raw_row, r.raw_len, r.add_gists, r.g},
-                    r.selected, r.indptr, r.indices};
-  expand_mask_head(a, blockIdx.x);
+  if (v.t == v.T - 1 && threadIdx.x == 0) {
+    r.selected[v.h] = min(s_ids_before + id_total, r.cap);
+    if (v.h == 0) r.indptr[0] = 0;
+    r.indptr[v.h + 1] = s_rows_before + row_total;
+  }
 }
 
 }  // namespace
 
-void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gist_row, const int32_t* raw_row,
-                        const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv, int32_t* selected,
-                        int64_t* indptr, int32_t* indices) {
-  const mask_args a{mask, (n + 31) / 32, cap, Hkv, {gist_row, raw_row, raw_len, add_gists, g}, selected, indptr,
-                    indices};
-  expand_mask_kernel<<<Hkv, kThreads, 0, ctx().stream>>>(a);
-  GSA_CUDA_LAUNCH_CHECK("expand_mask_kernel (decode lists)");
-}
-
-void expand_decode_rows(const lists_row* rows, int n_rows, int Hkv) {
-  if (n_rows <= 0) return;
-  expand_rows_kernel<<<dim3(unsigned(Hkv), unsigned(n_rows)), kThreads, 0, ctx().stream>>>(rows, Hkv);
-  GSA_CUDA_LAUNCH_CHECK("expand_rows_kernel (decode lists)");
+void expand_decode_rows(const lists_row* rows, int n_rows, int max_cand, int Hkv) {
+  if (n_rows <= 0 || max_cand <= 0) return;
+  const dim3 grid(unsigned((max_cand + expand_tile - 1) / expand_tile), unsigned(Hkv), unsigned(n_rows));
+  expand_count_kernel<<<grid, expand_tile, 0, ctx().stream>>>(rows, Hkv);
+  GSA_CUDA_LAUNCH_CHECK("expand_count_kernel (decode lists)");
+  expand_write_kernel<<<grid, expand_tile, 0, ctx().stream>>>(rows, Hkv);
+  GSA_CUDA_LAUNCH_CHECK("expand_write_kernel (decode lists)");
 }
 
 void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, const int32_t* gist_row,

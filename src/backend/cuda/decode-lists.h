@@ -17,6 +17,7 @@ struct lists_row {
   int32_t* selected = nullptr; // decode_lists' `selected` of this layer: counts, ids (Hkv x cap)
   int64_t* indptr = nullptr;   // (Hkv + 1)
   int32_t* indices = nullptr;  // the unfolded rows
+  int32_t* tiles = nullptr;    // expand_decode_rows' scratch: expand_tile_ints(Hkv, n_cand)
   int n_cand = 0, k = 0, cap = 0, g = 1;
   int group = 0;               // group scoring
   int pad = 0;
@@ -31,13 +32,16 @@ void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, con
                          const int32_t* raw_row, const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv,
                          int64_t* indptr, int32_t* indices);
 
-// The same from a selection mask (Hkv, ceil(n / 32)) words, bit u of KV head h set when chunk u is selected (the
-// decode top-k's output): also writes `selected`'s counts [h] and ascending ids [Hkv + h cap ...] (at most cap).
-void expand_decode_mask(const uint32_t* mask, int n, int cap, const int32_t* gist_row, const int32_t* raw_row,
-                        const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv, int32_t* selected,
-                        int64_t* indptr, int32_t* indices);
-
-// expand_decode_mask for every selecting row of a batched step: grid (Hkv, n_rows), rows a device array.
-void expand_decode_rows(const lists_row* rows, int n_rows, int Hkv);
+// From each selecting row's selection mask (Hkv, ceil(n_cand / 32) words; bit u of KV head h set when chunk u is
+// selected: the decode top-k's output), its `selected` counts [h] and ascending ids [Hkv + h cap ...] (at most
+// cap) and its unfolded rows (indptr, indices as expand_decode_lists'). Two launches over tiles of
+// expand_tile candidates, grid (tiles, Hkv, rows): each tile's selected chunks and rows counted, then every tile
+// writes its chunks at the place the counts before it give (one thread per candidate). rows: a device array of
+// n_rows, max_cand >= every row's n_cand.
+constexpr int expand_tile = 256;
+inline int64_t expand_tile_ints(int Hkv, int n_cand) {
+  return int64_t(Hkv) * 2 * ((n_cand + expand_tile - 1) / expand_tile);
+}
+void expand_decode_rows(const lists_row* rows, int n_rows, int max_cand, int Hkv);
 
 }  // namespace gsa::cuda

@@ -180,9 +180,14 @@ __device__ __forceinline__ uint32_t order_key(float x) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Threads of the decode top-k CTAs (one CTA per query head: few CTAs, so each is wide) and the candidates whose
+// order keys they stage in shared memory (above it they read the scores from global memory).
+constexpr int decode_topk_threads = 1024;
+constexpr int decode_stage_max = 48 * 1024;
+
 struct topk_smem {
   int hist[256];
-  int warp_count[topk_threads / 32];
+  int warp_count[32];  // one per warp of the block (at most 1024 threads)
   uint32_t prefix;
   int remaining;
 };
@@ -200,7 +205,7 @@ __device__ int block_exclusive_scan(int count, topk_smem& sm, int* total) {
   if (lane == 31) sm.warp_count[warp] = incl;
   __syncthreads();
   int before = 0, all = 0;
-  for (int w = 0; w < topk_threads / 32; w++) {
+  for (int w = 0; w < int(blockDim.x) / 32; w++) {
     const int c = sm.warp_count[w];
     if (w < warp) before += c;
     all += c;
@@ -213,16 +218,21 @@ __device__ int block_exclusive_scan(int count, topk_smem& sm, int* total) {
 // One radix pass's count of s[i] (i < n, key matching prefix in the bits above shift) into hist[256]; every lane
 // of the warp calls it. Warp-aggregated: scores that share a bin (most do in the first passes: one exponent) add
 // once per warp, not once per lane, so the shared-memory atomics do not serialise.
-__device__ __forceinline__ void radix_count(const float* __restrict__ s, int i, int n, uint32_t prefix,
-                                            uint32_t high, int shift, int* hist, int lane) {
+template <class KeyAt>
+__device__ __forceinline__ void radix_count_keys(KeyAt key_at, int i, int n, uint32_t prefix, uint32_t high,
+                                                 int shift, int* hist, int lane) {
   uint32_t key = 0;
-  const bool in = i < n && (((key = order_key(s[i])) ^ prefix) & high) == 0;
+  const bool in = i < n && (((key = key_at(i)) ^ prefix) & high) == 0;
   const unsigned active = __ballot_sync(0xffffffffu, in);
   if (in) {
     const uint32_t bin = (key >> shift) & 255u;
     const unsigned peers = __match_any_sync(active, bin);
     if (__ffs(peers) - 1 == lane) atomicAdd(&hist[bin], __popc(peers));
   }
+}
+__device__ __forceinline__ void radix_count(const float* __restrict__ s, int i, int n, uint32_t prefix,
+                                            uint32_t high, int shift, int* hist, int lane) {
+  radix_count_keys([&](int j) { return order_key(s[j]); }, i, n, prefix, high, shift, hist, lane);
 }
 
 // The bin holding the remaining-th largest key, searched from bin 255 down by one warp: lane j owns bins
@@ -253,8 +263,10 @@ __device__ __forceinline__ bool radix_find_bin(const int* hist, int lane, int re
   return true;
 }
 
-// Sets in mask the bits of the top k of s[0, n) (order: key descending, then index ascending).
-__device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, topk_smem& sm) {
+// Sets in mask the bits of the top k of the n keys key_at(0 .. n-1) (order_key's; order: key descending, then
+// index ascending). Every thread of the block calls it.
+template <class KeyAt>
+__device__ void select_row_keys(KeyAt key_at, int n, int k, uint32_t* mask, topk_smem& sm) {
   if (k <= 0) return;
   if (k >= n) {
     for (int i0 = 0; i0 < n; i0 += blockDim.x) {
@@ -272,7 +284,7 @@ __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* 
     for (int i = threadIdx.x; i < 256; i += blockDim.x) sm.hist[i] = 0;
     __syncthreads();
     for (int i0 = 0; i0 < n; i0 += blockDim.x)  // the loop bound is uniform
-      radix_count(s, i0 + threadIdx.x, n, prefix, high, shift, sm.hist, int(threadIdx.x & 31));
+      radix_count_keys(key_at, i0 + threadIdx.x, n, prefix, high, shift, sm.hist, int(threadIdx.x & 31));
     __syncthreads();
     uint32_t np;
     int nr;
@@ -287,10 +299,24 @@ __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* 
   }
   // prefix is now the k-th largest key; `remaining` (>= 1) of the keys equal to it are taken, lowest index first.
   const uint32_t kth = prefix;
+  // When every key equal to it is taken (distinct scores: one), one pass sets the bits without the scans below.
+  int my_ties = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) my_ties += key_at(i) == kth;
+  int all_ties = 0;
+  block_exclusive_scan(my_ties, sm, &all_ties);
+  if (all_ties == remaining) {
+    for (int i0 = 0; i0 < n; i0 += blockDim.x) {
+      const int i = i0 + threadIdx.x;
+      const unsigned bits = __ballot_sync(0xffffffffu, i < n && key_at(i) >= kth);
+      if ((threadIdx.x & 31) == 0 && bits) atomicOr(&mask[i >> 5], bits);
+    }
+    __syncthreads();
+    return;
+  }
   int taken_ties = 0;
   for (int base = 0; base < n; base += blockDim.x) {
     const int i = base + threadIdx.x;
-    const uint32_t key = i < n ? order_key(s[i]) : 0u;
+    const uint32_t key = i < n ? key_at(i) : 0u;
     const int tie = (i < n && key == kth) ? 1 : 0;
     int tile_ties = 0;
     const int before = block_exclusive_scan(tie, sm, &tile_ties);
@@ -301,6 +327,20 @@ __device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* 
     taken_ties += tile_ties;  // uniform over the block
   }
   __syncthreads();
+}
+
+__device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, topk_smem& sm) {
+  select_row_keys([&](int i) { return order_key(s[i]); }, n, k, mask, sm);
+}
+
+// select_row with the keys first converted into shared memory (staged: n words of dynamic shared memory), so
+// the radix passes read shared memory; without room (staged null) it reads s.
+__device__ void select_row_staged(const float* __restrict__ s, int n, int k, uint32_t* mask, topk_smem& sm,
+                                  uint32_t* staged) {
+  if (!staged || k <= 0 || k >= n) return select_row(s, n, k, mask, sm);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) staged[i] = order_key(s[i]);
+  __syncthreads();
+  select_row_keys([&](int i) { return staged[i]; }, n, k, mask, sm);
 }
 
 __global__ void __launch_bounds__(topk_threads)
@@ -512,7 +552,8 @@ __global__ void __launch_bounds__(score_threads)
 
 __device__ __forceinline__ void decode_topk_row(int cta, float* __restrict__ scores, int n, int k, int Hq, int Hkv,
                                                 bool group_scoring, uint32_t* __restrict__ gmask,
-                                                const int32_t* __restrict__ n_kv, int64_t ld, int mask_words) {
+                                                const int32_t* __restrict__ n_kv, int64_t ld, int mask_words,
+                                                int staged_cap) {
   __shared__ topk_smem sm;
   const int G = Hq / Hkv;
   // Rows of query head h at scores + h * ld; n units (n_kv: n_kv[KV head] units); masks mask_words apart.
@@ -531,23 +572,41 @@ __device__ __forceinline__ void decode_topk_row(int cta, float* __restrict__ sco
   } else {
     row = scores + int64_t(cta) * ld;
   }
-  if (nn > 0) select_row(row, nn, k, gmask + int64_t(hk) * mask_words, sm);
+  extern __shared__ uint32_t staged_keys[];  // launched with room for decode_stage_max keys, or none
+  if (nn > 0)
+    select_row_staged(row, nn, k, gmask + int64_t(hk) * mask_words, sm, nn <= staged_cap ? staged_keys : nullptr);
 }
 
-__global__ void __launch_bounds__(topk_threads)
+__global__ void __launch_bounds__(decode_topk_threads)
     decode_topk_kernel(float* __restrict__ scores, int n, int k, int Hq, int Hkv, bool group_scoring,
-                       uint32_t* __restrict__ gmask, const int32_t* __restrict__ n_kv, int64_t ld, int mask_words) {
-  decode_topk_row(int(blockIdx.x), scores, n, k, Hq, Hkv, group_scoring, gmask, n_kv, ld, mask_words);
+                       uint32_t* __restrict__ gmask, const int32_t* __restrict__ n_kv, int64_t ld, int mask_words,
+                       int staged_cap) {
+  decode_topk_row(int(blockIdx.x), scores, n, k, Hq, Hkv, group_scoring, gmask, n_kv, ld, mask_words, staged_cap);
 }
 
 // Every selecting row of a batched step: grid (Hq, rows); with group scoring only the first Hkv CTAs of a row
 // select (one per KV head).
-__global__ void __launch_bounds__(topk_threads)
-    decode_topk_rows_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv) {
+__global__ void __launch_bounds__(decode_topk_threads)
+    decode_topk_rows_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv, int staged_cap) {
   const lists_row& r = rows[blockIdx.y];
   if (r.group && int(blockIdx.x) >= Hkv) return;
   decode_topk_row(int(blockIdx.x), r.scores, r.n_cand, r.k, Hq, Hkv, r.group != 0, r.mask, nullptr, r.n_cand,
-                  (r.n_cand + 31) / 32);
+                  (r.n_cand + 31) / 32, staged_cap);
+}
+
+// Dynamic shared memory of a decode top-k launch over at most max_n candidates: room to stage them when they fit
+// (the kernels opt in to that much once), else none.
+template <class K>
+int decode_topk_smem(K kernel, int max_n, int* staged_cap) {
+  static bool opted = false;  // per kernel (one instantiation per kernel type)
+  if (!opted) {
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             decode_stage_max * int(sizeof(uint32_t))) != cudaSuccess)
+      fail_msg("GPU decode top-k: shared memory for staging could not be set");
+    opted = true;
+  }
+  *staged_cap = max_n <= decode_stage_max ? max_n : 0;
+  return *staged_cap * int(sizeof(uint32_t));
 }
 
 // ---- the hierarchical walk (decode, one row): gist::select_hierarchical, one level per launch ----
@@ -763,22 +822,6 @@ void launch_scores_any(const void* q, const void* k, bool bf16_in, int Hq, int H
 
 }  // namespace
 
-void launch_decode_topk(float* scores, int n, int k, int Hq, int Hkv, bool group_scoring, uint32_t* mask,
-                        void* stream) {
-  if (n <= 0) return;
-  const unsigned grid = unsigned(group_scoring ? Hkv : Hq);
-  decode_topk_kernel<<<grid, topk_threads, 0, static_cast<cudaStream_t>(stream)>>>(
-      scores, n, k, Hq, Hkv, group_scoring, mask, nullptr, n, (n + 31) / 32);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail_msg(launch_error("decode_topk_kernel", e));
-}
-
-void launch_decode_scores(const void* q, const void* k, bool bf16_in, int Hq, int Hkv, int D, int64_t k_st,
-                          float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream) {
-  launch_scores_any(q, k, bf16_in, Hq, Hkv, D, k_st, scale, unit_row, n, g, scores, nullptr, 0,
-                    static_cast<cudaStream_t>(stream));
-}
-
 void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf16_in, int Hq, int Hkv, int D,
                         void* stream) {
   if (n_rows <= 0 || max_cand <= 0) return;
@@ -801,7 +844,10 @@ void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf
   else go(float{});
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("decode_score_rows_kernel", e));
-  decode_topk_rows_kernel<<<dim3(unsigned(Hq), unsigned(n_rows)), topk_threads, 0, st>>>(rows, Hq, Hkv);
+  int staged_cap = 0;
+  const int smem = decode_topk_smem(decode_topk_rows_kernel, max_cand, &staged_cap);
+  decode_topk_rows_kernel<<<dim3(unsigned(Hq), unsigned(n_rows)), decode_topk_threads, smem, st>>>(rows, Hq, Hkv,
+                                                                                                  staged_cap);
   e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("decode_topk_rows_kernel", e));
 }
@@ -834,12 +880,14 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
       launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, rows, 0, a.g, lower, n_cur, a.max_n, st);
     if (cudaMemsetAsync(mask, 0, size_t(a.Hkv) * mask_words * sizeof(uint32_t), st) != cudaSuccess)
       fail_msg("GPU hierarchical selection: clearing the mask failed");
+    int staged_cap = 0;
+    const int smem = decode_topk_smem(decode_topk_kernel, is_top ? top_n : a.max_n, &staged_cap);
     if (is_top)
-      decode_topk_kernel<<<sel_grid, topk_threads, 0, st>>>(top, top_n, a.k[l], a.Hq, a.Hkv, a.group, mask, nullptr,
-                                                            top_n, mask_words);
+      decode_topk_kernel<<<sel_grid, decode_topk_threads, smem, st>>>(top, top_n, a.k[l], a.Hq, a.Hkv, a.group, mask,
+                                                                      nullptr, top_n, mask_words, staged_cap);
     else
-      decode_topk_kernel<<<sel_grid, topk_threads, 0, st>>>(lower, 0, a.k[l], a.Hq, a.Hkv, a.group, mask, n_cur,
-                                                            a.max_n, mask_words);
+      decode_topk_kernel<<<sel_grid, decode_topk_threads, smem, st>>>(lower, 0, a.k[l], a.Hq, a.Hkv, a.group, mask,
+                                                                      n_cur, a.max_n, mask_words, staged_cap);
     hier_level_kernel<<<a.Hkv, topk_threads, 0, st>>>(a, l, mask, mask_words, units, rows, n_cur, scored, out);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) fail_msg(launch_error("hier_level_kernel", e));

@@ -152,23 +152,13 @@ inline int64_t hier_scratch_ints(const hier_args& a) {
 void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16, float* scores,
                          int32_t* units, int32_t* out, void* stream);
 
-// Decode scores of one query row q (Hq, D): scores[h n + u] = max over r < g of (q_h . k[unit_row[u] + r]) *
-// scale, k rows k_st elements apart, KV head h / (Hq / Hkv) (score_units' arithmetic). One thread per (unit,
-// head): the grid covers all n units, so a long candidate list is scored in one wave.
-void launch_decode_scores(const void* q, const void* k, bool bf16, int Hq, int Hkv, int D, int64_t k_st,
-                          float scale, const int32_t* unit_row, int n, int g, float* scores, void* stream);
-
-// The decode top-k of one query row over scores (Hq, n) (launch_decode_scores'), select_top's rule: with
-// group_scoring the group's f32 sum (row h G of each group is overwritten with it) and one top k per KV head,
-// else each query head's top k, all ORed into mask (Hkv, ceil(n / 32)) words, which the caller zeroes first.
-// One CTA per query head (per KV head with group scoring).
-void launch_decode_topk(float* scores, int n, int k, int Hq, int Hkv, bool group_scoring, uint32_t* mask,
-                        void* stream);
-
 // The flat selection of every selecting row of a batched decode step (lists_row, decode-lists.h) in two launches:
-// each row's scores as launch_decode_scores (grid z = row; max_cand >= every row's n_cand), its mask cleared,
-// then each row's top-k ORed into its mask as launch_decode_topk. rows: device array of n_rows. The rows share
-// the heads (Hq, Hkv, D), the dtype and the pool row stride Hkv * D.
+// each row's scores[h n + u] = max over r < g of (q_h . k[gist_row[u] + r]) * scale (grid (units, Hq, rows),
+// one thread per unit and head: score_units' arithmetic), its mask cleared, then its top-k (select_top's rule:
+// with group scoring the group's f32 sum, row h G of each group overwritten with it, one top k per KV head, else
+// each query head's top k) ORed into its mask (Hkv, ceil(n / 32)): one CTA per query head and row, the keys
+// staged in shared memory up to 48 Ki candidates. rows: device array of n_rows; max_cand >= every row's n_cand.
+// The rows share the heads (Hq, Hkv, D), the dtype and the pool row stride Hkv * D.
 void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf16, int Hq, int Hkv, int D,
                         void* stream);
 
