@@ -534,17 +534,65 @@ __global__ void __launch_bounds__(score_threads)
   decode_score_row<T, DC>(q, k, Hq, Hkv, D_rt, k_st, scale, unit_row, n, g, scores, n_kv, ld);
 }
 
-// Every selecting row of a batched step (grid z = row): its own q, pool, candidates and scores; block (0, 0) of a
-// row also clears the row's selection mask for decode_topk_rows_kernel, which runs after this launch.
+// Every selecting row of a batched step (grid (units, Hkv, rows)): its own q, pool, candidates and scores. One
+// thread per (unit, KV head) reads the unit's gist keys once for the G query heads of the group (their q in
+// shared memory) and keeps G dot products, each in score_units' order (f32, d ascending, no FMA). Block (0, 0)
+// of a row also clears the row's selection mask for decode_topk_rows_kernel, which runs after this launch.
+constexpr int kMaxGroup = 8;
 template <class T, int DC>
 __global__ void __launch_bounds__(score_threads)
     decode_score_rows_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv, int D_rt, int64_t k_st,
                              float scale) {
+  __shared__ float qs[kMaxGroup * 128];
   const lists_row& r = rows[blockIdx.z];
+  const int hk = blockIdx.y, G = Hq / Hkv;
+  const int D = DC > 0 ? DC : D_rt;
   if (blockIdx.x == 0 && blockIdx.y == 0)
     for (int w = threadIdx.x; w < Hkv * ((r.n_cand + 31) / 32); w += blockDim.x) r.mask[w] = 0u;
-  decode_score_row<T, DC>(static_cast<const T*>(r.q), static_cast<const T*>(r.pool_k), Hq, Hkv, D_rt, k_st, scale,
-                          r.gist_row, r.n_cand, r.g, r.scores, nullptr, 0);
+  const int n = r.n_cand;
+  if (int(blockIdx.x) * int(blockDim.x) >= n) return;
+  const T* q = static_cast<const T*>(r.q) + int64_t(hk) * G * D;  // the group's G heads, consecutive
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = dev::to_f(q[i]);
+  __syncthreads();
+  const int u = blockIdx.x * blockDim.x + threadIdx.x;
+  if (u >= n) return;
+  float best[kMaxGroup];
+#pragma unroll
+  for (int j = 0; j < kMaxGroup; j++) best[j] = -INFINITY;
+  for (int rr = 0; rr < r.g; rr++) {
+    const T* kp = static_cast<const T*>(r.pool_k) + int64_t(r.gist_row[u] + rr) * k_st + int64_t(hk) * D;
+    float dot[kMaxGroup];
+#pragma unroll
+    for (int j = 0; j < kMaxGroup; j++) dot[j] = 0.0f;
+    if constexpr (DC > 0) {
+      constexpr int V = dev::vec16<T>;
+#pragma unroll 2
+      for (int d0 = 0; d0 < DC; d0 += V) {
+        float v[V];
+        dev::load_f<T, V>(v, kp + d0);
+#pragma unroll
+        for (int j = 0; j < kMaxGroup; j++)
+          if (j < G)
+#pragma unroll
+            for (int i = 0; i < V; i++) dot[j] = __fadd_rn(dot[j], __fmul_rn(qs[j * DC + d0 + i], v[i]));
+      }
+    } else {
+      for (int d = 0; d < D; d++) {
+        const float kv = dev::to_f(kp[d]);
+#pragma unroll
+        for (int j = 0; j < kMaxGroup; j++)
+          if (j < G) dot[j] = __fadd_rn(dot[j], __fmul_rn(qs[j * D + d], kv));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kMaxGroup; j++) {
+      const float v = __fmul_rn(dot[j], scale);
+      best[j] = best[j] < v ? v : best[j];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kMaxGroup; j++)
+    if (j < G) r.scores[int64_t(hk * G + j) * n + u] = best[j];
 }
 
 // ---- decode top-k (one query row): one CTA per query head (union) or per KV head (group scoring), each ORing
@@ -829,7 +877,8 @@ void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   const int64_t k_st = int64_t(Hkv) * D;
   const float scale = 1.0f / std::sqrt(float(D));
-  const dim3 grid{unsigned((max_cand + score_threads - 1) / score_threads), unsigned(Hq), unsigned(n_rows)};
+  if (Hq / Hkv > kMaxGroup) fail_msg("GPU decode scores: " + std::to_string(Hq / Hkv) + " query heads per KV head (at most 8)");
+  const dim3 grid{unsigned((max_cand + score_threads - 1) / score_threads), unsigned(Hkv), unsigned(n_rows)};
   const bool vec = (k_st * (bf16_in ? 2 : 4)) % 16 == 0;
   auto go = [&](auto tag) {
     using T = decltype(tag);
