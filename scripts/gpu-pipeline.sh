@@ -47,8 +47,9 @@
 #   EVAL_SCRATCH_METHODS ("gsa gist"): the scratch model's methods
 #   EVAL_JOBS (4): evaluations side by side on the GPU; EVAL_GPU_THREADS (2): OMP threads of each
 #   With DEVICE=cuda, on the host's cores (--device cpu): EVAL_CPU_METHODS ("h2o", which the GPU session refuses;
-#   at each ratio) at EVAL_CPU_LENGTHS ("1k 4k"); EVAL_XCHECK ("full gsa") at 1k, a cross-check of the GPU's cells
-#   through the CPU engine (same models, the first samples; gsa at each ratio); EVAL_CPU_SAMPLES (8 per depth),
+#   at each ratio; "" for none) at EVAL_CPU_LENGTHS ("1k 4k"); EVAL_XCHECK ("full gsa"; "" for none) at 1k, a
+#   cross-check of the GPU's cells through the CPU engine (same models, the first samples; gsa at each ratio);
+#   EVAL_CPU_SAMPLES (8 per depth),
 #   EVAL_CPU_JOBS (2), EVAL_CPU_THREADS (4). A GPU cell that fails (not a timeout) is run again on the CPU with
 #   EVAL_CPU_SAMPLES.
 #   EVAL_SECONDS (300): the most one evaluation call may take.
@@ -285,10 +286,10 @@ eval_cpt_groups() {
 # the GPU's cells on the same models (groups xcheck, xcheckR).
 eval_cpu_group() {
   local POOL=${EVAL_CPU_JOBS:-2} L meth
-  for L in ${EVAL_CPU_LENGTHS:-1k 4k}; do for meth in ${EVAL_CPU_METHODS:-h2o}; do
+  for L in ${EVAL_CPU_LENGTHS:-1k 4k}; do for meth in ${EVAL_CPU_METHODS-h2o}; do
     cpt_cells eval_cpu_cell cpt "$meth" "$L"
   done; done
-  for meth in ${EVAL_XCHECK:-full gsa}; do
+  for meth in ${EVAL_XCHECK-full gsa}; do
     cpt_cells eval_cpu_cell xcheck "$meth" 1k  # its own tags: a GPU cell's fallback is cpt*-*-cpu
   done
   wait
@@ -384,7 +385,7 @@ for r in $CPT_RATIOS; do
   fi
 done
 if [ "$DEVICE" = cpu ]; then
-  (eval_cpt_groups "${EVAL_METHODS:-full gist gsa streaming quest moba} ${EVAL_CPU_METHODS:-h2o}" \
+  (eval_cpt_groups "${EVAL_METHODS:-full gist gsa streaming quest moba} ${EVAL_CPU_METHODS-h2o}" \
     "${EVAL_CPU_JOBS:-2}") > "$OUT/eval-cpt.log" 2>&1
 else
   eval_cpu_group > "$OUT/eval-cpu.log" 2>&1 &
