@@ -140,7 +140,9 @@ class backend {
   // backend cannot run it (the caller then selects on the host and calls decode_attention). Contract in
   // backend/decode-lists.h; the defaults are the host reference (backend/decode-lists.cpp), which the CPU
   // backend uses and the CUDA backend overrides.
-  virtual std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists);
+  // previous: this session's last prepared lists (null for none), which the backend may share from (the base
+  // rows' prefix that lists.base_same says is unchanged); it is not used by a step any more.
+  virtual std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists, const void* previous);
   // Row 0 of q (1, Hq, D) attends per KV head to the list `prepared` describes in pool (a layer's pool),
   // selecting first when select is true; out (1, Hq * D) overwritten. selected (decode_lists::selected_size(),
   // i32, this device) gets, per KV head h, the count at [h], the ascending chunk ids at [Hkv + h * cap, ...) and

@@ -47,7 +47,7 @@ void decode_lists_merge(const decode_lists& d, const int32_t* sel, int n_sel, st
   base_until(INT32_MAX);
 }
 
-std::shared_ptr<const void> backend::prepare_decode_lists(const decode_lists& lists) {
+std::shared_ptr<const void> backend::prepare_decode_lists(const decode_lists& lists, const void* /*previous*/) {
   return std::make_shared<decode_lists>(lists);
 }
 

@@ -31,6 +31,9 @@ struct gsa_config;
 struct decode_lists {
   // The rows every KV head attends, ascending stream positions, and their pool rows.
   std::vector<int32_t> base_pos, base_row;
+  // How many leading base_row entries equal those of the session's previous description (a hint: a backend
+  // may upload only the rest; backend.h prepare_decode_lists' `previous`).
+  int64_t base_same = 0;
   // Candidate chunks u < n_cand (empty: the layer never selects).
   std::vector<int32_t> gist_row, raw_row, raw_len, gist_pos, raw_pos;
   std::vector<uint8_t> add_gists;

@@ -20,6 +20,12 @@ void iota_list(std::vector<int32_t>& v, int32_t begin, int32_t end) {
 
 }  // namespace
 
+// Kept as the next row's `previous` (backend.h prepare_decode_lists), or dropped when the host path takes over.
+std::shared_ptr<const void> session::prepared(std::shared_ptr<const void> p) {
+  dl_prev_ = p;
+  return p;
+}
+
 std::shared_ptr<const void> session::prepare_lists(int pos) {
   const method meth = opts_.meth;
   const bool gist_method = meth == method::gist || meth == method::gsa || meth == method::hgsa;
@@ -59,6 +65,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
   const size_t keep =
       size_t(std::mismatch(bp.begin(), bp.end(), dl_rows_of_.begin(), dl_rows_of_.end()).first - bp.begin());
   d.base_row.resize(keep);
+  d.base_same = int64_t(keep);
   for (size_t i = keep; i < bp.size(); i++) d.base_row.push_back(int32_t(cache_->pool_row(0, addr_[bp[i]])));
   dl_rows_of_ = bp;
   // Candidates (gsa rows of level <= 0 past the local window).
@@ -74,7 +81,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
     d.unit_row.clear();
     d.cfg = nullptr;
     dl_cand_build_ = -1;
-    return m_.ops().prepare_decode_lists(d);
+    return prepared(m_.ops().prepare_decode_lists(d, dl_prev_.get()));
   }
   const gist::gsa_config& cfg = *cfg_;
   const int G = d.n_q_heads / d.n_kv_heads;
@@ -107,7 +114,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
       const int32_t r0 = int32_t(cache_->pool_row(0, kv::kv_addr{int8_t(l), u * d.g}));
       if (int32_t(cache_->pool_row(0, kv::kv_addr{int8_t(l), u * d.g + d.g - 1})) != r0 + d.g - 1) {
         dl_cand_build_ = -1;
-        return nullptr;
+        return prepared(nullptr);
       }
       ur.push_back(r0);
     }
@@ -127,7 +134,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
     if (int32_t(cache_->pool_row(0, addr_[gp + d.g - 1])) != grow + d.g - 1 ||
         (r0 < r1 && int32_t(cache_->pool_row(0, addr_[r1 - 1])) != rrow + (r1 - r0) - 1)) {
       dl_cand_build_ = -1;
-      return nullptr;
+      return prepared(nullptr);
     }
     d.gist_pos.push_back(gp);
     d.gist_row.push_back(grow);
@@ -136,7 +143,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
     d.raw_len.push_back(r1 - r0);
     d.add_gists.push_back(gists_in_base ? 0 : 1);
   }
-  return m_.ops().prepare_decode_lists(d);
+  return prepared(m_.ops().prepare_decode_lists(d, dl_prev_.get()));
 }
 
 bool session::lists_select(int layer) const {

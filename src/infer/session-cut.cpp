@@ -56,6 +56,7 @@ void session::truncate(int n_raw) {
   base_keys_.clear();
   dl_ = decode_lists();
   dl_rows_of_.clear();
+  dl_prev_.reset();
   dl_cand_build_ = -1;
   dl_selects_ = false;
 }

@@ -178,6 +178,8 @@ class session {
   // and the base build its candidate table belongs to.
   decode_lists dl_;
   std::vector<int32_t> dl_rows_of_;
+  std::shared_ptr<const void> dl_prev_;  // the last prepared lists (prepare_decode_lists' `previous`)
+  std::shared_ptr<const void> prepared(std::shared_ptr<const void> p);
   int dl_cand_build_ = -1;
   bool dl_selects_ = false;
   // Scratch of gsa_select, reused across layers and steps.

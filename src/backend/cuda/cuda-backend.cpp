@@ -350,8 +350,8 @@ class cuda_impl final : public backend {
     run_decode(p, plan, ws.empty() ? nullptr : ws.raw(), ctx().stream);
   }
 
-  std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists) override {
-    return prepare_lists(*this, lists);
+  std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists, const void* previous) override {
+    return prepare_lists(*this, lists, previous);
   }
   void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
                               const void* prepared, bool select, Tensor& selected) override {

@@ -22,10 +22,14 @@ namespace {
 
 
 struct cuda_lists {
-  // i32: head zeros (the no_extra lists: 2 (Hkv + 1) words), then base (n_base), gist_row, raw_row, raw_len,
-  // add_gists (n_cand each), hgsa's unit rows; one upload per row and step.
+  // i32: head zeros (the no_extra lists: 2 (Hkv + 1) words), then gist_row, raw_row, raw_len, add_gists (n_cand
+  // each), hgsa's unit rows; one upload per row and step.
   Tensor table;
   int head = 0;
+  // The base rows (n_base of its capacity). A session's next row shares it when its base keeps a prefix of this
+  // one (decode_lists::base_same): only the rows past the prefix are uploaded (full attention's base is the
+  // whole context: 4 MB a step at 1M tokens otherwise).
+  Tensor base_t;
   int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0, k = 0;
   bool group = false;
   int64_t longest = 0;
@@ -38,8 +42,8 @@ struct cuda_lists {
   // (Hkv + 1) zero offsets: the lists of a layer that does not select are the base alone.
   const int64_t* no_extra() const { return static_cast<const int64_t*>(table.raw()); }
   const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + head + off; }
-  const int32_t* base() const { return at(0); }
-  const int32_t* cand(int which) const { return at(n_base + int64_t(which) * n_cand); }
+  const int32_t* base() const { return static_cast<const int32_t*>(base_t.raw()); }
+  const int32_t* cand(int which) const { return at(int64_t(which) * n_cand); }
 };
 
 // Device memory from the cache without clearing it (no launch): for scratch every use writes before it reads.
@@ -68,7 +72,7 @@ decode_params shape_params(int Hq, int Hkv, int D, dtype act) {
 
 }  // namespace
 
-std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
+std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, const void* previous) {
   const dtype act = be.act();
   const int n = d.n_cand();
   if (n > 0 && (!d.cfg || d.cfg->select == gist::select_rule::top_p || n > select_detail::max_candidates ||
@@ -92,9 +96,8 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   size_t units_total = 0;
   for (const auto& u : d.unit_row) units_total += u.size();
   L->head = 2 * (L->Hkv + 1);
-  std::vector<int32_t> host(size_t(L->head) + size_t(L->n_base) + size_t(4) * n + units_total, 0);
+  std::vector<int32_t> host(size_t(L->head) + size_t(4) * n + units_total, 0);
   int32_t* o = host.data() + L->head;
-  o = std::copy(d.base_row.begin(), d.base_row.end(), o);
   o = std::copy(d.gist_row.begin(), d.gist_row.end(), o);
   o = std::copy(d.raw_row.begin(), d.raw_row.end(), o);
   o = std::copy(d.raw_len.begin(), d.raw_len.end(), o);
@@ -102,7 +105,7 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
   if (n > 0 && d.levels() > 1) {
     select_detail::hier_args& h = L->hier;
     h.levels = d.levels();
-    L->unit_off.push_back(L->n_base);  // level 0: gist_row
+    L->unit_off.push_back(0);  // level 0: gist_row
     h.whole[0] = n;
     for (int l = 1; l < h.levels; l++) {
       L->unit_off.push_back(o - host.data() - L->head);
@@ -124,6 +127,17 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d) {
     h.group = L->group;
   }
   L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
+  const auto* prev = static_cast<const cuda_lists*>(previous);
+  const int64_t same = prev ? std::min<int64_t>({d.base_same, prev->n_base, L->n_base}) : 0;
+  if (prev && same > 0 && prev->base_t.numel() >= L->n_base) {
+    L->base_t = prev->base_t;  // the previous row's kernels were done with it: its step ended synchronised
+  } else {
+    L->base_t = uncleared({std::max<int64_t>(1024, L->n_base + L->n_base / 2)}, dtype::i32);
+  }
+  const int64_t from = L->base_t.raw() == (prev ? prev->base_t.raw() : nullptr) ? same : 0;
+  if (L->n_base > from)
+    copy_h2d(static_cast<int32_t*>(L->base_t.raw()) + from, d.base_row.data() + from,
+             size_t(L->n_base - from) * sizeof(int32_t));
   // Scores: (Hq, n) flat; hgsa: select.h's scratch of the walk.
   if (n > 0 && d.levels() == 1) {
     L->scores = uncleared({int64_t(L->Hq) * n}, dtype::f32);
