@@ -62,6 +62,17 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / den);
 }
 
+// 3 layers of 128, 8 query heads over 2 KV heads (GQA 4) of 64, 2048 positions: the selection tests' shape.
+model_config gqa4_config() {
+  model_config c = test::tiny_config(test::tiny_vocab, 3, 2048);
+  c.hidden_size = 128;
+  c.intermediate_size = 160;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 2;
+  c.head_dim = 64;
+  return c;
+}
+
 struct method_case {
   method meth;
   std::vector<int> chunk;
@@ -169,12 +180,7 @@ TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
   for (const auto& cs : cases) {
     SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + gist::select_rule_name(cs.rule) +
                  (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
-    model_config mc = test::tiny_config(test::tiny_vocab, 3, 2048);
-    mc.hidden_size = 128;
-    mc.intermediate_size = 160;
-    mc.num_attention_heads = 8;
-    mc.num_key_value_heads = 2;
-    mc.head_dim = 64;
+    model_config mc = gqa4_config();
     gist::gsa_config gc =
         test::tiny_gsa(test::tiny_vocab, cs.meth == method::hgsa ? std::vector<int>{8, 4} : std::vector<int>{8});
     gc.select = cs.rule;
@@ -243,12 +249,7 @@ TEST(CudaSession, BatchedListsEqualTheCpuBatch) {
   REQUIRE_GPU();
   for (const bool group : {false, true}) {
     SCOPED_TRACE(group ? "group scoring, g 2" : "union, g 1");
-    model_config mc = test::tiny_config(test::tiny_vocab, 3, 2048);
-    mc.hidden_size = 128;
-    mc.intermediate_size = 160;
-    mc.num_attention_heads = 8;
-    mc.num_key_value_heads = 2;
-    mc.head_dim = 64;
+    model_config mc = gqa4_config();
     gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, {8});
     gc.group_scoring = group;
     gc.gists_per_chunk = group ? 2 : 1;

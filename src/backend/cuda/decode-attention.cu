@@ -80,38 +80,13 @@ __device__ inline void cp_async_wait() {
 
 // Where sequence b's query, output, K/V pool and lists are: its decode_seq, or the launch-wide fields at b's
 // offsets.
-struct seq_view {
-  const void* q;
-  void* out;
-  const void *k, *v;
-  const int64_t* indptr;
-  const int32_t* indices;
-  const int32_t* shared;
-  int64_t n_shared;
-  __device__ seq_view(const decode_params& p, int b) {
-    if (p.seqs) {
-      const decode_seq& s = p.seqs[b];
-      q = s.q;
-      out = s.out;
-      k = s.k;
-      v = s.v;
-      indptr = s.indptr;
-      indices = s.indices;
-      shared = s.shared;
-      n_shared = s.n_shared;
-    } else {
-      const size_t qe = p.kv_dtype == decode_dtype::f32 ? 4 : 2, oe = p.out_dtype == decode_dtype::f32 ? 4 : 2;
-      q = static_cast<const char*>(p.q) + int64_t(b) * p.q_stride_b * qe;
-      out = static_cast<char*>(p.out) + int64_t(b) * p.o_stride_b * oe;
-      k = p.k;
-      v = p.v;
-      indptr = p.indptr;
-      indices = p.indices;
-      shared = p.shared;
-      n_shared = p.n_shared;
-    }
-  }
-};
+__device__ inline decode_seq seq_of(const decode_params& p, int b) {
+  if (p.seqs) return p.seqs[b];
+  const size_t qe = p.kv_dtype == decode_dtype::f32 ? 4 : 2, oe = p.out_dtype == decode_dtype::f32 ? 4 : 2;
+  return decode_seq{static_cast<const char*>(p.q) + int64_t(b) * p.q_stride_b * qe,
+                    static_cast<char*>(p.out) + int64_t(b) * p.o_stride_b * oe,
+                    p.k, p.v, p.indptr, p.indices, p.shared, p.n_shared};
+}
 
 // ASYNC: K/V rows go through a ST-stage cp.async ring in shared memory instead of registers, so more keys are
 // in flight per thread at lower register cost. Each lane copies and later reads only its own 16-byte slots, so
@@ -146,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
   const decode_params& p = a.p;
   const int list = blockIdx.x, split = blockIdx.y;
   const int b = list / p.n_kv_heads, h = list % p.n_kv_heads;
-  const seq_view sv(p, b);
+  const decode_seq sv = seq_of(p, b);
   const int at = p.seqs ? h : list;  // the list's index into its indptr
   const int64_t beg = sv.indptr[at];
   const int64_t ns = sv.n_shared;
@@ -375,7 +350,7 @@ __global__ void __launch_bounds__(D) decode_combine_kernel(const split_args a) {
     sum = fmaf(w, ml[2 * s + 1], sum);
     x = fmaf(w, acc[int64_t(s) * D + d], x);
   }
-  const seq_view sv(p, b);
+  const decode_seq sv = seq_of(p, b);
   store_out(sv.out, int64_t(hq) * p.o_stride_h + d, sum > 0.f ? x / sum : 0.f, p.out_dtype);
   if (d == 0 && p.lse) p.lse[int64_t(b) * p.lse_stride_b + hq] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : -INFINITY;
 }

@@ -129,12 +129,10 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, co
   L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
   const auto* prev = static_cast<const cuda_lists*>(previous);
   const int64_t same = prev ? std::min<int64_t>({d.base_same, prev->n_base, L->n_base}) : 0;
-  if (prev && same > 0 && prev->base_t.numel() >= L->n_base) {
-    L->base_t = prev->base_t;  // the previous row's kernels were done with it: its step ended synchronised
-  } else {
-    L->base_t = uncleared({std::max<int64_t>(1024, L->n_base + L->n_base / 2)}, dtype::i32);
-  }
-  const int64_t from = L->base_t.raw() == (prev ? prev->base_t.raw() : nullptr) ? same : 0;
+  const bool reuse = same > 0 && prev->base_t.numel() >= L->n_base;
+  // Reused: the previous row's kernels were done with it (its step ended synchronised).
+  L->base_t = reuse ? prev->base_t : uncleared({std::max<int64_t>(1024, L->n_base + L->n_base / 2)}, dtype::i32);
+  const int64_t from = reuse ? same : 0;
   if (L->n_base > from)
     copy_h2d(static_cast<int32_t*>(L->base_t.raw()) + from, d.base_row.data() + from,
              size_t(L->n_base - from) * sizeof(int32_t));
@@ -171,17 +169,6 @@ int32_t* check_call(const cuda_lists& L, dtype act, const Tensor& out, const Ten
              "decode lists: selected holds {} of {} values", selected.numel(), int64_t(L.Hkv) * (2 + L.cap));
   return static_cast<int32_t*>(selected.raw());
 }
-
-// Device scratch released (to the cache, stream-ordered) when it goes out of scope.
-struct scratch {
-  void* p = nullptr;
-  explicit scratch(size_t bytes) : p(bytes ? alloc(bytes) : nullptr) {}
-  ~scratch() {
-    if (p) release(p);
-  }
-  scratch(const scratch&) = delete;
-  scratch& operator=(const scratch&) = delete;
-};
 
 }  // namespace
 
@@ -264,10 +251,10 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
   std::vector<unsigned char> host(seq_bytes + row_bytes);
   std::memcpy(host.data(), seqs.data(), seq_bytes);
   if (row_bytes) std::memcpy(host.data() + seq_bytes, rows.data(), row_bytes);
-  scratch tables(host.size());
-  timed("decode.tables", prof, [&] { copy_h2d(tables.p, host.data(), host.size()); });
-  const auto* d_seqs = static_cast<const decode_seq*>(tables.p);
-  const auto* d_rows = reinterpret_cast<const lists_row*>(static_cast<const unsigned char*>(tables.p) + seq_bytes);
+  Tensor tables = uncleared({int64_t(host.size())}, dtype::u8);
+  timed("decode.tables", prof, [&] { copy_h2d(tables.raw(), host.data(), host.size()); });
+  const auto* d_seqs = static_cast<const decode_seq*>(tables.raw());
+  const auto* d_rows = reinterpret_cast<const lists_row*>(static_cast<const unsigned char*>(tables.raw()) + seq_bytes);
   const int Hq = first->Hq, Hkv = first->Hkv, D = first->D;
   if (!rows.empty()) {
     timed("decode.select", prof, [&] {
@@ -282,8 +269,8 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
   decode_plan_options po;
   po.num_sms = ctx().sm_count;
   const decode_plan plan = plan_decode(p, longest, po);
-  scratch ws(plan.workspace_bytes);
-  timed("decode.attend", prof, [&] { run_decode(p, plan, ws.p, ctx().stream); });
+  Tensor ws = plan.workspace_bytes ? uncleared({int64_t(plan.workspace_bytes)}, dtype::u8) : Tensor();
+  timed("decode.attend", prof, [&] { run_decode(p, plan, ws.empty() ? nullptr : ws.raw(), ctx().stream); });
 }
 
 }  // namespace gsa::cuda
