@@ -487,11 +487,10 @@ __global__ void __launch_bounds__(32 * topk_warps)
 // ---- decode scores (one query row): one thread per (unit, query head), so the grid covers every candidate ----
 
 template <class T, int DC>
-__device__ __forceinline__ void decode_score_row(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv,
-                                                 int D_rt, int64_t k_st, float scale,
-                                                 const int32_t* __restrict__ unit_row, int n, int g,
-                                                 float* __restrict__ scores, const int32_t* __restrict__ n_kv,
-                                                 int64_t ld) {
+__global__ void __launch_bounds__(score_threads)
+    decode_score_kernel(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv, int D_rt, int64_t k_st,
+                        float scale, const int32_t* __restrict__ unit_row, int n, int g, float* __restrict__ scores,
+                        const int32_t* __restrict__ n_kv, int64_t ld) {
   __shared__ float qs[128];
   const int h = blockIdx.y, hk = h / (Hq / Hkv);
   const int D = DC > 0 ? DC : D_rt;
@@ -524,14 +523,6 @@ __device__ __forceinline__ void decode_score_row(const T* __restrict__ q, const 
     best = best < v ? v : best;
   }
   scores[int64_t(h) * (n_kv ? ld : n) + u] = best;
-}
-
-template <class T, int DC>
-__global__ void __launch_bounds__(score_threads)
-    decode_score_kernel(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv, int D_rt, int64_t k_st,
-                        float scale, const int32_t* __restrict__ unit_row, int n, int g, float* __restrict__ scores,
-                        const int32_t* __restrict__ n_kv, int64_t ld) {
-  decode_score_row<T, DC>(q, k, Hq, Hkv, D_rt, k_st, scale, unit_row, n, g, scores, n_kv, ld);
 }
 
 // Every selecting row of a batched step (grid (units, Hkv, rows)): its own q, pool, candidates and scores. One
