@@ -7,7 +7,7 @@
 #
 # steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
 # hf-decode first-result serve (carry bundle-data/ too) ncu
-# decode-profile decode-long pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# decode-profile decode-long decode-offload pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -141,6 +141,24 @@ if has decode-long; then
   timeout 300 "$GSA" bench decode --device cuda --preset llama1b --context "${LONG_CONTEXTS:-4k,128k,512k,1m}" \
     --method "${LONG_METHODS:-full,gsa,hgsa}" --steps 20 --json >$RES/decode-long.json
   echo "plain: exit $?"; cat $RES/decode-long.json
+fi
+
+if has decode-offload; then
+  section "raw KV pages off the GPU (--gpu-kv-budget): latency against all on the GPU, and a 2M-token context (llama1b)"
+  # Same cells without and with the budget (one process each), then hgsa at 2M tokens: 64 GiB of raw K/V in
+  # pinned host memory, the gists and the window on the GPU.
+  for kvb in "" "${OFFLOAD_BUDGET:-8GiB}"; do
+    timeout 240 "$GSA" bench decode --device cuda --preset llama1b --context "${OFFLOAD_CONTEXTS:-4k,128k,512k}" \
+      --method "${OFFLOAD_METHODS:-gsa,hgsa,full}" --steps 20 ${kvb:+--gpu-kv-budget $kvb} \
+      --json >$RES/decode-offload${kvb:+-budget}.json
+    echo "budget '${kvb:-none}': exit $? $(cat $RES/decode-offload${kvb:+-budget}.json)"
+  done
+  free -g | head -2
+  /usr/bin/time -v timeout "${OFFLOAD_2M_TIMEOUT:-300}" "$GSA" bench decode --device cuda --preset llama1b \
+    --context "${OFFLOAD_LONG:-2m}" --method hgsa --steps 20 --gpu-kv-budget "${OFFLOAD_BUDGET:-8GiB}" \
+    --json >$RES/decode-offload-2m.json 2>$RES/decode-offload-2m.err
+  echo "2M: exit $? $(cat $RES/decode-offload-2m.json)"; grep -E "Maximum resident|Elapsed" $RES/decode-offload-2m.err
+  tail -3 $RES/decode-offload-2m.err
 fi
 
 if has hf-decode; then

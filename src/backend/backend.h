@@ -11,6 +11,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/attention.h"
@@ -111,9 +112,22 @@ class backend {
   // ---- paged KV for decoding (kv/kv-cache.h, pool mode). A pool (2 P frames, Hkv, D) of type act() holds
   // pages of P rows: frame f holds K rows [2 f P, 2 f P + P) and then their V rows [2 f P + P, 2 (f + 1) P) (the
   // host cache's page layout). A key is named by its K row r; its V row is r + P.
+  // Off-device frames (kv-cache.h tier host): a pool may have a second part in host memory that the backend's
+  // kernels read in place (`host`: frames of the same layout, registered with pin_host). A row r >= host_row0
+  // names row r - host_row0 of that part; the readers below take it as `host` (null: no such part).
+  static constexpr int64_t host_row0 = int64_t(1) << 30;
   // kv_write: K row rows[i] = k row i and V row rows[i] + P = v row i, for k, v (n, Hkv, D) of type act().
   virtual void kv_write(Tensor& pool, int page_rows, const std::vector<int64_t>& rows, const Tensor& k,
                         const Tensor& v) = 0;
+  // Host memory the backend's kernels may read and write in place from now on (CUDA: page-locked and mapped,
+  // at the same address on the device; throws gsa::error when it cannot); unpin_host(p) undoes pin_host(p, ..).
+  // The CPU backend needs neither.
+  virtual void pin_host(void* p, size_t bytes) {}
+  virtual void unpin_host(void* p) {}
+  // Moves frames off the device: for each (f, h) of moves, frame f of pool (2 P rows) to frame h of host (the
+  // host part of that pool, same layout). Ordered after the work already issued that writes those frames.
+  virtual void kv_move_frames(const Tensor& pool, void* host, int page_rows,
+                              const std::vector<std::pair<int32_t, int32_t>>& moves) = 0;
   // kv_write_rows: row i of k, v into *pools[i] (K row rows[i], V row rows[i] + P), pools of one layout: one
   // decode step's appends of several sessions, each with its own pool, at once (a device backend: one launch).
   // Default: a kv_write per row.
@@ -130,7 +144,8 @@ class backend {
   // out (M, Hq * D) overwritten; a row with an empty list gets 0. The CPU reference is the host engine's kernel
   // (backend/cpu/decode-attention.h).
   virtual void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                                const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices) = 0;
+                                const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices,
+                                const void* host = nullptr) = 0;
   // Why this backend cannot run decode_attention for these shapes ("" when it can).
   virtual std::string decode_unsupported(int Hq, int Hkv, int D) const { return ""; }
 
@@ -149,7 +164,8 @@ class backend {
   // for a hierarchical selection the number of gist units scored at [Hkv (1 + cap) + h] (untouched when select
   // is false).
   virtual void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                                      const void* prepared, bool select, Tensor& selected);
+                                      const void* prepared, bool select, Tensor& selected,
+                                      const void* host = nullptr);
   // Several rows of a decode step at once, each with its own session's pool and prepared lists: the same as
   // decode_attention_lists(out row `row`, q row `row`, *pool, page_rows, prepared, select, selected) for every
   // call, in any order (the rows' lists are independent). The default loops; the CUDA backend launches each
@@ -157,6 +173,7 @@ class backend {
   struct lists_call {
     int row = 0;
     const Tensor* pool = nullptr;
+    const void* host = nullptr;  // the pool's off-device frames (null: none)
     const void* prepared = nullptr;
     bool select = false;
     Tensor selected;  // this layer's part of the row's `selected` (empty when select is false)

@@ -133,27 +133,44 @@ class cpu_impl final : public backend {
       std::memcpy(pool.f32() + size_t(rows[i] + page_rows) * rowf, v.f32() + i * rowf, rowf * sizeof(float));
     }
   }
+  void kv_move_frames(const Tensor& pool, void* host, int page_rows,
+                      const std::vector<std::pair<int32_t, int32_t>>& moves) override {
+    const size_t frame = size_t(2) * page_rows * size_t(pool.numel() / std::max<int64_t>(1, pool.dim(0)));
+    for (const auto& [f, h] : moves) {
+      GSA_ASSERT(f >= 0 && int64_t(f + 1) * 2 * page_rows <= pool.dim(0) && h >= 0, "frame {} of a {}-row pool",
+                 f, pool.dim(0));
+      std::memcpy(static_cast<float*>(host) + size_t(h) * frame, pool.f32() + size_t(f) * frame,
+                  frame * sizeof(float));
+    }
+  }
   void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices) override {
+                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices,
+                        const void* host) override {
     const int M = int(q.dim(0)), Hq = int(q.dim(1)), D = int(q.dim(2)), Hkv = int(pool.dim(1));
     GSA_ASSERT(int64_t(indptr.size()) == int64_t(M) * Hkv + 1 && out.numel() == int64_t(M) * Hq * D,
                "decode_attention: {} list bounds for {} rows of {} KV heads", indptr.size(), M, Hkv);
     struct pool_rows {
-      const float* k;
-      const float* v;
+      const float* dev;   // the pool's K rows
+      const float* host;  // its off-device K rows (rows >= host_row0), or null
       const int32_t* idx;
       const int64_t* ptr;
-      size_t rowf;
+      size_t rowf, vrows;  // vrows: V row = K row + P
       int D;
       int count(int h) const { return int(ptr[h + 1] - ptr[h]); }
-      const float* key(int h, int j) const { return k + size_t(idx[ptr[h] + j]) * rowf + size_t(h) * D; }
-      const float* value(int h, int j) const { return v + size_t(idx[ptr[h] + j]) * rowf + size_t(h) * D; }
+      const float* at(int h, int j, size_t plus) const {
+        const int64_t r = idx[ptr[h] + j];
+        const float* base = r >= host_row0 ? host : dev;
+        GSA_ASSERT(base, "pool row {} is off the device, and no host part was given", r);
+        return base + (size_t(r >= host_row0 ? r - host_row0 : r) + plus) * rowf + size_t(h) * D;
+      }
+      const float* key(int h, int j) const { return at(h, j, 0); }
+      const float* value(int h, int j) const { return at(h, j, vrows); }
     };
     const size_t rowf = size_t(Hkv) * D;
     for (int i = 0; i < M; i++)
       cpu::decode_attention_rows(out.f32() + size_t(i) * Hq * D, q.f32() + size_t(i) * Hq * D, Hq, Hkv, D,
-                                 pool_rows{pool.f32(), pool.f32() + size_t(page_rows) * rowf, indices.data(),
-                                           indptr.data() + size_t(i) * Hkv, rowf, D});
+                                 pool_rows{pool.f32(), static_cast<const float*>(host), indices.data(),
+                                           indptr.data() + size_t(i) * Hkv, rowf, size_t(page_rows), D});
   }
 
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp, int64_t t,

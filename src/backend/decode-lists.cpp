@@ -52,7 +52,7 @@ std::shared_ptr<const void> backend::prepare_decode_lists(const decode_lists& li
 }
 
 void backend::decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                                     const void* prepared, bool select, Tensor& selected) {
+                                     const void* prepared, bool select, Tensor& selected, const void* host) {
   GSA_ASSERT(q.where() == device::cpu && pool.where() == device::cpu && q.type() == dtype::f32 &&
                  pool.type() == dtype::f32,
              "the host decode lists need f32 host tensors");
@@ -113,14 +113,14 @@ void backend::decode_attention_lists(Tensor& out, const Tensor& q, const Tensor&
     decode_lists_merge(d, sel[h].data(), int(sel[h].size()), nullptr, &rows);
     indptr.push_back(int64_t(rows.size()));
   }
-  decode_attention(out, q, pool, page_rows, indptr, rows);
+  decode_attention(out, q, pool, page_rows, indptr, rows, host);
 }
 
 void backend::decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows, std::vector<lists_call>& calls) {
   for (lists_call& c : calls) {
     Tensor out_i = out.slice_rows(c.row, c.row + 1);
     decode_attention_lists(out_i, q.slice_rows(c.row, c.row + 1), *c.pool, page_rows, c.prepared, c.select,
-                           c.selected);
+                           c.selected, c.host);
   }
 }
 

@@ -61,7 +61,11 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
       break;
   }
   // Their pool rows (the frames are allocated alike in every layer: layer 0's table serves all); only the
-  // positions past the common prefix with the last row's list are translated.
+  // positions past the common prefix with the last row's list are translated, unless pages moved off the device
+  // since (tier host: their rows changed), when every row is translated again.
+  const bool moved = cache_->pages_moved() != dl_moved_;
+  dl_moved_ = cache_->pages_moved();
+  if (moved) dl_rows_of_.clear();
   const size_t keep =
       size_t(std::mismatch(bp.begin(), bp.end(), dl_rows_of_.begin(), dl_rows_of_.end()).first - bp.begin());
   d.base_row.resize(keep);
@@ -98,6 +102,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
     d.chunk = cfg.chunk;
     d.unit_row.resize(size_t(cfg.levels() - 1));
   }
+  if (moved) dl_cand_build_ = -1;  // the candidates' raw rows too
   if (dl_cand_build_ != base_builds_ || d.n_cand() > n_cand) {  // the base changed: every flag may have
     d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
     d.add_gists.clear();

@@ -202,6 +202,7 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
         pools[i] = &s.cache_->pool(l);
       }
       be.kv_write_rows(pools, ss[0]->cache_->layout().page_size, pool_rows, k, v);
+      for (int i = 0; i < M; i++) rows[i].s->cache_->commit_rows(l);
       prof.lap(prof.append);
     }
     // A session's rows in stream order: row i's K/V join the cache just before it selects and attends, so it
@@ -236,6 +237,7 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
         backend::lists_call call;
         call.row = i;
         call.pool = &cache.pool(l);
+        call.host = cache.host(l);
         call.prepared = lists[i].get();
         call.select = s.lists_select(l);
         GSA_ASSERT(calls.empty() || cache.layout().page_size == lists_page_rows, "one page size per step's lists");
@@ -255,7 +257,8 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
           for (int32_t p : keys[hk]) indices.push_back(int32_t(cache.pool_row(l, s.addr_[p])));
           indptr.push_back(int64_t(indices.size()));
         }
-        be.decode_attention(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size, indptr, indices);
+        be.decode_attention(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size, indptr, indices,
+                            cache.host(l));
       } else {
         for (int hk = 0; hk < Hkv; hk++) {
           addrs[hk].resize(keys[hk].size());

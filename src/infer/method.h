@@ -48,6 +48,10 @@ struct session_options {
   // K/V rows in pools on the model's backend (kv-cache.h pool mode). Always so for a model on a device; on the
   // CPU it runs the device path through the CPU backend (tests).
   bool kv_pool = false;
+  // Bytes of device memory the KV cache may hold (0: no cap). Set: the gists, the window and the sink stay on
+  // the device and the other raw pages move to pinned host memory that the kernels read in place
+  // (kv-cache.h tier host).
+  int64_t gpu_kv_budget = 0;
   prefill_mode prefill = prefill_mode::automatic;
 };
 

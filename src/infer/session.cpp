@@ -59,6 +59,18 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
   lay.window_pages = gists ? cfg_->local_chunks : 1;
   lay.tier = opts.tier;
   lay.file_path = opts.kv_file;
+  if (opts.gpu_kv_budget > 0) {
+    if (opts.tier != kv::page_tier::memory)
+      fail("--gpu-kv-budget keeps raw pages in pinned host memory; it takes no --kv-tier {}",
+           kv::page_tier_name(opts.tier));
+    if (m.on_host() && !opts.kv_pool)
+      fail("--gpu-kv-budget caps the KV cache's GPU memory; this model runs on {} (use --device cuda, or "
+           "--kv-tier file to keep raw pages out of memory)",
+           m.ops().describe());
+    lay.tier = kv::page_tier::host;
+    lay.device_budget = opts.gpu_kv_budget;
+    lay.max_raw = c.max_position_embeddings;
+  }
   lay.page_summaries = opts.meth == method::quest || opts.meth == method::moba;
   if (!m.on_host() || opts.kv_pool) {
     // The device path: rows in pools on the model's backend, selection on the host from the gist-key tiles.
@@ -66,9 +78,10 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
     if (opts.meth == method::h2o)
       fail("method h2o does not run on {} yet (its eviction accumulates attention weights that the decode kernel "
            "does not return); use --device cpu, or another method", where);
-    if (opts.tier != kv::page_tier::memory)
-      fail("--kv-tier {} keeps raw pages in host memory or a file; on {} use --kv-tier memory, or --device cpu "
-           "for that tier", kv::page_tier_name(opts.tier), where);
+    if (lay.tier != kv::page_tier::memory && lay.tier != kv::page_tier::host)
+      fail("--kv-tier {} keeps raw pages in host memory or a file; on {} use --kv-tier memory (and "
+           "--gpu-kv-budget to hold raw pages off the GPU), or --device cpu for that tier",
+           kv::page_tier_name(opts.tier), where);
     const std::string why = m.ops().decode_unsupported(int(c.num_attention_heads), int(c.num_key_value_heads),
                                                        int(c.head_dim));
     if (!why.empty())
@@ -308,6 +321,7 @@ void session::fill_random(int n_raw, uint64_t seed) {
             cache_->reserve_rows(l, std::vector<kv::kv_addr>(addr_.begin() + p0, addr_.begin() + p0 + n),
                                  b.k_host.slice_rows(0, n));
         be.kv_write(cache_->pool(l), cache_->layout().page_size, rows, b.k.slice_rows(0, n), b.v.slice_rows(0, n));
+        cache_->commit_rows(l);
       }
   } else {
     for (int l = 0; l < L; l++)

@@ -181,6 +181,7 @@ class session {
   std::shared_ptr<const void> dl_prev_;  // the last prepared lists (prepare_decode_lists' `previous`)
   std::shared_ptr<const void> prepared(std::shared_ptr<const void> p);
   int dl_cand_build_ = -1;
+  int64_t dl_moved_ = 0;  // the cache's pages_moved() when dl_rows_of_ and the candidates' rows were translated
   bool dl_selects_ = false;
   // Scratch of gsa_select, reused across layers and steps.
   std::vector<float> scores_;

@@ -22,6 +22,7 @@ const char* page_tier_name(page_tier t) {
     case page_tier::memory: return "memory";
     case page_tier::file: return "file";
     case page_tier::drop: return "drop";
+    case page_tier::host: return "host";
   }
   return "?";
 }
@@ -38,9 +39,14 @@ kv_cache::kv_cache(const cache_layout& layout) : lay_(layout) {
     fail("kv_cache: bad layout ({} layers, {} KV heads, head dim {})", lay_.n_layers, lay_.n_kv_heads, lay_.head_dim);
   if (lay_.page_size <= 0) fail("kv_cache: page size {} must be positive", lay_.page_size);
   if (lay_.window_pages < 0 || lay_.sink < 0 || lay_.gist_levels < 0) fail("kv_cache: negative window, sink or levels");
-  if (lay_.rows_on && lay_.tier != page_tier::memory)
-    fail("a KV cache on {} keeps every page in its memory: use --kv-tier memory there, or --device cpu",
+  if (lay_.rows_on && lay_.tier != page_tier::memory && lay_.tier != page_tier::host)
+    fail("a KV cache on {} keeps its pages in its memory or in pinned host memory (--gpu-kv-budget): use "
+         "--kv-tier memory there, or --device cpu",
          lay_.rows_on->describe());
+  if (lay_.tier == page_tier::host && !lay_.rows_on)
+    fail("--gpu-kv-budget moves pages off a device's memory; this cache lives on the host (use --device cuda, or "
+         "--kv-tier file to keep raw pages out of memory)");
+  if (lay_.tier == page_tier::host && lay_.max_raw <= 0) fail("kv_cache: tier host needs the largest context");
   layers_.resize(lay_.n_layers);
   for (auto& l : layers_) {
     l.gists.resize(lay_.gist_levels);
@@ -126,12 +132,51 @@ void kv_cache::add_tiles(gist_store& g, const float* k) {
   g.n++;
 }
 
-int32_t kv_cache::new_frame(layer_cache& lc) { return lc.frames++; }
+int32_t kv_cache::new_frame(layer_cache& lc) {
+  if (lc.free_frames.empty()) return lc.frames++;
+  const int32_t f = lc.free_frames.back();
+  lc.free_frames.pop_back();
+  return f;
+}
+
+int64_t kv_cache::host_row0() { return backend::host_row0; }
+
+void kv_cache::move_off_device(int layer, int p) {
+  layer_cache& lc = layers_[layer];
+  page& pg = lc.pages[p];
+  const size_t frame_bytes = size_t(2) * lay_.page_size * lay_.n_kv_heads * lay_.head_dim *
+                             dtype_size(lay_.rows_on->act());
+  if (!lc.host) {
+    const int64_t frames = (lay_.max_raw + lay_.page_size - 1) / lay_.page_size + 1;
+    lc.host = std::make_unique<host_region>(*lay_.rows_on, size_t(frames) * frame_bytes);
+  }
+  const int32_t h = lc.host_frames++;
+  lc.host->ensure(size_t(h + 1) * frame_bytes);
+  lc.moves.push_back({pg.frame, h});
+  pg.host_frame = h;
+  pg.frame = -1;
+  pg.tier = page_tier::host;
+}
+
+void kv_cache::commit_rows(int layer) {
+  layer_cache& lc = layers_[layer];
+  if (lc.moves.empty()) return;
+  lay_.rows_on->kv_move_frames(lc.pool, lc.host->data(), lay_.page_size, lc.moves);
+  for (const auto& m : lc.moves) lc.free_frames.push_back(m.first);
+  lc.moves.clear();
+}
+
+int64_t kv_cache::device_pool_bytes() const {
+  int64_t b = 0;
+  for (const auto& lc : layers_) b += int64_t(lc.pool.nbytes());
+  return b;
+}
 
 void kv_cache::append_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k, const Tensor& v) {
   GSA_ASSERT(v.numel() == k.numel(), "append_rows: k {}, v {}", shape_str(k.shape()), shape_str(v.shape()));
   const std::vector<int64_t> rows = reserve_rows(layer, at, k);
   lay_.rows_on->kv_write(layers_[layer].pool, lay_.page_size, rows, k, v);
+  commit_rows(layer);
 }
 
 std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k) {
@@ -159,7 +204,7 @@ std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr
       if (lay_.page_summaries)
         std::copy_n(kh.f32() + i * rowf, rowf, lc.pages[p].data.data() + size_t(lc.n_raw % P) * rowf);
       lc.n_raw++;
-      if (lay_.page_summaries && lc.n_raw % P == 0) {
+      if (lc.n_raw % P == 0 && (lay_.page_summaries || lay_.tier == page_tier::host)) {
         page_completed(layer, p);
         std::vector<float>().swap(lc.pages[p].data);
       }
@@ -176,6 +221,16 @@ std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr
   if (lc.pool.empty() || lc.pool.dim(0) < need) {  // grow by doubling; the old frames keep their rows
     int64_t cap = lc.pool.empty() ? int64_t(2) * P * 4 : lc.pool.dim(0);
     while (cap < need) cap *= 2;
+    if (lay_.device_budget > 0) {  // doubling stops at the budget; needing more than it is an error
+      const int64_t row_bytes = int64_t(Hkv) * D * int64_t(dtype_size(be.act()));
+      const int64_t others = device_pool_bytes() - int64_t(lc.pool.nbytes());
+      const int64_t room = (lay_.device_budget - others) / row_bytes / (2 * P) * (2 * P);
+      if (need > room)
+        fail("the KV cache needs {} bytes on {} for its gists, window and sink (layer {} of {}), beyond "
+             "--gpu-kv-budget {}: raise the budget or shorten the context",
+             others + need * row_bytes, be.describe(), layer + 1, lay_.n_layers, lay_.device_budget);
+      cap = std::min(cap, room);
+    }
     Tensor grown = be.alloc({cap, Hkv, D}, be.act());
     if (!lc.pool.empty()) {
       Tensor head = grown.slice_rows(0, lc.pool.dim(0));
@@ -258,6 +313,7 @@ void kv_cache::read_at(int64_t offset, void* dst, int64_t n) const {
 void kv_cache::retire(int layer, int p) {
   page& pg = layers_[layer].pages[p];
   if (int64_t(p) * lay_.page_size < lay_.sink || pg.tier != page_tier::memory) return;  // sink pages stay
+  if (lay_.tier == page_tier::host) return move_off_device(layer, p);
   if (lay_.tier == page_tier::file) {
     const int64_t bytes = int64_t(page_floats()) * sizeof(float);
     if (!free_slots_.empty()) {  // a hole left by a page that truncate() cut or read back
@@ -281,6 +337,7 @@ cache_bytes kv_cache::bytes() const {
   for (const auto& lc : layers_) {
     if (lay_.rows_on) {
       b.device += int64_t(lc.pool.nbytes());
+      if (lc.host) b.pinned += int64_t(lc.host->committed());
       b.resident += int64_t(lc.kmin.size() + lc.kmax.size() + lc.kmean.size()) * sizeof(float);
       for (const auto& pg : lc.pages) b.resident += int64_t(pg.data.size()) * sizeof(float);
       for (const auto& t : lc.gists)

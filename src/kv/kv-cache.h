@@ -26,14 +26,24 @@
 // the order rows arrive; the page table (raw and per gist level) maps pages to frames. The host keeps the page
 // tables, the transposed gist-key tiles and the page summaries (the host selection of quest / moba and of the
 // options the device lists do not cover reads them, backend/decode-lists.h; an incomplete page's keys wait on the
-// host until its summary is made), not the rows. Memory tier only, no host
-// row access (key() / value()).
+// host until its summary is made), not the rows. Memory or host tier, no host row access (key() / value()).
+//
+// Tier host (pool mode only; `gsa ... --gpu-kv-budget`): the sink, the window and the gist stores stay in the
+// device pool; a raw page that leaves the window moves to the layer's host part, pinned host memory the
+// backend's kernels read in place (host-region.h; pool rows >= backend::host_row0 name its rows, host(layer)
+// is where they start). Host frames are taken in the order pages leave, device frames freed by a move are
+// reused, so frames stay the same in every layer. reserve_rows only records a move (the rows it hands out
+// may still be written into the leaving page): commit_rows(layer) issues the layer's moves after the write.
+// layout.device_budget caps the device pools of all layers together; growing past it throws gsa::error.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
+#include "kv/host-region.h"
 
 namespace gsa {
 class backend;
@@ -41,7 +51,7 @@ class backend;
 
 namespace gsa::kv {
 
-enum class page_tier : uint8_t { memory, file, drop };
+enum class page_tier : uint8_t { memory, file, drop, host };
 const char* page_tier_name(page_tier t);
 page_tier page_tier_from_name(const std::string& s);  // throws gsa::error on unknown names
 
@@ -55,6 +65,8 @@ struct cache_layout {
   std::string file_path;    // tier file: the backing file ("" -> an unlinked temporary file in /tmp)
   bool page_summaries = false;
   backend* rows_on = nullptr;  // pool mode: the backend whose memory holds the rows (see above)
+  int64_t device_budget = 0;   // tier host: bytes the device pools may hold together (0: no cap)
+  int64_t max_raw = 0;         // tier host: raw tokens a layer can reach (sizes the host reservation)
 };
 
 struct kv_addr {
@@ -68,7 +80,8 @@ struct cache_bytes {
   int64_t dropped = 0;   // pages freed (their K/V no longer exist)
   int64_t scoring = 0;   // the transposed gist-key tiles (resident, a copy: not part of total())
   int64_t device = 0;    // pool mode: the pools' capacity on the rows' backend (GPU memory for a GPU session)
-  int64_t total() const { return resident + file + device; }  // what the cache holds anywhere
+  int64_t pinned = 0;    // tier host: the pages moved off the device (pinned host memory)
+  int64_t total() const { return resident + file + device + pinned; }  // what the cache holds anywhere
 };
 
 constexpr int gist_tile = 16;  // gists per scoring tile
@@ -111,12 +124,21 @@ class kv_cache {
   // read on the host only for gist tiles and summaries); returns their K rows in pool(layer), for the caller's
   // backend kv_write (or kv_write_rows, several sessions' rows in one call).
   std::vector<int64_t> reserve_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k);
+  // Pool mode: issues the moves off the device that reserve_rows recorded (tier host; else nothing). Call it
+  // once the reserved rows are written, before they or the moved pages are read.
+  void commit_rows(int layer);
   Tensor& pool(int layer) { return layers_[layer].pool; }
+  // Tier host: where the layer's off-device rows start (null before a page has left the device).
+  void* host(int layer) const { return layers_[layer].host ? layers_[layer].host->data() : nullptr; }
   bool pooled() const { return lay_.rows_on != nullptr; }
+  // Tier host: pages moved off the device so far (in each layer alike); their pool rows changed when they moved.
+  int64_t pages_moved() const { return layers_.empty() ? 0 : layers_[0].host_frames; }
   // Pool mode: the K row of an appended address in pool(layer) (its V row is page_size rows later).
   int64_t pool_row(int layer, kv_addr a) const {
     const int P = lay_.page_size;
     const layer_cache& lc = layers_[layer];
+    if (a.level < 0 && lc.pages[a.index / P].frame < 0)  // moved off the device (tier host)
+      return host_row0() + int64_t(lc.pages[a.index / P].host_frame) * 2 * P + a.index % P;
     const int32_t f = a.level < 0 ? lc.pages[a.index / P].frame : lc.gists[a.level].frames[a.index / P];
     return int64_t(f) * 2 * P + a.index % P;
   }
@@ -152,7 +174,8 @@ class kv_cache {
     page_tier tier = page_tier::memory;
     std::vector<float> data;  // memory: K (P, Hkv, D) then V (P, Hkv, D)
     int64_t file_offset = -1; // file: byte offset of the same layout
-    int32_t frame = -1;       // pool mode: the page's frame in the layer's pool
+    int32_t frame = -1;       // pool mode: the page's frame in the layer's pool (-1: moved to host_frame)
+    int32_t host_frame = -1;  // tier host: its frame in the layer's host part once it left the device
     bool spilled = false;     // tier file because of spill(): restore() reads it back
   };
   struct gist_store {
@@ -169,10 +192,19 @@ class kv_cache {
     std::vector<float> kmin, kmax, kmean;
     int64_t summary_offset = -1;  // spilled: kmin, kmax, kmean in the file
     Tensor pool;         // pool mode: (capacity frames * 2 P, Hkv, D) on lay_.rows_on
-    int32_t frames = 0;  // frames in use
+    int32_t frames = 0;  // frames ever taken (the pool's high-water mark)
+    // Tier host: the host part, frames it holds, device frames free for reuse, and the moves reserve_rows
+    // recorded for commit_rows ({device frame, host frame}; their device frames are not reused before).
+    std::unique_ptr<host_region> host;
+    int32_t host_frames = 0;
+    std::vector<int32_t> free_frames;
+    std::vector<std::pair<int32_t, int32_t>> moves;
   };
 
   const float* row(int layer, kv_addr a, int h, int which) const;
+  static int64_t host_row0();
+  void move_off_device(int layer, int p);
+  int64_t device_pool_bytes() const;
   void page_completed(int layer, int p);
   void add_tiles(gist_store& g, const float* k);
   int32_t new_frame(layer_cache& lc);

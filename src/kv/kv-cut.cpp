@@ -21,6 +21,7 @@ bool kv_cache::truncatable(int n_raw) const {
   const int P = lay_.page_size, complete = n_raw / P, kept = (n_raw + P - 1) / P;
   for (const layer_cache& lc : layers_) {
     if (n_raw > lc.n_raw) return false;
+    if (lc.host_frames > 0) return false;  // tier host: pages left the device (a cut would need them back)
     for (int p = 0; p < kept; p++)
       if (lc.pages[p].tier == page_tier::drop && keeps_resident(p, complete)) return false;
     // Pool mode keeps a page's keys on the host only until the page completes (its summary is made then).
@@ -42,7 +43,9 @@ void kv_cache::truncate(int n_raw, const std::vector<int64_t>& gists) {
   }
   if (!truncatable(n_raw))
     fail("kv_cache::truncate: the cache cannot be cut at {} raw rows: a page it would need in memory was {}", n_raw,
-         lay_.rows_on ? "completed on the device (its keys left the host)" : "dropped (tier drop)");
+         lay_.tier == page_tier::host ? "moved off the device (--gpu-kv-budget)"
+         : lay_.rows_on               ? "completed on the device (its keys left the host)"
+                                      : "dropped (tier drop)");
   const int P = lay_.page_size, Hkv = lay_.n_kv_heads, D = lay_.head_dim;
   const int complete = n_raw / P, kept = (n_raw + P - 1) / P, cut_rows = n_raw % P;
   const size_t rowf = size_t(Hkv) * D;

@@ -30,6 +30,7 @@ struct bench_args {
   int steps = 8, batch = 1;
   int64_t budget = -1;
   int topk = -1;
+  std::string gpu_kv_budget;
   bool json = false;
   device_options dev;
 };
@@ -86,7 +87,7 @@ bool out_of_memory(const std::exception& e) {
 }
 
 struct cell {
-  double ms_tok = 0, att_tok = 0, bytes_tok = 0, weight_passes = 0, gib = 0;
+  double ms_tok = 0, att_tok = 0, bytes_tok = 0, weight_passes = 0, gib = 0, pinned_gib = 0;
   int64_t budget = -1;
 };
 
@@ -100,6 +101,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
     o.meth = meth;
     o.budget = a.budget;
     o.topk = a.topk;
+    o.gpu_kv_budget = parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget");
     ss.push_back(std::make_unique<infer::session>(m, o));
     infer::session& s = *ss.back();
     if (random_kv) {
@@ -143,6 +145,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
   c.bytes_tok = double(bytes) / a.steps;
   c.weight_passes = double(rows0) / a.steps;  // batched steps per token: 1, more when gists are inserted
   c.gib = double(m.ops().bytes_in_use()) / double(1 << 30);
+  c.pinned_gib = double(batch[0]->cache().bytes().pinned) * a.batch / double(1 << 30);
   c.budget = batch[0]->budget();
   return c;
 }
@@ -204,7 +207,8 @@ int run_bench(const bench_args& a) {
                       {"ms_per_token", c.ms_tok}, {"tokens_per_s", a.batch * 1000.0 / c.ms_tok},
                       {"attended_tokens", c.att_tok}, {"bytes_read", int64_t(c.bytes_tok)},
                       {"weight_bytes", weight_bytes}, {"weight_passes", c.weight_passes}, {"gb_per_s", gbps},
-                      {"gpu_mem_gib", c.gib}, {"budget", c.budget}, {"kv", random_kv ? "random" : "prefill"}});
+                      {"gpu_mem_gib", c.gib}, {"pinned_gib", c.pinned_gib}, {"budget", c.budget},
+                      {"gpu_kv_budget", parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget")}, {"kv", random_kv ? "random" : "prefill"}});
       if (!a.json)
         fmt::print("{:>10} {:>8} {:>10.2f} {:>10.0f} {:>12} {:>8.2f} {:>8.2f}\n", infer::method_name(meth), L,
                    c.ms_tok, c.att_tok, int64_t(c.bytes_tok), gbps, c.gib);
@@ -229,6 +233,9 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
   sub->add_option("--batch", a.batch, "Sessions of each context decoded together (one batched step per token)");
   sub->add_option("--budget", a.budget, "Attended raw KV tokens per step and KV head (default L / r)");
   sub->add_option("--topk", a.topk, "gsa/hgsa: chunks per query head");
+  sub->add_option("--gpu-kv-budget", a.gpu_kv_budget,
+                  "GPU memory for each session's KV cache, e.g. 8GiB: gists, window and sink stay on the GPU, the "
+                  "other raw pages live in pinned host memory read in place (default: all on the GPU)");
   sub->add_flag("--json", a.json, "One JSON array of records");
   add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_bench(a); }});

@@ -307,8 +307,28 @@ class cuda_impl final : public backend {
     std::string why;
     return decode_supported(p, &why) ? "" : why;
   }
+  void pin_host(void* p, size_t bytes) override { cuda::pin_host(p, bytes); }
+  void unpin_host(void* p) override { cuda::unpin_host(p); }
+  void kv_move_frames(const Tensor& pool, void* host, int page_rows,
+                      const std::vector<std::pair<int32_t, int32_t>>& moves) override {
+    on_device(pool, "KV pool");
+    if (moves.empty()) return;
+    const int64_t row_elems = pool.numel() / std::max<int64_t>(1, pool.dim(0));
+    std::vector<int32_t> flat;
+    flat.reserve(moves.size() * 2);
+    for (const auto& [f, h] : moves) {
+      GSA_ASSERT(f >= 0 && int64_t(f + 1) * 2 * page_rows <= pool.dim(0) && h >= 0, "frame {} of a {}-row pool", f,
+                 pool.dim(0));
+      flat.push_back(f);
+      flat.push_back(h);
+    }
+    Tensor m = upload(Tensor::borrow(flat.data(), {int64_t(flat.size())}, dtype::i32), dtype::i32);
+    cuda::kv_move_frames(host, pool.raw(), static_cast<const int32_t*>(m.raw()), int(moves.size()),
+                         int64_t(2) * page_rows * row_elems * int64_t(dtype_size(pool.type())));
+  }
   void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices) override {
+                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices,
+                        const void* host) override {
     on_device(q, "decode query");
     on_device(pool, "KV pool");
     const int M = int(q.dim(0)), Hq = int(q.dim(1)), D = int(q.dim(2)), Hkv = int(pool.dim(1));
@@ -336,6 +356,7 @@ class cuda_impl final : public backend {
     p.q_stride_h = D;
     p.k = pool.raw();
     p.v = static_cast<const char*>(pool.raw()) + size_t(page_rows) * Hkv * D * dtype_size(act_);
+    p.host_k = host;
     p.kv_stride_t = int64_t(Hkv) * D;
     p.kv_stride_h = D;
     p.indptr = static_cast<const int64_t*>(ptr.raw());
@@ -354,8 +375,8 @@ class cuda_impl final : public backend {
     return prepare_lists(*this, lists, previous);
   }
   void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                              const void* prepared, bool select, Tensor& selected) override {
-    run_lists(act_, out, q, pool, page_rows, prepared, select, selected);
+                              const void* prepared, bool select, Tensor& selected, const void* host) override {
+    run_lists(act_, out, q, pool, page_rows, prepared, select, selected, host);
   }
   void decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows,
                                     std::vector<lists_call>& calls) override {

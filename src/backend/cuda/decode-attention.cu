@@ -85,7 +85,7 @@ __device__ inline decode_seq seq_of(const decode_params& p, int b) {
   const size_t qe = p.kv_dtype == decode_dtype::f32 ? 4 : 2, oe = p.out_dtype == decode_dtype::f32 ? 4 : 2;
   return decode_seq{static_cast<const char*>(p.q) + int64_t(b) * p.q_stride_b * qe,
                     static_cast<char*>(p.out) + int64_t(b) * p.o_stride_b * oe,
-                    p.k, p.v, p.indptr, p.indices, p.shared, p.n_shared};
+                    p.k, p.v, p.indptr, p.indices, p.shared, p.n_shared, p.host_k};
 }
 
 // ASYNC: K/V rows go through a ST-stage cp.async ring in shared memory instead of registers, so more keys are
@@ -158,6 +158,13 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
   const int64_t head_off = row0 * p.kv_stride_t + int64_t(h) * p.kv_stride_h + gl * VEC;
   const T* kb = static_cast<const T*>(sv.k) + head_off;
   const T* vb = static_cast<const T*>(sv.v) + head_off;
+  // Rows >= kHostRow0 are off the device (host_k); the offsets below are from kb, V at vb - kb further.
+  const int64_t host_off = sv.host_k ? (static_cast<const T*>(sv.host_k) + head_off) - kb : 0;
+  const int64_t v_off = vb - kb;
+  auto key_at = [&](int32_t row) -> const T* {
+    return row >= kHostRow0 ? kb + host_off + int64_t(row - kHostRow0) * p.kv_stride_t
+                            : kb + int64_t(row) * p.kv_stride_t;
+  };
   const int32_t* idx = sv.indices + beg - ns;  // key j >= ns of the list; j < ns: the shared prefix
   const int32_t* shared = sv.shared;
   auto row_of = [&](int64_t j) { return j < ns ? __ldg(shared + j) : __ldg(idx + j); };
@@ -180,9 +187,9 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
 #pragma unroll
     for (int u = 0; u < U; u++)
       if (jw + my_off + u < s1) {
-        const int64_t r = int64_t(nidx[u]) * p.kv_stride_t;
-        cp_async16(ring_k + (stage * U + u) * kThreads + threadIdx.x, kb + r);
-        cp_async16(ring_v + (stage * U + u) * kThreads + threadIdx.x, vb + r);
+        const T* kr = key_at(nidx[u]);
+        cp_async16(ring_k + (stage * U + u) * kThreads + threadIdx.x, kr);
+        cp_async16(ring_v + (stage * U + u) * kThreads + threadIdx.x, kr + v_off);
       }
     cp_async_commit();
   };
@@ -219,9 +226,9 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
         valid[u] = j0 + u < s1;
         kw[u] = vw[u] = make_uint4(0, 0, 0, 0);
         if (valid[u]) {
-          const int64_t r = int64_t(row_of(j0 + u)) * p.kv_stride_t;
-          kw[u] = __ldg(reinterpret_cast<const uint4*>(kb + r));
-          vw[u] = __ldg(reinterpret_cast<const uint4*>(vb + r));
+          const T* kr = key_at(row_of(j0 + u));
+          kw[u] = __ldg(reinterpret_cast<const uint4*>(kr));
+          vw[u] = __ldg(reinterpret_cast<const uint4*>(kr + v_off));
         }
       }
     }

@@ -44,6 +44,7 @@ struct decode_seq {
   const int32_t* indices = nullptr;
   const int32_t* shared = nullptr;
   int64_t n_shared = 0;
+  const void* host_k = nullptr;  // its pool's off-device K rows, or null (see decode_params::host_k)
 };
 
 struct decode_params {
@@ -61,6 +62,10 @@ struct decode_params {
   const void* v = nullptr;
   int64_t kv_stride_t = 0, kv_stride_h = 0;  // shared by k and v
   const int64_t* kv_row_offset = nullptr;    // (B) first pool row of each sequence, or null
+  // Off-device rows (kv-cache.h tier host): a list entry r >= kHostRow0 names row r - kHostRow0 of host_k (host
+  // memory mapped for the device, read in place over the bus), its V row at the same distance from it as v is
+  // from k. Null: every entry is a row of k / v.
+  const void* host_k = nullptr;
   const int64_t* indptr = nullptr;           // (B*Hkv + 1)
   const int32_t* indices = nullptr;
   // Optional prefix of every list of the launch: list (b, h) is shared[0 .. n_shared) followed by its own
@@ -77,6 +82,8 @@ struct decode_params {
   // is the longest list of any sequence.
   const decode_seq* seqs = nullptr;
 };
+
+constexpr int32_t kHostRow0 = int32_t(1) << 30;  // = backend::host_row0
 
 // The host-side decision, made from shapes only.
 struct decode_plan {

@@ -173,9 +173,10 @@ int32_t* check_call(const cuda_lists& L, dtype act, const Tensor& out, const Ten
 }  // namespace
 
 void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int page_rows, const void* prepared,
-               bool select, Tensor& selected) {
+               bool select, Tensor& selected, const void* host) {
   std::vector<backend::lists_call> calls(1);
   calls[0].pool = &pool;
+  calls[0].host = host;
   calls[0].prepared = prepared;
   calls[0].select = select;
   calls[0].selected = selected;
@@ -242,6 +243,7 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
     d.indices = static_cast<const int32_t*>(L.indices.raw());
     d.shared = L.base();
     d.n_shared = L.n_base;
+    d.host_k = c.host;
     seqs.push_back(d);
     longest = std::max(longest, L.longest);
   }

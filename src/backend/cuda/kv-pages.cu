@@ -1,5 +1,6 @@
 // Paged KV row writes; contract in kv-pages.h. One CTA per row, threads over the row in 4-byte words (rows are
 // Hkv * D elements: a multiple of 2 bf16 values since D is even).
+#include <algorithm>
 #include <string>
 
 #include "backend/cuda/kv-pages.h"
@@ -45,7 +46,50 @@ row_geometry geometry(const char* what, int row_elems, int esize) {
   return {words, words >= 256 ? 256 : ((words + 31) / 32) * 32};
 }
 
+// Frame pair blockIdx.y: its frame_words 16-byte words from pool frame pairs[2 i] to host frame pairs[2 i + 1],
+// grid-strided over blockIdx.x.
+__global__ void kv_move_frames_kernel(uint4* host, const uint4* pool, const int32_t* pairs, int64_t frame_words) {
+  const int i = blockIdx.y;
+  const uint4* src = pool + int64_t(pairs[2 * i]) * frame_words;
+  uint4* dst = host + int64_t(pairs[2 * i + 1]) * frame_words;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < frame_words; e += int64_t(gridDim.x) * blockDim.x)
+    dst[e] = src[e];
+}
+
 }  // namespace
+
+void kv_move_frames(void* host, const void* pool, const int32_t* pairs, int n, int64_t frame_bytes) {
+  if (n == 0) return;
+  if (frame_bytes % 16 != 0) fail_msg("kv_move_frames: a frame of " + std::to_string(frame_bytes) + " bytes");
+  const int64_t words = frame_bytes / 16;
+  const int threads = 256;
+  const int blocks_x = int(std::min<int64_t>((words + threads - 1) / threads, 8));
+  for (int at = 0; at < n; at += 65535) {  // gridDim.y is at most 65535
+    const int m = std::min(n - at, 65535);
+    kv_move_frames_kernel<<<dim3(blocks_x, m), threads, 0, ctx().stream>>>(
+        static_cast<uint4*>(host), static_cast<const uint4*>(pool), pairs + 2 * int64_t(at), words);
+    GSA_CUDA_LAUNCH_CHECK("kv_move_frames_kernel");
+  }
+}
+
+void pin_host(void* p, size_t bytes) {
+  const cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterMapped);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it: the failure is reported here
+    fail_msg("cannot pin " + std::to_string(bytes) + " bytes of host memory for the KV pages off the GPU (" +
+             cudaGetErrorString(e) + "): the machine's pinned-memory limit (ulimit -l) or its memory is too small "
+             "for this context; shorten the context or raise --gpu-kv-budget");
+  }
+  void* dev = nullptr;
+  GSA_CUDA_CHECK(cudaHostGetDevicePointer(&dev, p, 0));
+  if (dev != p) {
+    cudaHostUnregister(p);
+    fail_msg("this GPU maps pinned host memory at another address than the host's; --gpu-kv-budget needs the "
+             "same address (a unified-addressing system); run without it");
+  }
+}
+
+void unpin_host(void* p) { cudaHostUnregister(p); }
 
 void kv_write_rows(const int64_t* table, const void* k, const void* v, int n, int row_elems, int page_rows,
                    int esize) {
