@@ -147,21 +147,32 @@ if has decode-offload; then
   section "raw KV pages off the GPU (--gpu-kv-budget): latency against all on the GPU, and a 2M-token context (llama1b)"
   # The same cells without and with the budget (one process each): gsa / hgsa at the default budget L/16, full,
   # and hgsa with a fixed k per level; then hgsa at 2M tokens, 64 GiB of raw K/V in pinned host memory and the
-  # gists and the window on the GPU, beside its 4k latency under the same budget.
-  for kvb in "" "${OFFLOAD_BUDGET:-8GiB}"; do
-    for sel in "--method ${OFFLOAD_METHODS:-gsa,hgsa,full}" "--method hgsa --topk ${OFFLOAD_TOPK:-4}"; do
-      timeout 200 "$GSA" bench decode --device cuda --preset llama1b --context "${OFFLOAD_CONTEXTS:-4k,128k,512k}" \
-        $sel --steps 20 ${kvb:+--gpu-kv-budget $kvb} --json >$RES/offload.json
-      echo "budget '${kvb:-none}', $sel: exit $? $(cat $RES/offload.json)"
-      cat $RES/offload.json >>$RES/decode-offload.jsonl
+  # gists and the window on the GPU, beside its 4k latency under the same budget (OFFLOAD_PROFILE=1: also the
+  # 2M cell's phases). OFFLOAD_CHUNKS sets the preset's hierarchy (--chunks; default 16,4), OFFLOAD_SWEEP=0 skips
+  # the with / without sweep.
+  CH=${OFFLOAD_CHUNKS:+--chunks $OFFLOAD_CHUNKS}
+  if [ "${OFFLOAD_SWEEP:-1}" = 1 ]; then
+    for kvb in "" "${OFFLOAD_BUDGET:-8GiB}"; do
+      for sel in "--method ${OFFLOAD_METHODS:-gsa,hgsa,full}" "--method hgsa --topk ${OFFLOAD_TOPK:-4}"; do
+        timeout 200 "$GSA" bench decode --device cuda --preset llama1b --context "${OFFLOAD_CONTEXTS:-4k,128k,512k}" \
+          $sel $CH --steps 20 ${kvb:+--gpu-kv-budget $kvb} --json >$RES/offload.json
+        echo "budget '${kvb:-none}', $sel $CH: exit $? $(cat $RES/offload.json)"
+        cat $RES/offload.json >>$RES/decode-offload.jsonl
+      done
     done
-  done
+  fi
   free -g | head -2
   t0=$SECONDS
-  timeout "${OFFLOAD_2M_TIMEOUT:-300}" "$GSA" bench decode --device cuda --preset llama1b \
+  timeout "${OFFLOAD_2M_TIMEOUT:-300}" "$GSA" bench decode --device cuda --preset llama1b $CH \
     --context "${OFFLOAD_LONG:-4k,2m}" --method hgsa --topk "${OFFLOAD_TOPK:-4}" --steps 20 \
     --gpu-kv-budget "${OFFLOAD_BUDGET:-8GiB}" --json >$RES/decode-offload-2m.json 2>$RES/decode-offload-2m.err
   echo "2M: exit $? after $((SECONDS - t0)) s: $(cat $RES/decode-offload-2m.json)"; tail -3 $RES/decode-offload-2m.err
+  if [ "${OFFLOAD_PROFILE:-0}" = 1 ]; then
+    GSA_DECODE_PROFILE=1 timeout 200 "$GSA" bench decode --device cuda --preset llama1b $CH --context 2m \
+      --method hgsa --topk "${OFFLOAD_TOPK:-4}" --steps 4 --gpu-kv-budget "${OFFLOAD_BUDGET:-8GiB}" --json \
+      >$RES/decode-offload-2m-profile.json 2>$RES/decode-offload-2m-profile.err
+    echo "2M profiled: exit $?"; grep -E "decode-profile" $RES/decode-offload-2m-profile.err | tail -3
+  fi
 fi
 
 if has hf-decode; then

@@ -30,7 +30,7 @@ struct bench_args {
   int steps = 8, batch = 1;
   int64_t budget = -1;
   int topk = -1;
-  std::string gpu_kv_budget;
+  std::string gpu_kv_budget, chunks;
   bool json = false;
   device_options dev;
 };
@@ -38,14 +38,14 @@ struct bench_args {
 // The methods a GPU session runs so far (docs/decode.md): the default list on --device cuda.
 constexpr const char* kGpuMethods = "full,gsa,hgsa,gist,streaming,quest,moba";
 
-// Random-weight presets, each with a GSA config of chunks {16, 4} (gsa uses level 0, hgsa both; g = 1) and the
-// gist ids at the top of the vocabulary:
+// Random-weight presets, each with a GSA config of chunks {16, 4} (or --chunks; gsa uses level 0, hgsa every
+// level; g = 1) and the gist ids at the top of the vocabulary:
 //  * small: ~60M parameters (8 x 512, 8/2 heads of 64, MLP 1536, vocab 32000), 128k positions;
 //  * llama1b: the Llama-3.2-1B shape (16 x 2048, 32/8 heads of 64, MLP 8192, vocab 128256, tied embeddings, rope
 //    theta 500000; ~1.24B parameters), 2M + 64k positions, so that contexts up to 2M run where memory permits (a
 //    cell that does not fit is skipped with the allocator's message). scripts/bench-hf-decode.py compares it with
 //    transformers.
-llama_model preset_model(const std::string& name) {
+llama_model preset_model(const std::string& name, const std::vector<int>& chunks) {
   model_config c;
   c.architecture = "llama";
   c.head_dim = 64;
@@ -71,8 +71,8 @@ llama_model preset_model(const std::string& name) {
     fail("--preset: unknown preset '{}' (available: small, llama1b)", name);
   }
   gist::gsa_config g;
-  g.chunk = {16, 4};
-  g.gist_token_ids = {int32_t(c.vocab_size - 1), int32_t(c.vocab_size - 2)};
+  g.chunk = chunks.empty() ? std::vector<int>{16, 4} : chunks;
+  for (size_t l = 0; l < g.chunk.size(); l++) g.gist_token_ids.push_back(int32_t(c.vocab_size - 1 - int64_t(l)));
   c.gsa = gist::gsa_config_to_json(g);
   llama_model m(c);
   m.init_random(1, 0.02f);
@@ -172,7 +172,17 @@ int run_bench(const bench_args& a) {
   const bool on_gpu = a.dev.device != "cpu";
   for (auto& n : split(on_gpu && a.methods == bench_args().methods ? kGpuMethods : a.methods))
     methods.push_back(infer::method_from_name(n));
-  llama_model m = model_on_device(a.preset.empty() ? load_model(a.model) : preset_model(a.preset), a.dev);
+  std::vector<int> chunks;
+  if (!a.chunks.empty()) {
+    if (a.preset.empty()) fail("--chunks sets a preset's gist hierarchy; a --model has its own");
+    for (int64_t c : parse_lengths(a.chunks, "--chunks")) {
+      if (c < 2 || c > 512) fail("--chunks: {} is not a chunk size in 2 .. 512", c);
+      chunks.push_back(int(c));
+    }
+    if (chunks.size() > 8) fail("--chunks: at most 8 levels");
+  }
+  llama_model m =
+      model_on_device(a.preset.empty() ? load_model(a.model) : preset_model(a.preset, chunks), a.dev);
   const bool random_kv = !a.preset.empty();
   int64_t weight_bytes = 0;
   for (auto& [name, t] : m.parameters())
@@ -208,7 +218,8 @@ int run_bench(const bench_args& a) {
                       {"attended_tokens", c.att_tok}, {"bytes_read", int64_t(c.bytes_tok)},
                       {"weight_bytes", weight_bytes}, {"weight_passes", c.weight_passes}, {"gb_per_s", gbps},
                       {"gpu_mem_gib", c.gib}, {"pinned_gib", c.pinned_gib}, {"budget", c.budget},
-                      {"gpu_kv_budget", parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget")}, {"kv", random_kv ? "random" : "prefill"}});
+                      {"gpu_kv_budget", parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget")},
+                      {"chunks", a.preset.empty() ? "" : a.chunks.empty() ? "16,4" : a.chunks}, {"kv", random_kv ? "random" : "prefill"}});
       if (!a.json)
         fmt::print("{:>10} {:>8} {:>10.2f} {:>10.0f} {:>12} {:>8.2f} {:>8.2f}\n", infer::method_name(meth), L,
                    c.ms_tok, c.att_tok, int64_t(c.bytes_tok), gbps, c.gib);
@@ -233,6 +244,9 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
   sub->add_option("--batch", a.batch, "Sessions of each context decoded together (one batched step per token)");
   sub->add_option("--budget", a.budget, "Attended raw KV tokens per step and KV head (default L / r)");
   sub->add_option("--topk", a.topk, "gsa/hgsa: chunks per query head");
+  sub->add_option("--chunks", a.chunks,
+                  "--preset only: the gist hierarchy's chunk sizes, level 0 first (default 16,4; e.g. 16,4,4,4 "
+                  "gives hgsa four levels)");
   sub->add_option("--gpu-kv-budget", a.gpu_kv_budget,
                   "GPU memory for each session's KV cache, e.g. 8GiB: gists, window and sink stay on the GPU, the "
                   "other raw pages live in pinned host memory read in place (default: all on the GPU)");
