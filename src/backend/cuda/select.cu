@@ -832,8 +832,9 @@ namespace {
 
 void launch_scores_any(const void* q, const void* k, bool bf16_in, int Hq, int Hkv, int D, int64_t k_st, float scale,
                        const int32_t* unit_row, int n, int g, float* scores, const int32_t* n_kv, int64_t ld,
-                       cudaStream_t st) {
-  const int span = n_kv ? int(ld) : n;  // units the grid must cover
+                       cudaStream_t st, int kv_span = 0) {
+  // Units the grid must cover: n, or with per-head counts n_kv their bound (kv_span, else the row stride ld).
+  const int span = n_kv ? (kv_span > 0 ? kv_span : int(ld)) : n;
   if (span <= 0) return;
   if (D > 128) fail_msg("GPU decode scores: head dim " + std::to_string(D) + " (at most 128)");
   const dim3 grid{unsigned((span + score_threads - 1) / score_threads), unsigned(Hq)};
@@ -903,7 +904,15 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
   // Scratch layout (hier_scratch_floats / _ints): top scores (Hq, whole[L-1]), lower scores (Hq, max_n);
   // units (Hkv, 2, max_n), rows (Hkv, max_n), n_cur (Hkv), scored (Hkv), mask (Hkv, ceil(max_n / 32)).
   const int top_n = a.whole[a.levels - 1];
-  const int mask_words = (a.max_n + 31) / 32;
+  // A level below the top scores the children of what the level above kept (at most k of its units per query
+  // head, G heads in a union: G k chunk) and the loose units past its last whole parent (fewer than chunk): a
+  // bound independent of the context, so these launches' grids, masks and top-k staging do not grow with it (they
+  // were sized by max_n, the level-0 candidates: 128k CTAs' worth at 2M tokens, nearly all idle).
+  int lower_n = 0;
+  for (int l = 1; l < a.levels; l++)
+    lower_n = std::max(lower_n, (a.group ? 1 : a.Hq / a.Hkv) * a.k[l] * a.chunk[l] + a.chunk[l]);
+  lower_n = std::min(lower_n, a.max_n);
+  const int mask_words = (std::max(top_n, lower_n) + 31) / 32;
   float* top = scores;
   float* lower = scores + int64_t(a.Hq) * top_n;
   int32_t* rows = units + int64_t(a.Hkv) * 2 * a.max_n;
@@ -917,11 +926,12 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
       launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, a.unit_row[l], top_n, a.g, top, nullptr,
                         0, st);
     else
-      launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, rows, 0, a.g, lower, n_cur, a.max_n, st);
+      launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, rows, 0, a.g, lower, n_cur, a.max_n, st,
+                        lower_n);
     if (cudaMemsetAsync(mask, 0, size_t(a.Hkv) * mask_words * sizeof(uint32_t), st) != cudaSuccess)
       fail_msg("GPU hierarchical selection: clearing the mask failed");
     int staged_cap = 0;
-    const int smem = decode_topk_smem(decode_topk_kernel, is_top ? top_n : a.max_n, &staged_cap);
+    const int smem = decode_topk_smem(decode_topk_kernel, is_top ? top_n : lower_n, &staged_cap);
     if (is_top)
       decode_topk_kernel<<<sel_grid, decode_topk_threads, smem, st>>>(top, top_n, a.k[l], a.Hq, a.Hkv, a.group, mask,
                                                                       nullptr, top_n, mask_words, staged_cap);
