@@ -55,7 +55,8 @@ struct method_case {
 };
 const method_case kCases[] = {{method::full, {8}, -1},    {method::gist, {8}, -1},      {method::gsa, {8}, -1},
                               {method::hgsa, {4, 2}, -1}, {method::streaming, {8}, 64}, {method::quest, {8}, 64},
-                              {method::moba, {8}, 64},    {method::gsa, {8}, 48}};
+                              {method::moba, {8}, 64},    {method::gsa, {8}, 48},
+                              {method::hgsa, {4, 2, 2}, -1}};
 
 TEST(CudaHostTier, PagesOffTheGpuEqualTheCpuInF32) {
   REQUIRE_GPU();

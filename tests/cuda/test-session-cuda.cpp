@@ -83,7 +83,8 @@ struct method_case {
 const method_case kCases[] = {{method::full, {8}, -1},      {method::gist, {8}, -1},
                               {method::gsa, {8}, -1},       {method::gsa, {8}, -1, prefill_mode::unfold},
                               {method::hgsa, {4, 2}, -1},   {method::streaming, {8}, 64},
-                              {method::quest, {8}, 64},     {method::moba, {8}, 64}};
+                              {method::quest, {8}, 64},     {method::moba, {8}, 64},
+                              {method::hgsa, {4, 2, 2}, -1}};  // three levels: the walk's lower levels
 
 // kv_write_rows (one launch for one decode step's appends, each row into its own session's pool) puts every row
 // where the CPU backend's per-row writes put it, in f32 and bf16, pools of different sizes, rows in any order.
