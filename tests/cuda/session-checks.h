@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 
+#include "infer/generate.h"
 #include "infer/session.h"
+#include "test-models.h"
 #include "test-util.h"
 
 namespace gsa::infer {
@@ -24,6 +27,29 @@ inline void expect_same_as_cpu(const session& got, const session& ref, const std
   }
   EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
   EXPECT_LT(worst, 1e-4) << "max relative logit error over the " << rows;
+}
+
+// A recording session of o: ctx context tokens, 5 question tokens, then `gen` greedy tokens.
+inline std::unique_ptr<session> run(const llama_model& m, session_options o, int ctx, int gen) {
+  o.record = true;
+  auto s = std::make_unique<session>(m, o);
+  s->prefill(test::tiny_tokens(ctx, 1));
+  s->append(test::tiny_tokens(5, 2));
+  generate_options g;
+  g.max_tokens = gen;
+  generate({s.get()}, g);
+  return s;
+}
+
+// 3 layers of 128, 8 query heads over 2 KV heads (GQA 4) of 64, 2048 positions: the selection tests' shape.
+inline model_config gqa4_config() {
+  model_config c = test::tiny_config(test::tiny_vocab, 3, 2048);
+  c.hidden_size = 128;
+  c.intermediate_size = 160;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 2;
+  c.head_dim = 64;
+  return c;
 }
 
 }  // namespace gsa::infer

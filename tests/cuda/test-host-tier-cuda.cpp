@@ -18,28 +18,13 @@
 namespace gsa::infer {
 namespace {
 
+// gqa4_config (session-checks.h) with GSA chunks `chunk`, random weights.
 llama_model random_model(std::vector<int> chunk, uint64_t seed) {
-  model_config c = test::tiny_config(test::tiny_vocab, 3, 2048);
-  c.hidden_size = 128;
-  c.intermediate_size = 160;
-  c.num_attention_heads = 8;
-  c.num_key_value_heads = 2;
-  c.head_dim = 64;
+  model_config c = gqa4_config();
   c.gsa = gist::gsa_config_to_json(test::tiny_gsa(test::tiny_vocab, chunk));
   llama_model m(c);
   m.init_random(seed, 0.3f);
   return m;
-}
-
-std::unique_ptr<session> run(const llama_model& m, session_options o, int ctx, int gen) {
-  o.record = true;
-  auto s = std::make_unique<session>(m, o);
-  s->prefill(test::tiny_tokens(ctx, 1));
-  s->append(test::tiny_tokens(5, 2));
-  generate_options g;
-  g.max_tokens = gen;
-  generate({s.get()}, g);
-  return s;
 }
 
 int pages_off(const session& s) {

@@ -41,17 +41,6 @@ llama_model random_model(std::vector<int> chunk, uint64_t seed, float init_std, 
   return m;
 }
 
-std::unique_ptr<session> run(const llama_model& m, session_options o, int ctx, int gen) {
-  o.record = true;
-  auto s = std::make_unique<session>(m, o);
-  s->prefill(test::tiny_tokens(ctx, 1));
-  s->append(test::tiny_tokens(5, 2));
-  generate_options g;
-  g.max_tokens = gen;
-  generate({s.get()}, g);
-  return s;
-}
-
 double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 1e-30;
   for (size_t i = 0; i < std::min(a.size(), b.size()); i++) {
@@ -62,16 +51,6 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / den);
 }
 
-// 3 layers of 128, 8 query heads over 2 KV heads (GQA 4) of 64, 2048 positions: the selection tests' shape.
-model_config gqa4_config() {
-  model_config c = test::tiny_config(test::tiny_vocab, 3, 2048);
-  c.hidden_size = 128;
-  c.intermediate_size = 160;
-  c.num_attention_heads = 8;
-  c.num_key_value_heads = 2;
-  c.head_dim = 64;
-  return c;
-}
 
 struct method_case {
   method meth;

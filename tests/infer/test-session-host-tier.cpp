@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "infer/generate.h"
 #include "infer/session.h"
+#include "infer/session-runs.h"
 #include "test-models.h"
 #include "test-util.h"
 
@@ -20,35 +21,13 @@ namespace {
 
 using test::tiny_model;
 
-template <class F>
-void expect_error(F f, const std::string& what) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << what << "'";
-  } catch (const gsa::error& e) {
-    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-  }
-}
+using test_runs::expect_error;
+using test_runs::expect_same;
 
+// A recorded run on the device path (pool mode through the CPU backend).
 std::unique_ptr<session> run(const llama_model& m, session_options o, int ctx, int question, int gen) {
-  o.record = true;
   o.kv_pool = true;
-  auto s = std::make_unique<session>(m, o);
-  s->prefill(test::tiny_tokens(ctx, 1));
-  s->append(test::tiny_tokens(question, 2));
-  generate_options g;
-  g.max_tokens = gen;
-  generate({s.get()}, g);
-  return s;
-}
-
-void expect_same(const session& a, const session& b) {
-  EXPECT_EQ(a.stream().ids, b.stream().ids);
-  ASSERT_EQ(a.records().size(), b.records().size());
-  for (size_t i = 0; i < a.records().size(); i++) {
-    EXPECT_EQ(a.records()[i].keys, b.records()[i].keys) << "row " << a.records()[i].pos;
-    EXPECT_EQ(a.records()[i].logits, b.records()[i].logits) << "row " << a.records()[i].pos;
-  }
+  return test_runs::run(m, o, ctx, question, gen);
 }
 
 // Pages of layer 0 that left the pool.
