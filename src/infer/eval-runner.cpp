@@ -177,14 +177,16 @@ std::vector<std::pair<int64_t, int64_t>> answer_spans(const std::string& prefix,
   return out;
 }
 
-eval_predictor model_predictor(const eval_models& models, int max_tokens, prefill_mode prefill) {
-  return [models, max_tokens, prefill](const eval_query& q) {
+eval_predictor model_predictor(const eval_models& models, int max_tokens, prefill_mode prefill,
+                               int64_t gpu_kv_budget) {
+  return [models, max_tokens, prefill, gpu_kv_budget](const eval_query& q) {
     const llama_model& m = models.for_method(q.variant.meth);
     const tokenizer& tok = *models.tok;
     session_options o;
     o.meth = q.variant.meth;
     o.budget = q.budget;
     o.prefill = prefill;
+    o.gpu_kv_budget = gpu_kv_budget;
     if (q.variant.budget_ratio > 0) o.ratio = float(q.variant.budget_ratio);
     session s(m, o);
     s.prefill(q.context_ids);

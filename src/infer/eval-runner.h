@@ -116,9 +116,10 @@ std::vector<std::pair<int64_t, int64_t>> answer_spans(const std::string& prefix,
                                                        const tokenizer& tok, bool add_bos = true);
 
 // Greedy decoding with the engine (session + generate), stopping at a newline once the answer has started; the
-// answer carries needle_hit of the selection at the question's last row.
+// answer carries needle_hit of the selection at the question's last row. gpu_kv_budget: each session's, as
+// session_options::gpu_kv_budget.
 eval_predictor model_predictor(const eval_models& models, int max_tokens,
-                               prefill_mode prefill = prefill_mode::automatic);
+                               prefill_mode prefill = prefill_mode::automatic, int64_t gpu_kv_budget = 0);
 
 // Runs every cell of the generated tasks; records ordered by task, variant, length, depth. Validates first; a
 // spec with jsonl instead of tasks is a caller's error (GSA_ASSERT).

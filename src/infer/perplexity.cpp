@@ -15,13 +15,14 @@ static double nll_of(const std::vector<float>& logits, int32_t target) {
 }
 
 nll_result score_continuation(const llama_model& m, method meth, int64_t budget, const std::vector<int32_t>& ids,
-                              int64_t context, int predict) {
+                              int64_t context, int predict, int64_t gpu_kv_budget) {
   if (context < 1 || predict < 1 || int64_t(ids.size()) < context + predict)
     fail("score_continuation: need context >= 1, predict >= 1 and {} tokens (got {})", context + predict,
          ids.size());
   session_options o;
   o.meth = meth;
   o.budget = budget;
+  o.gpu_kv_budget = gpu_kv_budget;
   o.record = true;
   session s(m, o);
   s.prefill(std::vector<int32_t>(ids.begin(), ids.begin() + context));

@@ -17,8 +17,9 @@ struct nll_result {
   std::vector<int32_t> scored_ids;  // the scored tokens, for byte counts
 };
 
-// ids holds at least context + predict tokens; budget as session_options::budget (-1: the method's default).
+// ids holds at least context + predict tokens; budget as session_options::budget (-1: the method's default),
+// gpu_kv_budget as session_options::gpu_kv_budget.
 nll_result score_continuation(const llama_model& m, method meth, int64_t budget, const std::vector<int32_t>& ids,
-                              int64_t context, int predict);
+                              int64_t context, int predict, int64_t gpu_kv_budget = 0);
 
 }  // namespace gsa::infer

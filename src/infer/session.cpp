@@ -65,7 +65,7 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
            kv::page_tier_name(opts.tier));
     if (m.on_host() && !opts.kv_pool)
       fail("--gpu-kv-budget caps the KV cache's GPU memory; this model runs on {} (use --device cuda, or "
-           "--kv-tier file to keep raw pages out of memory)",
+           "--kv-tier file to keep raw pages in a file)",
            m.ops().describe());
     lay.tier = kv::page_tier::host;
     lay.device_budget = opts.gpu_kv_budget;

@@ -45,7 +45,7 @@ kv_cache::kv_cache(const cache_layout& layout) : lay_(layout) {
          lay_.rows_on->describe());
   if (lay_.tier == page_tier::host && !lay_.rows_on)
     fail("--gpu-kv-budget moves pages off a device's memory; this cache lives on the host (use --device cuda, or "
-         "--kv-tier file to keep raw pages out of memory)");
+         "--kv-tier file to keep raw pages in a file)");
   if (lay_.tier == page_tier::host && lay_.max_raw <= 0) fail("kv_cache: tier host needs the largest context");
   layers_.resize(lay_.n_layers);
   for (auto& l : layers_) {

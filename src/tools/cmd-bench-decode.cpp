@@ -167,6 +167,7 @@ int run_bench(const bench_args& a) {
     fail("bench decode: give exactly one of --model DIR or --preset small|llama1b");
   if (a.steps < 1 || a.steps > 100000) fail("--steps {} must be in 1 .. 100000", a.steps);
   if (a.batch < 1 || a.batch > 1024) fail("--batch {} must be in 1 .. 1024", a.batch);
+  parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget");  // bad input fails here, before the model is built
   auto lengths = parse_lengths(a.contexts, "--context");
   std::vector<infer::method> methods;
   const bool on_gpu = a.dev.device != "cpu";

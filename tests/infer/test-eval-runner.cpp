@@ -76,6 +76,20 @@ std::string joined_answers(const eval_query& q) {
   return out;
 }
 
+// --gpu-kv-budget reaches every session the predictor opens: on a host model it is refused, naming the option.
+TEST(EvalRunner, GpuKvBudgetReachesTheSessions) {
+  model_dir d(true);
+  eval_models models{&d.model, nullptr, &d.tok};
+  eval_spec spec = small_spec();
+  const eval_predictor model = model_predictor(models, spec.max_tokens, prefill_mode::automatic, int64_t(1) << 30);
+  try {
+    run_eval(spec, models, model);
+    ADD_FAILURE() << "no error";
+  } catch (const gsa::error& e) {
+    EXPECT_NE(std::string(e.what()).find("--gpu-kv-budget"), std::string::npos) << e.what();
+  }
+}
+
 TEST(EvalRunner, RunsEveryCellWithTheModel) {
   model_dir d(true);
   eval_models models{&d.model, nullptr, &d.tok};

@@ -37,6 +37,13 @@ TEST(Perplexity, GsaScoresTheSameTokensWithFewerKeys) {
   EXPECT_LT(g.attended / g.rows, f.attended / f.rows);
   EXPECT_TRUE(std::isfinite(g.nats) && g.nats > 0);
   EXPECT_THROW(score_continuation(m, method::gsa, -1, ids, 70, 16), gsa::error);
+  // A GPU budget for the KV cache reaches the session: on a host model it is refused with what to use.
+  try {
+    score_continuation(m, method::gsa, -1, ids, 60, 16, int64_t(1) << 30);
+    ADD_FAILURE() << "no error";
+  } catch (const gsa::error& e) {
+    EXPECT_NE(std::string(e.what()).find("--gpu-kv-budget"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
