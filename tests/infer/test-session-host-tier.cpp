@@ -141,8 +141,12 @@ TEST(SessionHostTier, MovedPagesReadBackAndFramesAreReused) {
     if (at[i].level < 0) {
       const int p = at[i].index / P;
       EXPECT_EQ(off, c.page_state(0, p) == kv::page_tier::host) << "raw " << at[i].index;
-      if (p == 0) EXPECT_FALSE(off) << "the sink stays";
-      if (p >= c.complete_pages(0) - 1) EXPECT_FALSE(off) << "the window stays";
+      if (p == 0) {
+        EXPECT_FALSE(off) << "the sink stays";
+      }
+      if (p >= c.complete_pages(0) - 1) {
+        EXPECT_FALSE(off) << "the window stays";
+      }
       moved += off && at[i].index % P == 0;
     }
   }
