@@ -224,6 +224,35 @@ TEST_F(SchedulerReuse, EvictedSessionsSpillAndComeBack) {
   EXPECT_EQ(g.kv_file, 0);
 }
 
+// Sessions whose raw pages left the device (--gpu-kv-budget; the CPU backend's pool here): a held conversation
+// continued whole gives what the all-in-pool server gives; a prompt that diverges inside it cannot cut the
+// session back (its pages are off the device) and is computed afresh, with the same text.
+TEST_F(SchedulerReuse, PagesOffTheDeviceContinueWholeAndStartAfreshOtherwise) {
+  const std::vector<int32_t> first = tok->encode(
+      "The old man walked down to the river in the morning and sat on the stone bridge for a long while. "
+      "The old man walked down to the river in the evening and sat on the stone bridge until the night fell.",
+      true);
+  const std::vector<int32_t> more = tok->encode(" and the boats went by"), other = tok->encode(" the queen said");
+  std::vector<std::vector<int32_t>> ids[2];
+  std::vector<std::string> kinds[2];
+  for (int b = 0; b < 2; b++) {
+    scheduler_options o;
+    o.session.kv_pool = true;
+    o.session.gpu_kv_budget = b ? int64_t(64) << 20 : 0;
+    metrics met;
+    scheduler s(*model, *tok, o, met);
+    const job_state a = run(s, first, 16);
+    const job_state whole = run(s, cat(held_tokens(first, a), more), 8);
+    const job_state diverged =
+        run(s, cat(std::vector<int32_t>(first.begin(), first.end() - 5), other), 8);
+    ids[b] = {a.ids, whole.ids, diverged.ids};
+    kinds[b] = {whole.session, diverged.session};
+  }
+  EXPECT_EQ(ids[1], ids[0]);
+  EXPECT_EQ(kinds[0], (std::vector<std::string>{"whole", "cut"}));
+  EXPECT_EQ(kinds[1], (std::vector<std::string>{"whole", "new"}));
+}
+
 TEST_F(SchedulerReuse, SpillOptionsAreChecked) {
   metrics met;
   scheduler_options o;
