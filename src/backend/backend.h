@@ -113,9 +113,8 @@ class backend {
   // pages of P rows: frame f holds K rows [2 f P, 2 f P + P) and then their V rows [2 f P + P, 2 (f + 1) P) (the
   // host cache's page layout). A key is named by its K row r; its V row is r + P.
   // Off-device frames (kv-cache.h tier host): a pool may have a second part in host memory that the backend's
-  // kernels read in place (`host`: frames of the same layout, registered with pin_host). A row r >= host_row0
-  // names row r - host_row0 of that part; the readers below take it as `host` (null: no such part).
-  static constexpr int64_t host_row0 = int64_t(1) << 30;
+  // kernels read in place (`host`: frames of the same layout, registered with pin_host). A row r >= kv_host_row0
+  // (decode-lists.h) names row r - kv_host_row0 of that part; the readers below take it as `host` (null: none).
   // kv_write: K row rows[i] = k row i and V row rows[i] + P = v row i, for k, v (n, Hkv, D) of type act().
   virtual void kv_write(Tensor& pool, int page_rows, const std::vector<int64_t>& rows, const Tensor& k,
                         const Tensor& v) = 0;

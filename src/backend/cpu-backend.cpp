@@ -151,7 +151,7 @@ class cpu_impl final : public backend {
                "decode_attention: {} list bounds for {} rows of {} KV heads", indptr.size(), M, Hkv);
     struct pool_rows {
       const float* dev;   // the pool's K rows
-      const float* host;  // its off-device K rows (rows >= host_row0), or null
+      const float* host;  // its off-device K rows (rows >= kv_host_row0), or null
       const int32_t* idx;
       const int64_t* ptr;
       size_t rowf, vrows;  // vrows: V row = K row + P
@@ -159,9 +159,9 @@ class cpu_impl final : public backend {
       int count(int h) const { return int(ptr[h + 1] - ptr[h]); }
       const float* at(int h, int j, size_t plus) const {
         const int64_t r = idx[ptr[h] + j];
-        const float* base = r >= host_row0 ? host : dev;
+        const float* base = r >= kv_host_row0 ? host : dev;
         GSA_ASSERT(base, "pool row {} is off the device, and no host part was given", r);
-        return base + (size_t(r >= host_row0 ? r - host_row0 : r) + plus) * rowf + size_t(h) * D;
+        return base + (size_t(r >= kv_host_row0 ? r - kv_host_row0 : r) + plus) * rowf + size_t(h) * D;
       }
       const float* key(int h, int j) const { return at(h, j, 0); }
       const float* value(int h, int j) const { return at(h, j, vrows); }

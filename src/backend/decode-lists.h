@@ -24,6 +24,10 @@
 
 namespace gsa {
 
+// Pool rows at or past this name rows of the pool's off-device part (kv-cache.h tier host: raw pages moved to
+// host memory that the kernels read in place): row r is row r - kv_host_row0 there. Lists hold int32 rows.
+constexpr int32_t kv_host_row0 = int32_t(1) << 30;
+
 namespace gist {
 struct gsa_config;
 }

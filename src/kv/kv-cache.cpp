@@ -139,8 +139,6 @@ int32_t kv_cache::new_frame(layer_cache& lc) {
   return f;
 }
 
-int64_t kv_cache::host_row0() { return backend::host_row0; }
-
 void kv_cache::move_off_device(int layer, int p) {
   layer_cache& lc = layers_[layer];
   page& pg = lc.pages[p];

@@ -30,7 +30,7 @@
 //
 // Tier host (pool mode only; `gsa ... --gpu-kv-budget`): the sink, the window and the gist stores stay in the
 // device pool; a raw page that leaves the window moves to the layer's host part, pinned host memory the
-// backend's kernels read in place (host-region.h; pool rows >= backend::host_row0 name its rows, host(layer)
+// backend's kernels read in place (host-region.h; pool rows >= kv_host_row0 (backend/decode-lists.h) name its rows, host(layer)
 // is where they start). Host frames are taken in the order pages leave, device frames freed by a move are
 // reused, so frames stay the same in every layer. reserve_rows only records a move (the rows it hands out
 // may still be written into the leaving page): commit_rows(layer) issues the layer's moves after the write.
@@ -42,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/decode-lists.h"
 #include "core/tensor.h"
 #include "kv/host-region.h"
 
@@ -138,7 +139,7 @@ class kv_cache {
     const int P = lay_.page_size;
     const layer_cache& lc = layers_[layer];
     if (a.level < 0 && lc.pages[a.index / P].frame < 0)  // moved off the device (tier host)
-      return host_row0() + int64_t(lc.pages[a.index / P].host_frame) * 2 * P + a.index % P;
+      return kv_host_row0 + int64_t(lc.pages[a.index / P].host_frame) * 2 * P + a.index % P;
     const int32_t f = a.level < 0 ? lc.pages[a.index / P].frame : lc.gists[a.level].frames[a.index / P];
     return int64_t(f) * 2 * P + a.index % P;
   }
@@ -202,7 +203,6 @@ class kv_cache {
   };
 
   const float* row(int layer, kv_addr a, int h, int which) const;
-  static int64_t host_row0();
   void move_off_device(int layer, int p);
   int64_t device_pool_bytes() const;
   void page_completed(int layer, int p);

@@ -30,7 +30,8 @@ struct bench_args {
   int steps = 8, batch = 1;
   int64_t budget = -1;
   int topk = -1;
-  std::string gpu_kv_budget, chunks;
+  std::string chunks;
+  int64_t gpu_kv_budget = 0;
   bool json = false;
   device_options dev;
 };
@@ -101,7 +102,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
     o.meth = meth;
     o.budget = a.budget;
     o.topk = a.topk;
-    o.gpu_kv_budget = parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget");
+    o.gpu_kv_budget = a.gpu_kv_budget;
     ss.push_back(std::make_unique<infer::session>(m, o));
     infer::session& s = *ss.back();
     if (random_kv) {
@@ -167,7 +168,6 @@ int run_bench(const bench_args& a) {
     fail("bench decode: give exactly one of --model DIR or --preset small|llama1b");
   if (a.steps < 1 || a.steps > 100000) fail("--steps {} must be in 1 .. 100000", a.steps);
   if (a.batch < 1 || a.batch > 1024) fail("--batch {} must be in 1 .. 1024", a.batch);
-  parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget");  // bad input fails here, before the model is built
   auto lengths = parse_lengths(a.contexts, "--context");
   std::vector<infer::method> methods;
   const bool on_gpu = a.dev.device != "cpu";
@@ -219,7 +219,7 @@ int run_bench(const bench_args& a) {
                       {"attended_tokens", c.att_tok}, {"bytes_read", int64_t(c.bytes_tok)},
                       {"weight_bytes", weight_bytes}, {"weight_passes", c.weight_passes}, {"gb_per_s", gbps},
                       {"gpu_mem_gib", c.gib}, {"pinned_gib", c.pinned_gib}, {"budget", c.budget},
-                      {"gpu_kv_budget", parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget")},
+                      {"gpu_kv_budget", a.gpu_kv_budget},
                       {"chunks", a.preset.empty() ? "" : a.chunks.empty() ? "16,4" : a.chunks}, {"kv", random_kv ? "random" : "prefill"}});
       if (!a.json)
         fmt::print("{:>10} {:>8} {:>10.2f} {:>10.0f} {:>12} {:>8.2f} {:>8.2f}\n", infer::method_name(meth), L,
@@ -248,9 +248,7 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
   sub->add_option("--chunks", a.chunks,
                   "--preset only: the gist hierarchy's chunk sizes, level 0 first (default 16,4; e.g. 16,4,4,4 "
                   "gives hgsa four levels)");
-  sub->add_option("--gpu-kv-budget", a.gpu_kv_budget,
-                  "GPU memory for each session's KV cache, e.g. 8GiB: gists, window and sink stay on the GPU, the "
-                  "other raw pages live in pinned host memory read in place (default: all on the GPU)");
+  add_gpu_kv_budget_option(sub, a.gpu_kv_budget);
   sub->add_flag("--json", a.json, "One JSON array of records");
   add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_bench(a); }});

@@ -43,7 +43,8 @@ namespace {
 struct eval_args {
   std::string model, full_model, tok_path, tasks, jsonl, lengths = "1k", depths = "0.5", methods, ratios = "8";
   std::string tmpl = "{context}\\n\\n{question}\\n", haystack = "../shared/data/text/haystack", qa_jsonl;
-  std::string json_out, plot_out, prefill = "auto", gpu_kv_budget;
+  std::string json_out, plot_out, prefill = "auto";
+  int64_t gpu_kv_budget = 0;
   int samples = 1, max_tokens = 16;
   uint64_t seed = 0;
   bool by_depth = false, progress = false, show = false, longbench_e = false, ci = false;
@@ -188,8 +189,7 @@ longbench_result run_longbench(const eval_args& a, const infer::eval_spec& spec,
                  a.jsonl, r->line, r->dataset, ids.size(), spec.lengths[li], info.max_new_tokens, max_pos);
           const int64_t budget =
               v.budget_ratio > 0 ? std::max<int64_t>(1, int64_t(std::floor(double(split) / v.budget_ratio))) : -1;
-          std::string pred = longbench_answer(models, v, budget, prefill,
-                                              parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget"), ids, split, info);
+          std::string pred = longbench_answer(models, v, budget, prefill, a.gpu_kv_budget, ids, split, info);
           if (a.show)
             fmt::print(stderr, "\n[{} {} {:g} L={} line {}] expected \"{}\", got \"{}\"\n", r->dataset,
                        infer::method_name(v.meth), v.ratio, spec.lengths[li], r->line, fmt::join(r->answers, "\" & \""),
@@ -333,8 +333,7 @@ int run_eval_cmd(const eval_args& a) {
     longbench_scores = std::move(lb.scores_markdown);
   } else {
     const infer::eval_predictor model_pred =
-        infer::model_predictor(models, spec.max_tokens, infer::prefill_mode_from_name(a.prefill),
-                               parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget"));
+        infer::model_predictor(models, spec.max_tokens, infer::prefill_mode_from_name(a.prefill), a.gpu_kv_budget);
     auto predict = [&](const infer::eval_query& q) {
       infer::eval_answer got = model_pred(q);
       if (a.show)
@@ -401,9 +400,7 @@ void register_eval(CLI::App& app, command_list& cmds) {
   sub->add_option("--qa-jsonl", a.qa_jsonl, "Source of the qa task");
   sub->add_option("--json", a.json_out, "Write the records as a JSON array here");
   sub->add_option("--plot", a.plot_out, "Write an accuracy-vs-length SVG plot here (.svg)");
-  sub->add_option("--gpu-kv-budget", a.gpu_kv_budget,
-                  "GPU memory for each session's KV cache, e.g. 8GiB: gists, window and sink stay on the GPU, the "
-                  "other raw pages live in pinned host memory read in place (default: all on the GPU)");
+  add_gpu_kv_budget_option(sub, a.gpu_kv_budget);
   sub->add_option("--prefill", a.prefill,
                   "gsa / hgsa context prefill: auto (unfold for a model trained in unfold mode), gist-mask, unfold")
       ->capture_default_str();

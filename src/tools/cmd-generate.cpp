@@ -24,7 +24,7 @@ namespace {
 
 struct generate_args {
   std::string model, context_file, prompt, method = "gsa", tier = "memory", kv_file, prefill = "auto";
-  std::string gpu_kv_budget;
+  int64_t gpu_kv_budget = 0;
   float ratio = 0;
   int topk = -1, max_tokens = 64;
   int64_t budget = -1;
@@ -69,7 +69,7 @@ int run_generate(const generate_args& a) {
   o.ratio = a.ratio;
   o.tier = kv::page_tier_from_name(a.tier);
   o.kv_file = a.kv_file;
-  o.gpu_kv_budget = parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget");
+  o.gpu_kv_budget = a.gpu_kv_budget;
   o.prefill = infer::prefill_mode_from_name(a.prefill);
   infer::sampling samp{a.temperature, a.top_k, a.top_p, a.seed};
   samp.validate();
@@ -185,9 +185,7 @@ void register_generate(CLI::App& app, command_list& cmds) {
   sub->add_option("--stop", a.stop, "Stop when the continuation contains this text (repeatable)");
   sub->add_option("--kv-tier", a.tier, "Raw KV pages outside the window: memory|file|drop");
   sub->add_option("--kv-file", a.kv_file, "Backing file for --kv-tier file (default: a temporary file)");
-  sub->add_option("--gpu-kv-budget", a.gpu_kv_budget,
-                  "GPU memory for the KV cache, e.g. 8GiB: gists, window and sink stay on the GPU, the other raw "
-                  "pages live in pinned host memory read in place (default: all on the GPU)");
+  add_gpu_kv_budget_option(sub, a.gpu_kv_budget);
   sub->add_flag("--show-unfolded", a.show_unfolded, "Print the text of the chunks each step recalled");
   sub->add_flag("--json", a.json, "One JSON object: text, ids, per-step statistics");
   add_device_options(sub, a.dev);

@@ -30,7 +30,8 @@ namespace fs = std::filesystem;
 
 struct ppl_args {
   std::string model, full_model, tokenizer_path, text = "../shared/data/text/haystack", methods = "full,gist,gsa";
-  std::string ratios = "8", json_out, gpu_kv_budget;
+  std::string ratios = "8", json_out;
+  int64_t gpu_kv_budget = 0;
   int64_t context = 2048;
   int predict = 128, windows = 4;
   device_options dev;
@@ -106,8 +107,7 @@ int run_ppl(const ppl_args& a) {
       for (int w = 0; w < a.windows; w++) {
         int64_t start = a.windows > 1 ? span * w / (a.windows - 1) : 0;
         std::vector<int32_t> ids(all.begin() + start, all.begin() + start + need);
-        infer::nll_result x = infer::score_continuation(m, meth, budget, ids, a.context, a.predict,
-                                                        parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget"));
+        infer::nll_result x = infer::score_continuation(m, meth, budget, ids, a.context, a.predict, a.gpu_kv_budget);
         tot.nats += x.nats, tot.tokens += x.tokens, tot.attended += x.attended, tot.rows += x.rows;
         tot.bytes += int64_t(tok.decode(x.scored_ids).size());
       }
@@ -144,9 +144,7 @@ void register_perplexity(CLI::App& app, command_list& cmds) {
       ->capture_default_str();
   sub->add_option("--context", a.context, "Prefilled tokens per window")->capture_default_str();
   sub->add_option("--predict", a.predict, "Tokens decoded and scored per window")->capture_default_str();
-  sub->add_option("--gpu-kv-budget", a.gpu_kv_budget,
-                  "GPU memory for each session's KV cache, e.g. 8GiB: gists, window and sink stay on the GPU, the "
-                  "other raw pages live in pinned host memory read in place (default: all on the GPU)");
+  add_gpu_kv_budget_option(sub, a.gpu_kv_budget);
   sub->add_option("--windows", a.windows, "Windows spread over the text")->capture_default_str();
   sub->add_option("--json", a.json_out, "Write the records as a JSON array here");
   add_device_options(sub, a.dev);

@@ -33,7 +33,8 @@ void on_signal(int) {
 
 struct serve_args {
   std::string model, full_model, model_name, host = "127.0.0.1", method = "gsa", tier = "memory", prefill = "auto",
-                                             api_key, gpu_kv_budget;
+                                             api_key;
+  int64_t gpu_kv_budget = 0;
   device_options dev;
   int port = 8080, max_sessions = 8, topk = -1, threads = 64, prefill_chunk = 256;
   std::optional<int> max_spilled;  // default: 4 x max_sessions with the file tier, else 0
@@ -51,7 +52,7 @@ int run_serve(serve_args a) {
   so.topk = a.topk;
   so.ratio = a.ratio;
   so.tier = kv::page_tier_from_name(a.tier);
-  so.gpu_kv_budget = parse_bytes(a.gpu_kv_budget, "--gpu-kv-budget");
+  so.gpu_kv_budget = a.gpu_kv_budget;
   so.prefill = infer::prefill_mode_from_name(a.prefill);
   const std::string dir = !infer::uses_gists(so.meth) && !a.full_model.empty() ? a.full_model : a.model;
   // On the GPU: the weights move once; the scheduler's probe session below refuses what a GPU session cannot run
@@ -131,10 +132,7 @@ void register_serve(CLI::App& app, command_list& cmds) {
   sub->add_option("--prefill", a.prefill, "gsa/hgsa prompt prefill: auto|gist-mask|unfold")->capture_default_str();
   sub->add_option("--kv-tier", a.tier, "Raw KV pages outside the window: memory|file (spilled to a file per session)")
       ->capture_default_str();
-  sub->add_option("--gpu-kv-budget", a.gpu_kv_budget,
-                  "GPU memory for each session's KV cache, e.g. 2GiB: gists, window and sink stay on the GPU, the "
-                  "other raw pages live in pinned host memory read in place (a conversation then continues whole "
-                  "or starts afresh: it cannot be cut back)");
+  add_gpu_kv_budget_option(sub, a.gpu_kv_budget);
   sub->add_option("--max-sessions", a.max_sessions,
                   "Sessions held in memory (generating + kept for follow-up turns); beyond it the least recently used "
                   "idle one is spilled (--max-spilled) or dropped")

@@ -2,10 +2,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <cctype>
-#include <cmath>
-#include <string>
-
 #include "core/error.h"
 
 namespace gsa::tools {
@@ -67,32 +63,6 @@ std::vector<int64_t> parse_lengths(const std::string& list, const char* option) 
   }
   if (out.empty()) fail("{} is empty; use a comma-separated list such as 1k,4k,16k", option);
   return out;
-}
-
-int64_t parse_bytes(const std::string& text, const char* option) {
-  if (text.empty()) return 0;
-  size_t used = 0;
-  long double v = 0;
-  try {
-    v = std::stold(text, &used);
-  } catch (const std::exception&) {
-    fail("{}: '{}' is not a size; use bytes such as 8GiB, 512MiB or 1073741824", option, text);
-  }
-  std::string unit = text.substr(used);
-  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();  // GiB, GB, G
-  if (!unit.empty() && (unit.back() == 'i' || unit.back() == 'I')) unit.pop_back();
-  int shift = -1;
-  if (unit.empty()) shift = 0;
-  else if (unit.size() == 1) {
-    const std::string units = "KMGT";
-    const size_t at = units.find(char(std::toupper(static_cast<unsigned char>(unit[0]))));
-    if (at != std::string::npos) shift = 10 * int(at + 1);
-  }
-  if (shift < 0 || !(v >= 0))
-    fail("{}: '{}' is not a size; use bytes such as 8GiB, 512MiB or 1073741824", option, text);
-  const long double bytes = v * std::pow(2.0L, shift);
-  if (bytes > 9.0e18L) fail("{}: '{}' is too large", option, text);
-  return int64_t(bytes);
 }
 
 int run_selected(CLI::App& app) {

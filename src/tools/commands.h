@@ -23,9 +23,6 @@ void register_commands(CLI::App& app);
 CLI::App* bench_command(CLI::App& app);
 // Parses "1k,4k,16k,65536" into token counts (k = 1024). Throws gsa::error naming `option` on bad input.
 std::vector<int64_t> parse_lengths(const std::string& list, const char* option);
-// Parses a byte count: "8GiB", "512MiB", "64KiB", "1G" (powers of 1024 either way) or a plain number; "" and "0"
-// give 0. Throws gsa::error naming `option` on bad input.
-int64_t parse_bytes(const std::string& text, const char* option);
 int run_selected(CLI::App& app);
 
 // One function per subcommand file.

@@ -1,5 +1,5 @@
 // Raw KV pages off the GPU (`--gpu-kv-budget`, kv-cache.h tier host): pages that leave the window move to pinned
-// host memory, and the decode kernel reads them there in place (rows >= backend::host_row0). On the device, for
+// host memory, and the decode kernel reads them there in place (rows >= kv_host_row0). On the device, for
 // every method of the GPU path: in f32 the same tokens, key lists and logits as the CPU engine; in bf16 the same
 // logits bit for bit as the all-on-GPU session (the lists and the reduction order are the same, only the rows'
 // addresses differ); batched sessions too; and the pages really left the GPU.

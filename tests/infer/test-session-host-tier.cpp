@@ -95,7 +95,7 @@ TEST(SessionHostTier, BatchEqualsTheAllInPoolBatch) {
   }
 }
 
-// The cache itself: moved pages read back from the host part at pool_row (rows >= host_row0), freed device
+// The cache itself: moved pages read back from the host part at pool_row (rows >= kv_host_row0), freed device
 // frames are reused (the pool stops growing with the context), and a page written in the same append that moves
 // it moves with its rows.
 TEST(SessionHostTier, MovedPagesReadBackAndFramesAreReused) {
@@ -131,9 +131,9 @@ TEST(SessionHostTier, MovedPagesReadBackAndFramesAreReused) {
   int moved = 0;
   for (size_t i = 0; i < at.size(); i++) {
     const int64_t pr = c.pool_row(0, at[i]);
-    const bool off = pr >= backend::host_row0;
+    const bool off = pr >= kv_host_row0;
     const float* base = off ? static_cast<const float*>(c.host(0)) : c.pool(0).f32();
-    const int64_t rr = off ? pr - backend::host_row0 : pr;
+    const int64_t rr = off ? pr - kv_host_row0 : pr;
     for (int e = 0; e < row; e++) {
       ASSERT_EQ(base[rr * row + e], k.f32()[i * row + e]) << i;
       ASSERT_EQ(base[(rr + P) * row + e], v.f32()[i * row + e]) << i;

@@ -158,11 +158,11 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
   const int64_t head_off = row0 * p.kv_stride_t + int64_t(h) * p.kv_stride_h + gl * VEC;
   const T* kb = static_cast<const T*>(sv.k) + head_off;
   const T* vb = static_cast<const T*>(sv.v) + head_off;
-  // Rows >= kHostRow0 are off the device (host_k); the offsets below are from kb, V at vb - kb further.
+  // Rows >= kv_host_row0 are off the device (host_k); the offsets below are from kb, V at vb - kb further.
   const int64_t host_off = sv.host_k ? (static_cast<const T*>(sv.host_k) + head_off) - kb : 0;
   const int64_t v_off = vb - kb;
   auto key_at = [&](int32_t row) -> const T* {
-    return row >= kHostRow0 ? kb + host_off + int64_t(row - kHostRow0) * p.kv_stride_t
+    return row >= kv_host_row0 ? kb + host_off + int64_t(row - kv_host_row0) * p.kv_stride_t
                             : kb + int64_t(row) * p.kv_stride_t;
   };
   const int32_t* idx = sv.indices + beg - ns;  // key j >= ns of the list; j < ns: the shared prefix

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <string>
 
+#include "backend/decode-lists.h"
+
 namespace gsa::cuda {
 
 enum class decode_dtype : uint8_t { f32, bf16 };
@@ -62,7 +64,7 @@ struct decode_params {
   const void* v = nullptr;
   int64_t kv_stride_t = 0, kv_stride_h = 0;  // shared by k and v
   const int64_t* kv_row_offset = nullptr;    // (B) first pool row of each sequence, or null
-  // Off-device rows (kv-cache.h tier host): a list entry r >= kHostRow0 names row r - kHostRow0 of host_k (host
+  // Off-device rows (kv-cache.h tier host): a list entry r >= kv_host_row0 (backend/decode-lists.h) names row r - kv_host_row0 of host_k (host
   // memory mapped for the device, read in place over the bus), its V row at the same distance from it as v is
   // from k. Null: every entry is a row of k / v.
   const void* host_k = nullptr;
@@ -82,8 +84,6 @@ struct decode_params {
   // is the longest list of any sequence.
   const decode_seq* seqs = nullptr;
 };
-
-constexpr int32_t kHostRow0 = int32_t(1) << 30;  // = backend::host_row0
 
 // The host-side decision, made from shapes only.
 struct decode_plan {
