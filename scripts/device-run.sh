@@ -100,6 +100,12 @@ if has ncu; then
       "$BUNDLE/bin/bench-gsa-attention" --lengths ${NCU_LENGTH:-32k} --kv-heads 16 --plans c64g4 --reps 1 \
       >$RES/ncu-$kn.txt 2>&1
     echo "--- $kn: exit $?"; grep -v "^==PROF==" $RES/ncu-$kn.txt | tail -120
+    # Why warps wait, per reason (cycles per issued instruction), and the busiest pipes.
+    timeout 120 ncu --clock-control none --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 \
+      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_.*_cycles_active\.avg\.pct_of_peak_sustained_active" \
+      "$BUNDLE/bin/bench-gsa-attention" --lengths ${NCU_LENGTH:-32k} --kv-heads 16 --plans c64g4 --reps 1 \
+      >$RES/ncu-stall-$kn.txt 2>&1
+    echo "--- $kn stalls: exit $?"; grep -v "^==PROF==" $RES/ncu-stall-$kn.txt | awk '$NF+0 > 0.05' | tail -60
   done
 fi
 

@@ -336,6 +336,10 @@ struct restore_keymajor {
   int was = backward_scheme();
   ~restore_keymajor() { set_backward_scheme(was); }
 };
+struct restore_rows {
+  int was = structured_backward_rows();
+  ~restore_rows() { set_structured_backward_rows(was); }
+};
 struct restore_mode {
   bool was = deterministic_backward();
   ~restore_mode() { set_deterministic_backward(was); }

@@ -82,14 +82,25 @@ struct compress_case {
   int g = 1, raw = 500, D = 128, Hkv = 4, G = 4;
 };
 
-void run_compress(const compress_case& cc, path want) {
-  gist::gsa_config cfg;
+gist::stream compress_stream(const compress_case& cc, gist::gsa_config& cfg) {
   cfg.chunk = cc.chunk;
   cfg.gists_per_chunk = cc.g;
   for (size_t l = 0; l < cc.chunk.size(); l++) cfg.gist_token_ids.push_back(int32_t(1 + l));
   cfg.validate();
   const std::vector<int32_t> raw(size_t(cc.raw), 7);
-  const gist::stream st = gist::build_stream(raw.data(), cc.raw, cfg);
+  return gist::build_stream(raw.data(), cc.raw, cfg);
+}
+
+// Whether the case's plan allows the structured backward's 256-row tiles (device_plan::wide).
+bool allows_wide_rows(const compress_case& cc) {
+  gist::gsa_config cfg;
+  const gist::stream st = compress_stream(cc, cfg);
+  return upload_plan(gist::plan_compress(st, cfg), st.size(), st.size(), 0, cc.Hkv).wide;
+}
+
+void run_compress(const compress_case& cc, path want) {
+  gist::gsa_config cfg;
+  const gist::stream st = compress_stream(cc, cfg);
   const attn_plan plan = gist::plan_compress(st, cfg);
   attn_case c;
   c.t = dtype::bf16;
@@ -120,19 +131,30 @@ std::vector<compress_case> compress_cases() {
 }
 
 // Both backward schemes of the structured path (key-major dK / dV, the default, and the row pass's per-tile
-// atomics), then the generic kernels.
+// atomics), each with the row pass's 128- and 256-row tiles (the test sizes would pick 128), then the generic
+// kernels.
 TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
   std::string why;
   if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
   restore_keymajor keep;
+  restore_rows keep_rows;
+  int wide_cases = 0;
   for (const compress_case& cc : compress_cases()) {
-    for (bool km : {true, false}) {
-      SCOPED_TRACE(km ? "key-major backward" : "atomic backward");
-      set_backward_scheme(km ? 1 : 0);
-      run_compress(cc, path::structured);
-    }
+    const bool wide = allows_wide_rows(cc);
+    wide_cases += wide;
+    for (bool km : {true, false})
+      for (int rows : {128, 256}) {
+        if (rows == 256 && !wide) continue;
+        SCOPED_TRACE(std::string(km ? "key-major backward" : "atomic backward") + ", row tiles of " +
+                     std::to_string(rows));
+        set_backward_scheme(km ? 1 : 0);
+        set_structured_backward_rows(rows);
+        run_compress(cc, path::structured);
+      }
+    set_structured_backward_rows(0);
     run_compress(cc, path::generic);
   }
+  EXPECT_GE(wide_cases, 4) << "too few cases reach the 256-row tiles";
 }
 
 // A prefill chunk's plan (q_offset > 0: the rows are the last Tq of Tk positions) through the key-major backward:
@@ -189,6 +211,19 @@ TEST(CudaAttentionStructured, DetectsTheStructure) {
   const gist::stream st = gist::build_stream(raw.data(), 300, cfg);
   attn_plan plan = gist::plan_compress(st, cfg);
   EXPECT_TRUE(attention_plan_is_structured(upload_plan(plan, st.size(), st.size(), 0, 2)));
+  EXPECT_TRUE(upload_plan(plan, st.size(), st.size(), 0, 2).wide) << "16 blocks of 17 rows per 256 rows";
+  // Blocks of 5 rows: 26 per 128-row window (structured) but 52 per 256 rows (no wide row tiles).
+  attn_plan small_blocks;
+  small_blocks.block_q = {0};
+  small_blocks.seg_ptr = {0};
+  for (int r = 0; r < 600; r += 5) {
+    small_blocks.segs.push_back(key_range(r, r + 5));
+    small_blocks.block_q.push_back(r + 5);
+    small_blocks.seg_ptr.push_back(int64_t(small_blocks.segs.size()));
+  }
+  const device_plan sbp = upload_plan(small_blocks, 600, 600, 0, 2);
+  EXPECT_TRUE(attention_plan_is_structured(sbp));
+  EXPECT_FALSE(sbp.wide);
   // A long stream range (a dense causal block) is not the structure: the generic kernels keep it.
   attn_plan causal;
   causal.block_q = {0, 600};

@@ -14,7 +14,8 @@ namespace gsa::cuda::detail {
 constexpr int kSNR = 4;          // stream ranges per block
 constexpr int kSLV = 4;          // gist levels
 constexpr int kSMaxB = 32;       // blocks meeting any aligned window of kSWindow rows
-constexpr int kSWindow = 128;    // largest row tile (rows) of a structured kernel
+constexpr int kSWindow = 128;    // row tile (rows) every structured plan allows
+constexpr int kSWide = 256;      // the backward's wide row tile, where the plan allows it (attn_plan_view::wide)
 constexpr int kSMaxRange = 512;  // keys per stream range
 
 struct sblock {
@@ -47,6 +48,7 @@ struct attn_plan_view {
   const int32_t* gist_pos = nullptr;
   int levels = 0;                   // gist levels (entries of gist_ptr - 1)
   const sblock* sblocks = nullptr;  // (n_blocks) set only when the launcher takes the structured kernels
+  bool wide = false;  // every aligned window of kSWide rows also meets at most kSMaxB blocks
   // The inverse of a structured plan for the key-major backward (attention-keymajor.cu): key tiles of kKTile keys,
   // each {level or -1, first key, run_begin, run_end}: the stream positions [first, first + kKTile) (level -1) or
   // the gist indices [first, first + kKTile) of that level (index u g + i: gist i of unit u), seen by the rows of
@@ -92,6 +94,7 @@ struct attn_bwd_args {
   // writes D_i = rowsum(dout * out) of every row into di (Tq, Hq); attention-keymajor.cu then adds dk / dv into the
   // scratch with one add per key and gradient (no per-tile atomics).
   bool keymajor = false;
+  int rows = 0;  // row tile of the structured row pass: 0 automatic, 128 or 256 (structured_backward_rows)
   float* di = nullptr;
   const void *dout = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
   const float* lse = nullptr;

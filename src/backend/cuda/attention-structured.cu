@@ -4,15 +4,17 @@
 //
 // Why a second kernel: the generic one gives each block (17 or 68 rows at c = 16 / 64) its own CTA, so the gist
 // keys that every block sees are loaded and multiplied once per block with mostly empty row tiles. Here a CTA
-// takes M = 16 W stacked rows (W = 4 or 8 warps) of consecutive query rows across blocks and walks the tile's key
-// segments once: per gist level the union of the blocks' unit ranges (a causal-by-chunk problem: only the last
-// key tiles are masked for some rows), then the union of the blocks' short stream ranges (sink, local window, own
-// chunk), all in one online softmax. Inner loop = the generic kernel's: key tiles of 64 keys double-buffered with
-// cp.async, S = Q K^T and O += P V on mma.sync m16n8k16 (Q fragments in registers, K via ldmatrix, V via
-// ldmatrix.trans), log2-domain online softmax, P rounded to bf16. The mask of an element is the row's block bit of
-// the slot (stile_masks) and the causal limit.
+// takes M = 32 W stacked rows (W = 2 or 4 warps, 32 rows each as two m16 tiles, two CTAs per SM) of consecutive
+// query rows across blocks and walks the tile's key segments once: per gist level the union of the blocks' unit
+// ranges (a causal-by-chunk problem: only the last key tiles are masked for some rows), then the union of the
+// blocks' short stream ranges (sink, local window, own chunk), all in one online softmax. Inner loop: key tiles
+// of KT keys double-buffered with cp.async, S = Q K^T and O += P V on mma.sync m16n8k16 (Q fragments re-read from
+// shared memory, each K fragment (ldmatrix) and V fragment (ldmatrix.trans) feeding both m tiles), log2-domain
+// online softmax, P rounded to bf16. The mask of an element is the row's block bit of the slot (stile_masks) and
+// the causal limit.
 //
-// Compiled variants: D {64, 128}: 2 kernels.
+// Key tiles of 64 keys at both head dims (at D 128: 255 registers, 40 bytes spilled; 32-key tiles, which do not
+// spill, measured 9% slower at 32k on the H200). Compiled variants: D {64, 128}: 2 kernels.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,28 +26,33 @@
 namespace gsa::cuda::detail {
 namespace {
 
-constexpr int kKT = 64;
-constexpr int kMaxWarps = 8;
+constexpr int kMT = 2;  // m16 row tiles per warp: 32 stacked rows, each K / V fragment feeds two mma chains
+constexpr int kNB = 3;  // ring of key-tile descriptors: tile i + 2 is packed while tile i is computed
+constexpr int kMaxWarps = 4;
 
 template <int D>
 __host__ __device__ constexpr int ld() {
   return D + 8;
 }
 
-template <int D>
+template <int D, int KT>
 size_t smem_bytes(int warps) {
-  return (size_t(16 * warps) + 4 * kKT) * ld<D>() * sizeof(bf16) + stile_bytes<kKT>();
+  return (size_t(16 * kMT * warps) + 4 * KT) * ld<D>() * sizeof(bf16) + stile_bytes<KT, kNB>();
 }
 
-template <int D>
-__global__ void __launch_bounds__(32 * kMaxWarps) fwd_structured_kernel(const attn_fwd_args a) {
-  constexpr int KT = kKT, LD = ld<D>(), DC = D / 8;
+// One barrier per key tile: at the top of iteration i, tile i's K / V have landed (each thread waited for its own
+// copies at the end of i - 1), its masks are written and tile i + 1's slots are packed; during i the CTA issues
+// tile i + 1's copies and masks (buffers last read by tile i - 1) and packs tile i + 2 (ring slot last read by
+// tile i - 1), while computing tile i.
+template <int D, int KT>
+__global__ void __launch_bounds__(32 * kMaxWarps, 2) fwd_structured_kernel(const attn_fwd_args a) {
+  constexpr int LD = ld<D>(), DC = D / 8, MT = kMT;
   extern __shared__ __align__(16) unsigned char smem[];
-  const int W = blockDim.x / 32, M = 16 * W, nthr = blockDim.x;
-  stile<KT>& t = *reinterpret_cast<stile<KT>*>(smem);
-  bf16* Qs = reinterpret_cast<bf16*>(smem + stile_bytes<KT>());  // [M][LD]
-  bf16* Ks = Qs + M * LD;                                          // [2][KT][LD]
-  bf16* Vs = Ks + 2 * KT * LD;                                     // [2][KT][LD]
+  const int W = blockDim.x / 32, M = 16 * MT * W, nthr = blockDim.x;
+  stile<KT, kNB>& t = *reinterpret_cast<stile<KT, kNB>*>(smem);
+  bf16* Qs = reinterpret_cast<bf16*>(smem + stile_bytes<KT, kNB>());  // [M][LD]
+  bf16* Ks = Qs + M * LD;                                              // [2][KT][LD]
+  bf16* Vs = Ks + 2 * KT * LD;                                         // [2][KT][LD]
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int Hq = a.d.Hq, Hkv = a.d.Hkv, q_offset = a.d.q_offset, G = Hq / Hkv, hk = blockIdx.y;
@@ -65,107 +72,161 @@ __global__ void __launch_bounds__(32 * kMaxWarps) fwd_structured_kernel(const at
     *reinterpret_cast<uint4*>(Qs + s * LD + c * 8) = val;
   }
   __syncthreads();  // the tile's segments and Qs visible
-  key_cursor cur{0, 0};
-  if (warp == 0) t.n[0] = stile_pack(t, cur, a.p, 0, lane);
+  const int total = t.sofs[t.nseg], ntiles = (total + KT - 1) / KT;
+  if (tid < KT)
+    for (int i = 0; i < 2 && i < ntiles; i++) stile_pack_store(t, i, stile_pack_load(t, a.p, i, tid), tid);
   __syncthreads();
-  stile_masks(t, 0, warp, W, lane);  // visible after the first iteration's barriers
 
-  auto issue = [&](int buf) {  // K/V rows of buffer buf's keys, then one commit group
+  auto issue = [&](int vb, int kb) {  // K/V rows of ring slot kb's keys into K/V buffer vb, one commit group
     for (int e = tid; e < KT * DC; e += nthr) {
       const int j = e / DC, c = e % DC;
-      const int32_t pos = t.kpos[buf][j];
+      const int32_t pos = t.kpos[kb][j];
       const bool ok = pos != kInvalidKey;
       const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
-      cp_async16_zfill(Ks + (buf * KT + j) * LD + c * 8, k + off, ok);
-      cp_async16_zfill(Vs + (buf * KT + j) * LD + c * 8, v + off, ok);
+      cp_async16_zfill(Ks + (vb * KT + j) * LD + c * 8, k + off, ok);
+      cp_async16_zfill(Vs + (vb * KT + j) * LD + c * 8, v + off, ok);
     }
     cp_async_commit();
   };
-  if (t.n[0] > 0) issue(0);
-
-  uint32_t qf[D / 16][4];
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ks++)
-    ldmatrix_x4(qf[ks], Qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + ks * 16 + (lane >> 4) * 8);
-
-  // This thread's two stacked rows: a = g, b = g + 8 of the warp's 16 (g = lane / 4).
-  const srow ra = stile_row(t, warp * 16 + (lane >> 2), G, q_offset);
-  const srow rb = stile_row(t, warp * 16 + (lane >> 2) + 8, G, q_offset);
-  float o[D / 8][4];
-#pragma unroll
-  for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
-
-  for (int it = 0;; it++) {
-    const int buf = it & 1;
-    if (t.n[buf] == 0) break;
-    if (warp == 0) t.n[buf ^ 1] = stile_pack(t, cur, a.p, buf ^ 1, lane);
-    __syncthreads();  // next tile's kpos visible
-    if (t.n[buf ^ 1] > 0) {
-      issue(buf ^ 1);
-      stile_masks(t, buf ^ 1, warp, W, lane);  // read after the next iteration's barriers
-    }
-    else
-      cp_async_commit();  // keep one group per iteration so that wait<1> below means "this tile"
-    cp_async_wait<1>();
-    __syncthreads();  // this tile's K/V visible to every warp
-
-    const bf16* Kb = Ks + buf * KT * LD;
-    const bf16* Vb = Vs + buf * KT * LD;
-    const int32_t* kp = t.kpos[buf];
-    const uint64_t vis_a = stile_mask(t, buf, ra.bl), vis_b = stile_mask(t, buf, rb.bl);
-    float s[KT / 8][4];
-    mma_scores<D, KT, LD>(s, qf, Kb, lane);
-    float mx_a, mx_b;
-    if (stile_full(t, buf, vis_a, vis_b, ra, rb))
-      mask_scores<KT>(s, sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
-    else
-      mask_scores<KT>(
-          s, sl2, lane,
-          [&](int j, int half) { return kp[j] <= (half ? rb.lim : ra.lim) && (((half ? vis_b : vis_a) >> j) & 1); },
-          mx_a, mx_b);
-    online_softmax<D, KT>(s, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
-    mma_rows_times_keys<D, KT, LD>(o, s, Vb, lane);
-    __syncthreads();  // buffer buf and its kpos / masks are rewritten next iteration
+  if (ntiles > 0) {
+    issue(0, 0);
+    stile_masks(t, 0, warp, W, lane);
   }
+
+  // This thread's rows: per m tile, a = lane / 4 and b = a + 8 of the tile's 16.
+  srow x[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) x[mt][h] = stile_row(t, warp * 16 * MT + mt * 16 + (lane >> 2) + 8 * h, G, q_offset);
+  float o[MT][D / 8][4];
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.f;
+  }
+  const bf16* Qw = Qs + (warp * 16 * MT + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int off = 1; off <= 2; off <<= 1) {
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, off);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, off);
-  }
-#pragma unroll
-  for (int half = 0; half < 2; half++) {
-    const srow& x = half ? rb : ra;
-    if (x.lim < 0) continue;
-    const float l = half ? l_b : l_a, m = half ? m_b : m_a;
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int64_t row = int64_t(x.r) * Hq + hk * G + x.g;
-#pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-      const int col = dt * 8 + (lane & 3) * 2;
-      *reinterpret_cast<uint32_t*>(out + row * D + col) =
-          pack_bf16x2(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
+  for (int it = 0; it < ntiles; it++) {
+    __syncthreads();  // tile it's K/V and masks, tile it + 1's slots visible; tile it - 1 done by every warp
+    const int vb = it & 1, kb = it % kNB;
+    if (it + 1 < ntiles) {
+      issue(vb ^ 1, (it + 1) % kNB);
+      stile_masks(t, (it + 1) % kNB, warp, W, lane);
     }
-    if ((lane & 3) == 0) a.lse[row] = l > 0.f ? (m + log2f(l)) * kLn2 : -INFINITY;
+    const bool packs = tid < KT && it + 2 < ntiles;  // whole warps
+    pslot nxt{};
+    if (packs) nxt = stile_pack_load(t, a.p, it + 2, tid);
+
+    const bf16* Kb = Ks + vb * KT * LD;
+    const bf16* Vb = Vs + vb * KT * LD;
+    const int32_t* kp = t.kpos[kb];
+    float s[MT][KT / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < KT / 8; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+      uint32_t qf[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) ldmatrix_x4(qf[mt], Qw + mt * 16 * LD + ks * 16);
+#pragma unroll
+      for (int np = 0; np < KT / 16; np++) {
+        uint32_t r[4];
+        ldmatrix_x4(r, Kb + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ks * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_bf16(s[mt][2 * np], qf[mt], r[0], r[1]);
+          mma_bf16(s[mt][2 * np + 1], qf[mt], r[2], r[3]);
+        }
+      }
+    }
+    // The per-element mask is skipped when every slot holds a key that all the warp's rows see (stile_full's rule).
+    const int32_t kmax = stile_kmax(t, kb, it);
+    constexpr uint64_t all = KT == 64 ? ~uint64_t(0) : (uint64_t(1) << KT) - 1;
+    uint64_t vis[MT][2];
+    bool mine = true;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        vis[mt][h] = stile_mask(t, kb, x[mt][h].bl);
+        mine = mine && vis[mt][h] == all && kmax <= x[mt][h].lim;
+      }
+    const bool full = __all_sync(0xffffffffu, mine);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+      float mx_a, mx_b;
+      if (full)
+        mask_scores<KT>(s[mt], sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
+      else
+        mask_scores<KT>(
+            s[mt], sl2, lane,
+            [&](int j, int h) { return kp[j] <= x[mt][h].lim && ((vis[mt][h] >> j) & 1); }, mx_a, mx_b);
+      online_softmax<D, KT>(s[mt], o[mt], mx_a, mx_b, m[mt][0], m[mt][1], l[mt][0], l[mt][1]);
+    }
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++) {
+      uint32_t f[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) a_fragment<KT>(f[mt], s[mt], j);
+#pragma unroll
+      for (int dp = 0; dp < D / 16; dp++) {
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, Vb + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_bf16(o[mt][2 * dp], f[mt], r[0], r[1]);
+          mma_bf16(o[mt][2 * dp + 1], f[mt], r[2], r[3]);
+        }
+      }
+    }
+    if (packs) stile_pack_store(t, (it + 2) % kNB, nxt, tid);
+    cp_async_wait<0>();  // tile it + 1's copies of this thread
   }
+
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      float lh = l[mt][h];
+      lh += __shfl_xor_sync(0xffffffffu, lh, 1);
+      lh += __shfl_xor_sync(0xffffffffu, lh, 2);
+      const srow& xr = x[mt][h];
+      if (xr.lim < 0) continue;
+      const float inv = lh > 0.f ? 1.f / lh : 0.f;
+      const int64_t row = int64_t(xr.r) * Hq + hk * G + xr.g;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; dt++) {
+        const int col = dt * 8 + (lane & 3) * 2;
+        *reinterpret_cast<uint32_t*>(out + row * D + col) =
+            pack_bf16x2(o[mt][dt][2 * h] * inv, o[mt][dt][2 * h + 1] * inv);
+      }
+      if ((lane & 3) == 0) a.lse[row] = lh > 0.f ? (m[mt][h] + log2f(lh)) * kLn2 : -INFINITY;
+    }
 }
 
-template <int D>
+template <int D, int KT>
 cudaError_t launch_dim(const attn_fwd_args& a, int sm_count, cudaStream_t st) {
   const int G = a.d.Hq / a.d.Hkv;
-  // 8 warps (128 stacked rows: K/V loaded once per 128 rows) when that still gives two waves of CTAs.
-  const int64_t tiles8 = (int64_t(a.d.Tq) * G + 127) / 128;
-  const int warps = (128 % G == 0 && tiles8 * a.d.Hkv >= 2 * int64_t(std::max(1, sm_count))) ? 8 : 4;
-  const int RT = 16 * warps / G;
+  // 4 warps (128 stacked rows: K/V loaded once per 128 rows) when that still fills two CTAs per SM and the row
+  // tiles stay inside upload_plan's aligned windows of kSWindow rows (at most kSMaxB blocks each).
+  const int64_t tiles4 = (int64_t(a.d.Tq) * G + 127) / 128;
+  const int warps = (128 % G == 0 && tiles4 * a.d.Hkv >= 2 * int64_t(std::max(1, sm_count))) ? 4 : 2;
+  const int RT = 16 * kMT * warps / G;
+  if (RT < 1) return cudaErrorInvalidConfiguration;
   const int64_t tiles = (a.d.Tq + RT - 1) / RT;
   if (tiles > INT32_MAX || a.d.Hkv > 65535) return cudaErrorInvalidConfiguration;
-  const size_t smem = smem_bytes<D>(warps);
+  const size_t smem = smem_bytes<D, KT>(warps);
   const cudaError_t e =
-      cudaFuncSetAttribute(fwd_structured_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      cudaFuncSetAttribute(fwd_structured_kernel<D, KT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (e != cudaSuccess) return e;
-  fwd_structured_kernel<D><<<dim3(unsigned(tiles), unsigned(a.d.Hkv)), 32 * warps, smem, st>>>(a);
+  fwd_structured_kernel<D, KT><<<dim3(unsigned(tiles), unsigned(a.d.Hkv)), 32 * warps, smem, st>>>(a);
   return cudaGetLastError();
 }
 
@@ -175,8 +236,8 @@ int launch_attention_forward_structured(const attn_fwd_args& a, int sm_count, vo
   if (a.d.Tq == 0 || a.d.Hkv == 0) return 0;
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.d.D) {
-    case 64: return int(launch_dim<64>(a, sm_count, st));
-    case 128: return int(launch_dim<128>(a, sm_count, st));
+    case 64: return int(launch_dim<64, 64>(a, sm_count, st));
+    case 128: return int(launch_dim<128, 64>(a, sm_count, st));
   }
   return int(cudaErrorInvalidValue);
 }

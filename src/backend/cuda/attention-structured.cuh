@@ -8,10 +8,10 @@
 // Thread 0 sets the row tile up (stile_setup): the tile's blocks and their descriptors, and the tile's key
 // segments: per gist level one compact range [U0 g, U1 g) of gist indices (U0 / U1: min / max over the tile's
 // blocks of their visible unit range), then the union of the blocks' stream ranges (cut at the tile's last row,
-// sorted, merged: no key twice). Warp 0 packs key tiles of KT keys from these segments (stile_pack, like the
-// generic builder); then all warps compute, per block of the tile, a bit mask of the slots that block's list
-// contains (stile_masks; a range slot:
-// the key lies in one of the block's ranges; a gist slot: its unit lies in the block's unit range of that level).
+// sorted, merged: no key twice). Key tile i is slots [i KT, i KT + KT) of the segments in order: the first KT
+// threads pack it, one slot each (stile_pack_load / stile_pack_store); then all warps compute, per block of the
+// tile, a bit mask of the slots that block's list contains (stile_masks; a range slot: the key lies in one of the
+// block's ranges; a gist slot: its unit lies in the block's unit range of that level).
 // A row sees slot j iff its block's bit j is set and kpos[j] <= its causal limit: exactly the plan's rule,
 // and each key of a row's list is met once (the tile's segments are disjoint).
 #pragma once
@@ -22,27 +22,27 @@ namespace gsa::cuda::detail {
 constexpr int kSMaxSeg = kSLV + kSMaxB * kSNR;
 constexpr int kSTagShift = 27;  // gist slot tag: level << 27 | unit
 
-template <int KT>
+template <int KT, int NB = 2>
 struct stile {
-  int4 seg[kSMaxSeg];          // {level or -1, begin, end, 0}; level >= 0: gist indices u g + i of that level
+  int4 seg[kSMaxSeg];          // {level or -1, begin, end, gist_ptr[level]}; level >= 0: gist indices u g + i
   sblock blk[kSMaxB];          // descriptors of the tile's blocks
-  uint32_t vis[2][kSMaxB][2];  // per buffer and block: slots the block's list holds (bit j of word j / 32)
-  int32_t kpos[2][KT];         // per buffer: key positions (kInvalidKey: padding)
-  int32_t ktag[2][KT];         // -1: range key; else level << kSTagShift | unit
+  uint32_t vis[NB][kSMaxB][2];  // per buffer and block: slots the block's list holds (bit j of word j / 32)
+  int32_t kpos[NB][KT];         // per buffer: key positions (kInvalidKey: padding)
+  int32_t ktag[NB][KT];         // -1: range key; else level << kSTagShift | unit
   int32_t bq[kSMaxB + 1];      // first row of each of the tile's blocks (absolute)
-  int32_t n[2];                // keys in each buffer
-  int32_t kmax[2];             // per buffer: the largest key position (INT32_MAX unless all KT slots hold a key)
+  int32_t sofs[kSMaxSeg + 1];  // each segment's first slot in the tile's key order; sofs[nseg] = keys in all
+  int32_t kmaxw[NB][KT / 32];  // per buffer: each packing warp's largest position (stile_pack_store)
   int32_t nbt, nseg, r0, r1;   // blocks, segments, rows [r0, r1)
 };
 
-template <int KT>
+template <int KT, int NB = 2>
 __host__ __device__ constexpr size_t stile_bytes() {
-  return (sizeof(stile<KT>) + 15) & ~size_t(15);
+  return (sizeof(stile<KT, NB>) + 15) & ~size_t(15);
 }
 
 // Thread 0 only. Rows [r0, r1), r0 < r1 <= Tq.
-template <int KT>
-__device__ inline void stile_setup(stile<KT>& t, const attn_plan_view& p, int q_offset, int r0, int r1) {
+template <int KT, int NB>
+__device__ inline void stile_setup(stile<KT, NB>& t, const attn_plan_view& p, int q_offset, int r0, int r1) {
   auto find = [&](int r) {  // the block holding row r: the largest b with block_q[b] <= r
     int lo = 0, hi = p.n_blocks - 1;
     while (lo < hi) {
@@ -75,7 +75,7 @@ __device__ inline void stile_setup(stile<KT>& t, const attn_plan_view& p, int q_
         hi = max(hi, b);
       }
     }
-    if (lo < hi) t.seg[ns++] = make_int4(l, lo * g, hi * g, 0);
+    if (lo < hi) t.seg[ns++] = make_int4(l, lo * g, hi * g, __ldg(p.gist_ptr + l));
   }
   const int first = ns;
   for (int i = 0; i < nbt; i++)
@@ -98,58 +98,14 @@ __device__ inline void stile_setup(stile<KT>& t, const attn_plan_view& p, int q_
       t.seg[out++] = s;
   }
   t.nseg = out;
+  t.sofs[0] = 0;
+  for (int j = 0; j < out; j++) t.sofs[j + 1] = t.sofs[j] + (t.seg[j].z - t.seg[j].y);
 }
 
-// Run by all 32 lanes of warp 0 (uniform control flow): packs the next KT keys of the tile's segments into buffer
-// buf (kpos, ktag), returns how many (0: none left).
-template <int KT>
-__device__ inline int stile_pack(stile<KT>& t, key_cursor& c, const attn_plan_view& p, int buf, int lane) {
-  int32_t* kpos = t.kpos[buf];
-  int32_t* ktag = t.ktag[buf];
-  const int g = p.gists_per_unit;
-  int n = 0;
-  while (n < KT && c.seg < t.nseg) {
-    const int4 s = t.seg[c.seg];
-    const int32_t nk = s.z - s.y;
-    const int take = min(nk - c.off, KT - n);
-    const int32_t* base = s.x < 0 ? nullptr : p.gist_pos + __ldg(p.gist_ptr + s.x);
-    for (int l = lane; l < KT; l += 32)
-      if (l >= n && l < n + take) {
-        const int32_t o = s.y + c.off + (l - n);
-        if (s.x < 0) {
-          kpos[l] = o;
-          ktag[l] = -1;
-        } else {
-          const int32_t u = o / g;
-          kpos[l] = __ldg(base + u) + (o - u * g);
-          ktag[l] = (s.x << kSTagShift) | u;
-        }
-      }
-    n += take;
-    c.off += take;
-    if (c.off >= nk) {
-      c.seg++;
-      c.off = 0;
-    }
-  }
-  int32_t mx = INT_MIN;
-  for (int l = lane; l < KT; l += 32)
-    if (l >= n) {
-      kpos[l] = kInvalidKey;
-      ktag[l] = -1;
-    } else {
-      mx = max(mx, kpos[l]);
-    }
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-  if (lane == 0) t.kmax[buf] = n == KT ? mx : INT32_MAX;
-  return n;
-}
-
-// Run by every warp after stile_pack's keys of buffer buf are visible (a barrier): the per-block slot masks of
+// Run by every warp after the packed slots of buffer buf are visible (a barrier): the per-block slot masks of
 // buffer buf, warp w taking blocks w, w + W, ...
-template <int KT>
-__device__ inline void stile_masks(stile<KT>& t, int buf, int warp, int W, int lane) {
+template <int KT, int NB>
+__device__ inline void stile_masks(stile<KT, NB>& t, int buf, int warp, int W, int lane) {
   const int32_t* kpos = t.kpos[buf];
   const int32_t* ktag = t.ktag[buf];
   for (int i = warp; i < t.nbt; i += W) {
@@ -182,8 +138,8 @@ struct srow {
   int32_t lim;
 };
 
-template <int KT>
-__device__ inline srow stile_row(const stile<KT>& t, int s, int G, int q_offset) {
+template <int KT, int NB>
+__device__ inline srow stile_row(const stile<KT, NB>& t, int s, int G, int q_offset) {
   srow x;
   x.r = t.r0 + s / G;
   x.g = s % G;
@@ -197,20 +153,76 @@ __device__ inline srow stile_row(const stile<KT>& t, int s, int G, int q_offset)
   return x;
 }
 
-// True when every slot of buffer buf holds a key that both of the thread's rows see, on every lane of the warp:
-// the warp may then skip the per-element mask (most tiles of the gist range). Padding rows (lim < 0) never are.
+// True when every slot of a key tile (largest position kmax: stile_kmax) holds a key that both of the thread's
+// rows see, on every lane of the warp: the warp may then skip the per-element mask (most tiles of the gist range).
+// Padding rows (lim < 0) never are.
 template <int KT>
-__device__ inline bool stile_full(const stile<KT>& t, int buf, uint64_t vis_a, uint64_t vis_b, const srow& ra,
-                                  const srow& rb) {
+__device__ inline bool stile_full(int32_t kmax, uint64_t vis_a, uint64_t vis_b, const srow& ra, const srow& rb) {
   static_assert(KT == 32 || KT == 64, "the visibility masks are 64 bits");
   constexpr uint64_t all = KT == 64 ? ~uint64_t(0) : (uint64_t(1) << KT) - 1;
-  const bool mine = (vis_a & vis_b) == all && t.kmax[buf] <= min(ra.lim, rb.lim);
+  const bool mine = (vis_a & vis_b) == all && kmax <= min(ra.lim, rb.lim);
   return __all_sync(0xffffffffu, mine);
 }
 
-template <int KT>
-__device__ inline uint64_t stile_mask(const stile<KT>& t, int buf, int bl) {
+template <int KT, int NB>
+__device__ inline uint64_t stile_mask(const stile<KT, NB>& t, int buf, int bl) {
   return uint64_t(t.vis[buf][bl][0]) | (uint64_t(t.vis[buf][bl][1]) << 32);
+}
+
+// The parallel packer (attention-structured.cu): key tile i is slots [i KT, i KT + KT) of the tile's key order
+// (segments in order, sofs their first slots), so thread j < KT finds its slot's segment by binary search and
+// needs no cursor. Two phases so that the gist position's global load is in flight while the thread computes:
+// stile_pack_load (issues it), stile_pack_store (writes the slot and the warp's largest position). Run by whole
+// warps (KT a multiple of 32).
+struct pslot {
+  int32_t pos, tag;
+};
+
+template <int KT, int NB>
+__device__ inline pslot stile_pack_load(const stile<KT, NB>& t, const attn_plan_view& p, int i, int j) {
+  pslot x{kInvalidKey, -1};
+  const int32_t o = i * KT + j;
+  if (o >= t.sofs[t.nseg]) return x;
+  int lo = 0, hi = t.nseg - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (t.sofs[mid] <= o)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const int4 s = t.seg[lo];
+  const int32_t off = s.y + (o - t.sofs[lo]);
+  if (s.x < 0) {
+    x.pos = off;
+  } else {
+    const int g = p.gists_per_unit;
+    const int32_t u = off / g;
+    x.pos = __ldg(p.gist_pos + s.w + u) + (off - u * g);
+    x.tag = (s.x << kSTagShift) | u;
+  }
+  return x;
+}
+
+template <int KT, int NB>
+__device__ inline void stile_pack_store(stile<KT, NB>& t, int buf, const pslot& x, int j) {
+  t.kpos[buf][j] = x.pos;
+  t.ktag[buf][j] = x.tag;
+  int32_t mx = x.pos == kInvalidKey ? INT_MIN : x.pos;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  if ((j & 31) == 0) t.kmaxw[buf][j >> 5] = mx;
+}
+
+// The largest key position of key tile i (buffer buf, packed by stile_pack_store); INT32_MAX unless the tile is
+// full (stile_full's rule).
+template <int KT, int NB>
+__device__ inline int32_t stile_kmax(const stile<KT, NB>& t, int buf, int i) {
+  if ((i + 1) * KT > t.sofs[t.nseg]) return INT32_MAX;
+  int32_t mx = t.kmaxw[buf][0];
+#pragma unroll
+  for (int w = 1; w < KT / 32; w++) mx = max(mx, t.kmaxw[buf][w]);
+  return mx;
 }
 
 }  // namespace gsa::cuda::detail

@@ -76,9 +76,11 @@ void validate(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv) {
 
 // The structured fast path's per-block descriptors, or false when the plan does not have that structure: heads 1,
 // at most kSLV gist levels, every list at most kSNR stream ranges of at most kSMaxRange keys and at most one gist
-// segment per level, and at most kSMaxB blocks meeting any aligned window of kSWindow rows.
-bool structure_of(const attn_plan& plan, int Tq, std::vector<detail::sblock>& out) {
+// segment per level, and at most kSMaxB blocks meeting any aligned window of kSWindow rows. wide: the same
+// holds for windows of kSWide rows.
+bool structure_of(const attn_plan& plan, int Tq, std::vector<detail::sblock>& out, bool& wide) {
   out.clear();
+  wide = false;
   const int nb = plan.n_blocks();
   const int levels = plan.gist_ptr.empty() ? 0 : int(plan.gist_ptr.size()) - 1;
   if (plan.heads != 1 || nb == 0 || Tq == 0 || levels > detail::kSLV) return false;
@@ -108,8 +110,13 @@ bool structure_of(const attn_plan& plan, int Tq, std::vector<detail::sblock>& ou
   auto block_of = [&](int r) {  // the block holding row r
     return int(std::upper_bound(plan.block_q.begin(), plan.block_q.begin() + nb, r) - plan.block_q.begin()) - 1;
   };
-  for (int w0 = 0; w0 < Tq; w0 += detail::kSWindow)
-    if (block_of(std::min(Tq, w0 + detail::kSWindow) - 1) - block_of(w0) + 1 > detail::kSMaxB) return false;
+  auto fits = [&](int window) {
+    for (int w0 = 0; w0 < Tq; w0 += window)
+      if (block_of(std::min(Tq, w0 + window) - 1) - block_of(w0) + 1 > detail::kSMaxB) return false;
+    return true;
+  };
+  if (!fits(detail::kSWindow)) return false;
+  wide = fits(detail::kSWide);
   return true;
 }
 
@@ -229,6 +236,7 @@ void choose_kernels(detail::attn_plan_view& v, const device_plan& p, const detai
   v.sblocks = p.structured && p.sblocks && d.bf16 && 64 % G == 0 ? static_cast<const detail::sblock*>(p.sblocks)
                                                                    : nullptr;
   if (v.sblocks) {
+    v.wide = p.wide;
     v.n_ktiles = p.n_ktiles;
     v.ktiles = static_cast<const detail::ktile*>(p.ktiles);
     v.kruns = static_cast<const detail::krun*>(p.kruns);
@@ -309,6 +317,7 @@ void attach_unfold(device_plan& plan, std::shared_ptr<const row_unfold> u) {
 namespace {
 int deterministic_mode = -1;  // -1: not read yet
 int keymajor_mode = -2;  // -2: GSA_CUDA_BWD not read yet
+int bwd_rows_mode = -1;  // -1: GSA_CUDA_BWD_ROWS not read yet
 }
 
 int backward_scheme() {
@@ -321,6 +330,17 @@ int backward_scheme() {
 }
 
 void set_backward_scheme(int s) { keymajor_mode = s < 0 ? -1 : s > 0 ? 1 : 0; }
+
+int structured_backward_rows() {
+  if (bwd_rows_mode < 0) {
+    const char* e = std::getenv("GSA_CUDA_BWD_ROWS");
+    const std::string v = e ? e : "";
+    bwd_rows_mode = v == "128" ? 128 : v == "256" ? 256 : 0;
+  }
+  return bwd_rows_mode;
+}
+
+void set_structured_backward_rows(int rows) { bwd_rows_mode = rows == 128 || rows == 256 ? rows : 0; }
 
 bool keymajor_backward() {
   const int s = backward_scheme();
@@ -364,7 +384,8 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   d.Hkv = Hkv;
   d.levels = plan.gist_ptr.empty() ? 0 : int(plan.gist_ptr.size()) - 1;
   std::vector<detail::sblock> sb;
-  const bool structured = structure_of(plan, Tq, sb);
+  bool wide = false;
+  const bool structured = structure_of(plan, Tq, sb, wide);
   std::vector<detail::ktile> kt;
   std::vector<detail::krun> kr;
   if (structured && keymajor_backward()) inverse_of(plan, sb, Tk, q_offset, kt, kr);  // only the key-major pass reads it
@@ -409,6 +430,7 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   d.gist_pos = plan.gist_pos.empty() ? nullptr : reinterpret_cast<const int32_t*>(base + o_gist_pos);
   d.structured = structured;
   d.sblocks = structured ? base + o_sblocks : nullptr;
+  d.wide = structured && wide;
   d.n_ktiles = int(kt.size());
   d.ktiles = kt.empty() ? nullptr : base + o_ktiles;
   d.kruns = kr.empty() ? nullptr : base + o_kruns;
@@ -469,6 +491,7 @@ void attention_backward(void* dq, void* dk, void* dv, const void* dout, const vo
   a.p = view(plan);
   choose_kernels(a.p, plan, d);
   a.keymajor = a.p.sblocks && a.p.n_ktiles > 0 && keymajor_backward() && (dk || dv);
+  a.rows = structured_backward_rows();
   scratch di(a.keymajor, size_t(Tq) * Hq, sizeof(float));  // D_i of every row (zero where the row sees no key)
   a.di = static_cast<float*>(di.p);
   a.fixed = fixed;

@@ -36,6 +36,7 @@ struct device_plan {
   bool structured = false;
   int levels = 0;                 // gist levels of the table
   const void* sblocks = nullptr;  // (n_blocks) per-block descriptors of the structured kernels
+  bool wide = false;              // the structured backward may take row tiles of 256 rows (attention-kernels.h)
   // The structured plan's inverse for the key-major backward (attention-kernels.h, attn_plan_view::ktiles).
   int n_ktiles = 0;
   const void* ktiles = nullptr;
@@ -79,6 +80,11 @@ void set_deterministic_backward(bool on);
 bool keymajor_backward();
 int backward_scheme();
 void set_backward_scheme(int s);
+// Row tile of the structured backward's row pass: 0 automatic (256 stacked rows, half the dK / dV atomics of 128,
+// where the plan allows it and the tiles fill every SM), 128 or 256 forces one (256 only where the plan allows
+// it). GSA_CUDA_BWD_ROWS in the environment, or the setter.
+int structured_backward_rows();
+void set_structured_backward_rows(int rows);
 
 // dq (Tq,Hq,D) +=, dk, dv (Tk,Hkv,D) += (type t; any may be null). Needs the forward's out and lse.
 void attention_backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
