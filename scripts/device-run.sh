@@ -11,7 +11,8 @@
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
-# Knobs: TEST_FILTER (gtest filter of the tests step), TEST_TIMEOUT, ATTN_LENGTHS / ATTN_PLANS (attention step),
+# Knobs: BUNDLE_TAR (another bundle, e.g. a build of the previous commit for an A/B in one call: copy it under
+# bundle/ after scripts/cuda-bundle.sh, which recreates that folder, and carry it too), TEST_FILTER (gtest filter of the tests step), TEST_TIMEOUT, ATTN_LENGTHS / ATTN_PLANS (attention step),
 # TRAIN_SHAPES, PROFILE_SHAPES / PROFILE_MODES, and those of scripts/gpu-results.sh for first-result.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ python3 -c 'import torch, transformers; print("torch", torch.__version__, "trans
 # The bundle: binaries + the Debian shared objects; cuBLASLt from this machine's CUDA or PyTorch's wheel.
 BUNDLE=${BUNDLE_DIR:-/tmp/gsa-bundle}
 rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
-tar -C "$BUNDLE" -xJf bundle/gsa-bundle.tar.xz || { echo "no bundle: run scripts/cuda-bundle.sh and carry bundle/"; exit 1; }
+tar -C "$BUNDLE" -xJf "${BUNDLE_TAR:-bundle/gsa-bundle.tar.xz}" || { echo "no bundle: run scripts/cuda-bundle.sh and carry bundle/"; exit 1; }
 CUBLAS_DIR=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 /usr/local/cuda*/lib64/libcublasLt.so.13 2>/dev/null | head -1)" 2>/dev/null)
 if [ -z "$CUBLAS_DIR" ] || [ "$CUBLAS_DIR" = . ]; then
   CUBLAS_DIR=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
