@@ -7,7 +7,9 @@
 #                "compress, then unfold" continued pretraining with chunk r and one gist per chunk (ratio r), in run
 #                folders of its own (runs/cpt256c-gsa16 ...). r = 8 trains the committed cpt*-gsa8 recipes; any
 #                other r the same recipes with "chunk": [r] and its own folders in "model" / "out", written to
-#                OUT/configs/ when the script starts (same stages, steps, tokens, seeds);
+#                OUT/configs/ when the script starts (same stages, steps, tokens, seeds). r = AxB: H-GSA, two
+#                levels ("chunk": [A, B], one gist per chunk at each level: ratio A B), folders cpt*-gsaAxB,
+#                evaluated with hgsa where the one-level branches use gsa (group cptAxB, budget L / (A B));
 #   Full-CPT     (FULLCPT=1) from the same final/, the same stages, steps and tokens without gists:
 #                cpt256c-fullcpt -> cpt256u-fullcpt -> cpt1k-fullcpt -> cpt4k-fullcpt;
 #   GSA scratch  (SCRATCH=1) gpul256-gsa8 (12000 steps, from t = 0 beside the pretraining) -> gpul1k-gsa8 ->
@@ -32,7 +34,8 @@
 #   DEVICE (cuda)           --device of every training and evaluation (cpu: a local check of the whole script)
 #   RUNS (runs)             where the run folders go (runs/<recipe>, as the recipes' "model" / "out" paths say);
 #                           a folder that holds a finished run is not retrained (gsa train resumes from OUT/latest)
-#   CPT_RATIOS ("8")        the GSA CPT branches, one per ratio r (chunk r, one gist per chunk), e.g. "8 16 32"
+#   CPT_RATIOS ("8")        the GSA CPT branches, one per ratio r (chunk r, one gist per chunk), e.g. "8 16 32";
+#                           AxB for H-GSA (chunk [A, B]), e.g. "16 4x4 32 8x4"
 #   SCRATCH (1)             0: no GSA-from-scratch branch, nor its evaluation and bits/byte
 #   FULLCPT (1)             0: no Full-CPT branch; the CPT groups then keep only the cells of gist and gsa (full
 #                           attention and the baselines need a model without gists)
@@ -76,8 +79,14 @@ TOK=bundle-data/tok
 read -r -a ratios <<< "${CPT_RATIOS-8}"
 CPT_RATIOS="${ratios[*]}"  # one space between ratios: "${CPT_RATIOS%% *}" is the first
 for r in $CPT_RATIOS; do
-  case $r in *[!0-9]*|0*) echo "CPT_RATIOS: '$r' is not a positive integer" >&2; exit 2 ;; esac
+  [[ $r =~ ^[1-9][0-9]*(x[1-9][0-9]*)?$ ]] || {
+    echo "CPT_RATIOS: '$r' is neither a positive integer (one level) nor AxB (H-GSA, two levels), e.g. 4x4" >&2
+    exit 2
+  }
 done
+# A branch's budget ratio (AxB: A B) and the selecting method its group evaluates (AxB: hgsa).
+ratio_of() { if [[ $1 == *x* ]]; then echo $(( ${1%x*} * ${1#*x} )); else echo "$1"; fi; }
+select_method_of() { if [[ $1 == *x* ]]; then echo hgsa; else echo gsa; fi; }
 SCRATCH=${SCRATCH:-1}
 FULLCPT=${FULLCPT:-1}
 # The most trainings at once: the CPT branches beside Full-CPT and scratch (before them, pretraining and scratch).
@@ -104,11 +113,11 @@ for r in $CPT_RATIOS; do
     python3 -c '
 import json, re, sys
 c = json.load(open(sys.argv[1]))
-r = int(sys.argv[2])
+r = sys.argv[2]
 assert c["gsa"]["chunk"] == [8], c["gsa"]
-c["gsa"]["chunk"] = [r]
+c["gsa"]["chunk"] = [int(x) for x in r.split("x")]
 for k in ("model", "out"):
-    c[k] = re.sub(r"-gsa8(?=/|$)", "-gsa%d" % r, c[k])
+    c[k] = re.sub(r"-gsa8(?=/|$)", "-gsa" + r, c[k])
 print(json.dumps(c, indent=2))' "$X/cpt$s-gsa8.json" "$r" > "$CFG/cpt$s-gsa$r.json"
   done
 done
@@ -262,15 +271,19 @@ cpt_cells() {
   if [ "$meth" = full ]; then
     if [ -n "$FULLCPT_MODEL" ]; then
       pool_wait "$POOL"
-      "$run" "$prefix" full "$L" "${CPT_RATIOS%% *}" "$FULLCPT_MODEL" &
+      "$run" "$prefix" full "$L" "$(ratio_of "${CPT_RATIOS%% *}")" "$FULLCPT_MODEL" &
     fi
     return 0
   fi
   case $meth in gist|gsa|hgsa) ;; *) if [ -z "$FULLCPT_MODEL" ]; then return 0; fi ;; esac  # a model without gists
   for r in $CPT_RATIOS; do
     if [ -z "${CPT_MODEL[$r]:-}" ]; then continue; fi
+    local m=$meth
+    # gsa stands for each branch's selecting method (hgsa on an H-GSA branch); hgsa needs a second level
+    if [ "$meth" = gsa ]; then m=$(select_method_of "$r"); fi
+    if [ "$meth" = hgsa ] && [[ $r != *x* ]]; then continue; fi
     pool_wait "$POOL"
-    "$run" "$prefix$r" "$meth" "$L" "$r" "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
+    "$run" "$prefix$r" "$m" "$L" "$(ratio_of "$r")" "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
   done
   return 0
 }
@@ -323,8 +336,8 @@ def wilson(p, n, z=1.959964):
     return max(0.0, m - h), min(1.0, m + h)
 L = sorted(lengths)
 print("passkey accuracy, % (95% Wilson interval, n). Groups: cpt, full attention on the Full-CPT model (no ratio:"
-      " in every table); cptR, gist / gsa on the GSA CPT model of ratio R and the baselines on the Full-CPT model,"
-      " budget L/R; scratch, GSA from scratch (8x); xcheck*, the cpt models on the host's cores, a cross-check of the"
+      " in every table); cptR, gist / gsa (hgsa for AxB) on the GSA CPT model of ratio R and the baselines on the"
+      " Full-CPT model, budget L/R; scratch, GSA from scratch (8x); xcheck*, the cpt models on the host's cores, a cross-check of the"
       " GPU's cells; (cpu): run with --device cpu. The models:\n")
 for line in open(os.path.join(out, "timeline.txt")):
     if re.match(r"(eval (cpt\d*|scratch): )", line.split(" ", 1)[-1]): print("* " + line.strip())
@@ -379,7 +392,7 @@ fi
 for r in $CPT_RATIOS; do
   if m=$(deepest_model "cpt4k-gsa$r" "cpt1k-gsa$r" "cpt256u-gsa$r" "cpt256c-gsa$r"); then
     CPT_MODEL[$r]=$m
-    note "eval cpt$r: --model $m${FULLCPT_MODEL:+ --full-model $FULLCPT_MODEL} --ratios $r"
+    note "eval cpt$r: --model $m${FULLCPT_MODEL:+ --full-model $FULLCPT_MODEL} --ratios $(ratio_of "$r")"
   else
     note "eval cpt$r: no model of the GSA CPT ${r}x branch"
   fi
@@ -415,9 +428,13 @@ bpb() {  # bpb TAG METHODS RATIO MODEL [FULL_MODEL]
 }
 if [ "${BPB:-1}" != 0 ]; then
   # (--full-model too: the table's model column then says full)
-  if [ -n "$FULLCPT_MODEL" ]; then bpb cpt-full full "${CPT_RATIOS%% *}" "$FULLCPT_MODEL" "$FULLCPT_MODEL" & fi
+  if [ -n "$FULLCPT_MODEL" ]; then
+    bpb cpt-full full "$(ratio_of "${CPT_RATIOS%% *}")" "$FULLCPT_MODEL" "$FULLCPT_MODEL" &
+  fi
   for r in $CPT_RATIOS; do
-    if [ -n "${CPT_MODEL[$r]:-}" ]; then bpb "cpt$r" gist,gsa "$r" "${CPT_MODEL[$r]}" & fi
+    if [ -n "${CPT_MODEL[$r]:-}" ]; then
+      bpb "cpt$r" "gist,$(select_method_of "$r")" "$(ratio_of "$r")" "${CPT_MODEL[$r]}" &
+    fi
   done
   if [ "$SCRATCH" != 0 ] && m=$(deepest_model gpul4k-gsa8 gpul1k-gsa8 gpul256-gsa8); then
     bpb scratch gist,gsa 8 "$m" &
