@@ -56,6 +56,8 @@
 #   EVAL_CPU_JOBS (2), EVAL_CPU_THREADS (4). A GPU cell that fails (not a timeout) is run again on the CPU with
 #   EVAL_CPU_SAMPLES.
 #   EVAL_SECONDS (300): the most one evaluation call may take.
+#   SEED_OFFSET (0): added to every stage's seed (the recipes' "seed": init and data order), for repeats of the
+#                           whole pipeline that differ only in their draws (the pretraining included)
 #   GIST_INIT (keep): mean sets the pretrained model's <|gist|> row to the mean row where each GSA CPT starts
 #   BPB (1; 0: none), BPB_TEXT, BPB_CONTEXT (2048), BPB_PREDICT (128), BPB_WINDOWS (8): bits/byte on held-out
 #   text after the evaluations (gsa perplexity), files bpb-<group>.json / .md: cpt-full (full on the Full-CPT
@@ -167,6 +169,10 @@ stage() {
   local from=()
   # GIST_INIT=mean: each GSA CPT's first stage sets the pretrained model's <|gist|> row to the mean row (gist_init)
   if [ -n "${GIST_INIT:-}" ] && [[ $name == cpt256c-gsa* ]]; then from+=(--gist-init "$GIST_INIT"); fi
+  # SEED_OFFSET: the recipe's seed (init and data order) plus the offset, for repeats of the whole pipeline
+  local seed
+  seed=$(sed -n 's/^ *"seed": *\([0-9]*\).*/\1/p' "$(recipe "$name")")
+  if [ "${SEED_OFFSET:-0}" != 0 ]; then from+=(--seed "$(( ${seed:-1234} + SEED_OFFSET ))"); fi
   # (at least 1 s: timeout 0 would mean no limit)
   if [ "$left" -lt "${MIN_STAGE_SECONDS:-15}" ] || [ "$left" -lt 1 ]; then
     note "$name: skipped, ${left}s before the training deadline"; return 0
@@ -176,7 +182,7 @@ stage() {
     from+=(--model "$m")
   fi
   local every=$(( steps >= 4 ? steps / 4 : 1 ))  # in-run evaluation and checkpoint every quarter of the stage
-  note "$name: start, $steps steps${m:+ from $m}, at most ${left}s"
+  note "$name: start, $steps steps${m:+ from $m}, seed $(( ${seed:-1234} + ${SEED_OFFSET:-0} )), at most ${left}s"
   OMP_NUM_THREADS=$TRAIN_THREADS timeout "$left" "$G" train --config "$(recipe "$name")" --out "$RUNS/$name" \
     --device "$DEVICE" --steps "$steps" --eval-every "$every" --save-every "$every" "${from[@]}" || rc=$?
   note "$name: end, exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')"
