@@ -337,8 +337,11 @@ struct restore_keymajor {
   ~restore_keymajor() { set_backward_scheme(was); }
 };
 struct restore_rows {
-  int was = structured_backward_rows();
-  ~restore_rows() { set_structured_backward_rows(was); }
+  int was = structured_backward_rows(), was_fwd = structured_forward_rows();
+  ~restore_rows() {
+    set_structured_backward_rows(was);
+    set_structured_forward_rows(was_fwd);
+  }
 };
 struct restore_mode {
   bool was = deterministic_backward();

@@ -131,8 +131,8 @@ std::vector<compress_case> compress_cases() {
 }
 
 // Both backward schemes of the structured path (key-major dK / dV, the default, and the row pass's per-tile
-// atomics), each with the row pass's 128- and 256-row tiles (the test sizes would pick 128), then the generic
-// kernels.
+// atomics), each with the row pass's 128- and 256-row tiles and the forward's 64- and 128-row tiles (the test sizes
+// would pick 128 and 64: the large tiles are what long sequences take), then the generic kernels.
 TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
   std::string why;
   if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
@@ -145,13 +145,16 @@ TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
     for (bool km : {true, false})
       for (int rows : {128, 256}) {
         if (rows == 256 && !wide) continue;
-        SCOPED_TRACE(std::string(km ? "key-major backward" : "atomic backward") + ", row tiles of " +
-                     std::to_string(rows));
+        const int fwd_rows = rows == 256 || !wide ? 128 : 64;  // both forward tiles over the cases
+        SCOPED_TRACE(std::string(km ? "key-major backward" : "atomic backward") + ", backward row tiles of " +
+                     std::to_string(rows) + ", forward " + std::to_string(fwd_rows));
         set_backward_scheme(km ? 1 : 0);
         set_structured_backward_rows(rows);
+        set_structured_forward_rows(fwd_rows);
         run_compress(cc, path::structured);
       }
     set_structured_backward_rows(0);
+    set_structured_forward_rows(0);
     run_compress(cc, path::generic);
   }
   EXPECT_GE(wide_cases, 4) << "too few cases reach the 256-row tiles";

@@ -76,6 +76,7 @@ struct attn_fwd_args {
   void* out = nullptr;  // (Tq, Hq, D) t
   float* lse = nullptr;  // (Tq, Hq)
   const void *q = nullptr, *k = nullptr, *v = nullptr;
+  int rows = 0;  // row tile of the structured forward: 0 automatic, 64 or 128 (structured_forward_rows)
 };
 
 struct attn_bwd_args {

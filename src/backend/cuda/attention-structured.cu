@@ -216,8 +216,10 @@ cudaError_t launch_dim(const attn_fwd_args& a, int sm_count, cudaStream_t st) {
   const int G = a.d.Hq / a.d.Hkv;
   // 4 warps (128 stacked rows: K/V loaded once per 128 rows) when that still fills two CTAs per SM and the row
   // tiles stay inside upload_plan's aligned windows of kSWindow rows (at most kSMaxB blocks each).
+  // a.rows forces one.
   const int64_t tiles4 = (int64_t(a.d.Tq) * G + 127) / 128;
-  const int warps = (128 % G == 0 && tiles4 * a.d.Hkv >= 2 * int64_t(std::max(1, sm_count))) ? 4 : 2;
+  const bool fills = tiles4 * a.d.Hkv >= 2 * int64_t(std::max(1, sm_count));
+  const int warps = 128 % G == 0 && (a.rows == 128 || (a.rows == 0 && fills)) ? 4 : 2;
   const int RT = 16 * kMT * warps / G;
   if (RT < 1) return cudaErrorInvalidConfiguration;
   const int64_t tiles = (a.d.Tq + RT - 1) / RT;

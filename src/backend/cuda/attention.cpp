@@ -318,6 +318,7 @@ namespace {
 int deterministic_mode = -1;  // -1: not read yet
 int keymajor_mode = -2;  // -2: GSA_CUDA_BWD not read yet
 int bwd_rows_mode = -1;  // -1: GSA_CUDA_BWD_ROWS not read yet
+int fwd_rows_mode = -1;  // -1: GSA_CUDA_FWD_ROWS not read yet
 }
 
 int backward_scheme() {
@@ -341,6 +342,17 @@ int structured_backward_rows() {
 }
 
 void set_structured_backward_rows(int rows) { bwd_rows_mode = rows == 128 || rows == 256 ? rows : 0; }
+
+int structured_forward_rows() {
+  if (fwd_rows_mode < 0) {
+    const char* e = std::getenv("GSA_CUDA_FWD_ROWS");
+    const std::string v = e ? e : "";
+    fwd_rows_mode = v == "64" ? 64 : v == "128" ? 128 : 0;
+  }
+  return fwd_rows_mode;
+}
+
+void set_structured_forward_rows(int rows) { fwd_rows_mode = rows == 64 || rows == 128 ? rows : 0; }
 
 bool keymajor_backward() {
   const int s = backward_scheme();
@@ -460,6 +472,7 @@ void attention_forward(void* out, float* lse, const void* q, const void* k, cons
   a.q = q;
   a.k = k;
   a.v = v;
+  a.rows = structured_forward_rows();
   a.uf = unfold_view_of(plan);
   if (a.uf.cap > 0 && !unfold_supported(Hq, Hkv, D, t))
     fail("{}: a row unfold runs on the bf16 kernels with at most 16 query heads per KV head; expand it "

@@ -85,6 +85,11 @@ void set_backward_scheme(int s);
 // it). GSA_CUDA_BWD_ROWS in the environment, or the setter.
 int structured_backward_rows();
 void set_structured_backward_rows(int rows);
+// Row tile of the structured forward: 0 automatic (128 stacked rows where they still fill two CTAs per SM and
+// 128 % G == 0, else 64), 64 or 128 forces one (128 only where 128 % G == 0). GSA_CUDA_FWD_ROWS or the setter;
+// the tests run both.
+int structured_forward_rows();
+void set_structured_forward_rows(int rows);
 
 // dq (Tq,Hq,D) +=, dk, dv (Tk,Hkv,D) += (type t; any may be null). Needs the forward's out and lse.
 void attention_backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
