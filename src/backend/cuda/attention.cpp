@@ -319,7 +319,19 @@ int deterministic_mode = -1;  // -1: not read yet
 int keymajor_mode = -2;  // -2: GSA_CUDA_BWD not read yet
 int bwd_rows_mode = -1;  // -1: GSA_CUDA_BWD_ROWS not read yet
 int fwd_rows_mode = -1;  // -1: GSA_CUDA_FWD_ROWS not read yet
+
+// Row-tile overrides of the structured kernels: row_tile reads the environment variable `name` once into mode
+// (a or b; anything else 0, automatic); allowed_rows keeps a setter's value when it is a or b, else 0.
+int row_tile(int& mode, const char* name, int a, int b) {
+  if (mode < 0) {
+    const char* e = std::getenv(name);
+    const std::string v = e ? e : "";
+    mode = v == std::to_string(a) ? a : v == std::to_string(b) ? b : 0;
+  }
+  return mode;
 }
+int allowed_rows(int rows, int a, int b) { return rows == a || rows == b ? rows : 0; }
+}  // namespace
 
 int backward_scheme() {
   if (keymajor_mode == -2) {
@@ -332,27 +344,10 @@ int backward_scheme() {
 
 void set_backward_scheme(int s) { keymajor_mode = s < 0 ? -1 : s > 0 ? 1 : 0; }
 
-int structured_backward_rows() {
-  if (bwd_rows_mode < 0) {
-    const char* e = std::getenv("GSA_CUDA_BWD_ROWS");
-    const std::string v = e ? e : "";
-    bwd_rows_mode = v == "128" ? 128 : v == "256" ? 256 : 0;
-  }
-  return bwd_rows_mode;
-}
-
-void set_structured_backward_rows(int rows) { bwd_rows_mode = rows == 128 || rows == 256 ? rows : 0; }
-
-int structured_forward_rows() {
-  if (fwd_rows_mode < 0) {
-    const char* e = std::getenv("GSA_CUDA_FWD_ROWS");
-    const std::string v = e ? e : "";
-    fwd_rows_mode = v == "64" ? 64 : v == "128" ? 128 : 0;
-  }
-  return fwd_rows_mode;
-}
-
-void set_structured_forward_rows(int rows) { fwd_rows_mode = rows == 64 || rows == 128 ? rows : 0; }
+int structured_backward_rows() { return row_tile(bwd_rows_mode, "GSA_CUDA_BWD_ROWS", 128, 256); }
+void set_structured_backward_rows(int rows) { bwd_rows_mode = allowed_rows(rows, 128, 256); }
+int structured_forward_rows() { return row_tile(fwd_rows_mode, "GSA_CUDA_FWD_ROWS", 64, 128); }
+void set_structured_forward_rows(int rows) { fwd_rows_mode = allowed_rows(rows, 64, 128); }
 
 bool keymajor_backward() {
   const int s = backward_scheme();
