@@ -92,24 +92,12 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
   }
   __syncthreads();  // the tile's segments, Qs and Os visible
   const int total = t.sofs[t.nseg], ntiles = (total + KT - 1) / KT;
-  if (tid < KT)
-    for (int i = 0; i < 2 && i < ntiles; i++) stile_pack_store(t, i, stile_pack_load(t, a.p, i, tid), tid);
+  stile_pack_first(t, a.p, ntiles, tid);
   __syncthreads();
 
-  auto issue = [&](int vb, int kb) {  // K/V rows of ring slot kb's keys into K/V buffer vb, one commit group
-    for (int e = tid; e < KT * DC; e += nthr) {
-      const int j = e / DC, c = e % DC;
-      const int32_t pos = t.kpos[kb][j];
-      const bool ok = pos != kInvalidKey;
-      const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
-      cp_async16_zfill(Ks + (vb * KT + j) * LD + c * 8, k + off, ok);
-      cp_async16_zfill(Vs + (vb * KT + j) * LD + c * 8, v + off, ok);
-    }
-    cp_async_commit();
-  };
   const bool any_keys = ntiles > 0;
   if (any_keys) {
-    issue(0, 0);
+    stile_issue_kv<D, KT, LD>(t, 0, 0, Ks, Vs, k, v, Hkv, hk, tid, nthr);
     stile_masks(t, 0, warp, W, lane);
   }
 
@@ -152,13 +140,8 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
   for (int it = 0; it < ntiles; it++) {
     __syncthreads();  // tile it's K/V and masks, tile it + 1's slots visible; tile it - 1 done by every warp
     const int vb = it & 1, kb = it % kNB;
-    if (it + 1 < ntiles) {
-      issue(vb ^ 1, (it + 1) % kNB);
-      stile_masks(t, (it + 1) % kNB, warp, W, lane);
-    }
-    const bool packs = tid < KT && it + 2 < ntiles;  // whole warps
-    pslot nxt{};
-    if (packs) nxt = stile_pack_load(t, a.p, it + 2, tid);
+    bool packs;
+    const pslot nxt = stile_next<D, KT, LD>(t, a.p, it, ntiles, packs, Ks, Vs, k, v, Hkv, hk, tid, nthr, warp, W, lane);
 
     const bf16* Kb = Ks + vb * KT * LD;
     const bf16* Vb = Vs + vb * KT * LD;
@@ -282,7 +265,8 @@ cudaError_t launch_rows(const attn_bwd_args& a, int sm_count, cudaStream_t st) {
   // a.rows forces one.
   const int G = a.d.Hq / a.d.Hkv;
   const int64_t tiles256 = (int64_t(a.d.Tq) * G + 255) / 256;
-  const bool wide = a.p.wide && (a.rows == 256 || (a.rows == 0 && tiles256 * a.d.Hkv >= int64_t(std::max(1, sm_count))));
+  const bool fills = tiles256 * a.d.Hkv >= int64_t(std::max(1, sm_count));
+  const bool wide = a.p.wide && (a.rows == 256 || (a.rows == 0 && fills));
   return wide ? launch_dim<D, KEYS, 2>(a, st) : launch_dim<D, KEYS, 1>(a, st);
 }
 

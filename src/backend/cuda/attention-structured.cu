@@ -73,23 +73,11 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 2) fwd_structured_kernel(const
   }
   __syncthreads();  // the tile's segments and Qs visible
   const int total = t.sofs[t.nseg], ntiles = (total + KT - 1) / KT;
-  if (tid < KT)
-    for (int i = 0; i < 2 && i < ntiles; i++) stile_pack_store(t, i, stile_pack_load(t, a.p, i, tid), tid);
+  stile_pack_first(t, a.p, ntiles, tid);
   __syncthreads();
 
-  auto issue = [&](int vb, int kb) {  // K/V rows of ring slot kb's keys into K/V buffer vb, one commit group
-    for (int e = tid; e < KT * DC; e += nthr) {
-      const int j = e / DC, c = e % DC;
-      const int32_t pos = t.kpos[kb][j];
-      const bool ok = pos != kInvalidKey;
-      const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
-      cp_async16_zfill(Ks + (vb * KT + j) * LD + c * 8, k + off, ok);
-      cp_async16_zfill(Vs + (vb * KT + j) * LD + c * 8, v + off, ok);
-    }
-    cp_async_commit();
-  };
   if (ntiles > 0) {
-    issue(0, 0);
+    stile_issue_kv<D, KT, LD>(t, 0, 0, Ks, Vs, k, v, Hkv, hk, tid, nthr);
     stile_masks(t, 0, warp, W, lane);
   }
 
@@ -114,13 +102,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 2) fwd_structured_kernel(const
   for (int it = 0; it < ntiles; it++) {
     __syncthreads();  // tile it's K/V and masks, tile it + 1's slots visible; tile it - 1 done by every warp
     const int vb = it & 1, kb = it % kNB;
-    if (it + 1 < ntiles) {
-      issue(vb ^ 1, (it + 1) % kNB);
-      stile_masks(t, (it + 1) % kNB, warp, W, lane);
-    }
-    const bool packs = tid < KT && it + 2 < ntiles;  // whole warps
-    pslot nxt{};
-    if (packs) nxt = stile_pack_load(t, a.p, it + 2, tid);
+    bool packs;
+    const pslot nxt = stile_next<D, KT, LD>(t, a.p, it, ntiles, packs, Ks, Vs, k, v, Hkv, hk, tid, nthr, warp, W, lane);
 
     const bf16* Kb = Ks + vb * KT * LD;
     const bf16* Vb = Vs + vb * KT * LD;

@@ -214,6 +214,52 @@ __device__ inline void stile_pack_store(stile<KT, NB>& t, int buf, const pslot& 
   if ((j & 31) == 0) t.kmaxw[buf][j >> 5] = mx;
 }
 
+// The structured kernels' key-tile pipeline (forward and backward row pass), one barrier per key tile. Before the
+// loop: stile_pack_first, a barrier, stile_issue_kv of tile 0 and its masks, cp_async_wait<0>. Iteration i: a
+// barrier (tile i's K / V and masks, tile i + 1's slots visible; tile i - 1 done by every warp), stile_next (tile
+// i + 1's copies and masks, and the load of tile i + 2's slot), the compute of tile i, stile_pack_store of tile
+// i + 2's slot, cp_async_wait<0>. Ring slot of tile i: i % NB (NB = 3), K / V buffer: i % 2.
+
+// Tiles 0 and 1's slots (threads j < KT).
+template <int KT, int NB>
+__device__ inline void stile_pack_first(stile<KT, NB>& t, const attn_plan_view& p, int ntiles, int j) {
+  if (j < KT)
+    for (int i = 0; i < 2 && i < ntiles; i++) stile_pack_store(t, i, stile_pack_load(t, p, i, j), j);
+}
+
+// The K / V rows of ring slot kb's keys into K / V buffer vb (Ks, Vs: [2][KT][LD]) by cp.async, padding slots
+// zero-filled; one commit group.
+template <int D, int KT, int LD, int NB>
+__device__ inline void stile_issue_kv(const stile<KT, NB>& t, int kb, int vb, bf16* Ks, bf16* Vs, const bf16* k,
+                                      const bf16* v, int Hkv, int hk, int tid, int nthr) {
+  constexpr int DC = D / 8;
+  for (int e = tid; e < KT * DC; e += nthr) {
+    const int j = e / DC, c = e % DC;
+    const int32_t pos = t.kpos[kb][j];
+    const bool ok = pos != kInvalidKey;
+    const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
+    cp_async16_zfill(Ks + (vb * KT + j) * LD + c * 8, k + off, ok);
+    cp_async16_zfill(Vs + (vb * KT + j) * LD + c * 8, v + off, ok);
+  }
+  cp_async_commit();
+}
+
+// Iteration it's work before its compute: tile it + 1's copies and masks; `packs` (whole warps: threads < KT while
+// tile it + 2 exists) and the load of tile it + 2's slot, stored after the compute (stile_pack_store).
+template <int D, int KT, int LD, int NB>
+__device__ inline pslot stile_next(stile<KT, NB>& t, const attn_plan_view& p, int it, int ntiles, bool& packs,
+                                   bf16* Ks, bf16* Vs, const bf16* k, const bf16* v, int Hkv, int hk, int tid,
+                                   int nthr, int warp, int W, int lane) {
+  if (it + 1 < ntiles) {
+    stile_issue_kv<D, KT, LD>(t, (it + 1) % NB, (it + 1) & 1, Ks, Vs, k, v, Hkv, hk, tid, nthr);
+    stile_masks(t, (it + 1) % NB, warp, W, lane);
+  }
+  packs = tid < KT && it + 2 < ntiles;
+  pslot nxt{};
+  if (packs) nxt = stile_pack_load(t, p, it + 2, tid);
+  return nxt;
+}
+
 // The largest key position of key tile i (buffer buf, packed by stile_pack_store); INT32_MAX unless the tile is
 // full (stile_full's rule).
 template <int KT, int NB>
