@@ -1,0 +1,68 @@
+// The wgmma building blocks (wgmma.cuh) on one 64 x 64 x 64 tile product (contract: wgmma-check.h).
+#include "backend/cuda/wgmma-check.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "backend/cuda/wgmma.cuh"
+
+namespace gsa::cuda {
+namespace detail {
+namespace {
+
+template <int TB>
+__global__ void __launch_bounds__(128) wgmma_tile_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float* c) {
+  __shared__ __align__(1024) unsigned char as[64 * 128];
+  __shared__ __align__(1024) unsigned char bs[64 * 128];
+  const int tid = threadIdx.x;
+  for (int e = tid; e < 64 * 8; e += 128) {  // 16-byte chunks: row e / 8, chunk e % 8
+    const int r = e / 8, ch = e % 8;
+    const uint4 va = reinterpret_cast<const uint4*>(a)[e];
+    const uint4 vb = reinterpret_cast<const uint4*>(b)[e];
+    *reinterpret_cast<uint4*>(as + sw128_offset(r, ch * 8)) = va;
+    *reinterpret_cast<uint4*>(bs + sw128_offset(r, ch * 8)) = vb;
+  }
+  fence_proxy_async();
+  __syncthreads();
+
+  float d[32];
+#pragma unroll
+  for (int i = 0; i < 32; i++) d[i] = 0.f;
+  const uint64_t da = smem_desc_sw128(as), db = smem_desc_sw128(bs);
+  wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    // descriptor units are 16 bytes: K-major steps 32 bytes along the row, MN-major 16 rows of 128 bytes
+    const uint64_t step_b = TB ? uint64_t(k) * (2048 >> 4) : uint64_t(k) * (32 >> 4);
+    wgmma_m64n64k16<TB>(d, da + uint64_t(k) * (32 >> 4), db + step_b, k > 0);
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+
+  const int warp = tid / 32, lane = tid % 32;
+  const int r = warp * 16 + lane / 4;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    const int col = j * 8 + (lane % 4) * 2;
+    c[r * 64 + col] = d[4 * j];
+    c[r * 64 + col + 1] = d[4 * j + 1];
+    c[(r + 8) * 64 + col] = d[4 * j + 2];
+    c[(r + 8) * 64 + col + 1] = d[4 * j + 3];
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+int wgmma_tile_product(const void* a, const void* b, float* c, bool trans_b, void* stream) {
+  const auto st = static_cast<cudaStream_t>(stream);
+  const auto* pa = static_cast<const __nv_bfloat16*>(a);
+  const auto* pb = static_cast<const __nv_bfloat16*>(b);
+  if (trans_b)
+    detail::wgmma_tile_kernel<1><<<1, 128, 0, st>>>(pa, pb, c);
+  else
+    detail::wgmma_tile_kernel<0><<<1, 128, 0, st>>>(pa, pb, c);
+  return int(cudaGetLastError());
+}
+
+}  // namespace gsa::cuda

@@ -1,0 +1,67 @@
+// Hopper warpgroup MMA (wgmma) building blocks for the next attention kernels (docs/cuda.md, "Acting on it":
+// the mma.sync kernels run at 255 registers with the tensor pipe ~31% busy; wgmma reads its operands straight
+// from shared memory and keeps the accumulators in the warpgroup's registers). Checked on the device by
+// wgmma-check.cu / CudaWgmma.* against a float64 product.
+//
+// Layout: a tile of R rows x 64 bf16 (128 bytes a row) in shared memory with the 128-byte swizzle, its base
+// 1024-byte aligned: the 16-byte chunk c of row r sits at chunk c ^ (r % 8) of that row (sw128_offset). A
+// descriptor (smem_desc_sw128) names such a tile for wgmma: start address, stride between 8-row groups 1024 bytes,
+// swizzle mode 128B. K-major operand (rows = M or N, the 64 columns = K): step k16 of the tile is the descriptor
+// plus 32 bytes; MN-major operand (rows = K, columns = N, transposed with imm-trans 1): step k16 is 16 rows on,
+// plus 2048 bytes.
+//
+// Accumulator of m64nNk16 (f32): thread t of the warpgroup holds rows 16 (t / 32) + (t % 32) / 4 and that + 8,
+// columns 8 j + 2 (t % 4) + {0, 1} for j < N / 8, in d[4 j + {0, 1}] (first row) and d[4 j + {2, 3}] (second):
+// mma.sync's m16n8 layout per warp, repeated over the N / 8 column blocks.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace gsa::cuda::detail {
+
+__device__ __forceinline__ uint32_t sw128_offset(int row, int col) {  // bytes; col in bf16 elements (< 64)
+  return uint32_t(row) * 128u + ((uint32_t((col >> 3) ^ (row & 7))) << 4) + uint32_t(col & 7) * 2u;
+}
+
+__device__ __forceinline__ uint64_t smem_desc_sw128(const void* tile) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(tile));
+  uint64_t d = 0;
+  d |= uint64_t((a >> 4) & 0x3fff);       // start address
+  d |= uint64_t(1) << 16;                  // leading byte offset (unused by the swizzled layouts; 16 bytes)
+  d |= uint64_t(1024 >> 4) << 32;          // stride byte offset: 8 rows of 128 bytes
+  d |= uint64_t(1) << 62;                  // 128-byte swizzle
+  return d;
+}
+
+// Generic-proxy writes to shared memory (st.shared, cp.async) made visible to the async proxy wgmma reads with;
+// then a barrier.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+// d (64 x 64, f32) = A B (+ d when accumulate): A from descriptor da (K-major), B from db (K-major when TB = 0:
+// rows = N; MN-major when TB = 1: rows = K), bf16, one k16 step. Issued by the whole warpgroup.
+template <int TB>
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t da, uint64_t db, bool accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, %35;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(int(accumulate)), "n"(TB));
+}
+
+}  // namespace gsa::cuda::detail
