@@ -14,14 +14,14 @@
 namespace gsa::cuda::attn_test {
 namespace {
 
-void check_tile(bool trans_b) {
+void check_tile(bool trans_b, bool a_in_registers) {
   std::mt19937_64 rng(std::random_device{}());
   const auto a = random_values(rng, 64 * 64, 1.f, dtype::bf16), b = random_values(rng, 64 * 64, 1.f, dtype::bf16);
   dev_buf da(64 * 64 * 2), db(64 * 64 * 2), dc(64 * 64 * 4);
   upload(da, a, dtype::bf16);
   upload(db, b, dtype::bf16);
   poison(dc);
-  ASSERT_EQ(wgmma_tile_product(da.p, db.p, static_cast<float*>(dc.p), trans_b, nullptr), 0);
+  ASSERT_EQ(wgmma_tile_product(da.p, db.p, static_cast<float*>(dc.p), trans_b, a_in_registers, nullptr), 0);
   const auto c = download(dc, 64 * 64, dtype::f32);
   double worst = 0, scale = 0;
   for (int i = 0; i < 64; i++)
@@ -34,17 +34,24 @@ void check_tile(bool trans_b) {
     }
   // f32 accumulation of 64 exact bf16 products: rounding only (a wrong swizzle, descriptor or fragment layout
   // is off by O(1))
-  EXPECT_LE(worst, 1e-4 * scale + 1e-4) << (trans_b ? "A B (MN-major B)" : "A B^T (K-major B)");
+  EXPECT_LE(worst, 1e-4 * scale + 1e-4) << (trans_b ? "A B (MN-major B)" : "A B^T (K-major B)")
+                                         << (a_in_registers ? ", A from registers" : ", A from shared memory");
 }
 
-TEST(CudaWgmma, TileProductKMajorB) {
+TEST(CudaWgmma, TileProductKMajorB) {  // S = Q K^T: keys as B's rows
   REQUIRE_GPU();
-  check_tile(false);
+  check_tile(false, false);
 }
 
-TEST(CudaWgmma, TileProductMNMajorB) {
+TEST(CudaWgmma, TileProductMNMajorB) {  // O = P V with P staged in shared memory
   REQUIRE_GPU();
-  check_tile(true);
+  check_tile(true, false);
+}
+
+TEST(CudaWgmma, TileProductRegistersA) {  // O = P V with P in registers (FlashAttention-3's way)
+  REQUIRE_GPU();
+  check_tile(true, true);
+  check_tile(false, true);
 }
 
 }  // namespace

@@ -10,7 +10,8 @@ namespace gsa::cuda {
 namespace detail {
 namespace {
 
-template <int TB>
+// RA: A from registers (wgmma_m64n64k16_rs), read straight from global memory in the A-fragment layout.
+template <int TB, bool RA>
 __global__ void __launch_bounds__(128) wgmma_tile_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float* c) {
   __shared__ __align__(1024) unsigned char as[64 * 128];
   __shared__ __align__(1024) unsigned char bs[64 * 128];
@@ -29,12 +30,27 @@ __global__ void __launch_bounds__(128) wgmma_tile_kernel(const __nv_bfloat16* a,
 #pragma unroll
   for (int i = 0; i < 32; i++) d[i] = 0.f;
   const uint64_t da = smem_desc_sw128(as), db = smem_desc_sw128(bs);
+  const int fr = (tid / 32) * 16 + (tid % 32) / 4, fc = (tid % 4) * 2;  // the thread's A-fragment row / column
+  auto pair = [&](int r, int col) {  // bf16 pair (r, col), (r, col + 1) as one register
+    return *reinterpret_cast<const uint32_t*>(a + r * 64 + col);
+  };
+  uint32_t ar[4][4];
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    ar[k][0] = pair(fr, k * 16 + fc);
+    ar[k][1] = pair(fr + 8, k * 16 + fc);
+    ar[k][2] = pair(fr, k * 16 + 8 + fc);
+    ar[k][3] = pair(fr + 8, k * 16 + 8 + fc);
+  }
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < 4; k++) {
     // descriptor units are 16 bytes: K-major steps 32 bytes along the row, MN-major 16 rows of 128 bytes
     const uint64_t step_b = TB ? uint64_t(k) * (2048 >> 4) : uint64_t(k) * (32 >> 4);
-    wgmma_m64n64k16<TB>(d, da + uint64_t(k) * (32 >> 4), db + step_b, k > 0);
+    if (RA)
+      wgmma_m64n64k16_rs<TB>(d, ar[k], db + step_b, k > 0);
+    else
+      wgmma_m64n64k16<TB>(d, da + uint64_t(k) * (32 >> 4), db + step_b, k > 0);
   }
   wgmma_commit();
   wgmma_wait<0>();
@@ -54,14 +70,20 @@ __global__ void __launch_bounds__(128) wgmma_tile_kernel(const __nv_bfloat16* a,
 }  // namespace
 }  // namespace detail
 
-int wgmma_tile_product(const void* a, const void* b, float* c, bool trans_b, void* stream) {
+int wgmma_tile_product(const void* a, const void* b, float* c, bool trans_b, bool a_in_registers, void* stream) {
   const auto st = static_cast<cudaStream_t>(stream);
   const auto* pa = static_cast<const __nv_bfloat16*>(a);
   const auto* pb = static_cast<const __nv_bfloat16*>(b);
-  if (trans_b)
-    detail::wgmma_tile_kernel<1><<<1, 128, 0, st>>>(pa, pb, c);
-  else
-    detail::wgmma_tile_kernel<0><<<1, 128, 0, st>>>(pa, pb, c);
+  if (a_in_registers) {
+    if (trans_b)
+      detail::wgmma_tile_kernel<1, true><<<1, 128, 0, st>>>(pa, pb, c);
+    else
+      detail::wgmma_tile_kernel<0, true><<<1, 128, 0, st>>>(pa, pb, c);
+  } else if (trans_b) {
+    detail::wgmma_tile_kernel<1, false><<<1, 128, 0, st>>>(pa, pb, c);
+  } else {
+    detail::wgmma_tile_kernel<0, false><<<1, 128, 0, st>>>(pa, pb, c);
+  }
   return int(cudaGetLastError());
 }
 
