@@ -8,7 +8,9 @@
 // descriptor (smem_desc_sw128) names such a tile for wgmma: start address, stride between 8-row groups 1024 bytes,
 // swizzle mode 128B. K-major operand (rows = M or N, the 64 columns = K): step k16 of the tile is the descriptor
 // plus 32 bytes; MN-major operand (rows = K, columns = N, transposed with imm-trans 1): step k16 is 16 rows on,
-// plus 2048 bytes.
+// plus 2048 bytes. Wider operands are panels of 64 columns: d 128 as K of S = Q K^T is two K-major panels (steps
+// 0-3 in the first, 4-7 in the second); as N of O = P V it is two MN-major panels, one wgmma each (or, untested,
+// one m64n128 with the leading byte offset = the panels' distance).
 //
 // Accumulator of m64nNk16 (f32): thread t of the warpgroup holds rows 16 (t / 32) + (t % 32) / 4 and that + 8,
 // columns 8 j + 2 (t % 4) + {0, 1} for j < N / 8, in d[4 j + {0, 1}] (first row) and d[4 j + {2, 3}] (second):
