@@ -12,7 +12,8 @@
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
 # Knobs: BUNDLE_TAR (another bundle, e.g. a build of the previous commit for an A/B in one call: copy it under
-# bundle/ after scripts/cuda-bundle.sh, which recreates that folder, and carry it too), TEST_FILTER (gtest filter of the tests step), TEST_TIMEOUT, ATTN_LENGTHS / ATTN_PLANS (attention step),
+# bundle/ after scripts/cuda-bundle.sh, which recreates that folder, and carry it too), TEST_FILTER (gtest filter
+# of the tests step), TEST_TIMEOUT, ATTN_LENGTHS / ATTN_PLANS (attention step),
 # TRAIN_SHAPES, PROFILE_SHAPES / PROFILE_MODES, and those of scripts/gpu-results.sh for first-result.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -82,11 +82,7 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
       fail("--kv-tier {} keeps raw pages in host memory or a file; on {} use --kv-tier memory (and "
            "--gpu-kv-budget to hold raw pages off the GPU), or --device cpu for that tier",
            kv::page_tier_name(opts.tier), where);
-    const std::string why = m.ops().decode_unsupported(int(c.num_attention_heads), int(c.num_key_value_heads),
-                                                       int(c.head_dim));
-    if (!why.empty())
-      fail("this model cannot decode on {}: {} (it has {} query heads, {} KV heads, head dim {}); use --device cpu",
-           where, why, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    if (const std::string why = decode_refusal(m); !why.empty()) fail("this model {}; use --device cpu", why);
     lay.rows_on = &m.ops();
   }
   if (opts.tier == kv::page_tier::drop && opts.meth != method::gist && opts.meth != method::streaming)
@@ -336,6 +332,15 @@ void session::fill_random(int n_raw, uint64_t seed) {
   logits_.assign(V, 0.0f);
   prefill_plans_.clear();
   prefill_rows_ = s_.size();
+}
+
+std::string decode_refusal(const llama_model& m) {
+  const auto& c = m.config;
+  const std::string why =
+      m.ops().decode_unsupported(int(c.num_attention_heads), int(c.num_key_value_heads), int(c.head_dim));
+  if (why.empty()) return why;
+  return fmt::format("cannot decode on {}: {} (it has {} query heads, {} KV heads, head dim {})", m.ops().describe(),
+                     why, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
 }
 
 }  // namespace gsa::infer

@@ -30,10 +30,10 @@
 //
 // Tier host (pool mode only; `gsa ... --gpu-kv-budget`): the sink, the window and the gist stores stay in the
 // device pool; a raw page that leaves the window moves to the layer's host part, pinned host memory the
-// backend's kernels read in place (host-region.h; pool rows >= kv_host_row0 (backend/decode-lists.h) name its rows, host(layer)
-// is where they start). Host frames are taken in the order pages leave, device frames freed by a move are
-// reused, so frames stay the same in every layer. reserve_rows only records a move (the rows it hands out
-// may still be written into the leaving page): commit_rows(layer) issues the layer's moves after the write.
+// backend's kernels read in place (host-region.h; pool rows >= kv_host_row0 (backend/decode-lists.h) name its
+// rows, host(layer) is where they start). Host frames are taken in the order pages leave, device frames freed by
+// a move are reused, so frames stay the same in every layer. reserve_rows only records a move (the rows it hands
+// out may still be written into the leaving page): commit_rows(layer) issues the layer's moves after the write.
 // layout.device_budget caps the device pools of all layers together; growing past it throws gsa::error.
 #pragma once
 #include <cstdint>

@@ -48,7 +48,6 @@ struct demo_args {
   int64_t gpu_kv_budget = 0;
 };
 
-
 struct answer {
   std::string text;
   double ms_per_token = 0, attended = 0;
@@ -169,16 +168,11 @@ int run_demo(const demo_args& a) {
   if (dm.gsa.config.gsa.is_null())
     fail("{}: the model has no \"gsa\" config; the demo needs a GSA model", gsa_dir.string());
   dm.gsa = model_on_device(std::move(dm.gsa), a.dev);
-  if (!on_cpu) {  // before any output: the shipped demo models (head dim 32) are not covered by the decode kernel
-    const auto& c = dm.gsa.config;
-    const std::string why = dm.gsa.ops().decode_unsupported(int(c.num_attention_heads), int(c.num_key_value_heads),
-                                                            int(c.head_dim));
-    if (!why.empty())
-      fail("{} cannot decode on {}: {} (it has {} query heads, {} KV heads, head dim {}); use --device cpu, or a "
-           "model the GPU decodes (head dim 64 or 128, e.g. one trained by scripts/gpu-results.sh)",
-           gsa_dir.string(), dm.gsa.ops().describe(), why, c.num_attention_heads, c.num_key_value_heads,
-           c.head_dim);
-  }
+  // Before any output: the shipped demo models (head dim 32) are not covered by the decode kernel.
+  if (const std::string why = on_cpu ? std::string() : infer::decode_refusal(dm.gsa); !why.empty())
+    fail("{} {}; use --device cpu, or a model the GPU decodes (head dim 64 or 128, e.g. one trained by "
+         "scripts/gpu-results.sh)",
+         gsa_dir.string(), why);
   if (fs::exists(root / "full" / "config.json")) {
     dm.full = model_on_device(load_model((root / "full").string()), a.dev);
     dm.has_full = true;

@@ -106,23 +106,37 @@ __device__ inline void a_fragment(uint32_t (&f)[4], const float (&x)[KT / 8][4],
   f[3] = pack_bf16x2(x[2 * j + 1][2], x[2 * j + 1][3]);
 }
 
-// acc (16 rows x D) += x (16 rows x KT keys, rounded to bf16) times the tile's rows of B ([KT][LD], through
-// ldmatrix.trans): O += P V in the forward, dQ += dS K in the backward.
-template <int D, int KT, int LD>
-__device__ inline void mma_rows_times_keys(float (&acc)[D / 8][4], const float (&x)[KT / 8][4], const bf16* B,
-                                           int lane) {
+// acc (MT m16 tiles: 16 MT rows x D) += x (the same rows x KT keys, rounded to bf16) times the tile's rows of B
+// ([KT][LD], through ldmatrix.trans; each B fragment feeds every m tile): O += P V in the forward, dQ += dS K in
+// the backward.
+template <int D, int KT, int LD, int MT>
+__device__ inline void mma_rows_times_keys(float (&acc)[MT][D / 8][4], const float (&x)[MT][KT / 8][4],
+                                           const bf16* B, int lane) {
 #pragma unroll
   for (int j = 0; j < KT / 16; j++) {
-    uint32_t f[4];
-    a_fragment<KT>(f, x, j);
+    uint32_t f[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) a_fragment<KT>(f[mt], x[mt], j);
 #pragma unroll
     for (int dp = 0; dp < D / 16; dp++) {
       uint32_t r[4];
       ldmatrix_x4_trans(r, B + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
-      mma_bf16(acc[2 * dp], f, r[0], r[1]);
-      mma_bf16(acc[2 * dp + 1], f, r[2], r[3]);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        mma_bf16(acc[mt][2 * dp], f[mt], r[0], r[1]);
+        mma_bf16(acc[mt][2 * dp + 1], f[mt], r[2], r[3]);
+      }
     }
   }
+}
+
+// The same for one m16 tile (acc[D / 8][4], x[KT / 8][4]).
+template <int D, int KT, int LD>
+__device__ inline void mma_rows_times_keys(float (&acc)[D / 8][4], const float (&x)[KT / 8][4], const bf16* B,
+                                           int lane) {
+  using acc1 = float[1][D / 8][4];
+  using x1 = const float[1][KT / 8][4];
+  mma_rows_times_keys<D, KT, LD, 1>(*reinterpret_cast<acc1*>(&acc), *reinterpret_cast<x1*>(&x), B, lane);
 }
 
 // Backward: s = Q K^T and dp = dO V^T for the warp's 16 rows; Qw / Ow point at the lane's A-fragment addresses of

@@ -40,13 +40,12 @@ struct cfg {
 
 // KEYS: dk / dv partials into the scratch (atomics per key tile); else dq only and D_i into a.di for the
 // key-major pass (attention-keymajor.cu).
-constexpr int kNB = 3;  // ring of key-tile descriptors (the forward's pipeline, attention-structured.cu)
 
 template <int D, bool KEYS, int MT>
 size_t smem_bytes() {
   using C = cfg<D>;
   const size_t M = size_t(16) * MT * kWarps;
-  return ((2 * M + 4 * C::KT) * C::LD + (KEYS ? 2 * M * C::LP : 0)) * sizeof(bf16) + stile_bytes<C::KT, kNB>();
+  return ((2 * M + 4 * C::KT) * C::LD + (KEYS ? 2 * M * C::LP : 0)) * sizeof(bf16) + stile_bytes<C::KT>();
 }
 
 // MT m16 row tiles per warp (M = 16 MT W stacked rows per CTA): MT = 2 halves the dK / dV atomics per key (one
@@ -57,8 +56,8 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
   constexpr int KT = C::KT, LD = C::LD, LP = C::LP, DC = D / 8, M = 16 * MT * kWarps, W = kWarps;
   extern __shared__ __align__(16) unsigned char smem[];
   const int nthr = blockDim.x;
-  stile<KT, kNB>& t = *reinterpret_cast<stile<KT, kNB>*>(smem);
-  bf16* Qs = reinterpret_cast<bf16*>(smem + stile_bytes<KT, kNB>());  // [M][LD] q
+  stile<KT>& t = *reinterpret_cast<stile<KT>*>(smem);
+  bf16* Qs = reinterpret_cast<bf16*>(smem + stile_bytes<KT>());  // [M][LD] q
   bf16* Os = Qs + M * LD;                                              // [M][LD] dout
   bf16* Ks = Os + M * LD;                                              // [2][KT][LD]
   bf16* Vs = Ks + 2 * KT * LD;                                         // [2][KT][LD]
@@ -139,7 +138,7 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
   // and masks and tile it + 2's slots while tile it is computed).
   for (int it = 0; it < ntiles; it++) {
     __syncthreads();  // tile it's K/V and masks, tile it + 1's slots visible; tile it - 1 done by every warp
-    const int vb = it & 1, kb = it % kNB;
+    const int vb = it & 1, kb = it % kSRing;
     bool packs;
     const pslot nxt = stile_next<D, KT, LD>(t, a.p, it, ntiles, packs, Ks, Vs, k, v, Hkv, hk, tid, nthr, warp, W, lane);
 
@@ -195,24 +194,7 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
         probs_and_ds<KT>(s[mt], dp[mt], sl2, scale, lse2[mt][0], lse2[mt][1], di[mt][0], di[mt][1], lane,
                          [&](int j, int h) { return kp[j] <= x[mt][h].lim && ((vis[mt][h] >> j) & 1); });
     }
-    if (want_dq) {  // dQ += dS K
-#pragma unroll
-      for (int j = 0; j < KT / 16; j++) {
-        uint32_t f[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) a_fragment<KT>(f[mt], dp[mt], j);
-#pragma unroll
-        for (int dd = 0; dd < D / 16; dd++) {
-          uint32_t r[4];
-          ldmatrix_x4_trans(r, Kb + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dd * 16 + (lane >> 4) * 8);
-#pragma unroll
-          for (int mt = 0; mt < MT; mt++) {
-            mma_bf16(dq[mt][2 * dd], f[mt], r[0], r[1]);
-            mma_bf16(dq[mt][2 * dd + 1], f[mt], r[2], r[3]);
-          }
-        }
-      }
-    }
+    if (want_dq) mma_rows_times_keys<D, KT, LD, MT>(dq, dp, Kb, lane);  // dQ += dS K
     if (KEYS) {
       // P and dS (bf16) for the CTA-wide dK / dV products
 #pragma unroll
@@ -230,7 +212,7 @@ __global__ void __launch_bounds__(32 * kWarps) bwd_structured_kernel(const attn_
         }
       }
     }
-    if (packs) stile_pack_store(t, (it + 2) % kNB, nxt, tid);
+    if (packs) stile_pack_store(t, (it + 2) % kSRing, nxt, tid);
     cp_async_wait<0>();  // tile it + 1's copies of this thread
   }
 

@@ -27,7 +27,6 @@ namespace gsa::cuda::detail {
 namespace {
 
 constexpr int kMT = 2;  // m16 row tiles per warp: 32 stacked rows, each K / V fragment feeds two mma chains
-constexpr int kNB = 3;  // ring of key-tile descriptors: tile i + 2 is packed while tile i is computed
 constexpr int kMaxWarps = 4;
 
 template <int D>
@@ -37,7 +36,7 @@ __host__ __device__ constexpr int ld() {
 
 template <int D, int KT>
 size_t smem_bytes(int warps) {
-  return (size_t(16 * kMT * warps) + 4 * KT) * ld<D>() * sizeof(bf16) + stile_bytes<KT, kNB>();
+  return (size_t(16 * kMT * warps) + 4 * KT) * ld<D>() * sizeof(bf16) + stile_bytes<KT>();
 }
 
 // One barrier per key tile: at the top of iteration i, tile i's K / V have landed (each thread waited for its own
@@ -49,8 +48,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 2) fwd_structured_kernel(const
   constexpr int LD = ld<D>(), DC = D / 8, MT = kMT;
   extern __shared__ __align__(16) unsigned char smem[];
   const int W = blockDim.x / 32, M = 16 * MT * W, nthr = blockDim.x;
-  stile<KT, kNB>& t = *reinterpret_cast<stile<KT, kNB>*>(smem);
-  bf16* Qs = reinterpret_cast<bf16*>(smem + stile_bytes<KT, kNB>());  // [M][LD]
+  stile<KT>& t = *reinterpret_cast<stile<KT>*>(smem);
+  bf16* Qs = reinterpret_cast<bf16*>(smem + stile_bytes<KT>());  // [M][LD]
   bf16* Ks = Qs + M * LD;                                              // [2][KT][LD]
   bf16* Vs = Ks + 2 * KT * LD;                                         // [2][KT][LD]
 
@@ -101,7 +100,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 2) fwd_structured_kernel(const
 
   for (int it = 0; it < ntiles; it++) {
     __syncthreads();  // tile it's K/V and masks, tile it + 1's slots visible; tile it - 1 done by every warp
-    const int vb = it & 1, kb = it % kNB;
+    const int vb = it & 1, kb = it % kSRing;
     bool packs;
     const pslot nxt = stile_next<D, KT, LD>(t, a.p, it, ntiles, packs, Ks, Vs, k, v, Hkv, hk, tid, nthr, warp, W, lane);
 
@@ -129,23 +128,17 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 2) fwd_structured_kernel(const
         }
       }
     }
-    // The per-element mask is skipped when every slot holds a key that all the warp's rows see (stile_full's rule).
+    // The per-element mask is skipped on an m tile whose rows all see every slot (stile_full).
     const int32_t kmax = stile_kmax(t, kb, it);
-    constexpr uint64_t all = KT == 64 ? ~uint64_t(0) : (uint64_t(1) << KT) - 1;
     uint64_t vis[MT][2];
-    bool mine = true;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int h = 0; h < 2; h++) {
-        vis[mt][h] = stile_mask(t, kb, x[mt][h].bl);
-        mine = mine && vis[mt][h] == all && kmax <= x[mt][h].lim;
-      }
-    const bool full = __all_sync(0xffffffffu, mine);
+      for (int h = 0; h < 2; h++) vis[mt][h] = stile_mask(t, kb, x[mt][h].bl);
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
       float mx_a, mx_b;
-      if (full)
+      if (stile_full<KT>(kmax, vis[mt][0], vis[mt][1], x[mt][0], x[mt][1]))
         mask_scores<KT>(s[mt], sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
       else
         mask_scores<KT>(
@@ -153,23 +146,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps, 2) fwd_structured_kernel(const
             [&](int j, int h) { return kp[j] <= x[mt][h].lim && ((vis[mt][h] >> j) & 1); }, mx_a, mx_b);
       online_softmax<D, KT>(s[mt], o[mt], mx_a, mx_b, m[mt][0], m[mt][1], l[mt][0], l[mt][1]);
     }
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) {
-      uint32_t f[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) a_fragment<KT>(f[mt], s[mt], j);
-#pragma unroll
-      for (int dp = 0; dp < D / 16; dp++) {
-        uint32_t r[4];
-        ldmatrix_x4_trans(r, Vb + (j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma_bf16(o[mt][2 * dp], f[mt], r[0], r[1]);
-          mma_bf16(o[mt][2 * dp + 1], f[mt], r[2], r[3]);
-        }
-      }
-    }
-    if (packs) stile_pack_store(t, (it + 2) % kNB, nxt, tid);
+    mma_rows_times_keys<D, KT, LD, MT>(o, s, Vb, lane);  // O += P V
+    if (packs) stile_pack_store(t, (it + 2) % kSRing, nxt, tid);
     cp_async_wait<0>();  // tile it + 1's copies of this thread
   }
 

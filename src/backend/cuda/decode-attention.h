@@ -64,9 +64,9 @@ struct decode_params {
   const void* v = nullptr;
   int64_t kv_stride_t = 0, kv_stride_h = 0;  // shared by k and v
   const int64_t* kv_row_offset = nullptr;    // (B) first pool row of each sequence, or null
-  // Off-device rows (kv-cache.h tier host): a list entry r >= kv_host_row0 (backend/decode-lists.h) names row r - kv_host_row0 of host_k (host
-  // memory mapped for the device, read in place over the bus), its V row at the same distance from it as v is
-  // from k. Null: every entry is a row of k / v.
+  // Off-device rows (kv-cache.h tier host): a list entry r >= kv_host_row0 (backend/decode-lists.h) names row
+  // r - kv_host_row0 of host_k (host memory mapped for the device, read in place over the bus), its V row at the
+  // same distance from it as v is from k. Null: every entry is a row of k / v.
   const void* host_k = nullptr;
   const int64_t* indptr = nullptr;           // (B*Hkv + 1)
   const int32_t* indices = nullptr;
