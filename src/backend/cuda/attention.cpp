@@ -437,7 +437,7 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
   d.gist_pos = plan.gist_pos.empty() ? nullptr : reinterpret_cast<const int32_t*>(base + o_gist_pos);
   d.structured = structured;
   d.sblocks = structured ? base + o_sblocks : nullptr;
-  d.wide = structured && wide;
+  d.wide = wide;  // structure_of leaves it false for a plan without the structure
   d.n_ktiles = int(kt.size());
   d.ktiles = kt.empty() ? nullptr : base + o_ktiles;
   d.kruns = kr.empty() ? nullptr : base + o_kruns;
