@@ -337,10 +337,11 @@ struct restore_keymajor {
   ~restore_keymajor() { set_backward_scheme(was); }
 };
 struct restore_rows {
-  int was = structured_backward_rows(), was_fwd = structured_forward_rows();
+  int was = structured_backward_rows(), was_fwd = structured_forward_rows(), was_kernel = structured_forward_kernel();
   ~restore_rows() {
     set_structured_backward_rows(was);
     set_structured_forward_rows(was_fwd);
+    set_structured_forward_kernel(was_kernel);
   }
 };
 struct restore_mode {

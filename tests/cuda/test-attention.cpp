@@ -132,7 +132,8 @@ std::vector<compress_case> compress_cases() {
 
 // Both backward schemes of the structured path (key-major dK / dV, the default, and the row pass's per-tile
 // atomics), each with the row pass's 128- and 256-row tiles and the forward's 64- and 128-row tiles (the test sizes
-// would pick 128 and 64: the large tiles are what long sequences take), then the generic kernels.
+// would pick 128 and 64: the large tiles are what long sequences take; 128 rows on the wgmma forward), the
+// mma.sync forward at 128 rows, then the generic kernels.
 TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
   std::string why;
   if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
@@ -151,8 +152,16 @@ TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
         set_backward_scheme(km ? 1 : 0);
         set_structured_backward_rows(rows);
         set_structured_forward_rows(fwd_rows);
+        set_structured_forward_kernel(1);  // wgmma where it applies (128 rows), else mma.sync
         run_compress(cc, path::structured);
       }
+    if (128 % cc.G == 0) {
+      SCOPED_TRACE("mma.sync forward, 128-row tiles");
+      set_structured_forward_rows(128);
+      set_structured_forward_kernel(0);
+      run_compress(cc, path::structured);
+    }
+    set_structured_forward_kernel(-1);
     set_structured_backward_rows(0);
     set_structured_forward_rows(0);
     run_compress(cc, path::generic);

@@ -77,6 +77,7 @@ struct attn_fwd_args {
   float* lse = nullptr;  // (Tq, Hq)
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   int rows = 0;  // row tile of the structured forward: 0 automatic, 64 or 128 (structured_forward_rows)
+  int kernel = -1;  // structured forward: -1 automatic, 0 mma.sync, 1 wgmma (structured_forward_kernel)
 };
 
 struct attn_bwd_args {
@@ -114,6 +115,10 @@ int launch_attention_backward_mma(const attn_bwd_args& a, int sm_count, void* st
 int launch_unfold_forward(const attn_fwd_args& a, int sm_count, void* stream);
 int launch_unfold_backward(const attn_bwd_args& a, int sm_count, void* stream);
 int launch_attention_forward_structured(const attn_fwd_args& a, int sm_count, void* stream);
+// The structured forward on wgmma (attention-structured-wgmma.cu; 128 stacked rows a CTA): where it applies
+// (D 64 / 128, 128 % G == 0); launch_attention_forward_structured picks it.
+bool structured_wgmma_applies(const attn_fwd_args& a);
+int launch_attention_forward_structured_wgmma(const attn_fwd_args& a, void* stream);
 int launch_attention_backward_structured(const attn_bwd_args& a, int sm_count, void* stream);
 // With a.keymajor: the structured row pass without dk / dv (dq += and a.di), then the key-major dk / dv pass.
 int launch_attention_backward_keymajor(const attn_bwd_args& a, int sm_count, void* stream);

@@ -42,6 +42,9 @@ __global__ void __launch_bounds__(128) wgmma_tile_kernel(const __nv_bfloat16* a,
     ar[k][2] = pair(fr, k * 16 + 8 + fc);
     ar[k][3] = pair(fr + 8, k * 16 + 8 + fc);
   }
+  wgmma_pin(d);
+#pragma unroll
+  for (int k = 0; k < 4; k++) wgmma_pin(ar[k]);
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < 4; k++) {
@@ -54,6 +57,9 @@ __global__ void __launch_bounds__(128) wgmma_tile_kernel(const __nv_bfloat16* a,
   }
   wgmma_commit();
   wgmma_wait<0>();
+  wgmma_pin(d);
+#pragma unroll
+  for (int k = 0; k < 4; k++) wgmma_pin(ar[k]);
 
   const int warp = tid / 32, lane = tid % 32;
   const int r = warp * 16 + lane / 4;

@@ -46,6 +46,23 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
+// Register operands of an in-flight wgmma (the accumulators, and A when it comes from registers) are read and
+// written by the tensor core, not by the thread: the compiler must neither move its own reads or writes of them
+// across wgmma_fence / wgmma_wait nor reuse their registers before the wait. An empty asm that "modifies" each
+// register pins them: call it on the accumulators and on A's registers before wgmma_fence and after wgmma_wait.
+// (Without it CudaWgmma.TileProductRegistersA failed on the H200 with non-finite products; the PTX had the
+// accumulators' zeroing after the fence.)
+template <int N>
+__device__ __forceinline__ void wgmma_pin(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_pin(uint32_t (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+r"(r[i])::"memory");
+}
+
 // d (64 x 64, f32) = A B (+ d when accumulate): A from descriptor da (K-major), B from db (K-major when TB = 0:
 // rows = N; MN-major when TB = 1: rows = K), bf16, one k16 step. Issued by the whole warpgroup.
 template <int TB>

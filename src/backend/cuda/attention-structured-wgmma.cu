@@ -1,0 +1,219 @@
+// Forward of plan-driven GSA attention for structured plans on Hopper's warpgroup MMA (wgmma; building blocks and
+// layouts: wgmma.cuh). Same contract, row tiles, key tiles, masks and pipeline as the mma.sync kernel
+// (attention-structured.cu): overwrites out (Tq, Hq, D) and lse (Tq, Hq, natural log); empty visibility -> 0 / -inf.
+//
+// Why: the mma.sync kernel runs at 255 registers with the tensor pipe ~31% busy (docs/cuda.md, "What the hardware
+// counters say"): every K / V fragment passes through registers (ldmatrix) before each mma. Here the tensor core
+// reads Q, K and V straight from shared memory and the accumulators live in the warpgroup's registers.
+//
+// A CTA is NWG warpgroups of 128 threads, each owning 64 stacked query rows (M = 64 NWG rows). Per key tile of
+// KT = 64 keys (gathered by cp.async into 128-byte-swizzled panels of 64 columns, double-buffered):
+//   S = Q K^T: D / 16 wgmma m64n64k16, Q (K-major, the CTA's panels) and K (K-major) from shared memory;
+//   the mask and the log2-domain online softmax on S in registers (S's accumulator layout is mma.sync's per warp,
+//   so the steps of attention-mma.cuh apply unchanged);
+//   O += P V: P rounded to bf16 straight from S's registers as wgmma's A fragments, V (MN-major) from shared
+//   memory, one m64n64k16 per 16 keys and 64-column panel of O.
+// One barrier per key tile as in the mma.sync kernel; the generic-proxy writes (st.shared, cp.async) are made
+// visible to wgmma's async proxy with fence.proxy.async before that barrier. Compiled variants: D {64, 128}.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/attention-mma.cuh"
+#include "backend/cuda/attention-structured.cuh"
+#include "backend/cuda/wgmma.cuh"
+
+namespace gsa::cuda::detail {
+namespace {
+
+constexpr int kNWG = 2;  // warpgroups per CTA: 128 stacked rows, as the mma.sync kernel's 4-warp tiles
+constexpr int kKT = 64;
+
+__host__ __device__ constexpr size_t round1024(size_t x) { return (x + 1023) & ~size_t(1023); }
+
+// Dynamic shared memory: the tile descriptors, then Q [D / 64][M][128 B], K and V [2][D / 64][KT][128 B], each
+// panel 1024-byte aligned (the swizzle's period); + 1024 for aligning the base.
+template <int D>
+constexpr size_t wg_smem_bytes() {
+  constexpr int P = D / 64, M = 64 * kNWG;
+  return 1024 + round1024(sizeof(stile<kKT>)) + size_t(P) * M * 128 + 4 * size_t(P) * kKT * 128;
+}
+
+// The K / V rows of ring slot kb's keys into the swizzled panels Kb / Vb ([D / 64][KT][128 B]) by cp.async,
+// padding slots zero-filled; one commit group.
+template <int D>
+__device__ inline void issue_kv_sw128(const stile<kKT>& t, int kb, unsigned char* Kb, unsigned char* Vb,
+                                      const bf16* k, const bf16* v, int Hkv, int hk, int tid, int nthr) {
+  constexpr int DC = D / 8;
+  for (int e = tid; e < kKT * DC; e += nthr) {
+    const int j = e / DC, c = e % DC;
+    const int32_t pos = t.kpos[kb][j];
+    const bool ok = pos != kInvalidKey;
+    const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
+    const uint32_t so = uint32_t(c >> 3) * (kKT * 128) + sw128_offset(j, (c & 7) * 8);
+    cp_async16_zfill(Kb + so, k + off, ok);
+    cp_async16_zfill(Vb + so, v + off, ok);
+  }
+  cp_async_commit();
+}
+
+template <int D>
+__global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(const attn_fwd_args a) {
+  constexpr int P = D / 64, M = 64 * kNWG, KT = kKT, DC = D / 8, W = 4 * kNWG, nthr = 128 * kNWG;
+  constexpr uint32_t kPanelQ = M * 128, kPanelK = KT * 128, kBufKV = P * KT * 128;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = uint32_t(__cvta_generic_to_shared(smem_raw));
+  unsigned char* smem = smem_raw + (((base + 1023) & ~1023u) - base);
+  stile<KT>& t = *reinterpret_cast<stile<KT>*>(smem);
+  unsigned char* Qs = smem + round1024(sizeof(stile<KT>));
+  unsigned char* Ks = Qs + P * kPanelQ;  // [2][P][KT][128 B]
+  unsigned char* Vs = Ks + 2 * kBufKV;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const int Hq = a.d.Hq, Hkv = a.d.Hkv, q_offset = a.d.q_offset, G = Hq / Hkv, hk = blockIdx.y;
+  // Later rows see more gists: the grid runs the last row tiles first, so the longest CTAs do not form the tail.
+  const int RT = M / G, r0 = (gridDim.x - 1 - blockIdx.x) * RT, r1 = min(a.d.Tq, r0 + RT);
+  const bf16* q = static_cast<const bf16*>(a.q);
+  const bf16* k = static_cast<const bf16*>(a.k);
+  const bf16* v = static_cast<const bf16*>(a.v);
+  bf16* out = static_cast<bf16*>(a.out);
+  const float sl2 = rsqrtf(float(D)) * kLog2e;
+
+  if (tid == 0) stile_setup(t, a.p, q_offset, r0, r1);
+  for (int e = tid; e < M * DC; e += nthr) {
+    const int s = e / DC, c = e % DC, r = r0 + s / G, g = s % G;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (r < r1) val = __ldg(reinterpret_cast<const uint4*>(q + ((int64_t(r) * Hq + hk * G + g) * D + c * 8)));
+    *reinterpret_cast<uint4*>(Qs + uint32_t(c >> 3) * kPanelQ + sw128_offset(s, (c & 7) * 8)) = val;
+  }
+  fence_proxy_async();
+  __syncthreads();  // the tile's segments and Qs visible
+  const int total = t.sofs[t.nseg], ntiles = (total + KT - 1) / KT;
+  stile_pack_first(t, a.p, ntiles, tid);
+  __syncthreads();
+
+  auto issue = [&](int kb, int vb) {
+    issue_kv_sw128<D>(t, kb, Ks + vb * kBufKV, Vs + vb * kBufKV, k, v, Hkv, hk, tid, nthr);
+  };
+  if (ntiles > 0) {
+    issue(0, 0);
+    stile_masks(t, 0, warp, W, lane);
+  }
+
+  // This thread's rows: a = lane / 4 and b = a + 8 of its warp's 16 within the warpgroup's 64.
+  srow x[2];
+#pragma unroll
+  for (int h = 0; h < 2; h++) x[h] = stile_row(t, wg * 64 + (warp & 3) * 16 + (lane >> 2) + 8 * h, G, q_offset);
+  float o[D / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+  const uint64_t dq = smem_desc_sw128(Qs + wg * 64 * 128);
+  cp_async_wait<0>();
+  fence_proxy_async();
+
+  for (int it = 0; it < ntiles; it++) {
+    __syncthreads();  // tile it's K/V and masks, tile it + 1's slots visible; tile it - 1 done by every warp
+    const int vb = it & 1, kb = it % kSRing;
+    bool packs;
+    const pslot nxt = stile_next_with(t, a.p, it, ntiles, packs, issue, tid, warp, W, lane);
+
+    const uint64_t dk = smem_desc_sw128(Ks + vb * kBufKV), dv = smem_desc_sw128(Vs + vb * kBufKV);
+    float s[KT / 8][4];
+    float(&sf)[KT / 2] = *reinterpret_cast<float(*)[KT / 2]>(&s[0][0]);
+#pragma unroll
+    for (int i = 0; i < KT / 2; i++) sf[i] = 0.f;
+    wgmma_pin(sf);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)  // descriptor units of 16 bytes: a panel on, or 32 bytes along the row
+      wgmma_m64n64k16<0>(sf, dq + (((ks >> 2) * kPanelQ + (ks & 3) * 32) >> 4),
+                         dk + (((ks >> 2) * kPanelK + (ks & 3) * 32) >> 4), ks > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_pin(sf);
+
+    // The per-element mask is skipped on a warp whose rows all see every slot (stile_full).
+    const int32_t* kp = t.kpos[kb];
+    const int32_t kmax = stile_kmax(t, kb, it);
+    const uint64_t vis_a = stile_mask(t, kb, x[0].bl), vis_b = stile_mask(t, kb, x[1].bl);
+    float mx_a, mx_b;
+    if (stile_full<KT>(kmax, vis_a, vis_b, x[0], x[1]))
+      mask_scores<KT>(s, sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
+    else
+      mask_scores<KT>(
+          s, sl2, lane,
+          [&](int j, int h) { return kp[j] <= x[h].lim && (((h ? vis_b : vis_a) >> j) & 1); }, mx_a, mx_b);
+    online_softmax<D, KT>(s, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
+
+    uint32_t pf[KT / 16][4];
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++) a_fragment<KT>(pf[j], s, j);
+#pragma unroll
+    for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++)
+#pragma unroll
+      for (int p = 0; p < P; p++)  // V panel p, keys 16 j on: 16 rows of 128 bytes
+        wgmma_m64n64k16_rs<1>(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]), pf[j],
+                              dv + ((p * kPanelK + j * 2048) >> 4), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
+
+    if (packs) stile_pack_store(t, (it + 2) % kSRing, nxt, tid);
+    cp_async_wait<0>();  // tile it + 1's copies of this thread, then visible to the async proxy
+    fence_proxy_async();
+  }
+
+  const float lh2[2] = {quad_sum(l_a), quad_sum(l_b)}, mh[2] = {m_a, m_b};
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const srow& xr = x[h];
+    if (xr.lim < 0) continue;
+    const float lh = lh2[h], inv = lh > 0.f ? 1.f / lh : 0.f;
+    const int64_t row = int64_t(xr.r) * Hq + hk * G + xr.g;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+      const int col = dt * 8 + (lane & 3) * 2;
+      *reinterpret_cast<uint32_t*>(out + row * D + col) = pack_bf16x2(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
+    }
+    if ((lane & 3) == 0) a.lse[row] = lh > 0.f ? (mh[h] + log2f(lh)) * kLn2 : -INFINITY;
+  }
+}
+
+template <int D>
+cudaError_t launch_dim(const attn_fwd_args& a, cudaStream_t st) {
+  const int G = a.d.Hq / a.d.Hkv, RT = 64 * kNWG / G;
+  const int64_t tiles = (a.d.Tq + RT - 1) / RT;
+  if (tiles > INT32_MAX || a.d.Hkv > 65535) return cudaErrorInvalidConfiguration;
+  constexpr size_t smem = wg_smem_bytes<D>();
+  const cudaError_t e = cudaFuncSetAttribute(fwd_structured_wgmma_kernel<D>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  fwd_structured_wgmma_kernel<D><<<dim3(unsigned(tiles), unsigned(a.d.Hkv)), 128 * kNWG, smem, st>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool structured_wgmma_applies(const attn_fwd_args& a) {
+  const int G = a.d.Hq / a.d.Hkv;
+  return (a.d.D == 64 || a.d.D == 128) && G >= 1 && (64 * kNWG) % G == 0;
+}
+
+int launch_attention_forward_structured_wgmma(const attn_fwd_args& a, void* stream) {
+  if (a.d.Tq == 0 || a.d.Hkv == 0) return 0;
+  if (!structured_wgmma_applies(a)) return int(cudaErrorInvalidValue);
+  const auto st = static_cast<cudaStream_t>(stream);
+  return int(a.d.D == 64 ? launch_dim<64>(a, st) : launch_dim<128>(a, st));
+}
+
+}  // namespace gsa::cuda::detail
