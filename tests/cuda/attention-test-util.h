@@ -337,11 +337,11 @@ struct restore_keymajor {
   ~restore_keymajor() { set_backward_scheme(was); }
 };
 struct restore_rows {
-  int was = structured_backward_rows(), was_fwd = structured_forward_rows(), was_kernel = structured_forward_kernel();
+  int was = structured_backward_rows(), was_fwd = structured_forward_rows(), was_wgmma = structured_wgmma();
   ~restore_rows() {
     set_structured_backward_rows(was);
     set_structured_forward_rows(was_fwd);
-    set_structured_forward_kernel(was_kernel);
+    set_structured_wgmma(was_wgmma);
   }
 };
 struct restore_mode {

@@ -124,23 +124,28 @@ TEST(CudaAttentionDeterminism, KeyMajorAgreesWithTheAtomicScheme) {
   if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
   restore_mode keep;
   restore_keymajor keep_km;
+  restore_rows keep_wgmma;
   for (bool fixed : {false, true})
-    for (int D : {64, 128}) {
-      attn_case c;
-      c.t = dtype::bf16;
-      c.D = D;
-      c.G = 4;
-      c.Hkv = 2;
-      c.seed = 11;
-      const attn_plan plan = long_compress_plan(c, 3000);
-      set_deterministic_backward(fixed);
-      std::vector<float> km, at;
-      set_backward_scheme(1);
-      backward_runs(c, plan, false, 1, 1.f, &km);
-      set_backward_scheme(0);
-      backward_runs(c, plan, false, 1, 1.f, &at);
-      EXPECT_LE(rel_l2(km, at), 4e-3) << "D " << D << (fixed ? " fixed point" : " f32") << ": dk / dv";
-    }
+    for (int D : {64, 128})
+      for (int wgmma : {0, 1}) {  // the key-major pass on mma.sync and on wgmma (the atomic run: mma.sync)
+        attn_case c;
+        c.t = dtype::bf16;
+        c.D = D;
+        c.G = 4;
+        c.Hkv = 2;
+        c.seed = 11;
+        const attn_plan plan = long_compress_plan(c, 3000);
+        set_deterministic_backward(fixed);
+        std::vector<float> km, at;
+        set_structured_wgmma(wgmma);
+        set_backward_scheme(1);
+        backward_runs(c, plan, false, 1, 1.f, &km);
+        set_structured_wgmma(0);
+        set_backward_scheme(0);
+        backward_runs(c, plan, false, 1, 1.f, &at);
+        EXPECT_LE(rel_l2(km, at), 4e-3) << "D " << D << (fixed ? " fixed point" : " f32") << ": dk / dv"
+                                        << (wgmma ? ", wgmma" : ", mma.sync");
+      }
 }
 
 TEST(CudaAttentionDeterminism, KeyMajorExactlyWhenDeterministicUnlessForced) {

@@ -132,8 +132,9 @@ std::vector<compress_case> compress_cases() {
 
 // Both backward schemes of the structured path (key-major dK / dV, the default, and the row pass's per-tile
 // atomics), each with the row pass's 128- and 256-row tiles and the forward's 64- and 128-row tiles (the test sizes
-// would pick 128 and 64: the large tiles are what long sequences take; 128 rows on the wgmma forward), the
-// mma.sync forward at 128 rows, then the generic kernels.
+// would pick 128 and 64: the large tiles are what long sequences take), all with the wgmma kernels (the forward's
+// 128-row tiles, the key-major dK / dV); then the mma.sync forward at 128 rows with the mma.sync key-major pass;
+// then the generic kernels.
 TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
   std::string why;
   if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
@@ -152,16 +153,18 @@ TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
         set_backward_scheme(km ? 1 : 0);
         set_structured_backward_rows(rows);
         set_structured_forward_rows(fwd_rows);
-        set_structured_forward_kernel(1);  // wgmma where it applies (128 rows), else mma.sync
+        set_structured_wgmma(1);  // forward on wgmma where it applies (128 rows), key-major dK / dV on wgmma
         run_compress(cc, path::structured);
       }
-    if (128 % cc.G == 0) {
-      SCOPED_TRACE("mma.sync forward, 128-row tiles");
-      set_structured_forward_rows(128);
-      set_structured_forward_kernel(0);
+    {
+      SCOPED_TRACE("mma.sync: forward with 128-row tiles (where 128 % G == 0), key-major dK / dV");
+      set_backward_scheme(1);
+      set_structured_backward_rows(128);
+      set_structured_forward_rows(128 % cc.G == 0 ? 128 : 64);
+      set_structured_wgmma(0);
       run_compress(cc, path::structured);
     }
-    set_structured_forward_kernel(-1);
+    set_structured_wgmma(-1);
     set_structured_backward_rows(0);
     set_structured_forward_rows(0);
     run_compress(cc, path::generic);
@@ -209,8 +212,13 @@ TEST(CudaAttentionStructured, KeyMajorWithAQueryOffset) {
   c.Tk = st.size();
   c.Tq = st.size() - off;
   c.q_offset = off;
-  std::mt19937_64 rng(77);
-  check_plan(c, plan, rng, path::structured);
+  restore_rows keep_wgmma;
+  for (int wgmma : {0, 1}) {  // the key-major dK / dV pass on mma.sync and on wgmma
+    SCOPED_TRACE(wgmma ? "wgmma" : "mma.sync");
+    set_structured_wgmma(wgmma);
+    std::mt19937_64 rng(77);
+    check_plan(c, plan, rng, path::structured);
+  }
 }
 
 TEST(CudaAttentionStructured, DetectsTheStructure) {

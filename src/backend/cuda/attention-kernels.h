@@ -77,7 +77,7 @@ struct attn_fwd_args {
   float* lse = nullptr;  // (Tq, Hq)
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   int rows = 0;  // row tile of the structured forward: 0 automatic, 64 or 128 (structured_forward_rows)
-  int kernel = -1;  // structured forward: -1 automatic, 0 mma.sync, 1 wgmma (structured_forward_kernel)
+  int kernel = -1;  // structured forward: -1 automatic, 0 mma.sync, 1 wgmma (structured_wgmma)
 };
 
 struct attn_bwd_args {
@@ -96,6 +96,7 @@ struct attn_bwd_args {
   // writes D_i = rowsum(dout * out) of every row into di (Tq, Hq); attention-keymajor.cu then adds dk / dv into the
   // scratch with one add per key and gradient (no per-tile atomics).
   bool keymajor = false;
+  bool wgmma = false;  // the key-major dK / dV pass on wgmma (attention-keymajor-wgmma.cu)
   int rows = 0;  // row tile of the structured row pass: 0 automatic, 128 or 256 (structured_backward_rows)
   float* di = nullptr;
   const void *dout = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
@@ -122,5 +123,7 @@ int launch_attention_forward_structured_wgmma(const attn_fwd_args& a, void* stre
 int launch_attention_backward_structured(const attn_bwd_args& a, int sm_count, void* stream);
 // With a.keymajor: the structured row pass without dk / dv (dq += and a.di), then the key-major dk / dv pass.
 int launch_attention_backward_keymajor(const attn_bwd_args& a, int sm_count, void* stream);
+// Its dK / dV pass on wgmma alone (a.di written by the row pass).
+int launch_keymajor_dkdv_wgmma(const attn_bwd_args& a, void* stream);
 
 }  // namespace gsa::cuda::detail

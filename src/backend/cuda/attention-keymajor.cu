@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cuda/attention-keymajor.cuh"
 #include "backend/cuda/attention-mma.cuh"
 
 namespace gsa::cuda::detail {
@@ -35,12 +36,6 @@ constexpr int kW = kKTile / 16;  // warps: 16 keys each
 
 template <int D>
 constexpr int kLD = D + 8;
-
-struct krow {  // one stacked row of a window
-  int32_t lim;  // causal limit; -1: padding or not in the run
-  int32_t bl;   // block index relative to the window's first block
-  float lse2, di;
-};
 
 template <int D, int MQ>
 struct kshared {
@@ -52,51 +47,6 @@ struct kshared {
   int32_t bfirst[2], nbs[2];
   int32_t kmin;
 };
-
-// The walk over a tile's rows: run index, window start (query row, aligned to RQ), the run's rows [lo, hi) and b,
-// the block holding the window's first row of the run (windows only move forward, so b does too).
-struct kcursor {
-  int run, w0, lo, hi, b;
-};
-
-__device__ inline void kcursor_block(kcursor& c, const attn_plan_view& p) {
-  const int first = max(c.w0, c.lo);
-  while (__ldg(p.block_q + c.b + 1) <= first) c.b++;
-}
-
-__device__ inline bool kcursor_start(kcursor& c, const attn_plan_view& p, int run_end, int row_min, int RQ) {
-  for (; c.run < run_end; c.run++) {
-    const krun r = p.kruns[c.run];
-    c.lo = max(__ldg(p.block_q + r.b0), row_min);
-    c.hi = __ldg(p.block_q + r.b1);
-    if (c.lo < c.hi) {
-      c.w0 = c.lo / RQ * RQ;
-      c.b = r.b0;
-      kcursor_block(c, p);
-      return true;
-    }
-  }
-  return false;
-}
-
-// Advances to the next window; false at the end of the walk.
-__device__ inline bool kcursor_next(kcursor& c, const attn_plan_view& p, int run_end, int row_min, int RQ) {
-  c.w0 += RQ;
-  if (c.w0 < c.hi) {
-    kcursor_block(c, p);
-    return true;
-  }
-  c.run++;
-  return kcursor_start(c, p, run_end, row_min, RQ);
-}
-
-// Whether a key (position pos, gist unit unit or -1 for a stream key) is in block b's list.
-__device__ inline bool block_lists(const sblock& b, int level, int32_t pos, int32_t unit) {
-  if (level >= 0) return unit >= b.u[level][0] && unit < b.u[level][1];
-  bool m = false;
-  for (int r = 0; r < b.nr; r++) m |= pos >= b.r[r][0] && pos < b.r[r][1];
-  return m;
-}
 
 template <int D, int MQ>
 __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_args a) {
@@ -116,22 +66,7 @@ __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_ar
   const int g4 = lane >> 2, c4 = lane & 3;
 
   // The tile's keys: positions and gist units (kInvalidKey past the end).
-  if (tid < KT) {
-    const int32_t o = tile.first + tid;
-    int32_t pos = kInvalidKey, unit = -1;
-    if (level < 0) {
-      if (o < a.d.Tk) pos = o;
-    } else {
-      const int gpu = a.p.gists_per_unit;
-      const int32_t g0 = __ldg(a.p.gist_ptr + level), units = __ldg(a.p.gist_ptr + level + 1) - g0;
-      if (o < units * gpu) {
-        unit = o / gpu;
-        pos = __ldg(a.p.gist_pos + g0 + unit) + (o - unit * gpu);
-      }
-    }
-    sh.kpos[tid] = pos;
-    sh.kunit[tid] = unit;
-  }
+  if (tid < KT) ktile_key(a.p, tile, a.d.Tk, tid, sh.kpos[tid], sh.kunit[tid]);
   __syncthreads();
   if (warp == 0) {
     int32_t m = min(sh.kpos[lane], sh.kpos[lane + 32]);
@@ -169,29 +104,8 @@ __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_ar
       cp_async16_zfill(&sh.O[buf][s][ch * 8], dout + off, ok);
     }
     cp_async_commit();
-    const int bf = c.b;
-    if (tid < MQ) {
-      const int s = tid, r = c.w0 + s / G, g = s % G;
-      krow x{-1, 0, INFINITY, 0.f};
-      if (r >= c.lo && r < c.hi) {
-        int b = bf;
-        while (__ldg(a.p.block_q + b + 1) <= r) b++;
-        const int64_t row = int64_t(r) * Hq + hk * G + g;
-        const float l = __ldg(a.lse + row);
-        x.lim = q_offset + r;
-        x.bl = b - bf;
-        x.lse2 = l == -INFINITY ? INFINITY : l * kLog2e;
-        x.di = __ldg(a.di + row);
-      }
-      sh.row[buf][s] = x;
-    }
-    if (tid == 0) {
-      const int last = min(c.hi, c.w0 + RQ) - 1;
-      int b = bf;
-      while (__ldg(a.p.block_q + b + 1) <= last) b++;
-      sh.bfirst[buf] = bf;
-      sh.nbs[buf] = min(b - bf + 1, 32);
-    }
+    if (tid < MQ) sh.row[buf][tid] = window_row(a, c, tid, G, q_offset);
+    if (tid == 0) window_blocks(a.p, c, RQ, sh.bfirst[buf], sh.nbs[buf]);
   };
 
   float dk[D / 8][4], dv[D / 8][4];
@@ -220,13 +134,8 @@ __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_ar
     __syncthreads();  // window buf (and, the first time, the key tile) visible
 
     // The thread's two keys against each block of the window: bit i of vis_a / vis_b = block bfirst + i lists it.
-    uint32_t vis_a = 0, vis_b = 0;
-    const int bfirst = sh.bfirst[buf], nbs = sh.nbs[buf];
-    for (int i = 0; i < nbs; i++) {
-      const sblock& b = a.p.sblocks[bfirst + i];
-      if (pos_a != kInvalidKey && block_lists(b, level, pos_a, unit_a)) vis_a |= 1u << i;
-      if (pos_b != kInvalidKey && block_lists(b, level, pos_b, unit_b)) vis_b |= 1u << i;
-    }
+    const uint32_t vis_a = key_blocks(a.p, sh.bfirst[buf], sh.nbs[buf], level, pos_a, unit_a);
+    const uint32_t vis_b = key_blocks(a.p, sh.bfirst[buf], sh.nbs[buf], level, pos_b, unit_b);
     if (__any_sync(0xffffffffu, (vis_a | vis_b) != 0)) {
       const bf16* Qb = &sh.Q[buf][0][0];
       const bf16* Ob = &sh.O[buf][0][0];
@@ -252,22 +161,8 @@ __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_ar
   }
   cp_async_wait<0>();
 
-  // One add per key and feature. Lane (g, q) holds keys g and g + 8, features dt * 8 + 2q, +1; lanes q = 2j and
-  // 2j + 1 swap halves so each adds 4 consecutive features of one key.
-  const bool odd = c4 & 1;
-  const int32_t pos = odd ? pos_b : pos_a;
-  const int64_t base = pos == kInvalidKey ? -1 : (int64_t(pos) * Hkv + hk) * D + (c4 & ~1) * 2;
-  auto flush = [&](void* acc, const float (&c)[D / 8][4]) {  // every lane takes part in the shuffles
-#pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-      const float s0 = odd ? c[dt][0] : c[dt][2], s1 = odd ? c[dt][1] : c[dt][3];
-      const float r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-      const float4 x = odd ? make_float4(r0, r1, c[dt][2], c[dt][3]) : make_float4(c[dt][0], c[dt][1], r0, r1);
-      if (acc && base >= 0) acc_add4(acc, base + dt * 8, x, a.fixed, a.overflow);
-    }
-  };
-  flush(a.dv_acc, dv);
-  flush(a.dk_acc, dk);
+  flush_key_rows<D>(a, a.dv_acc, dv, pos_a, pos_b, hk, lane);
+  flush_key_rows<D>(a, a.dk_acc, dk, pos_a, pos_b, hk, lane);
 }
 
 template <int D, int MQ>
@@ -295,6 +190,7 @@ int launch_attention_backward_keymajor(const attn_bwd_args& a, int sm_count, voi
   if (a.d.Tq == 0 || a.d.Hkv == 0) return 0;
   int e = launch_attention_backward_structured(a, sm_count, stream);  // dq and D_i
   if (e != 0 || a.p.n_ktiles == 0 || (!a.dk_acc && !a.dv_acc)) return e;
+  if (a.wgmma) return launch_keymajor_dkdv_wgmma(a, stream);
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.d.D) {
     case 64: return int(launch_dim<64>(a, st));

@@ -319,7 +319,7 @@ int deterministic_mode = -1;  // -1: not read yet
 int keymajor_mode = -2;  // -2: GSA_CUDA_BWD not read yet
 int bwd_rows_mode = -1;  // -1: GSA_CUDA_BWD_ROWS not read yet
 int fwd_rows_mode = -1;  // -1: GSA_CUDA_FWD_ROWS not read yet
-int fwd_kernel_mode = -2;  // -2: GSA_CUDA_FWD_KERNEL not read yet
+int wgmma_mode = -2;  // -2: GSA_CUDA_WGMMA not read yet
 
 // Row-tile overrides of the structured kernels: row_tile reads the environment variable `name` once into mode
 // (a or b; anything else 0, automatic); allowed_rows keeps a setter's value when it is a or b, else 0.
@@ -349,15 +349,15 @@ int structured_backward_rows() { return row_tile(bwd_rows_mode, "GSA_CUDA_BWD_RO
 void set_structured_backward_rows(int rows) { bwd_rows_mode = allowed_rows(rows, 128, 256); }
 int structured_forward_rows() { return row_tile(fwd_rows_mode, "GSA_CUDA_FWD_ROWS", 64, 128); }
 void set_structured_forward_rows(int rows) { fwd_rows_mode = allowed_rows(rows, 64, 128); }
-int structured_forward_kernel() {
-  if (fwd_kernel_mode == -2) {
-    const char* e = std::getenv("GSA_CUDA_FWD_KERNEL");
+int structured_wgmma() {
+  if (wgmma_mode == -2) {
+    const char* e = std::getenv("GSA_CUDA_WGMMA");
     const std::string v = e ? e : "";
-    fwd_kernel_mode = v == "mma" ? 0 : v == "wgmma" ? 1 : -1;
+    wgmma_mode = v == "0" ? 0 : v == "1" ? 1 : -1;
   }
-  return fwd_kernel_mode;
+  return wgmma_mode;
 }
-void set_structured_forward_kernel(int k) { fwd_kernel_mode = k < 0 ? -1 : k > 0 ? 1 : 0; }
+void set_structured_wgmma(int k) { wgmma_mode = k < 0 ? -1 : k > 0 ? 1 : 0; }
 
 bool keymajor_backward() {
   const int s = backward_scheme();
@@ -478,7 +478,7 @@ void attention_forward(void* out, float* lse, const void* q, const void* k, cons
   a.k = k;
   a.v = v;
   a.rows = structured_forward_rows();
-  a.kernel = structured_forward_kernel();
+  a.kernel = structured_wgmma();
   a.uf = unfold_view_of(plan);
   if (a.uf.cap > 0 && !unfold_supported(Hq, Hkv, D, t))
     fail("{}: a row unfold runs on the bf16 kernels with at most 16 query heads per KV head; expand it "
@@ -511,6 +511,7 @@ void attention_backward(void* dq, void* dk, void* dv, const void* dout, const vo
   choose_kernels(a.p, plan, d);
   a.keymajor = a.p.sblocks && a.p.n_ktiles > 0 && keymajor_backward() && (dk || dv);
   a.rows = structured_backward_rows();
+  a.wgmma = structured_wgmma() == 1;
   scratch di(a.keymajor, size_t(Tq) * Hq, sizeof(float));  // D_i of every row (zero where the row sees no key)
   a.di = static_cast<float*>(di.p);
   a.fixed = fixed;

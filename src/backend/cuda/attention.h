@@ -90,11 +90,12 @@ void set_structured_backward_rows(int rows);
 // the tests run both.
 int structured_forward_rows();
 void set_structured_forward_rows(int rows);
-// Kernel of the structured forward: -1 automatic (mma.sync for now), 0 mma.sync, 1 wgmma
-// (attention-structured-wgmma.cu, 128-row tiles) where it applies (128 % G == 0, rows not forced to 64).
-// GSA_CUDA_FWD_KERNEL=mma|wgmma or the setter; the tests run both.
-int structured_forward_kernel();
-void set_structured_forward_kernel(int k);
+// The structured kernels on Hopper's wgmma: -1 automatic (mma.sync for now), 0 mma.sync, 1 wgmma where there is
+// a wgmma kernel: the forward (attention-structured-wgmma.cu, 128-row tiles, where 128 % G == 0 and the rows are
+// not forced to 64) and the key-major dK / dV pass (attention-keymajor-wgmma.cu). GSA_CUDA_WGMMA=0|1 or the
+// setter; the tests run both.
+int structured_wgmma();
+void set_structured_wgmma(int k);
 
 // dq (Tq,Hq,D) +=, dk, dv (Tk,Hkv,D) += (type t; any may be null). Needs the forward's out and lse.
 void attention_backward(void* dq, void* dk, void* dv, const void* dout, const void* q, const void* k, const void* v,
