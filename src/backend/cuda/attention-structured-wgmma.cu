@@ -29,22 +29,25 @@ namespace {
 
 constexpr int kNWG = 2;  // warpgroups per CTA: 128 stacked rows, as the mma.sync kernel's 4-warp tiles
 constexpr int kKT = 64;
+constexpr int kBufs = 3;  // K / V buffers: tile i computed, i + 1 resident (its S in flight), i + 2 landing
+constexpr int kRing = 4;  // key-tile descriptors: tiles i .. i + 2 in use, tile i + 3 being packed
+using wtile = stile<kKT, kRing>;
 
 __host__ __device__ constexpr size_t round1024(size_t x) { return (x + 1023) & ~size_t(1023); }
 
-// Dynamic shared memory: the tile descriptors, then Q [D / 64][M][128 B], K and V [2][D / 64][KT][128 B], each
+// Dynamic shared memory: the tile descriptors, then Q [D / 64][M][128 B], K and V [kBufs][D / 64][KT][128 B], each
 // panel 1024-byte aligned (the swizzle's period); + 1024 for aligning the base.
 template <int D>
 constexpr size_t wg_smem_bytes() {
   constexpr int P = D / 64, M = 64 * kNWG;
-  return 1024 + round1024(sizeof(stile<kKT>)) + size_t(P) * M * 128 + 4 * size_t(P) * kKT * 128;
+  return 1024 + round1024(sizeof(wtile)) + size_t(P) * M * 128 + 2 * kBufs * size_t(P) * kKT * 128;
 }
 
 // The K / V rows of ring slot kb's keys into the swizzled panels Kb / Vb ([D / 64][KT][128 B]) by cp.async,
 // padding slots zero-filled; one commit group.
 template <int D>
-__device__ inline void issue_kv_sw128(const stile<kKT>& t, int kb, unsigned char* Kb, unsigned char* Vb,
-                                      const bf16* k, const bf16* v, int Hkv, int hk, int tid, int nthr) {
+__device__ inline void issue_kv_sw128(const wtile& t, int kb, unsigned char* Kb, unsigned char* Vb, const bf16* k,
+                                      const bf16* v, int Hkv, int hk, int tid, int nthr) {
   constexpr int DC = D / 8;
   for (int e = tid; e < kKT * DC; e += nthr) {
     const int j = e / DC, c = e % DC;
@@ -58,6 +61,27 @@ __device__ inline void issue_kv_sw128(const stile<kKT>& t, int kb, unsigned char
   cp_async_commit();
 }
 
+// S = Q K^T of the warpgroup's 64 rows against one key tile (descriptors dq, dk of the first panels), issued and
+// committed, not waited for.
+template <int D>
+__device__ inline void issue_scores(float (&sf)[kKT / 2], uint64_t dq, uint64_t dk) {
+  constexpr uint32_t kPanelQ = 64 * kNWG * 128, kPanelK = kKT * 128;
+#pragma unroll
+  for (int i = 0; i < kKT / 2; i++) sf[i] = 0.f;
+  wgmma_pin(sf);
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++)  // descriptor units of 16 bytes: a panel on, or 32 bytes along the row
+    wgmma_m64n64k16<0>(sf, dq + (((ks >> 2) * kPanelQ + (ks & 3) * 32) >> 4),
+                       dk + (((ks >> 2) * kPanelK + (ks & 3) * 32) >> 4), ks > 0);
+  wgmma_commit();
+}
+
+// Pipeline, one barrier per key tile. Before iteration i: tile i's scores S_i are in registers, tile i + 1's K / V
+// have landed with its masks, tile i + 2's slots are packed. Iteration i: a barrier; tile i + 2's copies and masks
+// (buffers last read by tile i - 1) and the load of tile i + 3's slot (ring slot of tile i - 1); S_{i+1} = Q K_{i+1}^T
+// issued; the mask and softmax of S_i and O += P_i V_i while S_{i+1} runs on the tensor cores; tile i + 3's slot
+// stored; this thread's copies of tile i + 2 waited for.
 template <int D>
 __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(const attn_fwd_args a) {
   constexpr int P = D / 64, M = 64 * kNWG, KT = kKT, DC = D / 8, W = 4 * kNWG, nthr = 128 * kNWG;
@@ -65,10 +89,10 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = uint32_t(__cvta_generic_to_shared(smem_raw));
   unsigned char* smem = smem_raw + (((base + 1023) & ~1023u) - base);
-  stile<KT>& t = *reinterpret_cast<stile<KT>*>(smem);
-  unsigned char* Qs = smem + round1024(sizeof(stile<KT>));
-  unsigned char* Ks = Qs + P * kPanelQ;  // [2][P][KT][128 B]
-  unsigned char* Vs = Ks + 2 * kBufKV;
+  wtile& t = *reinterpret_cast<wtile*>(smem);
+  unsigned char* Qs = smem + round1024(sizeof(wtile));
+  unsigned char* Ks = Qs + P * kPanelQ;  // [kBufs][P][KT][128 B]
+  unsigned char* Vs = Ks + kBufs * kBufKV;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   const int Hq = a.d.Hq, Hkv = a.d.Hkv, q_offset = a.d.q_offset, G = Hq / Hkv, hk = blockIdx.y;
@@ -90,16 +114,15 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
   fence_proxy_async();
   __syncthreads();  // the tile's segments and Qs visible
   const int total = t.sofs[t.nseg], ntiles = (total + KT - 1) / KT;
-  stile_pack_first(t, a.p, ntiles, tid);
+  stile_pack_first(t, a.p, ntiles, tid, 3);
   __syncthreads();
 
-  auto issue = [&](int kb, int vb) {
-    issue_kv_sw128<D>(t, kb, Ks + vb * kBufKV, Vs + vb * kBufKV, k, v, Hkv, hk, tid, nthr);
+  auto issue = [&](int i) {  // tile i's copies and masks
+    const int b = i % kBufs;
+    issue_kv_sw128<D>(t, i % kRing, Ks + b * kBufKV, Vs + b * kBufKV, k, v, Hkv, hk, tid, nthr);
+    stile_masks(t, i % kRing, warp, W, lane);
   };
-  if (ntiles > 0) {
-    issue(0, 0);
-    stile_masks(t, 0, warp, W, lane);
-  }
+  for (int i = 0; i < 2 && i < ntiles; i++) issue(i);
 
   // This thread's rows: a = lane / 4 and b = a + 8 of its warp's 16 within the warpgroup's 64.
   srow x[2];
@@ -112,27 +135,26 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
   const uint64_t dq = smem_desc_sw128(Qs + wg * 64 * 128);
   cp_async_wait<0>();
   fence_proxy_async();
+  __syncthreads();  // tiles 0 and 1: K / V and masks
 
-  for (int it = 0; it < ntiles; it++) {
-    __syncthreads();  // tile it's K/V and masks, tile it + 1's slots visible; tile it - 1 done by every warp
-    const int vb = it & 1, kb = it % kSRing;
-    bool packs;
-    const pslot nxt = stile_next_with(t, a.p, it, ntiles, packs, issue, tid, warp, W, lane);
-
-    const uint64_t dk = smem_desc_sw128(Ks + vb * kBufKV), dv = smem_desc_sw128(Vs + vb * kBufKV);
-    float s[KT / 8][4];
-    float(&sf)[KT / 2] = *reinterpret_cast<float(*)[KT / 2]>(&s[0][0]);
-#pragma unroll
-    for (int i = 0; i < KT / 2; i++) sf[i] = 0.f;
-    wgmma_pin(sf);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++)  // descriptor units of 16 bytes: a panel on, or 32 bytes along the row
-      wgmma_m64n64k16<0>(sf, dq + (((ks >> 2) * kPanelQ + (ks & 3) * 32) >> 4),
-                         dk + (((ks >> 2) * kPanelK + (ks & 3) * 32) >> 4), ks > 0);
-    wgmma_commit();
+  float s[KT / 8][4], sn[KT / 8][4];  // S_i, S_{i+1}
+  float(&sf)[KT / 2] = *reinterpret_cast<float(*)[KT / 2]>(&s[0][0]);
+  float(&snf)[KT / 2] = *reinterpret_cast<float(*)[KT / 2]>(&sn[0][0]);
+  if (ntiles > 0) {
+    issue_scores<D>(sf, dq, smem_desc_sw128(Ks));
     wgmma_wait<0>();
     wgmma_pin(sf);
+  }
+
+  for (int it = 0; it < ntiles; it++) {
+    if (it > 0) __syncthreads();  // tile it + 1's K/V and masks, tile it + 2's slots visible; tile it - 1 done
+    const int kb = it % kRing;
+    if (it + 2 < ntiles) issue(it + 2);
+    const bool packs = tid < KT && it + 3 < ntiles;
+    pslot nxt{};
+    if (packs) nxt = stile_pack_load(t, a.p, it + 3, tid);
+    const bool ahead = it + 1 < ntiles;
+    if (ahead) issue_scores<D>(snf, dq, smem_desc_sw128(Ks + ((it + 1) % kBufs) * kBufKV));
 
     // The per-element mask is skipped on a warp whose rows all see every slot (stile_full).
     const int32_t* kp = t.kpos[kb];
@@ -155,6 +177,7 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
 #pragma unroll
     for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
     wgmma_fence();
+    const uint64_t dv = smem_desc_sw128(Vs + (it % kBufs) * kBufKV);
 #pragma unroll
     for (int j = 0; j < KT / 16; j++)
 #pragma unroll
@@ -162,14 +185,19 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
         wgmma_m64n64k16_rs<1>(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]), pf[j],
                               dv + ((p * kPanelK + j * 2048) >> 4), true);
     wgmma_commit();
-    wgmma_wait<0>();
+    wgmma_wait<0>();  // S_{i+1} and O
 #pragma unroll
     for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
 #pragma unroll
     for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
+    if (ahead) {
+      wgmma_pin(snf);
+#pragma unroll
+      for (int i = 0; i < KT / 2; i++) sf[i] = snf[i];
+    }
 
-    if (packs) stile_pack_store(t, (it + 2) % kSRing, nxt, tid);
-    cp_async_wait<0>();  // tile it + 1's copies of this thread, then visible to the async proxy
+    if (packs) stile_pack_store(t, (it + 3) % kRing, nxt, tid);
+    cp_async_wait<0>();  // tile it + 2's copies of this thread, then visible to the async proxy
     fence_proxy_async();
   }
 

@@ -25,27 +25,27 @@ constexpr int kSTagShift = 27;  // gist slot tag: level << 27 | unit
 // Key-tile descriptors in flight: the ring of the pipeline below (tile i + 2 packed while tile i computes).
 constexpr int kSRing = 3;
 
-template <int KT>
+template <int KT, int R = kSRing>
 struct stile {
   int4 seg[kSMaxSeg];               // {level or -1, begin, end, gist_ptr[level]}; level >= 0: gist indices u g + i
   sblock blk[kSMaxB];               // descriptors of the tile's blocks
-  uint32_t vis[kSRing][kSMaxB][2];  // per ring slot and block: slots the block's list holds (bit j of word j / 32)
-  int32_t kpos[kSRing][KT];         // per ring slot: key positions (kInvalidKey: padding)
-  int32_t ktag[kSRing][KT];         // -1: range key; else level << kSTagShift | unit
+  uint32_t vis[R][kSMaxB][2];  // per ring slot and block: slots the block's list holds (bit j of word j / 32)
+  int32_t kpos[R][KT];         // per ring slot: key positions (kInvalidKey: padding)
+  int32_t ktag[R][KT];         // -1: range key; else level << kSTagShift | unit
   int32_t bq[kSMaxB + 1];           // first row of each of the tile's blocks (absolute)
   int32_t sofs[kSMaxSeg + 1];       // each segment's first slot in the tile's key order; sofs[nseg] = keys in all
-  int32_t kmaxw[kSRing][KT / 32];   // per ring slot: each packing warp's largest position (stile_pack_store)
+  int32_t kmaxw[R][KT / 32];   // per ring slot: each packing warp's largest position (stile_pack_store)
   int32_t nbt, nseg, r0, r1;        // blocks, segments, rows [r0, r1)
 };
 
-template <int KT>
+template <int KT, int R = kSRing>
 __host__ __device__ constexpr size_t stile_bytes() {
-  return (sizeof(stile<KT>) + 15) & ~size_t(15);
+  return (sizeof(stile<KT, R>) + 15) & ~size_t(15);
 }
 
 // Thread 0 only. Rows [r0, r1), r0 < r1 <= Tq.
-template <int KT>
-__device__ inline void stile_setup(stile<KT>& t, const attn_plan_view& p, int q_offset, int r0, int r1) {
+template <int KT, int R>
+__device__ inline void stile_setup(stile<KT, R>& t, const attn_plan_view& p, int q_offset, int r0, int r1) {
   auto find = [&](int r) {  // the block holding row r: the largest b with block_q[b] <= r
     int lo = 0, hi = p.n_blocks - 1;
     while (lo < hi) {
@@ -107,8 +107,8 @@ __device__ inline void stile_setup(stile<KT>& t, const attn_plan_view& p, int q_
 
 // Run by every warp after the packed slots of buffer buf are visible (a barrier): the per-block slot masks of
 // buffer buf, warp w taking blocks w, w + W, ...
-template <int KT>
-__device__ inline void stile_masks(stile<KT>& t, int buf, int warp, int W, int lane) {
+template <int KT, int R>
+__device__ inline void stile_masks(stile<KT, R>& t, int buf, int warp, int W, int lane) {
   const int32_t* kpos = t.kpos[buf];
   const int32_t* ktag = t.ktag[buf];
   for (int i = warp; i < t.nbt; i += W) {
@@ -141,8 +141,8 @@ struct srow {
   int32_t lim;
 };
 
-template <int KT>
-__device__ inline srow stile_row(const stile<KT>& t, int s, int G, int q_offset) {
+template <int KT, int R>
+__device__ inline srow stile_row(const stile<KT, R>& t, int s, int G, int q_offset) {
   srow x;
   x.r = t.r0 + s / G;
   x.g = s % G;
@@ -167,8 +167,8 @@ __device__ inline bool stile_full(int32_t kmax, uint64_t vis_a, uint64_t vis_b, 
   return __all_sync(0xffffffffu, mine);
 }
 
-template <int KT>
-__device__ inline uint64_t stile_mask(const stile<KT>& t, int buf, int bl) {
+template <int KT, int R>
+__device__ inline uint64_t stile_mask(const stile<KT, R>& t, int buf, int bl) {
   return uint64_t(t.vis[buf][bl][0]) | (uint64_t(t.vis[buf][bl][1]) << 32);
 }
 
@@ -181,8 +181,8 @@ struct pslot {
   int32_t pos, tag;
 };
 
-template <int KT>
-__device__ inline pslot stile_pack_load(const stile<KT>& t, const attn_plan_view& p, int i, int j) {
+template <int KT, int R>
+__device__ inline pslot stile_pack_load(const stile<KT, R>& t, const attn_plan_view& p, int i, int j) {
   pslot x{kInvalidKey, -1};
   const int32_t o = i * KT + j;
   if (o >= t.sofs[t.nseg]) return x;
@@ -207,8 +207,8 @@ __device__ inline pslot stile_pack_load(const stile<KT>& t, const attn_plan_view
   return x;
 }
 
-template <int KT>
-__device__ inline void stile_pack_store(stile<KT>& t, int buf, const pslot& x, int j) {
+template <int KT, int R>
+__device__ inline void stile_pack_store(stile<KT, R>& t, int buf, const pslot& x, int j) {
   t.kpos[buf][j] = x.pos;
   t.ktag[buf][j] = x.tag;
   int32_t mx = x.pos == kInvalidKey ? INT_MIN : x.pos;
@@ -223,17 +223,17 @@ __device__ inline void stile_pack_store(stile<KT>& t, int buf, const pslot& x, i
 // i + 1's copies and masks, and the load of tile i + 2's slot), the compute of tile i, stile_pack_store of tile
 // i + 2's slot, cp_async_wait<0>. Ring slot of tile i: i % kSRing, K / V buffer: i % 2.
 
-// Tiles 0 and 1's slots (threads j < KT).
-template <int KT>
-__device__ inline void stile_pack_first(stile<KT>& t, const attn_plan_view& p, int ntiles, int j) {
+// The slots of tiles [0, n) (threads j < KT; n < R).
+template <int KT, int R>
+__device__ inline void stile_pack_first(stile<KT, R>& t, const attn_plan_view& p, int ntiles, int j, int n = 2) {
   if (j < KT)
-    for (int i = 0; i < 2 && i < ntiles; i++) stile_pack_store(t, i, stile_pack_load(t, p, i, j), j);
+    for (int i = 0; i < n && i < ntiles; i++) stile_pack_store(t, i, stile_pack_load(t, p, i, j), j);
 }
 
 // The K / V rows of ring slot kb's keys into K / V buffer vb (Ks, Vs: [2][KT][LD]) by cp.async, padding slots
 // zero-filled; one commit group.
-template <int D, int KT, int LD>
-__device__ inline void stile_issue_kv(const stile<KT>& t, int kb, int vb, bf16* Ks, bf16* Vs, const bf16* k,
+template <int D, int KT, int LD, int R>
+__device__ inline void stile_issue_kv(const stile<KT, R>& t, int kb, int vb, bf16* Ks, bf16* Vs, const bf16* k,
                                       const bf16* v, int Hkv, int hk, int tid, int nthr) {
   constexpr int DC = D / 8;
   for (int e = tid; e < KT * DC; e += nthr) {
@@ -250,12 +250,12 @@ __device__ inline void stile_issue_kv(const stile<KT>& t, int kb, int vb, bf16* 
 // Iteration it's work before its compute: tile it + 1's copies (issue(ring slot, K / V buffer), one commit group)
 // and masks; `packs` (whole warps: threads < KT while tile it + 2 exists) and the load of tile it + 2's slot,
 // stored after the compute (stile_pack_store).
-template <int KT, class Issue>
-__device__ inline pslot stile_next_with(stile<KT>& t, const attn_plan_view& p, int it, int ntiles, bool& packs,
-                                        Issue issue, int tid, int warp, int W, int lane) {
+template <int KT, int R, class Issue>
+__device__ inline pslot stile_next_with(stile<KT, R>& t, const attn_plan_view& p, int it, int ntiles,
+                                        bool& packs, Issue issue, int tid, int warp, int W, int lane) {
   if (it + 1 < ntiles) {
-    issue((it + 1) % kSRing, (it + 1) & 1);
-    stile_masks(t, (it + 1) % kSRing, warp, W, lane);
+    issue((it + 1) % R, (it + 1) & 1);
+    stile_masks(t, (it + 1) % R, warp, W, lane);
   }
   packs = tid < KT && it + 2 < ntiles;
   pslot nxt{};
@@ -264,8 +264,8 @@ __device__ inline pslot stile_next_with(stile<KT>& t, const attn_plan_view& p, i
 }
 
 // The same with the K / V tiles as [2][KT][LD] arrays (stile_issue_kv).
-template <int D, int KT, int LD>
-__device__ inline pslot stile_next(stile<KT>& t, const attn_plan_view& p, int it, int ntiles, bool& packs,
+template <int D, int KT, int LD, int R>
+__device__ inline pslot stile_next(stile<KT, R>& t, const attn_plan_view& p, int it, int ntiles, bool& packs,
                                    bf16* Ks, bf16* Vs, const bf16* k, const bf16* v, int Hkv, int hk, int tid,
                                    int nthr, int warp, int W, int lane) {
   return stile_next_with(
@@ -276,8 +276,8 @@ __device__ inline pslot stile_next(stile<KT>& t, const attn_plan_view& p, int it
 
 // The largest key position of key tile i (buffer buf, packed by stile_pack_store); INT32_MAX unless the tile is
 // full (stile_full's rule).
-template <int KT>
-__device__ inline int32_t stile_kmax(const stile<KT>& t, int buf, int i) {
+template <int KT, int R>
+__device__ inline int32_t stile_kmax(const stile<KT, R>& t, int buf, int i) {
   if ((i + 1) * KT > t.sofs[t.nseg]) return INT32_MAX;
   int32_t mx = t.kmaxw[buf][0];
 #pragma unroll

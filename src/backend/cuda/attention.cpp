@@ -511,7 +511,7 @@ void attention_backward(void* dq, void* dk, void* dv, const void* dout, const vo
   choose_kernels(a.p, plan, d);
   a.keymajor = a.p.sblocks && a.p.n_ktiles > 0 && keymajor_backward() && (dk || dv);
   a.rows = structured_backward_rows();
-  a.wgmma = structured_wgmma() == 1;
+  a.wgmma = structured_wgmma() != 0;  // the key-major pass: wgmma unless told otherwise (docs/cuda.md)
   scratch di(a.keymajor, size_t(Tq) * Hq, sizeof(float));  // D_i of every row (zero where the row sees no key)
   a.di = static_cast<float*>(di.p);
   a.fixed = fixed;

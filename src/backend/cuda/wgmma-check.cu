@@ -31,8 +31,12 @@ __global__ void __launch_bounds__(128) wgmma_tile_kernel(const __nv_bfloat16* a,
   for (int i = 0; i < 32; i++) d[i] = 0.f;
   const uint64_t da = smem_desc_sw128(as), db = smem_desc_sw128(bs);
   const int fr = (tid / 32) * 16 + (tid % 32) / 4, fc = (tid % 4) * 2;  // the thread's A-fragment row / column
-  auto pair = [&](int r, int col) {  // bf16 pair (r, col), (r, col + 1) as one register
-    return *reinterpret_cast<const uint32_t*>(a + r * 64 + col);
+  // bf16 pair (r, col), (r, col + 1) as one register, through f32 and back (exact): computed in registers, as P
+  // in O = P V is, not a load straight into the wgmma's operand
+  auto pair = [&](int r, int col) {
+    const uint32_t w = *reinterpret_cast<const uint32_t*>(a + r * 64 + col);
+    const __nv_bfloat162 h = __floats2bfloat162_rn(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+    return *reinterpret_cast<const uint32_t*>(&h);
   };
   uint32_t ar[4][4];
 #pragma unroll
