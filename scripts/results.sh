@@ -25,7 +25,7 @@ $G train --config configs/results-gsa16.json > runs/gsa16.out 2>&1 &
 $G train --config configs/results-full.json --no-gsa > runs/full.out 2>&1 &
 wait
 
-# 3. Diagnostic: the same at 512 tokens with 70% passkey samples (docs/results.md, "Why").
+# 3. Diagnostic: the same at 512 tokens with 70% passkey samples (docs/results-early.md, "Why").
 $G train --config configs/experiments/short-gsa8.json > runs/short-gsa8.out 2>&1 &
 $G train --config configs/experiments/short-full.json --no-gsa > runs/short-full.out 2>&1 &
 wait
@@ -45,7 +45,7 @@ for pair in "gsa16:full:16" "gsa8:full:8"; do
     --json runs/ppl16-$g.json > runs/ppl16-$g.md
 done
 
-# 5. Past the copy phase change at 256 tokens (docs/results.md, last section): 12k steps planned, the figures use
+# 5. Past the copy phase change at 256 tokens (docs/results-early.md, last section): 12k steps planned, the figures use
 #    the step-8000 checkpoints.
 $G train --config configs/experiments/short5-gsa8.json > runs/short5-gsa8.out 2>&1 &
 $G train --config configs/experiments/short5-full.json --no-gsa > runs/short5-full.out 2>&1 &
