@@ -11,23 +11,54 @@
 namespace gsa {
 
 void unfold_ranges(const gist::stream& s, const gist::gsa_config& cfg, std::vector<int32_t>& begin,
-                   std::vector<int32_t>& end) {
-  const int n = s.n_chunks(), c0 = cfg.chunk[0];
+                   std::vector<int32_t>& end, std::vector<int32_t>* gist_end) {
+  const int n = s.n_chunks(), c0 = cfg.chunk[0], g = cfg.gists_per_chunk;
   begin.resize(size_t(n));
   end.resize(size_t(n));
+  if (gist_end) gist_end->resize(size_t(n));
   for (int m = 0; m < n; m++) {
     const int32_t b = s.chunk_raw_begin[m], e = s.chunk_raw_end[m];
     // Raw tokens of chunk m have raw indices m c0 + [0, e - b); those below the sink are in every base list.
     const int64_t in_sink = std::clamp<int64_t>(int64_t(cfg.sink) - int64_t(m) * c0, 0, e - b);
     begin[size_t(m)] = int32_t(b + in_sink);
     end[size_t(m)] = e;
+    // A chunk's level-0 gists, when they follow its raw tokens (a complete chunk's do: row_unfold_applies).
+    if (gist_end) (*gist_end)[size_t(m)] = s.chunk_gist_begin[m] == e ? e + g : e;
   }
 }
 
-bool row_unfold_applies(const gist::gsa_config& cfg) { return cfg.levels() == 1 && !cfg.gists_all; }
+std::vector<int32_t> row_listed_units(const attn_plan& base) {
+  if (base.heads != 1) fail("row unfold: the base plan must have one list per block (heads 1), has {}", base.heads);
+  const int nb = base.n_blocks();
+  std::vector<int32_t> out(size_t(nb > 0 ? base.block_q.back() : 0) * 2, 0);
+  for (int b = 0; b < nb; b++) {
+    int32_t u0 = 0, u1 = 0, found = 0;
+    for (int64_t i = base.seg_begin(b, 0); i < base.seg_end(b, 0); i++) {
+      const key_seg& sg = base.segs[size_t(i)];
+      if (sg.level != 0) continue;
+      if (found++) fail("row unfold: block {} lists two segments of level-0 gist units", b);
+      u0 = sg.begin;
+      u1 = sg.end;
+    }
+    for (int r = base.block_q[b]; r < base.block_q[b + 1]; r++) {
+      out[size_t(r) * 2] = u0;
+      out[size_t(r) * 2 + 1] = u1;
+    }
+  }
+  return out;
+}
+
+bool row_unfold_applies(const gist::stream& s, const gist::gsa_config& cfg) {
+  if (cfg.gists_all) return false;
+  if (cfg.levels() == 1) return true;
+  const int n_complete = gist::complete_chunk_count(s);
+  for (int m = 0; m < n_complete; m++)
+    if (s.chunk_gist_begin[m] != s.chunk_raw_end[m]) return false;
+  return true;
+}
 
 row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, int Hkv, int row_begin,
-                           const std::vector<std::vector<int32_t>>& selected) {
+                           const std::vector<std::vector<int32_t>>& selected, const attn_plan* base) {
   const int T = s.size();
   if (Hkv < 1) fail("row unfold: Hkv = {} must be >= 1", Hkv);
   if (row_begin < 0 || row_begin > T) fail("row unfold: first row {} outside [0, {}]", row_begin, T);
@@ -42,12 +73,27 @@ row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, i
   u.ids = Tensor({T, Hkv, std::max(1, u.cap)}, dtype::i32);
   std::fill(u.count.i32(), u.count.i32() + u.count.numel(), 0);
   std::fill(u.ids.i32(), u.ids.i32() + u.ids.numel(), -1);
-  std::vector<int32_t> b, e;
-  unfold_ranges(s, cfg, b, e);
+  if (!row_unfold_applies(s, cfg))
+    fail("row unfold: this stream's unfolding needs gist::plan_unfold (gists_all, or gists apart from their chunk)");
+  const bool levels = cfg.levels() > 1;
+  if (levels && (!base || base->n_blocks() < 1 || base->block_q.back() != T))
+    fail("row unfold: with {} gist levels it needs the rows' gist mask (a plan of {} rows)", cfg.levels(), T);
+  std::vector<int32_t> b, e, ge, listed;
+  unfold_ranges(s, cfg, b, e, levels ? &ge : nullptr);
+  if (levels) listed = row_listed_units(*base);
   u.chunk_begin = Tensor({std::max(1, u.n_chunks)}, dtype::i32);
   u.chunk_end = Tensor({std::max(1, u.n_chunks)}, dtype::i32);
   std::copy(b.begin(), b.end(), u.chunk_begin.i32());
   std::copy(e.begin(), e.end(), u.chunk_end.i32());
+  if (levels) {
+    u.gist_end = Tensor({std::max(1, u.n_chunks)}, dtype::i32);
+    u.listed = Tensor({T, 2}, dtype::i32);
+    std::copy(ge.begin(), ge.end(), u.gist_end.i32());
+    std::copy(listed.begin(), listed.end(), u.listed.i32());
+  }
+  auto key_end = [&](int r, int32_t m) {
+    return unfold_key_end(e.data(), levels ? ge.data() : nullptr, listed.data(), r, m);
+  };
   int64_t chunks = 0, keys = 0;
   for (int r = row_begin; r < T; r++)
     for (int h = 0; h < Hkv; h++) {
@@ -56,13 +102,13 @@ row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, i
       if (std::adjacent_find(ids.begin(), ids.end()) != ids.end())
         fail("row unfold: row {} head {} selects a chunk twice", r, h);
       for (int32_t m : ids)
-        if (m < 0 || m >= u.n_chunks || e[size_t(m)] > r)
+        if (m < 0 || m >= u.n_chunks || key_end(r, m) > r)
           fail("row unfold: row {} head {} selects chunk {}, which is not a complete chunk before the row", r, h,
                m);
       u.count.i32()[size_t(r) * Hkv + h] = int32_t(ids.size());
       std::copy(ids.begin(), ids.end(), u.ids.i32() + (size_t(r) * Hkv + h) * std::max(1, u.cap));
       chunks += int64_t(ids.size());
-      for (int32_t m : ids) keys += e[size_t(m)] - b[size_t(m)];
+      for (int32_t m : ids) keys += key_end(r, m) - b[size_t(m)];
     }
   u.totals = Tensor({2}, dtype::i64);
   static_cast<int64_t*>(u.totals.raw())[0] = chunks;
@@ -109,6 +155,11 @@ attn_plan expand_row_unfold(const attn_plan& base, const row_unfold& u, int q_of
     fail("expand_row_unfold: the plan has {} rows, the row unfold {}", base.block_q.back(), u.Tq);
   const Tensor count = u.count.host(dtype::i32), ids = u.ids.host(dtype::i32);
   const Tensor cb = u.chunk_begin.host(dtype::i32), ce = u.chunk_end.host(dtype::i32);
+  const bool levels = !u.gist_end.empty();
+  const Tensor ge = levels ? u.gist_end.host(dtype::i32) : Tensor(), ls = levels ? u.listed.host(dtype::i32) : Tensor();
+  if (levels && (ge.numel() < u.n_chunks || ls.numel() != int64_t(u.Tq) * 2))
+    fail("expand_row_unfold: gist tables of {} / {} entries for {} chunks and {} rows", ge.numel(), ls.numel(),
+         u.n_chunks, u.Tq);
   if (count.numel() != int64_t(u.Tq) * Hkv || ids.numel() != int64_t(u.Tq) * Hkv * cap)
     fail("expand_row_unfold: tables of {} / {} entries for {} rows x {} heads x cap {}", count.numel(),
          ids.numel(), u.Tq, Hkv, cap);
@@ -142,7 +193,8 @@ attn_plan expand_row_unfold(const attn_plan& base, const row_unfold& u, int q_of
           const int32_t m = sel[i];
           if (m < 0 || m >= u.n_chunks || (i > 0 && m <= sel[i - 1]))
             fail("expand_row_unfold: row {} head {}: chunk ids must be ascending in [0, {})", r, h, u.n_chunks);
-          const int32_t kb = cb.i32()[m], ke = ce.i32()[m];
+          const int32_t kb = cb.i32()[m];
+          const int32_t ke = unfold_key_end(ce.i32(), levels ? ge.i32() : nullptr, levels ? ls.i32() : nullptr, r, m);
           if (ke > last + 1 || kb < 0 || ke < kb)
             fail("expand_row_unfold: row {} head {}: chunk {}'s keys [{}, {}) do not precede the row", r, h, m, kb,
                  ke);

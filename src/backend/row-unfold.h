@@ -11,7 +11,11 @@
 // listed key precedes the row (q_offset + r), and no listed key is in the row's base list (so a backend may attend
 // the base and the overlay separately and merge the two softmaxes). For a single-level gist stream this is the
 // visibility of gist::plan_unfold: the base gist mask already lists every earlier chunk's gists, so an unfolded
-// chunk adds its raw tokens, minus those of the sink (already listed): unfold_ranges below.
+// chunk adds its raw tokens, minus those of the sink (already listed): unfold_ranges below. With several gist
+// levels (H-GSA) a row's base list holds the level-0 gists of its own group only (earlier groups through their
+// higher-level gists), so an unfolded chunk outside that group also adds its level-0 gists, which follow its raw
+// tokens: the row sees [chunk_begin[m], gist_end[m]) instead of [chunk_begin[m], chunk_end[m]) unless
+// listed[2 r] <= m < listed[2 r + 1] (the level-0 units row r's base list holds): unfold_key_end.
 //
 // The tables are tensors on the device of the backend that runs the plan (i32). Any backend can expand a
 // row_unfold into a plain plan (expand_row_unfold: the semantics above, per-row blocks): the CPU backend and the
@@ -36,6 +40,9 @@ struct row_unfold {
   Tensor count;                    // (Tq, Hkv) i32: chunks per (row, KV head), 0 <= count <= cap
   Tensor ids;                      // (Tq, Hkv, max(cap, 1)) i32: ascending chunk ids, count of them used
   Tensor chunk_begin, chunk_end;   // (n_chunks) i32: the keys an unfolded chunk adds
+  // Several gist levels only (numel 0 for one): (n_chunks) i32, the end of chunk m's level-0 gists (chunk_end[m]
+  // + g); (Tq, 2) i32, the level-0 units each row's base list holds.
+  Tensor gist_end, listed;
   // (2) i64 on the tables' device: selected (row, head, chunk) triples and the keys they add. Read through
   // unfold_totals (a device -> host copy: the trainer asks only when it keeps statistics).
   Tensor totals;
@@ -46,19 +53,32 @@ struct unfold_total {
 };
 unfold_total unfold_totals(const row_unfold& u);
 
-// The keys an unfolded level-0 chunk adds to a single-level gist row's list: its raw tokens, minus the sink's
-// (raw index < cfg.sink). begin/end overwritten, one entry per chunk of s.
+// The keys an unfolded level-0 chunk adds to a gist row's list: its raw tokens, minus the sink's (raw index <
+// cfg.sink), and (gist_end, several levels) the end of its level-0 gists where the row's list lacks them.
+// begin/end/gist_end overwritten, one entry per chunk of s.
 void unfold_ranges(const gist::stream& s, const gist::gsa_config& cfg, std::vector<int32_t>& begin,
-                   std::vector<int32_t>& end);
+                   std::vector<int32_t>& end, std::vector<int32_t>* gist_end = nullptr);
 
-// Whether a row_unfold expresses cfg's per-row unfolding exactly (one gist level, gists_all off): otherwise the
-// caller builds gist::plan_unfold.
-bool row_unfold_applies(const gist::gsa_config& cfg);
+// Per row of a compress-shaped plan (one list per block): the level-0 gist units [out[2 r], out[2 r + 1]) its list
+// holds ([0, 0) for none). Checks that each list holds at most one such segment (gsa::error).
+std::vector<int32_t> row_listed_units(const attn_plan& base);
+
+// The end of the keys chunk m adds to row r (host tables; gist_end / listed null for one level).
+inline int32_t unfold_key_end(const int32_t* chunk_end, const int32_t* gist_end, const int32_t* listed, int r,
+                              int32_t m) {
+  if (!gist_end || (m >= listed[2 * r] && m < listed[2 * r + 1])) return chunk_end[m];
+  return gist_end[m];
+}
+
+// Whether a row_unfold expresses cfg's per-row unfolding of stream s exactly (gists_all off; with several levels,
+// every complete chunk's level-0 gists right after its raw tokens): otherwise the caller builds gist::plan_unfold.
+bool row_unfold_applies(const gist::stream& s, const gist::gsa_config& cfg);
 
 // A host row_unfold for stream s: selected[(r - row_begin) * Hkv + h] = chunk ids (any order, no duplicates) of
-// row r >= row_begin (rows before row_begin select nothing). Checks the contract (gsa::error).
+// row r >= row_begin (rows before row_begin select nothing). base: the rows' gist mask (gist::plan_compress of s),
+// needed with several levels (row_listed_units). Checks the contract (gsa::error).
 row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, int Hkv, int row_begin,
-                           const std::vector<std::vector<int32_t>>& selected);
+                           const std::vector<std::vector<int32_t>>& selected, const attn_plan* base = nullptr);
 
 // The plain plan with the same visibility as base + u for queries at q_offset (base.unfold itself is ignored: u
 // is the one applied; the result has none): a block none of whose rows unfolds keeps its lists (copied per KV head); a block with an unfolding row is

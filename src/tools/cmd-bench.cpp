@@ -166,13 +166,16 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
   auto* sub = bench_command(app)->add_subcommand(
       "train", "Training-step tokens/s (forward, backward, AdamW) of a preset model per mode, on the CPU or GPU");
   static std::string preset = "mini", modes = "full,compress,unfold", device_name = "cpu", precision = "bf16";
-  static int tokens = 2048, chunk = 16, reps = 3, batch = 1;
+  static std::string train_chunks = "16";
+  static int tokens = 2048, reps = 3, batch = 1;
   static bool json = false;
   sub->add_option("--preset", preset, "Model preset (random weights)")->capture_default_str();
   sub->add_option("--tokens", tokens, "Raw tokens per sequence")->capture_default_str();
   sub->add_option("--batch", batch, "Sequences per optimizer step")->capture_default_str();
   sub->add_option("--modes", modes, "Comma-separated: full, compress, unfold, suffix-unfold")->capture_default_str();
-  sub->add_option("--chunk", chunk, "Raw tokens per chunk for GSA modes")->capture_default_str();
+  sub->add_option("--chunk", train_chunks,
+                  "Chunk sizes per level for GSA modes, e.g. 16, or 4,4 for H-GSA (a gist-of-gist hierarchy)")
+      ->capture_default_str();
   sub->add_option("--reps", reps, "Timed steps (median reported, after one warm-up step)")->capture_default_str();
   sub->add_option("--device", device_name, "cpu or cuda")->capture_default_str();
   sub->add_option("--precision", precision, "cuda: bf16 or f32")->capture_default_str();
@@ -188,8 +191,11 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                     llama_weights g = make_grads(m);
                     adamw_optimizer opt(m, &host);
                     gist::gsa_config cfg;
-                    cfg.chunk = {chunk};
-                    cfg.gist_token_ids = {int32_t(c.vocab_size - 1)};
+                    cfg.chunk.clear();
+                    for (int64_t ch : parse_lengths(train_chunks, "--chunk")) {
+                      cfg.gist_token_ids.push_back(int32_t(c.vocab_size - 1 - int64_t(cfg.chunk.size())));
+                      cfg.chunk.push_back(int(ch));
+                    }
                     cfg.select_per_token = true;
                     cfg.validate();
                     rng r(2);

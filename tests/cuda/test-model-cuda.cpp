@@ -149,7 +149,8 @@ TEST(CudaModel, Qwen2D64GistMatchesTransformersBf16) {
 // errors show at once in f32); bf16 comparisons use the usual 0.02 init: with 0.3 the scores are so large that
 // one bf16 rounding of q or k moves a softmax far from its f32 value (measured on the H200: 6% on the logits,
 // 30% on the gradients at 0.3, for a kernel that passes the f32 comparison and its own bf16 tests).
-llama_model random_gsa_model(const std::string& mode, uint64_t seed, bool tied = false, float init_std = 0.3f) {
+llama_model random_gsa_model(const std::string& mode, uint64_t seed, bool tied = false, float init_std = 0.3f,
+                             const std::vector<int>& chunks = {8}) {
   model_config c = test::tiny_config(test::tiny_vocab, 3, 1024);
   c.hidden_size = 96;
   c.intermediate_size = 160;
@@ -157,7 +158,7 @@ llama_model random_gsa_model(const std::string& mode, uint64_t seed, bool tied =
   c.num_key_value_heads = 2;
   c.head_dim = 64;
   c.tie_word_embeddings = tied;
-  gist::gsa_config g = test::tiny_gsa(test::tiny_vocab, {8});
+  gist::gsa_config g = test::tiny_gsa(test::tiny_vocab, chunks);
   g.mode = gist::train_mode_from_name(mode);
   g.select_per_token = true;
   c.gsa = gist::gsa_config_to_json(g);
@@ -232,8 +233,9 @@ TEST(CudaModel, UnfoldMatchesCpuBf16) {
 // The per-token unfolding as GPU training runs it: the selection made and kept on the device, a row unfold on the
 // gist mask (overlay kernels in bf16, its expansion in f32), recorded and replayed on the CPU model (whose
 // backend expands it): logits, loss, attention and every gradient agree.
-void compare_device_rows(const std::string& mode, dtype precision, double tol, int n_raw) {
-  llama_model cpu_m = random_gsa_model(mode, 23 + n_raw, false, precision == dtype::f32 ? 0.3f : 0.02f);
+void compare_device_rows(const std::string& mode, dtype precision, double tol, int n_raw,
+                         const std::vector<int>& chunks = {8}) {
+  llama_model cpu_m = random_gsa_model(mode, 23 + n_raw, false, precision == dtype::f32 ? 0.3f : 0.02f, chunks);
   const gist::gsa_config cfg = gist::gsa_config_from_json(cpu_m.config.gsa);
   auto raw = test::tiny_tokens(n_raw, 9 + n_raw);
   gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
@@ -274,6 +276,14 @@ TEST(CudaModel, DeviceRowUnfoldMatchesCpuF32) {
   REQUIRE_GPU();
   compare_device_rows("unfold", dtype::f32, 1e-4, 150);
   compare_device_rows("suffix-unfold", dtype::f32, 1e-4, 150);
+}
+// H-GSA (two gist levels, chunks of 4 in units of 2): the overlay also brings the level-0 gists of chunks outside
+// the row's own group (row-unfold.h); tests/model/test-row-unfold.cpp checks that expansion against plan_unfold.
+TEST(CudaModel, DeviceRowUnfoldTwoLevelsMatchesCpu) {
+  REQUIRE_GPU();
+  compare_device_rows("unfold", dtype::bf16, 3e-2, 300, {4, 2});
+  compare_device_rows("suffix-unfold", dtype::bf16, 3e-2, 300, {4, 2});
+  compare_device_rows("unfold", dtype::f32, 1e-4, 150, {4, 2});
 }
 
 // AdamW on the GPU (packed master weights, one launch per half) against the CPU's, tensor by tensor, after three

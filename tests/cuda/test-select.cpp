@@ -265,7 +265,7 @@ void check_case(const sel_case& c, uint64_t seed) {
     copy_h2d(d_kb.p, kb.data(), kb.size() * 4);
     copy_h2d(d_ke.p, ke.data(), ke.size() * 4);
     rows.run(static_cast<int32_t*>(t_count.p), static_cast<int32_t*>(t_ids.p), cap, static_cast<const int32_t*>(d_kb.p),
-             static_cast<const int32_t*>(d_ke.p), static_cast<unsigned long long*>(d_tot.p));
+             static_cast<const int32_t*>(d_ke.p), nullptr, nullptr, static_cast<unsigned long long*>(d_tot.p));
     std::vector<int32_t> count(size_t(T) * c.Hkv), ids(size_t(T) * c.Hkv * cap);
     unsigned long long tot[2];
     copy_d2h(count.data(), t_count.p, count.size() * 4);

@@ -23,6 +23,7 @@ namespace {
 
 struct unfold_case {
   int c, g, sink, local, n_raw, Hkv;
+  int c1 = 0;  // > 0: a second gist level (H-GSA) of c1 chunks per unit
 };
 
 // Random per-row selections (rows from row_begin on, level-0 rows only, like the trainer's): each (row, head)
@@ -57,17 +58,23 @@ std::set<int32_t> visible(const cpu::attn_plan& p, int row, int h) {
 }
 
 TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
-  const unfold_case cases[] = {{4, 1, 2, 1, 70, 2}, {4, 2, 0, 0, 61, 1}, {8, 1, 11, 1, 90, 2},
-                               {8, 3, 3, 2, 101, 3}, {4, 1, 6, 0, 45, 2}, {16, 2, 40, 1, 150, 1}};
+  // The last four have two gist levels: a row's list holds the level-0 gists of its own group only, so an
+  // unfolded chunk of an earlier group also brings its level-0 gists.
+  const unfold_case cases[] = {{4, 1, 2, 1, 70, 2},       {4, 2, 0, 0, 61, 1},      {8, 1, 11, 1, 90, 2},
+                               {8, 3, 3, 2, 101, 3},      {4, 1, 6, 0, 45, 2},      {16, 2, 40, 1, 150, 1},
+                               {4, 1, 2, 1, 120, 2, 2},   {4, 2, 0, 0, 150, 1, 4},  {8, 1, 5, 1, 200, 2, 3},
+                               {4, 1, 0, 2, 170, 3, 2}};
   rng r(5);
+  int two_level_gists = 0;  // keys of the overlay that are level-0 gists (the two-level cases must add some)
   for (const unfold_case& uc : cases) {
-    gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, {uc.c});
+    gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, uc.c1 > 0 ? std::vector<int>{uc.c, uc.c1}
+                                                                      : std::vector<int>{uc.c});
     cfg.gists_per_chunk = uc.g;
     cfg.sink = uc.sink;
     cfg.local_chunks = uc.local;
-    ASSERT_TRUE(row_unfold_applies(cfg));
     auto raw = test::tiny_tokens(uc.n_raw, uint64_t(uc.n_raw));
     gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+    ASSERT_TRUE(row_unfold_applies(s, cfg));
     for (int ctx_end : {0, s.size() / 2}) {
       const cpu::attn_plan base = gist::plan_compress(s, cfg, ctx_end > 0 ? ctx_end : -1);
       const cpu::attn_plan rows = gist::plan_split_rows(base, ctx_end);
@@ -82,7 +89,7 @@ TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
           per_block[size_t(b) * uc.Hkv + h] = sel[size_t(rows.block_q[b] - ctx_end) * uc.Hkv + h];
       }
       const cpu::attn_plan ref = gist::plan_unfold(s, cfg, rows, per_block, uc.Hkv, unfolds);
-      const row_unfold u = host_row_unfold(s, cfg, uc.Hkv, ctx_end, sel);
+      const row_unfold u = host_row_unfold(s, cfg, uc.Hkv, ctx_end, sel, &base);
       const cpu::attn_plan got = expand_row_unfold(base, u, 0);
       cpu::validate_plan(got, s.size(), s.size(), 0, uc.Hkv);
       int64_t chunks = 0;
@@ -96,10 +103,13 @@ TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
           ASSERT_EQ(have, want) << "c " << uc.c << " g " << uc.g << " sink " << uc.sink << " row " << row << " h " << h;
           added += int64_t(have.size() - in_base.size());
           for (int32_t k : in_base) ASSERT_TRUE(have.count(k)) << "base key " << k << " lost, row " << row;
+          if (uc.c1 > 0)
+            for (int32_t k : have) two_level_gists += !in_base.count(k) && s.level[k] == 0 && s.is_gist(k);
         }
       EXPECT_EQ(unfold_totals(u).keys, added);
     }
   }
+  EXPECT_GT(two_level_gists, 0) << "no two-level case unfolded a chunk of an earlier group";
 }
 
 // The CPU backend runs base + unfold as the per-row plan: the same attention outputs and gradients.
@@ -172,9 +182,12 @@ TEST(RowUnfold, BadTablesAndIgnoringKernelsAreRefused) {
   shorter.block_q.back() -= 1;
   EXPECT_THROW(expand_row_unfold(shorter, *p.unfold, 0), error);
   gist::gsa_config two = test::tiny_gsa(test::tiny_vocab, {4, 2});
-  EXPECT_FALSE(row_unfold_applies(two));
+  gist::stream s2 = gist::build_stream(raw.data(), int(raw.size()), two);
+  EXPECT_TRUE(row_unfold_applies(s2, two));
+  std::vector<std::vector<int32_t>> none(static_cast<size_t>(s2.size()));
+  EXPECT_THROW(host_row_unfold(s2, two, 1, 0, none), error) << "two levels need the rows' gist mask";
   cfg.gists_all = true;
-  EXPECT_FALSE(row_unfold_applies(cfg));
+  EXPECT_FALSE(row_unfold_applies(s, cfg));
 }
 
 }  // namespace

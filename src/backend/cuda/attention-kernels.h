@@ -67,6 +67,10 @@ struct unfold_view {
   const int32_t* ids = nullptr;        // (Tq, Hkv, cap) ascending chunk ids
   const int32_t* key_begin = nullptr;  // (n_chunks) keys [key_begin[m], key_end[m]) of chunk m
   const int32_t* key_end = nullptr;
+  // Several gist levels (else null): chunk m adds [key_begin[m], gist_end[m]) to a row r whose list lacks its
+  // level-0 gists, i.e. unless listed[2 r] <= m < listed[2 r + 1] (row-unfold.h).
+  const int32_t* gist_end = nullptr;
+  const int32_t* listed = nullptr;
 };
 
 struct attn_fwd_args {

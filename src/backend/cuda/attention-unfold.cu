@@ -8,6 +8,8 @@
 // of sorted lists (lane r < RW holds row r's cursor; __reduce_min_sync picks the next chunk, a ballot says which
 // rows hold it), packing the chunks' keys into tiles of KT keys with a per-key row mask. A row sees a key of the
 // tile iff its bit is set: that is the only mask (every unfolded key precedes its row by the builder's contract).
+// With several gist levels a chunk's level-0 gists follow its raw keys in the walk, with the bits of the rows whose
+// lists lack them (unfold_view::gist_end / listed).
 // Cost: the union of RW rows' selections, so rows that pick the same chunks share their K/V loads and mma work.
 //
 // Forward: S = Q K^T, online softmax, O += P V (the plan forward's fragment code), then the overlay's (O, lse_u)
@@ -42,8 +44,10 @@ struct union_walk {
   int n = 0, i = 0;            // this lane's row: chunks, next index
   const int32_t* ids = nullptr;
   int32_t head = INT_MAX;      // this lane's next chunk (INT_MAX: none)
-  int32_t off = 0, end = 0;    // the chunk being packed (uniform)
-  uint32_t mask = 0;
+  int32_t lst0 = 0, lst1 = 0;  // this lane's row: the level-0 units its list holds (several gist levels)
+  int32_t off = 0, end = 0;    // the chunk being packed (uniform): keys [off, end), its raw part up to raw_end
+  int32_t raw_end = 0;
+  uint32_t mask = 0, gmask = 0;  // rows that see the chunk's raw part / its level-0 gists (u.gist_end only)
 
   __device__ int next_tile(const unfold_view& u, int32_t* kpos, uint32_t* kmask, int lane) {
     int nk = 0;
@@ -52,18 +56,20 @@ struct union_walk {
         const int32_t m = int32_t(__reduce_min_sync(0xffffffffu, unsigned(head)));
         if (m == INT_MAX) break;
         mask = __ballot_sync(0xffffffffu, head == m);
+        gmask = u.gist_end ? __ballot_sync(0xffffffffu, head == m && !(m >= lst0 && m < lst1)) : 0u;
         if (head == m) {
           i++;
           head = i < n ? __ldg(ids + i) : INT_MAX;
         }
         off = __ldg(u.key_begin + m);
-        end = __ldg(u.key_end + m);
+        raw_end = __ldg(u.key_end + m);
+        end = gmask ? __ldg(u.gist_end + m) : raw_end;
         continue;
       }
       const int take = min(end - off, kUKT - nk);
       if (lane < take) {
         kpos[nk + lane] = off + lane;
-        kmask[nk + lane] = mask;
+        kmask[nk + lane] = off + lane < raw_end ? mask : gmask;
       }
       nk += take;
       off += take;
@@ -96,6 +102,10 @@ __device__ inline warp_rows setup_rows(const attn_dims& d, const unfold_view& u,
     wk.n = __ldg(u.count + li);
     wk.ids = u.ids + li * u.cap;
     wk.head = wk.n > 0 ? __ldg(wk.ids) : INT_MAX;
+    if (u.listed) {
+      wk.lst0 = __ldg(u.listed + 2 * int64_t(w.r0 + lane));
+      wk.lst1 = __ldg(u.listed + 2 * int64_t(w.r0 + lane) + 1);
+    }
   }
   w.any = __ballot_sync(0xffffffffu, wk.n > 0) != 0;
   return w;

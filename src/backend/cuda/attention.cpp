@@ -211,6 +211,10 @@ detail::unfold_view unfold_view_of(const device_plan& p) {
   u.ids = static_cast<const int32_t*>(p.unfold->ids.raw());
   u.key_begin = static_cast<const int32_t*>(p.unfold->chunk_begin.raw());
   u.key_end = static_cast<const int32_t*>(p.unfold->chunk_end.raw());
+  if (!p.unfold->gist_end.empty()) {
+    u.gist_end = static_cast<const int32_t*>(p.unfold->gist_end.raw());
+    u.listed = static_cast<const int32_t*>(p.unfold->listed.raw());
+  }
   return u;
 }
 
@@ -311,6 +315,16 @@ void attach_unfold(device_plan& plan, std::shared_ptr<const row_unfold> u) {
       u->chunk_begin.numel() < u->n_chunks || u->chunk_end.numel() < u->n_chunks)
     fail("{}: table sizes {} / {} / {} do not match {} rows x {} heads x cap {} and {} chunks", op, u->count.numel(),
          u->ids.numel(), u->chunk_begin.numel(), u->Tq, u->Hkv, cap, u->n_chunks);
+  if (u->gist_end.empty() != u->listed.empty())
+    fail("{}: gist_end and listed come together (several gist levels) or not at all", op);
+  if (!u->gist_end.empty()) {
+    for (const Tensor* t : {&u->gist_end, &u->listed})
+      if (t->where() != device::cuda || t->type() != dtype::i32)
+        fail("{}: its tables must be i32 tensors on the GPU", op);
+    if (u->gist_end.numel() < u->n_chunks || u->listed.numel() != int64_t(u->Tq) * 2)
+      fail("{}: gist tables of {} / {} entries for {} chunks and {} rows", op, u->gist_end.numel(),
+           u->listed.numel(), u->n_chunks, u->Tq);
+  }
   plan.unfold = std::move(u);
 }
 

@@ -178,26 +178,34 @@ class cuda_impl final : public backend {
   // What select_rows keeps between the layers of a step (backend::select_rows' reuse slot).
   struct rows_reuse {
     row_selection sel;
-    Tensor chunk_begin, chunk_end;
+    Tensor chunk_begin, chunk_end, gist_end, listed;  // the last two with several gist levels only
   };
 
   std::shared_ptr<const row_unfold> select_rows(const Tensor& q, const Tensor& k, const cpu::attn_plan& rows,
                                                 int b_begin, const gist::stream& s, const gist::gsa_config& cfg,
                                                 std::shared_ptr<void>* reuse) override {
-    if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(cfg)) return nullptr;
+    if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(s, cfg)) return nullptr;
     const bool prof = profile_on();
     const double t0 = prof ? profile_clock_ms() : 0;
     const select_args a = selection_args(q, k, rows, b_begin, s, cfg);
     auto* kept = reuse && *reuse ? static_cast<rows_reuse*>(reuse->get()) : nullptr;
     std::shared_ptr<rows_reuse> fresh;
     if (!kept) {
-      std::vector<int32_t> kb, ke;
-      unfold_ranges(s, cfg, kb, ke);
+      const bool levels = cfg.levels() > 1;
+      std::vector<int32_t> kb, ke, ge, listed;
+      unfold_ranges(s, cfg, kb, ke, levels ? &ge : nullptr);
       kb.resize(std::max<size_t>(1, kb.size()));
       ke.resize(kb.size());
-      fresh = std::make_shared<rows_reuse>(rows_reuse{row_selection(a),
-                                                      upload(Tensor::borrow(kb.data(), {int64_t(kb.size())}, dtype::i32), dtype::i32),
-                                                      upload(Tensor::borrow(ke.data(), {int64_t(ke.size())}, dtype::i32), dtype::i32)});
+      auto up = [&](std::vector<int32_t>& v) {
+        return upload(Tensor::borrow(v.data(), {int64_t(v.size())}, dtype::i32), dtype::i32);
+      };
+      fresh = std::make_shared<rows_reuse>(rows_reuse{row_selection(a), up(kb), up(ke), Tensor(), Tensor()});
+      if (levels) {  // the rows' lists are the gist mask's (plan_split_rows copies a block's list to its rows)
+        ge.resize(kb.size());
+        listed = row_listed_units(rows);
+        fresh->gist_end = up(ge);
+        fresh->listed = up(listed);
+      }
       kept = fresh.get();
       if (reuse) *reuse = fresh;
     }
@@ -212,6 +220,8 @@ class cuda_impl final : public backend {
     u->ids = alloc({a.T, a.Hkv, std::max(1, u->cap)}, dtype::i32);
     u->chunk_begin = kept->chunk_begin;
     u->chunk_end = kept->chunk_end;
+    u->gist_end = kept->gist_end;
+    u->listed = kept->listed;
     u->totals = alloc({2}, dtype::i64);
     if (prof) {
       synchronize();
@@ -220,6 +230,7 @@ class cuda_impl final : public backend {
     }
     auto i32 = [](Tensor& x) { return static_cast<int32_t*>(x.raw()); };
     sel.run(i32(u->count), i32(u->ids), std::max(1, u->cap), i32(u->chunk_begin), i32(u->chunk_end),
+            u->gist_end.empty() ? nullptr : i32(u->gist_end), u->listed.empty() ? nullptr : i32(u->listed),
             static_cast<unsigned long long*>(u->totals.raw()));
     if (prof) {
       synchronize();

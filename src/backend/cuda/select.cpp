@@ -221,13 +221,13 @@ row_selection row_selection::rebound(const select_args& b) const {
 int row_selection::cap() const { return plan_->max_cap; }
 
 void row_selection::run(int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin, const int32_t* key_end,
-                        unsigned long long* totals) const {
+                        const int32_t* gist_end, const int32_t* listed, unsigned long long* totals) const {
   const selection_plan& p = *plan_;
   if (p.blocks.empty()) return;
   if (cap < p.max_cap) fail("GPU row selection: the id table holds {} per row and head, {} needed", cap, p.max_cap);
   run_selection(a_, p, [&](size_t, int nb, const block_desc* db, const int32_t* d_ids, const int32_t* d_counts) {
-    select_detail::launch_scatter_rows(db, nb, d_ids, d_counts, a_.Hkv, cap, key_begin, key_end, t_count, t_ids,
-                                       totals, ctx().stream);
+    select_detail::launch_scatter_rows(db, nb, d_ids, d_counts, a_.Hkv, cap, key_begin, key_end, gist_end, listed,
+                                       t_count, t_ids, totals, ctx().stream);
   });
 }
 

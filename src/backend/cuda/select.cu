@@ -788,11 +788,13 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
 namespace {
 
 // One warp per selecting block: its (Hkv) id lists into every row of the block in the dense tables, and the
-// block's totals (chunks, keys) into totals[0..1].
+// block's totals (chunks, keys) into totals[0..1]. gist_end / listed (several gist levels, else null): an unfolded
+// chunk outside the row's listed level-0 units adds its level-0 gists too (row-unfold.h, unfold_key_end).
 __global__ void __launch_bounds__(32)
     scatter_rows_kernel(const block_desc* __restrict__ blocks, const int32_t* __restrict__ ids,
                         const int32_t* __restrict__ counts, int Hkv, int cap, const int32_t* __restrict__ key_begin,
-                        const int32_t* __restrict__ key_end, int32_t* __restrict__ t_count,
+                        const int32_t* __restrict__ key_end, const int32_t* __restrict__ gist_end,
+                        const int32_t* __restrict__ listed, int32_t* __restrict__ t_count,
                         int32_t* __restrict__ t_ids, unsigned long long* __restrict__ totals) {
   const block_desc b = blocks[blockIdx.x];
   const int lane = threadIdx.x;
@@ -802,28 +804,33 @@ __global__ void __launch_bounds__(32)
     const int32_t* src = ids + b.id_off + int64_t(h) * b.cap;
     for (int r = 0; r < b.rows; r++) {
       const int64_t row = int64_t(b.row0) + r;
-      for (int j = lane; j < n; j += 32) t_ids[(row * Hkv + h) * cap + j] = src[j];
+      for (int j = lane; j < n; j += 32) {
+        const int32_t m = src[j];
+        t_ids[(row * Hkv + h) * cap + j] = m;
+        const bool with_gists = gist_end && !(m >= listed[2 * row] && m < listed[2 * row + 1]);
+        n_keys += (unsigned long long)((with_gists ? gist_end[m] : key_end[m]) - key_begin[m]);
+      }
       if (lane == 0) t_count[row * Hkv + h] = n;
     }
-    for (int j = lane; j < n; j += 32) n_keys += (unsigned long long)(key_end[src[j]] - key_begin[src[j]]);
-    n_chunks += (unsigned long long)n;
+    n_chunks += (unsigned long long)n * (unsigned long long)b.rows;
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) n_keys += __shfl_xor_sync(0xffffffffu, n_keys, o);
   if (lane == 0) {
-    atomicAdd(totals, n_chunks * (unsigned long long)b.rows);
-    atomicAdd(totals + 1, n_keys * (unsigned long long)b.rows);
+    atomicAdd(totals, n_chunks);
+    atomicAdd(totals + 1, n_keys);
   }
 }
 
 }  // namespace
 
 void launch_scatter_rows(const block_desc* blocks, int n_blocks, const int32_t* ids, const int32_t* counts, int Hkv,
-                         int cap, const int32_t* key_begin, const int32_t* key_end, int32_t* t_count, int32_t* t_ids,
-                         unsigned long long* totals, void* stream) {
+                         int cap, const int32_t* key_begin, const int32_t* key_end, const int32_t* gist_end,
+                         const int32_t* listed, int32_t* t_count, int32_t* t_ids, unsigned long long* totals,
+                         void* stream) {
   if (n_blocks <= 0) return;
   scatter_rows_kernel<<<unsigned(n_blocks), 32, 0, static_cast<cudaStream_t>(stream)>>>(
-      blocks, ids, counts, Hkv, cap, key_begin, key_end, t_count, t_ids, totals);
+      blocks, ids, counts, Hkv, cap, key_begin, key_end, gist_end, listed, t_count, t_ids, totals);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("scatter_rows_kernel", e));
 }

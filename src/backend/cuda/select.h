@@ -79,8 +79,10 @@ class row_selection {
   // this was built with (gsa::error otherwise). Shares the host tables: no rebuild.
   row_selection rebound(const select_args& b) const;
   int cap() const;  // id slots per (row, KV head) the tables need
+  // key_begin / key_end / gist_end / listed: the row unfold's chunk tables (row-unfold.h; the last two null for
+  // one gist level), for the totals.
   void run(int32_t* t_count, int32_t* t_ids, int cap, const int32_t* key_begin, const int32_t* key_end,
-           unsigned long long* totals) const;
+           const int32_t* gist_end, const int32_t* listed, unsigned long long* totals) const;
 
  private:
   row_selection(const select_args& a, std::shared_ptr<const selection_plan> p) : a_(a), plan_(std::move(p)) {}
@@ -120,8 +122,9 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
 
 // Per selecting block (one warp): the block's ids into the dense per-row tables of select_rows, totals added.
 void launch_scatter_rows(const block_desc* blocks, int n_blocks, const int32_t* ids, const int32_t* counts, int Hkv,
-                         int cap, const int32_t* key_begin, const int32_t* key_end, int32_t* t_count, int32_t* t_ids,
-                         unsigned long long* totals, void* stream);
+                         int cap, const int32_t* key_begin, const int32_t* key_end, const int32_t* gist_end,
+                         const int32_t* listed, int32_t* t_count, int32_t* t_ids, unsigned long long* totals,
+                         void* stream);
 
 // The decode walk of gist::select_hierarchical for one query row (backend/decode-lists.h, hgsa): per level from
 // the top, the children of the kept units plus the loose ones, scored as gist::score_units does (f32, d in
