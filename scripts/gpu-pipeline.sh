@@ -56,6 +56,11 @@
 #   EVAL_CPU_JOBS (2), EVAL_CPU_THREADS (4). A GPU cell that fails (not a timeout) is run again on the CPU with
 #   EVAL_CPU_SAMPLES.
 #   EVAL_SECONDS (300): the most one evaluation call may take.
+#   MIX: the training mix of every stage instead of the recipes' passkey mix (their "mix"), e.g.
+#   "text=0.2,passkey=0.2,niah_single=0.1,niah_multikey=0.1,niah_multivalue=0.1,niah_multiquery=0.1,
+#   variable_tracking=0.1,kv_retrieval=0.1" (the tasks of `gsa eval --tasks`); the rewritten recipes go to OUT/configs
+#   EVAL_TASKS (passkey): the tasks of every evaluation cell (comma-separated, as `gsa eval --tasks`), one table
+#   per task in eval-summary.md; QA_JSONL: the qa task's source (`gsa eval --qa-jsonl`), needed when qa is listed
 #   SEED_OFFSET (0): added to every stage's seed (the recipes' "seed": init and data order), for repeats of the
 #                           whole pipeline that differ only in their draws (the pretraining included)
 #   GIST_INIT (keep): mean sets the pretrained model's <|gist|> row to the mean row where each GSA CPT starts
@@ -107,6 +112,19 @@ note() { echo "t=${SECONDS}s $*" >> "$OUT/timeline.txt"; echo "[pipeline t=${SEC
 # the same folders under RUNS), written to OUT/configs/, which comes back with the results.
 CFG=$OUT/configs
 recipe() { if [ -f "$CFG/$1.json" ]; then echo "$CFG/$1.json"; else echo "$X/$1.json"; fi; }
+# MIX: every recipe of the pipeline with that mix, in CFG (the ratios' recipes below derive from these).
+if [ -n "${MIX:-}" ]; then
+  command -v python3 > /dev/null || { echo "MIX: python3 rewrites the recipes; none here" >&2; exit 2; }
+  mkdir -p "$CFG"
+  for f in "$X"/gpul256-full.json "$X"/gpul*-gsa8.json "$X"/cpt*-gsa8.json "$X"/cpt*-fullcpt.json; do
+    [ -f "$f" ] || continue
+    python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["mix"] = sys.argv[2]
+print(json.dumps(c, indent=2))' "$f" "$MIX" > "$CFG/$(basename "$f")"
+  done
+fi
 for r in $CPT_RATIOS; do
   [ "$r" = 8 ] && continue
   command -v python3 > /dev/null || { echo "CPT_RATIOS $r: python3 derives its recipes; none here" >&2; exit 2; }
@@ -120,7 +138,7 @@ assert c["gsa"]["chunk"] == [8], c["gsa"]
 c["gsa"]["chunk"] = [int(x) for x in r.split("x")]
 for k in ("model", "out"):
     c[k] = re.sub(r"-gsa8(?=/|$)", "-gsa" + r, c[k])
-print(json.dumps(c, indent=2))' "$X/cpt$s-gsa8.json" "$r" > "$CFG/cpt$s-gsa$r.json"
+print(json.dumps(c, indent=2))' "$(recipe "cpt$s-gsa8")" "$r" > "$CFG/cpt$s-gsa$r.json"
   done
 done
 
@@ -228,9 +246,11 @@ eval_cell() {
   if [ "$left" -lt 5 ]; then note "eval $tag: skipped, past the evaluation deadline"; return 0; fi
   local fm=()
   if [ -n "$full" ]; then fm=(--full-model "$full"); fi
+  if [ -n "${QA_JSONL:-}" ]; then fm+=(--qa-jsonl "$QA_JSONL"); fi
   note "eval $tag: start ($n samples per depth, ratio $ratio, on $dev, at most ${left}s)"
   OMP_NUM_THREADS=$threads timeout "$left" "$G" eval --model "$model" "${fm[@]}" --tokenizer "$TOK" \
-    --tasks passkey --lengths "$L" --depths "$EVAL_DEPTHS" --methods "$meth" --ratios "$ratio" --samples "$n" --ci \
+    --tasks "${EVAL_TASKS:-passkey}" --lengths "$L" --depths "$EVAL_DEPTHS" --methods "$meth" --ratios "$ratio" \
+    --samples "$n" --ci \
     --haystack bundle-data/haystack --device "$dev" --json "$OUT/eval-$tag.json" \
     > "$OUT/eval-$tag.md" 2> "$OUT/eval-$tag.err" || rc=$?
   note "eval $tag: exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')"
@@ -322,7 +342,7 @@ summarize() {
   python3 - "$OUT" > "$OUT/eval-summary.md" <<'EOF' || true
 import glob, json, math, os, re, sys
 out = sys.argv[1]
-cells, lengths, rows = {}, set(), {}  # rows: label -> ratio (None: full attention)
+cells, lengths, rows, tasks = {}, set(), {}, []  # rows: label -> ratio (None: full attention)
 for path in sorted(glob.glob(os.path.join(out, "eval-*.json"))):
     tag = os.path.basename(path)[5:-5]
     group, dev = tag.split("-")[0], " (cpu)" if tag.endswith("-cpu") else ""
@@ -334,31 +354,35 @@ for path in sorted(glob.glob(os.path.join(out, "eval-*.json"))):
         full = r["method"] == "full"
         row = f"{group} / {r['method']}" + ("" if full else f" {r['ratio']:g}x") + dev
         rows.setdefault(row, None if full else r["ratio"])
-        c = cells.setdefault((row, r["length"]), [0.0, 0])
+        task = r.get("task", "passkey")
+        if task not in tasks: tasks.append(task)
+        c = cells.setdefault((task, row, r["length"]), [0.0, 0])
         c[0] += r["score"] * r["n"]; c[1] += r["n"]
         lengths.add(r["length"])
 def wilson(p, n, z=1.959964):
     d = 1 + z * z / n; m = (p + z * z / (2 * n)) / d; h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return max(0.0, m - h), min(1.0, m + h)
 L = sorted(lengths)
-print("passkey accuracy, % (95% Wilson interval, n). Groups: cpt, full attention on the Full-CPT model (no ratio:"
+print(", ".join(tasks or ["passkey"]) + " accuracy, % (95% Wilson interval, n): one table per task and ratio."
+      " Groups: cpt, full attention on the Full-CPT model (no ratio:"
       " in every table); cptR, gist / gsa (hgsa for AxB) on the GSA CPT model of ratio R and the baselines on the"
       " Full-CPT model, budget L/R; scratch, GSA from scratch (8x); xcheck*, the cpt models on the host's cores, a cross-check of the"
       " GPU's cells; (cpu): run with --device cpu. The models:\n")
 for line in open(os.path.join(out, "timeline.txt")):
     if re.match(r"(eval (cpt\d*|scratch): )", line.split(" ", 1)[-1]): print("* " + line.strip())
 ratios = sorted({x for x in rows.values() if x is not None}) or [None]
-for ratio in ratios:
+for task in tasks:
+  for ratio in ratios:
     print()
-    if ratio is not None: print(f"#### {ratio:g}x (budget L/{ratio:g})\n")
+    print(f"#### {task}" + (f", {ratio:g}x (budget L/{ratio:g})" if ratio is not None else "") + "\n")
     print("| group / method | " + " | ".join(str(l) for l in L) + " |")
     print("|---|" + "---:|" * len(L))
     for row, rr in rows.items():
         if rr is not None and rr != ratio: continue
         out_cells = []
         for l in L:
-            if (row, l) not in cells: out_cells.append("-"); continue
-            s, n = cells[(row, l)]; p = s / n; lo, hi = wilson(p, n)
+            if (task, row, l) not in cells: out_cells.append("-"); continue
+            s, n = cells[(task, row, l)]; p = s / n; lo, hi = wilson(p, n)
             out_cells.append(f"{100*p:.1f} ({100*lo:.0f}-{100*hi:.0f}, n {n})")
         print(f"| {row} | " + " | ".join(out_cells) + " |")
 EOF
