@@ -172,6 +172,24 @@ TEST(CudaAttentionStructured, CompressPlansMatchDenseReference) {
   EXPECT_GE(wide_cases, 4) << "too few cases reach the 256-row tiles";
 }
 
+// The warp-specialized wgmma forward (GSA_CUDA_WGMMA=2: a producer warpgroup hands key tiles to two consumer
+// warpgroups through mbarriers) on every compress case it applies to (128 % G == 0). Its own test, so that a
+// failure (its barriers trap instead of hanging) can be filtered out: TEST_FILTER='-*WarpSpecialized*'.
+TEST(CudaAttentionStructured, WarpSpecializedForward) {
+  std::string why;
+  if (!gsa::cuda::available(&why)) GTEST_SKIP() << why;
+  restore_rows keep_rows;
+  int ran = 0;
+  for (const compress_case& cc : compress_cases()) {
+    if (128 % cc.G != 0) continue;
+    set_structured_forward_rows(128);
+    set_structured_wgmma(2);
+    run_compress(cc, path::structured);
+    ran++;
+  }
+  EXPECT_GE(ran, 4);
+}
+
 // A prefill chunk's plan (q_offset > 0: the rows are the last Tq of Tk positions) through the key-major backward:
 // the inverse cuts rows before each key tile's first position by the offset.
 TEST(CudaAttentionStructured, KeyMajorWithAQueryOffset) {

@@ -81,7 +81,7 @@ struct attn_fwd_args {
   float* lse = nullptr;  // (Tq, Hq)
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   int rows = 0;  // row tile of the structured forward: 0 automatic, 64 or 128 (structured_forward_rows)
-  int kernel = -1;  // structured forward: -1 automatic, 0 mma.sync, 1 wgmma (structured_wgmma)
+  int kernel = -1;  // structured forward: -1 automatic, 0 mma.sync, 1 wgmma, 2 warp-specialized wgmma
 };
 
 struct attn_bwd_args {

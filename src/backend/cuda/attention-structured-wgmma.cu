@@ -45,8 +45,8 @@ constexpr size_t wg_smem_bytes() {
 
 // The K / V rows of ring slot kb's keys into the swizzled panels Kb / Vb ([D / 64][KT][128 B]) by cp.async,
 // padding slots zero-filled; one commit group.
-template <int D>
-__device__ inline void issue_kv_sw128(const wtile& t, int kb, unsigned char* Kb, unsigned char* Vb, const bf16* k,
+template <int D, class Tile>
+__device__ inline void issue_kv_sw128(const Tile& t, int kb, unsigned char* Kb, unsigned char* Vb, const bf16* k,
                                       const bf16* v, int Hkv, int hk, int tid, int nthr) {
   constexpr int DC = D / 8;
   for (int e = tid; e < kKT * DC; e += nthr) {
@@ -217,6 +217,170 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
   }
 }
 
+// ---- warp-specialized version (FlashAttention-3's split of roles; opt-in, GSA_CUDA_WGMMA=2) ----
+// Warpgroup 0 produces: for key tile i it waits until stage i % kStages is free, packs the tile's slots, computes
+// the per-block masks and gathers K / V into the stage by cp.async, then arrives on the stage's `full` barrier
+// (once for its shared-memory writes, once through cp.async when its copies land). Warpgroups 1 and 2 consume
+// (64 rows each): wait for `full`, S = Q K^T, mask and softmax, O += P V, then each warp arrives on `empty`.
+// No CTA-wide barrier per tile: a consumer waits only for its tile, the producer only for a free stage, and the
+// two consumers drift apart so that one's softmax runs under the other's products. Registers are moved from the
+// producer (56 a thread) to the consumers (224).
+constexpr int kStages = 3;
+using wstile = stile<kKT, kStages>;
+struct ws_bars {
+  uint64_t full[kStages], empty[kStages];
+};
+
+template <int D>
+constexpr size_t ws_smem_bytes() {
+  constexpr int P = D / 64, M = 64 * kNWG;
+  return 1024 + round1024(sizeof(wstile) + sizeof(ws_bars)) + size_t(P) * M * 128 +
+         2 * kStages * size_t(P) * kKT * 128;
+}
+
+template <int D>
+__global__ void __launch_bounds__(128 * (kNWG + 1), 1) fwd_structured_ws_kernel(const attn_fwd_args a) {
+  constexpr int P = D / 64, M = 64 * kNWG, KT = kKT, DC = D / 8, nthr = 128 * (kNWG + 1);
+  constexpr uint32_t kPanelK = KT * 128, kBufKV = P * KT * 128;
+  static_assert(sizeof(wstile) % 16 == 0, "the barriers follow the tile descriptors");
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = uint32_t(__cvta_generic_to_shared(smem_raw));
+  unsigned char* smem = smem_raw + (((base + 1023) & ~1023u) - base);
+  wstile& t = *reinterpret_cast<wstile*>(smem);
+  ws_bars& bars = *reinterpret_cast<ws_bars*>(smem + sizeof(wstile));
+  unsigned char* Qs = smem + round1024(sizeof(wstile) + sizeof(ws_bars));
+  unsigned char* Ks = Qs + P * M * 128;  // [kStages][P][KT][128 B]
+  unsigned char* Vs = Ks + kStages * kBufKV;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const int Hq = a.d.Hq, Hkv = a.d.Hkv, q_offset = a.d.q_offset, G = Hq / Hkv, hk = blockIdx.y;
+  const int RT = M / G, r0 = (gridDim.x - 1 - blockIdx.x) * RT, r1 = min(a.d.Tq, r0 + RT);
+  const bf16* q = static_cast<const bf16*>(a.q);
+  const bf16* k = static_cast<const bf16*>(a.k);
+  const bf16* v = static_cast<const bf16*>(a.v);
+
+  if (tid == 0) {
+    stile_setup(t, a.p, q_offset, r0, r1);
+    for (int s = 0; s < kStages; s++) {
+      mbar_init(&bars.full[s], 2 * 128);  // each producer thread: its slots / masks, then its copies
+      mbar_init(&bars.empty[s], 4 * kNWG);  // each consumer warp
+    }
+  }
+  for (int e = tid; e < M * DC; e += nthr) {
+    const int s = e / DC, c = e % DC, r = r0 + s / G, g = s % G;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (r < r1) val = __ldg(reinterpret_cast<const uint4*>(q + ((int64_t(r) * Hq + hk * G + g) * D + c * 8)));
+    *reinterpret_cast<uint4*>(Qs + uint32_t(c >> 3) * (M * 128) + sw128_offset(s, (c & 7) * 8)) = val;
+  }
+  fence_proxy_async();
+  __syncthreads();  // segments, barriers and Q visible; the last CTA-wide barrier
+  const int ntiles = (t.sofs[t.nseg] + KT - 1) / KT;
+
+  if (wg == 0) {  // the producer
+    regs_lower<56>();
+    for (int i = 0; i < ntiles; i++) {
+      const int s = i % kStages;
+      mbar_wait(&bars.empty[s], ((i / kStages) & 1) ^ 1);  // the first lap passes: every stage starts free
+      if (tid < KT) stile_pack_store(t, s, stile_pack_load(t, a.p, i, tid), tid);
+      named_barrier(1, 128);  // the slots, for every producer warp's masks and copies
+      stile_masks(t, s, warp, 4, lane);
+      issue_kv_sw128<D>(t, s, Ks + s * kBufKV, Vs + s * kBufKV, k, v, Hkv, hk, tid, 128);
+      mbar_arrive(&bars.full[s]);
+      mbar_arrive_cp_async(&bars.full[s]);
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  regs_raise<224>();
+  const int cw = wg - 1;  // consumer 0 or 1: rows [64 cw, 64 cw + 64) of the tile
+  bf16* out = static_cast<bf16*>(a.out);
+  const float sl2 = rsqrtf(float(D)) * kLog2e;
+  srow x[2];
+#pragma unroll
+  for (int h = 0; h < 2; h++) x[h] = stile_row(t, cw * 64 + (warp & 3) * 16 + (lane >> 2) + 8 * h, G, q_offset);
+  float o[D / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+  const uint64_t dq = smem_desc_sw128(Qs + cw * 64 * 128);
+  float s_[KT / 8][4];
+  float(&sf)[KT / 2] = *reinterpret_cast<float(*)[KT / 2]>(&s_[0][0]);
+
+  for (int i = 0; i < ntiles; i++) {
+    const int s = i % kStages;
+    mbar_wait(&bars.full[s], (i / kStages) & 1);
+    fence_proxy_async();  // the stage's cp.async writes, acquired through the barrier, made visible to wgmma
+    issue_scores<D>(sf, dq, smem_desc_sw128(Ks + s * kBufKV));
+    wgmma_wait<0>();
+    wgmma_pin(sf);
+
+    const int32_t* kp = t.kpos[s];
+    const int32_t kmax = stile_kmax(t, s, i);
+    const uint64_t vis_a = stile_mask(t, s, x[0].bl), vis_b = stile_mask(t, s, x[1].bl);
+    float mx_a, mx_b;
+    if (stile_full<KT>(kmax, vis_a, vis_b, x[0], x[1]))
+      mask_scores<KT>(s_, sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
+    else
+      mask_scores<KT>(
+          s_, sl2, lane,
+          [&](int j, int h) { return kp[j] <= x[h].lim && (((h ? vis_b : vis_a) >> j) & 1); }, mx_a, mx_b);
+    online_softmax<D, KT>(s_, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
+
+    uint32_t pf[KT / 16][4];
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++) a_fragment<KT>(pf[j], s_, j);
+#pragma unroll
+    for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
+    wgmma_fence();
+    const uint64_t dv = smem_desc_sw128(Vs + s * kBufKV);
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++)
+#pragma unroll
+      for (int p = 0; p < P; p++)
+        wgmma_m64n64k16_rs<1>(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]), pf[j],
+                              dv + ((p * kPanelK + j * 2048) >> 4), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&bars.empty[s]);  // this warp is done with the stage
+  }
+
+  const float lh2[2] = {quad_sum(l_a), quad_sum(l_b)}, mh[2] = {m_a, m_b};
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const srow& xr = x[h];
+    if (xr.lim < 0) continue;
+    const float lh = lh2[h], inv = lh > 0.f ? 1.f / lh : 0.f;
+    const int64_t row = int64_t(xr.r) * Hq + hk * G + xr.g;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+      const int col = dt * 8 + (lane & 3) * 2;
+      *reinterpret_cast<uint32_t*>(out + row * D + col) = pack_bf16x2(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
+    }
+    if ((lane & 3) == 0) a.lse[row] = lh > 0.f ? (mh[h] + log2f(lh)) * kLn2 : -INFINITY;
+  }
+}
+
+template <int D>
+cudaError_t launch_ws(const attn_fwd_args& a, cudaStream_t st) {
+  const int G = a.d.Hq / a.d.Hkv, RT = 64 * kNWG / G;
+  const int64_t tiles = (a.d.Tq + RT - 1) / RT;
+  if (tiles > INT32_MAX || a.d.Hkv > 65535) return cudaErrorInvalidConfiguration;
+  constexpr size_t smem = ws_smem_bytes<D>();
+  const cudaError_t e =
+      cudaFuncSetAttribute(fwd_structured_ws_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  fwd_structured_ws_kernel<D><<<dim3(unsigned(tiles), unsigned(a.d.Hkv)), 128 * (kNWG + 1), smem, st>>>(a);
+  return cudaGetLastError();
+}
+
 template <int D>
 cudaError_t launch_dim(const attn_fwd_args& a, cudaStream_t st) {
   const int G = a.d.Hq / a.d.Hkv, RT = 64 * kNWG / G;
@@ -241,6 +405,7 @@ int launch_attention_forward_structured_wgmma(const attn_fwd_args& a, void* stre
   if (a.d.Tq == 0 || a.d.Hkv == 0) return 0;
   if (!structured_wgmma_applies(a)) return int(cudaErrorInvalidValue);
   const auto st = static_cast<cudaStream_t>(stream);
+  if (a.kernel == 2) return int(a.d.D == 64 ? launch_ws<64>(a, st) : launch_ws<128>(a, st));
   return int(a.d.D == 64 ? launch_dim<64>(a, st) : launch_dim<128>(a, st));
 }
 

@@ -199,7 +199,7 @@ int launch_attention_forward_structured(const attn_fwd_args& a, int sm_count, vo
   if (a.d.Tq == 0 || a.d.Hkv == 0) return 0;
   // The wgmma kernel (128-row tiles, one CTA per SM) when asked for: not the default, it measured 2.14 against
   // 1.88 ms at 32k (docs/cuda.md).
-  if (a.kernel == 1 && a.rows != 64 && structured_wgmma_applies(a))
+  if (a.kernel >= 1 && a.rows != 64 && structured_wgmma_applies(a))
     return launch_attention_forward_structured_wgmma(a, stream);
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.d.D) {

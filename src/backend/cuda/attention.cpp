@@ -367,11 +367,11 @@ int structured_wgmma() {
   if (wgmma_mode == -2) {
     const char* e = std::getenv("GSA_CUDA_WGMMA");
     const std::string v = e ? e : "";
-    wgmma_mode = v == "0" ? 0 : v == "1" ? 1 : -1;
+    wgmma_mode = v == "0" ? 0 : v == "1" ? 1 : v == "2" ? 2 : -1;
   }
   return wgmma_mode;
 }
-void set_structured_wgmma(int k) { wgmma_mode = k < 0 ? -1 : k > 0 ? 1 : 0; }
+void set_structured_wgmma(int k) { wgmma_mode = k < 0 ? -1 : k > 2 ? 2 : k; }
 
 bool keymajor_backward() {
   const int s = backward_scheme();

@@ -92,9 +92,10 @@ int structured_forward_rows();
 void set_structured_forward_rows(int rows);
 // The structured kernels on Hopper's wgmma: 0 mma.sync, 1 wgmma where there is a wgmma kernel: the forward
 // (attention-structured-wgmma.cu, 128-row tiles, where 128 % G == 0 and the rows are not forced to 64) and the
-// key-major dK / dV pass (attention-keymajor-wgmma.cu); -1 automatic: the key-major pass on wgmma (3-5% faster),
-// the forward on mma.sync (the wgmma forward measured 10-14% slower; docs/cuda.md). GSA_CUDA_WGMMA=0|1 or the
-// setter; the tests run both.
+// key-major dK / dV pass (attention-keymajor-wgmma.cu); 2 the same with the warp-specialized forward (a producer
+// warpgroup and two consumers, mbarriers; not yet run on a GPU); -1 automatic: the key-major pass on wgmma (3-5%
+// faster), the forward on mma.sync (the wgmma forward measured 10-14% slower; docs/cuda.md).
+// GSA_CUDA_WGMMA=0|1|2 or the setter; the tests run each.
 int structured_wgmma();
 void set_structured_wgmma(int k);
 
