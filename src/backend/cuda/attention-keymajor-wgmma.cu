@@ -71,14 +71,7 @@ __global__ void __launch_bounds__(128, 2) bwd_keymajor_wgmma_kernel(const attn_b
   const float scale = rsqrtf(float(D)), sl2 = scale * kLog2e;
   const int c4 = lane & 3;
 
-  if (tid < KT) ktile_key(a.p, tile, a.d.Tk, tid, sh.kpos[tid], sh.kunit[tid]);
-  __syncthreads();
-  if (warp == 0) {
-    int32_t m = min(sh.kpos[lane], sh.kpos[lane + 32]);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) m = min(m, __shfl_xor_sync(0xffffffffu, m, off));
-    if (lane == 0) sh.kmin = m;
-  }
+  ktile_keys(a.p, tile, a.d.Tk, tid, warp, lane, sh.kpos, sh.kunit, sh.kmin);
   for (int e = tid; e < KT * DC; e += nthr) {
     const int j = e / DC, c = e % DC;
     const int32_t pos = sh.kpos[j];
@@ -122,21 +115,7 @@ __global__ void __launch_bounds__(128, 2) bwd_keymajor_wgmma_kernel(const attn_b
     for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.f;
   const uint64_t dK = smem_desc_sw128(Ks), dV = smem_desc_sw128(Vs);
 
-  kcursor cur{tile.run_begin, 0, 0, 0, 0};
-  bool have = kcursor_start(cur, a.p, tile.run_end, row_min, RQ);
-  if (have) issue(0, cur);
-  for (int it = 0; have; it++) {
-    const int buf = it & 1;
-    kcursor nxt = cur;
-    const bool more = kcursor_next(nxt, a.p, tile.run_end, row_min, RQ);
-    if (more)
-      issue(buf ^ 1, nxt);
-    else
-      cp_async_commit();
-    cp_async_wait<1>();
-    fence_proxy_async();
-    __syncthreads();  // window buf (and, the first time, the key tile) visible, to the async proxy too
-
+  kwalk<true>(tile, a.p, row_min, RQ, issue, [&](int buf) {
     const uint32_t vis_a = key_blocks(a.p, sh.bfirst[buf], sh.nbs[buf], level, pos_a, unit_a);
     const uint32_t vis_b = key_blocks(a.p, sh.bfirst[buf], sh.nbs[buf], level, pos_b, unit_b);
     if (__syncthreads_or((vis_a | vis_b) != 0)) {  // uniform over the warpgroup, as wgmma needs
@@ -175,16 +154,19 @@ __global__ void __launch_bounds__(128, 2) bwd_keymajor_wgmma_kernel(const attn_b
         a_fragment<MQ>(fp[j], s, j);
         a_fragment<MQ>(fd[j], dp, j);
       }
+      auto pin = [&] {  // dV, dK and the A fragments, before the fence and after the wait
 #pragma unroll
-      for (int p = 0; p < P; p++) {
-        wgmma_pin(panel<D>(dv, p));
-        wgmma_pin(panel<D>(dk, p));
-      }
+        for (int p = 0; p < P; p++) {
+          wgmma_pin(panel<D>(dv, p));
+          wgmma_pin(panel<D>(dk, p));
+        }
 #pragma unroll
-      for (int j = 0; j < MQ / 16; j++) {
-        wgmma_pin(fp[j]);
-        wgmma_pin(fd[j]);
-      }
+        for (int j = 0; j < MQ / 16; j++) {
+          wgmma_pin(fp[j]);
+          wgmma_pin(fd[j]);
+        }
+      };
+      pin();
       wgmma_fence();
 #pragma unroll
       for (int j = 0; j < MQ / 16; j++)
@@ -196,22 +178,9 @@ __global__ void __launch_bounds__(128, 2) bwd_keymajor_wgmma_kernel(const attn_b
         }
       wgmma_commit();
       wgmma_wait<0>();
-#pragma unroll
-      for (int p = 0; p < P; p++) {
-        wgmma_pin(panel<D>(dv, p));
-        wgmma_pin(panel<D>(dk, p));
-      }
-#pragma unroll
-      for (int j = 0; j < MQ / 16; j++) {
-        wgmma_pin(fp[j]);
-        wgmma_pin(fd[j]);
-      }
+      pin();
     }
-    __syncthreads();  // buffer buf is rewritten by the window after next
-    cur = nxt;
-    have = more;
-  }
-  cp_async_wait<0>();
+  });
   flush_key_rows<D>(a, a.dv_acc, dv, pos_a, pos_b, hk, lane);
   flush_key_rows<D>(a, a.dk_acc, dk, pos_a, pos_b, hk, lane);
 }

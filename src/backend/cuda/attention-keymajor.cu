@@ -66,14 +66,7 @@ __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_ar
   const int g4 = lane >> 2, c4 = lane & 3;
 
   // The tile's keys: positions and gist units (kInvalidKey past the end).
-  if (tid < KT) ktile_key(a.p, tile, a.d.Tk, tid, sh.kpos[tid], sh.kunit[tid]);
-  __syncthreads();
-  if (warp == 0) {
-    int32_t m = min(sh.kpos[lane], sh.kpos[lane + 32]);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) m = min(m, __shfl_xor_sync(0xffffffffu, m, off));
-    if (lane == 0) sh.kmin = m;
-  }
+  ktile_keys(a.p, tile, a.d.Tk, tid, warp, lane, sh.kpos, sh.kunit, sh.kmin);
   for (int e = tid; e < KT * DC; e += nthr) {
     const int j = e / DC, c = e % DC;
     const int32_t pos = sh.kpos[j];
@@ -119,20 +112,7 @@ __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_ar
   const bf16* Kw = &sh.K[frag_row][frag_col];
   const bf16* Vw = &sh.V[frag_row][frag_col];
 
-  kcursor cur{tile.run_begin, 0, 0, 0, 0};
-  bool have = kcursor_start(cur, a.p, tile.run_end, row_min, RQ);
-  if (have) issue(0, cur);
-  for (int it = 0; have; it++) {
-    const int buf = it & 1;
-    kcursor nxt = cur;
-    const bool more = kcursor_next(nxt, a.p, tile.run_end, row_min, RQ);
-    if (more)
-      issue(buf ^ 1, nxt);
-    else
-      cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();  // window buf (and, the first time, the key tile) visible
-
+  kwalk<false>(tile, a.p, row_min, RQ, issue, [&](int buf) {
     // The thread's two keys against each block of the window: bit i of vis_a / vis_b = block bfirst + i lists it.
     const uint32_t vis_a = key_blocks(a.p, sh.bfirst[buf], sh.nbs[buf], level, pos_a, unit_a);
     const uint32_t vis_b = key_blocks(a.p, sh.bfirst[buf], sh.nbs[buf], level, pos_b, unit_b);
@@ -155,11 +135,7 @@ __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_ar
       mma_rows_times_keys<D, MQ, LD>(dv, s, Ob, lane);
       mma_rows_times_keys<D, MQ, LD>(dk, dp, Qb, lane);
     }
-    __syncthreads();  // buffer buf is rewritten by the window after next
-    cur = nxt;
-    have = more;
-  }
-  cp_async_wait<0>();
+  });
 
   flush_key_rows<D>(a, a.dv_acc, dv, pos_a, pos_b, hk, lane);
   flush_key_rows<D>(a, a.dk_acc, dk, pos_a, pos_b, hk, lane);

@@ -76,6 +76,48 @@ __device__ inline void ktile_key(const attn_plan_view& p, const ktile& tile, int
   }
 }
 
+// The walk itself: windows double-buffered (issue(buffer, cursor) stages one, one cp.async commit group), then per
+// window a barrier after its copies (with ASYNC_PROXY, a fence first, for wgmma's reads) and body(buffer), then a
+// barrier before that buffer is staged again. Returns after the last window's copies have landed.
+template <bool ASYNC_PROXY, class Issue, class Body>
+__device__ inline void kwalk(const ktile& tile, const attn_plan_view& p, int row_min, int RQ, Issue issue, Body body) {
+  kcursor cur{tile.run_begin, 0, 0, 0, 0};
+  bool have = kcursor_start(cur, p, tile.run_end, row_min, RQ);
+  if (have) issue(0, cur);
+  for (int it = 0; have; it++) {
+    const int buf = it & 1;
+    kcursor nxt = cur;
+    const bool more = kcursor_next(nxt, p, tile.run_end, row_min, RQ);
+    if (more)
+      issue(buf ^ 1, nxt);
+    else
+      cp_async_commit();
+    cp_async_wait<1>();
+    if (ASYNC_PROXY) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();  // window buf (and, the first time, the key tile) visible
+    body(buf);
+    __syncthreads();  // buffer buf is rewritten by the window after next
+    cur = nxt;
+    have = more;
+  }
+  cp_async_wait<0>();
+}
+
+// The tile's kKTile keys into kpos / kunit (threads < kKTile), a barrier, then warp 0 writes the smallest position
+// into kmin (kInvalidKey: an empty tile); kmin is read after the caller's next barrier.
+__device__ inline void ktile_keys(const attn_plan_view& p, const ktile& tile, int Tk, int tid, int warp, int lane,
+                                  int32_t* kpos, int32_t* kunit, int32_t& kmin) {
+  static_assert(kKTile == 64, "warp 0 reduces two keys per lane");
+  if (tid < kKTile) ktile_key(p, tile, Tk, tid, kpos[tid], kunit[tid]);
+  __syncthreads();
+  if (warp == 0) {
+    int32_t m = min(kpos[lane], kpos[lane + 32]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) m = min(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (lane == 0) kmin = m;
+  }
+}
+
 // Stacked row s of window c: its causal limit (-1 outside the run), block relative to c.b, lse log2(e) (+inf for
 // a row without keys) and D_i.
 __device__ inline krow window_row(const attn_bwd_args& a, const kcursor& c, int s, int G, int q_offset) {

@@ -61,6 +61,20 @@ __device__ inline void issue_kv_sw128(const Tile& t, int kb, unsigned char* Kb, 
   cp_async_commit();
 }
 
+// The tile's M stacked query rows (rows [r0, r1), stacked s = (r - r0) G + g; zeros past r1) into Q's swizzled
+// panels [D / 64][M][128 B].
+template <int D, int M>
+__device__ inline void stage_q_sw128(unsigned char* Qs, const bf16* q, int r0, int r1, int G, int Hq, int hk,
+                                     int tid, int nthr) {
+  constexpr int DC = D / 8;
+  for (int e = tid; e < M * DC; e += nthr) {
+    const int s = e / DC, c = e % DC, r = r0 + s / G, g = s % G;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (r < r1) val = __ldg(reinterpret_cast<const uint4*>(q + ((int64_t(r) * Hq + hk * G + g) * D + c * 8)));
+    *reinterpret_cast<uint4*>(Qs + uint32_t(c >> 3) * (M * 128) + sw128_offset(s, (c & 7) * 8)) = val;
+  }
+}
+
 // S = Q K^T of the warpgroup's 64 rows against one key tile (descriptors dq, dk of the first panels), issued and
 // committed, not waited for.
 template <int D>
@@ -77,6 +91,93 @@ __device__ inline void issue_scores(float (&sf)[kKT / 2], uint64_t dq, uint64_t 
   wgmma_commit();
 }
 
+// A consumer warpgroup's rows: O (64 x D, wgmma's accumulator layout), the rows' log2-domain maxima, this
+// lane's partial sums, and the thread's two rows (a = lane / 4 and b = a + 8 of its warp's 16).
+template <int D>
+struct wg_rows {
+  float o[D / 8][4];
+  float m_a, m_b, l_a, l_b;
+  srow x[2];
+};
+
+template <int D, class Tile>
+__device__ inline void wg_rows_init(wg_rows<D>& w, const Tile& t, int first_row, int G, int q_offset, int warp,
+                                    int lane) {
+#pragma unroll
+  for (int h = 0; h < 2; h++) w.x[h] = stile_row(t, first_row + (warp & 3) * 16 + (lane >> 2) + 8 * h, G, q_offset);
+#pragma unroll
+  for (int dt = 0; dt < D / 8; dt++) w.o[dt][0] = w.o[dt][1] = w.o[dt][2] = w.o[dt][3] = 0.f;
+  w.m_a = w.m_b = -INFINITY;
+  w.l_a = w.l_b = 0.f;
+}
+
+template <int D>
+__device__ inline float (&o_panel(wg_rows<D>& w, int p))[32] {  // O's columns [64 p, 64 p + 64) as wgmma's d
+  return *reinterpret_cast<float(*)[32]>(&w.o[8 * p][0]);
+}
+
+// Key tile i (ring slot kb) on the warpgroup's scores s: the mask (skipped on a warp whose rows all see every
+// slot: stile_full), the online softmax, then O += P V (P from registers, V's panels at descriptor dv). Waits for
+// every wgmma the warpgroup has in flight (the next tile's S too, when one was issued).
+template <int D, class Tile>
+__device__ inline void wg_softmax_pv(wg_rows<D>& w, float (&s)[kKT / 8][4], const Tile& t, int kb, int i,
+                                     uint64_t dv, float sl2, int lane) {
+  constexpr int KT = kKT, P = D / 64;
+  const int32_t* kp = t.kpos[kb];
+  const int32_t kmax = stile_kmax(t, kb, i);
+  const uint64_t vis_a = stile_mask(t, kb, w.x[0].bl), vis_b = stile_mask(t, kb, w.x[1].bl);
+  float mx_a, mx_b;
+  if (stile_full<KT>(kmax, vis_a, vis_b, w.x[0], w.x[1]))
+    mask_scores<KT>(s, sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
+  else
+    mask_scores<KT>(
+        s, sl2, lane,
+        [&](int j, int h) { return kp[j] <= w.x[h].lim && (((h ? vis_b : vis_a) >> j) & 1); }, mx_a, mx_b);
+  online_softmax<D, KT>(s, w.o, mx_a, mx_b, w.m_a, w.m_b, w.l_a, w.l_b);
+
+  uint32_t pf[KT / 16][4];
+#pragma unroll
+  for (int j = 0; j < KT / 16; j++) a_fragment<KT>(pf[j], s, j);
+  auto pin = [&] {
+#pragma unroll
+    for (int p = 0; p < P; p++) wgmma_pin(o_panel(w, p));
+#pragma unroll
+    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
+  };
+  pin();
+  wgmma_fence();
+#pragma unroll
+  for (int j = 0; j < KT / 16; j++)
+#pragma unroll
+    for (int p = 0; p < P; p++)  // V panel p, keys 16 j on: 16 rows of 128 bytes
+      wgmma_m64n64k16_rs<1>(o_panel(w, p), pf[j], dv + ((p * KT * 128 + j * 2048) >> 4), true);
+  wgmma_commit();
+  wgmma_wait<0>();
+  pin();
+}
+
+// The warpgroup's rows into out (bf16) and lse (natural log); a row without keys gets 0 / -inf.
+template <int D>
+__device__ inline void wg_store(const wg_rows<D>& w, const attn_fwd_args& a, int hk, int lane) {
+  const int G = a.d.Hq / a.d.Hkv;
+  bf16* out = static_cast<bf16*>(a.out);
+  const float lh2[2] = {quad_sum(w.l_a), quad_sum(w.l_b)}, mh[2] = {w.m_a, w.m_b};
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const srow& xr = w.x[h];
+    if (xr.lim < 0) continue;
+    const float lh = lh2[h], inv = lh > 0.f ? 1.f / lh : 0.f;
+    const int64_t row = int64_t(xr.r) * a.d.Hq + hk * G + xr.g;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+      const int col = dt * 8 + (lane & 3) * 2;
+      *reinterpret_cast<uint32_t*>(out + row * D + col) =
+          pack_bf16x2(w.o[dt][2 * h] * inv, w.o[dt][2 * h + 1] * inv);
+    }
+    if ((lane & 3) == 0) a.lse[row] = lh > 0.f ? (mh[h] + log2f(lh)) * kLn2 : -INFINITY;
+  }
+}
+
 // Pipeline, one barrier per key tile. Before iteration i: tile i's scores S_i are in registers, tile i + 1's K / V
 // have landed with its masks, tile i + 2's slots are packed. Iteration i: a barrier; tile i + 2's copies and masks
 // (buffers last read by tile i - 1) and the load of tile i + 3's slot (ring slot of tile i - 1); S_{i+1} = Q K_{i+1}^T
@@ -84,8 +185,8 @@ __device__ inline void issue_scores(float (&sf)[kKT / 2], uint64_t dq, uint64_t 
 // stored; this thread's copies of tile i + 2 waited for.
 template <int D>
 __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(const attn_fwd_args a) {
-  constexpr int P = D / 64, M = 64 * kNWG, KT = kKT, DC = D / 8, W = 4 * kNWG, nthr = 128 * kNWG;
-  constexpr uint32_t kPanelQ = M * 128, kPanelK = KT * 128, kBufKV = P * KT * 128;
+  constexpr int P = D / 64, M = 64 * kNWG, KT = kKT, W = 4 * kNWG, nthr = 128 * kNWG;
+  constexpr uint32_t kPanelQ = M * 128, kBufKV = P * KT * 128;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = uint32_t(__cvta_generic_to_shared(smem_raw));
   unsigned char* smem = smem_raw + (((base + 1023) & ~1023u) - base);
@@ -101,16 +202,10 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
   const bf16* q = static_cast<const bf16*>(a.q);
   const bf16* k = static_cast<const bf16*>(a.k);
   const bf16* v = static_cast<const bf16*>(a.v);
-  bf16* out = static_cast<bf16*>(a.out);
   const float sl2 = rsqrtf(float(D)) * kLog2e;
 
   if (tid == 0) stile_setup(t, a.p, q_offset, r0, r1);
-  for (int e = tid; e < M * DC; e += nthr) {
-    const int s = e / DC, c = e % DC, r = r0 + s / G, g = s % G;
-    uint4 val = make_uint4(0, 0, 0, 0);
-    if (r < r1) val = __ldg(reinterpret_cast<const uint4*>(q + ((int64_t(r) * Hq + hk * G + g) * D + c * 8)));
-    *reinterpret_cast<uint4*>(Qs + uint32_t(c >> 3) * kPanelQ + sw128_offset(s, (c & 7) * 8)) = val;
-  }
+  stage_q_sw128<D, M>(Qs, q, r0, r1, G, Hq, hk, tid, nthr);
   fence_proxy_async();
   __syncthreads();  // the tile's segments and Qs visible
   const int total = t.sofs[t.nseg], ntiles = (total + KT - 1) / KT;
@@ -124,14 +219,8 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
   };
   for (int i = 0; i < 2 && i < ntiles; i++) issue(i);
 
-  // This thread's rows: a = lane / 4 and b = a + 8 of its warp's 16 within the warpgroup's 64.
-  srow x[2];
-#pragma unroll
-  for (int h = 0; h < 2; h++) x[h] = stile_row(t, wg * 64 + (warp & 3) * 16 + (lane >> 2) + 8 * h, G, q_offset);
-  float o[D / 8][4];
-#pragma unroll
-  for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+  wg_rows<D> w;
+  wg_rows_init(w, t, wg * 64, G, q_offset, warp, lane);
   const uint64_t dq = smem_desc_sw128(Qs + wg * 64 * 128);
   cp_async_wait<0>();
   fence_proxy_async();
@@ -156,40 +245,7 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
     const bool ahead = it + 1 < ntiles;
     if (ahead) issue_scores<D>(snf, dq, smem_desc_sw128(Ks + ((it + 1) % kBufs) * kBufKV));
 
-    // The per-element mask is skipped on a warp whose rows all see every slot (stile_full).
-    const int32_t* kp = t.kpos[kb];
-    const int32_t kmax = stile_kmax(t, kb, it);
-    const uint64_t vis_a = stile_mask(t, kb, x[0].bl), vis_b = stile_mask(t, kb, x[1].bl);
-    float mx_a, mx_b;
-    if (stile_full<KT>(kmax, vis_a, vis_b, x[0], x[1]))
-      mask_scores<KT>(s, sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
-    else
-      mask_scores<KT>(
-          s, sl2, lane,
-          [&](int j, int h) { return kp[j] <= x[h].lim && (((h ? vis_b : vis_a) >> j) & 1); }, mx_a, mx_b);
-    online_softmax<D, KT>(s, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
-
-    uint32_t pf[KT / 16][4];
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) a_fragment<KT>(pf[j], s, j);
-#pragma unroll
-    for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
-    wgmma_fence();
-    const uint64_t dv = smem_desc_sw128(Vs + (it % kBufs) * kBufKV);
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++)
-#pragma unroll
-      for (int p = 0; p < P; p++)  // V panel p, keys 16 j on: 16 rows of 128 bytes
-        wgmma_m64n64k16_rs<1>(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]), pf[j],
-                              dv + ((p * kPanelK + j * 2048) >> 4), true);
-    wgmma_commit();
-    wgmma_wait<0>();  // S_{i+1} and O
-#pragma unroll
-    for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
+    wg_softmax_pv(w, s, t, kb, it, smem_desc_sw128(Vs + (it % kBufs) * kBufKV), sl2, lane);  // waits S_{i+1} too
     if (ahead) {
       wgmma_pin(snf);
 #pragma unroll
@@ -201,20 +257,7 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
     fence_proxy_async();
   }
 
-  const float lh2[2] = {quad_sum(l_a), quad_sum(l_b)}, mh[2] = {m_a, m_b};
-#pragma unroll
-  for (int h = 0; h < 2; h++) {
-    const srow& xr = x[h];
-    if (xr.lim < 0) continue;
-    const float lh = lh2[h], inv = lh > 0.f ? 1.f / lh : 0.f;
-    const int64_t row = int64_t(xr.r) * Hq + hk * G + xr.g;
-#pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-      const int col = dt * 8 + (lane & 3) * 2;
-      *reinterpret_cast<uint32_t*>(out + row * D + col) = pack_bf16x2(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
-    }
-    if ((lane & 3) == 0) a.lse[row] = lh > 0.f ? (mh[h] + log2f(lh)) * kLn2 : -INFINITY;
-  }
+  wg_store(w, a, hk, lane);
 }
 
 // ---- warp-specialized version (FlashAttention-3's split of roles; opt-in, GSA_CUDA_WGMMA=2) ----
@@ -240,8 +283,8 @@ constexpr size_t ws_smem_bytes() {
 
 template <int D>
 __global__ void __launch_bounds__(128 * (kNWG + 1), 1) fwd_structured_ws_kernel(const attn_fwd_args a) {
-  constexpr int P = D / 64, M = 64 * kNWG, KT = kKT, DC = D / 8, nthr = 128 * (kNWG + 1);
-  constexpr uint32_t kPanelK = KT * 128, kBufKV = P * KT * 128;
+  constexpr int P = D / 64, M = 64 * kNWG, KT = kKT, nthr = 128 * (kNWG + 1);
+  constexpr uint32_t kBufKV = P * KT * 128;
   static_assert(sizeof(wstile) % 16 == 0, "the barriers follow the tile descriptors");
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = uint32_t(__cvta_generic_to_shared(smem_raw));
@@ -266,12 +309,7 @@ __global__ void __launch_bounds__(128 * (kNWG + 1), 1) fwd_structured_ws_kernel(
       mbar_init(&bars.empty[s], 4 * kNWG);  // each consumer warp
     }
   }
-  for (int e = tid; e < M * DC; e += nthr) {
-    const int s = e / DC, c = e % DC, r = r0 + s / G, g = s % G;
-    uint4 val = make_uint4(0, 0, 0, 0);
-    if (r < r1) val = __ldg(reinterpret_cast<const uint4*>(q + ((int64_t(r) * Hq + hk * G + g) * D + c * 8)));
-    *reinterpret_cast<uint4*>(Qs + uint32_t(c >> 3) * (M * 128) + sw128_offset(s, (c & 7) * 8)) = val;
-  }
+  stage_q_sw128<D, M>(Qs, q, r0, r1, G, Hq, hk, tid, nthr);
   fence_proxy_async();
   __syncthreads();  // segments, barriers and Q visible; the last CTA-wide barrier
   const int ntiles = (t.sofs[t.nseg] + KT - 1) / KT;
@@ -294,19 +332,12 @@ __global__ void __launch_bounds__(128 * (kNWG + 1), 1) fwd_structured_ws_kernel(
 
   regs_raise<224>();
   const int cw = wg - 1;  // consumer 0 or 1: rows [64 cw, 64 cw + 64) of the tile
-  bf16* out = static_cast<bf16*>(a.out);
   const float sl2 = rsqrtf(float(D)) * kLog2e;
-  srow x[2];
-#pragma unroll
-  for (int h = 0; h < 2; h++) x[h] = stile_row(t, cw * 64 + (warp & 3) * 16 + (lane >> 2) + 8 * h, G, q_offset);
-  float o[D / 8][4];
-#pragma unroll
-  for (int dt = 0; dt < D / 8; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+  wg_rows<D> w;
+  wg_rows_init(w, t, cw * 64, G, q_offset, warp, lane);
   const uint64_t dq = smem_desc_sw128(Qs + cw * 64 * 128);
   float s_[KT / 8][4];
   float(&sf)[KT / 2] = *reinterpret_cast<float(*)[KT / 2]>(&s_[0][0]);
-
   for (int i = 0; i < ntiles; i++) {
     const int s = i % kStages;
     mbar_wait(&bars.full[s], (i / kStages) & 1);
@@ -314,58 +345,11 @@ __global__ void __launch_bounds__(128 * (kNWG + 1), 1) fwd_structured_ws_kernel(
     issue_scores<D>(sf, dq, smem_desc_sw128(Ks + s * kBufKV));
     wgmma_wait<0>();
     wgmma_pin(sf);
-
-    const int32_t* kp = t.kpos[s];
-    const int32_t kmax = stile_kmax(t, s, i);
-    const uint64_t vis_a = stile_mask(t, s, x[0].bl), vis_b = stile_mask(t, s, x[1].bl);
-    float mx_a, mx_b;
-    if (stile_full<KT>(kmax, vis_a, vis_b, x[0], x[1]))
-      mask_scores<KT>(s_, sl2, lane, [](int, int) { return true; }, mx_a, mx_b);
-    else
-      mask_scores<KT>(
-          s_, sl2, lane,
-          [&](int j, int h) { return kp[j] <= x[h].lim && (((h ? vis_b : vis_a) >> j) & 1); }, mx_a, mx_b);
-    online_softmax<D, KT>(s_, o, mx_a, mx_b, m_a, m_b, l_a, l_b);
-
-    uint32_t pf[KT / 16][4];
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) a_fragment<KT>(pf[j], s_, j);
-#pragma unroll
-    for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
-    wgmma_fence();
-    const uint64_t dv = smem_desc_sw128(Vs + s * kBufKV);
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++)
-#pragma unroll
-      for (int p = 0; p < P; p++)
-        wgmma_m64n64k16_rs<1>(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]), pf[j],
-                              dv + ((p * kPanelK + j * 2048) >> 4), true);
-    wgmma_commit();
-    wgmma_wait<0>();
-#pragma unroll
-    for (int p = 0; p < P; p++) wgmma_pin(*reinterpret_cast<float(*)[32]>(&o[8 * p][0]));
-#pragma unroll
-    for (int j = 0; j < KT / 16; j++) wgmma_pin(pf[j]);
+    wg_softmax_pv(w, s_, t, s, i, smem_desc_sw128(Vs + s * kBufKV), sl2, lane);
     __syncwarp();
     if (lane == 0) mbar_arrive(&bars.empty[s]);  // this warp is done with the stage
   }
-
-  const float lh2[2] = {quad_sum(l_a), quad_sum(l_b)}, mh[2] = {m_a, m_b};
-#pragma unroll
-  for (int h = 0; h < 2; h++) {
-    const srow& xr = x[h];
-    if (xr.lim < 0) continue;
-    const float lh = lh2[h], inv = lh > 0.f ? 1.f / lh : 0.f;
-    const int64_t row = int64_t(xr.r) * Hq + hk * G + xr.g;
-#pragma unroll
-    for (int dt = 0; dt < D / 8; dt++) {
-      const int col = dt * 8 + (lane & 3) * 2;
-      *reinterpret_cast<uint32_t*>(out + row * D + col) = pack_bf16x2(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
-    }
-    if ((lane & 3) == 0) a.lse[row] = lh > 0.f ? (mh[h] + log2f(lh)) * kLn2 : -INFINITY;
-  }
+  wg_store(w, a, hk, lane);
 }
 
 template <int D>
