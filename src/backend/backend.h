@@ -147,6 +147,8 @@ class backend {
                                 const void* host = nullptr) = 0;
   // Why this backend cannot run decode_attention for these shapes ("" when it can).
   virtual std::string decode_unsupported(int Hq, int Hkv, int D) const { return ""; }
+  // Why this backend cannot train (attention backward) with this head dim ("" when it can).
+  virtual std::string train_unsupported(int D) const { return ""; }
 
   // ---- key lists selected and built where the pool is (issue 14 item 2): a decode step describes a row's
   // lists once (decode_lists, the same in every layer) and each layer then scores, selects and attends without

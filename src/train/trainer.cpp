@@ -267,6 +267,8 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     // afford per rank).
     if (dev == device::cpu && !comm) r.opt = std::make_unique<adamw_optimizer>(r.m);
   }
+  if (const std::string why = be.train_unsupported(int(r.m.config.head_dim)); !why.empty())
+    fail("cannot train this model on {}: {}", be.describe(), why);
   if (dev != device::cpu || comm) {
     // The weights move to the GPU once (or are packed on the CPU for the collectives); the checkpoint's
     // optimizer state, when resuming, moves with them.

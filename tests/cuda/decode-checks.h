@@ -332,6 +332,18 @@ inline std::vector<check_case> standard_cases() {
   for (int g : {3, 6, 7})
     for (auto kv : {decode_dtype::bf16, decode_dtype::f32})
       for (int d : {64, 128}) cs.push_back(grid_case(kv, d, g, kv, g == 6));
+  // Head dim 32 (the shipped demo models: 4 query / 2 KV heads), both dtypes and load paths, forced splits too.
+  for (auto kv : {decode_dtype::bf16, decode_dtype::f32})
+    for (bool async : {true, false}) {
+      check_case c = grid_case(kv, 32, 2, kv, !async);
+      c.async_copy = async;
+      cs.push_back(c);
+    }
+  {
+    check_case c = grid_case(decode_dtype::bf16, 32, 2, decode_dtype::f32, false);
+    c.force_splits = 5;
+    cs.push_back(c);
+  }
   // Long lists (100k keys), each dtype and head size once.
   for (auto kv : {decode_dtype::bf16, decode_dtype::f32})
     for (int d : {64, 128}) {

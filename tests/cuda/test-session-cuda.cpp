@@ -25,15 +25,14 @@
 namespace gsa::infer {
 namespace {
 
-// Head dim 64 (the decode kernel's smallest), GQA 2 (or q_heads / 2), 3 layers, 2048 positions; chunk sizes as
-// given.
-llama_model random_model(std::vector<int> chunk, uint64_t seed, float init_std, int q_heads = 4) {
+// Head dim 64 (or head_dim), GQA 2 (or q_heads / 2), 3 layers, 2048 positions; chunk sizes as given.
+llama_model random_model(std::vector<int> chunk, uint64_t seed, float init_std, int q_heads = 4, int head_dim = 64) {
   model_config c = test::tiny_config(test::tiny_vocab, 3, 2048);
   c.hidden_size = 96;
   c.intermediate_size = 160;
   c.num_attention_heads = q_heads;
   c.num_key_value_heads = 2;
-  c.head_dim = 64;
+  c.head_dim = head_dim;
   gist::gsa_config g = test::tiny_gsa(test::tiny_vocab, chunk);
   c.gsa = gist::gsa_config_to_json(g);
   llama_model m(c);
@@ -119,6 +118,29 @@ TEST(CudaSession, GroupOfThreeAsTheCpu) {
     auto got = run(gpu_m, o, 700, 16);
     expect_same_as_cpu(*got, *ref);
   }
+}
+
+// Head dim 32 (the shipped demo models' shape: 4 query / 2 KV heads of 32), which the GPU runs forward only:
+// prefill (the plan kernels, the unfolding prefill's overlay) and decode as on the CPU (f32); training
+// it is refused with what to do.
+TEST(CudaSession, HeadDim32AsTheCpu) {
+  REQUIRE_GPU();
+  for (const method_case& cs : {method_case{method::full, {8}, -1}, method_case{method::gsa, {8}, -1},
+                                method_case{method::gsa, {8}, -1, prefill_mode::unfold},
+                                method_case{method::hgsa, {4, 2}, -1}, method_case{method::quest, {8}, 64}}) {
+    SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + prefill_mode_name(cs.prefill));
+    llama_model cpu_m = random_model(cs.chunk, 57, 0.3f, 4, 32);
+    llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
+    session_options o;
+    o.meth = cs.meth;
+    o.budget = cs.budget;
+    o.prefill = cs.prefill;
+    auto ref = run(cpu_m, o, 700, 16);
+    auto got = run(gpu_m, o, 700, 16);
+    expect_same_as_cpu(*got, *ref);
+  }
+  EXPECT_NE(get_backend(device::cuda, dtype::bf16).train_unsupported(32).find("--device cpu"), std::string::npos);
+  EXPECT_EQ(get_backend(device::cuda, dtype::bf16).train_unsupported(64), "");
 }
 
 TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {

@@ -309,6 +309,7 @@ int launch_attention_forward(const attn_fwd_args& a, int sm_count, void* stream)
   if (a.d.bf16 && a.p.sblocks) return launch_attention_forward_structured(a, sm_count, stream);
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.d.D) {
+    case 32: return int(launch_dim<32>(a, sm_count, st));  // forward only (attention_supported)
     case 64: return int(launch_dim<64>(a, sm_count, st));
     case 128: return int(launch_dim<128>(a, sm_count, st));
   }

@@ -14,7 +14,8 @@
 // the causal limit.
 //
 // Key tiles of 64 keys at both head dims (at D 128: 255 registers, 40 bytes spilled; 32-key tiles, which do not
-// spill, measured 9% slower at 32k on the H200). Compiled variants: D {64, 128}: 2 kernels.
+// spill, measured 9% slower at 32k on the H200). Compiled variants: D {32 (inference of head-dim-32 models), 64,
+// 128}: 3 kernels.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -203,6 +204,7 @@ int launch_attention_forward_structured(const attn_fwd_args& a, int sm_count, vo
     return launch_attention_forward_structured_wgmma(a, stream);
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.d.D) {
+    case 32: return int(launch_dim<32, 64>(a, sm_count, st));  // forward only (attention_supported)
     case 64: return int(launch_dim<64, 64>(a, sm_count, st));
     case 128: return int(launch_dim<128, 64>(a, sm_count, st));
   }

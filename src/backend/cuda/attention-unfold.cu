@@ -323,6 +323,7 @@ int launch_unfold_forward(const attn_fwd_args& a, int, void* stream) {
   if (a.uf.cap <= 0 || a.d.Tq == 0) return 0;
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.d.D) {
+    case 32: return int(launch_overlay(unfold_fwd_kernel<32>, ucfg<32>::fwd_bytes, a, st));  // forward only
     case 64: return int(launch_overlay(unfold_fwd_kernel<64>, ucfg<64>::fwd_bytes, a, st));
     case 128: return int(launch_overlay(unfold_fwd_kernel<128>, ucfg<128>::fwd_bytes, a, st));
   }

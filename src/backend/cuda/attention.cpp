@@ -249,9 +249,9 @@ void choose_kernels(detail::attn_plan_view& v, const device_plan& p, const detai
 
 // Checks shared by forward and backward; returns the kernel sizes.
 detail::attn_dims check_run(const char* op, const device_plan& plan, int Tq, int Tk, int q_offset, int Hq, int Hkv,
-                            int D, dtype t) {
+                            int D, dtype t, bool backward) {
   std::string why;
-  if (!attention_supported(D, t, &why)) fail("{}: {}", op, why);
+  if (!attention_supported(D, t, &why, backward)) fail("{}: {}", op, why);
   if (Hq <= 0 || Hkv <= 0 || Hq % Hkv != 0)
     fail("{}: Hq ({}) must be a positive multiple of Hkv ({})", op, Hq, Hkv);
   if (!plan.storage) fail("{}: the plan was not uploaded; make it with gsa::cuda::upload_plan", op);
@@ -296,7 +296,7 @@ struct scratch {
 bool attention_plan_is_structured(const device_plan& plan) { return plan.structured && plan.sblocks; }
 
 bool unfold_supported(int Hq, int Hkv, int D, dtype t) {
-  return t == dtype::bf16 && (D == 64 || D == 128) && Hkv > 0 && Hq % Hkv == 0 && Hq / Hkv <= 16;
+  return t == dtype::bf16 && (D == 32 || D == 64 || D == 128) && Hkv > 0 && Hq % Hkv == 0 && Hq / Hkv <= 16;
 }
 
 void attach_unfold(device_plan& plan, std::shared_ptr<const row_unfold> u) {
@@ -388,9 +388,14 @@ bool deterministic_backward() {
 
 void set_deterministic_backward(bool on) { deterministic_mode = on ? 1 : 0; }
 
-bool attention_supported(int D, dtype t, std::string* why) {
-  if (D != 64 && D != 128) {
-    if (why) *why = "head dim " + std::to_string(D) + " is not compiled; use 64 or 128";
+bool attention_supported(int D, dtype t, std::string* why, bool backward) {
+  if (D == 32 && backward) {
+    if (why) *why = "head dim 32 runs forward only on the GPU (generate, eval, perplexity, demo); train it with "
+                    "--device cpu, or use head dim 64 or 128";
+    return false;
+  }
+  if (D != 32 && D != 64 && D != 128) {
+    if (why) *why = "head dim " + std::to_string(D) + " is not compiled; use 64 or 128 (32 for inference only)";
     return false;
   }
   if (t != dtype::bf16 && t != dtype::f32) {
@@ -473,7 +478,7 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
 void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v, const device_plan& plan,
                        int Tq, int Tk, int q_offset, int Hq, int Hkv, int D, dtype t) {
   const char* op = "attention forward (cuda)";
-  const detail::attn_dims d = check_run(op, plan, Tq, Tk, q_offset, Hq, Hkv, D, t);
+  const detail::attn_dims d = check_run(op, plan, Tq, Tk, q_offset, Hq, Hkv, D, t, false);
   if (Tq == 0) return;
   need(op, out, "out");
   need(op, lse, "lse");
@@ -507,7 +512,7 @@ void attention_backward(void* dq, void* dk, void* dv, const void* dout, const vo
                         const void* out, const float* lse, const device_plan& plan, int Tq, int Tk, int q_offset,
                         int Hq, int Hkv, int D, dtype t) {
   const char* op = "attention backward (cuda)";
-  const detail::attn_dims d = check_run(op, plan, Tq, Tk, q_offset, Hq, Hkv, D, t);
+  const detail::attn_dims d = check_run(op, plan, Tq, Tk, q_offset, Hq, Hkv, D, t, true);
   if (Tq == 0 || Tk == 0 || (!dq && !dk && !dv)) return;  // no key: every gradient is zero
   need(op, dout, "dout");
   need(op, q, "q");

@@ -59,8 +59,9 @@ device_plan upload_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int
 // True if upload_plan found the structure of the fast path (see device_plan::structured).
 bool attention_plan_is_structured(const device_plan& plan);
 
-// True if (D, t) is a compiled variant; *why says what to change otherwise.
-bool attention_supported(int D, dtype t, std::string* why);
+// True if (D, t) is a compiled variant (head dims 64 and 128; 32 for the forward only, for inference of the
+// small shipped models); *why says what to change otherwise.
+bool attention_supported(int D, dtype t, std::string* why, bool backward = true);
 
 // Overwrites out and lse.
 void attention_forward(void* out, float* lse, const void* q, const void* k, const void* v, const device_plan& plan,

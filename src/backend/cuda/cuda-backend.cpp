@@ -160,7 +160,7 @@ class cuda_impl final : public backend {
   void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                          const cpu::attn_plan&, const void* prepared, int q_offset) override {
     GSA_ASSERT(prepared, "attention on CUDA needs prepare_plan() first");
-    check_supported(int(q.dim(2)));
+    check_supported(int(q.dim(2)), false);
     cuda::attention_forward(out.raw(), static_cast<float*>(lse.raw()), q.raw(), k.raw(), v.raw(),
                             *static_cast<const device_plan*>(prepared), int(q.dim(0)), int(k.dim(0)), q_offset,
                             int(q.dim(1)), int(k.dim(1)), int(q.dim(2)), act_);
@@ -304,6 +304,10 @@ class cuda_impl final : public backend {
     cuda::kv_write_rows(static_cast<const int64_t*>(t.raw()), k.raw(), v.raw(), int(rows.size()), int(row_elems),
                         page_rows, int(dtype_size(k.type())));
   }
+  std::string train_unsupported(int D) const override {
+    std::string why;
+    return attention_supported(D, act_, &why, true) ? "" : why;
+  }
   std::string decode_unsupported(int Hq, int Hkv, int D) const override {
     decode_params p;
     p.batch = 1;
@@ -409,9 +413,9 @@ class cuda_impl final : public backend {
   }
 
  private:
-  void check_supported(int D) const {
+  void check_supported(int D, bool backward) const {
     std::string why;
-    if (!attention_supported(D, act_, &why)) fail("{}", why);
+    if (!attention_supported(D, act_, &why, backward)) fail("{}", why);
   }
   dtype act_;
   std::string name_;

@@ -28,7 +28,7 @@ bool decode_supported(const decode_params& p, std::string* why) {
   if (p.n_q_heads % p.n_kv_heads != 0) return no("n_q_heads must be a multiple of n_kv_heads");
   const int g = p.n_q_heads / p.n_kv_heads;
   if (g < 1 || g > 8 || g == 5) return no("GQA group n_q_heads/n_kv_heads must be 1, 2, 3, 4, 6, 7 or 8");
-  if (p.head_dim != 64 && p.head_dim != 128) return no("head_dim must be 64 or 128");
+  if (p.head_dim != 32 && p.head_dim != 64 && p.head_dim != 128) return no("head_dim must be 32, 64 or 128");
   const int64_t vec = 16 / int64_t(elem_size(p.kv_dtype));
   if (p.q_stride_h % vec || p.q_stride_b % vec || p.kv_stride_t % vec || p.kv_stride_h % vec)
     return no("q and k/v strides must be multiples of 16 bytes (16-byte vector loads)");

@@ -9,8 +9,8 @@
 // through shared memory at the end. With S == 1 the block normalizes and writes out/lse itself; otherwise it
 // writes an unnormalized partial and decode_combine_kernel merges the S partials of each (b, hq).
 //
-// Compiled variants: T in {float, bf16} x D in {64, 128} x G in {1, 2, 3, 4, 6, 7, 8} x load path {cp.async ring,
-// registers}; combine: D in {64, 128}.
+// Compiled variants: T in {float, bf16} x D in {32, 64, 128} x G in {1, 2, 3, 4, 6, 7, 8} x load path {cp.async
+// ring, registers}; combine: D in {32, 64, 128}.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -390,6 +390,7 @@ cudaError_t dispatch_group(const split_args& a, cudaStream_t st) {
 template <typename T>
 cudaError_t dispatch_dim(const split_args& a, cudaStream_t st) {
   switch (a.p.head_dim) {
+    case 32: return dispatch_group<T, 32>(a, st);  // the shipped demo models (mini preset)
     case 64: return dispatch_group<T, 64>(a, st);
     case 128: return dispatch_group<T, 128>(a, st);
   }
