@@ -337,6 +337,9 @@ TEST(CudaAttentionPlan, RunRejectsMismatchedSizesAndShapes) {
   EXPECT_FALSE(attention_supported(96, dtype::bf16, &why));
   EXPECT_NE(why.find("64 or 128"), std::string::npos);
   EXPECT_TRUE(attention_supported(128, dtype::f32, nullptr));
+  EXPECT_TRUE(attention_supported(32, dtype::bf16, nullptr, /*backward=*/false));  // inference of d 32 models
+  EXPECT_FALSE(attention_supported(32, dtype::bf16, &why));
+  EXPECT_NE(why.find("--device cpu"), std::string::npos);
 }
 
 }  // namespace
