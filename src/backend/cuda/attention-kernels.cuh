@@ -78,6 +78,34 @@ __device__ inline void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// cp_rows_pair's src for keys at stream positions kpos[j] (kInvalidKey: padding) of a (T, Hkv, D) tensor, head hk.
+template <int D>
+__device__ inline auto key_rows(const int32_t* kpos, int Hkv, int hk) {
+  return [kpos, Hkv, hk](int j) -> int64_t {
+    const int32_t pos = kpos[j];
+    return pos == kInvalidKey ? -1 : (int64_t(pos) * Hkv + hk) * D;
+  };
+}
+
+// n rows of D bf16 from two tensors a and b gathered into shared memory by cp.async, 16 bytes a thread at a time:
+// tile row j is element offset src(j) of both (negative: zero-filled padding), its 16-byte chunk c lands at byte
+// dst(j, c) of da and of db (each kernel's layout: padded rows, or wgmma's swizzled panels). One commit group.
+template <int D, class Src, class Dst>
+__device__ inline void cp_rows_pair(int n, const bf16* a, const bf16* b, void* da, void* db, Src src, Dst dst,
+                                    int tid, int nthr) {
+  constexpr int DC = D / 8;
+  for (int e = tid; e < n * DC; e += nthr) {
+    const int j = e / DC, c = e % DC;
+    const int64_t row = src(j);
+    const bool ok = row >= 0;
+    const int64_t off = ok ? row + c * 8 : 0;
+    const uint32_t o = dst(j, c);
+    cp_async16_zfill(static_cast<unsigned char*>(da) + o, a + off, ok);
+    cp_async16_zfill(static_cast<unsigned char*>(db) + o, b + off, ok);
+  }
+  cp_async_commit();
+}
+
 // Four 8x8 b16 matrices; lane i gives the address of row i % 8 of matrix i / 8. Without .trans lane t receives
 // (row t/4, cols 2(t%4), +1) of each matrix; with .trans (rows 2(t%4), +1 of col t/4).
 __device__ inline void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {

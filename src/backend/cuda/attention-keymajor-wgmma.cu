@@ -49,11 +49,10 @@ __device__ inline float (&panel(float (&acc)[D / 8][4], int p))[32] {  // column
 
 template <int D>
 __global__ void __launch_bounds__(128, 2) bwd_keymajor_wgmma_kernel(const attn_bwd_args a) {
-  constexpr int P = D / 64, DC = D / 8, KT = kKTile, MQ = kMQ, nthr = 128;
+  constexpr int P = D / 64, KT = kKTile, MQ = kMQ, nthr = 128;
   static_assert(KT == 64, "one warpgroup: 64 keys");
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t base = uint32_t(__cvta_generic_to_shared(smem_raw));
-  unsigned char* smem = smem_raw + (((base + 1023) & ~1023u) - base);
+  unsigned char* smem = smem_align1024(smem_raw);
   unsigned char* Ks = smem;
   unsigned char* Vs = Ks + P * kPanel;
   unsigned char* Qs = Vs + P * kPanel;  // [2][P] panels
@@ -72,16 +71,7 @@ __global__ void __launch_bounds__(128, 2) bwd_keymajor_wgmma_kernel(const attn_b
   const int c4 = lane & 3;
 
   ktile_keys(a.p, tile, a.d.Tk, tid, warp, lane, sh.kpos, sh.kunit, sh.kmin);
-  for (int e = tid; e < KT * DC; e += nthr) {
-    const int j = e / DC, c = e % DC;
-    const int32_t pos = sh.kpos[j];
-    const bool ok = pos != kInvalidKey;
-    const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
-    const uint32_t so = uint32_t(c >> 3) * kPanel + sw128_offset(j, (c & 7) * 8);
-    cp_async16_zfill(Ks + so, k + off, ok);
-    cp_async16_zfill(Vs + so, v + off, ok);
-  }
-  cp_async_commit();
+  cp_rows_pair<D>(KT, k, v, Ks, Vs, key_rows<D>(sh.kpos, Hkv, hk), sw128_panels<KT>{}, tid, nthr);
   __syncthreads();  // kmin visible
   if (sh.kmin == kInvalidKey) {
     cp_async_wait<0>();
@@ -93,17 +83,8 @@ __global__ void __launch_bounds__(128, 2) bwd_keymajor_wgmma_kernel(const attn_b
 
   // Window c into buffer buf: Q / dO rows by cp.async (one commit group), row statistics and blocks by plain loads.
   auto issue = [&](int buf, const kcursor& c) {
-    unsigned char* Qb = Qs + buf * P * kPanel;
-    unsigned char* Ob = Os + buf * P * kPanel;
-    for (int e = tid; e < MQ * DC; e += nthr) {
-      const int s = e / DC, ch = e % DC, r = c.w0 + s / G, g = s % G;
-      const bool ok = r >= c.lo && r < c.hi;
-      const int64_t off = ok ? (int64_t(r) * Hq + hk * G + g) * D + ch * 8 : 0;
-      const uint32_t so = uint32_t(ch >> 3) * kPanel + sw128_offset(s, (ch & 7) * 8);
-      cp_async16_zfill(Qb + so, q + off, ok);
-      cp_async16_zfill(Ob + so, dout + off, ok);
-    }
-    cp_async_commit();
+    cp_rows_pair<D>(MQ, q, dout, Qs + buf * P * kPanel, Os + buf * P * kPanel, window_rows<D>(c, G, Hq, hk),
+                    sw128_panels<MQ>{}, tid, nthr);
     if (tid < MQ) sh.row[buf][tid] = window_row(a, c, tid, G, q_offset);
     if (tid == 0) window_blocks(a.p, c, RQ, sh.bfirst[buf], sh.nbs[buf]);
   };
@@ -137,17 +118,7 @@ __global__ void __launch_bounds__(128, 2) bwd_keymajor_wgmma_kernel(const attn_b
       wgmma_wait<0>();
       wgmma_pin(sf);
       wgmma_pin(pf);
-#pragma unroll
-      for (int nt = 0; nt < MQ / 8; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const krow x = sh.row[buf][nt * 8 + c4 * 2 + (e & 1)];
-          const bool hi = e >= 2;
-          const bool ok = (((hi ? vis_b : vis_a) >> x.bl) & 1) && (hi ? pos_b : pos_a) <= x.lim;
-          const float p = ok ? exp2f(s[nt][e] * sl2 - x.lse2) : 0.f;
-          s[nt][e] = p;
-          dp[nt][e] = ok ? p * (dp[nt][e] - x.di) * scale : 0.f;
-        }
+      key_probs_ds<MQ>(s, dp, sh.row[buf], vis_a, vis_b, pos_a, pos_b, sl2, scale, c4);
       uint32_t fp[MQ / 16][4], fd[MQ / 16][4];  // P^T and dS^T as A fragments, 16 window rows a step
 #pragma unroll
       for (int j = 0; j < MQ / 16; j++) {

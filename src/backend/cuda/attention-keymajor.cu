@@ -121,17 +121,7 @@ __global__ void __launch_bounds__(32 * kW) bwd_keymajor_kernel(const attn_bwd_ar
       const bf16* Ob = &sh.O[buf][0][0];
       float s[MQ / 8][4], dp[MQ / 8][4];
       mma_scores_dp<D, MQ, LD>(s, dp, Kw, Vw, Qb, Ob, lane);
-#pragma unroll
-      for (int nt = 0; nt < MQ / 8; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const krow x = sh.row[buf][nt * 8 + c4 * 2 + (e & 1)];
-          const bool hi = e >= 2;
-          const bool ok = (((hi ? vis_b : vis_a) >> x.bl) & 1) && (hi ? pos_b : pos_a) <= x.lim;
-          const float p = ok ? exp2f(s[nt][e] * sl2 - x.lse2) : 0.f;
-          s[nt][e] = p;
-          dp[nt][e] = ok ? p * (dp[nt][e] - x.di) * scale : 0.f;
-        }
+      key_probs_ds<MQ>(s, dp, sh.row[buf], vis_a, vis_b, pos_a, pos_b, sl2, scale, c4);
       mma_rows_times_keys<D, MQ, LD>(dv, s, Ob, lane);
       mma_rows_times_keys<D, MQ, LD>(dk, dp, Qb, lane);
     }

@@ -118,6 +118,36 @@ __device__ inline void ktile_keys(const attn_plan_view& p, const ktile& tile, in
   }
 }
 
+// cp_rows_pair's src for window c's stacked rows (query rows c.w0 + s / G, head hk G + s % G of a (Tq, Hq, D)
+// tensor; -1 outside the run's rows [c.lo, c.hi)).
+template <int D>
+__device__ inline auto window_rows(const kcursor& c, int G, int Hq, int hk) {
+  return [c, G, Hq, hk](int s) -> int64_t {
+    const int r = c.w0 + s / G;
+    return r >= c.lo && r < c.hi ? (int64_t(r) * Hq + hk * G + s % G) * D : -1;
+  };
+}
+
+// P^T and dS^T of a warp's 16 keys against a window's MQ rows, in place of S^T (s) and dP^T (dp) in the m16
+// accumulator layout (keys pos_a = row lane / 4, pos_b = + 8; window row nt * 8 + 2 c4 + {0, 1}): a key counts for a
+// row when the row's block lists it (vis_* bit x.bl) and the row's causal limit reaches it.
+template <int MQ>
+__device__ __forceinline__ void key_probs_ds(float (&s)[MQ / 8][4], float (&dp)[MQ / 8][4], const krow* rows,
+                                             uint32_t vis_a, uint32_t vis_b, int32_t pos_a, int32_t pos_b, float sl2,
+                                             float scale, int c4) {
+#pragma unroll
+  for (int nt = 0; nt < MQ / 8; nt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const krow x = rows[nt * 8 + c4 * 2 + (e & 1)];
+      const bool hi = e >= 2;
+      const bool ok = (((hi ? vis_b : vis_a) >> x.bl) & 1) && (hi ? pos_b : pos_a) <= x.lim;
+      const float p = ok ? exp2f(s[nt][e] * sl2 - x.lse2) : 0.f;
+      s[nt][e] = p;
+      dp[nt][e] = ok ? p * (dp[nt][e] - x.di) * scale : 0.f;
+    }
+}
+
 // Stacked row s of window c: its causal limit (-1 outside the run), block relative to c.b, lse log2(e) (+inf for
 // a row without keys) and D_i.
 __device__ inline krow window_row(const attn_bwd_args& a, const kcursor& c, int s, int G, int q_offset) {

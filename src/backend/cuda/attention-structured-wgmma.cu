@@ -48,17 +48,7 @@ constexpr size_t wg_smem_bytes() {
 template <int D, class Tile>
 __device__ inline void issue_kv_sw128(const Tile& t, int kb, unsigned char* Kb, unsigned char* Vb, const bf16* k,
                                       const bf16* v, int Hkv, int hk, int tid, int nthr) {
-  constexpr int DC = D / 8;
-  for (int e = tid; e < kKT * DC; e += nthr) {
-    const int j = e / DC, c = e % DC;
-    const int32_t pos = t.kpos[kb][j];
-    const bool ok = pos != kInvalidKey;
-    const int64_t off = ok ? (int64_t(pos) * Hkv + hk) * D + c * 8 : 0;
-    const uint32_t so = uint32_t(c >> 3) * (kKT * 128) + sw128_offset(j, (c & 7) * 8);
-    cp_async16_zfill(Kb + so, k + off, ok);
-    cp_async16_zfill(Vb + so, v + off, ok);
-  }
-  cp_async_commit();
+  cp_rows_pair<D>(kKT, k, v, Kb, Vb, key_rows<D>(t.kpos[kb], Hkv, hk), sw128_panels<kKT>{}, tid, nthr);
 }
 
 // The tile's M stacked query rows (rows [r0, r1), stacked s = (r - r0) G + g; zeros past r1) into Q's swizzled
@@ -188,8 +178,7 @@ __global__ void __launch_bounds__(128 * kNWG, 1) fwd_structured_wgmma_kernel(con
   constexpr int P = D / 64, M = 64 * kNWG, KT = kKT, W = 4 * kNWG, nthr = 128 * kNWG;
   constexpr uint32_t kPanelQ = M * 128, kBufKV = P * KT * 128;
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t base = uint32_t(__cvta_generic_to_shared(smem_raw));
-  unsigned char* smem = smem_raw + (((base + 1023) & ~1023u) - base);
+  unsigned char* smem = smem_align1024(smem_raw);
   wtile& t = *reinterpret_cast<wtile*>(smem);
   unsigned char* Qs = smem + round1024(sizeof(wtile));
   unsigned char* Ks = Qs + P * kPanelQ;  // [kBufs][P][KT][128 B]
@@ -287,8 +276,7 @@ __global__ void __launch_bounds__(128 * (kNWG + 1), 1) fwd_structured_ws_kernel(
   constexpr uint32_t kBufKV = P * KT * 128;
   static_assert(sizeof(wstile) % 16 == 0, "the barriers follow the tile descriptors");
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t base = uint32_t(__cvta_generic_to_shared(smem_raw));
-  unsigned char* smem = smem_raw + (((base + 1023) & ~1023u) - base);
+  unsigned char* smem = smem_align1024(smem_raw);
   wstile& t = *reinterpret_cast<wstile*>(smem);
   ws_bars& bars = *reinterpret_cast<ws_bars*>(smem + sizeof(wstile));
   unsigned char* Qs = smem + round1024(sizeof(wstile) + sizeof(ws_bars));

@@ -235,6 +235,8 @@ __device__ inline void stile_pack_first(stile<KT, R>& t, const attn_plan_view& p
 template <int D, int KT, int LD, int R>
 __device__ inline void stile_issue_kv(const stile<KT, R>& t, int kb, int vb, bf16* Ks, bf16* Vs, const bf16* k,
                                       const bf16* v, int Hkv, int hk, int tid, int nthr) {
+  // The loop written out rather than cp_rows_pair: through the helper ptxas spilled 172 instead of 36 bytes in
+  // the D 128 forward (both mma.sync kernels run at 255 registers).
   constexpr int DC = D / 8;
   for (int e = tid; e < KT * DC; e += nthr) {
     const int j = e / DC, c = e % DC;
@@ -247,31 +249,20 @@ __device__ inline void stile_issue_kv(const stile<KT, R>& t, int kb, int vb, bf1
   cp_async_commit();
 }
 
-// Iteration it's work before its compute: tile it + 1's copies (issue(ring slot, K / V buffer), one commit group)
-// and masks; `packs` (whole warps: threads < KT while tile it + 2 exists) and the load of tile it + 2's slot,
-// stored after the compute (stile_pack_store).
-template <int KT, int R, class Issue>
-__device__ inline pslot stile_next_with(stile<KT, R>& t, const attn_plan_view& p, int it, int ntiles,
-                                        bool& packs, Issue issue, int tid, int warp, int W, int lane) {
+// Iteration it's work before its compute: tile it + 1's copies and masks; `packs` (whole warps: threads < KT while
+// tile it + 2 exists) and the load of tile it + 2's slot, stored after the compute (stile_pack_store).
+template <int D, int KT, int LD, int R>
+__device__ inline pslot stile_next(stile<KT, R>& t, const attn_plan_view& p, int it, int ntiles, bool& packs,
+                                   bf16* Ks, bf16* Vs, const bf16* k, const bf16* v, int Hkv, int hk, int tid,
+                                   int nthr, int warp, int W, int lane) {
   if (it + 1 < ntiles) {
-    issue((it + 1) % R, (it + 1) & 1);
+    stile_issue_kv<D, KT, LD>(t, (it + 1) % R, (it + 1) & 1, Ks, Vs, k, v, Hkv, hk, tid, nthr);
     stile_masks(t, (it + 1) % R, warp, W, lane);
   }
   packs = tid < KT && it + 2 < ntiles;
   pslot nxt{};
   if (packs) nxt = stile_pack_load(t, p, it + 2, tid);
   return nxt;
-}
-
-// The same with the K / V tiles as [2][KT][LD] arrays (stile_issue_kv).
-template <int D, int KT, int LD, int R>
-__device__ inline pslot stile_next(stile<KT, R>& t, const attn_plan_view& p, int it, int ntiles, bool& packs,
-                                   bf16* Ks, bf16* Vs, const bf16* k, const bf16* v, int Hkv, int hk, int tid,
-                                   int nthr, int warp, int W, int lane) {
-  return stile_next_with(
-      t, p, it, ntiles, packs,
-      [&](int kb, int vb) { stile_issue_kv<D, KT, LD>(t, kb, vb, Ks, Vs, k, v, Hkv, hk, tid, nthr); }, tid, warp, W,
-      lane);
 }
 
 // The largest key position of key tile i (buffer buf, packed by stile_pack_store); INT32_MAX unless the tile is

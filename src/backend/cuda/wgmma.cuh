@@ -26,6 +26,20 @@ __device__ __forceinline__ uint32_t sw128_offset(int row, int col) {  // bytes; 
   return uint32_t(row) * 128u + ((uint32_t((col >> 3) ^ (row & 7))) << 4) + uint32_t(col & 7) * 2u;
 }
 
+// cp_rows_pair's destination for a tile of ROWS rows x D bf16 stored as D / 64 swizzled panels of ROWS x 128 bytes.
+template <int ROWS>
+struct sw128_panels {
+  __device__ uint32_t operator()(int row, int chunk) const {
+    return uint32_t(chunk >> 3) * (ROWS * 128) + sw128_offset(row, (chunk & 7) * 8);
+  }
+};
+
+// Dynamic shared memory rounded up to the swizzle's 1024-byte period (the launch asks for 1024 bytes more).
+__device__ __forceinline__ unsigned char* smem_align1024(unsigned char* raw) {
+  const uint32_t base = uint32_t(__cvta_generic_to_shared(raw));
+  return raw + (((base + 1023) & ~1023u) - base);
+}
+
 __device__ __forceinline__ uint64_t smem_desc_sw128(const void* tile) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(tile));
   uint64_t d = 0;
