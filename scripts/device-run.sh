@@ -11,7 +11,8 @@
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
-# Knobs: BUNDLE_TAR (another bundle, e.g. a build of the previous commit for an A/B in one call: copy it under
+# Knobs: BUNDLE_TAR (bundle/gsa-only.tar.xz, gsa without the tests and benchmarks, for the pipeline: carry it and
+# bundle-data/ and not gsa-bundle.tar.xz, or the call passes the device's 64 MiB working-tree limit; another bundle, e.g. a build of the previous commit for an A/B in one call: copy it under
 # bundle/ after scripts/cuda-bundle.sh, which recreates that folder, and carry it too), TEST_FILTER (gtest filter
 # of the tests step), TEST_TIMEOUT, ATTN_LENGTHS / ATTN_PLANS (attention step),
 # TRAIN_SHAPES, PROFILE_SHAPES / PROFILE_MODES, and those of scripts/gpu-results.sh for first-result.

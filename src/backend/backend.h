@@ -159,22 +159,18 @@ class backend {
   // previous: this session's last prepared lists (null for none), which the backend may share from (the base
   // rows' prefix that lists.base_same says is unchanged); it is not used by a step any more.
   virtual std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists, const void* previous);
-  // Row 0 of q (1, Hq, D) attends per KV head to the list `prepared` describes in pool (a layer's pool),
-  // selecting first when select is true; out (1, Hq * D) overwritten. selected (decode_lists::selected_size(),
-  // i32, this device) gets, per KV head h, the count at [h], the ascending chunk ids at [Hkv + h * cap, ...) and
-  // for a hierarchical selection the number of gist units scored at [Hkv (1 + cap) + h] (untouched when select
-  // is false).
-  virtual void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                                      const void* prepared, bool select, Tensor& selected,
-                                      const void* host = nullptr);
-  // Several rows of a decode step at once, each with its own session's pool and prepared lists: the same as
-  // decode_attention_lists(out row `row`, q row `row`, *pool, page_rows, prepared, select, selected) for every
-  // call, in any order (the rows' lists are independent). The default loops; the CUDA backend launches each
-  // kernel once for all the calls (a hierarchical selection still walks row by row).
+  // Rows of a decode step, each with its own session's pool and prepared lists: row `row` of q (M, Hq, D)
+  // attends per KV head to the list `prepared` describes in *pool (a layer's pool), selecting first when select
+  // is true; out row `row` (Hq * D) overwritten. selected (decode_lists::selected_size(), i32, this device) gets,
+  // per KV head h, the count at [h], the ascending chunk ids at [Hkv + h * cap, ...) and for a hierarchical
+  // selection the number of gist units scored at [Hkv (1 + cap) + h] (untouched when select is false). The rows'
+  // lists are independent: the default (the host reference) takes them one by one; the CUDA backend launches
+  // each kernel once for all of them (a hierarchical selection still walks row by row).
   struct lists_call {
     int row = 0;
     const Tensor* pool = nullptr;
-    const void* host = nullptr;  // the pool's off-device frames (null: none)
+    const void* host = nullptr;      // the pool's off-device frames (null: none)
+    const Tensor* summary = nullptr;  // page routers: the layer's page summaries (kv-cache.h page_summary)
     const void* prepared = nullptr;
     bool select = false;
     Tensor selected;  // this layer's part of the row's `selected` (empty when select is false)

@@ -14,6 +14,7 @@
 namespace gsa {
 
 int decode_lists::cap() const {
+  if (router != lists_router::none) return std::clamp(k, 0, n_cand());
   if (!cfg || gist_row.empty()) return 0;
   const int G = n_q_heads / std::max(1, n_kv_heads);
   if (cfg->select == gist::select_rule::top_p) return n_cand();
@@ -51,12 +52,52 @@ std::shared_ptr<const void> backend::prepare_decode_lists(const decode_lists& li
   return std::make_shared<decode_lists>(lists);
 }
 
-void backend::decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                                     const void* prepared, bool select, Tensor& selected, const void* host) {
+namespace {
+
+// A page router's choice (decode-lists.h): per KV head the k best complete pages under the summaries' score,
+// in page_select's arithmetic (infer/select-keys.cpp), so the pool-mode session equals the host engine.
+std::vector<std::vector<int32_t>> route_pages(const decode_lists& d, const float* q, const Tensor& summary) {
+  const int Hq = d.n_q_heads, Hkv = d.n_kv_heads, D = d.head_dim, G = Hq / Hkv, n = d.n_cand();
+  GSA_ASSERT(summary.where() == device::cpu && summary.type() == dtype::f32 && summary.dim(0) >= n &&
+                 summary.dim(1) == 3 && summary.dim(2) == Hkv && summary.dim(3) == D,
+             "page summaries {} for {} pages of {} x {}", shape_str(summary.shape()), n, Hkv, D);
+  const bool quest = d.router == lists_router::quest;
+  std::vector<std::vector<int32_t>> out(Hkv);
+  std::vector<float> s(n);
+  std::vector<int32_t> idx(n);
+  for (int h = 0; h < Hkv; h++) {
+    for (int p = 0; p < n; p++) {
+      const float* mn = summary.f32() + ((size_t(p) * 3 + 0) * Hkv + h) * D;
+      const float* mx = mn + size_t(Hkv) * D;
+      const float* me = mx + size_t(Hkv) * D;
+      s[p] = -INFINITY;
+      for (int i = 0; i < G; i++) {
+        const float* qh = q + size_t(h * G + i) * D;
+        float v = 0;
+        if (quest)
+          for (int e = 0; e < D; e++) v += std::max(qh[e] * mn[e], qh[e] * mx[e]);
+        else
+          for (int e = 0; e < D; e++) v += qh[e] * me[e];
+        s[p] = std::max(s[p], v);
+      }
+    }
+    for (int p = 0; p < n; p++) idx[p] = p;
+    std::stable_sort(idx.begin(), idx.end(), [&](int32_t x, int32_t y) { return s[x] > s[y]; });
+    out[h].assign(idx.begin(), idx.begin() + d.cap());
+    std::sort(out[h].begin(), out[h].end());
+  }
+  return out;
+}
+
+// One call of decode_attention_lists_batch on the host.
+void host_lists_row(backend& be, Tensor& out, const Tensor& q, int page_rows, const backend::lists_call& c) {
+  const Tensor& pool = *c.pool;
+  const bool select = c.select;
+  Tensor selected = c.selected;
   GSA_ASSERT(q.where() == device::cpu && pool.where() == device::cpu && q.type() == dtype::f32 &&
                  pool.type() == dtype::f32,
              "the host decode lists need f32 host tensors");
-  const decode_lists& d = *static_cast<const decode_lists*>(prepared);
+  const decode_lists& d = *static_cast<const decode_lists*>(c.prepared);
   const int Hq = int(q.dim(1)), D = int(q.dim(2)), Hkv = int(pool.dim(1));
   GSA_ASSERT(q.dim(0) == 1 && Hq == d.n_q_heads && Hkv == d.n_kv_heads && D == d.head_dim,
              "decode lists for {}x{} heads of {}, q {} and pool {}", d.n_q_heads, d.n_kv_heads, d.head_dim,
@@ -64,10 +105,14 @@ void backend::decode_attention_lists(Tensor& out, const Tensor& q, const Tensor&
   std::vector<std::vector<int32_t>> sel(Hkv);
   const int n = d.n_cand(), cap = d.cap();
   if (select && n > 0) {
-    GSA_ASSERT(d.cfg && selected.numel() >= d.selected_size(), "selected holds {} of {} values", selected.numel(),
-               d.selected_size());
+    GSA_ASSERT((d.cfg || d.router != lists_router::none) && selected.numel() >= d.selected_size(),
+               "selected holds {} of {} values", selected.numel(), d.selected_size());
     int32_t* o = static_cast<int32_t*>(selected.raw());
-    if (d.levels() == 1) {
+    if (d.router != lists_router::none) {
+      GSA_ASSERT(c.summary, "decode lists: a page router's call without page summaries");
+      sel = route_pages(d, q.f32(), *c.summary);
+      for (int h = 0; h < Hkv; h++) o[int64_t(Hkv) * (1 + cap) + h] = n;
+    } else if (d.levels() == 1) {
       std::vector<float> scores(size_t(Hq) * n);
       gist::score_units(scores.data(), q.f32(), 1, Hq, pool.f32(), int(pool.dim(0)), Hkv, D, d.gist_row.data(),
                         n, d.g);
@@ -113,14 +158,15 @@ void backend::decode_attention_lists(Tensor& out, const Tensor& q, const Tensor&
     decode_lists_merge(d, sel[h].data(), int(sel[h].size()), nullptr, &rows);
     indptr.push_back(int64_t(rows.size()));
   }
-  decode_attention(out, q, pool, page_rows, indptr, rows, host);
+  be.decode_attention(out, q, pool, page_rows, indptr, rows, c.host);
 }
+
+}  // namespace
 
 void backend::decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows, std::vector<lists_call>& calls) {
   for (lists_call& c : calls) {
     Tensor out_i = out.slice_rows(c.row, c.row + 1);
-    decode_attention_lists(out_i, q.slice_rows(c.row, c.row + 1), *c.pool, page_rows, c.prepared, c.select,
-                           c.selected, c.host);
+    host_lists_row(*this, out_i, q.slice_rows(c.row, c.row + 1), page_rows, c);
   }
 }
 

@@ -15,6 +15,12 @@
 // consecutive rows from unit_row[l - 1][u] (u < whole[l] = n_cand / chunks_per_unit(l)) and chunks as above;
 // children per level-l unit: chunk[l].
 // add_gists[u] is set by the caller where the chunk's gists are not already in base (so nothing counts twice).
+// Page routers (router quest / moba: the session's baselines, session.h page_select): the candidates are
+// complete raw pages (raw rows only, add_gists 0) and each layer's page summaries (kv-cache.h page_summary:
+// (pages, 3, Hkv, D) f32, planes min / max / mean key) replace the gist keys:
+//     quest: s_h(u) = max over the G query heads i of h of  sum_d max(q_i[d] mn_u[d], q_i[d] mx_u[d])
+//     moba:  s_h(u) = max over i of  sum_d q_i[d] me_u[d]                    (f32, d in order, no FMA, no scale)
+// and the k highest per KV head are kept (ties to the lower index): cfg is null, cap() = min(n_cand, k).
 // Keys are attended in ascending stream position (base_pos, raw_pos, gist_pos give it): the CPU reference
 // merges in that order, so its result equals the host engine's bit for bit; the CUDA backend may attend in
 // any order (split-K), which changes only the rounding.
@@ -32,6 +38,8 @@ namespace gist {
 struct gsa_config;
 }
 
+enum class lists_router : uint8_t { none, quest, moba };
+
 struct decode_lists {
   // The rows every KV head attends, ascending stream positions, and their pool rows.
   std::vector<int32_t> base_pos, base_row;
@@ -47,6 +55,7 @@ struct decode_lists {
   int g = 1;                                // gists per chunk (rows gist_row[u] .. + g - 1 are consecutive)
   int k = 0;                                // gist::select_k's count per head (or per group)
   const gist::gsa_config* cfg = nullptr;    // union / group_scoring / select rule; null when n_cand == 0
+  lists_router router = lists_router::none;  // quest / moba: page summaries instead of gist keys (above)
   int n_q_heads = 0, n_kv_heads = 0, head_dim = 0;
 
   int n_cand() const { return int(gist_row.size()); }

@@ -29,8 +29,11 @@ std::shared_ptr<const void> session::prepared(std::shared_ptr<const void> p) {
 std::shared_ptr<const void> session::prepare_lists(int pos) {
   const method meth = opts_.meth;
   const bool gist_method = meth == method::gist || meth == method::gsa || meth == method::hgsa;
-  if (!cache_->pooled() || (meth != method::full && meth != method::streaming && !gist_method)) return nullptr;
+  const bool router = meth == method::quest || meth == method::moba;
+  if (!cache_->pooled() || (meth != method::full && meth != method::streaming && !gist_method && !router))
+    return nullptr;
   if (gist_method && cfg_->gists_all) return nullptr;
+  if (router) return prepare_pages(pos);
   const auto& c = m_.config;
   decode_lists& d = dl_;
   d.n_q_heads = int(c.num_attention_heads);
@@ -151,13 +154,80 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
   return prepared(m_.ops().prepare_decode_lists(d, dl_prev_.get()));
 }
 
+// quest / moba (page_select's rule): the incomplete page holding the row and the best k = (budget - own) / P
+// complete pages per KV head under the page summaries, or the whole prefix when the budget holds every page.
+std::shared_ptr<const void> session::prepare_pages(int pos) {
+  const auto& c = m_.config;
+  decode_lists& d = dl_;
+  const int P = chunk_;
+  GSA_ASSERT(cache_->layout().page_size == P, "page router: pages of {} rows, cache pages of {}", P,
+             cache_->layout().page_size);
+  d.n_q_heads = int(c.num_attention_heads);
+  d.n_kv_heads = int(c.num_key_value_heads);
+  d.head_dim = int(c.head_dim);
+  d.router = opts_.meth == method::quest ? lists_router::quest : lists_router::moba;
+  d.cfg = nullptr;
+  d.g = 1;
+  d.unit_row.clear();
+  const int cur = pos / P;
+  const int64_t own = pos - int64_t(cur) * P + 1;
+  const int n_pages = int(std::max<int64_t>(0, budget_ - own) / P);
+  std::vector<int32_t>& bp = d.base_pos;
+  dl_selects_ = n_pages < cur && n_pages > 0;
+  if (n_pages >= cur) {  // every page: the whole prefix (extended by the row itself when it was the last one's)
+    if (int(bp.size()) != pos || (pos > 0 && bp.front() != 0)) {
+      bp.clear();
+      iota_list(bp, 0, pos);
+    }
+    bp.push_back(pos);
+  } else {
+    bp.clear();
+    iota_list(bp, cur * P, pos + 1);
+  }
+  const bool moved = cache_->pages_moved() != dl_moved_;
+  dl_moved_ = cache_->pages_moved();
+  if (moved) dl_rows_of_.clear();
+  const size_t keep =
+      size_t(std::mismatch(bp.begin(), bp.end(), dl_rows_of_.begin(), dl_rows_of_.end()).first - bp.begin());
+  d.base_row.resize(keep);
+  d.base_same = int64_t(keep);
+  for (size_t i = keep; i < bp.size(); i++) d.base_row.push_back(int32_t(cache_->pool_row(0, addr_[bp[i]])));
+  dl_rows_of_ = bp;
+  // Candidates: the complete pages before the row's, kept from row to row (a page's frame does not move
+  // unless pages moved off the device).
+  if (moved || !dl_selects_ || d.n_cand() > cur) {
+    d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
+    d.add_gists.clear();
+  }
+  dl_cand_build_ = -1;
+  if (dl_selects_) {
+    d.k = n_pages;
+    for (int p = d.n_cand(); p < cur; p++) {
+      const int32_t r0 = int32_t(cache_->pool_row(0, addr_[p * P]));
+      GSA_ASSERT(int32_t(cache_->pool_row(0, addr_[p * P + P - 1])) == r0 + P - 1,
+                 "page {}: its rows are not one run of the pool", p);
+      d.raw_pos.push_back(p * P);
+      d.raw_row.push_back(r0);
+      d.raw_len.push_back(P);
+      d.gist_pos.push_back(p * P);
+      d.gist_row.push_back(r0);
+      d.add_gists.push_back(0);
+    }
+  } else {
+    d.k = 0;
+  }
+  return prepared(m_.ops().prepare_decode_lists(d, dl_prev_.get()));
+}
+
 bool session::lists_select(int layer) const {
   if (!dl_selects_) return false;
+  if (dl_.router != lists_router::none) return true;
   const auto& dl = cfg_->dense_layers;
   return std::find(dl.begin(), dl.end(), layer) == dl.end();
 }
 
 void session::lists_done(const int32_t* selected) {
+  listed_rows_++;
   const int L = int(m_.config.num_hidden_layers), Hkv = dl_.n_kv_heads, D = dl_.head_dim;
   const int cap = dl_.cap();
   const int64_t row_bytes = int64_t(2) * D * int64_t(sizeof(float));
@@ -182,7 +252,9 @@ void session::lists_done(const int32_t* selected) {
         stats_.unfolded[size_t(l) * Hkv + h].assign(ids, ids + n_ids);
         // Gist units scored (flat: every candidate; hgsa: the walk's count, which the backend reports).
         const int64_t scored = dl_.levels() == 1 ? dl_.n_cand() : lay[size_t(Hkv) * (1 + cap) + h];
-        stats_.bytes_read += scored * dl_.g * D * int64_t(sizeof(float));
+        // Page routers read a summary plane per page (quest: min and max), page_select's count.
+        const int64_t per = dl_.router == lists_router::none ? dl_.g : dl_.router == lists_router::quest ? 2 : 1;
+        stats_.bytes_read += scored * per * D * int64_t(sizeof(float));
       }
       stats_.bytes_read += n * row_bytes;
       stats_.attended_tokens += double(n) / (double(L) * Hkv);

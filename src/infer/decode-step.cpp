@@ -238,6 +238,7 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
         call.row = i;
         call.pool = &cache.pool(l);
         call.host = cache.host(l);
+        if (cache.layout().page_summaries) call.summary = &cache.page_summary(l);
         call.prepared = lists[i].get();
         call.select = s.lists_select(l);
         GSA_ASSERT(calls.empty() || cache.layout().page_size == lists_page_rows, "one page size per step's lists");

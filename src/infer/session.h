@@ -122,6 +122,8 @@ class session {
   // and every later row.
   const std::vector<cpu::attn_plan>& prefill_plans() const { return prefill_plans_; }
   int prefill_rows() const { return prefill_rows_; }
+  // Decode rows whose key lists the backend selected and built where the pool is (decode lists), since the start.
+  int64_t listed_rows() const { return listed_rows_; }
   const std::vector<row_record>& records() const { return records_; }
 
  private:
@@ -148,6 +150,7 @@ class session {
   // no layer selected) into stats_ and, when recording, the keys of records_.back().
   void lists_done(const int32_t* selected);
   void page_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
+  std::shared_ptr<const void> prepare_pages(int pos);  // prepare_lists of quest / moba
   void h2o_init(int pos);  // at the first decoded row, pos
   void h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights);
   void after_prefill();
@@ -171,6 +174,7 @@ class session {
   std::vector<int> gists_done_;          // per level
   std::vector<float> logits_;
   step_stats stats_;
+  int64_t listed_rows_ = 0;  // listed_rows()
   std::vector<int32_t> base_keys_;       // gist-mask list of the row being computed
   int base_pos_ = -1;
   int base_builds_ = 0;                  // times base_keys_ was rebuilt (not extended)

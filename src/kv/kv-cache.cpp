@@ -258,6 +258,25 @@ void kv_cache::page_completed(int layer, int p) {
         mx[i] = std::max(mx[i], x);
         me[i] += x / float(P);
       }
+    if (lay_.rows_on) {  // the device routers' copy (grows by doubling, like the pool)
+      backend& be = *lay_.rows_on;
+      if (lc.summary.empty() || lc.summary.dim(0) <= p) {
+        int64_t cap = lc.summary.empty() ? 64 : lc.summary.dim(0);
+        while (cap <= p) cap *= 2;
+        Tensor grown = be.alloc({cap, 3, Hkv, D}, dtype::f32);
+        if (!lc.summary.empty()) {
+          Tensor head = grown.slice_rows(0, lc.summary.dim(0));
+          be.copy(head, lc.summary);
+        }
+        lc.summary = grown;
+      }
+      std::vector<float> planes(3 * rowf);
+      std::copy_n(mn, rowf, planes.data());
+      std::copy_n(mx, rowf, planes.data() + rowf);
+      std::copy_n(me, rowf, planes.data() + 2 * rowf);
+      Tensor dst = lc.summary.slice_rows(p, p + 1);
+      be.copy(dst, be.upload(Tensor::borrow(planes.data(), {1, 3, Hkv, D}, dtype::f32), dtype::f32));
+    }
   }
   // The window of the next raw token (chunk p+1) is pages [p + 1 - window, p]; the gists that close page p
   // still see [p - window, p], so the page that leaves now is p - window - 1.
@@ -334,7 +353,7 @@ cache_bytes kv_cache::bytes() const {
   const int64_t page_bytes = int64_t(page_floats()) * sizeof(float);
   for (const auto& lc : layers_) {
     if (lay_.rows_on) {
-      b.device += int64_t(lc.pool.nbytes());
+      b.device += int64_t(lc.pool.nbytes() + (lc.summary.empty() ? 0 : lc.summary.nbytes()));
       if (lc.host) b.pinned += int64_t(lc.host->committed());
       b.resident += int64_t(lc.kmin.size() + lc.kmax.size() + lc.kmean.size()) * sizeof(float);
       for (const auto& pg : lc.pages) b.resident += int64_t(pg.data.size()) * sizeof(float);

@@ -80,7 +80,7 @@ struct cache_bytes {
   int64_t file = 0;      // pages in the backing file
   int64_t dropped = 0;   // pages freed (their K/V no longer exist)
   int64_t scoring = 0;   // the transposed gist-key tiles (resident, a copy: not part of total())
-  int64_t device = 0;    // pool mode: the pools' capacity on the rows' backend (GPU memory for a GPU session)
+  int64_t device = 0;    // pool mode: the pools' and page summaries' capacity on the rows' backend (GPU memory)
   int64_t pinned = 0;    // tier host: the pages moved off the device (pinned host memory)
   int64_t total() const { return resident + file + device + pinned; }  // what the cache holds anywhere
 };
@@ -116,6 +116,10 @@ class kv_cache {
   const float* page_kmin(int layer) const { return layers_[layer].kmin.data(); }
   const float* page_kmax(int layer) const { return layers_[layer].kmax.data(); }
   const float* page_kmean(int layer) const { return layers_[layer].kmean.data(); }
+  // Pool mode: the same summaries where the rows are (rows_on's memory), for the device-side page routers
+  // (backend/decode-lists.h): (capacity >= complete_pages, 3, Hkv, D) f32, planes min / max / mean; rows past
+  // complete_pages are stale. Empty before the first page completes.
+  const Tensor& page_summary(int layer) const { return layers_[layer].summary; }
 
   // Pool mode: appends rows already on the pool's backend: row i of k, v (n, Hkv, D), of the backend's act()
   // type, is at[i], each the next raw index of the layer or the next row of its level's store. Gist keys are
@@ -192,6 +196,7 @@ class kv_cache {
     std::vector<gist_store> gists;
     std::vector<float> kmin, kmax, kmean;
     int64_t summary_offset = -1;  // spilled: kmin, kmax, kmean in the file
+    Tensor summary;               // pool mode: page_summary()
     Tensor pool;         // pool mode: (capacity frames * 2 P, Hkv, D) on lay_.rows_on
     int32_t frames = 0;  // frames ever taken (the pool's high-water mark)
     // Tier host: the host part, frames it holds, device frames free for reuse, and the moves reserve_rows

@@ -159,6 +159,8 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
       auto got = run(gpu_m, o, ctx, 24);
       EXPECT_GT(got->cache().bytes().device, 0) << "the rows live on the GPU";
       expect_same_as_cpu(*got, *ref);
+      if (cs.meth == method::quest || cs.meth == method::moba)  // the page routers select on the GPU too
+        EXPECT_GE(got->listed_rows(), 24) << "quest / moba rows took the host path";
     }
 }
 
@@ -245,8 +247,8 @@ TEST(CudaSession, BatchOfMethodsEqualsTheCpuBatch) {
 // A batched step sends every device-lists row of a layer through one launch per kernel (scores, top-k,
 // expansion, split-K decode; backend::decode_attention_lists_batch), each row with its own pool, lists and k.
 // Sessions of eight lengths under gsa (adaptive, fixed top-k, a small budget), hgsa (walks row by row inside the
-// batch), full, gist, streaming and quest (host selection) decode together, under union and group scoring with
-// g = 1 and 2: each the CPU batch's tokens, key lists and logits.
+// batch), full, gist, streaming, quest and moba (page summaries on the GPU) decode together, under union and
+// group scoring with g = 1 and 2: each the CPU batch's tokens, key lists and logits.
 TEST(CudaSession, BatchedListsEqualTheCpuBatch) {
   REQUIRE_GPU();
   for (const bool group : {false, true}) {
@@ -266,7 +268,7 @@ TEST(CudaSession, BatchedListsEqualTheCpuBatch) {
     };
     const c cases[] = {{method::gsa, -1, -1}, {method::gsa, -1, 3},     {method::gsa, 48, -1},
                        {method::full, -1, -1}, {method::gist, -1, -1}, {method::streaming, 64, -1},
-                       {method::gsa, -1, 1},  {method::quest, 64, -1}};
+                       {method::gsa, -1, 1},  {method::quest, 64, -1}, {method::moba, 48, -1}};
     auto batch = [&](const llama_model& m) {
       std::vector<std::unique_ptr<session>> ss;
       std::vector<session*> ptrs;

@@ -109,6 +109,10 @@ TEST(SessionPool, EqualsTheHostCacheBitForBit) {
     auto pooled = run(m, o, 37, 6, 12);
     ASSERT_GE(pooled->records().size(), 17u);
     expect_same(*host, *pooled);
+    // Every method here builds its decode rows' lists through the backend (quest and moba: the page summaries
+    // in the pool's memory), not on the host.
+    EXPECT_GE(pooled->listed_rows(), 17);
+    EXPECT_EQ(host->listed_rows(), 0);
     EXPECT_GT(pooled->cache().bytes().device, 0);
     EXPECT_EQ(host->cache().bytes().device, 0);
   }

@@ -389,10 +389,6 @@ class cuda_impl final : public backend {
   std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists, const void* previous) override {
     return prepare_lists(*this, lists, previous);
   }
-  void decode_attention_lists(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                              const void* prepared, bool select, Tensor& selected, const void* host) override {
-    run_lists(act_, out, q, pool, page_rows, prepared, select, selected, host);
-  }
   void decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows,
                                     std::vector<lists_call>& calls) override {
     run_lists_batch(act_, out, q, page_rows, calls);

@@ -31,7 +31,8 @@ struct cuda_lists {
   // whole context: 4 MB a step at 1M tokens otherwise).
   Tensor base_t;
   int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0, k = 0;
-  bool group = false;
+  int group = 0;   // lists_row::group
+  int router = 0;  // lists_row::router
   int64_t longest = 0;
   select_detail::hier_args hier;  // levels > 1 (hgsa); unit_row filled in at run (points into table)
   std::vector<int64_t> unit_off;  // table offset of each level's unit rows (level 0: the candidates' gist rows)
@@ -75,9 +76,14 @@ decode_params shape_params(int Hq, int Hkv, int D, dtype act) {
 std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, const void* previous) {
   const dtype act = be.act();
   const int n = d.n_cand();
-  if (n > 0 && (!d.cfg || d.cfg->select == gist::select_rule::top_p || n > select_detail::max_candidates ||
-                d.levels() > select_detail::hier_args::max_levels || (d.levels() > 1 && d.head_dim > 128)))
+  const bool router = d.router != lists_router::none;
+  if (n > 0 && !router &&
+      (!d.cfg || d.cfg->select == gist::select_rule::top_p || n > select_detail::max_candidates ||
+       d.levels() > select_detail::hier_args::max_levels || (d.levels() > 1 && d.head_dim > 128)))
     return nullptr;  // top-p selection has no kernel yet: the host selects
+  if (n > 0 && router && (n > select_detail::max_candidates || d.head_dim > 128 ||
+                          d.n_q_heads / d.n_kv_heads > 8))
+    return nullptr;
   decode_params p = shape_params(d.n_q_heads, d.n_kv_heads, d.head_dim, act);
   if (!decode_supported(p)) return nullptr;
   auto L = std::make_shared<cuda_lists>();
@@ -89,7 +95,8 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, co
   L->Hq = d.n_q_heads;
   L->Hkv = d.n_kv_heads;
   L->D = d.head_dim;
-  L->group = d.cfg && d.cfg->group_scoring;
+  L->group = router ? 2 : d.cfg && d.cfg->group_scoring ? 1 : 0;
+  L->router = d.router == lists_router::quest ? 1 : d.router == lists_router::moba ? 2 : 0;
   int max_raw = 0;
   for (int32_t r : d.raw_len) max_raw = std::max(max_raw, int(r));
   L->longest = L->n_base + int64_t(L->cap) * (max_raw + d.g);
@@ -172,17 +179,6 @@ int32_t* check_call(const cuda_lists& L, dtype act, const Tensor& out, const Ten
 
 }  // namespace
 
-void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int page_rows, const void* prepared,
-               bool select, Tensor& selected, const void* host) {
-  std::vector<backend::lists_call> calls(1);
-  calls[0].pool = &pool;
-  calls[0].host = host;
-  calls[0].prepared = prepared;
-  calls[0].select = select;
-  calls[0].selected = selected;
-  run_lists_batch(act, out, q, page_rows, calls);
-}
-
 void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std::vector<backend::lists_call>& calls) {
   if (calls.empty()) return;
   // GSA_DECODE_PROFILE (infer/decode-step.cpp prints the counters with each step): each phase's device time.
@@ -231,6 +227,14 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
       r.cap = L.cap;
       r.g = L.g;
       r.group = L.group;
+      r.router = L.router;
+      if (L.router) {
+        GSA_ASSERT(c.summary && c.summary->where() == device::cuda && c.summary->type() == dtype::f32 &&
+                       c.summary->dim(0) >= L.n_cand && c.summary->dim(2) == L.Hkv && c.summary->dim(3) == L.D,
+                   "decode lists: a page router's call needs the layer's page summaries on the GPU ({} pages)",
+                   L.n_cand);
+        r.summary = static_cast<const float*>(c.summary->raw());
+      }
       rows.push_back(r);
       max_cand = std::max(max_cand, L.n_cand);
     }

@@ -9,8 +9,6 @@ namespace gsa::cuda {
 
 // Null where the kernels do not cover the description (top-p selection, unsupported shapes): the host selects.
 std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, const void* previous);
-void run_lists(dtype act, Tensor& out, const Tensor& q, const Tensor& pool, int page_rows, const void* prepared,
-               bool select, Tensor& selected, const void* host);
 // Every call's row in one launch per kernel: the flat selections' scores and top-k, their expansion, and one
 // split-K decode over every row (decode_seq: each row with its own pool and lists); hierarchical selections
 // walk row by row first.

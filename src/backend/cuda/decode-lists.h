@@ -18,10 +18,13 @@ struct lists_row {
   int64_t* indptr = nullptr;   // (Hkv + 1)
   int32_t* indices = nullptr;  // the unfolded rows
   int32_t* tiles = nullptr;    // expand_decode_rows' scratch: expand_tile_ints(Hkv, n_cand)
+  const float* summary = nullptr;  // page routers: the layer's page summaries (pages, 3, Hkv, D) f32
   int n_cand = 0, k = 0, cap = 0, g = 1;
-  int group = 0;               // group scoring
-  int pad = 0;
+  int group = 0;               // group scoring (sum of the G heads' scores); page routers: 2, see below
+  int router = 0;              // decode_lists' router: 0 gist keys, 1 quest, 2 moba
 };
+// A page router's scores (decode-lists.h) are per KV head already: the score kernel writes them to the first
+// row of the group (hk G) and the top-k takes that row as it is (group 2: group scoring without the sum).
 
 // One CTA per KV head h < Hkv: the unfolded part of list h (the base is the decode kernel's shared prefix):
 // for each of its counts[h] selected chunk ids u (ids + h * cap, ascending) the rows raw_row[u] + [0,

@@ -547,6 +547,26 @@ __global__ void __launch_bounds__(score_threads)
   __syncthreads();
   const int u = blockIdx.x * blockDim.x + threadIdx.x;
   if (u >= n) return;
+  if (r.router) {  // a page router: page u's summary planes against the G heads, the max of them (per KV head)
+    const float* mn = r.summary + (int64_t(u) * 3 * Hkv + hk) * D;
+    const float* mx = mn + int64_t(Hkv) * D;
+    const float* me = mx + int64_t(Hkv) * D;
+    float s = -INFINITY;
+    for (int j = 0; j < G; j++) {
+      const float* qj = qs + j * D;
+      float v = 0.0f;
+      if (r.router == 1)
+        for (int d = 0; d < D; d++) {
+          const float a = __fmul_rn(qj[d], mn[d]), b = __fmul_rn(qj[d], mx[d]);
+          v = __fadd_rn(v, a < b ? b : a);  // std::max's choice (page_select's arithmetic)
+        }
+      else
+        for (int d = 0; d < D; d++) v = __fadd_rn(v, __fmul_rn(qj[d], me[d]));
+      s = s < v ? v : s;
+    }
+    r.scores[int64_t(hk) * G * n + u] = s;
+    return;
+  }
   float best[kMaxGroup];
 #pragma unroll
   for (int j = 0; j < kMaxGroup; j++) best[j] = -INFINITY;
@@ -592,14 +612,16 @@ __global__ void __launch_bounds__(score_threads)
 __device__ __forceinline__ void decode_topk_row(int cta, float* __restrict__ scores, int n, int k, int Hq, int Hkv,
                                                 bool group_scoring, uint32_t* __restrict__ gmask,
                                                 const int32_t* __restrict__ n_kv, int64_t ld, int mask_words,
-                                                int staged_cap) {
+                                                int staged_cap, bool reduced = false) {
   __shared__ topk_smem sm;
   const int G = Hq / Hkv;
   // Rows of query head h at scores + h * ld; n units (n_kv: n_kv[KV head] units); masks mask_words apart.
   const int hk = group_scoring ? cta : cta / G;
   const int nn = n_kv ? n_kv[hk] : n;
   const float* row;
-  if (group_scoring) {
+  if (group_scoring && reduced) {  // a page router's per-KV-head scores, in the group's first row
+    row = scores + int64_t(hk) * G * ld;
+  } else if (group_scoring) {
     float* rows = scores + int64_t(hk) * G * ld;
     for (int i = threadIdx.x; i < nn; i += blockDim.x) {
       float sum = 0.0f;
@@ -630,7 +652,7 @@ __global__ void __launch_bounds__(decode_topk_threads)
   const lists_row& r = rows[blockIdx.y];
   if (r.group && int(blockIdx.x) >= Hkv) return;
   decode_topk_row(int(blockIdx.x), r.scores, r.n_cand, r.k, Hq, Hkv, r.group != 0, r.mask, nullptr, r.n_cand,
-                  (r.n_cand + 31) / 32, staged_cap);
+                  (r.n_cand + 31) / 32, staged_cap, r.group == 2);
 }
 
 // Dynamic shared memory of a decode top-k launch over at most max_n candidates: room to stage them when they fit
