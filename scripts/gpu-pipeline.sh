@@ -46,7 +46,7 @@
 #                           per-stage steps instead: pretraining 256, scratch 256, compress 256, unfold 256, 1k, 4k
 #   EVAL_LENGTHS ("1k 4k 8k"), EVAL_DEPTHS (0.1,0.5,0.9), EVAL_SAMPLES (17 per depth: 51 per cell)
 #   EVAL_METHODS ("full gist gsa streaming quest moba"): the CPT groups' methods on DEVICE (full once, the others
-#   at each ratio)
+#   at each ratio; gsa on an AxB branch: hgsa and flat gsa)
 #   EVAL_SCRATCH_METHODS ("gsa gist"): the scratch model's methods
 #   EVAL_JOBS (4): evaluations side by side on the GPU; EVAL_GPU_THREADS (2): OMP threads of each
 #   With DEVICE=cuda, on the host's cores (--device cpu): EVAL_CPU_METHODS ("h2o", which the GPU session refuses;
@@ -308,12 +308,15 @@ cpt_cells() {
   case $meth in gist|gsa|hgsa) ;; *) if [ -z "$FULLCPT_MODEL" ]; then return 0; fi ;; esac  # a model without gists
   for r in $CPT_RATIOS; do
     if [ -z "${CPT_MODEL[$r]:-}" ]; then continue; fi
-    local m=$meth
-    # gsa stands for each branch's selecting method (hgsa on an H-GSA branch); hgsa needs a second level
-    if [ "$meth" = gsa ]; then m=$(select_method_of "$r"); fi
+    local ms=$meth m
+    # gsa stands for each branch's selecting method: on an H-GSA branch hgsa (the top-down walk) and gsa too (flat
+    # over the level-0 gists: the selection its unfold training used, gsa-plans.cpp); hgsa needs a second level
+    if [ "$meth" = gsa ] && [[ $r == *x* ]]; then ms="hgsa gsa"; fi
     if [ "$meth" = hgsa ] && [[ $r != *x* ]]; then continue; fi
-    pool_wait "$POOL"
-    "$run" "$prefix$r" "$m" "$L" "$(ratio_of "$r")" "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
+    for m in $ms; do
+      pool_wait "$POOL"
+      "$run" "$prefix$r" "$m" "$L" "$(ratio_of "$r")" "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
+    done
   done
   return 0
 }
