@@ -31,7 +31,9 @@ struct gsa_config {
   bool select_per_token = false;
 
   int levels() const { return int(chunk.size()); }
-  float ratio() const;                   // raw tokens per level-0 gist: c_0 / g
+  // The compression ratio: raw tokens per top-level gist, c_0 c_1 ... c_{L-1} / g (one level: c_0 / g; 4 x 4:
+  // 16 / g). The default budget of the selecting methods is L / ratio().
+  float ratio() const;
   // Throws gsa::error naming the field when a value is out of range.
   void validate() const;
 };

@@ -62,8 +62,12 @@ int candidate_count(int query_chunk, int n_complete_chunks, int local_chunks) {
 int adaptive_k(int64_t raw_before, const gsa_config& cfg, int group_size, int n_candidates) {
   if (n_candidates <= 0) return 0;
   GSA_ASSERT(group_size >= 1 && raw_before >= 0, "group_size {} raw_before {}", group_size, raw_before);
-  const int64_t c = cfg.chunk[0];
-  const int64_t k = raw_before * cfg.gists_per_chunk / (c * c * group_size) + 1;
+  // The released rule k = L_raw / r / G / c_0 + 1 with r = cfg.ratio() = span / g (span: raw tokens per top-level
+  // unit), so that k chunks of c_0 per query head, over a group of G, unfold about L / r raw tokens per KV head at
+  // every number of levels (one level: L g / (c_0^2 G) + 1).
+  int64_t span = 1;
+  for (int c : cfg.chunk) span *= c;
+  const int64_t k = raw_before * cfg.gists_per_chunk / (span * cfg.chunk[0] * group_size) + 1;
   const int64_t cap = (int64_t(n_candidates) + 3) / 4;
   return int(std::min(k, cap));
 }

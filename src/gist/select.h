@@ -25,8 +25,9 @@ namespace gsa::gist {
 int candidate_count(int query_chunk, int n_complete_chunks, int local_chunks);
 
 // Adaptive k of the released code: k = L_raw / r / group_size / c + 1, with L_raw = raw tokens before the
-// query, c = c_0, r = c_0 / g, evaluated exactly as floor(L_raw * g / (c * c * group_size)) + 1 (r need not
-// be an integer); so the union over the group attends about L_raw / r raw tokens per KV head. Capped at 25%
+// query, c = c_0, r = cfg.ratio() = c_0 c_1 ... c_{L-1} / g (one level: c_0 / g), evaluated exactly as
+// floor(L_raw * g / (span * c * group_size)) + 1 with span = c_0 c_1 ... (r need not be an integer); so the
+// union over the group attends about L_raw / r raw tokens per KV head at any number of levels. Capped at 25%
 // of the candidates, rounded up (ceil(n / 4)), so that one chunk may be unfolded as soon as there is one
 // candidate (the +1 says "at least one"); 0 when there is no candidate.
 int adaptive_k(int64_t raw_before, const gsa_config& cfg, int group_size, int n_candidates);

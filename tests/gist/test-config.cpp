@@ -40,7 +40,7 @@ TEST(GistConfig, ParseAllKeys) {
   EXPECT_TRUE(c.gists_all);
   EXPECT_EQ(c.mode, train_mode::suffix_unfold);
   EXPECT_TRUE(c.select_per_token);
-  EXPECT_FLOAT_EQ(c.ratio(), 4.0f);
+  EXPECT_FLOAT_EQ(c.ratio(), 16.0f);  // 8 x 4 raw tokens per top-level unit, 2 gists each
 
   // Round trip through emit.
   gsa_config d = gsa_config_from_json(gsa_config_to_json(c));

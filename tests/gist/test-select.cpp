@@ -77,6 +77,12 @@ TEST(GistSelect, AdaptiveK) {
   auto cfg2 = make_cfg({8}, 2);                      // r = 4 need not divide anything
   EXPECT_EQ(adaptive_k(64, cfg2, 1, 100), 3);        // 64 / 4 / 1 / 8 + 1
   EXPECT_EQ(adaptive_k(64, cfg2, 2, 100), 2);
+  // Two levels: r is the whole hierarchy's (4 x 4 / 1 = 16), so the budget is L / 16 as for one level of 16,
+  // in chunks of 4: k = L / 16 / G / 4 + 1 (not L / 4 / G / 4 + 1, four times the budget).
+  auto cfg3 = make_cfg({4, 4}, 1);
+  EXPECT_FLOAT_EQ(cfg3.ratio(), 16.0f);
+  EXPECT_EQ(adaptive_k(1024, cfg3, 1, 200), 17);     // 1024 / 16 / 1 / 4 + 1
+  EXPECT_EQ(adaptive_k(3072, cfg3, 3, 700), 17);     // 3072 / 16 / 3 / 4 + 1
   cfg.select = select_rule::fixed;
   cfg.topk = 6;
   EXPECT_EQ(select_k(cfg, 0, 1, 4), 4);
@@ -186,5 +192,6 @@ TEST(GistSelect, HierarchyK) {
   cfg.topk = 3;
   EXPECT_EQ(hierarchy_k(cfg, 0, 1, 10), (std::vector<int>{3, 3}));
   cfg.select = select_rule::adaptive;
-  EXPECT_EQ(hierarchy_k(cfg, 256, 1, 100), (std::vector<int>{2, 2}));
+  EXPECT_EQ(hierarchy_k(cfg, 256, 1, 100), (std::vector<int>{1, 1}));   // r = 64: 256 / 64 / 16 + 1
+  EXPECT_EQ(hierarchy_k(cfg, 1024, 1, 100), (std::vector<int>{2, 2}));
 }
