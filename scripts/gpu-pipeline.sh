@@ -46,8 +46,8 @@
 #                           per-stage steps instead: pretraining 256, scratch 256, compress 256, unfold 256, 1k, 4k
 #   EVAL_LENGTHS ("1k 4k 8k"), EVAL_DEPTHS (0.1,0.5,0.9), EVAL_SAMPLES (17 per depth: 51 per cell)
 #   EVAL_METHODS ("full gist gsa streaming quest moba"): the CPT groups' methods on DEVICE (full once, the others
-#   at each ratio; gsa on an AxB branch: hgsa and flat gsa at L/(A B), and hgsa at L/A, about the budget its
-#   adaptive training rule gave, group cptAxBrA; EVAL_TRAIN_BUDGET=0 leaves that cell out)
+#   at each ratio; gsa on an AxB branch: hgsa and flat gsa at L/(A B); EVAL_WIDE_BUDGET=1 adds hgsa at L/A,
+#   group cptAxBrA)
 #   EVAL_SCRATCH_METHODS ("gsa gist"): the scratch model's methods
 #   EVAL_JOBS (4): evaluations side by side on the GPU; EVAL_GPU_THREADS (2): OMP threads of each
 #   With DEVICE=cuda, on the host's cores (--device cpu): EVAL_CPU_METHODS ("h2o", which the GPU session refuses;
@@ -318,9 +318,9 @@ cpt_cells() {
       pool_wait "$POOL"
       "$run" "$prefix$r" "$m" "$L" "$(ratio_of "$r")" "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
     done
-    # An AxB branch trained with the adaptive rule's budget, about L/A over a GQA group (select_k with chunk A):
-    # hgsa at that budget too (group cptAxBrA), beside the L/(A B) cells, so that budget and walk can be told apart.
-    if [ "$meth" = gsa ] && [[ $r == *x* ]] && [ "${EVAL_TRAIN_BUDGET:-1}" != 0 ]; then
+    # EVAL_WIDE_BUDGET=1: hgsa at L/A too (group cptAxBrA), four times the budget, the one a model trained before
+    # the adaptive rule counted H-GSA's whole ratio (docs/results.md, run F) was trained with.
+    if [ "$meth" = gsa ] && [[ $r == *x* ]] && [ "${EVAL_WIDE_BUDGET:-0}" != 0 ]; then
       pool_wait "$POOL"
       "$run" "$prefix${r}r${r%x*}" hgsa "$L" "${r%x*}" "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
     fi
