@@ -29,6 +29,9 @@ struct gsa_config {
   // over its rows (DESIGN 1.5); true = each row selects for itself from its own query, as decoding does, so no
   // row's selection depends on the rows after it ("train_select": "chunk" | "token").
   bool select_per_token = false;
+  // Not part of config.json: a session's --ratio r, which the adaptive rule then uses instead of ratio() (so that
+  // gsa / hgsa get the same L / r budget as the baselines); 0: ratio().
+  float budget_ratio = 0;
 
   int levels() const { return int(chunk.size()); }
   // The compression ratio: raw tokens per top-level gist, c_0 c_1 ... c_{L-1} / g (one level: c_0 / g; 4 x 4:

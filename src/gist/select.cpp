@@ -67,7 +67,10 @@ int adaptive_k(int64_t raw_before, const gsa_config& cfg, int group_size, int n_
   // every number of levels (one level: L g / (c_0^2 G) + 1).
   int64_t span = 1;
   for (int c : cfg.chunk) span *= c;
-  const int64_t k = raw_before * cfg.gists_per_chunk / (span * cfg.chunk[0] * group_size) + 1;
+  const int64_t k = cfg.budget_ratio > 0  // a session's --ratio r: floor(L_raw / (r G c_0)) + 1
+                        ? int64_t(std::floor(double(raw_before) / (double(cfg.budget_ratio) * group_size *
+                                                                   cfg.chunk[0]))) + 1
+                        : raw_before * cfg.gists_per_chunk / (span * cfg.chunk[0] * group_size) + 1;
   const int64_t cap = (int64_t(n_candidates) + 3) / 4;
   return int(std::min(k, cap));
 }

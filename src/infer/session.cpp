@@ -46,6 +46,7 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
   const bool gists = uses_gists(opts.meth);
   chunk_ = gists ? cfg_->chunk[0] : (opts.page_size > 0 ? opts.page_size : has_gsa ? cfg_->chunk[0] : 16);
   if (opts.ratio > 0) ratio_ = opts.ratio;
+  if (opts.ratio > 0 && cfg_) cfg_->budget_ratio = opts.ratio;  // gsa / hgsa's adaptive k at the same L / r
   if (opts.sink >= 0) sink_ = opts.sink;
   else if (!has_gsa) sink_ = 4;
 

@@ -1,8 +1,10 @@
 // `gsa bench decode (--model DIR | --preset small|llama1b) --context 1k,4k,16k,64k --method gsa,full,... [--batch B]
 // [--json]`: per-token decode latency, attended tokens, KV bytes read and achieved bandwidth per method and context
 // length. With --preset the weights are random and the cache is filled with random keys and values (no real
-// prefill: the output says so); with --model the context is random token ids prefilled for real. --batch B decodes
-// B sessions of that context together (one batched step per token, as gsa serve). Figures only, never pass/fail.
+// prefill: the output says so) unless --prefill; with --model (or --prefill) the context is random token ids
+// prefilled for real, and the prefill's tokens/s is reported too (the first session's). --batch B decodes
+// B sessions of that context together (one batched step per token, as gsa serve). Budget L / r: --ratio r (16
+// with --preset, else the model's ratio), --budget or --topk. Figures only, never pass/fail.
 // GB/s counts the weights streamed once per batched step plus the KV bytes read. A cell that runs out of memory is
 // reported as skipped and the others still run.
 #include <CLI/CLI.hpp>
@@ -10,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <new>
 
@@ -30,9 +33,11 @@ struct bench_args {
   int steps = 8, batch = 1;
   int64_t budget = -1;
   int topk = -1;
+  float ratio = 0;
   std::string chunks;
   int64_t gpu_kv_budget = 0;
   bool json = false;
+  bool prefill = false;  // a preset's context prefilled for real (timed) instead of random K/V
   device_options dev;
 };
 
@@ -89,6 +94,7 @@ bool out_of_memory(const std::exception& e) {
 
 struct cell {
   double ms_tok = 0, att_tok = 0, bytes_tok = 0, weight_passes = 0, gib = 0, pinned_gib = 0;
+  double prefill_ms = 0;  // the first session's prefill, synchronised (0: random K/V)
   int64_t budget = -1;
 };
 
@@ -97,11 +103,13 @@ struct cell {
 cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_kv, const bench_args& a) {
   std::vector<std::unique_ptr<infer::session>> ss;
   std::vector<infer::session*> batch;
+  double prefill_ms = 0;
   for (int b = 0; b < a.batch; b++) {
     infer::session_options o;
     o.meth = meth;
     o.budget = a.budget;
     o.topk = a.topk;
+    o.ratio = a.ratio > 0 ? a.ratio : a.preset.empty() ? 0.0f : 16.0f;  // presets: L / 16, as every table so far
     o.gpu_kv_budget = a.gpu_kv_budget;
     ss.push_back(std::make_unique<infer::session>(m, o));
     infer::session& s = *ss.back();
@@ -111,7 +119,11 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
       rng r(42 + uint64_t(b));
       std::vector<int32_t> ids(L);
       for (auto& x : ids) x = int32_t(r.below(uint64_t(m.config.vocab_size) / 2));
+      const auto t0 = std::chrono::steady_clock::now();
       s.prefill(ids);
+      m.ops().synchronize();
+      if (b == 0)
+        prefill_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
     batch.push_back(&s);
   }
@@ -148,6 +160,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
   c.gib = double(m.ops().bytes_in_use()) / double(1 << 30);
   c.pinned_gib = double(batch[0]->cache().bytes().pinned) * a.batch / double(1 << 30);
   c.budget = batch[0]->budget();
+  c.prefill_ms = prefill_ms;
   return c;
 }
 
@@ -184,17 +197,18 @@ int run_bench(const bench_args& a) {
   }
   llama_model m =
       model_on_device(a.preset.empty() ? load_model(a.model) : preset_model(a.preset, chunks), a.dev);
-  const bool random_kv = !a.preset.empty();
+  const bool random_kv = !a.preset.empty() && !a.prefill;
   int64_t weight_bytes = 0;
   for (auto& [name, t] : m.parameters())
     if (name != "model.embed_tokens.weight" || m.config.tie_word_embeddings) weight_bytes += int64_t(t->nbytes());
   if (!a.json)
     fmt::print("# decode, {} ({:.1f}M parameters), {}, batch {}, cache {}, {} timed steps per cell\n"
-               "{:>10} {:>8} {:>10} {:>10} {:>12} {:>8} {:>8}\n",
-               random_kv ? "preset " + a.preset + ", random weights" : a.model, m.parameter_count() / 1e6,
+               "{:>10} {:>8} {:>10} {:>10} {:>12} {:>8} {:>8} {:>12}\n",
+               !a.preset.empty() ? "preset " + a.preset + ", random weights" : a.model, m.parameter_count() / 1e6,
                m.ops().describe(), a.batch,
                random_kv ? "filled with random keys and values (no real prefill)" : "prefilled with random tokens",
-               a.steps, "method", "context", "ms/token", "attended", "KV bytes", "GB/s", "GiB");
+               a.steps, "method", "context", "ms/token", "attended", "KV bytes", "GB/s", "GiB",
+               random_kv ? "" : "prefill t/s");
   nlohmann::json recs = nlohmann::json::array();
   for (int64_t L : lengths) {
     if (L + a.steps + 514 >= m.config.max_position_embeddings)  // + the warm-up chunk (chunks up to 512)
@@ -221,9 +235,14 @@ int run_bench(const bench_args& a) {
                       {"gpu_mem_gib", c.gib}, {"pinned_gib", c.pinned_gib}, {"budget", c.budget},
                       {"gpu_kv_budget", a.gpu_kv_budget},
                       {"chunks", a.preset.empty() ? "" : a.chunks.empty() ? "16,4" : a.chunks}, {"kv", random_kv ? "random" : "prefill"}});
+      if (!random_kv) {
+        recs.back()["prefill_ms"] = c.prefill_ms;
+        recs.back()["prefill_tokens_per_s"] = c.prefill_ms > 0 ? double(L) * 1000.0 / c.prefill_ms : 0.0;
+      }
       if (!a.json)
-        fmt::print("{:>10} {:>8} {:>10.2f} {:>10.0f} {:>12} {:>8.2f} {:>8.2f}\n", infer::method_name(meth), L,
-                   c.ms_tok, c.att_tok, int64_t(c.bytes_tok), gbps, c.gib);
+        fmt::print("{:>10} {:>8} {:>10.2f} {:>10.0f} {:>12} {:>8.2f} {:>8.2f} {:>12}\n", infer::method_name(meth), L,
+                   c.ms_tok, c.att_tok, int64_t(c.bytes_tok), gbps, c.gib,
+                   random_kv ? "" : fmt::format("{:.0f}", double(L) * 1000.0 / std::max(1e-9, c.prefill_ms)));
       std::fflush(stdout);
     }
   }
@@ -245,11 +264,18 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
   sub->add_option("--batch", a.batch, "Sessions of each context decoded together (one batched step per token)");
   sub->add_option("--budget", a.budget, "Attended raw KV tokens per step and KV head (default L / r)");
   sub->add_option("--topk", a.topk, "gsa/hgsa: chunks per query head");
+  sub->add_option("--ratio", a.ratio,
+                  "Budget L / r for every method, the adaptive gsa / hgsa rule included (default: 16 with --preset, "
+                  "else the model's ratio, c_0 c_1 ... / g)")
+      ->check(CLI::Range(1.0, 1e6));
   sub->add_option("--chunks", a.chunks,
                   "--preset only: the gist hierarchy's chunk sizes, level 0 first (default 16,4; e.g. 16,4,4,4 "
                   "gives hgsa four levels)");
   add_gpu_kv_budget_option(sub, a.gpu_kv_budget);
   sub->add_flag("--json", a.json, "One JSON array of records");
+  sub->add_flag("--prefill", a.prefill,
+                "With --preset: prefill the context (random token ids) for real and report its tokens/s, instead of "
+                "filling the cache with random keys and values");
   add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_bench(a); }});
 }

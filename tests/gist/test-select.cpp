@@ -83,6 +83,13 @@ TEST(GistSelect, AdaptiveK) {
   EXPECT_FLOAT_EQ(cfg3.ratio(), 16.0f);
   EXPECT_EQ(adaptive_k(1024, cfg3, 1, 200), 17);     // 1024 / 16 / 1 / 4 + 1
   EXPECT_EQ(adaptive_k(3072, cfg3, 3, 700), 17);     // 3072 / 16 / 3 / 4 + 1
+  // A session's --ratio replaces r: c = 16 at r = 32 halves the budget; 4 x 4 at r = 4 quadruples it.
+  auto cfg4 = make_cfg({16}, 1);
+  cfg4.budget_ratio = 32;
+  EXPECT_EQ(adaptive_k(32768, cfg4, 1, 1000), 65);   // 32768 / 32 / 1 / 16 + 1 (129 at r = 16)
+  cfg3.budget_ratio = 4;
+  EXPECT_EQ(adaptive_k(1024, cfg3, 1, 200), 50);     // min(1024 / 4 / 1 / 4 + 1, ceil(200 / 4))
+  EXPECT_EQ(adaptive_k(1024, cfg3, 1, 400), 65);
   cfg.select = select_rule::fixed;
   cfg.topk = 6;
   EXPECT_EQ(select_k(cfg, 0, 1, 4), 4);
