@@ -20,6 +20,13 @@ tied embedding once, as the LM head) + the K and V of `context` positions in all
 gsa: every weight once per batched step + the bytes its step reports reading (K/V rows attended, gist keys scored,
 page summaries), which gsa counts as f32 elements, halved here for bf16.
 
+--prefill: prefill instead of decode, batch 1: transformers runs the base model (LlamaModel, no LM head, no cache)
+over `context` random token ids, median of --steps runs after one untimed run, each between two
+torch.cuda.synchronize(); gsa runs `BIN bench decode --preset llama1b --prefill --steps 1 --method M` (the session's
+prefill of random token ids, synchronised: K/V into its paged cache, the last row's logits; full = dense causal
+attention, gsa = the gist mask with the gists inserted). Records {"impl", "context", "prefill_ms",
+"prefill_tokens_per_s"}.
+
 Output: one JSON line per cell, {"impl", "batch", "context", "ms_per_token", "tokens_per_s", "gpu_mem_gib",
 "bytes_per_step", "limit_ms", "x_limit"} (x_limit = ms_per_token / limit_ms); a cell that does not fit in GPU memory
 (or that gsa could not run) gives {"impl", "batch", "context", "skipped": why} instead. The first line is {"meta": ...}.
@@ -167,6 +174,62 @@ def run_transformers(args, out):
     torch.cuda.empty_cache()
 
 
+def run_transformers_prefill(args, out):
+    import torch
+    if not torch.cuda.is_available():
+        emit({"impl": "transformers-sdpa", "skipped": "no CUDA device visible to PyTorch"}, out)
+        return
+    model = make_model(torch, max(args.contexts) + 16)
+    for context in args.contexts:
+        try:
+            torch.manual_seed(1)
+            ids = torch.randint(0, VOCAB // 2, (1, context), device="cuda")
+            times = []
+            with torch.no_grad():
+                for i in range(args.steps + 1):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    model.model(input_ids=ids, use_cache=False)
+                    torch.cuda.synchronize()
+                    if i > 0:
+                        times.append((time.perf_counter() - t0) * 1000)
+            ms = statistics.median(times)
+            emit({"impl": "transformers-sdpa", "context": context, "prefill_ms": round(ms, 3),
+                  "prefill_tokens_per_s": round(context * 1000 / ms)}, out)
+        except torch.cuda.OutOfMemoryError as e:
+            emit({"impl": "transformers-sdpa", "context": context,
+                  "skipped": "out of memory: " + (str(e).strip().splitlines() or [""])[0][:200]}, out)
+        gc.collect()
+        torch.cuda.empty_cache()
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def run_gsa_prefill(args, out):
+    for context in args.contexts:
+        cmd = [args.gsa, "bench", "decode", "--preset", "llama1b", "--device", "cuda", "--precision", "bf16",
+               "--prefill", "--context", str(context), "--method", args.gsa_methods, "--steps", "1", "--json"]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.gsa_timeout)
+        except subprocess.TimeoutExpired:
+            emit({"impl": "gsa", "context": context, "skipped": f"more than --gsa-timeout {args.gsa_timeout} s"}, out)
+            continue
+        lines = [l for l in p.stdout.splitlines() if l.startswith("[")]
+        if p.returncode != 0 or not lines:
+            tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+            emit({"impl": "gsa", "context": context, "skipped": f"exited {p.returncode}: {tail}"}, out)
+            continue
+        for r in json.loads(lines[-1]):
+            rec = {"impl": "gsa-" + r["method"], "context": context}
+            if "skipped" in r:
+                rec["skipped"] = r["skipped"]
+            else:
+                rec.update(prefill_ms=round(r["prefill_ms"], 3), prefill_tokens_per_s=round(r["prefill_tokens_per_s"]),
+                           gpu_mem_gib=round(r["gpu_mem_gib"], 2))
+            emit(rec, out)
+
+
 # ---- gsa
 
 def run_gsa(args, out):
@@ -212,6 +275,7 @@ def main():
                     help="skip gsa cells whose batch x context exceeds this (random K/V is built on the host)")
     ap.add_argument("--gsa-timeout", type=float, default=300, help="seconds for one gsa bench decode call")
     ap.add_argument("--no-transformers", action="store_true", help="only the gsa cells")
+    ap.add_argument("--prefill", action="store_true", help="time the prefill (batch 1) instead of decode steps")
     ap.add_argument("--out", help="also append the JSON lines to this file")
     args = ap.parse_args()
     args.contexts = parse_lengths(args.contexts)
@@ -233,9 +297,9 @@ def main():
         if "import_error" in meta:
             emit({"impl": "transformers-sdpa", "skipped": meta["import_error"]}, out)
         else:
-            run_transformers(args, out)
+            (run_transformers_prefill if args.prefill else run_transformers)(args, out)
     if args.gsa:
-        run_gsa(args, out)
+        (run_gsa_prefill if args.prefill else run_gsa)(args, out)
     return 0
 
 

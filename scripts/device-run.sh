@@ -7,7 +7,7 @@
 #
 # steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
 # hf-decode first-result serve (carry bundle-data/ too) ncu
-# decode-profile decode-long decode-offload pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# decode-profile decode-long decode-offload prefill pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -192,6 +192,14 @@ if has hf-decode; then
     --batches "${HF_BATCHES:-1,16}" --gsa "$GSA" --gsa-max-tokens "${HF_GSA_MAX_TOKENS:-600000}" --gsa-timeout 150 \
     --out $RES/hf-decode.jsonl
   echo "bench-hf-decode.py exit code: $?"
+fi
+
+if has prefill; then
+  section "prefill tokens/s, Llama-3.2-1B shape, batch 1: transformers (SDPA) and gsa bench decode --preset llama1b --prefill"
+  rm -f $RES/prefill.jsonl
+  timeout "${PREFILL_TIMEOUT:-240}" python3 scripts/bench-hf-decode.py --prefill --contexts "${PREFILL_CONTEXTS:-32k,128k}" \
+    --steps 3 --gsa "$GSA" --gsa-methods "${PREFILL_METHODS:-full,gsa,hgsa}" --gsa-timeout 120 --out $RES/prefill.jsonl
+  echo "bench-hf-decode.py --prefill exit code: $?"
 fi
 
 if has multigpu; then
