@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Several GPUs (issue 16, docs/cuda.md "Several GPUs"), on a machine with 2 GPUs (kind nvidia-h200-x2):
+# Several GPUs (issue 16, docs/multigpu.md), on a machine with 2 GPUs (kind nvidia-h200-x2):
 #   (a) equal results: llama125m, 50 steps, global batch 8 x 1024 tokens, on 1 GPU and on 2 GPUs (replicated and
 #       ZeRO-1), bf16 and f32; per-step losses compared against a stated tolerance and against the spread of two
 #       1-GPU runs (the GPU is not bit-exact run to run: attention backward atomics);

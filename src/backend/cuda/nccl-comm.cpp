@@ -98,7 +98,7 @@ class nccl_communicator final : public dist::communicator {
     GSA_ASSERT(int(ranges.size()) == world_);
     after_compute();
     // One reduce per owner in a group: ranges of any size, no padded copy of the buffer (ncclReduceScatter needs
-    // equal counts; docs/cuda.md "Several GPUs" says when that would matter).
+    // equal counts; docs/multigpu.md says when that would matter).
     check_nccl(api().group_start(), "group start");
     for (int r = 0; r < world_; r++)
       if (ranges[r].size() > 0)
