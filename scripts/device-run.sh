@@ -200,6 +200,9 @@ if has prefill; then
   timeout "${PREFILL_TIMEOUT:-240}" python3 scripts/bench-hf-decode.py --prefill --contexts "${PREFILL_CONTEXTS:-32k,128k}" \
     --steps 3 --gsa "$GSA" --gsa-methods "${PREFILL_METHODS:-full,gsa,hgsa}" --gsa-timeout 120 --out $RES/prefill.jsonl
   echo "bench-hf-decode.py --prefill exit code: $?"
+  # Where a prefill's time goes (the device synchronised around each phase: slower than the plain run above).
+  GSA_TRAIN_PROFILE=1 timeout 120 "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 1 \
+    --context "${PREFILL_PROFILE_CONTEXT:-32k}" --method "${PREFILL_METHODS:-full,gsa,hgsa}"
 fi
 
 if has multigpu; then

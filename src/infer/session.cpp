@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/rng.h"
 #include "gist/plan.h"
 #include "model/gsa-plans.h"
@@ -201,7 +202,7 @@ void session::prefill(const std::vector<int32_t>& raw) {
   // and drops its activations there (not its plan: the next layer may share it): the prefill holds two layers'
   // activations at a time instead of every layer's (what lets a long context prefill on the GPU).
   forward_state st;
-  auto take = [&](int l) {
+  auto take_layer = [&](int l) {
     layer_acts& a = st.layers[size_t(l)];
     if (cache_->pooled()) {
       cache_->append_rows(l, addr_, a.k, a.v);
@@ -217,9 +218,24 @@ void session::prefill(const std::vector<int32_t>& raw) {
                       &a.rstd_mlp, &a.gate, &a.up, &a.act})
       *t = Tensor();
   };
+  // GSA_TRAIN_PROFILE: the device synchronised around each layer's move into the cache and its plan
+  // (prefill.append, prefill.plan; forward() adds the attention's own counters, its plan time including these).
+  const bool prof = profile_on();
+  auto since = [&](double t0) {
+    m_.ops().synchronize();
+    return profile_clock_ms() - t0;
+  };
+  auto take = [&](int l) {
+    const double t0 = prof ? since(0) : 0;
+    take_layer(l);
+    if (prof) profile_add("prefill.append", since(t0));
+  };
   plan_provider stepped = [&](int layer, const layer_qk& qk) {
     if (layer > 0) take(layer - 1);
-    return plans(layer, qk);
+    const double t0 = prof ? since(0) : 0;
+    cpu::attn_plan p = plans(layer, qk);
+    if (prof) profile_add("prefill.plan", since(t0));
+    return p;
   };
   forward(m_, st, s_.ids, s_.pos, {}, &stepped);
   take(L - 1);

@@ -13,10 +13,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <new>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/rng.h"
 #include "gist/config.h"
 #include "infer/session.h"
@@ -95,6 +97,7 @@ bool out_of_memory(const std::exception& e) {
 struct cell {
   double ms_tok = 0, att_tok = 0, bytes_tok = 0, weight_passes = 0, gib = 0, pinned_gib = 0;
   double prefill_ms = 0;  // the first session's prefill, synchronised (0: random K/V)
+  std::map<std::string, double> prefill_profile;  // GSA_TRAIN_PROFILE: its phases, ms (the device synchronised)
   int64_t budget = -1;
 };
 
@@ -104,6 +107,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
   std::vector<std::unique_ptr<infer::session>> ss;
   std::vector<infer::session*> batch;
   double prefill_ms = 0;
+  std::map<std::string, double> prefill_profile;
   for (int b = 0; b < a.batch; b++) {
     infer::session_options o;
     o.meth = meth;
@@ -119,11 +123,21 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
       rng r(42 + uint64_t(b));
       std::vector<int32_t> ids(L);
       for (auto& x : ids) x = int32_t(r.below(uint64_t(m.config.vocab_size) / 2));
+      if (b == 0 && profile_on()) {  // counters of this prefill only
+        train_attention_profile() = {};
+        profile_take();
+      }
       const auto t0 = std::chrono::steady_clock::now();
       s.prefill(ids);
       m.ops().synchronize();
-      if (b == 0)
+      if (b == 0) {
         prefill_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (profile_on()) {
+          prefill_profile = profile_take();
+          prefill_profile["attention.forward"] = train_attention_profile().fwd_ms;
+          prefill_profile["attention.plan"] = train_attention_profile().plan_ms;  // prefill.* included
+        }
+      }
     }
     batch.push_back(&s);
   }
@@ -161,6 +175,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
   c.pinned_gib = double(batch[0]->cache().bytes().pinned) * a.batch / double(1 << 30);
   c.budget = batch[0]->budget();
   c.prefill_ms = prefill_ms;
+  c.prefill_profile = std::move(prefill_profile);
   return c;
 }
 
@@ -238,11 +253,17 @@ int run_bench(const bench_args& a) {
       if (!random_kv) {
         recs.back()["prefill_ms"] = c.prefill_ms;
         recs.back()["prefill_tokens_per_s"] = c.prefill_ms > 0 ? double(L) * 1000.0 / c.prefill_ms : 0.0;
+        if (!c.prefill_profile.empty()) recs.back()["prefill_profile_ms"] = c.prefill_profile;
       }
       if (!a.json)
         fmt::print("{:>10} {:>8} {:>10.2f} {:>10.0f} {:>12} {:>8.2f} {:>8.2f} {:>12}\n", infer::method_name(meth), L,
                    c.ms_tok, c.att_tok, int64_t(c.bytes_tok), gbps, c.gib,
                    random_kv ? "" : fmt::format("{:.0f}", double(L) * 1000.0 / std::max(1e-9, c.prefill_ms)));
+      if (!a.json && !c.prefill_profile.empty()) {
+        std::string line = fmt::format("{:>10} prefill {:.1f} ms:", "", c.prefill_ms);
+        for (const auto& [name, ms] : c.prefill_profile) line += fmt::format(" {} {:.1f}", name, ms);
+        fmt::print("{}\n", line);
+      }
       std::fflush(stdout);
     }
   }
