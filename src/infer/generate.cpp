@@ -63,6 +63,7 @@ std::vector<generation> generate(const std::vector<session*>& batch, const gener
     s.seed += uint64_t(i);  // independent streams per session, reproducible
     samplers.emplace_back(s);
   }
+  for (session* s : batch) s->reserve_tokens(opts.max_tokens);  // no pool growth while decoding
   run_pending(batch);
   for (session* s : batch)
     if (s->logits().empty()) fail("generate: a session has no tokens; prefill a context or append a prompt first");

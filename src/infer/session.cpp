@@ -243,6 +243,21 @@ void session::prefill(const std::vector<int32_t>& raw) {
   prefill_rows_ = T;
 }
 
+void session::reserve_tokens(int64_t more) {
+  if (!cache_->pooled() || more <= 0) return;
+  const int64_t P = cache_->layout().page_size;
+  const int64_t raw = int64_t(raw_queued_) + more;  // raw_queued_: computed and queued
+  int64_t frames = (raw + P - 1) / P + 1;
+  if (uses_gists(opts_.meth)) {  // g gists per unit of each level: units of c_0, c_0 c_1, ... raw tokens
+    int64_t span = 1;
+    for (int l = 0; l < cfg_->levels(); l++) {
+      span *= cfg_->chunk[size_t(l)];
+      frames += (raw / span * cfg_->gists_per_chunk + P - 1) / P + 1;
+    }
+  }
+  cache_->reserve_frames(frames);
+}
+
 void session::extend(const std::vector<int32_t>& raw) {
   if (s_.size() == 0 && pending_.empty()) return prefill(raw);
   if (raw.empty() && pending_.empty()) fail("extend: nothing to compute; give at least one token");

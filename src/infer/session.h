@@ -122,6 +122,9 @@ class session {
   // and every later row.
   const std::vector<cpu::attn_plan>& prefill_plans() const { return prefill_plans_; }
   int prefill_rows() const { return prefill_rows_; }
+  // Pool mode: room in every layer's KV pool for `more` raw tokens past those computed or queued, and their gists,
+  // so that decoding them never grows a pool (generate() reserves max_tokens). Nothing off pool mode.
+  void reserve_tokens(int64_t more);
   // Decode rows whose key lists the backend selected and built where the pool is (decode lists), since the start.
   int64_t listed_rows() const { return listed_rows_; }
   const std::vector<row_record>& records() const { return records_; }

@@ -179,7 +179,6 @@ void kv_cache::append_rows(int layer, const std::vector<kv_addr>& at, const Tens
 
 std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr>& at, const Tensor& k) {
   GSA_ASSERT(lay_.rows_on, "append_rows needs a pooled KV cache");
-  backend& be = *lay_.rows_on;
   layer_cache& lc = layers_[layer];
   const int P = lay_.page_size, Hkv = lay_.n_kv_heads, D = lay_.head_dim;
   const size_t rowf = size_t(Hkv) * D;
@@ -215,7 +214,14 @@ std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr
     }
     rows[i] = pool_row(layer, a);
   }
-  const int64_t need = int64_t(lc.frames) * 2 * P;
+  grow_pool(layer, int64_t(lc.frames) * 2 * P);
+  return rows;
+}
+
+void kv_cache::grow_pool(int layer, int64_t need) {
+  backend& be = *lay_.rows_on;
+  layer_cache& lc = layers_[layer];
+  const int P = lay_.page_size, Hkv = lay_.n_kv_heads, D = lay_.head_dim;
   if (lc.pool.empty() || lc.pool.dim(0) < need) {  // grow by doubling; the old frames keep their rows
     int64_t cap = lc.pool.empty() ? int64_t(2) * P * 4 : lc.pool.dim(0);
     while (cap < need) cap *= 2;
@@ -236,7 +242,12 @@ std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr
     }
     lc.pool = grown;
   }
-  return rows;
+}
+
+void kv_cache::reserve_frames(int64_t frames) {
+  GSA_ASSERT(lay_.rows_on, "reserve_frames needs a pooled KV cache");
+  if (lay_.device_budget > 0) return;  // tier host: the budget, not the context, bounds the pools
+  for (int l = 0; l < lay_.n_layers; l++) grow_pool(l, frames * 2 * lay_.page_size);
 }
 
 void kv_cache::page_completed(int layer, int p) {

@@ -132,6 +132,12 @@ class kv_cache {
   // Pool mode: issues the moves off the device that reserve_rows recorded (tier host; else nothing). Call it
   // once the reserved rows are written, before they or the moved pages are read.
   void commit_rows(int layer);
+  // Pool mode: grows every layer's pool now to hold `frames` frames (pages of raw rows and of gist rows), so that
+  // appends up to that many frames do not grow it (a doubling copies the whole pool: a one-time stall of ~100 ms
+  // at 128k on the 1B shape). Nothing with a device budget (tier host), which bounds the pools instead.
+  void reserve_frames(int64_t frames);
+  // Frames a layer has taken so far (the pool's high-water mark).
+  int64_t frames_taken(int layer) const { return layers_[layer].frames; }
   Tensor& pool(int layer) { return layers_[layer].pool; }
   // Tier host: where the layer's off-device rows start (null before a page has left the device).
   void* host(int layer) const { return layers_[layer].host ? layers_[layer].host->data() : nullptr; }
@@ -210,6 +216,7 @@ class kv_cache {
   const float* row(int layer, kv_addr a, int h, int which) const;
   void move_off_device(int layer, int p);
   int64_t device_pool_bytes() const;
+  void grow_pool(int layer, int64_t need_rows);  // pool mode: capacity >= need_rows rows (doubling, budget)
   void page_completed(int layer, int p);
   void add_tiles(gist_store& g, const float* k);
   int32_t new_frame(layer_cache& lc);

@@ -199,6 +199,48 @@ TEST(SessionPool, RandomFillDecodes) {
   EXPECT_TRUE(std::all_of(s.logits().begin(), s.logits().end(), [](float x) { return std::isfinite(x); }));
 }
 
+// generate() reserves room for its tokens up front (session::reserve_tokens): the pools do not grow while it
+// decodes (a growth copies the whole pool), where a session decoding as many rows without the reservation grows
+// them; the tokens are still the host engine's.
+TEST(SessionPool, GenerateReservesItsTokensUpFront) {
+  for (method meth : {method::hgsa, method::full, method::quest}) {
+    SCOPED_TRACE(method_name(meth));
+    llama_model m = tiny_model({3, 2});
+    session_options o;
+    o.meth = meth;
+    o.page_size = 3;
+    o.record = true;
+    session host(m, o);
+    o.kv_pool = true;
+    session reserved(m, o), grown(m, o);
+    for (session* s : {&host, &reserved, &grown}) s->prefill(test::tiny_tokens(40, 1));
+    const int n = 150;
+    const void* before = reserved.cache().pool(0).raw();
+    const int64_t capacity = reserved.cache().pool(0).dim(0);
+    reserved.reserve_tokens(n);
+    const void* after_reserve = reserved.cache().pool(0).raw();
+    EXPECT_GT(reserved.cache().pool(0).dim(0), capacity);
+    EXPECT_NE(after_reserve, before);
+    generate_options g;
+    g.max_tokens = n;
+    generate({&reserved}, g);
+    generate({&host}, g);
+    EXPECT_EQ(reserved.cache().pool(0).raw(), after_reserve) << "a pool grew while decoding";
+    for (int l = 0; l < m.config.num_hidden_layers; l++)
+      EXPECT_GE(reserved.cache().pool(l).dim(0), reserved.cache().frames_taken(l) * 2 * 3);
+    test_runs::expect_same(host, reserved);
+    // Without the reservation the same number of decoded rows grows the pool.
+    const void* grown_before = grown.cache().pool(0).raw();
+    const int64_t grown_capacity = grown.cache().pool(0).dim(0);
+    for (int i = 0; i < n; i++) {
+      grown.append({int32_t(3 + i % 7)});
+      run_pending({&grown});
+    }
+    EXPECT_NE(grown.cache().pool(0).raw(), grown_before);
+    EXPECT_GT(grown.cache().pool(0).dim(0), grown_capacity);
+  }
+}
+
 TEST(SessionPool, UnsupportedMethodsAndTiersAreRefused) {
   llama_model m = tiny_model({4});
   {
