@@ -185,6 +185,7 @@ std::unique_ptr<scheduler::held> scheduler::take_session(const job_request& r, j
     met_.reused(st.session);
     const std::vector<int32_t> rest(r.prompt.begin() + best.keep, r.prompt.end());
     h->s->append(rest);  // prefilled on top of the held KV by the next steps, in pieces of prefill_chunk rows
+    h->s->reserve_tokens(r.max_tokens);  // GPU pools: no growth while it decodes
     h->tokens.insert(h->tokens.end(), rest.begin(), rest.end());
     return h;
   }
@@ -198,6 +199,7 @@ std::unique_ptr<scheduler::held> scheduler::take_session(const job_request& r, j
   } else {
     h->s->prefill(r.prompt);
   }
+  h->s->reserve_tokens(r.max_tokens);
   h->s->take_stats();
   h->tokens = r.prompt;
   st.session = "new";
