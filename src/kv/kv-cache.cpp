@@ -183,9 +183,18 @@ std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr
   const int P = lay_.page_size, Hkv = lay_.n_kv_heads, D = lay_.head_dim;
   const size_t rowf = size_t(Hkv) * D;
   GSA_ASSERT(k.numel() == int64_t(at.size() * rowf), "append_rows: {} rows, k {}", at.size(), shape_str(k.shape()));
-  Tensor kh;  // host f32 keys, for the gist tiles and the page summaries
-  for (const kv_addr& a : at)
-    if ((a.level >= 0 || lay_.page_summaries) && kh.empty()) kh = k.host(dtype::f32);
+  // The keys the host needs (gist rows for the scoring tiles; raw rows too for page summaries) in f32: one copy
+  // of k to the host in its own type, then only those rows widened (a prefill's gist rows are a few percent of
+  // its rows: widening every row cost a pass over the whole layer's keys).
+  Tensor kh;
+  std::vector<float> widened(rowf);
+  auto key_row = [&](size_t i) -> const float* {
+    if (kh.empty()) kh = k.host(k.type());
+    const char* src = static_cast<const char*>(kh.raw()) + i * rowf * dtype_size(kh.type());
+    if (kh.type() == dtype::f32) return reinterpret_cast<const float*>(src);
+    convert_to_f32(widened.data(), src, kh.type(), rowf);
+    return widened.data();
+  };
   std::vector<int64_t> rows(at.size());
   for (size_t i = 0; i < at.size(); i++) {
     const kv_addr a = at[i];
@@ -199,7 +208,7 @@ std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr
         if (lay_.page_summaries) lc.pages.back().data.assign(size_t(P) * rowf, 0.0f);
       }
       if (lay_.page_summaries)
-        std::copy_n(kh.f32() + i * rowf, rowf, lc.pages[p].data.data() + size_t(lc.n_raw % P) * rowf);
+        std::copy_n(key_row(i), rowf, lc.pages[p].data.data() + size_t(lc.n_raw % P) * rowf);
       lc.n_raw++;
       if (lc.n_raw % P == 0 && (lay_.page_summaries || lay_.tier == page_tier::host)) {
         page_completed(layer, p);
@@ -210,7 +219,7 @@ std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr
       gist_store& g = lc.gists[a.level];
       GSA_ASSERT(a.index == g.n, "gist row {} of level {} appended as {}", g.n, a.level, a.index);
       if (g.n % P == 0) g.frames.push_back(new_frame(lc));
-      add_tiles(g, kh.f32() + i * rowf);
+      add_tiles(g, key_row(i));
     }
     rows[i] = pool_row(layer, a);
   }

@@ -80,6 +80,41 @@ TEST(SessionPool, PoolRowsAndTilesReadBack) {
   EXPECT_EQ(pool.bytes().resident, 0);
 }
 
+// A GPU session's keys reach reserve_rows in bf16: the host widens only the rows it keeps (gist rows for the
+// scoring tiles, raw rows for page summaries), which must equal what the same keys give in f32.
+TEST(SessionPool, Bf16KeysGiveTheF32TilesAndSummaries) {
+  kv::cache_layout lay;
+  lay.n_layers = 1;
+  lay.n_kv_heads = 2;
+  lay.head_dim = 8;
+  lay.page_size = 4;
+  lay.gist_levels = 1;
+  lay.page_summaries = true;
+  lay.rows_on = &cpu_backend();
+  kv::kv_cache a(lay), b(lay);
+  std::vector<kv::kv_addr> at;
+  int raw = 0, gists = 0;
+  for (int i = 0; i < 45; i++) at.push_back(i % 5 == 4 ? kv::kv_addr{0, gists++} : kv::kv_addr{-1, raw++});
+  rng r(9);
+  Tensor k({int64_t(at.size()), 2, 8});
+  for (int64_t i = 0; i < k.numel(); i++) k.f32()[i] = r.normal();
+  const Tensor kb = k.to(dtype::bf16), kf = kb.to(dtype::f32);  // values bf16 holds exactly
+  a.reserve_rows(0, at, kf);
+  b.reserve_rows(0, at, kb);
+  ASSERT_EQ(a.gist_count(0, 0), gists);
+  for (int h = 0; h < 2; h++) {
+    const float *x = a.gist_key_tiles(0, 0, h), *y = b.gist_key_tiles(0, 0, h);
+    EXPECT_TRUE(std::equal(x, x + size_t((gists + kv::gist_tile - 1) / kv::gist_tile) * 8 * kv::gist_tile, y));
+  }
+  const size_t n = size_t(a.complete_pages(0)) * 2 * 8;
+  ASSERT_EQ(n, size_t(raw / 4) * 16);
+  EXPECT_TRUE(std::equal(a.page_kmin(0), a.page_kmin(0) + n, b.page_kmin(0)));
+  EXPECT_TRUE(std::equal(a.page_kmax(0), a.page_kmax(0) + n, b.page_kmax(0)));
+  EXPECT_TRUE(std::equal(a.page_kmean(0), a.page_kmean(0) + n, b.page_kmean(0)));
+  // And they are the keys: the first gist row's tile column is its K row.
+  EXPECT_EQ(a.gist_key_tiles(0, 0, 1)[0], kf.f32()[size_t(4) * 16 + 8]);
+}
+
 TEST(SessionPool, EqualsTheHostCacheBitForBit) {
   struct c {
     method meth;
