@@ -208,19 +208,11 @@ def run_transformers_prefill(args, out):
 
 def run_gsa_prefill(args, out):
     for context in args.contexts:
-        cmd = [args.gsa, "bench", "decode", "--preset", "llama1b", "--device", "cuda", "--precision", "bf16",
-               "--prefill", "--context", str(context), "--method", args.gsa_methods, "--steps", "1", "--json"]
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.gsa_timeout)
-        except subprocess.TimeoutExpired:
-            emit({"impl": "gsa", "context": context, "skipped": f"more than --gsa-timeout {args.gsa_timeout} s"}, out)
+        recs = gsa_bench_decode(args, ["--prefill", "--context", str(context), "--steps", "1"])
+        if isinstance(recs, str):
+            emit({"impl": "gsa", "context": context, "skipped": recs}, out)
             continue
-        lines = [l for l in p.stdout.splitlines() if l.startswith("[")]
-        if p.returncode != 0 or not lines:
-            tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
-            emit({"impl": "gsa", "context": context, "skipped": f"exited {p.returncode}: {tail}"}, out)
-            continue
-        for r in json.loads(lines[-1]):
+        for r in recs:
             rec = {"impl": "gsa-" + r["method"], "context": context}
             if "skipped" in r:
                 rec["skipped"] = r["skipped"]
@@ -232,6 +224,21 @@ def run_gsa_prefill(args, out):
 
 # ---- gsa
 
+def gsa_bench_decode(args, extra):
+    """The records of one `gsa bench decode --preset llama1b` call on the GPU, or why there are none (a string)."""
+    cmd = [args.gsa, "bench", "decode", "--preset", "llama1b", "--device", "cuda", "--precision", "bf16",
+           "--method", args.gsa_methods, "--json"] + extra
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.gsa_timeout)
+    except subprocess.TimeoutExpired:
+        return f"gsa bench decode took more than --gsa-timeout {args.gsa_timeout} s"
+    lines = [l for l in p.stdout.splitlines() if l.startswith("[")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        return f"gsa bench decode exited {p.returncode}: {tail}"
+    return json.loads(lines[-1])
+
+
 def run_gsa(args, out):
     for batch in args.batches:
         for context in args.contexts:
@@ -240,20 +247,12 @@ def run_gsa(args, out):
                 skip(f"batch x context above --gsa-max-tokens {args.gsa_max_tokens} (each session's random K/V is "
                      "built on the host: slow)")
                 continue
-            cmd = [args.gsa, "bench", "decode", "--preset", "llama1b", "--device", "cuda", "--precision", "bf16",
-                   "--batch", str(batch), "--context", str(context), "--method", args.gsa_methods,
-                   "--steps", str(args.steps), "--json"]
-            try:
-                p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.gsa_timeout)
-            except subprocess.TimeoutExpired:
-                skip(f"gsa bench decode took more than --gsa-timeout {args.gsa_timeout} s")
+            recs = gsa_bench_decode(args, ["--batch", str(batch), "--context", str(context),
+                                           "--steps", str(args.steps)])
+            if isinstance(recs, str):
+                skip(recs)
                 continue
-            lines = [l for l in p.stdout.splitlines() if l.startswith("[")]
-            if p.returncode != 0 or not lines:
-                tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
-                skip(f"gsa bench decode exited {p.returncode}: {tail}")
-                continue
-            for r in json.loads(lines[-1]):
+            for r in recs:
                 impl = "gsa-" + r["method"]
                 if "skipped" in r:
                     emit({"impl": impl, "batch": batch, "context": context, "skipped": r["skipped"]}, out)

@@ -59,6 +59,9 @@ struct decode_lists {
   int n_q_heads = 0, n_kv_heads = 0, head_dim = 0;
 
   int n_cand() const { return int(gist_row.size()); }
+  void clear_candidates() {  // the per-candidate tables (not hgsa's unit rows)
+    gist_row.clear(), raw_row.clear(), raw_len.clear(), gist_pos.clear(), raw_pos.clear(), add_gists.clear();
+  }
   int levels() const { return int(unit_row.size()) + 1; }
   // Id slots per KV head in `selected`: at most this many chunks are unfolded per head (union of G heads' k).
   int cap() const;

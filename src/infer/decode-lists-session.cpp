@@ -18,12 +18,39 @@ void iota_list(std::vector<int32_t>& v, int32_t begin, int32_t end) {
   for (int32_t p = begin; p < end; p++) v.push_back(p);
 }
 
+// bp = positions 0 .. pos: the last row's list extended by the row itself when it was 0 .. pos - 1.
+void whole_prefix(std::vector<int32_t>& bp, int pos) {
+  if (int(bp.size()) != pos || (pos > 0 && bp.front() != 0)) {
+    bp.clear();
+    iota_list(bp, 0, pos);
+  }
+  bp.push_back(pos);
+}
+
 }  // namespace
 
 // Kept as the next row's `previous` (backend.h prepare_decode_lists), or dropped when the host path takes over.
 std::shared_ptr<const void> session::prepared(std::shared_ptr<const void> p) {
   dl_prev_ = p;
   return p;
+}
+
+// dl_.base_row from dl_.base_pos (the frames are allocated alike in every layer: layer 0's table serves all); only
+// the positions past the common prefix with the last row's list are translated, unless pages moved off the device
+// since (tier host: their rows changed), when every row is translated again. Returns whether they moved.
+bool session::base_rows() {
+  decode_lists& d = dl_;
+  const std::vector<int32_t>& bp = d.base_pos;
+  const bool moved = cache_->pages_moved() != dl_moved_;
+  dl_moved_ = cache_->pages_moved();
+  if (moved) dl_rows_of_.clear();
+  const size_t keep =
+      size_t(std::mismatch(bp.begin(), bp.end(), dl_rows_of_.begin(), dl_rows_of_.end()).first - bp.begin());
+  d.base_row.resize(keep);
+  d.base_same = int64_t(keep);
+  for (size_t i = keep; i < bp.size(); i++) d.base_row.push_back(int32_t(cache_->pool_row(0, addr_[bp[i]])));
+  dl_rows_of_ = bp;
+  return moved;
 }
 
 std::shared_ptr<const void> session::prepare_lists(int pos) {
@@ -33,21 +60,17 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
   if (!cache_->pooled() || (meth != method::full && meth != method::streaming && !gist_method && !router))
     return nullptr;
   if (gist_method && cfg_->gists_all) return nullptr;
-  if (router) return prepare_pages(pos);
   const auto& c = m_.config;
   decode_lists& d = dl_;
   d.n_q_heads = int(c.num_attention_heads);
   d.n_kv_heads = int(c.num_key_value_heads);
   d.head_dim = int(c.head_dim);
+  if (router) return prepare_pages(pos);
   // The base positions.
   std::vector<int32_t>& bp = d.base_pos;
   switch (meth) {
     case method::full:
-      if (int(bp.size()) != pos) {  // else extend by the row itself
-        bp.clear();
-        iota_list(bp, 0, pos);
-      }
-      bp.push_back(pos);
+      whole_prefix(bp, pos);
       break;
     case method::streaming: {
       const int64_t sink = std::min<int64_t>(sink_, budget_);
@@ -63,18 +86,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
       bp = base_keys_;
       break;
   }
-  // Their pool rows (the frames are allocated alike in every layer: layer 0's table serves all); only the
-  // positions past the common prefix with the last row's list are translated, unless pages moved off the device
-  // since (tier host: their rows changed), when every row is translated again.
-  const bool moved = cache_->pages_moved() != dl_moved_;
-  dl_moved_ = cache_->pages_moved();
-  if (moved) dl_rows_of_.clear();
-  const size_t keep =
-      size_t(std::mismatch(bp.begin(), bp.end(), dl_rows_of_.begin(), dl_rows_of_.end()).first - bp.begin());
-  d.base_row.resize(keep);
-  d.base_same = int64_t(keep);
-  for (size_t i = keep; i < bp.size(); i++) d.base_row.push_back(int32_t(cache_->pool_row(0, addr_[bp[i]])));
-  dl_rows_of_ = bp;
+  const bool moved = base_rows();
   // Candidates (gsa rows of level <= 0 past the local window).
   const int level = s_.level[pos], m = s_.chunk[pos];
   const bool selects = meth == method::gsa || meth == method::hgsa;
@@ -83,8 +95,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
                          : 0;
   dl_selects_ = n_cand > 0;
   if (!dl_selects_) {
-    d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
-    d.add_gists.clear();
+    d.clear_candidates();
     d.unit_row.clear();
     d.cfg = nullptr;
     dl_cand_build_ = -1;
@@ -107,8 +118,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
   }
   if (moved) dl_cand_build_ = -1;  // the candidates' raw rows too
   if (dl_cand_build_ != base_builds_ || d.n_cand() > n_cand) {  // the base changed: every flag may have
-    d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
-    d.add_gists.clear();
+    d.clear_candidates();
     for (auto& u : d.unit_row) u.clear();
     dl_cand_build_ = base_builds_;
   }
@@ -156,15 +166,12 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
 
 // quest / moba (page_select's rule): the incomplete page holding the row and the best k = (budget - own) / P
 // complete pages per KV head under the page summaries, or the whole prefix when the budget holds every page.
+// (prepare_lists set the heads.)
 std::shared_ptr<const void> session::prepare_pages(int pos) {
-  const auto& c = m_.config;
   decode_lists& d = dl_;
   const int P = chunk_;
   GSA_ASSERT(cache_->layout().page_size == P, "page router: pages of {} rows, cache pages of {}", P,
              cache_->layout().page_size);
-  d.n_q_heads = int(c.num_attention_heads);
-  d.n_kv_heads = int(c.num_key_value_heads);
-  d.head_dim = int(c.head_dim);
   d.router = opts_.meth == method::quest ? lists_router::quest : lists_router::moba;
   d.cfg = nullptr;
   d.g = 1;
@@ -174,30 +181,17 @@ std::shared_ptr<const void> session::prepare_pages(int pos) {
   const int n_pages = int(std::max<int64_t>(0, budget_ - own) / P);
   std::vector<int32_t>& bp = d.base_pos;
   dl_selects_ = n_pages < cur && n_pages > 0;
-  if (n_pages >= cur) {  // every page: the whole prefix (extended by the row itself when it was the last one's)
-    if (int(bp.size()) != pos || (pos > 0 && bp.front() != 0)) {
-      bp.clear();
-      iota_list(bp, 0, pos);
-    }
-    bp.push_back(pos);
+  if (n_pages >= cur) {  // every page: the whole prefix
+    whole_prefix(bp, pos);
   } else {
     bp.clear();
     iota_list(bp, cur * P, pos + 1);
   }
-  const bool moved = cache_->pages_moved() != dl_moved_;
-  dl_moved_ = cache_->pages_moved();
-  if (moved) dl_rows_of_.clear();
-  const size_t keep =
-      size_t(std::mismatch(bp.begin(), bp.end(), dl_rows_of_.begin(), dl_rows_of_.end()).first - bp.begin());
-  d.base_row.resize(keep);
-  d.base_same = int64_t(keep);
-  for (size_t i = keep; i < bp.size(); i++) d.base_row.push_back(int32_t(cache_->pool_row(0, addr_[bp[i]])));
-  dl_rows_of_ = bp;
+  const bool moved = base_rows();
   // Candidates: the complete pages before the row's, kept from row to row (a page's frame does not move
   // unless pages moved off the device).
   if (moved || !dl_selects_ || d.n_cand() > cur) {
-    d.gist_row.clear(), d.raw_row.clear(), d.raw_len.clear(), d.gist_pos.clear(), d.raw_pos.clear();
-    d.add_gists.clear();
+    d.clear_candidates();
   }
   dl_cand_build_ = -1;
   if (dl_selects_) {

@@ -154,6 +154,7 @@ class session {
   void lists_done(const int32_t* selected);
   void page_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
   std::shared_ptr<const void> prepare_pages(int pos);  // prepare_lists of quest / moba
+  bool base_rows();  // prepare_lists' pool rows of the base; whether pages moved off the device since
   void h2o_init(int pos);  // at the first decoded row, pos
   void h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights);
   void after_prefill();

@@ -77,13 +77,13 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, co
   const dtype act = be.act();
   const int n = d.n_cand();
   const bool router = d.router != lists_router::none;
-  if (n > 0 && !router &&
-      (!d.cfg || d.cfg->select == gist::select_rule::top_p || n > select_detail::max_candidates ||
-       d.levels() > select_detail::hier_args::max_levels || (d.levels() > 1 && d.head_dim > 128)))
-    return nullptr;  // top-p selection has no kernel yet: the host selects
-  if (n > 0 && router && (n > select_detail::max_candidates || d.head_dim > 128 ||
-                          d.n_q_heads / d.n_kv_heads > 8))
-    return nullptr;
+  // Not covered, so the host selects: top-p (no kernel yet), more candidates or levels than the kernels hold; a
+  // page router's scores take head dims up to 128 and groups up to 8 (the batched score kernel's).
+  const bool covered = router ? d.head_dim <= 128 && d.n_q_heads / d.n_kv_heads <= 8
+                              : d.cfg && d.cfg->select != gist::select_rule::top_p &&
+                                    d.levels() <= select_detail::hier_args::max_levels &&
+                                    (d.levels() == 1 || d.head_dim <= 128);
+  if (n > 0 && (n > select_detail::max_candidates || !covered)) return nullptr;
   decode_params p = shape_params(d.n_q_heads, d.n_kv_heads, d.head_dim, act);
   if (!decode_supported(p)) return nullptr;
   auto L = std::make_shared<cuda_lists>();
