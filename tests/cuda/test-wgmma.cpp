@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "attention-test-util.h"
+#include "backend/cuda/runtime.h"
 #include "backend/cuda/wgmma-check.h"
 #include "cuda-test-util.h"
 
@@ -21,7 +22,10 @@ void check_tile(bool trans_b, bool a_in_registers) {
   upload(da, a, dtype::bf16);
   upload(db, b, dtype::bf16);
   poison(dc);
-  ASSERT_EQ(wgmma_tile_product(da.p, db.p, static_cast<float*>(dc.p), trans_b, a_in_registers, nullptr), 0);
+  // On the context's stream, where upload / poison / download run: the legacy default stream does not wait for
+  // that non-blocking stream, so a launch there could read B before its copy landed (NaN columns, one run in a
+  // few, until this was found).
+  ASSERT_EQ(wgmma_tile_product(da.p, db.p, static_cast<float*>(dc.p), trans_b, a_in_registers, ctx().stream), 0);
   const auto c = download(dc, 64 * 64, dtype::f32);
   double worst = 0, scale = 0;
   for (int i = 0; i < 64; i++)

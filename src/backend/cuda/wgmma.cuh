@@ -64,8 +64,8 @@ __device__ __forceinline__ void wgmma_wait() {
 // written by the tensor core, not by the thread: the compiler must neither move its own reads or writes of them
 // across wgmma_fence / wgmma_wait nor reuse their registers before the wait. An empty asm that "modifies" each
 // register pins them: call it on the accumulators and on A's registers before wgmma_fence and after wgmma_wait.
-// (Without it CudaWgmma.TileProductRegistersA failed on the H200 with non-finite products; the PTX had the
-// accumulators' zeroing after the fence.)
+// (Without it the PTX had the accumulators' zeroing after the fence. CudaWgmma.TileProductRegistersA's occasional
+// non-finite products were the test's own race: its launch on the legacy stream, its copies on ctx().stream.)
 template <int N>
 __device__ __forceinline__ void wgmma_pin(float (&r)[N]) {
 #pragma unroll
