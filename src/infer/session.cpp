@@ -176,6 +176,7 @@ void session::prefill(const std::vector<int32_t>& raw) {
   prefill_unfolded_ = unfold_prefill();
   prefill_plans_.clear();
   plan_provider plans;
+  std::shared_ptr<cpu::attn_plan> base;  // the plan of every layer, when they share one
   if (prefill_unfolded_) {
     // The unfold training forward itself, with the model's own config (not the session's selection overrides).
     plan_provider inner = make_gsa_plans(m_, *model_cfg_, s_, gist::train_mode::unfold);
@@ -186,10 +187,9 @@ void session::prefill(const std::vector<int32_t>& raw) {
       return p;
     };
   } else {
-    auto base = std::make_shared<cpu::attn_plan>(uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_)
-                                                                         : cpu::plan_causal(T, 0, 64));
+    base = std::make_shared<cpu::attn_plan>(uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_)
+                                                                   : cpu::plan_causal(T, 0, 64));
     if (opts_.record) prefill_plans_.assign(L, *base);
-    plans = [base](int, const layer_qk&) { return *base; };
   }
   const int Hkv = int(m_.config.num_key_value_heads);
   const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim);
@@ -197,23 +197,46 @@ void session::prefill(const std::vector<int32_t>& raw) {
     h2o_obs_rows_ = std::min(T, 16);
     h2o_obs_q_.resize(size_t(L) * h2o_obs_rows_ * Hq * D);
   }
+  // Passes: rows [r0, r1) of the stream each. One pass for the unfolding prefill (its plans select over the whole
+  // sequence) and up to options.prefill_chunk rows; beyond that the shared plan is cut at block boundaries into
+  // passes of at most that many rows (one block at least), which see the earlier passes' keys and values through
+  // a contiguous copy per layer (kv_prefix): activation memory is bounded by the pass, not the context.
+  const int per_pass = opts_.prefill_chunk > 0 ? opts_.prefill_chunk : default_prefill_chunk;
+  std::vector<std::pair<int, int>> blocks;  // the plan blocks of each pass (none: one pass, the whole plan)
+  if (base && T > per_pass)
+    for (int b0 = 0, nb = base->n_blocks(); b0 < nb;) {
+      int b1 = b0 + 1;
+      while (b1 < nb && base->block_q[size_t(b1) + 1] - base->block_q[size_t(b0)] <= per_pass) b1++;
+      blocks.emplace_back(b0, b1);
+      b0 = b1;
+    }
+  kv_prefix prefix;
+  if (!blocks.empty()) {
+    backend& be = m_.ops();
+    for (int l = 0; l < L; l++) {
+      prefix.k.push_back(be.alloc({T, Hkv, D}, be.act()));
+      prefix.v.push_back(be.alloc({T, Hkv, D}, be.act()));
+    }
+  }
   // forward() keeps every layer's activations for a backward pass; a prefill needs each layer's K and V once.
   // The plan callback of layer l runs when layer l - 1 is complete, so it moves that layer's K/V into the cache
   // and drops its activations there (not its plan: the next layer may share it): the prefill holds two layers'
   // activations at a time instead of every layer's (what lets a long context prefill on the GPU).
   forward_state st;
+  int r0 = 0, r1 = T;  // the pass's rows
   auto take_layer = [&](int l) {
     layer_acts& a = st.layers[size_t(l)];
     if (cache_->pooled()) {
-      cache_->append_rows(l, addr_, a.k, a.v);
+      cache_->append_rows(l, std::vector<kv::kv_addr>(addr_.begin() + r0, addr_.begin() + r1), a.k, a.v);
     } else {
       const float* k = a.k.f32();
       const float* v = a.v.f32();
-      for (int p = 0; p < T; p++) store_kv(l, p, k + size_t(p) * Hkv * D, v + size_t(p) * Hkv * D);
+      for (int p = r0; p < r1; p++) store_kv(l, p, k + size_t(p - r0) * Hkv * D, v + size_t(p - r0) * Hkv * D);
     }
-    if (opts_.meth == method::h2o)
-      std::copy_n(a.q.f32() + size_t(T - h2o_obs_rows_) * Hq * D, size_t(h2o_obs_rows_) * Hq * D,
-                  h2o_obs_q_.data() + size_t(l) * h2o_obs_rows_ * Hq * D);
+    if (opts_.meth == method::h2o)  // the pass's rows among the last h2o_obs_rows_
+      for (int p = std::max(r0, T - h2o_obs_rows_); p < r1; p++)
+        std::copy_n(a.q.f32() + size_t(p - r0) * Hq * D, size_t(Hq) * D,
+                    h2o_obs_q_.data() + (size_t(l) * h2o_obs_rows_ + size_t(p - (T - h2o_obs_rows_))) * Hq * D);
     for (Tensor* t : {&a.x_in, &a.h_attn, &a.rstd_attn, &a.q, &a.k, &a.v, &a.attn, &a.lse, &a.x_mid, &a.h_mlp,
                       &a.rstd_mlp, &a.gate, &a.up, &a.act})
       *t = Tensor();
@@ -230,17 +253,32 @@ void session::prefill(const std::vector<int32_t>& raw) {
     take_layer(l);
     if (prof) profile_add("prefill.append", since(t0));
   };
-  plan_provider stepped = [&](int layer, const layer_qk& qk) {
-    if (layer > 0) take(layer - 1);
-    const double t0 = prof ? since(0) : 0;
-    cpu::attn_plan p = plans(layer, qk);
-    if (prof) profile_add("prefill.plan", since(t0));
-    return p;
-  };
-  forward(m_, st, s_.ids, s_.pos, {}, &stepped);
-  take(L - 1);
-  row_logits(st.h_final.slice_rows(T - 1, T));
+  const size_t passes = blocks.empty() ? 1 : blocks.size();
+  for (size_t i = 0; i < passes; i++) {
+    plan_provider pass_plans = plans;
+    if (!blocks.empty()) {
+      auto part = std::make_shared<cpu::attn_plan>(cpu::plan_blocks(*base, blocks[i].first, blocks[i].second));
+      r0 = base->block_q[size_t(blocks[i].first)];
+      r1 = base->block_q[size_t(blocks[i].second)];
+      pass_plans = [part](int, const layer_qk&) { return *part; };
+    } else if (base) {
+      pass_plans = [base](int, const layer_qk&) { return *base; };
+    }
+    plan_provider stepped = [&](int layer, const layer_qk& qk) {
+      if (layer > 0) take(layer - 1);
+      const double t0 = prof ? since(0) : 0;
+      cpu::attn_plan p = pass_plans(layer, qk);
+      if (prof) profile_add("prefill.plan", since(t0));
+      return p;
+    };
+    const std::vector<int32_t> ids(s_.ids.begin() + r0, s_.ids.begin() + r1);
+    const std::vector<int32_t> pos(s_.pos.begin() + r0, s_.pos.begin() + r1);
+    forward(m_, st, ids, pos, {}, &stepped, blocks.empty() ? nullptr : &prefix);
+    take(L - 1);
+  }
+  row_logits(st.h_final.slice_rows(r1 - r0 - 1, r1 - r0));
   prefill_rows_ = T;
+  prefill_passes_ = int(passes);
 }
 
 void session::reserve_tokens(int64_t more) {

@@ -122,6 +122,8 @@ class session {
   // and every later row.
   const std::vector<cpu::attn_plan>& prefill_plans() const { return prefill_plans_; }
   int prefill_rows() const { return prefill_rows_; }
+  // Forward passes the prefill took (options.prefill_chunk).
+  int prefill_passes() const { return prefill_passes_; }
   // Pool mode: room in every layer's KV pool for `more` raw tokens past those computed or queued, and their gists,
   // so that decoding them never grows a pool (generate() reserves max_tokens). Nothing off pool mode.
   void reserve_tokens(int64_t more);
@@ -203,6 +205,7 @@ class session {
   bool h2o_ready_ = false;
   std::vector<cpu::attn_plan> prefill_plans_;
   int prefill_rows_ = 0;
+  int prefill_passes_ = 0;
   bool prefill_unfolded_ = false;
   std::vector<row_record> records_;
 };

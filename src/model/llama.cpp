@@ -283,7 +283,8 @@ double profile_now(backend& be) {
 }  // namespace
 
 void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>& ids,
-             const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans) {
+             const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans,
+             kv_prefix* prefix) {
   dims d(m.config);
   backend& be = m.ops();
   const dtype at = be.act();
@@ -300,6 +301,14 @@ void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>
     if (pos[t] < 0 || pos[t] >= m.config.max_position_embeddings)
       fail("position {} at stream index {} is beyond the model's {} positions; shorten the input",
            pos[t], t, m.config.max_position_embeddings);
+  }
+  const int P0 = prefix ? prefix->rows : 0, Tk = P0 + T;  // keys: the prefix's rows, then these
+  if (prefix) {
+    if (int(prefix->k.size()) != d.L || int(prefix->v.size()) != d.L)
+      fail("forward: a KV prefix of {} / {} layers for a model of {}", prefix->k.size(), prefix->v.size(), d.L);
+    for (int l = 0; l < d.L; l++)
+      if (prefix->k[size_t(l)].dim(0) < Tk || prefix->v[size_t(l)].dim(0) < Tk)
+        fail("forward: a KV prefix of {} rows cannot take {} more after its {}", prefix->k[size_t(l)].dim(0), T, P0);
   }
   st.T = T;
   st.ids = ids;
@@ -335,14 +344,22 @@ void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>
     be.rope_forward(a.k, st.pos_dev, inv_freq);
     const bool prof = attention_profile_on();
     const double t0 = prof ? profile_now(be) : 0;
-    a.plan = plans ? (*plans)(l, layer_qk(a.q, a.k)) : cpu::plan_causal(T, 0, 64);
+    a.plan = plans ? (*plans)(l, layer_qk(a.q, a.k)) : cpu::plan_causal(T, P0, 64);
     // Layers usually share a plan (the gist mask, dense layers): prepare it once.
     if (l > 0 && same_plan(a.plan, st.layers[l - 1].plan)) a.prepared = st.layers[l - 1].prepared;
-    else a.prepared = be.prepare_plan(a.plan, T, T, 0, d.Hkv);
+    else a.prepared = be.prepare_plan(a.plan, T, Tk, P0, d.Hkv);
     a.attn = be.alloc({T, d.Hq * d.D}, at);
     a.lse = be.alloc({T, d.Hq}, dtype::f32);
     const double t1 = prof ? profile_now(be) : 0;
-    be.attention_forward(a.attn, a.lse, a.q, a.k, a.v, a.plan, a.prepared.get(), 0);
+    if (prefix) {  // this chunk's keys / values after the earlier ones, then attention over all of them
+      Tensor pk = prefix->k[size_t(l)].slice_rows(P0, Tk), pv = prefix->v[size_t(l)].slice_rows(P0, Tk);
+      be.copy(pk, a.k);
+      be.copy(pv, a.v);
+      be.attention_forward(a.attn, a.lse, a.q, prefix->k[size_t(l)].slice_rows(0, Tk),
+                           prefix->v[size_t(l)].slice_rows(0, Tk), a.plan, a.prepared.get(), P0);
+    } else {
+      be.attention_forward(a.attn, a.lse, a.q, a.k, a.v, a.plan, a.prepared.get(), 0);
+    }
     if (prof) {
       attention_profile& ap = train_attention_profile();
       ap.plan_ms += t1 - t0;
@@ -375,6 +392,7 @@ void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>
     st.lse = be.alloc({T}, dtype::f32);
     st.loss_sum = be.lm_head_xent_forward(st.lse, st.h_final, m.lm_head(), st.targets_dev, &st.n_valid);
   }
+  if (prefix) prefix->rows = Tk;
 }
 
 Tensor logits(const llama_model& m, const forward_state& st) {

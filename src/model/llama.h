@@ -153,11 +153,24 @@ struct forward_state {
   std::vector<std::pair<std::string, Tensor>> named() const;  // "layers.3.q", "final.h", ... for dumps
 };
 
+// The keys and values of the rows before a chunk of one sequence (chunked prefill): per layer a (capacity, Hkv,
+// D) tensor on the model's device, in its activation type, whose first `rows` rows are the earlier chunks'
+// rotated keys / values in stream order.
+struct kv_prefix {
+  std::vector<Tensor> k, v;
+  int rows = 0;
+};
+
 // Runs the model over one sequence: ids, RoPE positions and targets (already shifted: position i predicts
 // targets[i]; -100 = ignore). With an empty targets vector the loss is skipped. plans == nullptr means full
 // causal attention.
+// With a prefix the rows are stream positions [prefix->rows, prefix->rows + T) of a longer sequence: each layer
+// writes their keys / values after the prefix's rows and attends over [0, prefix->rows + T) (plans are for these
+// T rows at q_offset prefix->rows, their keys at stream positions); prefix->rows then advances by T. Only for
+// inference (backward needs the whole sequence's activations).
 void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>& ids,
-             const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans);
+             const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans,
+             kv_prefix* prefix = nullptr);
 // Gradients of the mean loss (times loss_scale) into g (accumulated, +=). Requires a forward with targets.
 // after_layer (optional) is called with l once layer l's parameter gradients are final (l = L-1 .. 0; the final
 // norm and an untied head are final by the first call), then with -1 after the embedding's: a data-parallel

@@ -164,6 +164,28 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
     }
 }
 
+// A context prefilled in passes of at most 128 rows (session_options.prefill_chunk: each pass attends over the
+// earlier passes' keys through the attention kernels at q_offset > 0) decodes as the CPU engine after its
+// one-pass prefill: same lists, tokens, logits to 1e-4.
+TEST(CudaSession, PrefillInPassesAsTheCpu) {
+  REQUIRE_GPU();
+  for (const auto& cs : kCases) {
+    if (cs.prefill == prefill_mode::unfold) continue;  // one pass by design
+    SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + std::to_string(cs.chunk.size()) + " levels");
+    llama_model cpu_m = random_model(cs.chunk, 11, 0.3f);
+    llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
+    session_options o;
+    o.meth = cs.meth;
+    o.budget = cs.budget;
+    auto ref = run(cpu_m, o, 700, 24);
+    o.prefill_chunk = 128;
+    auto got = run(gpu_m, o, 700, 24);
+    EXPECT_EQ(ref->prefill_passes(), 1);
+    EXPECT_GE(got->prefill_passes(), 5);
+    expect_same_as_cpu(*got, *ref);
+  }
+}
+
 // gsa's and hgsa's selecting rows run on the GPU end to end (backend/decode-lists.h: gist scores, top-k, union
 // or group, hgsa's top-down walk, the lists built by a kernel, no host round trip per layer): the same selection
 // as the CPU engine under the fixed and adaptive rules, union and group scoring, g = 1 and 2, a sink that

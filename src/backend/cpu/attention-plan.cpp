@@ -124,6 +124,24 @@ attn_plan plan_causal(int Tq, int q_offset, int block) {
   return plan;
 }
 
+attn_plan plan_blocks(const attn_plan& plan, int b0, int b1) {
+  if (b0 < 0 || b1 <= b0 || b1 > plan.n_blocks())
+    fail("plan_blocks: blocks [{}, {}) of a plan of {}", b0, b1, plan.n_blocks());
+  if (plan.unfold) fail("plan_blocks: a plan with per-row unfolding cannot be cut into blocks");
+  attn_plan out;
+  out.heads = plan.heads;
+  out.gists_per_unit = plan.gists_per_unit;
+  out.gist_ptr = plan.gist_ptr;
+  out.gist_pos = plan.gist_pos;
+  const int32_t r0 = plan.block_q[size_t(b0)];
+  for (int b = b0; b <= b1; b++) out.block_q.push_back(plan.block_q[size_t(b)] - r0);
+  const int64_t s0 = plan.seg_begin(b0, 0), s1 = plan.seg_ptr[size_t(plan.list_index(b1 - 1, plan.heads - 1)) + 1];
+  out.segs.assign(plan.segs.begin() + s0, plan.segs.begin() + s1);
+  const size_t l0 = size_t(plan.list_index(b0, 0)), l1 = size_t(plan.list_index(b1 - 1, plan.heads - 1)) + 1;
+  for (size_t i = l0; i <= l1; i++) out.seg_ptr.push_back(plan.seg_ptr[i] - s0);
+  return out;
+}
+
 void plan_push_keys(attn_plan& plan, const int32_t* keys, size_t n) {
   for (size_t i = 0; i < n;) {
     size_t j = i + 1;

@@ -34,6 +34,11 @@ int64_t attended_pairs(const attn_plan& plan, int n_kv_heads, int q_offset);
 // one range segment per block.
 attn_plan plan_causal(int Tq, int q_offset, int block);
 
+// Blocks [b0, b1) of a plan as a plan for their rows alone (a chunk of a chunked prefill): block_q rebased to
+// block b0's first row, which is the q_offset to run it at; segments and the gist table unchanged (keys stay
+// stream positions). Not for a plan with per-row unfolding (gsa::error).
+attn_plan plan_blocks(const attn_plan& plan, int b0, int b1);
+
 // Appends one list holding the given keys (strictly ascending) as range segments, one per run of consecutive
 // positions, and closes it (pushes seg_ptr). The caller pushes block_q. For tests and hand-made plans.
 void plan_push_keys(attn_plan& plan, const int32_t* keys, size_t n);

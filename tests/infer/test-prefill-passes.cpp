@@ -1,0 +1,132 @@
+// A prefill in several forward passes (session_options.prefill_chunk): every prefill under one plan for all layers
+// cuts that plan at block boundaries (cpu::plan_blocks) and runs each piece over the earlier pieces' keys and
+// values (model kv_prefix). It must compute what the one-pass prefill computes: the same tokens and key lists, and
+// logits equal up to rounding (the matmuls see fewer rows per call), for every method, on the host cache and in
+// pool mode; the unfolding prefill stays one pass.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "backend/cpu/attention.h"
+#include "core/error.h"
+#include "infer/session.h"
+#include "infer/session-runs.h"
+#include "test-models.h"
+
+namespace gsa::infer {
+namespace {
+
+using test::tiny_model;
+using test_runs::expect_error;
+using test_runs::run;
+
+// The gist-mask plan of a 61-token context (chunk 4) cut into every run of blocks: each piece lists, block by
+// block, exactly the keys of the whole plan's block, rebased rows, and is a valid plan for its rows at q_offset
+// = its first row over the keys before its end.
+TEST(PrefillPasses, PlanBlocksKeepEveryBlocksKeys) {
+  llama_model m = tiny_model({4});
+  session_options o;
+  o.meth = method::gist;
+  o.record = true;
+  session s(m, o);
+  s.prefill(test::tiny_tokens(61, 1));
+  const cpu::attn_plan& whole = s.prefill_plans().at(0);
+  const int Hkv = int(m.config.num_key_value_heads), nb = whole.n_blocks();
+  ASSERT_GE(nb, 6);
+  std::vector<int32_t> a, b;
+  for (int b0 = 0; b0 < nb; b0 += 2)
+    for (int b1 = b0 + 1; b1 <= nb; b1 += 3) {
+      SCOPED_TRACE("blocks " + std::to_string(b0) + ".." + std::to_string(b1));
+      const cpu::attn_plan part = cpu::plan_blocks(whole, b0, b1);
+      const int r0 = whole.block_q[size_t(b0)], r1 = whole.block_q[size_t(b1)];
+      ASSERT_EQ(part.n_blocks(), b1 - b0);
+      EXPECT_EQ(part.block_q.front(), 0);
+      EXPECT_EQ(part.block_q.back(), r1 - r0);
+      EXPECT_NO_THROW(cpu::validate_plan(part, r1 - r0, r1, r0, Hkv));
+      for (int i = 0; i < b1 - b0; i++)
+        for (int h = 0; h < Hkv; h++) {
+          whole.list_keys(b0 + i, h, a);
+          part.list_keys(i, h, b);
+          EXPECT_EQ(a, b) << "block " << b0 + i << " head " << h;
+        }
+    }
+  expect_error([&] { cpu::plan_blocks(whole, 2, 2); }, "plan_blocks");
+  expect_error([&] { cpu::plan_blocks(whole, 0, nb + 1); }, "plan_blocks");
+}
+
+// Passes of at most 10 rows (whole plan blocks) against one pass, for every method (gsa / hgsa with the gist-mask prefill; with the
+// unfolding prefill gsa stays one pass and equals itself bit for bit), host cache and pools.
+TEST(PrefillPasses, EqualOnePass) {
+  struct c {
+    method meth;
+    std::vector<int> chunk;
+    int64_t budget;
+    prefill_mode prefill;
+    bool pool;
+  };
+  const c cases[] = {{method::full, {4}, -1, prefill_mode::automatic, false},
+                     {method::full, {4}, -1, prefill_mode::automatic, true},
+                     {method::gist, {4}, -1, prefill_mode::automatic, true},
+                     {method::gsa, {4}, -1, prefill_mode::gist_mask, false},
+                     {method::gsa, {4}, -1, prefill_mode::gist_mask, true},
+                     {method::hgsa, {3, 2}, -1, prefill_mode::gist_mask, true},
+                     {method::streaming, {4}, 12, prefill_mode::automatic, true},
+                     {method::quest, {4}, 12, prefill_mode::automatic, true},
+                     {method::moba, {4}, 12, prefill_mode::automatic, false},
+                     {method::h2o, {4}, 12, prefill_mode::automatic, false},
+                     {method::gsa, {4}, -1, prefill_mode::unfold, true}};
+  for (const auto& cs : cases) {
+    SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + prefill_mode_name(cs.prefill) +
+                 (cs.pool ? " pool" : " host"));
+    llama_model m = tiny_model(cs.chunk);
+    session_options o;
+    o.meth = cs.meth;
+    o.budget = cs.budget;
+    o.prefill = cs.prefill;
+    o.page_size = 4;
+    o.kv_pool = cs.pool;
+    auto one = run(m, o, 150, 6, 10);
+    o.prefill_chunk = 10;
+    auto passes = run(m, o, 150, 6, 10);
+    EXPECT_EQ(one->prefill_passes(), 1);
+    if (cs.prefill == prefill_mode::unfold) {
+      EXPECT_EQ(passes->prefill_passes(), 1);
+      test_runs::expect_same(*one, *passes);
+      continue;
+    }
+    // 150 tokens (and their gists) in pieces of <= 10 rows; the causal plan of the non-gist methods has blocks
+    // of 64 rows
+    EXPECT_GE(passes->prefill_passes(), uses_gists(cs.meth) ? 15 : 3);
+    EXPECT_EQ(one->stream().ids, passes->stream().ids);
+    ASSERT_EQ(one->records().size(), passes->records().size());
+    ASSERT_GE(one->records().size(), 15u);
+    for (size_t i = 0; i < one->records().size(); i++) {
+      const auto &x = one->records()[i], &y = passes->records()[i];
+      EXPECT_EQ(x.keys, y.keys) << "row " << x.pos;
+      ASSERT_EQ(x.logits.size(), y.logits.size());
+      double worst = 0, scale = 0;
+      for (size_t j = 0; j < x.logits.size(); j++) {
+        worst = std::max(worst, double(std::abs(x.logits[j] - y.logits[j])));
+        scale = std::max(scale, double(std::abs(x.logits[j])));
+      }
+      EXPECT_LE(worst, 1e-4 * scale + 1e-5) << "row " << x.pos;
+    }
+  }
+}
+
+// A pass is at least one plan block: a chunk of 1 row still prefills (in as many passes as blocks).
+TEST(PrefillPasses, ChunkSmallerThanABlockTakesWholeBlocks) {
+  llama_model m = tiny_model({4});
+  session_options o;
+  o.meth = method::full;
+  o.prefill_chunk = 1;
+  session s(m, o);
+  s.prefill(test::tiny_tokens(150, 1));
+  EXPECT_EQ(s.prefill_passes(), 3);  // plan_causal's blocks of 64 rows
+  EXPECT_EQ(s.prefill_rows(), 150);
+}
+
+}  // namespace
+}  // namespace gsa::infer
