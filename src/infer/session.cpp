@@ -27,6 +27,7 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
     fail("--topk {} is out of range: give 0 .. {} chunks", opts.topk, c.max_position_embeddings);
   if (opts.ratio < 0 || (opts.ratio > 0 && opts.ratio < 1)) fail("--ratio {} must be >= 1", opts.ratio);
   if (opts.page_size < 0 || opts.page_size > 65536) fail("--page-size {} must be in 1 .. 65536", opts.page_size);
+  if (opts.prefill_chunk < 0) fail("--prefill-chunk {} must be >= 1 (stream rows per prefill pass)", opts.prefill_chunk);
   if (has_gsa) {
     cfg_ = gist::gsa_config_from_json(c.gsa);
     cfg_->validate();

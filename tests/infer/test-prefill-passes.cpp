@@ -126,6 +126,8 @@ TEST(PrefillPasses, ChunkSmallerThanABlockTakesWholeBlocks) {
   s.prefill(test::tiny_tokens(150, 1));
   EXPECT_EQ(s.prefill_passes(), 3);  // plan_causal's blocks of 64 rows
   EXPECT_EQ(s.prefill_rows(), 150);
+  o.prefill_chunk = -1;
+  expect_error([&] { session bad(m, o); }, "--prefill-chunk -1 must be >= 1");
 }
 
 }  // namespace

@@ -124,7 +124,7 @@ attn_plan plan_causal(int Tq, int q_offset, int block) {
   return plan;
 }
 
-attn_plan plan_blocks(const attn_plan& plan, int b0, int b1) {
+attn_plan plan_blocks(const attn_plan& plan, int b0, int b1) {  // plan at q_offset 0: rows are stream positions
   if (b0 < 0 || b1 <= b0 || b1 > plan.n_blocks())
     fail("plan_blocks: blocks [{}, {}) of a plan of {}", b0, b1, plan.n_blocks());
   if (plan.unfold) fail("plan_blocks: a plan with per-row unfolding cannot be cut into blocks");
@@ -133,8 +133,19 @@ attn_plan plan_blocks(const attn_plan& plan, int b0, int b1) {
   out.gists_per_unit = plan.gists_per_unit;
   out.gist_ptr = plan.gist_ptr;
   out.gist_pos = plan.gist_pos;
-  const int32_t r0 = plan.block_q[size_t(b0)];
+  const int32_t r0 = plan.block_q[size_t(b0)], r1 = plan.block_q[size_t(b1)];
   for (int b = b0; b <= b1; b++) out.block_q.push_back(plan.block_q[size_t(b)] - r0);
+  // The gist table keeps, per level, the units whose gists lie before the last row's end (keys [0, r1)): no
+  // segment of these blocks names a later one.
+  if (!plan.gist_ptr.empty()) {
+    out.gist_ptr.assign(1, 0);
+    out.gist_pos.clear();
+    for (int l = 0; l + 1 < int(plan.gist_ptr.size()); l++) {
+      for (int32_t u = plan.gist_ptr[size_t(l)]; u < plan.gist_ptr[size_t(l) + 1]; u++)
+        if (int64_t(plan.gist_pos[size_t(u)]) + plan.gists_per_unit <= r1) out.gist_pos.push_back(plan.gist_pos[size_t(u)]);
+      out.gist_ptr.push_back(int32_t(out.gist_pos.size()));
+    }
+  }
   const int64_t s0 = plan.seg_begin(b0, 0), s1 = plan.seg_ptr[size_t(plan.list_index(b1 - 1, plan.heads - 1)) + 1];
   out.segs.assign(plan.segs.begin() + s0, plan.segs.begin() + s1);
   const size_t l0 = size_t(plan.list_index(b0, 0)), l1 = size_t(plan.list_index(b1 - 1, plan.heads - 1)) + 1;
@@ -210,6 +221,10 @@ void validate_plan(const attn_plan& plan, int Tq, int Tk, int q_offset, int Hkv)
         if (pos[u] < 0 || (u > 0 && int64_t(pos[u]) < int64_t(pos[u - 1]) + plan.gists_per_unit))
           fail("attention plan: gist table level {} unit {} at position {}: positions must be >= 0 and ascend by at "
                "least gists_per_unit = {}", l, u, pos[u], plan.gists_per_unit);
+      // The CUDA backend checks the same (every unit's gists inside the keys).
+      if (level_units(plan, l) > 0 && int64_t(pos[level_units(plan, l) - 1]) + plan.gists_per_unit > Tk)
+        fail("attention plan: gist table level {} puts its last unit's gists at [{}, {}), outside [0, Tk = {})", l,
+             pos[level_units(plan, l) - 1], int64_t(pos[level_units(plan, l) - 1]) + plan.gists_per_unit, Tk);
     }
   }
 

@@ -34,9 +34,10 @@ int64_t attended_pairs(const attn_plan& plan, int n_kv_heads, int q_offset);
 // one range segment per block.
 attn_plan plan_causal(int Tq, int q_offset, int block);
 
-// Blocks [b0, b1) of a plan as a plan for their rows alone (a chunk of a chunked prefill): block_q rebased to
-// block b0's first row, which is the q_offset to run it at; segments and the gist table unchanged (keys stay
-// stream positions). Not for a plan with per-row unfolding (gsa::error).
+// Blocks [b0, b1) of a plan for rows at q_offset 0 as a plan for their rows alone (a pass of a chunked prefill):
+// block_q rebased to block b0's first row r0, which is the q_offset to run it at, over keys [0, r1) (r1: block
+// b1's first row); segments unchanged (keys stay stream positions), the gist table cut to the units inside
+// [0, r1). Not for a plan with per-row unfolding (gsa::error).
 attn_plan plan_blocks(const attn_plan& plan, int b0, int b1);
 
 // Appends one list holding the given keys (strictly ascending) as range segments, one per run of consecutive
