@@ -58,6 +58,6 @@ struct session_options {
   // passes' keys and values, so the activations are bounded by the pass. 0: default_prefill_chunk.
   int prefill_chunk = 0;
 };
-inline constexpr int default_prefill_chunk = 32768;
+inline constexpr int default_prefill_chunk = 65536;
 
 }  // namespace gsa::infer

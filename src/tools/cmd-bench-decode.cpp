@@ -300,7 +300,7 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
                 "filling the cache with random keys and values");
   sub->add_option("--prefill-chunk", a.prefill_chunk,
                   "With --prefill: stream rows per forward pass of a prefill under the gist mask or causal "
-                  "attention (default 32768; gsa / hgsa prefill unfolding in one pass)")
+                  "attention (default 65536; gsa / hgsa prefill unfolding in one pass)")
       ->check(CLI::Range(1, 1 << 30));
   add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_bench(a); }});

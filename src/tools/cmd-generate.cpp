@@ -175,7 +175,7 @@ void register_generate(CLI::App& app, command_list& cmds) {
       ->capture_default_str();
   sub->add_option("--prefill-chunk", a.prefill_chunk,
                   "Stream rows per forward pass of a context prefill under the gist mask or causal attention "
-                  "(bounds its activation memory; default 32768; the unfolding prefill is one pass)")
+                  "(bounds its activation memory; default 65536; the unfolding prefill is one pass)")
       ->check(CLI::Range(1, 1 << 30));
   sub->add_option("--prompt", a.prompt, "Text appended after the context (the question)");
   sub->add_option("--method", a.method, "gsa|hgsa|full|gist|streaming|quest|moba|h2o");
