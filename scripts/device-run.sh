@@ -204,7 +204,7 @@ if has prefill; then
   GSA_TRAIN_PROFILE=1 timeout 120 "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 1 \
     --context "${PREFILL_PROFILE_CONTEXT:-32k}" --method "${PREFILL_METHODS:-full,gsa,hgsa}"
   # Contexts past what one forward pass holds (about 700k rows of this shape): the gist-mask prefill in passes
-  # of --prefill-chunk rows over the earlier passes' keys; the GPU memory column is what the method holds.
+  # of --prefill-pass rows over the earlier passes' keys; the GPU memory column is what the method holds.
   timeout "${PREFILL_LONG_TIMEOUT:-200}" "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 2 \
     --context "${PREFILL_LONG_CONTEXTS:-512k,1m}" --method "${PREFILL_LONG_METHODS:-gsa,hgsa}"
   echo "long prefill exit code: $?"

@@ -55,9 +55,9 @@ struct session_options {
   prefill_mode prefill = prefill_mode::automatic;
   // Stream rows per forward pass of a prefill under one plan for every layer (all but the unfolding prefill,
   // which selects over the whole context in one pass): longer contexts run in passes that read the earlier
-  // passes' keys and values, so the activations are bounded by the pass. 0: default_prefill_chunk.
-  int prefill_chunk = 0;
+  // passes' keys and values, so the activations are bounded by the pass. 0: default_prefill_pass.
+  int prefill_pass = 0;
 };
-inline constexpr int default_prefill_chunk = 65536;
+inline constexpr int default_prefill_pass = 65536;
 
 }  // namespace gsa::infer

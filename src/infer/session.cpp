@@ -27,7 +27,7 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
     fail("--topk {} is out of range: give 0 .. {} chunks", opts.topk, c.max_position_embeddings);
   if (opts.ratio < 0 || (opts.ratio > 0 && opts.ratio < 1)) fail("--ratio {} must be >= 1", opts.ratio);
   if (opts.page_size < 0 || opts.page_size > 65536) fail("--page-size {} must be in 1 .. 65536", opts.page_size);
-  if (opts.prefill_chunk < 0) fail("--prefill-chunk {} must be >= 1 (stream rows per prefill pass)", opts.prefill_chunk);
+  if (opts.prefill_pass < 0) fail("--prefill-pass {} must be >= 1 (stream rows per prefill pass)", opts.prefill_pass);
   if (has_gsa) {
     cfg_ = gist::gsa_config_from_json(c.gsa);
     cfg_->validate();
@@ -199,10 +199,10 @@ void session::prefill(const std::vector<int32_t>& raw) {
     h2o_obs_q_.resize(size_t(L) * h2o_obs_rows_ * Hq * D);
   }
   // Passes: rows [r0, r1) of the stream each. One pass for the unfolding prefill (its plans select over the whole
-  // sequence) and up to options.prefill_chunk rows; beyond that the shared plan is cut at block boundaries into
+  // sequence) and up to options.prefill_pass rows; beyond that the shared plan is cut at block boundaries into
   // passes of at most that many rows (one block at least), which see the earlier passes' keys and values through
   // a contiguous copy per layer (kv_prefix): activation memory is bounded by the pass, not the context.
-  const int per_pass = opts_.prefill_chunk > 0 ? opts_.prefill_chunk : default_prefill_chunk;
+  const int per_pass = opts_.prefill_pass > 0 ? opts_.prefill_pass : default_prefill_pass;
   std::vector<std::pair<int, int>> blocks;  // the plan blocks of each pass (none: one pass, the whole plan)
   if (base && T > per_pass)
     for (int b0 = 0, nb = base->n_blocks(); b0 < nb;) {

@@ -122,7 +122,7 @@ class session {
   // and every later row.
   const std::vector<cpu::attn_plan>& prefill_plans() const { return prefill_plans_; }
   int prefill_rows() const { return prefill_rows_; }
-  // Forward passes the prefill took (options.prefill_chunk).
+  // Forward passes the prefill took (options.prefill_pass).
   int prefill_passes() const { return prefill_passes_; }
   // Pool mode: room in every layer's KV pool for `more` raw tokens past those computed or queued, and their gists,
   // so that decoding them never grows a pool (generate() reserves max_tokens). Nothing off pool mode.

@@ -32,7 +32,7 @@ namespace {
 struct bench_args {
   std::string model, preset, contexts = "1k,4k,16k,64k";
   std::string methods = "full,gsa,hgsa,gist,streaming,quest,moba,h2o";
-  int steps = 8, batch = 1, prefill_chunk = 0;
+  int steps = 8, batch = 1, prefill_pass = 0;
   int64_t budget = -1;
   int topk = -1;
   float ratio = 0;
@@ -115,7 +115,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
     o.topk = a.topk;
     o.ratio = a.ratio > 0 ? a.ratio : a.preset.empty() ? 0.0f : 16.0f;  // presets: L / 16, as every table so far
     o.gpu_kv_budget = a.gpu_kv_budget;
-    o.prefill_chunk = a.prefill_chunk;
+    o.prefill_pass = a.prefill_pass;
     ss.push_back(std::make_unique<infer::session>(m, o));
     infer::session& s = *ss.back();
     if (random_kv) {
@@ -298,7 +298,7 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
   sub->add_flag("--prefill", a.prefill,
                 "With --preset: prefill the context (random token ids) for real and report its tokens/s, instead of "
                 "filling the cache with random keys and values");
-  sub->add_option("--prefill-chunk", a.prefill_chunk,
+  sub->add_option("--prefill-pass", a.prefill_pass,
                   "With --prefill: stream rows per forward pass of a prefill under the gist mask or causal "
                   "attention (default 65536; gsa / hgsa prefill unfolding in one pass)")
       ->check(CLI::Range(1, 1 << 30));

@@ -26,7 +26,7 @@ struct generate_args {
   std::string model, context_file, prompt, method = "gsa", tier = "memory", kv_file, prefill = "auto";
   int64_t gpu_kv_budget = 0;
   float ratio = 0;
-  int topk = -1, max_tokens = 64, prefill_chunk = 0;
+  int topk = -1, max_tokens = 64, prefill_pass = 0;
   int64_t budget = -1;
   float temperature = 0, top_p = 1;
   int top_k = 0;
@@ -71,7 +71,7 @@ int run_generate(const generate_args& a) {
   o.kv_file = a.kv_file;
   o.gpu_kv_budget = a.gpu_kv_budget;
   o.prefill = infer::prefill_mode_from_name(a.prefill);
-  o.prefill_chunk = a.prefill_chunk;
+  o.prefill_pass = a.prefill_pass;
   infer::sampling samp{a.temperature, a.top_k, a.top_p, a.seed};
   samp.validate();
   llama_model m = model_on_device(load_model(a.model), a.dev);
@@ -173,7 +173,7 @@ void register_generate(CLI::App& app, command_list& cmds) {
                   "gsa/hgsa context prefill: auto (unfold for a model trained in unfold mode, else gist-mask), "
                   "gist-mask, unfold")
       ->capture_default_str();
-  sub->add_option("--prefill-chunk", a.prefill_chunk,
+  sub->add_option("--prefill-pass", a.prefill_pass,
                   "Stream rows per forward pass of a context prefill under the gist mask or causal attention "
                   "(bounds its activation memory; default 65536; the unfolding prefill is one pass)")
       ->check(CLI::Range(1, 1 << 30));

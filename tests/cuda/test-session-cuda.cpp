@@ -164,7 +164,7 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
     }
 }
 
-// A context prefilled in passes of at most 128 rows (session_options.prefill_chunk: each pass attends over the
+// A context prefilled in passes of at most 128 rows (session_options.prefill_pass: each pass attends over the
 // earlier passes' keys through the attention kernels at q_offset > 0) decodes as the one-pass prefill on the GPU:
 // same lists and tokens, logits to 1e-4. (Against the CPU engine: quest at this seed differs in one decoded row's
 // pages after a one-pass prefill too, by the same 3.7e-2 logit error, so the passes are compared on the GPU; the
@@ -180,7 +180,7 @@ TEST(CudaSession, PrefillInPassesAsOnePass) {
     o.meth = cs.meth;
     o.budget = cs.budget;
     auto one = run(gpu_m, o, 700, 24);
-    o.prefill_chunk = 128;
+    o.prefill_pass = 128;
     auto got = run(gpu_m, o, 700, 24);
     EXPECT_EQ(one->prefill_passes(), 1);
     EXPECT_GE(got->prefill_passes(), 5);

@@ -1,4 +1,4 @@
-// A prefill in several forward passes (session_options.prefill_chunk): every prefill under one plan for all layers
+// A prefill in several forward passes (session_options.prefill_pass): every prefill under one plan for all layers
 // cuts that plan at block boundaries (cpu::plan_blocks) and runs each piece over the earlier pieces' keys and
 // values (model kv_prefix). It must compute what the one-pass prefill computes: the same tokens and key lists, and
 // logits equal up to rounding (the matmuls see fewer rows per call), for every method, on the host cache and in
@@ -88,7 +88,7 @@ TEST(PrefillPasses, EqualOnePass) {
     o.page_size = 4;
     o.kv_pool = cs.pool;
     auto one = run(m, o, 150, 6, 10);
-    o.prefill_chunk = 10;
+    o.prefill_pass = 10;
     auto passes = run(m, o, 150, 6, 10);
     EXPECT_EQ(one->prefill_passes(), 1);
     if (cs.prefill == prefill_mode::unfold) {
@@ -121,13 +121,13 @@ TEST(PrefillPasses, ChunkSmallerThanABlockTakesWholeBlocks) {
   llama_model m = tiny_model({4});
   session_options o;
   o.meth = method::full;
-  o.prefill_chunk = 1;
+  o.prefill_pass = 1;
   session s(m, o);
   s.prefill(test::tiny_tokens(150, 1));
   EXPECT_EQ(s.prefill_passes(), 3);  // plan_causal's blocks of 64 rows
   EXPECT_EQ(s.prefill_rows(), 150);
-  o.prefill_chunk = -1;
-  expect_error([&] { session bad(m, o); }, "--prefill-chunk -1 must be >= 1");
+  o.prefill_pass = -1;
+  expect_error([&] { session bad(m, o); }, "--prefill-pass -1 must be >= 1");
 }
 
 }  // namespace
