@@ -167,8 +167,10 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
 // A context prefilled in passes of at most 128 rows (session_options.prefill_pass: each pass attends over the
 // earlier passes' keys through the attention kernels at q_offset > 0) decodes as the one-pass prefill on the GPU:
 // same lists and tokens, logits to 1e-4. (Against the CPU engine: quest at this seed differs in one decoded row's
-// pages after a one-pass prefill too, by the same 3.7e-2 logit error, so the passes are compared on the GPU; the
-// CPU side of the passes is PrefillPasses.EqualOnePass.)
+// pages after a one-pass prefill too, by the same 3.7e-2 logit error. The router's score arithmetic is
+// page_select's operation for operation, so it is most likely a near tie flipped by the GEMMs' f32 rounding
+// (cuBLAS and OpenBLAS sum in different orders), not measured. So the passes are compared on the GPU; the CPU
+// side of the passes is PrefillPasses.EqualOnePass.)
 TEST(CudaSession, PrefillInPassesAsOnePass) {
   REQUIRE_GPU();
   for (const auto& cs : kCases) {
