@@ -159,8 +159,9 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
       auto got = run(gpu_m, o, ctx, 24);
       EXPECT_GT(got->cache().bytes().device, 0) << "the rows live on the GPU";
       expect_same_as_cpu(*got, *ref);
-      if (cs.meth == method::quest || cs.meth == method::moba)  // the page routers select on the GPU too
+      if (cs.meth == method::quest || cs.meth == method::moba) {  // the page routers select on the GPU too
         EXPECT_GE(got->listed_rows(), 24) << "quest / moba rows took the host path";
+      }
     }
 }
 

@@ -1,0 +1,387 @@
+// Kernels of the GPU selection of decode rows (contract: select.h): the gist / page-summary scores of one query
+// row per session (decode_score_kernel, decode_score_rows_kernel), its top-k (decode_topk_row) and the
+// hierarchical walk one level per launch (hier_level_kernel); the radix top-k they share is select-kernels.cuh.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/ops-device.cuh"
+#include "backend/cuda/runtime.h"
+#include "backend/cuda/select-kernels.cuh"
+#include "backend/cuda/select.h"
+
+namespace gsa::cuda::select_detail {
+
+namespace {
+
+// ---- decode scores (one query row): one thread per (unit, query head), so the grid covers every candidate ----
+
+template <class T, int DC>
+__global__ void __launch_bounds__(score_threads)
+    decode_score_kernel(const T* __restrict__ q, const T* __restrict__ k, int Hq, int Hkv, int D_rt, int64_t k_st,
+                        float scale, const int32_t* __restrict__ unit_row, int n, int g, float* __restrict__ scores,
+                        const int32_t* __restrict__ n_kv, int64_t ld) {
+  __shared__ float qs[128];
+  const int h = blockIdx.y, hk = h / (Hq / Hkv);
+  const int D = DC > 0 ? DC : D_rt;
+  // Shared list (n_kv null): n units, scores row h at h * n. Per KV head: n_kv[hk] units at unit_row + hk * ld,
+  // scores row h at h * ld.
+  const int nn = n_kv ? n_kv[hk] : n;
+  if (n_kv) unit_row += int64_t(hk) * ld;
+  if (int(blockIdx.x) * int(blockDim.x) >= nn) return;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = dev::to_f(q[int64_t(h) * D + d]);
+  __syncthreads();
+  const int u = blockIdx.x * blockDim.x + threadIdx.x;
+  if (u >= nn) return;
+  float best = -INFINITY;
+  for (int r = 0; r < g; r++) {
+    const T* kp = k + int64_t(unit_row[u] + r) * k_st + int64_t(hk) * D;
+    float dot = 0.0f;
+    if constexpr (DC > 0) {
+      constexpr int V = dev::vec16<T>;
+#pragma unroll
+      for (int d0 = 0; d0 < DC; d0 += V) {
+        float v[V];
+        dev::load_f<T, V>(v, kp + d0);
+#pragma unroll
+        for (int i = 0; i < V; i++) dot = __fadd_rn(dot, __fmul_rn(qs[d0 + i], v[i]));
+      }
+    } else {
+      for (int d = 0; d < D; d++) dot = __fadd_rn(dot, __fmul_rn(qs[d], dev::to_f(kp[d])));
+    }
+    const float v = __fmul_rn(dot, scale);
+    best = best < v ? v : best;
+  }
+  scores[int64_t(h) * (n_kv ? ld : n) + u] = best;
+}
+
+// Every selecting row of a batched step (grid (units, Hkv, rows)): its own q, pool, candidates and scores. One
+// thread per (unit, KV head) reads the unit's gist keys once for the G query heads of the group (their q in
+// shared memory) and keeps G dot products, each in score_units' order (f32, d ascending, no FMA). Block (0, 0)
+// of a row also clears the row's selection mask for decode_topk_rows_kernel, which runs after this launch.
+constexpr int kMaxGroup = 8;
+template <class T, int DC>
+__global__ void __launch_bounds__(score_threads)
+    decode_score_rows_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv, int D_rt, int64_t k_st,
+                             float scale) {
+  __shared__ float qs[kMaxGroup * 128];
+  const lists_row& r = rows[blockIdx.z];
+  const int hk = blockIdx.y, G = Hq / Hkv;
+  const int D = DC > 0 ? DC : D_rt;
+  if (blockIdx.x == 0 && blockIdx.y == 0)
+    for (int w = threadIdx.x; w < Hkv * ((r.n_cand + 31) / 32); w += blockDim.x) r.mask[w] = 0u;
+  const int n = r.n_cand;
+  if (int(blockIdx.x) * int(blockDim.x) >= n) return;
+  const T* q = static_cast<const T*>(r.q) + int64_t(hk) * G * D;  // the group's G heads, consecutive
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = dev::to_f(q[i]);
+  __syncthreads();
+  const int u = blockIdx.x * blockDim.x + threadIdx.x;
+  if (u >= n) return;
+  if (r.router) {  // a page router: page u's summary planes against the G heads, the max of them (per KV head)
+    const float* mn = r.summary + (int64_t(u) * 3 * Hkv + hk) * D;
+    const float* mx = mn + int64_t(Hkv) * D;
+    const float* me = mx + int64_t(Hkv) * D;
+    float s = -INFINITY;
+    for (int j = 0; j < G; j++) {
+      const float* qj = qs + j * D;
+      float v = 0.0f;
+      if (r.router == 1)
+        for (int d = 0; d < D; d++) {
+          const float a = __fmul_rn(qj[d], mn[d]), b = __fmul_rn(qj[d], mx[d]);
+          v = __fadd_rn(v, a < b ? b : a);  // std::max's choice (page_select's arithmetic)
+        }
+      else
+        for (int d = 0; d < D; d++) v = __fadd_rn(v, __fmul_rn(qj[d], me[d]));
+      s = s < v ? v : s;
+    }
+    r.scores[int64_t(hk) * G * n + u] = s;
+    return;
+  }
+  float best[kMaxGroup];
+#pragma unroll
+  for (int j = 0; j < kMaxGroup; j++) best[j] = -INFINITY;
+  for (int rr = 0; rr < r.g; rr++) {
+    const T* kp = static_cast<const T*>(r.pool_k) + int64_t(r.gist_row[u] + rr) * k_st + int64_t(hk) * D;
+    float dot[kMaxGroup];
+#pragma unroll
+    for (int j = 0; j < kMaxGroup; j++) dot[j] = 0.0f;
+    if constexpr (DC > 0) {
+      constexpr int V = dev::vec16<T>;
+#pragma unroll 2
+      for (int d0 = 0; d0 < DC; d0 += V) {
+        float v[V];
+        dev::load_f<T, V>(v, kp + d0);
+#pragma unroll
+        for (int j = 0; j < kMaxGroup; j++)
+          if (j < G)
+#pragma unroll
+            for (int i = 0; i < V; i++) dot[j] = __fadd_rn(dot[j], __fmul_rn(qs[j * DC + d0 + i], v[i]));
+      }
+    } else {
+      for (int d = 0; d < D; d++) {
+        const float kv = dev::to_f(kp[d]);
+#pragma unroll
+        for (int j = 0; j < kMaxGroup; j++)
+          if (j < G) dot[j] = __fadd_rn(dot[j], __fmul_rn(qs[j * D + d], kv));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kMaxGroup; j++) {
+      const float v = __fmul_rn(dot[j], scale);
+      best[j] = best[j] < v ? v : best[j];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kMaxGroup; j++)
+    if (j < G) r.scores[int64_t(hk * G + j) * n + u] = best[j];
+}
+
+// ---- decode top-k (one query row): one CTA per query head (union) or per KV head (group scoring), each ORing
+// its top k into its KV head's mask in global memory, so the G heads of a group select in parallel ----
+
+__device__ __forceinline__ void decode_topk_row(int cta, float* __restrict__ scores, int n, int k, int Hq, int Hkv,
+                                                bool group_scoring, uint32_t* __restrict__ gmask,
+                                                const int32_t* __restrict__ n_kv, int64_t ld, int mask_words,
+                                                int staged_cap, bool reduced = false) {
+  __shared__ topk_smem sm;
+  const int G = Hq / Hkv;
+  // Rows of query head h at scores + h * ld; n units (n_kv: n_kv[KV head] units); masks mask_words apart.
+  const int hk = group_scoring ? cta : cta / G;
+  const int nn = n_kv ? n_kv[hk] : n;
+  const float* row;
+  if (group_scoring && reduced) {  // a page router's per-KV-head scores, in the group's first row
+    row = scores + int64_t(hk) * G * ld;
+  } else if (group_scoring) {
+    float* rows = scores + int64_t(hk) * G * ld;
+    for (int i = threadIdx.x; i < nn; i += blockDim.x) {
+      float sum = 0.0f;
+      for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * ld + i]);
+      rows[i] = sum;
+    }
+    __syncthreads();
+    row = rows;
+  } else {
+    row = scores + int64_t(cta) * ld;
+  }
+  extern __shared__ uint32_t staged_keys[];  // launched with room for decode_stage_max keys, or none
+  if (nn > 0)
+    select_row_staged(row, nn, k, gmask + int64_t(hk) * mask_words, sm, nn <= staged_cap ? staged_keys : nullptr);
+}
+
+__global__ void __launch_bounds__(decode_topk_threads)
+    decode_topk_kernel(float* __restrict__ scores, int n, int k, int Hq, int Hkv, bool group_scoring,
+                       uint32_t* __restrict__ gmask, const int32_t* __restrict__ n_kv, int64_t ld, int mask_words,
+                       int staged_cap) {
+  decode_topk_row(int(blockIdx.x), scores, n, k, Hq, Hkv, group_scoring, gmask, n_kv, ld, mask_words, staged_cap);
+}
+
+// Every selecting row of a batched step: grid (Hq, rows); with group scoring only the first Hkv CTAs of a row
+// select (one per KV head).
+__global__ void __launch_bounds__(decode_topk_threads)
+    decode_topk_rows_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv, int staged_cap) {
+  const lists_row& r = rows[blockIdx.y];
+  if (r.group && int(blockIdx.x) >= Hkv) return;
+  decode_topk_row(int(blockIdx.x), r.scores, r.n_cand, r.k, Hq, Hkv, r.group != 0, r.mask, nullptr, r.n_cand,
+                  (r.n_cand + 31) / 32, staged_cap, r.group == 2);
+}
+
+// Dynamic shared memory of a decode top-k launch over at most max_n candidates: room to stage them when they fit
+// (the kernels opt in to that much once), else none.
+template <class K>
+int decode_topk_smem(K kernel, int max_n, int* staged_cap) {
+  static bool opted = false;  // per kernel (one instantiation per kernel type)
+  if (!opted) {
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             decode_stage_max * int(sizeof(uint32_t))) != cudaSuccess)
+      fail_msg("GPU decode top-k: shared memory for staging could not be set");
+    opted = true;
+  }
+  *staged_cap = max_n <= decode_stage_max ? max_n : 0;
+  return *staged_cap * int(sizeof(uint32_t));
+}
+
+// ---- the hierarchical walk (decode, one row): gist::select_hierarchical, one level per launch ----
+//
+// Level l's scores were written by decode_score_kernel (the top level over the shared list of whole units; a
+// lower level over each KV head's own list in `cur`, rows in `rows`). This kernel (one CTA per KV head) takes the
+// union / group top k[l] of them, then builds level l-1's list: the children of the kept units and the loose
+// units (whole at l-1, parent not whole), ascending and distinct, with their rows; at level 0 it writes the
+// chunks out. State between launches: units (Hkv, 2, max_n) = cur, kept; rows (Hkv, max_n); n_cur, scored (Hkv).
+__global__ void __launch_bounds__(topk_threads)
+    hier_level_kernel(const hier_args a, int l, const uint32_t* __restrict__ gmask, int mask_words,
+                      int32_t* __restrict__ units, int32_t* __restrict__ rows, int32_t* __restrict__ n_cur,
+                      int32_t* __restrict__ scored, int32_t* __restrict__ out) {
+  __shared__ topk_smem sm;
+  const int h = blockIdx.x, L = a.levels;
+  int32_t* cur = units + int64_t(h) * 2 * a.max_n;
+  int32_t* kept = cur + a.max_n;
+  const bool is_top = l == L - 1;
+  const int n = is_top ? a.whole[l] : n_cur[h];
+  const int before = is_top ? 0 : scored[h];
+  __syncthreads();  // thread 0 rewrites n_cur[h] and scored[h] below
+  const uint32_t* mask = gmask + int64_t(h) * mask_words;  // decode_topk_kernel's union / group top k[l]
+  int n_kept = 0;
+  if (n > 0) {
+    const int words = (n + 31) / 32;
+    const int per = (words + blockDim.x - 1) / blockDim.x;
+    const int w0 = min(words, int(threadIdx.x) * per), w1 = min(words, w0 + per);
+    int mine = 0;
+    for (int w = w0; w < w1; w++) mine += __popc(mask[w]);
+    int at = block_exclusive_scan(mine, sm, &n_kept);
+    for (int w = w0; w < w1; w++)
+      for (uint32_t m = mask[w]; m; m &= m - 1) {
+        const int i = w * 32 + __ffs(m) - 1;
+        kept[at++] = is_top ? i : cur[i];
+      }
+    __syncthreads();
+  }
+  const int done = before + n;
+  if (l == 0) {  // the chunks
+    const int n_out = min(n_kept, a.cap);
+    for (int i = threadIdx.x; i < n_out; i += blockDim.x) out[a.Hkv + int64_t(h) * a.cap + i] = kept[i];
+    if (threadIdx.x == 0) {
+      out[h] = n_out;
+      out[int64_t(a.Hkv) * (1 + a.cap) + h] = done;
+    }
+    return;
+  }
+  // Level l-1's list: children of the kept units, then the loose units.
+  const int c = a.chunk[l];
+  const int loose0 = a.whole[l] * c;
+  const int n_child = n_kept * c;
+  const int nn = min(a.max_n, n_child + max(0, a.whole[l - 1] - loose0));
+  const int32_t* unit_row = a.unit_row[l - 1];
+  for (int i = threadIdx.x; i < nn; i += blockDim.x) {
+    const int32_t u = i < n_child ? kept[i / c] * c + i % c : loose0 + i - n_child;
+    cur[i] = u;
+    rows[int64_t(h) * a.max_n + i] = unit_row[u];
+  }
+  if (threadIdx.x == 0) {
+    n_cur[h] = nn;
+    scored[h] = done;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+void launch_scores_any(const void* q, const void* k, bool bf16_in, int Hq, int Hkv, int D, int64_t k_st, float scale,
+                       const int32_t* unit_row, int n, int g, float* scores, const int32_t* n_kv, int64_t ld,
+                       cudaStream_t st, int kv_span = 0) {
+  // Units the grid must cover: n, or with per-head counts n_kv their bound (kv_span, else the row stride ld).
+  const int span = n_kv ? (kv_span > 0 ? kv_span : int(ld)) : n;
+  if (span <= 0) return;
+  if (D > 128) fail_msg("GPU decode scores: head dim " + std::to_string(D) + " (at most 128)");
+  const dim3 grid{unsigned((span + score_threads - 1) / score_threads), unsigned(Hq)};
+  // Vector loads need 16-byte aligned rows.
+  const bool vec = (k_st * (bf16_in ? 2 : 4)) % 16 == 0;
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    const T* qt = static_cast<const T*>(q);
+    const T* kt = static_cast<const T*>(k);
+    if (vec && D == 64)
+      decode_score_kernel<T, 64><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g,
+                                                                 scores, n_kv, ld);
+    else if (vec && D == 128)
+      decode_score_kernel<T, 128><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g,
+                                                                  scores, n_kv, ld);
+    else
+      decode_score_kernel<T, 0><<<grid, score_threads, 0, st>>>(qt, kt, Hq, Hkv, D, k_st, scale, unit_row, n, g,
+                                                                scores, n_kv, ld);
+  };
+  if (bf16_in) go(bf16{});
+  else go(float{});
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("decode_score_kernel", e));
+}
+
+}  // namespace
+
+void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf16_in, int Hq, int Hkv, int D,
+                        void* stream) {
+  if (n_rows <= 0 || max_cand <= 0) return;
+  if (D > 128) fail_msg("GPU decode scores: head dim " + std::to_string(D) + " (at most 128)");
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const int64_t k_st = int64_t(Hkv) * D;
+  const float scale = 1.0f / std::sqrt(float(D));
+  if (Hq / Hkv > kMaxGroup) fail_msg("GPU decode scores: " + std::to_string(Hq / Hkv) + " query heads per KV head (at most 8)");
+  const dim3 grid{unsigned((max_cand + score_threads - 1) / score_threads), unsigned(Hkv), unsigned(n_rows)};
+  const bool vec = (k_st * (bf16_in ? 2 : 4)) % 16 == 0;
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    if (vec && D == 64)
+      decode_score_rows_kernel<T, 64><<<grid, score_threads, 0, st>>>(rows, Hq, Hkv, D, k_st, scale);
+    else if (vec && D == 128)
+      decode_score_rows_kernel<T, 128><<<grid, score_threads, 0, st>>>(rows, Hq, Hkv, D, k_st, scale);
+    else
+      decode_score_rows_kernel<T, 0><<<grid, score_threads, 0, st>>>(rows, Hq, Hkv, D, k_st, scale);
+  };
+  if (bf16_in) go(bf16{});
+  else go(float{});
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("decode_score_rows_kernel", e));
+  int staged_cap = 0;
+  const int smem = decode_topk_smem(decode_topk_rows_kernel, max_cand, &staged_cap);
+  decode_topk_rows_kernel<<<dim3(unsigned(Hq), unsigned(n_rows)), decode_topk_threads, smem, st>>>(rows, Hq, Hkv,
+                                                                                                  staged_cap);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) fail_msg(launch_error("decode_topk_rows_kernel", e));
+}
+
+void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16_in, float* scores,
+                         int32_t* units, int32_t* out, void* stream) {
+  if (a.levels < 2 || a.levels > hier_args::max_levels || a.D > 128 || a.max_n > max_candidates)
+    fail_msg("GPU hierarchical selection: " + std::to_string(a.levels) + " levels, head dim " +
+             std::to_string(a.D) + ", " + std::to_string(a.max_n) + " units (supported: 2-" +
+             std::to_string(hier_args::max_levels) + " levels, head dim <= 128, " + std::to_string(max_candidates) +
+             " units)");
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  // Scratch layout (hier_scratch_floats / _ints): top scores (Hq, whole[L-1]), lower scores (Hq, max_n);
+  // units (Hkv, 2, max_n), rows (Hkv, max_n), n_cur (Hkv), scored (Hkv), mask (Hkv, ceil(max_n / 32)).
+  const int top_n = a.whole[a.levels - 1];
+  // A level below the top scores the children of what the level above kept (at most k of its units per query
+  // head, G heads in a union: G k chunk) and the loose units past its last whole parent (fewer than chunk): a
+  // bound independent of the context, so these launches' grids, masks and top-k staging do not grow with it (they
+  // were sized by max_n, the level-0 candidates: 128k CTAs' worth at 2M tokens, nearly all idle).
+  int lower_n = 0;
+  for (int l = 1; l < a.levels; l++)
+    lower_n = std::max(lower_n, (a.group ? 1 : a.Hq / a.Hkv) * a.k[l] * a.chunk[l] + a.chunk[l]);
+  lower_n = std::min(lower_n, a.max_n);
+  const int mask_words = (std::max(top_n, lower_n) + 31) / 32;
+  float* top = scores;
+  float* lower = scores + int64_t(a.Hq) * top_n;
+  int32_t* rows = units + int64_t(a.Hkv) * 2 * a.max_n;
+  int32_t* n_cur = rows + int64_t(a.Hkv) * a.max_n;
+  int32_t* scored = n_cur + a.Hkv;
+  uint32_t* mask = reinterpret_cast<uint32_t*>(scored + a.Hkv);
+  const unsigned sel_grid = unsigned(a.group ? a.Hkv : a.Hq);
+  for (int l = a.levels - 1; l >= 0; l--) {
+    const bool is_top = l == a.levels - 1;
+    if (is_top)
+      launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, a.unit_row[l], top_n, a.g, top, nullptr,
+                        0, st);
+    else
+      launch_scores_any(q, pool, bf16_in, a.Hq, a.Hkv, a.D, a.k_st, a.scale, rows, 0, a.g, lower, n_cur, a.max_n, st,
+                        lower_n);
+    if (cudaMemsetAsync(mask, 0, size_t(a.Hkv) * mask_words * sizeof(uint32_t), st) != cudaSuccess)
+      fail_msg("GPU hierarchical selection: clearing the mask failed");
+    int staged_cap = 0;
+    const int smem = decode_topk_smem(decode_topk_kernel, is_top ? top_n : lower_n, &staged_cap);
+    if (is_top)
+      decode_topk_kernel<<<sel_grid, decode_topk_threads, smem, st>>>(top, top_n, a.k[l], a.Hq, a.Hkv, a.group, mask,
+                                                                      nullptr, top_n, mask_words, staged_cap);
+    else
+      decode_topk_kernel<<<sel_grid, decode_topk_threads, smem, st>>>(lower, 0, a.k[l], a.Hq, a.Hkv, a.group, mask,
+                                                                      n_cur, a.max_n, mask_words, staged_cap);
+    hier_level_kernel<<<a.Hkv, topk_threads, 0, st>>>(a, l, mask, mask_words, units, rows, n_cur, scored, out);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) fail_msg(launch_error("hier_level_kernel", e));
+  }
+}
+
+}  // namespace gsa::cuda::select_detail

@@ -1,0 +1,200 @@
+// The GPU selection kernels' shared parts (select.cu: the training blocks; select-decode.cu: one decode row per
+// session): thread counts, the order key and the exact radix top-k of one row of scores. Internal to those two.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "backend/cuda/ops-device.cuh"
+#include "backend/cuda/select.h"
+
+namespace gsa::cuda::select_detail {
+
+namespace {
+
+using dev::bf16;
+
+constexpr int score_threads = 128;
+constexpr int score_rows_max = 16;  // one-row blocks per CTA of score_rows_kernel
+constexpr int topk_threads = 256;
+
+// ---- top-k + union ----
+
+__device__ __forceinline__ uint32_t order_key(float x) {
+  if (isnan(x)) x = -INFINITY;
+  if (x == 0.0f) x = 0.0f;  // -0 ranks equal to +0
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Threads of the decode top-k CTAs (one CTA per query head: few CTAs, so each is wide) and the candidates whose
+// order keys they stage in shared memory (above it they read the scores from global memory).
+constexpr int decode_topk_threads = 1024;
+constexpr int decode_stage_max = 48 * 1024;
+
+struct topk_smem {
+  int hist[256];
+  int warp_count[32];  // one per warp of the block (at most 1024 threads)
+  uint32_t prefix;
+  int remaining;
+};
+
+// Exclusive prefix over the block of `count` (one value per thread, in thread order); returns the prefix and
+// writes the block total to *total. Barriers inside: every thread must call it.
+__device__ int block_exclusive_scan(int count, topk_smem& sm, int* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int incl = count;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  if (lane == 31) sm.warp_count[warp] = incl;
+  __syncthreads();
+  int before = 0, all = 0;
+  for (int w = 0; w < int(blockDim.x) / 32; w++) {
+    const int c = sm.warp_count[w];
+    if (w < warp) before += c;
+    all += c;
+  }
+  __syncthreads();  // warp_count may be reused right away
+  *total = all;
+  return before + incl - count;
+}
+
+// One radix pass's count of s[i] (i < n, key matching prefix in the bits above shift) into hist[256]; every lane
+// of the warp calls it. Warp-aggregated: scores that share a bin (most do in the first passes: one exponent) add
+// once per warp, not once per lane, so the shared-memory atomics do not serialise.
+template <class KeyAt>
+__device__ __forceinline__ void radix_count_keys(KeyAt key_at, int i, int n, uint32_t prefix, uint32_t high,
+                                                 int shift, int* hist, int lane) {
+  uint32_t key = 0;
+  const bool in = i < n && (((key = key_at(i)) ^ prefix) & high) == 0;
+  const unsigned active = __ballot_sync(0xffffffffu, in);
+  if (in) {
+    const uint32_t bin = (key >> shift) & 255u;
+    const unsigned peers = __match_any_sync(active, bin);
+    if (__ffs(peers) - 1 == lane) atomicAdd(&hist[bin], __popc(peers));
+  }
+}
+__device__ __forceinline__ void radix_count(const float* __restrict__ s, int i, int n, uint32_t prefix,
+                                            uint32_t high, int shift, int* hist, int lane) {
+  radix_count_keys([&](int j) { return order_key(s[j]); }, i, n, prefix, high, shift, hist, lane);
+}
+
+// The bin holding the remaining-th largest key, searched from bin 255 down by one warp: lane j owns bins
+// [8 j, 8 j + 8); a suffix sum over the lanes finds the lane, which walks its 8 bins (the serial walk over 256 bins
+// it replaces cost more than the whole scan for a decode row's few hundred candidates). True on that one lane,
+// with the prefix extended by the bin and how many of its keys are still to take.
+__device__ __forceinline__ bool radix_find_bin(const int* hist, int lane, int remaining, uint32_t prefix, int shift,
+                                               uint32_t& next_prefix, int& next_remaining) {
+  int c[8], mine = 0;
+#pragma unroll
+  for (int j = 0; j < 8; j++) mine += c[j] = hist[lane * 8 + j];
+  int incl = mine;  // keys in bins of lanes >= lane
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_down_sync(0xffffffffu, incl, o);
+    if (lane + o < 32) incl += y;
+  }
+  const int above_lane = incl - mine;
+  const int total = __shfl_sync(0xffffffffu, incl, 0);
+  if (!((above_lane < remaining && remaining <= incl) || (lane == 0 && total < remaining))) return false;
+  int above = above_lane, d = lane * 8 + 7;
+  for (; d > lane * 8; d--) {
+    if (above + c[d - lane * 8] >= remaining) break;
+    above += c[d - lane * 8];
+  }
+  next_prefix = prefix | (uint32_t(d) << shift);
+  next_remaining = remaining - above;
+  return true;
+}
+
+// Sets in mask the bits of the top k of the n keys key_at(0 .. n-1) (order_key's; order: key descending, then
+// index ascending). Every thread of the block calls it.
+template <class KeyAt>
+__device__ void select_row_keys(KeyAt key_at, int n, int k, uint32_t* mask, topk_smem& sm) {
+  if (k <= 0) return;
+  if (k >= n) {
+    for (int i0 = 0; i0 < n; i0 += blockDim.x) {
+      const int i = i0 + threadIdx.x;
+      const unsigned bits = __ballot_sync(0xffffffffu, i < n);
+      if ((threadIdx.x & 31) == 0 && bits) atomicOr(&mask[i >> 5], bits);
+    }
+    __syncthreads();
+    return;
+  }
+  uint32_t prefix = 0;
+  int remaining = k;  // how many of the keys matching prefix (in the bits fixed so far) still to take
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) sm.hist[i] = 0;
+    __syncthreads();
+    for (int i0 = 0; i0 < n; i0 += blockDim.x)  // the loop bound is uniform
+      radix_count_keys(key_at, i0 + threadIdx.x, n, prefix, high, shift, sm.hist, int(threadIdx.x & 31));
+    __syncthreads();
+    uint32_t np;
+    int nr;
+    if (threadIdx.x < 32 && radix_find_bin(sm.hist, threadIdx.x, remaining, prefix, shift, np, nr)) {
+      sm.prefix = np;
+      sm.remaining = nr;
+    }
+    __syncthreads();
+    prefix = sm.prefix;
+    remaining = sm.remaining;
+    __syncthreads();  // sm.prefix / sm.hist are rewritten by the next pass
+  }
+  // prefix is now the k-th largest key; `remaining` (>= 1) of the keys equal to it are taken, lowest index first.
+  const uint32_t kth = prefix;
+  // When every key equal to it is taken (distinct scores: one), one pass sets the bits without the scans below.
+  int my_ties = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) my_ties += key_at(i) == kth;
+  int all_ties = 0;
+  block_exclusive_scan(my_ties, sm, &all_ties);
+  if (all_ties == remaining) {
+    for (int i0 = 0; i0 < n; i0 += blockDim.x) {
+      const int i = i0 + threadIdx.x;
+      const unsigned bits = __ballot_sync(0xffffffffu, i < n && key_at(i) >= kth);
+      if ((threadIdx.x & 31) == 0 && bits) atomicOr(&mask[i >> 5], bits);
+    }
+    __syncthreads();
+    return;
+  }
+  int taken_ties = 0;
+  for (int base = 0; base < n; base += blockDim.x) {
+    const int i = base + threadIdx.x;
+    const uint32_t key = i < n ? key_at(i) : 0u;
+    const int tie = (i < n && key == kth) ? 1 : 0;
+    int tile_ties = 0;
+    const int before = block_exclusive_scan(tie, sm, &tile_ties);
+    // A warp's 32 consecutive indices are one mask word (blockDim is a multiple of 32): one atomicOr per warp.
+    const unsigned bits =
+        __ballot_sync(0xffffffffu, (i < n && key > kth) || (tie && taken_ties + before < remaining));
+    if ((threadIdx.x & 31) == 0 && bits) atomicOr(&mask[i >> 5], bits);
+    taken_ties += tile_ties;  // uniform over the block
+  }
+  __syncthreads();
+}
+
+__device__ void select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, topk_smem& sm) {
+  select_row_keys([&](int i) { return order_key(s[i]); }, n, k, mask, sm);
+}
+
+// select_row with the keys first converted into shared memory (staged: n words of dynamic shared memory), so
+// the radix passes read shared memory; without room (staged null) it reads s.
+__device__ void select_row_staged(const float* __restrict__ s, int n, int k, uint32_t* mask, topk_smem& sm,
+                                  uint32_t* staged) {
+  if (!staged || k <= 0 || k >= n) return select_row(s, n, k, mask, sm);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) staged[i] = order_key(s[i]);
+  __syncthreads();
+  select_row_keys([&](int i) { return staged[i]; }, n, k, mask, sm);
+}
+
+inline std::string launch_error(const char* kernel, cudaError_t e) {
+  return std::string("GPU chunk selection: launch of ") + kernel + " failed: " + cudaGetErrorString(e);
+}
+
+}  // namespace
+}  // namespace gsa::cuda::select_detail
