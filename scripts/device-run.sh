@@ -7,7 +7,7 @@
 #
 # steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
 # hf-decode first-result serve (carry bundle-data/ too) ncu
-# decode-profile decode-long decode-offload prefill pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# decode-layer decode-profile decode-long decode-offload prefill pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -125,6 +125,14 @@ if has decode; then
   timeout 120 "$BUNDLE/bin/bench-decode-attention" --check --dump /tmp/xcheck --bench
   echo "bench-decode-attention exit code: $?"
   timeout 60 python3 scripts/sdpa-reference.py /tmp/xcheck
+fi
+
+if has decode-layer; then
+  section "one decode layer to 1M keys, Llama-3.2-1B and Qwen2-7B shapes, batch 1: ours (full, GSA list) and torch SDPA (full)"
+  timeout 240 "$BUNDLE/bin/bench-decode-attention" --bench-long
+  echo "bench-decode-attention --bench-long exit code: $?"
+  timeout 180 python3 scripts/sdpa-reference.py --long
+  echo "sdpa-reference.py --long exit code: $?"
 fi
 
 if has decode-profile; then

@@ -4,7 +4,7 @@
 1. Cross-check: loads the full-attention case written by `bench-decode-attention --dump DIR` (bf16 q/k/v, our
    f32 out and lse) and compares ours and torch SDPA's against a float64 reference on the same bf16 inputs.
 2. Timing: torch.nn.functional.scaled_dot_product_attention for the full decode step (one query row, GQA via
-   enable_gqa) at the bench's shapes, bf16, rotating over K/V copies (>= 512 MiB) so L2 does not serve repeats;
+   enable_gqa) at the bench's shapes (--long: those of `bench-decode-attention --bench-long`), bf16, rotating over K/V copies (>= 512 MiB) so L2 does not serve repeats;
    median of 7 timed loops, per call, CUDA events.
 """
 import math
@@ -76,12 +76,20 @@ def time_sdpa(B, Hq, Hkv, D, L, reps=7):
 def main():
     print("torch", torch.__version__, torch.cuda.get_device_name(0))
     ok = True
-    if len(sys.argv) > 1:
-        ok = cross_check(sys.argv[1])
+    args = sys.argv[1:]
+    long_cells = "--long" in args  # bench-decode-attention --bench-long's cells instead of --bench's
+    args = [a for a in args if a != "--long"]
+    if args:
+        ok = cross_check(args[0])
     print(f"\n{'shape':14s} {'L':>7s} | {'sdpa us':>9s} {'GB/s':>8s}")
-    for name, B, Hq, Hkv, D in [("8q/2kv B1", 1, 8, 2, 128), ("llama3-8b B1", 1, 32, 8, 128),
-                                ("llama3-8b B8", 8, 32, 8, 128)]:
-        for L in (4096, 16384, 65536, 131072):
+    if long_cells:
+        shapes = [("llama3.2-1b", 1, 32, 8, 64), ("qwen2-7b", 1, 28, 4, 128)]
+        lengths = (4096, 32768, 131072, 524288, 1048576)
+    else:
+        shapes = [("8q/2kv B1", 1, 8, 2, 128), ("llama3-8b B1", 1, 32, 8, 128), ("llama3-8b B8", 8, 32, 8, 128)]
+        lengths = (4096, 16384, 65536, 131072)
+    for name, B, Hq, Hkv, D in shapes:
+        for L in lengths:
             try:
                 us, gbs = time_sdpa(B, Hq, Hkv, D, L)
                 print(f"{name:14s} {L:7d} | {us:9.2f} {gbs:8.1f}", flush=True)

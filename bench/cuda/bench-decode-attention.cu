@@ -229,6 +229,32 @@ void do_bench() {
               " *-regs = the register-load variant)\n", kCopyCeilingGBs);
 }
 
+// Issue 14's decode-layer shapes, batch 1, to 1M keys: the Llama-3.2-1B layer (32/8 heads of 64) and the Qwen2-7B
+// layer (28/4 heads of 128), full attention and a GSA list of about L/8 keys, both through the cp.async path
+// (scripts/sdpa-reference.py --long times torch SDPA on the same cells).
+void do_bench_long() {
+  struct shape {
+    const char* name;
+    int Hq, Hkv, D;
+  };
+  const shape shapes[] = {{"llama3.2-1b", 32, 8, 64}, {"qwen2-7b", 28, 4, 128}};
+  std::printf("\n%-12s %8s | %9s %9s %7s %5s | %8s %9s %8s %5s | %6s\n", "shape", "L", "full us", "GB/s", "%ceil",
+              "spl", "gsa us", "GB/s", "keys", "spl", "ratio");
+  uint64_t seed = 11;
+  for (const auto& s : shapes)
+    for (int64_t L : {int64_t(4096), int64_t(32768), int64_t(131072), int64_t(524288), int64_t(1048576)}) {
+      const auto f = time_decode(1, s.Hq, s.Hkv, s.D, L, true, true, seed);
+      const auto g = time_decode(1, s.Hq, s.Hkv, s.D, L, false, true, seed + 1);
+      seed += 2;
+      std::printf("%-12s %8lld | %9.2f %9.1f %6.1f%% %5d | %8.2f %9.1f %8lld %5d | %6.2f\n", s.name, (long long)L,
+                  f.us, f.gbs, 100.0 * f.gbs / kCopyCeilingGBs, f.splits, g.us, g.gbs, (long long)g.keys, g.splits,
+                  f.us / g.us);
+      std::fflush(stdout);
+    }
+  std::printf("(us per decode step of one layer, batch 1, median of 7 graph replays; GB/s = gathered K+V bytes / "
+              "time; %%ceil vs %.0f GB/s)\n", kCopyCeilingGBs);
+}
+
 // Full attention, B 2, Hq 32, Hkv 8, D 128, L 4096, bf16 in, f32 out; raw little-endian files.
 void do_dump(const std::string& dir) {
   const int B = 2, Hq = 32, Hkv = 8, D = 128;
@@ -318,10 +344,12 @@ int main(int argc, char** argv) {
         rc |= do_check() ? 1 : 0;
       else if (a == "--bench")
         do_bench();
+      else if (a == "--bench-long")
+        do_bench_long();
       else if (a == "--dump" && i + 1 < argc)
         do_dump(argv[++i]);
       else {
-        std::fprintf(stderr, "usage: %s [--check] [--bench] [--dump DIR]\n", argv[0]);
+        std::fprintf(stderr, "usage: %s [--check] [--bench] [--bench-long] [--dump DIR]\n", argv[0]);
         return 2;
       }
     }
