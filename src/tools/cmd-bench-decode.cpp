@@ -97,6 +97,7 @@ bool out_of_memory(const std::exception& e) {
 struct cell {
   double ms_tok = 0, att_tok = 0, bytes_tok = 0, weight_passes = 0, gib = 0, pinned_gib = 0;
   double prefill_ms = 0;  // the first session's prefill, synchronised (0: random K/V)
+  int prefill_passes = 0;  // its forward passes (--prefill-pass)
   std::map<std::string, double> prefill_profile;  // GSA_TRAIN_PROFILE: its phases, ms (the device synchronised)
   int64_t budget = -1;
 };
@@ -176,6 +177,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
   c.pinned_gib = double(batch[0]->cache().bytes().pinned) * a.batch / double(1 << 30);
   c.budget = batch[0]->budget();
   c.prefill_ms = prefill_ms;
+  c.prefill_passes = batch[0]->prefill_passes();
   c.prefill_profile = std::move(prefill_profile);
   return c;
 }
@@ -254,6 +256,7 @@ int run_bench(const bench_args& a) {
       if (!random_kv) {
         recs.back()["prefill_ms"] = c.prefill_ms;
         recs.back()["prefill_tokens_per_s"] = c.prefill_ms > 0 ? double(L) * 1000.0 / c.prefill_ms : 0.0;
+        recs.back()["prefill_passes"] = c.prefill_passes;
         if (!c.prefill_profile.empty()) recs.back()["prefill_profile_ms"] = c.prefill_profile;
       }
       if (!a.json)
@@ -261,7 +264,7 @@ int run_bench(const bench_args& a) {
                    c.ms_tok, c.att_tok, int64_t(c.bytes_tok), gbps, c.gib,
                    random_kv ? "" : fmt::format("{:.0f}", double(L) * 1000.0 / std::max(1e-9, c.prefill_ms)));
       if (!a.json && !c.prefill_profile.empty()) {
-        std::string line = fmt::format("{:>10} prefill {:.1f} ms:", "", c.prefill_ms);
+        std::string line = fmt::format("{:>10} prefill {:.1f} ms, {} pass(es):", "", c.prefill_ms, c.prefill_passes);
         for (const auto& [name, ms] : c.prefill_profile) line += fmt::format(" {} {:.1f}", name, ms);
         fmt::print("{}\n", line);
       }
