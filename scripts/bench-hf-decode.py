@@ -71,6 +71,16 @@ def cell_record(impl, batch, context, ms, mem_gib, bytes_per_step, **extra):
 
 # ---- transformers
 
+def oom_note(e):
+    """A skipped cell's reason: the allocator's first line."""
+    return "out of memory: " + (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def free_gpu(torch):
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def make_model(torch, max_positions):
     import transformers
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -163,15 +173,13 @@ def run_transformers(args, out):
                 oom = isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
                 if not oom:
                     raise
-                rec = "out of memory: " + (str(e).strip().splitlines() or [""])[0][:200]
+                rec = oom_note(e)
             if isinstance(rec, str):
                 rec = {"impl": "transformers-sdpa", "batch": batch, "context": context, "skipped": rec}
             emit(rec, out)
-            gc.collect()
-            torch.cuda.empty_cache()
+            free_gpu(torch)
     del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    free_gpu(torch)
 
 
 def run_transformers_prefill(args, out):
@@ -197,13 +205,10 @@ def run_transformers_prefill(args, out):
             emit({"impl": "transformers-sdpa", "context": context, "prefill_ms": round(ms, 3),
                   "prefill_tokens_per_s": round(context * 1000 / ms)}, out)
         except torch.cuda.OutOfMemoryError as e:
-            emit({"impl": "transformers-sdpa", "context": context,
-                  "skipped": "out of memory: " + (str(e).strip().splitlines() or [""])[0][:200]}, out)
-        gc.collect()
-        torch.cuda.empty_cache()
+            emit({"impl": "transformers-sdpa", "context": context, "skipped": oom_note(e)}, out)
+        free_gpu(torch)
     del model
-    gc.collect()
-    torch.cuda.empty_cache()
+    free_gpu(torch)
 
 
 def run_gsa_prefill(args, out):

@@ -43,12 +43,14 @@ select_rule select_rule_from_name(const std::string& s) {
 
 }  // namespace
 
-float gsa_config::ratio() const {
-  if (chunk.empty()) return 0.0f;
-  double span = 1;  // raw tokens per top-level unit, which g top-level gists summarise
-  for (int c : chunk) span *= c;
-  return float(span / gists_per_chunk);
+int64_t gsa_config::span() const {
+  int64_t s = 1;
+  for (int c : chunk) s *= c;
+  return s;
 }
+
+// g top-level gists summarise a top-level unit's span of raw tokens.
+float gsa_config::ratio() const { return chunk.empty() ? 0.0f : float(double(span()) / gists_per_chunk); }
 
 void gsa_config::validate() const {
   if (chunk.empty()) fail("gsa.chunk: needs at least one level (e.g. 16, or [4, 4] for two levels)");

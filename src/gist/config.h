@@ -34,6 +34,8 @@ struct gsa_config {
   float budget_ratio = 0;
 
   int levels() const { return int(chunk.size()); }
+  // Raw tokens per top-level unit: c_0 c_1 ... c_{L-1}.
+  int64_t span() const;
   // The compression ratio: raw tokens per top-level gist, c_0 c_1 ... c_{L-1} / g (one level: c_0 / g; 4 x 4:
   // 16 / g). The default budget of the selecting methods is L / ratio().
   float ratio() const;

@@ -65,8 +65,7 @@ int adaptive_k(int64_t raw_before, const gsa_config& cfg, int group_size, int n_
   // The released rule k = L_raw / r / G / c_0 + 1 with r = cfg.ratio() = span / g (span: raw tokens per top-level
   // unit), so that k chunks of c_0 per query head, over a group of G, unfold about L / r raw tokens per KV head at
   // every number of levels (one level: L g / (c_0^2 G) + 1).
-  int64_t span = 1;
-  for (int c : cfg.chunk) span *= c;
+  const int64_t span = cfg.span();
   const int64_t k = cfg.budget_ratio > 0  // a session's --ratio r: floor(L_raw / (r G c_0)) + 1
                         ? int64_t(std::floor(double(raw_before) / (double(cfg.budget_ratio) * group_size *
                                                                    cfg.chunk[0]))) + 1

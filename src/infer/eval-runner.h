@@ -8,9 +8,9 @@
 // like any decoded token. Greedy decoding up to max_tokens, stopping at the first newline after the answer
 // starts; eval::score grades the first non-empty line.
 //
-// Methods and ratios: `full` runs once (ratio 0); `gist` runs once at the model's own ratio
-// (gsa_config::ratio(): c_0 ... c_{L-1} / g; compression only, no budget); every other method runs once per ratio r with the budget L / r (L = prompt tokens before
-// the question), the engine's one budget rule, which for gsa / hgsa also fixes k.
+// Methods and ratios: `full` runs once (ratio 0); `gist` runs once at the model's own ratio (gsa_config::ratio():
+// c_0 ... c_{L-1} / g; compression only, no budget); every other method runs once per ratio r with the budget
+// L / r (L = prompt tokens before the question), the engine's one budget rule, which for gsa / hgsa also fixes k.
 // Gist methods run on models.model (which must have a "gsa" config); the baselines and full run on
 // models.full_model when given, else on models.model's weights without gists.
 //

@@ -191,6 +191,7 @@ void session::prefill(const std::vector<int32_t>& raw) {
     base = std::make_shared<cpu::attn_plan>(uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_)
                                                                    : cpu::plan_causal(T, 0, 64));
     if (opts_.record) prefill_plans_.assign(L, *base);
+    plans = [base](int, const layer_qk&) { return *base; };
   }
   const int Hkv = int(m_.config.num_key_value_heads);
   const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim);
@@ -262,8 +263,6 @@ void session::prefill(const std::vector<int32_t>& raw) {
       r0 = base->block_q[size_t(blocks[i].first)];
       r1 = base->block_q[size_t(blocks[i].second)];
       pass_plans = [part](int, const layer_qk&) { return *part; };
-    } else if (base) {
-      pass_plans = [base](int, const layer_qk&) { return *base; };
     }
     plan_provider stepped = [&](int layer, const layer_qk& qk) {
       if (layer > 0) take(layer - 1);

@@ -186,28 +186,27 @@ std::vector<int64_t> kv_cache::reserve_rows(int layer, const std::vector<kv_addr
   // The keys the host needs (gist rows for the scoring tiles; raw rows too for page summaries) in f32. Keys on
   // a device: only those rows are gathered there and copied over (a prefill's gist rows are a few percent of its
   // rows; copying the whole layer's keys cost ~30 ms a layer at 32k on the H200), then widened one by one.
-  std::vector<int32_t> host_at(at.size(), -1);  // row i's index in kh
-  std::vector<int32_t> wanted;
+  std::vector<int32_t> wanted;  // the rows the host needs, ascending
   for (size_t i = 0; i < at.size(); i++)
-    if (at[i].level >= 0 || lay_.page_summaries) {
-      host_at[i] = int32_t(wanted.size());
-      wanted.push_back(int32_t(i));
-    }
+    if (at[i].level >= 0 || lay_.page_summaries) wanted.push_back(int32_t(i));
+  // gathered: kh holds wanted's rows in order (their j-th is row wanted[j]); else every row of k (row i at i).
+  const bool gathered = !wanted.empty() && wanted.size() < at.size() && !k.on_host();
   Tensor kh;
-  if (wanted.size() == at.size() || k.on_host()) {
-    if (!wanted.empty()) kh = k.host(k.type());  // every row: row i at index i
-    for (size_t i = 0; i < at.size(); i++)
-      if (host_at[i] >= 0) host_at[i] = int32_t(i);
-  } else if (!wanted.empty()) {
+  if (gathered) {
     backend& be = *lay_.rows_on;
     Tensor ids = be.upload(Tensor::borrow(wanted.data(), {int64_t(wanted.size())}, dtype::i32), dtype::i32);
     Tensor picked = be.alloc({int64_t(wanted.size()), int64_t(rowf)}, k.type());
     be.embedding_forward(picked, ids, k.view({int64_t(at.size()), int64_t(rowf)}));
     kh = picked.host(k.type());
+  } else if (!wanted.empty()) {
+    kh = k.host(k.type());
   }
+  size_t next = 0;  // key_row is called for wanted's rows in ascending order
   std::vector<float> widened(rowf);
   auto key_row = [&](size_t i) -> const float* {
-    const char* src = static_cast<const char*>(kh.raw()) + size_t(host_at[i]) * rowf * dtype_size(kh.type());
+    const size_t at_kh = gathered ? next++ : i;
+    GSA_ASSERT(!gathered || size_t(wanted[at_kh]) == i, "key_row({}) out of order", i);
+    const char* src = static_cast<const char*>(kh.raw()) + at_kh * rowf * dtype_size(kh.type());
     if (kh.type() == dtype::f32) return reinterpret_cast<const float*>(src);
     convert_to_f32(widened.data(), src, kh.type(), rowf);
     return widened.data();

@@ -5,8 +5,6 @@
 // pool mode; the unfolding prefill stays one pass.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cmath>
 #include <string>
 
 #include "backend/cpu/attention.h"
@@ -14,6 +12,7 @@
 #include "infer/session.h"
 #include "infer/session-runs.h"
 #include "test-models.h"
+#include "test-util.h"
 
 namespace gsa::infer {
 namespace {
@@ -105,13 +104,7 @@ TEST(PrefillPasses, EqualOnePass) {
     for (size_t i = 0; i < one->records().size(); i++) {
       const auto &x = one->records()[i], &y = passes->records()[i];
       EXPECT_EQ(x.keys, y.keys) << "row " << x.pos;
-      ASSERT_EQ(x.logits.size(), y.logits.size());
-      double worst = 0, scale = 0;
-      for (size_t j = 0; j < x.logits.size(); j++) {
-        worst = std::max(worst, double(std::abs(x.logits[j] - y.logits[j])));
-        scale = std::max(scale, double(std::abs(x.logits[j])));
-      }
-      EXPECT_LE(worst, 1e-4 * scale + 1e-5) << "row " << x.pos;
+      EXPECT_LE(test::max_rel_err(y.logits, x.logits), 1e-4) << "row " << x.pos;
     }
   }
 }
