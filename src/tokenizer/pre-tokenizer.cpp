@@ -96,7 +96,7 @@ std::unique_ptr<pre_tokenizer> make_pre_tokenizer(const nlohmann::json& cfg, con
     const auto& pat = cfg.at("pattern");
     std::string what = source + " (Split pre-tokenizer)";
     if (pat.contains("Regex"))
-      s->re = std::make_unique<regex>(translate_oniguruma(pat["Regex"].get<std::string>()), what);
+      s->re = std::make_unique<regex>(translate_oniguruma(pat["Regex"].get<std::string>(), what), what);
     else if (pat.contains("String"))
       s->re = std::make_unique<regex>(escape_literal(pat["String"].get<std::string>()), what);
     else

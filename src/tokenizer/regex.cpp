@@ -26,8 +26,8 @@ const char* rewrite_escape(char c, bool in_class) {
 }
 
 // Copies one escape starting at p[i] == '\\' (including a braced argument such as \p{L} or \x{41}).
-size_t copy_escape(std::string_view p, size_t i, bool in_class, std::string& out) {
-  if (i + 1 >= p.size()) fail("regex ends with a lone backslash");
+size_t copy_escape(std::string_view p, size_t i, bool in_class, std::string& out, const std::string& what) {
+  if (i + 1 >= p.size()) fail("{}: the regex '{}' ends with a lone backslash", what, p);
   char c = p[i + 1];
   if (const char* r = rewrite_escape(c, in_class)) {
     out += r;
@@ -36,7 +36,7 @@ size_t copy_escape(std::string_view p, size_t i, bool in_class, std::string& out
   size_t end = i + 2;
   if ((c == 'p' || c == 'P' || c == 'x') && end < p.size() && p[end] == '{') {
     size_t close = p.find('}', end);
-    if (close == std::string_view::npos) fail("regex has an unterminated \\{}{{", c);
+    if (close == std::string_view::npos) fail("{}: the regex '{}' has an unterminated \\{}{{", what, p, c);
     end = close + 1;
   } else {
     end = i + 1 + utf8_len(uint8_t(c));
@@ -47,7 +47,7 @@ size_t copy_escape(std::string_view p, size_t i, bool in_class, std::string& out
 
 }  // namespace
 
-std::string translate_oniguruma(std::string_view p) {
+std::string translate_oniguruma(std::string_view p, const std::string& what) {
   std::string out;
   std::vector<bool> fold_stack;
   bool fold = false;
@@ -55,7 +55,7 @@ std::string translate_oniguruma(std::string_view p) {
   while (i < p.size()) {
     char c = p[i];
     if (c == '\\') {
-      i = copy_escape(p, i, false, out);
+      i = copy_escape(p, i, false, out, what);
     } else if (c == '[') {
       std::string cls = "[";
       size_t j = i + 1;
@@ -63,19 +63,20 @@ std::string translate_oniguruma(std::string_view p) {
       if (j < p.size() && p[j] == ']') cls += p[j++];  // a leading ] is literal
       while (j < p.size() && p[j] != ']') {
         if (p[j] == '\\') {
-          j = copy_escape(p, j, true, cls);
+          j = copy_escape(p, j, true, cls, what);
         } else if (p.substr(j, 2) == "[:") {
           size_t close = p.find(":]", j + 2);
-          if (close == std::string_view::npos) fail("regex has an unterminated POSIX class");
+          if (close == std::string_view::npos) fail("{}: the regex '{}' has an unterminated POSIX class", what, p);
           cls.append(p.substr(j, close + 2 - j));
           j = close + 2;
         } else if (p[j] == '[' || p.substr(j, 2) == "&&") {
-          fail("nested character classes and class intersections are not supported");
+          fail("{}: the regex '{}' has a nested character class or a class intersection; these are not supported",
+               what, p);
         } else {
           cls += p[j++];
         }
       }
-      if (j >= p.size()) fail("regex has an unterminated character class");
+      if (j >= p.size()) fail("{}: the regex '{}' has an unterminated character class", what, p);
       cls += ']';
       out += fold ? "(?i:" + cls + ")" : cls;
       i = j + 1;

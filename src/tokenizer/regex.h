@@ -10,7 +10,7 @@
 
 namespace gsa::tok {
 
-std::string translate_oniguruma(std::string_view pattern);
+std::string translate_oniguruma(std::string_view pattern, const std::string& what);
 
 class regex {
  public:

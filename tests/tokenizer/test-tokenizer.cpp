@@ -202,6 +202,12 @@ TEST(tokenizer, tiny_model_and_clear_errors) {
     j["model"]["vocab"]["ab"] = big;
     expect_error(j, "not below");
   }
+  // A Split regex that the Oniguruma translation rejects (before PCRE2 sees it) names the file too.
+  for (const char* bad : {"[a-z", "\\", "\\p{L", "[[:alpha:", "[a[b]]", "(?<"}) {
+    j = tiny_tokenizer();
+    j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", bad}}}, {"behavior", "Isolated"}};
+    expect_error(j, "regex");
+  }
   EXPECT_THROW(tokenizer::load("/nonexistent/tokenizer"), error);
 }
 
