@@ -84,12 +84,15 @@ class backend {
                                   const cpu::attn_plan& plan, const void* prepared, int q_offset) = 0;
 
   // ---- chunk selection for unfolding (DESIGN 1.3; gist/select.h is the reference): from a layer's rotated q
-  // (T, Hq, D) and k (T, Hkv, D) on this device, for the blocks [b_begin, n_blocks) of base (a compress plan of
-  // stream s, possibly split per row): selected[(b - b_begin) * Hkv + h] = ascending chunk ids, unfolds[b] = 1
-  // where block b unfolds. Returns false when this backend has no selection kernels: the caller then copies q
-  // and k to the host and selects there (the CPU backend always returns false: its q and k are host memory).
-  virtual bool select_chunks(const Tensor& q, const Tensor& k, const cpu::attn_plan& base, int b_begin,
-                             const gist::stream& s, const gist::gsa_config& cfg,
+  // (Tq, Hq, D) of stream rows [q_row0, q_row0 + Tq) and k (Tk, Hkv, D) of stream rows [0, Tk) on this device,
+  // for the blocks [b_begin, b_end) of base (a compress plan of stream s, possibly split per row, whose rows
+  // those blocks are inside q's): selected[(b - b_begin) * Hkv + h] = ascending chunk ids, unfolds[b] = 1 where
+  // block b unfolds (b < b_end; resized to b_end). A whole sequence: q_row0 = 0, Tq = Tk, b_end = n_blocks; a
+  // pass of a chunked prefill: its rows and the keys up to its end. Returns false when this backend has no
+  // selection kernels: the caller then copies q and k to the host and selects there (the CPU backend always
+  // returns false: its q and k are host memory).
+  virtual bool select_chunks(const Tensor& q, const Tensor& k, int q_row0, const cpu::attn_plan& base, int b_begin,
+                             int b_end, const gist::stream& s, const gist::gsa_config& cfg,
                              std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) {
     return false;
   }

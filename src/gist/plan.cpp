@@ -235,27 +235,30 @@ attn_plan plan_split_rows(const attn_plan& base, int first_row) {
 
 attn_plan plan_unfold(const stream& s, const gsa_config& cfg, const attn_plan& base,
                       const std::vector<std::vector<int32_t>>& selected, int n_kv_heads,
-                      const std::vector<uint8_t>& unfolds) {
-  const int nb = base.n_blocks();
+                      const std::vector<uint8_t>& unfolds, int b_begin, int b_end) {
+  const int nb = b_end < 0 ? base.n_blocks() : b_end;
   if (n_kv_heads < 1) fail("plan_unfold: n_kv_heads = {} must be >= 1", n_kv_heads);
   GSA_ASSERT(base.heads == 1, "plan_unfold needs a compress plan (one list per block)");
-  GSA_ASSERT(int64_t(selected.size()) == int64_t(nb) * n_kv_heads, "selected has {} lists for {} blocks x {} heads",
-             selected.size(), nb, n_kv_heads);
-  GSA_ASSERT(unfolds.empty() || int(unfolds.size()) == nb, "unfolds has {} flags for {} blocks", unfolds.size(), nb);
+  GSA_ASSERT(b_begin >= 0 && b_begin <= nb && nb <= base.n_blocks(), "plan_unfold: blocks [{}, {}) of {}", b_begin,
+             nb, base.n_blocks());
+  GSA_ASSERT(int64_t(selected.size()) == int64_t(nb - b_begin) * n_kv_heads,
+             "selected has {} lists for {} blocks x {} heads", selected.size(), nb - b_begin, n_kv_heads);
+  GSA_ASSERT(unfolds.empty() || int(unfolds.size()) >= nb, "unfolds has {} flags for {} blocks", unfolds.size(), nb);
   GSA_ASSERT(base.gists_per_unit == cfg.gists_per_chunk && int(base.gist_ptr.size()) == cfg.levels() + 1,
              "plan_unfold: the base plan's gist table is not this stream's (build it with plan_compress)");
   const int n_gist0 = table_units(base, 0), g = cfg.gists_per_chunk;
 
   attn_plan plan = with_table_of(base, n_kv_heads);
-  plan.block_q = base.block_q;
-  plan.seg_ptr.reserve(size_t(nb) * n_kv_heads + 1);
+  const int32_t r0 = base.block_q[size_t(b_begin)];
+  for (int b = b_begin; b <= nb; b++) plan.block_q.push_back(base.block_q[size_t(b)] - r0);
+  plan.seg_ptr.reserve(size_t(nb - b_begin) * n_kv_heads + 1);
   plan.seg_ptr.push_back(0);
   list_builder lb;
-  for (int b = 0; b < nb; b++) {
+  for (int b = b_begin; b < nb; b++) {
     const int last = base.block_q[b + 1] - 1;
     const bool unfold = unfolds.empty() || unfolds[b];
     for (int h = 0; h < n_kv_heads; h++) {
-      const auto& sel = selected[size_t(b) * n_kv_heads + h];
+      const auto& sel = selected[size_t(b - b_begin) * n_kv_heads + h];
       if (!unfold) {
         GSA_ASSERT(sel.empty(), "block {} does not unfold but has a selection", b);
         copy_list(plan, base, b, 0);
@@ -289,6 +292,7 @@ attn_plan plan_unfold(const stream& s, const gsa_config& cfg, const attn_plan& b
       lb.append_to(plan);
     }
   }
+  if (nb < base.n_blocks()) cpu::cut_gist_table(plan, base.block_q[size_t(nb)]);
   return plan;
 }
 

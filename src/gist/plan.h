@@ -53,9 +53,13 @@ cpu::attn_plan plan_split_rows(const cpu::attn_plan& base, int first_row = 0);
 // duplicates allowed) that block b unfolds for KV head h; their raw tokens and level-0 gists join the list,
 // and with cfg.gists_all every gist too. unfolds (per block, may be empty = all blocks) says which blocks
 // unfold at all; a block that does not keeps its compress list and must have empty selections.
+// With a block range [b_begin, b_end) (b_end < 0: to the end) only those blocks are built, as cpu::plan_blocks
+// cuts a plan: rows rebased to block b_begin's first row r0 (the q_offset to run it at), keys stream positions,
+// the gist table cut to the units before block b_end's first row; selected then holds (b_end - b_begin) *
+// n_kv_heads lists and unfolds (if not empty) at least b_end flags. A pass of a chunked unfolding prefill.
 cpu::attn_plan plan_unfold(const stream& s, const gsa_config& cfg, const cpu::attn_plan& base,
                            const std::vector<std::vector<int32_t>>& selected, int n_kv_heads,
-                           const std::vector<uint8_t>& unfolds = {});
+                           const std::vector<uint8_t>& unfolds = {}, int b_begin = 0, int b_end = -1);
 
 // Suffix plan: context rows (< ctx_end) keep the gist mask; suffix rows unfold. base must be
 // plan_compress(s, cfg, ctx_end); selected[(b - first suffix block) * n_kv_heads + h] for the suffix blocks.

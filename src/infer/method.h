@@ -53,9 +53,9 @@ struct session_options {
   // (kv-cache.h tier host).
   int64_t gpu_kv_budget = 0;
   prefill_mode prefill = prefill_mode::automatic;
-  // Stream rows per forward pass of a prefill under one plan for every layer (all but the unfolding prefill,
-  // which selects over the whole context in one pass): longer contexts run in passes that read the earlier
-  // passes' keys and values, so the activations are bounded by the pass. 0: default_prefill_pass.
+  // Stream rows per forward pass of a prefill (every method and prefill mode): longer contexts run in passes that
+  // read the earlier passes' keys and values, so the activations are bounded by the pass; the unfolding prefill
+  // selects each pass's chunks from its queries and the keys before its end. 0: default_prefill_pass.
   int prefill_pass = 0;
 };
 inline constexpr int default_prefill_pass = 65536;

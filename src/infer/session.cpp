@@ -13,6 +13,29 @@
 #include "model/gsa-plans.h"
 
 namespace gsa::infer {
+namespace {
+
+// Appends the blocks of a pass's plan (rows rebased to r0) to the plan of the whole prefill, whose gist table is
+// the last pass's (each pass's table is a prefix of it per level, so unit ids agree). For recording.
+void append_pass_plan(cpu::attn_plan& whole, const cpu::attn_plan& part, int r0) {
+  if (whole.block_q.empty()) {
+    whole = cpu::attn_plan();
+    whole.heads = part.heads;
+    whole.gists_per_unit = part.gists_per_unit;
+    whole.block_q = {0};
+    whole.seg_ptr = {0};
+  }
+  GSA_ASSERT(whole.heads == part.heads && whole.block_q.back() == r0, "pass plan at row {} after {} rows", r0,
+             whole.block_q.back());
+  const int64_t s0 = int64_t(whole.segs.size());
+  whole.segs.insert(whole.segs.end(), part.segs.begin(), part.segs.end());
+  for (size_t i = 1; i < part.seg_ptr.size(); i++) whole.seg_ptr.push_back(s0 + part.seg_ptr[i]);
+  for (size_t b = 1; b < part.block_q.size(); b++) whole.block_q.push_back(r0 + part.block_q[b]);
+  whole.gist_ptr = part.gist_ptr;
+  whole.gist_pos = part.gist_pos;
+}
+
+}  // namespace
 
 session::session(const llama_model& m, const session_options& opts) : m_(m), opts_(opts) {
   const auto& c = m.config;
@@ -176,9 +199,14 @@ void session::prefill(const std::vector<int32_t>& raw) {
   const int T = s_.size(), L = int(m_.config.num_hidden_layers);
   prefill_unfolded_ = unfold_prefill();
   prefill_plans_.clear();
+  const int per_pass = opts_.prefill_pass > 0 ? opts_.prefill_pass : default_prefill_pass;
   plan_provider plans;
-  std::shared_ptr<cpu::attn_plan> base;  // the plan of every layer, when they share one
-  if (prefill_unfolded_) {
+  std::shared_ptr<const cpu::attn_plan> base;  // the plan of every layer, when they share one
+  std::unique_ptr<unfold_pass_plans> unfold_passes;  // an unfolding prefill of more rows than a pass
+  if (prefill_unfolded_ && T > per_pass) {
+    unfold_passes = std::make_unique<unfold_pass_plans>(m_, *model_cfg_, s_);
+    if (opts_.record) prefill_plans_.resize(L);
+  } else if (prefill_unfolded_) {
     // The unfold training forward itself, with the model's own config (not the session's selection overrides).
     plan_provider inner = make_gsa_plans(m_, *model_cfg_, s_, gist::train_mode::unfold);
     if (opts_.record) prefill_plans_.resize(L);
@@ -199,16 +227,18 @@ void session::prefill(const std::vector<int32_t>& raw) {
     h2o_obs_rows_ = std::min(T, 16);
     h2o_obs_q_.resize(size_t(L) * h2o_obs_rows_ * Hq * D);
   }
-  // Passes: rows [r0, r1) of the stream each. One pass for the unfolding prefill (its plans select over the whole
-  // sequence) and up to options.prefill_pass rows; beyond that the shared plan is cut at block boundaries into
-  // passes of at most that many rows (one block at least), which see the earlier passes' keys and values through
-  // a contiguous copy per layer (kv_prefix): activation memory is bounded by the pass, not the context.
-  const int per_pass = opts_.prefill_pass > 0 ? opts_.prefill_pass : default_prefill_pass;
+  // Passes: rows [r0, r1) of the stream each. Up to options.prefill_pass rows, one pass; beyond that the rows are
+  // cut at block boundaries of the gist mask (or the causal plan) into passes of at most that many rows (one block
+  // at least), which see the earlier passes' keys and values through a contiguous copy per layer (kv_prefix):
+  // activation memory is bounded by the pass, not the context. A shared plan is cut into pieces
+  // (cpu::plan_blocks); the unfolding prefill selects per pass from the pass's queries and every key before its
+  // end (unfold_pass_plans), which is the selection of one pass.
+  const cpu::attn_plan* cut = unfold_passes ? &unfold_passes->base() : base.get();
   std::vector<std::pair<int, int>> blocks;  // the plan blocks of each pass (none: one pass, the whole plan)
-  if (base && T > per_pass)
-    for (int b0 = 0, nb = base->n_blocks(); b0 < nb;) {
+  if (cut && T > per_pass)
+    for (int b0 = 0, nb = cut->n_blocks(); b0 < nb;) {
       int b1 = b0 + 1;
-      while (b1 < nb && base->block_q[size_t(b1) + 1] - base->block_q[size_t(b0)] <= per_pass) b1++;
+      while (b1 < nb && cut->block_q[size_t(b1) + 1] - cut->block_q[size_t(b0)] <= per_pass) b1++;
       blocks.emplace_back(b0, b1);
       b0 = b1;
     }
@@ -259,10 +289,18 @@ void session::prefill(const std::vector<int32_t>& raw) {
   for (size_t i = 0; i < passes; i++) {
     plan_provider pass_plans = plans;
     if (!blocks.empty()) {
-      auto part = std::make_shared<cpu::attn_plan>(cpu::plan_blocks(*base, blocks[i].first, blocks[i].second));
-      r0 = base->block_q[size_t(blocks[i].first)];
-      r1 = base->block_q[size_t(blocks[i].second)];
-      pass_plans = [part](int, const layer_qk&) { return *part; };
+      r0 = cut->block_q[size_t(blocks[i].first)];
+      r1 = cut->block_q[size_t(blocks[i].second)];
+      if (unfold_passes) {
+        pass_plans = [this, inner = unfold_passes->pass(r0, r1), r0](int layer, const layer_qk& qk) {
+          cpu::attn_plan p = inner(layer, qk);
+          if (opts_.record) append_pass_plan(prefill_plans_[size_t(layer)], p, r0);
+          return p;
+        };
+      } else {
+        auto part = std::make_shared<cpu::attn_plan>(cpu::plan_blocks(*base, blocks[i].first, blocks[i].second));
+        pass_plans = [part](int, const layer_qk&) { return *part; };
+      }
     }
     plan_provider stepped = [&](int layer, const layer_qk& qk) {
       if (layer > 0) take(layer - 1);

@@ -15,18 +15,20 @@ bool is_dense_layer(const gist::gsa_config& cfg, int layer) {
   return std::find(cfg.dense_layers.begin(), cfg.dense_layers.end(), layer) != cfg.dense_layers.end();
 }
 
-// Selection for the blocks [b_begin, n_blocks) of base: per (block, KV head) the chosen chunk ids, and whether
-// the block unfolds at all (level-0 blocks with at least one candidate).
+// Selection for the blocks [b_begin, b_end) of base (b_end < 0: to the end): per (block, KV head) the chosen chunk
+// ids, and whether the block unfolds at all (level-0 blocks with at least one candidate). qk.q holds stream rows
+// [q_row0, q_row0 + its rows), qk.k the keys [0, its rows).
 void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s,
                        const cpu::attn_plan& base, int b_begin, const layer_qk& qk,
-                       std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) {
+                       std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds, int b_end = -1,
+                       int q_row0 = 0) {
+  const int nb = b_end < 0 ? base.n_blocks() : b_end;
   // On a device with selection kernels q and k stay where they are.
-  if (m.ops().select_chunks(qk.q, qk.k, base, b_begin, s, cfg, selected, unfolds)) return;
+  if (m.ops().select_chunks(qk.q, qk.k, q_row0, base, b_begin, nb, s, cfg, selected, unfolds)) return;
   const float* q = qk.host_q();
   const float* k = qk.host_k();
   const int Hq = int(m.config.num_attention_heads), Hkv = int(m.config.num_key_value_heads);
-  const int D = int(m.config.head_dim), T = s.size();
-  const int nb = base.n_blocks();
+  const int D = int(m.config.head_dim), Tk = int(qk.k.dim(0));
   const int n_complete = gist::complete_chunk_count(s);
   const int c0 = cfg.chunk[0];
   selected.assign(size_t(nb - b_begin) * Hkv, {});
@@ -40,7 +42,7 @@ void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const 
     const int n_cand = gist::candidate_count(chunk, n_complete, cfg.local_chunks);
     if (n_cand <= 0) continue;
     scores.resize(size_t(Hq) * n_cand);
-    gist::score_units(scores.data(), q + size_t(r0) * Hq * D, r1 - r0, Hq, k, T, Hkv, D,
+    gist::score_units(scores.data(), q + size_t(r0 - q_row0) * Hq * D, r1 - r0, Hq, k, Tk, Hkv, D,
                       s.chunk_gist_begin.data(), n_cand, cfg.gists_per_chunk);
     auto sel = gist::select_chunks(scores.data(), Hq, Hkv, n_cand, int64_t(chunk) * c0, cfg);
     for (int h = 0; h < Hkv; h++) selected[size_t(b - b_begin) * Hkv + h] = std::move(sel[h]);
@@ -104,6 +106,32 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
     }
     if (stats) stats->attended_pairs += cpu::attended_pairs(plan, Hkv);
     return plan;
+  };
+}
+
+unfold_pass_plans::unfold_pass_plans(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s)
+    : m_(m), cfg_(cfg), s_(s), base_(std::make_shared<cpu::attn_plan>(gist::plan_compress(s, cfg))) {
+  sel_base_ = cfg.select_per_token ? std::make_shared<cpu::attn_plan>(gist::plan_split_rows(*base_, 0)) : base_;
+}
+
+plan_provider unfold_pass_plans::pass(int r0, int r1) const {
+  auto at = [r0, r1](const cpu::attn_plan& p) {
+    const int b0 = gist::first_block_at(p, r0), b1 = gist::first_block_at(p, r1);
+    GSA_ASSERT(0 <= r0 && r0 < r1 && p.block_q[size_t(b0)] == r0 && p.block_q[size_t(b1)] == r1,
+               "an unfolding prefill pass over rows [{}, {}) that are not block boundaries", r0, r1);
+    return std::pair<int, int>(b0, b1);
+  };
+  const auto [d0, d1] = at(*base_);
+  const auto [b0, b1] = at(*sel_base_);
+  // Dense layers keep the gist mask: one cut, shared.
+  auto dense = std::make_shared<const cpu::attn_plan>(cpu::plan_blocks(*base_, d0, d1));
+  const int Hkv = int(m_.config.num_key_value_heads);
+  return [this, dense, b0, b1, r0, Hkv](int layer, const layer_qk& qk) {
+    if (is_dense_layer(cfg_, layer)) return *dense;
+    std::vector<std::vector<int32_t>> selected;
+    std::vector<uint8_t> unfolds;
+    select_for_blocks(m_, cfg_, s_, *sel_base_, b0, qk, selected, unfolds, b1, r0);
+    return gist::plan_unfold(s_, cfg_, *sel_base_, selected, Hkv, unfolds, b0, b1);
   };
 }
 

@@ -342,21 +342,27 @@ void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>
     be.matmul_forward(a.v, a.h_attn, lw.wv, &lw.bv);
     be.rope_forward(a.q, st.pos_dev, inv_freq);
     be.rope_forward(a.k, st.pos_dev, inv_freq);
+    // With a prefix, this chunk's keys / values go after the earlier ones first: the plan (selection) sees every
+    // key [0, Tk) and attention runs over all of them.
+    Tensor keys = a.k;
+    if (prefix) {
+      Tensor pk = prefix->k[size_t(l)].slice_rows(P0, Tk), pv = prefix->v[size_t(l)].slice_rows(P0, Tk);
+      be.copy(pk, a.k);
+      be.copy(pv, a.v);
+      keys = prefix->k[size_t(l)].slice_rows(0, Tk);
+    }
     const bool prof = attention_profile_on();
     const double t0 = prof ? profile_now(be) : 0;
-    a.plan = plans ? (*plans)(l, layer_qk(a.q, a.k)) : cpu::plan_causal(T, P0, 64);
+    a.plan = plans ? (*plans)(l, layer_qk(a.q, keys)) : cpu::plan_causal(T, P0, 64);
     // Layers usually share a plan (the gist mask, dense layers): prepare it once.
     if (l > 0 && same_plan(a.plan, st.layers[l - 1].plan)) a.prepared = st.layers[l - 1].prepared;
     else a.prepared = be.prepare_plan(a.plan, T, Tk, P0, d.Hkv);
     a.attn = be.alloc({T, d.Hq * d.D}, at);
     a.lse = be.alloc({T, d.Hq}, dtype::f32);
     const double t1 = prof ? profile_now(be) : 0;
-    if (prefix) {  // this chunk's keys / values after the earlier ones, then attention over all of them
-      Tensor pk = prefix->k[size_t(l)].slice_rows(P0, Tk), pv = prefix->v[size_t(l)].slice_rows(P0, Tk);
-      be.copy(pk, a.k);
-      be.copy(pv, a.v);
-      be.attention_forward(a.attn, a.lse, a.q, prefix->k[size_t(l)].slice_rows(0, Tk),
-                           prefix->v[size_t(l)].slice_rows(0, Tk), a.plan, a.prepared.get(), P0);
+    if (prefix) {
+      be.attention_forward(a.attn, a.lse, a.q, keys, prefix->v[size_t(l)].slice_rows(0, Tk), a.plan,
+                           a.prepared.get(), P0);
     } else {
       be.attention_forward(a.attn, a.lse, a.q, a.k, a.v, a.plan, a.prepared.get(), 0);
     }

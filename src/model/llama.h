@@ -166,8 +166,9 @@ struct kv_prefix {
 // causal attention.
 // With a prefix the rows are stream positions [prefix->rows, prefix->rows + T) of a longer sequence: each layer
 // writes their keys / values after the prefix's rows and attends over [0, prefix->rows + T) (plans are for these
-// T rows at q_offset prefix->rows, their keys at stream positions); prefix->rows then advances by T. Only for
-// inference (backward needs the whole sequence's activations).
+// T rows at q_offset prefix->rows, their keys at stream positions; the plan provider's layer_qk holds the T rows'
+// q and the keys [0, prefix->rows + T)); prefix->rows then advances by T. Only for inference (backward needs the
+// whole sequence's activations).
 void forward(const llama_model& m, forward_state& st, const std::vector<int32_t>& ids,
              const std::vector<int32_t>& pos, const std::vector<int32_t>& targets, const plan_provider* plans,
              kv_prefix* prefix = nullptr);

@@ -302,8 +302,8 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
                 "With --preset: prefill the context (random token ids) for real and report its tokens/s, instead of "
                 "filling the cache with random keys and values");
   sub->add_option("--prefill-pass", a.prefill_pass,
-                  "With --prefill: stream rows per forward pass of a prefill under the gist mask or causal "
-                  "attention (default 65536; gsa / hgsa prefill unfolding in one pass)")
+                  "With --prefill: stream rows per forward pass of the prefill, any method and prefill mode "
+                  "(bounds its activation memory; default 65536)")
       ->check(CLI::Range(1, 1 << 30));
   add_device_options(sub, a.dev);
   cmds.push_back({sub, [] { return run_bench(a); }});

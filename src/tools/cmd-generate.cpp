@@ -174,8 +174,8 @@ void register_generate(CLI::App& app, command_list& cmds) {
                   "gist-mask, unfold")
       ->capture_default_str();
   sub->add_option("--prefill-pass", a.prefill_pass,
-                  "Stream rows per forward pass of a context prefill under the gist mask or causal attention "
-                  "(bounds its activation memory; default 65536; the unfolding prefill is one pass)")
+                  "Stream rows per forward pass of a context prefill, any method and prefill mode (bounds its "
+                  "activation memory; default 65536)")
       ->check(CLI::Range(1, 1 << 30));
   sub->add_option("--prompt", a.prompt, "Text appended after the context (the question)");
   sub->add_option("--method", a.method, "gsa|hgsa|full|gist|streaming|quest|moba|h2o");

@@ -246,6 +246,34 @@ void check_case(const sel_case& c, uint64_t seed) {
   }
   EXPECT_GT(unfolding, 0) << "the case selects nothing: make it longer";
 
+  {  // A pass of a chunked prefill: the middle third of the blocks, q holding only their rows (q_row0 = their
+     // first row), k the keys before their end. The same selection as the whole call's for those blocks.
+    const int nb = plan.n_blocks(), pb0 = b_begin + (nb - b_begin) / 3;
+    const int pb1 = std::max(pb0 + 1, nb - (nb - b_begin) / 3);
+    const int r0 = plan.block_q[size_t(pb0)], r1 = plan.block_q[size_t(pb1)];
+    const int64_t q_st = a.q_stride_t > 0 ? a.q_stride_t : int64_t(q_row);
+    select_args p = a;
+    p.q = static_cast<const uint8_t*>(dq.p) + size_t(r0) * size_t(q_st) * es;
+    p.T = r1 - r0;
+    p.q_row0 = r0;
+    p.Tk = r1;
+    p.b_begin = pb0;
+    p.n_blocks = pb1;
+    std::vector<std::vector<int32_t>> pass;
+    std::vector<uint8_t> pass_unfolds;
+    select_blocks(p, pass, pass_unfolds);
+    ASSERT_EQ(pass_unfolds.size(), size_t(pb1));
+    ASSERT_EQ(pass.size(), size_t(pb1 - pb0) * c.Hkv);
+    for (int b = pb0; b < pb1; b++) {
+      EXPECT_EQ(pass_unfolds[size_t(b)], got_unfolds[size_t(b)]) << "pass block " << b;
+      for (int h = 0; h < c.Hkv; h++)
+        EXPECT_EQ(pass[size_t(b - pb0) * c.Hkv + h], got[size_t(b - b_begin) * c.Hkv + h]) << "pass block " << b;
+    }
+    select_args outside = p;
+    outside.q_row0 = r0 + 1;  // the first block's rows would start before q's
+    EXPECT_THROW(select_blocks(outside, pass, pass_unfolds), gsa::error);
+  }
+
   if (c.per_token) {  // the same selection kept on the device as per-row tables (select_rows, row-unfold.h)
     // Built for other inputs (q and k swapped) and rebound to these, as a training step's later layers reuse
     // the first layer's tables: the result must be this q and k's selection.

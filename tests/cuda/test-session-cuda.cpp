@@ -171,11 +171,11 @@ TEST(CudaSession, SameTokensKeysAndLogitsAsTheCpuInF32) {
 // pages after a one-pass prefill too, by the same 3.7e-2 logit error. The router's score arithmetic is
 // page_select's operation for operation, so it is most likely a near tie flipped by the GEMMs' f32 rounding
 // (cuBLAS and OpenBLAS sum in different orders), not measured. So the passes are compared on the GPU; the CPU
-// side of the passes is PrefillPasses.EqualOnePass.)
+// side of the passes is PrefillPasses.EqualOnePass.) The unfolding prefill selects per pass on the GPU
+// (select_chunks at q_row0 > 0 over the keys before the pass's end).
 TEST(CudaSession, PrefillInPassesAsOnePass) {
   REQUIRE_GPU();
   for (const auto& cs : kCases) {
-    if (cs.prefill == prefill_mode::unfold) continue;  // one pass by design
     SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + std::to_string(cs.chunk.size()) + " levels");
     llama_model cpu_m = random_model(cs.chunk, 11, 0.3f);
     llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
@@ -185,6 +185,37 @@ TEST(CudaSession, PrefillInPassesAsOnePass) {
     auto one = run(gpu_m, o, 700, 24);
     o.prefill_pass = 128;
     auto got = run(gpu_m, o, 700, 24);
+    EXPECT_EQ(one->prefill_passes(), 1);
+    EXPECT_GE(got->prefill_passes(), 5);
+    expect_same_as_cpu(*got, *one);
+  }
+}
+
+// Per-row selection (select_per_token) in the unfolding prefill: one pass keeps the selection on the device
+// (select_rows, a row unfold on the gist mask); passes select each pass's rows with select_chunks and build the
+// pass's per-row plan on the host. Both must give the same decode, one level and two.
+TEST(CudaSession, UnfoldingPrefillPerRowInPassesAsOnePass) {
+  REQUIRE_GPU();
+  for (const std::vector<int>& chunk : {std::vector<int>{8}, std::vector<int>{4, 2}}) {
+    SCOPED_TRACE(std::to_string(chunk.size()) + " levels");
+    model_config mc = test::tiny_config(test::tiny_vocab, 3, 2048);
+    mc.hidden_size = 96;
+    mc.intermediate_size = 160;
+    mc.head_dim = 64;
+    gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, chunk);
+    gc.mode = gist::train_mode::unfold;
+    gc.select_per_token = true;
+    gc.select = gist::select_rule::adaptive;
+    mc.gsa = gist::gsa_config_to_json(gc);
+    llama_model cpu_m(mc);
+    cpu_m.init_random(13, 0.3f);
+    llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
+    session_options o;
+    o.meth = chunk.size() > 1 ? method::hgsa : method::gsa;
+    auto one = run(gpu_m, o, 700, 24);
+    o.prefill_pass = 128;
+    auto got = run(gpu_m, o, 700, 24);
+    ASSERT_TRUE(one->prefill_unfolded());
     EXPECT_EQ(one->prefill_passes(), 1);
     EXPECT_GE(got->prefill_passes(), 5);
     expect_same_as_cpu(*got, *one);

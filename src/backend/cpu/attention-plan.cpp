@@ -135,22 +135,25 @@ attn_plan plan_blocks(const attn_plan& plan, int b0, int b1) {  // plan at q_off
   out.gist_pos = plan.gist_pos;
   const int32_t r0 = plan.block_q[size_t(b0)], r1 = plan.block_q[size_t(b1)];
   for (int b = b0; b <= b1; b++) out.block_q.push_back(plan.block_q[size_t(b)] - r0);
-  // The gist table keeps, per level, the units whose gists lie before the last row's end (keys [0, r1)): no
-  // segment of these blocks names a later one.
-  if (!plan.gist_ptr.empty()) {
-    out.gist_ptr.assign(1, 0);
-    out.gist_pos.clear();
-    for (int l = 0; l + 1 < int(plan.gist_ptr.size()); l++) {
-      for (int32_t u = plan.gist_ptr[size_t(l)]; u < plan.gist_ptr[size_t(l) + 1]; u++)
-        if (int64_t(plan.gist_pos[size_t(u)]) + plan.gists_per_unit <= r1) out.gist_pos.push_back(plan.gist_pos[size_t(u)]);
-      out.gist_ptr.push_back(int32_t(out.gist_pos.size()));
-    }
-  }
+  // No segment of these blocks names a unit whose gists are not all before r1.
+  cut_gist_table(out, r1);
   const int64_t s0 = plan.seg_begin(b0, 0), s1 = plan.seg_ptr[size_t(plan.list_index(b1 - 1, plan.heads - 1)) + 1];
   out.segs.assign(plan.segs.begin() + s0, plan.segs.begin() + s1);
   const size_t l0 = size_t(plan.list_index(b0, 0)), l1 = size_t(plan.list_index(b1 - 1, plan.heads - 1)) + 1;
   for (size_t i = l0; i <= l1; i++) out.seg_ptr.push_back(plan.seg_ptr[i] - s0);
   return out;
+}
+
+void cut_gist_table(attn_plan& plan, int64_t end) {
+  if (plan.gist_ptr.empty()) return;
+  std::vector<int32_t> ptr(1, 0), pos;
+  for (int l = 0; l + 1 < int(plan.gist_ptr.size()); l++) {
+    for (int32_t u = plan.gist_ptr[size_t(l)]; u < plan.gist_ptr[size_t(l) + 1]; u++)
+      if (int64_t(plan.gist_pos[size_t(u)]) + plan.gists_per_unit <= end) pos.push_back(plan.gist_pos[size_t(u)]);
+    ptr.push_back(int32_t(pos.size()));
+  }
+  plan.gist_ptr = std::move(ptr);
+  plan.gist_pos = std::move(pos);
 }
 
 void plan_push_keys(attn_plan& plan, const int32_t* keys, size_t n) {

@@ -39,6 +39,9 @@ attn_plan plan_causal(int Tq, int q_offset, int block);
 // b1's first row); segments unchanged (keys stay stream positions), the gist table cut to the units inside
 // [0, r1). Not for a plan with per-row unfolding (gsa::error).
 attn_plan plan_blocks(const attn_plan& plan, int b0, int b1);
+// Keeps, per level of the plan's gist table, the units whose gists all lie before key `end` (a prefix of each
+// level: unit ids of the segments do not change). For a plan cut to the rows before `end`.
+void cut_gist_table(attn_plan& plan, int64_t end);
 
 // Appends one list holding the given keys (strictly ascending) as range segments, one per run of consecutive
 // positions, and closes it (pushes seg_ptr). The caller pushes block_q. For tests and hand-made plans.

@@ -239,11 +239,14 @@ class cuda_impl final : public backend {
     return u;
   }
 
-  bool select_chunks(const Tensor& q, const Tensor& k, const cpu::attn_plan& base, int b_begin,
-                     const gist::stream& s, const gist::gsa_config& cfg,
+  bool select_chunks(const Tensor& q, const Tensor& k, int q_row0, const cpu::attn_plan& base, int b_begin,
+                     int b_end, const gist::stream& s, const gist::gsa_config& cfg,
                      std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) override {
     if (cfg.select == gist::select_rule::top_p) return false;  // no top-p kernel yet: the host selects
-    select_blocks(selection_args(q, k, base, b_begin, s, cfg), selected, unfolds);
+    select_args a = selection_args(q, k, base, b_begin, s, cfg);
+    a.q_row0 = q_row0;
+    a.n_blocks = b_end;
+    select_blocks(a, selected, unfolds);
     return true;
   }
 
@@ -254,6 +257,7 @@ class cuda_impl final : public backend {
     a.k = k.raw();
     a.type = q.type();
     a.T = int(q.dim(0));
+    a.Tk = int(k.dim(0));
     a.Hq = int(q.dim(1));
     a.Hkv = int(k.dim(1));
     a.D = int(q.dim(2));

@@ -46,6 +46,9 @@ void check_args(const select_args& a) {
     fail("GPU chunk selection: q and k must be f32 or bf16, got {}", dtype_name(a.type));
   if (a.T <= 0 || a.Hq <= 0 || a.Hkv <= 0 || a.D <= 0)
     fail("GPU chunk selection: T {}, Hq {}, Hkv {}, D {} must all be > 0", a.T, a.Hq, a.Hkv, a.D);
+  if (a.q_row0 < 0 || a.Tk < 0 || int64_t(a.q_row0) + a.T > (a.Tk > 0 ? a.Tk : a.T))
+    fail("GPU chunk selection: q rows [{}, {}) are not inside the {} keys", a.q_row0, int64_t(a.q_row0) + a.T,
+         a.Tk > 0 ? a.Tk : a.T);
   if (a.q_stride_t < 0 || a.k_stride_t < 0 || (a.q_stride_t > 0 && a.q_stride_t < int64_t(a.Hq) * a.D) ||
       (a.k_stride_t > 0 && a.k_stride_t < int64_t(a.Hkv) * a.D))
     fail("GPU chunk selection: row strides q {} / k {} must be 0 (dense) or at least Hq * D / Hkv * D", a.q_stride_t,
@@ -74,16 +77,18 @@ selection_plan plan_selection(const select_args& a, std::vector<uint8_t>* unfold
   const int64_t score_budget = a.max_scratch_scores > 0 ? a.max_scratch_scores : default_score_budget;
   if (unfolds) unfolds->assign(size_t(a.n_blocks), 0);
   selection_plan p;
+  const int Tk = a.Tk > 0 ? a.Tk : a.T;
   for (int b = a.b_begin; b < a.n_blocks; b++) {
     const int r0 = a.block_q[b], r1 = a.block_q[b + 1];
-    if (r0 < 0 || r1 <= r0 || r1 > a.T)
-      fail("GPU chunk selection: block {} has rows [{}, {}), outside [0, {}) or empty", b, r0, r1, a.T);
+    if (r0 < a.q_row0 || r1 <= r0 || r1 > a.q_row0 + a.T)
+      fail("GPU chunk selection: block {} has rows [{}, {}), outside q's rows [{}, {}) or empty", b, r0, r1,
+           a.q_row0, a.q_row0 + a.T);
     if (a.row_level[r0] > 0) continue;  // higher-level gist blocks keep the gist mask
     const int chunk = a.row_chunk[r0];
     const int n_cand = gist::candidate_count(chunk, a.n_complete, cfg.local_chunks);
     if (n_cand <= 0) continue;
     block_desc d;
-    d.row0 = r0;
+    d.row0 = r0 - a.q_row0;
     d.rows = r1 - r0;
     d.n_cand = n_cand;
     d.k = std::max(0, gist::select_k(cfg, int64_t(chunk) * c0, G, n_cand));
@@ -104,8 +109,8 @@ selection_plan plan_selection(const select_args& a, std::vector<uint8_t>* unfold
          p.max_cand, select_detail::max_candidates);
   for (int u = 0; u < p.max_cand; u++) {
     const int pos = a.chunk_gist_begin[u];
-    if (pos < 0 || pos + g > a.T)
-      fail("GPU chunk selection: gists of candidate chunk {} at [{}, {}) outside the {} keys", u, pos, pos + g, a.T);
+    if (pos < 0 || pos + g > Tk)
+      fail("GPU chunk selection: gists of candidate chunk {} at [{}, {}) outside the {} keys", u, pos, pos + g, Tk);
   }
   int64_t s_off = 0, i_off = 0;
   for (size_t i = 0; i < p.blocks.size(); i++) {
@@ -202,12 +207,21 @@ int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& s
   return total;
 }
 
+namespace {
+const select_args& whole_sequence(const select_args& a) {
+  if (a.q_row0 != 0 || (a.Tk != 0 && a.Tk != a.T))
+    fail("GPU row selection: q and k must be the whole sequence (q_row0 {}, Tk {} for T {})", a.q_row0, a.Tk, a.T);
+  return a;
+}
+}  // namespace
+
 row_selection::row_selection(const select_args& a)
-    : a_(a), plan_(std::make_shared<const selection_plan>(plan_selection(a, nullptr))) {}
+    : a_(a), plan_(std::make_shared<const selection_plan>(plan_selection(whole_sequence(a), nullptr))) {}
 
 row_selection row_selection::rebound(const select_args& b) const {
   const select_args& a = a_;
-  const bool same = a.type == b.type && a.T == b.T && a.Hq == b.Hq && a.Hkv == b.Hkv && a.D == b.D &&
+  const bool same = a.type == b.type && a.T == b.T && a.q_row0 == b.q_row0 && a.Tk == b.Tk && a.Hq == b.Hq &&
+                    a.Hkv == b.Hkv && a.D == b.D &&
                     a.q_stride_t == b.q_stride_t && a.k_stride_t == b.k_stride_t && a.block_q == b.block_q &&
                     a.n_blocks == b.n_blocks && a.b_begin == b.b_begin && a.row_level == b.row_level &&
                     a.row_chunk == b.row_chunk && a.chunk_gist_begin == b.chunk_gist_begin &&

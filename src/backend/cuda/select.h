@@ -35,15 +35,18 @@
 namespace gsa::cuda {
 
 struct select_args {
-  // Device tensors q (T, Hq, D), k (T, Hkv, D) over stream positions, dtype f32 or bf16; heads and dims dense,
-  // rows q_stride_t / k_stride_t elements apart (0: dense, Hq * D and Hkv * D; e.g. 3C-wide rows of a fused qkv).
+  // Device tensors q (T, Hq, D) of stream rows [q_row0, q_row0 + T) and k (Tk, Hkv, D) of stream rows [0, Tk)
+  // (Tk 0: T, with q_row0 0 the whole sequence), dtype f32 or bf16; heads and dims dense, rows q_stride_t /
+  // k_stride_t elements apart (0: dense, Hq * D and Hkv * D; e.g. 3C-wide rows of a fused qkv). A pass of a
+  // chunked prefill: q_row0 > 0, the selecting blocks inside its rows (row_selection: q_row0 0 only).
   const void* q = nullptr;
   const void* k = nullptr;
   dtype type = dtype::bf16;
   int T = 0, Hq = 0, Hkv = 0, D = 0;
+  int q_row0 = 0, Tk = 0;
   int64_t q_stride_t = 0, k_stride_t = 0;
   // Host tables.
-  const int32_t* block_q = nullptr;           // (n_blocks + 1) first row of each block, then T
+  const int32_t* block_q = nullptr;           // (n_blocks + 1) first stream row of each block, then its end
   int n_blocks = 0;
   int b_begin = 0;                            // first block that may select
   const int8_t* row_level = nullptr;          // (T) stream::level
