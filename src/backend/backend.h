@@ -144,10 +144,12 @@ class backend {
   // Query row i of q (M, Hq, D) attends, per KV head h, to the K rows indices[indptr[i Hkv + h] ..
   // indptr[i Hkv + h + 1]) of pool (any order), scale 1/sqrt(D), GQA: query head hq uses KV head hq / (Hq / Hkv).
   // out (M, Hq * D) overwritten; a row with an empty list gets 0. The CPU reference is the host engine's kernel
-  // (backend/cpu/decode-attention.h).
+  // (backend/cpu/decode-attention.h). weights (optional, host): resized to indices.size(); entry e of list
+  // (i, h) gets the attention probability of that key summed over the GQA group of KV head h (what H2O
+  // accumulates). Synchronises when asked for weights.
   virtual void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
                                 const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices,
-                                const void* host = nullptr) = 0;
+                                const void* host = nullptr, std::vector<float>* weights = nullptr) = 0;
   // Why this backend cannot run decode_attention for these shapes ("" when it can).
   virtual std::string decode_unsupported(int Hq, int Hkv, int D) const { return ""; }
   // Why this backend cannot train (attention backward) with this head dim ("" when it can).

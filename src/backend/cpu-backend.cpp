@@ -144,8 +144,8 @@ class cpu_impl final : public backend {
     }
   }
   void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices,
-                        const void* host) override {
+                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices, const void* host,
+                        std::vector<float>* weights) override {
     const int M = int(q.dim(0)), Hq = int(q.dim(1)), D = int(q.dim(2)), Hkv = int(pool.dim(1));
     GSA_ASSERT(int64_t(indptr.size()) == int64_t(M) * Hkv + 1 && out.numel() == int64_t(M) * Hq * D,
                "decode_attention: {} list bounds for {} rows of {} KV heads", indptr.size(), M, Hkv);
@@ -167,10 +167,17 @@ class cpu_impl final : public backend {
       const float* value(int h, int j) const { return at(h, j, vrows); }
     };
     const size_t rowf = size_t(Hkv) * D;
-    for (int i = 0; i < M; i++)
+    std::vector<std::vector<float>> w;
+    if (weights) weights->assign(indices.size(), 0.0f);
+    for (int i = 0; i < M; i++) {
       cpu::decode_attention_rows(out.f32() + size_t(i) * Hq * D, q.f32() + size_t(i) * Hq * D, Hq, Hkv, D,
                                  pool_rows{pool.f32(), static_cast<const float*>(host), indices.data(),
-                                           indptr.data() + size_t(i) * Hkv, rowf, size_t(page_rows), D});
+                                           indptr.data() + size_t(i) * Hkv, rowf, size_t(page_rows), D},
+                                 weights ? &w : nullptr);
+      if (weights)
+        for (int h = 0; h < Hkv; h++)
+          std::copy(w[h].begin(), w[h].end(), weights->begin() + indptr[size_t(i) * Hkv + h]);
+    }
   }
 
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp, int64_t t,

@@ -67,7 +67,9 @@ void session::h2o_update(int layer, int pos, const std::vector<std::vector<float
     auto& kept = h2o_kept_[size_t(layer) * Hkv + h];
     auto& score = h2o_score_[size_t(layer) * Hkv + h];
     for (size_t j = 0; j < kept.size(); j++) score[j] += weights[h][j];
-    while (int64_t(kept.size()) > budget_) {  // evict the lightest token outside the recent window
+    // Evict down to budget - 1, so that the next row joins a list of exactly the budget (as the first eviction
+    // keeps budget - 1): the lightest token outside the recent window first.
+    while (int64_t(kept.size()) > std::max<int64_t>(0, budget_ - 1)) {
       int victim = -1;
       for (size_t j = 0; j < kept.size(); j++)
         if (kept[j] <= pos - recent && (victim < 0 || score[j] < score[victim])) victim = int(j);
@@ -173,6 +175,7 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   std::vector<std::vector<int32_t>> keys;
   std::vector<std::vector<kv::kv_addr>> addrs(Hkv);
   std::vector<std::vector<float>> weights;
+  std::vector<float> flat_weights;  // h2o on a pool: the backend's weights, list after list
   std::vector<int64_t> indptr;
   std::vector<int32_t> indices;
   std::vector<double> attended(M, 0.0);
@@ -251,6 +254,7 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
         attended[i] += double(keys[hk].size());
         s.stats_.bytes_read += int64_t(keys[hk].size()) * 2 * D * int64_t(sizeof(float));
       }
+      const bool h2o = s.opts_.meth == method::h2o;
       if (cache.pooled()) {  // the lists as pool rows; the attention runs where the pool is
         indptr.assign(1, 0);
         indices.clear();
@@ -259,13 +263,19 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
           indptr.push_back(int64_t(indices.size()));
         }
         be.decode_attention(out_i, q.slice_rows(i, i + 1), cache.pool(l), cache.layout().page_size, indptr, indices,
-                            cache.host(l));
+                            cache.host(l), h2o ? &flat_weights : nullptr);
+        if (h2o) {
+          weights.resize(size_t(Hkv));
+          for (int hk = 0; hk < Hkv; hk++)
+            weights[size_t(hk)].assign(flat_weights.begin() + indptr[size_t(hk)],
+                                       flat_weights.begin() + indptr[size_t(hk) + 1]);
+          s.h2o_update(l, rows[i].row, weights);
+        }
       } else {
         for (int hk = 0; hk < Hkv; hk++) {
           addrs[hk].resize(keys[hk].size());
           for (size_t j = 0; j < keys[hk].size(); j++) addrs[hk][j] = s.addr_[keys[hk][j]];
         }
-        const bool h2o = s.opts_.meth == method::h2o;
         decode_attention(out_i.f32(), qi ? qi : q.f32() + size_t(i) * Hq * D, cache, l, addrs, Hq,
                          h2o ? &weights : nullptr);
         if (h2o) s.h2o_update(l, rows[i].row, weights);

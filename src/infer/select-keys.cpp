@@ -188,44 +188,66 @@ void session::page_select(int layer, int pos, const float* q, std::vector<std::v
 
 // The first eviction: accumulated attention of the last context queries (an observation window: the full
 // H2O accumulation over every context row costs O(T^2)), then heavy hitters + the recent half of the budget.
+// Each window row attends to its causal past through the decode kernel that later steps use (the host cache's,
+// or the backend's over the pool, the GPU's included), which returns every key's probability summed over the
+// GQA group; a layer's window rows go in one call.
 void session::h2o_init(int pos) {
   const int L = int(m_.config.num_hidden_layers), Hq = int(m_.config.num_attention_heads);
-  const int Hkv = int(m_.config.num_key_value_heads), D = int(m_.config.head_dim), G = Hq / Hkv;
+  const int Hkv = int(m_.config.num_key_value_heads), D = int(m_.config.head_dim);
   const int T = pos;  // rows before the current one (a plain stream: the row's position)
   const int W = h2o_obs_rows_;
-  const float scale = 1.0f / std::sqrt(float(D));
   h2o_kept_.assign(size_t(L) * Hkv, {});
   h2o_score_.assign(size_t(L) * Hkv, {});
   const int64_t recent = budget_ / 2;
-#pragma omp parallel for schedule(dynamic)
-  for (int lh = 0; lh < L * Hkv; lh++) {
-    const int l = lh / Hkv, h = lh % Hkv;
-    std::vector<float> acc(T, 0.0f), s(T);
-    for (int w = 0; w < W; w++) {
-      const int qpos = T - W + w;
-      for (int i = 0; i < G; i++) {
-        const float* qh = h2o_obs_q_.data() + ((size_t(l) * W + w) * Hq + h * G + i) * D;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j <= qpos; j++) {
-          const float* k = cache_->key(l, addr_[j], h);
-          float dot = 0;
-          for (int d = 0; d < D; d++) dot += qh[d] * k[d];
-          mx = std::max(mx, s[j] = dot * scale);
+  std::vector<std::vector<float>> acc(size_t(L) * Hkv, std::vector<float>(size_t(T), 0.0f));
+  std::vector<float> out(size_t(Hq) * D), flat;
+  std::vector<std::vector<float>> w;
+  std::vector<int64_t> indptr;
+  std::vector<int32_t> indices;
+  for (int l = 0; l < L; l++) {
+    const float* ql = h2o_obs_q_.data() + size_t(l) * W * Hq * D;
+    if (cache_->pooled()) {
+      backend& be = m_.ops();
+      indptr.assign(1, 0);
+      indices.clear();
+      for (int r = 0; r < W; r++)
+        for (int h = 0; h < Hkv; h++) {
+          for (int j = 0; j <= T - W + r; j++) indices.push_back(int32_t(cache_->pool_row(l, addr_[j])));
+          indptr.push_back(int64_t(indices.size()));
         }
-        float z = 0;
-        for (int j = 0; j <= qpos; j++) z += s[j] = std::exp(s[j] - mx);
-        for (int j = 0; j <= qpos; j++) acc[j] += s[j] / z;
+      const Tensor q = be.upload(Tensor::borrow(const_cast<float*>(ql), {W, Hq, D}), be.act());
+      Tensor o = be.alloc({W, int64_t(Hq) * D}, be.act());
+      be.decode_attention(o, q, cache_->pool(l), cache_->layout().page_size, indptr, indices, cache_->host(l), &flat);
+      for (int r = 0; r < W; r++)
+        for (int h = 0; h < Hkv; h++) {
+          const int64_t e0 = indptr[size_t(r) * Hkv + h];
+          float* a = acc[size_t(l) * Hkv + h].data();
+          for (int j = 0; j <= T - W + r; j++) a[j] += flat[size_t(e0 + j)];
+        }
+    } else {
+      std::vector<std::vector<kv::kv_addr>> lists(Hkv);
+      for (int r = 0; r < W; r++) {
+        for (auto& x : lists) x.assign(addr_.begin(), addr_.begin() + (T - W + r + 1));
+        decode_attention(out.data(), ql + size_t(r) * Hq * D, *cache_, l, lists, Hq, &w);
+        for (int h = 0; h < Hkv; h++) {
+          float* a = acc[size_t(l) * Hkv + h].data();
+          for (int j = 0; j <= T - W + r; j++) a[j] += w[size_t(h)][size_t(j)];
+        }
       }
     }
+  }
+#pragma omp parallel for schedule(dynamic)
+  for (int lh = 0; lh < L * Hkv; lh++) {
+    const std::vector<float>& a = acc[size_t(lh)];
     // Keep budget - 1 (the next row joins): the recent part, then the heaviest of the rest.
     const int64_t keep = std::max<int64_t>(0, budget_ - 1);
     const int r0 = int(std::max<int64_t>(0, T - std::min<int64_t>(recent, keep)));
-    std::vector<float> older(acc.begin(), acc.begin() + r0);
+    std::vector<float> older(a.begin(), a.begin() + r0);
     auto heavy = top_n(older, int(std::min<int64_t>(keep - (T - r0), r0)));
-    auto& kept = h2o_kept_[lh];
-    auto& score = h2o_score_[lh];
-    for (int32_t j : heavy) kept.push_back(j), score.push_back(acc[j]);
-    for (int j = r0; j < T; j++) kept.push_back(j), score.push_back(acc[j]);
+    auto& kept = h2o_kept_[size_t(lh)];
+    auto& score = h2o_score_[size_t(lh)];
+    for (int32_t j : heavy) kept.push_back(j), score.push_back(a[size_t(j)]);
+    for (int j = r0; j < T; j++) kept.push_back(j), score.push_back(a[size_t(j)]);
   }
   h2o_obs_q_.clear();
   h2o_ready_ = true;

@@ -101,9 +101,6 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
   if (!m.on_host() || opts.kv_pool) {
     // The device path: rows in pools on the model's backend, selection on the host from the gist-key tiles.
     const std::string where = m.ops().describe();
-    if (opts.meth == method::h2o)
-      fail("method h2o does not run on {} yet (its eviction accumulates attention weights that the decode kernel "
-           "does not return); use --device cpu, or another method", where);
     if (lay.tier != kv::page_tier::memory && lay.tier != kv::page_tier::host)
       fail("--kv-tier {} keeps raw pages in host memory or a file; on {} use --kv-tier memory (and "
            "--gpu-kv-budget to hold raw pages off the GPU), or --device cpu for that tier",
@@ -265,10 +262,12 @@ void session::prefill(const std::vector<int32_t>& raw) {
       const float* v = a.v.f32();
       for (int p = r0; p < r1; p++) store_kv(l, p, k + size_t(p - r0) * Hkv * D, v + size_t(p - r0) * Hkv * D);
     }
-    if (opts_.meth == method::h2o)  // the pass's rows among the last h2o_obs_rows_
-      for (int p = std::max(r0, T - h2o_obs_rows_); p < r1; p++)
-        std::copy_n(a.q.f32() + size_t(p - r0) * Hq * D, size_t(Hq) * D,
-                    h2o_obs_q_.data() + (size_t(l) * h2o_obs_rows_ + size_t(p - (T - h2o_obs_rows_))) * Hq * D);
+    if (opts_.meth == method::h2o && r1 > T - h2o_obs_rows_) {  // the pass's rows among the last h2o_obs_rows_
+      const int p0 = std::max(r0, T - h2o_obs_rows_);
+      const Tensor q = a.q.slice_rows(p0 - r0, r1 - r0).host(dtype::f32);  // (on the host already: a view)
+      std::copy_n(q.f32(), size_t(r1 - p0) * Hq * D,
+                  h2o_obs_q_.data() + (size_t(l) * h2o_obs_rows_ + size_t(p0 - (T - h2o_obs_rows_))) * Hq * D);
+    }
     for (Tensor* t : {&a.x_in, &a.h_attn, &a.rstd_attn, &a.q, &a.k, &a.v, &a.attn, &a.lse, &a.x_mid, &a.h_mlp,
                       &a.rstd_mlp, &a.gate, &a.up, &a.act})
       *t = Tensor();

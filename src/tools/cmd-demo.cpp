@@ -146,16 +146,6 @@ int run_demo(const demo_args& a) {
       if (!name.empty()) methods.push_back(infer::method_from_name(name));
   }
   if (methods.empty()) fail("--methods is empty; give e.g. gsa,full,streaming");
-  // h2o's eviction needs the attention weights, which the GPU decode kernel does not return: off the CPU the
-  // default list leaves it out (with a note), an explicit one is refused before anything loads.
-  if (!on_cpu && std::find(methods.begin(), methods.end(), infer::method::h2o) != methods.end()) {
-    if (a.methods != kDefaultMethods)
-      fail("--methods: h2o does not run on --device {} yet (its eviction accumulates attention weights that the "
-           "decode kernel does not return); leave it out, or use --device cpu",
-           a.dev.device);
-    methods.erase(std::find(methods.begin(), methods.end(), infer::method::h2o));
-    fmt::print("(h2o runs on the CPU only: left out on --device {})\n", a.dev.device);
-  }
   demo_models dm;
   dm.gpu_kv_budget = a.gpu_kv_budget;
   fs::path root = a.model;

@@ -56,7 +56,7 @@ int run_serve(serve_args a) {
   so.prefill = infer::prefill_mode_from_name(a.prefill);
   const std::string dir = !infer::uses_gists(so.meth) && !a.full_model.empty() ? a.full_model : a.model;
   // On the GPU: the weights move once; the scheduler's probe session below refuses what a GPU session cannot run
-  // (h2o, --kv-tier file / drop, a shape the decode kernel lacks) with the message `gsa generate` gives.
+  // (--kv-tier file / drop, a shape the decode kernel lacks) with the message `gsa generate` gives.
   llama_model m = model_on_device(load_model(dir), a.dev);
   tokenizer tok = tokenizer::load(dir);
   tok.check_fits_model(m.config.vocab_size, m.config.bos_token_id, m.config.eos_token_id, dir);

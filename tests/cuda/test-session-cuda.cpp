@@ -3,9 +3,9 @@
 // kernel, selection on the GPU for full / gist / gsa / streaming (backend/decode-lists.h) and on the host for
 // the others. Against the CPU engine on random models with head dim 64 in f32: the same key
 // lists every row and layer, the same greedy tokens, and logits to 1e-4 relative (prefill through the GSA
-// attention kernels, decode through the decode kernel), for every method but h2o. bf16: close to the f32 CPU run
-// (3e-2 relative L2). Bad input: h2o, a file tier or a shape the GPU path does not run is refused with what to
-// change.
+// attention kernels, decode through the decode kernel), for every method (h2o: its eviction weights from the
+// decode kernel's lse, run_decode_weights). bf16: close to the f32 CPU run (3e-2 relative L2). Bad input: a file
+// tier or a shape the GPU path does not run is refused with what to change.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -62,7 +62,8 @@ const method_case kCases[] = {{method::full, {8}, -1},      {method::gist, {8}, 
                               {method::gsa, {8}, -1},       {method::gsa, {8}, -1, prefill_mode::unfold},
                               {method::hgsa, {4, 2}, -1},   {method::streaming, {8}, 64},
                               {method::quest, {8}, 64},     {method::moba, {8}, 64},
-                              {method::hgsa, {4, 2, 2}, -1}};  // three levels: the walk's lower levels
+                              {method::hgsa, {4, 2, 2}, -1},   // three levels: the walk's lower levels
+                              {method::h2o, {8}, 64}};         // weights from the decode kernel's lse
 
 // kv_write_rows (one launch for one decode step's appends, each row into its own session's pool) puts every row
 // where the CPU backend's per-row writes put it, in f32 and bf16, pools of different sizes, rows in any order.
@@ -393,8 +394,6 @@ TEST(CudaSession, UnsupportedMethodsAndShapesAreRefused) {
   llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
   {
     session_options o;
-    o.meth = method::h2o;
-    expect_error([&] { session s(gpu_m, o); }, "does not run on");
     o.meth = method::gist;
     o.tier = kv::page_tier::file;
     expect_error([&] { session s(gpu_m, o); }, "--kv-tier memory");

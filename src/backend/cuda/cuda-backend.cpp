@@ -346,8 +346,8 @@ class cuda_impl final : public backend {
                          int64_t(2) * page_rows * row_elems * int64_t(dtype_size(pool.type())));
   }
   void decode_attention(Tensor& out, const Tensor& q, const Tensor& pool, int page_rows,
-                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices,
-                        const void* host) override {
+                        const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices, const void* host,
+                        std::vector<float>* weights) override {
     on_device(q, "decode query");
     on_device(pool, "KV pool");
     const int M = int(q.dim(0)), Hq = int(q.dim(1)), D = int(q.dim(2)), Hkv = int(pool.dim(1));
@@ -385,9 +385,23 @@ class cuda_impl final : public backend {
     p.o_stride_h = D;
     decode_plan_options po;
     po.num_sms = ctx().sm_count;
+    Tensor lse;
+    if (weights) {  // H2O: the normaliser of every query head, then each listed key's probability
+      lse = alloc({M, Hq}, dtype::f32);
+      p.lse = static_cast<float*>(lse.raw());
+      p.lse_stride_b = Hq;
+    }
     const decode_plan plan = plan_decode(p, longest, po);
     Tensor ws = plan.workspace_bytes ? alloc({int64_t(plan.workspace_bytes)}, dtype::u8) : Tensor();
     run_decode(p, plan, ws.empty() ? nullptr : ws.raw(), ctx().stream);
+    if (weights) {
+      weights->assign(indices.size(), 0.0f);
+      if (indices.empty()) return;
+      Tensor w = alloc({int64_t(indices.size())}, dtype::f32);
+      run_decode_weights(p, static_cast<const float*>(lse.raw()), static_cast<float*>(w.raw()), longest, ctx().stream);
+      Tensor wh = w.host(dtype::f32);
+      std::copy_n(wh.f32(), indices.size(), weights->data());
+    }
   }
 
   std::shared_ptr<const void> prepare_decode_lists(const decode_lists& lists, const void* previous) override {

@@ -114,6 +114,14 @@ decode_plan plan_decode(const decode_params& p, int64_t max_list_len, const deco
 // missing buffer or a launch error. Asynchronous: the caller synchronizes.
 void run_decode(const decode_params& p, const decode_plan& plan, void* workspace, void* stream = nullptr);
 
+// The attention probabilities of the listed keys (what H2O accumulates), after run_decode of the same params with
+// lse written: weights[e] for entry e of list (b, h) (indices order, device f32, indptr's total entries) is the sum
+// over the query heads hq of KV head h of exp(scale * q_hq . k - lse[b, hq]); the key row is read as run_decode
+// reads it (kv_row_offset, host_k). longest: the longest list. Head dims 32, 64, 128; p.seqs and a shared prefix
+// are not supported. Throws gsa::error on bad arguments or a launch error; asynchronous on `stream`.
+void run_decode_weights(const decode_params& p, const float* lse, float* weights, int64_t longest,
+                        void* stream = nullptr);
+
 // Multiprocessor count of the current device (one CUDA call; for decode_plan_options::num_sms).
 int current_device_sms();
 
