@@ -121,8 +121,8 @@ plan_provider unfold_pass_plans::pass(int r0, int r1) const {
                "an unfolding prefill pass over rows [{}, {}) that are not block boundaries", r0, r1);
     return std::pair<int, int>(b0, b1);
   };
-  const auto [d0, d1] = at(*base_);
-  const auto [b0, b1] = at(*sel_base_);
+  const std::pair<int, int> d = at(*base_), sel = at(*sel_base_);
+  const int d0 = d.first, d1 = d.second, b0 = sel.first, b1 = sel.second;  // (clang 14 cannot capture bindings)
   // Dense layers keep the gist mask: one cut, shared.
   auto dense = std::make_shared<const cpu::attn_plan>(cpu::plan_blocks(*base_, d0, d1));
   const int Hkv = int(m_.config.num_key_value_heads);
