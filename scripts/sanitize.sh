@@ -18,8 +18,9 @@ cmake -S . -B $B -DCMAKE_BUILD_TYPE=ASan -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_C_C
   -DGSA_BENCH=OFF >/dev/null
 cmake --build $B -j"$(nproc)"
 t1=$(date +%s)
-# Leaks count; a report aborts the test program (a crash ctest reports as a failure).
-export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:strict_string_checks=1
+# Leaks count; a report aborts the test program (a crash ctest reports as a failure). An allocation too big to
+# serve returns null, as glibc's does, so the out-of-memory paths (gsa::out_of_memory) run as they would.
+export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:strict_string_checks=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 # Two OpenMP threads: the threaded paths run, and the 2-core CI machine is not oversubscribed by ctest -j.
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=1

@@ -14,10 +14,23 @@ class error : public std::runtime_error {
   explicit error(const std::string& what) : std::runtime_error(what) {}
 };
 
+// Memory ran out (host or device allocation): callers that know what the memory was for (a session's KV cache,
+// a training batch) catch it and say what to change.
+class out_of_memory : public error {
+ public:
+  explicit out_of_memory(const std::string& what) : error(what) {}
+};
+
 // Throw gsa::error with a fmt-formatted message.
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
   throw error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// Throw gsa::out_of_memory with a fmt-formatted message.
+template <typename... Args>
+[[noreturn]] void fail_oom(fmt::format_string<Args...> f, Args&&... args) {
+  throw out_of_memory(fmt::format(f, std::forward<Args>(args)...));
 }
 
 [[noreturn]] void assert_failed(const char* expr, const char* file, int line, const std::string& msg);

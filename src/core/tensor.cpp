@@ -45,7 +45,7 @@ Tensor::Tensor(shape_t shape, dtype t) : shape_(std::move(shape)), type_(t) {
   // 64-byte alignment for SIMD loads; at least one byte so data_ is never null for an owning tensor.
   size_t alloc = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, alloc ? alloc : 64);
-  if (!p) fail("out of memory allocating a tensor of shape {} ({} bytes)", shape_str(shape_), bytes);
+  if (!p) fail_oom("out of memory allocating a tensor of shape {} ({} bytes)", shape_str(shape_), bytes);
   std::memset(p, 0, alloc ? alloc : 64);
   storage_ = std::shared_ptr<void>(p, std::free);
   data_ = p;

@@ -185,6 +185,42 @@ void session::store_kv(int layer, int pos, const float* k, const float* v) {
   else cache_->append_gist(layer, a.level, k, v);
 }
 
+int64_t session::pool_frames(int64_t raw) const {
+  const int64_t P = cache_->layout().page_size;
+  int64_t frames = (raw + P - 1) / P + 1;
+  if (uses_gists(opts_.meth)) {  // g gists per unit of each level: units of c_0, c_0 c_1, ... raw tokens
+    int64_t span = 1;
+    for (int l = 0; l < cfg_->levels(); l++) {
+      span *= cfg_->chunk[size_t(l)];
+      frames += (raw / span * cfg_->gists_per_chunk + P - 1) / P + 1;
+    }
+  }
+  return frames;
+}
+
+void session::out_of_memory_for(const out_of_memory& e, int64_t raw) const {
+  const model_config& c = m_.config;
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  const size_t bytes = dtype_size(m_.ops().act());
+  const int64_t P = cache_->layout().page_size, L = c.num_hidden_layers;
+  const double kv = double(pool_frames(raw)) * 2 * P * c.num_key_value_heads * c.head_dim * bytes * L;
+  const int64_t pass = std::min<int64_t>(int64_t(s_.size()), opts_.prefill_pass > 0 ? opts_.prefill_pass
+                                                                                   : default_prefill_pass);
+  // A prefill pass holds two layers' activations a row: the residual, norms, q / k / v, attention out, MLP.
+  const double per_row = double(4 * c.hidden_size + 2 * c.num_attention_heads * c.head_dim +
+                                2 * c.num_key_value_heads * c.head_dim + 3 * c.intermediate_size) * bytes * 2;
+  const bool device = !m_.on_host();
+  throw out_of_memory(fmt::format(
+      "{}\nA context of {} tokens needs about {:.2f} GiB of KV cache on {} ({} layers, K and V of {} KV heads x {}) "
+      "and a prefill pass of {} rows about {:.2f} GiB of activations: {}",
+      e.what(), raw, kv / gib, m_.ops().describe(), L, c.num_key_value_heads, c.head_dim, pass, double(pass) * per_row / gib,
+      device ? (opts_.gpu_kv_budget > 0 ? "lower --gpu-kv-budget (the pages past it live in pinned host memory), "
+                                         "lower --prefill-pass, shorten the context, or use --device cpu"
+                                       : "add --gpu-kv-budget SIZE to keep the raw pages in pinned host memory, "
+                                         "lower --prefill-pass, shorten the context, or use --device cpu")
+             : "lower --prefill-pass or shorten the context"));
+}
+
 void session::prefill(const std::vector<int32_t>& raw) {
   if (s_.size() > 0 || !pending_.empty()) fail("prefill: the session already holds tokens; use append()");
   if (raw.empty()) fail("the context is empty; give at least one token");
@@ -193,6 +229,14 @@ void session::prefill(const std::vector<int32_t>& raw) {
     push_row(pending_.front().id, pending_.front().level);
     pending_.pop_front();
   }
+  try {
+    run_prefill();
+  } catch (const out_of_memory& e) {  // say what the context needs and what to change (the session is spent)
+    out_of_memory_for(e, int64_t(raw.size()));
+  }
+}
+
+void session::run_prefill() {
   const int T = s_.size(), L = int(m_.config.num_hidden_layers);
   prefill_unfolded_ = unfold_prefill();
   prefill_plans_.clear();
@@ -320,17 +364,12 @@ void session::prefill(const std::vector<int32_t>& raw) {
 
 void session::reserve_tokens(int64_t more) {
   if (!cache_->pooled() || more <= 0) return;
-  const int64_t P = cache_->layout().page_size;
   const int64_t raw = int64_t(raw_queued_) + more;  // raw_queued_: computed and queued
-  int64_t frames = (raw + P - 1) / P + 1;
-  if (uses_gists(opts_.meth)) {  // g gists per unit of each level: units of c_0, c_0 c_1, ... raw tokens
-    int64_t span = 1;
-    for (int l = 0; l < cfg_->levels(); l++) {
-      span *= cfg_->chunk[size_t(l)];
-      frames += (raw / span * cfg_->gists_per_chunk + P - 1) / P + 1;
-    }
+  try {
+    cache_->reserve_frames(pool_frames(raw));
+  } catch (const out_of_memory& e) {  // nothing was lost: the pools keep what they held
+    out_of_memory_for(e, raw);
   }
-  cache_->reserve_frames(frames);
 }
 
 void session::extend(const std::vector<int32_t>& raw) {

@@ -132,6 +132,11 @@ class session {
   const std::vector<row_record>& records() const { return records_; }
 
  private:
+  void run_prefill();
+  // Pool frames (per layer) for `raw` raw tokens and their gists.
+  int64_t pool_frames(int64_t raw) const;
+  // Rethrows an allocation failure with what a context of `raw` tokens needs and what to change.
+  [[noreturn]] void out_of_memory_for(const out_of_memory& e, int64_t raw) const;
   friend void run_step(const std::vector<session*>& batch, const std::vector<int>& max_rows);
   struct pending_token {
     int32_t id;

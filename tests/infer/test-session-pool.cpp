@@ -307,6 +307,32 @@ TEST(SessionPool, GenerateReservesItsTokensUpFront) {
   }
 }
 
+// A KV cache that cannot be allocated: the error keeps the allocator's message and adds what the context needs
+// and what to change; the session keeps what it held and decodes on.
+TEST(SessionPool, OutOfMemorySaysWhatTheContextNeeds) {
+  llama_model m = tiny_model({4});
+  session_options o;
+  o.meth = method::gsa;
+  o.kv_pool = true;
+  o.page_size = 4;
+  session s(m, o);
+  s.prefill(test::tiny_tokens(40, 1));
+  try {
+    s.reserve_tokens(int64_t(1) << 42);  // pools of petabytes
+    ADD_FAILURE() << "no error";
+  } catch (const out_of_memory& e) {
+    const std::string w = e.what();
+    for (const char* part : {"out of memory allocating", "A context of 4398046511144 tokens needs about",
+                             "GiB of KV cache", "shorten the context"})
+      EXPECT_NE(w.find(part), std::string::npos) << part << " in: " << w;
+  }
+  s.append(test::tiny_tokens(3, 2));
+  generate_options g;
+  g.max_tokens = 4;
+  EXPECT_NO_THROW(generate({&s}, g));
+  EXPECT_GE(s.raw_count(), 40 + 3 + 3);
+}
+
 TEST(SessionPool, UnsupportedTiersAreRefused) {
   llama_model m = tiny_model({4});
   session_options o;

@@ -100,6 +100,9 @@ void check(cudaError_t e, const char* what, const char* file, int line) {
   if (e == cudaSuccess) return;
   // Clear the sticky "last error" of non-fatal failures (e.g. an allocation) so later calls are not blamed.
   cudaGetLastError();
+  if (e == cudaErrorMemoryAllocation)
+    fail_oom("CUDA error in {} at {}:{}: {} ({}); {}", what, file, line, cudaGetErrorName(e), cudaGetErrorString(e),
+             hint_for(e));
   fail("CUDA error in {} at {}:{}: {} ({}); {}", what, file, line, cudaGetErrorName(e), cudaGetErrorString(e),
        hint_for(e));
 }
@@ -162,10 +165,10 @@ void* alloc(size_t bytes) {
     }
     if (e != cudaSuccess) {
       cudaGetLastError();
-      if (e == cudaErrorMemoryAllocation)
-        fail("out of GPU memory allocating {} ({} in use by gsa, peak {}): lower --length or --batch, or use "
-             "--device cpu",
-             mib(size), mib(s.in_use), mib(s.peak));
+      if (e == cudaErrorMemoryAllocation)  // (a session adds what its context needs: session::prefill)
+        fail_oom("out of GPU memory allocating {} ({} in use by gsa, peak {}): lower --length or --batch, or use "
+                 "--device cpu",
+                 mib(size), mib(s.in_use), mib(s.peak));
       check(e, "cudaMalloc", __FILE__, __LINE__);
     }
   }
