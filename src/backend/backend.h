@@ -105,10 +105,13 @@ class backend {
   // reuse (optional): a slot the caller owns for calls with the same rows, b_begin, s and cfg (a step's layers);
   // the backend keeps there what does not depend on q and k (its host tables, the chunks' key ranges) and takes
   // it from there on the next call instead of building it again.
+  // row0 > 0: a pass of a chunked prefill. rows is then the plan of q's rows alone, rebased (row r of rows and of
+  // q is stream row row0 + r, cpu::plan_blocks), k holds the keys [0, row0 + q's rows), and the unfold is over
+  // q's rows (attended at q_offset row0).
   virtual std::shared_ptr<const row_unfold> select_rows(const Tensor& q, const Tensor& k, const cpu::attn_plan& rows,
                                                         int b_begin, const gist::stream& s,
                                                         const gist::gsa_config& cfg,
-                                                        std::shared_ptr<void>* reuse = nullptr) {
+                                                        std::shared_ptr<void>* reuse = nullptr, int row0 = 0) {
     return nullptr;
   }
 

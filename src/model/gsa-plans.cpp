@@ -125,9 +125,20 @@ plan_provider unfold_pass_plans::pass(int r0, int r1) const {
   const int d0 = d.first, d1 = d.second, b0 = sel.first, b1 = sel.second;  // (clang 14 cannot capture bindings)
   // Dense layers keep the gist mask: one cut, shared.
   auto dense = std::make_shared<const cpu::attn_plan>(cpu::plan_blocks(*base_, d0, d1));
+  // Per-row selection kept on the device (backend::select_rows at row0 = r0): the pass's per-row blocks, rebased,
+  // and the backend's tables shared by the pass's layers.
+  std::shared_ptr<const cpu::attn_plan> rows;
+  if (sel_base_ != base_) rows = std::make_shared<const cpu::attn_plan>(cpu::plan_blocks(*sel_base_, b0, b1));
+  auto reuse = std::make_shared<std::shared_ptr<void>>();
   const int Hkv = int(m_.config.num_key_value_heads);
-  return [this, dense, b0, b1, r0, Hkv](int layer, const layer_qk& qk) {
+  return [this, dense, rows, reuse, b0, b1, r0, Hkv](int layer, const layer_qk& qk) {
     if (is_dense_layer(cfg_, layer)) return *dense;
+    if (rows)
+      if (auto u = m_.ops().select_rows(qk.q, qk.k, *rows, 0, s_, cfg_, reuse.get(), r0)) {
+        cpu::attn_plan plan = *dense;  // the pass's gist mask plus the selection kept on the device
+        plan.unfold = u;
+        return plan;
+      }
     std::vector<std::vector<int32_t>> selected;
     std::vector<uint8_t> unfolds;
     select_for_blocks(m_, cfg_, s_, *sel_base_, b0, qk, selected, unfolds, b1, r0);

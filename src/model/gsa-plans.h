@@ -32,8 +32,8 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
 // expects qk to hold the pass's q and the keys [0, r1) (forward() with a kv_prefix). Each pass lists, block by
 // block, what make_gsa_plans(unfold) lists for the same rows given the same q and k: selection reads only the
 // gists before a block, so the passes together are the one-pass prefill. Per-row selection (select_per_token)
-// builds its per-row plan on the host, bounded by the pass. The object must outlive its providers; m, cfg and s
-// must outlive it.
+// stays on a device that keeps it there (a row unfold over the pass's rows on its gist mask), else builds the
+// pass's per-row plan on the host. The object must outlive its providers; m, cfg and s must outlive it.
 class unfold_pass_plans {
  public:
   unfold_pass_plans(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s);

@@ -193,8 +193,9 @@ TEST(CudaSession, PrefillInPassesAsOnePass) {
 }
 
 // Per-row selection (select_per_token) in the unfolding prefill: one pass keeps the selection on the device
-// (select_rows, a row unfold on the gist mask); passes select each pass's rows with select_chunks and build the
-// pass's per-row plan on the host. Both must give the same decode, one level and two.
+// (select_rows, a row unfold on the gist mask); passes do the same per pass (select_rows at row0 > 0 over the
+// pass's rebased rows and the keys before its end, a row unfold on the pass's gist mask). Both must give the same
+// decode, one level and two.
 TEST(CudaSession, UnfoldingPrefillPerRowInPassesAsOnePass) {
   REQUIRE_GPU();
   for (const std::vector<int>& chunk : {std::vector<int>{8}, std::vector<int>{4, 2}}) {

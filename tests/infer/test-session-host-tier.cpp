@@ -45,7 +45,7 @@ TEST(SessionHostTier, EqualsAllInThePoolForEveryMethod) {
   };
   const c cases[] = {{method::gsa, {4}, -1},       {method::hgsa, {3, 2}, -1},   {method::full, {4}, -1},
                      {method::gist, {4}, -1},      {method::streaming, {4}, 12}, {method::quest, {4}, 12},
-                     {method::moba, {4}, 12},      {method::gsa, {4}, 20}};
+                     {method::moba, {4}, 12},      {method::gsa, {4}, 20},       {method::h2o, {4}, 12}};
   for (const auto& cs : cases) {
     SCOPED_TRACE(std::string(method_name(cs.meth)) + " budget " + std::to_string(cs.budget));
     llama_model m = tiny_model(cs.chunk);

@@ -183,11 +183,17 @@ class cuda_impl final : public backend {
 
   std::shared_ptr<const row_unfold> select_rows(const Tensor& q, const Tensor& k, const cpu::attn_plan& rows,
                                                 int b_begin, const gist::stream& s, const gist::gsa_config& cfg,
-                                                std::shared_ptr<void>* reuse) override {
+                                                std::shared_ptr<void>* reuse, int row0) override {
     if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(s, cfg)) return nullptr;
     const bool prof = profile_on();
     const double t0 = prof ? profile_clock_ms() : 0;
-    const select_args a = selection_args(q, k, rows, b_begin, s, cfg);
+    select_args a = selection_args(q, k, rows, b_begin, s, cfg);
+    // A pass: the rows plan is rebased to row0, so the per-row stream tables are read from row0 on (q's row r is
+    // stream row row0 + r); the keys (and the chunks' gist positions) stay stream positions.
+    GSA_ASSERT(row0 >= 0 && row0 + a.T <= s.size() && a.Tk >= row0 + a.T, "select_rows: rows [{}, {}) of {}, {} keys",
+               row0, row0 + a.T, s.size(), a.Tk);
+    a.row_level += row0;
+    a.row_chunk += row0;
     auto* kept = reuse && *reuse ? static_cast<rows_reuse*>(reuse->get()) : nullptr;
     std::shared_ptr<rows_reuse> fresh;
     if (!kept) {

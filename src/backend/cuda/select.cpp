@@ -208,9 +208,10 @@ int64_t select_blocks(const select_args& a, std::vector<std::vector<int32_t>>& s
 }
 
 namespace {
-const select_args& whole_sequence(const select_args& a) {
-  if (a.q_row0 != 0 || (a.Tk != 0 && a.Tk != a.T))
-    fail("GPU row selection: q and k must be the whole sequence (q_row0 {}, Tk {} for T {})", a.q_row0, a.Tk, a.T);
+const select_args& whole_sequence(const select_args& a) {  // rows of the tables = q's rows = block_q's
+  if (a.q_row0 != 0)
+    fail("GPU row selection: q_row0 must be 0 (got {}); for a pass, rebase the blocks and offset the row tables",
+         a.q_row0);
   return a;
 }
 }  // namespace

@@ -38,7 +38,8 @@ struct select_args {
   // Device tensors q (T, Hq, D) of stream rows [q_row0, q_row0 + T) and k (Tk, Hkv, D) of stream rows [0, Tk)
   // (Tk 0: T, with q_row0 0 the whole sequence), dtype f32 or bf16; heads and dims dense, rows q_stride_t /
   // k_stride_t elements apart (0: dense, Hq * D and Hkv * D; e.g. 3C-wide rows of a fused qkv). A pass of a
-  // chunked prefill: q_row0 > 0, the selecting blocks inside its rows (row_selection: q_row0 0 only).
+  // chunked prefill: q_row0 > 0, the selecting blocks inside its rows (row_selection: q_row0 0, with block_q,
+  // row_level and row_chunk rebased to the pass's first row instead).
   const void* q = nullptr;
   const void* k = nullptr;
   dtype type = dtype::bf16;
