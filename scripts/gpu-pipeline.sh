@@ -17,7 +17,7 @@
 #                stages).
 # Then `gsa eval` on the 4k-stage models (or the deepest stage a branch reached): passkey at EVAL_LENGTHS, --ci. For
 # each ratio r the CPT group cptR at budget L/r (--ratios r): gist and gsa on the GSA CPT r model, the baselines
-# (streaming, quest, moba; h2o on the host's cores) on the Full-CPT model (--model cpt4k-gsaR --full-model
+# (streaming, quest, moba, h2o) on the Full-CPT model (--model cpt4k-gsaR --full-model
 # cpt4k-fullcpt); full attention, which no ratio changes, once (group cpt, --model cpt4k-fullcpt); the scratch model
 # (gsa, gist) at ratio 8. One `gsa eval` call per (group, method, length), files eval-<group>-<method>-<length>.*
 # (eval-cpt16-gsa-4k.json ...), each bounded by the evaluation deadline, so that every cell that finished keeps its
@@ -45,13 +45,13 @@
 #   STEPS_PRE, STEPS_SCR, STEPS_C, STEPS_U, STEPS_1K, STEPS_4K
 #                           per-stage steps instead: pretraining 256, scratch 256, compress 256, unfold 256, 1k, 4k
 #   EVAL_LENGTHS ("1k 4k 8k"), EVAL_DEPTHS (0.1,0.5,0.9), EVAL_SAMPLES (17 per depth: 51 per cell)
-#   EVAL_METHODS ("full gist gsa streaming quest moba"): the CPT groups' methods on DEVICE (full once, the others
+#   EVAL_METHODS ("full gist gsa streaming quest moba h2o"): the CPT groups' methods on DEVICE (full once, the others
 #   at each ratio; gsa on an AxB branch: hgsa and flat gsa at L/(A B); EVAL_WIDE_BUDGET=1 adds hgsa at L/A,
 #   group cptAxBrA)
 #   EVAL_SCRATCH_METHODS ("gsa gist"): the scratch model's methods
 #   EVAL_JOBS (4): evaluations side by side on the GPU; EVAL_GPU_THREADS (2): OMP threads of each
-#   With DEVICE=cuda, on the host's cores (--device cpu): EVAL_CPU_METHODS ("h2o", which the GPU session refuses;
-#   at each ratio; "" for none) at EVAL_CPU_LENGTHS ("1k 4k"); EVAL_XCHECK ("full gsa"; "" for none) at 1k, a
+#   With DEVICE=cuda, on the host's cores (--device cpu): EVAL_CPU_METHODS (none by default; e.g. "h2o" to run
+#   it on the host at each ratio) at EVAL_CPU_LENGTHS ("1k 4k"); EVAL_XCHECK ("full gsa"; "" for none) at 1k, a
 #   cross-check of the GPU's cells through the CPU engine (same models, the first samples; gsa at each ratio);
 #   EVAL_CPU_SAMPLES (8 per depth),
 #   EVAL_CPU_JOBS (2), EVAL_CPU_THREADS (4). A GPU cell that fails (not a timeout) is run again on the CPU with
@@ -335,11 +335,11 @@ eval_cpt_groups() {
   wait
 }
 
-# The host's share with DEVICE=cuda: the methods the GPU session refuses (h2o, groups cptR) and a 1k cross-check of
+# The host's share with DEVICE=cuda: EVAL_CPU_METHODS (groups cptR) and a 1k cross-check of
 # the GPU's cells on the same models (groups xcheck, xcheckR).
 eval_cpu_group() {
   local POOL=${EVAL_CPU_JOBS:-2} L meth
-  for L in ${EVAL_CPU_LENGTHS:-1k 4k}; do for meth in ${EVAL_CPU_METHODS-h2o}; do
+  for L in ${EVAL_CPU_LENGTHS:-1k 4k}; do for meth in ${EVAL_CPU_METHODS-}; do
     cpt_cells eval_cpu_cell cpt "$meth" "$L"
   done; done
   for meth in ${EVAL_XCHECK-full gsa}; do
@@ -462,12 +462,12 @@ for r in $CPT_RATIOS; do
   fi
 done
 if [ "$DEVICE" = cpu ]; then
-  (eval_cpt_groups "${EVAL_METHODS:-full gist gsa streaming quest moba} ${EVAL_CPU_METHODS-h2o}" \
+  (eval_cpt_groups "${EVAL_METHODS:-full gist gsa streaming quest moba h2o} ${EVAL_CPU_METHODS-}" \
     "${EVAL_CPU_JOBS:-2}") > "$OUT/eval-cpt.log" 2>&1
 else
   eval_cpu_group > "$OUT/eval-cpu.log" 2>&1 &
   # In a subshell: its pool counts only its own cells, not the scratch chain or the host's cells.
-  (eval_cpt_groups "${EVAL_METHODS:-full gist gsa streaming quest moba}" "${EVAL_JOBS:-4}") \
+  (eval_cpt_groups "${EVAL_METHODS:-full gist gsa streaming quest moba h2o}" "${EVAL_JOBS:-4}") \
     > "$OUT/eval-cpt.log" 2>&1
 fi
 wait || true  # the scratch chain's evaluation and the host's cells
