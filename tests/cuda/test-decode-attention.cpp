@@ -3,8 +3,14 @@
 // standalone device binary).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <string>
+
+#include "backend/backend.h"
 #include "backend/cuda/decode-attention.h"
 #include "core/error.h"
+#include "core/rng.h"
+#include "cuda/cuda-test-util.h"
 #include "cuda/decode-checks.h"
 
 namespace gsa::cuda {
@@ -99,6 +105,63 @@ TEST_P(CudaDecodeKernel, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Matrix, CudaDecodeKernel, ::testing::ValuesIn(test::standard_cases()));
+
+// backend::decode_attention with weights (H2O): the CUDA backend's run_decode + run_decode_weights against the CPU
+// backend's kernel on the same pool and lists (fresh random data; the CPU reads the bf16 values the GPU reads):
+// outputs to 1e-4, every listed key's weight to 1e-5 absolute; and each (row, KV head) list's weights sum to the
+// group size (every query head's probabilities sum to 1), an empty list included. Head dims 32 / 64 / 128, GQA
+// groups 1-8, lists of 0 to 1500 keys (several splits), duplicates allowed.
+TEST(CudaDecodeWeights, EqualTheCpuBackendsWeights) {
+  REQUIRE_GPU();
+  const int P = 16, Hkv = 2, M = 3, frames = 128;  // pool: 2 P rows a frame, K rows first
+  for (dtype act : {dtype::f32, dtype::bf16})
+    for (int D : {32, 64, 128})
+      for (int G : {1, 3, 8}) {
+        SCOPED_TRACE(std::string(dtype_name(act)) + " D " + std::to_string(D) + " G " + std::to_string(G));
+        const int Hq = Hkv * G;
+        rng r(uint64_t(D * 10 + G));
+        Tensor pool({int64_t(frames) * 2 * P, Hkv, D}), q({M, Hq, D});
+        for (int64_t i = 0; i < pool.numel(); i++) pool.f32()[i] = r.normal();
+        for (int64_t i = 0; i < q.numel(); i++) q.f32()[i] = r.normal() * 0.5f;
+        if (act == dtype::bf16) {  // the values bf16 holds, for both sides
+          pool = pool.to(dtype::bf16).to(dtype::f32);
+          q = q.to(dtype::bf16).to(dtype::f32);
+        }
+        std::vector<int64_t> indptr(1, 0);
+        std::vector<int32_t> indices;
+        const int lengths[M * Hkv] = {0, 7, 300, 1500, 1, 64};
+        for (int l = 0; l < M * Hkv; l++) {
+          for (int j = 0; j < lengths[l]; j++) {
+            const int f = int(r.below(frames)), t = int(r.below(P));
+            indices.push_back(int32_t(f * 2 * P + t));  // a K row of frame f
+          }
+          indptr.push_back(int64_t(indices.size()));
+        }
+        backend& cpu = cpu_backend();
+        backend& gpu = get_backend(device::cuda, act);
+        Tensor out_ref({M, int64_t(Hq) * D});
+        std::vector<float> w_ref, w;
+        cpu.decode_attention(out_ref, q, pool, P, indptr, indices, nullptr, &w_ref);
+        Tensor gq = gpu.upload(q, act), gpool = gpu.upload(pool, act);
+        Tensor gout = gpu.alloc({M, int64_t(Hq) * D}, act);
+        gpu.decode_attention(gout, gq, gpool, P, indptr, indices, nullptr, &w);
+        const Tensor out = gout.host(dtype::f32);
+        double worst = 0;
+        for (int64_t i = 0; i < out.numel(); i++)
+          worst = std::max(worst, double(std::fabs(out.f32()[i] - out_ref.f32()[i])));
+        EXPECT_LE(worst, act == dtype::f32 ? 1e-4 : 2e-2) << "outputs";  // bf16 output rounding
+        ASSERT_EQ(w.size(), indices.size());
+        ASSERT_EQ(w_ref.size(), indices.size());
+        double worst_w = 0;
+        for (size_t e = 0; e < w.size(); e++) worst_w = std::max(worst_w, double(std::fabs(w[e] - w_ref[e])));
+        EXPECT_LE(worst_w, 1e-5) << "weights";
+        for (int l = 0; l < M * Hkv; l++) {
+          double sum = 0;
+          for (int64_t e = indptr[size_t(l)]; e < indptr[size_t(l) + 1]; e++) sum += w[size_t(e)];
+          EXPECT_NEAR(sum, lengths[l] ? double(G) : 0.0, 1e-4) << "list " << l;
+        }
+      }
+}
 
 }  // namespace
 }  // namespace gsa::cuda
