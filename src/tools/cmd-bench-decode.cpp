@@ -40,11 +40,9 @@ struct bench_args {
   int64_t gpu_kv_budget = 0;
   bool json = false;
   bool prefill = false;  // a preset's context prefilled for real (timed) instead of random K/V
+  std::string prefill_mode = "auto";  // gsa / hgsa: gist-mask or unfold (the presets train nothing: auto = gist-mask)
   device_options dev;
 };
-
-// The methods a GPU session runs so far (docs/decode.md): the default list on --device cuda.
-constexpr const char* kGpuMethods = "full,gsa,hgsa,gist,streaming,quest,moba";
 
 // Random-weight presets, each with a GSA config of chunks {16, 4} (or --chunks; gsa uses level 0, hgsa every
 // level; g = 1) and the gist ids at the top of the vocabulary:
@@ -98,6 +96,7 @@ struct cell {
   double ms_tok = 0, att_tok = 0, bytes_tok = 0, weight_passes = 0, gib = 0, pinned_gib = 0;
   double prefill_ms = 0;  // the first session's prefill, synchronised (0: random K/V)
   int prefill_passes = 0;  // its forward passes (--prefill-pass)
+  bool prefill_unfolded = false;  // every row unfolded (--prefill-mode)
   std::map<std::string, double> prefill_profile;  // GSA_TRAIN_PROFILE: its phases, ms (the device synchronised)
   int64_t budget = -1;
 };
@@ -117,6 +116,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
     o.ratio = a.ratio > 0 ? a.ratio : a.preset.empty() ? 0.0f : 16.0f;  // presets: L / 16, as every table so far
     o.gpu_kv_budget = a.gpu_kv_budget;
     o.prefill_pass = a.prefill_pass;
+    o.prefill = infer::prefill_mode_from_name(a.prefill_mode);
     ss.push_back(std::make_unique<infer::session>(m, o));
     infer::session& s = *ss.back();
     if (random_kv) {
@@ -178,6 +178,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
   c.budget = batch[0]->budget();
   c.prefill_ms = prefill_ms;
   c.prefill_passes = batch[0]->prefill_passes();
+  c.prefill_unfolded = batch[0]->prefill_unfolded();
   c.prefill_profile = std::move(prefill_profile);
   return c;
 }
@@ -201,8 +202,7 @@ int run_bench(const bench_args& a) {
   if (a.batch < 1 || a.batch > 1024) fail("--batch {} must be in 1 .. 1024", a.batch);
   auto lengths = parse_lengths(a.contexts, "--context");
   std::vector<infer::method> methods;
-  const bool on_gpu = a.dev.device != "cpu";
-  for (auto& n : split(on_gpu && a.methods == bench_args().methods ? kGpuMethods : a.methods))
+  for (auto& n : split(a.methods))
     methods.push_back(infer::method_from_name(n));
   std::vector<int> chunks;
   if (!a.chunks.empty()) {
@@ -257,6 +257,7 @@ int run_bench(const bench_args& a) {
         recs.back()["prefill_ms"] = c.prefill_ms;
         recs.back()["prefill_tokens_per_s"] = c.prefill_ms > 0 ? double(L) * 1000.0 / c.prefill_ms : 0.0;
         recs.back()["prefill_passes"] = c.prefill_passes;
+        recs.back()["prefill_unfolded"] = c.prefill_unfolded;
         if (!c.prefill_profile.empty()) recs.back()["prefill_profile_ms"] = c.prefill_profile;
       }
       if (!a.json)
@@ -301,6 +302,11 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
   sub->add_flag("--prefill", a.prefill,
                 "With --preset: prefill the context (random token ids) for real and report its tokens/s, instead of "
                 "filling the cache with random keys and values");
+  sub->add_option("--prefill-mode", a.prefill_mode,
+                  "With --prefill, gsa / hgsa: auto (the presets' models are not trained: the gist mask), "
+                  "gist-mask, unfold (every row selects and unfolds chunks, as an unfold-trained model prefills)")
+      ->check(CLI::IsMember({"auto", "gist-mask", "unfold"}))
+      ->capture_default_str();
   sub->add_option("--prefill-pass", a.prefill_pass,
                   "With --prefill: stream rows per forward pass of the prefill, any method and prefill mode "
                   "(bounds its activation memory; default 65536)")
