@@ -112,7 +112,7 @@ std::string translate_oniguruma(std::string_view p, const std::string& what) {
   return out;
 }
 
-regex::regex(const std::string& pattern, const std::string& what) {
+regex::regex(const std::string& pattern, const std::string& what) : pattern_(pattern), what_(what) {
   pcre2_compile_context* cc = pcre2_compile_context_create(nullptr);
   pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
   int err = 0;
@@ -154,7 +154,9 @@ void regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t
       if (js) pcre2_jit_stack_free(js);
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(rc, msg, sizeof msg);
-      fail("regex match failed: {}", reinterpret_cast<const char*>(msg));
+      fail("{}: the regex '{}' failed on a text of {} bytes: {} (a pattern that backtracks without bound? fix it "
+           "in the tokenizer file)",
+           what_, pattern_, text.size(), reinterpret_cast<const char*>(msg));
     }
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     size_t b = ov[0], e = ov[1];

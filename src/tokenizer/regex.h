@@ -26,6 +26,7 @@ class regex {
 
  private:
   void* code_ = nullptr;  // pcre2_code_8*
+  std::string pattern_, what_;  // for errors
 };
 
 }  // namespace gsa::tok

@@ -208,6 +208,21 @@ TEST(tokenizer, tiny_model_and_clear_errors) {
     j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", bad}}}, {"behavior", "Isolated"}};
     expect_error(j, "regex");
   }
+  // A pattern that backtracks without bound loads, and fails on a text that makes it do so with the file named.
+  j = tiny_tokenizer();
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       json::array({{{"type", "Split"}, {"pattern", {{"Regex", "(a|aa)+[bc]"}}}, {"behavior", "Isolated"}},
+                    {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}};
+  const tokenizer slow = tokenizer::from_json(j, "bad.json");
+  try {
+    slow.encode(std::string(200, 'a'));
+    ADD_FAILURE() << "no error";
+  } catch (const error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("backtracks"), std::string::npos) << e.what();
+  }
   EXPECT_THROW(tokenizer::load("/nonexistent/tokenizer"), error);
 }
 
