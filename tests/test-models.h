@@ -51,6 +51,14 @@ inline llama_model tiny_model(std::vector<int> chunk, bool with_gsa = true, uint
   return m;
 }
 
+// A model of config c with gsa config g as its "gsa" object, weights random (seed, std 0.3).
+inline llama_model model_with_gsa(model_config c, const gist::gsa_config& g, uint64_t seed) {
+  c.gsa = gist::gsa_config_to_json(g);
+  llama_model m(c);
+  m.init_random(seed, 0.3f);
+  return m;
+}
+
 // Random raw tokens below the gist ids.
 inline std::vector<int32_t> tiny_tokens(int n, uint64_t seed) {
   rng r(seed);

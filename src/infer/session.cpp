@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "backend/row-unfold.h"
 #include "core/error.h"
 #include "core/profile.h"
 #include "core/rng.h"
@@ -241,26 +242,17 @@ void session::run_prefill() {
   prefill_unfolded_ = unfold_prefill();
   prefill_plans_.clear();
   const int per_pass = opts_.prefill_pass > 0 ? opts_.prefill_pass : default_prefill_pass;
-  plan_provider plans;
   std::shared_ptr<const cpu::attn_plan> base;  // the plan of every layer, when they share one
-  std::unique_ptr<unfold_pass_plans> unfold_passes;  // an unfolding prefill of more rows than a pass
-  if (prefill_unfolded_ && T > per_pass) {
-    unfold_passes = std::make_unique<unfold_pass_plans>(m_, *model_cfg_, s_);
+  // The unfolding prefill: the unfold training forward's plans, with the model's own config (not the session's
+  // selection overrides), pass by pass (one pass: the whole stream).
+  std::unique_ptr<unfold_pass_plans> unfold;
+  if (prefill_unfolded_) {
+    unfold = std::make_unique<unfold_pass_plans>(m_, *model_cfg_, s_);
     if (opts_.record) prefill_plans_.resize(L);
-  } else if (prefill_unfolded_) {
-    // The unfold training forward itself, with the model's own config (not the session's selection overrides).
-    plan_provider inner = make_gsa_plans(m_, *model_cfg_, s_, gist::train_mode::unfold);
-    if (opts_.record) prefill_plans_.resize(L);
-    plans = [this, inner](int layer, const layer_qk& qk) {
-      cpu::attn_plan p = inner(layer, qk);
-      if (opts_.record) prefill_plans_[size_t(layer)] = p;
-      return p;
-    };
   } else {
     base = std::make_shared<cpu::attn_plan>(uses_gists(opts_.meth) ? gist::plan_compress(s_, *cfg_)
                                                                    : cpu::plan_causal(T, 0, 64));
     if (opts_.record) prefill_plans_.assign(L, *base);
-    plans = [base](int, const layer_qk&) { return *base; };
   }
   const int Hkv = int(m_.config.num_key_value_heads);
   const int Hq = int(m_.config.num_attention_heads), D = int(m_.config.head_dim);
@@ -274,12 +266,12 @@ void session::run_prefill() {
   // activation memory is bounded by the pass, not the context. A shared plan is cut into pieces
   // (cpu::plan_blocks); the unfolding prefill selects per pass from the pass's queries and every key before its
   // end (unfold_pass_plans), which is the selection of one pass.
-  const cpu::attn_plan* cut = unfold_passes ? &unfold_passes->base() : base.get();
+  const cpu::attn_plan& cut = unfold ? unfold->base() : *base;
   std::vector<std::pair<int, int>> blocks;  // the plan blocks of each pass (none: one pass, the whole plan)
-  if (cut && T > per_pass)
-    for (int b0 = 0, nb = cut->n_blocks(); b0 < nb;) {
+  if (T > per_pass)
+    for (int b0 = 0, nb = cut.n_blocks(); b0 < nb;) {
       int b1 = b0 + 1;
-      while (b1 < nb && cut->block_q[size_t(b1) + 1] - cut->block_q[size_t(b0)] <= per_pass) b1++;
+      while (b1 < nb && cut.block_q[size_t(b1) + 1] - cut.block_q[size_t(b0)] <= per_pass) b1++;
       blocks.emplace_back(b0, b1);
       b0 = b1;
     }
@@ -330,20 +322,26 @@ void session::run_prefill() {
   };
   const size_t passes = blocks.empty() ? 1 : blocks.size();
   for (size_t i = 0; i < passes; i++) {
-    plan_provider pass_plans = plans;
     if (!blocks.empty()) {
-      r0 = cut->block_q[size_t(blocks[i].first)];
-      r1 = cut->block_q[size_t(blocks[i].second)];
-      if (unfold_passes) {
-        pass_plans = [this, inner = unfold_passes->pass(r0, r1), r0](int layer, const layer_qk& qk) {
-          cpu::attn_plan p = inner(layer, qk);
-          if (opts_.record) append_pass_plan(prefill_plans_[size_t(layer)], p, r0);
-          return p;
-        };
-      } else {
-        auto part = std::make_shared<cpu::attn_plan>(cpu::plan_blocks(*base, blocks[i].first, blocks[i].second));
-        pass_plans = [part](int, const layer_qk&) { return *part; };
-      }
+      r0 = cut.block_q[size_t(blocks[i].first)];
+      r1 = cut.block_q[size_t(blocks[i].second)];
+    }
+    plan_provider pass_plans;
+    if (unfold) {
+      pass_plans = [this, inner = unfold->pass(r0, r1), r0, whole = blocks.empty()](int layer, const layer_qk& qk) {
+        cpu::attn_plan p = inner(layer, qk);
+        if (opts_.record) {
+          cpu::attn_plan& rec = prefill_plans_[size_t(layer)];
+          if (whole) rec = p;
+          else append_pass_plan(rec, p.unfold ? expand_row_unfold(p, *p.unfold, r0) : p, r0);
+        }
+        return p;
+      };
+    } else if (!blocks.empty()) {
+      auto part = std::make_shared<cpu::attn_plan>(cpu::plan_blocks(*base, blocks[i].first, blocks[i].second));
+      pass_plans = [part](int, const layer_qk&) { return *part; };
+    } else {
+      pass_plans = [base](int, const layer_qk&) { return *base; };
     }
     plan_provider stepped = [&](int layer, const layer_qk& qk) {
       if (layer > 0) take(layer - 1);

@@ -25,16 +25,21 @@
 namespace gsa::infer {
 namespace {
 
-// Head dim 64 (or head_dim), GQA 2 (or q_heads / 2), 3 layers, 2048 positions; chunk sizes as given.
-llama_model random_model(std::vector<int> chunk, uint64_t seed, float init_std, int q_heads = 4, int head_dim = 64) {
+// Head dim 64 (or head_dim), GQA 2 (or q_heads / 2), 3 layers, 2048 positions.
+model_config random_config(int q_heads = 4, int head_dim = 64) {
   model_config c = test::tiny_config(test::tiny_vocab, 3, 2048);
   c.hidden_size = 96;
   c.intermediate_size = 160;
   c.num_attention_heads = q_heads;
   c.num_key_value_heads = 2;
   c.head_dim = head_dim;
-  gist::gsa_config g = test::tiny_gsa(test::tiny_vocab, chunk);
-  c.gsa = gist::gsa_config_to_json(g);
+  return c;
+}
+
+// random_config with tiny_gsa's chunk sizes as given.
+llama_model random_model(std::vector<int> chunk, uint64_t seed, float init_std, int q_heads = 4, int head_dim = 64) {
+  model_config c = random_config(q_heads, head_dim);
+  c.gsa = gist::gsa_config_to_json(test::tiny_gsa(test::tiny_vocab, chunk));
   llama_model m(c);
   m.init_random(seed, init_std);
   return m;
@@ -200,17 +205,11 @@ TEST(CudaSession, UnfoldingPrefillPerRowInPassesAsOnePass) {
   REQUIRE_GPU();
   for (const std::vector<int>& chunk : {std::vector<int>{8}, std::vector<int>{4, 2}}) {
     SCOPED_TRACE(std::to_string(chunk.size()) + " levels");
-    model_config mc = test::tiny_config(test::tiny_vocab, 3, 2048);
-    mc.hidden_size = 96;
-    mc.intermediate_size = 160;
-    mc.head_dim = 64;
     gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, chunk);
     gc.mode = gist::train_mode::unfold;
     gc.select_per_token = true;
     gc.select = gist::select_rule::adaptive;
-    mc.gsa = gist::gsa_config_to_json(gc);
-    llama_model cpu_m(mc);
-    cpu_m.init_random(13, 0.3f);
+    llama_model cpu_m = test::model_with_gsa(random_config(), gc, 13);
     llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
     session_options o;
     o.meth = chunk.size() > 1 ? method::hgsa : method::gsa;
@@ -252,9 +251,7 @@ TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
     gc.gists_per_chunk = cs.g;
     gc.sink = cs.sink;
     gc.top_p = 0.5f;
-    mc.gsa = gist::gsa_config_to_json(gc);
-    llama_model cpu_m(mc);
-    cpu_m.init_random(21, 0.3f);
+    llama_model cpu_m = test::model_with_gsa(mc, gc, 21);
     llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
     session_options o;
     o.meth = cs.meth;

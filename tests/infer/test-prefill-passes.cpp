@@ -130,9 +130,7 @@ TEST(PrefillPasses, UnfoldingPrefillSelectsAsOnePass) {
     g.select_per_token = cs.per_token;
     g.select = cs.rule;
     g.topk = 2;
-    mc.gsa = gist::gsa_config_to_json(g);
-    llama_model m(mc);
-    m.init_random(7, 0.3f);
+    llama_model m = test::model_with_gsa(mc, g, 7);
     session_options o;
     o.meth = cs.chunk.size() > 1 ? method::hgsa : method::gsa;
     o.prefill = prefill_mode::automatic;  // the model's unfold mode

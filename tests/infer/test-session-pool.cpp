@@ -26,6 +26,15 @@ using test_runs::expect_error;
 using test_runs::expect_same;
 using test_runs::run;
 
+// The same recorded run on the host cache, then in pools on the CPU backend.
+std::pair<std::unique_ptr<session>, std::unique_ptr<session>> host_and_pool(const llama_model& m, session_options o,
+                                                                            int ctx, int question, int gen) {
+  o.kv_pool = false;
+  auto host = run(m, o, ctx, question, gen);
+  o.kv_pool = true;
+  return {std::move(host), run(m, o, ctx, question, gen)};
+}
+
 // The pool-mode cache itself, on the CPU backend: every appended row reads back at pool_row (K) and pool_row + P
 // (V) after the pool has grown several times, the gist tiles equal the host cache's, bytes count the pool.
 TEST(SessionPool, PoolRowsAndTilesReadBack) {
@@ -140,9 +149,7 @@ TEST(SessionPool, EqualsTheHostCacheBitForBit) {
     o.budget = cs.budget;
     o.prefill = cs.prefill;
     o.page_size = 4;
-    auto host = run(m, o, 37, 6, 12);
-    o.kv_pool = true;
-    auto pooled = run(m, o, 37, 6, 12);
+    auto [host, pooled] = host_and_pool(m, o, 37, 6, 12);
     ASSERT_GE(pooled->records().size(), 17u);
     expect_same(*host, *pooled);
     // Every method here builds its decode rows' lists through the backend (quest and moba: the page summaries
@@ -166,9 +173,7 @@ TEST(SessionPool, H2oEqualsTheHostCacheBitForBit) {
     o.meth = method::h2o;
     o.budget = budget;
     o.page_size = 4;
-    auto host = run(m, o, 60, 6, 16);
-    o.kv_pool = true;
-    auto pooled = run(m, o, 60, 6, 16);
+    auto [host, pooled] = host_and_pool(m, o, 60, 6, 16);
     ASSERT_GE(pooled->records().size(), 21u);
     expect_same(*host, *pooled);
     // Eviction happened: every list holds the budget (the row itself included), and older tokens were dropped
@@ -212,15 +217,11 @@ TEST(SessionPool, DecodeListsEqualTheHostSelectionUnderEveryRule) {
     gc.gists_per_chunk = cs.g;
     gc.sink = cs.sink;
     gc.top_p = 0.6f;
-    mc.gsa = gist::gsa_config_to_json(gc);
-    llama_model m(mc);
-    m.init_random(11, 0.3f);
+    llama_model m = test::model_with_gsa(mc, gc, 11);
     session_options o;
     o.meth = cs.meth;
     o.page_size = 4;
-    auto host = run(m, o, 45, 6, 14);
-    o.kv_pool = true;
-    auto pooled = run(m, o, 45, 6, 14);
+    auto [host, pooled] = host_and_pool(m, o, 45, 6, 14);
     expect_same(*host, *pooled);
     // Selection happened: some row unfolded chunks (a list longer than the gist mask of its row).
     size_t longest = 0;

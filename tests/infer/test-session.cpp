@@ -110,9 +110,7 @@ TEST(Session, UnfoldPrefillIsTheUnfoldTrainingForward) {
     g.mode = gist::train_mode::unfold;
     g.select_per_token = per_token;
     g.select = gist::select_rule::adaptive;
-    c.gsa = gist::gsa_config_to_json(g);
-    llama_model m(c);
-    m.init_random(7, 0.3f);
+    llama_model m = test::model_with_gsa(c, g, 7);
     const std::vector<int32_t> ctx = tokens(61, 1);
 
     const gist::stream str = gist::build_stream(ctx.data(), int(ctx.size()), g);
