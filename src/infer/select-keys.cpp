@@ -204,6 +204,11 @@ void session::h2o_init(int pos) {
   std::vector<std::vector<float>> w;
   std::vector<int64_t> indptr;
   std::vector<int32_t> indices;
+  // Window row r of layer l gave KV head h's keys 0 .. T - W + r the weights w.
+  auto add = [&](int l, int r, int h, const float* w) {
+    float* a = acc[size_t(l) * Hkv + h].data();
+    for (int j = 0; j <= T - W + r; j++) a[j] += w[j];
+  };
   for (int l = 0; l < L; l++) {
     const float* ql = h2o_obs_q_.data() + size_t(l) * W * Hq * D;
     if (cache_->pooled()) {
@@ -219,20 +224,13 @@ void session::h2o_init(int pos) {
       Tensor o = be.alloc({W, int64_t(Hq) * D}, be.act());
       be.decode_attention(o, q, cache_->pool(l), cache_->layout().page_size, indptr, indices, cache_->host(l), &flat);
       for (int r = 0; r < W; r++)
-        for (int h = 0; h < Hkv; h++) {
-          const int64_t e0 = indptr[size_t(r) * Hkv + h];
-          float* a = acc[size_t(l) * Hkv + h].data();
-          for (int j = 0; j <= T - W + r; j++) a[j] += flat[size_t(e0 + j)];
-        }
+        for (int h = 0; h < Hkv; h++) add(l, r, h, flat.data() + indptr[size_t(r) * Hkv + h]);
     } else {
       std::vector<std::vector<kv::kv_addr>> lists(Hkv);
       for (int r = 0; r < W; r++) {
         for (auto& x : lists) x.assign(addr_.begin(), addr_.begin() + (T - W + r + 1));
         decode_attention(out.data(), ql + size_t(r) * Hq * D, *cache_, l, lists, Hq, &w);
-        for (int h = 0; h < Hkv; h++) {
-          float* a = acc[size_t(l) * Hkv + h].data();
-          for (int j = 0; j <= T - W + r; j++) a[j] += w[size_t(h)][size_t(j)];
-        }
+        for (int h = 0; h < Hkv; h++) add(l, r, h, w[size_t(h)].data());
       }
     }
   }
