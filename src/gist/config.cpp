@@ -116,6 +116,11 @@ gsa_config gsa_config_from_json(const nlohmann::json& j) {
       if (s == "chunk") c.select_per_token = false;
       else if (s == "token") c.select_per_token = true;
       else fail("config.json gsa.train_select: unknown value '{}' (use \"chunk\" or \"token\")", s);
+    } else if (key == "unfold_select") {
+      std::string s = get_string(v, "unfold_select");
+      if (s == "walk") c.unfold_walk = true;
+      else if (s == "flat") c.unfold_walk = false;
+      else fail("config.json gsa.unfold_select: unknown value '{}' (use \"walk\" or \"flat\")", s);
     } else if (key == "train_mode") {
       const std::string m = get_string(v, "train_mode");
       if (m != "compress" && m != "unfold" && m != "suffix_unfold" && m != "suffix-unfold")
@@ -123,7 +128,7 @@ gsa_config gsa_config_from_json(const nlohmann::json& j) {
       c.mode = train_mode_from_name(m);
     } else {
       fail("config.json gsa: unknown key '{}' (known: chunk, gists_per_chunk, gist_token_ids, local_chunks, sink, "
-           "dense_layers, select, topk, top_p, group_scoring, gists, train_mode, train_select)",
+           "dense_layers, select, topk, top_p, group_scoring, gists, train_mode, train_select, unfold_select)",
            key);
     }
   }
@@ -148,6 +153,7 @@ nlohmann::json gsa_config_to_json(const gsa_config& c) {
   j["gists"] = c.gists_all ? "all" : "selected";
   j["train_mode"] = train_mode_name(c.mode);
   j["train_select"] = c.select_per_token ? "token" : "chunk";
+  j["unfold_select"] = c.unfold_walk ? "walk" : "flat";
   return j;
 }
 

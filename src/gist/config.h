@@ -29,6 +29,11 @@ struct gsa_config {
   // over its rows (DESIGN 1.5); true = each row selects for itself from its own query, as decoding does, so no
   // row's selection depends on the rows after it ("train_select": "chunk" | "token").
   bool select_per_token = false;
+  // How a hierarchy (levels() > 1) selects in training and in the unfolding prefill: true = the top-down walk of
+  // gist::select_hierarchical (score the top-level units, keep k, score only their children, ...), as hgsa
+  // decodes, so the higher-level gists learn to route; false = flat top-k over every level-0 chunk's gists (the
+  // only rule before; the gsa method decodes that way). "unfold_select": "walk" | "flat". One level: the same.
+  bool unfold_walk = true;
   // Not part of config.json: a session's --ratio r, which the adaptive rule then uses instead of ratio() (so that
   // gsa / hgsa get the same L / r budget as the baselines); 0: ratio().
   float budget_ratio = 0;

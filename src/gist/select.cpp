@@ -177,6 +177,34 @@ hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std:
   return res;
 }
 
+std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, const float* k, int Tk, int Hq, int Hkv,
+                                               int D, const std::vector<std::vector<int32_t>>& gist_begin, int chunk,
+                                               int n_cand, const gsa_config& cfg,
+                                               std::vector<std::vector<float>>* scores) {
+  const int levels = walks(cfg) ? cfg.levels() : 1, g = cfg.gists_per_chunk, G = Hq / Hkv;
+  const int64_t raw_before = int64_t(chunk) * cfg.chunk[0];
+  GSA_ASSERT(int(gist_begin.size()) >= levels, "select_block: gist tables for {} levels, {} needed", gist_begin.size(),
+             levels);
+  std::vector<std::vector<float>> own;
+  std::vector<std::vector<float>>& sc = scores ? *scores : own;
+  sc.assign(size_t(levels), {});
+  for (int l = 0; l < levels; l++) {
+    const int n = std::max(0, n_cand) / chunks_per_unit(cfg, l);
+    GSA_ASSERT(n <= int(gist_begin[size_t(l)].size()), "select_block: {} level-{} units, {} with gists", n, l,
+               gist_begin[size_t(l)].size());
+    sc[size_t(l)].resize(size_t(Hq) * n);
+    if (n > 0) score_units(sc[size_t(l)].data(), q_rows, rows, Hq, k, Tk, Hkv, D, gist_begin[size_t(l)].data(), n, g);
+  }
+  if (levels == 1) return select_chunks(sc[0].data(), Hq, Hkv, n_cand, raw_before, cfg);
+  const unit_scorer from_tables = [&](int level, int kv_head, const std::vector<int32_t>& units, float* out) {
+    const std::vector<float>& s = sc[size_t(level)];
+    const size_t n = s.size() / size_t(Hq);
+    for (int j = 0; j < G; j++)
+      for (size_t i = 0; i < units.size(); i++) out[j * units.size() + i] = s[size_t(kv_head * G + j) * n + units[i]];
+  };
+  return select_hierarchical(n_cand, Hq, Hkv, hierarchy_k(cfg, raw_before, G, n_cand), cfg, from_tables).chunks;
+}
+
 std::vector<int> hierarchy_k(const gsa_config& cfg, int64_t raw_before, int group_size, int n_candidates) {
   int k = INT_MAX;
   if (cfg.select == select_rule::fixed) k = std::max(0, cfg.topk);

@@ -71,6 +71,20 @@ hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std:
                                    const gsa_config& cfg, const unit_scorer& score,
                                    const level_selector& select = {});
 
+// One selecting block of a training plan or an unfolding prefill (model/gsa-plans.cpp's select_for_blocks on the
+// host, and the reference of the GPU selection): the block's rows q_rows (rows, Hq, D) in level-0 chunk `chunk`,
+// n_cand candidate chunks, keys k (Tk, Hkv, D) at stream positions, gist_begin = stream::unit_gist_tables.
+// One level, or cfg.unfold_walk false: score_units over the n_cand chunks, then select_chunks. Several levels with
+// cfg.unfold_walk: every level's whole units [0, n_cand / P_l) are scored the same way and select_hierarchical
+// walks them top-down with hierarchy_k (the decode walk of hgsa, over scores computed up front). Per KV head,
+// ascending chunk ids. scores (optional) gets level l's scores (Hq, n_cand / P_l) at [l] (only level 0 when flat).
+std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, const float* k, int Tk, int Hq, int Hkv,
+                                               int D, const std::vector<std::vector<int32_t>>& gist_begin, int chunk,
+                                               int n_cand, const gsa_config& cfg,
+                                               std::vector<std::vector<float>>* scores = nullptr);
+// Whether select_block walks for cfg.
+inline bool walks(const gsa_config& cfg) { return cfg.levels() > 1 && cfg.unfold_walk; }
+
 // k per level for select_hierarchical: fixed -> topk at every level; adaptive -> the flat adaptive_k at every
 // level (a beam as wide as the number of chunks wanted, so each chunk may come from a different group);
 // top_p -> unused (the count is taken by mass).

@@ -30,6 +30,15 @@ int unit_gist_position(const stream& s, const gsa_config& cfg, int level, int un
   return s.chunk_gist_begin[last] + level * cfg.gists_per_chunk;
 }
 
+std::vector<std::vector<int32_t>> unit_gist_tables(const stream& s, const gsa_config& cfg) {
+  std::vector<std::vector<int32_t>> t(size_t(cfg.levels()));
+  for (int l = 0; l < cfg.levels(); l++) {
+    t[size_t(l)].resize(size_t(unit_count(s, cfg, l)));
+    for (int u = 0; u < int(t[size_t(l)].size()); u++) t[size_t(l)][size_t(u)] = unit_gist_position(s, cfg, l, u);
+  }
+  return t;
+}
+
 stream build_stream(const int32_t* raw, int n, const gsa_config& cfg) {
   cfg.validate();
   if (n < 0) fail("build_stream: negative token count {}", n);

@@ -49,6 +49,9 @@ int chunks_per_unit(const gsa_config& cfg, int level);
 int unit_count(const stream& s, const gsa_config& cfg, int level);
 // Stream position of the first of the g gists of level-l unit u, or -1 if that unit is not complete.
 int unit_gist_position(const stream& s, const gsa_config& cfg, int level, int unit);
+// Every level's gist positions: [l][u] = unit_gist_position(s, cfg, l, u) for the complete level-l units (level 0:
+// the complete chunks' chunk_gist_begin), the tables gist::select_block scores from.
+std::vector<std::vector<int32_t>> unit_gist_tables(const stream& s, const gsa_config& cfg);
 // Number of complete level-0 chunks (those followed by gists).
 int complete_chunk_count(const stream& s);
 // Stream position of raw token t (0 <= t < raw count), given c_0.

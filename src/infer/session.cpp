@@ -11,6 +11,7 @@
 #include "core/profile.h"
 #include "core/rng.h"
 #include "gist/plan.h"
+#include "gist/select.h"
 #include "model/gsa-plans.h"
 
 namespace gsa::infer {
@@ -388,8 +389,10 @@ bool session::decode_matches_prefill() const {
   switch (opts_.meth) {
     case method::full:
     case method::gist: return true;
-    case method::gsa:
-      return unfold_prefill() && model_cfg_->select_per_token && opts_.topk < 0 && opts_.budget < 0;
+    case method::gsa:   // flat top-k, as the model selects when it does not walk (one level, or unfold_select flat)
+    case method::hgsa:  // the walk, as a hierarchy selects with unfold_select walk
+      return unfold_prefill() && model_cfg_->select_per_token && opts_.topk < 0 && opts_.budget < 0 &&
+             (opts_.meth == method::hgsa) == gist::walks(*model_cfg_);
     default: return false;
   }
 }

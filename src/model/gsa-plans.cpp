@@ -30,21 +30,18 @@ void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const 
   const int Hq = int(m.config.num_attention_heads), Hkv = int(m.config.num_key_value_heads);
   const int D = int(m.config.head_dim), Tk = int(qk.k.dim(0));
   const int n_complete = gist::complete_chunk_count(s);
-  const int c0 = cfg.chunk[0];
+  const std::vector<std::vector<int32_t>> gist_begin = gist::unit_gist_tables(s, cfg);
   selected.assign(size_t(nb - b_begin) * Hkv, {});
   unfolds.assign(nb, 0);
-  std::vector<float> scores;
-#pragma omp parallel for schedule(dynamic) private(scores)
+#pragma omp parallel for schedule(dynamic)
   for (int b = b_begin; b < nb; b++) {
     const int r0 = base.block_q[b], r1 = base.block_q[b + 1];
     if (s.level[r0] > 0) continue;  // higher-level gist blocks keep the gist mask
     const int chunk = s.chunk[r0];
     const int n_cand = gist::candidate_count(chunk, n_complete, cfg.local_chunks);
     if (n_cand <= 0) continue;
-    scores.resize(size_t(Hq) * n_cand);
-    gist::score_units(scores.data(), q + size_t(r0 - q_row0) * Hq * D, r1 - r0, Hq, k, Tk, Hkv, D,
-                      s.chunk_gist_begin.data(), n_cand, cfg.gists_per_chunk);
-    auto sel = gist::select_chunks(scores.data(), Hq, Hkv, n_cand, int64_t(chunk) * c0, cfg);
+    auto sel = gist::select_block(q + size_t(r0 - q_row0) * Hq * D, r1 - r0, k, Tk, Hq, Hkv, D, gist_begin, chunk,
+                                  n_cand, cfg);
     for (int h = 0; h < Hkv; h++) selected[size_t(b - b_begin) * Hkv + h] = std::move(sel[h]);
     unfolds[b] = 1;
   }

@@ -24,7 +24,8 @@ std::string error_of(const nlohmann::json& j) {
 TEST(GistConfig, ParseAllKeys) {
   auto j = nlohmann::json::parse(R"({"chunk": [8, 4], "gists_per_chunk": 2, "gist_token_ids": [100, 101],
     "local_chunks": 2, "sink": 4, "dense_layers": [0, 1], "select": "top_p", "topk": 7, "top_p": 0.5,
-    "group_scoring": true, "gists": "all", "train_mode": "suffix_unfold", "train_select": "token"})");
+    "group_scoring": true, "gists": "all", "train_mode": "suffix_unfold", "train_select": "token",
+    "unfold_select": "flat"})");
   gsa_config c = gsa_config_from_json(j);
   EXPECT_EQ(c.chunk, (std::vector<int>{8, 4}));
   EXPECT_EQ(c.levels(), 2);
@@ -40,6 +41,7 @@ TEST(GistConfig, ParseAllKeys) {
   EXPECT_TRUE(c.gists_all);
   EXPECT_EQ(c.mode, train_mode::suffix_unfold);
   EXPECT_TRUE(c.select_per_token);
+  EXPECT_FALSE(c.unfold_walk);
   EXPECT_FLOAT_EQ(c.ratio(), 16.0f);  // 8 x 4 raw tokens per top-level unit, 2 gists each
 
   // Round trip through emit.
@@ -49,6 +51,7 @@ TEST(GistConfig, ParseAllKeys) {
   EXPECT_EQ(d.mode, c.mode);
   EXPECT_EQ(d.gists_all, c.gists_all);
   EXPECT_TRUE(d.select_per_token);
+  EXPECT_FALSE(d.unfold_walk);
 }
 
 TEST(GistConfig, ScalarChunkAndDefaults) {
@@ -62,7 +65,9 @@ TEST(GistConfig, ScalarChunkAndDefaults) {
   EXPECT_FALSE(c.gists_all);
   EXPECT_EQ(c.mode, train_mode::compress);
   EXPECT_FALSE(c.select_per_token);
+  EXPECT_TRUE(c.unfold_walk);  // a hierarchy trains and prefills with the walk hgsa decodes with
   auto j = gsa_config_to_json(c);
+  EXPECT_EQ(j["unfold_select"], "walk");
   EXPECT_EQ(j["train_select"], "chunk");
   EXPECT_TRUE(j["chunk"].is_number_integer());
   EXPECT_EQ(j["gists"], "selected");
@@ -81,6 +86,7 @@ TEST(GistConfig, Errors) {
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"select", "best"}}).find("select"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"gists", "some"}}).find("gists"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"train_select", "row"}}).find("train_select"), std::string::npos);
+  EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"unfold_select", "tree"}}).find("unfold_select"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"top_p", 1.5}}).find("top_p"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"topk", "4"}}).find("topk"), std::string::npos);
   EXPECT_NE(error_of({{"gist_token_ids", {5}}, {"train_mode", "dense"}}).find("dense"), std::string::npos);

@@ -202,3 +202,51 @@ TEST(GistSelect, HierarchyK) {
   EXPECT_EQ(hierarchy_k(cfg, 256, 1, 100), (std::vector<int>{1, 1}));   // r = 64: 256 / 64 / 16 + 1
   EXPECT_EQ(hierarchy_k(cfg, 1024, 1, 100), (std::vector<int>{2, 2}));
 }
+
+// select_block, the training / prefill selection of one block, on a real stream: with one level (or
+// unfold_select flat) it is score_units + select_chunks over the level-0 gists; with two levels it walks: the
+// level-1 gists decide which groups' chunks may be picked at all. Keys are built so that the best chunk by its own
+// gist sits in the group whose level-1 gist scores worst: flat picks it, the walk cannot.
+TEST(GistSelect, SelectBlockWalksTheHierarchyOrSelectsFlat) {
+  auto cfg = make_cfg({2, 2}, 1);
+  cfg.select = select_rule::fixed;
+  cfg.topk = 1;
+  cfg.local_chunks = 1;
+  const int n_raw = 20;  // 10 chunks of 2, 5 level-1 units
+  std::vector<int32_t> raw(n_raw, 5);
+  const stream s = build_stream(raw.data(), n_raw, cfg);
+  const auto tables = unit_gist_tables(s, cfg);
+  ASSERT_EQ(tables.size(), 2u);
+  ASSERT_EQ(tables[0].size(), 10u);
+  ASSERT_EQ(tables[1].size(), 5u);
+  for (int u = 0; u < 5; u++) EXPECT_EQ(tables[1][u], unit_gist_position(s, cfg, 1, u));
+  // D 2, one head: q = (1, 0). A level-0 gist's key is (score, 0); a level-1 gist's key is (score, 0) too.
+  const int D = 2, T = s.size();
+  std::vector<float> k(size_t(T) * D, 0.0f);
+  const float chunk_score[10] = {1, 2, 9, 1, 3, 4, 1, 1, 1, 1};  // chunk 2 best alone, in unit 1
+  const float unit_score[5] = {2, -5, 6, 1, 1};                   // unit 1 worst, unit 2 (chunks 4, 5) best
+  for (int c = 0; c < 10; c++) k[size_t(tables[0][c]) * D] = chunk_score[c];
+  for (int u = 0; u < 5; u++) k[size_t(tables[1][u]) * D] = unit_score[u];
+  const std::vector<float> q = {1, 0};
+  const int chunk = 9, n_cand = candidate_count(chunk, complete_chunk_count(s), cfg.local_chunks);  // 8
+  ASSERT_EQ(n_cand, 8);
+  std::vector<std::vector<float>> scores;
+  const VV walked = select_block(q.data(), 1, k.data(), T, 1, 1, D, tables, chunk, n_cand, cfg, &scores);
+  ASSERT_EQ(scores.size(), 2u);
+  EXPECT_EQ(scores[1].size(), 4u);  // units 0..3 are whole inside the 8 candidates
+  EXPECT_FLOAT_EQ(scores[1][2], 6.0f / std::sqrt(2.0f));
+  EXPECT_EQ(walked, (VV{{5}}));  // unit 2 kept (topk 1), then its better chunk
+  cfg.unfold_walk = false;
+  EXPECT_EQ(select_block(q.data(), 1, k.data(), T, 1, 1, D, tables, chunk, n_cand, cfg), (VV{{2}}));
+  EXPECT_FALSE(walks(cfg));
+  // One level: the walk setting changes nothing.
+  auto one = make_cfg({2}, 1);
+  one.select = select_rule::fixed;
+  one.topk = 1;
+  EXPECT_FALSE(walks(one));
+  const stream s1 = build_stream(raw.data(), n_raw, one);
+  const auto t1 = unit_gist_tables(s1, one);
+  std::vector<float> k1(size_t(s1.size()) * D, 0.0f);
+  for (int c = 0; c < 10; c++) k1[size_t(t1[0][c]) * D] = chunk_score[c];
+  EXPECT_EQ(select_block(q.data(), 1, k1.data(), s1.size(), 1, 1, D, t1, chunk, n_cand, one), (VV{{2}}));
+}

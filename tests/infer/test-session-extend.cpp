@@ -150,7 +150,8 @@ TEST(SessionExtend, EqualsPrefillWhereDecodingEqualsPrefill) {
   };
   const prefill_case cases[] = {
       {&unfold, method::full, true},  {&unfold, method::gist, true},       {&unfold, method::gsa, true},
-      {&levels, method::gist, true},  {&levels, method::gsa, true},        {&plain, method::gsa, false},
+      {&levels, method::gist, true},  {&levels, method::hgsa, true},       {&levels, method::gsa, false},
+      {&plain, method::gsa, false},
       {&unfold, method::hgsa, false}, {&unfold, method::streaming, false}, {&unfold, method::quest, false},
       {&unfold, method::moba, false}, {&unfold, method::h2o, false}};
   const auto ctx = tiny_tokens(kContext + kMore, 5);
