@@ -52,6 +52,7 @@ struct sel_case {
   int64_t scratch = 0;         // select_args::max_scratch_scores
   bool integer_data = false;   // small integers (exact scores, many ties) and some NaN gist keys
   int pad = 0;                 // > 0: q and k rows padded by this many elements (select_args row strides)
+  bool walk = true;            // gsa_config::unfold_walk (a hierarchy walks top-down, else flat)
 };
 
 gist::gsa_config make_cfg(const sel_case& c) {
@@ -64,15 +65,18 @@ gist::gsa_config make_cfg(const sel_case& c) {
   cfg.select = c.rule;
   cfg.topk = c.topk;
   cfg.group_scoring = c.group_scoring;
+  cfg.unfold_walk = c.walk;
   return cfg;
 }
 
-// The CPU reference, written as select_for_blocks; also keeps each selecting block's scores (Hq, n_cand).
+// The CPU reference, written as select_for_blocks (gist::select_block: flat, or the walk of a hierarchy); also
+// keeps each selecting block's level-0 scores (Hq, n_cand).
 void cpu_select(const gist::gsa_config& cfg, const gist::stream& s, const cpu::attn_plan& plan, int b_begin,
                 const float* q, const float* k, int Hq, int Hkv, int D, std::vector<std::vector<int32_t>>& selected,
                 std::vector<uint8_t>& unfolds, std::vector<std::vector<float>>& scores) {
   const int T = s.size(), nb = plan.n_blocks();
   const int n_complete = gist::complete_chunk_count(s);
+  const std::vector<std::vector<int32_t>> tables = gist::unit_gist_tables(s, cfg);
   selected.assign(size_t(nb - b_begin) * Hkv, {});
   unfolds.assign(size_t(nb), 0);
   scores.assign(size_t(nb), {});
@@ -82,11 +86,10 @@ void cpu_select(const gist::gsa_config& cfg, const gist::stream& s, const cpu::a
     const int chunk = s.chunk[r0];
     const int n_cand = gist::candidate_count(chunk, n_complete, cfg.local_chunks);
     if (n_cand <= 0) continue;
-    auto& sc = scores[size_t(b)];
-    sc.resize(size_t(Hq) * n_cand);
-    gist::score_units(sc.data(), q + size_t(r0) * Hq * D, r1 - r0, Hq, k, T, Hkv, D, s.chunk_gist_begin.data(),
-                      n_cand, cfg.gists_per_chunk);
-    auto sel = gist::select_chunks(sc.data(), Hq, Hkv, n_cand, int64_t(chunk) * cfg.chunk[0], cfg);
+    std::vector<std::vector<float>> levels;
+    auto sel = gist::select_block(q + size_t(r0) * Hq * D, r1 - r0, k, T, Hq, Hkv, D, tables, chunk, n_cand, cfg,
+                                  &levels);
+    scores[size_t(b)] = std::move(levels[0]);
     for (int h = 0; h < Hkv; h++) selected[size_t(b - b_begin) * Hkv + h] = std::move(sel[h]);
     unfolds[size_t(b)] = 1;
   }
@@ -130,7 +133,8 @@ void check_case(const sel_case& c, uint64_t seed) {
                                     << " local " << c.local << " rule " << gist::select_rule_name(c.rule)
                                     << " group " << c.group_scoring << " Hq/Hkv " << c.Hq << "/" << c.Hkv << " D "
                                     << c.D << (c.bf16 ? " bf16" : " f32")
-                                    << (c.per_token ? " per-token" : " per-chunk") << " n " << c.n_raw);
+                                    << (c.per_token ? " per-token" : " per-chunk") << " n " << c.n_raw
+                                    << (c.walk ? " walk" : " flat"));
   const gist::gsa_config cfg = make_cfg(c);
   std::vector<int32_t> raw(size_t(c.n_raw), 7);
   const gist::stream s = gist::build_stream(raw.data(), c.n_raw, cfg);
@@ -407,6 +411,45 @@ TEST(CudaSelect, HierarchySkipsHigherLevelGistBlocks) {
   check_case(c, 7);
   c.per_token = true;
   check_case(c, 8);
+}
+
+// The training walk of a hierarchy (gist::select_block, select-walk.cu): the level-l units scored per block, the
+// top-down walk per (block, KV head), equal to the CPU's; beside the flat selection over the same levels.
+TEST(CudaSelect, HierarchyWalksAsTheCpu) {
+  sel_case c;
+  c.chunk = {4, 4};
+  c.Hq = 8;
+  c.Hkv = 2;
+  c.bf16 = true;
+  c.n_raw = 1200;
+  check_case(c, 21);  // adaptive, per token: 16 x 16 tokens per level-1 unit
+  c.walk = false;
+  check_case(c, 21);
+  c.walk = true;
+  c.per_token = false;
+  c.rule = select_rule::fixed;
+  c.topk = 2;
+  check_case(c, 22);
+}
+
+TEST(CudaSelect, HierarchyWalkThreeLevelsGroupScoringAndTies) {
+  sel_case c;
+  c.chunk = {2, 2, 3};
+  c.rule = select_rule::fixed;
+  c.topk = 2;
+  c.group_scoring = true;
+  c.Hq = 4;
+  c.Hkv = 2;
+  c.n_raw = 700;
+  check_case(c, 23);
+  c.group_scoring = false;
+  c.integer_data = true;  // exact scores, many ties at every level: the lower unit wins on both sides
+  c.chunk = {4, 2};
+  check_case(c, 24);
+  c.scratch = 4096;  // batches: every level's scores restart with the batch
+  c.integer_data = false;
+  c.rule = select_rule::adaptive;
+  check_case(c, 25);
 }
 
 TEST(CudaSelect, OddHeadDimUsesTheScalarPath) {

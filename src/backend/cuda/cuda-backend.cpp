@@ -16,7 +16,6 @@
 #include "backend/cuda/select.h"
 #include "backend/row-unfold.h"
 #include "gist/stream.h"
-#include "gist/select.h"
 #include "core/error.h"
 #include "core/profile.h"
 
@@ -185,7 +184,7 @@ class cuda_impl final : public backend {
   std::shared_ptr<const row_unfold> select_rows(const Tensor& q, const Tensor& k, const cpu::attn_plan& rows,
                                                 int b_begin, const gist::stream& s, const gist::gsa_config& cfg,
                                                 std::shared_ptr<void>* reuse, int row0) override {
-    if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(s, cfg) || gist::walks(cfg)) return nullptr;
+    if (cfg.select == gist::select_rule::top_p || !row_unfold_applies(s, cfg)) return nullptr;
     const bool prof = profile_on();
     const double t0 = prof ? profile_clock_ms() : 0;
     select_args a = selection_args(q, k, rows, b_begin, s, cfg);
@@ -249,8 +248,7 @@ class cuda_impl final : public backend {
   bool select_chunks(const Tensor& q, const Tensor& k, int q_row0, const cpu::attn_plan& base, int b_begin,
                      int b_end, const gist::stream& s, const gist::gsa_config& cfg,
                      std::vector<std::vector<int32_t>>& selected, std::vector<uint8_t>& unfolds) override {
-    // No top-p kernel yet, nor the training walk of a hierarchy: the host selects.
-    if (cfg.select == gist::select_rule::top_p || gist::walks(cfg)) return false;
+    if (cfg.select == gist::select_rule::top_p) return false;  // no top-p kernel yet: the host selects
     select_args a = selection_args(q, k, base, b_begin, s, cfg);
     a.q_row0 = q_row0;
     a.n_blocks = b_end;

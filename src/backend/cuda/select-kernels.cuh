@@ -1,5 +1,6 @@
-// The GPU selection kernels' shared parts (select.cu: the training blocks; select-decode.cu: one decode row per
-// session): thread counts, the order key and the exact radix top-k of one row of scores. Internal to those two.
+// The GPU selection kernels' shared parts (select.cu: the training blocks; select-walk.cu: their hierarchical walk;
+// select-decode.cu: one decode row per session): thread counts, the order key and the exact radix top-k of one row
+// of scores (a CTA's or a warp's). Internal to those three.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -190,6 +191,68 @@ __device__ void select_row_staged(const float* __restrict__ s, int n, int k, uin
   for (int i = threadIdx.x; i < n; i += blockDim.x) staged[i] = order_key(s[i]);
   __syncthreads();
   select_row_keys([&](int i) { return staged[i]; }, n, k, mask, sm);
+}
+
+// ---- top-k of one row by one warp (per-token selection's many short lists) ----
+// Sets in mask the bits of the top k of the n keys key_at(0 .. n-1) (order_key's; key descending, then index
+// ascending), with a 256-int histogram in shared memory; the caller handles k <= 0 and k >= n.
+template <class KeyAt>
+__device__ void warp_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int* hist, int lane) {
+  uint32_t prefix = 0;
+  int remaining = k;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
+    for (int i = lane; i < 256; i += 32) hist[i] = 0;
+    __syncwarp();
+    for (int i0 = 0; i0 < n; i0 += 32) radix_count_keys(key_at, i0 + lane, n, prefix, high, shift, hist, lane);
+    __syncwarp();
+    uint32_t np = 0;
+    int nr = 0;
+    const bool owner = radix_find_bin(hist, lane, remaining, prefix, shift, np, nr);
+    const int src = __ffs(__ballot_sync(0xffffffffu, owner)) - 1;
+    prefix = __shfl_sync(0xffffffffu, np, src);
+    remaining = __shfl_sync(0xffffffffu, nr, src);
+    __syncwarp();  // hist is cleared by the next pass
+  }
+  const uint32_t kth = prefix;
+  int taken_ties = 0;
+  for (int i0 = 0; i0 < n; i0 += 32) {
+    const int i = i0 + lane;
+    const uint32_t key = i < n ? key_at(i) : 0u;
+    const bool tie = i < n && key == kth;
+    const unsigned ties = __ballot_sync(0xffffffffu, tie);
+    const int before = __popc(ties & ((1u << lane) - 1u));
+    const unsigned bits = __ballot_sync(0xffffffffu, (i < n && key > kth) || (tie && taken_ties + before < remaining));
+    if (lane == 0) mask[i0 >> 5] |= bits;
+    taken_ties += __popc(ties);
+  }
+  __syncwarp();
+}
+
+// The set bits of mask (words words) as ascending ids into out (at most cap written), by one warp: 32 words at a
+// time, a warp scan of their counts. Returns the number of set bits (on every lane).
+__device__ __forceinline__ int warp_emit_ids(const uint32_t* mask, int words, int32_t* out, int cap, int lane) {
+  int at = 0;
+  for (int w0 = 0; w0 < words; w0 += 32) {
+    const int w = w0 + lane;
+    uint32_t m = w < words ? mask[w] : 0u;
+    const int cnt = __popc(m);
+    int incl = cnt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
+    }
+    int pos = at + incl - cnt;
+    while (m) {
+      const int bit = __ffs(m) - 1;
+      m &= m - 1;
+      if (pos < cap) out[pos] = w * 32 + bit;
+      pos++;
+    }
+    at += __shfl_sync(0xffffffffu, incl, 31);
+  }
+  return at;
 }
 
 inline std::string launch_error(const char* kernel, cudaError_t e) {

@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 
 #include "backend/cuda/ops-internal.h"
 #include "backend/cuda/runtime.h"
 #include "core/error.h"
 #include "core/profile.h"
 #include "gist/select.h"
+#include "gist/stream.h"
 
 namespace gsa::cuda {
 
@@ -21,6 +23,11 @@ namespace gsa::cuda {
 // the gist rules themselves. Blocks keep global row numbers; score and id offsets are relative to their batch.
 struct selection_plan {
   std::vector<select_detail::block_desc> blocks;
+  // The training walk (gist::walks(cfg)): per level l >= 1 (at [l - 1]) the blocks' tables over the whole level-l
+  // units (n_cand = level-0 n_cand / P_l, score_off into that level's scores) and the units' gist positions.
+  std::vector<std::vector<select_detail::block_desc>> upper;
+  std::vector<std::vector<int32_t>> upper_gist;
+  std::vector<int64_t> upper_max_scores;
   std::vector<int> which;                // block id of each selecting block
   std::vector<size_t> batch_begin{0};    // batches [batch_begin[i], batch_begin[i + 1])
   int max_cand = 0, max_rows = 0, max_cap = 0;
@@ -112,17 +119,53 @@ selection_plan plan_selection(const select_args& a, std::vector<uint8_t>* unfold
     if (pos < 0 || pos + g > Tk)
       fail("GPU chunk selection: gists of candidate chunk {} at [{}, {}) outside the {} keys", u, pos, pos + g, Tk);
   }
+  const int up_levels = gist::walks(cfg) ? cfg.levels() - 1 : 0;
+  if (up_levels > 0) {
+    if (cfg.levels() > select_detail::walk_args::max_levels)
+      fail("GPU chunk selection: the walk handles at most {} levels, the config has {}",
+           select_detail::walk_args::max_levels, cfg.levels());
+    if (p.max_cand > select_detail::walk_max_candidates)
+      fail("GPU chunk selection: the hierarchical walk handles at most {} candidate chunks per row, this plan has {}; "
+           "use a larger chunk[0], gsa.unfold_select \"flat\", or the CPU selection",
+           select_detail::walk_max_candidates, p.max_cand);
+    p.upper.assign(size_t(up_levels), p.blocks);
+    p.upper_gist.assign(size_t(up_levels), {});
+    p.upper_max_scores.assign(size_t(up_levels), 0);
+    for (int l = 1; l <= up_levels; l++) {
+      const int P = gist::chunks_per_unit(cfg, l);
+      for (auto& d : p.upper[size_t(l - 1)]) d.n_cand = d.n_cand / P;
+      auto& gb = p.upper_gist[size_t(l - 1)];
+      gb.resize(size_t(p.max_cand / P));
+      for (int u = 0; u < int(gb.size()); u++) {  // gist::unit_gist_position from the chunks' table
+        const int pos = a.chunk_gist_begin[int64_t(u + 1) * P - 1] + l * g;
+        if (pos < 0 || pos + g > Tk)
+          fail("GPU chunk selection: gists of level-{} unit {} at [{}, {}) outside the {} keys", l, u, pos, pos + g,
+               Tk);
+        gb[size_t(u)] = pos;
+      }
+    }
+  }
   int64_t s_off = 0, i_off = 0;
+  std::vector<int64_t> up_off(size_t(up_levels), 0);
   for (size_t i = 0; i < p.blocks.size(); i++) {
-    const int64_t ns = int64_t(a.Hq) * p.blocks[i].n_cand, ni = int64_t(a.Hkv) * p.blocks[i].cap;
+    int64_t ns = int64_t(a.Hq) * p.blocks[i].n_cand;
+    const int64_t ni = int64_t(a.Hkv) * p.blocks[i].cap;
+    for (int l = 0; l < up_levels; l++) ns += int64_t(a.Hq) * p.upper[size_t(l)][i].n_cand;
     if (i > p.batch_begin.back() && s_off + ns > score_budget) {
       p.batch_begin.push_back(i);
       s_off = i_off = 0;
+      std::fill(up_off.begin(), up_off.end(), 0);
     }
     p.blocks[i].score_off = s_off;
     p.blocks[i].id_off = i_off;
     s_off += ns;
     i_off += ni;
+    for (int l = 0; l < up_levels; l++) {
+      select_detail::block_desc& d = p.upper[size_t(l)][i];
+      d.score_off = up_off[size_t(l)];
+      up_off[size_t(l)] += int64_t(a.Hq) * d.n_cand;
+      p.upper_max_scores[size_t(l)] = std::max(p.upper_max_scores[size_t(l)], up_off[size_t(l)]);
+    }
     p.max_scores = std::max(p.max_scores, s_off);
     p.max_ids = std::max(p.max_ids, i_off);
     p.max_batch = std::max(p.max_batch, int64_t(i + 1 - p.batch_begin.back()));
@@ -146,6 +189,18 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
   detail::scratch d_scores(size_t(p.max_scores) * sizeof(float));
   detail::scratch d_ids(size_t(std::max<int64_t>(1, p.max_ids)) * sizeof(int32_t));
   detail::scratch d_counts(size_t(p.max_batch) * a.Hkv * sizeof(int32_t));
+  // The walk's upper levels: block tables, gist positions and scores per level.
+  const int up_levels = int(p.upper.size());
+  std::deque<detail::scratch> up_blocks, up_gist, up_scores;  // (scratch does not move)
+  for (int l = 0; l < up_levels; l++) {
+    up_blocks.emplace_back(bytes_of(p.upper[size_t(l)]));
+    up_gist.emplace_back(bytes_of(p.upper_gist[size_t(l)]));
+    up_scores.emplace_back(size_t(std::max<int64_t>(1, p.upper_max_scores[size_t(l)])) * sizeof(float));
+    copy_h2d(up_blocks.back().as<void>(), p.upper[size_t(l)].data(), p.upper[size_t(l)].size() * sizeof(block_desc));
+    if (!p.upper_gist[size_t(l)].empty())
+      copy_h2d(up_gist.back().as<void>(), p.upper_gist[size_t(l)].data(),
+               p.upper_gist[size_t(l)].size() * sizeof(int32_t));
+  }
   if (prof) {
     synchronize();
     profile_add("select.upload", profile_clock_ms() - t0);
@@ -167,10 +222,28 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
       select_detail::launch_scores(db, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st, scale,
                                    d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, p.max_rows == 1,
                                    stream);
+      for (int l = 0; l < up_levels; l++)
+        select_detail::launch_scores(up_blocks[size_t(l)].as<block_desc>() + i0, nb, a.q, a.k, a.type == dtype::bf16,
+                                     a.Hq, a.Hkv, a.D, q_st, k_st, scale, up_gist[size_t(l)].as<int32_t>(), g,
+                                     up_scores[size_t(l)].as<float>(), rows_tile, vec, p.max_rows == 1, stream);
     });
     timed("select.topk", profile_on(), [&] {
-      select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),
-                                 d_counts.as<int32_t>(), p.max_cand, p.max_rows == 1, stream);
+      if (up_levels == 0) {
+        select_detail::launch_topk(db, nb, d_scores.as<float>(), a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(),
+                                   d_counts.as<int32_t>(), p.max_cand, p.max_rows == 1, stream);
+        return;
+      }
+      select_detail::walk_args w;
+      w.levels = up_levels + 1;
+      w.level[0] = db;
+      w.scores[0] = d_scores.as<float>();
+      for (int l = 1; l <= up_levels; l++) {
+        w.level[l] = up_blocks[size_t(l - 1)].as<block_desc>() + i0;
+        w.scores[l] = up_scores[size_t(l - 1)].as<float>();
+        w.fan[l] = cfg.chunk[size_t(l)];
+      }
+      select_detail::launch_walk(w, nb, a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(), d_counts.as<int32_t>(),
+                                 p.max_cand, stream);
     });
     timed("select.out", profile_on(), [&] { each(i0, nb, db, d_ids.as<int32_t>(), d_counts.as<int32_t>()); });
   }

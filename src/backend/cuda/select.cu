@@ -228,35 +228,7 @@ __device__ void warp_select_row(const float* __restrict__ s, int n, int k, uint3
     __syncwarp();
     return;
   }
-  uint32_t prefix = 0;
-  int remaining = k;
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
-    for (int i = lane; i < 256; i += 32) hist[i] = 0;
-    __syncwarp();
-    for (int i0 = 0; i0 < n; i0 += 32) radix_count(s, i0 + lane, n, prefix, high, shift, hist, lane);
-    __syncwarp();
-    uint32_t np = 0;
-    int nr = 0;
-    const bool owner = radix_find_bin(hist, lane, remaining, prefix, shift, np, nr);
-    const int src = __ffs(__ballot_sync(0xffffffffu, owner)) - 1;
-    prefix = __shfl_sync(0xffffffffu, np, src);
-    remaining = __shfl_sync(0xffffffffu, nr, src);
-    __syncwarp();  // hist is cleared by the next pass
-  }
-  const uint32_t kth = prefix;
-  int taken_ties = 0;
-  for (int i0 = 0; i0 < n; i0 += 32) {
-    const int i = i0 + lane;
-    const uint32_t key = i < n ? order_key(s[i]) : 0u;
-    const bool tie = i < n && key == kth;
-    const unsigned ties = __ballot_sync(0xffffffffu, tie);
-    const int before = __popc(ties & ((1u << lane) - 1u));
-    const unsigned bits = __ballot_sync(0xffffffffu, (i < n && key > kth) || (tie && taken_ties + before < remaining));
-    if (lane == 0) mask[i0 >> 5] |= bits;
-    taken_ties += __popc(ties);
-  }
-  __syncwarp();
+  warp_select_keys([&](int i) { return order_key(s[i]); }, n, k, mask, hist, lane);
 }
 
 __global__ void __launch_bounds__(32 * topk_warps)
@@ -284,27 +256,7 @@ __global__ void __launch_bounds__(32 * topk_warps)
   __syncwarp();
   const int heads = group_scoring ? 1 : G;
   for (int j = 0; j < heads; j++) warp_select_row(rows + int64_t(j) * n, n, b.k, mask, hist, lane);
-  int32_t* out = ids + b.id_off + int64_t(h) * b.cap;
-  int at = 0;
-  for (int w0 = 0; w0 < words; w0 += 32) {  // ascending ids: 32 words at a time, a warp scan of their counts
-    const int w = w0 + lane;
-    uint32_t m = w < words ? mask[w] : 0u;
-    const int cnt = __popc(m);
-    int incl = cnt;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += y;
-    }
-    int pos = at + incl - cnt;
-    while (m) {
-      const int bit = __ffs(m) - 1;
-      m &= m - 1;
-      if (pos < b.cap) out[pos] = w * 32 + bit;
-      pos++;
-    }
-    at += __shfl_sync(0xffffffffu, incl, 31);
-  }
+  const int at = warp_emit_ids(mask, words, ids + b.id_off + int64_t(h) * b.cap, b.cap, lane);
   if (lane == 0) counts[int64_t(bi) * Hkv + h] = min(at, b.cap);
 }
 

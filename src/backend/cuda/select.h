@@ -124,6 +124,24 @@ void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const 
 void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, int Hkv, bool group_scoring,
                  int32_t* ids, int32_t* counts, int max_cand, bool one_row, void* stream);
 
+// The training walk (gist::select_block with several levels and cfg.unfold_walk): per (block, KV head), one warp
+// walks the levels from the top as gist::select_hierarchical does, over scores launch_scores wrote for every whole
+// unit of every level: level l's allowed units are the children of the units kept one level up plus the loose
+// ones (whole at l, parent not whole), and select_top's union (or group) top min(k, allowed) keeps some of them.
+// The kept level-0 units are the block's ids (ids / counts as launch_topk writes them). level[l]: the block
+// table of level l (n_cand = whole level-l units, score_off into scores[l]; level 0's k, cap and id_off are the
+// block's), fan[l] (l >= 1) = cfg.chunk[l]. max_cand: the largest level-0 n_cand (at most walk_max_candidates).
+struct walk_args {
+  static constexpr int max_levels = 8;
+  int levels = 0;
+  const block_desc* level[max_levels] = {};
+  float* scores[max_levels] = {};
+  int fan[max_levels] = {};
+};
+constexpr int walk_max_candidates = 16 * 1024;
+void launch_walk(const walk_args& w, int n_blocks, int Hq, int Hkv, bool group_scoring, int32_t* ids, int32_t* counts,
+                 int max_cand, void* stream);
+
 // Per selecting block (one warp): the block's ids into the dense per-row tables of select_rows, totals added.
 void launch_scatter_rows(const block_desc* blocks, int n_blocks, const int32_t* ids, const int32_t* counts, int Hkv,
                          int cap, const int32_t* key_begin, const int32_t* key_end, const int32_t* gist_end,
