@@ -68,6 +68,8 @@
 #   than the methods do (docs/results.md, run D)
 #   SEED_OFFSET (0): added to every stage's seed (the recipes' "seed": init and data order), for repeats of the
 #                           whole pipeline that differ only in their draws (the pretraining included)
+#   UNFOLD_SELECT (the config's default, walk): walk | flat, how an AxB ratio's H-GSA CPT selects in training
+#   (gsa.unfold_select: the top-down walk hgsa decodes with, or flat level-0 top-k as gsa decodes)
 #   GIST_INIT (keep): mean sets the pretrained model's <|gist|> row to the mean row where each GSA CPT starts
 #   BPB (1; 0: none), BPB_TEXT, BPB_CONTEXT (2048), BPB_PREDICT (128), BPB_WINDOWS (8): bits/byte on held-out
 #   text after the evaluations (gsa perplexity), files bpb-<group>.json / .md: cpt-full (full on the Full-CPT
@@ -141,9 +143,11 @@ c = json.load(open(sys.argv[1]))
 r = sys.argv[2]
 assert c["gsa"]["chunk"] == [8], c["gsa"]
 c["gsa"]["chunk"] = [int(x) for x in r.split("x")]
+if sys.argv[3]:
+    c["gsa"]["unfold_select"] = sys.argv[3]
 for k in ("model", "out"):
     c[k] = re.sub(r"-gsa8(?=/|$)", "-gsa" + r, c[k])
-print(json.dumps(c, indent=2))' "$(recipe "cpt$s-gsa8")" "$r" > "$CFG/cpt$s-gsa$r.json"
+print(json.dumps(c, indent=2))' "$(recipe "cpt$s-gsa8")" "$r" "${UNFOLD_SELECT:-}" > "$CFG/cpt$s-gsa$r.json"
   done
 done
 
