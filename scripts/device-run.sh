@@ -216,12 +216,15 @@ if has prefill; then
   timeout "${PREFILL_LONG_TIMEOUT:-200}" "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 2 \
     --context "${PREFILL_LONG_CONTEXTS:-512k,1m}" --method "${PREFILL_LONG_METHODS:-gsa,hgsa}"
   echo "long prefill exit code: $?"
-  # The unfolding prefill (an unfold-trained model's auto mode): every row selects (per chunk: the presets'
-  # selection) and unfolds, in passes past 65536 rows. PREFILL_UNFOLD_CONTEXTS="" skips it.
+  # The unfolding prefill (an unfold-trained model's auto mode): every row selects its own chunks (the presets
+  # select per row, train_select token) and unfolds them, in passes past 65536 rows; then where its time goes at
+  # 32k (GSA_TRAIN_PROFILE=1). PREFILL_UNFOLD_CONTEXTS="" skips both.
   if [ -n "${PREFILL_UNFOLD_CONTEXTS-32k,128k,1m}" ]; then
     timeout "${PREFILL_UNFOLD_TIMEOUT:-200}" "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 2 \
       --prefill-mode unfold --context "${PREFILL_UNFOLD_CONTEXTS-32k,128k,1m}" --method gsa,hgsa
     echo "unfolding prefill exit code: $?"
+    GSA_TRAIN_PROFILE=1 timeout 60 "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 1 \
+      --prefill-mode unfold --context 32k --method gsa,hgsa
   fi
 fi
 

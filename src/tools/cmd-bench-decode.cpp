@@ -45,7 +45,8 @@ struct bench_args {
 };
 
 // Random-weight presets, each with a GSA config of chunks {16, 4} (or --chunks; gsa uses level 0, hgsa every
-// level; g = 1) and the gist ids at the top of the vocabulary:
+// level; g = 1; per-row selection, so an unfolding prefill selects as the recipes' models do) and the gist ids at
+// the top of the vocabulary:
 //  * small: ~60M parameters (8 x 512, 8/2 heads of 64, MLP 1536, vocab 32000), 128k positions;
 //  * llama1b: the Llama-3.2-1B shape (16 x 2048, 32/8 heads of 64, MLP 8192, vocab 128256, tied embeddings, rope
 //    theta 500000; ~1.24B parameters), 2M + 64k positions, so that contexts up to 2M run where memory permits (a
@@ -78,6 +79,7 @@ llama_model preset_model(const std::string& name, const std::vector<int>& chunks
   }
   gist::gsa_config g;
   g.chunk = chunks.empty() ? std::vector<int>{16, 4} : chunks;
+  g.select_per_token = true;  // --prefill-mode unfold selects per row, as the recipes train (train_select token)
   for (size_t l = 0; l < g.chunk.size(); l++) g.gist_token_ids.push_back(int32_t(c.vocab_size - 1 - int64_t(l)));
   c.gsa = gist::gsa_config_to_json(g);
   llama_model m(c);
@@ -304,7 +306,8 @@ void register_bench_decode(CLI::App& app, command_list& cmds) {
                 "filling the cache with random keys and values");
   sub->add_option("--prefill-mode", a.prefill_mode,
                   "With --prefill, gsa / hgsa: auto (the presets' models are not trained: the gist mask), "
-                  "gist-mask, unfold (every row selects and unfolds chunks, as an unfold-trained model prefills)")
+                  "gist-mask, unfold (every row selects its own chunks and unfolds them, as a model trained with "
+                  "train_select token prefills)")
       ->check(CLI::IsMember({"auto", "gist-mask", "unfold"}))
       ->capture_default_str();
   sub->add_option("--prefill-pass", a.prefill_pass,

@@ -112,6 +112,56 @@ TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
   EXPECT_GT(two_level_gists, 0) << "no two-level case unfolded a chunk of an earlier group";
 }
 
+// Per-chunk selection (train_select chunk: a block of the gist mask selects once for all its rows) as a row
+// unfold: every row of a selecting block carries the block's selection (what the GPU's row_selection scatters),
+// and base + unfold sees what gist::plan_unfold over the chunk blocks sees.
+TEST(RowUnfold, PerChunkBlocksSeeWhatThePerChunkUnfoldPlanSees) {
+  const unfold_case cases[] = {{4, 1, 2, 1, 70, 2},     {8, 3, 3, 2, 101, 3},    {16, 2, 40, 1, 150, 1},
+                               {4, 1, 2, 1, 120, 2, 2}, {4, 2, 0, 0, 150, 1, 4}, {8, 1, 5, 1, 200, 2, 3}};
+  rng r(9);
+  for (const unfold_case& uc : cases) {
+    gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, uc.c1 > 0 ? std::vector<int>{uc.c, uc.c1}
+                                                                      : std::vector<int>{uc.c});
+    cfg.gists_per_chunk = uc.g;
+    cfg.sink = uc.sink;
+    cfg.local_chunks = uc.local;
+    auto raw = test::tiny_tokens(uc.n_raw, uint64_t(uc.n_raw) + 1);
+    gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+    const int T = s.size(), n_complete = gist::complete_chunk_count(s);
+    const cpu::attn_plan base = gist::plan_compress(s, cfg);
+    ASSERT_LT(base.n_blocks(), T) << "blocks of several rows";
+    std::vector<std::vector<int32_t>> per_block(size_t(base.n_blocks()) * uc.Hkv), per_row(size_t(T) * uc.Hkv);
+    std::vector<uint8_t> unfolds(size_t(base.n_blocks()), 0);
+    for (int b = 0; b < base.n_blocks(); b++) {
+      const int r0 = base.block_q[b];
+      if (s.level[r0] > 0) continue;  // as select_for_blocks: higher-level gist blocks keep the gist mask
+      const int n_cand = gist::candidate_count(s.chunk[r0], n_complete, cfg.local_chunks);
+      if (n_cand <= 0) continue;
+      unfolds[size_t(b)] = 1;
+      for (int h = 0; h < uc.Hkv; h++) {
+        auto& v = per_block[size_t(b) * uc.Hkv + h];
+        for (int i = 0, want = int(r.below(4)); i < want; i++) {
+          const int32_t m = int32_t(r.below(uint64_t(n_cand)));
+          if (std::find(v.begin(), v.end(), m) == v.end()) v.push_back(m);
+        }
+        std::sort(v.begin(), v.end());
+        for (int row = r0; row < base.block_q[b + 1]; row++) per_row[size_t(row) * uc.Hkv + h] = v;
+      }
+    }
+    const cpu::attn_plan ref = gist::plan_unfold(s, cfg, base, per_block, uc.Hkv, unfolds);
+    const cpu::attn_plan got = expand_row_unfold(base, host_row_unfold(s, cfg, uc.Hkv, 0, per_row, &base), 0);
+    int64_t unfolded = 0;
+    for (int row = 0; row < T; row++)
+      for (int h = 0; h < uc.Hkv; h++) {
+        const auto want = visible(ref, row, h), have = visible(got, row, h);
+        ASSERT_EQ(have, want) << "c " << uc.c << " c1 " << uc.c1 << " row " << row << " (level " << int(s.level[row])
+                              << ") h " << h;
+        unfolded += int64_t(have.size() - visible(base, row, 0).size());
+      }
+    EXPECT_GT(unfolded, 0);
+  }
+}
+
 // The CPU backend runs base + unfold as the per-row plan: the same attention outputs and gradients.
 TEST(RowUnfold, CpuBackendRunsItAsThePerRowPlan) {
   gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, {4});
