@@ -35,7 +35,9 @@
 #   RUNS (runs)             where the run folders go (runs/<recipe>, as the recipes' "model" / "out" paths say);
 #                           a folder that holds a finished run is not retrained (gsa train resumes from OUT/latest)
 #   CPT_RATIOS ("8")        the GSA CPT branches, one per ratio r (chunk r, one gist per chunk), e.g. "8 16 32";
-#                           AxB for H-GSA (chunk [A, B]), e.g. "16 4x4 32 8x4"
+#                           AxB for H-GSA (chunk [A, B]), e.g. "16 4x4 32 8x4"; AxBw / AxBf: an H-GSA branch
+#                           that trains with the walk / flat selection whatever UNFOLD_SELECT says ("8x2w 8x2f": the
+#                           two rules side by side from one pretrained model)
 #   SCRATCH (1)             0: no GSA-from-scratch branch, nor its evaluation and bits/byte
 #   FULLCPT (1)             0: no Full-CPT branch; the CPT groups then keep only the cells of gist and gsa (full
 #                           attention and the baselines need a model without gists)
@@ -68,6 +70,8 @@
 #   than the methods do (docs/results.md, run D)
 #   SEED_OFFSET (0): added to every stage's seed (the recipes' "seed": init and data order), for repeats of the
 #                           whole pipeline that differ only in their draws (the pretraining included)
+#   EVAL_UNFOLD_ALL (0): 1 adds gsa at ratio 1 on each GSA CPT model (group cptRall: `gsa eval --ratios 1`, every
+#   chunk unfolded), the unfold-everything ablation: the model's own copy with perfect routing
 #   UNFOLD_SELECT (the config's default, walk): walk | flat, how an AxB ratio's H-GSA CPT selects in training
 #   (gsa.unfold_select: the top-down walk hgsa decodes with, or flat level-0 top-k as gsa decodes)
 #   GIST_INIT (keep): mean sets the pretrained model's <|gist|> row to the mean row where each GSA CPT starts
@@ -93,13 +97,14 @@ TOK=bundle-data/tok
 read -r -a ratios <<< "${CPT_RATIOS-8}"
 CPT_RATIOS="${ratios[*]}"  # one space between ratios: "${CPT_RATIOS%% *}" is the first
 for r in $CPT_RATIOS; do
-  [[ $r =~ ^[1-9][0-9]*(x[1-9][0-9]*)?$ ]] || {
-    echo "CPT_RATIOS: '$r' is neither a positive integer (one level) nor AxB (H-GSA, two levels), e.g. 4x4" >&2
+  [[ $r =~ ^[1-9][0-9]*(x[1-9][0-9]*[wf]?)?$ ]] || {
+    echo "CPT_RATIOS: '$r' is neither a positive integer (one level) nor AxB (H-GSA, two levels, e.g. 4x4; AxBw /" \
+      "AxBf: trained with the walk / flat selection)" >&2
     exit 2
   }
 done
 # A branch's budget ratio (AxB: A B) and the selecting method its group evaluates (AxB: hgsa).
-ratio_of() { if [[ $1 == *x* ]]; then echo $(( ${1%x*} * ${1#*x} )); else echo "$1"; fi; }
+ratio_of() { if [[ $1 == *x* ]]; then local b=${1#*x}; echo $(( ${1%x*} * ${b%[wf]} )); else echo "$1"; fi; }
 select_method_of() { if [[ $1 == *x* ]]; then echo hgsa; else echo gsa; fi; }
 SCRATCH=${SCRATCH:-1}
 FULLCPT=${FULLCPT:-1}
@@ -142,9 +147,10 @@ import json, re, sys
 c = json.load(open(sys.argv[1]))
 r = sys.argv[2]
 assert c["gsa"]["chunk"] == [8], c["gsa"]
-c["gsa"]["chunk"] = [int(x) for x in r.split("x")]
-if sys.argv[3]:
-    c["gsa"]["unfold_select"] = sys.argv[3]
+rule = {"w": "walk", "f": "flat"}.get(r[-1], sys.argv[3])
+c["gsa"]["chunk"] = [int(x) for x in r.rstrip("wf").split("x")]
+if rule:
+    c["gsa"]["unfold_select"] = rule
 for k in ("model", "out"):
     c[k] = re.sub(r"-gsa8(?=/|$)", "-gsa" + r, c[k])
 print(json.dumps(c, indent=2))' "$(recipe "cpt$s-gsa8")" "$r" "${UNFOLD_SELECT:-}" > "$CFG/cpt$s-gsa$r.json"
@@ -327,6 +333,12 @@ cpt_cells() {
     if [ "$meth" = gsa ] && [[ $r == *x* ]] && [ "${EVAL_WIDE_BUDGET:-0}" != 0 ]; then
       pool_wait "$POOL"
       "$run" "$prefix${r}r${r%x*}" hgsa "$L" "${r%x*}" "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
+    fi
+    # EVAL_UNFOLD_ALL=1: gsa at ratio 1 too (group cptRall), every chunk unfolded: the GSA model's copy with
+    # perfect routing, which says whether a missed needle is the router's fault or the model's.
+    if [ "$meth" = gsa ] && [ "${EVAL_UNFOLD_ALL:-0}" != 0 ]; then
+      pool_wait "$POOL"
+      "$run" "$prefix${r}all" gsa "$L" 1 "${CPT_MODEL[$r]}" ${FULLCPT_MODEL:+"$FULLCPT_MODEL"} &
     fi
   done
   return 0

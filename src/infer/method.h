@@ -40,6 +40,7 @@ struct session_options {
   int64_t budget = -1;   // raw KV tokens per step per KV head; -1: L / ratio when decoding starts
   int topk = -1;         // gsa / hgsa: chunks per query head (per level for hgsa); -1: from the budget or config
   float ratio = 0;       // r for the default budget; 0: the model's ratio() (c_0 ... c_{L-1} / g), or 16 for a plain model
+                         // 1 with a budget: gsa / hgsa may unfold budget / c_0 chunks per query head (all of them)
   int page_size = 0;     // baselines' page (quest, moba; the cache's page); 0: the model's c_0, or 16
   int sink = -1;         // streaming's sink tokens; -1: the model's gsa sink, or 4
   kv::page_tier tier = kv::page_tier::memory;

@@ -65,9 +65,13 @@ session::session(const llama_model& m, const session_options& opts) : m_(m), opt
       cfg_->select = gist::select_rule::fixed;
       cfg_->topk = opts.topk;
     } else if (opts.budget >= 0) {
+      // The budget counts raw tokens per KV head, over the union of its G query heads' chunks: budget / (c_0 G)
+      // chunks per query head. At ratio 1 (the budget is the whole context: the unfold-everything ablation) every
+      // query head may unfold every chunk: budget / c_0 each.
       const int G = int(c.num_attention_heads / c.num_key_value_heads);
+      const int64_t per_chunk = int64_t(cfg_->chunk[0]) * (opts.ratio == 1.0f ? 1 : G);
       cfg_->select = gist::select_rule::fixed;
-      cfg_->topk = int(std::max<int64_t>(0, opts.budget / (int64_t(cfg_->chunk[0]) * G)));
+      cfg_->topk = int(std::min<int64_t>(INT32_MAX, std::max<int64_t>(0, opts.budget / per_chunk)));
     }
   }
   const bool gists = uses_gists(opts.meth);

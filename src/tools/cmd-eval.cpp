@@ -386,7 +386,8 @@ void register_eval(CLI::App& app, command_list& cmds) {
       ->capture_default_str();
   sub->add_option("--methods", a.methods,
                   "full,gist,gsa,hgsa,streaming,quest,moba,h2o (default: full,gsa; full for a model without gists)");
-  sub->add_option("--ratios", a.ratios, "Compression ratios r: budget L / r for every method but full and gist")
+  sub->add_option("--ratios", a.ratios, "Compression ratios r: budget L / r for every method but full and gist (1: the whole context, where "
+                  "gsa / hgsa unfold every chunk: the unfold-everything ablation)")
       ->capture_default_str();
   sub->add_option("--samples", a.samples, "Samples per cell (--jsonl: records per dataset, 0 = all)")
       ->capture_default_str();

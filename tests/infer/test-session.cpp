@@ -162,6 +162,34 @@ TEST(Session, UnfoldPrefillIsTheUnfoldTrainingForward) {
   EXPECT_EQ(prefill_mode_from_name("gist-mask"), prefill_mode::gist_mask);
 }
 
+// A budget of the whole context at ratio 1 (gsa eval --ratios 1) unfolds every chunk for gsa and hgsa: the
+// unfold-everything ablation. Elsewhere a budget is shared over the GQA group (2 heads here): at ratio 2 the same
+// budget unfolds fewer chunks than at ratio 1.
+TEST(Session, RatioOneUnfoldsEveryChunk) {
+  for (const auto& [meth, chunk] : {std::pair{method::gsa, std::vector<int>{4}}, {method::hgsa, {4, 2}}}) {
+    SCOPED_TRACE(method_name(meth));
+    llama_model m = tiny_model(chunk);
+    session_options o;
+    o.meth = meth;
+    o.budget = 40;
+    o.ratio = 1;
+    auto s = run(m, o, 36, 3, 6);
+    for (const auto& r : s->records()) {
+      if (s->stream().level[r.pos] > 0) continue;
+      for (int l = 1; l < 3; l++)
+        for (int h = 0; h < 2; h++) EXPECT_EQ(int(r.keys[size_t(l) * 2 + h].size()), r.pos + 1) << r.pos;
+    }
+    o.budget = 12;  // 3 chunks per query head at ratio 1, 1 at ratio 2
+    auto wide = run(m, o, 36, 3, 6);
+    o.ratio = 2;
+    auto narrow = run(m, o, 36, 3, 6);
+    const size_t w = wide->records().back().keys[size_t(2) * 2].size();
+    const size_t n = narrow->records().back().keys[size_t(2) * 2].size();
+    EXPECT_GT(w, n);
+    EXPECT_LT(w, size_t(wide->records().back().pos + 1));
+  }
+}
+
 TEST(Session, UnfoldingEveryChunkIsFullVisibility) {
   llama_model m = tiny_model({4});
   session_options o;
