@@ -26,9 +26,21 @@ std::vector<int32_t> ranked(const float* s, int n) {
 // Selection for one score row: the first k of the ranking, or the top-p prefix.
 void select_row(const float* s, int n, int k, const gsa_config& cfg, std::vector<int32_t>& out) {
   if (n == 0) return;
+  if (cfg.select != select_rule::top_p) {  // the ranking's first k: a partial sort under the same strict order
+    const int take = std::clamp(k, 0, n);
+    if (take == 0) return;
+    std::vector<int32_t> idx(n);
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + take, idx.end(), [&](int32_t a, int32_t b) {
+      const float va = rank_value(s[a]), vb = rank_value(s[b]);
+      return va > vb || (va == vb && a < b);
+    });
+    out.insert(out.end(), idx.begin(), idx.begin() + take);
+    return;
+  }
   std::vector<int32_t> idx = ranked(s, n);
   int take = 0;
-  if (cfg.select == select_rule::top_p) {
+  {
     const double mx = rank_value(s[idx[0]]);
     if (!std::isfinite(mx)) {
       take = 1;  // all scores -inf / NaN: no mass to speak of; unfold the first in rank order
@@ -42,8 +54,6 @@ void select_row(const float* s, int n, int k, const gsa_config& cfg, std::vector
         if (cum >= double(cfg.top_p) * (1 - 1e-12)) break;
       }
     }
-  } else {
-    take = std::clamp(k, 0, n);
   }
   out.insert(out.end(), idx.begin(), idx.begin() + take);
 }
@@ -177,10 +187,56 @@ hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std:
   return res;
 }
 
+// The project builds with -ffp-contract=off (CMakeLists.txt), so each lane rounds multiply-then-add exactly like
+// the scalar reference; TiledScoresEqualReferenceBitwise guards this.
+void score_unit_range(float* out, size_t ld, const float* q, int G, int D, const float* tiles, int g, int u0, int u1) {
+  constexpr int T = score_tile;
+  if (u1 <= u0) return;
+  const float scale = 1.0f / std::sqrt(float(D));
+  const int i0 = u0 * g, i1 = u1 * g;  // gist rows
+  for (int i = 0; i < G; i++) std::fill_n(out + size_t(i) * ld, u1 - u0, -INFINITY);
+  for (int t = i0 / T; t * T < i1; t++) {
+    const float* tile = tiles + size_t(t) * D * T;
+    const int j0 = std::max(i0 - t * T, 0), j1 = std::min(i1 - t * T, T);
+    for (int i = 0; i < G; i++) {
+      const float* qi = q + size_t(i) * D;
+      float acc[T] = {};
+      // Lane j sums q_d k_jd over d in order, as the reference's scalar loop does.
+      for (int d = 0; d < D; d++) {
+        const float qd = qi[d];
+        const float* row = tile + size_t(d) * T;
+        for (int j = 0; j < T; j++) acc[j] += qd * row[j];
+      }
+      float* o = out + size_t(i) * ld;
+      for (int j = j0; j < j1; j++) {
+        const int u = (t * T + j) / g - u0;
+        o[u] = std::max(o[u], acc[j] * scale);
+      }
+    }
+  }
+}
+
+std::vector<std::vector<float>> gist_key_tiles(const float* k, int Tk, int Hkv, int D, const int32_t* gist_begin,
+                                               int n, int g) {
+  constexpr int T = score_tile;
+  const int n_gists = n * g, n_tiles = (n_gists + T - 1) / T;
+  std::vector<std::vector<float>> out(size_t(Hkv), std::vector<float>(size_t(n_tiles) * D * T, 0.0f));
+  for (int i = 0; i < n_gists; i++) {
+    const int p = gist_begin[i / g] + i % g;
+    GSA_ASSERT(p >= 0 && p < Tk, "gist position {} outside the {} keys", p, Tk);
+    for (int h = 0; h < Hkv; h++) {
+      const float* kp = k + (size_t(p) * Hkv + h) * D;
+      float* tile = out[size_t(h)].data() + size_t(i / T) * D * T + i % T;
+      for (int d = 0; d < D; d++) tile[size_t(d) * T] = kp[d];
+    }
+  }
+  return out;
+}
+
 std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, const float* k, int Tk, int Hq, int Hkv,
                                                int D, const std::vector<std::vector<int32_t>>& gist_begin, int chunk,
                                                int n_cand, const gsa_config& cfg,
-                                               std::vector<std::vector<float>>* scores) {
+                                               std::vector<std::vector<float>>* scores, const level_tiles* tiles) {
   const int levels = walks(cfg) ? cfg.levels() : 1, g = cfg.gists_per_chunk, G = Hq / Hkv;
   const int64_t raw_before = int64_t(chunk) * cfg.chunk[0];
   GSA_ASSERT(int(gist_begin.size()) >= levels, "select_block: gist tables for {} levels, {} needed", gist_begin.size(),
@@ -192,8 +248,26 @@ std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, co
     const int n = std::max(0, n_cand) / chunks_per_unit(cfg, l);
     GSA_ASSERT(n <= int(gist_begin[size_t(l)].size()), "select_block: {} level-{} units, {} with gists", n, l,
                gist_begin[size_t(l)].size());
-    sc[size_t(l)].resize(size_t(Hq) * n);
-    if (n > 0) score_units(sc[size_t(l)].data(), q_rows, rows, Hq, k, Tk, Hkv, D, gist_begin[size_t(l)].data(), n, g);
+    std::vector<float>& out = sc[size_t(l)];
+    out.resize(size_t(Hq) * n);
+    if (n == 0) continue;
+    if (!tiles) {
+      score_units(out.data(), q_rows, rows, Hq, k, Tk, Hkv, D, gist_begin[size_t(l)].data(), n, g);
+      continue;
+    }
+    GSA_ASSERT(int(tiles->size()) >= levels && int((*tiles)[size_t(l)].size()) == Hkv &&
+                   (*tiles)[size_t(l)][0].size() >= size_t((int64_t(n) * g + score_tile - 1) / score_tile) * D * score_tile,
+               "select_block: level {} tiles do not hold {} units", l, n);
+    std::vector<float> row_scores(rows > 1 ? size_t(G) * n : 0);
+    for (int h = 0; h < Hkv; h++) {
+      float* o = out.data() + size_t(h) * G * n;
+      const float* t = (*tiles)[size_t(l)][size_t(h)].data();
+      score_unit_range(o, size_t(n), q_rows + size_t(h) * G * D, G, D, t, g, 0, n);
+      for (int r = 1; r < rows; r++) {  // a block's score is the max over its rows
+        score_unit_range(row_scores.data(), size_t(n), q_rows + (size_t(r) * Hq + size_t(h) * G) * D, G, D, t, g, 0, n);
+        for (size_t i = 0; i < row_scores.size(); i++) o[i] = std::max(o[i], row_scores[i]);
+      }
+    }
   }
   if (levels == 1) return select_chunks(sc[0].data(), Hq, Hkv, n_cand, raw_before, cfg);
   const unit_scorer from_tables = [&](int level, int kv_head, const std::vector<int32_t>& units, float* out) {

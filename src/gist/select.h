@@ -49,6 +49,21 @@ std::vector<std::vector<int32_t>> select_chunks(const float* scores, int Hq, int
 void score_units(float* scores, const float* q, int Tq, int Hq, const float* k, int Tk, int Hkv, int D,
                  const int32_t* gist_begin, int n_units, int g);
 
+// The fast form of score_units (equal bit for bit): gist keys kept transposed in tiles of score_tile gists per KV
+// head, (ceil(n_gists / score_tile), D, score_tile), gist i's element d at [i / T][d][i % T] (T = score_tile; the
+// lanes past the last gist are zero), so q . k for T consecutive gists is one unit-stride vector loop over d in
+// which each lane sums over d in score_units' order (the project builds with -ffp-contract=off). A store's unit u
+// owns gists [u g, (u + 1) g). The decode cache keeps such tiles (kv::kv_cache::gist_key_tiles); the training
+// selection builds them per call (gist_key_tiles).
+constexpr int score_tile = 16;
+// out[i * ld + (u - u0)] = max over r < g of (q_i . k_{u g + r}) / sqrt(D), for query heads i < G (q (G, D),
+// contiguous) and units u in [u0, u1) of one KV head's tiles. Overwrites out.
+void score_unit_range(float* out, size_t ld, const float* q, int G, int D, const float* tiles, int g, int u0, int u1);
+// The tiles of n units' gists (unit u's g gists at stream positions gist_begin[u] + r) of k (Tk, Hkv, D): [h] per
+// KV head in the layout above.
+std::vector<std::vector<float>> gist_key_tiles(const float* k, int Tk, int Hkv, int D, const int32_t* gist_begin,
+                                               int n, int g);
+
 // Hierarchical (top-down) selection. score(level, kv_head, units, out) writes the scores of the given
 // level-`level` units (ascending ids) for the group_size query heads of kv_head: out (group_size, units.size()).
 using unit_scorer = std::function<void(int level, int kv_head, const std::vector<int32_t>& units, float* out)>;
@@ -78,10 +93,14 @@ hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std:
 // cfg.unfold_walk: every level's whole units [0, n_cand / P_l) are scored the same way and select_hierarchical
 // walks them top-down with hierarchy_k (the decode walk of hgsa, over scores computed up front). Per KV head,
 // ascending chunk ids. scores (optional) gets level l's scores (Hq, n_cand / P_l) at [l] (only level 0 when flat).
+// tiles (optional): [l][h] = gist_key_tiles of level l's units (at least the block's whole ones); the scores are
+// then computed from them (score_unit_range: the same values; a zero's sign may differ in blocks of several rows).
+using level_tiles = std::vector<std::vector<std::vector<float>>>;
 std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, const float* k, int Tk, int Hq, int Hkv,
                                                int D, const std::vector<std::vector<int32_t>>& gist_begin, int chunk,
                                                int n_cand, const gsa_config& cfg,
-                                               std::vector<std::vector<float>>* scores = nullptr);
+                                               std::vector<std::vector<float>>* scores = nullptr,
+                                               const level_tiles* tiles = nullptr);
 // Whether select_block walks for cfg.
 inline bool walks(const gsa_config& cfg) { return cfg.levels() > 1 && cfg.unfold_walk; }
 

@@ -13,7 +13,6 @@ namespace gsa::infer {
 
 namespace {
 
-constexpr int T = kv::gist_tile;
 constexpr int kBufferMax = 64;  // above this k, nth_element beats the insertion buffer
 
 float rank_value(float x) { return std::isnan(x) ? -INFINITY : x; }
@@ -28,41 +27,13 @@ void sort_unique(std::vector<int32_t>& v) {
 
 }  // namespace
 
-// The project builds with -ffp-contract=off (CMakeLists.txt), so each lane rounds multiply-then-add exactly like
-// the scalar reference; TiledScoresEqualReferenceBitwise guards this.
-void score_unit_range(float* out, size_t ld, const float* q, int G, int D, const float* tiles, int g, int u0, int u1) {
-  if (u1 <= u0) return;
-  const float scale = 1.0f / std::sqrt(float(D));
-  const int i0 = u0 * g, i1 = u1 * g;  // gist rows
-  for (int i = 0; i < G; i++) std::fill_n(out + size_t(i) * ld, u1 - u0, -INFINITY);
-  for (int t = i0 / T; t * T < i1; t++) {
-    const float* tile = tiles + size_t(t) * D * T;
-    const int j0 = std::max(i0 - t * T, 0), j1 = std::min(i1 - t * T, T);
-    for (int i = 0; i < G; i++) {
-      const float* qi = q + size_t(i) * D;
-      float acc[T] = {};
-      // Lane j sums q_d k_jd over d in order, as the reference's scalar loop does.
-      for (int d = 0; d < D; d++) {
-        const float qd = qi[d];
-        const float* row = tile + size_t(d) * T;
-        for (int j = 0; j < T; j++) acc[j] += qd * row[j];
-      }
-      float* o = out + size_t(i) * ld;
-      for (int j = j0; j < j1; j++) {
-        const int u = (t * T + j) / g - u0;
-        o[u] = std::max(o[u], acc[j] * scale);
-      }
-    }
-  }
-}
-
 void score_unit_list(float* out, const float* q, int G, int D, const float* tiles, int g,
                      const std::vector<int32_t>& units) {
   const size_t n = units.size();
   for (size_t a = 0; a < n;) {
     size_t b = a + 1;
     while (b < n && units[b] == units[b - 1] + 1) b++;
-    score_unit_range(out + a, n, q, G, D, tiles, g, units[a], units[b - 1] + 1);
+    gist::score_unit_range(out + a, n, q, G, D, tiles, g, units[a], units[b - 1] + 1);
     a = b;
   }
 }

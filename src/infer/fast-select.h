@@ -1,8 +1,7 @@
 // Decode-time gist scoring and chunk selection: the fast path of gist/select.h for one query row, giving the
 // same results bit for bit (tests/infer/test-fast-select.cpp checks every function against its gist/ reference).
-//  * Scoring reads the cache's transposed gist-key tiles (kv::kv_cache::gist_key_tiles), so q . k for 16
-//    consecutive gists is one unit-stride vector loop over d; each lane sums over d in the reference's order, so
-//    the scores equal gist::score_units exactly (no reassociation).
+//  * Scoring reads the cache's transposed gist-key tiles (kv::kv_cache::gist_key_tiles) through
+//    gist::score_unit_range, so the scores equal gist::score_units exactly.
 //  * Count rules (fixed, adaptive) select by a bounded insertion buffer (k <= 64) or nth_element under the
 //    reference order (score descending, NaN last, then index ascending): a strict total order, so the top-k set
 //    is the one the reference's full stable sort gives. top_p needs the ranked prefix: it calls gist/ directly.
@@ -17,12 +16,10 @@
 
 namespace gsa::infer {
 
-// out[i * ld + (u - u0)] = max over r < g of (q_i . k_{u g + r}) / sqrt(D), for query heads i < G (q (G, D),
-// contiguous) and units u in [u0, u1) of a store whose tiles (one KV head) are `tiles` (kv-cache.h layout).
-// Overwrites out.
-void score_unit_range(float* out, size_t ld, const float* q, int G, int D, const float* tiles, int g, int u0, int u1);
+using gist::score_unit_range;  // scoring over a store's transposed gist-key tiles (gist/select.h)
 
-// The same for an ascending unit list (runs of consecutive units are scored as ranges): out (G, units.size()).
+// score_unit_range for an ascending unit list (runs of consecutive units are scored as ranges): out
+// (G, units.size()).
 void score_unit_list(float* out, const float* q, int G, int D, const float* tiles, int g,
                      const std::vector<int32_t>& units);
 

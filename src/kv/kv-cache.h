@@ -44,6 +44,7 @@
 
 #include "backend/decode-lists.h"
 #include "core/tensor.h"
+#include "gist/select.h"
 #include "kv/host-region.h"
 
 namespace gsa {
@@ -85,7 +86,7 @@ struct cache_bytes {
   int64_t total() const { return resident + file + device + pinned; }  // what the cache holds anywhere
 };
 
-constexpr int gist_tile = 16;  // gists per scoring tile
+constexpr int gist_tile = gist::score_tile;  // gists per scoring tile (gist/select.h's layout)
 
 class kv_cache {
  public:

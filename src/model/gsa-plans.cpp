@@ -31,6 +31,16 @@ void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const 
   const int D = int(m.config.head_dim), Tk = int(qk.k.dim(0));
   const int n_complete = gist::complete_chunk_count(s);
   const std::vector<std::vector<int32_t>> gist_begin = gist::unit_gist_tables(s, cfg);
+  // Every block scores the same gist keys: transposed once into score tiles, per level that its selection reads,
+  // for the units whose gists are among the keys (a prefill pass holds the keys before its end only).
+  gist::level_tiles tiles(size_t(gist::walks(cfg) ? cfg.levels() : 1));
+  for (size_t l = 0; l < tiles.size(); l++) {
+    const auto& gb = gist_begin[l];
+    const int n = int(std::partition_point(gb.begin(), gb.end(),
+                                           [&](int32_t p) { return p + cfg.gists_per_chunk <= Tk; }) -
+                      gb.begin());
+    tiles[l] = gist::gist_key_tiles(k, Tk, Hkv, D, gb.data(), n, cfg.gists_per_chunk);
+  }
   selected.assign(size_t(nb - b_begin) * Hkv, {});
   unfolds.assign(nb, 0);
 #pragma omp parallel for schedule(dynamic)
@@ -41,7 +51,7 @@ void select_for_blocks(const llama_model& m, const gist::gsa_config& cfg, const 
     const int n_cand = gist::candidate_count(chunk, n_complete, cfg.local_chunks);
     if (n_cand <= 0) continue;
     auto sel = gist::select_block(q + size_t(r0 - q_row0) * Hq * D, r1 - r0, k, Tk, Hq, Hkv, D, gist_begin, chunk,
-                                  n_cand, cfg);
+                                  n_cand, cfg, nullptr, &tiles);
     for (int h = 0; h < Hkv; h++) selected[size_t(b - b_begin) * Hkv + h] = std::move(sel[h]);
     unfolds[b] = 1;
   }

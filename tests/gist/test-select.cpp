@@ -250,3 +250,50 @@ TEST(GistSelect, SelectBlockWalksTheHierarchyOrSelectsFlat) {
   for (int c = 0; c < 10; c++) k1[size_t(t1[0][c]) * D] = chunk_score[c];
   EXPECT_EQ(select_block(q.data(), 1, k1.data(), s1.size(), 1, 1, D, t1, chunk, n_cand, one), (VV{{2}}));
 }
+
+// select_block scoring from transposed tiles (gist_key_tiles + score_unit_range, what the training selection uses)
+// gives the scores of score_units bit for bit (a zero's sign aside) and so the same selection, for one-row and
+// several-row blocks, one and two levels, g 1 and 2.
+TEST(GistSelect, SelectBlockFromTilesEqualsScoreUnits) {
+  gsa::rng r(11);
+  for (const auto& [chunk, g] : {std::pair{std::vector<int>{4}, 1}, {std::vector<int>{2, 3}, 2}, {std::vector<int>{3}, 2}}) {
+    auto cfg = make_cfg(chunk, g);
+    cfg.select = select_rule::fixed;
+    cfg.topk = 2;
+    const int n_raw = 150, Hq = 4, Hkv = 2, D = 20;  // D not a multiple of the vector width
+    std::vector<int32_t> raw(n_raw, 5);
+    const stream s = build_stream(raw.data(), n_raw, cfg);
+    const int T = s.size();
+    std::vector<float> q(size_t(T) * Hq * D), k(size_t(T) * Hkv * D);
+    for (auto& x : q) x = float(r.uniform() * 2 - 1);
+    for (auto& x : k) x = float(r.uniform() * 2 - 1);
+    const auto gb = unit_gist_tables(s, cfg);
+    level_tiles tiles;
+    for (const auto& t : gb) tiles.push_back(gist_key_tiles(k.data(), T, Hkv, D, t.data(), int(t.size()), g));
+    const int n_complete = complete_chunk_count(s);
+    int compared = 0;
+    for (int row = 0; row < T; row += 7) {
+      if (s.level[row] > 0) continue;
+      const int c = s.chunk[row], n_cand = candidate_count(c, n_complete, cfg.local_chunks);
+      if (n_cand <= 0) continue;
+      for (int rows : {1, 3}) {
+        if (row + rows > T) continue;
+        std::vector<std::vector<float>> want_s, got_s;
+        const VV want = select_block(q.data() + size_t(row) * Hq * D, rows, k.data(), T, Hq, Hkv, D, gb, c, n_cand,
+                                     cfg, &want_s);
+        const VV got = select_block(q.data() + size_t(row) * Hq * D, rows, k.data(), T, Hq, Hkv, D, gb, c, n_cand,
+                                    cfg, &got_s, &tiles);
+        EXPECT_EQ(got, want) << "row " << row << " rows " << rows;
+        ASSERT_EQ(got_s.size(), want_s.size());
+        for (size_t l = 0; l < want_s.size(); l++) {
+          ASSERT_EQ(got_s[l].size(), want_s[l].size());
+          for (size_t i = 0; i < want_s[l].size(); i++)
+            ASSERT_TRUE(got_s[l][i] == want_s[l][i]) << "level " << l << " score " << i << ": " << got_s[l][i]
+                                                     << " vs " << want_s[l][i];
+        }
+        compared++;
+      }
+    }
+    EXPECT_GT(compared, 20);
+  }
+}
