@@ -26,6 +26,15 @@ struct unfold_case {
   int c1 = 0;  // > 0: a second gist level (H-GSA) of c1 chunks per unit
 };
 
+gist::gsa_config config_of(const unfold_case& uc) {
+  gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, uc.c1 > 0 ? std::vector<int>{uc.c, uc.c1}
+                                                                    : std::vector<int>{uc.c});
+  cfg.gists_per_chunk = uc.g;
+  cfg.sink = uc.sink;
+  cfg.local_chunks = uc.local;
+  return cfg;
+}
+
 // Random per-row selections (rows from row_begin on, level-0 rows only, like the trainer's): each (row, head)
 // picks up to 3 distinct candidates, sometimes none.
 std::vector<std::vector<int32_t>> random_rows(const gist::stream& s, const gist::gsa_config& cfg, int Hkv,
@@ -67,11 +76,7 @@ TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
   rng r(5);
   int two_level_gists = 0;  // keys of the overlay that are level-0 gists (the two-level cases must add some)
   for (const unfold_case& uc : cases) {
-    gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, uc.c1 > 0 ? std::vector<int>{uc.c, uc.c1}
-                                                                      : std::vector<int>{uc.c});
-    cfg.gists_per_chunk = uc.g;
-    cfg.sink = uc.sink;
-    cfg.local_chunks = uc.local;
+    const gist::gsa_config cfg = config_of(uc);
     auto raw = test::tiny_tokens(uc.n_raw, uint64_t(uc.n_raw));
     gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
     ASSERT_TRUE(row_unfold_applies(s, cfg));
@@ -120,11 +125,7 @@ TEST(RowUnfold, PerChunkBlocksSeeWhatThePerChunkUnfoldPlanSees) {
                                {4, 1, 2, 1, 120, 2, 2}, {4, 2, 0, 0, 150, 1, 4}, {8, 1, 5, 1, 200, 2, 3}};
   rng r(9);
   for (const unfold_case& uc : cases) {
-    gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, uc.c1 > 0 ? std::vector<int>{uc.c, uc.c1}
-                                                                      : std::vector<int>{uc.c});
-    cfg.gists_per_chunk = uc.g;
-    cfg.sink = uc.sink;
-    cfg.local_chunks = uc.local;
+    const gist::gsa_config cfg = config_of(uc);
     auto raw = test::tiny_tokens(uc.n_raw, uint64_t(uc.n_raw) + 1);
     gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
     const int T = s.size(), n_complete = gist::complete_chunk_count(s);

@@ -229,6 +229,17 @@ __device__ void warp_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int
   __syncwarp();
 }
 
+// Group scoring by one warp: row 0 of rows (G, n) becomes the f32 sum of the G rows, in head order (as
+// gist::select_top sums); then a __syncwarp.
+__device__ __forceinline__ void warp_group_sum(float* rows, int n, int G, int lane) {
+  for (int i = lane; i < n; i += 32) {
+    float sum = 0.0f;
+    for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * n + i]);
+    rows[i] = sum;
+  }
+  __syncwarp();
+}
+
 // The set bits of mask (words words) as ascending ids into out (at most cap written), by one warp: 32 words at a
 // time, a warp scan of their counts. Returns the number of set bits (on every lane).
 __device__ __forceinline__ int warp_emit_ids(const uint32_t* mask, int words, int32_t* out, int cap, int lane) {

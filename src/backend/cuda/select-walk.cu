@@ -64,14 +64,7 @@ __global__ void __launch_bounds__(32 * walk_warps)
       continue;
     }
     float* rows = w.scores[l] + bl.score_off + int64_t(h) * G * n;  // (G, n) of this KV head
-    if (group_scoring) {
-      for (int i = lane; i < n; i += 32) {
-        float sum = 0.0f;
-        for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * n + i]);
-        rows[i] = sum;
-      }
-      __syncwarp();
-    }
+    if (group_scoring) warp_group_sum(rows, n, G, lane);
     const int heads = group_scoring ? 1 : G;
     for (int j = 0; j < heads; j++) {
       const float* row = rows + int64_t(j) * n;

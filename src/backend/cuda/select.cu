@@ -246,13 +246,7 @@ __global__ void __launch_bounds__(32 * topk_warps)
   uint32_t* mask = reinterpret_cast<uint32_t*>(hist + 256);
   for (int w = lane; w < words; w += 32) mask[w] = 0;
   float* rows = scores + b.score_off + int64_t(h) * G * n;
-  if (group_scoring) {
-    for (int i = lane; i < n; i += 32) {
-      float sum = 0.0f;
-      for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * n + i]);
-      rows[i] = sum;
-    }
-  }
+  if (group_scoring) warp_group_sum(rows, n, G, lane);
   __syncwarp();
   const int heads = group_scoring ? 1 : G;
   for (int j = 0; j < heads; j++) warp_select_row(rows + int64_t(j) * n, n, b.k, mask, hist, lane);
