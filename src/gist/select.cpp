@@ -38,21 +38,20 @@ void select_row(const float* s, int n, int k, const gsa_config& cfg, std::vector
     out.insert(out.end(), idx.begin(), idx.begin() + take);
     return;
   }
+  // top_p: the shortest prefix of the ranking whose softmax mass reaches top_p.
   std::vector<int32_t> idx = ranked(s, n);
   int take = 0;
-  {
-    const double mx = rank_value(s[idx[0]]);
-    if (!std::isfinite(mx)) {
-      take = 1;  // all scores -inf / NaN: no mass to speak of; unfold the first in rank order
-    } else {
-      double z = 0;
-      for (int i = 0; i < n; i++) z += std::exp(double(rank_value(s[i])) - mx);
-      double cum = 0;
-      while (take < n) {
-        cum += std::exp(double(rank_value(s[idx[take]])) - mx) / z;
-        take++;
-        if (cum >= double(cfg.top_p) * (1 - 1e-12)) break;
-      }
+  const double mx = rank_value(s[idx[0]]);
+  if (!std::isfinite(mx)) {
+    take = 1;  // all scores -inf / NaN: no mass to speak of; unfold the first in rank order
+  } else {
+    double z = 0;
+    for (int i = 0; i < n; i++) z += std::exp(double(rank_value(s[i])) - mx);
+    double cum = 0;
+    while (take < n) {
+      cum += std::exp(double(rank_value(s[idx[take]])) - mx) / z;
+      take++;
+      if (cum >= double(cfg.top_p) * (1 - 1e-12)) break;
     }
   }
   out.insert(out.end(), idx.begin(), idx.begin() + take);

@@ -26,8 +26,12 @@ int unit_count(const stream& s, const gsa_config& cfg, int level) {
 
 int unit_gist_position(const stream& s, const gsa_config& cfg, int level, int unit) {
   if (unit < 0 || unit >= unit_count(s, cfg, level)) return -1;
-  int64_t last = int64_t(unit + 1) * chunks_per_unit(cfg, level) - 1;
-  return s.chunk_gist_begin[last] + level * cfg.gists_per_chunk;
+  return unit_gist_position(s.chunk_gist_begin.data(), cfg, level, unit);
+}
+
+int unit_gist_position(const int32_t* chunk_gist_begin, const gsa_config& cfg, int level, int unit) {
+  const int64_t last = int64_t(unit + 1) * chunks_per_unit(cfg, level) - 1;
+  return chunk_gist_begin[last] + level * cfg.gists_per_chunk;
 }
 
 std::vector<std::vector<int32_t>> unit_gist_tables(const stream& s, const gsa_config& cfg) {

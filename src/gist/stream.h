@@ -49,6 +49,9 @@ int chunks_per_unit(const gsa_config& cfg, int level);
 int unit_count(const stream& s, const gsa_config& cfg, int level);
 // Stream position of the first of the g gists of level-l unit u, or -1 if that unit is not complete.
 int unit_gist_position(const stream& s, const gsa_config& cfg, int level, int unit);
+// The same from the chunks' first-gist positions alone (stream::chunk_gist_begin, for a caller without the
+// stream), for a complete unit: its gists follow its last chunk's level-0 gists at offset level * g.
+int unit_gist_position(const int32_t* chunk_gist_begin, const gsa_config& cfg, int level, int unit);
 // Every level's gist positions: [l][u] = unit_gist_position(s, cfg, l, u) for the complete level-l units (level 0:
 // the complete chunks' chunk_gist_begin), the tables gist::select_block scores from.
 std::vector<std::vector<int32_t>> unit_gist_tables(const stream& s, const gsa_config& cfg);

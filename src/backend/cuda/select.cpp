@@ -136,8 +136,8 @@ selection_plan plan_selection(const select_args& a, std::vector<uint8_t>* unfold
       for (auto& d : p.upper[size_t(l - 1)]) d.n_cand = d.n_cand / P;
       auto& gb = p.upper_gist[size_t(l - 1)];
       gb.resize(size_t(p.max_cand / P));
-      for (int u = 0; u < int(gb.size()); u++) {  // gist::unit_gist_position from the chunks' table
-        const int pos = a.chunk_gist_begin[int64_t(u + 1) * P - 1] + l * g;
+      for (int u = 0; u < int(gb.size()); u++) {
+        const int pos = gist::unit_gist_position(a.chunk_gist_begin, cfg, l, u);
         if (pos < 0 || pos + g > Tk)
           fail("GPU chunk selection: gists of level-{} unit {} at [{}, {}) outside the {} keys", l, u, pos, pos + g,
                Tk);
