@@ -205,6 +205,8 @@ fi
 if has prefill; then
   section "prefill tokens/s, Llama-3.2-1B shape, batch 1: transformers (SDPA) and gsa bench decode --preset llama1b --prefill"
   rm -f $RES/prefill.jsonl
+  # PREFILL_DENSE=0 skips the transformers comparison, the profile and the long gist-mask prefill (unfolding only).
+  if [ "${PREFILL_DENSE:-1}" != 0 ]; then
   timeout "${PREFILL_TIMEOUT:-240}" python3 scripts/bench-hf-decode.py --prefill --contexts "${PREFILL_CONTEXTS:-32k,128k}" \
     --steps 3 --gsa "$GSA" --gsa-methods "${PREFILL_METHODS:-full,gsa,hgsa}" --gsa-timeout 120 --out $RES/prefill.jsonl
   echo "bench-hf-decode.py --prefill exit code: $?"
@@ -216,15 +218,17 @@ if has prefill; then
   timeout "${PREFILL_LONG_TIMEOUT:-200}" "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 2 \
     --context "${PREFILL_LONG_CONTEXTS:-512k,1m}" --method "${PREFILL_LONG_METHODS:-gsa,hgsa}"
   echo "long prefill exit code: $?"
+  fi
   # The unfolding prefill (an unfold-trained model's auto mode): every row selects its own chunks (the presets
   # select per row, train_select token) and unfolds them, in passes past 65536 rows; then where its time goes at
-  # 32k (GSA_TRAIN_PROFILE=1). PREFILL_UNFOLD_CONTEXTS="" skips both.
+  # 32k (GSA_TRAIN_PROFILE=1; PREFILL_UNFOLD_PROFILE_CONTEXTS). PREFILL_UNFOLD_CONTEXTS="" skips both.
   if [ -n "${PREFILL_UNFOLD_CONTEXTS-32k,128k,1m}" ]; then
     timeout "${PREFILL_UNFOLD_TIMEOUT:-200}" "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 2 \
       --prefill-mode unfold --context "${PREFILL_UNFOLD_CONTEXTS-32k,128k,1m}" --method gsa,hgsa
     echo "unfolding prefill exit code: $?"
-    GSA_TRAIN_PROFILE=1 timeout 60 "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 1 \
-      --prefill-mode unfold --context 32k --method gsa,hgsa
+    GSA_TRAIN_PROFILE=1 timeout "${PREFILL_UNFOLD_PROFILE_TIMEOUT:-60}" "$GSA" bench decode --device cuda \
+      --preset llama1b --prefill --steps 1 --prefill-mode unfold --context "${PREFILL_UNFOLD_PROFILE_CONTEXTS:-32k}" \
+      --method gsa,hgsa
   fi
 fi
 

@@ -53,7 +53,14 @@ struct sel_case {
   bool integer_data = false;   // small integers (exact scores, many ties) and some NaN gist keys
   int pad = 0;                 // > 0: q and k rows padded by this many elements (select_args row strides)
   bool walk = true;            // gsa_config::unfold_walk (a hierarchy walks top-down, else flat)
+  bool exact = false;          // select_args::exact_scores
 };
+
+// Whether the case's scores run on tensor cores (select-mma.cu: per-token, bf16, D 64 / 128, 16-byte rows), the
+// one path allowed to differ from the CPU, and only at near-ties.
+bool tensor_core_scores(const sel_case& c) {
+  return c.bf16 && c.per_token && !c.exact && (c.D == 64 || c.D == 128) && c.pad % 8 == 0;
+}
 
 gist::gsa_config make_cfg(const sel_case& c) {
   gist::gsa_config cfg;
@@ -209,6 +216,7 @@ void check_case(const sel_case& c, uint64_t seed) {
   a.n_complete = gist::complete_chunk_count(s);
   a.cfg = &cfg;
   a.max_scratch_scores = c.scratch;
+  a.exact_scores = c.exact;
   std::vector<std::vector<int32_t>> got;
   std::vector<uint8_t> got_unfolds;
   const int64_t total = select_blocks(a, got, got_unfolds);
@@ -249,6 +257,9 @@ void check_case(const sel_case& c, uint64_t seed) {
     }
   }
   EXPECT_GT(unfolding, 0) << "the case selects nothing: make it longer";
+  if (!tensor_core_scores(c)) {
+    EXPECT_EQ(tolerated, 0) << "the exact scores must select as the CPU, bit for bit";
+  }
 
   {  // A pass of a chunked prefill: the middle third of the blocks, q holding only their rows (q_row0 = their
      // first row), k the keys before their end. The same selection as the whole call's for those blocks.
@@ -512,6 +523,24 @@ TEST(CudaSelect, TiesPickTheLowerIndexAndNanRanksLast) {
   check_case(c, 16);
   c.group_scoring = false;
   check_case(c, 17);
+}
+
+// select_args::exact_scores: per-token selection on bf16 with the exact f32 kernel instead of tensor cores, the
+// CPU's selection with no near-tie allowance (the default path is the other cases' bf16 per-token runs).
+TEST(CudaSelect, PerTokenBf16ExactScoresEqualTheCpu) {
+  sel_case c;
+  c.chunk = {4};
+  c.n_raw = 2400;
+  c.Hq = 8;
+  c.Hkv = 2;
+  c.bf16 = true;
+  c.exact = true;
+  check_case(c, 26);
+  c.g = 2;
+  c.D = 128;
+  c.rule = select_rule::fixed;
+  c.topk = 12;
+  check_case(c, 27);
 }
 
 // Per-token selection over long candidate lists (up to ~1200 chunks: many mask words per warp, several score

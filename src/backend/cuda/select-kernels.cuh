@@ -40,6 +40,7 @@ struct topk_smem {
   int warp_count[32];  // one per warp of the block (at most 1024 threads)
   uint32_t prefix;
   int remaining;
+  int bin_count;  // keys in the bin the last radix pass chose
 };
 
 // Exclusive prefix over the block of `count` (one value per thread, in thread order); returns the prefix and
@@ -88,9 +89,10 @@ __device__ __forceinline__ void radix_count(const float* __restrict__ s, int i, 
 // The bin holding the remaining-th largest key, searched from bin 255 down by one warp: lane j owns bins
 // [8 j, 8 j + 8); a suffix sum over the lanes finds the lane, which walks its 8 bins (the serial walk over 256 bins
 // it replaces cost more than the whole scan for a decode row's few hundred candidates). True on that one lane,
-// with the prefix extended by the bin and how many of its keys are still to take.
+// with the prefix extended by the bin, how many of its keys are still to take and how many it holds (equal: every
+// key from the bin up is taken, and the radix passes can stop).
 __device__ __forceinline__ bool radix_find_bin(const int* hist, int lane, int remaining, uint32_t prefix, int shift,
-                                               uint32_t& next_prefix, int& next_remaining) {
+                                               uint32_t& next_prefix, int& next_remaining, int& bin_count) {
   int c[8], mine = 0;
 #pragma unroll
   for (int j = 0; j < 8; j++) mine += c[j] = hist[lane * 8 + j];
@@ -110,6 +112,7 @@ __device__ __forceinline__ bool radix_find_bin(const int* hist, int lane, int re
   }
   next_prefix = prefix | (uint32_t(d) << shift);
   next_remaining = remaining - above;
+  bin_count = c[d - lane * 8];
   return true;
 }
 
@@ -137,15 +140,26 @@ __device__ void select_row_keys(KeyAt key_at, int n, int k, uint32_t* mask, topk
       radix_count_keys(key_at, i0 + threadIdx.x, n, prefix, high, shift, sm.hist, int(threadIdx.x & 31));
     __syncthreads();
     uint32_t np;
-    int nr;
-    if (threadIdx.x < 32 && radix_find_bin(sm.hist, threadIdx.x, remaining, prefix, shift, np, nr)) {
+    int nr, nc;
+    if (threadIdx.x < 32 && radix_find_bin(sm.hist, threadIdx.x, remaining, prefix, shift, np, nr, nc)) {
       sm.prefix = np;
       sm.remaining = nr;
+      sm.bin_count = nc;
     }
     __syncthreads();
     prefix = sm.prefix;
     remaining = sm.remaining;
+    const int bin_count = sm.bin_count;
     __syncthreads();  // sm.prefix / sm.hist are rewritten by the next pass
+    if (remaining == bin_count) {  // the whole bin is taken: the top k are exactly the keys >= prefix
+      for (int i0 = 0; i0 < n; i0 += blockDim.x) {
+        const int i = i0 + threadIdx.x;
+        const unsigned bits = __ballot_sync(0xffffffffu, i < n && key_at(i) >= prefix);
+        if ((threadIdx.x & 31) == 0 && bits) atomicOr(&mask[i >> 5], bits);
+      }
+      __syncthreads();
+      return;
+    }
   }
   // prefix is now the k-th largest key; `remaining` (>= 1) of the keys equal to it are taken, lowest index first.
   const uint32_t kth = prefix;
@@ -207,12 +221,22 @@ __device__ void warp_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int
     for (int i0 = 0; i0 < n; i0 += 32) radix_count_keys(key_at, i0 + lane, n, prefix, high, shift, hist, lane);
     __syncwarp();
     uint32_t np = 0;
-    int nr = 0;
-    const bool owner = radix_find_bin(hist, lane, remaining, prefix, shift, np, nr);
+    int nr = 0, nc = 0;
+    const bool owner = radix_find_bin(hist, lane, remaining, prefix, shift, np, nr, nc);
     const int src = __ffs(__ballot_sync(0xffffffffu, owner)) - 1;
     prefix = __shfl_sync(0xffffffffu, np, src);
     remaining = __shfl_sync(0xffffffffu, nr, src);
+    const int bin_count = __shfl_sync(0xffffffffu, nc, src);
     __syncwarp();  // hist is cleared by the next pass
+    if (remaining == bin_count) {  // the whole bin is taken: the top k are exactly the keys >= prefix
+      for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        const unsigned bits = __ballot_sync(0xffffffffu, i < n && key_at(i) >= prefix);
+        if (lane == 0) mask[i0 >> 5] |= bits;
+      }
+      __syncwarp();
+      return;
+    }
   }
   const uint32_t kth = prefix;
   int taken_ties = 0;

@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
+#include <string>
 
 #include "backend/cuda/ops-internal.h"
 #include "backend/cuda/runtime.h"
@@ -41,6 +43,15 @@ using select_detail::block_desc;
 constexpr int64_t default_score_budget = int64_t(32) << 20;  // floats: 128 MiB
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// GSA_SELECT_EXACT=1: every selection scores with the exact kernel (select_args::exact_scores).
+bool exact_env() {
+  static const bool on = [] {
+    const char* e = std::getenv("GSA_SELECT_EXACT");
+    return e && *e && std::string(e) != "0";
+  }();
+  return on;
+}
 
 void check_args(const select_args& a) {
   if (!a.cfg) fail("GPU chunk selection: cfg is null");
@@ -213,19 +224,27 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
   const int64_t V = int64_t(16 / dtype_size(a.type));  // elements per 16-byte load
   const bool vec = aligned16(a.q) && aligned16(a.k) && q_st % V == 0 && k_st % V == 0 && a.D % V == 0;
   const float scale = 1.0f / std::sqrt(float(a.D));  // as gist::score_units
+  // Per-token selection on bf16 scores on tensor cores unless asked to be exact (select.h, "Arithmetic").
+  const bool mma = a.type == dtype::bf16 && p.max_rows == 1 && vec && !a.exact_scores && !exact_env() &&
+                   select_detail::scores_mma_supported(a.D, a.Hq, a.Hkv);
   void* stream = ctx().stream;
   for (size_t bi = 0; bi + 1 < p.batch_begin.size(); bi++) {
     const size_t i0 = p.batch_begin[bi], i1 = p.batch_begin[bi + 1];
     const int nb = int(i1 - i0);
     const block_desc* db = d_blocks.as<block_desc>() + i0;
     timed("select.scores", profile_on(), [&] {
-      select_detail::launch_scores(db, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st, scale,
-                                   d_gist.as<int32_t>(), g, d_scores.as<float>(), rows_tile, vec, p.max_rows == 1,
-                                   stream);
+      auto score = [&](const block_desc* blocks, const int32_t* gist, float* out) {
+        if (mma)
+          select_detail::launch_scores_mma(blocks, nb, a.q, a.k, a.Hq, a.Hkv, a.D, q_st, k_st, scale, gist, g, out,
+                                           stream);
+        else
+          select_detail::launch_scores(blocks, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st,
+                                       scale, gist, g, out, rows_tile, vec, p.max_rows == 1, stream);
+      };
+      score(db, d_gist.as<int32_t>(), d_scores.as<float>());
       for (int l = 0; l < up_levels; l++)
-        select_detail::launch_scores(up_blocks[size_t(l)].as<block_desc>() + i0, nb, a.q, a.k, a.type == dtype::bf16,
-                                     a.Hq, a.Hkv, a.D, q_st, k_st, scale, up_gist[size_t(l)].as<int32_t>(), g,
-                                     up_scores[size_t(l)].as<float>(), rows_tile, vec, p.max_rows == 1, stream);
+        score(up_blocks[size_t(l)].as<block_desc>() + i0, up_gist[size_t(l)].as<int32_t>(),
+              up_scores[size_t(l)].as<float>());
     });
     timed("select.topk", profile_on(), [&] {
       if (up_levels == 0) {
@@ -300,7 +319,7 @@ row_selection row_selection::rebound(const select_args& b) const {
                     a.n_blocks == b.n_blocks && a.b_begin == b.b_begin && a.row_level == b.row_level &&
                     a.row_chunk == b.row_chunk && a.chunk_gist_begin == b.chunk_gist_begin &&
                     a.n_chunks == b.n_chunks && a.n_complete == b.n_complete && a.cfg == b.cfg &&
-                    a.max_scratch_scores == b.max_scratch_scores;
+                    a.max_scratch_scores == b.max_scratch_scores && a.exact_scores == b.exact_scores;
   if (!same) fail("GPU row selection: reused for different sizes or tables; build a new row_selection");
   if (!b.q || !b.k) fail("GPU chunk selection: q and k (device pointers) must be set");
   return row_selection(b, plan_);

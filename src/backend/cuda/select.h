@@ -20,6 +20,10 @@
 // (no FMA), then times the host's 1/sqrt(float(D)): the same operations as gist::score_units built with
 // -ffp-contract=off, so the scores (and so the selection) equal the CPU's bit for bit when the CPU reads the same
 // values (bf16 inputs widened exactly). Group sums are f32 in head order, as in gist::select_top.
+// Except by default for per-token selection (one-row blocks) on bf16 q and k with D 64 / 128: those scores run on
+// tensor cores (select-mma.cu, ~10x cheaper), whose sums are not in feature order: identical inputs still score
+// identically (ties, passes), integer-valued data exactly, but two candidates within ~1e-6 (relative) at the k-th
+// place may swap against the CPU. select_args::exact_scores or GSA_SELECT_EXACT=1 keeps the exact kernel.
 //
 // Cost: one upload of the small host tables, two kernels per batch of blocks (scores, then top-k + union), one
 // device -> host copy of the ids per batch. Score scratch is bounded (batches of blocks), so any length works.
@@ -59,6 +63,9 @@ struct select_args {
   // Scores held on the device at once (floats); blocks are launched in batches under it (a batch holds at least
   // one block). 0: the default, 32 Mi (128 MiB). Tests set it small to exercise batching.
   int64_t max_scratch_scores = 0;
+  // Per-token selection on bf16: score with the exact f32 kernel (bit-equal to the CPU) instead of tensor cores
+  // (see "Arithmetic" above). GSA_SELECT_EXACT=1 in the environment sets it for every selection.
+  bool exact_scores = false;
 };
 
 // Selects as described above; returns the number of unfolded (block, KV head, chunk) triples, i.e. the sum of
@@ -116,6 +123,13 @@ struct block_desc {
 void launch_scores(const block_desc* blocks, int n_blocks, const void* q, const void* k, bool bf16, int Hq,
                    int Hkv, int D, int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g, float* scores, int rows_tile,
                    bool vec, bool one_row, void* stream);
+
+// The same scores for one-row blocks on tensor cores (select-mma.cu): bf16 q and k, 16-byte aligned rows, D 64 or
+// 128 (scores_mma_supported). Not bit-equal to the CPU's: near-ties at the k-th place may swap.
+bool scores_mma_supported(int D, int Hq, int Hkv);
+void launch_scores_mma(const block_desc* blocks, int n_blocks, const void* q, const void* k, int Hq, int Hkv, int D,
+                       int64_t q_st, int64_t k_st, float scale, const int32_t* gist_begin, int g, float* scores,
+                       void* stream);
 
 // Per (block, KV head): ids[id_off + h * cap + i], i < counts[block * Hkv + h], ascending; both OVERWRITTEN.
 // With group_scoring the first row of each group in scores is overwritten by the group sum. max_cand: the
