@@ -40,7 +40,10 @@ namespace {
 
 using select_detail::block_desc;
 
-constexpr int64_t default_score_budget = int64_t(32) << 20;  // floats: 128 MiB
+// floats: 1 GiB. A batch is one launch of each kernel: per-token selection at 128k has 8192 candidates per row and
+// 32 heads, so 128 MiB held only 128 rows (64 score CTAs on 132 SMs); 1 GiB holds 1024 (the 128k unfolding
+// prefill 2.3x faster, docs/decode.md). Only what the largest batch needs is allocated.
+constexpr int64_t default_score_budget = int64_t(256) << 20;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 

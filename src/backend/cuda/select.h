@@ -61,7 +61,7 @@ struct select_args {
   int n_complete = 0;                         // gist::complete_chunk_count(stream)
   const gist::gsa_config* cfg = nullptr;
   // Scores held on the device at once (floats); blocks are launched in batches under it (a batch holds at least
-  // one block). 0: the default, 32 Mi (128 MiB). Tests set it small to exercise batching.
+  // one block). 0: the default, 256 Mi (1 GiB). Tests set it small to exercise batching.
   int64_t max_scratch_scores = 0;
   // Per-token selection on bf16: score with the exact f32 kernel (bit-equal to the CPU) instead of tensor cores
   // (see "Arithmetic" above). GSA_SELECT_EXACT=1 in the environment sets it for every selection.
