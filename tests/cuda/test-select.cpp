@@ -443,6 +443,37 @@ TEST(CudaSelect, HierarchyWalksAsTheCpu) {
   check_case(c, 22);
 }
 
+// Per-token walks score level 0 inside the walk (walk_args::score0), only at the units the walk allows: the
+// vector path in bf16 with D 128 and two gists per chunk, a large fixed k (whole levels kept), the scalar path
+// (D 96, f32), padded rows, and GQA 4 with group scoring.
+TEST(CudaSelect, HierarchyPerTokenScoresLevelZeroInTheWalk) {
+  sel_case c;
+  c.chunk = {4, 2};
+  c.Hq = 4;
+  c.Hkv = 2;
+  c.D = 128;
+  c.g = 2;
+  c.bf16 = true;
+  c.n_raw = 1500;
+  check_case(c, 28);
+  c.rule = select_rule::fixed;
+  c.topk = 40;  // more than a short row's allowed units: every allowed unit kept
+  check_case(c, 29);
+  c.g = 1;
+  c.D = 96;
+  c.bf16 = false;
+  c.rule = select_rule::adaptive;
+  check_case(c, 30);
+  c.D = 64;
+  c.pad = 3;
+  check_case(c, 31);
+  c.pad = 0;
+  c.Hq = 8;
+  c.group_scoring = true;
+  c.bf16 = true;
+  check_case(c, 32);
+}
+
 TEST(CudaSelect, HierarchyWalkThreeLevelsGroupScoringAndTies) {
   sel_case c;
   c.chunk = {2, 2, 3};

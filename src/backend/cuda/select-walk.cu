@@ -4,10 +4,20 @@
 // the level with the units outside the mask given order key 0, below every real score's key (order_key(-inf) is
 // 0x007fffff), and k clamped to the allowed count, so it keeps exactly what select_top keeps over the allowed
 // list (ties: lower index). The kept mask of one level is the next level's parent mask; level 0's is the result.
+//
+// score0 (per-token selection): level 0 has no precomputed scores. The warp lists its allowed units (a few per
+// level-1 unit kept: walk_level0_bound), scores only those, as gist::score_units does (f32, d in order, no FMA;
+// the row's G query vectors staged in shared memory), and selects over the list: the hierarchy's point, a row's
+// work grows with k, not with the context (before, every level-0 unit was scored and written to global memory,
+// then read by five radix passes, for the few hundred the walk allows). The list is ascending, so ties still go
+// to the lower unit.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
 
+#include "backend/cuda/ops-device.cuh"
 #include "backend/cuda/select-kernels.cuh"
 #include "backend/cuda/select.h"
 
@@ -17,16 +27,46 @@ namespace {
 
 constexpr int walk_warps = 8;
 
+// One level-0 unit's score for query vector qj (f32, D), as gist::score_units: the max over its g gists of the
+// dot product (d in order, separately rounded multiplies and adds) times scale; NaN skipped.
+template <class T, bool VEC>
+__device__ __forceinline__ float unit_score(const float* qj, const T* __restrict__ k, int64_t k_row0, int64_t k_st,
+                                            int D, int g, float scale) {
+  float best = -INFINITY;
+  for (int r = 0; r < g; r++) {
+    const T* kp = k + (k_row0 + r) * k_st;
+    float dot = 0.0f;
+    if constexpr (VEC) {
+      constexpr int V = dev::vec16<T>;
+      for (int d0 = 0; d0 < D; d0 += V) {
+        float kv[V];
+        dev::load_f<T, V>(kv, kp + d0);
+#pragma unroll
+        for (int e = 0; e < V; e++) dot = __fadd_rn(dot, __fmul_rn(qj[d0 + e], kv[e]));
+      }
+    } else {
+      for (int d = 0; d < D; d++) dot = __fadd_rn(dot, __fmul_rn(qj[d], dev::to_f(kp[d])));
+    }
+    const float v = __fmul_rn(dot, scale);
+    best = best < v ? v : best;
+  }
+  return best;
+}
+
+template <class T, bool VEC>
 __global__ void __launch_bounds__(32 * walk_warps)
     walk_kernel(const walk_args w, int n_blocks, int Hq, int Hkv, bool group_scoring, int32_t* __restrict__ ids,
-                int32_t* __restrict__ counts, int words_max) {
-  extern __shared__ int wsm[];  // per warp: hist[256], kept[words_max], allow[words_max]
+                int32_t* __restrict__ counts, int words_max, int warps) {
+  // Per warp: hist[256], kept[words_max], allow[words_max]; with score0 also units[m_max], sc[m_max],
+  // cmask[(m_max + 31) / 32], qv[G * D] (walk_warp_smem).
+  extern __shared__ int wsm[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t item = int64_t(blockIdx.x) * walk_warps + warp;
+  const int64_t item = int64_t(blockIdx.x) * warps + warp;
   if (item >= int64_t(n_blocks) * Hkv) return;  // warp-uniform; no CTA-wide barrier below
   const int bi = int(item / Hkv), h = int(item % Hkv);
   const int G = Hq / Hkv;
-  int* hist = wsm + warp * (256 + 2 * words_max);
+  const int G_q = w.score0 ? G : 0, m_max = w.score0 ? w.m_max : 0;
+  int* hist = wsm + int64_t(warp) * (256 + 2 * words_max + 2 * m_max + (m_max + 31) / 32 + G_q * w.D);
   uint32_t* kept = reinterpret_cast<uint32_t*>(hist + 256);
   uint32_t* allow = kept + words_max;
   const block_desc b0 = w.level[0][bi];
@@ -63,9 +103,45 @@ __global__ void __launch_bounds__(32 * walk_warps)
       __syncwarp();
       continue;
     }
+    const int heads = group_scoring ? 1 : G;
+    if (l == 0 && w.score0) {
+      if (allowed > m_max) __trap();  // walk_level0_bound is a bound: never
+      int32_t* units = reinterpret_cast<int32_t*>(allow + words_max);
+      float* sc = reinterpret_cast<float*>(units + m_max);
+      uint32_t* cmask = reinterpret_cast<uint32_t*>(sc + m_max);
+      float* qv = reinterpret_cast<float*>(cmask + (m_max + 31) / 32);
+      const int m = warp_emit_ids(allow, words, units, m_max, lane);  // ascending unit ids, m == allowed
+      const T* q = static_cast<const T*>(w.q);
+      const T* k = static_cast<const T*>(w.k) + int64_t(h) * w.D;
+      for (int i = lane; i < G * w.D; i += 32) {
+        const int j = i / w.D, d = i - j * w.D;
+        qv[i] = dev::to_f(q[int64_t(b0.row0) * w.q_st + int64_t(h * G + j) * w.D + d]);
+      }
+      for (int x = lane; x < (m + 31) / 32; x += 32) cmask[x] = 0;
+      __syncwarp();
+      for (int j = 0; j < heads; j++) {
+        for (int t = lane; t < m; t += 32) {
+          const int64_t k_row0 = w.gist0[units[t]];
+          float v;
+          if (group_scoring) {  // the group's f32 sum in head order, as gist::select_top
+            v = 0.0f;
+            for (int jj = 0; jj < G; jj++)
+              v = __fadd_rn(v, unit_score<T, VEC>(qv + jj * w.D, k, k_row0, w.k_st, w.D, w.g, w.scale));
+          } else {
+            v = unit_score<T, VEC>(qv + j * w.D, k, k_row0, w.k_st, w.D, w.g, w.scale);
+          }
+          sc[t] = v;
+        }
+        __syncwarp();
+        warp_select_keys([&](int t) { return order_key(sc[t]); }, m, kk, cmask, hist, lane);
+      }
+      for (int t = lane; t < m; t += 32)
+        if ((cmask[t >> 5] >> (t & 31)) & 1u) atomicOr(&kept[units[t] >> 5], 1u << (units[t] & 31));
+      __syncwarp();
+      continue;
+    }
     float* rows = w.scores[l] + bl.score_off + int64_t(h) * G * n;  // (G, n) of this KV head
     if (group_scoring) warp_group_sum(rows, n, G, lane);
-    const int heads = group_scoring ? 1 : G;
     for (int j = 0; j < heads; j++) {
       const float* row = rows + int64_t(j) * n;
       warp_select_keys([&](int i) { return ((allow[i >> 5] >> (i & 31)) & 1u) ? order_key(row[i]) : 0u; }, n, kk,
@@ -89,12 +165,28 @@ void launch_walk(const walk_args& w, int n_blocks, int Hq, int Hkv, bool group_s
              " candidate chunks per row, this plan has " + std::to_string(max_cand) +
              "; use a larger chunk[0], gsa.unfold_select \"flat\", or the CPU selection");
   const int words = (max_cand + 31) / 32;
-  const int64_t items = int64_t(n_blocks) * Hkv, grid = (items + walk_warps - 1) / walk_warps;
-  const size_t smem = size_t(walk_warps) * (256 + 2 * size_t(words)) * sizeof(int);  // <= 40 KiB
-  walk_kernel<<<unsigned(grid), 32 * walk_warps, smem, static_cast<cudaStream_t>(stream)>>>(
-      w, n_blocks, Hq, Hkv, group_scoring, ids, counts, words);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail_msg(launch_error("walk_kernel", e));
+  const size_t per_warp = walk_warp_smem(max_cand, w.score0, w.m_max, Hq / Hkv, w.D);
+  const int warps = int(std::min<size_t>(walk_warps, walk_smem_max / per_warp));
+  if (warps < 1)
+    fail_msg("GPU chunk selection: the walk needs " + std::to_string(per_warp) + " bytes of shared memory per warp, " +
+             "at most " + std::to_string(walk_smem_max) + " available (select.cpp scores level 0 ahead instead)");
+  const int64_t items = int64_t(n_blocks) * Hkv, grid = (items + warps - 1) / warps;
+  const size_t smem = size_t(warps) * per_warp;
+  auto launch = [&](auto kernel) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (e == cudaSuccess) {
+      kernel<<<unsigned(grid), 32 * warps, smem, static_cast<cudaStream_t>(stream)>>>(w, n_blocks, Hq, Hkv, group_scoring,
+                                                                                      ids, counts, words, warps);
+      e = cudaGetLastError();
+    }
+    if (e != cudaSuccess) fail_msg(launch_error("walk_kernel", e));
+  };
+  if (!w.score0)
+    launch(walk_kernel<float, false>);
+  else if (w.bf16)
+    w.vec ? launch(walk_kernel<bf16, true>) : launch(walk_kernel<bf16, false>);
+  else
+    w.vec ? launch(walk_kernel<float, true>) : launch(walk_kernel<float, false>);
 }
 
 }  // namespace gsa::cuda::select_detail

@@ -34,6 +34,10 @@ struct selection_plan {
   std::vector<size_t> batch_begin{0};    // batches [batch_begin[i], batch_begin[i + 1])
   int max_cand = 0, max_rows = 0, max_cap = 0;
   int64_t max_scores = 0, max_ids = 0, max_batch = 0;
+  // The walk scores level 0 itself (walk_args::score0: one-row blocks, its shared memory within bounds), so level
+  // 0 has no score scratch; walk_m_max bounds a block's allowed level-0 units.
+  bool walk_score0 = false;
+  int walk_m_max = 0;
 };
 
 namespace {
@@ -47,12 +51,19 @@ constexpr int64_t default_score_budget = int64_t(256) << 20;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+bool env_on(const char* name) {
+  const char* e = std::getenv(name);
+  return e && *e && std::string(e) != "0";
+}
 // GSA_SELECT_EXACT=1: every selection scores with the exact kernel (select_args::exact_scores).
 bool exact_env() {
-  static const bool on = [] {
-    const char* e = std::getenv("GSA_SELECT_EXACT");
-    return e && *e && std::string(e) != "0";
-  }();
+  static const bool on = env_on("GSA_SELECT_EXACT");
+  return on;
+}
+// GSA_SELECT_WALK_PRESCORED=1: the walk reads level 0's scores from a score launch over every unit, as before
+// walk_args::score0 (an A/B switch for the benchmarks).
+bool walk_prescored_env() {
+  static const bool on = env_on("GSA_SELECT_WALK_PRESCORED");
   return on;
 }
 
@@ -159,10 +170,20 @@ selection_plan plan_selection(const select_args& a, std::vector<uint8_t>* unfold
       }
     }
   }
+  if (up_levels > 0 && p.max_rows == 1 && !walk_prescored_env()) {
+    const int64_t heads = cfg.group_scoring ? 1 : G;
+    int64_t m_max = 1;
+    for (size_t i = 0; i < p.blocks.size(); i++)
+      m_max = std::max(m_max, select_detail::walk_level0_bound(p.blocks[i].n_cand, p.upper[0][i].n_cand, heads,
+                                                               p.blocks[i].k, cfg.chunk[1]));
+    p.walk_m_max = int(m_max);
+    p.walk_score0 = select_detail::walk_warp_smem(p.max_cand, true, p.walk_m_max, G, a.D) <=
+                    select_detail::walk_smem_max;
+  }
   int64_t s_off = 0, i_off = 0;
   std::vector<int64_t> up_off(size_t(up_levels), 0);
   for (size_t i = 0; i < p.blocks.size(); i++) {
-    int64_t ns = int64_t(a.Hq) * p.blocks[i].n_cand;
+    int64_t ns = p.walk_score0 ? 0 : int64_t(a.Hq) * p.blocks[i].n_cand;
     const int64_t ni = int64_t(a.Hkv) * p.blocks[i].cap;
     for (int l = 0; l < up_levels; l++) ns += int64_t(a.Hq) * p.upper[size_t(l)][i].n_cand;
     if (i > p.batch_begin.back() && s_off + ns > score_budget) {
@@ -200,7 +221,7 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
   detail::scratch d_blocks(bytes_of(p.blocks)), d_gist(bytes_of(gist_begin));
   copy_h2d(d_blocks.as<void>(), p.blocks.data(), p.blocks.size() * sizeof(block_desc));
   copy_h2d(d_gist.as<void>(), gist_begin.data(), gist_begin.size() * sizeof(int32_t));
-  detail::scratch d_scores(size_t(p.max_scores) * sizeof(float));
+  detail::scratch d_scores(size_t(std::max<int64_t>(1, p.max_scores)) * sizeof(float));
   detail::scratch d_ids(size_t(std::max<int64_t>(1, p.max_ids)) * sizeof(int32_t));
   detail::scratch d_counts(size_t(p.max_batch) * a.Hkv * sizeof(int32_t));
   // The walk's upper levels: block tables, gist positions and scores per level.
@@ -244,7 +265,7 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
           select_detail::launch_scores(blocks, nb, a.q, a.k, a.type == dtype::bf16, a.Hq, a.Hkv, a.D, q_st, k_st,
                                        scale, gist, g, out, rows_tile, vec, p.max_rows == 1, stream);
       };
-      score(db, d_gist.as<int32_t>(), d_scores.as<float>());
+      if (!p.walk_score0) score(db, d_gist.as<int32_t>(), d_scores.as<float>());
       for (int l = 0; l < up_levels; l++)
         score(up_blocks[size_t(l)].as<block_desc>() + i0, up_gist[size_t(l)].as<int32_t>(),
               up_scores[size_t(l)].as<float>());
@@ -263,6 +284,20 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
         w.level[l] = up_blocks[size_t(l - 1)].as<block_desc>() + i0;
         w.scores[l] = up_scores[size_t(l - 1)].as<float>();
         w.fan[l] = cfg.chunk[size_t(l)];
+      }
+      if (p.walk_score0) {  // level 0 scored inside the walk, exactly as gist::score_units
+        w.score0 = true;
+        w.q = a.q;
+        w.k = a.k;
+        w.bf16 = a.type == dtype::bf16;
+        w.vec = vec;
+        w.D = a.D;
+        w.g = g;
+        w.m_max = p.walk_m_max;
+        w.q_st = q_st;
+        w.k_st = k_st;
+        w.scale = scale;
+        w.gist0 = d_gist.as<int32_t>();
       }
       select_detail::launch_walk(w, nb, a.Hq, a.Hkv, cfg.group_scoring, d_ids.as<int32_t>(), d_counts.as<int32_t>(),
                                  p.max_cand, stream);

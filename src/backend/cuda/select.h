@@ -28,6 +28,8 @@
 // Cost: one upload of the small host tables, two kernels per batch of blocks (scores, then top-k + union), one
 // device -> host copy of the ids per batch. Score scratch is bounded (batches of blocks), so any length works.
 #pragma once
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -140,19 +142,46 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
 
 // The training walk (gist::select_block with several levels and cfg.unfold_walk): per (block, KV head), one warp
 // walks the levels from the top as gist::select_hierarchical does, over scores launch_scores wrote for every whole
-// unit of every level: level l's allowed units are the children of the units kept one level up plus the loose
+// unit of every level (level 0 excepted with score0, below): level l's allowed units are the children of the units kept one level up plus the loose
 // ones (whole at l, parent not whole), and select_top's union (or group) top min(k, allowed) keeps some of them.
 // The kept level-0 units are the block's ids (ids / counts as launch_topk writes them). level[l]: the block
 // table of level l (n_cand = whole level-l units, score_off into scores[l]; level 0's k, cap and id_off are the
 // block's), fan[l] (l >= 1) = cfg.chunk[l]. max_cand: the largest level-0 n_cand (at most walk_max_candidates).
+// score0 (one-row blocks): level 0 is not in scores[0] but scored inside the walk, only at the units the walk
+// allows there (children of the level-1 units it kept, and the loose ones): gist::score_units' exact arithmetic
+// (f32, d in order, no FMA), q row0 of each block, level-0 gists at gist0[u] + [0, g). m_max bounds a block's
+// allowed level-0 units (walk_level0_bound); it sizes the per-warp shared memory.
 struct walk_args {
   static constexpr int max_levels = 8;
   int levels = 0;
   const block_desc* level[max_levels] = {};
   float* scores[max_levels] = {};
   int fan[max_levels] = {};
+  bool score0 = false;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  bool bf16 = false, vec = false;
+  int D = 0, g = 1, m_max = 0;
+  int64_t q_st = 0, k_st = 0;
+  float scale = 0;
+  const int32_t* gist0 = nullptr;
 };
 constexpr int walk_max_candidates = 16 * 1024;
+// Level-0 units a block's walk can allow: the level-1 units it keeps (at most heads x k, heads = 1 with group
+// scoring, else G; at most n1 of them) times fan = cfg.chunk[1], plus fewer than fan loose ones; at most n0.
+inline int64_t walk_level0_bound(int64_t n0, int64_t n1, int64_t heads, int64_t k, int64_t fan) {
+  const int64_t kept1 = std::min(n1, heads * std::max<int64_t>(0, k));
+  return std::min(n0, kept1 * fan + fan - 1);
+}
+// Shared memory per warp of the walk (bytes): the radix histogram, two masks over max_cand units, and with score0
+// the allowed list, its scores, its mask and the row's G query vectors.
+inline size_t walk_warp_smem(int max_cand, bool score0, int m_max, int G, int D) {
+  const size_t words = size_t(max_cand + 31) / 32;
+  size_t ints = 256 + 2 * words;
+  if (score0) ints += 2 * size_t(m_max) + size_t(m_max + 31) / 32 + size_t(G) * D;
+  return ints * 4;
+}
+constexpr size_t walk_smem_max = 160 * 1024;  // per CTA; the walk scores level 0 itself only below it
 void launch_walk(const walk_args& w, int n_blocks, int Hq, int Hkv, bool group_scoring, int32_t* ids, int32_t* counts,
                  int max_cand, void* stream);
 
