@@ -72,6 +72,10 @@
 #                           whole pipeline that differ only in their draws (the pretraining included)
 #   EVAL_UNFOLD_ALL (0): 1 adds gsa at ratio 1 on each GSA CPT model (group cptRall: `gsa eval --ratios 1`, every
 #   chunk unfolded), the unfold-everything ablation: the model's own copy with perfect routing
+#   EVAL_STAGES (""): e.g. "256c 256u 1k": gsa at EVAL_STAGE_LENGTH (1k) and each branch's ratio on the GSA CPT
+#   models at the end of those earlier stages too (groups cptRatS; after the main cells, within the deadline):
+#   accuracy and routing per stage, which say when the gists learn to route (compress) and whether unfolding
+#   keeps or loses it
 #   UNFOLD_SELECT (the config's default, walk): walk | flat, how an AxB ratio's H-GSA CPT selects in training
 #   (gsa.unfold_select: the top-down walk hgsa decodes with, or flat level-0 top-k as gsa decodes)
 #   GIST_INIT (keep): mean sets the pretrained model's <|gist|> row to the mean row where each GSA CPT starts
@@ -386,8 +390,9 @@ for path in sorted(glob.glob(os.path.join(out, "eval-*.json"))):
         rows.setdefault(row, None if full else r["ratio"])
         task = r.get("task", "passkey")
         if task not in tasks: tasks.append(task)
-        c = cells.setdefault((task, row, r["length"]), [0.0, 0])
+        c = cells.setdefault((task, row, r["length"]), [0.0, 0, 0.0, 0])
         c[0] += r["score"] * r["n"]; c[1] += r["n"]
+        if r.get("routing_n", 0) > 0: c[2] += r["routing"] * r["routing_n"]; c[3] += r["routing_n"]
         lengths.add(r["length"])
 def wilson(p, n, z=1.959964):
     d = 1 + z * z / n; m = (p + z * z / (2 * n)) / d; h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
@@ -397,9 +402,11 @@ print(", ".join(tasks or ["passkey"]) + " accuracy, % (95% Wilson interval, n): 
       " Groups: cpt, full attention on the Full-CPT model (no ratio:"
       " in every table); cptR, gist / gsa (hgsa for AxB) on the GSA CPT model of ratio R and the baselines on the"
       " Full-CPT model, budget L/R; scratch, GSA from scratch (8x); xcheck*, the cpt models on the host's cores, a cross-check of the"
-      " GPU's cells; (cpu): run with --device cpu. The models:\n")
+      " GPU's cells; cptRatS, gsa on the GSA CPT model of ratio R at the end of its stage S (EVAL_STAGES);"
+      " (cpu): run with --device cpu. \"routed\": the needle-selected figure, % of the layer x KV-head selections"
+      " at the question's last row that picked the chunk holding the answer. The models:\n")
 for line in open(os.path.join(out, "timeline.txt")):
-    if re.match(r"(eval (cpt[0-9x]*|scratch): )", line.split(" ", 1)[-1]): print("* " + line.strip())
+    if re.match(r"(eval (cpt[0-9xwf]*(at[0-9a-z]+)?|scratch): )", line.split(" ", 1)[-1]): print("* " + line.strip())
 ratios = sorted({x for x in rows.values() if x is not None}) or [None]
 for task in tasks:
   for ratio in ratios:
@@ -412,8 +419,9 @@ for task in tasks:
         out_cells = []
         for l in L:
             if (task, row, l) not in cells: out_cells.append("-"); continue
-            s, n = cells[(task, row, l)]; p = s / n; lo, hi = wilson(p, n)
-            out_cells.append(f"{100*p:.1f} ({100*lo:.0f}-{100*hi:.0f}, n {n})")
+            s, n, rs, rn = cells[(task, row, l)]; p = s / n; lo, hi = wilson(p, n)
+            routed = f", routed {100*rs/rn:.0f}%" if rn else ""
+            out_cells.append(f"{100*p:.1f} ({100*lo:.0f}-{100*hi:.0f}, n {n}{routed})")
         print(f"| {row} | " + " | ".join(out_cells) + " |")
 EOF
 }
@@ -487,6 +495,20 @@ else
     > "$OUT/eval-cpt.log" 2>&1
 fi
 wait || true  # the scratch chain's evaluation and the host's cells
+# EVAL_STAGES: the earlier stages' GSA CPT models, gsa at each branch's ratio (group cptRatS).
+if [ -n "${EVAL_STAGES:-}" ]; then
+  (
+    POOL=${EVAL_JOBS:-4}
+    for st in $EVAL_STAGES; do for r in $CPT_RATIOS; do
+      m="$RUNS/cpt$st-gsa$r/final"
+      if [ ! -d "$m" ]; then note "eval cpt${r}at$st: no model $m"; continue; fi
+      note "eval cpt${r}at$st: --model $m --ratios $(ratio_of "$r")"
+      pool_wait "$POOL"
+      eval_dev_cell "cpt${r}at$st" gsa "${EVAL_STAGE_LENGTH:-1k}" "$(ratio_of "$r")" "$m" &
+    done; done
+    wait
+  ) > "$OUT/eval-stages.log" 2>&1
+fi
 copy_logs
 
 # Bits per byte on held-out text (issue 15 item 3; gsa perplexity): the essays of bundle-data/haystack, which no
