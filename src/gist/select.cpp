@@ -26,16 +26,19 @@ std::vector<int32_t> ranked(const float* s, int n) {
 // Selection for one score row: the first k of the ranking, or the top-p prefix.
 void select_row(const float* s, int n, int k, const gsa_config& cfg, std::vector<int32_t>& out) {
   if (n == 0) return;
-  if (cfg.select != select_rule::top_p) {  // the ranking's first k: a partial sort under the same strict order
-    const int take = std::clamp(k, 0, n);
+  if (cfg.select != select_rule::top_p) {  // the ranking's first k as a set (the caller sorts): a selection in
+    const int take = std::clamp(k, 0, n);     // linear time under the same strict order
     if (take == 0) return;
-    std::vector<int32_t> idx(n);
-    std::iota(idx.begin(), idx.end(), 0);
-    std::partial_sort(idx.begin(), idx.begin() + take, idx.end(), [&](int32_t a, int32_t b) {
-      const float va = rank_value(s[a]), vb = rank_value(s[b]);
-      return va > vb || (va == vb && a < b);
+    if (take == n) {
+      for (int i = 0; i < n; i++) out.push_back(i);
+      return;
+    }
+    std::vector<std::pair<float, int32_t>> v(static_cast<size_t>(n));
+    for (int i = 0; i < n; i++) v[size_t(i)] = {rank_value(s[i]), i};
+    std::nth_element(v.begin(), v.begin() + (take - 1), v.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
     });
-    out.insert(out.end(), idx.begin(), idx.begin() + take);
+    for (int i = 0; i < take; i++) out.push_back(v[size_t(i)].second);
     return;
   }
   // top_p: the shortest prefix of the ranking whose softmax mass reaches top_p.
@@ -243,7 +246,22 @@ std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, co
   std::vector<std::vector<float>> own;
   std::vector<std::vector<float>>& sc = scores ? *scores : own;
   sc.assign(size_t(levels), {});
-  for (int l = 0; l < levels; l++) {
+  // A walk that need not report its scores scores level 0 only at the units it allows (tiles: score_unit_range
+  // over each run of consecutive units, the same values as the whole range), as the GPU walk does.
+  const bool lazy0 = levels > 1 && !scores && tiles;
+  auto block_scores = [&](float* o, size_t ld, int h, const float* t, int u0, int u1) {
+    score_unit_range(o, ld, q_rows + size_t(h) * G * D, G, D, t, g, u0, u1);
+    if (rows == 1) return;
+    std::vector<float> row_scores(size_t(G) * (u1 - u0));
+    for (int r = 1; r < rows; r++) {  // a block's score is the max over its rows
+      score_unit_range(row_scores.data(), size_t(u1 - u0), q_rows + (size_t(r) * Hq + size_t(h) * G) * D, G, D, t, g,
+                       u0, u1);
+      for (int i = 0; i < G; i++)
+        for (int u = 0; u < u1 - u0; u++)
+          o[size_t(i) * ld + u] = std::max(o[size_t(i) * ld + u], row_scores[size_t(i) * (u1 - u0) + u]);
+    }
+  };
+  for (int l = lazy0 ? 1 : 0; l < levels; l++) {
     const int n = std::max(0, n_cand) / chunks_per_unit(cfg, l);
     GSA_ASSERT(n <= int(gist_begin[size_t(l)].size()), "select_block: {} level-{} units, {} with gists", n, l,
                gist_begin[size_t(l)].size());
@@ -257,19 +275,19 @@ std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, co
     GSA_ASSERT(int(tiles->size()) >= levels && int((*tiles)[size_t(l)].size()) == Hkv &&
                    (*tiles)[size_t(l)][0].size() >= size_t((int64_t(n) * g + score_tile - 1) / score_tile) * D * score_tile,
                "select_block: level {} tiles do not hold {} units", l, n);
-    std::vector<float> row_scores(rows > 1 ? size_t(G) * n : 0);
-    for (int h = 0; h < Hkv; h++) {
-      float* o = out.data() + size_t(h) * G * n;
-      const float* t = (*tiles)[size_t(l)][size_t(h)].data();
-      score_unit_range(o, size_t(n), q_rows + size_t(h) * G * D, G, D, t, g, 0, n);
-      for (int r = 1; r < rows; r++) {  // a block's score is the max over its rows
-        score_unit_range(row_scores.data(), size_t(n), q_rows + (size_t(r) * Hq + size_t(h) * G) * D, G, D, t, g, 0, n);
-        for (size_t i = 0; i < row_scores.size(); i++) o[i] = std::max(o[i], row_scores[i]);
-      }
-    }
+    for (int h = 0; h < Hkv; h++)
+      block_scores(out.data() + size_t(h) * G * n, size_t(n), h, (*tiles)[size_t(l)][size_t(h)].data(), 0, n);
   }
   if (levels == 1) return select_chunks(sc[0].data(), Hq, Hkv, n_cand, raw_before, cfg);
   const unit_scorer from_tables = [&](int level, int kv_head, const std::vector<int32_t>& units, float* out) {
+    if (level == 0 && lazy0) {  // units ascend (select_hierarchical): score each run of consecutive ones
+      const float* t = (*tiles)[0][size_t(kv_head)].data();
+      for (size_t a = 0, b; a < units.size(); a = b) {
+        for (b = a + 1; b < units.size() && units[b] == units[b - 1] + 1;) b++;
+        block_scores(out + a, units.size(), kv_head, t, units[a], units[b - 1] + 1);
+      }
+      return;
+    }
     const std::vector<float>& s = sc[size_t(level)];
     const size_t n = s.size() / size_t(Hq);
     for (int j = 0; j < G; j++)

@@ -94,7 +94,9 @@ hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std:
 // walks them top-down with hierarchy_k (the decode walk of hgsa, over scores computed up front). Per KV head,
 // ascending chunk ids. scores (optional) gets level l's scores (Hq, n_cand / P_l) at [l] (only level 0 when flat).
 // tiles (optional): [l][h] = gist_key_tiles of level l's units (at least the block's whole ones); the scores are
-// then computed from them (score_unit_range: the same values; a zero's sign may differ in blocks of several rows).
+// then computed from them (score_unit_range: the same values; a zero's sign may differ in blocks of several rows),
+// and a walk without `scores` scores level 0 only at the units it allows (the children of the level-1 units it
+// kept and the loose ones), so a row's selection costs about k c_1 level-0 units, not n_cand.
 using level_tiles = std::vector<std::vector<std::vector<float>>>;
 std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, const float* k, int Tk, int Hq, int Hkv,
                                                int D, const std::vector<std::vector<int32_t>>& gist_begin, int chunk,

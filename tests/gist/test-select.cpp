@@ -284,6 +284,11 @@ TEST(GistSelect, SelectBlockFromTilesEqualsScoreUnits) {
         const VV got = select_block(q.data() + size_t(row) * Hq * D, rows, k.data(), T, Hq, Hkv, D, gb, c, n_cand,
                                     cfg, &got_s, &tiles);
         EXPECT_EQ(got, want) << "row " << row << " rows " << rows;
+        // Without scores asked for, a walk scores level 0 only where it goes: the same selection.
+        EXPECT_EQ(select_block(q.data() + size_t(row) * Hq * D, rows, k.data(), T, Hq, Hkv, D, gb, c, n_cand, cfg,
+                               nullptr, &tiles),
+                  want)
+            << "row " << row << " rows " << rows << " (level 0 scored where the walk goes)";
         ASSERT_EQ(got_s.size(), want_s.size());
         for (size_t l = 0; l < want_s.size(); l++) {
           ASSERT_EQ(got_s[l].size(), want_s[l].size());
