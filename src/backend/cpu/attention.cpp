@@ -44,12 +44,19 @@ void gather_rows(float* dst, const float* src, const int32_t* idx, int n, int hk
   for (int j = 0; j < n; j++) std::copy_n(src + (size_t(idx[j]) * Hkv + hk) * D, D, dst + size_t(j) * D);
 }
 
-// dst (D, ld) = the same rows, transposed; columns [n, ld) are zero so that tiles may run past n.
+// dst (D, ld) = the same rows, transposed; columns [n, ld) are zero so that tiles may run past n. Sixteen rows at
+// a time (they stay in L1), so that each output row gets 64 contiguous bytes per visit instead of one float.
 void gather_cols(float* dst, int ld, const float* src, const int32_t* idx, int n, int hk, int Hkv, int D) {
   for (int d = 0; d < D; d++) std::fill(dst + size_t(d) * ld + n, dst + size_t(d + 1) * ld, 0.0f);
-  for (int j = 0; j < n; j++) {
-    const float* row = src + (size_t(idx[j]) * Hkv + hk) * D;
-    for (int d = 0; d < D; d++) dst[size_t(d) * ld + j] = row[d];
+  constexpr int B = 16;
+  const float* rows[B];
+  for (int j0 = 0; j0 < n; j0 += B) {
+    const int nb = std::min(B, n - j0);
+    for (int j = 0; j < nb; j++) rows[j] = src + (size_t(idx[j0 + j]) * Hkv + hk) * D;
+    for (int d = 0; d < D; d++) {
+      float* o = dst + size_t(d) * ld + j0;
+      for (int j = 0; j < nb; j++) o[j] = rows[j][d];
+    }
   }
 }
 
