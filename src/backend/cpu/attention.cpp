@@ -228,12 +228,19 @@ void backward_task(const task_ctx& c, int b, int hk, float* dq, const kv_sink& d
   gather_cols(kt, ld, k, idx, n, hk, c.Hkv, D);
   gather_cols(vt, ld, v, idx, n, hk, c.Hkv, D);
   gather_rows(kr, k, idx, n, hk, c.Hkv, D);
+  // A one-row block (per-token selection) writes its dK / dV partials once, for its cnt visible keys: the GEMMs
+  // overwrite them and only those rows are added to the sink, so the staging needs no zeroing (n x D x 2 floats
+  // per row and head, most of a per-row unfold backward's memory traffic otherwise).
+  const bool one_row = plan.block_q[b + 1] - plan.block_q[b] == 1;
+  int staged = one_row ? 0 : n;  // staging rows the sink gets
   float *dkg = nullptr, *dvg = nullptr;
   if (want_kv) {
     dkg = scratch::fit(w.dkg, size_t(n) * D);
     dvg = scratch::fit(w.dvg, size_t(n) * D);
-    std::fill_n(dkg, size_t(n) * D, 0.0f);
-    std::fill_n(dvg, size_t(n) * D, 0.0f);
+    if (!one_row) {
+      std::fill_n(dkg, size_t(n) * D, 0.0f);
+      std::fill_n(dvg, size_t(n) * D, 0.0f);
+    }
   }
   for (int i = plan.block_q[b]; i < plan.block_q[b + 1]; i++) {
     const int cnt = visible_count(idx, n, int64_t(c.q_offset) + i);
@@ -259,12 +266,13 @@ void backward_task(const task_ctx& c, int b, int hk, float* dq, const kv_sink& d
     if (dq) gemm_rows(dq + row0 * D, D, ds, ld, 1, kr, D, G, cnt, D, true);  // dQ += dS K
     if (want_kv) {
       // dK[j] += sum_g dS[g][j] Q[g]; dV[j] += sum_g P[g][j] dO[g]: A is dS^T / P^T (row stride 1).
-      gemm_rows(dkg, D, ds, 1, ld, qi, D, cnt, G, D, true);
-      gemm_rows(dvg, D, p, 1, ld, doi, D, cnt, G, D, true);
+      gemm_rows(dkg, D, ds, 1, ld, qi, D, cnt, G, D, !one_row);
+      gemm_rows(dvg, D, p, 1, ld, doi, D, cnt, G, D, !one_row);
+      if (one_row) staged = cnt;
     }
   }
   if (!want_kv) return;
-  for (int j = 0; j < n; j++) {
+  for (int j = 0; j < staged; j++) {
     const size_t at = size_t(idx[j] - dst.key0) * dst.ld;
     if (dst.dk)
       for (int d = 0; d < D; d++) dst.dk[at + d] += dkg[size_t(j) * D + d];
