@@ -223,12 +223,15 @@ if has prefill; then
   # select per row, train_select token) and unfolds them, in passes past 65536 rows; then where its time goes at
   # 32k (GSA_TRAIN_PROFILE=1; PREFILL_UNFOLD_PROFILE_CONTEXTS). PREFILL_UNFOLD_CONTEXTS="" skips both.
   if [ -n "${PREFILL_UNFOLD_CONTEXTS-32k,128k,1m}" ]; then
+    # PREFILL_UNFOLD_CHUNKS (e.g. 16: one level, flat selection) replaces the preset's {16, 4} in both runs.
+    UCH=${PREFILL_UNFOLD_CHUNKS:+--chunks $PREFILL_UNFOLD_CHUNKS}
+    UMETH=gsa,hgsa; [ -n "${PREFILL_UNFOLD_CHUNKS:-}" ] && [[ $PREFILL_UNFOLD_CHUNKS != *,* ]] && UMETH=gsa
     timeout "${PREFILL_UNFOLD_TIMEOUT:-200}" "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 2 \
-      --prefill-mode unfold --context "${PREFILL_UNFOLD_CONTEXTS-32k,128k,1m}" --method gsa,hgsa
+      --prefill-mode unfold --context "${PREFILL_UNFOLD_CONTEXTS-32k,128k,1m}" --method $UMETH $UCH
     echo "unfolding prefill exit code: $?"
     GSA_TRAIN_PROFILE=1 timeout "${PREFILL_UNFOLD_PROFILE_TIMEOUT:-60}" "$GSA" bench decode --device cuda \
       --preset llama1b --prefill --steps 1 --prefill-mode unfold --context "${PREFILL_UNFOLD_PROFILE_CONTEXTS:-32k}" \
-      --method gsa,hgsa
+      --method $UMETH $UCH
   fi
 fi
 
