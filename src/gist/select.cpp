@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "gist/fast-select.h"
 #include "gist/stream.h"
 
 namespace gsa::gist {
@@ -23,39 +24,28 @@ std::vector<int32_t> ranked(const float* s, int n) {
   return idx;
 }
 
-// Selection for one score row: the first k of the ranking, or the top-p prefix.
+// Selection for one score row: the first k of the ranking, or the top-p prefix. (The reference: fast-select.h
+// takes the same sets without sorting every score.)
 void select_row(const float* s, int n, int k, const gsa_config& cfg, std::vector<int32_t>& out) {
   if (n == 0) return;
-  if (cfg.select != select_rule::top_p) {  // the ranking's first k as a set (the caller sorts): a selection in
-    const int take = std::clamp(k, 0, n);     // linear time under the same strict order
-    if (take == 0) return;
-    if (take == n) {
-      for (int i = 0; i < n; i++) out.push_back(i);
-      return;
-    }
-    std::vector<std::pair<float, int32_t>> v(static_cast<size_t>(n));
-    for (int i = 0; i < n; i++) v[size_t(i)] = {rank_value(s[i]), i};
-    std::nth_element(v.begin(), v.begin() + (take - 1), v.end(), [](const auto& a, const auto& b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    });
-    for (int i = 0; i < take; i++) out.push_back(v[size_t(i)].second);
-    return;
-  }
-  // top_p: the shortest prefix of the ranking whose softmax mass reaches top_p.
   std::vector<int32_t> idx = ranked(s, n);
   int take = 0;
-  const double mx = rank_value(s[idx[0]]);
-  if (!std::isfinite(mx)) {
-    take = 1;  // all scores -inf / NaN: no mass to speak of; unfold the first in rank order
-  } else {
-    double z = 0;
-    for (int i = 0; i < n; i++) z += std::exp(double(rank_value(s[i])) - mx);
-    double cum = 0;
-    while (take < n) {
-      cum += std::exp(double(rank_value(s[idx[take]])) - mx) / z;
-      take++;
-      if (cum >= double(cfg.top_p) * (1 - 1e-12)) break;
+  if (cfg.select == select_rule::top_p) {
+    const double mx = rank_value(s[idx[0]]);
+    if (!std::isfinite(mx)) {
+      take = 1;  // all scores -inf / NaN: no mass to speak of; unfold the first in rank order
+    } else {
+      double z = 0;
+      for (int i = 0; i < n; i++) z += std::exp(double(rank_value(s[i])) - mx);
+      double cum = 0;
+      while (take < n) {
+        cum += std::exp(double(rank_value(s[idx[take]])) - mx) / z;
+        take++;
+        if (cum >= double(cfg.top_p) * (1 - 1e-12)) break;
+      }
     }
+  } else {
+    take = std::clamp(k, 0, n);
   }
   out.insert(out.end(), idx.begin(), idx.begin() + take);
 }
@@ -246,19 +236,18 @@ std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, co
   std::vector<std::vector<float>> own;
   std::vector<std::vector<float>>& sc = scores ? *scores : own;
   sc.assign(size_t(levels), {});
-  // A walk that need not report its scores scores level 0 only at the units it allows (tiles: score_unit_range
-  // over each run of consecutive units, the same values as the whole range), as the GPU walk does.
+  // A walk that need not report its scores scores level 0 only at the units it allows (tiles: score_unit_list,
+  // the same values as the whole range), as the GPU walk does.
   const bool lazy0 = levels > 1 && !scores && tiles;
-  auto block_scores = [&](float* o, size_t ld, int h, const float* t, int u0, int u1) {
-    score_unit_range(o, ld, q_rows + size_t(h) * G * D, G, D, t, g, u0, u1);
+  // o (G, w) with row stride ld = the max over the block's rows of score(dst, stride, q of KV head h's group).
+  auto block_scores = [&](float* o, size_t ld, size_t w, int h, auto&& score) {
+    score(o, ld, q_rows + size_t(h) * G * D);
     if (rows == 1) return;
-    std::vector<float> row_scores(size_t(G) * (u1 - u0));
-    for (int r = 1; r < rows; r++) {  // a block's score is the max over its rows
-      score_unit_range(row_scores.data(), size_t(u1 - u0), q_rows + (size_t(r) * Hq + size_t(h) * G) * D, G, D, t, g,
-                       u0, u1);
+    std::vector<float> row_scores(size_t(G) * w);
+    for (int r = 1; r < rows; r++) {
+      score(row_scores.data(), w, q_rows + (size_t(r) * Hq + size_t(h) * G) * D);
       for (int i = 0; i < G; i++)
-        for (int u = 0; u < u1 - u0; u++)
-          o[size_t(i) * ld + u] = std::max(o[size_t(i) * ld + u], row_scores[size_t(i) * (u1 - u0) + u]);
+        for (size_t u = 0; u < w; u++) o[size_t(i) * ld + u] = std::max(o[size_t(i) * ld + u], row_scores[i * w + u]);
     }
   };
   for (int l = lazy0 ? 1 : 0; l < levels; l++) {
@@ -275,17 +264,24 @@ std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, co
     GSA_ASSERT(int(tiles->size()) >= levels && int((*tiles)[size_t(l)].size()) == Hkv &&
                    (*tiles)[size_t(l)][0].size() >= size_t((int64_t(n) * g + score_tile - 1) / score_tile) * D * score_tile,
                "select_block: level {} tiles do not hold {} units", l, n);
-    for (int h = 0; h < Hkv; h++)
-      block_scores(out.data() + size_t(h) * G * n, size_t(n), h, (*tiles)[size_t(l)][size_t(h)].data(), 0, n);
+    for (int h = 0; h < Hkv; h++) {
+      const float* t = (*tiles)[size_t(l)][size_t(h)].data();
+      block_scores(out.data() + size_t(h) * G * n, size_t(n), size_t(n), h, [&](float* o, size_t ld, const float* q) {
+        score_unit_range(o, ld, q, G, D, t, g, 0, n);
+      });
+    }
   }
-  if (levels == 1) return select_chunks(sc[0].data(), Hq, Hkv, n_cand, raw_before, cfg);
+  std::vector<std::vector<int32_t>> chosen;
+  if (levels == 1) {
+    select_top_fast(sc[0].data(), Hq, Hkv, n_cand, select_k(cfg, raw_before, G, n_cand), cfg, chosen);
+    return chosen;
+  }
   const unit_scorer from_tables = [&](int level, int kv_head, const std::vector<int32_t>& units, float* out) {
-    if (level == 0 && lazy0) {  // units ascend (select_hierarchical): score each run of consecutive ones
+    if (level == 0 && lazy0) {  // units ascend (select_hierarchical)
       const float* t = (*tiles)[0][size_t(kv_head)].data();
-      for (size_t a = 0, b; a < units.size(); a = b) {
-        for (b = a + 1; b < units.size() && units[b] == units[b - 1] + 1;) b++;
-        block_scores(out + a, units.size(), kv_head, t, units[a], units[b - 1] + 1);
-      }
+      block_scores(out, units.size(), units.size(), kv_head, [&](float* o, size_t, const float* q) {
+        score_unit_list(o, q, G, D, t, g, units);  // (G, units.size())
+      });
       return;
     }
     const std::vector<float>& s = sc[size_t(level)];
@@ -293,7 +289,7 @@ std::vector<std::vector<int32_t>> select_block(const float* q_rows, int rows, co
     for (int j = 0; j < G; j++)
       for (size_t i = 0; i < units.size(); i++) out[j * units.size() + i] = s[size_t(kv_head * G + j) * n + units[i]];
   };
-  return select_hierarchical(n_cand, Hq, Hkv, hierarchy_k(cfg, raw_before, G, n_cand), cfg, from_tables).chunks;
+  return select_hierarchical_fast(n_cand, Hq, Hkv, hierarchy_k(cfg, raw_before, G, n_cand), cfg, from_tables).chunks;
 }
 
 std::vector<int> hierarchy_k(const gsa_config& cfg, int64_t raw_before, int group_size, int n_candidates) {

@@ -79,7 +79,7 @@ struct hier_selection {
 // of the kept units plus the "loose" units whose parent unit is not whole, keep k_per_level[l], ...; the kept
 // level-0 units are the chunks. With every k unlimited this selects every candidate.
 // `select` (optional) replaces select_top at each level: given one KV head's scores (group_size, n) and k, it
-// writes the kept indices (ascending, into 0..n-1) to out; the decode fast path (infer/fast-select.h) plugs its
+// writes the kept indices (ascending, into 0..n-1) to out; the fast path (gist/fast-select.h) plugs its
 // bounded top-k in here, so the walk itself exists once.
 using level_selector = std::function<void(const float* scores, int group_size, int n, int k, std::vector<int32_t>& out)>;
 hier_selection select_hierarchical(int n_candidates, int Hq, int Hkv, const std::vector<int>& k_per_level,

@@ -12,7 +12,7 @@
 #include "gist/plan.h"
 #include "gist/select.h"
 #include "infer/decode-attention.h"
-#include "infer/fast-select.h"
+#include "gist/fast-select.h"
 #include "infer/session.h"
 
 namespace gsa::infer {
@@ -112,18 +112,18 @@ void session::gsa_select(int layer, int pos, const float* q, std::vector<std::ve
   if (opts_.meth == method::gsa) {
     scores_.resize(size_t(Hq) * n_cand);
     for (int h = 0; h < Hkv; h++)
-      score_unit_range(scores_.data() + size_t(h) * G * n_cand, size_t(n_cand), q + size_t(h) * G * D, G, D,
+      gist::score_unit_range(scores_.data() + size_t(h) * G * n_cand, size_t(n_cand), q + size_t(h) * G * D, G, D,
                        cache_->gist_key_tiles(layer, 0, h), g, 0, n_cand);
     stats_.bytes_read += int64_t(n_cand) * g * Hkv * key_bytes;
     const int k = gist::select_k(cfg, raw_before, G, n_cand);
-    select_top_fast(scores_.data(), Hq, Hkv, n_cand, k, cfg, sel);
+    gist::select_top_fast(scores_.data(), Hq, Hkv, n_cand, k, cfg, sel);
   } else {
     auto scorer = [&](int lv, int h, const std::vector<int32_t>& units, float* out) {
-      score_unit_list(out, q + size_t(h) * G * D, G, D, cache_->gist_key_tiles(layer, lv, h), g, units);
+      gist::score_unit_list(out, q + size_t(h) * G * D, G, D, cache_->gist_key_tiles(layer, lv, h), g, units);
     };
     std::vector<int> ks = cfg.select == gist::select_rule::fixed ? std::vector<int>(cfg.levels(), cfg.topk)
                                                                  : gist::hierarchy_k(cfg, raw_before, G, n_cand);
-    gist::hier_selection hs = select_hierarchical_fast(n_cand, Hq, Hkv, ks, cfg, scorer);
+    gist::hier_selection hs = gist::select_hierarchical_fast(n_cand, Hq, Hkv, ks, cfg, scorer);
     stats_.bytes_read += hs.keys_scored * key_bytes;
     sel = std::move(hs.chunks);
   }

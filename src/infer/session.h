@@ -14,7 +14,7 @@
 //  * gist rows of level >= 1, dense layers and method gist: the gist mask (gist::compress_keys);
 //  * gsa / hgsa: the gist mask plus the raw tokens and level-0 gists of the chunks selected by gist score
 //    (gist::select_chunks, or gist::select_hierarchical top-down over the gist stores for hgsa; computed by the
-//    bit-identical fast path of fast-select.h);
+//    bit-identical fast path of gist/fast-select.h);
 //  * baselines: see method.h.
 // Logits are computed for a row only when it is the last queued one (or with options.record).
 // The prefill and the decode step run on the model's backend: for a model on the GPU (to_backend) the activations,

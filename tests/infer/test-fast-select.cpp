@@ -1,4 +1,4 @@
-// The decode fast path (infer/fast-select.h) against its gist/ reference: tiled scores equal gist::score_units
+// The fast path (gist/fast-select.h: decoding, training selection) against its gist/ reference: tiled scores equal gist::score_units
 // bit for bit; top-k and hierarchical selection equal gist::select_top / select_hierarchical on random scores
 // with many ties, NaN and -inf; a session's incrementally kept gist-mask list equals gist::compress_keys.
 #include <algorithm>
@@ -6,9 +6,9 @@
 #include <cstring>
 
 #include "gist/plan.h"
+#include "gist/fast-select.h"
 #include "gist/select.h"
 #include "gist/stream.h"
-#include "infer/fast-select.h"
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "kv/kv-cache.h"
@@ -17,6 +17,11 @@
 
 namespace gsa::infer {
 namespace {
+
+using gist::score_unit_list;
+using gist::score_unit_range;
+using gist::select_hierarchical_fast;
+using gist::select_top_fast;
 
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
 
