@@ -1,5 +1,5 @@
 // The host reference of backend.h's decode lists (contract: decode-lists.h): gist::score_units and
-// gist::select_top on the pool's rows, then the lists merged in stream order and attended by decode_attention.
+// gist::select_top_fast on the pool's rows, then the lists merged in stream order and attended by decode_attention.
 #include "backend/decode-lists.h"
 
 #include <algorithm>
@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "gist/config.h"
+#include "gist/fast-select.h"
 #include "gist/select.h"
 
 namespace gsa {
@@ -116,10 +117,10 @@ void host_lists_row(backend& be, Tensor& out, const Tensor& q, int page_rows, co
       std::vector<float> scores(size_t(Hq) * n);
       gist::score_units(scores.data(), q.f32(), 1, Hq, pool.f32(), int(pool.dim(0)), Hkv, D, d.gist_row.data(),
                         n, d.g);
-      sel = gist::select_top(scores.data(), Hq, Hkv, n, d.k, *d.cfg);
+      gist::select_top_fast(scores.data(), Hq, Hkv, n, d.k, *d.cfg, sel);
       for (int h = 0; h < Hkv; h++) o[int64_t(Hkv) * (1 + cap) + h] = n;
     } else {
-      // The walk of gist::select_hierarchical, scoring units at their rows in the pool (score_units' arithmetic).
+      // The walk of gist::select_hierarchical_fast, scoring units at their rows in the pool (score_units' arithmetic).
       const int G = Hq / Hkv;
       const float scale = 1.0f / std::sqrt(float(D));
       const size_t rowf = size_t(Hkv) * D;
@@ -143,7 +144,7 @@ void host_lists_row(backend& be, Tensor& out, const Tensor& q, int page_rows, co
         }
         scored[size_t(h)] += int64_t(units.size());
       };
-      sel = gist::select_hierarchical(n, Hq, Hkv, d.k_per_level, *d.cfg, scorer).chunks;
+      sel = gist::select_hierarchical_fast(n, Hq, Hkv, d.k_per_level, *d.cfg, scorer).chunks;
       for (int h = 0; h < Hkv; h++) o[int64_t(Hkv) * (1 + cap) + h] = int32_t(scored[size_t(h)]);
     }
     for (int h = 0; h < Hkv; h++) {
