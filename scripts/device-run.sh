@@ -6,7 +6,7 @@
 #   OUT=/some/dir scripts/device-run.sh [steps]             # there, from the repo root, with bundle/ carried
 #
 # steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
-# hf-decode first-result serve (carry bundle-data/ too) ncu
+# hf-decode first-result serve (carry bundle-data/ too) ncu (NCU_PREFILL: selection kernels in a prefill)
 # decode-layer decode-profile decode-long decode-offload prefill pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
@@ -93,7 +93,26 @@ if has profile; then
   done
 fi
 
-if has ncu; then
+if has ncu && [ -n "${NCU_PREFILL:-}" ]; then
+  # NCU_PREFILL="kernel@flags;kernel@flags": one launch of each kernel (the NCU_SKIP + 1-th, default 4th) inside
+  # an unfolding prefill of the llama1b preset (gsa bench decode --prefill --prefill-mode unfold FLAGS), e.g.
+  # "walk_kernel@--method hgsa --context 32k;topk_warp_kernel@--method gsa --chunks 16 --context 32k".
+  section "hardware counters of selection kernels in the unfolding prefill (ncu)"
+  IFS=';' read -r -a ncu_runs <<<"$NCU_PREFILL"
+  for spec in "${ncu_runs[@]}"; do
+    kn=${spec%%@*}; flags=${spec#*@}
+    # shellcheck disable=SC2086  # flags are words
+    timeout 150 ncu --clock-control none --kernel-name "regex:$kn" --launch-skip "${NCU_SKIP:-3}" --launch-count 1 \
+      --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+      --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section SchedulerStats \
+      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+      "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 1 --prefill-mode unfold $flags \
+      >$RES/ncu-prefill-$kn.txt 2>&1
+    echo "--- $kn ($flags): exit $?"; grep -v "^==PROF==" $RES/ncu-prefill-$kn.txt | awk '!/stalled/ || $NF+0 > 0.05' | tail -150
+  done
+fi
+
+if has ncu && [ -z "${NCU_PREFILL:-}" ]; then
   section "hardware counters of the structured attention kernels, 32k c64g4 16 heads (ncu; Firecracker machines only)"
   # One launch of each kernel after the warm-up; what bounds it (SOL), why warps wait, occupancy.
   for kn in ${NCU_KERNELS:-fwd_structured_kernel bwd_structured_kernel bwd_keymajor_kernel}; do

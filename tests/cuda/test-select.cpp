@@ -54,6 +54,8 @@ struct sel_case {
   int pad = 0;                 // > 0: q and k rows padded by this many elements (select_args row strides)
   bool walk = true;            // gsa_config::unfold_walk (a hierarchy walks top-down, else flat)
   bool exact = false;          // select_args::exact_scores
+  bool clustered = false;      // keys = one vector per KV head + 1e-3 noise, every 64th key 40x larger: scores
+                               // bunched far below a few outliers (the warp top-k's narrowing passes)
 };
 
 // Whether the case's scores run on tensor cores (select-mma.cu: per-token, bf16, D 64 / 128, 16-byte rows), the
@@ -133,6 +135,29 @@ bool near_boundary(const std::vector<float>& sc, int Hq, int Hkv, int n, int k, 
   return false;
 }
 
+// Whether unit u of a symmetric difference has a partner v there with a (nearly) equal score for some query head
+// of KV head h (or the group sum): the two swapped places at a near-tie.
+bool swapped_near(const std::vector<float>& sc, int Hq, int Hkv, int n, bool group, int h, int u,
+                  const std::vector<int32_t>& diff) {
+  const int G = Hq / Hkv;
+  auto near = [](float a, float b) {
+    if (!std::isfinite(a) || !std::isfinite(b)) return a == b;
+    return std::fabs(a - b) <= 1e-4f * std::max(std::fabs(a), std::fabs(b)) + 1e-30f;
+  };
+  auto score = [&](int i, int x) {
+    if (!group) return sc[size_t(h * G + i) * n + x];
+    float sum = 0.0f;
+    for (int j = 0; j < G; j++) sum += sc[size_t(h * G + j) * n + x];
+    return sum;
+  };
+  for (int32_t v : diff) {
+    if (v == u || v < 0 || v >= n) continue;
+    for (int i = 0; i < (group ? 1 : G); i++)
+      if (near(rank_value(score(i, u)), rank_value(score(i, v)))) return true;
+  }
+  return false;
+}
+
 void check_case(const sel_case& c, uint64_t seed) {
   std::string why;
   if (!available(&why)) GTEST_SKIP() << why;
@@ -162,6 +187,15 @@ void check_case(const sel_case& c, uint64_t seed) {
   } else {
     q = test::randn(q.size(), r);
     k = test::randn(k.size(), r);
+  }
+  if (c.clustered) {
+    const std::vector<float> base = test::randn(size_t(c.Hkv) * c.D, r);
+    for (int t = 0; t < T; t++)
+      for (int h = 0; h < c.Hkv; h++)
+        for (int d = 0; d < c.D; d++) {
+          float& x = k[(size_t(t) * c.Hkv + h) * c.D + d];
+          x = t % 64 == 5 ? 40.0f * x : base[size_t(h) * c.D + d] + 1e-3f * x;
+        }
   }
   const dtype type = c.bf16 ? dtype::bf16 : dtype::f32;
   const size_t es = dtype_size(type);
@@ -247,8 +281,12 @@ void check_case(const sel_case& c, uint64_t seed) {
       std::vector<int32_t> diff;
       std::set_symmetric_difference(gv.begin(), gv.end(), wv.begin(), wv.end(), std::back_inserter(diff));
       for (int32_t u : diff) {
+        // A walk's level-0 top-k runs over the units it allows, so its k-th place is not the one over all n
+        // candidates: there a near-tie shows as two swapped units of (nearly) equal scores.
         const bool ok = !c.integer_data && u >= 0 && u < n &&
-                        near_boundary(scores[size_t(b)], c.Hq, c.Hkv, n, kk, c.group_scoring, h, u);
+                        (near_boundary(scores[size_t(b)], c.Hq, c.Hkv, n, kk, c.group_scoring, h, u) ||
+                         (c.chunk.size() > 1 && c.walk &&
+                          swapped_near(scores[size_t(b)], c.Hq, c.Hkv, n, c.group_scoring, h, u, diff)));
         ASSERT_TRUE(ok) << "block " << b << " KV head " << h << ": chunk " << u << " selected by "
                         << (std::binary_search(gv.begin(), gv.end(), u) ? "the GPU" : "the CPU") << " only (k "
                         << kk << ", " << n << " candidates)";
@@ -472,6 +510,27 @@ TEST(CudaSelect, HierarchyPerTokenScoresLevelZeroInTheWalk) {
   c.group_scoring = true;
   c.bf16 = true;
   check_case(c, 32);
+}
+
+// Scores bunched in a sliver of their range (a few outlier keys stretch it): the warp top-k's first histogram puts
+// the bunch into one bin, more than it resolves by rank, and it narrows the range again. f32: exact, so the GPU
+// must select as the CPU bit for bit; flat and walked, fixed and adaptive k, and group scoring.
+TEST(CudaSelect, PerTokenTopKOfBunchedScores) {
+  sel_case c;
+  c.clustered = true;
+  c.chunk = {4};
+  c.Hq = 4;
+  c.Hkv = 2;
+  c.n_raw = 3000;
+  check_case(c, 41);
+  c.rule = select_rule::fixed;
+  c.topk = 24;
+  check_case(c, 42);
+  c.chunk = {4, 2};
+  check_case(c, 43);
+  c.rule = select_rule::adaptive;
+  c.group_scoring = true;
+  check_case(c, 44);
 }
 
 TEST(CudaSelect, HierarchyWalkThreeLevelsGroupScoringAndTies) {

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "backend/cuda/ops-device.cuh"
@@ -208,10 +209,13 @@ __device__ void select_row_staged(const float* __restrict__ s, int n, int k, uin
 }
 
 // ---- top-k of one row by one warp (per-token selection's many short lists) ----
-// Sets in mask the bits of the top k of the n keys key_at(0 .. n-1) (order_key's; key descending, then index
-// ascending), with a 256-int histogram in shared memory; the caller handles k <= 0 and k >= n.
+// Both set in mask the bits of the top k of the n keys key_at(0 .. n-1) (order_key's; key descending, then index
+// ascending), with 256 ints of shared memory (hist); the caller handles k <= 0 and k >= n. Same result, two ways.
+
+// Radix select: four 8-bit passes from the top byte (the first ones mostly split on the exponent, which the
+// scores of one row share), each over every key; GSA_SELECT_RADIX=1 runs it instead of warp_select_keys (A/B).
 template <class KeyAt>
-__device__ void warp_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int* hist, int lane) {
+__device__ void warp_radix_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int* hist, int lane) {
   uint32_t prefix = 0;
   int remaining = k;
   for (int shift = 24; shift >= 0; shift -= 8) {
@@ -253,6 +257,128 @@ __device__ void warp_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int
   __syncwarp();
 }
 
+// Range select: one pass for the keys' range [lo, hi], then 256-bin histograms over the range still open (the
+// first one spans just the keys present, so it separates them where the radix pass would put them all in one
+// or two exponent bins); the bin holding the k-th key is either taken whole, resolved by rank when it holds at
+// most range_list keys (gathered into hist, the histogram being done), or narrowed again (at most four times: the
+// span shrinks 256x each). Keys above the open range are taken. Typically three reads of the row instead of five.
+// Zero keys (the walk's disallowed units) are left out of the range when at least k keys are nonzero.
+constexpr int range_list = 64;
+
+template <class KeyAt>
+__device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int* hist, int lane) {
+  uint32_t lo = 0xffffffffu, lo_nz = 0xffffffffu, hi = 0;
+  int nz = 0;
+  for (int i = lane; i < n; i += 32) {
+    const uint32_t x = key_at(i);
+    lo = min(lo, x);
+    hi = max(hi, x);
+    if (x) {
+      lo_nz = min(lo_nz, x);
+      nz++;
+    }
+  }
+  lo = __reduce_min_sync(0xffffffffu, lo);
+  lo_nz = __reduce_min_sync(0xffffffffu, lo_nz);
+  hi = __reduce_max_sync(0xffffffffu, hi);
+  nz = __reduce_add_sync(0xffffffffu, nz);
+  uint32_t base = nz >= k ? lo_nz : lo, top = hi;  // the open range; every key above top is taken
+  int remaining = k;                                // keys still to take from the open range
+  for (;;) {
+    const uint32_t span = top - base;
+    const int shift = span < 256u ? 0 : 24 - __clz(span);  // (span >> shift) < 256
+    for (int i = lane; i < 256; i += 32) hist[i] = 0;
+    __syncwarp();
+    for (int i0 = 0; i0 < n; i0 += 32) {
+      const int i = i0 + lane;
+      uint32_t x = 0;
+      const bool in = i < n && (x = key_at(i)) >= base && x <= top;
+      const unsigned active = __ballot_sync(0xffffffffu, in);
+      if (in) {
+        const uint32_t bin = (x - base) >> shift;
+        const unsigned peers = __match_any_sync(active, bin);
+        if (__ffs(peers) - 1 == lane) atomicAdd(&hist[bin], __popc(peers));
+      }
+    }
+    __syncwarp();
+    uint32_t np = 0;
+    int nr = 0, nc = 0;
+    const bool owner = radix_find_bin(hist, lane, remaining, 0u, 0, np, nr, nc);
+    const int src = __ffs(__ballot_sync(0xffffffffu, owner)) - 1;
+    const uint32_t b = __shfl_sync(0xffffffffu, np, src);
+    remaining = __shfl_sync(0xffffffffu, nr, src);
+    const int bin_count = __shfl_sync(0xffffffffu, nc, src);
+    __syncwarp();  // hist is rewritten below
+    const uint32_t bin_lo = base + (b << shift), width = (1u << shift) - 1u;
+    const uint32_t bin_hi = top - bin_lo <= width ? top : bin_lo + width;
+    if (remaining == bin_count) {  // the whole bin is taken: the top k are exactly the keys >= bin_lo
+      for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        const unsigned bits = __ballot_sync(0xffffffffu, i < n && key_at(i) >= bin_lo);
+        if (lane == 0) mask[i0 >> 5] |= bits;
+      }
+      __syncwarp();
+      return;
+    }
+    if (shift == 0) {  // one key value: take the keys above it, and of those equal to it the lowest indices
+      int taken_ties = 0;
+      for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        const uint32_t x = i < n ? key_at(i) : 0u;
+        const bool tie = i < n && x == bin_lo;
+        const unsigned ties = __ballot_sync(0xffffffffu, tie);
+        const int before = __popc(ties & ((1u << lane) - 1u));
+        const unsigned bits =
+            __ballot_sync(0xffffffffu, (i < n && x > bin_lo) || (tie && taken_ties + before < remaining));
+        if (lane == 0) mask[i0 >> 5] |= bits;
+        taken_ties += __popc(ties);
+      }
+      __syncwarp();
+      return;
+    }
+    if (bin_count <= range_list) {  // gather the bin's keys and indices, take each whose rank is below remaining
+      uint32_t* lk = reinterpret_cast<uint32_t*>(hist);
+      int* li = hist + range_list;
+      int at = 0;
+      for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        const uint32_t x = i < n ? key_at(i) : 0u;
+        const bool inb = i < n && x >= bin_lo && x <= bin_hi;
+        const unsigned above = __ballot_sync(0xffffffffu, i < n && x > bin_hi);
+        const unsigned inbits = __ballot_sync(0xffffffffu, inb);
+        if (inb) {
+          const int p = at + __popc(inbits & ((1u << lane) - 1u));
+          lk[p] = x;
+          li[p] = i;
+        }
+        if (lane == 0) mask[i0 >> 5] |= above;
+        at += __popc(inbits);
+      }
+      __syncwarp();
+      for (int j = lane; j < bin_count; j += 32) {
+        const uint32_t xj = lk[j];
+        const int ij = li[j];
+        int rank = 0;
+        for (int t = 0; t < bin_count; t++) rank += lk[t] > xj || (lk[t] == xj && li[t] < ij);
+        if (rank < remaining) atomicOr(&mask[ij >> 5], 1u << (ij & 31));
+      }
+      __syncwarp();
+      return;
+    }
+    base = bin_lo;  // narrow: keys above bin_hi are taken at the end, by the final pass's ">= / >" test
+    top = bin_hi;
+  }
+}
+
+template <class KeyAt>
+__device__ __forceinline__ void warp_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int* hist, int lane,
+                                                 bool radix) {
+  if (radix)
+    warp_radix_select_keys(key_at, n, k, mask, hist, lane);
+  else
+    warp_range_select_keys(key_at, n, k, mask, hist, lane);
+}
+
 // Group scoring by one warp: row 0 of rows (G, n) becomes the f32 sum of the G rows, in head order (as
 // gist::select_top sums); then a __syncwarp.
 __device__ __forceinline__ void warp_group_sum(float* rows, int n, int G, int lane) {
@@ -288,6 +414,15 @@ __device__ __forceinline__ int warp_emit_ids(const uint32_t* mask, int words, in
     at += __shfl_sync(0xffffffffu, incl, 31);
   }
   return at;
+}
+
+// GSA_SELECT_RADIX=1: the warp top-k runs its radix select instead of the range select (same result; an A/B).
+inline bool warp_radix_topk() {
+  static const bool on = [] {
+    const char* e = std::getenv("GSA_SELECT_RADIX");
+    return e && *e && std::string(e) != "0";
+  }();
+  return on;
 }
 
 inline std::string launch_error(const char* kernel, cudaError_t e) {

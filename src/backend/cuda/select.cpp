@@ -66,6 +66,12 @@ bool walk_prescored_env() {
   static const bool on = env_on("GSA_SELECT_WALK_PRESCORED");
   return on;
 }
+// GSA_SELECT_WALK_SCALAR=1: the walk scores level 0 with the exact scalar kernel even where tensor-core scores are
+// on (walk_args::mma off; an A/B switch for the benchmarks).
+bool walk_scalar_env() {
+  static const bool on = env_on("GSA_SELECT_WALK_SCALAR");
+  return on;
+}
 
 void check_args(const select_args& a) {
   if (!a.cfg) fail("GPU chunk selection: cfg is null");
@@ -285,12 +291,13 @@ void run_selection(const select_args& a, const selection_plan& p, F&& each) {
         w.scores[l] = up_scores[size_t(l - 1)].as<float>();
         w.fan[l] = cfg.chunk[size_t(l)];
       }
-      if (p.walk_score0) {  // level 0 scored inside the walk, exactly as gist::score_units
+      if (p.walk_score0) {  // level 0 scored inside the walk (gist::score_units' arithmetic unless mma)
         w.score0 = true;
         w.q = a.q;
         w.k = a.k;
         w.bf16 = a.type == dtype::bf16;
         w.vec = vec;
+        w.mma = mma && !walk_scalar_env();
         w.D = a.D;
         w.g = g;
         w.m_max = p.walk_m_max;

@@ -212,13 +212,14 @@ __global__ void __launch_bounds__(topk_threads)
 }
 
 // ---- top-k + union, one warp per (block, KV head) ----
-// The same selection as topk_kernel (radix select of the k-th key, ties to the lower index, union over the
+// The same selection as topk_kernel (the k-th key by warp_select_keys's range select, ties to the lower index, union over the
 // group's heads or the group sum) with a warp instead of a CTA: per-token selection has many small candidate
 // lists (a few hundred per row), where topk_kernel's CTA barriers and idle threads cost more than the work.
 
 constexpr int topk_warps = 8;
 
-__device__ void warp_select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, int* hist, int lane) {
+__device__ void warp_select_row(const float* __restrict__ s, int n, int k, uint32_t* mask, int* hist, int lane,
+                                bool radix) {
   if (k <= 0) return;
   if (k >= n) {
     for (int i0 = 0; i0 < n; i0 += 32) {
@@ -228,13 +229,13 @@ __device__ void warp_select_row(const float* __restrict__ s, int n, int k, uint3
     __syncwarp();
     return;
   }
-  warp_select_keys([&](int i) { return order_key(s[i]); }, n, k, mask, hist, lane);
+  warp_select_keys([&](int i) { return order_key(s[i]); }, n, k, mask, hist, lane, radix);
 }
 
 __global__ void __launch_bounds__(32 * topk_warps)
     topk_warp_kernel(const block_desc* __restrict__ blocks, int n_blocks, float* __restrict__ scores, int Hq,
                      int Hkv, bool group_scoring, int32_t* __restrict__ ids, int32_t* __restrict__ counts,
-                     int words_max) {
+                     int words_max, bool radix) {
   extern __shared__ int wsm[];  // per warp: hist[256], then mask[words_max]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t item = int64_t(blockIdx.x) * topk_warps + warp;
@@ -249,7 +250,7 @@ __global__ void __launch_bounds__(32 * topk_warps)
   if (group_scoring) warp_group_sum(rows, n, G, lane);
   __syncwarp();
   const int heads = group_scoring ? 1 : G;
-  for (int j = 0; j < heads; j++) warp_select_row(rows + int64_t(j) * n, n, b.k, mask, hist, lane);
+  for (int j = 0; j < heads; j++) warp_select_row(rows + int64_t(j) * n, n, b.k, mask, hist, lane, radix);
   const int at = warp_emit_ids(mask, words, ids + b.id_off + int64_t(h) * b.cap, b.cap, lane);
   if (lane == 0) counts[int64_t(bi) * Hkv + h] = min(at, b.cap);
 }
@@ -313,7 +314,7 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
     const int64_t items = int64_t(n_blocks) * Hkv, grid = (items + topk_warps - 1) / topk_warps;
     const size_t wsmem = size_t(topk_warps) * (256 + words) * sizeof(int);
     topk_warp_kernel<<<unsigned(grid), 32 * topk_warps, wsmem, static_cast<cudaStream_t>(stream)>>>(
-        blocks, n_blocks, scores, Hq, Hkv, group_scoring, ids, counts, words);
+        blocks, n_blocks, scores, Hq, Hkv, group_scoring, ids, counts, words, warp_radix_topk());
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) fail_msg(launch_error("topk_warp_kernel", e));
     return;

@@ -150,7 +150,10 @@ void launch_topk(const block_desc* blocks, int n_blocks, float* scores, int Hq, 
 // score0 (one-row blocks): level 0 is not in scores[0] but scored inside the walk, only at the units the walk
 // allows there (children of the level-1 units it kept, and the loose ones): gist::score_units' exact arithmetic
 // (f32, d in order, no FMA), q row0 of each block, level-0 gists at gist0[u] + [0, g). m_max bounds a block's
-// allowed level-0 units (walk_level0_bound); it sizes the per-warp shared memory.
+// allowed level-0 units (walk_level0_bound); it sizes the per-warp shared memory. mma (bf16, vec, D 64 / 128,
+// G <= 8): those scores on tensor cores instead, every head of the group from one read of each key (bf16 products
+// exact in f32, the sums in the tensor cores' order: the "Arithmetic" note above), when their per-warp shared
+// memory (walk_warp_smem with mma) fits; launch_walk falls back to the exact scalar scores otherwise.
 struct walk_args {
   static constexpr int max_levels = 8;
   int levels = 0;
@@ -160,7 +163,7 @@ struct walk_args {
   bool score0 = false;
   const void* q = nullptr;
   const void* k = nullptr;
-  bool bf16 = false, vec = false;
+  bool bf16 = false, vec = false, mma = false;
   int D = 0, g = 1, m_max = 0;
   int64_t q_st = 0, k_st = 0;
   float scale = 0;
@@ -174,11 +177,12 @@ inline int64_t walk_level0_bound(int64_t n0, int64_t n1, int64_t heads, int64_t 
   return std::min(n0, kept1 * fan + fan - 1);
 }
 // Shared memory per warp of the walk (bytes): the radix histogram, two masks over max_cand units, and with score0
-// the allowed list, its scores, its mask and the row's G query vectors.
-inline size_t walk_warp_smem(int max_cand, bool score0, int m_max, int G, int D) {
+// the allowed list, its scores (every head's with mma), its mask and (scalar scores) the row's G query vectors.
+inline size_t walk_warp_smem(int max_cand, bool score0, int m_max, int G, int D, bool mma = false) {
   const size_t words = size_t(max_cand + 31) / 32;
   size_t ints = 256 + 2 * words;
-  if (score0) ints += 2 * size_t(m_max) + size_t(m_max + 31) / 32 + size_t(G) * D;
+  if (score0 && mma) ints += size_t(m_max) * (1 + G) + size_t(m_max + 31) / 32;
+  else if (score0) ints += 2 * size_t(m_max) + size_t(m_max + 31) / 32 + size_t(G) * D;
   return ints * 4;
 }
 constexpr size_t walk_smem_max = 160 * 1024;  // per CTA; the walk scores level 0 itself only below it
