@@ -265,19 +265,38 @@ __device__ void warp_radix_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
 // Zero keys (the walk's disallowed units) are left out of the range when at least k keys are nonzero.
 constexpr int range_list = 64;
 
+// Calls f(i0, i, x) for every 32-wide step i0 = 0, 32, ... below n, every lane with its i = i0 + lane and x =
+// key_at(i) (0 where i >= n), loading four steps' keys before using them: a pass's reads are independent, and
+// issued together they overlap instead of each waiting for the last (the passes were latency-bound). f may use
+// warp-wide intrinsics: every lane calls it the same number of times.
+template <class KeyAt, class F>
+__device__ __forceinline__ void warp_key_steps(KeyAt key_at, int n, int lane, F f) {
+  for (int i0 = 0; i0 < n; i0 += 128) {
+    uint32_t x[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+      const int i = i0 + 32 * u + lane;
+      x[u] = i < n ? key_at(i) : 0u;
+    }
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+      if (i0 + 32 * u < n) f(i0 + 32 * u, i0 + 32 * u + lane, x[u]);
+  }
+}
+
 template <class KeyAt>
 __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int* hist, int lane) {
   uint32_t lo = 0xffffffffu, lo_nz = 0xffffffffu, hi = 0;
   int nz = 0;
-  for (int i = lane; i < n; i += 32) {
-    const uint32_t x = key_at(i);
+  warp_key_steps(key_at, n, lane, [&](int, int i, uint32_t x) {
+    if (i >= n) return;
     lo = min(lo, x);
     hi = max(hi, x);
     if (x) {
       lo_nz = min(lo_nz, x);
       nz++;
     }
-  }
+  });
   lo = __reduce_min_sync(0xffffffffu, lo);
   lo_nz = __reduce_min_sync(0xffffffffu, lo_nz);
   hi = __reduce_max_sync(0xffffffffu, hi);
@@ -289,17 +308,15 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
     const int shift = span < 256u ? 0 : 24 - __clz(span);  // (span >> shift) < 256
     for (int i = lane; i < 256; i += 32) hist[i] = 0;
     __syncwarp();
-    for (int i0 = 0; i0 < n; i0 += 32) {
-      const int i = i0 + lane;
-      uint32_t x = 0;
-      const bool in = i < n && (x = key_at(i)) >= base && x <= top;
+    warp_key_steps(key_at, n, lane, [&](int, int i, uint32_t x) {
+      const bool in = i < n && x >= base && x <= top;
       const unsigned active = __ballot_sync(0xffffffffu, in);
       if (in) {
         const uint32_t bin = (x - base) >> shift;
         const unsigned peers = __match_any_sync(active, bin);
         if (__ffs(peers) - 1 == lane) atomicAdd(&hist[bin], __popc(peers));
       }
-    }
+    });
     __syncwarp();
     uint32_t np = 0;
     int nr = 0, nc = 0;
@@ -312,19 +329,16 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
     const uint32_t bin_lo = base + (b << shift), width = (1u << shift) - 1u;
     const uint32_t bin_hi = top - bin_lo <= width ? top : bin_lo + width;
     if (remaining == bin_count) {  // the whole bin is taken: the top k are exactly the keys >= bin_lo
-      for (int i0 = 0; i0 < n; i0 += 32) {
-        const int i = i0 + lane;
-        const unsigned bits = __ballot_sync(0xffffffffu, i < n && key_at(i) >= bin_lo);
+      warp_key_steps(key_at, n, lane, [&](int i0, int i, uint32_t x) {
+        const unsigned bits = __ballot_sync(0xffffffffu, i < n && x >= bin_lo);
         if (lane == 0) mask[i0 >> 5] |= bits;
-      }
+      });
       __syncwarp();
       return;
     }
     if (shift == 0) {  // one key value: take the keys above it, and of those equal to it the lowest indices
       int taken_ties = 0;
-      for (int i0 = 0; i0 < n; i0 += 32) {
-        const int i = i0 + lane;
-        const uint32_t x = i < n ? key_at(i) : 0u;
+      warp_key_steps(key_at, n, lane, [&](int i0, int i, uint32_t x) {
         const bool tie = i < n && x == bin_lo;
         const unsigned ties = __ballot_sync(0xffffffffu, tie);
         const int before = __popc(ties & ((1u << lane) - 1u));
@@ -332,7 +346,7 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
             __ballot_sync(0xffffffffu, (i < n && x > bin_lo) || (tie && taken_ties + before < remaining));
         if (lane == 0) mask[i0 >> 5] |= bits;
         taken_ties += __popc(ties);
-      }
+      });
       __syncwarp();
       return;
     }
@@ -340,9 +354,7 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
       uint32_t* lk = reinterpret_cast<uint32_t*>(hist);
       int* li = hist + range_list;
       int at = 0;
-      for (int i0 = 0; i0 < n; i0 += 32) {
-        const int i = i0 + lane;
-        const uint32_t x = i < n ? key_at(i) : 0u;
+      warp_key_steps(key_at, n, lane, [&](int i0, int i, uint32_t x) {
         const bool inb = i < n && x >= bin_lo && x <= bin_hi;
         const unsigned above = __ballot_sync(0xffffffffu, i < n && x > bin_hi);
         const unsigned inbits = __ballot_sync(0xffffffffu, inb);
@@ -353,7 +365,7 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
         }
         if (lane == 0) mask[i0 >> 5] |= above;
         at += __popc(inbits);
-      }
+      });
       __syncwarp();
       for (int j = lane; j < bin_count; j += 32) {
         const uint32_t xj = lk[j];

@@ -85,19 +85,29 @@ __device__ void walk_scores_mma(const walk_args& w, const block_desc& b0, int h,
 #pragma unroll
     for (int i = 0; i < W; i++) qw[i] = 0u;
   }
-  for (int t0 = 0; t0 < m; t0 += 16) {
+  // Keys of units t0 + r and t0 + r + 8 (zero past m), gist gi: the next tile's are loaded before this one's mma.
+  auto load = [&](int t0, int gi, uint32_t(&wa)[W], uint32_t(&wb)[W]) {
     const int ua = t0 + r, ub = ua + 8;
     const int64_t ra = ua < m ? int64_t(w.gist0[units[ua]]) : -1, rb = ub < m ? int64_t(w.gist0[units[ub]]) : -1;
+#pragma unroll
+    for (int i = 0; i < W / 4; i++) {
+      const uint4 va = ra >= 0 ? reinterpret_cast<const uint4*>(k + (ra + gi) * w.k_st)[i] : make_uint4(0, 0, 0, 0);
+      const uint4 vb = rb >= 0 ? reinterpret_cast<const uint4*>(k + (rb + gi) * w.k_st)[i] : make_uint4(0, 0, 0, 0);
+      wa[4 * i] = va.x, wa[4 * i + 1] = va.y, wa[4 * i + 2] = va.z, wa[4 * i + 3] = va.w;
+      wb[4 * i] = vb.x, wb[4 * i + 1] = vb.y, wb[4 * i + 2] = vb.z, wb[4 * i + 3] = vb.w;
+    }
+  };
+  uint32_t na[W], nb[W];
+  if (m > 0) load(0, 0, na, nb);
+  for (int t0 = 0; t0 < m; t0 += 16) {
+    const int ua = t0 + r, ub = ua + 8;
+    uint32_t wa[W], wb[W];
+#pragma unroll
+    for (int i = 0; i < W; i++) wa[i] = na[i], wb[i] = nb[i];
+    if (t0 + 16 < m) load(t0 + 16, 0, na, nb);
     float best[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
     for (int gi = 0; gi < w.g; gi++) {
-      uint32_t wa[W], wb[W];
-#pragma unroll
-      for (int i = 0; i < W / 4; i++) {
-        const uint4 va = ra >= 0 ? reinterpret_cast<const uint4*>(k + (ra + gi) * w.k_st)[i] : make_uint4(0, 0, 0, 0);
-        const uint4 vb = rb >= 0 ? reinterpret_cast<const uint4*>(k + (rb + gi) * w.k_st)[i] : make_uint4(0, 0, 0, 0);
-        wa[4 * i] = va.x, wa[4 * i + 1] = va.y, wa[4 * i + 2] = va.z, wa[4 * i + 3] = va.w;
-        wb[4 * i] = vb.x, wb[4 * i + 1] = vb.y, wb[4 * i + 2] = vb.z, wb[4 * i + 3] = vb.w;
-      }
+      if (gi > 0) load(t0, gi, wa, wb);
       float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
       for (int ks = 0; ks < D / 16; ks++) {
@@ -258,20 +268,25 @@ void launch_walk(const walk_args& w, int n_blocks, int Hq, int Hkv, bool group_s
   const bool mma = w.score0 && w.mma && w.bf16 && w.vec && (w.D == 64 || w.D == 128) && G <= 8 &&
                    walk_warp_smem(max_cand, true, w.m_max, G, w.D, true) <= walk_smem_max;
   const size_t per_warp = walk_warp_smem(max_cand, w.score0, w.m_max, G, w.D, mma);
-  // Warps per CTA: the most resident warps per SM (227 KiB of shared memory, 1 KiB reserved per CTA), ties to
-  // the larger CTA.
-  int warps = 0, resident = 0;
-  for (int c = 1; c <= walk_warps && size_t(c) * per_warp <= walk_smem_max; c++) {
-    const int r = c * int(std::min<size_t>(std::min(32, 64 / c), size_t(227 * 1024) / (size_t(c) * per_warp + 1024)));
-    if (r >= resident) warps = c, resident = r;
-  }
-  if (warps < 1)
-    fail_msg("GPU chunk selection: the walk needs " + std::to_string(per_warp) + " bytes of shared memory per warp, " +
-             "at most " + std::to_string(walk_smem_max) + " available (select.cpp scores level 0 ahead instead)");
-  const int64_t items = int64_t(n_blocks) * Hkv, grid = (items + warps - 1) / warps;
-  const size_t smem = size_t(warps) * per_warp;
   auto launch = [&](auto kernel) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    // Warps per CTA: the most resident warps per SM (227 KiB of shared memory, 1 KiB reserved per CTA; 64 K
+    // registers; 32 CTAs, 64 warps), ties to the larger CTA.
+    cudaFuncAttributes fa{};
+    cudaError_t e = cudaFuncGetAttributes(&fa, kernel);
+    const int regs_warp = std::max(1, ((fa.numRegs * 32 + 255) / 256) * 256);  // allocated per warp in 256s
+    int warps = 0, resident = 0;
+    for (int c = 1; c <= walk_warps && size_t(c) * per_warp <= walk_smem_max; c++) {
+      const size_t by_smem = size_t(227 * 1024) / (size_t(c) * per_warp + 1024);
+      const size_t by_regs = size_t(65536) / size_t(c * regs_warp);
+      const int r = c * int(std::min<size_t>({size_t(32), size_t(64 / c), by_smem, by_regs}));
+      if (r >= resident) warps = c, resident = r;
+    }
+    if (warps < 1)
+      fail_msg("GPU chunk selection: the walk needs " + std::to_string(per_warp) + " bytes of shared memory per warp, " +
+               "at most " + std::to_string(walk_smem_max) + " available (select.cpp scores level 0 ahead instead)");
+    const int64_t items = int64_t(n_blocks) * Hkv, grid = (items + warps - 1) / warps;
+    const size_t smem = size_t(warps) * per_warp;
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e == cudaSuccess) {
       kernel<<<unsigned(grid), 32 * warps, smem, static_cast<cudaStream_t>(stream)>>>(w, n_blocks, Hq, Hkv, group_scoring,
                                                                                       ids, counts, words, warps,
