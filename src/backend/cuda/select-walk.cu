@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "backend/cuda/attention-kernels.cuh"
 #include "backend/cuda/ops-device.cuh"
@@ -85,29 +86,19 @@ __device__ void walk_scores_mma(const walk_args& w, const block_desc& b0, int h,
 #pragma unroll
     for (int i = 0; i < W; i++) qw[i] = 0u;
   }
-  // Keys of units t0 + r and t0 + r + 8 (zero past m), gist gi: the next tile's are loaded before this one's mma.
-  auto load = [&](int t0, int gi, uint32_t(&wa)[W], uint32_t(&wb)[W]) {
-    const int ua = t0 + r, ub = ua + 8;
-    const int64_t ra = ua < m ? int64_t(w.gist0[units[ua]]) : -1, rb = ub < m ? int64_t(w.gist0[units[ub]]) : -1;
-#pragma unroll
-    for (int i = 0; i < W / 4; i++) {
-      const uint4 va = ra >= 0 ? reinterpret_cast<const uint4*>(k + (ra + gi) * w.k_st)[i] : make_uint4(0, 0, 0, 0);
-      const uint4 vb = rb >= 0 ? reinterpret_cast<const uint4*>(k + (rb + gi) * w.k_st)[i] : make_uint4(0, 0, 0, 0);
-      wa[4 * i] = va.x, wa[4 * i + 1] = va.y, wa[4 * i + 2] = va.z, wa[4 * i + 3] = va.w;
-      wb[4 * i] = vb.x, wb[4 * i + 1] = vb.y, wb[4 * i + 2] = vb.z, wb[4 * i + 3] = vb.w;
-    }
-  };
-  uint32_t na[W], nb[W];
-  if (m > 0) load(0, 0, na, nb);
   for (int t0 = 0; t0 < m; t0 += 16) {
     const int ua = t0 + r, ub = ua + 8;
-    uint32_t wa[W], wb[W];
-#pragma unroll
-    for (int i = 0; i < W; i++) wa[i] = na[i], wb[i] = nb[i];
-    if (t0 + 16 < m) load(t0 + 16, 0, na, nb);
+    const int64_t ra = ua < m ? int64_t(w.gist0[units[ua]]) : -1, rb = ub < m ? int64_t(w.gist0[units[ub]]) : -1;
     float best[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
     for (int gi = 0; gi < w.g; gi++) {
-      if (gi > 0) load(t0, gi, wa, wb);
+      uint32_t wa[W], wb[W];
+#pragma unroll
+      for (int i = 0; i < W / 4; i++) {
+        const uint4 va = ra >= 0 ? reinterpret_cast<const uint4*>(k + (ra + gi) * w.k_st)[i] : make_uint4(0, 0, 0, 0);
+        const uint4 vb = rb >= 0 ? reinterpret_cast<const uint4*>(k + (rb + gi) * w.k_st)[i] : make_uint4(0, 0, 0, 0);
+        wa[4 * i] = va.x, wa[4 * i + 1] = va.y, wa[4 * i + 2] = va.z, wa[4 * i + 3] = va.w;
+        wb[4 * i] = vb.x, wb[4 * i + 1] = vb.y, wb[4 * i + 2] = vb.z, wb[4 * i + 3] = vb.w;
+      }
       float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
       for (int ks = 0; ks < D / 16; ks++) {
@@ -130,7 +121,7 @@ __device__ void walk_scores_mma(const walk_args& w, const block_desc& b0, int h,
   __syncwarp();
 }
 
-template <class T, bool VEC, int DM>
+template <class T, bool VEC, int DM, int STEPS>
 __global__ void __launch_bounds__(32 * walk_warps)
     walk_kernel(const walk_args w, int n_blocks, int Hq, int Hkv, bool group_scoring, int32_t* __restrict__ ids,
                 int32_t* __restrict__ counts, int words_max, int warps, bool radix) {
@@ -203,7 +194,7 @@ __global__ void __launch_bounds__(32 * walk_warps)
         }
         for (int j = 0; j < heads; j++) {
           const float* sj = sc + j * m_max;
-          warp_select_keys([&](int t) { return order_key(sj[t]); }, m, kk, cmask, hist, lane, radix);
+          warp_select_keys<STEPS>([&](int t) { return order_key(sj[t]); }, m, kk, cmask, hist, lane, radix);
         }
         for (int t = lane; t < m; t += 32)
           if ((cmask[t >> 5] >> (t & 31)) & 1u) atomicOr(&kept[units[t] >> 5], 1u << (units[t] & 31));
@@ -232,7 +223,7 @@ __global__ void __launch_bounds__(32 * walk_warps)
           sc[t] = v;
         }
         __syncwarp();
-        warp_select_keys([&](int t) { return order_key(sc[t]); }, m, kk, cmask, hist, lane, radix);
+        warp_select_keys<STEPS>([&](int t) { return order_key(sc[t]); }, m, kk, cmask, hist, lane, radix);
       }
       for (int t = lane; t < m; t += 32)
         if ((cmask[t >> 5] >> (t & 31)) & 1u) atomicOr(&kept[units[t] >> 5], 1u << (units[t] & 31));
@@ -243,7 +234,7 @@ __global__ void __launch_bounds__(32 * walk_warps)
     if (group_scoring) warp_group_sum(rows, n, G, lane);
     for (int j = 0; j < heads; j++) {
       const float* row = rows + int64_t(j) * n;
-      warp_select_keys([&](int i) { return ((allow[i >> 5] >> (i & 31)) & 1u) ? order_key(row[i]) : 0u; }, n, kk,
+      warp_select_keys<STEPS>([&](int i) { return ((allow[i >> 5] >> (i & 31)) & 1u) ? order_key(row[i]) : 0u; }, n, kk,
                        kept, hist, lane, radix);
     }
   }
@@ -295,14 +286,21 @@ void launch_walk(const walk_args& w, int n_blocks, int Hq, int Hkv, bool group_s
     }
     if (e != cudaSuccess) fail_msg(launch_error("walk_kernel", e));
   };
-  if (!w.score0)
-    launch(walk_kernel<float, false, 0>);
-  else if (mma)
-    w.D == 64 ? launch(walk_kernel<bf16, true, 64>) : launch(walk_kernel<bf16, true, 128>);
-  else if (w.bf16)
-    w.vec ? launch(walk_kernel<bf16, true, 0>) : launch(walk_kernel<bf16, false, 0>);
+  auto pick = [&](auto steps) {
+    constexpr int S = decltype(steps)::value;
+    if (!w.score0)
+      launch(walk_kernel<float, false, 0, S>);
+    else if (mma)
+      w.D == 64 ? launch(walk_kernel<bf16, true, 64, S>) : launch(walk_kernel<bf16, true, 128, S>);
+    else if (w.bf16)
+      w.vec ? launch(walk_kernel<bf16, true, 0, S>) : launch(walk_kernel<bf16, false, 0, S>);
+    else
+      w.vec ? launch(walk_kernel<float, true, 0, S>) : launch(walk_kernel<float, false, 0, S>);
+  };
+  if (walk_key_steps() == 1)
+    pick(std::integral_constant<int, 1>{});
   else
-    w.vec ? launch(walk_kernel<float, true, 0>) : launch(walk_kernel<float, false, 0>);
+    pick(std::integral_constant<int, 4>{});
 }
 
 }  // namespace gsa::cuda::select_detail
