@@ -37,7 +37,9 @@
 #   CPT_RATIOS ("8")        the GSA CPT branches, one per ratio r (chunk r, one gist per chunk), e.g. "8 16 32";
 #                           AxB for H-GSA (chunk [A, B]), e.g. "16 4x4 32 8x4"; AxBw / AxBf: an H-GSA branch
 #                           that trains with the walk / flat selection whatever UNFOLD_SELECT says ("8x2w 8x2f": the
-#                           two rules side by side from one pretrained model)
+#                           two rules side by side from one pretrained model); a trailing a (AxBa, AxBfa, AxBwa):
+#                           "gists": "all", every gist of every level visible to unfolding rows (so a level-0 gist
+#                           outside the row's group is attended, and trained, whether or not it is selected)
 #   SCRATCH (1)             0: no GSA-from-scratch branch, nor its evaluation and bits/byte
 #   FULLCPT (1)             0: no Full-CPT branch; the CPT groups then keep only the cells of gist and gsa (full
 #                           attention and the baselines need a model without gists)
@@ -101,14 +103,14 @@ TOK=bundle-data/tok
 read -r -a ratios <<< "${CPT_RATIOS-8}"
 CPT_RATIOS="${ratios[*]}"  # one space between ratios: "${CPT_RATIOS%% *}" is the first
 for r in $CPT_RATIOS; do
-  [[ $r =~ ^[1-9][0-9]*(x[1-9][0-9]*[wf]?)?$ ]] || {
+  [[ $r =~ ^[1-9][0-9]*(x[1-9][0-9]*[wf]?a?)?$ ]] || {
     echo "CPT_RATIOS: '$r' is neither a positive integer (one level) nor AxB (H-GSA, two levels, e.g. 4x4; AxBw /" \
-      "AxBf: trained with the walk / flat selection)" >&2
+      "AxBf: trained with the walk / flat selection; a trailing a: every gist visible)" >&2
     exit 2
   }
 done
 # A branch's budget ratio (AxB: A B) and the selecting method its group evaluates (AxB: hgsa).
-ratio_of() { if [[ $1 == *x* ]]; then local b=${1#*x}; echo $(( ${1%x*} * ${b%[wf]} )); else echo "$1"; fi; }
+ratio_of() { if [[ $1 == *x* ]]; then local b=${1#*x}; b=${b%a}; echo $(( ${1%x*} * ${b%[wf]} )); else echo "$1"; fi; }
 select_method_of() { if [[ $1 == *x* ]]; then echo hgsa; else echo gsa; fi; }
 SCRATCH=${SCRATCH:-1}
 FULLCPT=${FULLCPT:-1}
@@ -151,10 +153,14 @@ import json, re, sys
 c = json.load(open(sys.argv[1]))
 r = sys.argv[2]
 assert c["gsa"]["chunk"] == [8], c["gsa"]
-rule = {"w": "walk", "f": "flat"}.get(r[-1], sys.argv[3])
-c["gsa"]["chunk"] = [int(x) for x in r.rstrip("wf").split("x")]
+gists_all = r.endswith("a")
+spec = r[:-1] if gists_all else r
+rule = {"w": "walk", "f": "flat"}.get(spec[-1], sys.argv[3])
+c["gsa"]["chunk"] = [int(x) for x in spec.rstrip("wf").split("x")]
 if rule:
     c["gsa"]["unfold_select"] = rule
+if gists_all:
+    c["gsa"]["gists"] = "all"
 for k in ("model", "out"):
     c[k] = re.sub(r"-gsa8(?=/|$)", "-gsa" + r, c[k])
 print(json.dumps(c, indent=2))' "$(recipe "cpt$s-gsa8")" "$r" "${UNFOLD_SELECT:-}" > "$CFG/cpt$s-gsa$r.json"

@@ -166,7 +166,7 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
   auto* sub = bench_command(app)->add_subcommand(
       "train", "Training-step tokens/s (forward, backward, AdamW) of a preset model per mode, on the CPU or GPU");
   static std::string preset = "mini", modes = "full,compress,unfold", device_name = "cpu", precision = "bf16";
-  static std::string train_chunks = "16";
+  static std::string train_chunks = "16", gists = "selected", unfold_select = "walk";
   static int tokens = 2048, reps = 3, batch = 1;
   static bool json = false;
   sub->add_option("--preset", preset, "Model preset (random weights)")->capture_default_str();
@@ -175,6 +175,12 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
   sub->add_option("--modes", modes, "Comma-separated: full, compress, unfold, suffix-unfold")->capture_default_str();
   sub->add_option("--chunk", train_chunks,
                   "Chunk sizes per level for GSA modes, e.g. 16, or 4,4 for H-GSA (a gist-of-gist hierarchy)")
+      ->capture_default_str();
+  sub->add_option("--gists", gists, "selected or all: the gists an unfolding row sees (gsa.gists)")
+      ->check(CLI::IsMember({"selected", "all"}))
+      ->capture_default_str();
+  sub->add_option("--unfold-select", unfold_select, "walk or flat: how a hierarchy selects (gsa.unfold_select)")
+      ->check(CLI::IsMember({"walk", "flat"}))
       ->capture_default_str();
   sub->add_option("--reps", reps, "Timed steps (median reported, after one warm-up step)")->capture_default_str();
   sub->add_option("--device", device_name, "cpu or cuda")->capture_default_str();
@@ -197,6 +203,8 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                       cfg.chunk.push_back(int(ch));
                     }
                     cfg.select_per_token = true;
+                    cfg.gists_all = gists == "all";
+                    cfg.unfold_walk = unfold_select == "walk";
                     cfg.validate();
                     rng r(2);
                     std::vector<int32_t> raw(static_cast<size_t>(tokens));
