@@ -39,7 +39,10 @@
 #                           that trains with the walk / flat selection whatever UNFOLD_SELECT says ("8x2w 8x2f": the
 #                           two rules side by side from one pretrained model); a trailing a (AxBa, AxBfa, AxBwa):
 #                           "gists": "all", every gist of every level visible to unfolding rows (so a level-0 gist
-#                           outside the row's group is attended, and trained, whether or not it is selected)
+#                           outside the row's group is attended, and trained, whether or not it is selected); a
+#                           trailing u (8u, 8x2fu, 8x2fau): no compress stage, the branch unfolds (per token) from
+#                           its first CPT step, its 256 unfold stage taking STEPS_C + STEPS_U steps (the CPU runs
+#                           routed best when per-token unfolding started at the first stage, docs/results.md)
 #   SCRATCH (1)             0: no GSA-from-scratch branch, nor its evaluation and bits/byte
 #   FULLCPT (1)             0: no Full-CPT branch; the CPT groups then keep only the cells of gist and gsa (full
 #                           attention and the baselines need a model without gists)
@@ -103,14 +106,18 @@ TOK=bundle-data/tok
 read -r -a ratios <<< "${CPT_RATIOS-8}"
 CPT_RATIOS="${ratios[*]}"  # one space between ratios: "${CPT_RATIOS%% *}" is the first
 for r in $CPT_RATIOS; do
-  [[ $r =~ ^[1-9][0-9]*(x[1-9][0-9]*[wf]?a?)?$ ]] || {
+  [[ $r =~ ^[1-9][0-9]*(x[1-9][0-9]*[wf]?a?)?u?$ ]] || {
     echo "CPT_RATIOS: '$r' is neither a positive integer (one level) nor AxB (H-GSA, two levels, e.g. 4x4; AxBw /" \
-      "AxBf: trained with the walk / flat selection; a trailing a: every gist visible)" >&2
+      "AxBf: trained with the walk / flat selection; then a: every gist visible), then optionally u (no compress" \
+      "stage)" >&2
     exit 2
   }
 done
 # A branch's budget ratio (AxB: A B) and the selecting method its group evaluates (AxB: hgsa).
-ratio_of() { if [[ $1 == *x* ]]; then local b=${1#*x}; b=${b%a}; echo $(( ${1%x*} * ${b%[wf]} )); else echo "$1"; fi; }
+ratio_of() {
+  local r=${1%u}
+  if [[ $r == *x* ]]; then local b=${r#*x}; b=${b%a}; echo $(( ${r%x*} * ${b%[wf]} )); else echo "$r"; fi
+}
 select_method_of() { if [[ $1 == *x* ]]; then echo hgsa; else echo gsa; fi; }
 SCRATCH=${SCRATCH:-1}
 FULLCPT=${FULLCPT:-1}
@@ -153,8 +160,9 @@ import json, re, sys
 c = json.load(open(sys.argv[1]))
 r = sys.argv[2]
 assert c["gsa"]["chunk"] == [8], c["gsa"]
-gists_all = r.endswith("a")
-spec = r[:-1] if gists_all else r
+spec = r[:-1] if r.endswith("u") else r  # u: no compress stage, a matter of the pipeline only
+gists_all = spec.endswith("a")
+spec = spec[:-1] if gists_all else spec
 rule = {"w": "walk", "f": "flat"}.get(spec[-1], sys.argv[3])
 c["gsa"]["chunk"] = [int(x) for x in spec.rstrip("wf").split("x")]
 if rule:
@@ -211,7 +219,10 @@ stage() {
   local name=$1 steps=$2 prev=${3:-} left=$((TRAIN_END - SECONDS)) m="" rc=0
   local from=()
   # GIST_INIT=mean: each GSA CPT's first stage sets the pretrained model's <|gist|> row to the mean row (gist_init)
-  if [ -n "${GIST_INIT:-}" ] && [[ $name == cpt256c-gsa* ]]; then from+=(--gist-init "$GIST_INIT"); fi
+  # (a u branch has no compress stage: its 256 unfold stage is the first)
+  if [ -n "${GIST_INIT:-}" ] && [[ $name == cpt256c-gsa* || ($name == cpt256u-gsa* && $name == *u) ]]; then
+    from+=(--gist-init "$GIST_INIT")
+  fi
   # SEED_OFFSET: the recipe's seed (init and data order) plus the offset, for repeats of the whole pipeline
   local seed
   seed=$(sed -n 's/^ *"seed": *\([0-9]*\).*/\1/p' "$(recipe "$name")")
@@ -234,8 +245,12 @@ stage() {
 
 chain_cpt() {  # $1: gsaR (GSA CPT at ratio R) or fullcpt (Full-CPT); all start from the pretraining's model
   local v=$1
-  stage "cpt256c-$v" "$S_C" gpul256-full
-  stage "cpt256u-$v" "$S_U" "cpt256c-$v"
+  if [[ $v == gsa*u ]]; then  # no compress stage: per-token unfolding from the first CPT step, as many steps
+    stage "cpt256u-$v" "$((S_C + S_U))" gpul256-full
+  else
+    stage "cpt256c-$v" "$S_C" gpul256-full
+    stage "cpt256u-$v" "$S_U" "cpt256c-$v"
+  fi
   stage "cpt1k-$v" "$S_1K" "cpt256u-$v"
   stage "cpt4k-$v" "$S_4K" "cpt1k-$v"
 }
