@@ -93,6 +93,9 @@ if has profile; then
   done
 fi
 
+# What each ncu run collects: what bounds the kernel (SOL), why warps wait, occupancy.
+ncu_sections=(--section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats
+  --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section SchedulerStats)
 if has ncu && [ -n "${NCU_PREFILL:-}" ]; then
   # NCU_PREFILL="kernel@flags;kernel@flags": one launch of each kernel (the NCU_SKIP + 1-th, default 4th) inside
   # an unfolding prefill of the llama1b preset (gsa bench decode --prefill --prefill-mode unfold FLAGS), e.g.
@@ -103,9 +106,7 @@ if has ncu && [ -n "${NCU_PREFILL:-}" ]; then
     kn=${spec%%@*}; flags=${spec#*@}
     # shellcheck disable=SC2086  # flags are words
     timeout 150 ncu --clock-control none --kernel-name "regex:$kn" --launch-skip "${NCU_SKIP:-3}" --launch-count 1 \
-      --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
-      --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section SchedulerStats \
-      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+      "${ncu_sections[@]}" --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
       "$GSA" bench decode --device cuda --preset llama1b --prefill --steps 1 --prefill-mode unfold $flags \
       >$RES/ncu-prefill-$kn.txt 2>&1
     echo "--- $kn ($flags): exit $?"; grep -v "^==PROF==" $RES/ncu-prefill-$kn.txt | awk '!/stalled/ || $NF+0 > 0.05' | tail -150
@@ -117,9 +118,7 @@ if has ncu && [ -z "${NCU_PREFILL:-}" ]; then
   # One launch of each kernel after the warm-up; what bounds it (SOL), why warps wait, occupancy.
   for kn in ${NCU_KERNELS:-fwd_structured_kernel bwd_structured_kernel bwd_keymajor_kernel}; do
     timeout 120 ncu --clock-control none --kernel-name "regex:$kn" --launch-skip 1 --launch-count 1 \
-      --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
-      --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section SchedulerStats \
-      "$BUNDLE/bin/bench-gsa-attention" --lengths ${NCU_LENGTH:-32k} --kv-heads 16 --plans c64g4 --reps 1 \
+      "${ncu_sections[@]}" "$BUNDLE/bin/bench-gsa-attention" --lengths ${NCU_LENGTH:-32k} --kv-heads 16 --plans c64g4 --reps 1 \
       >$RES/ncu-$kn.txt 2>&1
     echo "--- $kn: exit $?"; grep -v "^==PROF==" $RES/ncu-$kn.txt | tail -120
     # Why warps wait, per reason (cycles per issued instruction), and the busiest pipes.

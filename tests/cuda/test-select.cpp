@@ -116,12 +116,14 @@ float kth_score(const float* s, int n, int k) {
 }
 
 // True when chunk u's score is within 1e-4 (relative) of the boundary of some selection row of KV head h.
+// Two scores equal up to the tensor cores' rounding (relative 1e-4; non-finite ones exactly).
+bool near(float a, float b) {
+  if (!std::isfinite(a) || !std::isfinite(b)) return a == b;
+  return std::fabs(a - b) <= 1e-4f * std::max(std::fabs(a), std::fabs(b)) + 1e-30f;
+}
+
 bool near_boundary(const std::vector<float>& sc, int Hq, int Hkv, int n, int k, bool group, int h, int u) {
   const int G = Hq / Hkv;
-  auto near = [](float a, float b) {
-    if (!std::isfinite(a) || !std::isfinite(b)) return a == b;
-    return std::fabs(a - b) <= 1e-4f * std::max(std::fabs(a), std::fabs(b)) + 1e-30f;
-  };
   if (group) {
     std::vector<float> sum(size_t(n), 0.0f);
     for (int i = 0; i < G; i++)
@@ -140,10 +142,6 @@ bool near_boundary(const std::vector<float>& sc, int Hq, int Hkv, int n, int k, 
 bool swapped_near(const std::vector<float>& sc, int Hq, int Hkv, int n, bool group, int h, int u,
                   const std::vector<int32_t>& diff) {
   const int G = Hq / Hkv;
-  auto near = [](float a, float b) {
-    if (!std::isfinite(a) || !std::isfinite(b)) return a == b;
-    return std::fabs(a - b) <= 1e-4f * std::max(std::fabs(a), std::fabs(b)) + 1e-30f;
-  };
   auto score = [&](int i, int x) {
     if (!group) return sc[size_t(h * G + i) * n + x];
     float sum = 0.0f;

@@ -269,27 +269,27 @@ constexpr int range_list = 64;
 // key_at(i) (0 where i >= n), loading four steps' keys before using them: a pass's reads are independent, and
 // issued together they overlap instead of each waiting for the last (the passes were latency-bound). f may use
 // warp-wide intrinsics: every lane calls it the same number of times.
-// STEPS = 1 reads each step's keys just before using them (the walk's shared-memory scores).
-template <int STEPS, class KeyAt, class F>
+template <class KeyAt, class F>
 __device__ __forceinline__ void warp_key_steps(KeyAt key_at, int n, int lane, F f) {
-  for (int i0 = 0; i0 < n; i0 += 32 * STEPS) {
-    uint32_t x[STEPS];
+  constexpr int steps = 4;
+  for (int i0 = 0; i0 < n; i0 += 32 * steps) {
+    uint32_t x[steps];
 #pragma unroll
-    for (int u = 0; u < STEPS; u++) {
+    for (int u = 0; u < steps; u++) {
       const int i = i0 + 32 * u + lane;
       x[u] = i < n ? key_at(i) : 0u;
     }
 #pragma unroll
-    for (int u = 0; u < STEPS; u++)
+    for (int u = 0; u < steps; u++)
       if (i0 + 32 * u < n) f(i0 + 32 * u, i0 + 32 * u + lane, x[u]);
   }
 }
 
-template <int STEPS, class KeyAt>
+template <class KeyAt>
 __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int* hist, int lane) {
   uint32_t lo = 0xffffffffu, lo_nz = 0xffffffffu, hi = 0;
   int nz = 0;
-  warp_key_steps<STEPS>(key_at, n, lane, [&](int, int i, uint32_t x) {
+  warp_key_steps(key_at, n, lane, [&](int, int i, uint32_t x) {
     if (i >= n) return;
     lo = min(lo, x);
     hi = max(hi, x);
@@ -309,7 +309,7 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
     const int shift = span < 256u ? 0 : 24 - __clz(span);  // (span >> shift) < 256
     for (int i = lane; i < 256; i += 32) hist[i] = 0;
     __syncwarp();
-    warp_key_steps<STEPS>(key_at, n, lane, [&](int, int i, uint32_t x) {
+    warp_key_steps(key_at, n, lane, [&](int, int i, uint32_t x) {
       const bool in = i < n && x >= base && x <= top;
       const unsigned active = __ballot_sync(0xffffffffu, in);
       if (in) {
@@ -330,7 +330,7 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
     const uint32_t bin_lo = base + (b << shift), width = (1u << shift) - 1u;
     const uint32_t bin_hi = top - bin_lo <= width ? top : bin_lo + width;
     if (remaining == bin_count) {  // the whole bin is taken: the top k are exactly the keys >= bin_lo
-      warp_key_steps<STEPS>(key_at, n, lane, [&](int i0, int i, uint32_t x) {
+      warp_key_steps(key_at, n, lane, [&](int i0, int i, uint32_t x) {
         const unsigned bits = __ballot_sync(0xffffffffu, i < n && x >= bin_lo);
         if (lane == 0) mask[i0 >> 5] |= bits;
       });
@@ -339,7 +339,7 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
     }
     if (shift == 0) {  // one key value: take the keys above it, and of those equal to it the lowest indices
       int taken_ties = 0;
-      warp_key_steps<STEPS>(key_at, n, lane, [&](int i0, int i, uint32_t x) {
+      warp_key_steps(key_at, n, lane, [&](int i0, int i, uint32_t x) {
         const bool tie = i < n && x == bin_lo;
         const unsigned ties = __ballot_sync(0xffffffffu, tie);
         const int before = __popc(ties & ((1u << lane) - 1u));
@@ -355,7 +355,7 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
       uint32_t* lk = reinterpret_cast<uint32_t*>(hist);
       int* li = hist + range_list;
       int at = 0;
-      warp_key_steps<STEPS>(key_at, n, lane, [&](int i0, int i, uint32_t x) {
+      warp_key_steps(key_at, n, lane, [&](int i0, int i, uint32_t x) {
         const bool inb = i < n && x >= bin_lo && x <= bin_hi;
         const unsigned above = __ballot_sync(0xffffffffu, i < n && x > bin_hi);
         const unsigned inbits = __ballot_sync(0xffffffffu, inb);
@@ -383,22 +383,22 @@ __device__ void warp_range_select_keys(KeyAt key_at, int n, int k, uint32_t* mas
   }
 }
 
-// STEPS: warp_key_steps' read-ahead (4 for scores in global memory).
-template <int STEPS = 4, class KeyAt>
+template <class KeyAt>
 __device__ __forceinline__ void warp_select_keys(KeyAt key_at, int n, int k, uint32_t* mask, int* hist, int lane,
                                                  bool radix) {
   if (radix)
     warp_radix_select_keys(key_at, n, k, mask, hist, lane);
   else
-    warp_range_select_keys<STEPS>(key_at, n, k, mask, hist, lane);
+    warp_range_select_keys(key_at, n, k, mask, hist, lane);
 }
 
-// Group scoring by one warp: row 0 of rows (G, n) becomes the f32 sum of the G rows, in head order (as
-// gist::select_top sums); then a __syncwarp.
-__device__ __forceinline__ void warp_group_sum(float* rows, int n, int G, int lane) {
+// Group scoring by one warp: row 0 of rows (G, n; rows ld apart, default n) becomes the f32 sum of the G rows, in
+// head order (as gist::select_top sums); then a __syncwarp.
+__device__ __forceinline__ void warp_group_sum(float* rows, int n, int G, int lane, int64_t ld = -1) {
+  if (ld < 0) ld = n;
   for (int i = lane; i < n; i += 32) {
     float sum = 0.0f;
-    for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[int64_t(j) * n + i]);
+    for (int j = 0; j < G; j++) sum = __fadd_rn(sum, rows[j * ld + i]);
     rows[i] = sum;
   }
   __syncwarp();
@@ -428,15 +428,6 @@ __device__ __forceinline__ int warp_emit_ids(const uint32_t* mask, int words, in
     at += __shfl_sync(0xffffffffu, incl, 31);
   }
   return at;
-}
-
-// GSA_SELECT_WALK_STEPS=1: the walk's range top-k reads one step at a time instead of four ahead (an A/B).
-inline int walk_key_steps() {
-  static const int v = [] {
-    const char* e = std::getenv("GSA_SELECT_WALK_STEPS");
-    return e && std::string(e) == "1" ? 1 : 4;
-  }();
-  return v;
 }
 
 // GSA_SELECT_RADIX=1: the warp top-k runs its radix select instead of the range select (same result; an A/B).

@@ -25,7 +25,6 @@
 
 #include <algorithm>
 #include <string>
-#include <type_traits>
 
 #include "backend/cuda/attention-kernels.cuh"
 #include "backend/cuda/ops-device.cuh"
@@ -121,7 +120,7 @@ __device__ void walk_scores_mma(const walk_args& w, const block_desc& b0, int h,
   __syncwarp();
 }
 
-template <class T, bool VEC, int DM, int STEPS>
+template <class T, bool VEC, int DM>
 __global__ void __launch_bounds__(32 * walk_warps)
     walk_kernel(const walk_args w, int n_blocks, int Hq, int Hkv, bool group_scoring, int32_t* __restrict__ ids,
                 int32_t* __restrict__ counts, int words_max, int warps, bool radix) {
@@ -184,17 +183,10 @@ __global__ void __launch_bounds__(32 * walk_warps)
         for (int x = lane; x < (m + 31) / 32; x += 32) cmask[x] = 0;
         __syncwarp();  // units, written by warp_emit_ids
         walk_scores_mma<DM>(w, b0, h, G, units, m, sc, m_max, lane);
-        if (group_scoring) {  // the group's f32 sum in head order, as gist::select_top
-          for (int t = lane; t < m; t += 32) {
-            float v = 0.0f;
-            for (int jj = 0; jj < G; jj++) v = __fadd_rn(v, sc[jj * m_max + t]);
-            sc[t] = v;
-          }
-          __syncwarp();
-        }
+        if (group_scoring) warp_group_sum(sc, m, G, lane, m_max);
         for (int j = 0; j < heads; j++) {
           const float* sj = sc + j * m_max;
-          warp_select_keys<STEPS>([&](int t) { return order_key(sj[t]); }, m, kk, cmask, hist, lane, radix);
+          warp_select_keys([&](int t) { return order_key(sj[t]); }, m, kk, cmask, hist, lane, radix);
         }
         for (int t = lane; t < m; t += 32)
           if ((cmask[t >> 5] >> (t & 31)) & 1u) atomicOr(&kept[units[t] >> 5], 1u << (units[t] & 31));
@@ -223,7 +215,7 @@ __global__ void __launch_bounds__(32 * walk_warps)
           sc[t] = v;
         }
         __syncwarp();
-        warp_select_keys<STEPS>([&](int t) { return order_key(sc[t]); }, m, kk, cmask, hist, lane, radix);
+        warp_select_keys([&](int t) { return order_key(sc[t]); }, m, kk, cmask, hist, lane, radix);
       }
       for (int t = lane; t < m; t += 32)
         if ((cmask[t >> 5] >> (t & 31)) & 1u) atomicOr(&kept[units[t] >> 5], 1u << (units[t] & 31));
@@ -234,7 +226,7 @@ __global__ void __launch_bounds__(32 * walk_warps)
     if (group_scoring) warp_group_sum(rows, n, G, lane);
     for (int j = 0; j < heads; j++) {
       const float* row = rows + int64_t(j) * n;
-      warp_select_keys<STEPS>([&](int i) { return ((allow[i >> 5] >> (i & 31)) & 1u) ? order_key(row[i]) : 0u; }, n, kk,
+      warp_select_keys([&](int i) { return ((allow[i >> 5] >> (i & 31)) & 1u) ? order_key(row[i]) : 0u; }, n, kk,
                        kept, hist, lane, radix);
     }
   }
@@ -286,21 +278,14 @@ void launch_walk(const walk_args& w, int n_blocks, int Hq, int Hkv, bool group_s
     }
     if (e != cudaSuccess) fail_msg(launch_error("walk_kernel", e));
   };
-  auto pick = [&](auto steps) {
-    constexpr int S = decltype(steps)::value;
-    if (!w.score0)
-      launch(walk_kernel<float, false, 0, S>);
-    else if (mma)
-      w.D == 64 ? launch(walk_kernel<bf16, true, 64, S>) : launch(walk_kernel<bf16, true, 128, S>);
-    else if (w.bf16)
-      w.vec ? launch(walk_kernel<bf16, true, 0, S>) : launch(walk_kernel<bf16, false, 0, S>);
-    else
-      w.vec ? launch(walk_kernel<float, true, 0, S>) : launch(walk_kernel<float, false, 0, S>);
-  };
-  if (walk_key_steps() == 1)
-    pick(std::integral_constant<int, 1>{});
+  if (!w.score0)
+    launch(walk_kernel<float, false, 0>);
+  else if (mma)
+    w.D == 64 ? launch(walk_kernel<bf16, true, 64>) : launch(walk_kernel<bf16, true, 128>);
+  else if (w.bf16)
+    w.vec ? launch(walk_kernel<bf16, true, 0>) : launch(walk_kernel<bf16, false, 0>);
   else
-    pick(std::integral_constant<int, 4>{});
+    w.vec ? launch(walk_kernel<float, true, 0>) : launch(walk_kernel<float, false, 0>);
 }
 
 }  // namespace gsa::cuda::select_detail
