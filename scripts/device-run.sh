@@ -15,7 +15,8 @@
 # bundle-data/ and not gsa-bundle.tar.xz, or the call passes the device's 64 MiB working-tree limit; another bundle, e.g. a build of the previous commit for an A/B in one call: copy it under
 # bundle/ after scripts/cuda-bundle.sh, which recreates that folder, and carry it too), TEST_FILTER (gtest filter
 # of the tests step), TEST_TIMEOUT, ATTN_LENGTHS / ATTN_PLANS (attention step),
-# TRAIN_SHAPES, PROFILE_SHAPES / PROFILE_MODES / PROFILE_ARGS (more bench train flags), and those of scripts/gpu-results.sh for first-result.
+# TRAIN_SHAPES, PROFILE_SHAPES / PROFILE_MODES / PROFILE_ARGS (more bench train flags) / PROFILE_BREAKDOWN (0: plain
+# step timings, no per-op synchronisation), and those of scripts/gpu-results.sh for first-result.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gsa-device-out}
@@ -86,7 +87,7 @@ if has profile; then
   # preset:TOKENSxBATCH:CHUNK (the 125M rows as in "train"; gpu20m with the first-result recipe's c = 8)
   for cfg in ${PROFILE_SHAPES:-llama125m:4096x4:16 llama125m:16384x1:16 gpu20m:256x4:8 gpu20m:1024x2:8 gpu20m:4096x2:8}; do
     IFS=: read -r preset shape chunk <<<"$cfg"; set -- ${shape/x/ }
-    GSA_TRAIN_PROFILE=1 timeout 120 "$GSA" bench train --device cuda --preset "$preset" --tokens "$1" --batch "$2" \
+    GSA_TRAIN_PROFILE=${PROFILE_BREAKDOWN:-1} timeout 120 "$GSA" bench train --device cuda --preset "$preset" --tokens "$1" --batch "$2" \
       --modes ${PROFILE_MODES:-full,compress,unfold} --chunk "${chunk:-16}" --reps 5 ${PROFILE_ARGS:-} \
       --json >"$RES/profile-$preset-$1.json"
     echo "$preset tokens $1 batch $2: exit $? $(cat $RES/profile-$preset-$1.json)"

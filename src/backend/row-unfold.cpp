@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "gist/config.h"
+#include "gist/select.h"
 #include "gist/stream.h"
 
 namespace gsa {
@@ -49,12 +50,25 @@ std::vector<int32_t> row_listed_units(const attn_plan& base) {
 }
 
 bool row_unfold_applies(const gist::stream& s, const gist::gsa_config& cfg) {
-  if (cfg.gists_all) return false;
   if (cfg.levels() == 1) return true;
   const int n_complete = gist::complete_chunk_count(s);
   for (int m = 0; m < n_complete; m++)
     if (s.chunk_gist_begin[m] != s.chunk_raw_end[m]) return false;
   return true;
+}
+
+void check_gists_all_base(const gist::stream& s, const gist::gsa_config& cfg, const std::vector<int32_t>& listed,
+                          int first_row, int row0) {
+  if (!cfg.gists_all || cfg.levels() == 1) return;  // one level: the gist mask lists every gist already
+  const int n_complete = gist::complete_chunk_count(s), n = int(listed.size() / 2);
+  for (int r = std::max(0, first_row - row0); r < n; r++) {
+    const int row = row0 + r;
+    if (s.level[row] > 0 || gist::candidate_count(s.chunk[row], n_complete, cfg.local_chunks) <= 0) continue;
+    if (listed[size_t(r) * 2] != 0)
+      fail("row unfold: with \"gists\": \"all\" row {} must list every earlier level-0 gist, its base lists units "
+           "[{}, {}): build the base with gist::plan_unfold_base", row, listed[size_t(r) * 2],
+           listed[size_t(r) * 2 + 1]);
+  }
 }
 
 row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, int Hkv, int row_begin,
@@ -74,13 +88,16 @@ row_unfold host_row_unfold(const gist::stream& s, const gist::gsa_config& cfg, i
   std::fill(u.count.i32(), u.count.i32() + u.count.numel(), 0);
   std::fill(u.ids.i32(), u.ids.i32() + u.ids.numel(), -1);
   if (!row_unfold_applies(s, cfg))
-    fail("row unfold: this stream's unfolding needs gist::plan_unfold (gists_all, or gists apart from their chunk)");
+    fail("row unfold: this stream's unfolding needs gist::plan_unfold (gists apart from their chunk)");
   const bool levels = cfg.levels() > 1;
   if (levels && (!base || base->n_blocks() < 1 || base->block_q.back() != T))
     fail("row unfold: with {} gist levels it needs the rows' gist mask (a plan of {} rows)", cfg.levels(), T);
   std::vector<int32_t> b, e, ge, listed;
   unfold_ranges(s, cfg, b, e, levels ? &ge : nullptr);
-  if (levels) listed = row_listed_units(*base);
+  if (levels) {
+    listed = row_listed_units(*base);
+    check_gists_all_base(s, cfg, listed, row_begin);
+  }
   u.chunk_begin = Tensor({std::max(1, u.n_chunks)}, dtype::i32);
   u.chunk_end = Tensor({std::max(1, u.n_chunks)}, dtype::i32);
   std::copy(b.begin(), b.end(), u.chunk_begin.i32());

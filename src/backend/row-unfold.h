@@ -70,9 +70,17 @@ inline int32_t unfold_key_end(const int32_t* chunk_end, const int32_t* gist_end,
   return gist_end[m];
 }
 
-// Whether a row_unfold expresses cfg's per-row unfolding of stream s exactly (gists_all off; with several levels,
-// every complete chunk's level-0 gists right after its raw tokens): otherwise the caller builds gist::plan_unfold.
+// Whether a row_unfold expresses cfg's per-row unfolding of stream s exactly (with several levels, every complete
+// chunk's level-0 gists right after its raw tokens): otherwise the caller builds gist::plan_unfold. With
+// cfg.gists_all the base must be gist::plan_unfold_base's (every gist listed for the rows that unfold), on which
+// an unfolded chunk adds its raw tokens only.
 bool row_unfold_applies(const gist::stream& s, const gist::gsa_config& cfg);
+
+// With cfg.gists_all and several levels: checks (gsa::error) that each row from first_row on that can unfold
+// (a level-0 row of a chunk with a candidate) lists the level-0 gists from the first chunk on, as
+// gist::plan_unfold_base makes it; listed as row_listed_units gives it, its row r being stream row row0 + r.
+void check_gists_all_base(const gist::stream& s, const gist::gsa_config& cfg, const std::vector<int32_t>& listed,
+                          int first_row, int row0 = 0);
 
 // A host row_unfold for stream s: selected[(r - row_begin) * Hkv + h] = chunk ids (any order, no duplicates) of
 // row r >= row_begin (rows before row_begin select nothing). base: the rows' gist mask (gist::plan_compress of s),

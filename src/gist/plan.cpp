@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "gist/select.h"
 
 namespace gsa::gist {
 
@@ -294,6 +295,18 @@ attn_plan plan_unfold(const stream& s, const gsa_config& cfg, const attn_plan& b
   }
   if (nb < base.n_blocks()) cpu::cut_gist_table(plan, base.block_q[size_t(nb)]);
   return plan;
+}
+
+attn_plan plan_unfold_base(const stream& s, const gsa_config& cfg, const attn_plan& base, int first_row) {
+  if (!cfg.gists_all) return base;
+  const int nb = base.n_blocks(), n_complete = complete_chunk_count(s);
+  std::vector<uint8_t> unfolds(size_t(nb), 0);
+  for (int b = first_block_at(base, first_row); b < nb; b++) {
+    const int r0 = base.block_q[size_t(b)];
+    unfolds[size_t(b)] = s.level[r0] <= 0 && candidate_count(s.chunk[r0], n_complete, cfg.local_chunks) > 0;
+  }
+  // An unfolding block with nothing selected: its list plus every gist (plan_unfold with gists_all).
+  return plan_unfold(s, cfg, base, std::vector<std::vector<int32_t>>(size_t(nb)), 1, unfolds);
 }
 
 int first_block_at(const attn_plan& plan, int row) {

@@ -61,6 +61,14 @@ cpu::attn_plan plan_unfold(const stream& s, const gsa_config& cfg, const cpu::at
                            const std::vector<std::vector<int32_t>>& selected, int n_kv_heads,
                            const std::vector<uint8_t>& unfolds = {}, int b_begin = 0, int b_end = -1);
 
+// The base of per-row unfolding (backend/row-unfold.h) for cfg: base (plan_compress of s) itself, unless
+// cfg.gists_all, where every block that unfolds (its first row >= first_row is a level-0 row of a chunk with a
+// candidate, as the trainer's selection decides) also lists every gist of every level up to its last row. A row
+// unfold on this base then adds raw tokens only, and base + unfold sees what plan_unfold sees. Same blocks as
+// base, heads 1.
+cpu::attn_plan plan_unfold_base(const stream& s, const gsa_config& cfg, const cpu::attn_plan& base,
+                                int first_row = 0);
+
 // Suffix plan: context rows (< ctx_end) keep the gist mask; suffix rows unfold. base must be
 // plan_compress(s, cfg, ctx_end); selected[(b - first suffix block) * n_kv_heads + h] for the suffix blocks.
 cpu::attn_plan plan_suffix(const stream& s, const gsa_config& cfg, const cpu::attn_plan& base, int ctx_end,

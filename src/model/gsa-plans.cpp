@@ -77,18 +77,21 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
     fail("suffix-unfold needs the context end inside the stream (got {} for a stream of {})", ctx_end, s.size());
   auto base = std::make_shared<cpu::attn_plan>(
       gist::plan_compress(s, cfg, mode == gist::train_mode::suffix_unfold ? ctx_end : -1));
-  // The blocks that select: whole query chunks, or single rows (select_per_token) from the first unfolding row.
-  auto sel_base = base;
-  if (cfg.select_per_token && mode != gist::train_mode::compress)
-    sel_base = std::make_shared<cpu::attn_plan>(
-        gist::plan_split_rows(*base, mode == gist::train_mode::suffix_unfold ? ctx_end : 0));
+  // The blocks that select: whole query chunks, or single rows (select_per_token) from the first unfolding row,
+  // split from the base a row unfold goes on (with "gists": "all", one that lists every gist for them).
+  auto sel_base = base, row_base = base;
+  if (cfg.select_per_token && mode != gist::train_mode::compress) {
+    const int first = mode == gist::train_mode::suffix_unfold ? ctx_end : 0;
+    if (cfg.gists_all) row_base = std::make_shared<cpu::attn_plan>(gist::plan_unfold_base(s, cfg, *base, first));
+    sel_base = std::make_shared<cpu::attn_plan>(gist::plan_split_rows(*row_base, first));
+  }
   auto reuse = std::make_shared<std::shared_ptr<void>>();  // select_rows' tables, shared by the layers
-  return [&m, &cfg, &s, mode, ctx_end, stats, base, sel_base, Hkv, reuse](int layer, const layer_qk& qk) {
+  return [&m, &cfg, &s, mode, ctx_end, stats, base, sel_base, row_base, Hkv, reuse](int layer, const layer_qk& qk) {
     cpu::attn_plan plan;
     if (mode == gist::train_mode::compress || is_dense_layer(cfg, layer)) {
       plan = *base;
     } else if (auto u = sel_base != base ? device_rows(m, cfg, s, *sel_base, mode, ctx_end, qk, reuse.get()) : nullptr) {
-      plan = *base;  // the gist mask plus the selection kept on the device
+      plan = *row_base;  // the gist mask (every gist with gists all) plus the selection kept on the device
       plan.unfold = u;
       if (stats) {  // a device -> host copy: only when asked (the base's pairs are added below)
         const unfold_total t = unfold_totals(*u);
@@ -118,7 +121,10 @@ plan_provider make_gsa_plans(const llama_model& m, const gist::gsa_config& cfg, 
 
 unfold_pass_plans::unfold_pass_plans(const llama_model& m, const gist::gsa_config& cfg, const gist::stream& s)
     : m_(m), cfg_(cfg), s_(s), base_(std::make_shared<cpu::attn_plan>(gist::plan_compress(s, cfg))) {
-  sel_base_ = cfg.select_per_token ? std::make_shared<cpu::attn_plan>(gist::plan_split_rows(*base_, 0)) : base_;
+  row_base_ = cfg.select_per_token && cfg.gists_all
+                  ? std::make_shared<cpu::attn_plan>(gist::plan_unfold_base(s, cfg, *base_))
+                  : base_;
+  sel_base_ = cfg.select_per_token ? std::make_shared<cpu::attn_plan>(gist::plan_split_rows(*row_base_, 0)) : base_;
 }
 
 plan_provider unfold_pass_plans::pass(int r0, int r1) const {
@@ -132,17 +138,21 @@ plan_provider unfold_pass_plans::pass(int r0, int r1) const {
   const int d0 = d.first, d1 = d.second, b0 = sel.first, b1 = sel.second;  // (clang 14 cannot capture bindings)
   // Dense layers keep the gist mask: one cut, shared.
   auto dense = std::make_shared<const cpu::attn_plan>(cpu::plan_blocks(*base_, d0, d1));
+  // The row unfolds' base: the same cut of the gist mask, or of the one listing every gist (gists all).
+  auto row_base = row_base_ == base_
+                      ? dense
+                      : std::make_shared<const cpu::attn_plan>(cpu::plan_blocks(*row_base_, d0, d1));
   // Per-row selection kept on the device (backend::select_rows at row0 = r0): the pass's per-row blocks, rebased,
   // and the backend's tables shared by the pass's layers.
   std::shared_ptr<const cpu::attn_plan> rows;
   if (sel_base_ != base_) rows = std::make_shared<const cpu::attn_plan>(cpu::plan_blocks(*sel_base_, b0, b1));
   auto reuse = std::make_shared<std::shared_ptr<void>>();
   const int Hkv = int(m_.config.num_key_value_heads);
-  return [this, dense, rows, reuse, b0, b1, r0, Hkv](int layer, const layer_qk& qk) {
+  return [this, dense, row_base, rows, reuse, b0, b1, r0, Hkv](int layer, const layer_qk& qk) {
     if (is_dense_layer(cfg_, layer)) return *dense;
     if (rows)
       if (auto u = m_.ops().select_rows(qk.q, qk.k, *rows, 0, s_, cfg_, reuse.get(), r0)) {
-        cpu::attn_plan plan = *dense;  // the pass's gist mask plus the selection kept on the device
+        cpu::attn_plan plan = *row_base;  // the pass's gist mask plus the selection kept on the device
         plan.unfold = u;
         return plan;
       }

@@ -44,7 +44,7 @@ class unfold_pass_plans {
   const llama_model& m_;
   const gist::gsa_config& cfg_;
   const gist::stream& s_;
-  std::shared_ptr<const cpu::attn_plan> base_, sel_base_;
+  std::shared_ptr<const cpu::attn_plan> base_, row_base_, sel_base_;  // row_base_: gist::plan_unfold_base
 };
 
 // A provider that replays fixed plans, one per layer.

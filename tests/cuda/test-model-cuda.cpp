@@ -150,7 +150,7 @@ TEST(CudaModel, Qwen2D64GistMatchesTransformersBf16) {
 // one bf16 rounding of q or k moves a softmax far from its f32 value (measured on the H200: 6% on the logits,
 // 30% on the gradients at 0.3, for a kernel that passes the f32 comparison and its own bf16 tests).
 llama_model random_gsa_model(const std::string& mode, uint64_t seed, bool tied = false, float init_std = 0.3f,
-                             const std::vector<int>& chunks = {8}) {
+                             const std::vector<int>& chunks = {8}, bool gists_all = false) {
   model_config c = test::tiny_config(test::tiny_vocab, 3, 1024);
   c.hidden_size = 96;
   c.intermediate_size = 160;
@@ -161,6 +161,7 @@ llama_model random_gsa_model(const std::string& mode, uint64_t seed, bool tied =
   gist::gsa_config g = test::tiny_gsa(test::tiny_vocab, chunks);
   g.mode = gist::train_mode_from_name(mode);
   g.select_per_token = true;
+  g.gists_all = gists_all;
   c.gsa = gist::gsa_config_to_json(g);
   llama_model m(c);
   m.init_random(seed, init_std);
@@ -234,8 +235,9 @@ TEST(CudaModel, UnfoldMatchesCpuBf16) {
 // gist mask (overlay kernels in bf16, its expansion in f32), recorded and replayed on the CPU model (whose
 // backend expands it): logits, loss, attention and every gradient agree.
 void compare_device_rows(const std::string& mode, dtype precision, double tol, int n_raw,
-                         const std::vector<int>& chunks = {8}) {
-  llama_model cpu_m = random_gsa_model(mode, 23 + n_raw, false, precision == dtype::f32 ? 0.3f : 0.02f, chunks);
+                         const std::vector<int>& chunks = {8}, bool gists_all = false) {
+  llama_model cpu_m =
+      random_gsa_model(mode, 23 + n_raw, false, precision == dtype::f32 ? 0.3f : 0.02f, chunks, gists_all);
   const gist::gsa_config cfg = gist::gsa_config_from_json(cpu_m.config.gsa);
   auto raw = test::tiny_tokens(n_raw, 9 + n_raw);
   gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
@@ -256,6 +258,11 @@ void compare_device_rows(const std::string& mode, dtype precision, double tol, i
   for (int l = 1; l < 3; l++) {
     ASSERT_TRUE(rec[size_t(l)].unfold) << mode << ": layer " << l << " did not keep its selection on the device";
     EXPECT_GT(unfold_totals(*rec[size_t(l)].unfold).chunks, 0) << mode << ": layer " << l << " unfolded nothing";
+    if (gists_all) {  // the overlay went on the base that lists every gist (gist::plan_unfold_base)
+      cpu::attn_plan b = rec[size_t(l)];
+      b.unfold = nullptr;
+      EXPECT_GT(cpu::attended_pairs(b, 1), cpu::attended_pairs(rec[0], 1)) << mode << ": layer " << l;
+    }
   }
 
   plan_provider frozen = frozen_plans(rec);
@@ -284,6 +291,14 @@ TEST(CudaModel, DeviceRowUnfoldTwoLevelsMatchesCpu) {
   compare_device_rows("unfold", dtype::bf16, 3e-2, 300, {4, 2});
   compare_device_rows("suffix-unfold", dtype::bf16, 3e-2, 300, {4, 2});
   compare_device_rows("unfold", dtype::f32, 1e-4, 150, {4, 2});
+}
+// "gists": "all" in H-GSA: the overlay goes on gist::plan_unfold_base (every gist listed for unfolding rows) and
+// adds raw tokens only; the CPU test checks that this is plan_unfold's visibility.
+TEST(CudaModel, DeviceRowUnfoldGistsAllMatchesCpu) {
+  REQUIRE_GPU();
+  compare_device_rows("unfold", dtype::bf16, 3e-2, 300, {4, 2}, true);
+  compare_device_rows("suffix-unfold", dtype::bf16, 3e-2, 300, {4, 2}, true);
+  compare_device_rows("unfold", dtype::f32, 1e-4, 150, {4, 2}, true);
 }
 
 // AdamW on the GPU (packed master weights, one launch per half) against the CPU's, tensor by tensor, after three

@@ -117,6 +117,69 @@ TEST(RowUnfold, SeesWhatThePerRowUnfoldPlanSees) {
   EXPECT_GT(two_level_gists, 0) << "no two-level case unfolded a chunk of an earlier group";
 }
 
+// "gists": "all" (every gist of every level visible to a row that unfolds): a row unfold on
+// gist::plan_unfold_base sees what plan_unfold sees over the plain gist mask, its overlay adds raw tokens only,
+// and the host path over the new base's rows is unchanged. Two and three levels, with and without a suffix.
+TEST(RowUnfold, GistsAllOnTheUnfoldBaseSeesWhatThePerRowUnfoldPlanSees) {
+  struct acase {
+    std::vector<int> chunks;
+    int g, sink, local, n_raw, Hkv;
+  };
+  const acase cases[] = {{{4, 2}, 1, 2, 1, 120, 2}, {{4, 4}, 2, 0, 0, 150, 1}, {{8, 3}, 1, 5, 1, 200, 2},
+                         {{4, 2, 2}, 1, 3, 1, 220, 2}, {{2, 2, 3}, 2, 0, 2, 160, 1}};
+  rng r(13);
+  int64_t more_gists = 0;  // keys the gists-all base lists beyond the gist mask
+  for (const acase& ac : cases) {
+    gist::gsa_config cfg = test::tiny_gsa(test::tiny_vocab, ac.chunks);
+    cfg.gists_per_chunk = ac.g;
+    cfg.sink = ac.sink;
+    cfg.local_chunks = ac.local;
+    cfg.gists_all = true;
+    auto raw = test::tiny_tokens(ac.n_raw, uint64_t(ac.n_raw) + 7);
+    gist::stream s = gist::build_stream(raw.data(), int(raw.size()), cfg);
+    ASSERT_TRUE(row_unfold_applies(s, cfg));
+    const int T = s.size(), n_complete = gist::complete_chunk_count(s);
+    for (int ctx_end : {0, T / 2}) {
+      SCOPED_TRACE("levels " + std::to_string(ac.chunks.size()) + " c " + std::to_string(ac.chunks[0]) + " g " +
+                   std::to_string(ac.g) + " ctx_end " + std::to_string(ctx_end));
+      const cpu::attn_plan base = gist::plan_compress(s, cfg, ctx_end > 0 ? ctx_end : -1);
+      const cpu::attn_plan ubase = gist::plan_unfold_base(s, cfg, base, ctx_end);
+      ASSERT_EQ(ubase.block_q, base.block_q);
+      const cpu::attn_plan rows = gist::plan_split_rows(base, ctx_end), urows = gist::plan_split_rows(ubase, ctx_end);
+      const int b0 = gist::first_block_at(rows, ctx_end);
+      auto sel = random_rows(s, cfg, ac.Hkv, ctx_end, r);
+      // The trainer's blocks (select_for_blocks): level-0 rows with a candidate unfold, whatever they pick.
+      std::vector<std::vector<int32_t>> per_block(size_t(rows.n_blocks()) * ac.Hkv);
+      std::vector<uint8_t> unfolds(size_t(rows.n_blocks()), 0);
+      for (int b = b0; b < rows.n_blocks(); b++) {
+        const int row = rows.block_q[b];
+        unfolds[size_t(b)] = s.level[row] <= 0 && gist::candidate_count(s.chunk[row], n_complete, ac.local) > 0;
+        for (int h = 0; h < ac.Hkv; h++)
+          per_block[size_t(b) * ac.Hkv + h] = sel[size_t(row - ctx_end) * ac.Hkv + h];
+      }
+      const cpu::attn_plan ref = gist::plan_unfold(s, cfg, rows, per_block, ac.Hkv, unfolds);
+      const cpu::attn_plan host = gist::plan_unfold(s, cfg, urows, per_block, ac.Hkv, unfolds);
+      const row_unfold u = host_row_unfold(s, cfg, ac.Hkv, ctx_end, sel, &ubase);
+      const cpu::attn_plan got = expand_row_unfold(ubase, u, 0);
+      cpu::validate_plan(got, T, T, 0, ac.Hkv);
+      for (int row = 0; row < T; row++) {
+        const auto in_ubase = visible(ubase, row, 0), in_base = visible(base, row, 0);
+        more_gists += int64_t(in_ubase.size() - in_base.size());
+        for (int32_t k : in_ubase)
+          if (!in_base.count(k)) ASSERT_TRUE(s.is_gist(k)) << "the base adds raw key " << k << " to row " << row;
+        for (int h = 0; h < ac.Hkv; h++) {
+          const auto want = visible(ref, row, h), have = visible(got, row, h);
+          ASSERT_EQ(have, want) << "row " << row << " h " << h;
+          ASSERT_EQ(visible(host, row, h), want) << "the host path over the new base, row " << row;
+          for (int32_t k : have)
+            if (!in_ubase.count(k)) ASSERT_FALSE(s.is_gist(k)) << "the overlay adds gist " << k << ", row " << row;
+        }
+      }
+    }
+  }
+  EXPECT_GT(more_gists, 0) << "no case made a gist visible beyond the gist mask";
+}
+
 // Per-chunk selection (train_select chunk: a block of the gist mask selects once for all its rows) as a row
 // unfold: every row of a selecting block carries the block's selection (what the GPU's row_selection scatters),
 // and base + unfold sees what gist::plan_unfold over the chunk blocks sees.
@@ -237,8 +300,20 @@ TEST(RowUnfold, BadTablesAndIgnoringKernelsAreRefused) {
   EXPECT_TRUE(row_unfold_applies(s2, two));
   std::vector<std::vector<int32_t>> none(static_cast<size_t>(s2.size()));
   EXPECT_THROW(host_row_unfold(s2, two, 1, 0, none), error) << "two levels need the rows' gist mask";
-  cfg.gists_all = true;
-  EXPECT_FALSE(row_unfold_applies(s, cfg));
+  // With gists all and two levels, a base that does not list every gist for the unfolding rows.
+  two.gists_all = true;
+  std::vector<int32_t> raw2 = test::tiny_tokens(120, 4);
+  gist::stream s3 = gist::build_stream(raw2.data(), int(raw2.size()), two);
+  const cpu::attn_plan plain = gist::plan_compress(s3, two);
+  std::vector<std::vector<int32_t>> none3(static_cast<size_t>(s3.size()));
+  try {
+    host_row_unfold(s3, two, 1, 0, none3, &plain);
+    FAIL() << "a row unfold with gists all on the plain gist mask";
+  } catch (const error& e) {
+    EXPECT_NE(std::string(e.what()).find("plan_unfold_base"), std::string::npos) << e.what();
+  }
+  const cpu::attn_plan all = gist::plan_unfold_base(s3, two, plain);
+  EXPECT_NO_THROW(host_row_unfold(s3, two, 1, 0, none3, &all));
 }
 
 }  // namespace

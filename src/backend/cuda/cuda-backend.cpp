@@ -209,6 +209,7 @@ class cuda_impl final : public backend {
       if (levels) {  // the rows' lists are the gist mask's (plan_split_rows copies a block's list to its rows)
         ge.resize(kb.size());
         listed = row_listed_units(rows);
+        check_gists_all_base(s, cfg, listed, row0 + rows.block_q[size_t(b_begin)], row0);
         fresh->gist_end = up(ge);
         fresh->listed = up(listed);
       }
