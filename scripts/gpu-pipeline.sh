@@ -411,9 +411,10 @@ for path in sorted(glob.glob(os.path.join(out, "eval-*.json"))):
         rows.setdefault(row, None if full else r["ratio"])
         task = r.get("task", "passkey")
         if task not in tasks: tasks.append(task)
-        c = cells.setdefault((task, row, r["length"]), [0.0, 0, 0.0, 0])
+        c = cells.setdefault((task, row, r["length"]), [0.0, 0, 0.0, 0, 0.0, 0])
         c[0] += r["score"] * r["n"]; c[1] += r["n"]
         if r.get("routing_n", 0) > 0: c[2] += r["routing"] * r["routing_n"]; c[3] += r["routing_n"]
+        if r.get("routing_any", -1) >= 0: c[4] += r["routing_any"] * r["routing_n"]; c[5] += r["routing_n"]
         lengths.add(r["length"])
 def wilson(p, n, z=1.959964):
     d = 1 + z * z / n; m = (p + z * z / (2 * n)) / d; h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
@@ -425,7 +426,8 @@ print(", ".join(tasks or ["passkey"]) + " accuracy, % (95% Wilson interval, n): 
       " Full-CPT model, budget L/R; scratch, GSA from scratch (8x); xcheck*, the cpt models on the host's cores, a cross-check of the"
       " GPU's cells; cptRatS, gsa on the GSA CPT model of ratio R at the end of its stage S (EVAL_STAGES);"
       " (cpu): run with --device cpu. \"routed\": the needle-selected figure, % of the layer x KV-head selections"
-      " at the question's last row that picked the chunk holding the answer. The models:\n")
+      " at the question's last row that picked the chunk holding the answer (\"any\": % of the samples where at"
+      " least one did; per layer: the eval-*.md files). The models:\n")
 for line in open(os.path.join(out, "timeline.txt")):
     if re.match(r"(eval (cpt[0-9xwf]*(at[0-9a-z]+)?|scratch): )", line.split(" ", 1)[-1]): print("* " + line.strip())
 ratios = sorted({x for x in rows.values() if x is not None}) or [None]
@@ -440,8 +442,8 @@ for task in tasks:
         out_cells = []
         for l in L:
             if (task, row, l) not in cells: out_cells.append("-"); continue
-            s, n, rs, rn = cells[(task, row, l)]; p = s / n; lo, hi = wilson(p, n)
-            routed = f", routed {100*rs/rn:.0f}%" if rn else ""
+            s, n, rs, rn, ra, an = cells[(task, row, l)]; p = s / n; lo, hi = wilson(p, n)
+            routed = (f", routed {100*rs/rn:.0f}%" if rn else "") + (f", any {100*ra/an:.0f}%" if an else "")
             out_cells.append(f"{100*p:.1f} ({100*lo:.0f}-{100*hi:.0f}, n {n}{routed})")
         print(f"| {row} | " + " | ".join(out_cells) + " |")
 EOF

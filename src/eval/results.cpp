@@ -20,6 +20,7 @@ std::vector<result_record> aggregate_depths(const std::vector<result_record>& re
   std::vector<result_record> out;
   std::map<std::tuple<std::string, std::string, double, int64_t>, size_t> index;
   std::vector<double> weight;
+  std::vector<std::vector<double>> layer_w;  // per output record and layer: the routing_n behind its figure
   for (auto& r : records) {
     auto key = std::make_tuple(r.task, r.method, r.ratio, r.length);
     auto it = index.find(key);
@@ -31,7 +32,10 @@ std::vector<result_record> aggregate_depths(const std::vector<result_record>& re
       out.back().n = 0;
       out.back().routing = 0;
       out.back().routing_n = 0;
+      out.back().routing_any = 0;
+      out.back().routing_layers.clear();
       weight.push_back(0);
+      layer_w.emplace_back();
     }
     result_record& a = out[it->second];
     double w = double(std::max<int64_t>(r.n, 0));
@@ -39,13 +43,26 @@ std::vector<result_record> aggregate_depths(const std::vector<result_record>& re
     a.n += r.n;
     weight[it->second] += w;
     if (r.routing >= 0 && r.routing_n > 0) {
-      a.routing += r.routing * double(r.routing_n);
+      const double rn = double(r.routing_n);
+      a.routing += r.routing * rn;
+      a.routing_any += std::max(0.0, r.routing_any) * rn;
       a.routing_n += r.routing_n;
+      auto& lw = layer_w[it->second];
+      if (a.routing_layers.size() < r.routing_layers.size()) {
+        a.routing_layers.resize(r.routing_layers.size(), 0.0);
+        lw.resize(r.routing_layers.size(), 0.0);
+      }
+      for (size_t l = 0; l < r.routing_layers.size(); l++)
+        if (r.routing_layers[l] >= 0) a.routing_layers[l] += r.routing_layers[l] * rn, lw[l] += rn;
     }
   }
   for (size_t i = 0; i < out.size(); i++) {
     out[i].score = weight[i] > 0 ? out[i].score / weight[i] : 0.0;
-    out[i].routing = out[i].routing_n > 0 ? out[i].routing / double(out[i].routing_n) : -1.0;
+    const double rn = double(out[i].routing_n);
+    out[i].routing = rn > 0 ? out[i].routing / rn : -1.0;
+    out[i].routing_any = rn > 0 ? out[i].routing_any / rn : -1.0;
+    for (size_t l = 0; l < out[i].routing_layers.size(); l++)
+      out[i].routing_layers[l] = layer_w[i][l] > 0 ? out[i].routing_layers[l] / layer_w[i][l] : -1.0;
   }
   return out;
 }
@@ -107,10 +124,35 @@ std::string results_markdown(const std::vector<result_record>& records, bool ci)
   std::string out = length_table(cells, [](const result_record& c) { return c.score; }, ci);
   if (ci) out += "\n(in parentheses: the 95% Wilson interval over the cell's samples)\n";
   const bool routed = std::any_of(cells.begin(), cells.end(), [](auto& c) { return c.routing_n > 0; });
-  if (routed)
-    out += "\nNeedle selected: % of the (layer, KV head) selections at the question's last row that picked a chunk "
-           "or page holding the answer\n\n" +
-           length_table(cells, [](const result_record& c) { return c.routing_n > 0 ? c.routing : -1.0; });
+  if (!routed) return out;
+  out += "\nNeedle selected: % of the (layer, KV head) selections at the question's last row that picked a chunk "
+         "or page holding the answer\n\n" +
+         length_table(cells, [](const result_record& c) { return c.routing_n > 0 ? c.routing : -1.0; });
+  out += "\nNeedle selected anywhere: % of the samples where at least one (layer, KV head) selection at the "
+         "question's last row picked it\n\n" +
+         length_table(cells, [](const result_record& c) { return c.routing_n > 0 ? c.routing_any : -1.0; });
+  // Per layer: rows (task, method, length), columns the layers ("-": the layer never selected).
+  size_t n_layers = 0;
+  for (auto& c : cells)
+    if (c.routing_n > 0) n_layers = std::max(n_layers, c.routing_layers.size());
+  if (n_layers == 0) return out;
+  out += "\nNeedle selected per layer: % of the layer's KV-head selections that picked it\n\n| task | method | "
+         "length |";
+  std::string rule = "|---|---|---:|";
+  for (size_t l = 0; l < n_layers; l++) {
+    out += fmt::format(" L{} |", l);
+    rule += "---:|";
+  }
+  out += "\n" + rule + "\n";
+  for (auto& c : cells) {
+    if (c.routing_n <= 0 || c.routing_layers.empty()) continue;
+    out += fmt::format("| {} | {} | {} |", c.task, method_label(c), c.length);
+    for (size_t l = 0; l < n_layers; l++) {
+      const double v = l < c.routing_layers.size() ? c.routing_layers[l] : -1.0;
+      out += v >= 0 ? fmt::format(" {:.0f} |", 100 * v) : std::string(" - |");
+    }
+    out += "\n";
+  }
   return out;
 }
 
@@ -124,6 +166,8 @@ std::string results_json(const std::vector<result_record>& records) {
     if (r.routing_n > 0) {
       o["routing"] = r.routing;
       o["routing_n"] = r.routing_n;
+      if (r.routing_any >= 0) o["routing_any"] = r.routing_any;
+      if (!r.routing_layers.empty()) o["routing_layers"] = r.routing_layers;
     }
     a.push_back(std::move(o));
   }
@@ -147,6 +191,10 @@ std::vector<result_record> parse_results_json(std::string_view text) {
       r.n = o.value("n", int64_t(1));
       r.routing_n = o.value("routing_n", int64_t(0));
       r.routing = r.routing_n > 0 ? o.at("routing").get<double>() : -1.0;
+      if (r.routing_n > 0) {
+        r.routing_any = o.value("routing_any", -1.0);
+        r.routing_layers = o.value("routing_layers", std::vector<double>{});
+      }
       out.push_back(std::move(r));
     } catch (const nlohmann::json::exception& e) {
       fail("results: record {} needs task, method, length, score (and optionally ratio, depth, n, routing with "

@@ -22,6 +22,10 @@ struct result_record {
   // (infer::needle_hit); -1 when not measured (methods that do not select, answers not in the context).
   double routing = -1;
   int64_t routing_n = 0;
+  // Over the same samples: the fraction where at least one (layer, KV head) selection held the answer, and per
+  // layer the mean of its own figure (-1: the layer never selected); infer::needle_routing_of.
+  double routing_any = -1;
+  std::vector<double> routing_layers = {};
 };
 
 // "gsa 8x" / "full": the row label of a method at its ratio.
@@ -30,7 +34,8 @@ std::string method_label(const result_record& r);
 // Per (task, method, ratio, length): the n-weighted mean over depths; first-appearance order.
 std::vector<result_record> aggregate_depths(const std::vector<result_record>& records);
 
-// The accuracy table; when any record measured routing, a second table of the routing figures follows. ci: each
+// The accuracy table; when any record measured routing, tables of the routing figures follow (the mean over
+// layers and KV heads, at least one, and per layer at each length). ci: each
 // accuracy cell also shows its 95% Wilson interval over the cell's n samples, "70.0 (39-89)" (metrics.h).
 std::string results_markdown(const std::vector<result_record>& records, bool ci = false);
 // Each record also carries "ci95": [low, high], the 95% Wilson interval of its score over its n samples.

@@ -77,10 +77,13 @@ struct eval_query {
 };
 
 // What a predictor returns: the answer text (scored with eval::score) and, for methods that select chunks or
-// pages, needle_hit(...) at the question's last row (-1: not measured). Converts from a plain string.
+// pages, needle_routing_of(...) at the question's last row (needle_hit -1: not measured). Converts from a plain
+// string.
 struct eval_answer {
   std::string text;
   double needle_hit = -1;
+  double needle_any = -1;            // needle_routing::any
+  std::vector<double> needle_layers;  // needle_routing::per_layer
   eval_answer(std::string t = {}, double hit = -1) : text(std::move(t)), needle_hit(hit) {}  // NOLINT: implicit
   eval_answer(const char* t) : text(t) {}                                                    // NOLINT: implicit
 };
@@ -107,6 +110,16 @@ std::pair<std::string, std::string> split_prompt(const std::string& tmpl, const 
 // are no spans.
 double needle_hit(const std::vector<std::vector<int32_t>>& unfolded, int unit_tokens,
                   const std::vector<std::pair<int64_t, int64_t>>& spans);
+
+// The same selections (unfolded[layer * n_kv_heads + h]) three ways: mean = needle_hit's figure; any = 1 when at
+// least one non-empty list holds the answer, else 0; per_layer[l] = needle_hit over layer l's lists (-1: layer l
+// selected nothing). All -1 (per_layer empty) when needle_hit is.
+struct needle_routing {
+  double mean = -1, any = -1;
+  std::vector<double> per_layer;
+};
+needle_routing needle_routing_of(const std::vector<std::vector<int32_t>>& unfolded, int n_kv_heads, int unit_tokens,
+                                 const std::vector<std::pair<int64_t, int64_t>>& spans);
 
 // The raw token ranges of `prefix` (tokenized with BOS when add_bos, as the prompt's prefill) that hold an
 // answer: for each answer, every occurrence in `prefix`, widened by one token each side (a BPE merge may move a

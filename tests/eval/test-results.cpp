@@ -121,15 +121,55 @@ TEST(results, routing_is_averaged_over_measured_samples_and_tabled) {
   const std::string md = results_markdown(recs);
   const size_t second = md.find("Needle selected");
   ASSERT_NE(second, std::string::npos) << md;
-  EXPECT_EQ(md.substr(md.find('\n', second) + 2),
+  const size_t table = md.find('\n', second) + 2;
+  EXPECT_EQ(md.substr(table, md.find("\nNeedle selected anywhere") - table),
             "| task | method | 4096 | 8192 | avg |\n"
             "|---|---|---:|---:|---:|\n"
             "| passkey | gsa 8x | 46.7 | - | 46.7 |\n");
+  // Records without the any / per-layer figures (older JSON): "anywhere" reads 0, no per-layer table.
+  EXPECT_EQ(md.find("per layer"), std::string::npos) << md;
   EXPECT_EQ(results_markdown(records()).find("Needle selected"), std::string::npos);
   auto back = parse_results_json(results_json(recs));
   ASSERT_EQ(back.size(), recs.size());
   for (size_t i = 0; i < recs.size(); i++) {
     EXPECT_EQ(back[i].routing_n, recs[i].routing_n);
     EXPECT_EQ(back[i].routing, recs[i].routing_n ? recs[i].routing : -1.0);
+  }
+}
+
+
+// The two other views of the same selections (infer::needle_routing_of): "any" and per layer, averaged like the
+// mean (by routing_n; a layer that never selected stays out of its own average), tabled, and kept by the JSON.
+TEST(results, routing_any_and_per_layer_are_averaged_and_tabled) {
+  auto recs = records();
+  recs[0].routing = 0.5, recs[0].routing_n = 1, recs[0].routing_any = 1.0;  // 4096, depth 0
+  recs[0].routing_layers = {-1.0, 0.25, 0.75};
+  recs[1].routing = 0.1, recs[1].routing_n = 3, recs[1].routing_any = 1.0 / 3;  // 4096, depth 1
+  recs[1].routing_layers = {-1.0, 0.0, 0.2};
+  auto cells = aggregate_depths(recs);
+  EXPECT_NEAR(cells[0].routing_any, (1.0 + 1.0) / 4, 1e-12);
+  ASSERT_EQ(cells[0].routing_layers.size(), 3u);
+  EXPECT_LT(cells[0].routing_layers[0], 0);
+  EXPECT_NEAR(cells[0].routing_layers[1], 0.25 / 4, 1e-12);
+  EXPECT_NEAR(cells[0].routing_layers[2], (0.75 + 0.6) / 4, 1e-12);
+  const std::string md = results_markdown(recs);
+  const size_t any = md.find("Needle selected anywhere");
+  ASSERT_NE(any, std::string::npos) << md;
+  const size_t any_table = md.find('\n', any) + 2;
+  EXPECT_EQ(md.substr(any_table, md.find("\nNeedle selected per layer") - any_table),
+            "| task | method | 4096 | 8192 | avg |\n"
+            "|---|---|---:|---:|---:|\n"
+            "| passkey | gsa 8x | 50.0 | - | 50.0 |\n");
+  const size_t per = md.find("Needle selected per layer");
+  ASSERT_NE(per, std::string::npos) << md;
+  EXPECT_EQ(md.substr(md.find('\n', per) + 2),
+            "| task | method | length | L0 | L1 | L2 |\n"
+            "|---|---|---:|---:|---:|---:|\n"
+            "| passkey | gsa 8x | 4096 | - | 6 | 34 |\n");
+  auto back = parse_results_json(results_json(recs));
+  ASSERT_EQ(back.size(), recs.size());
+  for (size_t i = 0; i < recs.size(); i++) {
+    EXPECT_EQ(back[i].routing_any, recs[i].routing_n ? recs[i].routing_any : -1.0);
+    EXPECT_EQ(back[i].routing_layers, recs[i].routing_n ? recs[i].routing_layers : std::vector<double>{});
   }
 }

@@ -147,6 +147,16 @@ TEST(EvalRunner, RunsEveryCellWithTheModel) {
       EXPECT_EQ(r.routing_n, 2) << r.length;
       EXPECT_GE(r.routing, 0.0);
       EXPECT_LE(r.routing, 1.0);
+      // Per sample "any" is 1 whenever the mean is above 0, so it is at least the mean; per layer, the dense
+      // layer 0 never selects, and with every selecting layer's heads selecting the mean is their average.
+      EXPECT_GE(r.routing_any, r.routing);
+      EXPECT_LE(r.routing_any, 1.0);
+      ASSERT_EQ(r.routing_layers.size(), size_t(d.model.config.num_hidden_layers));
+      ASSERT_GE(r.routing_layers.size(), 2u);
+      EXPECT_LT(r.routing_layers[0], 0);
+      double sum = 0;
+      for (size_t l = 1; l < r.routing_layers.size(); l++) sum += r.routing_layers[l];
+      EXPECT_NEAR(r.routing, sum / double(r.routing_layers.size() - 1), 1e-9);
     }
   }
   // The JSON array has exactly the documented keys (routing and routing_n only where measured; ci95 always).
@@ -154,8 +164,10 @@ TEST(EvalRunner, RunsEveryCellWithTheModel) {
   ASSERT_EQ(j.size(), 8u);
   for (const auto& o : j) {
     const bool routed = o.contains("routing_n");
-    EXPECT_EQ(o.size(), routed ? 10u : 8u);
+    EXPECT_EQ(o.size(), routed ? 12u : 8u);
     EXPECT_EQ(routed, o.contains("routing"));
+    EXPECT_EQ(routed, o.contains("routing_any"));
+    EXPECT_EQ(routed, o.contains("routing_layers"));
     for (const char* k : {"task", "method", "ratio", "length", "depth", "score", "n", "ci95"})
       EXPECT_TRUE(o.contains(k)) << k;
     EXPECT_LE(o["ci95"][0].get<double>(), o["score"].get<double>());
@@ -177,6 +189,27 @@ TEST(EvalRunner, NeedleHitCountsTheSelectionsHoldingTheAnswer) {
   // Nothing selected, or no answer in the context: not measured.
   EXPECT_LT(needle_hit({{}, {}}, 8, spans), 0);
   EXPECT_LT(needle_hit({{5}}, 8, {}), 0);
+}
+
+TEST(EvalRunner, NeedleRoutingSplitsTheSelectionsByLayer) {
+  const std::vector<std::pair<int64_t, int64_t>> spans = {{41, 45}};  // unit 5 of 8 tokens
+  // Three layers of two KV heads: layer 0 holds it in one list of two, layer 1 selected nothing, layer 2 in both.
+  const needle_routing r = needle_routing_of({{0, 5}, {2, 3}, {}, {}, {5}, {4, 5}}, 2, 8, spans);
+  EXPECT_DOUBLE_EQ(r.mean, 3.0 / 4);
+  EXPECT_DOUBLE_EQ(r.any, 1.0);
+  ASSERT_EQ(r.per_layer.size(), 3u);
+  EXPECT_DOUBLE_EQ(r.per_layer[0], 0.5);
+  EXPECT_LT(r.per_layer[1], 0);
+  EXPECT_DOUBLE_EQ(r.per_layer[2], 1.0);
+  // No list holds it: any is 0; nothing selected or no answer in the context: not measured.
+  const needle_routing miss = needle_routing_of({{1}, {2}}, 1, 8, spans);
+  EXPECT_DOUBLE_EQ(miss.any, 0.0);
+  EXPECT_EQ(miss.per_layer, (std::vector<double>{0.0, 0.0}));
+  const needle_routing none = needle_routing_of({{}, {}}, 2, 8, spans);
+  EXPECT_LT(none.mean, 0);
+  EXPECT_LT(none.any, 0);
+  EXPECT_TRUE(none.per_layer.empty());
+  EXPECT_LT(needle_routing_of({{5}}, 1, 8, {}).any, 0);
 }
 
 TEST(EvalRunner, AnswerSpansCoverTheAnswerTokens) {
