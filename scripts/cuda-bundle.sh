@@ -38,5 +38,8 @@ tar -C "$BUNDLE" -cf - bin lib | xz -T"$JOBS" -6 > "$BUNDLE/gsa-bundle.tar.xz"
 # gsa alone (no test or benchmark binaries, ~6 MB smaller): for calls that also carry bundle-data/ (the pipeline),
 # whose working tree would otherwise pass the device's 64 MiB limit: BUNDLE_TAR=bundle/gsa-only.tar.xz.
 [ "${GSA_ONLY:-1}" = 0 ] || tar -C "$BUNDLE" -cf - bin/gsa lib | xz -T"$JOBS" -6 > "$BUNDLE/gsa-only.tar.xz"
+# GSA_TESTS=1: gsa and test_cuda (no benchmarks), xz -9e (about a minute more, 21 MB): one call that runs CUDA tests
+# and then the pipeline, carried with bundle-data/ (BUNDLE_TAR=bundle/gsa-tests.tar.xz; docs/results-gpu.md run N).
+[ "${GSA_TESTS:-0}" = 0 ] || tar -C "$BUNDLE" -cf - bin/gsa bin/test_cuda lib | xz -T"$JOBS" -9e > "$BUNDLE/gsa-tests.tar.xz"
 echo "bundle: $(du -sh "$BUNDLE/bin" | cut -f1) binaries, $(ls "$BUNDLE/lib" | wc -l) libraries ($(du -sh "$BUNDLE/lib" | cut -f1));" \
      "$BUNDLE/gsa-bundle.tar.xz is $(du -h "$BUNDLE/gsa-bundle.tar.xz" | cut -f1)"
