@@ -237,7 +237,9 @@ stage() {
   fi
   local every=$(( steps >= 4 ? steps / 4 : 1 ))  # in-run evaluation and checkpoint every quarter of the stage
   note "$name: start, $steps steps${m:+ from $m}, seed $(( ${seed:-1234} + ${SEED_OFFSET:-0} )), at most ${left}s"
-  OMP_NUM_THREADS=$TRAIN_THREADS timeout "$left" "$G" train --config "$(recipe "$name")" --out "$RUNS/$name" \
+  # At the deadline timeout's SIGTERM makes gsa train write the step it reached (train/stop-signal.h), then exit;
+  # a stage still running 30 s later is killed.
+  OMP_NUM_THREADS=$TRAIN_THREADS timeout -k 30 "$left" "$G" train --config "$(recipe "$name")" --out "$RUNS/$name" \
     --device "$DEVICE" --steps "$steps" --eval-every "$every" --save-every "$every" "${from[@]}" || rc=$?
   note "$name: end, exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')"
   return 0

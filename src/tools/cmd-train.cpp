@@ -22,6 +22,7 @@
 #include "tools/commands.h"
 #include "tools/task-samples.h"
 #include "train/options-cli.h"
+#include "train/stop-signal.h"
 #include "train/trainer.h"
 
 namespace gsa::tools {
@@ -84,7 +85,15 @@ void register_train(CLI::App& app, command_list& cmds) {
                     }
                     train_hooks h;
                     h.tasks = make_task_source(o);
+                    install_stop_signals();  // SIGTERM / SIGINT: save the step reached, then stop
                     train_result r = run_training(o, h);
+                    if (r.stopped_by) {
+                      if (pg.rank == 0)
+                        fmt::print(stderr, "stopped by signal {} after step {} of {}: {}; run the same command again "
+                                   "to resume from there\n", r.stopped_by, r.step, o.steps,
+                                   o.save ? "checkpoint written" : "nothing saved (--no-save)");
+                      return 128 + r.stopped_by;  // the shell's code for a run a signal ended
+                    }
                     if (pg.rank == 0)
                       fmt::print("trained {} steps; final loss {:.4f}, validation loss {:.4f}; model in {}\n", r.step,
                                  r.last_loss, r.last_val_loss, r.final_dir.empty() ? "(not saved)" : r.final_dir);

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -21,6 +22,7 @@
 #include "train/optimizer.h"
 #include "train/progress.h"
 #include "train/sequence.h"
+#include "train/stop-signal.h"
 
 namespace gsa {
 
@@ -437,7 +439,19 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
       if (comm) rec["gpus"] = world;
       record(rec);
     }
-    if ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps) evaluate();
+    // A stop request (SIGTERM / SIGINT, stop-signal.h): every rank stops after the same step; the checkpoint of
+    // this step is written at once (no evaluation first: a deadline is near). At the last step the run just ends
+    // as usual, without the evaluation.
+    int sig = stop_signal();
+    const bool stop = comm ? comm->sum_host(sig ? 1.0 : 0.0) > 0 : sig != 0;
+    if (stop && step < o.steps) {
+      save();
+      bar.finish();
+      res.step = step;
+      res.stopped_by = sig ? sig : SIGTERM;  // (a rank that saw no signal stops for the one that did)
+      return res;
+    }
+    if (!stop && ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps)) evaluate();
     if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps) save();
   }
   bar.finish();

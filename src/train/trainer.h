@@ -39,6 +39,9 @@ struct train_result {
   double last_loss = NAN, last_val_loss = NAN;
   int64_t skipped_steps = 0;       // steps dropped by --on-nan skip
   std::string final_dir;           // OUT/final, empty when stopped early
+  // The signal (train/stop-signal.h) that stopped the run before its last step, 0 if none: a checkpoint at `step`
+  // was written (when the run saves), OUT/final was not.
+  int stopped_by = 0;
 };
 
 train_result run_training(const train_options& o, const train_hooks& hooks = {});

@@ -13,6 +13,7 @@
 #include "train/mix.h"
 #include "train/model-init.h"
 #include "train/sequence.h"
+#include "train/stop-signal.h"
 #include "train/trainer.h"
 #include "train-test-util.h"
 
@@ -484,6 +485,87 @@ TEST(Trainer, SigkilledAtRandomMomentsAndResumedIsBitExact) {
     last = j.at("step").get<int64_t>();
   }
   EXPECT_EQ(last, 40);
+  fs::remove_all(dir);
+}
+
+// A run that `timeout` or a scheduler stops with SIGTERM (train/stop-signal.h): no periodic checkpoints, so the
+// only one before the end is the one the stop writes, at the step reached.
+train_options sigterm_run(const std::string& data, const std::string& out) {
+  auto o = test::tiny_run(data, out);
+  o.gsa["train_mode"] = "unfold";
+  o.steps = 40;
+  o.save_every = 0;
+  o.eval_every = 0;
+  return o;
+}
+
+TEST(TrainerChild, StopFromEnvironment) {
+  const char* data = std::getenv("GSA_TEST_STOP_DATA");
+  const char* out = std::getenv("GSA_TEST_STOP_OUT");
+  if (!data || !out) GTEST_SKIP() << "the child of Trainer.SigtermSavesTheStepReachedAndResumesBitExact";
+  install_stop_signals();
+  const train_result r = run_training(sigterm_run(data, out));
+  std::fflush(nullptr);
+  std::_Exit(r.stopped_by ? 128 + r.stopped_by : 0);
+}
+
+TEST(Trainer, SigtermSavesTheStepReachedAndResumesBitExact) {
+  auto dir = test::train_temp_dir("sigterm");
+  auto data = test::make_tiny_dataset(dir / "data");
+  auto o = sigterm_run(data, (dir / "stopped").string());
+  // The child's exit status after a SIGTERM delay_us into its life (-1: the signal's default action ended it,
+  // i.e. it came before the handlers were installed).
+  auto run_child = [&](int64_t delay_us) {
+    fs::remove_all(o.out);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int devnull = open("/dev/null", O_WRONLY);
+      if (devnull >= 0) dup2(devnull, 1), dup2(devnull, 2);
+      setenv("GSA_TEST_STOP_DATA", data.c_str(), 1);
+      setenv("GSA_TEST_STOP_OUT", o.out.c_str(), 1);
+      execl("/proc/self/exe", "test_train", "--gtest_filter=TrainerChild.StopFromEnvironment", "--gtest_brief=1",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    usleep(useconds_t(delay_us));
+    kill(pid, SIGTERM);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  };
+  // Until the signal lands mid-run: a child that finished first is signalled earlier next time, one the signal
+  // ended before its handlers were installed later.
+  int status = -1;
+  int64_t delay = 400000;
+  for (int i = 0; i < 24 && status != 128 + SIGTERM; i++) {
+    status = run_child(delay);
+    ASSERT_NE(status, 127) << "the child could not start";
+    ASSERT_TRUE(status == 0 || status == -1 || status == 128 + SIGTERM) << "the child failed: exit " << status;
+    if (status == 0) delay = std::max<int64_t>(1000, delay / 2);
+    if (status == -1) delay = delay * 3 / 2;
+  }
+  ASSERT_EQ(status, 128 + SIGTERM) << "no SIGTERM landed during the run";
+  // One checkpoint, at the step reached, and no final/.
+  EXPECT_FALSE(fs::exists(dir / "stopped/final"));
+  std::vector<int64_t> saved;
+  for (const auto& e : fs::directory_iterator(o.out)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("checkpoint-", 0) == 0) saved.push_back(std::stoll(n.substr(11)));
+  }
+  ASSERT_EQ(saved.size(), 1u) << "the stop wrote no checkpoint (or periodic saves were on)";
+  EXPECT_GT(saved[0], 0);
+  EXPECT_LT(saved[0], 40);
+  // The same command again resumes there and ends with an unstopped run's weights, bit for bit.
+  const train_result r = run_training(o);
+  EXPECT_EQ(r.resumed_from, saved[0]);
+  EXPECT_EQ(r.step, 40);
+  EXPECT_EQ(r.stopped_by, 0);
+  auto ref = o;
+  ref.out = (dir / "ref").string();
+  run_training(ref);
+  auto wa = file_bytes(dir / "ref/final/model.safetensors"), wb = file_bytes(dir / "stopped/final/model.safetensors");
+  ASSERT_GT(wa.size(), 1000u);
+  EXPECT_TRUE(wa == wb) << "a run stopped by SIGTERM at step " << saved[0] << " and resumed ends elsewhere";
   fs::remove_all(dir);
 }
 

@@ -1,0 +1,15 @@
+// Stopping a training run cleanly. After install_stop_signals(), the first SIGTERM (a scheduler's, or `timeout`'s
+// at its deadline) or SIGINT (Ctrl-C) only records the request: the trainer finishes the step it is in, writes a
+// checkpoint at that step and returns (train_result::stopped_by), so that rerunning the same command resumes
+// there, bit-exact. A second signal of the same kind ends the process at once (the default action).
+#pragma once
+
+namespace gsa {
+
+void install_stop_signals();
+// The signal that asked for a stop (SIGTERM / SIGINT), 0 if none.
+int stop_signal();
+// Forgets a request (tests).
+void clear_stop_signal();
+
+}  // namespace gsa
