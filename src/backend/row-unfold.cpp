@@ -62,11 +62,9 @@ void check_gists_all_base(const gist::stream& s, const gist::gsa_config& cfg, co
   if (!cfg.gists_all || cfg.levels() == 1) return;  // one level: the gist mask lists every gist already
   const int n_complete = gist::complete_chunk_count(s), n = int(listed.size() / 2);
   for (int r = std::max(0, first_row - row0); r < n; r++) {
-    const int row = row0 + r;
-    if (s.level[row] > 0 || gist::candidate_count(s.chunk[row], n_complete, cfg.local_chunks) <= 0) continue;
-    if (listed[size_t(r) * 2] != 0)
+    if (listed[size_t(r) * 2] != 0 && gist::row_unfolds(s, row0 + r, n_complete, cfg.local_chunks))
       fail("row unfold: with \"gists\": \"all\" row {} must list every earlier level-0 gist, its base lists units "
-           "[{}, {}): build the base with gist::plan_unfold_base", row, listed[size_t(r) * 2],
+           "[{}, {}): build the base with gist::plan_unfold_base", row0 + r, listed[size_t(r) * 2],
            listed[size_t(r) * 2 + 1]);
   }
 }

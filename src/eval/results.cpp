@@ -16,11 +16,28 @@ std::string method_label(const result_record& r) {
   return r.ratio > 0 ? fmt::format("{} {:g}x", r.method, r.ratio) : r.method;
 }
 
+void routing_mean::add(double mean_figure, double any_figure, const std::vector<double>& layers, double w) {
+  mean += mean_figure * w;
+  any += std::max(0.0, any_figure) * w;
+  weight += w;
+  if (layer.size() < layers.size()) layer.resize(layers.size(), 0.0), layer_weight.resize(layers.size(), 0.0);
+  for (size_t l = 0; l < layers.size(); l++)
+    if (layers[l] >= 0) layer[l] += layers[l] * w, layer_weight[l] += w;
+}
+
+void routing_mean::put(result_record& r) const {
+  r.routing = weight > 0 ? mean / weight : -1.0;
+  r.routing_any = weight > 0 ? any / weight : -1.0;
+  r.routing_layers.clear();
+  for (size_t l = 0; l < layer.size(); l++)
+    r.routing_layers.push_back(layer_weight[l] > 0 ? layer[l] / layer_weight[l] : -1.0);
+}
+
 std::vector<result_record> aggregate_depths(const std::vector<result_record>& records) {
   std::vector<result_record> out;
   std::map<std::tuple<std::string, std::string, double, int64_t>, size_t> index;
   std::vector<double> weight;
-  std::vector<std::vector<double>> layer_w;  // per output record and layer: the routing_n behind its figure
+  std::vector<routing_mean> routing;
   for (auto& r : records) {
     auto key = std::make_tuple(r.task, r.method, r.ratio, r.length);
     auto it = index.find(key);
@@ -30,12 +47,9 @@ std::vector<result_record> aggregate_depths(const std::vector<result_record>& re
       out.back().depth = 0;
       out.back().score = 0;
       out.back().n = 0;
-      out.back().routing = 0;
       out.back().routing_n = 0;
-      out.back().routing_any = 0;
-      out.back().routing_layers.clear();
       weight.push_back(0);
-      layer_w.emplace_back();
+      routing.emplace_back();
     }
     result_record& a = out[it->second];
     double w = double(std::max<int64_t>(r.n, 0));
@@ -43,26 +57,13 @@ std::vector<result_record> aggregate_depths(const std::vector<result_record>& re
     a.n += r.n;
     weight[it->second] += w;
     if (r.routing >= 0 && r.routing_n > 0) {
-      const double rn = double(r.routing_n);
-      a.routing += r.routing * rn;
-      a.routing_any += std::max(0.0, r.routing_any) * rn;
+      routing[it->second].add(r.routing, r.routing_any, r.routing_layers, double(r.routing_n));
       a.routing_n += r.routing_n;
-      auto& lw = layer_w[it->second];
-      if (a.routing_layers.size() < r.routing_layers.size()) {
-        a.routing_layers.resize(r.routing_layers.size(), 0.0);
-        lw.resize(r.routing_layers.size(), 0.0);
-      }
-      for (size_t l = 0; l < r.routing_layers.size(); l++)
-        if (r.routing_layers[l] >= 0) a.routing_layers[l] += r.routing_layers[l] * rn, lw[l] += rn;
     }
   }
   for (size_t i = 0; i < out.size(); i++) {
     out[i].score = weight[i] > 0 ? out[i].score / weight[i] : 0.0;
-    const double rn = double(out[i].routing_n);
-    out[i].routing = rn > 0 ? out[i].routing / rn : -1.0;
-    out[i].routing_any = rn > 0 ? out[i].routing_any / rn : -1.0;
-    for (size_t l = 0; l < out[i].routing_layers.size(); l++)
-      out[i].routing_layers[l] = layer_w[i][l] > 0 ? out[i].routing_layers[l] / layer_w[i][l] : -1.0;
+    routing[i].put(out[i]);
   }
   return out;
 }

@@ -28,6 +28,18 @@ struct result_record {
   std::vector<double> routing_layers = {};
 };
 
+// Weighted means of the routing figures, over samples (run_eval: weight 1 each) or records (aggregate_depths:
+// weight routing_n): the mean, "any" (a missing one, -1, counts as 0) and per layer (a layer counts only where it
+// has a figure, >= 0).
+struct routing_mean {
+  double mean = 0, any = 0, weight = 0;
+  std::vector<double> layer, layer_weight;
+  void add(double mean_figure, double any_figure, const std::vector<double>& layers, double w);
+  // r.routing, r.routing_any and r.routing_layers: the means, -1 where nothing was added (routing_n is the
+  // caller's).
+  void put(result_record& r) const;
+};
+
 // "gsa 8x" / "full": the row label of a method at its ratio.
 std::string method_label(const result_record& r);
 

@@ -301,10 +301,8 @@ attn_plan plan_unfold_base(const stream& s, const gsa_config& cfg, const attn_pl
   if (!cfg.gists_all) return base;
   const int nb = base.n_blocks(), n_complete = complete_chunk_count(s);
   std::vector<uint8_t> unfolds(size_t(nb), 0);
-  for (int b = first_block_at(base, first_row); b < nb; b++) {
-    const int r0 = base.block_q[size_t(b)];
-    unfolds[size_t(b)] = s.level[r0] <= 0 && candidate_count(s.chunk[r0], n_complete, cfg.local_chunks) > 0;
-  }
+  for (int b = first_block_at(base, first_row); b < nb; b++)
+    unfolds[size_t(b)] = row_unfolds(s, base.block_q[size_t(b)], n_complete, cfg.local_chunks);
   // An unfolding block with nothing selected: its list plus every gist (plan_unfold with gists_all).
   return plan_unfold(s, cfg, base, std::vector<std::vector<int32_t>>(size_t(nb)), 1, unfolds);
 }

@@ -61,6 +61,10 @@ int candidate_count(int query_chunk, int n_complete_chunks, int local_chunks) {
   return std::clamp(query_chunk - local_chunks, 0, std::max(0, n_complete_chunks));
 }
 
+bool row_unfolds(const stream& s, int row, int n_complete_chunks, int local_chunks) {
+  return s.level[row] <= 0 && candidate_count(s.chunk[row], n_complete_chunks, local_chunks) > 0;
+}
+
 int adaptive_k(int64_t raw_before, const gsa_config& cfg, int group_size, int n_candidates) {
   if (n_candidates <= 0) return 0;
   GSA_ASSERT(group_size >= 1 && raw_before >= 0, "group_size {} raw_before {}", group_size, raw_before);

@@ -24,6 +24,11 @@ namespace gsa::gist {
 // Chunks a query in chunk `query_chunk` may unfold: [0, result), i.e. complete chunks before its local window.
 int candidate_count(int query_chunk, int n_complete_chunks, int local_chunks);
 
+struct stream;
+// Whether training lets row `row` of s unfold at all (the trainer's selection, per row or per chunk block): a
+// level-0 row (raw token or level-0 gist) of a chunk with a candidate. n_complete_chunks: complete_chunk_count(s).
+bool row_unfolds(const stream& s, int row, int n_complete_chunks, int local_chunks);
+
 // Adaptive k of the released code: k = L_raw / r / group_size / c + 1, with L_raw = raw tokens before the
 // query, c = c_0, r = cfg.ratio() = c_0 c_1 ... c_{L-1} / g (one level: c_0 / g), evaluated exactly as
 // floor(L_raw * g / (span * c * group_size)) + 1 with span = c_0 c_1 ... (r need not be an integer); so the

@@ -144,6 +144,21 @@ std::pair<std::string, std::string> split_prompt(const std::string& tmpl, const 
   return {substitute(tmpl.substr(0, at + 9), s), substitute(tmpl.substr(at + 9), s)};
 }
 
+namespace {
+
+// Whether a list of unit ids holds a unit (unit_tokens raw tokens) that overlaps one of the spans.
+bool holds_needle(const std::vector<int32_t>& ids, int unit_tokens,
+                  const std::vector<std::pair<int64_t, int64_t>>& spans) {
+  for (int32_t id : ids) {
+    const int64_t b = int64_t(id) * unit_tokens, e = b + unit_tokens;
+    for (const auto& [sb, se] : spans)
+      if (b < se && sb < e) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 double needle_hit(const std::vector<std::vector<int32_t>>& unfolded, int unit_tokens,
                   const std::vector<std::pair<int64_t, int64_t>>& spans) {
   GSA_ASSERT(unit_tokens >= 1, "unit_tokens {}", unit_tokens);
@@ -152,30 +167,36 @@ double needle_hit(const std::vector<std::vector<int32_t>>& unfolded, int unit_to
   for (const auto& ids : unfolded) {
     if (ids.empty()) continue;
     lists++;
-    bool hit = false;
-    for (int32_t id : ids) {
-      const int64_t b = int64_t(id) * unit_tokens, e = b + unit_tokens;
-      for (const auto& [sb, se] : spans) hit = hit || (b < se && sb < e);
-    }
-    hits += hit;
+    hits += holds_needle(ids, unit_tokens, spans);
   }
   return lists ? double(hits) / double(lists) : -1.0;
 }
 
 needle_routing needle_routing_of(const std::vector<std::vector<int32_t>>& unfolded, int n_kv_heads, int unit_tokens,
                                  const std::vector<std::pair<int64_t, int64_t>>& spans) {
-  GSA_ASSERT(n_kv_heads >= 1 && unfolded.size() % size_t(n_kv_heads) == 0, "{} lists for {} KV heads",
-             unfolded.size(), n_kv_heads);
+  GSA_ASSERT(unit_tokens >= 1 && n_kv_heads >= 1 && unfolded.size() % size_t(n_kv_heads) == 0,
+             "{} lists for {} KV heads, unit_tokens {}", unfolded.size(), n_kv_heads, unit_tokens);
   needle_routing r;
-  r.mean = needle_hit(unfolded, unit_tokens, spans);
-  if (r.mean < 0) return r;
-  r.any = 0;
-  const size_t H = size_t(n_kv_heads);
-  for (size_t l = 0; l < unfolded.size() / H; l++) {
-    const std::vector<std::vector<int32_t>> layer(unfolded.begin() + long(l * H), unfolded.begin() + long(l * H + H));
-    r.per_layer.push_back(needle_hit(layer, unit_tokens, spans));
-    if (r.per_layer.back() > 0) r.any = 1;
+  if (spans.empty()) return r;
+  // One pass: per layer its non-empty lists and those holding the needle.
+  const size_t H = size_t(n_kv_heads), L = unfolded.size() / H;
+  int lists = 0, hits = 0;
+  std::vector<double> per_layer(L, -1.0);
+  for (size_t l = 0; l < L; l++) {
+    int ll = 0, lh = 0;
+    for (size_t h = 0; h < H; h++) {
+      const auto& ids = unfolded[l * H + h];
+      if (ids.empty()) continue;
+      ll++;
+      lh += holds_needle(ids, unit_tokens, spans);
+    }
+    if (ll) per_layer[l] = double(lh) / double(ll);
+    lists += ll, hits += lh;
   }
+  if (!lists) return r;
+  r.mean = double(hits) / double(lists);
+  r.any = hits > 0 ? 1.0 : 0.0;
+  r.per_layer = std::move(per_layer);
   return r;
 }
 
@@ -228,9 +249,8 @@ eval_predictor model_predictor(const eval_models& models, int max_tokens, prefil
       return b != std::string::npos && t.find('\n', b) != std::string::npos;
     };
     auto out = generate({&s}, g);
-    eval_answer a(first_line(text_of(out[0].ids)), hit.mean);
-    a.needle_any = hit.any;
-    a.needle_layers = hit.per_layer;
+    eval_answer a(first_line(text_of(out[0].ids)));
+    a.routing = hit;
     return a;
   };
 }
@@ -269,10 +289,9 @@ std::vector<eval::result_record> run_eval(const eval_spec& spec, const eval_mode
         }
 
   struct acc {
-    double sum = 0, routing = 0, routing_any = 0;
+    double sum = 0;
     int64_t n = 0, routing_n = 0;
-    std::vector<double> layer_sum;  // per layer: the sum of its figures and how many samples had one
-    std::vector<int64_t> layer_n;
+    eval::routing_mean routing;
   };
   std::map<std::array<size_t, 4>, acc> cells;  // (task, variant, length, depth) -> running sum
   const size_t total = jobs.size() * variants.size();
@@ -301,14 +320,9 @@ std::vector<eval::result_record> run_eval(const eval_spec& spec, const eval_mode
       acc& a = cells[{j.task, v, j.len, j.depth}];
       a.sum += eval::score(j.s, ans.text);
       a.n++;
-      if (ans.needle_hit >= 0) {
-        a.routing += ans.needle_hit;
-        a.routing_any += std::max(0.0, ans.needle_any);
+      if (ans.routing.mean >= 0) {
+        a.routing.add(ans.routing.mean, ans.routing.any, ans.routing.per_layer, 1.0);
         a.routing_n++;
-        const size_t nl = ans.needle_layers.size();
-        if (a.layer_sum.size() < nl) a.layer_sum.resize(nl, 0.0), a.layer_n.resize(nl, 0);
-        for (size_t l = 0; l < nl; l++)
-          if (ans.needle_layers[l] >= 0) a.layer_sum[l] += ans.needle_layers[l], a.layer_n[l]++;
       }
       if (progress) progress(++done, total);
     }
@@ -324,10 +338,7 @@ std::vector<eval::result_record> run_eval(const eval_spec& spec, const eval_mode
     r.score = a.n ? a.sum / double(a.n) : 0.0;
     r.n = a.n;
     r.routing_n = a.routing_n;
-    r.routing = a.routing_n ? a.routing / double(a.routing_n) : -1.0;
-    r.routing_any = a.routing_n ? a.routing_any / double(a.routing_n) : -1.0;
-    for (size_t l = 0; l < a.layer_sum.size(); l++)
-      r.routing_layers.push_back(a.layer_n[l] ? a.layer_sum[l] / double(a.layer_n[l]) : -1.0);
+    a.routing.put(r);
     out.push_back(std::move(r));
   }
   return out;

@@ -76,16 +76,22 @@ struct eval_query {
   std::vector<std::pair<int64_t, int64_t>> needle_spans;
 };
 
+// The selections of one row (unfolded[layer * n_kv_heads + h]) three ways: mean = needle_hit's figure; any = 1 when
+// at least one non-empty list holds the answer, else 0; per_layer[l] = needle_hit over layer l's lists (-1: layer l
+// selected nothing). All -1 (per_layer empty) when needle_hit is.
+struct needle_routing {
+  double mean = -1, any = -1;
+  std::vector<double> per_layer;
+};
+
 // What a predictor returns: the answer text (scored with eval::score) and, for methods that select chunks or
-// pages, needle_routing_of(...) at the question's last row (needle_hit -1: not measured). Converts from a plain
+// pages, needle_routing_of(...) at the question's last row (routing.mean -1: not measured). Converts from a plain
 // string.
 struct eval_answer {
   std::string text;
-  double needle_hit = -1;
-  double needle_any = -1;            // needle_routing::any
-  std::vector<double> needle_layers;  // needle_routing::per_layer
-  eval_answer(std::string t = {}, double hit = -1) : text(std::move(t)), needle_hit(hit) {}  // NOLINT: implicit
-  eval_answer(const char* t) : text(t) {}                                                    // NOLINT: implicit
+  needle_routing routing;
+  eval_answer(std::string t = {}, double hit = -1) : text(std::move(t)) { routing.mean = hit; }  // NOLINT: implicit
+  eval_answer(const char* t) : text(t) {}                                                        // NOLINT: implicit
 };
 // Tests replace the model with an oracle.
 using eval_predictor = std::function<eval_answer(const eval_query&)>;
@@ -111,13 +117,6 @@ std::pair<std::string, std::string> split_prompt(const std::string& tmpl, const 
 double needle_hit(const std::vector<std::vector<int32_t>>& unfolded, int unit_tokens,
                   const std::vector<std::pair<int64_t, int64_t>>& spans);
 
-// The same selections (unfolded[layer * n_kv_heads + h]) three ways: mean = needle_hit's figure; any = 1 when at
-// least one non-empty list holds the answer, else 0; per_layer[l] = needle_hit over layer l's lists (-1: layer l
-// selected nothing). All -1 (per_layer empty) when needle_hit is.
-struct needle_routing {
-  double mean = -1, any = -1;
-  std::vector<double> per_layer;
-};
 needle_routing needle_routing_of(const std::vector<std::vector<int32_t>>& unfolded, int n_kv_heads, int unit_tokens,
                                  const std::vector<std::pair<int64_t, int64_t>>& spans);
 
@@ -129,7 +128,7 @@ std::vector<std::pair<int64_t, int64_t>> answer_spans(const std::string& prefix,
                                                        const tokenizer& tok, bool add_bos = true);
 
 // Greedy decoding with the engine (session + generate), stopping at a newline once the answer has started; the
-// answer carries needle_hit of the selection at the question's last row. gpu_kv_budget: each session's, as
+// answer carries needle_routing_of the selection at the question's last row. gpu_kv_budget: each session's, as
 // session_options::gpu_kv_budget.
 eval_predictor model_predictor(const eval_models& models, int max_tokens,
                                prefill_mode prefill = prefill_mode::automatic, int64_t gpu_kv_budget = 0);

@@ -166,13 +166,17 @@ TEST(RowUnfold, GistsAllOnTheUnfoldBaseSeesWhatThePerRowUnfoldPlanSees) {
         const auto in_ubase = visible(ubase, row, 0), in_base = visible(base, row, 0);
         more_gists += int64_t(in_ubase.size() - in_base.size());
         for (int32_t k : in_ubase)
-          if (!in_base.count(k)) ASSERT_TRUE(s.is_gist(k)) << "the base adds raw key " << k << " to row " << row;
+          if (!in_base.count(k)) {
+            ASSERT_TRUE(s.is_gist(k)) << "the base adds raw key " << k << " to row " << row;
+          }
         for (int h = 0; h < ac.Hkv; h++) {
           const auto want = visible(ref, row, h), have = visible(got, row, h);
           ASSERT_EQ(have, want) << "row " << row << " h " << h;
           ASSERT_EQ(visible(host, row, h), want) << "the host path over the new base, row " << row;
           for (int32_t k : have)
-            if (!in_ubase.count(k)) ASSERT_FALSE(s.is_gist(k)) << "the overlay adds gist " << k << ", row " << row;
+            if (!in_ubase.count(k)) {
+              ASSERT_FALSE(s.is_gist(k)) << "the overlay adds gist " << k << ", row " << row;
+            }
         }
       }
     }

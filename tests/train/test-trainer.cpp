@@ -417,6 +417,24 @@ namespace {
 // loaded, a lost log line or a skipped data position would all show. The child is this test program started
 // again (fork + exec of /proc/self/exe running TrainerChild.RunFromEnvironment): a bare fork of a process whose
 // OpenMP and OpenBLAS threads ran earlier tests can deadlock in the child.
+// Starts this test program again (fork + exec) running only the test `filter`, with GSA_TEST_CHILD_DATA and
+// GSA_TEST_CHILD_OUT set for it; its stdout (the gtest report would mix into ours) and, if quiet_stderr, its
+// stderr go to /dev/null. Returns its pid.
+pid_t start_child(const char* filter, const std::string& data, const std::string& out, bool quiet_stderr) {
+  const std::string f = std::string("--gtest_filter=") + filter;  // (no allocation in the child before exec)
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, 1);
+    if (devnull >= 0 && quiet_stderr) dup2(devnull, 2);
+    setenv("GSA_TEST_CHILD_DATA", data.c_str(), 1);
+    setenv("GSA_TEST_CHILD_OUT", out.c_str(), 1);
+    execl("/proc/self/exe", "test_train", f.c_str(), "--gtest_brief=1", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
 train_options sigkill_run(const std::string& data, const std::string& out) {
   auto o = test::tiny_run(data, out);
   o.gsa["train_mode"] = "unfold";
@@ -428,8 +446,8 @@ train_options sigkill_run(const std::string& data, const std::string& out) {
 }
 
 TEST(TrainerChild, RunFromEnvironment) {
-  const char* data = std::getenv("GSA_TEST_SIGKILL_DATA");
-  const char* out = std::getenv("GSA_TEST_SIGKILL_OUT");
+  const char* data = std::getenv("GSA_TEST_CHILD_DATA");
+  const char* out = std::getenv("GSA_TEST_CHILD_OUT");
   if (!data || !out) GTEST_SKIP() << "the child of Trainer.SigkilledAtRandomMomentsAndResumedIsBitExact";
   run_training(sigkill_run(data, out));
 }
@@ -439,16 +457,7 @@ TEST(Trainer, SigkilledAtRandomMomentsAndResumedIsBitExact) {
   auto data = test::make_tiny_dataset(dir / "data");
   auto o = sigkill_run(data, (dir / "killed").string());
   auto run_child = [&](int64_t delay_us) {  // returns true when the run finished before the kill
-    const pid_t pid = fork();
-    if (pid == 0) {
-      const int devnull = open("/dev/null", O_WRONLY);  // the child's gtest report would mix into ours
-      if (devnull >= 0) dup2(devnull, 1);
-      setenv("GSA_TEST_SIGKILL_DATA", data.c_str(), 1);
-      setenv("GSA_TEST_SIGKILL_OUT", o.out.c_str(), 1);
-      execl("/proc/self/exe", "test_train", "--gtest_filter=TrainerChild.RunFromEnvironment", "--gtest_brief=1",
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    const pid_t pid = start_child("TrainerChild.RunFromEnvironment", data, o.out, false);
     if (delay_us > 0) usleep(useconds_t(delay_us));
     if (delay_us > 0) kill(pid, SIGKILL);
     int st = 0;
@@ -500,8 +509,8 @@ train_options sigterm_run(const std::string& data, const std::string& out) {
 }
 
 TEST(TrainerChild, StopFromEnvironment) {
-  const char* data = std::getenv("GSA_TEST_STOP_DATA");
-  const char* out = std::getenv("GSA_TEST_STOP_OUT");
+  const char* data = std::getenv("GSA_TEST_CHILD_DATA");
+  const char* out = std::getenv("GSA_TEST_CHILD_OUT");
   if (!data || !out) GTEST_SKIP() << "the child of Trainer.SigtermSavesTheStepReachedAndResumesBitExact";
   install_stop_signals();
   const train_result r = run_training(sigterm_run(data, out));
@@ -517,16 +526,7 @@ TEST(Trainer, SigtermSavesTheStepReachedAndResumesBitExact) {
   // i.e. it came before the handlers were installed).
   auto run_child = [&](int64_t delay_us) {
     fs::remove_all(o.out);
-    const pid_t pid = fork();
-    if (pid == 0) {
-      const int devnull = open("/dev/null", O_WRONLY);
-      if (devnull >= 0) dup2(devnull, 1), dup2(devnull, 2);
-      setenv("GSA_TEST_STOP_DATA", data.c_str(), 1);
-      setenv("GSA_TEST_STOP_OUT", o.out.c_str(), 1);
-      execl("/proc/self/exe", "test_train", "--gtest_filter=TrainerChild.StopFromEnvironment", "--gtest_brief=1",
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    const pid_t pid = start_child("TrainerChild.StopFromEnvironment", data, o.out, true);
     usleep(useconds_t(delay_us));
     kill(pid, SIGTERM);
     int st = 0;
