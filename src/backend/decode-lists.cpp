@@ -22,9 +22,12 @@ int decode_lists::cap() const {
   return int(std::min<int64_t>(n_cand(), int64_t(std::max(0, k)) * (cfg->group_scoring ? 1 : G)));
 }
 
-void decode_lists_merge(const decode_lists& d, const int32_t* sel, int n_sel, std::vector<int32_t>* pos,
+void decode_lists_merge(const decode_lists& d, bool selects, const int32_t* sel, int n_sel, std::vector<int32_t>* pos,
                         std::vector<int32_t>* rows) {
-  const size_t nb = d.base_pos.size();
+  const bool own = selects && !d.sel_base_pos.empty();
+  const std::vector<int32_t>& bpos = own ? d.sel_base_pos : d.base_pos;
+  const std::vector<int32_t>& brow = own ? d.sel_base_row : d.base_row;
+  const size_t nb = bpos.size();
   size_t i = 0;
   auto emit = [&](int32_t p, int32_t r) {
     if (pos) pos->push_back(p);
@@ -32,7 +35,7 @@ void decode_lists_merge(const decode_lists& d, const int32_t* sel, int n_sel, st
   };
   // Base rows before position p, then p.. (the unfolded runs are ascending and disjoint from the base).
   auto base_until = [&](int32_t p) {
-    for (; i < nb && d.base_pos[i] < p; i++) emit(d.base_pos[i], d.base_row[i]);
+    for (; i < nb && bpos[i] < p; i++) emit(bpos[i], brow[i]);
   };
   auto run = [&](int32_t p0, int32_t r0, int n) {
     for (int j = 0; j < n; j++) {
@@ -156,7 +159,7 @@ void host_lists_row(backend& be, Tensor& out, const Tensor& q, int page_rows, co
   std::vector<int64_t> indptr{0};
   std::vector<int32_t> rows;
   for (int h = 0; h < Hkv; h++) {
-    decode_lists_merge(d, sel[h].data(), int(sel[h].size()), nullptr, &rows);
+    decode_lists_merge(d, select && n > 0, sel[h].data(), int(sel[h].size()), nullptr, &rows);
     indptr.push_back(int64_t(rows.size()));
   }
   be.decode_attention(out, q, pool, page_rows, indptr, rows, c.host);

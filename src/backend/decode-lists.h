@@ -15,6 +15,9 @@
 // consecutive rows from unit_row[l - 1][u] (u < whole[l] = n_cand / chunks_per_unit(l)) and chunks as above;
 // children per level-l unit: chunk[l].
 // add_gists[u] is set by the caller where the chunk's gists are not already in base (so nothing counts twice).
+// Models whose selecting rows see every gist (gist::gsa_config::gists_all) give, besides base, sel_base: base and
+// every gist row before the row, ascending; a layer that selects reads it in base's place (add_gists is then
+// relative to it), a layer that does not (dense_layers) reads base.
 // Page routers (router quest / moba: the session's baselines, session.h page_select): the candidates are
 // complete raw pages (raw rows only, add_gists 0) and each layer's page summaries (kv-cache.h page_summary:
 // (pages, 3, Hkv, D) f32, planes min / max / mean key) replace the gist keys:
@@ -46,6 +49,10 @@ struct decode_lists {
   // How many leading base_row entries equal those of the session's previous description (a hint: a backend
   // may upload only the rest; backend.h prepare_decode_lists' `previous`).
   int64_t base_same = 0;
+  // The base of the layers that select when it differs from base (gists_all, above); empty: base. sel_base_same as
+  // base_same.
+  std::vector<int32_t> sel_base_pos, sel_base_row;
+  int64_t sel_base_same = 0;
   // Candidate chunks u < n_cand (empty: the layer never selects).
   std::vector<int32_t> gist_row, raw_row, raw_len, gist_pos, raw_pos;
   std::vector<uint8_t> add_gists;
@@ -70,9 +77,10 @@ struct decode_lists {
   int64_t selected_size() const { return int64_t(n_kv_heads) * (2 + cap()); }
 };
 
-// The list of one KV head given its selected chunks sel[0..n_sel) (ascending): ascending stream positions to
-// *pos and / or their pool rows to *rows (appended; either may be null).
-void decode_lists_merge(const decode_lists& d, const int32_t* sel, int n_sel, std::vector<int32_t>* pos,
+// The list of one KV head in a layer that selects (`selects`: sel_base when there is one) or not (base), given its
+// selected chunks sel[0..n_sel) (ascending): ascending stream positions to *pos and / or their pool rows to *rows
+// (appended; either may be null).
+void decode_lists_merge(const decode_lists& d, bool selects, const int32_t* sel, int n_sel, std::vector<int32_t>* pos,
                         std::vector<int32_t>* rows);
 
 }  // namespace gsa

@@ -1,8 +1,8 @@
 // A session's side of the device-side key lists (backend/decode-lists.h): once per decode row, the row's lists
 // as the backend's description (base rows: the gist mask, the full prefix or the streaming window; for gsa the
 // candidate chunks' gist and raw rows), then after the step the backend's selection back into the statistics
-// and records. The rules are the host path's (select-keys.cpp), which stays for the methods and options the
-// description does not cover: quest / moba page routers, h2o, gists_all, and caches off the pool.
+// and records. The rules are the host path's (select-keys.cpp), which stays for what the description does not
+// cover: h2o and caches off the pool.
 #include <algorithm>
 
 #include "core/error.h"
@@ -38,19 +38,40 @@ std::shared_ptr<const void> session::prepared(std::shared_ptr<const void> p) {
 // dl_.base_row from dl_.base_pos (the frames are allocated alike in every layer: layer 0's table serves all); only
 // the positions past the common prefix with the last row's list are translated, unless pages moved off the device
 // since (tier host: their rows changed), when every row is translated again. Returns whether they moved.
+namespace {
+
+// rows = the pool rows of positions pos (addr: position -> cache address), translating only those past the common
+// prefix with rows_of, the positions rows was last translated for (cleared by the caller when pages moved);
+// returns that prefix's length.
+int64_t translate_rows(const kv::kv_cache& cache, const std::vector<kv::kv_addr>& addr, const std::vector<int32_t>& pos,
+                       std::vector<int32_t>& rows, std::vector<int32_t>& rows_of) {
+  const size_t keep =
+      size_t(std::mismatch(pos.begin(), pos.end(), rows_of.begin(), rows_of.end()).first - pos.begin());
+  rows.resize(keep);
+  for (size_t i = keep; i < pos.size(); i++) rows.push_back(int32_t(cache.pool_row(0, addr[size_t(pos[i])])));
+  rows_of = pos;
+  return int64_t(keep);
+}
+
+}  // namespace
+
 bool session::base_rows() {
-  decode_lists& d = dl_;
-  const std::vector<int32_t>& bp = d.base_pos;
   const bool moved = cache_->pages_moved() != dl_moved_;
   dl_moved_ = cache_->pages_moved();
   if (moved) dl_rows_of_.clear();
-  const size_t keep =
-      size_t(std::mismatch(bp.begin(), bp.end(), dl_rows_of_.begin(), dl_rows_of_.end()).first - bp.begin());
-  d.base_row.resize(keep);
-  d.base_same = int64_t(keep);
-  for (size_t i = keep; i < bp.size(); i++) d.base_row.push_back(int32_t(cache_->pool_row(0, addr_[bp[i]])));
-  dl_rows_of_ = bp;
+  dl_.base_same = translate_rows(*cache_, addr_, dl_.base_pos, dl_.base_row, dl_rows_of_);
   return moved;
+}
+
+void session::sel_base_rows(int pos, bool moved) {
+  decode_lists& d = dl_;
+  d.sel_base_pos.clear();
+  const auto gists_end = std::upper_bound(gist_positions_.begin(), gist_positions_.end(), pos);
+  std::set_union(d.base_pos.begin(), d.base_pos.end(), gist_positions_.begin(), gists_end,
+                 std::back_inserter(d.sel_base_pos));
+  if (moved) dl_sel_rows_of_.clear();
+  d.sel_base_same = translate_rows(*cache_, addr_, d.sel_base_pos, dl_sel_rows_, dl_sel_rows_of_);
+  d.sel_base_row = dl_sel_rows_;
 }
 
 std::shared_ptr<const void> session::prepare_lists(int pos) {
@@ -59,7 +80,6 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
   const bool router = meth == method::quest || meth == method::moba;
   if (!cache_->pooled() || (meth != method::full && meth != method::streaming && !gist_method && !router))
     return nullptr;
-  if (gist_method && cfg_->gists_all) return nullptr;
   const auto& c = m_.config;
   decode_lists& d = dl_;
   d.n_q_heads = int(c.num_attention_heads);
@@ -94,6 +114,7 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
                          ? gist::candidate_count(m, gist::complete_chunk_count(s_), cfg_->local_chunks)
                          : 0;
   dl_selects_ = n_cand > 0;
+  d.sel_base_pos.clear(), d.sel_base_row.clear();
   if (!dl_selects_) {
     d.clear_candidates();
     d.unit_row.clear();
@@ -137,7 +158,11 @@ std::shared_ptr<const void> session::prepare_lists(int pos) {
       ur.push_back(r0);
     }
   }
-  auto in_base = [&](int32_t p) { return std::binary_search(bp.begin(), bp.end(), p); };
+  // gists_all: the selecting layers' base holds every gist before the row too (decode-lists.h sel_base), so no
+  // candidate adds its gists there.
+  if (cfg.gists_all) sel_base_rows(pos, moved);
+  const std::vector<int32_t>& sbp = cfg.gists_all ? d.sel_base_pos : bp;
+  auto in_base = [&](int32_t p) { return std::binary_search(sbp.begin(), sbp.end(), p); };
   for (int u = d.n_cand(); u < n_cand; u++) {
     const int32_t gp = s_.chunk_gist_begin[u];
     int32_t r0 = s_.chunk_raw_begin[u];
@@ -225,9 +250,9 @@ void session::lists_done(const int32_t* selected) {
   const int L = int(m_.config.num_hidden_layers), Hkv = dl_.n_kv_heads, D = dl_.head_dim;
   const int cap = dl_.cap();
   const int64_t row_bytes = int64_t(2) * D * int64_t(sizeof(float));
-  const int64_t nb = int64_t(dl_.base_pos.size());
   for (int l = 0; l < L; l++) {
     const bool sel = selected && lists_select(l);
+    const int64_t nb = int64_t(sel && !dl_.sel_base_pos.empty() ? dl_.sel_base_pos.size() : dl_.base_pos.size());
     const int32_t* lay = sel ? selected + size_t(l) * dl_.selected_size() : nullptr;
     for (int h = 0; h < Hkv; h++) {
       int64_t n = nb;
@@ -254,7 +279,7 @@ void session::lists_done(const int32_t* selected) {
       stats_.attended_tokens += double(n) / (double(L) * Hkv);
       if (opts_.record) {
         std::vector<int32_t> keys;
-        decode_lists_merge(dl_, ids, n_ids, &keys, nullptr);
+        decode_lists_merge(dl_, sel, ids, n_ids, &keys, nullptr);
         records_.back().keys.push_back(std::move(keys));
       }
     }

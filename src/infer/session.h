@@ -162,6 +162,8 @@ class session {
   void page_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
   std::shared_ptr<const void> prepare_pages(int pos);  // prepare_lists of quest / moba
   bool base_rows();  // prepare_lists' pool rows of the base; whether pages moved off the device since
+  // prepare_lists' pool rows of dl_.sel_base_pos (gists_all: the base and every gist before pos), after base_rows.
+  void sel_base_rows(int pos, bool moved);
   void h2o_init(int pos);  // at the first decoded row, pos
   void h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights);
   void after_prefill();
@@ -193,6 +195,8 @@ class session {
   // and the base build its candidate table belongs to.
   decode_lists dl_;
   std::vector<int32_t> dl_rows_of_;
+  // sel_base_rows' last translation (kept across rows that do not select, whose lists have no sel_base).
+  std::vector<int32_t> dl_sel_rows_of_, dl_sel_rows_;
   std::shared_ptr<const void> dl_prev_;  // the last prepared lists (prepare_decode_lists' `previous`)
   std::shared_ptr<const void> prepared(std::shared_ptr<const void> p);
   int dl_cand_build_ = -1;

@@ -226,7 +226,8 @@ TEST(CudaSession, UnfoldingPrefillPerRowInPassesAsOnePass) {
 // gsa's and hgsa's selecting rows run on the GPU end to end (backend/decode-lists.h: gist scores, top-k, union
 // or group, hgsa's top-down walk, the lists built by a kernel, no host round trip per layer): the same selection
 // as the CPU engine under the fixed and adaptive rules, union and group scoring, g = 1 and 2, a sink that
-// overlaps chunk 0; and top-p, which the GPU still selects on the host.
+// overlaps chunk 0, models whose selecting rows see every gist ("gists": "all": the selecting layers' own shared
+// rows, decode-lists.h sel_base); and top-p, which the GPU still selects on the host.
 TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
   REQUIRE_GPU();
   struct c {
@@ -234,15 +235,19 @@ TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
     gist::select_rule rule;
     bool group;
     int g, sink;
+    bool gists_all = false;
   };
   using R = gist::select_rule;
   const c cases[] = {{method::gsa, R::fixed, false, 1, 2},     {method::gsa, R::fixed, true, 2, 0},
                      {method::gsa, R::adaptive, false, 2, 10}, {method::gsa, R::adaptive, true, 1, 2},
                      {method::gsa, R::top_p, false, 1, 2},     {method::hgsa, R::fixed, false, 1, 2},
-                     {method::hgsa, R::adaptive, true, 2, 0},  {method::hgsa, R::adaptive, false, 1, 10}};
+                     {method::hgsa, R::adaptive, true, 2, 0},  {method::hgsa, R::adaptive, false, 1, 10},
+                     {method::gsa, R::fixed, false, 1, 2, true},  {method::gsa, R::adaptive, true, 2, 10, true},
+                     {method::hgsa, R::fixed, false, 1, 2, true}, {method::hgsa, R::adaptive, true, 2, 0, true}};
   for (const auto& cs : cases) {
     SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + gist::select_rule_name(cs.rule) +
-                 (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
+                 (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink) +
+                 (cs.gists_all ? " gists all" : ""));
     model_config mc = gqa4_config();
     gist::gsa_config gc =
         test::tiny_gsa(test::tiny_vocab, cs.meth == method::hgsa ? std::vector<int>{8, 4} : std::vector<int>{8});
@@ -251,6 +256,7 @@ TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
     gc.gists_per_chunk = cs.g;
     gc.sink = cs.sink;
     gc.top_p = 0.5f;
+    gc.gists_all = cs.gists_all;
     llama_model cpu_m = test::model_with_gsa(mc, gc, 21);
     llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
     session_options o;
@@ -270,6 +276,7 @@ TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
     EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
     EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
     EXPECT_GT(longest, shortest) << "some layer unfolded chunks";
+    if (cs.rule != R::top_p) EXPECT_GE(got->listed_rows(), 15) << "the decoded rows on the device's lists";
   }
 }
 

@@ -191,7 +191,9 @@ TEST(SessionPool, H2oEqualsTheHostCacheBitForBit) {
 
 // The selecting rows of gsa and hgsa take the backend's decode lists in pool mode (backend/decode-lists.h: the backend
 // scores, selects and builds the lists; here the host reference): equal to the host engine's selection bit for
-// bit under every rule, with group scoring, with two gists per chunk, and with a sink that overlaps chunk 0.
+// bit under every rule, with group scoring, with two gists per chunk, with a sink that overlaps chunk 0, and for
+// models whose selecting rows see every gist ("gists": "all": decode-lists.h sel_base in the selecting layers,
+// the plain gist mask in dense layer 0).
 TEST(SessionPool, DecodeListsEqualTheHostSelectionUnderEveryRule) {
   struct c {
     method meth;
@@ -199,16 +201,20 @@ TEST(SessionPool, DecodeListsEqualTheHostSelectionUnderEveryRule) {
     bool group;
     int g;
     int sink;
+    bool gists_all = false;
   };
   using R = gist::select_rule;
   const c cases[] = {{method::gsa, R::fixed, false, 1, 2},     {method::gsa, R::fixed, true, 1, 2},
                      {method::gsa, R::adaptive, false, 1, 0},  {method::gsa, R::adaptive, true, 2, 6},
                      {method::gsa, R::top_p, false, 1, 2},     {method::gsa, R::top_p, true, 2, 0},
                      {method::hgsa, R::fixed, false, 1, 2},    {method::hgsa, R::adaptive, true, 2, 6},
-                     {method::hgsa, R::adaptive, false, 1, 0}, {method::hgsa, R::top_p, false, 1, 2}};
+                     {method::hgsa, R::adaptive, false, 1, 0}, {method::hgsa, R::top_p, false, 1, 2},
+                     {method::gsa, R::fixed, false, 1, 2, true},  {method::gsa, R::adaptive, true, 2, 6, true},
+                     {method::hgsa, R::fixed, false, 1, 2, true}, {method::hgsa, R::adaptive, true, 2, 0, true}};
   for (const auto& cs : cases) {
     SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + gist::select_rule_name(cs.rule) +
-                 (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink));
+                 (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink) +
+                 (cs.gists_all ? " gists all" : ""));
     model_config mc = test::tiny_config(test::tiny_vocab, 3);
     gist::gsa_config gc = test::tiny_gsa(test::tiny_vocab, cs.meth == method::hgsa ? std::vector<int>{4, 2}
                                                                                   : std::vector<int>{4});
@@ -217,12 +223,14 @@ TEST(SessionPool, DecodeListsEqualTheHostSelectionUnderEveryRule) {
     gc.gists_per_chunk = cs.g;
     gc.sink = cs.sink;
     gc.top_p = 0.6f;
+    gc.gists_all = cs.gists_all;
     llama_model m = test::model_with_gsa(mc, gc, 11);
     session_options o;
     o.meth = cs.meth;
     o.page_size = 4;
     auto [host, pooled] = host_and_pool(m, o, 45, 6, 14);
     expect_same(*host, *pooled);
+    EXPECT_GE(pooled->listed_rows(), 10) << "the decoded rows through the backend's lists";
     // Selection happened: some row unfolded chunks (a list longer than the gist mask of its row).
     size_t longest = 0;
     for (const auto& r : pooled->records())

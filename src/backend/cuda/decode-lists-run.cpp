@@ -30,6 +30,9 @@ struct cuda_lists {
   // one (decode_lists::base_same): only the rows past the prefix are uploaded (full attention's base is the
   // whole context: 4 MB a step at 1M tokens otherwise).
   Tensor base_t;
+  // decode_lists::sel_base_row when there is one (n_sel_base > 0; gists_all), uploaded and shared alike.
+  Tensor sel_base_t;
+  int n_sel_base = 0;
   int n_base = 0, n_cand = 0, cap = 0, g = 1, Hq = 0, Hkv = 0, D = 0, k = 0;
   int group = 0;   // lists_row::group
   int router = 0;  // lists_row::router
@@ -44,6 +47,11 @@ struct cuda_lists {
   const int64_t* no_extra() const { return static_cast<const int64_t*>(table.raw()); }
   const int32_t* at(int64_t off) const { return static_cast<const int32_t*>(table.raw()) + head + off; }
   const int32_t* base() const { return static_cast<const int32_t*>(base_t.raw()); }
+  // The shared rows of a layer that selects (sel) or not.
+  const int32_t* shared(bool sel) const {
+    return static_cast<const int32_t*>(sel && n_sel_base ? sel_base_t.raw() : base_t.raw());
+  }
+  int n_shared(bool sel) const { return sel && n_sel_base ? n_sel_base : n_base; }
   const int32_t* cand(int which) const { return at(int64_t(which) * n_cand); }
 };
 
@@ -69,6 +77,20 @@ decode_params shape_params(int Hq, int Hkv, int D, dtype act) {
   p.o_stride_b = int64_t(Hq) * D;
   p.o_stride_h = D;
   return p;
+}
+
+// A row's shared rows on the device (base or sel_base): the previous row's array (prev, n_prev rows of it valid)
+// when its first `same` rows are this row's (decode_lists::base_same) and it holds them all, with only the rest
+// uploaded; a fresh array with room to grow otherwise. (Reused: the previous row's kernels were done with it, its
+// step ended synchronised.)
+Tensor shared_rows(const std::vector<int32_t>& rows, int64_t same, const Tensor* prev, int64_t n_prev) {
+  const int64_t n = int64_t(rows.size());
+  same = prev ? std::min<int64_t>({same, n_prev, n}) : 0;
+  const bool reuse = same > 0 && prev->numel() >= n;
+  Tensor t = reuse ? *prev : uncleared({std::max<int64_t>(1024, n + n / 2)}, dtype::i32);
+  const int64_t from = reuse ? same : 0;
+  if (n > from) copy_h2d(static_cast<int32_t*>(t.raw()) + from, rows.data() + from, size_t(n - from) * sizeof(int32_t));
+  return t;
 }
 
 }  // namespace
@@ -99,7 +121,9 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, co
   L->router = d.router == lists_router::quest ? 1 : d.router == lists_router::moba ? 2 : 0;
   int max_raw = 0;
   for (int32_t r : d.raw_len) max_raw = std::max(max_raw, int(r));
-  L->longest = L->n_base + int64_t(L->cap) * (max_raw + d.g);
+  L->n_sel_base = int(d.sel_base_row.size());
+  const int64_t extra = int64_t(L->cap) * (max_raw + d.g);  // a head's unfolded rows at most
+  L->longest = std::max(L->n_base, L->n_sel_base) + extra;
   size_t units_total = 0;
   for (const auto& u : d.unit_row) units_total += u.size();
   L->head = 2 * (L->Hkv + 1);
@@ -135,14 +159,10 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, co
   }
   L->table = be.upload(Tensor::borrow(host.data(), {int64_t(host.size())}, dtype::i32), dtype::i32);
   const auto* prev = static_cast<const cuda_lists*>(previous);
-  const int64_t same = prev ? std::min<int64_t>({d.base_same, prev->n_base, L->n_base}) : 0;
-  const bool reuse = same > 0 && prev->base_t.numel() >= L->n_base;
-  // Reused: the previous row's kernels were done with it (its step ended synchronised).
-  L->base_t = reuse ? prev->base_t : uncleared({std::max<int64_t>(1024, L->n_base + L->n_base / 2)}, dtype::i32);
-  const int64_t from = reuse ? same : 0;
-  if (L->n_base > from)
-    copy_h2d(static_cast<int32_t*>(L->base_t.raw()) + from, d.base_row.data() + from,
-             size_t(L->n_base - from) * sizeof(int32_t));
+  L->base_t = shared_rows(d.base_row, d.base_same, prev ? &prev->base_t : nullptr, prev ? prev->n_base : 0);
+  if (L->n_sel_base)
+    L->sel_base_t =
+        shared_rows(d.sel_base_row, d.sel_base_same, prev ? &prev->sel_base_t : nullptr, prev ? prev->n_sel_base : 0);
   // Scores: (Hq, n) flat; hgsa: select.h's scratch of the walk.
   if (n > 0 && d.levels() == 1) {
     L->scores = uncleared({int64_t(L->Hq) * n}, dtype::f32);
@@ -154,7 +174,7 @@ std::shared_ptr<const void> prepare_lists(backend& be, const decode_lists& d, co
     L->units = be.alloc({select_detail::hier_scratch_ints(L->hier)}, dtype::i32);
   }
   L->indptr = uncleared({L->Hkv + 1}, dtype::i64);
-  L->indices = uncleared({std::max<int64_t>(1, L->Hkv * (L->longest - L->n_base))}, dtype::i32);
+  L->indices = uncleared({std::max<int64_t>(1, L->Hkv * extra)}, dtype::i32);
   if (n > 0 && d.levels() == 1) L->tiles = uncleared({expand_tile_ints(L->Hkv, n)}, dtype::i32);
   return L;
 }
@@ -245,8 +265,8 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
     d.v = static_cast<const char*>(k) + size_t(page_rows) * L.Hkv * L.D * dtype_size(act);
     d.indptr = static_cast<const int64_t*>(sel ? L.indptr.raw() : L.no_extra());
     d.indices = static_cast<const int32_t*>(L.indices.raw());
-    d.shared = L.base();
-    d.n_shared = L.n_base;
+    d.shared = L.shared(sel);
+    d.n_shared = L.n_shared(sel);
     d.host_k = c.host;
     seqs.push_back(d);
     longest = std::max(longest, L.longest);
