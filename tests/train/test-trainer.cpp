@@ -404,6 +404,7 @@ TEST(Trainer, NonFiniteLossStopsOrSkipsAndNeverPoisonsACheckpoint) {
 
 #include <fcntl.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <sys/wait.h>
@@ -456,8 +457,10 @@ TEST(Trainer, SigkilledAtRandomMomentsAndResumedIsBitExact) {
   auto dir = test::train_temp_dir("sigkill");
   auto data = test::make_tiny_dataset(dir / "data");
   auto o = sigkill_run(data, (dir / "killed").string());
-  auto run_child = [&](int64_t delay_us) {  // returns true when the run finished before the kill
-    const pid_t pid = start_child("TrainerChild.RunFromEnvironment", data, o.out, false);
+  // The child's run from start to end (`out` from scratch, never killed) times the kills: the delays below are
+  // fractions of it, so that on a slow or a fast machine alike every kill lands mid-run and the run needs several.
+  auto run_child = [&](const std::string& out, int64_t delay_us) {  // true when the run finished before the kill
+    const pid_t pid = start_child("TrainerChild.RunFromEnvironment", data, out, false);
     if (delay_us > 0) usleep(useconds_t(delay_us));
     if (delay_us > 0) kill(pid, SIGKILL);
     int st = 0;
@@ -468,18 +471,21 @@ TEST(Trainer, SigkilledAtRandomMomentsAndResumedIsBitExact) {
     }
     return false;
   };
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(run_child((dir / "ref").string(), 0)) << "the uninterrupted reference run failed";
+  const int64_t whole_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  // Each kill comes 1/20 to 1/5 of a whole run into a child's life, so one life makes at most a fifth of the run's
+  // progress (less its start-up) and at least four kills land before a child can finish.
   rng r(2026);
   int kills = 0;
-  for (int i = 0; i < 60 && !fs::exists(dir / "killed/final/model.safetensors"); i++) {
-    if (run_child(50000 + int64_t(r.below(400000)))) break;
+  for (int i = 0; i < 80 && !fs::exists(dir / "killed/final/model.safetensors"); i++) {
+    if (run_child(o.out, whole_us / 20 + int64_t(r.below(uint64_t(whole_us * 3 / 20))))) break;
     kills++;
   }
-  ASSERT_TRUE(run_child(0)) << "the run did not finish after " << kills << " kills";  // finish it
-  EXPECT_GE(kills, 3) << "too few kills landed before the run finished";
+  ASSERT_TRUE(run_child(o.out, 0)) << "the run did not finish after " << kills << " kills";  // finish it
+  EXPECT_GE(kills, 3) << "too few kills landed before the run finished (whole run " << whole_us << " us)";
 
-  auto ref = o;
-  ref.out = (dir / "ref").string();
-  run_training(ref);
   auto wa = file_bytes(dir / "ref/final/model.safetensors"), wb = file_bytes(dir / "killed/final/model.safetensors");
   ASSERT_GT(wa.size(), 1000u);
   EXPECT_TRUE(wa == wb) << "final weights differ after " << kills << " SIGKILLs";
