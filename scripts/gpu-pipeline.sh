@@ -43,6 +43,9 @@
 #                           trailing u (8u, 8x2fu, 8x2fau): no compress stage, the branch unfolds (per token) from
 #                           its first CPT step, its 256 unfold stage taking STEPS_C + STEPS_U steps (the CPU runs
 #                           routed best when per-token unfolding started at the first stage, docs/results.md)
+#   ROUTE_LOSS, ROUTE_ROWS  every GSA CPT branch trains with the routing distillation ("route_loss": w,
+#                           "route_rows": n, default 256; docs/results-gpu.md): its gist scores pulled towards the
+#                           attention mass each candidate chunk's raw keys get from the same query
 #   SCRATCH (1)             0: no GSA-from-scratch branch, nor its evaluation and bits/byte
 #   FULLCPT (1)             0: no Full-CPT branch; the CPT groups then keep only the cells of gist and gsa (full
 #                           attention and the baselines need a model without gists)
@@ -151,7 +154,7 @@ print(json.dumps(c, indent=2))' "$f" "$MIX" > "$CFG/$(basename "$f")"
   done
 fi
 for r in $CPT_RATIOS; do
-  [ "$r" = 8 ] && continue
+  [ "$r" = 8 ] && [ -z "${ROUTE_LOSS:-}" ] && continue
   command -v python3 > /dev/null || { echo "CPT_RATIOS $r: python3 derives its recipes; none here" >&2; exit 2; }
   mkdir -p "$CFG"
   for s in 256c 256u 1k 4k; do
@@ -169,9 +172,13 @@ if rule:
     c["gsa"]["unfold_select"] = rule
 if gists_all:
     c["gsa"]["gists"] = "all"
+if sys.argv[4]:
+    c["gsa"]["route_loss"] = float(sys.argv[4])
+    c["gsa"]["route_rows"] = int(sys.argv[5])
 for k in ("model", "out"):
     c[k] = re.sub(r"-gsa8(?=/|$)", "-gsa" + r, c[k])
-print(json.dumps(c, indent=2))' "$(recipe "cpt$s-gsa8")" "$r" "${UNFOLD_SELECT:-}" > "$CFG/cpt$s-gsa$r.json"
+print(json.dumps(c, indent=2))' "$(recipe "cpt$s-gsa8")" "$r" "${UNFOLD_SELECT:-}" "${ROUTE_LOSS:-}" \
+      "${ROUTE_ROWS:-256}" > "$CFG/cpt$s-gsa$r.json"
   done
 done
 

@@ -17,6 +17,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/ops.h"
 #include "backend/decode-lists.h"
+#include "backend/route-loss.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -185,6 +186,14 @@ class backend {
   };
   virtual void decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows,
                                             std::vector<lists_call>& calls);
+
+  // ---- routing distillation (backend/route-loss.h; gist::gsa_config::route_loss).
+  // route_prepare: spec.table on this device and spec.kl zeroed for `layers` layers (once per sequence).
+  // route_loss: adds the loss's gradients into dq (T, Hq, D) and dk (T, Hkv, D) from the rotated q and k of layer
+  // `layer`, and its mean KL into spec.kl[layer]. The base class's runs on the host (f32 host tensors).
+  virtual void route_prepare(route_spec& spec, int layers);
+  virtual void route_loss(Tensor& dq, Tensor& dk, const Tensor& q, const Tensor& k, route_spec& spec, int layer,
+                          float grad_scale);
 
   // ---- optimizer over flat f32 buffers of n values (the model keeps every parameter in one buffer).
   // decay (n, u8) or null; lowp (n, bf16) or null: the compute copy to refresh.

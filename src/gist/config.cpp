@@ -77,6 +77,8 @@ void gsa_config::validate() const {
     if (l < 0) fail("gsa.dense_layers: layer {} is negative", l);
   if (topk < 0) fail("gsa.topk = {}: must be >= 0", topk);
   if (!(top_p > 0.0f && top_p <= 1.0f)) fail("gsa.top_p = {}: must be in (0, 1]", top_p);
+  if (!(route_loss >= 0.0f && route_loss < 1e6f)) fail("gsa.route_loss = {}: must be >= 0 (0: off)", route_loss);
+  if (route_rows < 1) fail("gsa.route_rows = {}: must be >= 1", route_rows);
 }
 
 gsa_config gsa_config_from_json(const nlohmann::json& j) {
@@ -121,6 +123,11 @@ gsa_config gsa_config_from_json(const nlohmann::json& j) {
       if (s == "walk") c.unfold_walk = true;
       else if (s == "flat") c.unfold_walk = false;
       else fail("config.json gsa.unfold_select: unknown value '{}' (use \"walk\" or \"flat\")", s);
+    } else if (key == "route_loss") {
+      if (!v.is_number()) fail("config.json gsa.route_loss: expected a number, got {}", v.dump());
+      c.route_loss = v.get<float>();
+    } else if (key == "route_rows") {
+      c.route_rows = get_int(v, "route_rows");
     } else if (key == "train_mode") {
       const std::string m = get_string(v, "train_mode");
       if (m != "compress" && m != "unfold" && m != "suffix_unfold" && m != "suffix-unfold")
@@ -128,7 +135,8 @@ gsa_config gsa_config_from_json(const nlohmann::json& j) {
       c.mode = train_mode_from_name(m);
     } else {
       fail("config.json gsa: unknown key '{}' (known: chunk, gists_per_chunk, gist_token_ids, local_chunks, sink, "
-           "dense_layers, select, topk, top_p, group_scoring, gists, train_mode, train_select, unfold_select)",
+           "dense_layers, select, topk, top_p, group_scoring, gists, train_mode, train_select, unfold_select, "
+           "route_loss, route_rows)",
            key);
     }
   }
@@ -154,6 +162,10 @@ nlohmann::json gsa_config_to_json(const gsa_config& c) {
   j["train_mode"] = train_mode_name(c.mode);
   j["train_select"] = c.select_per_token ? "token" : "chunk";
   j["unfold_select"] = c.unfold_walk ? "walk" : "flat";
+  if (c.route_loss > 0) {
+    j["route_loss"] = c.route_loss;
+    j["route_rows"] = c.route_rows;
+  }
   return j;
 }
 

@@ -34,6 +34,12 @@ struct gsa_config {
   // decodes, so the higher-level gists learn to route; false = flat top-k over every level-0 chunk's gists (the
   // only rule before; the gsa method decodes that way). "unfold_select": "walk" | "flat". One level: the same.
   bool unfold_walk = true;
+  // Routing distillation in training (train/route-spec.h, backend route_loss): the weight of a loss that pulls each
+  // selecting layer's gist scores (softmax over a row's candidate chunks) towards the attention mass the chunks'
+  // raw keys get from the same query (the teacher, not differentiated), on route_rows sampled rows per sequence.
+  // 0 (the default): off, and neither key is written. "route_loss": w, "route_rows": n.
+  float route_loss = 0;
+  int route_rows = 256;
   // Not part of config.json: a session's --ratio r, which the adaptive rule then uses instead of ratio() (so that
   // gsa / hgsa get the same L / r budget as the baselines); 0: ratio().
   float budget_ratio = 0;

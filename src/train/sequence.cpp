@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "gist/select.h"
 #include "model/gsa-plans.h"
 
 namespace gsa {
@@ -40,9 +41,59 @@ train_sequence make_sequence(const train_sample& x, const gist::gsa_config* cfg,
   return q;
 }
 
+route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers) {
+  const gist::stream& s = seq.s;
+  route_spec r;
+  r.g = cfg.gists_per_chunk;
+  r.weight = cfg.route_loss;
+  r.layers.assign(size_t(std::max(0, n_layers)), 1);
+  for (int l : cfg.dense_layers)
+    if (l >= 0 && l < n_layers) r.layers[size_t(l)] = 0;
+  const int complete = gist::complete_chunk_count(s);
+  std::vector<int32_t> eligible;
+  for (int t = 0; t < s.size(); t++)
+    if (s.level[t] < 0 && gist::candidate_count(s.chunk[t], complete, cfg.local_chunks) >= 2) eligible.push_back(t);
+  const size_t want = size_t(std::max(1, cfg.route_rows));
+  std::vector<int32_t> rows;
+  if (eligible.size() <= want) {
+    rows = eligible;
+  } else {
+    // The answer's first rows (the question's last row predicts its first token), then an even spread.
+    if (seq.answer_begin >= 0) {
+      auto it = std::lower_bound(eligible.begin(), eligible.end(), seq.answer_begin);
+      for (; it != eligible.end() && rows.size() < want / 4; ++it) rows.push_back(*it);
+    }
+    const size_t rest = want - rows.size();
+    for (size_t i = 0; i < rest; i++) rows.push_back(eligible[i * eligible.size() / rest]);
+    std::sort(rows.begin(), rows.end());
+    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  }
+  int max_cand = 0;
+  for (int32_t t : rows) {
+    const int n = gist::candidate_count(s.chunk[t], complete, cfg.local_chunks);
+    r.rows.push_back(t);
+    r.n_cand.push_back(n);
+    max_cand = std::max(max_cand, n);
+  }
+  // Teacher keys: a chunk's raw tokens less the sink (always visible, and attention's usual sink of mass).
+  for (int u = 0; u < max_cand; u++) {
+    int b = s.chunk_raw_begin[size_t(u)];
+    const int e = s.chunk_raw_end[size_t(u)];
+    while (b < e && s.raw_index[size_t(b)] < cfg.sink) b++;
+    r.raw_begin.push_back(b);
+    r.raw_end.push_back(e);
+    r.gist_begin.push_back(s.chunk_gist_begin[size_t(u)]);
+  }
+  return r;
+}
+
 void forward_sequence(const llama_model& m, forward_state& st, const train_sequence& seq,
                       const gist::gsa_config* cfg) {
   if (!cfg) return forward(m, st, seq.ids, seq.pos, seq.targets, nullptr);
+  if (cfg->route_loss > 0) {
+    st.route = std::make_shared<route_spec>(make_route_spec(seq, *cfg, int(m.config.num_hidden_layers)));
+    m.ops().route_prepare(*st.route, int(m.config.num_hidden_layers));
+  }
   plan_provider plans = make_gsa_plans(m, *cfg, seq.s, cfg->mode, seq.ctx_end);
   forward(m, st, seq.ids, seq.pos, seq.targets, &plans);
 }

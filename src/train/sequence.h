@@ -23,7 +23,14 @@ struct train_sequence {
 // suffix_tokens raw tokens unfold.
 train_sequence make_sequence(const train_sample& x, const gist::gsa_config* cfg, int suffix_tokens);
 
-// Forward with the run's attention (plans built from seq.s and cfg; nullptr = causal).
+// The routing distillation's rows for a sequence (backend/route-loss.h, cfg.route_loss): raw rows with at least
+// two candidate chunks (gist::candidate_count), at most cfg.route_rows of them: the first answer rows (up to a
+// quarter, where the sequence has an answer), then rows evenly spaced over the rest; every layer outside
+// cfg.dense_layers distils. Deterministic (a resumed run replays it). No eligible row: R() == 0.
+route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers);
+
+// Forward with the run's attention (plans built from seq.s and cfg; nullptr = causal), and with cfg->route_loss
+// > 0 the routing spec prepared on the model's backend in st.route (backward adds the loss).
 void forward_sequence(const llama_model& m, forward_state& st, const train_sequence& seq,
                       const gist::gsa_config* cfg);
 

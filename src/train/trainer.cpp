@@ -389,7 +389,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     }
     const float lr = cosine_lr(step, o.warmup, o.steps, float(o.lr), float(o.min_lr_ratio));
     zero_grads(grads, r.model().ops());
-    double loss = 0;
+    double loss = 0, route_kl = 0;  // (route_kl: this rank's, of the routing distillation)
     if (gsync) gsync->begin_step();
     for (int64_t a = 0; a < o.grad_accum; a++) {
       // Every rank draws every sample (the data order, and so a checkpoint, does not depend on the GPU count)
@@ -404,6 +404,12 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
       if (overlap) gsync->set_target(grads);
       if (st.n_valid > 0) backward(r.model(), st, grads, 1.0f / float(o.grad_accum), overlap ? &on_layer : nullptr);
       loss += st.loss() / double(o.grad_accum);
+      if (st.route && st.route->R() > 0 && st.route->layers_on() > 0 && st.n_valid > 0) {
+        const Tensor kl = st.route->kl.host(dtype::f32);
+        double sum = 0;
+        for (int64_t l = 0; l < kl.numel(); l++) sum += kl.f32()[l];
+        route_kl += sum / st.route->layers_on() / double(o.grad_accum);
+      }
     }
     if (gsync) gsync->finish(grads);
     if (comm) loss = comm->sum_host(loss);  // the global batch's loss, the same on every rank
@@ -437,6 +443,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
         rec["gpu_mib"] = double(r.model().ops().peak_bytes()) / 1048576.0;  // rank 0's
       }
       if (comm) rec["gpus"] = world;
+      if (r.cfg() && r.cfg()->route_loss > 0) rec["route_kl"] = route_kl;
       record(rec);
     }
     // A stop request (SIGTERM / SIGINT, stop-signal.h): every rank stops after the same step; the checkpoint of

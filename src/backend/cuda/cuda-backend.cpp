@@ -12,6 +12,7 @@
 #include "backend/cuda/decode-lists-run.h"
 #include "backend/cuda/kv-pages.h"
 #include "backend/cuda/ops.h"
+#include "backend/cuda/route-loss.h"
 #include "backend/cuda/runtime.h"
 #include "backend/cuda/select.h"
 #include "backend/row-unfold.h"
@@ -417,6 +418,32 @@ class cuda_impl final : public backend {
   void decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows,
                                     std::vector<lists_call>& calls) override {
     run_lists_batch(act_, out, q, page_rows, calls);
+  }
+
+  void route_loss(Tensor& dq, Tensor& dk, const Tensor& q, const Tensor& k, route_spec& spec, int layer,
+                  float grad_scale) override {
+    GSA_ASSERT(q.where() == device::cuda && k.where() == device::cuda && dq.where() == device::cuda &&
+                   dk.where() == device::cuda && spec.table.where() == device::cuda && spec.kl.where() == device::cuda,
+               "route loss: q, k, their gradients and the prepared spec must be on the GPU");
+    GSA_ASSERT(q.type() == act_ && k.type() == act_ && dq.type() == act_ && dk.type() == act_,
+               "route loss: tensors of the backend's activation type");
+    GSA_ASSERT(layer >= 0 && layer < spec.kl.numel(), "route loss: layer {} of {}", layer, spec.kl.numel());
+    const int T = int(q.dim(0));
+    GSA_ASSERT(k.dim(0) == T && k.dim(2) == q.dim(2) && dq.numel() == q.numel() && dk.numel() == k.numel(),
+               "route loss: q {}, k {}, dq {}, dk {}", shape_str(q.shape()), shape_str(k.shape()),
+               shape_str(dq.shape()), shape_str(dk.shape()));
+    spec.check(T);
+    cuda::route_args a;
+    a.R = spec.R();
+    a.n_max = spec.max_cand();
+    a.g = spec.g;
+    a.Hq = int(q.dim(1));
+    a.Hkv = int(k.dim(1));
+    a.D = int(q.dim(2));
+    a.scale = 1.0f / std::sqrt(float(a.D));
+    a.grad_scale = grad_scale;
+    cuda::route_loss(dq.raw(), dk.raw(), q.raw(), k.raw(), static_cast<const int32_t*>(spec.table.raw()),
+                     static_cast<float*>(spec.kl.raw()) + layer, a, act_);
   }
 
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const Tensor* decay, Tensor* lowp, int64_t t,
