@@ -276,7 +276,9 @@ TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
     EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
     EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
     EXPECT_GT(longest, shortest) << "some layer unfolded chunks";
-    if (cs.rule != R::top_p) EXPECT_GE(got->listed_rows(), 15) << "the decoded rows on the device's lists";
+    if (cs.rule != R::top_p) {
+      EXPECT_GE(got->listed_rows(), 15) << "the decoded rows on the device's lists";
+    }
   }
 }
 
