@@ -282,6 +282,9 @@ fi
 if has pipeline; then
   section "the paper's pipeline: full pretraining -> compress/unfold CPT, Full-CPT, GSA from scratch (scripts/gpu-pipeline.sh)"
   # Three branches side by side on one GPU, then gsa eval --device cuda on the 4k-stage models (docs/results.md).
+  # A warm machine keeps /tmp between calls: an earlier call's cells must not join this call's summary (runs/,
+  # the trainings, is kept on purpose: a finished run is reused).
+  rm -rf "$RES/pipeline"
   TIME_LIMIT="${PIPELINE_TIMEOUT:-540}" timeout "${PIPELINE_TIMEOUT:-540}" scripts/gpu-pipeline.sh "$GSA" $RES/pipeline
   echo "gpu-pipeline.sh exit code: $?"
 fi
