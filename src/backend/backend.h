@@ -188,7 +188,8 @@ class backend {
                                             std::vector<lists_call>& calls);
 
   // ---- routing distillation (backend/route-loss.h; gist::gsa_config::route_loss).
-  // route_prepare: spec.table on this device and spec.kl zeroed for `layers` layers (once per sequence).
+  // route_prepare: spec.table on this device (once per sequence) and, unless the caller gave one (an accumulator
+  // over a step's sequences), spec.kl: `layers` zeros.
   // route_loss: adds the loss's gradients into dq (T, Hq, D) and dk (T, Hkv, D) from the rotated q and k of layer
   // `layer`, and its mean KL into spec.kl[layer]. The base class's runs on the host (f32 host tensors).
   virtual void route_prepare(route_spec& spec, int layers);

@@ -119,7 +119,9 @@ void backend::route_prepare(route_spec& spec, int layers) {
   std::vector<int32_t> t = spec.host_table();
   if (t.empty()) t.push_back(0);
   spec.table = upload(Tensor::borrow(t.data(), {int64_t(t.size())}, dtype::i32), dtype::i32);
-  spec.kl = alloc({std::max(1, layers)}, dtype::f32);
+  if (spec.kl.empty()) spec.kl = alloc({std::max(1, layers)}, dtype::f32);
+  GSA_ASSERT(spec.kl.numel() >= layers && spec.kl.type() == dtype::f32 && spec.kl.where() == where(),
+             "route spec: a KL accumulator of {} values for {} layers", spec.kl.numel(), layers);
 }
 
 void backend::route_loss(Tensor& dq, Tensor& dk, const Tensor& q, const Tensor& k, route_spec& spec, int layer,

@@ -28,7 +28,7 @@ struct route_spec {
   std::vector<uint8_t> layers;          // per layer: 1 where the layer selects (and so distils)
   float weight = 0;                     // gist::gsa_config::route_loss
   // On the model's device (backend::route_prepare): rows, n_cand, raw_begin, raw_end, gist_begin as one i32
-  // table, and the per-layer mean KL (f32, layers.size()), zeroed there.
+  // table; and the per-layer mean KL (f32, layers.size()): zeros made there, or the caller's accumulator.
   Tensor table, kl;
 
   int R() const { return int(rows.size()); }

@@ -88,10 +88,11 @@ route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cf
 }
 
 void forward_sequence(const llama_model& m, forward_state& st, const train_sequence& seq,
-                      const gist::gsa_config* cfg) {
+                      const gist::gsa_config* cfg, Tensor* route_kl) {
   if (!cfg) return forward(m, st, seq.ids, seq.pos, seq.targets, nullptr);
   if (cfg->route_loss > 0) {
     st.route = std::make_shared<route_spec>(make_route_spec(seq, *cfg, int(m.config.num_hidden_layers)));
+    if (route_kl) st.route->kl = *route_kl;
     m.ops().route_prepare(*st.route, int(m.config.num_hidden_layers));
   }
   plan_provider plans = make_gsa_plans(m, *cfg, seq.s, cfg->mode, seq.ctx_end);

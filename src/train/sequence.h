@@ -30,8 +30,9 @@ train_sequence make_sequence(const train_sample& x, const gist::gsa_config* cfg,
 route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers);
 
 // Forward with the run's attention (plans built from seq.s and cfg; nullptr = causal), and with cfg->route_loss
-// > 0 the routing spec prepared on the model's backend in st.route (backward adds the loss).
+// > 0 the routing spec prepared on the model's backend in st.route (backward adds the loss; its per-layer KL into
+// route_kl when given, an f32 (layers) accumulator on the model's device, so a step reads it once).
 void forward_sequence(const llama_model& m, forward_state& st, const train_sequence& seq,
-                      const gist::gsa_config* cfg);
+                      const gist::gsa_config* cfg, Tensor* route_kl = nullptr);
 
 }  // namespace gsa

@@ -381,6 +381,11 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     if (root) log.plot(plot_path, title);
   };
   int nan_streak = 0;
+  // The routing distillation's per-layer KL, summed over a step's sequences on the device.
+  const bool route_on = r.cfg() && r.cfg()->route_loss > 0;
+  const int64_t n_layers = std::max<int64_t>(1, r.model().config.num_hidden_layers);
+  Tensor route_kl_dev = route_on ? r.model().ops().alloc({n_layers}, dtype::f32) : Tensor();
+  int route_layers = 0;
   while (step < o.steps) {
     if (hooks.stop_after_steps >= 0 && step >= hooks.stop_after_steps) {
       bar.finish();
@@ -389,7 +394,8 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     }
     const float lr = cosine_lr(step, o.warmup, o.steps, float(o.lr), float(o.min_lr_ratio));
     zero_grads(grads, r.model().ops());
-    double loss = 0, route_kl = 0;  // (route_kl: this rank's, of the routing distillation)
+    double loss = 0;
+    if (route_on) r.model().ops().zero(route_kl_dev);
     if (gsync) gsync->begin_step();
     for (int64_t a = 0; a < o.grad_accum; a++) {
       // Every rank draws every sample (the data order, and so a checkpoint, does not depend on the GPU count)
@@ -399,17 +405,12 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
       if (a < mine.begin || a >= mine.end) continue;
       train_sequence q = make_sequence(x, r.cfg(), int(o.suffix_tokens));
       forward_state st;
-      forward_sequence(r.model(), st, q, r.cfg());
+      forward_sequence(r.model(), st, q, r.cfg(), route_on ? &route_kl_dev : nullptr);
       const bool overlap = gsync && a == mine.end - 1;
       if (overlap) gsync->set_target(grads);
       if (st.n_valid > 0) backward(r.model(), st, grads, 1.0f / float(o.grad_accum), overlap ? &on_layer : nullptr);
       loss += st.loss() / double(o.grad_accum);
-      if (st.route && st.route->R() > 0 && st.route->layers_on() > 0 && st.n_valid > 0) {
-        const Tensor kl = st.route->kl.host(dtype::f32);
-        double sum = 0;
-        for (int64_t l = 0; l < kl.numel(); l++) sum += kl.f32()[l];
-        route_kl += sum / st.route->layers_on() / double(o.grad_accum);
-      }
+      if (st.route) route_layers = st.route->layers_on();
     }
     if (gsync) gsync->finish(grads);
     if (comm) loss = comm->sum_host(loss);  // the global batch's loss, the same on every rank
@@ -443,7 +444,12 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
         rec["gpu_mib"] = double(r.model().ops().peak_bytes()) / 1048576.0;  // rank 0's
       }
       if (comm) rec["gpus"] = world;
-      if (r.cfg() && r.cfg()->route_loss > 0) rec["route_kl"] = route_kl;
+      if (route_on && route_layers > 0) {  // this rank's mean KL of the routing distillation (read once here)
+        const Tensor kl = route_kl_dev.host(dtype::f32);
+        double sum = 0;
+        for (int64_t l = 0; l < kl.numel(); l++) sum += kl.f32()[l];
+        rec["route_kl"] = sum / route_layers / double(o.grad_accum);
+      }
       record(rec);
     }
     // A stop request (SIGTERM / SIGINT, stop-signal.h): every rank stops after the same step; the checkpoint of

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/route-loss.h"
+#include "backend/route-test-util.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "test-ops-util.h"
@@ -14,27 +15,11 @@
 namespace gsa {
 namespace {
 
-// A stream of `chunks` chunks of c raw tokens, each followed by g gists: chunk u's raw keys at
-// [u (c + g), u (c + g) + c), its gists right after. Rows: the raw rows of the later chunks (n_cand = the chunk
-// index, at least 2), every other one.
+// The synthetic stream of route-test-util.h: 7 chunks of 4 raw tokens and 2 gists, 4 / 2 heads of 8.
 struct layout {
   int c = 4, g = 2, chunks = 7, Hq = 4, Hkv = 2, D = 8;
   int T() const { return chunks * (c + g); }
-  route_spec spec(int sink) const {
-    route_spec s;
-    s.g = g;
-    for (int u = 2; u < chunks; u++)
-      for (int i = 0; i < c; i += 2) {
-        s.rows.push_back(u * (c + g) + i);
-        s.n_cand.push_back(u);
-      }
-    for (int u = 0; u < chunks - 1; u++) {
-      s.raw_begin.push_back(u * (c + g) + (u == 0 ? sink : 0));
-      s.raw_end.push_back(u * (c + g) + c);
-      s.gist_begin.push_back(u * (c + g) + c);
-    }
-    return s;
-  }
+  route_spec spec(int sink) const { return test::synthetic_route_spec(c, g, chunks, sink, 2); }
 };
 
 std::vector<float> randn(size_t n, rng& r, float sd) {

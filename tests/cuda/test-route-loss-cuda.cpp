@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/route-test-util.h"
 #include "core/rng.h"
 #include "cuda/cuda-test-util.h"
 #include "train/trainer.h"
@@ -16,25 +17,6 @@
 
 namespace gsa {
 namespace {
-
-// Chunks of c raw tokens, each followed by g gists; rows in chunks 2.. (every third raw row) with the chunks
-// before theirs as candidates; chunk 0 loses `sink` raw keys to the sink.
-route_spec spec_for(int c, int g, int chunks, int sink) {
-  route_spec s;
-  s.g = g;
-  for (int u = 2; u < chunks; u++)
-    for (int i = 0; i < c; i += 3) {
-      s.rows.push_back(u * (c + g) + i);
-      s.n_cand.push_back(u);
-    }
-  for (int u = 0; u < chunks - 1; u++) {
-    s.raw_begin.push_back(u * (c + g) + (u == 0 ? sink : 0));
-    s.raw_end.push_back(u * (c + g) + c);
-    s.gist_begin.push_back(u * (c + g) + c);
-  }
-  s.layers = {0, 1};
-  return s;
-}
 
 std::vector<float> vec(const Tensor& t) {
   const Tensor h = t.host(dtype::f32);
@@ -75,7 +57,9 @@ TEST(CudaRouteLoss, MatchesTheHostReference) {
       // The reference reads what the GPU read: the inputs rounded to the activation type.
       q = vec(gq), k = vec(gk);
       dq = vec(gdq), dk = vec(gdk);
-      route_spec gs = spec_for(sh.c, sh.g, sh.chunks, sh.sink), hs = gs;
+      route_spec gs = test::synthetic_route_spec(sh.c, sh.g, sh.chunks, sh.sink, 3);
+      gs.layers = {0, 1};
+      route_spec hs = gs;
       gpu.route_prepare(gs, 2);
       cpu_backend().route_prepare(hs, 2);
       const float grad_scale = 0.37f;
@@ -107,17 +91,6 @@ TEST(CudaRouteLoss, MatchesTheHostReference) {
     }
 }
 
-std::vector<double> logged(const std::filesystem::path& log, const char* key) {
-  std::vector<double> v;
-  std::ifstream f(log);
-  std::string line;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains(key) && !j[key].is_null()) v.push_back(j[key]);
-  }
-  return v;
-}
-
 TEST(CudaRouteLoss, TrainingFollowsTheCpuRun) {
   REQUIRE_GPU();
   auto dir = test::train_temp_dir("cuda-route");
@@ -136,7 +109,7 @@ TEST(CudaRouteLoss, TrainingFollowsTheCpuRun) {
   run_training(g);
   run_training(c);
   for (const char* key : {"loss", "route_kl"}) {
-    auto lg = logged(dir / "gpu/log.jsonl", key), lc = logged(dir / "cpu/log.jsonl", key);
+    auto lg = test::logged(dir / "gpu/log.jsonl", key), lc = test::logged(dir / "cpu/log.jsonl", key);
     ASSERT_EQ(lg.size(), 8u) << key;
     ASSERT_EQ(lg.size(), lc.size()) << key;
     // The first five steps to 1e-3; later ones drift further once the route loss has moved some gist scores

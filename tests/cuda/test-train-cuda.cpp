@@ -32,28 +32,17 @@ train_options gpu_run(const std::string& data, const std::string& out, const std
   return o;
 }
 
-std::vector<double> logged(const fs::path& log, const char* key) {
-  std::vector<double> v;
-  std::ifstream f(log);
-  std::string line;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains(key) && !j[key].is_null()) v.push_back(j[key]);
-  }
-  return v;
-}
-
 TEST(CudaTrain, LossFallsAndTheModelLoadsOnTheCpu) {
   REQUIRE_GPU();
   auto dir = test::train_temp_dir("cuda-falls");
   auto o = gpu_run(test::make_tiny_dataset(dir / "data"), (dir / "run").string(), "bf16");
   train_result r = run_training(o);
-  auto losses = logged(dir / "run/log.jsonl", "loss");
+  auto losses = test::logged(dir / "run/log.jsonl", "loss");
   ASSERT_EQ(losses.size(), 40u);
   double tail = 0;
   for (int i = 30; i < 40; i++) tail += losses[i] / 10;
   EXPECT_LT(tail, 0.6 * losses[0]) << "loss from " << losses[0] << " to " << tail;
-  EXPECT_FALSE(logged(dir / "run/log.jsonl", "mfu").empty()) << "GPU runs log MFU";
+  EXPECT_FALSE(test::logged(dir / "run/log.jsonl", "mfu").empty()) << "GPU runs log MFU";
   // The final model on the CPU: its validation loss at the last step equals the GPU's logged value (bf16 vs f32).
   llama_model m = load_model(r.final_dir);
   EXPECT_EQ(m.config.head_dim, 64);
@@ -99,7 +88,7 @@ TEST(CudaTrain, KilledAndResumedRunIsBitExact) {
     train_result rb = run_training(b);
     EXPECT_EQ(rb.resumed_from, 10);
     EXPECT_EQ(rb.step, 14);
-    auto la = logged(dir / "a/log.jsonl", "loss"), lb = logged(dir / "b/log.jsonl", "loss");
+    auto la = test::logged(dir / "a/log.jsonl", "loss"), lb = test::logged(dir / "b/log.jsonl", "loss");
     ASSERT_EQ(la.size(), 14u);
     ASSERT_EQ(lb.size(), 14u);
     for (size_t i = 0; i < la.size(); i++) EXPECT_EQ(la[i], lb[i]) << "step " << i + 1;
@@ -122,7 +111,7 @@ TEST(CudaTrain, GpuF32FollowsTheCpuRun) {
   c.device = "cpu";
   run_training(g);
   run_training(c);
-  auto lg = logged(dir / "gpu/log.jsonl", "loss"), lc = logged(dir / "cpu/log.jsonl", "loss");
+  auto lg = test::logged(dir / "gpu/log.jsonl", "loss"), lc = test::logged(dir / "cpu/log.jsonl", "loss");
   ASSERT_EQ(lg.size(), lc.size());
   for (size_t i = 0; i < lg.size(); i++) EXPECT_NEAR(lg[i], lc[i], 1e-3 * std::fabs(lc[i])) << "step " << i + 1;
   fs::remove_all(dir);

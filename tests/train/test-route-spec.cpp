@@ -69,17 +69,6 @@ TEST(RouteSpec, RowsChunksAndLayers) {
   EXPECT_TRUE(std::is_sorted(f.rows.begin(), f.rows.end()));
 }
 
-std::vector<double> logged(const std::string& log, const char* key) {
-  std::vector<double> v;
-  std::ifstream f(log);
-  std::string line;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains(key)) v.push_back(j[key]);
-  }
-  return v;
-}
-
 // A run with "route_loss" logs the KL each step; with a real weight it ends far below a run of the same recipe
 // whose weight is negligible (1e-6: the KL is measured but does not pull), as the model's attention moves under
 // both; a run without the key logs none.
@@ -95,7 +84,7 @@ TEST(RouteSpec, TrainingLogsAndLowersTheKl) {
     o.eval_every = 0;
     o.save_every = 0;
     run_training(o);
-    const auto kl = logged(o.out + "/log.jsonl", "route_kl");
+    const auto kl = test::logged(o.out + "/log.jsonl", "route_kl");
     EXPECT_EQ(kl.size(), 60u);
     double tail = 0;
     for (size_t i = kl.size() - std::min<size_t>(kl.size(), 10); i < kl.size(); i++) tail += kl[i] / 10;
@@ -108,7 +97,7 @@ TEST(RouteSpec, TrainingLogsAndLowersTheKl) {
   train_options off = test::tiny_run(data, (dir / "off").string());
   off.steps = 2;
   run_training(off);
-  EXPECT_TRUE(logged(off.out + "/log.jsonl", "route_kl").empty());
+  EXPECT_TRUE(test::logged(off.out + "/log.jsonl", "route_kl").empty());
   std::filesystem::remove_all(dir);
 }
 

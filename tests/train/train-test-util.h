@@ -1,10 +1,13 @@
 // Shared by the trainer tests: a temporary folder and a tiny learnable token dataset.
 #pragma once
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "core/rng.h"
 #include "data/dataset.h"
@@ -56,6 +59,18 @@ inline train_options tiny_run(const std::string& data, const std::string& out) {
   o.save_every = 2;
   o.keep_checkpoints = 2;
   return o;
+}
+
+// The values of `key` in a run's log.jsonl, in order (records without it, or with null, skipped).
+inline std::vector<double> logged(const std::filesystem::path& log, const char* key) {
+  std::vector<double> v;
+  std::ifstream f(log);
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains(key) && !j[key].is_null()) v.push_back(j[key]);
+  }
+  return v;
 }
 
 }  // namespace gsa::test

@@ -157,6 +157,19 @@ __global__ void route_kl_kernel(float* kl, const float* kl_rows, int n, float in
   if (threadIdx.x == 0) *kl += v * inv;
 }
 
+template <class T>
+void launch(void* dq, void* dk, const void* q, const void* k, const int32_t* table, const route_args& a, float* ds,
+            int32_t* best, float* kl_rows, size_t smem, cudaStream_t st) {
+  auto rows = route_rows_kernel<T>;
+  if (smem > 48 * 1024) cudaFuncSetAttribute(rows, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  rows<<<dim3(unsigned(a.R), unsigned(a.Hq)), kThreads, smem, st>>>(
+      static_cast<T*>(dq), static_cast<const T*>(q), static_cast<const T*>(k), table, a, ds, best, kl_rows);
+  check_launch("route_loss (rows)", __FILE__, __LINE__);
+  route_keys_kernel<T><<<dim3(unsigned(a.n_max), unsigned(a.Hkv)), kThreads, 0, st>>>(
+      static_cast<T*>(dk), static_cast<const T*>(q), table, a, ds, best);
+  check_launch("route_loss (keys)", __FILE__, __LINE__);
+}
+
 }  // namespace
 
 void route_loss(void* dq, void* dk, const void* q, const void* k, const int32_t* table, float* kl,
@@ -166,34 +179,20 @@ void route_loss(void* dq, void* dk, const void* q, const void* k, const int32_t*
   if (a.D <= 0 || a.D > 256 || a.Hkv <= 0 || a.Hq % a.Hkv != 0 || a.g < 1)
     fail_msg("cuda route_loss: bad shape (Hq " + std::to_string(a.Hq) + ", Hkv " + std::to_string(a.Hkv) + ", D " +
              std::to_string(a.D) + ", g " + std::to_string(a.g) + ")");
-  const int64_t cells = int64_t(a.R) * a.Hq * a.n_max;
-  float* ds = static_cast<float*>(alloc(size_t(cells) * sizeof(float)));
-  int32_t* best = static_cast<int32_t*>(alloc(size_t(cells) * sizeof(int32_t)));
-  float* kl_rows = static_cast<float*>(alloc(size_t(a.R) * a.Hq * sizeof(float)));
   const size_t smem = size_t(a.D + 4 * a.n_max) * sizeof(float);
   if (smem > 200 * 1024)
     fail_msg("cuda route_loss: " + std::to_string(a.n_max) + " candidate chunks need " + std::to_string(smem) +
              " bytes of shared memory; use longer chunks or shorter sequences with route_loss");
+  const int64_t cells = int64_t(a.R) * a.Hq * a.n_max;
+  float* ds = static_cast<float*>(alloc(size_t(cells) * sizeof(float)));
+  int32_t* best = static_cast<int32_t*>(alloc(size_t(cells) * sizeof(int32_t)));
+  float* kl_rows = static_cast<float*>(alloc(size_t(a.R) * a.Hq * sizeof(float)));
   cudaStream_t st = ctx().stream;
-  const dim3 g1(unsigned(a.R), unsigned(a.Hq)), g2(unsigned(a.n_max), unsigned(a.Hkv));
   if (t == dtype::f32) {
-    auto k1 = route_rows_kernel<float>;
-    if (smem > 48 * 1024) cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    k1<<<g1, kThreads, smem, st>>>(static_cast<float*>(dq), static_cast<const float*>(q), static_cast<const float*>(k),
-                                   table, a, ds, best, kl_rows);
-    check_launch("route_loss (rows)", __FILE__, __LINE__);
-    route_keys_kernel<float><<<g2, kThreads, 0, st>>>(static_cast<float*>(dk), static_cast<const float*>(q), table, a,
-                                                      ds, best);
+    launch<float>(dq, dk, q, k, table, a, ds, best, kl_rows, smem, st);
   } else {
-    auto k1 = route_rows_kernel<bf16>;
-    if (smem > 48 * 1024) cudaFuncSetAttribute(k1, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    k1<<<g1, kThreads, smem, st>>>(static_cast<bf16*>(dq), static_cast<const bf16*>(q), static_cast<const bf16*>(k),
-                                   table, a, ds, best, kl_rows);
-    check_launch("route_loss (rows)", __FILE__, __LINE__);
-    route_keys_kernel<bf16><<<g2, kThreads, 0, st>>>(static_cast<bf16*>(dk), static_cast<const bf16*>(q), table, a,
-                                                     ds, best);
+    launch<bf16>(dq, dk, q, k, table, a, ds, best, kl_rows, smem, st);
   }
-  check_launch("route_loss (keys)", __FILE__, __LINE__);
   route_kl_kernel<<<1, 256, 0, st>>>(kl, kl_rows, a.R * a.Hq, 1.0f / float(int64_t(a.R) * a.Hq));
   check_launch("route_loss (kl)", __FILE__, __LINE__);
   release(ds);
