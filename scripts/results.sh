@@ -163,5 +163,18 @@ for mode in unfold suffix-unfold; do
   grep tasks runs/probe-t8-$mode/log.jsonl
 done
 
-# 10. The demo models (models/demo): GSA 8x of stage 9, full of stage 4.
+# 10. The routing loss (docs/results.md, "Routing distillation on the demo model"): stage 9's GSA 8x 800 steps
+#     more at 2k with "route_loss": 1, beside the same steps without it; both at 16x / 8x, then 2k at 128x-16x.
+for g in route2k-gsa8 more2k-gsa8; do
+  OMP_NUM_THREADS=1 $G train --config configs/experiments/$g.json > runs/$g.out 2>&1 &
+done
+wait
+for g in tok2k-gsa8 more2k-gsa8 route2k-gsa8; do
+  $G eval --model runs/$g/final --tasks passkey --lengths 1k,2k,4k --depths 0.1,0.5,0.9 --methods gsa --ratios 16,8 \
+    --samples 20 --ci > runs/ev2/eval-$g-route.md
+done
+$G eval --model runs/route2k-gsa8/final --full-model runs/curric2kb-full/final --tasks passkey --lengths 2k \
+  --depths 0.1,0.5,0.9 --methods gsa,quest --ratios 128,64,32,16 --samples 20 --ci > runs/ev2/eval-route2k-ratios.md
+
+# 11. The demo models (models/demo): GSA 8x of stage 10, full of stage 4.
 scripts/package-demo.sh

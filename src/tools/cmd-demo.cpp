@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include <omp.h>
 
@@ -46,6 +47,7 @@ struct demo_args {
   uint64_t seed = 7;
   device_options dev;
   int64_t gpu_kv_budget = 0;
+  double ratio = 0;  // 0: the demo folder's demo.json "ratio", else the GSA model's own ratio
 };
 
 struct answer {
@@ -81,7 +83,7 @@ std::string one_line(std::string s, size_t max) {
 
 // The prompt layout the trainer uses for generated tasks (tools/cmd-train.cpp): context, "\n\n", question, "\n",
 // then the answer; pieces are encoded separately, as in training.
-// One budget for every sparse method: L / r raw KV tokens per step and KV head, r = the GSA model's ratio.
+// One budget for every sparse method: L / r raw KV tokens per step and KV head (r: --ratio, demo.json or the model).
 int64_t budget_for(infer::method meth, int64_t context_tokens, double ratio) {
   if (meth == infer::method::full || meth == infer::method::gist) return -1;
   return std::max<int64_t>(1, int64_t(double(context_tokens) / ratio));
@@ -176,6 +178,17 @@ int run_demo(const demo_args& a) {
   if (a.length > max_ctx) fail("--length {} is beyond the model's {} positions", a.length, max_ctx);
 
   auto gcfg = gist::gsa_config_from_json(dm.gsa.config.gsa);
+  // The budget ratio: --ratio, else the demo folder's (demo.json: the largest ratio at which its GSA model still
+  // answers, models/demo/README.md), else the model's own c / g.
+  double ratio = a.ratio;
+  if (ratio <= 0 && fs::exists(root / "demo.json")) {
+    std::ifstream f(root / "demo.json");
+    const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+    if (j.is_discarded() || !j.contains("ratio") || !j["ratio"].is_number() || j["ratio"].get<double>() < 1)
+      fail("{}: expected {{\"ratio\": R}} with R >= 1; fix it or pass --ratio", (root / "demo.json").string());
+    ratio = j["ratio"].get<double>();
+  }
+  if (ratio <= 0) ratio = gcfg.ratio();
   fmt::print("gsa demo: {} ({:.1f} M parameters, GSA {}x: {} raw tokens per chunk + {} gist){}{}\n\n",
              gsa_dir.string(), dm.gsa.parameter_count() / 1e6, gcfg.ratio(), gcfg.chunk[0], gcfg.gists_per_chunk,
              dm.has_full ? fmt::format("; baselines on its full-attention twin {}", (root / "full").string())
@@ -200,7 +213,7 @@ int run_demo(const demo_args& a) {
   answer gsa_answer;
   bool have_gsa = false;
   for (auto meth : methods) {
-    answer ans = ask(dm, meth, ctx, question, a.max_tokens, gcfg.ratio());
+    answer ans = ask(dm, meth, ctx, question, a.max_tokens, ratio);
     double sc = eval::score(smp, ans.text);
     fmt::print("{:<10} {:<22} {:>7} {:>10.2f} {:>9.0f} {:>11} {:>11}\n", infer::method_name(meth),
                one_line(ans.text, 22), sc >= 1.0 ? "yes" : "no", ans.ms_per_token, ans.attended,
@@ -208,7 +221,7 @@ int run_demo(const demo_args& a) {
     if (meth == infer::method::gsa) gsa_answer = ans, have_gsa = true;
   }
   fmt::print("(attended = KV tokens per layer and KV head per generated token, gists included; every sparse "
-             "method gets L/{} = {} raw KV tokens)\n\n", gcfg.ratio(), budget_for(infer::method::gsa, int64_t(ctx.size()), gcfg.ratio()));
+             "method gets L/{} = {} raw KV tokens)\n\n", ratio, budget_for(infer::method::gsa, int64_t(ctx.size()), ratio));
 
   // 2. What GSA recalled to produce the first answer token: the chunks chosen most often over layers and heads.
   if (have_gsa) {
@@ -266,7 +279,7 @@ int run_demo(const demo_args& a) {
     auto c2 = dm.tok().encode(s2.context);
     auto q2 = dm.tok().encode("\n\n" + s2.question + "\n");
     for (size_t k = 0; k < methods.size(); k++)
-      correct[k] += eval::score(s2, ask(dm, methods[k], c2, q2, a.max_tokens, gcfg.ratio()).text);
+      correct[k] += eval::score(s2, ask(dm, methods[k], c2, q2, a.max_tokens, ratio).text);
     n++;
   }
   fmt::print("accuracy on {} {} samples of {} tokens (depths 10-90%):\n\n| method |", n, a.task, a.length);
@@ -299,7 +312,7 @@ int run_demo(const demo_args& a) {
       std::vector<int32_t> win(ids.end() - (a.length + predict), ids.end());
       for (auto meth : methods) {
         const llama_model& m = (infer::uses_gists(meth) || !dm.has_full) ? dm.gsa : dm.full;
-        int64_t budget = budget_for(meth, a.length, gcfg.ratio());
+        int64_t budget = budget_for(meth, a.length, ratio);
         infer::nll_result r =
             infer::score_continuation(m, meth, budget, win, a.length, predict, a.gpu_kv_budget);
         double bytes = double(dm.tok().decode(r.scored_ids).size());
@@ -326,6 +339,10 @@ void register_demo(CLI::App& app, command_list& cmds) {
   sub->add_option("--max-tokens", a.max_tokens, "Tokens generated per answer")->capture_default_str();
   sub->add_option("--seed", a.seed, "Seed of the generated samples")->capture_default_str();
   sub->add_option("--haystack", a.haystack, "Filler text folder for niah_* tasks")->capture_default_str();
+  sub->add_option("--ratio", a.ratio,
+                  "Budget L/r raw KV tokens for every sparse method (default: the demo folder's demo.json, else the "
+                  "GSA model's ratio)")
+      ->check(CLI::Range(1.0, 1e9));
   add_device_options(sub, a.dev);
   add_gpu_kv_budget_option(sub, a.gpu_kv_budget);
   cmds.push_back({sub, [] { return run_demo(a); }});
