@@ -165,11 +165,16 @@ done
 
 # 10. The routing loss (docs/results.md, "Routing distillation on the demo model"): stage 9's GSA 8x 800 steps
 #     more at 2k with "route_loss": 1, beside the same steps without it; both at 16x / 8x, then 2k at 128x-16x.
+#     The same pair again with another data order (--seed 99).
 for g in route2k-gsa8 more2k-gsa8; do
   OMP_NUM_THREADS=1 $G train --config configs/experiments/$g.json > runs/$g.out 2>&1 &
 done
 wait
-for g in tok2k-gsa8 more2k-gsa8 route2k-gsa8; do
+for g in route2k-gsa8 more2k-gsa8; do
+  OMP_NUM_THREADS=1 $G train --config configs/experiments/$g.json --seed 99 --out runs/$g-s99 > runs/$g-s99.out 2>&1 &
+done
+wait
+for g in tok2k-gsa8 more2k-gsa8 route2k-gsa8 more2k-gsa8-s99 route2k-gsa8-s99; do
   $G eval --model runs/$g/final --tasks passkey --lengths 1k,2k,4k --depths 0.1,0.5,0.9 --methods gsa --ratios 16,8 \
     --samples 20 --ci > runs/ev2/eval-$g-route.md
 done

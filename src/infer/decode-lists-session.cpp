@@ -35,9 +35,6 @@ std::shared_ptr<const void> session::prepared(std::shared_ptr<const void> p) {
   return p;
 }
 
-// dl_.base_row from dl_.base_pos (the frames are allocated alike in every layer: layer 0's table serves all); only
-// the positions past the common prefix with the last row's list are translated, unless pages moved off the device
-// since (tier host: their rows changed), when every row is translated again. Returns whether they moved.
 namespace {
 
 // rows = the pool rows of positions pos (addr: position -> cache address), translating only those past the common
@@ -55,6 +52,9 @@ int64_t translate_rows(const kv::kv_cache& cache, const std::vector<kv::kv_addr>
 
 }  // namespace
 
+// dl_.base_row from dl_.base_pos (the frames are allocated alike in every layer: layer 0's table serves all); only
+// the positions past the common prefix with the last row's list are translated, unless pages moved off the device
+// since (tier host: their rows changed), when every row is translated again. Returns whether they moved.
 bool session::base_rows() {
   const bool moved = cache_->pages_moved() != dl_moved_;
   dl_moved_ = cache_->pages_moved();

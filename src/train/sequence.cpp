@@ -50,9 +50,12 @@ route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cf
   for (int l : cfg.dense_layers)
     if (l >= 0 && l < n_layers) r.layers[size_t(l)] = 0;
   const int complete = gist::complete_chunk_count(s);
-  std::vector<int32_t> eligible;
-  for (int t = 0; t < s.size(); t++)
-    if (s.level[t] < 0 && gist::candidate_count(s.chunk[t], complete, cfg.local_chunks) >= 2) eligible.push_back(t);
+  std::vector<int32_t> eligible, n_cand(size_t(s.size()), 0);  // (n_cand per stream row)
+  for (int t = 0; t < s.size(); t++) {
+    if (s.level[t] >= 0) continue;
+    n_cand[size_t(t)] = gist::candidate_count(s.chunk[t], complete, cfg.local_chunks);
+    if (n_cand[size_t(t)] >= 2) eligible.push_back(t);
+  }
   const size_t want = size_t(std::max(1, cfg.route_rows));
   std::vector<int32_t> rows;
   if (eligible.size() <= want) {
@@ -70,10 +73,9 @@ route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cf
   }
   int max_cand = 0;
   for (int32_t t : rows) {
-    const int n = gist::candidate_count(s.chunk[t], complete, cfg.local_chunks);
     r.rows.push_back(t);
-    r.n_cand.push_back(n);
-    max_cand = std::max(max_cand, n);
+    r.n_cand.push_back(n_cand[size_t(t)]);
+    max_cand = std::max(max_cand, n_cand[size_t(t)]);
   }
   // Teacher keys: a chunk's raw tokens less the sink (always visible, and attention's usual sink of mass).
   for (int u = 0; u < max_cand; u++) {

@@ -506,9 +506,7 @@ TEST(Trainer, SigkilledAtRandomMomentsAndResumedIsBitExact) {
 // A run that `timeout` or a scheduler stops with SIGTERM (train/stop-signal.h): no periodic checkpoints, so the
 // only one before the end is the one the stop writes, at the step reached.
 train_options sigterm_run(const std::string& data, const std::string& out) {
-  auto o = test::tiny_run(data, out);
-  o.gsa["train_mode"] = "unfold";
-  o.steps = 40;
+  auto o = sigkill_run(data, out);
   o.save_every = 0;
   o.eval_every = 0;
   return o;
