@@ -7,7 +7,7 @@
 #
 # steps (default: all but hf-decode, first-result, serve and multigpu): goldens tests attention train profile torch decode
 # hf-decode first-result serve (carry bundle-data/ too) ncu (NCU_PREFILL: selection kernels in a prefill)
-# decode-layer decode-profile decode-long decode-offload prefill pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
+# decode-layer decode-profile decode-long decode-offload prefill route (ROUTE_SHAPES) pipeline (carry bundle-data/ too) multigpu (2 GPUs: kind nvidia-h200-x2; also carry bundle-data/). The GPU machine has CUDA, PyTorch and
 # transformers but none of our Debian libraries (they travel in bundle/lib) and no network.
 # $OUT gets: device-log.txt (everything printed) and results.tar.gz (JSON of each benchmark, gtest's JSON, the
 # head-dim-64 transformers goldens made there, the first-result training log).
@@ -91,6 +91,19 @@ if has profile; then
       --modes ${PROFILE_MODES:-full,compress,unfold} --chunk "${chunk:-16}" --reps 5 ${PROFILE_ARGS:-} \
       --json >"$RES/profile-$preset-$1.json"
     echo "$preset tokens $1 batch $2: exit $? $(cat $RES/profile-$preset-$1.json)"
+  done
+fi
+
+if has route; then
+  section "the routing distillation's cost: gpu20m training steps with and without route_loss (gsa bench train)"
+  # Run O's GSA branch (H-GSA 8 x 2, flat selection, every gist visible, per-token unfolding) at each CPT length.
+  for cfg in ${ROUTE_SHAPES:-256x4 1024x2 4096x2}; do
+    set -- ${cfg/x/ }
+    for w in 0 1; do
+      timeout 120 "$GSA" bench train --device cuda --preset gpu20m --tokens "$1" --batch "$2" --modes unfold \
+        --chunk 8,2 --gists all --unfold-select flat --route-loss $w --reps 10 --json >"$RES/route-$1-w$w.json"
+      echo "tokens $1 batch $2 route_loss $w: exit $? $(cat $RES/route-$1-w$w.json)"
+    done
   done
 fi
 

@@ -27,21 +27,23 @@ std::vector<int32_t> route_spec::host_table() const {
 void route_spec::check(int T) const {
   const int n = max_cand();
   if (g < 1) fail("route spec: {} gists per chunk", g);
+  if (span < 1) fail("route spec: {} chunks per candidate", span);
   if (n_cand.size() != rows.size()) fail("route spec: {} candidate counts for {} rows", n_cand.size(), rows.size());
-  if (raw_end.size() != size_t(n) || gist_begin.size() != size_t(n))
-    fail("route spec: chunk tables of {} / {} / {} entries", n, raw_end.size(), gist_begin.size());
+  if (raw_begin.size() != size_t(n) * span || raw_end.size() != size_t(n) * span)
+    fail("route spec: chunk tables of {} / {} entries for {} candidates of {} chunks", raw_begin.size(),
+         raw_end.size(), n, span);
   for (int r = 0; r < R(); r++) {
     if (rows[size_t(r)] < 0 || rows[size_t(r)] >= T)
       fail("route spec: row {} of a {}-row sequence", rows[size_t(r)], T);
     if (n_cand[size_t(r)] < 2 || n_cand[size_t(r)] > n)
       fail("route spec: row {} has {} candidates (2 .. {})", rows[size_t(r)], n_cand[size_t(r)], n);
   }
-  for (int u = 0; u < n; u++) {
-    const size_t i = size_t(u);
-    if (raw_begin[i] < 0 || raw_end[i] < raw_begin[i] || raw_end[i] > T || gist_begin[i] < 0 || gist_begin[i] + g > T)
-      fail("route spec: chunk {} has raw keys [{}, {}) and gists at {} in a {}-row sequence", u, raw_begin[i],
-           raw_end[i], gist_begin[i], T);
-  }
+  for (size_t i = 0; i < raw_begin.size(); i++)
+    if (raw_begin[i] < 0 || raw_end[i] < raw_begin[i] || raw_end[i] > T)
+      fail("route spec: chunk {} has raw keys [{}, {}) in a {}-row sequence", i, raw_begin[i], raw_end[i], T);
+  for (int u = 0; u < n; u++)
+    if (gist_begin[size_t(u)] < 0 || gist_begin[size_t(u)] + g > T)
+      fail("route spec: candidate {} has its gists at {} in a {}-row sequence", u, gist_begin[size_t(u)], T);
 }
 
 void route_loss_host(float* dq, float* dk, float* kl, const float* q, const float* k, int T, int Hq, int Hkv, int D,
@@ -69,10 +71,12 @@ void route_loss_host(float* dq, float* dk, float* kl, const float* q, const floa
       for (int u = 0; u < n; u++) {
         m[size_t(u)] = -INFINITY;
         z[size_t(u)] = 0;
-        for (int i = s.raw_begin[size_t(u)]; i < s.raw_end[size_t(u)]; i++)
-          m[size_t(u)] = std::max(m[size_t(u)], scale * dot(qh, key(i)));
-        for (int i = s.raw_begin[size_t(u)]; i < s.raw_end[size_t(u)]; i++)
-          z[size_t(u)] += std::exp(scale * dot(qh, key(i)) - m[size_t(u)]);
+        for (size_t c = size_t(u) * s.span; c < size_t(u + 1) * s.span; c++)
+          for (int i = s.raw_begin[c]; i < s.raw_end[c]; i++)
+            m[size_t(u)] = std::max(m[size_t(u)], scale * dot(qh, key(i)));
+        for (size_t c = size_t(u) * s.span; c < size_t(u + 1) * s.span; c++)
+          for (int i = s.raw_begin[c]; i < s.raw_end[c]; i++)
+            z[size_t(u)] += std::exp(scale * dot(qh, key(i)) - m[size_t(u)]);
         lse_m = std::max(lse_m, m[size_t(u)]);
       }
       double total = 0;

@@ -9,7 +9,9 @@
 //   loss      KL(p || softmax(s)) = sum_u p_u (log p_u - log softmax(s)_u)   (p_u = 0 terms: 0)
 // The teacher is not differentiated; with ds_u = grad_scale (softmax(s)_u - p_u):
 //   dq_t,h += scale sum_u ds_u k_(gist(u) + j*_u),hk        dk_(gist(u) + j*_u),hk += scale sum ds_u q_t,h
-// over every row and head that scores chunk u. route_loss adds to dq, dk (a layer's rotated projections'
+// over every row and head that scores chunk u. A candidate may span several consecutive level-0 chunks (span: a
+// level-l unit of a hierarchy, whose gists the top-down walk scores): its teacher keys are those chunks' raw keys,
+// its student the unit's own g gists. route_loss adds to dq, dk (a layer's rotated projections'
 // gradients, after the attention backward) and adds the layer's mean KL over the R x Hq (row, head) pairs into
 // loss[layer] (f32 on the backend's device).
 #pragma once
@@ -21,10 +23,13 @@
 namespace gsa {
 
 struct route_spec {
-  int g = 1;                            // gists per chunk
+  int g = 1;                            // gists per candidate
+  int span = 1;                         // level-0 chunks per candidate (a level-l unit: gist::chunks_per_unit)
+  int level = 0;                        // the hierarchy level whose gists are the student (for the log)
   std::vector<int32_t> rows;            // the R stream rows that distil, ascending
-  std::vector<int32_t> n_cand;          // per row: its candidates are chunks 0 .. n_cand - 1 (>= 2)
-  std::vector<int32_t> raw_begin, raw_end, gist_begin;  // per chunk < max_cand(): teacher keys, first gist row
+  std::vector<int32_t> n_cand;          // per row: its candidates are 0 .. n_cand - 1 (>= 2)
+  // Per level-0 chunk < max_cand() span: the teacher's keys [raw_begin, raw_end); per candidate: its first gist row.
+  std::vector<int32_t> raw_begin, raw_end, gist_begin;
   std::vector<uint8_t> layers;          // per layer: 1 where the layer selects (and so distils)
   float weight = 0;                     // gist::gsa_config::route_loss
   // On the model's device (backend::route_prepare): rows, n_cand, raw_begin, raw_end, gist_begin as one i32
@@ -32,14 +37,14 @@ struct route_spec {
   Tensor table, kl;
 
   int R() const { return int(rows.size()); }
-  int max_cand() const { return int(raw_begin.size()); }
+  int max_cand() const { return int(gist_begin.size()); }
   int layers_on() const;
   // The table's layout: offsets of the five arrays.
   int64_t off_rows() const { return 0; }
   int64_t off_n_cand() const { return R(); }
   int64_t off_raw_begin() const { return 2 * int64_t(R()); }
-  int64_t off_raw_end() const { return off_raw_begin() + max_cand(); }
-  int64_t off_gist_begin() const { return off_raw_end() + max_cand(); }
+  int64_t off_raw_end() const { return off_raw_begin() + int64_t(max_cand()) * span; }
+  int64_t off_gist_begin() const { return off_raw_end() + int64_t(max_cand()) * span; }
   std::vector<int32_t> host_table() const;
   // Checks the spec against a sequence of T rows (gsa::error naming what is wrong).
   void check(int T) const;

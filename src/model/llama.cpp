@@ -431,10 +431,12 @@ void backward(const llama_model& m, const forward_state& st, llama_weights& g, f
   Tensor d_act = be.alloc({T, d.I}, at), d_gate = be.alloc({T, d.I}, at), d_up = be.alloc({T, d.I}, at);
   Tensor d_attn = be.alloc({T, d.Hq * d.D}, at), dq = be.alloc({T, d.Hq, d.D}, at);
   Tensor dk = be.alloc({T, d.Hkv, d.D}, at), dv = be.alloc({T, d.Hkv, d.D}, at);
-  // The routing loss: route->weight times its mean over layers, rows and query heads.
-  const bool route = st.route && st.route->R() > 0 && st.route->layers_on() > 0 && st.route->weight > 0;
-  const float route_scale =
-      route ? loss_scale * st.route->weight / (float(st.route->layers_on()) * float(st.route->R()) * float(d.Hq)) : 0;
+  // The routing loss: per spec (level) its weight times its mean over layers, rows and query heads.
+  std::vector<float> route_scale;
+  for (const route_spec& r : st.route)
+    route_scale.push_back(r.R() > 0 && r.layers_on() > 0 && r.weight > 0
+                              ? loss_scale * r.weight / (float(r.layers_on()) * float(r.R()) * float(d.Hq))
+                              : 0.0f);
   for (int l = d.L - 1; l >= 0; l--) {
     const layer_weights& lw = m.w.layers[l];
     layer_weights& gl = g.layers[l];
@@ -460,7 +462,9 @@ void backward(const llama_model& m, const forward_state& st, llama_weights& g, f
     const double t0 = prof ? profile_now(be) : 0;
     be.attention_backward(dq, dk, dv, d_attn, a.q, a.k, a.v, a.attn, a.lse, a.plan, a.prepared.get(), 0);
     if (prof) train_attention_profile().bwd_ms += profile_now(be) - t0;
-    if (route && st.route->layers[size_t(l)]) be.route_loss(dq, dk, a.q, a.k, *st.route, l, route_scale);
+    for (size_t i = 0; i < st.route.size(); i++)
+      if (route_scale[i] > 0 && st.route[i].layers[size_t(l)])
+        be.route_loss(dq, dk, a.q, a.k, st.route[i], l, route_scale[i]);
     be.rope_backward(dq, st.pos_dev, inv_freq);
     be.rope_backward(dk, st.pos_dev, inv_freq);
     be.zero(dh);

@@ -149,10 +149,11 @@ struct forward_state {
   Tensor rstd_final, lse;  // (T), (T)
   double loss_sum = 0;
   int64_t n_valid = 0;
-  // Routing distillation (backend/route-loss.h), set by the caller (train/sequence.h) and prepared on the model's
-  // backend: backward() adds its gradients in the layers it names, weighted by route->weight, and its per-layer
-  // mean KL into route->kl. Null: off.
-  std::shared_ptr<route_spec> route;
+  // Routing distillation (backend/route-loss.h), one spec per distilled level, set by the caller
+  // (train/sequence.h) and prepared on the model's backend: backward() adds each one's gradients in the layers it
+  // names, weighted by its weight, and its per-layer mean KL into its kl (so mutable: backward() reads the state
+  // const, and the KL is its one output here). Empty: off.
+  mutable std::vector<route_spec> route;
   double loss() const { return n_valid ? loss_sum / double(n_valid) : 0.0; }
   std::vector<std::pair<std::string, Tensor>> named() const;  // "layers.3.q", "final.h", ... for dumps
 };

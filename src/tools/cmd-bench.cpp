@@ -21,6 +21,7 @@
 #include "model/presets.h"
 #include "train/optimizer.h"
 #include "train/progress.h"
+#include "train/sequence.h"
 #include "tools/commands.h"
 
 namespace gsa::tools {
@@ -167,7 +168,8 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
       "train", "Training-step tokens/s (forward, backward, AdamW) of a preset model per mode, on the CPU or GPU");
   static std::string preset = "mini", modes = "full,compress,unfold", device_name = "cpu", precision = "bf16";
   static std::string train_chunks = "16", gists = "selected", unfold_select = "walk";
-  static int tokens = 2048, reps = 3, batch = 1;
+  static int tokens = 2048, reps = 3, batch = 1, route_rows = 256;
+  static float route_loss = 0;
   static bool json = false;
   sub->add_option("--preset", preset, "Model preset (random weights)")->capture_default_str();
   sub->add_option("--tokens", tokens, "Raw tokens per sequence")->capture_default_str();
@@ -181,6 +183,13 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
       ->capture_default_str();
   sub->add_option("--unfold-select", unfold_select, "walk or flat: how a hierarchy selects (gsa.unfold_select)")
       ->check(CLI::IsMember({"walk", "flat"}))
+      ->capture_default_str();
+  sub->add_option("--route-loss", route_loss,
+                  "GSA modes: the routing distillation's weight (gsa.route_loss; 0: off), to time its cost")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--route-rows", route_rows, "Rows the routing distillation takes per sequence (gsa.route_rows)")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--reps", reps, "Timed steps (median reported, after one warm-up step)")->capture_default_str();
   sub->add_option("--device", device_name, "cpu or cuda")->capture_default_str();
@@ -205,6 +214,8 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                     cfg.select_per_token = true;
                     cfg.gists_all = gists == "all";
                     cfg.unfold_walk = unfold_select == "walk";
+                    cfg.route_loss = route_loss;
+                    cfg.route_rows = route_rows;
                     cfg.validate();
                     rng r(2);
                     std::vector<int32_t> raw(static_cast<size_t>(tokens));
@@ -231,6 +242,8 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                           if (i + 1 < raw.size()) tg[i] = raw[i + 1];
                         }
                       }
+                      train_sequence seq;  // the routing distillation's rows come from the stream
+                      if (!full && route_loss > 0) seq.s = s;
                       train_attention_profile() = {};
                       profile_take();
                       int runs = 0;
@@ -240,6 +253,11 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                         for (int b = 0; b < batch; b++) {
                           plan_provider p = make_gsa_plans(m, cfg, s, tm, s.size() - s.size() / 8);
                           forward_state st;
+                          if (!full && route_loss > 0) {  // per sequence, as forward_sequence prepares them
+                            st.route = make_route_specs(seq, cfg, int(m.config.num_hidden_layers));
+                            for (route_spec& rs : st.route)
+                              m.ops().route_prepare(rs, int(m.config.num_hidden_layers));
+                          }
                           forward(m, st, ids, pos, tg, full ? nullptr : &p);
                           backward(m, st, g, 1.0f / float(batch));
                         }
@@ -250,7 +268,8 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                       const double mfu = tps * flops_tok / k_peak_bf16_flops;
                       records.push_back({{"mode", mode}, {"tokens", tokens}, {"batch", batch}, {"ms", ms},
                                          {"tokens_per_s", tps}, {"mfu", mfu}, {"device", be.describe()},
-                                         {"peak_mib", double(be.peak_bytes()) / 1048576.0}});
+                                         {"peak_mib", double(be.peak_bytes()) / 1048576.0},
+                                         {"route_loss", full ? 0.0f : route_loss}});
                       if (!json) fmt::print("{:>14} {:>10.1f} {:>12.0f} {:>6.1f}%\n", mode, ms, tps, 100 * mfu);
                       if (attention_profile_on() && runs > 0) {  // per step, every layer and sequence
                         const attention_profile& ap = train_attention_profile();

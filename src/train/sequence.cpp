@@ -41,10 +41,16 @@ train_sequence make_sequence(const train_sample& x, const gist::gsa_config* cfg,
   return q;
 }
 
-route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers) {
+namespace {
+
+// One level's spec: candidates are the level's whole units [0, n_cand_0 / P) (P level-0 chunks each), as the
+// top-down walk scores them (gist::select_block); level 0 is the flat rule's chunks.
+route_spec level_route_spec(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers, int level) {
   const gist::stream& s = seq.s;
   route_spec r;
   r.g = cfg.gists_per_chunk;
+  r.level = level;
+  r.span = gist::chunks_per_unit(cfg, level);
   r.weight = cfg.route_loss;
   r.layers.assign(size_t(std::max(0, n_layers)), 1);
   for (int l : cfg.dense_layers)
@@ -53,7 +59,7 @@ route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cf
   std::vector<int32_t> eligible, n_cand(size_t(s.size()), 0);  // (n_cand per stream row)
   for (int t = 0; t < s.size(); t++) {
     if (s.level[t] >= 0) continue;
-    n_cand[size_t(t)] = gist::candidate_count(s.chunk[t], complete, cfg.local_chunks);
+    n_cand[size_t(t)] = gist::candidate_count(s.chunk[t], complete, cfg.local_chunks) / r.span;
     if (n_cand[size_t(t)] >= 2) eligible.push_back(t);
   }
   const size_t want = size_t(std::max(1, cfg.route_rows));
@@ -77,25 +83,45 @@ route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cf
     r.n_cand.push_back(n_cand[size_t(t)]);
     max_cand = std::max(max_cand, n_cand[size_t(t)]);
   }
-  // Teacher keys: a chunk's raw tokens less the sink (always visible, and attention's usual sink of mass).
-  for (int u = 0; u < max_cand; u++) {
-    int b = s.chunk_raw_begin[size_t(u)];
-    const int e = s.chunk_raw_end[size_t(u)];
+  // Teacher keys: the raw tokens of each candidate's chunks less the sink (always visible, and attention's usual
+  // sink of mass).
+  for (int c = 0; c < max_cand * r.span; c++) {
+    int b = s.chunk_raw_begin[size_t(c)];
+    const int e = s.chunk_raw_end[size_t(c)];
     while (b < e && s.raw_index[size_t(b)] < cfg.sink) b++;
     r.raw_begin.push_back(b);
     r.raw_end.push_back(e);
-    r.gist_begin.push_back(s.chunk_gist_begin[size_t(u)]);
   }
+  for (int u = 0; u < max_cand; u++) r.gist_begin.push_back(gist::unit_gist_position(s, cfg, level, u));
   return r;
+}
+
+}  // namespace
+
+std::vector<route_spec> make_route_specs(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers) {
+  std::vector<route_spec> out;
+  const int levels = gist::walks(cfg) ? cfg.levels() : 1;
+  for (int l = 0; l < levels; l++) {
+    route_spec r = level_route_spec(seq, cfg, n_layers, l);
+    if (r.R() > 0) out.push_back(std::move(r));
+  }
+  return out;
 }
 
 void forward_sequence(const llama_model& m, forward_state& st, const train_sequence& seq,
                       const gist::gsa_config* cfg, Tensor* route_kl) {
   if (!cfg) return forward(m, st, seq.ids, seq.pos, seq.targets, nullptr);
   if (cfg->route_loss > 0) {
-    st.route = std::make_shared<route_spec>(make_route_spec(seq, *cfg, int(m.config.num_hidden_layers)));
-    if (route_kl) st.route->kl = *route_kl;
-    m.ops().route_prepare(*st.route, int(m.config.num_hidden_layers));
+    const int L = int(m.config.num_hidden_layers);
+    st.route = make_route_specs(seq, *cfg, L);
+    for (route_spec& r : st.route) {
+      if (route_kl) {
+        GSA_ASSERT(route_kl->dim(0) > r.level, "a route KL accumulator of {} levels for level {}", route_kl->dim(0),
+                   r.level);
+        r.kl = route_kl->slice_rows(r.level, r.level + 1).view({route_kl->dim(1)});
+      }
+      m.ops().route_prepare(r, L);
+    }
   }
   plan_provider plans = make_gsa_plans(m, *cfg, seq.s, cfg->mode, seq.ctx_end);
   forward(m, st, seq.ids, seq.pos, seq.targets, &plans);

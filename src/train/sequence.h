@@ -23,15 +23,18 @@ struct train_sequence {
 // suffix_tokens raw tokens unfold.
 train_sequence make_sequence(const train_sample& x, const gist::gsa_config* cfg, int suffix_tokens);
 
-// The routing distillation's rows for a sequence (backend/route-loss.h, cfg.route_loss): raw rows with at least
-// two candidate chunks (gist::candidate_count), at most cfg.route_rows of them: the first answer rows (up to a
-// quarter, where the sequence has an answer), then rows evenly spaced over the rest; every layer outside
-// cfg.dense_layers distils. Deterministic (a resumed run replays it). No eligible row: R() == 0.
-route_spec make_route_spec(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers);
+// The routing distillation's specs for a sequence (backend/route-loss.h, cfg.route_loss): one per level the run's
+// selection scores: level 0 (chunks), and with the top-down walk (gist::walks) every higher level too (its whole
+// units, the candidates the walk scores; a level without an eligible row is left out). Each takes raw rows with at
+// least two candidates at its level (gist::candidate_count / the unit's chunks), at most cfg.route_rows of them:
+// the first answer rows (up to a quarter, where the sequence has an answer), then rows evenly spaced over the
+// rest; every layer outside cfg.dense_layers distils. Deterministic (a resumed run replays it).
+std::vector<route_spec> make_route_specs(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers);
 
 // Forward with the run's attention (plans built from seq.s and cfg; nullptr = causal), and with cfg->route_loss
-// > 0 the routing spec prepared on the model's backend in st.route (backward adds the loss; its per-layer KL into
-// route_kl when given, an f32 (layers) accumulator on the model's device, so a step reads it once).
+// > 0 the routing specs prepared on the model's backend in st.route (backward adds the loss; level l's per-layer
+// KL into row l of route_kl when given, an f32 (levels, layers) accumulator on the model's device, so a step reads
+// it once).
 void forward_sequence(const llama_model& m, forward_state& st, const train_sequence& seq,
                       const gist::gsa_config* cfg, Tensor* route_kl = nullptr);
 

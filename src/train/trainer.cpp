@@ -14,6 +14,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "dist/shard.h"
+#include "gist/select.h"
 #include "io/atomic-file.h"
 #include "train/checkpoint.h"
 #include "train/data-parallel.h"
@@ -381,11 +382,12 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     if (root) log.plot(plot_path, title);
   };
   int nan_streak = 0;
-  // The routing distillation's per-layer KL, summed over a step's sequences on the device.
+  // The routing distillation's per-level, per-layer KL, summed over a step's sequences on the device.
   const bool route_on = r.cfg() && r.cfg()->route_loss > 0;
   const int64_t n_layers = std::max<int64_t>(1, r.model().config.num_hidden_layers);
-  Tensor route_kl_dev = route_on ? r.model().ops().alloc({n_layers}, dtype::f32) : Tensor();
-  int route_layers = 0;
+  const int64_t route_levels = route_on && gist::walks(*r.cfg()) ? r.cfg()->levels() : 1;
+  Tensor route_kl_dev = route_on ? r.model().ops().alloc({route_levels, n_layers}, dtype::f32) : Tensor();
+  std::vector<int> route_layers(size_t(route_levels), 0);  // per level: distilling layers (0: no row this step)
   while (step < o.steps) {
     if (hooks.stop_after_steps >= 0 && step >= hooks.stop_after_steps) {
       bar.finish();
@@ -395,7 +397,10 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
     const float lr = cosine_lr(step, o.warmup, o.steps, float(o.lr), float(o.min_lr_ratio));
     zero_grads(grads, r.model().ops());
     double loss = 0;
-    if (route_on) r.model().ops().zero(route_kl_dev);
+    if (route_on) {
+      r.model().ops().zero(route_kl_dev);
+      std::fill(route_layers.begin(), route_layers.end(), 0);
+    }
     if (gsync) gsync->begin_step();
     for (int64_t a = 0; a < o.grad_accum; a++) {
       // Every rank draws every sample (the data order, and so a checkpoint, does not depend on the GPU count)
@@ -410,7 +415,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
       if (overlap) gsync->set_target(grads);
       if (st.n_valid > 0) backward(r.model(), st, grads, 1.0f / float(o.grad_accum), overlap ? &on_layer : nullptr);
       loss += st.loss() / double(o.grad_accum);
-      if (st.route) route_layers = st.route->layers_on();
+      for (const route_spec& rs : st.route) route_layers[size_t(rs.level)] = rs.layers_on();
     }
     if (gsync) gsync->finish(grads);
     if (comm) loss = comm->sum_host(loss);  // the global batch's loss, the same on every rank
@@ -444,11 +449,15 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
         rec["gpu_mib"] = double(r.model().ops().peak_bytes()) / 1048576.0;  // rank 0's
       }
       if (comm) rec["gpus"] = world;
-      if (route_on && route_layers > 0) {  // this rank's mean KL of the routing distillation (read once here)
+      if (route_on) {  // this rank's mean KL of the routing distillation per level (read once here)
         const Tensor kl = route_kl_dev.host(dtype::f32);
-        double sum = 0;
-        for (int64_t l = 0; l < kl.numel(); l++) sum += kl.f32()[l];
-        rec["route_kl"] = sum / route_layers / double(o.grad_accum);
+        for (int64_t lv = 0; lv < route_levels; lv++) {
+          if (route_layers[size_t(lv)] == 0) continue;
+          double sum = 0;
+          for (int64_t l = 0; l < n_layers; l++) sum += kl.f32()[lv * n_layers + l];
+          rec[lv == 0 ? std::string("route_kl") : fmt::format("route_kl_l{}", lv)] =
+              sum / route_layers[size_t(lv)] / double(o.grad_accum);
+        }
       }
       record(rec);
     }

@@ -19,7 +19,7 @@ namespace {
 struct layout {
   int c = 4, g = 2, chunks = 7, Hq = 4, Hkv = 2, D = 8;
   int T() const { return chunks * (c + g); }
-  route_spec spec(int sink) const { return test::synthetic_route_spec(c, g, chunks, sink, 2); }
+  route_spec spec(int sink, int span = 1) const { return test::synthetic_route_spec(c, g, chunks, sink, 2, span); }
 };
 
 std::vector<float> randn(size_t n, rng& r, float sd) {
@@ -52,10 +52,17 @@ reference construct(const layout& L, const route_spec& s, const std::vector<floa
       std::vector<double> mass(n, 0.0), sc(n);
       std::vector<int> best(n, 0);
       double z = 0;
+      // Candidate u's teacher keys: the raw keys of its span chunks.
+      auto keys = [&](int u) {
+        std::vector<int> out;
+        for (int c = u * s.span; c < (u + 1) * s.span; c++)
+          for (int i = s.raw_begin[size_t(c)]; i < s.raw_end[size_t(c)]; i++) out.push_back(i);
+        return out;
+      };
       for (int u = 0; u < n; u++)
-        for (int i = s.raw_begin[size_t(u)]; i < s.raw_end[size_t(u)]; i++) z += std::exp(qk(t, h, i));
+        for (int i : keys(u)) z += std::exp(qk(t, h, i));
       for (int u = 0; u < n; u++) {
-        for (int i = s.raw_begin[size_t(u)]; i < s.raw_end[size_t(u)]; i++) mass[u] += std::exp(qk(t, h, i)) / z;
+        for (int i : keys(u)) mass[u] += std::exp(qk(t, h, i)) / z;
         sc[u] = -1e300;
         for (int j = 0; j < s.g; j++)
           if (qk(t, h, s.gist_begin[size_t(u)] + j) > sc[u]) sc[u] = qk(t, h, s.gist_begin[size_t(u)] + j), best[u] = j;
@@ -79,33 +86,35 @@ reference construct(const layout& L, const route_spec& s, const std::vector<floa
 }
 
 TEST(RouteLoss, EqualsAConstructionInDouble) {
-  for (int sink : {0, 3}) {
-    SCOPED_TRACE("sink " + std::to_string(sink));
-    layout L;
-    const route_spec s = L.spec(sink);
-    rng r(7 + sink);
-    const std::vector<float> q = randn(size_t(L.T()) * L.Hq * L.D, r, 1.0f);
-    const std::vector<float> k = randn(size_t(L.T()) * L.Hkv * L.D, r, 1.0f);
-    std::vector<float> dq(q.size(), 0.25f), dk(k.size(), -0.5f);  // accumulates onto what is there
-    float kl = 1.0f;
-    route_loss_host(dq.data(), dk.data(), &kl, q.data(), k.data(), L.T(), L.Hq, L.Hkv, L.D, s, 2.0f);
-    const reference ref = construct(L, s, q, k);
-    EXPECT_GT(ref.kl, 0.01);
-    EXPECT_NEAR(kl - 1.0f, ref.kl, 1e-5 * (1 + ref.kl));
-    double worst_q = 0, worst_k = 0, max_q = 0, max_k = 0;
-    for (size_t i = 0; i < q.size(); i++) {
-      worst_q = std::max(worst_q, std::fabs(dq[i] - 0.25 - 2.0 * ref.dq[i]));
-      max_q = std::max(max_q, std::fabs(2.0 * ref.dq[i]));
+  for (int span : {1, 2})
+    for (int sink : {0, 3}) {
+      SCOPED_TRACE("sink " + std::to_string(sink) + " span " + std::to_string(span));
+      layout L;
+      const route_spec s = L.spec(sink, span);
+      ASSERT_GT(s.R(), 0);
+      rng r(7 + sink + 10 * span);
+      const std::vector<float> q = randn(size_t(L.T()) * L.Hq * L.D, r, 1.0f);
+      const std::vector<float> k = randn(size_t(L.T()) * L.Hkv * L.D, r, 1.0f);
+      std::vector<float> dq(q.size(), 0.25f), dk(k.size(), -0.5f);  // accumulates onto what is there
+      float kl = 1.0f;
+      route_loss_host(dq.data(), dk.data(), &kl, q.data(), k.data(), L.T(), L.Hq, L.Hkv, L.D, s, 2.0f);
+      const reference ref = construct(L, s, q, k);
+      EXPECT_GT(ref.kl, 0.01);
+      EXPECT_NEAR(kl - 1.0f, ref.kl, 1e-5 * (1 + ref.kl));
+      double worst_q = 0, worst_k = 0, max_q = 0, max_k = 0;
+      for (size_t i = 0; i < q.size(); i++) {
+        worst_q = std::max(worst_q, std::fabs(dq[i] - 0.25 - 2.0 * ref.dq[i]));
+        max_q = std::max(max_q, std::fabs(2.0 * ref.dq[i]));
+      }
+      for (size_t i = 0; i < k.size(); i++) {
+        worst_k = std::max(worst_k, std::fabs(dk[i] + 0.5 - 2.0 * ref.dk[i]));
+        max_k = std::max(max_k, std::fabs(2.0 * ref.dk[i]));
+      }
+      EXPECT_GT(max_q, 1e-3);
+      EXPECT_GT(max_k, 1e-3);
+      EXPECT_LT(worst_q, 1e-5 * max_q);
+      EXPECT_LT(worst_k, 1e-5 * max_k);
     }
-    for (size_t i = 0; i < k.size(); i++) {
-      worst_k = std::max(worst_k, std::fabs(dk[i] + 0.5 - 2.0 * ref.dk[i]));
-      max_k = std::max(max_k, std::fabs(2.0 * ref.dk[i]));
-    }
-    EXPECT_GT(max_q, 1e-3);
-    EXPECT_GT(max_k, 1e-3);
-    EXPECT_LT(worst_q, 1e-5 * max_q);
-    EXPECT_LT(worst_k, 1e-5 * max_k);
-  }
 }
 
 // The teacher is a target, not a path for gradients: the raw keys get none; the gist keys get exactly the
@@ -188,6 +197,12 @@ TEST(RouteLoss, BadSpecsAreRefused) {
   route_spec d = L.spec(0);
   d.raw_end.pop_back();
   EXPECT_THROW(run(d), error);
+  route_spec e = L.spec(0, 2);  // units of two chunks: a chunk table entry per chunk, not per unit
+  ASSERT_GT(e.R(), 0);
+  run(e);
+  e.raw_begin.resize(size_t(e.max_cand()));
+  e.raw_end.resize(size_t(e.max_cand()));
+  EXPECT_THROW(run(e), error);
 }
 
 }  // namespace

@@ -437,12 +437,13 @@ class cuda_impl final : public backend {
     a.R = spec.R();
     a.n_max = spec.max_cand();
     a.g = spec.g;
+    a.span = spec.span;
     a.Hq = int(q.dim(1));
     a.Hkv = int(k.dim(1));
     a.D = int(q.dim(2));
     a.scale = 1.0f / std::sqrt(float(a.D));
     a.grad_scale = grad_scale;
-    cuda::route_loss(dq.raw(), dk.raw(), q.raw(), k.raw(), static_cast<const int32_t*>(spec.table.raw()),
+    cuda::route_loss(dq.raw(), dk.raw(), q.raw(), k.raw(), T, static_cast<const int32_t*>(spec.table.raw()),
                      static_cast<float*>(spec.kl.raw()) + layer, a, act_);
   }
 

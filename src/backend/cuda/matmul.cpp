@@ -166,12 +166,13 @@ void gemm(const gemm_call& g, const char* what) {
 }  // namespace
 
 void gemm_xwT(void* y, dtype y_type, const void* x, const void* w, dtype a_type, int M, int K, int N, float beta,
-              const void* bias) {
-  // y^T (N, M) = op(w) (N, K) @ x^T (K, M); w stored column-major as (K, N), x as (K, M).
+              const void* bias, int64_t ldw) {
+  // y^T (N, M) = op(w) (N, K) @ x^T (K, M); w stored column-major as (K, N) with ld ldw, x as (K, M).
+  GSA_ASSERT(ldw == 0 || ldw >= K, "gemm_xwT: row stride {} of w below K {}", ldw, K);
   gemm_call g;
   g.trans_a = true;
   g.m = N, g.n = M, g.k = K;
-  g.a = w, g.lda = K;
+  g.a = w, g.lda = ldw > 0 ? ldw : K;
   g.b = x, g.ldb = K;
   g.ab_type = a_type;
   g.d = y, g.ldd = N, g.d_type = y_type;

@@ -31,9 +31,10 @@ class scratch {
 // type of both inputs (f32 or bf16); the output type is f32 or a_type. beta = 0 overwrites, 1 accumulates.
 // Shapes with a zero dimension are no-ops (the caller handles K == 0 where it means something).
 //
-// y (M, N) = x (M, K) @ w (N, K)^T  [+ beta * y] [+ bias (N), same type as y, beta must be 0 then]
+// y (M, N) = x (M, K) @ w (N, K)^T  [+ beta * y] [+ bias (N), same type as y, beta must be 0 then]; ldw: the row
+// stride of w in elements (0: K), e.g. one head's keys out of a (T, H, D) tensor.
 void gemm_xwT(void* y, dtype y_type, const void* x, const void* w, dtype a_type, int M, int K, int N, float beta,
-              const void* bias = nullptr);
+              const void* bias = nullptr, int64_t ldw = 0);
 // dx (M, K) = dy (M, N) @ w (N, K)  [+ beta * dx]
 void gemm_dyw(void* dx, dtype dx_type, const void* dy, const void* w, dtype a_type, int M, int K, int N,
               float beta);
