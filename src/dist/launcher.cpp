@@ -1,6 +1,7 @@
 #include "dist/launcher.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +35,36 @@ int exit_code_of(int status) {
   return 1;
 }
 
+// Stop requests to the launcher while its ranks run: counted here, forwarded by the wait loop.
+volatile sig_atomic_t g_stop_sig = 0, g_stop_count = 0;
+void on_stop(int sig) {
+  g_stop_sig = sig;
+  g_stop_count = g_stop_count + 1;
+}
+
+// SIGTERM and SIGINT handled by on_stop for the life of the object, the previous handlers restored after.
+class stop_forwarding {
+ public:
+  stop_forwarding() {
+    g_stop_sig = 0;
+    g_stop_count = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+    ::sigaction(SIGINT, &sa, &old_int_);
+  }
+  ~stop_forwarding() {
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+    ::sigaction(SIGINT, &old_int_, nullptr);
+  }
+  stop_forwarding(const stop_forwarding&) = delete;
+  stop_forwarding& operator=(const stop_forwarding&) = delete;
+
+ private:
+  struct sigaction old_term_ {}, old_int_ {};
+};
+
 }  // namespace
 
 std::vector<std::string> self_command_line() {
@@ -63,6 +94,8 @@ launch_result launch_local(const std::vector<std::string>& argv, int n, const st
     if (!ours) base.push_back(s);
   }
   for (auto& e : extra_env) base.push_back(e);
+  stop_forwarding forward;
+  const pid_t launcher = ::getpid();
   std::vector<pid_t> pids(size_t(n), -1);
   auto stop_all = [&](int sig) {
     for (pid_t p : pids)
@@ -85,6 +118,17 @@ launch_result launch_local(const std::vector<std::string>& argv, int n, const st
       fail("cannot start rank {}: fork: {}", r, std::strerror(errno));
     }
     if (pid == 0) {
+      // Each rank in a process group of its own, so a terminal's Ctrl-C reaches the launcher only, which forwards
+      // it once (a rank that got it twice would end at once instead of saving its step); and a rank never
+      // outlives the launcher: if it dies, the rank is asked to stop as by SIGTERM.
+      ::setpgid(0, 0);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != launcher) ::_exit(128 + SIGTERM);  // the launcher died before prctl
+      struct sigaction dfl {};
+      dfl.sa_handler = SIG_DFL;
+      sigemptyset(&dfl.sa_mask);
+      ::sigaction(SIGTERM, &dfl, nullptr);
+      ::sigaction(SIGINT, &dfl, nullptr);
       ::execve(cargv[0], cargv.data(), cenv.data());
       ::_exit(127);  // exec failed: reported as status 127
     }
@@ -94,7 +138,15 @@ launch_result launch_local(const std::vector<std::string>& argv, int n, const st
   int running = n;
   auto stopping_since = std::chrono::steady_clock::time_point{};
   bool killed = false;
+  int forwarded = 0;  // stop requests passed on to the ranks
   while (running > 0) {
+    // A stop request (SIGTERM / SIGINT to the launcher): passed on to every rank still running, once per request,
+    // so the group saves the step it reached and ends as one process would (a second request ends it at once).
+    while (forwarded < g_stop_count) {
+      forwarded++;
+      res.stopped_by = int(g_stop_sig);
+      stop_all(res.stopped_by);
+    }
     int status = 0;
     const pid_t p = ::waitpid(-1, &status, WNOHANG);
     if (p < 0 && errno == EINTR) continue;
@@ -115,6 +167,8 @@ launch_result launch_local(const std::vector<std::string>& argv, int n, const st
     pids[size_t(rank)] = -1;
     running--;
     if ((WIFEXITED(status) && WEXITSTATUS(status) == 0) || res.failed_rank >= 0) continue;
+    // A rank that ended because of a forwarded stop (128 + the signal, or killed by it) has not failed.
+    if (res.stopped_by != 0 && exit_code_of(status) == 128 + res.stopped_by) continue;
     res.failed_rank = rank;
     res.exit_code = exit_code_of(status);
     res.what = describe_status(rank, status);

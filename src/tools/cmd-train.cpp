@@ -81,6 +81,11 @@ void register_train(CLI::App& app, command_list& cmds) {
                       if (lr.failed_rank >= 0)
                         fail("--gpus {}: {}; the other ranks were stopped (the failing rank's message is above)",
                              o.gpus, lr.what);
+                      if (lr.stopped_by) {
+                        fmt::print(stderr, "--gpus {}: signal {} passed on to every rank (rank 0's message is above); "
+                                   "run the same command again to resume\n", o.gpus, lr.stopped_by);
+                        return 128 + lr.stopped_by;
+                      }
                       return 0;
                     }
                     train_hooks h;

@@ -1,7 +1,13 @@
 // The TCP rendezvous over localhost (threads as ranks) and the launcher of `gsa train --gpus N` (processes).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -110,6 +116,39 @@ TEST(Launcher, ASignalIsReported) {
   EXPECT_EQ(r.failed_rank, 0);
   EXPECT_EQ(r.exit_code, 128 + 9);
   EXPECT_NE(r.what.find("rank 0 was killed by signal 9"), std::string::npos) << r.what;
+}
+
+// `gsa train --gpus N` stopped by a scheduler (SIGTERM) or Ctrl-C (SIGINT): the launcher passes the signal on to
+// every rank once (each then saves its step and ends with 128 + the signal, as one process would), which is a
+// stop, not a failure.
+TEST(Launcher, AStopSignalIsPassedOnToEveryRankOnce) {
+  for (int sig : {SIGTERM, SIGINT}) {
+    SCOPED_TRACE(::strsignal(sig));
+    const auto dir = std::filesystem::temp_directory_path() / ("gsa-launcher-stop-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::thread sender([&] {  // once both ranks run, the signal to this process (the launcher) only
+      const auto t0 = std::chrono::steady_clock::now();
+      while (!(std::filesystem::exists(dir / "started0") && std::filesystem::exists(dir / "started1")) &&
+             std::chrono::steady_clock::now() - t0 < 20s)
+        std::this_thread::sleep_for(10ms);
+      ::kill(::getpid(), sig);
+    });
+    const std::string name = sig == SIGTERM ? "TERM" : "INT";
+    auto r = dist::launch_local({"/bin/sh", "-c",
+                                 "trap 'echo $RANK >> \"$D/stopped\"; exit " + std::to_string(128 + sig) + "' " +
+                                     name + "; touch \"$D/started$RANK\"; while :; do sleep 0.05; done"},
+                                2, {"D=" + dir.string()});
+    sender.join();
+    EXPECT_EQ(r.failed_rank, -1) << r.what;
+    EXPECT_EQ(r.stopped_by, sig);
+    std::ifstream f(dir / "stopped");
+    std::vector<std::string> got;
+    for (std::string line; std::getline(f, line);) got.push_back(line);
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, (std::vector<std::string>{"0", "1"})) << "each rank asked to stop exactly once";
+    std::filesystem::remove_all(dir);
+  }
 }
 
 }  // namespace
