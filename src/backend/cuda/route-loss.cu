@@ -6,15 +6,15 @@
 //  2. one block per (row r, query head h): each warp takes candidates u = warp, warp + warps, ...; its lanes take
 //     the logits of the raw keys of the candidate's span level-0 chunks (the teacher: the max logit and the sum
 //     of exp below it) and of its g gists (the student: the best score and its gist). Then the block forms p,
-//     the log-softmax of the scores, the (r, h) KL, ds_u = grad_scale scale (softmax_u - p_u) and the best gist
-//     into scratch, and adds dq[t, h] = sum_u ds_u k_gist(u) (the warps' partial sums added in order).
+//     the log-softmax of the scores, the (r, h) KL, ds_u = grad_scale scale (softmax_u - p_u) into plane j*_u
+//     of ds (g planes of (Hkv, R, G, n_max), zero elsewhere), and adds dq[t, h] = sum_u ds_u k_gist(u) (the
+//     warps' partial sums added in order).
 // After every group:
-//  3. one block per (candidate u, KV head hk): dk[gist(u) + j] += sum over rows r with u < n_cand[r] and query
-//     heads h of hk whose best gist was j of ds q[t, h], the pairs split over warps, their sums added in order;
+//  3. per gist j and KV head hk one f32 GEMM: dkg (n_max, D) = ds_j,hk^T qf_hk (qf: every row's q in f32), then
+//     one kernel adds each candidate's dkg row into its gist key's gradient;
 //  4. one block: kl[layer] += the mean of the (r, h) KLs, in order.
-// The logits come from a GEMM because per-lane loops over the keys (the first version) took most of a training
-// step: at 4k tokens and 256 rows the teacher reads ~1.5 M keys per head and layer. (Step 3 as two GEMMs per gist
-// over zero-padded ds planes is the next step if it shows in a profile.)
+// The logits and dk come from GEMMs because per-thread loops over the keys and the rows (the first version) took
+// most of a training step: at 4k tokens and 256 rows the teacher reads ~1.5 M keys per head and layer.
 #include "backend/cuda/ops-device.cuh"
 #include "backend/cuda/ops-internal.h"
 #include "backend/cuda/route-loss.h"
@@ -49,7 +49,7 @@ __global__ void route_gather_kernel(O* qg, const T* q, const int32_t* rows, int 
 // Shared memory: per candidate m, z, s (floats) and best (ints): 4 n_max words.
 template <class T>
 __global__ void route_rows_kernel(T* dq, const T* k, const float* s, int r0, int Rg, int Tn, const int32_t* table,
-                                  route_args a, float* ds, int32_t* best_out, float* kl_rows) {
+                                  route_args a, float* ds, float* kl_rows) {
   extern __shared__ float sm[];
   const int rr = blockIdx.x, r = r0 + rr, h = blockIdx.y, G = a.Hq / a.Hkv, hk = h / G, D = a.D;
   const int32_t* rows = table;
@@ -120,15 +120,19 @@ __global__ void route_rows_kernel(T* dq, const T* k, const float* s, int r0, int
   ssum = dev::block_sum(ssum, red);
   const float slse = smax + logf(ssum);
   float klv = 0;
-  const int64_t base = (int64_t(r) * a.Hq + h) * a.n_max;
-  for (int u = threadIdx.x; u < n; u += blockDim.x) {
-    const float pu = tot > 0 && z[u] > 0 ? z[u] * expf(m[u] - lm) / tot : 0.0f;
-    const float lq = sc[u] - slse;
-    if (pu > 0) klv += pu * (logf(pu) - lq);
-    const float dsu = a.grad_scale * (expf(lq) - pu) * a.scale;
-    ds[base + u] = dsu;
-    sc[u] = dsu;  // (this thread's own u: the score is not read again)
-    best_out[base + u] = best[u];
+  // ds plane j: row (hk, r, h - hk G), the candidates' ds where gist j was the best, else 0 (u >= n too).
+  const int64_t plane = int64_t(a.R) * a.Hq * a.n_max;
+  const int64_t base = ((int64_t(hk) * a.R + r) * G + (h - hk * G)) * a.n_max;
+  for (int u = threadIdx.x; u < a.n_max; u += blockDim.x) {
+    float dsu = 0;
+    if (u < n) {
+      const float pu = tot > 0 && z[u] > 0 ? z[u] * expf(m[u] - lm) / tot : 0.0f;
+      const float lq = sc[u] - slse;
+      if (pu > 0) klv += pu * (logf(pu) - lq);
+      dsu = a.grad_scale * (expf(lq) - pu) * a.scale;
+      sc[u] = dsu;  // (this thread's own u: the score is not read again)
+    }
+    for (int j = 0; j < a.g; j++) ds[j * plane + base + u] = u < n && best[u] == j ? dsu : 0.0f;
   }
   klv = dev::block_sum(klv, red);  // (its barriers also publish sc[] to the block)
   if (threadIdx.x == 0) kl_rows[int64_t(r) * a.Hq + h] = klv;
@@ -155,49 +159,16 @@ __global__ void route_rows_kernel(T* dq, const T* k, const float* s, int r0, int
   }
 }
 
-// dk[gist(u) + j] += sum of ds q over the (row, head) pairs of KV head hk that score u with gist j: each warp the
-// pairs p = warp, warp + warps, ... (p = r G + h - hk G) with lanes over d, then the warps' sums in order.
+// dk[gist(u) + j, hk] += dkg[j, hk, u] (the GEMMs' sums; each (u, j) is its own key row: no two writers).
 template <class T>
-__global__ void route_keys_kernel(T* dk, const T* q, const int32_t* table, route_args a, const float* ds,
-                                  const int32_t* best) {
-  const int u = blockIdx.x, hk = blockIdx.y, G = a.Hq / a.Hkv, D = a.D;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  const int32_t* rows = table;
-  const int32_t* n_cand = table + a.R;
-  const int32_t* gist_begin = table + 2 * a.R + 2 * a.n_max * a.span;
-  __shared__ float part[kThreads / 32][kMaxD];
-  __shared__ int any_warp[kThreads / 32];
-  for (int j = 0; j < a.g; j++) {
-    float acc[kMaxD / 32] = {};
-    bool any = false;
-    for (int p = warp; p < a.R * G; p += warps) {
-      const int r = p / G, h = hk * G + p % G;
-      if (u >= n_cand[r]) continue;
-      const int64_t i = (int64_t(r) * a.Hq + h) * a.n_max + u;
-      if (best[i] != j) continue;
-      const float w = ds[i];
-      const T* qr = q + (int64_t(rows[r]) * a.Hq + h) * D;
-#pragma unroll
-      for (int e = 0; e < kMaxD / 32; e++)
-        if (lane + 32 * e < D) acc[e] += w * dev::to_f(qr[lane + 32 * e]);
-      any = true;
-    }
-#pragma unroll
-    for (int e = 0; e < kMaxD / 32; e++)
-      if (lane + 32 * e < D) part[warp][lane + 32 * e] = acc[e];
-    if (lane == 0) any_warp[warp] = any;
-    __syncthreads();
-    bool hit = false;
-    for (int w = 0; w < warps; w++) hit = hit || any_warp[w];
-    if (hit) {
-      T* dkj = dk + (int64_t(gist_begin[u] + j) * a.Hkv + hk) * D;
-      for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float sum = 0;
-        for (int w = 0; w < warps; w++) sum += part[w][d];
-        dkj[d] = dev::from_f<T>(dev::to_f(dkj[d]) + sum);
-      }
-    }
-    __syncthreads();  // part[] and any_warp[] reused by the next j
+__global__ void route_scatter_kernel(T* dk, const float* dkg, const int32_t* gist_begin, route_args a) {
+  const int64_t n = int64_t(a.g) * a.Hkv * a.n_max * a.D;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int d = int(i % a.D);
+    const int64_t m = i / a.D;  // (j, hk, u)
+    const int u = int(m % a.n_max), hk = int(m / a.n_max % a.Hkv), j = int(m / a.n_max / a.Hkv);
+    T* x = dk + (int64_t(gist_begin[u] + j) * a.Hkv + hk) * a.D + d;
+    *x = dev::from_f<T>(dev::to_f(*x) + dkg[i]);
   }
 }
 
@@ -221,7 +192,7 @@ void gather(O* qg, const void* q, const int32_t* rows, int r0, int n, const rout
 
 template <class T>
 void launch(void* dq, void* dk, const void* q, const void* k, int T_len, const int32_t* table, const route_args& a,
-            dtype t, float* ds, int32_t* best, float* kl_rows, cudaStream_t st) {
+            dtype t, float* ds, float* kl_rows, cudaStream_t st) {
   const int G = a.Hq / a.Hkv;
   // Rows per group: the group's logits (rows x Hq x T f32) within the budget, at least one row.
   const int64_t per_row = int64_t(a.Hq) * T_len * int64_t(sizeof(float));
@@ -239,15 +210,29 @@ void launch(void* dq, void* dk, const void* q, const void* k, int T_len, const i
       detail::gemm_xwT(s + int64_t(hk) * n * G * T_len, dtype::f32, qg + int64_t(hk) * n * G * a.D,
                        static_cast<const T*>(k) + int64_t(hk) * a.D, t, n * G, a.D, T_len, 0.0f, nullptr,
                        int64_t(a.Hkv) * a.D);
-    rows<<<dim3(unsigned(n), unsigned(a.Hq)), kThreads, smem, st>>>(
-        static_cast<T*>(dq), static_cast<const T*>(k), s, r0, n, T_len, table, a, ds, best, kl_rows);
+    rows<<<dim3(unsigned(n), unsigned(a.Hq)), kThreads, smem, st>>>(static_cast<T*>(dq), static_cast<const T*>(k),
+                                                                    s, r0, n, T_len, table, a, ds, kl_rows);
     check_launch("route_loss (rows)", __FILE__, __LINE__);
   }
-  route_keys_kernel<T><<<dim3(unsigned(a.n_max), unsigned(a.Hkv)), kThreads, 0, st>>>(
-      static_cast<T*>(dk), static_cast<const T*>(q), table, a, ds, best);
-  check_launch("route_loss (keys)", __FILE__, __LINE__);
   release(qg);
   release(s);
+  // dk: per gist j and KV head hk, dkg (n_max, D) = ds_j,hk (R G, n_max)^T qf_hk (R G, D) in f32, then added to
+  // each candidate's gist key row.
+  float* qf = static_cast<float*>(alloc(size_t(a.R) * a.Hq * a.D * sizeof(float)));
+  float* dkg = static_cast<float*>(alloc(size_t(a.g) * a.Hkv * a.n_max * a.D * sizeof(float)));
+  gather<T, float>(qf, q, row_ids, 0, a.R, a, st);
+  const int64_t plane = int64_t(a.R) * a.Hq * a.n_max;
+  for (int j = 0; j < a.g; j++)
+    for (int hk = 0; hk < a.Hkv; hk++)
+      detail::gemm_dyTx(dkg + (int64_t(j) * a.Hkv + hk) * a.n_max * a.D, dtype::f32,
+                        ds + j * plane + int64_t(hk) * a.R * G * a.n_max, qf + int64_t(hk) * a.R * G * a.D,
+                        dtype::f32, a.R * G, a.D, a.n_max, 0.0f);
+  const int64_t cells = int64_t(a.g) * a.Hkv * a.n_max * a.D;
+  route_scatter_kernel<T><<<unsigned(std::min<int64_t>(1024, (cells + 255) / 256)), 256, 0, st>>>(
+      static_cast<T*>(dk), dkg, table + 2 * a.R + 2 * a.n_max * a.span, a);
+  check_launch("route_loss (scatter)", __FILE__, __LINE__);
+  release(qf);
+  release(dkg);
 }
 
 }  // namespace
@@ -263,20 +248,18 @@ void route_loss(void* dq, void* dk, const void* q, const void* k, int T_len, con
   if (smem > 200 * 1024)
     fail_msg("cuda route_loss: " + std::to_string(a.n_max) + " candidate chunks need " + std::to_string(smem) +
              " bytes of shared memory; use longer chunks or shorter sequences with route_loss");
-  const int64_t cells = int64_t(a.R) * a.Hq * a.n_max;
+  const int64_t cells = int64_t(a.g) * a.R * a.Hq * a.n_max;  // the g ds planes
   float* ds = static_cast<float*>(alloc(size_t(cells) * sizeof(float)));
-  int32_t* best = static_cast<int32_t*>(alloc(size_t(cells) * sizeof(int32_t)));
   float* kl_rows = static_cast<float*>(alloc(size_t(a.R) * a.Hq * sizeof(float)));
   cudaStream_t st = ctx().stream;
   if (t == dtype::f32) {
-    launch<float>(dq, dk, q, k, T_len, table, a, t, ds, best, kl_rows, st);
+    launch<float>(dq, dk, q, k, T_len, table, a, t, ds, kl_rows, st);
   } else {
-    launch<bf16>(dq, dk, q, k, T_len, table, a, t, ds, best, kl_rows, st);
+    launch<bf16>(dq, dk, q, k, T_len, table, a, t, ds, kl_rows, st);
   }
   route_kl_kernel<<<1, 256, 0, st>>>(kl, kl_rows, a.R * a.Hq, 1.0f / float(int64_t(a.R) * a.Hq));
   check_launch("route_loss (kl)", __FILE__, __LINE__);
   release(ds);
-  release(best);
   release(kl_rows);
 }
 
