@@ -73,8 +73,11 @@
 #   EVAL_TASKS (passkey): the tasks of every evaluation cell (comma-separated, as `gsa eval --tasks`), one table
 #   per task in eval-summary.md; QA_JSONL: the qa task's source (`gsa eval --qa-jsonl`), needed when qa is listed
 #   PRETRAIN_MIN_EXACT (0): the pretrained model's last in-run passkey exact-match rate it must reach (e.g. 0.75);
-#   below it the pipeline says so and stops before the CPT branches (PRETRAIN_GATE=stop, the default when set) or
-#   goes on with a warning (PRETRAIN_GATE=warn): a model that does not copy at 256 tokens decides the CPT rows more
+#   below it the pipeline says so and stops before the CPT branches (PRETRAIN_GATE=stop, the default when set),
+#   goes on with a warning (PRETRAIN_GATE=warn), or first trains on (PRETRAIN_GATE=extend: PRETRAIN_EXTEND more
+#   steps, default a third of STEPS_PRE, resumed from the last checkpoint with the longer run's schedule, checked
+#   again, at most PRETRAIN_EXTENSIONS times, default 2; then stops): a model that does not copy at 256 tokens
+#   decides the CPT rows more
 #   than the methods do (docs/results.md, run D)
 #   SEED_OFFSET (0): added to every stage's seed (the recipes' "seed": init and data order), for repeats of the
 #                           whole pipeline that differ only in their draws (the pretraining included)
@@ -475,24 +478,39 @@ fi
 
 stage gpul256-full "$S_PRE" > "$OUT/train-pretrain.log" 2>&1
 # The copy check of the pretrained model (PRETRAIN_MIN_EXACT): its last in-run passkey exact-match rate.
-if [ -n "${PRETRAIN_MIN_EXACT:-}" ]; then
-  exact=$(python3 -c '
+pretrain_exact() {
+  python3 -c '
 import json, sys
 last = None
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if "passkey" in r.get("tasks", {}): last = r["tasks"]["passkey"]["exact"]
-print("none" if last is None else last)' "$RUNS/gpul256-full/log.jsonl" 2>/dev/null || echo none)
-  if [ "$exact" = none ] || awk -v e="$exact" -v m="$PRETRAIN_MIN_EXACT" 'BEGIN { exit !(e < m) }'; then
-    note "pretrained model: in-run passkey exact $exact, below PRETRAIN_MIN_EXACT $PRETRAIN_MIN_EXACT"
-    if [ "${PRETRAIN_GATE:-stop}" = stop ]; then
-      copy_logs
-      note "stopped before the CPT branches (PRETRAIN_GATE=stop): try another SEED_OFFSET or more STEPS_PRE"
-      exit 3
+print("none" if last is None else last)' "$RUNS/gpul256-full/log.jsonl" 2>/dev/null || echo none
+}
+if [ -n "${PRETRAIN_MIN_EXACT:-}" ]; then
+  pre_steps=$S_PRE extensions=0
+  while :; do
+    exact=$(pretrain_exact)
+    if [ "$exact" = none ] || awk -v e="$exact" -v m="$PRETRAIN_MIN_EXACT" 'BEGIN { exit !(e < m) }'; then
+      note "pretrained model: in-run passkey exact $exact, below PRETRAIN_MIN_EXACT $PRETRAIN_MIN_EXACT"
+      if [ "${PRETRAIN_GATE:-stop}" = extend ] && [ "$extensions" -lt "${PRETRAIN_EXTENSIONS:-2}" ]; then
+        extensions=$((extensions + 1))
+        pre_steps=$((pre_steps + ${PRETRAIN_EXTEND:-$(( (S_PRE + 2) / 3 ))}))
+        note "pretraining extended to $pre_steps steps (PRETRAIN_GATE=extend, $extensions of ${PRETRAIN_EXTENSIONS:-2})"
+        stage gpul256-full "$pre_steps" >> "$OUT/train-pretrain.log" 2>&1
+        continue
+      fi
+      if [ "${PRETRAIN_GATE:-stop}" != warn ]; then
+        copy_logs
+        note "stopped before the CPT branches (PRETRAIN_GATE=${PRETRAIN_GATE:-stop}, $extensions extensions): try" \
+          "another SEED_OFFSET, more STEPS_PRE or PRETRAIN_GATE=extend"
+        exit 3
+      fi
+    else
+      note "pretrained model: in-run passkey exact $exact (PRETRAIN_MIN_EXACT $PRETRAIN_MIN_EXACT): copies"
     fi
-  else
-    note "pretrained model: in-run passkey exact $exact (PRETRAIN_MIN_EXACT $PRETRAIN_MIN_EXACT): copies"
-  fi
+    break
+  done
 fi
 branches=()
 for v in $CPT_VARIANTS; do
