@@ -251,8 +251,23 @@ stage() {
   # a stage still running 30 s later is killed.
   OMP_NUM_THREADS=$TRAIN_THREADS timeout -k 30 "$left" "$G" train --config "$(recipe "$name")" --out "$RUNS/$name" \
     --device "$DEVICE" --steps "$steps" --eval-every "$every" --save-every "$every" "${from[@]}" || rc=$?
-  note "$name: end, exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')"
+  note "$name: end, exit $rc$( [ "$rc" = 124 ] && echo ' (cut at the deadline)')$(last_logged "$RUNS/$name/log.jsonl")"
   return 0
+}
+
+# last_logged LOG: ", step N: loss, tokens/s, route_kl..." of a run's last training record ("" without one).
+last_logged() {
+  python3 - "$1" <<'PY' 2>/dev/null || true
+import json, sys
+last = None
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "loss" in r and "tokens_per_s" in r: last = r
+if last:
+    keys = [k for k in sorted(last) if k.startswith("route_kl")]
+    print(f", step {last['step']}: loss {last['loss']:.4f}, {last['tokens_per_s']:.0f} tokens/s"
+          + "".join(f", {k} {last[k]:.4f}" for k in keys), end="")
+PY
 }
 
 chain_cpt() {  # $1: gsaR (GSA CPT at ratio R) or fullcpt (Full-CPT); all start from the pretraining's model
