@@ -68,16 +68,19 @@ void route_loss_host(float* dq, float* dk, float* kl, const float* q, const floa
       auto key = [&](int pos) { return k + (size_t(pos) * Hkv + hk) * D; };
       // Teacher: per chunk the max logit and the sum of exp(x - max), then the log-sum-exp over all chunks.
       float lse_m = -INFINITY;
+      // f(logit) for each teacher key of candidate u: the raw keys of its span chunks.
+      auto each_logit = [&](int u, auto&& f) {
+        for (size_t c = size_t(u) * s.span; c < size_t(u + 1) * s.span; c++)
+          for (int i = s.raw_begin[c]; i < s.raw_end[c]; i++) f(scale * dot(qh, key(i)));
+      };
       for (int u = 0; u < n; u++) {
-        m[size_t(u)] = -INFINITY;
-        z[size_t(u)] = 0;
-        for (size_t c = size_t(u) * s.span; c < size_t(u + 1) * s.span; c++)
-          for (int i = s.raw_begin[c]; i < s.raw_end[c]; i++)
-            m[size_t(u)] = std::max(m[size_t(u)], scale * dot(qh, key(i)));
-        for (size_t c = size_t(u) * s.span; c < size_t(u + 1) * s.span; c++)
-          for (int i = s.raw_begin[c]; i < s.raw_end[c]; i++)
-            z[size_t(u)] += std::exp(scale * dot(qh, key(i)) - m[size_t(u)]);
-        lse_m = std::max(lse_m, m[size_t(u)]);
+        float& mu = m[size_t(u)];
+        float& zu = z[size_t(u)];
+        mu = -INFINITY;
+        zu = 0;
+        each_logit(u, [&](float x) { mu = std::max(mu, x); });
+        each_logit(u, [&](float x) { zu += std::exp(x - mu); });
+        lse_m = std::max(lse_m, mu);
       }
       double total = 0;
       for (int u = 0; u < n; u++)

@@ -253,11 +253,7 @@ void register_bench_train(CLI::App& app, command_list& cmds) {
                         for (int b = 0; b < batch; b++) {
                           plan_provider p = make_gsa_plans(m, cfg, s, tm, s.size() - s.size() / 8);
                           forward_state st;
-                          if (!full && route_loss > 0) {  // per sequence, as forward_sequence prepares them
-                            st.route = make_route_specs(seq, cfg, int(m.config.num_hidden_layers));
-                            for (route_spec& rs : st.route)
-                              m.ops().route_prepare(rs, int(m.config.num_hidden_layers));
-                          }
+                          if (!full) prepare_route_specs(m, st, seq, cfg);  // per sequence, as in training
                           forward(m, st, ids, pos, tg, full ? nullptr : &p);
                           backward(m, st, g, 1.0f / float(batch));
                         }

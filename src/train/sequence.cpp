@@ -100,29 +100,34 @@ route_spec level_route_spec(const train_sequence& seq, const gist::gsa_config& c
 
 std::vector<route_spec> make_route_specs(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers) {
   std::vector<route_spec> out;
-  const int levels = gist::walks(cfg) ? cfg.levels() : 1;
-  for (int l = 0; l < levels; l++) {
+  for (int l = 0; l < route_levels(cfg); l++) {
     route_spec r = level_route_spec(seq, cfg, n_layers, l);
     if (r.R() > 0) out.push_back(std::move(r));
   }
   return out;
 }
 
+int route_levels(const gist::gsa_config& cfg) { return gist::walks(cfg) ? cfg.levels() : 1; }
+
+void prepare_route_specs(const llama_model& m, forward_state& st, const train_sequence& seq,
+                         const gist::gsa_config& cfg, Tensor* route_kl) {
+  if (!(cfg.route_loss > 0)) return;
+  const int L = int(m.config.num_hidden_layers);
+  st.route = make_route_specs(seq, cfg, L);
+  for (route_spec& r : st.route) {
+    if (route_kl) {
+      GSA_ASSERT(route_kl->dim(0) > r.level, "a route KL accumulator of {} levels for level {}", route_kl->dim(0),
+                 r.level);
+      r.kl = route_kl->slice_rows(r.level, r.level + 1).view({route_kl->dim(1)});
+    }
+    m.ops().route_prepare(r, L);
+  }
+}
+
 void forward_sequence(const llama_model& m, forward_state& st, const train_sequence& seq,
                       const gist::gsa_config* cfg, Tensor* route_kl) {
   if (!cfg) return forward(m, st, seq.ids, seq.pos, seq.targets, nullptr);
-  if (cfg->route_loss > 0) {
-    const int L = int(m.config.num_hidden_layers);
-    st.route = make_route_specs(seq, *cfg, L);
-    for (route_spec& r : st.route) {
-      if (route_kl) {
-        GSA_ASSERT(route_kl->dim(0) > r.level, "a route KL accumulator of {} levels for level {}", route_kl->dim(0),
-                   r.level);
-        r.kl = route_kl->slice_rows(r.level, r.level + 1).view({route_kl->dim(1)});
-      }
-      m.ops().route_prepare(r, L);
-    }
-  }
+  prepare_route_specs(m, st, seq, *cfg, route_kl);
   plan_provider plans = make_gsa_plans(m, *cfg, seq.s, cfg->mode, seq.ctx_end);
   forward(m, st, seq.ids, seq.pos, seq.targets, &plans);
 }

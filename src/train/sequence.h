@@ -30,6 +30,13 @@ train_sequence make_sequence(const train_sample& x, const gist::gsa_config* cfg,
 // the first answer rows (up to a quarter, where the sequence has an answer), then rows evenly spaced over the
 // rest; every layer outside cfg.dense_layers distils. Deterministic (a resumed run replays it).
 std::vector<route_spec> make_route_specs(const train_sequence& seq, const gist::gsa_config& cfg, int n_layers);
+// How many levels make_route_specs can distil for cfg (its specs' levels are below this): the hierarchy's levels
+// with the top-down walk, else 1.
+int route_levels(const gist::gsa_config& cfg);
+// cfg.route_loss > 0: st.route = make_route_specs, each spec prepared on m's backend, level l's KL into row l of
+// route_kl when given (see forward_sequence); otherwise nothing.
+void prepare_route_specs(const llama_model& m, forward_state& st, const train_sequence& seq,
+                         const gist::gsa_config& cfg, Tensor* route_kl = nullptr);
 
 // Forward with the run's attention (plans built from seq.s and cfg; nullptr = causal), and with cfg->route_loss
 // > 0 the routing specs prepared on the model's backend in st.route (backward adds the loss; level l's per-layer

@@ -14,7 +14,6 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "dist/shard.h"
-#include "gist/select.h"
 #include "io/atomic-file.h"
 #include "train/checkpoint.h"
 #include "train/data-parallel.h"
@@ -385,7 +384,7 @@ train_result run_training(const train_options& o, const train_hooks& hooks) {
   // The routing distillation's per-level, per-layer KL, summed over a step's sequences on the device.
   const bool route_on = r.cfg() && r.cfg()->route_loss > 0;
   const int64_t n_layers = std::max<int64_t>(1, r.model().config.num_hidden_layers);
-  const int64_t route_levels = route_on && gist::walks(*r.cfg()) ? r.cfg()->levels() : 1;
+  const int64_t route_levels = route_on ? gsa::route_levels(*r.cfg()) : 1;
   Tensor route_kl_dev = route_on ? r.model().ops().alloc({route_levels, n_layers}, dtype::f32) : Tensor();
   std::vector<int> route_layers(size_t(route_levels), 0);  // per level: distilling layers (0: no row this step)
   while (step < o.steps) {
