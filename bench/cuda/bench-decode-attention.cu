@@ -70,7 +70,11 @@ struct bench_result {
   int splits = 0;
 };
 
-bench_result time_decode(int B, int Hq, int Hkv, int D, int64_t L, bool full, bool async_copy, uint64_t seed) {
+// Split kernel of a timing: the plan's default (tensor cores for these bf16 shapes), or the CUDA-core kernel with
+// its cp.async ring or its register loads.
+enum class kernel_path { standard, ring, regs };
+
+bench_result time_decode(int B, int Hq, int Hkv, int D, int64_t L, bool full, kernel_path path, uint64_t seed) {
   const int64_t T = L + L / 16;  // rows per sequence
   std::mt19937_64 gen(seed);
   std::vector<int64_t> indptr(size_t(B) * Hkv + 1, 0);
@@ -137,7 +141,8 @@ bench_result time_decode(int B, int Hq, int Hkv, int D, int64_t L, bool full, bo
   p.lse_stride_b = Hq;
   decode_plan_options opt;
   opt.num_sms = current_device_sms();
-  opt.async_copy = async_copy;
+  opt.async_copy = path != kernel_path::regs;
+  opt.tensor_cores = path == kernel_path::standard;
   const decode_plan plan = plan_decode(p, max_len, opt);
   void* ws = nullptr;
   if (plan.workspace_bytes) cuda_ok(cudaMalloc(&ws, plan.workspace_bytes), "alloc workspace");
@@ -211,14 +216,14 @@ void do_bench() {
   };
   const shape shapes[] = {{"8q/2kv B1", 1, 8, 2, 128}, {"llama3-8b B1", 1, 32, 8, 128}, {"llama3-8b B8", 8, 32, 8, 128}};
   std::printf("\n%-14s %7s | %8s %9s %7s %5s | %8s %9s %8s %5s | %6s | %9s %9s\n", "shape", "L", "full us", "GB/s",
-              "%ceil", "spl", "gsa us", "GB/s", "keys", "spl", "ratio", "full-regs", "gsa-regs");
+              "%ceil", "spl", "gsa us", "GB/s", "keys", "spl", "ratio", "full-ring", "gsa-ring");
   uint64_t seed = 7;
   for (const auto& s : shapes)
     for (int64_t L : {4096, 16384, 65536, 131072}) {
-      const auto f = time_decode(s.B, s.Hq, s.Hkv, s.D, L, true, true, seed);
-      const auto g = time_decode(s.B, s.Hq, s.Hkv, s.D, L, false, true, seed + 1);
-      const auto fr = time_decode(s.B, s.Hq, s.Hkv, s.D, L, true, false, seed);
-      const auto gr = time_decode(s.B, s.Hq, s.Hkv, s.D, L, false, false, seed + 1);
+      const auto f = time_decode(s.B, s.Hq, s.Hkv, s.D, L, true, kernel_path::standard, seed);
+      const auto g = time_decode(s.B, s.Hq, s.Hkv, s.D, L, false, kernel_path::standard, seed + 1);
+      const auto fr = time_decode(s.B, s.Hq, s.Hkv, s.D, L, true, kernel_path::ring, seed);
+      const auto gr = time_decode(s.B, s.Hq, s.Hkv, s.D, L, false, kernel_path::ring, seed + 1);
       seed += 2;
       std::printf("%-14s %7lld | %8.2f %9.1f %6.1f%% %5d | %8.2f %9.1f %8lld %5d | %6.2f | %9.2f %9.2f\n", s.name,
                   (long long)L, f.us, f.gbs, 100.0 * f.gbs / kCopyCeilingGBs, f.splits, g.us, g.gbs,
@@ -226,29 +231,32 @@ void do_bench() {
       std::fflush(stdout);
     }
   std::printf("(us per decode step, median of 7 graph replays; GB/s = gathered K+V bytes / time; %%ceil vs %.0f GB/s;"
-              " *-regs = the register-load variant)\n", kCopyCeilingGBs);
+              " *-ring = the CUDA-core kernel, cp.async ring)\n", kCopyCeilingGBs);
 }
 
 // Issue 14's decode-layer shapes, batch 1, to 1M keys: the Llama-3.2-1B layer (32/8 heads of 64) and the Qwen2-7B
-// layer (28/4 heads of 128), full attention and a GSA list of about L/8 keys, both through the cp.async path
-// (scripts/sdpa-reference.py --long times torch SDPA on the same cells).
+// layer (28/4 heads of 128), full attention and a GSA list of about L/8 keys, through the plan's kernel (tensor
+// cores) and the CUDA-core kernel's cp.async ring (*-ring) (scripts/sdpa-reference.py --long times torch SDPA on
+// the same cells).
 void do_bench_long() {
   struct shape {
     const char* name;
     int Hq, Hkv, D;
   };
   const shape shapes[] = {{"llama3.2-1b", 32, 8, 64}, {"qwen2-7b", 28, 4, 128}};
-  std::printf("\n%-12s %8s | %9s %9s %7s %5s | %8s %9s %8s %5s | %6s\n", "shape", "L", "full us", "GB/s", "%ceil",
-              "spl", "gsa us", "GB/s", "keys", "spl", "ratio");
+  std::printf("\n%-12s %8s | %9s %9s %7s %5s | %8s %9s %8s %5s | %6s | %9s %9s\n", "shape", "L", "full us", "GB/s",
+              "%ceil", "spl", "gsa us", "GB/s", "keys", "spl", "ratio", "full-ring", "gsa-ring");
   uint64_t seed = 11;
   for (const auto& s : shapes)
     for (int64_t L : {int64_t(4096), int64_t(32768), int64_t(131072), int64_t(524288), int64_t(1048576)}) {
-      const auto f = time_decode(1, s.Hq, s.Hkv, s.D, L, true, true, seed);
-      const auto g = time_decode(1, s.Hq, s.Hkv, s.D, L, false, true, seed + 1);
+      const auto f = time_decode(1, s.Hq, s.Hkv, s.D, L, true, kernel_path::standard, seed);
+      const auto g = time_decode(1, s.Hq, s.Hkv, s.D, L, false, kernel_path::standard, seed + 1);
+      const auto fr = time_decode(1, s.Hq, s.Hkv, s.D, L, true, kernel_path::ring, seed);
+      const auto gr = time_decode(1, s.Hq, s.Hkv, s.D, L, false, kernel_path::ring, seed + 1);
       seed += 2;
-      std::printf("%-12s %8lld | %9.2f %9.1f %6.1f%% %5d | %8.2f %9.1f %8lld %5d | %6.2f\n", s.name, (long long)L,
-                  f.us, f.gbs, 100.0 * f.gbs / kCopyCeilingGBs, f.splits, g.us, g.gbs, (long long)g.keys, g.splits,
-                  f.us / g.us);
+      std::printf("%-12s %8lld | %9.2f %9.1f %6.1f%% %5d | %8.2f %9.1f %8lld %5d | %6.2f | %9.2f %9.2f\n", s.name,
+                  (long long)L, f.us, f.gbs, 100.0 * f.gbs / kCopyCeilingGBs, f.splits, g.us, g.gbs, (long long)g.keys,
+                  g.splits, f.us / g.us, fr.us, gr.us);
       std::fflush(stdout);
     }
   std::printf("(us per decode step of one layer, batch 1, median of 7 graph replays; GB/s = gathered K+V bytes / "

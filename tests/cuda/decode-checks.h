@@ -30,7 +30,8 @@ struct check_case {
   std::vector<int64_t> lens;  // one per (b, hkv) list, cycled if shorter than batch*hkv
   int force_splits = 0;       // 0: the plan's heuristic
   bool padded = false;        // padded strides and a non-zero row offset per sequence
-  bool async_copy = true;     // load path of the split kernel
+  bool async_copy = true;     // load path of the CUDA-core split kernel
+  bool tensor_cores = true;   // the tensor-core kernel where it applies (bf16, D 64 / 128)
   uint64_t seed = 1;
 };
 
@@ -233,6 +234,7 @@ inline check_result run_check(const check_case& c) {
   opt.num_sms = current_device_sms();
   opt.force_splits = c.force_splits;
   opt.async_copy = c.async_copy;
+  opt.tensor_cores = c.tensor_cores;
   const decode_plan plan = plan_decode(p, max_len, opt);
   res.num_splits = plan.num_splits;
   detail::dev_buf<uint8_t> ws(plan.workspace_bytes);
@@ -308,13 +310,20 @@ inline std::vector<check_case> standard_cases() {
     for (int d : {64, 128})
       for (int g : {1, 2, 4, 8})
         cs.push_back(grid_case(kv, d, g, (g == 2 || g == 8) ? decode_dtype::bf16 : decode_dtype::f32, g == 4));
-  // The register-load path over the same matrix.
+  // The CUDA-core kernel's register-load path over the same matrix, and its cp.async ring where the tensor-core
+  // kernel took the bf16 cases.
   const size_t n_main = cs.size();
   for (size_t i = 0; i < n_main; i++) {
     check_case c = cs[i];
     c.async_copy = false;
+    c.tensor_cores = false;
     c.seed = seed++;
     cs.push_back(c);
+    if (c.kv == decode_dtype::bf16) {
+      c.async_copy = true;
+      c.seed = seed++;
+      cs.push_back(c);
+    }
   }
   // Forced split counts (the combine path with empty trailing splits, and one split for a long list).
   for (int s : {1, 3, 17, 64}) {
@@ -337,6 +346,7 @@ inline std::vector<check_case> standard_cases() {
     for (bool async : {true, false}) {
       check_case c = grid_case(kv, 32, 2, kv, !async);
       c.async_copy = async;
+      c.tensor_cores = async;  // D 32 never takes the tensor-core kernel: both paths run on CUDA cores
       cs.push_back(c);
     }
   {
@@ -381,7 +391,10 @@ inline std::string describe(const check_case& c) {
   for (auto n : c.lens) s.append(":").append(std::to_string(n));
   if (c.force_splits) s.append(" splits=").append(std::to_string(c.force_splits));
   if (c.padded) s += " padded";
-  if (!c.async_copy) s += " regs";
+  const bool tc = c.tensor_cores && c.kv == decode_dtype::bf16 && (c.d == 64 || c.d == 128);
+  if (tc) s += " mma";
+  else if (!c.async_copy) s += " regs";
+  else s += " ring";
   return s;
 }
 

@@ -40,6 +40,7 @@ TEST(CudaDecodePlan, LongListsFillTheDevice) {
   decode_plan_options opt;
   opt.num_sms = 132;
   opt.ctas_per_sm = 4;
+  opt.tensor_cores = false;  // the CUDA-core kernel: 4 blocks per SM
   const auto p = shape(1, 32, 8, 128);
   const auto plan = plan_decode(p, 131072, opt);
   // 8 lists need about 66 splits each to give 528 blocks; splits cover the list exactly.
@@ -53,8 +54,31 @@ TEST(CudaDecodePlan, LongListsFillTheDevice) {
 TEST(CudaDecodePlan, ManyListsNeedFewSplits) {
   decode_plan_options opt;
   opt.num_sms = 132;
+  opt.tensor_cores = false;
   const auto plan = plan_decode(shape(64, 32, 8, 128), 4096, opt);  // 512 lists already fill the device
   EXPECT_EQ(plan.num_splits, 2);
+}
+
+TEST(CudaDecodePlan, TensorCoresForBf16AtHeadDims64And128) {
+  decode_plan_options opt;
+  opt.num_sms = 132;
+  auto p = shape(1, 28, 4, 128);  // Qwen2-7B's layer: group 7
+  auto plan = plan_decode(p, 1 << 20, opt);
+  EXPECT_TRUE(plan.tensor_cores);
+  // Two 96 KB blocks per SM at D 128: 4 lists x splits fill 264 blocks; splits are whole 64-key iterations.
+  EXPECT_GE(plan.num_splits * 4, 132 * 2 * 9 / 10);
+  EXPECT_LE(plan.num_splits * 4, 132 * 2 + 4);
+  EXPECT_EQ(plan.keys_per_split % 64, 0);
+  EXPECT_GE(plan.num_splits * plan.keys_per_split, 1 << 20);
+  p = shape(1, 32, 8, 64);  // Llama-3.2-1B's: 4 blocks per SM at D 64
+  plan = plan_decode(p, 1 << 20, opt);
+  EXPECT_TRUE(plan.tensor_cores);
+  EXPECT_GE(plan.num_splits * 8, 132 * 4 * 9 / 10);
+  p.kv_dtype = decode_dtype::f32;  // f32 K/V, head dim 32 and the option off keep the CUDA-core kernel
+  EXPECT_FALSE(plan_decode(p, 4096, opt).tensor_cores);
+  EXPECT_FALSE(plan_decode(shape(1, 4, 2, 32), 4096, opt).tensor_cores);
+  opt.tensor_cores = false;
+  EXPECT_FALSE(plan_decode(shape(1, 32, 8, 64), 4096, opt).tensor_cores);
 }
 
 TEST(CudaDecodePlan, SplitsNeverShorterThanTheMinimum) {

@@ -41,6 +41,12 @@ decode_plan plan_decode(const decode_params& p, int64_t max_list_len, const deco
   if (max_list_len < 0) fail("decode attention: max_list_len is {}, must be >= 0", max_list_len);
   decode_plan plan;
   plan.async_copy = opt.async_copy;
+  plan.tensor_cores =
+      opt.tensor_cores && p.kv_dtype == decode_dtype::bf16 && (p.head_dim == 64 || p.head_dim == 128);
+  // Resident blocks per SM: the tensor-core kernel's rings take 48 KB (D 64) or 96 KB (D 128) of shared memory.
+  const int ctas_per_sm = plan.tensor_cores ? std::min(opt.ctas_per_sm, p.head_dim == 128 ? 2 : 4) : opt.ctas_per_sm;
+  // A block walks 64 keys per iteration (4 warps x 16) on tensor cores, 32..64 on CUDA cores.
+  const int64_t round = plan.tensor_cores ? 64 : 32;
   const int64_t lists = int64_t(p.batch) * p.n_kv_heads;
   if (opt.force_splits > 0) {
     plan.num_splits = opt.force_splits;
@@ -50,13 +56,13 @@ decode_plan plan_decode(const decode_params& p, int64_t max_list_len, const deco
     plan.keys_per_split = std::max<int64_t>(1, max_list_len);
   } else {
     // Enough blocks to fill every SM ctas_per_sm times, but no split shorter than min_keys_per_split.
-    const int64_t target = int64_t(std::max(1, opt.num_sms)) * std::max(1, opt.ctas_per_sm);
+    const int64_t target = int64_t(std::max(1, opt.num_sms)) * std::max(1, ctas_per_sm);
     const int64_t want = (target + lists - 1) / lists;
     const int64_t by_len = (max_list_len + opt.min_keys_per_split - 1) / std::max<int64_t>(1, opt.min_keys_per_split);
     const int64_t s = std::clamp<int64_t>(std::min(want, by_len), 1, std::max(1, opt.max_splits));
-    // Round the split to whole 32-key steps (a block walks 32..64 keys per iteration), then recount.
+    // Round the split to whole steps of a block's iteration, then recount.
     int64_t kps = (max_list_len + s - 1) / s;
-    kps = (kps + 31) / 32 * 32;
+    kps = (kps + round - 1) / round * round;
     plan.keys_per_split = kps;
     plan.num_splits = int((max_list_len + kps - 1) / kps);
   }
@@ -84,7 +90,8 @@ void run_decode(const decode_params& p, const decode_plan& plan, void* workspace
   }
   if (plan.num_splits > 1 && !workspace)
     fail("decode attention: the plan needs {} bytes of workspace and none was given", plan.workspace_bytes);
-  const int rc = detail::launch_decode(p, plan.num_splits, plan.keys_per_split, plan.async_copy, workspace, stream);
+  const int rc = detail::launch_decode(p, plan.num_splits, plan.keys_per_split, plan.async_copy, plan.tensor_cores,
+                                       workspace, stream);
   if (rc != 0) fail("decode attention: launch failed: {}", cudaGetErrorString(cudaError_t(rc)));
 }
 

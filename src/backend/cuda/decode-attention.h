@@ -19,8 +19,9 @@
 // GQA: query head h uses KV head h / (Hq / Hkv). An empty list gives out = 0, lse = -inf.
 // Arithmetic: f32 accumulation throughout; bf16 inputs are widened exactly.
 //
-// Compiled variants (decode-attention.cu): kv dtype {f32, bf16} x D {64, 128} x group Hq/Hkv {1, 2, 3, 4, 6, 7, 8} x
-// load path {cp.async ring, registers}; output dtype is a run-time switch. Anything else throws gsa::error
+// Compiled variants (decode-attention.cu): kv dtype {f32, bf16} x D {32, 64, 128} x group Hq/Hkv {1, 2, 3, 4, 6, 7,
+// 8} x load path {cp.async ring, registers} on CUDA cores, and a tensor-core kernel for bf16 and D {64, 128} (any
+// of those groups; the plan's default there); output dtype is a run-time switch. Anything else throws gsa::error
 // (check with decode_supported()).
 #pragma once
 #include <cstddef>
@@ -91,6 +92,7 @@ struct decode_plan {
   int64_t keys_per_split = 0;    // each split handles keys [s*keys_per_split, (s+1)*keys_per_split) of its list
   size_t workspace_bytes = 0;    // device scratch run_decode needs (0 when num_splits == 1)
   bool async_copy = true;        // K/V through a cp.async shared-memory ring (else plain register loads)
+  bool tensor_cores = false;     // the tensor-core kernel (bf16, D 64 / 128; docs/cuda-decode.md) runs the splits
 };
 
 struct decode_plan_options {
@@ -99,7 +101,10 @@ struct decode_plan_options {
   int64_t min_keys_per_split = 256;  // below this a split's fixed cost dominates
   int max_splits = 256;
   int force_splits = 0;          // > 0: use exactly this many (tests of the combine path)
-  bool async_copy = true;        // load path of the split kernel (both are compiled; see docs/cuda-decode.md)
+  bool async_copy = true;        // load path of the CUDA-core split kernel (both are compiled; docs/cuda-decode.md)
+  // The tensor-core split kernel where it applies (bf16 K/V, head dim 64 or 128): scores and the weighted sum of
+  // V as mma tiles of 16 keys x 8 query heads. false: the CUDA-core kernel (async_copy picks its load path).
+  bool tensor_cores = true;
 };
 
 // True when a compiled variant covers these shapes; *why gets the reason otherwise.

@@ -9,9 +9,9 @@
 
 namespace gsa::cuda::detail {
 
-// Launches the split kernel and, when num_splits > 1, the combine kernel. The params must already have been
+// Launches the split kernel (the tensor-core one when tensor_cores) and, when num_splits > 1, the combine kernel. The params must already have been
 // checked (decode_supported, buffers present). Returns a cudaError_t value (0 = success).
-int launch_decode(const decode_params& p, int num_splits, int64_t keys_per_split, bool async_copy, void* workspace,
-                  void* stream);
+int launch_decode(const decode_params& p, int num_splits, int64_t keys_per_split, bool async_copy, bool tensor_cores,
+                  void* workspace, void* stream);
 
 }  // namespace gsa::cuda::detail
