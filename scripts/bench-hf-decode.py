@@ -18,7 +18,7 @@ session::fill_random, also without a prefill).
 Bandwidth limit of a cell: bytes read per step / 4.2e12 B/s (H200 HBM3e). transformers: every weight once (the
 tied embedding once, as the LM head) + the K and V of `context` positions in all layers for every sequence, bf16.
 gsa: every weight once per batched step + the bytes its step reports reading (K/V rows attended, gist keys scored,
-page summaries), which gsa counts as f32 elements, halved here for bf16.
+page summaries), counted by gsa in the bytes they are stored in (bf16 pool rows, f32 page summaries).
 
 --prefill: prefill instead of decode, batch 1: transformers runs the base model (LlamaModel, no LM head, no cache)
 over `context` random token ids, median of --steps runs after one untimed run, each between two
@@ -262,7 +262,7 @@ def run_gsa(args, out):
                 if "skipped" in r:
                     emit({"impl": impl, "batch": batch, "context": context, "skipped": r["skipped"]}, out)
                     continue
-                bytes_per_step = r["weight_bytes"] * r["weight_passes"] + r["bytes_read"] / 2  # f32 counts -> bf16
+                bytes_per_step = r["weight_bytes"] * r["weight_passes"] + r["bytes_read"]
                 emit(cell_record(impl, batch, context, r["ms_per_token"], r["gpu_mem_gib"], bytes_per_step,
                                  attended_tokens=round(r["attended_tokens"], 1), budget=r["budget"]), out)
 

@@ -5,6 +5,8 @@
 // cover: h2o and caches off the pool.
 #include <algorithm>
 
+#include "backend/backend.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "gist/select.h"
 #include "gist/stream.h"
@@ -245,11 +247,15 @@ bool session::lists_select(int layer) const {
   return std::find(dl.begin(), dl.end(), layer) == dl.end();
 }
 
+int64_t session::kv_elem_bytes() const {
+  return cache_->pooled() ? int64_t(dtype_size(cache_->layout().rows_on->act())) : int64_t(sizeof(float));
+}
+
 void session::lists_done(const int32_t* selected) {
   listed_rows_++;
   const int L = int(m_.config.num_hidden_layers), Hkv = dl_.n_kv_heads, D = dl_.head_dim;
   const int cap = dl_.cap();
-  const int64_t row_bytes = int64_t(2) * D * int64_t(sizeof(float));
+  const int64_t row_bytes = int64_t(2) * D * kv_elem_bytes();
   for (int l = 0; l < L; l++) {
     const bool sel = selected && lists_select(l);
     const int64_t nb = int64_t(sel && !dl_.sel_base_pos.empty() ? dl_.sel_base_pos.size() : dl_.base_pos.size());
@@ -271,9 +277,11 @@ void session::lists_done(const int32_t* selected) {
         stats_.unfolded[size_t(l) * Hkv + h].assign(ids, ids + n_ids);
         // Gist units scored (flat: every candidate; hgsa: the walk's count, which the backend reports).
         const int64_t scored = dl_.levels() == 1 ? dl_.n_cand() : lay[size_t(Hkv) * (1 + cap) + h];
-        // Page routers read a summary plane per page (quest: min and max), page_select's count.
-        const int64_t per = dl_.router == lists_router::none ? dl_.g : dl_.router == lists_router::quest ? 2 : 1;
-        stats_.bytes_read += scored * per * D * int64_t(sizeof(float));
+        // Gist keys are pool rows; page routers read f32 summary planes per page (quest: min and max).
+        if (dl_.router == lists_router::none)
+          stats_.bytes_read += scored * dl_.g * D * kv_elem_bytes();
+        else
+          stats_.bytes_read += scored * (dl_.router == lists_router::quest ? 2 : 1) * D * int64_t(sizeof(float));
       }
       stats_.bytes_read += n * row_bytes;
       stats_.attended_tokens += double(n) / (double(L) * Hkv);

@@ -252,7 +252,7 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
       s.select_keys(l, rows[i].row, qi, keys);
       for (int hk = 0; hk < Hkv; hk++) {
         attended[i] += double(keys[hk].size());
-        s.stats_.bytes_read += int64_t(keys[hk].size()) * 2 * D * int64_t(sizeof(float));
+        s.stats_.bytes_read += int64_t(keys[hk].size()) * 2 * D * s.kv_elem_bytes();
       }
       const bool h2o = s.opts_.meth == method::h2o;
       if (cache.pooled()) {  // the lists as pool rows; the attention runs where the pool is

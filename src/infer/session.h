@@ -42,7 +42,9 @@ namespace gsa::infer {
 struct step_stats {
   int rows = 0;                    // stream rows computed (tokens and inserted gists)
   double attended_tokens = 0;      // keys per layer and KV head, mean over the rows' layers and heads
-  int64_t bytes_read = 0;          // K/V rows attended + gist keys scored + page summaries read, all layers
+  // K/V rows attended + gist keys scored + page summaries read, all layers, in the bytes they are stored in: f32 on
+  // the CPU, the pool's type (bf16 by default) in pool mode; page summaries are f32 everywhere.
+  int64_t bytes_read = 0;
   double ms = 0;                   // wall time of the batched steps that computed these rows
   // Of the last row: chunk ids (gsa, hgsa) or page ids (quest, moba) selected, per layer and KV head
   // (index layer * Hkv + head; empty for layers that do not select).
@@ -108,6 +110,8 @@ class session {
   const gist::stream& stream() const { return s_; }
   int raw_count() const { return raw_done_; }
   int64_t budget() const { return budget_; }  // resolved at the first decoded row (-1 before)
+  // Bytes of one stored K or V element: the pool's type in pool mode, f32 in a host cache.
+  int64_t kv_elem_bytes() const;
   // Raw tokens per id of step_stats::unfolded: c_0 for gsa / hgsa (chunk m holds raw tokens [m c_0, (m+1) c_0)),
   // the page size for quest / moba.
   int unit_tokens() const { return chunk_; }

@@ -377,12 +377,21 @@ TEST(CudaSession, Bf16IsCloseToTheCpu) {
     session_options o;
     o.meth = meth;
     session ref(cpu_m, o), got(gpu_m, o);
+    step_stats st[2];
     for (session* s : {&ref, &got}) {
       s->prefill(test::tiny_tokens(400, 1));
+      (void)s->take_stats();
       s->append(test::tiny_tokens(20, 2));  // teacher-forced: both see the same tokens
       run_pending({s});
+      st[s == &got] = s->take_stats();
     }
     EXPECT_LT(rel_l2(got.logits(), ref.logits()), 3e-2);
+    // bytes_read in the stored type: the GPU's bf16 pool rows are half the CPU's f32 rows (full attention reads
+    // the same rows on both).
+    if (meth == method::full) {
+      EXPECT_EQ(st[1].attended_tokens, st[0].attended_tokens);
+      EXPECT_EQ(st[1].bytes_read * 2, st[0].bytes_read);
+    }
   }
 }
 

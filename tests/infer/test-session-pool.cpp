@@ -351,5 +351,29 @@ TEST(SessionPool, UnsupportedTiersAreRefused) {
   expect_error([&] { session s(m, o); }, "--kv-tier memory");
 }
 
+
+// bytes_read counts what a full-attention row reads: every attended K and V row of every layer and KV head, in
+// the bytes the cache stores (f32 here: host cache and the CPU backend's pool alike).
+TEST(SessionPool, BytesReadCountsEveryAttendedRow) {
+  llama_model m = tiny_model({4});
+  const auto& c = m.config;
+  const int64_t row_bytes = int64_t(2) * c.head_dim * int64_t(sizeof(float));
+  for (bool pooled : {false, true}) {
+    SCOPED_TRACE(pooled ? "pool" : "host");
+    session_options o;
+    o.meth = method::full;
+    o.kv_pool = pooled;
+    session s(m, o);
+    s.prefill(test::tiny_tokens(40, 1));
+    (void)s.take_stats();
+    s.append({5});
+    run_pending({&s});
+    const auto st = s.take_stats();
+    ASSERT_EQ(st.rows, 1);
+    EXPECT_DOUBLE_EQ(st.attended_tokens, 41.0);  // the prompt and the row itself
+    EXPECT_EQ(st.bytes_read, int64_t(41) * c.num_hidden_layers * c.num_key_value_heads * row_bytes);
+  }
+}
+
 }  // namespace
 }  // namespace gsa::infer
