@@ -15,6 +15,7 @@
 #include "cuda/cuda-test-util.h"
 #include "cuda/session-checks.h"
 #include "backend/cuda/runtime.h"
+#include "backend/cuda/select.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "infer/generate.h"
@@ -228,58 +229,76 @@ TEST(CudaSession, UnfoldingPrefillPerRowInPassesAsOnePass) {
 // as the CPU engine under the fixed and adaptive rules, union and group scoring, g = 1 and 2, a sink that
 // overlaps chunk 0, models whose selecting rows see every gist ("gists": "all": the selecting layers' own shared
 // rows, decode-lists.h sel_base); and top-p, which the GPU still selects on the host.
+struct selection_case {
+  method meth;
+  gist::select_rule rule;
+  bool group;
+  int g, sink;
+  bool gists_all = false;
+};
+
+// One rule's decoded rows on the GPU's selection against the CPU engine's (see the test below).
+void expect_device_selection_as_cpu(const selection_case& cs) {
+  using R = gist::select_rule;
+  SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + gist::select_rule_name(cs.rule) +
+               (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink) +
+               (cs.gists_all ? " gists all" : ""));
+  model_config mc = gqa4_config();
+  gist::gsa_config gc =
+      test::tiny_gsa(test::tiny_vocab, cs.meth == method::hgsa ? std::vector<int>{8, 4} : std::vector<int>{8});
+  gc.select = cs.rule;
+  gc.group_scoring = cs.group;
+  gc.gists_per_chunk = cs.g;
+  gc.sink = cs.sink;
+  gc.top_p = 0.5f;
+  gc.gists_all = cs.gists_all;
+  llama_model cpu_m = test::model_with_gsa(mc, gc, 21);
+  llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
+  session_options o;
+  o.meth = cs.meth;
+  auto ref = run(cpu_m, o, 600, 20);
+  auto got = run(gpu_m, o, 600, 20);
+  EXPECT_EQ(got->stream().ids, ref->stream().ids) << "greedy tokens";
+  ASSERT_EQ(got->records().size(), ref->records().size());
+  int differing_lists = 0;
+  double worst = 0;
+  size_t longest = 0, shortest = SIZE_MAX;
+  for (size_t i = 0; i < ref->records().size(); i++) {
+    differing_lists += got->records()[i].keys != ref->records()[i].keys;
+    worst = std::max(worst, test::max_rel_err(got->records()[i].logits, ref->records()[i].logits));
+    for (const auto& k : got->records()[i].keys) longest = std::max(longest, k.size()), shortest = std::min(shortest, k.size());
+  }
+  EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
+  EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
+  EXPECT_GT(longest, shortest) << "some layer unfolded chunks";
+  if (cs.rule != R::top_p) {
+    EXPECT_GE(got->listed_rows(), 15) << "the decoded rows on the device's lists";
+  }
+}
+
 TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
   REQUIRE_GPU();
-  struct c {
-    method meth;
-    gist::select_rule rule;
-    bool group;
-    int g, sink;
-    bool gists_all = false;
-  };
   using R = gist::select_rule;
-  const c cases[] = {{method::gsa, R::fixed, false, 1, 2},     {method::gsa, R::fixed, true, 2, 0},
+  const selection_case cases[] = {{method::gsa, R::fixed, false, 1, 2},     {method::gsa, R::fixed, true, 2, 0},
                      {method::gsa, R::adaptive, false, 2, 10}, {method::gsa, R::adaptive, true, 1, 2},
                      {method::gsa, R::top_p, false, 1, 2},     {method::hgsa, R::fixed, false, 1, 2},
                      {method::hgsa, R::adaptive, true, 2, 0},  {method::hgsa, R::adaptive, false, 1, 10},
                      {method::gsa, R::fixed, false, 1, 2, true},  {method::gsa, R::adaptive, true, 2, 10, true},
                      {method::hgsa, R::fixed, false, 1, 2, true}, {method::hgsa, R::adaptive, true, 2, 0, true}};
-  for (const auto& cs : cases) {
-    SCOPED_TRACE(std::string(method_name(cs.meth)) + " " + gist::select_rule_name(cs.rule) +
-                 (cs.group ? " group" : " union") + " g " + std::to_string(cs.g) + " sink " + std::to_string(cs.sink) +
-                 (cs.gists_all ? " gists all" : ""));
-    model_config mc = gqa4_config();
-    gist::gsa_config gc =
-        test::tiny_gsa(test::tiny_vocab, cs.meth == method::hgsa ? std::vector<int>{8, 4} : std::vector<int>{8});
-    gc.select = cs.rule;
-    gc.group_scoring = cs.group;
-    gc.gists_per_chunk = cs.g;
-    gc.sink = cs.sink;
-    gc.top_p = 0.5f;
-    gc.gists_all = cs.gists_all;
-    llama_model cpu_m = test::model_with_gsa(mc, gc, 21);
-    llama_model gpu_m = to_backend(cpu_m, get_backend(device::cuda, dtype::f32));
-    session_options o;
-    o.meth = cs.meth;
-    auto ref = run(cpu_m, o, 600, 20);
-    auto got = run(gpu_m, o, 600, 20);
-    EXPECT_EQ(got->stream().ids, ref->stream().ids) << "greedy tokens";
-    ASSERT_EQ(got->records().size(), ref->records().size());
-    int differing_lists = 0;
-    double worst = 0;
-    size_t longest = 0, shortest = SIZE_MAX;
-    for (size_t i = 0; i < ref->records().size(); i++) {
-      differing_lists += got->records()[i].keys != ref->records()[i].keys;
-      worst = std::max(worst, test::max_rel_err(got->records()[i].logits, ref->records()[i].logits));
-      for (const auto& k : got->records()[i].keys) longest = std::max(longest, k.size()), shortest = std::min(shortest, k.size());
-    }
-    EXPECT_EQ(differing_lists, 0) << "rows whose key lists differ";
-    EXPECT_LT(worst, 1e-4) << "max relative logit error over the decoded rows";
-    EXPECT_GT(longest, shortest) << "some layer unfolded chunks";
-    if (cs.rule != R::top_p) {
-      EXPECT_GE(got->listed_rows(), 15) << "the decoded rows on the device's lists";
-    }
-  }
+  for (const auto& cs : cases) expect_device_selection_as_cpu(cs);
+}
+
+// The same with every decode row's top-k on the cluster kernel (select.h set_topk_cluster_min; by default only
+// rows of 4096 candidates and more, which these small models do not reach).
+TEST(CudaSession, DeviceSelectionOnTopKClustersEqualsTheCpu) {
+  REQUIRE_GPU();
+  using R = gist::select_rule;
+  const int before = cuda::select_detail::set_topk_cluster_min(1);
+  for (const selection_case& cs : {selection_case{method::gsa, R::fixed, false, 1, 2},
+                                   selection_case{method::gsa, R::adaptive, true, 2, 10},
+                                   selection_case{method::gsa, R::adaptive, true, 2, 10, true}})
+    expect_device_selection_as_cpu(cs);
+  cuda::select_detail::set_topk_cluster_min(before);
 }
 
 TEST(CudaSession, BatchOfMethodsEqualsTheCpuBatch) {

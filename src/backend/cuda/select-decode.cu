@@ -2,6 +2,7 @@
 // row per session (decode_score_kernel, decode_score_rows_kernel), its top-k (decode_topk_row) and the
 // hierarchical walk one level per launch (hier_level_kernel); the radix top-k they share is select-kernels.cuh.
 #include <cuda_bf16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -204,6 +205,140 @@ int decode_topk_smem(K kernel, int max_n, int* staged_cap) {
   return *staged_cap * int(sizeof(uint32_t));
 }
 
+// ---- decode top-k over many candidates: one cluster of CTAs per query head (or KV head) and row ----
+//
+// decode_topk_rows_kernel's result (select_row_keys' rule: order key descending, then index ascending; with group
+// scoring the group's f32 sum, written back to row hk G, one top k per KV head), but a row's candidates are split
+// over the kTopkCtas CTAs of a thread-block cluster, each staging its slice (whole mask words) in shared memory:
+// every radix pass counts each slice into its CTA's histogram, the cluster synchronises, and every CTA sums the
+// kTopkCtas histograms through distributed shared memory and takes the same decision; the ties at the k-th key are
+// ranked across the slices in CTA order. A single CTA per head walked all of a 512k context's 32k candidates five
+// times on one SM; here each SM walks an eighth.
+constexpr int kTopkCtas = 8;
+constexpr int kTopkClusterThreads = 512;
+constexpr int kTopkSliceMax = 16 * 1024;  // staged keys per CTA: rows of up to 128 Ki candidates
+int topk_cluster_min = 4096;              // launches whose max_cand reaches it use the clusters (tests lower it)
+
+struct cluster_topk_smem {
+  int hist[2][256];  // this CTA's counts, alternating between passes (the others read them after the sync)
+  int total[256];    // the cluster's
+  int ties;          // this CTA's keys equal to the k-th
+  uint32_t prefix;
+  int remaining, bin_count, ties_before, ties_all;
+  topk_smem scan;    // block_exclusive_scan's scratch
+};
+
+__global__ void __cluster_dims__(kTopkCtas, 1, 1) __launch_bounds__(kTopkClusterThreads)
+    decode_topk_rows_cluster_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cl = cg::this_cluster();
+  __shared__ cluster_topk_smem sm;
+  extern __shared__ uint32_t staged[];
+  const lists_row& r = rows[blockIdx.y];
+  const int G = Hq / Hkv, head = int(blockIdx.x) / kTopkCtas, rank = int(cl.block_rank());
+  const int n = r.n_cand, k = r.k;
+  // Uniform over the cluster: every CTA of it returns here or none does.
+  if ((r.group && head >= Hkv) || n <= 0 || k <= 0) return;
+  const int hk = r.group ? head : head / G;
+  const int words = (n + 31) / 32, per = (words + kTopkCtas - 1) / kTopkCtas;
+  const int i_beg = min(n, rank * per * 32), i_end = min(n, (rank + 1) * per * 32), m = i_end - i_beg;
+  uint32_t* mask = r.mask + int64_t(hk) * words;
+  const int tid = int(threadIdx.x), lane = tid & 31;
+
+  // Stage the slice's order keys (with group scoring: the sum of the group's rows, written back to row hk G).
+  float* sc = r.scores + int64_t(r.group ? hk * G : head) * n;
+  for (int i = tid; i < m; i += blockDim.x) {
+    float x = sc[i_beg + i];
+    if (r.group == 1) {
+      for (int j = 1; j < G; j++) x = __fadd_rn(x, sc[int64_t(j) * n + i_beg + i]);
+      sc[i_beg + i] = x;
+    }
+    staged[i] = order_key(x);
+  }
+  __syncthreads();
+  // Sets the bits of this slice's keys that pass `take` (a warp's 32 indices are one mask word).
+  auto mark = [&](auto take) {
+    for (int i0 = 0; i0 < m; i0 += blockDim.x) {
+      const int i = i0 + tid;
+      const unsigned bits = __ballot_sync(0xffffffffu, i < m && take(staged[i]));
+      if (lane == 0 && bits) atomicOr(&mask[(i_beg + i) >> 5], bits);
+    }
+  };
+
+  if (k >= n) {
+    mark([](uint32_t) { return true; });
+  } else {
+    uint32_t prefix = 0;
+    int remaining = k;
+    bool done = false;
+    for (int shift = 24, buf = 0; shift >= 0 && !done; shift -= 8, buf ^= 1) {
+      const uint32_t high = shift == 24 ? 0u : (~0u << (shift + 8));
+      for (int i = tid; i < 256; i += blockDim.x) sm.hist[buf][i] = 0;
+      __syncthreads();
+      for (int i0 = 0; i0 < m; i0 += blockDim.x)  // the loop bound is uniform over the CTA
+        radix_count_keys([&](int i) { return staged[i]; }, i0 + tid, m, prefix, high, shift, sm.hist[buf], lane);
+      cl.sync();  // every slice's counts are in (the other buffer may still be read: it is cleared a pass later)
+      for (int b = tid; b < 256; b += blockDim.x) {
+        int s = 0;
+        for (int c = 0; c < kTopkCtas; c++) s += cl.map_shared_rank(&sm.hist[buf][0], c)[b];
+        sm.total[b] = s;
+      }
+      __syncthreads();
+      uint32_t np;
+      int nr, nc;
+      if (tid < 32 && radix_find_bin(sm.total, tid, remaining, prefix, shift, np, nr, nc)) {
+        sm.prefix = np;
+        sm.remaining = nr;
+        sm.bin_count = nc;
+      }
+      __syncthreads();
+      prefix = sm.prefix;
+      remaining = sm.remaining;
+      done = remaining == sm.bin_count;  // the whole bin is taken: the top k are the keys >= prefix
+      __syncthreads();
+    }
+    const uint32_t kth = prefix;
+    if (done) {
+      mark([&](uint32_t key) { return key >= kth; });
+    } else {
+      // `remaining` of the keys equal to the k-th are taken, lowest index first: count each slice's, then rank.
+      int mine = 0;
+      for (int i = tid; i < m; i += blockDim.x) mine += staged[i] == kth;
+      int slice_ties = 0;
+      block_exclusive_scan(mine, sm.scan, &slice_ties);
+      if (tid == 0) sm.ties = slice_ties;
+      cl.sync();
+      if (tid == 0) {
+        int before = 0, all = 0;
+        for (int c = 0; c < kTopkCtas; c++) {
+          const int t = *cl.map_shared_rank(&sm.ties, c);
+          if (c < rank) before += t;
+          all += t;
+        }
+        sm.ties_before = before;
+        sm.ties_all = all;
+      }
+      __syncthreads();
+      if (sm.ties_all == remaining) {
+        mark([&](uint32_t key) { return key >= kth; });
+      } else {
+        int taken = sm.ties_before;
+        for (int base = 0; base < m; base += blockDim.x) {
+          const int i = base + tid;
+          const uint32_t key = i < m ? staged[i] : 0u;
+          const int tie = (i < m && key == kth) ? 1 : 0;
+          int tile_ties = 0;
+          const int before = block_exclusive_scan(tie, sm.scan, &tile_ties);
+          const unsigned bits = __ballot_sync(0xffffffffu, (i < m && key > kth) || (tie && taken + before < remaining));
+          if (lane == 0 && bits) atomicOr(&mask[(i_beg + i) >> 5], bits);
+          taken += tile_ties;
+        }
+      }
+    }
+  }
+  cl.sync();  // the others may still read this CTA's shared memory
+}
+
 // ---- the hierarchical walk (decode, one row): gist::select_hierarchical, one level per launch ----
 //
 // Level l's scores were written by decode_score_kernel (the top level over the shared list of whole units; a
@@ -325,12 +460,35 @@ void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf
   else go(float{});
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("decode_score_rows_kernel", e));
+  if (max_cand >= topk_cluster_min && max_cand <= kTopkCtas * kTopkSliceMax) {
+    // Many candidates: a cluster of CTAs per head, each with a slice of whole mask words staged.
+    const int per = ((max_cand + 31) / 32 + kTopkCtas - 1) / kTopkCtas;
+    const int smem = per * 32 * int(sizeof(uint32_t));
+    static bool opted = false;
+    if (!opted) {
+      if (cudaFuncSetAttribute(decode_topk_rows_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               kTopkSliceMax * int(sizeof(uint32_t))) != cudaSuccess)
+        fail_msg("GPU decode top-k: shared memory for the cluster kernel could not be set");
+      opted = true;
+    }
+    decode_topk_rows_cluster_kernel<<<dim3(unsigned(Hq * kTopkCtas), unsigned(n_rows)), kTopkClusterThreads, smem,
+                                      st>>>(rows, Hq, Hkv);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) fail_msg(launch_error("decode_topk_rows_cluster_kernel", e));
+    return;
+  }
   int staged_cap = 0;
   const int smem = decode_topk_smem(decode_topk_rows_kernel, max_cand, &staged_cap);
   decode_topk_rows_kernel<<<dim3(unsigned(Hq), unsigned(n_rows)), decode_topk_threads, smem, st>>>(rows, Hq, Hkv,
                                                                                                   staged_cap);
   e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("decode_topk_rows_kernel", e));
+}
+
+int set_topk_cluster_min(int n) {
+  const int before = topk_cluster_min;
+  topk_cluster_min = n;
+  return before;
 }
 
 void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bool bf16_in, float* scores,

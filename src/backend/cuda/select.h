@@ -231,8 +231,13 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
 // each query head's top k) ORed into its mask (Hkv, ceil(n / 32)): one CTA per query head and row, the keys
 // staged in shared memory up to 48 Ki candidates. rows: device array of n_rows; max_cand >= every row's n_cand.
 // The rows share the heads (Hq, Hkv, D), the dtype and the pool row stride Hkv * D.
+// From max_cand = topk_cluster_min (default 4096) up to 128 Ki candidates, the top-k runs on a cluster of 8 CTAs
+// per head (each a slice of the candidates; same result).
 void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf16, int Hq, int Hkv, int D,
                         void* stream);
+// Sets the candidate count from which launch_decode_rows' top-k runs on clusters (tests: 1 sends every row
+// there); returns the previous value. Not thread-safe: for tests and benchmarks.
+int set_topk_cluster_min(int n);
 
 // Largest candidate count launch_topk handles (its bitmask lives in 32 KiB of shared memory, under the 48 KiB a
 // kernel gets without opting in): c_0 = 4 up to a million tokens.
