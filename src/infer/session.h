@@ -192,6 +192,7 @@ class session {
   std::vector<float> logits_;
   step_stats stats_;
   int64_t listed_rows_ = 0;  // listed_rows()
+  std::vector<int32_t> chunk_rows_;      // lists_done's scratch: rows each candidate chunk adds to a list
   std::vector<int32_t> base_keys_;       // gist-mask list of the row being computed
   int base_pos_ = -1;
   int base_builds_ = 0;                  // times base_keys_ was rebuilt (not extended)

@@ -55,8 +55,12 @@ TEST(CudaDecodePlan, ManyListsNeedFewSplits) {
   decode_plan_options opt;
   opt.num_sms = 132;
   opt.tensor_cores = false;
-  const auto plan = plan_decode(shape(64, 32, 8, 128), 4096, opt);  // 512 lists already fill the device
-  EXPECT_EQ(plan.num_splits, 2);
+  // 512 lists already take 512 of the 528 block slots: a second split would start a mostly idle second wave.
+  EXPECT_EQ(plan_decode(shape(64, 32, 8, 128), 4096, opt).num_splits, 1);
+  // Batch 8 of the Llama-3-8B layer on tensor cores: 64 lists and 264 slots: 4 splits (256 blocks, one wave),
+  // not 5 (320: a second wave of 56).
+  opt.tensor_cores = true;
+  EXPECT_EQ(plan_decode(shape(8, 32, 8, 128), 131072, opt).num_splits, 4);
 }
 
 TEST(CudaDecodePlan, TensorCoresForBf16AtHeadDims64And128) {

@@ -375,5 +375,32 @@ TEST(SessionPool, BytesReadCountsEveryAttendedRow) {
   }
 }
 
+// A selecting method's counts on the pool's decode lists (session::lists_done: each selected chunk's raw rows and
+// gists, the gist keys scored) equal the host engine's, row by row.
+TEST(SessionPool, SelectingRowsCountAsTheHostEngine) {
+  for (method meth : {method::gsa, method::hgsa}) {
+    SCOPED_TRACE(method_name(meth));
+    llama_model m = tiny_model(meth == method::hgsa ? std::vector<int>{3, 2} : std::vector<int>{4});
+    session_options o;
+    o.meth = meth;
+    session host(m, o);
+    o.kv_pool = true;
+    session pooled(m, o);
+    for (session* s : {&host, &pooled}) s->prefill(test::tiny_tokens(90, 3));
+    for (int i = 0; i < 6; i++) {
+      for (session* s : {&host, &pooled}) {
+        s->append({int32_t(5 + i)});
+        run_pending({s});
+      }
+      const auto a = host.take_stats(), b = pooled.take_stats();
+      EXPECT_GT(b.attended_tokens, 0.0);
+      EXPECT_DOUBLE_EQ(b.attended_tokens, a.attended_tokens) << "row " << i;
+      EXPECT_EQ(b.bytes_read, a.bytes_read) << "row " << i;
+      EXPECT_EQ(b.unfolded, a.unfolded) << "row " << i;
+    }
+    EXPECT_GT(pooled.listed_rows(), 0) << "the pool's rows went through the decode lists";
+  }
+}
+
 }  // namespace
 }  // namespace gsa::infer

@@ -55,9 +55,11 @@ decode_plan plan_decode(const decode_params& p, int64_t max_list_len, const deco
     plan.num_splits = 1;
     plan.keys_per_split = std::max<int64_t>(1, max_list_len);
   } else {
-    // Enough blocks to fill every SM ctas_per_sm times, but no split shorter than min_keys_per_split.
+    // As many blocks as fit on the device at once (ctas_per_sm on every SM), in whole waves: the most splits
+    // whose blocks all fit (a split more would start a second, mostly idle wave), at least one; and no split
+    // shorter than min_keys_per_split.
     const int64_t target = int64_t(std::max(1, opt.num_sms)) * std::max(1, ctas_per_sm);
-    const int64_t want = (target + lists - 1) / lists;
+    const int64_t want = std::max<int64_t>(1, target / lists);
     const int64_t by_len = (max_list_len + opt.min_keys_per_split - 1) / std::max<int64_t>(1, opt.min_keys_per_split);
     const int64_t s = std::clamp<int64_t>(std::min(want, by_len), 1, std::max(1, opt.max_splits));
     // Round the split to whole steps of a block's iteration, then recount.
