@@ -288,15 +288,17 @@ TEST(CudaSession, DeviceSelectionEqualsTheCpuUnderEveryRule) {
   for (const auto& cs : cases) expect_device_selection_as_cpu(cs);
 }
 
-// The same with every decode row's top-k on the cluster kernel (select.h set_topk_cluster_min; by default only
-// rows of 4096 candidates and more, which these small models do not reach).
+// The same with every decode row's top-k, and every level of hgsa's walk, on the cluster kernels (select.h
+// set_topk_cluster_min; by default only from 4096 candidates, which these small models do not reach).
 TEST(CudaSession, DeviceSelectionOnTopKClustersEqualsTheCpu) {
   REQUIRE_GPU();
   using R = gist::select_rule;
   const int before = cuda::select_detail::set_topk_cluster_min(1);
   for (const selection_case& cs : {selection_case{method::gsa, R::fixed, false, 1, 2},
                                    selection_case{method::gsa, R::adaptive, true, 2, 10},
-                                   selection_case{method::gsa, R::adaptive, true, 2, 10, true}})
+                                   selection_case{method::gsa, R::adaptive, true, 2, 10, true},
+                                   selection_case{method::hgsa, R::fixed, false, 1, 2},
+                                   selection_case{method::hgsa, R::adaptive, true, 2, 0}})
     expect_device_selection_as_cpu(cs);
   cuda::select_detail::set_topk_cluster_min(before);
 }

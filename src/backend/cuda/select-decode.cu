@@ -228,29 +228,24 @@ struct cluster_topk_smem {
   topk_smem scan;    // block_exclusive_scan's scratch
 };
 
-__global__ void __cluster_dims__(kTopkCtas, 1, 1) __launch_bounds__(kTopkClusterThreads)
-    decode_topk_rows_cluster_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv) {
+// One cluster's top k of the n scores at sc (sum_rows > 1: the f32 sum of sum_rows rows ld apart, written back
+// to the first) into mask. Every thread of every CTA of the cluster calls it with the same arguments.
+__device__ void cluster_topk(float* __restrict__ sc, int sum_rows, int64_t ld, int n, int k,
+                             uint32_t* __restrict__ mask) {
   namespace cg = cooperative_groups;
   cg::cluster_group cl = cg::this_cluster();
   __shared__ cluster_topk_smem sm;
   extern __shared__ uint32_t staged[];
-  const lists_row& r = rows[blockIdx.y];
-  const int G = Hq / Hkv, head = int(blockIdx.x) / kTopkCtas, rank = int(cl.block_rank());
-  const int n = r.n_cand, k = r.k;
-  // Uniform over the cluster: every CTA of it returns here or none does.
-  if ((r.group && head >= Hkv) || n <= 0 || k <= 0) return;
-  const int hk = r.group ? head : head / G;
+  const int rank = int(cl.block_rank());
   const int words = (n + 31) / 32, per = (words + kTopkCtas - 1) / kTopkCtas;
   const int i_beg = min(n, rank * per * 32), i_end = min(n, (rank + 1) * per * 32), m = i_end - i_beg;
-  uint32_t* mask = r.mask + int64_t(hk) * words;
   const int tid = int(threadIdx.x), lane = tid & 31;
 
-  // Stage the slice's order keys (with group scoring: the sum of the group's rows, written back to row hk G).
-  float* sc = r.scores + int64_t(r.group ? hk * G : head) * n;
+  // Stage the slice's order keys.
   for (int i = tid; i < m; i += blockDim.x) {
     float x = sc[i_beg + i];
-    if (r.group == 1) {
-      for (int j = 1; j < G; j++) x = __fadd_rn(x, sc[int64_t(j) * n + i_beg + i]);
+    if (sum_rows > 1) {
+      for (int j = 1; j < sum_rows; j++) x = __fadd_rn(x, sc[int64_t(j) * ld + i_beg + i]);
       sc[i_beg + i] = x;
     }
     staged[i] = order_key(x);
@@ -338,6 +333,47 @@ __global__ void __cluster_dims__(kTopkCtas, 1, 1) __launch_bounds__(kTopkCluster
   }
   cl.sync();  // the others may still read this CTA's shared memory
 }
+
+// Every selecting row of a batched step (decode_topk_rows_kernel's work): grid (Hq clusters, rows).
+__global__ void __cluster_dims__(kTopkCtas, 1, 1) __launch_bounds__(kTopkClusterThreads)
+    decode_topk_rows_cluster_kernel(const lists_row* __restrict__ rows, int Hq, int Hkv) {
+  const lists_row& r = rows[blockIdx.y];
+  const int G = Hq / Hkv, head = int(blockIdx.x) / kTopkCtas;
+  // Uniform over the cluster: every CTA of it returns here or none does.
+  if ((r.group && head >= Hkv) || r.n_cand <= 0 || r.k <= 0) return;
+  const int hk = r.group ? head : head / G;
+  cluster_topk(r.scores + int64_t(r.group ? hk * G : head) * r.n_cand, r.group == 1 ? G : 1, r.n_cand, r.n_cand,
+               r.k, r.mask + int64_t(hk) * ((r.n_cand + 31) / 32));
+}
+
+// One row of a walk level (decode_topk_kernel's work, no page router): grid (query heads, or KV heads with group
+// scoring) clusters; head h's scores at scores + h ld, n units (n_kv: n_kv[KV head]), masks mask_words apart.
+__global__ void __cluster_dims__(kTopkCtas, 1, 1) __launch_bounds__(kTopkClusterThreads)
+    decode_topk_cluster_kernel(float* __restrict__ scores, int n, int k, int Hq, int Hkv, bool group_scoring,
+                               uint32_t* __restrict__ gmask, const int32_t* __restrict__ n_kv, int64_t ld,
+                               int mask_words) {
+  const int G = Hq / Hkv, head = int(blockIdx.x) / kTopkCtas;
+  const int hk = group_scoring ? head : head / G;
+  const int nn = n_kv ? n_kv[hk] : n;
+  if (nn <= 0 || k <= 0) return;  // uniform over the cluster
+  cluster_topk(scores + int64_t(group_scoring ? hk * G : head) * ld, group_scoring ? G : 1, ld, nn, k,
+               gmask + int64_t(hk) * mask_words);
+}
+
+// Dynamic shared memory of a cluster top-k launch over at most max_n candidates (a slice of whole mask words per
+// CTA), opting the kernel in to the most it may take once.
+template <class K>
+int cluster_topk_smem_bytes(K kernel, int max_n) {
+  static bool opted = false;  // per kernel (one instantiation per kernel type)
+  if (!opted) {
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             kTopkSliceMax * int(sizeof(uint32_t))) != cudaSuccess)
+      fail_msg("GPU decode top-k: shared memory for the cluster kernel could not be set");
+    opted = true;
+  }
+  return ((max_n + 31) / 32 + kTopkCtas - 1) / kTopkCtas * 32 * int(sizeof(uint32_t));
+}
+bool use_topk_clusters(int max_n) { return max_n >= topk_cluster_min && max_n <= kTopkCtas * kTopkSliceMax; }
 
 // ---- the hierarchical walk (decode, one row): gist::select_hierarchical, one level per launch ----
 //
@@ -460,17 +496,9 @@ void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf
   else go(float{});
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_msg(launch_error("decode_score_rows_kernel", e));
-  if (max_cand >= topk_cluster_min && max_cand <= kTopkCtas * kTopkSliceMax) {
+  if (use_topk_clusters(max_cand)) {
     // Many candidates: a cluster of CTAs per head, each with a slice of whole mask words staged.
-    const int per = ((max_cand + 31) / 32 + kTopkCtas - 1) / kTopkCtas;
-    const int smem = per * 32 * int(sizeof(uint32_t));
-    static bool opted = false;
-    if (!opted) {
-      if (cudaFuncSetAttribute(decode_topk_rows_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               kTopkSliceMax * int(sizeof(uint32_t))) != cudaSuccess)
-        fail_msg("GPU decode top-k: shared memory for the cluster kernel could not be set");
-      opted = true;
-    }
+    const int smem = cluster_topk_smem_bytes(decode_topk_rows_cluster_kernel, max_cand);
     decode_topk_rows_cluster_kernel<<<dim3(unsigned(Hq * kTopkCtas), unsigned(n_rows)), kTopkClusterThreads, smem,
                                       st>>>(rows, Hq, Hkv);
     e = cudaGetLastError();
@@ -528,8 +556,19 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
                         lower_n);
     if (cudaMemsetAsync(mask, 0, size_t(a.Hkv) * mask_words * sizeof(uint32_t), st) != cudaSuccess)
       fail_msg("GPU hierarchical selection: clearing the mask failed");
+    const int level_n = is_top ? top_n : lower_n;
+    if (use_topk_clusters(level_n)) {  // many units: a cluster of CTAs per head (same selection)
+      const int smem = cluster_topk_smem_bytes(decode_topk_cluster_kernel, level_n);
+      decode_topk_cluster_kernel<<<sel_grid * kTopkCtas, kTopkClusterThreads, smem, st>>>(
+          is_top ? top : lower, is_top ? top_n : 0, a.k[l], a.Hq, a.Hkv, a.group, mask, is_top ? nullptr : n_cur,
+          is_top ? top_n : a.max_n, mask_words);
+      hier_level_kernel<<<a.Hkv, topk_threads, 0, st>>>(a, l, mask, mask_words, units, rows, n_cur, scored, out);
+      const cudaError_t e = cudaGetLastError();
+      if (e != cudaSuccess) fail_msg(launch_error("decode_topk_cluster_kernel / hier_level_kernel", e));
+      continue;
+    }
     int staged_cap = 0;
-    const int smem = decode_topk_smem(decode_topk_kernel, is_top ? top_n : lower_n, &staged_cap);
+    const int smem = decode_topk_smem(decode_topk_kernel, level_n, &staged_cap);
     if (is_top)
       decode_topk_kernel<<<sel_grid, decode_topk_threads, smem, st>>>(top, top_n, a.k[l], a.Hq, a.Hkv, a.group, mask,
                                                                       nullptr, top_n, mask_words, staged_cap);

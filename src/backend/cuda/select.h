@@ -232,7 +232,7 @@ void launch_hierarchical(const hier_args& a, const void* q, const void* pool, bo
 // staged in shared memory up to 48 Ki candidates. rows: device array of n_rows; max_cand >= every row's n_cand.
 // The rows share the heads (Hq, Hkv, D), the dtype and the pool row stride Hkv * D.
 // From max_cand = topk_cluster_min (default 4096) up to 128 Ki candidates, the top-k runs on a cluster of 8 CTAs
-// per head (each a slice of the candidates; same result).
+// per head (each a slice of the candidates; same result); so does each level of launch_hierarchical's walk.
 void launch_decode_rows(const lists_row* rows, int n_rows, int max_cand, bool bf16, int Hq, int Hkv, int D,
                         void* stream);
 // Sets the candidate count from which launch_decode_rows' top-k runs on clusters (tests: 1 sends every row
