@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "backend/cuda/attention-kernels.cuh"  // async copies, ldmatrix, mma.sync, kLog2e / kLn2
 #include "backend/cuda/decode-kernels.h"
 
 namespace gsa::cuda::detail {
@@ -24,8 +25,6 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 struct split_args {
   decode_params p;
@@ -69,16 +68,6 @@ __device__ inline void store_out(void* out, int64_t off, float x, decode_dtype t
     static_cast<__nv_bfloat16*>(out)[off] = __float2bfloat16_rn(x);
 }
 
-__device__ inline void cp_async16(void* smem, const void* gmem) {
-  const uint32_t sa = uint32_t(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem));
-}
-__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ inline void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // Where sequence b's query, output, K/V pool and lists are: its decode_seq, or the launch-wide fields at b's
 // offsets.
 __device__ inline decode_seq seq_of(const decode_params& p, int b) {
@@ -87,6 +76,29 @@ __device__ inline decode_seq seq_of(const decode_params& p, int b) {
   return decode_seq{static_cast<const char*>(p.q) + int64_t(b) * p.q_stride_b * qe,
                     static_cast<char*>(p.out) + int64_t(b) * p.o_stride_b * oe,
                     p.k, p.v, p.indptr, p.indices, p.shared, p.n_shared, p.host_k};
+}
+
+// The list a split block serves (grid (B*Hkv lists, splits)): sequence b, KV head h, the sequence's pointers, and
+// keys [s0, s1) of the list (the shared prefix's ns keys first, then indices[beg ..]).
+struct split_span {
+  int b, h;
+  decode_seq sv;
+  int64_t beg, ns, s0, s1;
+};
+__device__ inline split_span span_of(const split_args& a) {
+  const decode_params& p = a.p;
+  const int list = blockIdx.x;
+  split_span r;
+  r.b = list / p.n_kv_heads;
+  r.h = list % p.n_kv_heads;
+  r.sv = seq_of(p, r.b);
+  const int at = p.seqs ? r.h : list;  // the list's index into its indptr
+  r.beg = r.sv.indptr[at];
+  r.ns = r.sv.n_shared;
+  const int64_t len = r.ns + r.sv.indptr[at + 1] - r.beg;
+  r.s0 = int64_t(blockIdx.y) * a.keys_per_split;
+  r.s1 = min(len, r.s0 + a.keys_per_split);
+  return r;
 }
 
 // The end of a split block: NG partial states (max and sum in log2 units, unnormalized acc) of each of its G
@@ -168,15 +180,10 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
   uint4* ring_v = ring_k + ST * U * kThreads;
 
   const decode_params& p = a.p;
-  const int list = blockIdx.x, split = blockIdx.y;
-  const int b = list / p.n_kv_heads, h = list % p.n_kv_heads;
-  const decode_seq sv = seq_of(p, b);
-  const int at = p.seqs ? h : list;  // the list's index into its indptr
-  const int64_t beg = sv.indptr[at];
-  const int64_t ns = sv.n_shared;
-  const int64_t len = ns + sv.indptr[at + 1] - beg;
-  const int64_t s0 = int64_t(split) * a.keys_per_split;
-  const int64_t s1 = min(len, s0 + a.keys_per_split);
+  const split_span sp = span_of(a);
+  const int b = sp.b, h = sp.h, split = blockIdx.y;
+  const decode_seq& sv = sp.sv;
+  const int64_t beg = sp.beg, ns = sp.ns, s0 = sp.s0, s1 = sp.s1;
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int gl = lane % L;                       // lane within its group: which 16 bytes of the row
@@ -237,8 +244,8 @@ __global__ void __launch_bounds__(kThreads) decode_split_kernel(const split_args
     for (int u = 0; u < U; u++)
       if (jw + my_off + u < s1) {
         const T* kr = key_at(nidx[u]);
-        cp_async16(ring_k + (stage * U + u) * kThreads + threadIdx.x, kr);
-        cp_async16(ring_v + (stage * U + u) * kThreads + threadIdx.x, kr + v_off);
+        cp_async16_zfill(ring_k + (stage * U + u) * kThreads + threadIdx.x, kr, true);
+        cp_async16_zfill(ring_v + (stage * U + u) * kThreads + threadIdx.x, kr + v_off, true);
       }
     cp_async_commit();
   };
@@ -379,31 +386,6 @@ constexpr size_t mma_smem_bytes() {
   return mma_ring_bytes<D>() > mma_merge_bytes<D>() ? mma_ring_bytes<D>() : mma_merge_bytes<D>();
 }
 
-// 16 bytes from gmem into shared memory, or 16 zero bytes when !valid (nothing is read from gmem then).
-__device__ inline void cp_async16_or_zero(void* smem, const void* gmem, bool valid) {
-  const uint32_t sa = uint32_t(__cvta_generic_to_shared(smem));
-  const int n = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(n));
-}
-__device__ inline void ldsm_x4(uint32_t (&r)[4], const void* smem) {
-  const uint32_t sa = uint32_t(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(sa));
-}
-__device__ inline void ldsm_x4_trans(uint32_t (&r)[4], const void* smem) {
-  const uint32_t sa = uint32_t(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(sa));
-}
-__device__ inline void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 // The 8x8 b16 matrix whose row lane/4, columns 2 (lane % 4) and + 1 this lane holds, transposed (same layout).
 __device__ inline uint32_t transpose8x8(uint32_t x) {
   uint32_t y;
@@ -429,15 +411,10 @@ __global__ void __launch_bounds__(kThreads) decode_mma_kernel(const split_args a
 
   const decode_params& p = a.p;
   const int G = p.n_q_heads / p.n_kv_heads;
-  const int list = blockIdx.x, split = blockIdx.y;
-  const int b = list / p.n_kv_heads, h = list % p.n_kv_heads;
-  const decode_seq sv = seq_of(p, b);
-  const int at = p.seqs ? h : list;
-  const int64_t beg = sv.indptr[at];
-  const int64_t ns = sv.n_shared;
-  const int64_t len = ns + sv.indptr[at + 1] - beg;
-  const int64_t s0 = int64_t(split) * a.keys_per_split;
-  const int64_t s1 = min(len, s0 + a.keys_per_split);
+  const split_span sp = span_of(a);
+  const int b = sp.b, h = sp.h, split = blockIdx.y;
+  const decode_seq& sv = sp.sv;
+  const int64_t beg = sp.beg, ns = sp.ns, s0 = sp.s0, s1 = sp.s1;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   T* ring = reinterpret_cast<T*>(smem_raw) + size_t(warp) * kMmaStages * 2 * TILE;  // [stage][K, V][16][D]
 
@@ -479,8 +456,8 @@ __global__ void __launch_bounds__(kThreads) decode_mma_kernel(const split_args a
       const bool valid = jt + r < s1;
       const T* kr = key_at(row) + ch * 8;
       const int at_s = r * D + ((ch ^ (r & 7)) * 8);
-      cp_async16_or_zero(sk + at_s, kr, valid);
-      cp_async16_or_zero(sk + TILE + at_s, kr + v_off, valid);
+      cp_async16_zfill(sk + at_s, kr, valid);
+      cp_async16_zfill(sk + TILE + at_s, kr + v_off, valid);
     }
   };
 
@@ -514,8 +491,8 @@ __global__ void __launch_bounds__(kThreads) decode_mma_kernel(const split_args a
       for (int t = 0; t < DT; t++) {
         const int ch = 2 * t + (lane >> 4);
         uint32_t ka[4];
-        ldsm_x4(ka, sk + r * D + ((ch ^ (r & 7)) * 8));
-        mma_bf16_16816(s, ka, qb[t][0], qb[t][1]);
+        ldmatrix_x4(ka, sk + r * D + ((ch ^ (r & 7)) * 8));
+        mma_bf16(s, ka, qb[t][0], qb[t][1]);
       }
     }
     const bool k0 = jt + (lane >> 2) < s1, k8 = jt + (lane >> 2) + 8 < s1;
@@ -555,9 +532,9 @@ __global__ void __launch_bounds__(kThreads) decode_mma_kernel(const split_args a
       for (int t = 0; t < DT; t++) {
         const int ch = 2 * t + ((lane >> 3) & 1);
         uint32_t va[4];
-        ldsm_x4_trans(va, svv + r * D + ((ch ^ (r & 7)) * 8));
+        ldmatrix_x4_trans(va, svv + r * D + ((ch ^ (r & 7)) * 8));
 #pragma unroll
-        for (int k = 0; k < 3; k++) mma_bf16_16816(o[t], va, pb[k][0], pb[k][1]);
+        for (int k = 0; k < 3; k++) mma_bf16(o[t], va, pb[k][0], pb[k][1]);
       }
     }
     __syncwarp();  // every lane has read this stage before it is refilled
