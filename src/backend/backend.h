@@ -9,6 +9,7 @@
 //
 // Shapes are read from the tensors (x (M, K), w (N, K), ...); the ops check what they read.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -42,7 +43,18 @@ class backend {
   virtual Tensor upload(const Tensor& host, dtype t) = 0;
   // dst = src converted to dst's type (same device; same numel).
   virtual void copy(Tensor& dst, const Tensor& src) = 0;
+  // dst (this device's) = the host tensor src, of dst's type and numel: an upload into memory dst already holds.
+  virtual void write(Tensor& dst, const Tensor& src) = 0;
   virtual void synchronize() {}
+  // Recorded device work (CUDA graphs). Runs f, or on a backend that records, replays what f launched when this
+  // `rec` was recorded (rec: null at first; the backend keeps its state and the recording in it, and freeing it
+  // frees the recording; the CUDA backend runs f at the first call and records at the second): the work of many
+  // small launches in one. f must call only this backend's ops, on tensors that
+  // keep their addresses and shapes at every later call with this rec (their contents may change), and must not
+  // allocate, upload, read back or synchronise. A backend that does not record (the CPU) runs f every time.
+  virtual void replay(std::shared_ptr<void>& rec, const std::function<void()>& f) { f(); }
+  // Whether replay records (a caller may then keep persistent buffers for it; nothing else changes).
+  virtual bool records() const { return false; }
   // Whether results must be the same bits on every run. The CPU backend always is (fixed tiles and block
   // orders); the CUDA backend sums the attention backward's dK / dV in fixed point when on (slower; off by
   // default: f32 atomics, whose order shows in the last bits; docs/cuda.md).

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 
 #include "core/error.h"
 #include "core/profile.h"
@@ -17,7 +19,73 @@
 
 namespace gsa::infer {
 
+// Where the backend records (backend::replay: CUDA graphs), a step of M <= max_recorded_rows rows keeps its
+// activations in buffers that live with the model, so that each layer's dense part (the projections, norms, RoPE
+// and MLP: everything but appending K/V and attending, which change from step to step) reads and writes the same
+// memory every step and is recorded once: L + 1 graph launches per step instead of about 15 launches per layer.
+// The buffers are per row count M, made for one set of weights (key: shapes, types and every weight's address;
+// another key rebuilds them all).
+struct step_scratch {
+  struct rows_buffers {
+    Tensor ids, pos, x, h, rstd, q, k, v, att, tmp, gate, up;
+    std::vector<std::shared_ptr<void>> segs;  // layer l's segment: layer l - 1's MLP half (or the embedding), then
+                                              // layer l's norm, projections and RoPE; segment L ends the model
+  };
+  std::mutex mu;
+  std::vector<uintptr_t> key;
+  std::map<int, rows_buffers> by_rows;
+};
+
 namespace {
+
+constexpr int max_recorded_rows = 64;
+constexpr size_t max_recorded_sizes = 8;  // row counts kept at once (continuous batching moves between a few)
+
+std::vector<uintptr_t> scratch_key(const llama_model& m) {
+  const auto& c = m.config;
+  std::vector<uintptr_t> key{uintptr_t(c.hidden_size),       uintptr_t(c.intermediate_size),
+                             uintptr_t(c.num_attention_heads), uintptr_t(c.num_key_value_heads),
+                             uintptr_t(c.head_dim),          uintptr_t(c.num_hidden_layers),
+                             uintptr_t(m.ops().act()),       uintptr_t(m.inv_freq_dev.raw()),
+                             uintptr_t(m.w.embed.raw()),     uintptr_t(m.w.norm.raw())};
+  for (const layer_weights& lw : m.w.layers)
+    for (const Tensor* t : {&lw.attn_norm, &lw.wq, &lw.bq, &lw.wk, &lw.bk, &lw.wv, &lw.bv, &lw.wo, &lw.bo,
+                            &lw.mlp_norm, &lw.w_gate, &lw.w_up, &lw.w_down})
+      key.push_back(uintptr_t(t->empty() ? nullptr : t->raw()));
+  return key;
+}
+
+// The model's buffers for M rows, holding `lock` on them for the step; null (the step allocates its own and
+// records nothing) when the backend does not record, M is large (a prefill in pieces), or another thread's step
+// holds them.
+step_scratch::rows_buffers* scratch_for(const llama_model& m, int M, std::unique_lock<std::mutex>& lock) {
+  backend& be = m.ops();
+  if (!be.records() || M > max_recorded_rows) return nullptr;
+  if (!m.decode_scratch) m.decode_scratch = std::make_shared<step_scratch>();
+  step_scratch& sc = *m.decode_scratch;
+  lock = std::unique_lock<std::mutex>(sc.mu, std::try_to_lock);
+  if (!lock.owns_lock()) return nullptr;
+  std::vector<uintptr_t> key = scratch_key(m);
+  if (key != sc.key || (!sc.by_rows.count(M) && sc.by_rows.size() >= max_recorded_sizes)) {
+    sc.by_rows.clear();
+    sc.key = std::move(key);
+  }
+  auto [it, fresh] = sc.by_rows.try_emplace(M);
+  step_scratch::rows_buffers& b = it->second;
+  if (fresh) {
+    const auto& c = m.config;
+    const dtype at = be.act();
+    const int64_t C = c.hidden_size, I = c.intermediate_size, Hq = c.num_attention_heads,
+                  Hkv = c.num_key_value_heads, D = c.head_dim;
+    b.ids = be.alloc({M}, dtype::i32), b.pos = be.alloc({M}, dtype::i32);
+    b.x = be.alloc({M, C}, at), b.h = be.alloc({M, C}, at), b.rstd = be.alloc({M}, dtype::f32);
+    b.q = be.alloc({M, Hq, D}, at), b.k = be.alloc({M, Hkv, D}, at), b.v = be.alloc({M, Hkv, D}, at);
+    b.att = be.alloc({M, Hq * D}, at), b.tmp = be.alloc({M, C}, at);
+    b.gate = be.alloc({M, I}, at), b.up = be.alloc({M, I}, at);
+    b.segs.assign(size_t(c.num_hidden_layers) + 1, nullptr);
+  }
+  return &b;
+}
 
 Tensor upload_i32(backend& be, std::vector<int32_t>& v) {
   return be.upload(Tensor::borrow(v.data(), {int64_t(v.size())}, dtype::i32), dtype::i32);
@@ -59,6 +127,15 @@ struct step_profile {
 };
 
 }  // namespace
+
+int decode_recordings(const llama_model& m) {
+  if (!m.decode_scratch) return 0;
+  std::lock_guard<std::mutex> lock(m.decode_scratch->mu);
+  int n = 0;
+  for (const auto& [rows, b] : m.decode_scratch->by_rows)
+    for (const auto& r : b.segs) n += r != nullptr;
+  return n;
+}
 
 void session::h2o_update(int layer, int pos, const std::vector<std::vector<float>>& weights) {
   const int Hkv = int(m_.config.num_key_value_heads);
@@ -162,16 +239,57 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   // row i's part at sel_off[i] (-1: none).
   Tensor sel_all;
   std::vector<int64_t> sel_off(M, -1);
-  const Tensor ids_t = upload_i32(be, ids), pos_t = upload_i32(be, pos);
   const Tensor inv_freq = m.inv_freq_dev.empty()
                               ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
                               : m.inv_freq_dev;
-  Tensor x = be.alloc({M, C}, at), h = be.alloc({M, C}, at), rstd = be.alloc({M}, dtype::f32);
-  Tensor q = be.alloc({M, Hq, D}, at), k = be.alloc({M, Hkv, D}, at), v = be.alloc({M, Hkv, D}, at);
-  Tensor att = be.alloc({M, Hq * D}, at), tmp = be.alloc({M, C}, at);
-  Tensor gate = be.alloc({M, I}, at), up = be.alloc({M, I}, at);
+  std::unique_lock<std::mutex> scratch_lock;
+  step_scratch::rows_buffers* sb = scratch_for(m, M, scratch_lock);
+  Tensor ids_t, pos_t, x, h, rstd, q, k, v, att, tmp, gate, up;
+  if (sb) {
+    be.write(sb->ids, Tensor::borrow(ids.data(), {M}, dtype::i32));
+    be.write(sb->pos, Tensor::borrow(pos.data(), {M}, dtype::i32));
+    ids_t = sb->ids, pos_t = sb->pos, x = sb->x, h = sb->h, rstd = sb->rstd, q = sb->q, k = sb->k, v = sb->v;
+    att = sb->att, tmp = sb->tmp, gate = sb->gate, up = sb->up;
+  } else {
+    ids_t = upload_i32(be, ids), pos_t = upload_i32(be, pos);
+    x = be.alloc({M, C}, at), h = be.alloc({M, C}, at), rstd = be.alloc({M}, dtype::f32);
+    q = be.alloc({M, Hq, D}, at), k = be.alloc({M, Hkv, D}, at), v = be.alloc({M, Hkv, D}, at);
+    att = be.alloc({M, Hq * D}, at), tmp = be.alloc({M, C}, at);
+    gate = be.alloc({M, I}, at), up = be.alloc({M, I}, at);
+  }
+  // The layers' dense parts, written once: segment l (0 .. L) is layer l - 1's output projection and MLP (for
+  // l = 0 the embedding), then layer l's norm, projections and RoPE (for l = L the final norm), replayed as one
+  // recording where the step keeps its buffers (step_scratch).
+  auto segment = [&](int l) {
+    auto body = [&] {
+      if (l == 0) {
+        be.embedding_forward(x, ids_t, m.w.embed);
+      } else {
+        const layer_weights& pw = m.w.layers[size_t(l) - 1];
+        be.matmul_forward(tmp, att, pw.wo, &pw.bo);
+        be.add_inplace(x, tmp);
+        be.rmsnorm_forward(h, rstd, x, pw.mlp_norm, eps);
+        be.matmul_forward(gate, h, pw.w_gate, nullptr);
+        be.matmul_forward(up, h, pw.w_up, nullptr);
+        be.swiglu_forward(gate, gate, up);
+        be.matmul_forward(tmp, gate, pw.w_down, nullptr);
+        be.add_inplace(x, tmp);
+      }
+      if (l == L) return be.rmsnorm_forward(h, rstd, x, m.w.norm, eps);
+      const layer_weights& lw = m.w.layers[size_t(l)];
+      be.rmsnorm_forward(h, rstd, x, lw.attn_norm, eps);
+      be.matmul_forward(q, h, lw.wq, &lw.bq);
+      be.matmul_forward(k, h, lw.wk, &lw.bk);
+      be.matmul_forward(v, h, lw.wv, &lw.bv);
+      be.rope_forward(q, pos_t, inv_freq);
+      be.rope_forward(k, pos_t, inv_freq);
+    };
+    if (sb)
+      be.replay(sb->segs[size_t(l)], body);
+    else
+      body();
+  };
   prof.start(be);
-  be.embedding_forward(x, ids_t, m.w.embed);
   std::vector<std::vector<int32_t>> keys;
   std::vector<std::vector<kv::kv_addr>> addrs(Hkv);
   std::vector<std::vector<float>> weights;
@@ -189,13 +307,7 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   std::vector<Tensor*> pools(append_together ? M : 0);
   std::vector<int64_t> pool_rows(append_together ? M : 0);
   for (int l = 0; l < L; l++) {
-    const layer_weights& lw = m.w.layers[l];
-    be.rmsnorm_forward(h, rstd, x, lw.attn_norm, eps);
-    be.matmul_forward(q, h, lw.wq, &lw.bq);
-    be.matmul_forward(k, h, lw.wk, &lw.bk);
-    be.matmul_forward(v, h, lw.wv, &lw.bv);
-    be.rope_forward(q, pos_t, inv_freq);
-    be.rope_forward(k, pos_t, inv_freq);
+    segment(l);
     Tensor qh;  // the rows' queries where a host selection reads them (fetched once per layer)
     if (append_together) {
       prof.lap(prof.rest);
@@ -305,16 +417,8 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
       be.decode_attention_lists_batch(att, q, lists_page_rows, calls);
       prof.lap(prof.attention);
     }
-    be.matmul_forward(tmp, att, lw.wo, &lw.bo);
-    be.add_inplace(x, tmp);
-    be.rmsnorm_forward(h, rstd, x, lw.mlp_norm, eps);
-    be.matmul_forward(gate, h, lw.w_gate, nullptr);
-    be.matmul_forward(up, h, lw.w_up, nullptr);
-    be.swiglu_forward(gate, gate, up);
-    be.matmul_forward(tmp, gate, lw.w_down, nullptr);
-    be.add_inplace(x, tmp);
   }
-  be.rmsnorm_forward(h, rstd, x, m.w.norm, eps);
+  segment(L);
   std::vector<int32_t> need;  // the rows whose logits the step returns
   for (int i = 0; i < M; i++) {
     const session& s = *rows[i].s;

@@ -20,6 +20,7 @@
 // attention and every GSA mode.
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,10 @@ struct llama_weights {
   int64_t n_matrix = 0;
 };
 
+namespace infer {
+struct step_scratch;  // infer/decode-step.cpp
+}
+
 class llama_model {
  public:
   model_config config;
@@ -51,6 +56,9 @@ class llama_model {
   std::vector<float> inv_freq;  // (D/2) RoPE frequencies after scaling
   Tensor inv_freq_dev;          // the same on the model's device (f32)
   backend* be = &cpu_backend();
+  // The decode step's buffers and recorded layer segments, kept between steps where the backend records
+  // (backend::replay; infer/decode-step.cpp). Shared by copies of the model; rebuilt when the weights move.
+  mutable std::shared_ptr<infer::step_scratch> decode_scratch;
 
   backend& ops() const { return *be; }
   bool on_host() const { return be->where() == device::cpu; }

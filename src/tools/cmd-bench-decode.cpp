@@ -254,7 +254,8 @@ int run_bench(const bench_args& a) {
                       {"weight_bytes", weight_bytes}, {"weight_passes", c.weight_passes}, {"gb_per_s", gbps},
                       {"gpu_mem_gib", c.gib}, {"pinned_gib", c.pinned_gib}, {"budget", c.budget},
                       {"gpu_kv_budget", a.gpu_kv_budget},
-                      {"chunks", a.preset.empty() ? "" : a.chunks.empty() ? "16,4" : a.chunks}, {"kv", random_kv ? "random" : "prefill"}});
+                      {"chunks", a.preset.empty() ? "" : a.chunks.empty() ? "16,4" : a.chunks}, {"kv", random_kv ? "random" : "prefill"},
+                      {"graphs", m.ops().records()}});
       if (!random_kv) {
         recs.back()["prefill_ms"] = c.prefill_ms;
         recs.back()["prefill_tokens_per_s"] = c.prefill_ms > 0 ? double(L) * 1000.0 / c.prefill_ms : 0.0;

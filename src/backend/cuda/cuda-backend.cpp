@@ -79,6 +79,28 @@ class cuda_impl final : public backend {
     if (dst.type() == src.type()) return copy_d2d(dst.raw(), src.raw(), src.nbytes());
     convert(dst.raw(), dst.type(), src.raw(), src.type(), src.numel());
   }
+  void write(Tensor& dst, const Tensor& src) override {
+    GSA_ASSERT(src.on_host() && dst.where() == device::cuda && dst.type() == src.type() && dst.numel() == src.numel(),
+               "write of {} {} values into {} {}", src.numel(), dtype_name(src.type()), dst.numel(),
+               dtype_name(dst.type()));
+    copy_h2d(dst.raw(), src.raw(), src.nbytes());
+  }
+  // The first call runs f as it is (so that lazily loaded kernels and cuBLASLt's plans exist before a capture),
+  // the second records it, every later one replays.
+  void replay(std::shared_ptr<void>& rec, const std::function<void()>& f) override {
+    if (!graphs_enabled()) return f();
+    struct recording {
+      std::shared_ptr<void> exec;
+    };
+    if (!rec) {
+      rec = std::make_shared<recording>();
+      return f();
+    }
+    auto& r = *static_cast<recording*>(rec.get());
+    if (!r.exec) r.exec = record_graph(f);
+    launch_graph(r.exec.get());
+  }
+  bool records() const override { return graphs_enabled(); }
   void synchronize() override { cuda::synchronize(); }
   size_t bytes_in_use() const override { return cuda::bytes_in_use(); }
   size_t peak_bytes() const override { return peak_bytes_in_use(); }

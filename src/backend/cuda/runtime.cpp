@@ -9,8 +9,11 @@
 // the old user's. Nothing here is safe for use from several streams.
 #include "backend/cuda/runtime.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -232,6 +235,61 @@ void memset0(void* dst, size_t bytes) {
 }
 
 void synchronize() { GSA_CUDA_CHECK(cudaStreamSynchronize(ctx().stream)); }
+
+namespace {
+
+std::atomic<int> g_graphs{-1};  // -1: from the environment at first use
+
+}  // namespace
+
+bool graphs_enabled() {
+  int v = g_graphs.load();
+  if (v < 0) {
+    const char* e = std::getenv("GSA_CUDA_GRAPHS");
+    v = e && std::string(e) == "0" ? 0 : 1;
+    g_graphs.store(v);
+  }
+  return v == 1;
+}
+
+void set_graphs_enabled(bool on) { g_graphs.store(on ? 1 : 0); }
+
+std::shared_ptr<void> record_graph(const std::function<void()>& f) {
+  cudaStream_t s = ctx().stream;
+  // Thread-local mode: a call in f that would synchronise or allocate from the driver fails the capture instead of
+  // recording something a replay would not redo.
+  GSA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    f();
+  } catch (const std::exception& e) {
+    cudaStreamEndCapture(s, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();  // the capture's error is the one reported here
+    fail("recording a CUDA graph failed: {}; an op of the recorded work synchronised, read back or allocated: "
+         "this is a bug (report it), and GSA_CUDA_GRAPHS=0 runs without graphs",
+         e.what());
+  }
+  const cudaError_t e = cudaStreamEndCapture(s, &graph);
+  if (e != cudaSuccess || !graph) {
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    fail("recording a CUDA graph failed ({}): an op of the recorded work synchronised, read back or allocated; "
+         "this is a bug (report it), and GSA_CUDA_GRAPHS=0 runs without graphs",
+         cudaGetErrorString(e));
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  GSA_CUDA_CHECK(ie);
+  // Freed with its owner; at process exit the runtime may be gone already, so the result is not checked.
+  return std::shared_ptr<void>(static_cast<void*>(exec),
+                               [](void* x) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(x)); });
+}
+
+void launch_graph(const void* exec) {
+  GSA_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(const_cast<void*>(exec)), ctx().stream));
+}
 
 void profile_add_ms(const char* name, float ms) { profile_add(name, double(ms)); }
 

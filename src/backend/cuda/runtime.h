@@ -9,6 +9,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include <cublasLt.h>
@@ -55,6 +57,15 @@ void copy_d2h(void* dst, const void* src, size_t bytes);
 void copy_d2d(void* dst, const void* src, size_t bytes);
 void memset0(void* dst, size_t bytes);
 void synchronize();
+
+// CUDA graphs (backend::replay): record_graph captures the launches f makes on ctx().stream (f launches but the GPU
+// runs nothing) into an executable graph, which launch_graph runs on ctx().stream; the pointer frees it. A capture
+// that fails (f synchronised, read back or allocated from the driver) throws with what to do. graphs_enabled():
+// on unless GSA_CUDA_GRAPHS=0 in the environment; set_graphs_enabled overrides it (tests compare both ways).
+std::shared_ptr<void> record_graph(const std::function<void()>& f);
+void launch_graph(const void* exec);
+bool graphs_enabled();
+void set_graphs_enabled(bool on);
 
 // Profiling (core/profile.h): when on, the device time of f's work on ctx().stream, between two events, is added
 // to the counter `name` (synchronising); when off, just f.
