@@ -195,6 +195,7 @@ class backend {
     const void* prepared = nullptr;
     bool select = false;
     Tensor selected;  // this layer's part of the row's `selected` (empty when select is false)
+    Tensor stats;     // this layer's decode_lists stats (3 Hkv) when select (empty: not written)
   };
   virtual void decode_attention_lists_batch(Tensor& out, const Tensor& q, int page_rows,
                                             std::vector<lists_call>& calls);

@@ -155,6 +155,18 @@ void host_lists_row(backend& be, Tensor& out, const Tensor& q, int page_rows, co
       o[h] = int32_t(sel[h].size());
       std::copy(sel[h].begin(), sel[h].end(), o + Hkv + size_t(h) * cap);
     }
+    if (!c.stats.empty()) {
+      GSA_ASSERT(c.stats.numel() >= d.stats_size(), "stats holds {} of {} values", c.stats.numel(), d.stats_size());
+      Tensor stats = c.stats;
+      int32_t* st = static_cast<int32_t*>(stats.raw());
+      for (int h = 0; h < Hkv; h++) {
+        int32_t rows = 0;
+        for (int32_t u : sel[h]) rows += d.raw_len[size_t(u)] + (d.add_gists[size_t(u)] ? d.g : 0);
+        st[h] = o[h];
+        st[Hkv + h] = o[int64_t(Hkv) * (1 + cap) + h];
+        st[2 * Hkv + h] = rows;
+      }
+    }
   }
   std::vector<int64_t> indptr{0};
   std::vector<int32_t> rows;

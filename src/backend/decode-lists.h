@@ -75,6 +75,9 @@ struct decode_lists {
   // `selected` of one layer: count (Hkv), ids (Hkv x cap), gist units scored (Hkv; written for hierarchical
   // selection, where the count depends on the walk).
   int64_t selected_size() const { return int64_t(n_kv_heads) * (2 + cap()); }
+  // `stats` of one layer, what a session counts without the ids: per KV head the chunks selected (Hkv), the gist
+  // units (or pages) scored (Hkv), and the rows the selected chunks add to the list past its shared base (Hkv).
+  int64_t stats_size() const { return int64_t(n_kv_heads) * 3; }
 };
 
 // The list of one KV head in a layer that selects (`selects`: sel_base when there is one) or not (base), given its

@@ -251,42 +251,47 @@ int64_t session::kv_elem_bytes() const {
   return cache_->pooled() ? int64_t(dtype_size(cache_->layout().rows_on->act())) : int64_t(sizeof(float));
 }
 
-void session::lists_done(const int32_t* selected) {
+void session::lists_done(const int32_t* stats, const int32_t* selected) {
   listed_rows_++;
   const int L = int(m_.config.num_hidden_layers), Hkv = dl_.n_kv_heads, D = dl_.head_dim;
   const int cap = dl_.cap();
   const int64_t row_bytes = int64_t(2) * D * kv_elem_bytes();
-  // Rows a selected chunk adds to its head's list (its raw rows, and its gists where they are not in the base):
-  // once per row, so that the loop over every layer's and head's selection (a few thousand ids each at 512k) is
-  // one lookup per id.
   const int n_cand = dl_.n_cand();
-  chunk_rows_.resize(size_t(n_cand));
-  for (int u = 0; u < n_cand; u++) chunk_rows_[size_t(u)] = dl_.raw_len[size_t(u)] + (dl_.add_gists[size_t(u)] ? dl_.g : 0);
+  GSA_ASSERT(stats || !selected, "the ids of a step's selection come with its stats");
   for (int l = 0; l < L; l++) {
-    const bool sel = selected && lists_select(l);
+    const bool sel = stats && lists_select(l);
     const int64_t nb = int64_t(sel && !dl_.sel_base_pos.empty() ? dl_.sel_base_pos.size() : dl_.base_pos.size());
-    const int32_t* lay = sel ? selected + size_t(l) * dl_.selected_size() : nullptr;
+    const int32_t* st = sel ? stats + size_t(l) * dl_.stats_size() : nullptr;
+    const int32_t* lay = sel && selected ? selected + size_t(l) * dl_.selected_size() : nullptr;
     for (int h = 0; h < Hkv; h++) {
       int64_t n = nb;
       const int32_t* ids = nullptr;
       int n_ids = 0;
       if (sel) {
-        n_ids = lay[h];
-        GSA_ASSERT(n_ids >= 0 && n_ids <= cap, "layer {} head {}: {} chunks selected for {} slots", l, h, n_ids,
-                   cap);
-        ids = lay + Hkv + size_t(h) * cap;
-        int32_t prev = -1;
-        for (int j = 0; j < n_ids; j++) {
-          const int32_t u = ids[j];
-          if (u <= prev || u >= n_cand) [[unlikely]]
-            GSA_ASSERT(u > prev && u < n_cand, "layer {} head {}: selected chunk {} of {} candidates (after {})", l, h,
-                       u, n_cand, prev);
-          n += chunk_rows_[size_t(u)];
-          prev = u;
+        n_ids = st[h];
+        const int64_t scored = st[Hkv + h], added = st[2 * Hkv + h];
+        GSA_ASSERT(n_ids >= 0 && n_ids <= cap && scored >= 0 && scored <= n_cand * int64_t(dl_.levels()) &&
+                       added >= 0,
+                   "layer {} head {}: {} chunks selected for {} slots, {} units scored of {}, {} rows added", l, h,
+                   n_ids, cap, scored, n_cand, added);
+        n += added;
+        if (lay) {  // the ids: checked, and kept for the statistics and records
+          GSA_ASSERT(lay[h] == n_ids, "layer {} head {}: {} ids for a count of {}", l, h, lay[h], n_ids);
+          ids = lay + Hkv + size_t(h) * cap;
+          int32_t prev = -1;
+          int64_t rows = 0;
+          for (int j = 0; j < n_ids; j++) {
+            const int32_t u = ids[j];
+            if (u <= prev || u >= n_cand) [[unlikely]]
+              GSA_ASSERT(u > prev && u < n_cand, "layer {} head {}: selected chunk {} of {} candidates (after {})", l,
+                         h, u, n_cand, prev);
+            rows += dl_.raw_len[size_t(u)] + (dl_.add_gists[size_t(u)] ? dl_.g : 0);
+            prev = u;
+          }
+          GSA_ASSERT(rows == added, "layer {} head {}: the selected chunks hold {} rows, the lists {}", l, h, rows,
+                     added);
+          stats_.unfolded[size_t(l) * Hkv + h].assign(ids, ids + n_ids);
         }
-        stats_.unfolded[size_t(l) * Hkv + h].assign(ids, ids + n_ids);
-        // Gist units scored (flat: every candidate; hgsa: the walk's count, which the backend reports).
-        const int64_t scored = dl_.levels() == 1 ? dl_.n_cand() : lay[size_t(Hkv) * (1 + cap) + h];
         // Gist keys are pool rows; page routers read f32 summary planes per page (quest: min and max).
         if (dl_.router == lists_router::none)
           stats_.bytes_read += scored * dl_.g * D * kv_elem_bytes();
@@ -296,6 +301,7 @@ void session::lists_done(const int32_t* selected) {
       stats_.bytes_read += n * row_bytes;
       stats_.attended_tokens += double(n) / (double(L) * Hkv);
       if (opts_.record) {
+        GSA_ASSERT(!sel || lay, "a recording session's step brings its ids back");
         std::vector<int32_t> keys;
         decode_lists_merge(dl_, sel, ids, n_ids, &keys, nullptr);
         records_.back().keys.push_back(std::move(keys));

@@ -235,10 +235,11 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   // Rows whose lists the backend selects and builds (backend/decode-lists.h; prepared once the row's K/V has
   // a place in the pool, after layer 0's append); the others select on the host.
   std::vector<std::shared_ptr<const void>> lists(M);
-  // What each selecting lists row's layers selected: one device buffer for the step (one copy back at its end),
-  // row i's part at sel_off[i] (-1: none).
-  Tensor sel_all;
-  std::vector<int64_t> sel_off(M, -1);
+  // What each selecting lists row's layers selected: one device buffer for the step, row i's part at sel_off[i]
+  // (-1: none), and the counts of it (decode_lists stats) in another, row i's at stats_off[i]; at the step's end
+  // the stats come back, and the ids only for the rows that want them (session::wants_ids).
+  Tensor sel_all, stats_all;
+  std::vector<int64_t> sel_off(M, -1), stats_off(M, -1);
   const Tensor inv_freq = m.inv_freq_dev.empty()
                               ? Tensor::borrow(const_cast<float*>(m.inv_freq.data()), {int64_t(m.inv_freq.size())})
                               : m.inv_freq_dev;
@@ -397,20 +398,27 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
         for (auto& kk : keys) rec.push_back(std::move(kk));
       }
     }
-    if (l == 0) {  // every lists row is prepared now: one buffer for what they select
-      int64_t total = 0;
+    if (l == 0) {  // every lists row is prepared now: one buffer for what they select, one for its counts
+      int64_t total = 0, total_stats = 0;
       for (int i = 0; i < M; i++)
         if (lists[i] && rows[i].s->dl_selects_) {
           sel_off[i] = total;
           total += L * rows[i].s->dl_.selected_size();
+          stats_off[i] = total_stats;
+          total_stats += L * rows[i].s->dl_.stats_size();
         }
-      if (total > 0) sel_all = be.alloc({total}, dtype::i32);
+      if (total > 0) {
+        sel_all = be.alloc({total}, dtype::i32);
+        stats_all = be.alloc({total_stats}, dtype::i32);
+      }
     }
     for (backend::lists_call& call : calls)
       if (call.select) {
-        const int64_t n_sel = rows[size_t(call.row)].s->dl_.selected_size();
-        const int64_t at = sel_off[size_t(call.row)] + l * n_sel;
+        const decode_lists& d = rows[size_t(call.row)].s->dl_;
+        const int64_t n_sel = d.selected_size(), n_st = d.stats_size();
+        const int64_t at = sel_off[size_t(call.row)] + l * n_sel, at_st = stats_off[size_t(call.row)] + l * n_st;
         call.selected = sel_all.slice_rows(at, at + n_sel);
+        call.stats = stats_all.slice_rows(at_st, at_st + n_st);
       }
     if (!calls.empty()) {
       prof.lap(prof.rest);
@@ -461,10 +469,16 @@ void run_step(const std::vector<session*>& batch, const std::vector<int>& max_ro
   prof.lap(prof.logits);
   be.synchronize();
   prof.lap(prof.rest);
-  const Tensor sel_host = sel_all.empty() ? Tensor() : sel_all.host(dtype::i32);
+  bool want_ids = false;
+  for (int i = 0; i < M; i++) want_ids = want_ids || (sel_off[i] >= 0 && rows[i].s->wants_ids());
+  const Tensor stats_host = stats_all.empty() ? Tensor() : stats_all.host(dtype::i32);
+  const Tensor sel_host = want_ids ? sel_all.host(dtype::i32) : Tensor();
   for (int i = 0; i < M; i++) {
     if (!lists[i]) continue;
-    rows[i].s->lists_done(sel_off[i] < 0 ? nullptr : static_cast<const int32_t*>(sel_host.raw()) + sel_off[i]);
+    session& s = *rows[i].s;
+    const bool sel = sel_off[i] >= 0;
+    s.lists_done(sel ? static_cast<const int32_t*>(stats_host.raw()) + stats_off[i] : nullptr,
+                 sel && s.wants_ids() ? static_cast<const int32_t*>(sel_host.raw()) + sel_off[i] : nullptr);
   }
   prof.lap(prof.done);
   prof.print(M);

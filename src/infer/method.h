@@ -46,6 +46,7 @@ struct session_options {
   kv::page_tier tier = kv::page_tier::memory;
   std::string kv_file;   // tier file: backing file ("" = temporary)
   bool record = false;   // keep every row's key lists and logits (tests, --show-unfolded)
+  bool track_unfolded = true;  // step_stats::unfolded (session::track_unfolded)
   // K/V rows in pools on the model's backend (kv-cache.h pool mode). Always so for a model on a device; on the
   // CPU it runs the device path through the CPU backend (tests).
   bool kv_pool = false;

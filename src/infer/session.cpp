@@ -39,7 +39,8 @@ void append_pass_plan(cpu::attn_plan& whole, const cpu::attn_plan& part, int r0)
 
 }  // namespace
 
-session::session(const llama_model& m, const session_options& opts) : m_(m), opts_(opts) {
+session::session(const llama_model& m, const session_options& opts)
+    : m_(m), opts_(opts), track_unfolded_(opts.track_unfolded) {
   const auto& c = m.config;
   const bool has_gsa = !c.gsa.is_null();
   if (uses_gists(opts.meth) && !has_gsa)

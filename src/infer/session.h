@@ -131,6 +131,10 @@ class session {
   // Pool mode: room in every layer's KV pool for `more` raw tokens past those computed or queued, and their gists,
   // so that decoding them never grows a pool (generate() reserves max_tokens). Nothing off pool mode.
   void reserve_tokens(int64_t more);
+  // Whether step_stats::unfolded lists the chunks / pages every layer and KV head selected (default on; from
+  // options.track_unfolded). Off, a step on the GPU copies back a few counts per layer instead of every id
+  // (megabytes a step at 1M tokens), and unfolded stays empty for the rows the backend selects.
+  void track_unfolded(bool on) { track_unfolded_ = on; }
   // Decode rows whose key lists the backend selected and built where the pool is (decode lists), since the start.
   int64_t listed_rows() const { return listed_rows_; }
   const std::vector<row_record>& records() const { return records_; }
@@ -160,9 +164,12 @@ class session {
   // model's backend, or null where the row takes the host path (selection on the host, decode_attention).
   std::shared_ptr<const void> prepare_lists(int pos);
   bool lists_select(int layer) const;  // whether layer selects on the lists path (after prepare_lists)
-  // After the step: the selection the backend made (selected: (L, Hkv * (1 + cap)) on the host, or empty when
-  // no layer selected) into stats_ and, when recording, the keys of records_.back().
-  void lists_done(const int32_t* selected);
+  // After the step: what the backend selected into stats_ and, when recording, the keys of records_.back().
+  // stats: every layer's decode_lists stats ((L, 3 Hkv) on the host; null when no layer selected); selected:
+  // every layer's `selected` (L, selected_size()), null unless wants_ids() (the counts come from stats).
+  void lists_done(const int32_t* stats, const int32_t* selected);
+  // Whether the step brings this row's selected ids back (records, step_stats::unfolded).
+  bool wants_ids() const { return opts_.record || track_unfolded_; }
   void page_select(int layer, int pos, const float* q, std::vector<std::vector<int32_t>>& keys);
   std::shared_ptr<const void> prepare_pages(int pos);  // prepare_lists of quest / moba
   bool base_rows();  // prepare_lists' pool rows of the base; whether pages moved off the device since
@@ -192,7 +199,7 @@ class session {
   std::vector<float> logits_;
   step_stats stats_;
   int64_t listed_rows_ = 0;  // listed_rows()
-  std::vector<int32_t> chunk_rows_;      // lists_done's scratch: rows each candidate chunk adds to a list
+  bool track_unfolded_ = true;           // track_unfolded()
   std::vector<int32_t> base_keys_;       // gist-mask list of the row being computed
   int base_pos_ = -1;
   int base_builds_ = 0;                  // times base_keys_ was rebuilt (not extended)

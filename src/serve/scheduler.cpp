@@ -231,6 +231,7 @@ void scheduler::admit() {
     }
     try {
       auto h = take_session(r, st);
+      h->s->track_unfolded(r.stats);  // the chunks it unfolds are only copied back for a response that shows them
       if (st.session == "new") prefilled += h->s->raw_count();  // the first piece, or the whole prompt
       running run{j, std::move(h), infer::sampler(r.samp), text_output(r.stop), st, {}, true};
       if (r.stats)

@@ -113,6 +113,7 @@ cell run_cell(const llama_model& m, infer::method meth, int64_t L, bool random_k
   for (int b = 0; b < a.batch; b++) {
     infer::session_options o;
     o.meth = meth;
+    o.track_unfolded = false;  // what a server does for a request that does not ask for its statistics
     o.budget = a.budget;
     o.topk = a.topk;
     o.ratio = a.ratio > 0 ? a.ratio : a.preset.empty() ? 0.0f : 16.0f;  // presets: L / 16, as every table so far

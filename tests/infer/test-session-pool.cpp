@@ -377,28 +377,40 @@ TEST(SessionPool, BytesReadCountsEveryAttendedRow) {
 
 // A selecting method's counts on the pool's decode lists (session::lists_done: each selected chunk's raw rows and
 // gists, the gist keys scored) equal the host engine's, row by row.
+// Without tracking the unfolded ids (session::track_unfolded(false): the step copies back only the decode lists'
+// stats), the counts are the same and only `unfolded` stays empty.
 TEST(SessionPool, SelectingRowsCountAsTheHostEngine) {
-  for (method meth : {method::gsa, method::hgsa}) {
+  for (method meth : {method::gsa, method::hgsa, method::quest}) {
     SCOPED_TRACE(method_name(meth));
     llama_model m = tiny_model(meth == method::hgsa ? std::vector<int>{3, 2} : std::vector<int>{4});
     session_options o;
     o.meth = meth;
+    if (meth == method::quest) o.budget = 24;
     session host(m, o);
     o.kv_pool = true;
     session pooled(m, o);
-    for (session* s : {&host, &pooled}) s->prefill(test::tiny_tokens(90, 3));
+    o.track_unfolded = false;
+    session counted(m, o);
+    for (session* s : {&host, &pooled, &counted}) s->prefill(test::tiny_tokens(90, 3));
+    size_t selections = 0;
     for (int i = 0; i < 6; i++) {
-      for (session* s : {&host, &pooled}) {
+      for (session* s : {&host, &pooled, &counted}) {
         s->append({int32_t(5 + i)});
         run_pending({s});
       }
-      const auto a = host.take_stats(), b = pooled.take_stats();
+      const auto a = host.take_stats(), b = pooled.take_stats(), n = counted.take_stats();
       EXPECT_GT(b.attended_tokens, 0.0);
       EXPECT_DOUBLE_EQ(b.attended_tokens, a.attended_tokens) << "row " << i;
       EXPECT_EQ(b.bytes_read, a.bytes_read) << "row " << i;
       EXPECT_EQ(b.unfolded, a.unfolded) << "row " << i;
+      EXPECT_DOUBLE_EQ(n.attended_tokens, a.attended_tokens) << "row " << i << ", ids not tracked";
+      EXPECT_EQ(n.bytes_read, a.bytes_read) << "row " << i << ", ids not tracked";
+      for (const auto& ids : n.unfolded) EXPECT_TRUE(ids.empty()) << "row " << i << ", ids not tracked";
+      for (const auto& ids : a.unfolded) selections += !ids.empty();
     }
+    EXPECT_GT(selections, 0u) << "some layer selected chunks or pages";
     EXPECT_GT(pooled.listed_rows(), 0) << "the pool's rows went through the decode lists";
+    EXPECT_GT(counted.listed_rows(), 0) << "the pool's rows went through the decode lists";
   }
 }
 

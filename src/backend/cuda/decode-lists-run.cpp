@@ -219,6 +219,12 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
     const Tensor q_i = q.slice_rows(c.row, c.row + 1);
     const bool sel = c.select && L.n_cand > 0;
     int32_t* counts = check_call(L, act, out_i, q_i, *c.pool, sel, c.selected);
+    int32_t* stats = nullptr;
+    if (sel && !c.stats.empty()) {
+      GSA_ASSERT(c.stats.where() == device::cuda && c.stats.type() == dtype::i32 && c.stats.numel() >= 3 * L.Hkv,
+                 "decode lists: stats holds {} of {} values", c.stats.numel(), 3 * L.Hkv);
+      stats = static_cast<int32_t*>(c.stats.raw());
+    }
     const void* k = c.pool->raw();
     if (sel && L.hier.levels > 1) {  // the walk launches per level: this row's selection on its own
       timed("decode.hier_select", prof, [&] {
@@ -226,7 +232,8 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
                                            static_cast<float*>(L.scores.raw()), static_cast<int32_t*>(L.units.raw()),
                                            counts, ctx().stream);
         expand_decode_lists(counts, counts + L.Hkv, L.cap, L.cand(0), L.cand(1), L.cand(2), L.cand(3), L.g, L.Hkv,
-                            static_cast<int64_t*>(L.indptr.raw()), static_cast<int32_t*>(L.indices.raw()));
+                            static_cast<int64_t*>(L.indptr.raw()), static_cast<int32_t*>(L.indices.raw()),
+                            counts + int64_t(L.Hkv) * (1 + L.cap), stats);
       });
     } else if (sel) {
       lists_row r;
@@ -239,6 +246,7 @@ void run_lists_batch(dtype act, Tensor& out, const Tensor& q, int page_rows, std
       r.scores = static_cast<float*>(L.scores.raw());
       r.mask = static_cast<uint32_t*>(L.mask.raw());
       r.selected = counts;
+      r.stats = stats;
       r.indptr = static_cast<int64_t*>(L.indptr.raw());
       r.indices = static_cast<int32_t*>(L.indices.raw());
       r.tiles = static_cast<int32_t*>(L.tiles.raw());

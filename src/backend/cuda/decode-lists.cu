@@ -39,6 +39,8 @@ struct list_args {
   chunk_runs c;
   int64_t* indptr;
   int32_t* indices;
+  const int32_t* scored;  // (Hkv) units the walk scored per head (with stats)
+  int32_t* stats;         // decode_lists' stats (3 Hkv) or null
 };
 
 __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
@@ -81,6 +83,12 @@ __global__ void __launch_bounds__(kThreads) expand_kernel(const list_args a) {
   if (t == 0) {
     if (h == 0) a.indptr[0] = 0;
     a.indptr[h + 1] = s_begin + s_carry;
+    if (a.stats) {
+      const int Hkv = int(gridDim.x);
+      a.stats[h] = n;
+      a.stats[Hkv + h] = a.scored ? a.scored[h] : 0;
+      a.stats[2 * Hkv + h] = s_carry;
+    }
   }
 }
 
@@ -125,20 +133,30 @@ __global__ void __launch_bounds__(expand_tile) expand_write_kernel(const lists_r
     typename reduce_t::TempStorage reduce;
     typename scan_t::TempStorage scan;
   } tmp;
-  __shared__ int s_rows_before, s_ids_before;
+  __shared__ int s_rows_before, s_ids_before, s_head_rows_before;
   const tile_view v(rows[blockIdx.z], Hkv);
   if (v.t >= v.T) return;
   const lists_row& r = v.r;
-  // Rows of the heads before this one and of this head's tiles before this one; this head's ids before it.
-  int part_rows = 0, part_ids = 0;
+  // Rows of the heads before this one and of this head's tiles before this one; this head's ids and rows before
+  // it (the rows only where the last tile writes the stats).
+  int part_rows = 0, part_ids = 0, part_head = 0;
   for (int i = threadIdx.x; i < v.h * v.T + v.t; i += expand_tile) part_rows += r.tiles[int64_t(i) * 2 + 1];
   for (int i = threadIdx.x; i < v.t; i += expand_tile) part_ids += v.tile(i)[0];
+  const bool stats = r.stats && v.t == v.T - 1;  // uniform over the block
+  if (stats)
+    for (int i = threadIdx.x; i < v.t; i += expand_tile) part_head += v.tile(i)[1];
   const int rows_before = reduce_t(tmp.reduce).Sum(part_rows);
   __syncthreads();
   const int ids_before = reduce_t(tmp.reduce).Sum(part_ids);
+  int head_before = 0;
+  if (stats) {
+    __syncthreads();
+    head_before = reduce_t(tmp.reduce).Sum(part_head);
+  }
   if (threadIdx.x == 0) {
     s_rows_before = rows_before;
     s_ids_before = ids_before;
+    s_head_rows_before = head_before;
   }
   __syncthreads();
   int id_off, id_total, row_off, row_total;
@@ -154,6 +172,11 @@ __global__ void __launch_bounds__(expand_tile) expand_write_kernel(const lists_r
     r.selected[v.h] = min(s_ids_before + id_total, r.cap);
     if (v.h == 0) r.indptr[0] = 0;
     r.indptr[v.h + 1] = s_rows_before + row_total;
+    if (stats) {
+      r.stats[v.h] = min(s_ids_before + id_total, r.cap);
+      r.stats[Hkv + v.h] = r.n_cand;
+      r.stats[2 * Hkv + v.h] = s_head_rows_before + row_total;
+    }
   }
 }
 
@@ -170,8 +193,8 @@ void expand_decode_rows(const lists_row* rows, int n_rows, int max_cand, int Hkv
 
 void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, const int32_t* gist_row,
                          const int32_t* raw_row, const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv,
-                         int64_t* indptr, int32_t* indices) {
-  const list_args a{counts, ids, cap, {gist_row, raw_row, raw_len, add_gists, g}, indptr, indices};
+                         int64_t* indptr, int32_t* indices, const int32_t* scored, int32_t* stats) {
+  const list_args a{counts, ids, cap, {gist_row, raw_row, raw_len, add_gists, g}, indptr, indices, scored, stats};
   expand_kernel<<<Hkv, kThreads, 0, ctx().stream>>>(a);
   GSA_CUDA_LAUNCH_CHECK("expand_kernel (decode lists)");
 }

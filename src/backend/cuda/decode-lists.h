@@ -15,6 +15,7 @@ struct lists_row {
   float* scores = nullptr;     // (Hq, n_cand) scratch
   uint32_t* mask = nullptr;    // (Hkv, ceil(n_cand / 32)) scratch
   int32_t* selected = nullptr; // decode_lists' `selected` of this layer: counts, ids (Hkv x cap)
+  int32_t* stats = nullptr;    // decode_lists' `stats` of this layer (3 Hkv; may be null)
   int64_t* indptr = nullptr;   // (Hkv + 1)
   int32_t* indices = nullptr;  // the unfolded rows
   int32_t* tiles = nullptr;    // expand_decode_rows' scratch: expand_tile_ints(Hkv, n_cand)
@@ -29,15 +30,18 @@ struct lists_row {
 // One CTA per KV head h < Hkv: the unfolded part of list h (the base is the decode kernel's shared prefix):
 // for each of its counts[h] selected chunk ids u (ids + h * cap, ascending) the rows raw_row[u] + [0,
 // raw_len[u]) and, where add_gists[u] != 0, gist_row[u] + [0, g). Writes indptr (Hkv + 1, int64: list h's own
-// part is indices[indptr[h], indptr[h + 1])) and indices (at most Hkv * cap * (max raw_len + g) entries).
+// part is indices[indptr[h], indptr[h + 1])) and indices (at most Hkv * cap * (max raw_len + g) entries), and
+// when stats is not null decode_lists' stats (the units scored read from `scored`, Hkv values).
 // Asynchronous on ctx().stream.
 void expand_decode_lists(const int32_t* counts, const int32_t* ids, int cap, const int32_t* gist_row,
                          const int32_t* raw_row, const int32_t* raw_len, const int32_t* add_gists, int g, int Hkv,
-                         int64_t* indptr, int32_t* indices);
+                         int64_t* indptr, int32_t* indices, const int32_t* scored = nullptr,
+                         int32_t* stats = nullptr);
 
 // From each selecting row's selection mask (Hkv, ceil(n_cand / 32) words; bit u of KV head h set when chunk u is
 // selected: the decode top-k's output), its `selected` counts [h] and ascending ids [Hkv + h cap ...] (at most
-// cap) and its unfolded rows (indptr, indices as expand_decode_lists'). Two launches over tiles of
+// cap), its unfolded rows (indptr, indices as expand_decode_lists') and its stats where it has them (units
+// scored: n_cand). Two launches over tiles of
 // expand_tile candidates, grid (tiles, Hkv, rows): each tile's selected chunks and rows counted, then every tile
 // writes its chunks at the place the counts before it give (one thread per candidate). rows: a device array of
 // n_rows, max_cand >= every row's n_cand.
