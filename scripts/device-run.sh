@@ -15,7 +15,8 @@
 # bundle-data/ and not gsa-bundle.tar.xz, or the call passes the device's 64 MiB working-tree limit; another bundle, e.g. a build of the previous commit for an A/B in one call: copy it under
 # bundle/ after scripts/cuda-bundle.sh, which recreates that folder, and carry it too), TEST_FILTER (gtest filter
 # of the tests step), TEST_TIMEOUT, ATTN_LENGTHS / ATTN_PLANS (attention step),
-# LONG_NOGRAPH_CONTEXTS (decode-long: contexts also timed with GSA_CUDA_GRAPHS=0; "" skips), TRAIN_SHAPES, PROFILE_SHAPES / PROFILE_MODES / PROFILE_ARGS (more bench train flags) / PROFILE_BREAKDOWN (0: plain
+# LONG_AB_CONTEXTS / LONG_AB_ENV (decode-long: contexts also timed under that environment, by default
+# GSA_CUDA_GRAPHS=0 GSA_CUDA_GEMV=0; "" skips), TRAIN_SHAPES, PROFILE_SHAPES / PROFILE_MODES / PROFILE_ARGS (more bench train flags) / PROFILE_BREAKDOWN (0: plain
 # step timings, no per-op synchronisation), and those of scripts/gpu-results.sh for first-result.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -190,12 +191,13 @@ if has decode-long; then
   timeout 300 "$GSA" bench decode --device cuda --preset llama1b --context "${LONG_CONTEXTS:-4k,128k,512k,1m}" \
     --method "${LONG_METHODS:-full,gsa,hgsa}" --steps 20 --json >$RES/decode-long.json
   echo "plain: exit $?"; cat $RES/decode-long.json
-  # The same cells with the step's layer segments launched one op at a time (no CUDA graphs): what the graphs buy.
-  if [ -n "${LONG_NOGRAPH_CONTEXTS-4k,128k,512k}" ]; then
-    GSA_CUDA_GRAPHS=0 timeout 200 "$GSA" bench decode --device cuda --preset llama1b \
-      --context "${LONG_NOGRAPH_CONTEXTS-4k,128k,512k}" --method "${LONG_METHODS:-full,gsa,hgsa}" --steps 20 --json \
-      >$RES/decode-long-nographs.json
-    echo "without graphs: exit $?"; cat $RES/decode-long-nographs.json
+  # The same cells under LONG_AB_ENV, by default without the step's CUDA graphs and the few-row GEMV kernel (every
+  # op launched on its own, products through cuBLASLt): what they buy.
+  if [ -n "${LONG_AB_CONTEXTS-4k,128k,512k}" ]; then
+    env ${LONG_AB_ENV:-GSA_CUDA_GRAPHS=0 GSA_CUDA_GEMV=0} timeout 200 "$GSA" bench decode --device cuda \
+      --preset llama1b --context "${LONG_AB_CONTEXTS-4k,128k,512k}" --method "${LONG_METHODS:-full,gsa,hgsa}" \
+      --steps 20 --json >$RES/decode-long-ab.json
+    echo "under ${LONG_AB_ENV:-GSA_CUDA_GRAPHS=0 GSA_CUDA_GEMV=0}: exit $?"; cat $RES/decode-long-ab.json
   fi
 fi
 

@@ -1,5 +1,6 @@
 // Tests of the CUDA runtime (allocator, checked calls) and of every CUDA op against the CPU reference
-// (backend/cpu/ops.h), in f32 and bf16. Every test skips without a usable GPU.
+// (backend/cpu/ops.h), in f32 and bf16. Every test skips without a usable GPU. matmul_forward of a few rows runs in
+// the GEMV kernel (gemv.cu), of more rows in cuBLASLt: both are tested.
 //
 // Method. Inputs are fresh random values (seeded with the test's full name, none near zero). For bf16 the CPU
 // reference runs in f32 on the bf16-rounded inputs, i.e. on exactly the values the GPU sees, so the only
@@ -253,6 +254,60 @@ TEST_P(CudaOps, MatmulForward) {
     dbuf dy(ref.size() * dtype_size(t));
     poison(dy);
     matmul_forward(dy.p, dx->p, dw->p, s.bias ? db->p : nullptr, s.M, s.K, s.N, t);
+    EXPECT_LT(rel_l2(download(dy, ref.size(), t), ref), tol(ref, t));
+  }
+}
+
+// The decode step's products (M <= 8 rows) run in gemv.cu's kernel: called directly it must take every such shape
+// whose rows are 16-byte loads (K a multiple of 8 bf16 / 4 f32 values, aligned pointers), including K below one
+// warp's sweep and K with a tail after the unrolled loop, and equal the CPU reference; other shapes it declines
+// (nothing written), and matmul_forward then still computes them through cuBLASLt. With so few outputs (one, for
+// M = N = 1) a sum's cancellation is not averaged away, so the f32 tolerance scales with the sums' condition
+// ||sum |x| |w| || / ||sum x w||: summation order moves a result by eps |x| |w| per term, not by eps |result|.
+TEST_P(CudaOps, MatmulForwardOfFewRowsByTheGemvKernel) {
+  GSA_REQUIRE_GPU();
+  const dtype t = GetParam();
+  const int V = t == dtype::bf16 ? 8 : 4;
+  rng r(test_seed());
+  for (const int M : {1, 2, 3, 5, 8})
+    for (const int K : {V, 64, 2056, 4096 + 3 * V})
+      for (const int N : {1, 13, 300})
+        for (const bool with_bias : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << "M " << M << " K " << K << " N " << N << " bias " << with_bias);
+          const auto x = as_dtype(rand_vec(r, size_t(M) * K), t);
+          const auto w = as_dtype(rand_vec(r, size_t(N) * K, 0.1f), t);
+          const auto bias = as_dtype(rand_vec(r, N), t);
+          std::vector<float> ref(size_t(M) * N), mag(size_t(M) * N);
+          cpu::matmul_forward(ref.data(), x.data(), w.data(), with_bias ? bias.data() : nullptr, M, K, N);
+          std::vector<float> ax(x), aw(w), ab(bias);
+          for (auto* v : {&ax, &aw, &ab})
+            for (float& e : *v) e = std::fabs(e);
+          cpu::matmul_forward(mag.data(), ax.data(), aw.data(), with_bias ? ab.data() : nullptr, M, K, N);
+          const double cond = std::max(1.0, rms(mag) / rms(ref));
+          auto dx = upload(x, t), dw = upload(w, t), db = upload(bias, t);
+          dbuf dy(ref.size() * dtype_size(t));
+          poison(dy);
+          ASSERT_TRUE(detail::gemv_rows(dy.p, dx->p, dw->p, with_bias ? db->p : nullptr, M, K, N, t));
+          EXPECT_LT(rel_l2(download(dy, ref.size(), t), ref), t == dtype::f32 ? f32_tol * cond : tol(ref, t))
+              << "condition " << cond;
+        }
+  // Declined: 9 rows, K not a multiple of a 16-byte load, x off 16-byte alignment; matmul_forward computes them.
+  struct declined {
+    int M, K, x_offset;
+  };
+  for (const declined d : {declined{9, 64, 0}, declined{2, V + 1, 0}, declined{2, 64, 1}}) {
+    SCOPED_TRACE(::testing::Message() << "M " << d.M << " K " << d.K << " x offset " << d.x_offset);
+    const int N = 17;
+    const auto xs = as_dtype(rand_vec(r, size_t(d.M) * d.K + d.x_offset), t);
+    const auto w = as_dtype(rand_vec(r, size_t(N) * d.K, 0.1f), t);
+    std::vector<float> ref(size_t(d.M) * N);
+    cpu::matmul_forward(ref.data(), xs.data() + d.x_offset, w.data(), nullptr, d.M, d.K, N);
+    auto dx = upload(xs, t), dw = upload(w, t);
+    const void* x0 = static_cast<const char*>(dx->p) + size_t(d.x_offset) * dtype_size(t);
+    dbuf dy(ref.size() * dtype_size(t));
+    poison(dy);
+    EXPECT_FALSE(detail::gemv_rows(dy.p, x0, dw->p, nullptr, d.M, d.K, N, t));
+    matmul_forward(dy.p, x0, dw->p, nullptr, d.M, d.K, N, t);
     EXPECT_LT(rel_l2(download(dy, ref.size(), t), ref), tol(ref, t));
   }
 }

@@ -1,4 +1,5 @@
-// matmul on CUDA through cuBLASLt (contract: cuda/ops.h, layouts of cpu/ops.h).
+// matmul on CUDA through cuBLASLt (contract: cuda/ops.h, layouts of cpu/ops.h); a forward of at most
+// detail::gemv_max_rows rows (a decode step) through gemv.cu's matrix-vector kernel instead.
 //   forward  y (M, N) = x (M, K) @ w (N, K)^T + bias     overwrite, type t, bias in the epilogue
 //   backward dx (M, K) += dy @ w                          type t (C = D = dx, beta 1: one rounding per element)
 //            dw (N, K) += dy^T @ x                        f32 C/D, beta 1, bf16 or f32 inputs
@@ -14,7 +15,10 @@
 // alignment (its default assumes 256 bytes, which offsets into a buffer such as a vocabulary chunk do not meet).
 #include <cublasLt.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -165,6 +169,22 @@ void gemm(const gemm_call& g, const char* what) {
 
 }  // namespace
 
+namespace {
+std::atomic<int> g_gemv{-1};  // -1: from the environment at first use
+}  // namespace
+
+bool gemv_enabled() {
+  int v = g_gemv.load();
+  if (v < 0) {
+    const char* e = std::getenv("GSA_CUDA_GEMV");
+    v = e && std::string(e) == "0" ? 0 : 1;
+    g_gemv.store(v);
+  }
+  return v == 1;
+}
+
+void set_gemv_enabled(bool on) { g_gemv.store(on ? 1 : 0); }
+
 void gemm_xwT(void* y, dtype y_type, const void* x, const void* w, dtype a_type, int M, int K, int N, float beta,
               const void* bias, int64_t ldw) {
   // y^T (N, M) = op(w) (N, K) @ x^T (K, M); w stored column-major as (K, N) with ld ldw, x as (K, M).
@@ -229,6 +249,7 @@ void matmul_forward(void* y, const void* x, const void* w, const void* bias, int
     if (bias) detail::add_bias_rows(y, bias, M, N, t);
     return;
   }
+  if (detail::gemv_rows(y, x, w, bias, M, K, N, t)) return;  // a few rows: the decode step
   detail::gemm_xwT(y, t, x, w, t, M, K, N, 0.0f, bias);
 }
 

@@ -42,6 +42,16 @@ void gemm_dyw(void* dx, dtype dx_type, const void* dy, const void* w, dtype a_ty
 void gemm_dyTx(void* dw, dtype dw_type, const void* dy, const void* x, dtype a_type, int M, int K, int N,
                float beta);
 
+// ---- gemv.cu: y (M, N) = x (M, K) @ w (N, K)^T + bias (type t, overwrite) for M <= gemv_max_rows by a
+// matrix-vector kernel (the decode step's products); false (nothing launched) where it does not apply: more rows,
+// K not a multiple of a 16-byte load, or x / w not 16-byte aligned; or when gemv_enabled() is off.
+// cuda::matmul_forward tries it first. gemv_enabled: on unless GSA_CUDA_GEMV=0; set_gemv_enabled overrides (tests,
+// benchmarks against cuBLASLt).
+constexpr int gemv_max_rows = 8;
+bool gemv_rows(void* y, const void* x, const void* w, const void* bias, int M, int K, int N, dtype t);
+bool gemv_enabled();
+void set_gemv_enabled(bool on);
+
 // ---- launchers defined in elementwise.cu, used by matmul.cpp
 // y (M, N) += bias (N) broadcast over rows (type t).
 void add_bias_rows(void* y, const void* bias, int M, int N, dtype t);

@@ -6,7 +6,8 @@
 //  * Activation gradients (dx, dgate, dup, dh) are of type t and also accumulate (+=), as on the CPU.
 //  * Small per-row statistics (rstd, lse) are f32.
 //  * Every reduction accumulates in f32; bf16 values are widened exactly and rounded once on store.
-// Matmuls go through cuBLASLt (bf16 or f32 inputs, f32 compute; bias in the epilogue where cuBLASLt allows).
+// Matmuls go through cuBLASLt (bf16 or f32 inputs, f32 compute; bias in the epilogue where cuBLASLt allows), a
+// forward of a few rows (a decode step) through a matrix-vector kernel (gemv.cu) that streams the weights.
 // Every entry point checks its arguments (clear gsa::error on an unsupported dtype or shape) and launch errors.
 #pragma once
 #include <cstdint>
