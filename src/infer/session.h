@@ -240,8 +240,9 @@ void run_pending(const std::vector<session*>& batch);
 // a session's last row when nothing stays queued (every row when recording).
 void run_step(const std::vector<session*>& batch, const std::vector<int>& max_rows);
 
-// Decode steps' recorded layer segments (backend::replay) the model keeps now, over every row count: 0 where its
-// backend does not record (the CPU, GSA_CUDA_GRAPHS=0). Diagnosis and tests.
+// Decode steps' layer segments the model keeps recordings for (backend::replay), over every row count: 0 where its
+// backend does not record (the CPU, GSA_CUDA_GRAPHS=0). A segment counts from its first step (the CUDA backend
+// runs it as it is then and records it at the second). Diagnosis and tests.
 int decode_recordings(const llama_model& m);
 
 // Why m cannot decode on its backend ("cannot decode on <backend>: <reason> (it has ... heads, head dim ...)": the
