@@ -15,10 +15,7 @@
 // alignment (its default assumes 256 bytes, which offsets into a buffer such as a vocabulary chunk do not meet).
 #include <cublasLt.h>
 
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -170,20 +167,11 @@ void gemm(const gemm_call& g, const char* what) {
 }  // namespace
 
 namespace {
-std::atomic<int> g_gemv{-1};  // -1: from the environment at first use
+env_switch g_gemv("GSA_CUDA_GEMV");
 }  // namespace
 
-bool gemv_enabled() {
-  int v = g_gemv.load();
-  if (v < 0) {
-    const char* e = std::getenv("GSA_CUDA_GEMV");
-    v = e && std::string(e) == "0" ? 0 : 1;
-    g_gemv.store(v);
-  }
-  return v == 1;
-}
-
-void set_gemv_enabled(bool on) { g_gemv.store(on ? 1 : 0); }
+bool gemv_enabled() { return g_gemv.on(); }
+void set_gemv_enabled(bool on) { g_gemv.set(on); }
 
 void gemm_xwT(void* y, dtype y_type, const void* x, const void* w, dtype a_type, int M, int K, int N, float beta,
               const void* bias, int64_t ldw) {

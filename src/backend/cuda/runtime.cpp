@@ -236,23 +236,22 @@ void memset0(void* dst, size_t bytes) {
 
 void synchronize() { GSA_CUDA_CHECK(cudaStreamSynchronize(ctx().stream)); }
 
-namespace {
-
-std::atomic<int> g_graphs{-1};  // -1: from the environment at first use
-
-}  // namespace
-
-bool graphs_enabled() {
-  int v = g_graphs.load();
+bool env_switch::on() {
+  int v = v_.load();
   if (v < 0) {
-    const char* e = std::getenv("GSA_CUDA_GRAPHS");
+    const char* e = std::getenv(var_);
     v = e && std::string(e) == "0" ? 0 : 1;
-    g_graphs.store(v);
+    v_.store(v);
   }
   return v == 1;
 }
 
-void set_graphs_enabled(bool on) { g_graphs.store(on ? 1 : 0); }
+namespace {
+env_switch g_graphs("GSA_CUDA_GRAPHS");
+}  // namespace
+
+bool graphs_enabled() { return g_graphs.on(); }
+void set_graphs_enabled(bool on) { g_graphs.set(on); }
 
 std::shared_ptr<void> record_graph(const std::function<void()>& f) {
   cudaStream_t s = ctx().stream;

@@ -8,6 +8,7 @@
 // --device cpu"). Nothing falls back silently.
 #pragma once
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -57,6 +58,19 @@ void copy_d2h(void* dst, const void* src, size_t bytes);
 void copy_d2d(void* dst, const void* src, size_t bytes);
 void memset0(void* dst, size_t bytes);
 void synchronize();
+
+// An on / off setting of the CUDA backend, on unless the environment variable `var` is "0" (read at the first
+// on()); set() overrides it (tests, benchmarks comparing both ways).
+class env_switch {
+ public:
+  explicit env_switch(const char* var) : var_(var) {}
+  bool on();
+  void set(bool on) { v_.store(on ? 1 : 0); }
+
+ private:
+  const char* var_;
+  std::atomic<int> v_{-1};  // -1: not read yet
+};
 
 // CUDA graphs (backend::replay): record_graph captures the launches f makes on ctx().stream (f launches but the GPU
 // runs nothing) into an executable graph, which launch_graph runs on ctx().stream; the pointer frees it. A capture
