@@ -2,14 +2,31 @@
 #include "train/stop-signal.h"
 
 #include <csignal>
+#include <ctime>
 
 namespace gsa {
 
 namespace {
 
 volatile std::sig_atomic_t requested = 0;
+volatile std::sig_atomic_t first_second = 0;  // CLOCK_MONOTONIC seconds of the first request
 
-void on_stop(int sig) { requested = sig; }
+// Only async-signal-safe calls here (clock_gettime, signal, raise).
+void on_stop(int sig) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (!requested) {
+    requested = sig;
+    first_second = std::sig_atomic_t(now.tv_sec);
+    return;
+  }
+  // The same stop delivered again (coreutils' timeout signals the command, then its whole process group, so the
+  // trainer gets SIGTERM twice at once) is not a second request; one a second or more later ends the process.
+  if (now.tv_sec - first_second >= 2) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
 
 }  // namespace
 
@@ -17,7 +34,7 @@ void install_stop_signals() {
   struct sigaction sa = {};
   sa.sa_handler = on_stop;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;  // the second signal takes the default action: the process ends
+  sa.sa_flags = 0;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
 }
