@@ -21,7 +21,7 @@ void on_stop(int sig) {
     return;
   }
   // The same stop delivered again (coreutils' timeout signals the command, then its whole process group, so the
-  // trainer gets SIGTERM twice at once) is not a second request; one a second or more later ends the process.
+  // trainer gets SIGTERM twice at once) is not a second request; one in a later second but the next ends the process.
   if (now.tv_sec - first_second >= 2) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);

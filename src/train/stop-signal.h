@@ -1,9 +1,10 @@
 // Stopping a training run cleanly. After install_stop_signals(), the first SIGTERM (a scheduler's, or `timeout`'s
 // at its deadline) or SIGINT (Ctrl-C) only records the request: the trainer finishes the step it is in, writes a
 // checkpoint at that step and returns (train_result::stopped_by), so that rerunning the same command resumes
-// there, bit-exact. A second signal at least a second after the first ends the process at once (the default
-// action); one sooner is the same stop delivered twice and changes nothing (coreutils' `timeout` signals the
-// command and then its process group: without this the trainer died at every deadline without its checkpoint).
+// there, bit-exact. A second signal within a second of the first is the same stop delivered twice and changes
+// nothing (coreutils' `timeout` signals the command and then its process group: without this the trainer died at
+// every deadline without its checkpoint); two seconds or more after it, a second signal ends the process at once
+// (the default action; in between, whole seconds of the monotonic clock decide).
 #pragma once
 
 namespace gsa {
