@@ -48,8 +48,8 @@ int64_t translate_rows(const kv::kv_cache& cache, const std::vector<kv::kv_addr>
   // The common case, a list that only grew (full attention's prefix, a window before it slides): one memcmp over
   // the old list (a step at 1M tokens compares 4 MB), and only the new tail translated and kept.
   size_t keep = 0;
-  if (rows_of.size() <= pos.size() &&
-      std::memcmp(pos.data(), rows_of.data(), rows_of.size() * sizeof(int32_t)) == 0)
+  if (rows_of.empty() || (rows_of.size() <= pos.size() &&
+                          std::memcmp(pos.data(), rows_of.data(), rows_of.size() * sizeof(int32_t)) == 0))
     keep = rows_of.size();
   else
     keep = size_t(std::mismatch(pos.begin(), pos.end(), rows_of.begin(), rows_of.end()).first - pos.begin());
