@@ -44,7 +44,12 @@ class backend {
   // dst = src converted to dst's type (same device; same numel).
   virtual void copy(Tensor& dst, const Tensor& src) = 0;
   // dst (this device's) = the host tensor src, of dst's type and numel: an upload into memory dst already holds.
-  virtual void write(Tensor& dst, const Tensor& src) = 0;
+  void write(Tensor& dst, const Tensor& src) {
+    GSA_ASSERT(src.on_host() && dst.where() == where() && dst.type() == src.type() && dst.numel() == src.numel(),
+               "write of {} {} host values into {} {} on {}", src.numel(), dtype_name(src.type()), dst.numel(),
+               dtype_name(dst.type()), device_name(dst.where()));
+    write_bytes(dst.raw(), src.raw(), src.nbytes());
+  }
   virtual void synchronize() {}
   // Recorded device work (CUDA graphs). Runs f, or on a backend that records, replays what f launched when this
   // `rec` was recorded (rec: null at first; the backend keeps its state and the recording in it, and freeing it
@@ -63,6 +68,10 @@ class backend {
   virtual size_t bytes_in_use() const { return 0; }
   virtual size_t peak_bytes() const { return 0; }
 
+ protected:
+  virtual void write_bytes(void* dst, const void* src, size_t bytes) = 0;  // write's copy, checked
+
+ public:
   // ---- ops (backend/cpu/ops.h has each contract)
   virtual void matmul_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias) = 0;
   virtual void matmul_backward(Tensor* dx, Tensor* dw, Tensor* dbias, const Tensor& dy, const Tensor& x,

@@ -28,12 +28,7 @@ class cpu_impl final : public backend {
   Tensor alloc(const shape_t& shape, dtype t) override { return Tensor(shape, t); }
   void zero(Tensor& x) override { x.zero(); }
   Tensor upload(const Tensor& host, dtype t) override { return host.to(t); }
-  void write(Tensor& dst, const Tensor& src) override {
-    GSA_ASSERT(src.on_host() && dst.type() == src.type() && dst.numel() == src.numel(),
-               "write of {} {} values into {} {}", src.numel(), dtype_name(src.type()), dst.numel(),
-               dtype_name(dst.type()));
-    std::memcpy(dst.raw(), src.raw(), src.nbytes());
-  }
+  void write_bytes(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy(Tensor& dst, const Tensor& src) override {
     GSA_ASSERT(dst.numel() == src.numel(), "copy of {} values into {}", src.numel(), dst.numel());
     if (dst.type() == src.type()) {

@@ -161,7 +161,7 @@ void host_lists_row(backend& be, Tensor& out, const Tensor& q, int page_rows, co
       int32_t* st = static_cast<int32_t*>(stats.raw());
       for (int h = 0; h < Hkv; h++) {
         int32_t rows = 0;
-        for (int32_t u : sel[h]) rows += d.raw_len[size_t(u)] + (d.add_gists[size_t(u)] ? d.g : 0);
+        for (int32_t u : sel[h]) rows += d.chunk_rows(u);
         st[h] = o[h];
         st[Hkv + h] = o[int64_t(Hkv) * (1 + cap) + h];
         st[2 * Hkv + h] = rows;

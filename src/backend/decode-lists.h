@@ -28,6 +28,7 @@
 // merges in that order, so its result equals the host engine's bit for bit; the CUDA backend may attend in
 // any order (split-K), which changes only the rounding.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -66,6 +67,8 @@ struct decode_lists {
   int n_q_heads = 0, n_kv_heads = 0, head_dim = 0;
 
   int n_cand() const { return int(gist_row.size()); }
+  // Rows candidate u adds to its head's list when selected: its raw rows, and its gists where not in the base.
+  int32_t chunk_rows(int u) const { return raw_len[size_t(u)] + (add_gists[size_t(u)] ? g : 0); }
   void clear_candidates() {  // the per-candidate tables (not hgsa's unit rows)
     gist_row.clear(), raw_row.clear(), raw_len.clear(), gist_pos.clear(), raw_pos.clear(), add_gists.clear();
   }

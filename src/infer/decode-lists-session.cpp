@@ -293,7 +293,7 @@ void session::lists_done(const int32_t* stats, const int32_t* selected) {
             if (u <= prev || u >= n_cand) [[unlikely]]
               GSA_ASSERT(u > prev && u < n_cand, "layer {} head {}: selected chunk {} of {} candidates (after {})", l,
                          h, u, n_cand, prev);
-            rows += dl_.raw_len[size_t(u)] + (dl_.add_gists[size_t(u)] ? dl_.g : 0);
+            rows += dl_.chunk_rows(u);
             prev = u;
           }
           GSA_ASSERT(rows == added, "layer {} head {}: the selected chunks hold {} rows, the lists {}", l, h, rows,

@@ -79,12 +79,7 @@ class cuda_impl final : public backend {
     if (dst.type() == src.type()) return copy_d2d(dst.raw(), src.raw(), src.nbytes());
     convert(dst.raw(), dst.type(), src.raw(), src.type(), src.numel());
   }
-  void write(Tensor& dst, const Tensor& src) override {
-    GSA_ASSERT(src.on_host() && dst.where() == device::cuda && dst.type() == src.type() && dst.numel() == src.numel(),
-               "write of {} {} values into {} {}", src.numel(), dtype_name(src.type()), dst.numel(),
-               dtype_name(dst.type()));
-    copy_h2d(dst.raw(), src.raw(), src.nbytes());
-  }
+  void write_bytes(void* dst, const void* src, size_t bytes) override { copy_h2d(dst, src, bytes); }
   // The first call runs f as it is (so that lazily loaded kernels and cuBLASLt's plans exist before a capture),
   // the second records it, every later one replays.
   void replay(std::shared_ptr<void>& rec, const std::function<void()>& f) override {

@@ -258,24 +258,21 @@ std::shared_ptr<void> record_graph(const std::function<void()>& f) {
   // Thread-local mode: a call in f that would synchronise or allocate from the driver fails the capture instead of
   // recording something a replay would not redo.
   GSA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  cudaGraph_t graph = nullptr;
+  std::string why;  // set when the capture failed: f threw, or the capture ended in an error
   try {
     f();
-  } catch (const std::exception& e) {
-    cudaStreamEndCapture(s, &graph);
+  } catch (const std::exception& x) {
+    why = x.what();
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t e = cudaStreamEndCapture(s, &graph);
+  if (why.empty() && (e != cudaSuccess || !graph)) why = cudaGetErrorString(e);
+  if (!why.empty()) {
     if (graph) cudaGraphDestroy(graph);
     cudaGetLastError();  // the capture's error is the one reported here
     fail("recording a CUDA graph failed: {}; an op of the recorded work synchronised, read back or allocated: "
          "this is a bug (report it), and GSA_CUDA_GRAPHS=0 runs without graphs",
-         e.what());
-  }
-  const cudaError_t e = cudaStreamEndCapture(s, &graph);
-  if (e != cudaSuccess || !graph) {
-    if (graph) cudaGraphDestroy(graph);
-    cudaGetLastError();
-    fail("recording a CUDA graph failed ({}): an op of the recorded work synchronised, read back or allocated; "
-         "this is a bug (report it), and GSA_CUDA_GRAPHS=0 runs without graphs",
-         cudaGetErrorString(e));
+         why);
   }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
